@@ -1,0 +1,151 @@
+//! REST bodies (PROTOCOL.md "HTTP API"). Request bodies deny unknown fields: a typo in a
+//! script (`"comand"`) must be a 422, not a silently defaulted request.
+
+use crate::model::*;
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Every JSON error body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+    /// Addition for the no-JavaScript login form: where to send the browser (303) after
+    /// login. Only same-site paths are honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub csrf_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub username: String,
+    pub csrf_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHost {
+    pub hostname: String,
+    pub host_type: HostType,
+    #[serde(default)]
+    pub theme_color: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub device_type: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostCreated {
+    pub host: Host,
+    pub agent_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentToken {
+    pub agent_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub host_id: String,
+    pub online: bool,
+    pub generation: Option<String>,
+    pub agent_version: Option<String>,
+    pub agent_outdated: bool,
+    pub update_status: UpdateStatus,
+    pub pending_pr: Option<PendingPr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    /// Kept as text so an unknown command gets the contract's 422 with a clear sentence.
+    pub command: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandAccepted {
+    pub command_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub command_id: String,
+    pub command: CommandKind,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub queued_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub line_count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    pub command: String,
+    /// `null` means every online host.
+    pub host_ids: Option<Vec<String>>,
+}
+
+/// One host's answer in a bulk run. Untagged, so both arms deny unknown fields: otherwise
+/// an error row could be read as a success row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BulkResult {
+    Queued(BulkQueued),
+    Failed(BulkFailed),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkQueued {
+    pub host_id: String,
+    pub command_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFailed {
+    pub host_id: String,
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkResponse {
+    pub results: Vec<BulkResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub pr_number: u64,
+    #[serde(default)]
+    pub host_ids: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    pub job_id: String,
+}

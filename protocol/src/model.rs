@@ -1,0 +1,292 @@
+//! The shared objects of PROTOCOL.md: Host, StatusCheck, Metrics and friends.
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A host id is the lower-cased hostname: `[a-z0-9][a-z0-9._-]{0,62}`.
+/// Anything else is rejected, never silently rewritten.
+pub fn is_valid_host_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && matches!(bytes[0], b'a'..=b'z' | b'0'..=b'9')
+        && bytes[1..]
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+}
+
+/// `#rrggbb`, the only colour form the contract allows.
+pub fn is_valid_theme_color(c: &str) -> bool {
+    let b = c.as_bytes();
+    b.len() == 7 && b[0] == b'#' && b[1..].iter().all(u8::is_ascii_hexdigit)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HostType {
+    #[default]
+    Nixos,
+    Macos,
+}
+
+impl HostType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostType::Nixos => "nixos",
+            HostType::Macos => "macos",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nixos" => Some(HostType::Nixos),
+            "macos" => Some(HostType::Macos),
+            _ => None,
+        }
+    }
+    /// The seed's default theme colours: Tokyo Night blue for NixOS, purple for macOS.
+    pub fn default_color(self) -> &'static str {
+        match self {
+            HostType::Nixos => "#7aa2f7",
+            HostType::Macos => "#bb9af7",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    Outdated,
+    Error,
+    #[default]
+    Unknown,
+    Working,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Outdated => "outdated",
+            CheckStatus::Error => "error",
+            CheckStatus::Unknown => "unknown",
+            CheckStatus::Working => "working",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct StatusCheck {
+    pub status: CheckStatus,
+    pub message: String,
+    pub checked_at: Option<Timestamp>,
+}
+
+impl StatusCheck {
+    pub fn new(status: CheckStatus, message: impl Into<String>, at: Option<Timestamp>) -> Self {
+        StatusCheck {
+            status,
+            message: message.into(),
+            checked_at: at,
+        }
+    }
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(CheckStatus::Unknown, message, None)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateStatus {
+    pub agent: StatusCheck,
+    pub git: StatusCheck,
+    pub lock: StatusCheck,
+    pub system: StatusCheck,
+    pub tests: StatusCheck,
+}
+
+/// Host metrics in percent (cpu, ram, swap) and the 1-minute load average.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Metrics {
+    pub cpu: f64,
+    pub ram: f64,
+    pub swap: f64,
+    pub load: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandKind {
+    Pull,
+    Switch,
+    PullSwitch,
+    Test,
+    Update,
+    Rollback,
+    Refresh,
+    Restart,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 8] = [
+        CommandKind::Pull,
+        CommandKind::Switch,
+        CommandKind::PullSwitch,
+        CommandKind::Test,
+        CommandKind::Update,
+        CommandKind::Rollback,
+        CommandKind::Refresh,
+        CommandKind::Restart,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Pull => "pull",
+            CommandKind::Switch => "switch",
+            CommandKind::PullSwitch => "pull-switch",
+            CommandKind::Test => "test",
+            CommandKind::Update => "update",
+            CommandKind::Rollback => "rollback",
+            CommandKind::Refresh => "refresh",
+            CommandKind::Restart => "restart",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for CommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// queued → running → ok | error | stopped | timeout | lost | abandoned
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    Queued,
+    Running,
+    Ok,
+    Error,
+    Stopped,
+    Timeout,
+    Lost,
+    Abandoned,
+}
+
+impl CommandStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, CommandStatus::Queued | CommandStatus::Running)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingCommand {
+    pub command_id: String,
+    pub command: CommandKind,
+    pub started_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingPr {
+    pub number: u64,
+    pub title: String,
+    pub url: String,
+    pub mergeable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: String,
+    pub hostname: String,
+    pub host_type: HostType,
+    pub theme_color: String,
+    pub location: Option<String>,
+    pub device_type: Option<String>,
+    pub online: bool,
+    pub last_seen: Option<Timestamp>,
+    pub pending_command: Option<PendingCommand>,
+    pub metrics: Option<Metrics>,
+    pub generation: Option<String>,
+    pub agent_version: Option<String>,
+    pub agent_outdated: bool,
+    pub os_version: Option<String>,
+    pub nixpkgs_version: Option<String>,
+    pub repo_url: Option<String>,
+    pub repo_dir: Option<String>,
+    pub update_status: UpdateStatus,
+}
+
+impl Host {
+    /// A host the dashboard knows of but has never heard from.
+    pub fn new(id: &str, host_type: HostType) -> Self {
+        Host {
+            id: id.to_owned(),
+            hostname: id.to_owned(),
+            host_type,
+            theme_color: host_type.default_color().to_owned(),
+            location: None,
+            device_type: None,
+            online: false,
+            last_seen: None,
+            pending_command: None,
+            metrics: None,
+            generation: None,
+            agent_version: None,
+            agent_outdated: false,
+            os_version: None,
+            nixpkgs_version: None,
+            repo_url: None,
+            repo_dir: None,
+            update_status: UpdateStatus::default(),
+        }
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.pending_command.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ids() {
+        for ok in ["a", "web-1", "db.example", "x_y", "0abc"] {
+            assert!(is_valid_host_id(ok), "{ok}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "Web", "-a", ".a", "a b", "a/b", "ä", long.as_str()] {
+            assert!(!is_valid_host_id(bad), "{bad}");
+        }
+        assert!(is_valid_host_id(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn colors() {
+        assert!(is_valid_theme_color("#7aa2f7"));
+        assert!(!is_valid_theme_color("7aa2f7"));
+        assert!(!is_valid_theme_color("#7aa2f"));
+        assert!(!is_valid_theme_color("#7aa2fg"));
+        assert!(!is_valid_theme_color("red"));
+    }
+
+    #[test]
+    fn command_names_match_contract() {
+        for k in CommandKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(CommandKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(CommandKind::parse("reboot"), None);
+    }
+}

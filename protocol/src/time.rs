@@ -1,0 +1,101 @@
+//! Times on the wire are RFC 3339 UTC strings with whole seconds (`2026-11-25T17:46:03Z`).
+//! Whole seconds keep the type `Copy`, cheap and identical on native and wasm.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A point in time, as Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time from the OS clock. Not on wasm: the browser derives its clock from
+    /// the server's `server_time` so SSR and hydration render the same text.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn now() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Timestamp(secs)
+    }
+
+    pub fn secs(self) -> i64 {
+        self.0
+    }
+
+    pub fn parse(s: &str) -> Result<Self, chrono::ParseError> {
+        DateTime::parse_from_rfc3339(s).map(|t| Timestamp(t.timestamp()))
+    }
+
+    /// `HH:MM:SS` in UTC, for log lines.
+    pub fn clock(self) -> String {
+        let t = DateTime::<Utc>::from_timestamp(self.0, 0).unwrap_or_default();
+        t.format("%H:%M:%S").to_string()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = DateTime::<Utc>::from_timestamp(self.0, 0).unwrap_or_default();
+        f.write_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// "5s", "3m", "2h", "4d": the seed's relative age, one home for it.
+pub fn format_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_contract_example() {
+        let t: Timestamp = serde_json::from_str("\"2026-11-25T17:46:03Z\"").unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-25T17:46:03Z\"");
+    }
+
+    #[test]
+    fn accepts_offsets_and_fractions_as_utc() {
+        let t = Timestamp::parse("2026-11-25T18:46:03.250+01:00").unwrap();
+        assert_eq!(t.to_string(), "2026-11-25T17:46:03Z");
+        assert_eq!(t.clock(), "17:46:03");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+        assert!(serde_json::from_str::<Timestamp>("12").is_err());
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(format_age(-3), "0s");
+        assert_eq!(format_age(59), "59s");
+        assert_eq!(format_age(60), "1m");
+        assert_eq!(format_age(7200), "2h");
+        assert_eq!(format_age(200_000), "2d");
+    }
+}
