@@ -1,1 +1,69 @@
-pub fn placeholder(){}
+//! nixdeck's Leptos app, compiled for the server (`ssr`) and the browser (`hydrate`).
+
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod backend;
+pub mod components;
+pub mod error;
+pub mod presentation;
+#[cfg(feature = "hydrate")]
+pub mod socket;
+pub mod store;
+
+use components::{dashboard::DashboardPage, login::LoginPage};
+use leptos::prelude::*;
+#[cfg(feature = "ssr")]
+use leptos_meta::MetaTags;
+use leptos_meta::{provide_meta_context, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path, SsrMode,
+};
+
+pub use error::AppError;
+
+/// The HTML document around the app; rendered on the server only.
+#[cfg(feature = "ssr")]
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let csrf = backend::current_viewer().map(|v| v.csrf_token);
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                {csrf.map(|token| view! { <meta name="csrf-token" content=token /> })}
+                <link rel="icon" href="data:," />
+                <link rel="stylesheet" id="leptos" href="/pkg/nixdeck.css" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Title text="nixdeck" />
+        <Router>
+            <Routes fallback=|| view! { <p class="error">"Page not found."</p> }>
+                // Async: the whole page waits for the snapshot, so it arrives complete.
+                <Route path=path!("/") view=DashboardPage ssr=SsrMode::Async />
+                <Route path=path!("/login") view=LoginPage />
+            </Routes>
+        </Router>
+    }
+}
+
+/// A debug line in the browser console (ignored frames and the like).
+pub fn console_debug(message: &str) {
+    #[cfg(feature = "hydrate")]
+    web_sys::console::debug_1(&message.into());
+    #[cfg(not(feature = "hydrate"))]
+    let _ = message;
+}

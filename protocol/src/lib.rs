@@ -3,6 +3,7 @@
 //! server and the wasm frontend all depend on it, so it must stay small and portable.
 
 pub mod api;
+pub mod backoff;
 pub mod fleet;
 pub mod messages;
 pub mod model;

@@ -1,1 +1,129 @@
-fn main(){}
+//! The nixdeck server binary.
+
+mod config;
+mod http;
+mod hub;
+mod secret;
+mod service;
+mod state;
+mod storage;
+
+use anyhow::Context;
+use clap::Parser;
+use config::{Cli, Config};
+use hub::Hub;
+use leptos::config::LeptosOptions;
+use state::AppState;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use storage::Db;
+use tracing_subscriber::EnvFilter;
+
+/// Heartbeats are written to the database in batches this often.
+const SEEN_FLUSH: Duration = Duration::from_secs(10);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match cli.command {
+        None | Some(config::Command::Serve) => match serve(cli.config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    if let Some(password) = service::auth::ensure_admin(&db, config.admin_password.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
+    {
+        // Printed once, on the first start: it is not stored anywhere in clear.
+        println!("Created user 'admin' with password: {password}");
+    }
+    let hosts = db.hosts().await.context("loading hosts")?;
+    let hub = Hub::new(hosts, config.heartbeat_interval_s);
+
+    let leptos_options = LeptosOptions::builder()
+        .output_name("nixdeck")
+        .site_root(config.site_root.to_string_lossy().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(config.listen)
+        .build();
+    let state = AppState {
+        db: db.clone(),
+        hub: hub.clone(),
+        config: Arc::new(config.clone()),
+        leptos_options,
+    };
+    spawn_background(state.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!("nixdeck {} listening on http://{}", protocol::VERSION, config.listen);
+    axum::serve(
+        listener,
+        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")?;
+    // Nothing accepted is lost: the last heartbeats go to the database before exit.
+    db.save_seen(&hub.take_unsaved()).await.context("saving last-seen")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Batched heartbeat writes and session clean-up.
+fn spawn_background(app: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SEEN_FLUSH);
+        let mut rounds = 0u64;
+        loop {
+            tick.tick().await;
+            if let Err(e) = app.db.save_seen(&app.hub.take_unsaved()).await {
+                tracing::warn!("saving heartbeats: {e}");
+            }
+            rounds += 1;
+            if rounds % 60 == 0 {
+                let now = protocol::Timestamp::now().secs();
+                let idle = now - (app.config.session_idle_min * 60) as i64;
+                let created = now - (app.config.session_max_h * 3600) as i64;
+                if let Err(e) = app.db.purge_sessions(idle, created).await {
+                    tracing::warn!("purging sessions: {e}");
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,60 @@
+//! Server functions: thin doors into the server's service layer (see `backend`). Every one
+//! is a POST under `/api`, so the server's session and CSRF layer guards them exactly like
+//! the REST routes; `CsrfClient` adds the page's token to each call.
+
+use crate::error::AppError;
+use futures::{Sink, Stream};
+use leptos::prelude::*;
+use protocol::messages::Snapshot;
+use server_fn::client::{browser::BrowserClient, Client};
+use server_fn::error::FromServerFnError;
+use server_fn::request::browser::BrowserRequest;
+use server_fn::response::browser::BrowserResponse;
+use std::future::Future;
+
+/// The server-function client: the browser's fetch, plus the `X-CSRF-Token` header read
+/// from `<meta name="csrf-token">`.
+pub struct CsrfClient;
+
+impl<E, IS, OS> Client<E, IS, OS> for CsrfClient
+where
+    E: FromServerFnError,
+    IS: FromServerFnError,
+    OS: FromServerFnError,
+{
+    type Request = BrowserRequest;
+    type Response = BrowserResponse;
+
+    fn send(req: Self::Request) -> impl Future<Output = Result<Self::Response, E>> + Send {
+        #[cfg(feature = "hydrate")]
+        if let Some(token) = crate::socket::csrf_token() {
+            req.headers().append("X-CSRF-Token", &token);
+        }
+        <BrowserClient as Client<E, IS, OS>>::send(req)
+    }
+
+    fn open_websocket(
+        path: &str,
+    ) -> impl Future<
+        Output = Result<
+            (
+                impl Stream<Item = Result<server_fn::Bytes, server_fn::Bytes>> + Send + 'static,
+                impl Sink<server_fn::Bytes> + Send + 'static,
+            ),
+            E,
+        >,
+    > + Send {
+        <BrowserClient as Client<E, IS, OS>>::open_websocket(path)
+    }
+
+    fn spawn(future: impl Future<Output = ()> + Send + 'static) {
+        <BrowserClient as Client<E, IS, OS>>::spawn(future)
+    }
+}
+
+/// The fleet as the hub sees it now; the dashboard's first render.
+#[server(client = CsrfClient)]
+pub async fn fleet_snapshot() -> Result<Snapshot, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.snapshot(&viewer).await
+}

@@ -1,0 +1,41 @@
+//! The seam between server functions (in this crate) and the service layer (in the server
+//! crate, which depends on us). The server implements `Backend` and hands it to every
+//! server function through Leptos context, so server functions stay thin doors.
+
+use crate::error::AppError;
+use protocol::messages::Snapshot;
+use std::sync::Arc;
+
+/// The logged-in user of a request, put into the request extensions by the server's
+/// session layer and read by the page shell (CSRF meta tag) and by server functions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Viewer {
+    pub username: String,
+    pub role: String,
+    pub csrf_token: String,
+}
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The fleet as the hub sees it now, for the first render.
+    async fn snapshot(&self, viewer: &Viewer) -> Result<Snapshot, AppError>;
+}
+
+pub type SharedBackend = Arc<dyn Backend>;
+
+/// The viewer of the request being served, if any.
+pub fn current_viewer() -> Option<Viewer> {
+    use leptos::prelude::use_context;
+    use_context::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Viewer>().cloned())
+}
+
+/// The backend and the viewer, or the error a server function should return.
+pub fn backend_for_request() -> Result<(SharedBackend, Viewer), AppError> {
+    use leptos::prelude::use_context;
+    let viewer = current_viewer().ok_or(AppError::Unauthorized)?;
+    let backend = use_context::<SharedBackend>().ok_or_else(|| {
+        tracing::error!("no Backend in the Leptos context");
+        AppError::Internal
+    })?;
+    Ok((backend, viewer))
+}

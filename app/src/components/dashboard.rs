@@ -1,0 +1,93 @@
+//! The dashboard page: the first render comes from the server's snapshot (so there is no
+//! empty flash), then the store is patched live by the WebSocket.
+
+use crate::api::fleet_snapshot;
+use crate::components::host_row::HostRow;
+use crate::components::link_footer::LinkFooter;
+use crate::store::HostStore;
+use leptos::either::Either;
+use leptos::prelude::*;
+use protocol::messages::Snapshot;
+
+#[component]
+pub fn DashboardPage() -> impl IntoView {
+    let snapshot = Resource::new(|| (), |_| fleet_snapshot());
+    view! {
+        <Suspense fallback=|| view! { <p class="loading">"Loading the fleet…"</p> }>
+            {move || Suspend::new(async move {
+                match snapshot.await {
+                    Ok(s) => Either::Left(view! { <Fleet snapshot=s /> }),
+                    Err(e) => Either::Right(view! { <p class="error">{e.to_string()}</p> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Fleet(snapshot: Snapshot) -> impl IntoView {
+    let store = HostStore::new(snapshot);
+    provide_context(store);
+    // Effects run only in the browser, after hydration.
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        crate::socket::start(store);
+    });
+    let counts = move || {
+        let (online, total) = store.counts();
+        format!("{online}/{total} online")
+    };
+
+    view! {
+        <header class="topbar">
+            <h1 class="brand">"nixdeck"</h1>
+            <span class="fleet-count">{counts}</span>
+            <span class="spacer"></span>
+            <LogoutButton />
+        </header>
+        <main class="fleet">
+            <table class="host-table">
+                <thead>
+                    <tr>
+                        <th class="cell-status"></th>
+                        <th>"Host"</th>
+                        <th>"Type"</th>
+                        <th>"CPU / RAM"</th>
+                        <th>"Last seen"</th>
+                        <th>"Agent"</th>
+                        <th>"Gen"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=move || store.ids.get() key=|id| id.clone() let:id>
+                        {store.host(&id).map(|host| view! { <HostRow host /> })}
+                    </For>
+                </tbody>
+            </table>
+            <Show when=move || store.ids.with(Vec::is_empty)>
+                <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
+            </Show>
+        </main>
+        <LinkFooter />
+    }
+}
+
+#[component]
+fn LogoutButton() -> impl IntoView {
+    let on_click = move |_| {
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async {
+            let mut req = gloo_net::http::Request::post("/api/logout");
+            if let Some(token) = crate::socket::csrf_token() {
+                req = req.header("X-CSRF-Token", &token);
+            }
+            let _ = req.send().await;
+            let _ = window().location().set_href("/login");
+        });
+    };
+    view! {
+        <button class="logout" type="button" on:click=on_click>
+            "Log out"
+        </button>
+    }
+}

@@ -1,0 +1,79 @@
+//! One host as a table row. Every class and text is derived from the host's signals.
+
+use crate::presentation::*;
+use crate::store::{HostSignals, HostStore};
+use leptos::prelude::*;
+use protocol::DEFAULT_HEARTBEAT_S;
+
+#[component]
+pub fn HostRow(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let HostSignals {
+        id,
+        hostname,
+        host_type,
+        theme_color,
+        location,
+        online,
+        last_seen,
+        pending_command,
+        metrics,
+        generation,
+        agent_version,
+        beats,
+        ..
+    } = host;
+    let busy = host.busy();
+    let cpu = Memo::new(move |_| metrics.with(|m| m.map(|m| m.cpu)));
+    let ram = Memo::new(move |_| metrics.with(|m| m.map(|m| m.ram)));
+    let seen = Memo::new(move |_| {
+        crate::presentation::last_seen(last_seen.get(), store.now.get(), DEFAULT_HEARTBEAT_S)
+    });
+    // Alternating between two identical animations restarts the pulse on every beat.
+    let indicator = move || {
+        let pulse = match beats.get() {
+            0 => "",
+            n if n % 2 == 0 => " pulse-a",
+            _ => " pulse-b",
+        };
+        format!("{}{pulse}", indicator_class(online.get(), busy.get()))
+    };
+
+    view! {
+        <tr class="host-row" class:offline=move || !online.get() data-host-id=id.get_value()>
+            <td class="cell-status">
+                <span class=indicator title=move || indicator_title(online.get(), busy.get())></span>
+            </td>
+            <td class="cell-host">
+                <span class="hostname" style:color=move || theme_color.get()>
+                    {move || hostname.get()}
+                </span>
+                {move || {
+                    pending_command
+                        .get()
+                        .map(|p| view! { <span class="command-badge">{p.command.as_str()}</span> })
+                }}
+            </td>
+            <td class="cell-type">
+                <span class="host-type">{move || host_type.get().as_str()}</span>
+                <span class="location">{move || location.get().unwrap_or_default()}</span>
+            </td>
+            <td class="cell-metrics" title=move || metrics_title(metrics.get())>
+                <span class=move || metric_class(cpu.get()) data-metric="cpu">
+                    "CPU " {move || percent(cpu.get())}
+                </span>
+                " "
+                <span class=move || metric_class(ram.get()) data-metric="ram">
+                    "RAM " {move || percent(ram.get())}
+                </span>
+            </td>
+            <td class=move || seen.get().1 data-cell="last-seen">
+                {move || seen.get().0}
+            </td>
+            <td class="cell-agent">{move || agent_version.get().unwrap_or_else(|| "—".into())}</td>
+            <td class="cell-gen" title=move || generation.get().unwrap_or_default()>
+                {move || short_generation(generation.get().as_deref())}
+            </td>
+        </tr>
+    }
+}

@@ -1,0 +1,23 @@
+//! The footer: the live link's state and the dashboard version.
+
+use crate::store::{HostStore, LinkState};
+use leptos::prelude::*;
+
+#[component]
+pub fn LinkFooter() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let state = move || match store.link.get() {
+        LinkState::Connecting => ("connecting", "Connecting…".to_owned()),
+        LinkState::Connected => ("connected", "Connected".to_owned()),
+        LinkState::Retrying { in_s } => ("disconnected", format!("Disconnected, retrying in {in_s} s")),
+    };
+    view! {
+        <footer class="footer">
+            <span class="link-state" data-state=move || state().0>
+                <span class="link-dot"></span>
+                {move || state().1}
+            </span>
+            <span class="version">"nixdeck " {move || store.dashboard_version.get()}</span>
+        </footer>
+    }
+}

@@ -1,0 +1,6 @@
+//! Page components. Each derives what it shows from the `HostStore`; none writes host state.
+
+pub mod dashboard;
+pub mod host_row;
+pub mod link_footer;
+pub mod login;

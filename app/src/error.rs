@@ -1,0 +1,89 @@
+//! One error type for the service layer, shared by both doors: REST maps it to a status code
+//! and `{error, code}`; server functions carry it to the browser as it is.
+
+use serde::{Deserialize, Serialize};
+use server_fn::codec::JsonEncoding;
+use server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AppError {
+    /// No (valid) session: 401.
+    Unauthorized,
+    /// Authenticated but not allowed, or a CSRF/Origin failure: 403.
+    Forbidden(String),
+    /// 404 with the thing that was not found.
+    NotFound(String),
+    /// 409 with a machine code such as `busy`, `offline`, `idle`, `exists`.
+    Conflict { code: String, message: String },
+    /// 422: the request is well-formed but its content is not acceptable.
+    Invalid(String),
+    /// 429: try again after this many seconds.
+    RateLimited { retry_after_s: u64 },
+    /// 500: the detail was logged on the server, never sent.
+    Internal,
+    /// The server function transport failed (network, decoding).
+    Transport(String),
+}
+
+impl AppError {
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        AppError::Conflict {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::Unauthorized => 401,
+            AppError::Forbidden(_) => 403,
+            AppError::NotFound(_) => 404,
+            AppError::Conflict { .. } => 409,
+            AppError::Invalid(_) => 422,
+            AppError::RateLimited { .. } => 429,
+            AppError::Internal => 500,
+            AppError::Transport(_) => 502,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            AppError::Unauthorized => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::Conflict { code, .. } => code,
+            AppError::Invalid(_) => "invalid",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::Internal => "internal",
+            AppError::Transport(_) => "transport",
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Unauthorized => f.write_str("You are not logged in."),
+            AppError::Forbidden(why) => write!(f, "Forbidden: {why}"),
+            AppError::NotFound(what) => write!(f, "Not found: {what}"),
+            AppError::Conflict { message, .. } => f.write_str(message),
+            AppError::Invalid(why) => f.write_str(why),
+            AppError::RateLimited { retry_after_s } => {
+                write!(f, "Too many attempts; try again in {retry_after_s} s.")
+            }
+            AppError::Internal => f.write_str("Internal server error; the details are in the server log."),
+            AppError::Transport(why) => write!(f, "Could not reach the dashboard: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        AppError::Transport(value.to_string())
+    }
+}

@@ -1,0 +1,113 @@
+//! Pure derivations from host state to what the page shows: classes, texts, tooltips.
+//! One home for them, shared by table rows and (later) mobile cards, and tested natively.
+
+use protocol::time::format_age;
+use protocol::{Metrics, Timestamp};
+
+/// Status indicator: ripple when online and idle, busy dot, or offline.
+pub fn indicator_class(online: bool, busy: bool) -> &'static str {
+    match (online, busy) {
+        (false, _) => "status-indicator offline",
+        (true, true) => "status-indicator busy",
+        (true, false) => "status-indicator online",
+    }
+}
+
+pub fn indicator_title(online: bool, busy: bool) -> &'static str {
+    match (online, busy) {
+        (false, _) => "Offline",
+        (true, true) => "Online, running a command",
+        (true, false) => "Online and idle",
+    }
+}
+
+/// "12%" or "—" when unknown.
+pub fn percent(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.0}%"),
+        _ => "—".to_owned(),
+    }
+}
+
+/// Values at or above 80 % are highlighted.
+pub fn metric_class(value: Option<f64>) -> &'static str {
+    match value {
+        Some(v) if v >= 80.0 => "metric high",
+        _ => "metric",
+    }
+}
+
+pub fn metrics_title(m: Option<Metrics>) -> String {
+    match m {
+        Some(m) => format!(
+            "RAM {:.0}% · Swap {:.0}% · Load {:.2}",
+            m.ram, m.swap, m.load
+        ),
+        None => "No metrics reported yet".to_owned(),
+    }
+}
+
+/// Last seen as "5s ago", and its freshness class: ok within 2 heartbeats, warn within 10.
+pub fn last_seen(seen: Option<Timestamp>, now: Timestamp, interval_s: u32) -> (String, &'static str) {
+    let Some(seen) = seen else {
+        return ("never".to_owned(), "last-seen stale");
+    };
+    let age = (now.secs() - seen.secs()).max(0);
+    let interval = i64::from(interval_s.max(1));
+    let class = if age <= 2 * interval {
+        "last-seen ok"
+    } else if age <= 10 * interval {
+        "last-seen warn"
+    } else {
+        "last-seen stale"
+    };
+    (format!("{} ago", format_age(age)), class)
+}
+
+/// A commit as 7 characters.
+pub fn short_generation(generation: Option<&str>) -> String {
+    match generation {
+        Some(g) if !g.is_empty() => g.chars().take(7).collect(),
+        _ => "—".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indicator() {
+        assert_eq!(indicator_class(true, false), "status-indicator online");
+        assert_eq!(indicator_class(true, true), "status-indicator busy");
+        assert_eq!(indicator_class(false, true), "status-indicator offline");
+    }
+
+    #[test]
+    fn metrics() {
+        assert_eq!(percent(Some(12.4)), "12%");
+        assert_eq!(percent(None), "—");
+        assert_eq!(percent(Some(f64::NAN)), "—");
+        assert_eq!(metric_class(Some(80.0)), "metric high");
+        assert_eq!(metric_class(Some(79.9)), "metric");
+        assert_eq!(metric_class(None), "metric");
+    }
+
+    #[test]
+    fn freshness() {
+        let now = Timestamp(1_000);
+        assert_eq!(last_seen(Some(Timestamp(995)), now, 5), ("5s ago".into(), "last-seen ok"));
+        assert_eq!(last_seen(Some(Timestamp(970)), now, 5).1, "last-seen warn");
+        assert_eq!(last_seen(Some(Timestamp(900)), now, 5).1, "last-seen stale");
+        assert_eq!(last_seen(None, now, 5).0, "never");
+        // A clock slightly behind the heartbeat never shows a negative age.
+        assert_eq!(last_seen(Some(Timestamp(1_002)), now, 5).0, "0s ago");
+    }
+
+    #[test]
+    fn generations() {
+        assert_eq!(short_generation(Some("0123456789abcdef")), "0123456");
+        assert_eq!(short_generation(Some("")), "—");
+        assert_eq!(short_generation(None), "—");
+    }
+}

@@ -1,0 +1,117 @@
+//! The browser side of `/ws` (hydrate only): connect, feed frames into the store in one
+//! batch per animation frame, keep the clock ticking, and reconnect with backoff. Every
+//! (re)connect starts with a `snapshot`, which resyncs whatever was missed.
+
+use crate::store::{HostStore, LinkState};
+use futures::StreamExt;
+use gloo_net::websocket::{futures::WebSocket, Message};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use protocol::backoff::Backoff;
+use protocol::messages::BrowserEvent;
+use protocol::{decode, Decoded, Timestamp};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Frames waiting for the next animation frame. A hidden tab gets no animation frames, so
+/// past this many we apply at once instead of letting the queue grow.
+const MAX_QUEUED: usize = 2_000;
+
+/// The page's CSRF token, from `<meta name="csrf-token">`.
+pub fn csrf_token() -> Option<String> {
+    document()
+        .query_selector("meta[name=csrf-token]")
+        .ok()
+        .flatten()
+        .and_then(|m| m.get_attribute("content"))
+}
+
+fn browser_now_s() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
+
+fn ws_url() -> String {
+    let loc = window().location();
+    let scheme = if loc.protocol().as_deref() == Ok("https:") { "wss" } else { "ws" };
+    format!("{scheme}://{}/ws", loc.host().unwrap_or_default())
+}
+
+/// Start the link and the clock. Call once, from an effect, after hydration.
+pub fn start(store: HostStore) {
+    // Offset between the server's clock and ours, fixed from each snapshot.
+    let offset = Rc::new(RefCell::new(store.now.get_untracked().secs() as f64 - browser_now_s()));
+    {
+        let offset = offset.clone();
+        set_interval(
+            move || store.tick(Timestamp((browser_now_s() + *offset.borrow()) as i64)),
+            Duration::from_secs(1),
+        );
+    }
+    spawn_local(run(store, offset));
+}
+
+async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
+    let mut backoff = Backoff::default();
+    let queue: Rc<RefCell<Vec<String>>> = Rc::default();
+    loop {
+        store.link.set(LinkState::Connecting);
+        match WebSocket::open(&ws_url()) {
+            Ok(ws) => {
+                let (_write, mut read) = ws.split();
+                while let Some(frame) = read.next().await {
+                    match frame {
+                        Ok(Message::Text(text)) => {
+                            if store.link.get_untracked() != LinkState::Connected {
+                                store.link.set(LinkState::Connected);
+                                backoff.reset();
+                            }
+                            enqueue(store, &queue, &offset, text);
+                        }
+                        Ok(Message::Bytes(_)) => crate::console_debug(&format!("nixdeck: ignored a binary frame")),
+                        Err(err) => {
+                            crate::console_debug(&format!("nixdeck: link closed: {err}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => crate::console_debug(&format!("nixdeck: cannot open link: {err}")),
+        }
+        flush(store, &queue, &offset);
+        let delay = backoff.next_delay_ms(js_sys::Math::random()).max(250);
+        store.link.set(LinkState::Retrying { in_s: delay.div_ceil(1000) });
+        gloo_timers::future::sleep(Duration::from_millis(delay)).await;
+    }
+}
+
+fn enqueue(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell<f64>>, text: String) {
+    let first = {
+        let mut q = queue.borrow_mut();
+        q.push(text);
+        q.len()
+    };
+    if first >= MAX_QUEUED {
+        flush(store, queue, offset);
+    } else if first == 1 {
+        let (queue, offset) = (queue.clone(), offset.clone());
+        request_animation_frame(move || flush(store, &queue, &offset));
+    }
+}
+
+/// Apply every queued frame, in order.
+fn flush(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell<f64>>) {
+    let frames = std::mem::take(&mut *queue.borrow_mut());
+    for text in frames {
+        match decode::<BrowserEvent>(&text) {
+            Decoded::Message(event) => {
+                if let BrowserEvent::Snapshot(s) = &event {
+                    *offset.borrow_mut() = s.server_time.secs() as f64 - browser_now_s();
+                }
+                store.apply(&event);
+            }
+            Decoded::Unknown(kind) => crate::console_debug(&format!("nixdeck: ignored unknown message type {kind:?}")),
+            Decoded::Malformed(err) => crate::console_debug(&format!("nixdeck: ignored malformed message: {err}")),
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The browser's host store: a plain `FleetState` (the same state machine the hub runs,
+//! tested in `protocol`) plus a thin adapter that exposes each host field as its own signal.
+//! `apply` is the only way host state changes, and it writes a signal only when its value
+//! really changed, so a heartbeat touches just the text nodes that show new values.
+
+use leptos::prelude::*;
+use protocol::messages::{BrowserEvent, DeployProgress, Snapshot};
+use protocol::*;
+use std::collections::BTreeMap;
+
+/// Write `value` into `signal` only when it differs; returns whether it wrote.
+fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) -> bool {
+    if signal.with_untracked(|current| *current == value) {
+        false
+    } else {
+        signal.set(value);
+        true
+    }
+}
+
+/// Declares `HostSignals` with one signal per listed `Host` field, and the two functions
+/// that create and sync them, so the field list is written once.
+macro_rules! host_signals {
+    ($($field:ident : $ty:ty),* $(,)?) => {
+        /// One host's state as fine-grained signals. `Copy`, so components take it by value.
+        #[derive(Clone, Copy)]
+        pub struct HostSignals {
+            pub id: StoredValue<String>,
+            $(pub $field: RwSignal<$ty>,)*
+            /// Counts heartbeats, so the status ripple can pulse once per beat.
+            pub beats: RwSignal<u64>,
+        }
+
+        impl HostSignals {
+            fn new(host: &Host) -> Self {
+                HostSignals {
+                    id: StoredValue::new(host.id.clone()),
+                    $($field: RwSignal::new(host.$field.clone()),)*
+                    beats: RwSignal::new(0),
+                }
+            }
+
+            /// Bring every signal up to `host`; returns how many signals were written.
+            fn sync(&self, host: &Host) -> usize {
+                0 $(+ usize::from(set_if_changed(self.$field, host.$field.clone())))*
+            }
+        }
+    };
+}
+
+host_signals! {
+    hostname: String,
+    host_type: HostType,
+    theme_color: String,
+    location: Option<String>,
+    device_type: Option<String>,
+    online: bool,
+    last_seen: Option<Timestamp>,
+    pending_command: Option<PendingCommand>,
+    metrics: Option<Metrics>,
+    generation: Option<String>,
+    agent_version: Option<String>,
+    agent_outdated: bool,
+    os_version: Option<String>,
+    nixpkgs_version: Option<String>,
+    update_status: UpdateStatus,
+}
+
+impl HostSignals {
+    pub fn busy(&self) -> Signal<bool> {
+        let pending = self.pending_command;
+        Signal::derive(move || pending.with(Option::is_some))
+    }
+}
+
+/// The WebSocket link as the footer shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    /// Lost; the next attempt is in this many seconds.
+    Retrying { in_s: u64 },
+}
+
+#[derive(Clone, Copy)]
+pub struct HostStore {
+    state: StoredValue<FleetState>,
+    signals: StoredValue<BTreeMap<String, HostSignals>>,
+    /// Signals for hosts that arrive later are owned here, not by whatever callback
+    /// happened to deliver the event.
+    owner: StoredValue<Owner>,
+    /// Host ids in display order; changes only when hosts come or go.
+    pub ids: RwSignal<Vec<String>>,
+    pub pending_pr: RwSignal<Option<PendingPr>>,
+    pub deploy: RwSignal<Option<DeployProgress>>,
+    pub dashboard_version: RwSignal<String>,
+    /// The server's idea of now, ticking every second in the browser. Starts at the
+    /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
+    pub now: RwSignal<Timestamp>,
+    pub link: RwSignal<LinkState>,
+}
+
+impl HostStore {
+    pub fn new(snapshot: Snapshot) -> Self {
+        let now = snapshot.server_time;
+        let state = FleetState::from_snapshot(snapshot);
+        let signals: BTreeMap<_, _> = state
+            .hosts
+            .iter()
+            .map(|(id, h)| (id.clone(), HostSignals::new(h)))
+            .collect();
+        HostStore {
+            ids: RwSignal::new(state.host_ids()),
+            pending_pr: RwSignal::new(state.pending_pr.clone()),
+            deploy: RwSignal::new(None),
+            dashboard_version: RwSignal::new(state.dashboard_version.clone()),
+            now: RwSignal::new(now),
+            link: RwSignal::new(LinkState::Connecting),
+            state: StoredValue::new(state),
+            signals: StoredValue::new(signals),
+            owner: StoredValue::new(Owner::current().unwrap_or_default()),
+        }
+    }
+
+    pub fn host(&self, id: &str) -> Option<HostSignals> {
+        self.signals.with_value(|s| s.get(id).copied())
+    }
+
+    /// Hosts online / total, for the header.
+    pub fn counts(&self) -> (usize, usize) {
+        let online = self
+            .signals
+            .with_value(|s| s.values().filter(|h| h.online.get()).count());
+        (online, self.ids.with(Vec::len))
+    }
+
+    /// Apply one event from the hub. The only writer of host state.
+    pub fn apply(&self, event: &BrowserEvent) -> Changed {
+        let changed = self
+            .state
+            .try_update_value(|s| s.apply(event))
+            .unwrap_or(Changed::Nothing);
+        match &changed {
+            Changed::Nothing | Changed::Output(_) => {}
+            Changed::Host(id) => {
+                self.sync_host(id);
+                if matches!(event, BrowserEvent::HostHeartbeat(_)) {
+                    if let Some(h) = self.host(id) {
+                        h.beats.update(|b| *b += 1);
+                    }
+                }
+            }
+            Changed::HostAdded(id) | Changed::HostRemoved(id) => {
+                self.sync_host(id);
+                self.sync_ids();
+            }
+            Changed::All => {
+                let mut ids = self.state.with_value(FleetState::host_ids);
+                ids.extend(self.signals.with_value(|s| s.keys().cloned().collect::<Vec<_>>()));
+                ids.sort();
+                ids.dedup();
+                for id in &ids {
+                    self.sync_host(id);
+                }
+                self.sync_ids();
+                self.state.with_value(|s| {
+                    set_if_changed(self.pending_pr, s.pending_pr.clone());
+                    set_if_changed(self.dashboard_version, s.dashboard_version.clone());
+                    set_if_changed(self.now, s.server_time);
+                });
+            }
+            Changed::PendingPr => {
+                self.state.with_value(|s| set_if_changed(self.pending_pr, s.pending_pr.clone()));
+            }
+            Changed::Deploy => {
+                self.state.with_value(|s| set_if_changed(self.deploy, s.deploy.clone()));
+            }
+        }
+        changed
+    }
+
+    /// Make `id`'s signals match the state: create, sync or drop them. Returns the number
+    /// of signals written (for tests: a heartbeat for A must write nothing of B).
+    fn sync_host(&self, id: &str) -> usize {
+        let host = self.state.with_value(|s| s.hosts.get(id).cloned());
+        match (host, self.host(id)) {
+            (Some(h), Some(sig)) => sig.sync(&h),
+            (Some(h), None) => {
+                let sig = self.owner.with_value(|o| o.with(|| HostSignals::new(&h)));
+                self.signals.update_value(|s| {
+                    s.insert(id.to_owned(), sig);
+                });
+                1
+            }
+            (None, Some(_)) => {
+                self.signals.update_value(|s| {
+                    s.remove(id);
+                });
+                1
+            }
+            (None, None) => 0,
+        }
+    }
+
+    fn sync_ids(&self) {
+        let ids = self.state.with_value(FleetState::host_ids);
+        set_if_changed(self.ids, ids);
+    }
+
+    /// Advance the clock to `now` (the server's time, as the browser estimates it).
+    pub fn tick(&self, now: Timestamp) {
+        set_if_changed(self.now, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::messages::*;
+
+    fn snapshot(ids: &[&str]) -> Snapshot {
+        Snapshot {
+            hosts: ids.iter().map(|id| Host::new(id, HostType::Nixos)).collect(),
+            pending_pr: None,
+            dashboard_version: "0.1.0".into(),
+            server_time: Timestamp(100),
+        }
+    }
+
+    fn beat(id: &str, at: i64, cpu: f64) -> BrowserEvent {
+        BrowserEvent::HostHeartbeat(HostHeartbeat {
+            host_id: id.into(),
+            online: true,
+            last_seen: Timestamp(at),
+            metrics: Some(Metrics {
+                cpu,
+                ram: 10.0,
+                swap: 0.0,
+                load: 0.1,
+            }),
+        })
+    }
+
+    #[test]
+    fn heartbeat_for_a_writes_nothing_of_b() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a", "b"]));
+            store.apply(&beat("a", 101, 5.0));
+            let (a, b) = (store.host("a").unwrap(), store.host("b").unwrap());
+            assert_eq!(a.metrics.get_untracked().unwrap().cpu, 5.0);
+            assert_eq!(a.beats.get_untracked(), 1);
+            assert_eq!(b.beats.get_untracked(), 0);
+            // Re-syncing B against the state writes nothing: it was never touched.
+            assert_eq!(store.sync_host("b"), 0);
+            // A second beat with equal metrics writes only last_seen.
+            store.apply(&beat("a", 102, 5.0));
+            assert_eq!(a.last_seen.get_untracked(), Some(Timestamp(102)));
+            assert_eq!(store.sync_host("a"), 0);
+        });
+    }
+
+    #[test]
+    fn hosts_come_and_go_live() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            store.apply(&BrowserEvent::HostAdded(HostBody {
+                host: Host::new("c", HostType::Macos),
+            }));
+            assert_eq!(store.ids.get_untracked(), vec!["a", "c"]);
+            assert_eq!(store.host("c").unwrap().theme_color.get_untracked(), "#bb9af7");
+            store.apply(&BrowserEvent::HostRemoved(HostRef { host_id: "a".into() }));
+            assert_eq!(store.ids.get_untracked(), vec!["c"]);
+            assert!(store.host("a").is_none());
+            // A new snapshot replaces everything and moves the clock.
+            let mut snap = snapshot(&["x", "y"]);
+            snap.server_time = Timestamp(500);
+            store.apply(&BrowserEvent::Snapshot(snap));
+            assert_eq!(store.ids.get_untracked(), vec!["x", "y"]);
+            assert!(store.host("c").is_none());
+            assert_eq!(store.now.get_untracked(), Timestamp(500));
+        });
+    }
+
+    #[test]
+    fn busy_follows_commands() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            let a = store.host("a").unwrap();
+            store.apply(&BrowserEvent::CommandQueued(CommandQueued {
+                host_id: "a".into(),
+                command_id: "c1".into(),
+                command: CommandKind::Switch,
+                queued_at: Timestamp(101),
+            }));
+            assert!(a.pending_command.get_untracked().is_some());
+            store.apply(&BrowserEvent::CommandComplete(CommandComplete {
+                host_id: "a".into(),
+                command_id: "c1".into(),
+                status: CommandStatus::Ok,
+                exit_code: Some(0),
+                duration_ms: 3,
+            }));
+            assert!(a.pending_command.get_untracked().is_none());
+        });
+    }
+}

@@ -1,0 +1,71 @@
+//! Server configuration: flags, each with an environment variable, documented in `--help`.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "nixdeck",
+    version,
+    about = "nixdeck: a real-time dashboard for a fleet of NixOS and macOS machines",
+    long_about = "nixdeck serves the dashboard, the REST API and the WebSocket hub that agents \
+                  and browsers connect to. Every flag can also be set through the environment \
+                  variable named beside it. Logging follows RUST_LOG (default: info)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Serve the dashboard (the default when no command is given).
+    Serve,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "NIXDECK_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Database URL. The SQLite file and its folder are created when missing.
+    #[arg(long, env = "NIXDECK_DATABASE_URL", default_value = "sqlite://data/nixdeck.db")]
+    pub database_url: String,
+
+    /// Password for the `admin` user created on first start, when no user exists yet.
+    /// Without it a random password is generated and printed once.
+    #[arg(long, env = "NIXDECK_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Enrollment token: lets an agent register a host that does not exist yet and receive
+    /// its own host token. Unset disables enrollment.
+    #[arg(long, env = "NIXDECK_ENROLL_TOKEN", hide_env_values = true)]
+    pub enroll_token: Option<String>,
+
+    /// Heartbeat interval agents are told to use, in seconds. A host is offline after three
+    /// missed heartbeats.
+    #[arg(long, env = "NIXDECK_HEARTBEAT_INTERVAL_S", default_value_t = protocol::DEFAULT_HEARTBEAT_S,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub heartbeat_interval_s: u32,
+
+    /// Folder with the built site (`pkg/` with the wasm, JS and CSS).
+    #[arg(long, env = "NIXDECK_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+
+    /// Sessions end after this many minutes without a request.
+    #[arg(long, env = "NIXDECK_SESSION_IDLE_MIN", default_value_t = 12 * 60)]
+    pub session_idle_min: u64,
+
+    /// Sessions end this many hours after login, however active.
+    #[arg(long, env = "NIXDECK_SESSION_MAX_H", default_value_t = 7 * 24)]
+    pub session_max_h: u64,
+
+    /// Public origin of the dashboard (e.g. `https://deck.example.org`) when it runs behind
+    /// a proxy that rewrites the Host header. By default the request's Host is the origin.
+    #[arg(long, env = "NIXDECK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}

@@ -1,0 +1,113 @@
+//! REST handlers: each parses its request, calls one service function, and shapes the reply.
+
+use super::error::{HttpResult, JsonBody};
+use super::session::{clear_cookie, session_cookie, set_cookie};
+use crate::service;
+use crate::state::AppState;
+use app::backend::Viewer;
+use app::AppError;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
+use protocol::api::*;
+use protocol::Host;
+use std::net::SocketAddr;
+
+pub async fn healthz(State(app): State<AppState>) -> Response {
+    match app.db.ping().await {
+        Ok(()) => Json(Health { status: "ok".into() }).into_response(),
+        Err(e) => {
+            tracing::error!("health check: database: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into() })).into_response()
+        }
+    }
+}
+
+/// `POST /api/login`, JSON or form. A form that names a `next` page gets a redirect there
+/// (the no-JavaScript login page); everyone else gets `{csrf_token}`.
+pub async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let req: LoginRequest = if is_json {
+        serde_json::from_slice(&body).map_err(|e| AppError::Invalid(format!("Invalid login request: {e}")))?
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|e| AppError::Invalid(format!("Invalid login form: {e}")))?
+    };
+    let session = service::auth::login(&app, &req.username, &req.password, Some(peer.ip().to_string())).await?;
+    let cookie = set_cookie(&session.cookie_value, app.config.session_max_h * 3600);
+    let next = req.next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
+    let mut resp = match next {
+        Some(path) => Redirect::to(&path).into_response(),
+        None => Json(LoginResponse {
+            csrf_token: session.csrf_token,
+        })
+        .into_response(),
+    };
+    if let Ok(v) = cookie.parse() {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
+    if let Some(cookie) = session_cookie(&headers) {
+        service::auth::logout(&app, &cookie).await?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = clear_cookie().parse() {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+pub async fn session(Extension(viewer): Extension<Viewer>) -> Json<SessionInfo> {
+    Json(SessionInfo {
+        username: viewer.username,
+        csrf_token: viewer.csrf_token,
+    })
+}
+
+pub async fn list_hosts(State(app): State<AppState>, Extension(viewer): Extension<Viewer>) -> Json<Vec<Host>> {
+    Json(service::hosts::list(&app, &viewer))
+}
+
+pub async fn create_host(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<CreateHost>,
+) -> HttpResult<(StatusCode, Json<HostCreated>)> {
+    let created = service::hosts::create(&app, &viewer, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn delete_host(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    service::hosts::remove(&app, &viewer, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rotate_token(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<AgentToken>> {
+    let agent_token = service::hosts::rotate_token(&app, &viewer, &id).await?;
+    Ok(Json(AgentToken { agent_token }))
+}
+
+/// Unknown `/api` paths answer in JSON too.
+pub async fn not_found() -> Response {
+    super::error::error_response(&AppError::NotFound("no such API route".into()))
+}

@@ -1,0 +1,197 @@
+//! The session layer in front of every route: it resolves the session cookie into a
+//! `Viewer`, sends pages without one to /login, and guards `/api`: 401 without a session,
+//! 403 for a state-changing request without the session's CSRF token or from another site.
+
+use crate::secret::constant_time_eq;
+use crate::service;
+use crate::state::AppState;
+use app::backend::Viewer;
+use app::AppError;
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::error::error_response;
+
+pub const COOKIE: &str = "nixdeck_session";
+/// Largest form body read for a `csrf_token` field.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// The raw session cookie of a request, kept so sockets can re-check the session.
+#[derive(Clone, Debug)]
+pub struct SessionCookie(pub String);
+
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn set_cookie(value: &str, max_age_s: u64) -> String {
+    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}")
+}
+
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The request comes from a page of this site. A present `Origin` must name this host;
+/// otherwise a present `Sec-Fetch-Site` must say same-origin. Clients that send neither
+/// (scripts, curl) are not browsers, and still need the CSRF token.
+pub fn same_site(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return origin_matches(origin.to_str().unwrap_or(""), headers, public_url);
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) => site == "same-origin" || site == "none",
+        None => true,
+    }
+}
+
+/// Whether `origin` is this site: the configured public URL, or the request's own Host.
+pub fn origin_matches(origin: &str, headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    if let Some(public) = public_url {
+        return origin.trim_end_matches('/') == public.trim_end_matches('/');
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| rest == host)
+}
+
+/// Paths that are neither pages nor API: assets, sockets and probes decide for themselves.
+fn is_open_path(path: &str) -> bool {
+    path.starts_with("/pkg/")
+        || path == "/ws"
+        || path == "/ws/agent"
+        || path == "/healthz"
+        || path == "/metrics"
+        || path == "/favicon.ico"
+}
+
+pub async fn session_layer(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let cookie = session_cookie(req.headers());
+    let viewer = match &cookie {
+        Some(c) => match service::auth::session(&app, c).await {
+            Ok(v) => v,
+            Err(e) => return error_response(&e),
+        },
+        None => None,
+    };
+    if let (Some(v), Some(c)) = (&viewer, cookie) {
+        req.extensions_mut().insert(v.clone());
+        req.extensions_mut().insert(SessionCookie(c));
+    }
+    let path = req.uri().path().to_owned();
+
+    if path.starts_with("/api/") {
+        if path == "/api/login" {
+            return next.run(req).await;
+        }
+        let Some(viewer) = viewer else {
+            return error_response(&AppError::Unauthorized);
+        };
+        if is_mutating(req.method()) {
+            if !same_site(req.headers(), app.config.public_url.as_deref()) {
+                return error_response(&AppError::Forbidden("cross-site request refused".into()));
+            }
+            req = match check_csrf(req, &viewer).await {
+                Ok(req) => req,
+                Err(resp) => return resp,
+            };
+        }
+        return next.run(req).await;
+    }
+    if is_open_path(&path) {
+        return next.run(req).await;
+    }
+    // Pages.
+    match (path.as_str(), viewer.is_some()) {
+        ("/login", true) => Redirect::to("/").into_response(),
+        ("/login", false) | (_, true) => next.run(req).await,
+        (_, false) => Redirect::to("/login").into_response(),
+    }
+}
+
+/// The CSRF token from the `X-CSRF-Token` header or, for forms, the `csrf_token` field.
+async fn check_csrf(req: Request, viewer: &Viewer) -> Result<Request, Response> {
+    let forbidden = || error_response(&AppError::Forbidden("missing or wrong CSRF token".into()));
+    if let Some(token) = req.headers().get("x-csrf-token") {
+        return if constant_time_eq(token.to_str().unwrap_or(""), &viewer.csrf_token) {
+            Ok(req)
+        } else {
+            Err(forbidden())
+        };
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(forbidden());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, FORM_LIMIT).await.map_err(|_| forbidden())?;
+    let ok = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+        .ok()
+        .and_then(|fields| fields.into_iter().find(|(k, _)| k == "csrf_token"))
+        .is_some_and(|(_, v)| constant_time_eq(&v, &viewer.csrf_token));
+    if ok {
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    } else {
+        Err(forbidden())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let h = headers(&[("cookie", "a=1; nixdeck_session=abc; b=2")]);
+        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&headers(&[("cookie", "nixdeck_session=")])), None);
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn origins() {
+        let h = headers(&[("host", "127.0.0.1:3000"), ("origin", "http://127.0.0.1:3000")]);
+        assert!(same_site(&h, None));
+        let evil = headers(&[("host", "127.0.0.1:3000"), ("origin", "http://evil.example")]);
+        assert!(!same_site(&evil, None));
+        let prefix = headers(&[("host", "a.b"), ("origin", "http://a.b.evil")]);
+        assert!(!same_site(&prefix, None));
+        assert!(!same_site(&headers(&[("sec-fetch-site", "cross-site")]), None));
+        assert!(same_site(&headers(&[("sec-fetch-site", "same-origin")]), None));
+        assert!(same_site(&HeaderMap::new(), None));
+        let proxied = headers(&[("host", "internal:3000"), ("origin", "https://deck.example.org")]);
+        assert!(same_site(&proxied, Some("https://deck.example.org/")));
+    }
+}

@@ -1,0 +1,390 @@
+//! The hub: the fleet state in memory, the live agent links, and the fan-out to browsers.
+//!
+//! Every change goes through `publish`, which applies a `BrowserEvent` to the hub's
+//! `FleetState` (the same state machine the browser runs) and broadcasts it, serialised
+//! once. Both happen under one lock, so a browser that subscribes gets a snapshot and then
+//! exactly the deltas that follow it. No await happens under the lock.
+
+pub mod agent_socket;
+pub mod browser_socket;
+
+use crate::storage::{HostRecord, SeenUpdate};
+use axum::extract::ws::Utf8Bytes;
+use protocol::messages::*;
+use protocol::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{broadcast, mpsc};
+
+/// How many events a browser may fall behind before it is disconnected (it then
+/// reconnects and resyncs from a snapshot, never reading a gapped stream).
+const BROWSER_LAG_LIMIT: usize = 4096;
+/// Frames queued for one agent before further sends fail (the agent is stuck).
+const AGENT_QUEUE: usize = 256;
+
+/// What the hub asks an agent's socket task to do.
+#[derive(Debug)]
+pub enum AgentOut {
+    Frame(ServerMessage),
+    /// Close the socket with this code and reason (e.g. 4000 when replaced).
+    Close(u16, &'static str),
+}
+
+struct AgentLink {
+    conn_id: u64,
+    tx: mpsc::Sender<AgentOut>,
+}
+
+/// Server-only facts about a host that are not part of the wire `Host`.
+#[derive(Clone, Debug, Default)]
+struct HostExtra {
+    lock_hash: Option<String>,
+}
+
+struct HubState {
+    fleet: FleetState,
+    agents: HashMap<String, AgentLink>,
+    extra: HashMap<String, HostExtra>,
+    /// Heartbeat data not yet written to the database (written in batches).
+    unsaved: HashMap<String, SeenUpdate>,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub unknown_frames: AtomicU64,
+    pub malformed_frames: AtomicU64,
+    pub lagged_browsers: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<HubState>,
+    events: broadcast::Sender<Utf8Bytes>,
+    next_conn: AtomicU64,
+    interval_s: u32,
+    counters: Counters,
+}
+
+impl Hub {
+    /// A hub over the stored hosts, all offline until their agents connect.
+    pub fn new(hosts: Vec<HostRecord>, interval_s: u32) -> Hub {
+        let mut fleet = FleetState {
+            dashboard_version: VERSION.to_owned(),
+            ..FleetState::default()
+        };
+        let mut extra = HashMap::new();
+        for rec in hosts {
+            let mut host = rec.host;
+            refresh_derived(&mut host);
+            extra.insert(host.id.clone(), HostExtra { lock_hash: rec.lock_hash });
+            fleet.hosts.insert(host.id.clone(), host);
+        }
+        let (events, _) = broadcast::channel(BROWSER_LAG_LIMIT);
+        Hub {
+            inner: Arc::new(Inner {
+                state: Mutex::new(HubState {
+                    fleet,
+                    agents: HashMap::new(),
+                    extra,
+                    unsaved: HashMap::new(),
+                }),
+                events,
+                next_conn: AtomicU64::new(1),
+                interval_s,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic elsewhere must not take the hub down with a poisoned lock: the state is
+        // only ever changed through `FleetState::apply`, which leaves it consistent.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn interval_s(&self) -> u32 {
+        self.inner.interval_s
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Apply and broadcast one event, with the lock held.
+    fn publish_locked(&self, state: &mut HubState, event: BrowserEvent) {
+        if state.fleet.apply(&event) == Changed::Nothing {
+            return;
+        }
+        match serde_json::to_string(&event) {
+            // No receivers is fine: nobody is watching.
+            Ok(text) => drop(self.inner.events.send(Utf8Bytes::from(text))),
+            Err(e) => tracing::error!("cannot serialise event: {e}"),
+        }
+    }
+
+    pub fn publish(&self, event: BrowserEvent) {
+        let mut state = self.lock();
+        self.publish_locked(&mut state, event);
+    }
+
+    /// A snapshot for a new browser and the receiver for everything after it.
+    pub fn subscribe(&self) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
+        let state = self.lock();
+        let rx = self.inner.events.subscribe();
+        let snapshot = BrowserEvent::Snapshot(state.fleet.snapshot(Timestamp::now()));
+        let text = serde_json::to_string(&snapshot).unwrap_or_default();
+        (Utf8Bytes::from(text), rx)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().fleet.snapshot(Timestamp::now())
+    }
+
+    pub fn host(&self, id: &str) -> Option<Host> {
+        self.lock().fleet.hosts.get(id).cloned()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().fleet.hosts.contains_key(id)
+    }
+
+    /// Change a host through `edit`; broadcasts `host_updated` if anything changed.
+    pub fn update_host(&self, id: &str, edit: impl FnOnce(&mut Host)) -> Option<Host> {
+        let mut state = self.lock();
+        let mut host = state.fleet.hosts.get(id)?.clone();
+        edit(&mut host);
+        refresh_derived(&mut host);
+        self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host: host.clone() }));
+        Some(host)
+    }
+
+    pub fn add_host(&self, host: Host) {
+        let mut state = self.lock();
+        state.extra.insert(host.id.clone(), HostExtra::default());
+        self.publish_locked(&mut state, BrowserEvent::HostAdded(HostBody { host }));
+    }
+
+    /// Forget a host and close its agent's socket at once.
+    pub fn remove_host(&self, id: &str) {
+        let mut state = self.lock();
+        if let Some(link) = state.agents.remove(id) {
+            let _ = link.tx.try_send(AgentOut::Close(1008, "host removed"));
+        }
+        state.extra.remove(id);
+        state.unsaved.remove(id);
+        self.publish_locked(&mut state, BrowserEvent::HostRemoved(HostRef { host_id: id.to_owned() }));
+    }
+
+    /// Close an agent's socket (its token changed).
+    pub fn disconnect_agent(&self, id: &str, reason: &'static str) {
+        if let Some(link) = self.lock().agents.get(id) {
+            let _ = link.tx.try_send(AgentOut::Close(1008, reason));
+        }
+    }
+
+    /// A registered agent's link. A second connection for the same host replaces the
+    /// first, whose socket is closed with 4000.
+    pub fn attach_agent(&self, id: &str, reg: &Register) -> (u64, mpsc::Receiver<AgentOut>) {
+        let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(AGENT_QUEUE);
+        let now = Timestamp::now();
+        let mut state = self.lock();
+        if let Some(old) = state.agents.insert(id.to_owned(), AgentLink { conn_id, tx }) {
+            let _ = old.tx.try_send(AgentOut::Close(4000, "replaced by a newer connection"));
+        }
+        state.extra.entry(id.to_owned()).or_default().lock_hash = reg.lock_hash.clone();
+        if let Some(current) = state.fleet.hosts.get(id) {
+            let mut host = current.clone();
+            host.hostname = reg.hostname.clone();
+            host.online = true;
+            host.last_seen = Some(now);
+            host.agent_version = Some(reg.agent_version.clone());
+            host.os_version = reg.os_version.clone();
+            host.nixpkgs_version = reg.nixpkgs_version.clone();
+            host.generation = reg.generation.clone();
+            host.repo_url = reg.repo_url.clone();
+            host.repo_dir = reg.repo_dir.clone();
+            refresh_derived(&mut host);
+            self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
+        }
+        (conn_id, rx)
+    }
+
+    fn is_current(state: &HubState, id: &str, conn_id: u64) -> bool {
+        state.agents.get(id).is_some_and(|l| l.conn_id == conn_id)
+    }
+
+    /// A heartbeat from the current link of `id`; stale links are ignored.
+    pub fn heartbeat(&self, id: &str, conn_id: u64, hb: &Heartbeat) {
+        let now = Timestamp::now();
+        let mut state = self.lock();
+        if !Self::is_current(&state, id, conn_id) {
+            return;
+        }
+        let generation_changed = state
+            .fleet
+            .hosts
+            .get(id)
+            .is_some_and(|h| hb.generation.is_some() && h.generation != hb.generation);
+        if generation_changed {
+            let mut host = state.fleet.hosts[id].clone();
+            host.generation = hb.generation.clone();
+            refresh_derived(&mut host);
+            self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
+        }
+        if hb.lock_hash.is_some() {
+            state.extra.entry(id.to_owned()).or_default().lock_hash = hb.lock_hash.clone();
+        }
+        self.publish_locked(
+            &mut state,
+            BrowserEvent::HostHeartbeat(HostHeartbeat {
+                host_id: id.to_owned(),
+                online: true,
+                last_seen: now,
+                metrics: hb.metrics,
+            }),
+        );
+        state.unsaved.insert(
+            id.to_owned(),
+            SeenUpdate {
+                host_id: id.to_owned(),
+                last_seen: now,
+                metrics: hb.metrics,
+                generation: hb.generation.clone(),
+                lock_hash: hb.lock_hash.clone(),
+            },
+        );
+    }
+
+    /// The link `conn_id` of `id` ended. Marks the host offline unless a newer link took
+    /// over. Returns whether it was the current link.
+    pub fn detach_agent(&self, id: &str, conn_id: u64) -> bool {
+        let mut state = self.lock();
+        if !Self::is_current(&state, id, conn_id) {
+            return false;
+        }
+        state.agents.remove(id);
+        self.publish_locked(&mut state, BrowserEvent::HostOffline(HostRef { host_id: id.to_owned() }));
+        true
+    }
+
+    pub fn is_connected(&self, id: &str) -> bool {
+        self.lock().agents.contains_key(id)
+    }
+
+    /// Queue a frame for a host's agent. Fails when the host has no live link or its
+    /// queue is full; never waits, so one stuck agent cannot stall a caller.
+    pub fn send_to_agent(&self, id: &str, msg: ServerMessage) -> bool {
+        self.lock()
+            .agents
+            .get(id)
+            .is_some_and(|l| l.tx.try_send(AgentOut::Frame(msg)).is_ok())
+    }
+
+    /// Heartbeat data gathered since the last call, for one batched database write.
+    pub fn take_unsaved(&self) -> Vec<SeenUpdate> {
+        self.lock().unsaved.drain().map(|(_, v)| v).collect()
+    }
+}
+
+/// Fields derived from others: the agent compartment and `agent_outdated`.
+fn refresh_derived(host: &mut Host) {
+    let (status, message, outdated) = match host.agent_version.as_deref() {
+        None => (CheckStatus::Unknown, "No agent has connected yet.".to_owned(), false),
+        Some(v) if v == VERSION => (CheckStatus::Ok, format!("Agent {v} matches the dashboard."), false),
+        Some(v) => (
+            CheckStatus::Outdated,
+            format!("Agent {v} differs from the dashboard's {VERSION}."),
+            true,
+        ),
+    };
+    host.agent_outdated = outdated;
+    let agent = &mut host.update_status.agent;
+    if agent.status != status || agent.message != message {
+        *agent = StatusCheck::new(status, message, Some(Timestamp::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(name: &str) -> Register {
+        serde_json::from_value(serde_json::json!({
+            "hostname": name, "host_type": "nixos", "agent_version": VERSION
+        }))
+        .unwrap()
+    }
+
+    fn hub_with(ids: &[&str]) -> Hub {
+        let recs = ids
+            .iter()
+            .map(|id| HostRecord {
+                host: Host::new(id, HostType::Nixos),
+                lock_hash: None,
+                branch: None,
+            })
+            .collect();
+        Hub::new(recs, 5)
+    }
+
+    fn recv_type(rx: &mut broadcast::Receiver<Utf8Bytes>) -> String {
+        let text = rx.try_recv().expect("an event");
+        let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        v["type"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn snapshot_then_ordered_deltas() {
+        let hub = hub_with(&["a", "b"]);
+        let (snap, mut rx) = hub.subscribe();
+        assert!(snap.as_str().starts_with(r#"{"type":"snapshot""#));
+        let (conn, _agent_rx) = hub.attach_agent("a", &register("a"));
+        assert_eq!(recv_type(&mut rx), "host_updated");
+        hub.heartbeat("a", conn, &Heartbeat {
+            metrics: None,
+            generation: None,
+            lock_hash: None,
+            pending_command: None,
+        });
+        assert_eq!(recv_type(&mut rx), "host_heartbeat");
+        assert!(hub.detach_agent("a", conn));
+        assert_eq!(recv_type(&mut rx), "host_offline");
+        assert!(rx.try_recv().is_err());
+        assert!(!hub.host("a").unwrap().online);
+        assert!(hub.host("a").unwrap().update_status.agent.status == CheckStatus::Ok);
+    }
+
+    #[test]
+    fn second_connection_replaces_the_first() {
+        let hub = hub_with(&["a"]);
+        let (old, mut old_rx) = hub.attach_agent("a", &register("a"));
+        let (new, _new_rx) = hub.attach_agent("a", &register("a"));
+        assert!(matches!(old_rx.try_recv(), Ok(AgentOut::Close(4000, _))));
+        // The old link ending must not mark the host offline.
+        assert!(!hub.detach_agent("a", old));
+        assert!(hub.host("a").unwrap().online);
+        assert!(hub.detach_agent("a", new));
+    }
+
+    #[test]
+    fn stale_link_heartbeats_are_ignored() {
+        let hub = hub_with(&["a"]);
+        let (old, _r1) = hub.attach_agent("a", &register("a"));
+        let (_new, _r2) = hub.attach_agent("a", &register("a"));
+        let (_, mut rx) = hub.subscribe();
+        hub.heartbeat("a", old, &Heartbeat {
+            metrics: None,
+            generation: None,
+            lock_hash: None,
+            pending_command: None,
+        });
+        assert!(rx.try_recv().is_err());
+        assert!(hub.take_unsaved().is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! Users, passwords and sessions.
+
+use super::{OrInternal, Result};
+use crate::secret::{new_token, sha256_hex};
+use crate::state::AppState;
+use crate::storage::Db;
+use app::backend::Viewer;
+use app::AppError;
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use protocol::Timestamp;
+use std::sync::LazyLock;
+
+pub const MIN_PASSWORD: usize = 12;
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Argon2id with the crate's default parameters, off the async threads.
+pub async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .or_internal("password hashing task")?
+    .or_internal("password hashing")
+}
+
+/// Compared against when the user does not exist, so that case costs the same time.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(b"nixdeck-dummy-password", &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
+
+async fn verify_password(hash: String, password: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A random password for generated accounts: 20 characters from an unambiguous alphabet.
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn check_password_rules(password: &str) -> Result<()> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD {
+        return Err(AppError::Invalid(format!(
+            "The password needs at least {MIN_PASSWORD} characters."
+        )));
+    }
+    if len > MAX_PASSWORD {
+        return Err(AppError::Invalid(format!(
+            "The password may have at most {MAX_PASSWORD} characters."
+        )));
+    }
+    Ok(())
+}
+
+/// On first start (no users), create `admin`. Returns the password when it was generated,
+/// so the caller can print it once.
+pub async fn ensure_admin(db: &Db, configured: Option<&str>) -> Result<Option<String>> {
+    if db.count_users().await.or_internal("counting users")? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match configured {
+        Some(p) => {
+            check_password_rules(p)?;
+            (p.to_owned(), false)
+        }
+        None => (generate_password(), true),
+    };
+    let hash = hash_password(password.clone()).await?;
+    db.insert_user("admin", &hash, "admin")
+        .await
+        .or_internal("creating the admin user")?;
+    Ok(generated.then_some(password))
+}
+
+/// A session that was just created: the cookie value (never stored) and its CSRF token.
+pub struct NewSession {
+    pub cookie_value: String,
+    pub csrf_token: String,
+}
+
+/// Check credentials and open a session with a fresh id. Unknown user and wrong password
+/// get the same error after the same work.
+pub async fn login(app: &AppState, username: &str, password: &str, ip: Option<String>) -> Result<NewSession> {
+    let user = app.db.user(username).await.or_internal("loading user")?;
+    let (hash, usable) = match &user {
+        Some(u) => (u.password_hash.clone(), !u.disabled),
+        None => (DUMMY_HASH.clone(), false),
+    };
+    let password_ok = password.len() <= MAX_PASSWORD && verify_password(hash, password.to_owned()).await;
+    if !(password_ok && usable) {
+        tracing::info!(user = username, ip = ip.as_deref().unwrap_or("-"), "login failed");
+        return Err(AppError::Unauthorized);
+    }
+    let session = NewSession {
+        cookie_value: new_token(),
+        csrf_token: new_token(),
+    };
+    app.db
+        .insert_session(&sha256_hex(&session.cookie_value), username, &session.csrf_token, ip.as_deref())
+        .await
+        .or_internal("creating session")?;
+    tracing::info!(user = username, ip = ip.as_deref().unwrap_or("-"), "login");
+    Ok(session)
+}
+
+/// The viewer behind a session cookie, if the session is alive. Idle and absolute
+/// timeouts come from the configuration; `last_seen_at` is written at most once a minute.
+pub async fn session(app: &AppState, cookie_value: &str) -> Result<Option<Viewer>> {
+    let id_hash = sha256_hex(cookie_value);
+    let Some(row) = app.db.session(&id_hash).await.or_internal("loading session")? else {
+        return Ok(None);
+    };
+    let now = Timestamp::now().secs();
+    let idle_limit = (app.config.session_idle_min * 60) as i64;
+    let max_age = (app.config.session_max_h * 3600) as i64;
+    if now - row.last_seen_at > idle_limit || now - row.created_at > max_age {
+        app.db.delete_session(&id_hash).await.or_internal("ending session")?;
+        return Ok(None);
+    }
+    if now - row.last_seen_at >= 60 {
+        app.db
+            .touch_session(&id_hash, Timestamp(now))
+            .await
+            .or_internal("touching session")?;
+    }
+    Ok(Some(Viewer {
+        username: row.username,
+        role: row.role,
+        csrf_token: row.csrf_token,
+    }))
+}
+
+pub async fn logout(app: &AppState, cookie_value: &str) -> Result<()> {
+    app.db
+        .delete_session(&sha256_hex(cookie_value))
+        .await
+        .or_internal("deleting session")
+}
+
+/// Whether the session behind this cookie still exists (open sockets re-check this).
+pub async fn session_alive(app: &AppState, cookie_value: &str) -> bool {
+    matches!(session(app, cookie_value).await, Ok(Some(_)))
+}

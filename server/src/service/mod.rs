@@ -1,0 +1,46 @@
+//! The service layer: every rule lives here once. REST handlers and server functions are
+//! thin doors that call these functions, so the two can never disagree.
+
+pub mod auth;
+pub mod hosts;
+
+use app::backend::{Backend, Viewer};
+use app::AppError;
+use protocol::messages::Snapshot;
+
+use crate::state::AppState;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// Turn an unexpected failure into a 500, logging the detail (never sent to the client).
+pub trait OrInternal<T> {
+    fn or_internal(self, context: &str) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> OrInternal<T> for std::result::Result<T, E> {
+    fn or_internal(self, context: &str) -> Result<T> {
+        self.map_err(|e| {
+            tracing::error!("{context}: {e}");
+            AppError::Internal
+        })
+    }
+}
+
+/// Only admins manage hosts, users and tokens.
+pub fn require_admin(viewer: &Viewer) -> Result<()> {
+    if viewer.role == "admin" {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("this needs the admin role".into()))
+    }
+}
+
+/// The server's implementation of the app's `Backend` seam for server functions.
+pub struct Services(pub AppState);
+
+#[async_trait::async_trait]
+impl Backend for Services {
+    async fn snapshot(&self, _viewer: &Viewer) -> Result<Snapshot> {
+        Ok(self.0.hub.snapshot())
+    }
+}

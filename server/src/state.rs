@@ -1,0 +1,17 @@
+//! The one application state, handed to axum handlers and (through the Leptos context) to
+//! server functions.
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::storage::Db;
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub db: Db,
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    pub leptos_options: LeptosOptions,
+}

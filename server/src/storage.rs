@@ -1,0 +1,331 @@
+//! All SQL lives here. The rest of the server sees typed rows and methods, so moving to
+//! PostgreSQL later means changing this module (and the pool type) only.
+
+use protocol::{Host, HostType, Metrics, Timestamp};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub type DbResult<T> = Result<T, sqlx::Error>;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub username: String,
+    pub role: String,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// What a `register` frame tells us about a host; written once per connection.
+#[derive(Clone, Debug, Default)]
+pub struct HostReport {
+    pub hostname: String,
+    pub agent_version: Option<String>,
+    pub os_version: Option<String>,
+    pub nixpkgs_version: Option<String>,
+    pub generation: Option<String>,
+    pub lock_hash: Option<String>,
+    pub repo_url: Option<String>,
+    pub repo_dir: Option<String>,
+    pub branch: Option<String>,
+    pub heartbeat_interval_s: Option<u32>,
+}
+
+/// A host as stored: the wire `Host` (offline, no pending command) plus server-only fields.
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub host: Host,
+    pub lock_hash: Option<String>,
+    pub branch: Option<String>,
+}
+
+/// Last-seen and metrics, written in batches instead of once per heartbeat.
+#[derive(Clone, Debug)]
+pub struct SeenUpdate {
+    pub host_id: String,
+    pub last_seen: Timestamp,
+    pub metrics: Option<Metrics>,
+    pub generation: Option<String>,
+    pub lock_hash: Option<String>,
+}
+
+impl Db {
+    /// Open (creating the file and its folder if missing) and migrate.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Db { pool })
+    }
+
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    // ------------------------------------------------------------------ users
+
+    pub async fn count_users(&self) -> DbResult<i64> {
+        sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map(|r| r.get(0))
+    }
+
+    pub async fn insert_user(&self, username: &str, password_hash: &str, role: &str) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, role, disabled, created_at) VALUES ($1, $2, $3, FALSE, $4)",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(role)
+        .bind(Timestamp::now().secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn user(&self, username: &str) -> DbResult<Option<UserRow>> {
+        let row = sqlx::query("SELECT username, password_hash, role, disabled FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UserRow {
+            username: r.get(0),
+            password_hash: r.get(1),
+            role: r.get(2),
+            disabled: r.get(3),
+        }))
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    pub async fn insert_session(&self, id_hash: &str, username: &str, csrf: &str, ip: Option<&str>) -> DbResult<()> {
+        let now = Timestamp::now().secs();
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at, ip) VALUES ($1, $2, $3, $4, $4, $5)",
+        )
+        .bind(id_hash)
+        .bind(username)
+        .bind(csrf)
+        .bind(now)
+        .bind(ip)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// The session with its user, unless the user is disabled.
+    pub async fn session(&self, id_hash: &str) -> DbResult<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT s.username, u.role, s.csrf_token, s.created_at, s.last_seen_at
+             FROM sessions s JOIN users u ON u.username = s.username
+             WHERE s.id_hash = $1 AND u.disabled = FALSE",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SessionRow {
+            username: r.get(0),
+            role: r.get(1),
+            csrf_token: r.get(2),
+            created_at: r.get(3),
+            last_seen_at: r.get(4),
+        }))
+    }
+
+    pub async fn touch_session(&self, id_hash: &str, at: Timestamp) -> DbResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
+            .bind(id_hash)
+            .bind(at.secs())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> DbResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Drop sessions idle since `idle_before` or created before `created_before`.
+    pub async fn purge_sessions(&self, idle_before: i64, created_before: i64) -> DbResult<u64> {
+        sqlx::query("DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2")
+            .bind(idle_before)
+            .bind(created_before)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+    }
+
+    // ------------------------------------------------------------------ hosts
+
+    const HOST_COLUMNS: &'static str = "id, hostname, host_type, theme_color, location, device_type, \
+        agent_version, os_version, nixpkgs_version, generation, lock_hash, repo_url, repo_dir, \
+        branch, last_seen, metrics";
+
+    fn host_from_row(r: &sqlx::sqlite::SqliteRow) -> HostRecord {
+        let id: String = r.get(0);
+        let host_type = HostType::parse(r.get::<&str, _>(2)).unwrap_or_default();
+        let mut host = Host::new(&id, host_type);
+        host.hostname = r.get(1);
+        host.theme_color = r.get(3);
+        host.location = r.get(4);
+        host.device_type = r.get(5);
+        host.agent_version = r.get(6);
+        host.os_version = r.get(7);
+        host.nixpkgs_version = r.get(8);
+        host.generation = r.get(9);
+        host.repo_url = r.get(11);
+        host.repo_dir = r.get(12);
+        host.last_seen = r.get::<Option<i64>, _>(14).map(Timestamp);
+        host.metrics = r
+            .get::<Option<String>, _>(15)
+            .and_then(|m| serde_json::from_str(&m).ok());
+        HostRecord {
+            host,
+            lock_hash: r.get(10),
+            branch: r.get(13),
+        }
+    }
+
+    pub async fn hosts(&self) -> DbResult<Vec<HostRecord>> {
+        let sql = format!("SELECT {} FROM hosts ORDER BY id", Self::HOST_COLUMNS);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(Self::host_from_row).collect())
+    }
+
+    pub async fn host(&self, id: &str) -> DbResult<Option<HostRecord>> {
+        let sql = format!("SELECT {} FROM hosts WHERE id = $1", Self::HOST_COLUMNS);
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(Self::host_from_row))
+    }
+
+    /// The host id a token hash belongs to.
+    pub async fn host_for_token(&self, token_hash: &str) -> DbResult<Option<String>> {
+        sqlx::query("SELECT id FROM hosts WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|r| r.map(|r| r.get(0)))
+    }
+
+    /// Insert a new host; a duplicate id is a unique violation the caller maps to 409.
+    pub async fn insert_host(&self, host: &Host, token_hash: &str) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&host.id)
+        .bind(&host.hostname)
+        .bind(host.host_type.as_str())
+        .bind(&host.theme_color)
+        .bind(&host.location)
+        .bind(&host.device_type)
+        .bind(token_hash)
+        .bind(Timestamp::now().secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn save_report(&self, id: &str, rep: &HostReport, seen: Timestamp) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
+                generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
+                heartbeat_interval_s = $11, last_seen = $12
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&rep.hostname)
+        .bind(&rep.agent_version)
+        .bind(&rep.os_version)
+        .bind(&rep.nixpkgs_version)
+        .bind(&rep.generation)
+        .bind(&rep.lock_hash)
+        .bind(&rep.repo_url)
+        .bind(&rep.repo_dir)
+        .bind(&rep.branch)
+        .bind(rep.heartbeat_interval_s.map(i64::from))
+        .bind(seen.secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// One transaction for a whole batch of heartbeats.
+    pub async fn save_seen(&self, batch: &[SeenUpdate]) -> DbResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for u in batch {
+            let metrics = u.metrics.map(|m| serde_json::to_string(&m).unwrap_or_default());
+            sqlx::query(
+                "UPDATE hosts SET last_seen = $2, metrics = $3, generation = COALESCE($4, generation),
+                    lock_hash = COALESCE($5, lock_hash) WHERE id = $1",
+            )
+            .bind(&u.host_id)
+            .bind(u.last_seen.secs())
+            .bind(metrics)
+            .bind(&u.generation)
+            .bind(&u.lock_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    pub async fn set_token_hash(&self, id: &str, token_hash: &str) -> DbResult<bool> {
+        sqlx::query("UPDATE hosts SET token_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    pub async fn delete_host(&self, id: &str) -> DbResult<bool> {
+        sqlx::query("DELETE FROM hosts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+}
+
+/// Whether an error is a unique-constraint violation (one helper, not text matching at
+/// call sites).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
