@@ -48,6 +48,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // A marker for tests and scripts: the page is hydrated and interactive.
+    Effect::new(|_| {
+        #[cfg(feature = "hydrate")]
+        let _ = js_sys::Reflect::set(&window(), &"__nixdeck_hydrated".into(), &true.into());
+    });
     view! {
         <Title text="nixdeck" />
         <Router>

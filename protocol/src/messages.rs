@@ -113,6 +113,9 @@ pub struct CommandRejected {
     pub reason: String,
 }
 
+// Frames are decoded one at a time and consumed at once, so the size of the rare
+// `register` variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum AgentMessage {

@@ -1,0 +1,391 @@
+//! Command line and environment: the raw `Cli` and the checked `Config` the agent runs on.
+
+use crate::probes;
+use crate::token::{Secret, TokenSource};
+use clap::{ArgGroup, Parser};
+use protocol::{is_valid_host_id, is_valid_theme_color, HostType};
+use std::path::PathBuf;
+use tokio_tungstenite::tungstenite::http::Uri;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nixdeck-agent",
+    version = protocol::VERSION,
+    about = "The nixdeck host agent: reports this host to the dashboard over one WebSocket",
+    long_about = None,
+    // Exactly one of --token / --token-file; clap names both when neither is given.
+    group = ArgGroup::new("credentials").required(true).args(["token", "token_file"])
+)]
+pub struct Cli {
+    /// Dashboard URL: an http(s) base such as http://127.0.0.1:3000 or https://deck.example.org
+    /// (the agent connects to ws(s)://…/ws/agent), or the full ws:// or wss:// URL
+    #[arg(long, env = "NIXDECK_URL", value_name = "URL")]
+    pub url: String,
+
+    /// Host token or enrollment token. Prefer --token-file: arguments are visible in `ps`
+    #[arg(
+        long,
+        env = "NIXDECK_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// File holding the token (surrounding whitespace is ignored). After enrollment the new
+    /// host token is written here (mode 0600)
+    #[arg(long, env = "NIXDECK_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Heartbeat interval in seconds; the dashboard's value wins once registered
+    #[arg(
+        long,
+        env = "NIXDECK_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = protocol::DEFAULT_HEARTBEAT_S,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub interval: u32,
+
+    /// Host name to register as [default: the OS hostname without its domain, lower-cased]
+    #[arg(long, env = "NIXDECK_HOSTNAME", value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Kind of host [default: nixos if /etc/NIXOS exists, macos on macOS, else nixos]
+    #[arg(long, env = "NIXDECK_HOST_TYPE", value_name = "TYPE", value_parser = parse_host_type)]
+    pub host_type: Option<HostType>,
+
+    /// Card colour on the dashboard, as #rrggbb
+    #[arg(long, env = "NIXDECK_THEME_COLOR", value_name = "#RRGGBB", value_parser = parse_theme_color)]
+    pub theme_color: Option<String>,
+
+    /// Free-text location shown on the dashboard (e.g. "office")
+    #[arg(long, env = "NIXDECK_LOCATION", value_name = "TEXT")]
+    pub location: Option<String>,
+
+    /// Free-text device type shown on the dashboard (e.g. "laptop", "server")
+    #[arg(long, env = "NIXDECK_DEVICE_TYPE", value_name = "TEXT")]
+    pub device_type: Option<String>,
+
+    /// Checkout of the configuration repository: its HEAD is reported as the generation and
+    /// the SHA-256 of its flake.lock as the lock hash
+    #[arg(long, env = "NIXDECK_REPO_DIR", value_name = "DIR")]
+    pub repo_dir: Option<PathBuf>,
+
+    /// Remote URL of the configuration repository, reported to the dashboard
+    #[arg(long, env = "NIXDECK_REPO_URL", value_name = "URL")]
+    pub repo_url: Option<String>,
+
+    /// Branch of the configuration repository this host follows
+    #[arg(
+        long,
+        env = "NIXDECK_BRANCH",
+        value_name = "BRANCH",
+        default_value = "main"
+    )]
+    pub branch: String,
+
+    /// Directory for the agent's own state (the enrolled token) [default:
+    /// /var/lib/nixdeck-agent as root, else $XDG_STATE_HOME/nixdeck-agent or
+    /// ~/.local/state/nixdeck-agent]
+    #[arg(long, env = "NIXDECK_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_host_type(s: &str) -> Result<HostType, String> {
+    HostType::parse(s).ok_or_else(|| format!("`{s}` is not a host type; use nixos or macos"))
+}
+
+fn parse_theme_color(s: &str) -> Result<String, String> {
+    if is_valid_theme_color(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` is not a colour of the form #rrggbb"))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid --url `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error(
+        "`{0}` is not a valid host id (lower-case letters, digits, `.`, `_`, `-`, \
+         starting with a letter or digit, at most 63 characters); set --hostname"
+    )]
+    Hostname(String),
+    #[error("cannot read the OS hostname; set --hostname")]
+    NoHostname,
+    #[error("cannot choose a state directory (no $HOME); set --state-dir")]
+    NoStateDir,
+    #[error("--token is empty")]
+    EmptyToken,
+}
+
+/// Everything the agent needs, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `ws(s)://host:port/ws/agent`.
+    pub ws_url: String,
+    pub token: TokenSource,
+    pub hostname: String,
+    pub host_type: HostType,
+    pub interval_s: u32,
+    pub theme_color: Option<String>,
+    pub location: Option<String>,
+    pub device_type: Option<String>,
+    pub repo_dir: Option<PathBuf>,
+    pub repo_url: Option<String>,
+    pub branch: String,
+    pub state_dir: PathBuf,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let ws_url = agent_ws_url(&cli.url)?;
+
+        let token = match (cli.token, cli.token_file) {
+            (_, Some(path)) => TokenSource::File(path),
+            (Some(token), None) => {
+                let token = token.trim();
+                if token.is_empty() {
+                    return Err(ConfigError::EmptyToken);
+                }
+                TokenSource::Inline(Secret::new(token))
+            }
+            // The required `credentials` group makes this unreachable.
+            (None, None) => return Err(ConfigError::EmptyToken),
+        };
+
+        // An explicit name is checked as given: the contract never rewrites host ids.
+        let hostname = match non_empty(cli.hostname) {
+            Some(name) => name,
+            None => probes::os_hostname().ok_or(ConfigError::NoHostname)?,
+        };
+        if !is_valid_host_id(&hostname) {
+            return Err(ConfigError::Hostname(hostname));
+        }
+
+        let state_dir = match cli.state_dir.filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => default_state_dir().ok_or(ConfigError::NoStateDir)?,
+        };
+
+        Ok(Config {
+            ws_url,
+            token,
+            hostname,
+            host_type: cli.host_type.unwrap_or_else(probes::detect_host_type),
+            interval_s: cli.interval.max(1),
+            theme_color: non_empty(cli.theme_color),
+            location: non_empty(cli.location),
+            device_type: non_empty(cli.device_type),
+            repo_dir: cli.repo_dir.filter(|p| !p.as_os_str().is_empty()),
+            repo_url: non_empty(cli.repo_url),
+            branch: cli.branch,
+            state_dir,
+        })
+    }
+}
+
+/// An empty environment variable (`NIXDECK_LOCATION=`) means "not set".
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The agent endpoint for a dashboard URL: http(s) bases get `/ws/agent` appended (kept
+/// under a sub-path, for dashboards behind a reverse proxy); ws(s) URLs are used as given.
+pub fn agent_ws_url(url: &str) -> Result<String, ConfigError> {
+    let err = |reason: &str| ConfigError::Url {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|e| err(&format!("not a URL ({e})")))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or_else(|| err("missing scheme; use http://, https://, ws:// or wss://"))?
+        .to_ascii_lowercase();
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| err("missing host"))?;
+    let path = uri.path();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+
+    let (ws_scheme, ws_path) = match scheme.as_str() {
+        "http" | "https" => {
+            let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
+            let path = if path.ends_with("/ws/agent") {
+                path.to_owned()
+            } else {
+                format!("{}/ws/agent", path.trim_end_matches('/'))
+            };
+            (ws_scheme, path)
+        }
+        "ws" | "wss" => {
+            let path = if path.is_empty() || path == "/" {
+                "/ws/agent".to_owned()
+            } else {
+                path.to_owned()
+            };
+            (if scheme == "wss" { "wss" } else { "ws" }, path)
+        }
+        other => {
+            return Err(err(&format!(
+                "unsupported scheme `{other}`; use http://, https://, ws:// or wss://"
+            )))
+        }
+    };
+    Ok(format!("{ws_scheme}://{authority}{ws_path}{query}"))
+}
+
+/// `/var/lib/nixdeck-agent` for root (the systemd/launchd service), else the user's XDG
+/// state directory, so running the agent by hand needs no special permissions.
+fn default_state_dir() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from("/var/lib/nixdeck-agent"));
+    }
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = absolute("XDG_STATE_HOME") {
+        return Some(xdg.join("nixdeck-agent"));
+    }
+    absolute("HOME").map(|home| home.join(".local/state/nixdeck-agent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_base_becomes_ws() {
+        assert_eq!(
+            agent_ws_url("http://127.0.0.1:3000").unwrap(),
+            "ws://127.0.0.1:3000/ws/agent"
+        );
+        assert_eq!(
+            agent_ws_url("http://127.0.0.1:3000/").unwrap(),
+            "ws://127.0.0.1:3000/ws/agent"
+        );
+        assert_eq!(
+            agent_ws_url("HTTP://deck.lan").unwrap(),
+            "ws://deck.lan/ws/agent"
+        );
+    }
+
+    #[test]
+    fn https_base_becomes_wss() {
+        assert_eq!(
+            agent_ws_url("https://deck.example.org").unwrap(),
+            "wss://deck.example.org/ws/agent"
+        );
+        assert_eq!(
+            agent_ws_url("https://deck.example.org:8443/").unwrap(),
+            "wss://deck.example.org:8443/ws/agent"
+        );
+        // Behind a reverse proxy under a sub-path.
+        assert_eq!(
+            agent_ws_url("https://example.org/nixdeck/").unwrap(),
+            "wss://example.org/nixdeck/ws/agent"
+        );
+        // Already the endpoint.
+        assert_eq!(
+            agent_ws_url("https://example.org/ws/agent").unwrap(),
+            "wss://example.org/ws/agent"
+        );
+    }
+
+    #[test]
+    fn explicit_ws_url_is_kept() {
+        assert_eq!(
+            agent_ws_url("ws://10.0.0.1:3000/ws/agent").unwrap(),
+            "ws://10.0.0.1:3000/ws/agent"
+        );
+        assert_eq!(
+            agent_ws_url("wss://deck.example.org/custom/path").unwrap(),
+            "wss://deck.example.org/custom/path"
+        );
+        assert_eq!(
+            agent_ws_url("ws://[::1]:3000").unwrap(),
+            "ws://[::1]:3000/ws/agent"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_rejected() {
+        for bad in [
+            "ftp://deck.lan",
+            "127.0.0.1:3000",
+            "deck.lan",
+            "http://",
+            "",
+            "file:///tmp/x",
+        ] {
+            let e = agent_ws_url(bad).unwrap_err();
+            assert!(matches!(e, ConfigError::Url { .. }), "{bad}: {e}");
+        }
+        let e = agent_ws_url("ftp://deck.lan").unwrap_err().to_string();
+        assert!(e.contains("unsupported scheme `ftp`"), "{e}");
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["nixdeck-agent"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_cli(cli).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cli_resolves() {
+        let cfg = parse(&[
+            "--url",
+            "http://127.0.0.1:3000",
+            "--token",
+            "t0k",
+            "--hostname",
+            "web-1",
+            "--host-type",
+            "macos",
+            "--state-dir",
+            "/tmp/nd",
+            "--location",
+            "",
+            "--theme-color",
+            "#7aa2f7",
+        ])
+        .unwrap();
+        assert_eq!(cfg.ws_url, "ws://127.0.0.1:3000/ws/agent");
+        assert_eq!(cfg.hostname, "web-1");
+        assert_eq!(cfg.host_type, HostType::Macos);
+        assert_eq!(cfg.interval_s, 5);
+        assert_eq!(cfg.branch, "main");
+        assert_eq!(cfg.location, None);
+        assert_eq!(cfg.theme_color.as_deref(), Some("#7aa2f7"));
+        assert!(matches!(cfg.token, TokenSource::Inline(ref s) if s.expose() == "t0k"));
+    }
+
+    #[test]
+    fn cli_rejects_bad_input() {
+        let base = ["--url", "http://h:1", "--state-dir", "/tmp/nd"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        // No token at all (assumes NIXDECK_TOKEN* are not set in the test environment).
+        assert!(with(&["--hostname", "a"]).is_err());
+        assert!(with(&["--token", "x", "--token-file", "/f", "--hostname", "a"]).is_err());
+        assert!(with(&["--token", "x", "--hostname", "Web"])
+            .unwrap_err()
+            .contains("not a valid host id"));
+        assert!(with(&["--token", "x", "--hostname", "a", "--interval", "0"]).is_err());
+        assert!(with(&["--token", "x", "--hostname", "a", "--theme-color", "red"]).is_err());
+        assert!(with(&["--token", "x", "--hostname", "a", "--host-type", "windows"]).is_err());
+        assert!(with(&["--token", "  ", "--hostname", "a"]).is_err());
+    }
+}

@@ -1,0 +1,820 @@
+//! The WebSocket link to the dashboard: connect with the bearer token, register, send
+//! heartbeats, answer server frames, and reconnect with backoff when the link drops.
+//!
+//! One task owns the socket and multiplexes everything with `select!`: shutdown, the
+//! heartbeat ticker, incoming frames and the idle timer. The command runner and the output
+//! spool will add their own branches to `Link::serve` (runner events out, acks in) and
+//! their state to `Link`, which lives across sessions.
+
+use protocol::backoff::Backoff;
+use crate::config::Config;
+use crate::probes::{self, MetricsProbe};
+use crate::token::{Credentials, Secret};
+use futures::{SinkExt, StreamExt};
+use protocol::messages::{CommandRejected, Heartbeat, Register, Registered};
+use protocol::{decode, AgentMessage, Decoded, ServerMessage};
+use std::io;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{self, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Flips to `true` once when the agent should stop (SIGTERM/SIGINT).
+pub type Shutdown = watch::Receiver<bool>;
+
+/// A server frame larger than this is a protocol error; the dashboard sends small frames.
+const MAX_INCOMING_MESSAGE: usize = 1 << 20;
+/// The agent's frames stay small, so small buffers suffice.
+const BUFFER_SIZE: usize = 16 * 1024;
+/// Backpressure: unsent data beyond this (a stalled link) fails the send instead of
+/// growing without bound.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
+
+/// Timeouts of one session. Fixed in production; tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// TCP + TLS + upgrade; a black-holed address must not hang the agent for minutes.
+    pub connect: Duration,
+    /// From sending `register` to receiving `registered`.
+    pub register: Duration,
+    /// No frame at all (the server pings every 20 s) for this long means the link is dead.
+    pub idle: Duration,
+    /// A session that lasted this long was healthy, whatever ended it.
+    pub stable: Duration,
+    /// How long to wait for the peer's side of a close handshake.
+    pub close_grace: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            connect: Duration::from_secs(20),
+            register: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            stable: Duration::from_secs(30),
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a session ended without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("token rejected by the dashboard (HTTP 401)")]
+    TokenRejected,
+    #[error("cannot use the token: {0}")]
+    Token(io::Error),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("the dashboard refused the upgrade with HTTP {0}")]
+    Refused(StatusCode),
+    #[error(transparent)]
+    WebSocket(#[from] tungstenite::Error),
+    #[error("no `registered` reply within {0:?}")]
+    RegisterTimeout(Duration),
+    #[error("no frame for {0:?}, the link is dead")]
+    Idle(Duration),
+    #[error("closed by the dashboard (code {code}{})", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    ClosedByServer { code: u16, reason: String },
+    #[error("connection closed without a close frame")]
+    Closed,
+}
+
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// Shutdown was requested; the socket was closed with a normal close frame.
+    Shutdown,
+    /// The link failed or was closed by the dashboard.
+    Lost(LinkError),
+}
+
+#[derive(Debug)]
+pub struct SessionOutcome {
+    /// The dashboard accepted our `register` in this session.
+    pub registered: bool,
+    pub end: SessionEnd,
+}
+
+/// The agent's side of the link, kept across sessions.
+pub struct Link {
+    cfg: Config,
+    credentials: Credentials,
+    metrics: MetricsProbe,
+    backoff: Backoff,
+    timings: Timings,
+}
+
+impl Link {
+    pub fn new(cfg: Config) -> Self {
+        let credentials = Credentials::new(cfg.token.clone(), cfg.state_dir.clone());
+        Link {
+            cfg,
+            credentials,
+            metrics: MetricsProbe::new(),
+            backoff: Backoff::default(),
+            timings: Timings::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_timings(mut self, timings: Timings) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    /// Sessions until shutdown, with backoff between them. Never gives up: a dashboard that
+    /// is down or a token the operator has yet to fix are both expected to recover.
+    pub async fn run(&mut self, mut shutdown: Shutdown) {
+        loop {
+            let started = Instant::now();
+            let outcome = self.run_session(&mut shutdown).await;
+            let error = match outcome.end {
+                SessionEnd::Shutdown => return,
+                SessionEnd::Lost(error) => error,
+            };
+            if outcome.registered || started.elapsed() >= self.timings.stable {
+                self.backoff.reset();
+            }
+            let delay = Duration::from_millis(self.backoff.next_delay_ms(rand::random::<f64>()));
+            let retry = format!("{:.1}s", delay.as_secs_f64());
+            match &error {
+                LinkError::TokenRejected => {
+                    tracing::error!("{error}: check --token / --token-file; retrying in {retry}")
+                }
+                LinkError::Token(_) => tracing::error!("{error}; retrying in {retry}"),
+                // Policy violations (e.g. a host id the dashboard refuses) will not fix
+                // themselves, but the dashboard's config might, so keep trying.
+                LinkError::ClosedByServer { code: 1008, .. } => {
+                    tracing::error!("{error}; retrying in {retry}")
+                }
+                _ if outcome.registered => {
+                    tracing::warn!("link lost: {error}; reconnecting in {retry}")
+                }
+                _ => tracing::warn!("cannot connect: {error}; retrying in {retry}"),
+            }
+            tokio::select! {
+                _ = time::sleep(delay) => {}
+                _ = shutdown_requested(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// One connection: connect, register, then serve until shutdown or failure.
+    pub async fn run_session(&mut self, shutdown: &mut Shutdown) -> SessionOutcome {
+        let lost = |registered, error| SessionOutcome {
+            registered,
+            end: SessionEnd::Lost(error),
+        };
+        let stopped = |registered| SessionOutcome {
+            registered,
+            end: SessionEnd::Shutdown,
+        };
+        if *shutdown.borrow() {
+            return stopped(false);
+        }
+
+        let token = match self.credentials.current() {
+            Ok(token) => token,
+            Err(err) => return lost(false, LinkError::Token(err)),
+        };
+        tracing::debug!(url = %self.cfg.ws_url, "connecting");
+        let mut ws = tokio::select! {
+            connected = self.connect(&token) => match connected {
+                Ok(ws) => ws,
+                Err(error) => return lost(false, error),
+            },
+            _ = shutdown_requested(shutdown) => return stopped(false),
+        };
+
+        let registered = tokio::select! {
+            registered = self.register(&mut ws) => registered,
+            _ = shutdown_requested(shutdown) => {
+                close_normally(&mut ws, self.timings.close_grace).await;
+                return stopped(false);
+            }
+        };
+        let registered = match registered {
+            Ok(registered) => registered,
+            Err(error) => {
+                close_after_error(&mut ws, self.timings.close_grace).await;
+                return lost(false, error);
+            }
+        };
+        let interval_s = self.on_registered(registered, &token);
+
+        match self.serve(&mut ws, interval_s, shutdown).await {
+            Ok(()) => {
+                close_normally(&mut ws, self.timings.close_grace).await;
+                stopped(true)
+            }
+            Err(error) => {
+                close_after_error(&mut ws, self.timings.close_grace).await;
+                lost(true, error)
+            }
+        }
+    }
+
+    async fn connect(&self, token: &Secret) -> Result<Socket, LinkError> {
+        let mut request = self.cfg.ws_url.as_str().into_client_request()?;
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                LinkError::Token(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the token contains characters not allowed in an HTTP header",
+                ))
+            })?;
+        // Keeps it out of any debug output of the request.
+        auth.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, auth);
+
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_INCOMING_MESSAGE))
+            .max_frame_size(Some(MAX_INCOMING_MESSAGE))
+            .read_buffer_size(BUFFER_SIZE)
+            .write_buffer_size(BUFFER_SIZE)
+            .max_write_buffer_size(MAX_WRITE_BUFFER);
+        // Nagle off: heartbeats and output lines are small and should leave at once.
+        let connecting =
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+        match time::timeout(self.timings.connect, connecting).await {
+            Err(_) => Err(LinkError::ConnectTimeout(self.timings.connect)),
+            Ok(Ok((ws, _response))) => Ok(ws),
+            Ok(Err(tungstenite::Error::Http(response))) => {
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    Err(LinkError::TokenRejected)
+                } else {
+                    Err(LinkError::Refused(response.status()))
+                }
+            }
+            Ok(Err(err)) => Err(err.into()),
+        }
+    }
+
+    /// Sends `register` and waits for `registered`.
+    async fn register(&self, ws: &mut Socket) -> Result<Registered, LinkError> {
+        let register = self.register_message().await;
+        send(ws, &AgentMessage::Register(register)).await?;
+        let deadline = Instant::now() + self.timings.register;
+        loop {
+            let frame = time::timeout_at(deadline, ws.next())
+                .await
+                .map_err(|_| LinkError::RegisterTimeout(self.timings.register))?;
+            let Some(text) = text_of(frame)? else {
+                continue;
+            };
+            match decode::<ServerMessage>(&text) {
+                Decoded::Message(ServerMessage::Registered(registered)) => return Ok(registered),
+                Decoded::Message(other) => {
+                    tracing::debug!("ignoring {other:?} before registration")
+                }
+                Decoded::Unknown(kind) => tracing::debug!("ignoring unknown frame type `{kind}`"),
+                Decoded::Malformed(err) => tracing::warn!("ignoring malformed frame: {err}"),
+            }
+        }
+    }
+
+    /// Applies a `registered` reply; returns the heartbeat interval for this session.
+    fn on_registered(&mut self, registered: Registered, used: &Secret) -> u32 {
+        let interval_s = match registered.heartbeat_interval_s {
+            0 => self.cfg.interval_s,
+            s => s,
+        };
+        tracing::info!(
+            host_id = %registered.host_id,
+            dashboard_version = %registered.dashboard_version,
+            heartbeat_interval_s = interval_s,
+            "registered"
+        );
+        if registered.dashboard_version != protocol::VERSION {
+            tracing::warn!(
+                "the dashboard runs version {}, this agent {}; it will show the agent as outdated",
+                registered.dashboard_version,
+                protocol::VERSION
+            );
+        }
+        if let Some(token) = registered.agent_token.filter(|t| !t.trim().is_empty()) {
+            match self
+                .credentials
+                .store_enrolled(Secret::new(token.trim()), used)
+            {
+                Ok(path) => {
+                    tracing::info!(path = %path.display(), "enrolled; stored the new host token")
+                }
+                Err(err) => tracing::error!(
+                    "enrolled, but cannot store the new host token: {err}; \
+                     it is used until the agent restarts"
+                ),
+            }
+        }
+        interval_s
+    }
+
+    /// The registered session: heartbeats out, server frames in. `Ok` means shutdown.
+    async fn serve(
+        &mut self,
+        ws: &mut Socket,
+        interval_s: u32,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), LinkError> {
+        // The first tick fires at once: the contract wants a heartbeat right after register.
+        let mut ticker = time::interval(Duration::from_secs(interval_s.max(1).into()));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let idle = time::sleep(self.timings.idle);
+        tokio::pin!(idle);
+
+        loop {
+            tokio::select! {
+                _ = shutdown_requested(shutdown) => return Ok(()),
+                _ = ticker.tick() => {
+                    let heartbeat = self.heartbeat_message().await;
+                    send(ws, &AgentMessage::Heartbeat(heartbeat)).await?;
+                }
+                _ = &mut idle => return Err(LinkError::Idle(self.timings.idle)),
+                frame = ws.next() => {
+                    // Any frame, pings included, proves the link is alive.
+                    idle.as_mut().reset(Instant::now() + self.timings.idle);
+                    if let Some(text) = text_of(frame)? {
+                        self.handle_frame(ws, &text).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, ws: &mut Socket, text: &str) -> Result<(), LinkError> {
+        match decode::<ServerMessage>(text) {
+            Decoded::Message(ServerMessage::Command(order)) => {
+                tracing::warn!(
+                    command_id = %order.command_id,
+                    command = %order.command,
+                    "rejecting command: this agent version cannot run commands"
+                );
+                let rejected = CommandRejected {
+                    command_id: order.command_id,
+                    reason: format!(
+                        "nixdeck-agent {} does not support running commands yet",
+                        protocol::VERSION
+                    ),
+                };
+                send(ws, &AgentMessage::CommandRejected(rejected)).await?;
+            }
+            Decoded::Message(ServerMessage::Stop(stop)) => {
+                tracing::debug!(command_id = %stop.command_id, "stop for a command we do not run")
+            }
+            Decoded::Message(ServerMessage::Ack(ack)) => {
+                tracing::debug!(command_id = %ack.command_id, seq = ack.seq, "ack")
+            }
+            Decoded::Message(ServerMessage::Registered(_)) => {
+                tracing::debug!("ignoring a repeated `registered`")
+            }
+            Decoded::Unknown(kind) => tracing::debug!("ignoring unknown frame type `{kind}`"),
+            Decoded::Malformed(err) => tracing::warn!("ignoring malformed frame: {err}"),
+        }
+        Ok(())
+    }
+
+    async fn register_message(&self) -> Register {
+        let cfg = &self.cfg;
+        let (repo, nixpkgs_version) = tokio::join!(
+            probes::repo_state(cfg.repo_dir.as_deref()),
+            probes::nixpkgs_version()
+        );
+        Register {
+            hostname: cfg.hostname.clone(),
+            host_type: cfg.host_type,
+            agent_version: protocol::VERSION.to_owned(),
+            os_version: probes::os_version(),
+            nixpkgs_version,
+            generation: repo.generation,
+            lock_hash: repo.lock_hash,
+            repo_url: cfg.repo_url.clone(),
+            repo_dir: cfg.repo_dir.as_ref().map(|d| d.display().to_string()),
+            branch: Some(cfg.branch.clone()),
+            heartbeat_interval_s: cfg.interval_s,
+            theme_color: cfg.theme_color.clone(),
+            location: cfg.location.clone(),
+            device_type: cfg.device_type.clone(),
+            // The runner will report a command that outlived a restart here.
+            running_command: None,
+        }
+    }
+
+    async fn heartbeat_message(&mut self) -> Heartbeat {
+        let metrics = self.metrics.sample();
+        // Re-read every beat: a pull or `nix flake update` changes them between commands.
+        let repo = probes::repo_state(self.cfg.repo_dir.as_deref()).await;
+        Heartbeat {
+            metrics: Some(metrics),
+            generation: repo.generation,
+            lock_hash: repo.lock_hash,
+            pending_command: None,
+        }
+    }
+}
+
+/// Resolves once shutdown is requested; never if the sender is gone.
+async fn shutdown_requested(shutdown: &mut Shutdown) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The text of a data frame; `None` for control and binary frames; an error when the
+/// connection is over. tungstenite answers pings by itself while we keep reading.
+fn text_of(
+    frame: Option<Result<Message, tungstenite::Error>>,
+) -> Result<Option<tungstenite::Utf8Bytes>, LinkError> {
+    match frame {
+        None => Err(LinkError::Closed),
+        Some(Err(err)) => Err(err.into()),
+        Some(Ok(Message::Text(text))) => Ok(Some(text)),
+        Some(Ok(Message::Close(frame))) => Err(match frame {
+            Some(frame) => LinkError::ClosedByServer {
+                code: frame.code.into(),
+                reason: frame.reason.as_str().chars().take(200).collect(),
+            },
+            None => LinkError::ClosedByServer {
+                code: u16::from(CloseCode::Status),
+                reason: String::new(),
+            },
+        }),
+        Some(Ok(Message::Binary(_))) => {
+            tracing::debug!("ignoring a binary frame");
+            Ok(None)
+        }
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+async fn send(ws: &mut Socket, message: &AgentMessage) -> Result<(), LinkError> {
+    let text = match serde_json::to_string(message) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::error!("cannot encode a frame: {err}");
+            return Ok(());
+        }
+    };
+    // The dashboard closes the socket on an oversized frame; dropping the one frame is
+    // better than losing the link over it.
+    if text.len() > protocol::AGENT_MAX_FRAME {
+        tracing::warn!(
+            bytes = text.len(),
+            "not sending a frame over the {} byte limit",
+            protocol::AGENT_MAX_FRAME
+        );
+        return Ok(());
+    }
+    ws.send(Message::text(text)).await?;
+    Ok(())
+}
+
+/// Our side of a clean shutdown: a normal close frame, then wait briefly for the reply.
+async fn close_normally(ws: &mut Socket, grace: Duration) {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "agent shutting down".into(),
+    };
+    let closing = async {
+        ws.close(Some(frame)).await?;
+        while let Some(Ok(_)) = ws.next().await {}
+        Ok::<(), tungstenite::Error>(())
+    };
+    let _ = time::timeout(grace, closing).await;
+}
+
+/// After a failure: finish a close handshake the server started (or start one), but do
+/// not wait long on a link that may be dead.
+async fn close_after_error(ws: &mut Socket, grace: Duration) {
+    let _ = time::timeout(grace, ws.close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenSource;
+    use protocol::messages::CommandOrder;
+    use protocol::{CommandKind, HostType};
+    use std::path::Path;
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+
+    type ServerSocket = WebSocketStream<TcpStream>;
+
+    fn test_config(ws_url: String, token: TokenSource, dir: &Path) -> Config {
+        Config {
+            ws_url,
+            token,
+            hostname: "test-host".into(),
+            host_type: HostType::Nixos,
+            interval_s: 5,
+            theme_color: None,
+            location: Some("lab".into()),
+            device_type: None,
+            repo_dir: Some(dir.join("repo")),
+            repo_url: None,
+            branch: "main".into(),
+            state_dir: dir.join("state"),
+        }
+    }
+
+    async fn listen() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws/agent", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    /// Accepts one agent, answering 401 unless it presents `Bearer <token>`.
+    async fn accept(listener: &TcpListener, token: &str) -> Option<ServerSocket> {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let expected = format!("Bearer {token}");
+        // The Result type is tungstenite's Callback signature, not ours to shrink.
+        #[allow(clippy::result_large_err)]
+        let check = move |req: &Request, resp: Response| {
+            let auth = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if req.uri().path() == "/ws/agent" && auth == Some(expected.as_str()) {
+                Ok(resp)
+            } else {
+                let mut denied = ErrorResponse::new(Some("bad token".into()));
+                *denied.status_mut() = StatusCode::UNAUTHORIZED;
+                Err(denied)
+            }
+        };
+        tokio_tungstenite::accept_hdr_async(tcp, check).await.ok()
+    }
+
+    /// The next agent frame that `pick` accepts, skipping others (heartbeats, mostly).
+    async fn next_matching<T>(
+        ws: &mut ServerSocket,
+        within: Duration,
+        mut pick: impl FnMut(AgentMessage) -> Option<T>,
+    ) -> T {
+        time::timeout(within, async {
+            loop {
+                match ws.next().await.expect("agent hung up").unwrap() {
+                    Message::Text(text) => match decode::<AgentMessage>(&text) {
+                        Decoded::Message(msg) => {
+                            if let Some(found) = pick(msg) {
+                                return found;
+                            }
+                        }
+                        other => panic!("agent sent {other:?}: {text}"),
+                    },
+                    Message::Close(frame) => panic!("agent closed: {frame:?}"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for an agent frame")
+    }
+
+    async fn send_server(ws: &mut ServerSocket, msg: &ServerMessage) {
+        let text = serde_json::to_string(msg).unwrap();
+        ws.send(Message::text(text)).await.unwrap();
+    }
+
+    fn registered(agent_token: Option<&str>) -> ServerMessage {
+        ServerMessage::Registered(Registered {
+            host_id: "test-host".into(),
+            dashboard_version: protocol::VERSION.into(),
+            heartbeat_interval_s: 1,
+            agent_token: agent_token.map(Into::into),
+        })
+    }
+
+    #[tokio::test]
+    async fn registers_heartbeats_and_shuts_down_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::write(dir.path().join("repo/flake.lock"), "abc").unwrap();
+        let lock = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let (listener, url) = listen().await;
+        let token = TokenSource::Inline(Secret::new("test-token"));
+        let cfg = test_config(url, token, dir.path());
+        let (stop, mut shutdown) = watch::channel(false);
+        let agent = tokio::spawn(async move { Link::new(cfg).run_session(&mut shutdown).await });
+
+        let mut ws = accept(&listener, "test-token").await.expect("handshake");
+        let register = next_matching(&mut ws, Duration::from_secs(10), |m| match m {
+            AgentMessage::Register(r) => Some(r),
+            other => panic!("first frame must be register, got {other:?}"),
+        })
+        .await;
+        assert_eq!(register.hostname, "test-host");
+        assert_eq!(register.host_type, HostType::Nixos);
+        assert_eq!(register.agent_version, protocol::VERSION);
+        assert_eq!(register.heartbeat_interval_s, 5);
+        assert_eq!(register.lock_hash.as_deref(), Some(lock));
+        assert_eq!(register.branch.as_deref(), Some("main"));
+        assert_eq!(register.location.as_deref(), Some("lab"));
+        assert_eq!(register.running_command, None);
+
+        send_server(&mut ws, &registered(None)).await;
+        let heartbeat = |m| match m {
+            AgentMessage::Heartbeat(h) => Some(h),
+            _ => None,
+        };
+        let beat = next_matching(&mut ws, Duration::from_secs(3), heartbeat).await;
+        let metrics = beat.metrics.expect("metrics");
+        assert!((0.0..=100.0).contains(&metrics.cpu), "{metrics:?}");
+        assert!((0.0..=100.0).contains(&metrics.ram), "{metrics:?}");
+        assert_eq!(beat.lock_hash.as_deref(), Some(lock));
+
+        // Garbage and unknown frame types are skipped; the link stays up.
+        ws.send(Message::text("{not json")).await.unwrap();
+        ws.send(Message::text(r#"{"type":"from_the_future","payload":{}}"#))
+            .await
+            .unwrap();
+        ws.send(Message::text(r#"{"type":"ack","payload":{"seq":"x"}}"#))
+            .await
+            .unwrap();
+        // Commands are refused with a reason, not ignored.
+        let order = ServerMessage::Command(CommandOrder {
+            command_id: "cmd-1".into(),
+            command: CommandKind::Switch,
+        });
+        send_server(&mut ws, &order).await;
+        let rejected = next_matching(&mut ws, Duration::from_secs(3), |m| match m {
+            AgentMessage::CommandRejected(r) => Some(r),
+            _ => None,
+        })
+        .await;
+        assert_eq!(rejected.command_id, "cmd-1");
+        assert!(!rejected.reason.is_empty());
+        // The server's interval (1 s) applies: another beat comes soon.
+        next_matching(&mut ws, Duration::from_secs(3), heartbeat).await;
+
+        stop.send(true).unwrap();
+        let close = time::timeout(Duration::from_secs(3), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(_)) => continue,
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("close frame");
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::Normal));
+
+        let outcome = time::timeout(Duration::from_secs(5), agent)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(outcome.registered);
+        assert!(matches!(outcome.end, SessionEnd::Shutdown), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn enrollment_stores_the_host_token_and_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("etc/agent-token");
+        std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+        std::fs::write(&token_file, "enroll-token\n").unwrap();
+        let (listener, url) = listen().await;
+        let cfg = test_config(url, TokenSource::File(token_file.clone()), dir.path());
+        let (_stop, mut shutdown) = watch::channel(false);
+        let agent = tokio::spawn(async move {
+            let mut link = Link::new(cfg);
+            let first = link.run_session(&mut shutdown).await;
+            let second = link.run_session(&mut shutdown).await;
+            (first, second)
+        });
+
+        let mut ws = accept(&listener, "enroll-token").await.expect("handshake");
+        next_matching(&mut ws, Duration::from_secs(10), |m| {
+            matches!(m, AgentMessage::Register(_)).then_some(())
+        })
+        .await;
+        send_server(&mut ws, &registered(Some("host-token-123"))).await;
+        next_matching(&mut ws, Duration::from_secs(3), |m| {
+            matches!(m, AgentMessage::Heartbeat(_)).then_some(())
+        })
+        .await;
+        // Like a replaced connection: the server closes, the agent comes back.
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Library(4000),
+            reason: "replaced".into(),
+        }))
+        .await
+        .unwrap();
+
+        // The enrollment token no longer works; only the stored host token does.
+        let mut ws = accept(&listener, "host-token-123")
+            .await
+            .expect("reconnect with the new host token");
+        assert_eq!(
+            std::fs::read_to_string(&token_file).unwrap(),
+            "host-token-123\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(ws.close(None).await);
+        drop(ws);
+
+        let (first, second) = time::timeout(Duration::from_secs(5), agent)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.registered);
+        assert!(
+            matches!(
+                first.end,
+                SessionEnd::Lost(LinkError::ClosedByServer { code: 4000, .. })
+            ),
+            "{first:?}"
+        );
+        assert!(!second.registered);
+    }
+
+    #[tokio::test]
+    async fn wrong_token_is_reported_as_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, url) = listen().await;
+        let token = TokenSource::Inline(Secret::new("wrong"));
+        let cfg = test_config(url, token, dir.path());
+        let (_stop, mut shutdown) = watch::channel(false);
+        let agent = tokio::spawn(async move { Link::new(cfg).run_session(&mut shutdown).await });
+        assert!(accept(&listener, "right").await.is_none());
+        let outcome = agent.await.unwrap();
+        assert!(
+            matches!(outcome.end, SessionEnd::Lost(LinkError::TokenRejected)),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_dashboard_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, url) = listen().await;
+        let token = TokenSource::Inline(Secret::new("t"));
+        let cfg = test_config(url, token, dir.path());
+        let timings = Timings {
+            register: Duration::from_millis(300),
+            idle: Duration::from_millis(1500),
+            ..Timings::default()
+        };
+        let (_stop, mut shutdown) = watch::channel(false);
+        let agent = tokio::spawn(async move {
+            let mut link = Link::new(cfg).with_timings(timings);
+            let first = link.run_session(&mut shutdown).await;
+            let second = link.run_session(&mut shutdown).await;
+            (first, second)
+        });
+
+        // Never answers `register`.
+        let _ws1 = accept(&listener, "t").await.unwrap();
+        // Registers, then says nothing (heartbeats keep arriving; nothing comes back).
+        let mut ws2 = accept(&listener, "t").await.unwrap();
+        next_matching(&mut ws2, Duration::from_secs(3), |m| {
+            matches!(m, AgentMessage::Register(_)).then_some(())
+        })
+        .await;
+        send_server(&mut ws2, &registered(None)).await;
+
+        let (first, second) = time::timeout(Duration::from_secs(10), agent)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(first.end, SessionEnd::Lost(LinkError::RegisterTimeout(_))),
+            "{first:?}"
+        );
+        assert!(second.registered);
+        assert!(
+            matches!(second.end, SessionEnd::Lost(LinkError::Idle(_))),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        // A port with nothing listening: every attempt fails and backs off.
+        let (listener, url) = listen().await;
+        drop(listener);
+        let cfg = test_config(url, TokenSource::Inline(Secret::new("t")), dir.path());
+        let (stop, shutdown) = watch::channel(false);
+        let agent = tokio::spawn(async move { Link::new(cfg).run(shutdown).await });
+        time::sleep(Duration::from_millis(200)).await;
+        stop.send(true).unwrap();
+        time::timeout(Duration::from_secs(2), agent)
+            .await
+            .expect("run() returns promptly on shutdown")
+            .unwrap();
+    }
+}

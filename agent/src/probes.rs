@@ -1,0 +1,269 @@
+//! What the agent reports about its host: metrics, identity, versions and the state of the
+//! configuration checkout.
+
+use protocol::{HostType, Metrics};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use sysinfo::System;
+use tokio::process::Command;
+
+/// A probe command that does not answer in this time is treated as "unknown", so a hung
+/// `git` cannot stall heartbeats.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// CPU, memory and load. One `System` lives as long as the agent because CPU usage is the
+/// difference between two refreshes; only CPU and memory are refreshed, never processes.
+pub struct MetricsProbe {
+    system: System,
+}
+
+impl MetricsProbe {
+    pub fn new() -> Self {
+        let mut system = System::new();
+        // The baseline for the first usage figure.
+        system.refresh_cpu_usage();
+        MetricsProbe { system }
+    }
+
+    /// Usage since the previous sample (or since `new`).
+    pub fn sample(&mut self) -> Metrics {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        let s = &self.system;
+        Metrics {
+            cpu: round1(clamp_percent(f64::from(s.global_cpu_usage()))),
+            ram: round1(percent(s.used_memory(), s.total_memory())),
+            swap: round1(percent(s.used_swap(), s.total_swap())),
+            load: round1(System::load_average().one.max(0.0)),
+        }
+    }
+}
+
+impl Default for MetricsProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn percent(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        // No swap configured (or an unreadable figure): report 0, not NaN.
+        return 0.0;
+    }
+    clamp_percent(used as f64 / total as f64 * 100.0)
+}
+
+fn clamp_percent(value: f64) -> f64 {
+    if value.is_finite() {
+        value.clamp(0.0, 100.0)
+    } else {
+        0.0
+    }
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+/// The OS hostname without its domain part, lower-cased (`Web-1.lan` → `web-1`).
+pub fn os_hostname() -> Option<String> {
+    let name = System::host_name()?;
+    let short = name.split('.').next().unwrap_or_default().trim();
+    (!short.is_empty()).then(|| short.to_lowercase())
+}
+
+pub fn detect_host_type() -> HostType {
+    if Path::new("/etc/NIXOS").exists() {
+        HostType::Nixos
+    } else if cfg!(target_os = "macos") {
+        HostType::Macos
+    } else {
+        HostType::Nixos
+    }
+}
+
+/// A human-readable OS version such as "Linux (NixOS 25.05)" or "macOS 15.1 Sequoia".
+pub fn os_version() -> Option<String> {
+    System::long_os_version()
+        .or_else(System::os_version)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The nixpkgs version of the running system, e.g. "25.05.20250101.abcdef0".
+pub async fn nixpkgs_version() -> Option<String> {
+    if let Ok(text) = tokio::fs::read_to_string("/run/current-system/nixos-version").await {
+        let version = text.trim();
+        if !version.is_empty() {
+            return Some(version.to_owned());
+        }
+    }
+    run_for_line(Command::new("nixos-version")).await
+}
+
+/// The commit checked out in the configuration repository (`git rev-parse HEAD`).
+pub async fn generation(repo_dir: &Path) -> Option<String> {
+    let mut git = Command::new("git");
+    git.arg("-C").arg(repo_dir).args(["rev-parse", "HEAD"]);
+    let commit = run_for_line(git).await?;
+    // SHA-1 or SHA-256 object names only; anything else is not a commit.
+    let is_commit =
+        matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    is_commit.then(|| commit.to_ascii_lowercase())
+}
+
+/// Lower-case hex SHA-256 of `<repo_dir>/flake.lock`, None when there is none.
+pub async fn lock_hash(repo_dir: &Path) -> Option<String> {
+    let bytes = tokio::fs::read(repo_dir.join("flake.lock")).await.ok()?;
+    Some(sha256_hex(&bytes))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What the heartbeat reports about the checkout; both None without `--repo-dir`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepoState {
+    pub generation: Option<String>,
+    pub lock_hash: Option<String>,
+}
+
+pub async fn repo_state(repo_dir: Option<&Path>) -> RepoState {
+    match repo_dir {
+        Some(dir) => {
+            let (generation, lock_hash) = tokio::join!(generation(dir), lock_hash(dir));
+            RepoState {
+                generation,
+                lock_hash,
+            }
+        }
+        None => RepoState::default(),
+    }
+}
+
+/// Runs a probe command and returns the first line of its stdout, or None when it is
+/// missing, fails, prints nothing or takes too long. Failures are expected (no git, not a
+/// repository) and only logged at debug.
+async fn run_for_line(mut command: Command) -> Option<String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let output = match tokio::time::timeout(COMMAND_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => {
+            tracing::debug!("{program}: {err}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("{program}: no answer within {COMMAND_TIMEOUT:?}");
+            return None;
+        }
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        tracing::debug!(
+            "{program}: {}: {}",
+            output.status,
+            stderr.lines().next().unwrap_or("")
+        );
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().next()?.trim();
+    (!line.is_empty()).then(|| line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_percentages() {
+        let mut probe = MetricsProbe::new();
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        let _ = probe.sample();
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        let m = probe.sample();
+        for (name, v) in [("cpu", m.cpu), ("ram", m.ram), ("swap", m.swap)] {
+            assert!((0.0..=100.0).contains(&v), "{name} = {v}");
+            assert_eq!(v, round1(v), "{name} is rounded to one decimal");
+        }
+        assert!(m.load >= 0.0);
+        // Any machine running this test uses some memory.
+        assert!(m.ram > 0.0, "ram = {}", m.ram);
+    }
+
+    #[test]
+    fn percent_edge_cases() {
+        assert_eq!(percent(0, 0), 0.0);
+        assert_eq!(round1(percent(1, 3)), 33.3);
+        assert_eq!(percent(5, 4), 100.0);
+        assert_eq!(clamp_percent(f64::NAN), 0.0);
+    }
+
+    #[tokio::test]
+    async fn lock_hash_of_flake_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(lock_hash(dir.path()).await, None);
+        std::fs::write(dir.path().join("flake.lock"), "abc").unwrap();
+        // SHA-256("abc"), FIPS 180-2 test vector.
+        assert_eq!(
+            lock_hash(dir.path()).await.as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+    }
+
+    #[tokio::test]
+    async fn generation_of_a_git_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not a repository (or no git installed): unknown, not an error.
+        assert_eq!(generation(dir.path()).await, None);
+
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+        };
+        let Ok(init) = git(&["init", "-q"]) else {
+            eprintln!("git not installed; skipping");
+            return;
+        };
+        assert!(init.status.success());
+        let commit = git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ])
+        .unwrap();
+        assert!(commit.status.success(), "{commit:?}");
+        let head = git(&["rev-parse", "HEAD"]).unwrap();
+        let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+        assert_eq!(generation(dir.path()).await, Some(head));
+    }
+
+    #[test]
+    fn hostname_is_short_and_lower_case() {
+        if let Some(name) = os_hostname() {
+            assert!(!name.contains('.'));
+            assert_eq!(name, name.to_lowercase());
+        }
+    }
+}

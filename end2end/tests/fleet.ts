@@ -1,0 +1,72 @@
+// Helpers for driving a real nixdeck: the REST API as an admin, and real agent processes.
+import { APIRequestContext, expect, request } from "@playwright/test";
+import { ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const BASE = process.env.BASE_URL ?? "http://127.0.0.1:3900";
+export const ADMIN_PASSWORD = process.env.NIXDECK_ADMIN_PASSWORD ?? "";
+const AGENT_BIN = process.env.NIXDECK_AGENT_BIN ?? join(__dirname, "../../target/debug/nixdeck-agent");
+
+export interface Admin {
+  api: APIRequestContext;
+  csrf: string;
+}
+
+export async function loginApi(): Promise<Admin> {
+  const api = await request.newContext({ baseURL: BASE });
+  const r = await api.post("/api/login", { data: { username: "admin", password: ADMIN_PASSWORD } });
+  expect(r.status()).toBe(200);
+  const { csrf_token } = await r.json();
+  return { api, csrf: csrf_token };
+}
+
+export interface NewHost {
+  hostname: string;
+  location?: string;
+}
+
+/** Creates a host through the REST API and returns its agent token. */
+export async function createHost(admin: Admin, host: NewHost): Promise<string> {
+  const r = await admin.api.post("/api/hosts", {
+    headers: { "X-CSRF-Token": admin.csrf },
+    data: { hostname: host.hostname, host_type: "nixos", location: host.location ?? null },
+  });
+  expect(r.status(), await r.text()).toBe(201);
+  return (await r.json()).agent_token;
+}
+
+/** A real `nixdeck-agent` process for one host. */
+export class Agent {
+  private proc: ChildProcess | null = null;
+  private readonly stateDir = mkdtempSync(join(tmpdir(), "nixdeck-agent-"));
+  log = "";
+
+  constructor(private readonly hostname: string, private readonly token: string) {}
+
+  start(): void {
+    this.proc = spawn(AGENT_BIN, ["--url", BASE, "--hostname", this.hostname, "--state-dir", this.stateDir], {
+      env: { ...process.env, NIXDECK_TOKEN: this.token, RUST_LOG: "info" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const keep = (d: Buffer) => {
+      this.log = (this.log + d.toString()).slice(-20_000);
+    };
+    this.proc.stdout?.on("data", keep);
+    this.proc.stderr?.on("data", keep);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.proc?.kill(sig);
+  }
+
+  async stop(sig: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => proc.once("exit", resolve));
+    proc.kill(sig);
+    await exited;
+    this.proc = null;
+  }
+}

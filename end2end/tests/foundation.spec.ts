@@ -1,0 +1,106 @@
+// Foundation slice: one host's heartbeat travels agent -> hub -> browser store -> DOM.
+import { expect, Page, test } from "@playwright/test";
+import { Agent, BASE, createHost, loginApi } from "./fleet";
+
+/** Collects console errors, page errors and failed requests, to assert there were none. */
+function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(`console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("response", (r) => {
+    if (r.status() >= 400) errors.push(`HTTP ${r.status()} ${r.url()}`);
+  });
+  return errors;
+}
+
+async function loginUi(page: Page) {
+  await page.goto("/");
+  await expect(page).toHaveURL(/\/login$/);
+  await page.fill("input[name=username]", "admin");
+  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(`${BASE}/`);
+}
+
+test("wrong password is refused inline, without a reload", async ({ page }) => {
+  await page.goto("/login");
+  await page.fill("input[name=username]", "admin");
+  await page.fill("input[name=password]", "not-the-password");
+  // Wait for hydration, so the form posts JSON and shows the error inline.
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await page.click("button[type=submit]");
+  await expect(page.locator(".form-error")).toHaveText("Wrong username or password.");
+  await expect(page).toHaveURL(/\/login$/);
+});
+
+test("a live host: online, ticking, offline when its agent stops or hangs, back when it returns", async ({ page }) => {
+  const errors = watchErrors(page);
+  const admin = await loginApi();
+  const hostname = `e2e-${Date.now()}`;
+  const hostile = `<img src=x onerror="window.__pwned=1">`;
+  const token = await createHost(admin, { hostname, location: hostile });
+  const agent = new Agent(hostname, token);
+  agent.start();
+
+  try {
+    // The server-rendered HTML already holds the row: no empty flash before hydration.
+    const html = await (await admin.api.get("/")).text();
+    expect(html).toContain(`data-host-id="${hostname}"`);
+
+    await loginUi(page);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    const indicator = row.locator(".status-indicator");
+    await expect(indicator).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+    await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+
+    // Hostile text from the API is shown as text, never run as markup.
+    await expect(row.locator(".location")).toHaveText(hostile);
+    expect(await page.evaluate(() => (window as any).__pwned)).toBeUndefined();
+
+    // Metrics arrive and last-seen changes without a reload.
+    await expect(row.locator('[data-metric="cpu"]')).toHaveText(/^CPU \d+%$/);
+    await expect(row.locator('[data-metric="ram"]')).toHaveText(/^RAM \d+%$/);
+    const seen = row.locator('[data-cell="last-seen"]');
+    const live = async () => `${await row.locator(".cell-metrics").textContent()} | ${await seen.textContent()}`;
+    const before = await live();
+    await expect.poll(live, { timeout: 8_000 }).not.toBe(before);
+    await expect(page.locator(".fleet-count")).toContainText("1/");
+
+    // A clean stop: the socket closes and the host is offline at once.
+    await agent.stop("SIGTERM");
+    await expect(indicator).toHaveClass(/\boffline\b/, { timeout: 15_000 });
+    await expect(row).toHaveClass(/\boffline\b/);
+    // With no more heartbeats, last-seen keeps ticking in the browser.
+    const age = async () => Number(/(\d+)s ago/.exec((await seen.textContent()) ?? "")?.[1] ?? -1);
+    const stoppedAt = await age();
+    await expect.poll(age, { timeout: 6_000 }).toBeGreaterThanOrEqual(stoppedAt + 2);
+
+    // Back again.
+    agent.start();
+    await expect(indicator).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+
+    // A hung agent (SIGSTOP) keeps its socket open but sends nothing: offline after
+    // three missed heartbeats.
+    agent.signal("SIGSTOP");
+    await expect(indicator).toHaveClass(/\boffline\b/, { timeout: 15_000 });
+    agent.signal("SIGCONT");
+    await expect(indicator).toHaveClass(/\bonline\b/, { timeout: 20_000 });
+  } finally {
+    agent.signal("SIGCONT");
+    await agent.stop("SIGKILL");
+  }
+  expect(errors, `agent log:\n${agent.log}`).toEqual([]);
+});
+
+test("logging out ends the session: the dashboard then redirects to login", async ({ page }) => {
+  const errors = watchErrors(page);
+  await loginUi(page);
+  await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+  await page.click("button.logout");
+  await expect(page).toHaveURL(/\/login$/);
+  await page.goto("/");
+  await expect(page).toHaveURL(/\/login$/);
+  expect(errors).toEqual([]);
+});

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing nixdeck needs, when missing. Idempotent; on a fresh
+# machine the first run takes ~17 min, almost all of it compiling cargo-leptos.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v git >/dev/null || need_apt+=(git)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+if [ "$(cargo leptos --version 2>/dev/null)" != "cargo-leptos 0.3.11" ]; then
+  echo "setup: installing cargo-leptos 0.3.11 (takes ~14 min on 2 cores)"
+  cargo install cargo-leptos --version 0.3.11 --locked --ignore-rust-version
+fi
+
+# cargo-leptos runs wasm-bindgen from PATH and does not check its version, so install the
+# exact version Cargo.lock pins (the crate is pinned with `=` in Cargo.toml).
+wb=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wb" ]; then
+  echo "setup: installing wasm-bindgen-cli $wb"
+  cargo install wasm-bindgen-cli --version "$wb"
+fi
+
+# Playwright and a new wasm-opt (Debian's binaryen 108 breaks the release wasm).
+if [ ! -x end2end/node_modules/.bin/playwright ] || [ ! -x end2end/node_modules/.bin/wasm-opt ]; then
+  (cd end2end && npm ci --no-audit --no-fund)
+fi
