@@ -6,11 +6,11 @@
 //! spool will add their own branches to `Link::serve` (runner events out, acks in) and
 //! their state to `Link`, which lives across sessions.
 
-use protocol::backoff::Backoff;
 use crate::config::Config;
 use crate::probes::{self, MetricsProbe};
 use crate::token::{Credentials, Secret};
 use futures::{SinkExt, StreamExt};
+use protocol::backoff::Backoff;
 use protocol::messages::{CommandRejected, Heartbeat, Register, Registered};
 use protocol::{decode, AgentMessage, Decoded, ServerMessage};
 use std::io;

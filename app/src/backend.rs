@@ -26,7 +26,8 @@ pub type SharedBackend = Arc<dyn Backend>;
 /// The viewer of the request being served, if any.
 pub fn current_viewer() -> Option<Viewer> {
     use leptos::prelude::use_context;
-    use_context::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Viewer>().cloned())
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Viewer>().cloned())
 }
 
 /// The backend and the viewer, or the error a server function should return.

@@ -72,7 +72,9 @@ impl fmt::Display for AppError {
             AppError::RateLimited { retry_after_s } => {
                 write!(f, "Too many attempts; try again in {retry_after_s} s.")
             }
-            AppError::Internal => f.write_str("Internal server error; the details are in the server log."),
+            AppError::Internal => {
+                f.write_str("Internal server error; the details are in the server log.")
+            }
             AppError::Transport(why) => write!(f, "Could not reach the dashboard: {why}"),
         }
     }

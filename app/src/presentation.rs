@@ -48,7 +48,11 @@ pub fn metrics_title(m: Option<Metrics>) -> String {
 }
 
 /// Last seen as "5s ago", and its freshness class: ok within 2 heartbeats, warn within 10.
-pub fn last_seen(seen: Option<Timestamp>, now: Timestamp, interval_s: u32) -> (String, &'static str) {
+pub fn last_seen(
+    seen: Option<Timestamp>,
+    now: Timestamp,
+    interval_s: u32,
+) -> (String, &'static str) {
     let Some(seen) = seen else {
         return ("never".to_owned(), "last-seen stale");
     };
@@ -96,7 +100,10 @@ mod tests {
     #[test]
     fn freshness() {
         let now = Timestamp(1_000);
-        assert_eq!(last_seen(Some(Timestamp(995)), now, 5), ("5s ago".into(), "last-seen ok"));
+        assert_eq!(
+            last_seen(Some(Timestamp(995)), now, 5),
+            ("5s ago".into(), "last-seen ok")
+        );
         assert_eq!(last_seen(Some(Timestamp(970)), now, 5).1, "last-seen warn");
         assert_eq!(last_seen(Some(Timestamp(900)), now, 5).1, "last-seen stale");
         assert_eq!(last_seen(None, now, 5).0, "never");

@@ -33,14 +33,20 @@ fn browser_now_s() -> f64 {
 
 fn ws_url() -> String {
     let loc = window().location();
-    let scheme = if loc.protocol().as_deref() == Ok("https:") { "wss" } else { "ws" };
+    let scheme = if loc.protocol().as_deref() == Ok("https:") {
+        "wss"
+    } else {
+        "ws"
+    };
     format!("{scheme}://{}/ws", loc.host().unwrap_or_default())
 }
 
 /// Start the link and the clock. Call once, from an effect, after hydration.
 pub fn start(store: HostStore) {
     // Offset between the server's clock and ours, fixed from each snapshot.
-    let offset = Rc::new(RefCell::new(store.now.get_untracked().secs() as f64 - browser_now_s()));
+    let offset = Rc::new(RefCell::new(
+        store.now.get_untracked().secs() as f64 - browser_now_s(),
+    ));
     {
         let offset = offset.clone();
         set_interval(
@@ -68,7 +74,9 @@ async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
                             }
                             enqueue(store, &queue, &offset, text);
                         }
-                        Ok(Message::Bytes(_)) => crate::console_debug(&format!("nixdeck: ignored a binary frame")),
+                        Ok(Message::Bytes(_)) => {
+                            crate::console_debug("nixdeck: ignored a binary frame")
+                        }
                         Err(err) => {
                             crate::console_debug(&format!("nixdeck: link closed: {err}"));
                             break;
@@ -80,12 +88,19 @@ async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
         }
         flush(store, &queue, &offset);
         let delay = backoff.next_delay_ms(js_sys::Math::random()).max(250);
-        store.link.set(LinkState::Retrying { in_s: delay.div_ceil(1000) });
+        store.link.set(LinkState::Retrying {
+            in_s: delay.div_ceil(1000),
+        });
         gloo_timers::future::sleep(Duration::from_millis(delay)).await;
     }
 }
 
-fn enqueue(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell<f64>>, text: String) {
+fn enqueue(
+    store: HostStore,
+    queue: &Rc<RefCell<Vec<String>>>,
+    offset: &Rc<RefCell<f64>>,
+    text: String,
+) {
     let first = {
         let mut q = queue.borrow_mut();
         q.push(text);
@@ -110,8 +125,12 @@ fn flush(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell
                 }
                 store.apply(&event);
             }
-            Decoded::Unknown(kind) => crate::console_debug(&format!("nixdeck: ignored unknown message type {kind:?}")),
-            Decoded::Malformed(err) => crate::console_debug(&format!("nixdeck: ignored malformed message: {err}")),
+            Decoded::Unknown(kind) => {
+                crate::console_debug(&format!("nixdeck: ignored unknown message type {kind:?}"))
+            }
+            Decoded::Malformed(err) => {
+                crate::console_debug(&format!("nixdeck: ignored malformed message: {err}"))
+            }
         }
     }
 }

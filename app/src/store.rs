@@ -79,7 +79,9 @@ pub enum LinkState {
     Connecting,
     Connected,
     /// Lost; the next attempt is in this many seconds.
-    Retrying { in_s: u64 },
+    Retrying {
+        in_s: u64,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -156,7 +158,10 @@ impl HostStore {
             }
             Changed::All => {
                 let mut ids = self.state.with_value(FleetState::host_ids);
-                ids.extend(self.signals.with_value(|s| s.keys().cloned().collect::<Vec<_>>()));
+                ids.extend(
+                    self.signals
+                        .with_value(|s| s.keys().cloned().collect::<Vec<_>>()),
+                );
                 ids.sort();
                 ids.dedup();
                 for id in &ids {
@@ -170,10 +175,12 @@ impl HostStore {
                 });
             }
             Changed::PendingPr => {
-                self.state.with_value(|s| set_if_changed(self.pending_pr, s.pending_pr.clone()));
+                self.state
+                    .with_value(|s| set_if_changed(self.pending_pr, s.pending_pr.clone()));
             }
             Changed::Deploy => {
-                self.state.with_value(|s| set_if_changed(self.deploy, s.deploy.clone()));
+                self.state
+                    .with_value(|s| set_if_changed(self.deploy, s.deploy.clone()));
             }
         }
         changed
@@ -220,7 +227,10 @@ mod tests {
 
     fn snapshot(ids: &[&str]) -> Snapshot {
         Snapshot {
-            hosts: ids.iter().map(|id| Host::new(id, HostType::Nixos)).collect(),
+            hosts: ids
+                .iter()
+                .map(|id| Host::new(id, HostType::Nixos))
+                .collect(),
             pending_pr: None,
             dashboard_version: "0.1.0".into(),
             server_time: Timestamp(100),
@@ -269,8 +279,13 @@ mod tests {
                 host: Host::new("c", HostType::Macos),
             }));
             assert_eq!(store.ids.get_untracked(), vec!["a", "c"]);
-            assert_eq!(store.host("c").unwrap().theme_color.get_untracked(), "#bb9af7");
-            store.apply(&BrowserEvent::HostRemoved(HostRef { host_id: "a".into() }));
+            assert_eq!(
+                store.host("c").unwrap().theme_color.get_untracked(),
+                "#bb9af7"
+            );
+            store.apply(&BrowserEvent::HostRemoved(HostRef {
+                host_id: "a".into(),
+            }));
             assert_eq!(store.ids.get_untracked(), vec!["c"]);
             assert!(store.host("a").is_none());
             // A new snapshot replaces everything and moves the clock.

@@ -187,7 +187,9 @@ mod tests {
         s.apply(&heartbeat("a", 1001, 10.0));
         s.apply(&heartbeat("a", 1006, 20.0));
         s.apply(&BrowserEvent::HostAdded(HostBody { host: host("c") }));
-        s.apply(&BrowserEvent::HostRemoved(HostRef { host_id: "b".into() }));
+        s.apply(&BrowserEvent::HostRemoved(HostRef {
+            host_id: "b".into(),
+        }));
         s.apply(&BrowserEvent::CommandQueued(CommandQueued {
             host_id: "a".into(),
             command_id: "cmd1".into(),
@@ -221,7 +223,9 @@ mod tests {
             duration_ms: 10,
         }));
         assert!(!s.hosts["a"].is_busy());
-        s.apply(&BrowserEvent::HostOffline(HostRef { host_id: "a".into() }));
+        s.apply(&BrowserEvent::HostOffline(HostRef {
+            host_id: "a".into(),
+        }));
         assert!(!s.hosts["a"].online);
     }
 
@@ -230,7 +234,10 @@ mod tests {
         let mut s = FleetState::default();
         s.apply(&snapshot(vec![host("a"), host("b")]));
         let before_b = s.hosts["b"].clone();
-        assert_eq!(s.apply(&heartbeat("a", 1001, 5.0)), Changed::Host("a".into()));
+        assert_eq!(
+            s.apply(&heartbeat("a", 1001, 5.0)),
+            Changed::Host("a".into())
+        );
         assert_eq!(s.hosts["b"], before_b);
     }
 
@@ -244,16 +251,22 @@ mod tests {
         assert_eq!(s, after);
         assert_eq!(s.apply(&heartbeat("ghost", 1011, 1.0)), Changed::Nothing);
         assert_eq!(
-            s.apply(&BrowserEvent::HostRemoved(HostRef { host_id: "ghost".into() })),
+            s.apply(&BrowserEvent::HostRemoved(HostRef {
+                host_id: "ghost".into()
+            })),
             Changed::Nothing
         );
         let same = BrowserEvent::HostUpdated(HostBody {
             host: s.hosts["a"].clone(),
         });
         assert_eq!(s.apply(&same), Changed::Nothing);
-        s.apply(&BrowserEvent::HostOffline(HostRef { host_id: "a".into() }));
+        s.apply(&BrowserEvent::HostOffline(HostRef {
+            host_id: "a".into(),
+        }));
         assert_eq!(
-            s.apply(&BrowserEvent::HostOffline(HostRef { host_id: "a".into() })),
+            s.apply(&BrowserEvent::HostOffline(HostRef {
+                host_id: "a".into()
+            })),
             Changed::Nothing
         );
         assert_eq!(s, {

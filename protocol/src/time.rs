@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn round_trips_contract_example() {
         let t: Timestamp = serde_json::from_str("\"2026-11-25T17:46:03Z\"").unwrap();
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-25T17:46:03Z\"");
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2026-11-25T17:46:03Z\""
+        );
     }
 
     #[test]

@@ -56,12 +56,16 @@ fn agent_messages() {
         "lock_hash": null, "pending_command": {"command_id": "c1", "command": "test"}}}));
     round_trip::<AgentMessage>(json!({"type": "heartbeat", "payload": {
         "metrics": null, "generation": null, "lock_hash": null, "pending_command": null}}));
-    round_trip::<AgentMessage>(json!({"type": "status", "payload": {"checks": {"system": check("ok")}}}));
+    round_trip::<AgentMessage>(
+        json!({"type": "status", "payload": {"checks": {"system": check("ok")}}}),
+    );
     round_trip::<AgentMessage>(json!({"type": "output", "payload": {
         "command_id": "c1", "seq": 1, "stream": "stderr", "line": "<b>hi</b>"}}));
     round_trip::<AgentMessage>(json!({"type": "command_complete", "payload": {
         "command_id": "c1", "status": "stopped", "exit_code": null, "duration_ms": 12, "last_seq": 3}}));
-    round_trip::<AgentMessage>(json!({"type": "command_rejected", "payload": {"command_id": "c1", "reason": "busy"}}));
+    round_trip::<AgentMessage>(
+        json!({"type": "command_rejected", "payload": {"command_id": "c1", "reason": "busy"}}),
+    );
 }
 
 #[test]
@@ -69,7 +73,9 @@ fn register_minimal_defaults_interval() {
     let m: AgentMessage = serde_json::from_value(json!({"type": "register", "payload": {
         "hostname": "a", "host_type": "nixos", "agent_version": "1"}}))
     .unwrap();
-    let AgentMessage::Register(r) = m else { panic!() };
+    let AgentMessage::Register(r) = m else {
+        panic!()
+    };
     assert_eq!(r.heartbeat_interval_s, 5);
     assert!(r.running_command.is_none());
 }
@@ -80,11 +86,24 @@ fn server_to_agent_messages() {
         "host_id": "web-1", "dashboard_version": "0.1.0", "heartbeat_interval_s": 5}}));
     round_trip::<ServerMessage>(json!({"type": "registered", "payload": {
         "host_id": "web-1", "dashboard_version": "0.1.0", "heartbeat_interval_s": 5, "agent_token": "t"}}));
-    for c in ["pull", "switch", "pull-switch", "test", "update", "rollback", "refresh", "restart"] {
-        round_trip::<ServerMessage>(json!({"type": "command", "payload": {"command_id": "c", "command": c}}));
+    for c in [
+        "pull",
+        "switch",
+        "pull-switch",
+        "test",
+        "update",
+        "rollback",
+        "refresh",
+        "restart",
+    ] {
+        round_trip::<ServerMessage>(
+            json!({"type": "command", "payload": {"command_id": "c", "command": c}}),
+        );
     }
     round_trip::<ServerMessage>(json!({"type": "stop", "payload": {"command_id": "c"}}));
-    round_trip::<ServerMessage>(json!({"type": "ack", "payload": {"command_id": "c", "seq": 9, "complete": true}}));
+    round_trip::<ServerMessage>(
+        json!({"type": "ack", "payload": {"command_id": "c", "seq": 9, "complete": true}}),
+    );
 }
 
 #[test]
@@ -97,7 +116,10 @@ fn browser_events() {
         BrowserEvent::Snapshot(s) => s,
         _ => unreachable!(),
     });
-    assert_eq!(state.hosts["web-1"].update_status.lock.status, CheckStatus::Error);
+    assert_eq!(
+        state.hosts["web-1"].update_status.lock.status,
+        CheckStatus::Error
+    );
     assert_eq!(state.pending_pr.as_ref().unwrap().number, 42);
 
     round_trip::<BrowserEvent>(json!({"type": "host_heartbeat", "payload": {
@@ -137,15 +159,24 @@ fn decode_tells_unknown_from_malformed() {
         decode::<AgentMessage>(r#"{"type":"output","payload":{"seq":"x"}}"#),
         Decoded::Malformed(_)
     ));
-    assert!(matches!(decode::<BrowserEvent>("not json"), Decoded::Malformed(_)));
-    assert!(matches!(decode::<BrowserEvent>("[]"), Decoded::Malformed(_)));
+    assert!(matches!(
+        decode::<BrowserEvent>("not json"),
+        Decoded::Malformed(_)
+    ));
+    assert!(matches!(
+        decode::<BrowserEvent>("[]"),
+        Decoded::Malformed(_)
+    ));
 }
 
 #[test]
 fn every_known_type_is_listed() {
     use protocol::messages::Message;
     let samples = [
-        serde_json::to_value(BrowserEvent::HostOffline(HostRef { host_id: "a".into() })).unwrap(),
+        serde_json::to_value(BrowserEvent::HostOffline(HostRef {
+            host_id: "a".into(),
+        }))
+        .unwrap(),
         serde_json::to_value(BrowserEvent::PendingPr(PendingPrChanged { pr: None })).unwrap(),
     ];
     for s in samples {
@@ -160,18 +191,24 @@ fn rest_bodies() {
     round_trip::<LoginResponse>(json!({"csrf_token": "t"}));
     round_trip::<SessionInfo>(json!({"username": "admin", "csrf_token": "t"}));
     round_trip::<ApiError>(json!({"error": "Host is busy.", "code": "busy"}));
-    round_trip::<CreateHost>(json!({"hostname": "a", "host_type": "nixos", "theme_color": "#000000",
-        "location": null, "device_type": "server"}));
+    round_trip::<CreateHost>(
+        json!({"hostname": "a", "host_type": "nixos", "theme_color": "#000000",
+        "location": null, "device_type": "server"}),
+    );
     round_trip::<HostCreated>(json!({"host": host_json(), "agent_token": "tok"}));
     round_trip::<CommandRequest>(json!({"command": "pull"}));
     round_trip::<CommandAccepted>(json!({"command_id": "c"}));
     round_trip::<AgentToken>(json!({"agent_token": "t"}));
-    round_trip::<RefreshResult>(json!({"host_id": "web-1", "online": false, "generation": null,
+    round_trip::<RefreshResult>(
+        json!({"host_id": "web-1", "online": false, "generation": null,
         "agent_version": null, "agent_outdated": true, "update_status": host_json()["update_status"].clone(),
-        "pending_pr": null}));
-    round_trip::<Vec<CommandRecord>>(json!([{"command_id": "c", "command": "test", "status": "running",
+        "pending_pr": null}),
+    );
+    round_trip::<Vec<CommandRecord>>(
+        json!([{"command_id": "c", "command": "test", "status": "running",
         "exit_code": null, "queued_at": "2026-11-25T17:46:03Z", "started_at": "2026-11-25T17:46:04Z",
-        "finished_at": null, "line_count": 3}]));
+        "finished_at": null, "line_count": 3}]),
+    );
     round_trip::<BulkRequest>(json!({"command": "pull", "host_ids": null}));
     round_trip::<BulkRequest>(json!({"command": "pull", "host_ids": ["a", "b"]}));
     let resp: BulkResponse = round_trip(json!({"results": [
@@ -187,12 +224,26 @@ fn rest_bodies() {
 
 #[test]
 fn ambiguous_request_bodies_reject_unknown_fields() {
-    assert!(serde_json::from_value::<CommandRequest>(json!({"command": "pull", "force": true})).is_err());
-    assert!(serde_json::from_value::<CreateHost>(json!({"hostname": "a", "host_type": "nixos", "colour": "#fff"})).is_err());
-    assert!(serde_json::from_value::<BulkRequest>(json!({"command": "pull", "hosts": ["a"]})).is_err());
+    assert!(
+        serde_json::from_value::<CommandRequest>(json!({"command": "pull", "force": true}))
+            .is_err()
+    );
+    assert!(serde_json::from_value::<CreateHost>(
+        json!({"hostname": "a", "host_type": "nixos", "colour": "#fff"})
+    )
+    .is_err());
+    assert!(
+        serde_json::from_value::<BulkRequest>(json!({"command": "pull", "hosts": ["a"]})).is_err()
+    );
     assert!(serde_json::from_value::<LoginRequest>(json!({"user": "a", "password": "b"})).is_err());
     // A row with both a command id and an error is neither arm: reject, don't guess.
-    assert!(serde_json::from_value::<BulkResult>(json!({"host_id": "a", "command_id": "c", "error": "x", "code": "y"})).is_err());
+    assert!(serde_json::from_value::<BulkResult>(
+        json!({"host_id": "a", "command_id": "c", "error": "x", "code": "y"})
+    )
+    .is_err());
     // Wrong enums are errors too.
-    assert!(serde_json::from_value::<CreateHost>(json!({"hostname": "a", "host_type": "windows"})).is_err());
+    assert!(
+        serde_json::from_value::<CreateHost>(json!({"hostname": "a", "host_type": "windows"}))
+            .is_err()
+    );
 }

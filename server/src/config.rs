@@ -33,7 +33,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Database URL. The SQLite file and its folder are created when missing.
-    #[arg(long, env = "NIXDECK_DATABASE_URL", default_value = "sqlite://data/nixdeck.db")]
+    #[arg(
+        long,
+        env = "NIXDECK_DATABASE_URL",
+        default_value = "sqlite://data/nixdeck.db"
+    )]
     pub database_url: String,
 
     /// Password for the `admin` user created on first start, when no user exists yet.

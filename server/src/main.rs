@@ -27,8 +27,14 @@ const SEEN_FLUSH: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr (colour only on a terminal); stdout carries the one-time admin
+    // password, so scripts can capture it.
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         None | Some(config::Command::Serve) => match serve(cli.config).await {
@@ -72,7 +78,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!("nixdeck {} listening on http://{}", protocol::VERSION, config.listen);
+    tracing::info!(
+        "nixdeck {} listening on http://{}",
+        protocol::VERSION,
+        config.listen
+    );
     axum::serve(
         listener,
         http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -81,7 +91,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .context("serving")?;
     // Nothing accepted is lost: the last heartbeats go to the database before exit.
-    db.save_seen(&hub.take_unsaved()).await.context("saving last-seen")?;
+    db.save_seen(&hub.take_unsaved())
+        .await
+        .context("saving last-seen")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -97,7 +109,7 @@ fn spawn_background(app: AppState) {
                 tracing::warn!("saving heartbeats: {e}");
             }
             rounds += 1;
-            if rounds % 60 == 0 {
+            if rounds.is_multiple_of(60) {
                 let now = protocol::Timestamp::now().secs();
                 let idle = now - (app.config.session_idle_min * 60) as i64;
                 let created = now - (app.config.session_max_h * 3600) as i64;
@@ -115,7 +127,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

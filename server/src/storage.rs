@@ -87,7 +87,10 @@ impl Db {
     }
 
     pub async fn ping(&self) -> DbResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     // ------------------------------------------------------------------ users
@@ -99,7 +102,12 @@ impl Db {
             .map(|r| r.get(0))
     }
 
-    pub async fn insert_user(&self, username: &str, password_hash: &str, role: &str) -> DbResult<()> {
+    pub async fn insert_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+    ) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO users (username, password_hash, role, disabled, created_at) VALUES ($1, $2, $3, FALSE, $4)",
         )
@@ -113,10 +121,12 @@ impl Db {
     }
 
     pub async fn user(&self, username: &str) -> DbResult<Option<UserRow>> {
-        let row = sqlx::query("SELECT username, password_hash, role, disabled FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT username, password_hash, role, disabled FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| UserRow {
             username: r.get(0),
             password_hash: r.get(1),
@@ -127,7 +137,13 @@ impl Db {
 
     // ------------------------------------------------------------------ sessions
 
-    pub async fn insert_session(&self, id_hash: &str, username: &str, csrf: &str, ip: Option<&str>) -> DbResult<()> {
+    pub async fn insert_session(
+        &self,
+        id_hash: &str,
+        username: &str,
+        csrf: &str,
+        ip: Option<&str>,
+    ) -> DbResult<()> {
         let now = Timestamp::now().secs();
         sqlx::query(
             "INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at, ip) VALUES ($1, $2, $3, $4, $4, $5)",
@@ -190,7 +206,8 @@ impl Db {
 
     // ------------------------------------------------------------------ hosts
 
-    const HOST_COLUMNS: &'static str = "id, hostname, host_type, theme_color, location, device_type, \
+    const HOST_COLUMNS: &'static str =
+        "id, hostname, host_type, theme_color, location, device_type, \
         agent_version, os_version, nixpkgs_version, generation, lock_hash, repo_url, repo_dir, \
         branch, last_seen, metrics";
 
@@ -227,7 +244,10 @@ impl Db {
 
     pub async fn host(&self, id: &str) -> DbResult<Option<HostRecord>> {
         let sql = format!("SELECT {} FROM hosts WHERE id = $1", Self::HOST_COLUMNS);
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(Self::host_from_row))
     }
 
@@ -290,7 +310,9 @@ impl Db {
         }
         let mut tx = self.pool.begin().await?;
         for u in batch {
-            let metrics = u.metrics.map(|m| serde_json::to_string(&m).unwrap_or_default());
+            let metrics = u
+                .metrics
+                .map(|m| serde_json::to_string(&m).unwrap_or_default());
             sqlx::query(
                 "UPDATE hosts SET last_seen = $2, metrics = $3, generation = COALESCE($4, generation),
                     lock_hash = COALESCE($5, lock_hash) WHERE id = $1",

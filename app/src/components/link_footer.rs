@@ -9,7 +9,10 @@ pub fn LinkFooter() -> impl IntoView {
     let state = move || match store.link.get() {
         LinkState::Connecting => ("connecting", "Connecting…".to_owned()),
         LinkState::Connected => ("connected", "Connected".to_owned()),
-        LinkState::Retrying { in_s } => ("disconnected", format!("Disconnected, retrying in {in_s} s")),
+        LinkState::Retrying { in_s } => (
+            "disconnected",
+            format!("Disconnected, retrying in {in_s} s"),
+        ),
     };
     view! {
         <footer class="footer">

@@ -36,7 +36,9 @@ pub fn LoginPage() -> impl IntoView {
                         let _ = window().location().set_href("/");
                     }
                     Ok(401) => error.set(Some("Wrong username or password.".into())),
-                    Ok(429) => error.set(Some("Too many attempts. Wait a minute and try again.".into())),
+                    Ok(429) => error.set(Some(
+                        "Too many attempts. Wait a minute and try again.".into(),
+                    )),
                     Ok(status) => error.set(Some(format!("Login failed (HTTP {status})."))),
                     Err(e) => error.set(Some(format!("Cannot reach the dashboard: {e}"))),
                 }

@@ -17,10 +17,19 @@ use std::net::SocketAddr;
 
 pub async fn healthz(State(app): State<AppState>) -> Response {
     match app.db.ping().await {
-        Ok(()) => Json(Health { status: "ok".into() }).into_response(),
+        Ok(()) => Json(Health {
+            status: "ok".into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::error!("health check: database: {e}");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into() })).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable".into(),
+                }),
+            )
+                .into_response()
         }
     }
 }
@@ -38,13 +47,23 @@ pub async fn login(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let req: LoginRequest = if is_json {
-        serde_json::from_slice(&body).map_err(|e| AppError::Invalid(format!("Invalid login request: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| AppError::Invalid(format!("Invalid login request: {e}")))?
     } else {
-        serde_urlencoded::from_bytes(&body).map_err(|e| AppError::Invalid(format!("Invalid login form: {e}")))?
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|e| AppError::Invalid(format!("Invalid login form: {e}")))?
     };
-    let session = service::auth::login(&app, &req.username, &req.password, Some(peer.ip().to_string())).await?;
+    let session = service::auth::login(
+        &app,
+        &req.username,
+        &req.password,
+        Some(peer.ip().to_string()),
+    )
+    .await?;
     let cookie = set_cookie(&session.cookie_value, app.config.session_max_h * 3600);
-    let next = req.next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
+    let next = req
+        .next
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
     let mut resp = match next {
         Some(path) => Redirect::to(&path).into_response(),
         None => Json(LoginResponse {
@@ -76,7 +95,10 @@ pub async fn session(Extension(viewer): Extension<Viewer>) -> Json<SessionInfo> 
     })
 }
 
-pub async fn list_hosts(State(app): State<AppState>, Extension(viewer): Extension<Viewer>) -> Json<Vec<Host>> {
+pub async fn list_hosts(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Json<Vec<Host>> {
     Json(service::hosts::list(&app, &viewer))
 }
 

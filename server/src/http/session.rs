@@ -176,22 +176,40 @@ mod tests {
     fn cookie_parsing() {
         let h = headers(&[("cookie", "a=1; nixdeck_session=abc; b=2")]);
         assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "nixdeck_session=")])), None);
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "nixdeck_session=")])),
+            None
+        );
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }
 
     #[test]
     fn origins() {
-        let h = headers(&[("host", "127.0.0.1:3000"), ("origin", "http://127.0.0.1:3000")]);
+        let h = headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://127.0.0.1:3000"),
+        ]);
         assert!(same_site(&h, None));
-        let evil = headers(&[("host", "127.0.0.1:3000"), ("origin", "http://evil.example")]);
+        let evil = headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://evil.example"),
+        ]);
         assert!(!same_site(&evil, None));
         let prefix = headers(&[("host", "a.b"), ("origin", "http://a.b.evil")]);
         assert!(!same_site(&prefix, None));
-        assert!(!same_site(&headers(&[("sec-fetch-site", "cross-site")]), None));
-        assert!(same_site(&headers(&[("sec-fetch-site", "same-origin")]), None));
+        assert!(!same_site(
+            &headers(&[("sec-fetch-site", "cross-site")]),
+            None
+        ));
+        assert!(same_site(
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            None
+        ));
         assert!(same_site(&HeaderMap::new(), None));
-        let proxied = headers(&[("host", "internal:3000"), ("origin", "https://deck.example.org")]);
+        let proxied = headers(&[
+            ("host", "internal:3000"),
+            ("origin", "https://deck.example.org"),
+        ]);
         assert!(same_site(&proxied, Some("https://deck.example.org/")));
     }
 }

@@ -3,10 +3,12 @@
 //! hub's frames to the agent. A link that goes silent for three heartbeats is dropped.
 
 use super::AgentOut;
-use crate::service::hosts::{authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity};
+use crate::service::hosts::{
+    authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
+};
 use crate::state::AppState;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -89,7 +91,9 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
             Decoded::Message(AgentMessage::Register(r)) => r,
             _ => return close(&mut socket, 1008, "the first frame must be register").await,
         },
-        Ok(Some(Err(e))) if is_too_big(&e) => return close(&mut socket, 1009, "frame too large").await,
+        Ok(Some(Err(e))) if is_too_big(&e) => {
+            return close(&mut socket, 1009, "frame too large").await
+        }
         _ => return close(&mut socket, 1008, "the first frame must be register").await,
     };
     let host_id = match host_id_for(&register.hostname) {
@@ -100,7 +104,11 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
     match identity {
         AgentIdentity::Host(id) if id == host_id => {}
         AgentIdentity::Host(id) => {
-            tracing::warn!(token_for = id, claimed = host_id, "agent token used for another host");
+            tracing::warn!(
+                token_for = id,
+                claimed = host_id,
+                "agent token used for another host"
+            );
             return close(&mut socket, 1008, "this token belongs to another host").await;
         }
         AgentIdentity::Enrollment => match enroll(&app, &register).await {
@@ -114,7 +122,12 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
 
     let interval_s = app.hub.interval_s();
     let (conn_id, mut outbox) = app.hub.attach_agent(&host_id, &register);
-    tracing::info!(host = host_id, conn_id, version = register.agent_version, "agent connected");
+    tracing::info!(
+        host = host_id,
+        conn_id,
+        version = register.agent_version,
+        "agent connected"
+    );
     if let Err(e) = save_registration(&app, &host_id, &register).await {
         tracing::warn!(host = host_id, "registration not saved: {e}");
     }
@@ -126,7 +139,15 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
     });
     let text = serde_json::to_string(&registered).unwrap_or_default();
     if socket.send(Message::Text(text.into())).await.is_ok() {
-        serve(&app, &host_id, conn_id, &mut socket, &mut outbox, interval_s).await;
+        serve(
+            &app,
+            &host_id,
+            conn_id,
+            &mut socket,
+            &mut outbox,
+            interval_s,
+        )
+        .await;
     }
     if app.hub.detach_agent(&host_id, conn_id) {
         tracing::info!(host = host_id, conn_id, "agent disconnected");
@@ -203,11 +224,17 @@ fn handle_frame(app: &AppState, host_id: &str, conn_id: u64, text: &str) {
             tracing::debug!(host = host_id, "not handled yet: {other:?}");
         }
         Decoded::Unknown(kind) => {
-            app.hub.counters().unknown_frames.fetch_add(1, Ordering::Relaxed);
+            app.hub
+                .counters()
+                .unknown_frames
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(host = host_id, kind, "ignored an unknown message type");
         }
         Decoded::Malformed(err) => {
-            app.hub.counters().malformed_frames.fetch_add(1, Ordering::Relaxed);
+            app.hub
+                .counters()
+                .malformed_frames
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(host = host_id, "skipped a malformed frame: {err}");
         }
     }

@@ -37,7 +37,10 @@ pub async fn handler(
     let (Some(Extension(viewer)), Some(Extension(cookie))) = (viewer, cookie) else {
         return error_response(&AppError::Unauthorized);
     };
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .unwrap_or("");
     if !origin_matches(origin, &headers, app.config.public_url.as_deref()) {
         return error_response(&AppError::Forbidden("WebSocket from another origin".into()));
     }
@@ -52,7 +55,11 @@ pub async fn handler(
         .on_upgrade(move |socket| run(app, viewer, cookie.0, socket))
 }
 
-async fn close(socket: &mut futures::stream::SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+async fn close(
+    socket: &mut futures::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &str,
+) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),

@@ -81,7 +81,12 @@ impl Hub {
         for rec in hosts {
             let mut host = rec.host;
             refresh_derived(&mut host);
-            extra.insert(host.id.clone(), HostExtra { lock_hash: rec.lock_hash });
+            extra.insert(
+                host.id.clone(),
+                HostExtra {
+                    lock_hash: rec.lock_hash,
+                },
+            );
             fleet.hosts.insert(host.id.clone(), host);
         }
         let (events, _) = broadcast::channel(BROWSER_LAG_LIMIT);
@@ -159,7 +164,10 @@ impl Hub {
         let mut host = state.fleet.hosts.get(id)?.clone();
         edit(&mut host);
         refresh_derived(&mut host);
-        self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host: host.clone() }));
+        self.publish_locked(
+            &mut state,
+            BrowserEvent::HostUpdated(HostBody { host: host.clone() }),
+        );
         Some(host)
     }
 
@@ -177,7 +185,12 @@ impl Hub {
         }
         state.extra.remove(id);
         state.unsaved.remove(id);
-        self.publish_locked(&mut state, BrowserEvent::HostRemoved(HostRef { host_id: id.to_owned() }));
+        self.publish_locked(
+            &mut state,
+            BrowserEvent::HostRemoved(HostRef {
+                host_id: id.to_owned(),
+            }),
+        );
     }
 
     /// Close an agent's socket (its token changed).
@@ -194,8 +207,13 @@ impl Hub {
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let now = Timestamp::now();
         let mut state = self.lock();
-        if let Some(old) = state.agents.insert(id.to_owned(), AgentLink { conn_id, tx }) {
-            let _ = old.tx.try_send(AgentOut::Close(4000, "replaced by a newer connection"));
+        if let Some(old) = state
+            .agents
+            .insert(id.to_owned(), AgentLink { conn_id, tx })
+        {
+            let _ = old
+                .tx
+                .try_send(AgentOut::Close(4000, "replaced by a newer connection"));
         }
         state.extra.entry(id.to_owned()).or_default().lock_hash = reg.lock_hash.clone();
         if let Some(current) = state.fleet.hosts.get(id) {
@@ -269,7 +287,12 @@ impl Hub {
             return false;
         }
         state.agents.remove(id);
-        self.publish_locked(&mut state, BrowserEvent::HostOffline(HostRef { host_id: id.to_owned() }));
+        self.publish_locked(
+            &mut state,
+            BrowserEvent::HostOffline(HostRef {
+                host_id: id.to_owned(),
+            }),
+        );
         true
     }
 
@@ -295,8 +318,16 @@ impl Hub {
 /// Fields derived from others: the agent compartment and `agent_outdated`.
 fn refresh_derived(host: &mut Host) {
     let (status, message, outdated) = match host.agent_version.as_deref() {
-        None => (CheckStatus::Unknown, "No agent has connected yet.".to_owned(), false),
-        Some(v) if v == VERSION => (CheckStatus::Ok, format!("Agent {v} matches the dashboard."), false),
+        None => (
+            CheckStatus::Unknown,
+            "No agent has connected yet.".to_owned(),
+            false,
+        ),
+        Some(v) if v == VERSION => (
+            CheckStatus::Ok,
+            format!("Agent {v} matches the dashboard."),
+            false,
+        ),
         Some(v) => (
             CheckStatus::Outdated,
             format!("Agent {v} differs from the dashboard's {VERSION}."),
@@ -346,12 +377,16 @@ mod tests {
         assert!(snap.as_str().starts_with(r#"{"type":"snapshot""#));
         let (conn, _agent_rx) = hub.attach_agent("a", &register("a"));
         assert_eq!(recv_type(&mut rx), "host_updated");
-        hub.heartbeat("a", conn, &Heartbeat {
-            metrics: None,
-            generation: None,
-            lock_hash: None,
-            pending_command: None,
-        });
+        hub.heartbeat(
+            "a",
+            conn,
+            &Heartbeat {
+                metrics: None,
+                generation: None,
+                lock_hash: None,
+                pending_command: None,
+            },
+        );
         assert_eq!(recv_type(&mut rx), "host_heartbeat");
         assert!(hub.detach_agent("a", conn));
         assert_eq!(recv_type(&mut rx), "host_offline");
@@ -378,12 +413,16 @@ mod tests {
         let (old, _r1) = hub.attach_agent("a", &register("a"));
         let (_new, _r2) = hub.attach_agent("a", &register("a"));
         let (_, mut rx) = hub.subscribe();
-        hub.heartbeat("a", old, &Heartbeat {
-            metrics: None,
-            generation: None,
-            lock_hash: None,
-            pending_command: None,
-        });
+        hub.heartbeat(
+            "a",
+            old,
+            &Heartbeat {
+                metrics: None,
+                generation: None,
+                lock_hash: None,
+                pending_command: None,
+            },
+        );
         assert!(rx.try_recv().is_err());
         assert!(hub.take_unsaved().is_empty());
     }

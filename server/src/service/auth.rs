@@ -6,7 +6,9 @@ use crate::state::AppState;
 use crate::storage::Db;
 use app::backend::Viewer;
 use app::AppError;
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use protocol::Timestamp;
 use std::sync::LazyLock;
@@ -39,7 +41,11 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 async fn verify_password(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -99,15 +105,25 @@ pub struct NewSession {
 
 /// Check credentials and open a session with a fresh id. Unknown user and wrong password
 /// get the same error after the same work.
-pub async fn login(app: &AppState, username: &str, password: &str, ip: Option<String>) -> Result<NewSession> {
+pub async fn login(
+    app: &AppState,
+    username: &str,
+    password: &str,
+    ip: Option<String>,
+) -> Result<NewSession> {
     let user = app.db.user(username).await.or_internal("loading user")?;
     let (hash, usable) = match &user {
         Some(u) => (u.password_hash.clone(), !u.disabled),
         None => (DUMMY_HASH.clone(), false),
     };
-    let password_ok = password.len() <= MAX_PASSWORD && verify_password(hash, password.to_owned()).await;
+    let password_ok =
+        password.len() <= MAX_PASSWORD && verify_password(hash, password.to_owned()).await;
     if !(password_ok && usable) {
-        tracing::info!(user = username, ip = ip.as_deref().unwrap_or("-"), "login failed");
+        tracing::info!(
+            user = username,
+            ip = ip.as_deref().unwrap_or("-"),
+            "login failed"
+        );
         return Err(AppError::Unauthorized);
     }
     let session = NewSession {
@@ -115,7 +131,12 @@ pub async fn login(app: &AppState, username: &str, password: &str, ip: Option<St
         csrf_token: new_token(),
     };
     app.db
-        .insert_session(&sha256_hex(&session.cookie_value), username, &session.csrf_token, ip.as_deref())
+        .insert_session(
+            &sha256_hex(&session.cookie_value),
+            username,
+            &session.csrf_token,
+            ip.as_deref(),
+        )
         .await
         .or_internal("creating session")?;
     tracing::info!(user = username, ip = ip.as_deref().unwrap_or("-"), "login");
@@ -126,14 +147,22 @@ pub async fn login(app: &AppState, username: &str, password: &str, ip: Option<St
 /// timeouts come from the configuration; `last_seen_at` is written at most once a minute.
 pub async fn session(app: &AppState, cookie_value: &str) -> Result<Option<Viewer>> {
     let id_hash = sha256_hex(cookie_value);
-    let Some(row) = app.db.session(&id_hash).await.or_internal("loading session")? else {
+    let Some(row) = app
+        .db
+        .session(&id_hash)
+        .await
+        .or_internal("loading session")?
+    else {
         return Ok(None);
     };
     let now = Timestamp::now().secs();
     let idle_limit = (app.config.session_idle_min * 60) as i64;
     let max_age = (app.config.session_max_h * 3600) as i64;
     if now - row.last_seen_at > idle_limit || now - row.created_at > max_age {
-        app.db.delete_session(&id_hash).await.or_internal("ending session")?;
+        app.db
+            .delete_session(&id_hash)
+            .await
+            .or_internal("ending session")?;
         return Ok(None);
     }
     if now - row.last_seen_at >= 60 {

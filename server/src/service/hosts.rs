@@ -127,7 +127,9 @@ pub async fn authenticate_agent(app: &AppState, token: &str) -> Result<AgentIden
         return Ok(AgentIdentity::Host(id));
     }
     match &app.config.enroll_token {
-        Some(enroll) if !enroll.is_empty() && constant_time_eq(enroll, token) => Ok(AgentIdentity::Enrollment),
+        Some(enroll) if !enroll.is_empty() && constant_time_eq(enroll, token) => {
+            Ok(AgentIdentity::Enrollment)
+        }
         _ => Err(AppError::Unauthorized),
     }
 }
@@ -168,4 +170,3 @@ pub async fn save_registration(app: &AppState, id: &str, reg: &Register) -> Resu
         .await
         .or_internal("saving registration")
 }
-

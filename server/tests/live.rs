@@ -1,0 +1,710 @@
+//! The real server binary and the real agent binary on loopback, with a temporary SQLite
+//! file: auth status codes, the live browser stream, agent-protocol guards, and restarts.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+const PASSWORD: &str = "integration-password-1";
+const INTERVAL_S: u64 = 1;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent binary, built on demand when `cargo test` runs alone.
+fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NIXDECK_AGENT_BIN") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let bin = root.join("target/debug/nixdeck-agent");
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "nixdeck-agent"])
+            .current_dir(root)
+            .status()
+            .expect("running cargo build for the agent");
+        assert!(status.success(), "building nixdeck-agent failed");
+    }
+    bin
+}
+
+fn kill_child(child: &mut Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    async fn start(dir: &Path) -> Server {
+        Self::start_on(dir, free_port()).await
+    }
+
+    async fn start_on(dir: &Path, port: u16) -> Server {
+        let log = std::fs::File::create(dir.join(format!("server-{port}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+            .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "NIXDECK_DATABASE_URL",
+                format!("sqlite://{}/test.db", dir.display()),
+            )
+            .env("NIXDECK_ADMIN_PASSWORD", PASSWORD)
+            .env("NIXDECK_HEARTBEAT_INTERVAL_S", INTERVAL_S.to_string())
+            .env("NIXDECK_ENROLL_TOKEN", "enroll-secret-token-0123456789")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting nixdeck");
+        let server = Server {
+            child: Some(child),
+            port,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(server.url("/healthz")).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn ws(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child, "-TERM");
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("server-{}.log", self.port)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child, "-KILL");
+        }
+    }
+}
+
+/// A logged-in API client: cookie jar plus CSRF token.
+struct Admin {
+    http: reqwest::Client,
+    csrf: String,
+    cookie: String,
+}
+
+async fn login(server: &Server) -> Admin {
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let resp = http
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    Admin {
+        http,
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+        cookie,
+    }
+}
+
+async fn create_host(server: &Server, admin: &Admin, hostname: &str) -> String {
+    let resp = admin
+        .http
+        .post(server.url("/api/hosts"))
+        .header("X-CSRF-Token", &admin.csrf)
+        .json(&json!({"hostname": hostname, "host_type": "nixos"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["host"]["id"], hostname);
+    body["agent_token"].as_str().unwrap().to_owned()
+}
+
+fn spawn_agent(server: &Server, hostname: &str, token: &str, state: &Path) -> Child {
+    Command::new(agent_bin())
+        .args([
+            "--url",
+            &server.url(""),
+            "--hostname",
+            hostname,
+            "--state-dir",
+        ])
+        .arg(state)
+        .env("NIXDECK_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting nixdeck-agent")
+}
+
+async fn browser_socket(server: &Server, admin: &Admin) -> Ws {
+    let mut req = server.ws("/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Cookie", admin.cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("Origin", server.url("").parse().unwrap());
+    connect_async(req).await.expect("browser socket").0
+}
+
+/// The next text frame as JSON, within `wait`.
+async fn next_json(ws: &mut Ws, wait: Duration) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+}
+
+/// Skip frames until one of `kind` for `host` arrives, within `wait`.
+async fn wait_for(ws: &mut Ws, kind: &str, host: &str, wait: Duration) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {kind} for {host} within {wait:?}");
+        let v = next_json(ws, left).await;
+        let id = v["payload"]["host_id"]
+            .as_str()
+            .or(v["payload"]["host"]["id"].as_str());
+        if v["type"] == kind && id == Some(host) {
+            return v;
+        }
+    }
+}
+
+/// Read until the server closes; returns the close code.
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
+            Err(_) => panic!("the server did not close the socket"),
+        }
+    }
+}
+
+async fn agent_socket(server: &Server, token: &str) -> Result<Ws, WsError> {
+    let mut req = server.ws("/ws/agent").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    connect_async(req).await.map(|(ws, _)| ws)
+}
+
+fn register(hostname: &str) -> Message {
+    Message::Text(
+        json!({"type": "register", "payload": {"hostname": hostname, "host_type": "nixos",
+            "agent_version": "0.1.0", "heartbeat_interval_s": 1}})
+        .to_string()
+        .into(),
+    )
+}
+
+fn heartbeat(cpu: f64) -> Message {
+    Message::Text(
+        json!({"type": "heartbeat", "payload": {"metrics": {"cpu": cpu, "ram": 1.0, "swap": 0.0, "load": 0.1},
+            "generation": null, "lock_hash": null, "pending_command": null}})
+        .to_string()
+        .into(),
+    )
+}
+
+#[tokio::test]
+async fn login_and_csrf_status_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Same answer for a wrong password and an unknown user.
+    let wrong = anon
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "admin", "password": "wrong-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let wrong_body: Value = wrong.json().await.unwrap();
+    let unknown = anon
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "nobody", "password": "wrong-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+    assert_eq!(unknown.json::<Value>().await.unwrap(), wrong_body);
+
+    // No session: 401 JSON for the API, a redirect for pages.
+    let r = anon.get(server.url("/api/hosts")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "unauthorized");
+    let r = anon
+        .post(server.url("/api/hosts"))
+        .json(&json!({"hostname": "x", "host_type": "nixos"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = anon.get(server.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+
+    let admin = login(&server).await;
+    let body = json!({"hostname": "web-1", "host_type": "nixos"});
+    // Session but no CSRF token: 403.
+    let r = admin
+        .http
+        .post(server.url("/api/hosts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Wrong token: 403.
+    let r = admin
+        .http
+        .post(server.url("/api/hosts"))
+        .header("X-CSRF-Token", "0".repeat(64))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Right token from a foreign origin: 403.
+    let r = admin
+        .http
+        .post(server.url("/api/hosts"))
+        .header("X-CSRF-Token", &admin.csrf)
+        .header("Origin", "http://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Right token: created, and the token is shown once.
+    let token = create_host(&server, &admin, "web-1").await;
+    assert_eq!(token.len(), 64);
+    // The CSRF token may also come as a form field.
+    let r = admin
+        .http
+        .post(server.url("/api/hosts/web-1/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf_token={}", admin.csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Again: 409; a bad hostname: 422; a typo'd field: 422; unknown host: 404.
+    for (body, status) in [
+        (json!({"hostname": "web-2", "host_type": "nixos"}), 201),
+        (json!({"hostname": "web-2", "host_type": "nixos"}), 409),
+        (json!({"hostname": "bad host!", "host_type": "nixos"}), 422),
+        (
+            json!({"hostname": "ok", "host_type": "nixos", "colour": "#fff"}),
+            422,
+        ),
+        (
+            json!({"hostname": "ok", "host_type": "nixos", "theme_color": "red"}),
+            422,
+        ),
+    ] {
+        let r = admin
+            .http
+            .post(server.url("/api/hosts"))
+            .header("X-CSRF-Token", &admin.csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        if status != 201 {
+            let err: Value = r.json().await.unwrap();
+            assert!(err["error"].is_string() && err["code"].is_string(), "{err}");
+        }
+    }
+    let r = admin
+        .http
+        .delete(server.url("/api/hosts/ghost"))
+        .header("X-CSRF-Token", &admin.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The page carries the CSRF token in its meta tag.
+    let page = admin
+        .http
+        .get(server.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!(
+        r#"<meta name="csrf-token" content="{}""#,
+        admin.csrf
+    )));
+    assert!(
+        page.contains(r#"data-host-id="web-1""#),
+        "SSR renders the hosts"
+    );
+
+    // Logout deletes the session on the server: the old cookie is dead.
+    let r = admin
+        .http
+        .post(server.url("/api/logout"))
+        .header("X-CSRF-Token", &admin.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = anon
+        .get(server.url("/api/session"))
+        .header("Cookie", &admin.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn heartbeats_reach_the_browser_and_a_killed_agent_goes_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let token = create_host(&server, &admin, "live-1").await;
+
+    let mut browser = browser_socket(&server, &admin).await;
+    let snapshot = next_json(&mut browser, Duration::from_secs(5)).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["payload"]["hosts"][0]["id"], "live-1");
+    assert_eq!(snapshot["payload"]["hosts"][0]["online"], false);
+
+    let mut agent = spawn_agent(&server, "live-1", &token, &dir.path().join("agent"));
+    let updated = wait_for(
+        &mut browser,
+        "host_updated",
+        "live-1",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(updated["payload"]["host"]["online"], true);
+    assert_eq!(updated["payload"]["host"]["agent_version"], "0.1.0");
+    // Within two intervals of registering, a heartbeat with real metrics.
+    let hb = wait_for(
+        &mut browser,
+        "host_heartbeat",
+        "live-1",
+        Duration::from_secs(2 * INTERVAL_S),
+    )
+    .await;
+    let cpu = hb["payload"]["metrics"]["cpu"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&cpu), "{hb}");
+    assert!(hb["payload"]["last_seen"].as_str().unwrap().ends_with('Z'));
+
+    kill_child(&mut agent, "-KILL");
+    wait_for(
+        &mut browser,
+        "host_offline",
+        "live-1",
+        Duration::from_secs(5),
+    )
+    .await;
+    let hosts: Value = admin
+        .http
+        .get(server.url("/api/hosts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hosts[0]["online"], false);
+}
+
+#[tokio::test]
+async fn silent_agents_go_offline_after_three_missed_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let token = create_host(&server, &admin, "quiet").await;
+    let mut browser = browser_socket(&server, &admin).await;
+    let mut agent = agent_socket(&server, &token).await.unwrap();
+    agent.send(register("quiet")).await.unwrap();
+    let reply = next_json(&mut agent, Duration::from_secs(5)).await;
+    assert_eq!(reply["type"], "registered");
+    assert_eq!(reply["payload"]["heartbeat_interval_s"], INTERVAL_S);
+    wait_for(
+        &mut browser,
+        "host_updated",
+        "quiet",
+        Duration::from_secs(5),
+    )
+    .await;
+    // Send nothing more (the socket stays open): offline after ~3 intervals.
+    let started = Instant::now();
+    wait_for(
+        &mut browser,
+        "host_offline",
+        "quiet",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2 * INTERVAL_S),
+        "too early"
+    );
+}
+
+#[tokio::test]
+async fn agent_socket_refuses_bad_tokens_and_bad_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let token_a = create_host(&server, &admin, "host-a").await;
+    create_host(&server, &admin, "host-b").await;
+
+    // No token and a wrong token: HTTP 401 before any upgrade.
+    let plain = reqwest::get(server.url("/ws/agent")).await.unwrap();
+    assert_eq!(plain.status(), 401);
+    match agent_socket(&server, "wrong-token").await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    // The first frame must be register.
+    let mut ws = agent_socket(&server, &token_a).await.unwrap();
+    ws.send(heartbeat(1.0)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
+
+    // A host token acts only for its own host.
+    let mut ws = agent_socket(&server, &token_a).await.unwrap();
+    ws.send(register("host-b")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
+
+    // An invalid hostname is refused, not rewritten.
+    let mut ws = agent_socket(&server, &token_a).await.unwrap();
+    ws.send(register("host a")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
+
+    // Malformed and unknown frames are skipped; the link stays up.
+    let mut browser = browser_socket(&server, &admin).await;
+    let mut ws = agent_socket(&server, &token_a).await.unwrap();
+    ws.send(register("host-a")).await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    ws.send(Message::Text(
+        r#"{"type":"telemetry_v9","payload":{}}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Text(
+        r#"{"type":"heartbeat","payload":{"metrics":"lots"}}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(heartbeat(42.5)).await.unwrap();
+    let hb = wait_for(
+        &mut browser,
+        "host_heartbeat",
+        "host-a",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(hb["payload"]["metrics"]["cpu"], 42.5);
+
+    // A second connection replaces the first, which is closed with 4000.
+    let mut second = agent_socket(&server, &token_a).await.unwrap();
+    second.send(register("host-a")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::from(4000)));
+    assert_eq!(
+        next_json(&mut second, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+
+    // A frame over 64 KiB closes with 1009.
+    let huge = format!(
+        r#"{{"type":"heartbeat","payload":{{"metrics":null,"generation":"{}"}}}}"#,
+        "x".repeat(70 * 1024)
+    );
+    second.send(Message::Text(huge.into())).await.unwrap();
+    assert_eq!(close_code(&mut second).await, Some(CloseCode::Size));
+
+    // The hub survived all of it.
+    assert_eq!(
+        reqwest::get(server.url("/healthz")).await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn browser_socket_needs_a_session_and_this_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+
+    let no_cookie = server.ws("/ws").into_client_request().unwrap();
+    match connect_async(no_cookie).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    let mut foreign = server.ws("/ws").into_client_request().unwrap();
+    foreign
+        .headers_mut()
+        .insert("Cookie", admin.cookie.parse().unwrap());
+    foreign
+        .headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match connect_async(foreign).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+
+    // A session that ends closes its socket within 5 s.
+    let mut browser = browser_socket(&server, &admin).await;
+    assert_eq!(
+        next_json(&mut browser, Duration::from_secs(5)).await["type"],
+        "snapshot"
+    );
+    let r = admin
+        .http
+        .post(server.url("/api/logout"))
+        .header("X-CSRF-Token", &admin.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let started = Instant::now();
+    assert_eq!(close_code(&mut browser).await, Some(CloseCode::from(4401)));
+    assert!(started.elapsed() <= Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn enrollment_creates_a_new_host_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    create_host(&server, &admin, "taken").await;
+
+    let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
+        .await
+        .unwrap();
+    ws.send(register("fresh-host")).await.unwrap();
+    let reply = next_json(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(reply["type"], "registered");
+    let new_token = reply["payload"]["agent_token"].as_str().unwrap().to_owned();
+    drop(ws);
+    // The handed-out token works for the new host.
+    let mut ws = agent_socket(&server, &new_token).await.unwrap();
+    ws.send(register("fresh-host")).await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+
+    // The enrollment token can never take over an existing host.
+    let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
+        .await
+        .unwrap();
+    ws.send(register("taken")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
+}
+
+#[tokio::test]
+async fn hosts_and_sessions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start_on(dir.path(), port).await;
+    let admin = login(&server).await;
+    let token = create_host(&server, &admin, "durable").await;
+    let mut ws = agent_socket(&server, &token).await.unwrap();
+    ws.send(register("durable")).await.unwrap();
+    next_json(&mut ws, Duration::from_secs(5)).await;
+    ws.send(heartbeat(12.0)).await.unwrap();
+    sleep(Duration::from_millis(300)).await;
+    server.stop();
+    let log = server.log();
+    assert!(log.contains("stopped"), "graceful stop: {log}");
+
+    let server = Server::start_on(dir.path(), port).await;
+    // The session and the host are still there; the host is offline with its last data.
+    let hosts: Value = admin
+        .http
+        .get(server.url("/api/hosts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hosts[0]["id"], "durable");
+    assert_eq!(hosts[0]["online"], false);
+    assert_eq!(hosts[0]["metrics"]["cpu"], 12.0);
+    assert!(hosts[0]["last_seen"].is_string());
+    // And its token still works.
+    let mut ws = agent_socket(&server, &token).await.unwrap();
+    ws.send(register("durable")).await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+}
