@@ -8,14 +8,16 @@ import { join } from "node:path";
 export const BASE = process.env.BASE_URL ?? "http://127.0.0.1:3900";
 export const ADMIN_PASSWORD = process.env.NIXDECK_ADMIN_PASSWORD ?? "";
 const AGENT_BIN = process.env.NIXDECK_AGENT_BIN ?? join(__dirname, "../../target/debug/nixdeck-agent");
+const SERVER_BIN = process.env.NIXDECK_SERVER_BIN ?? join(__dirname, "../../target/debug/nixdeck");
+const SITE_ROOT = join(__dirname, "../../target/site");
 
 export interface Admin {
   api: APIRequestContext;
   csrf: string;
 }
 
-export async function loginApi(): Promise<Admin> {
-  const api = await request.newContext({ baseURL: BASE });
+export async function loginApi(base: string = BASE): Promise<Admin> {
+  const api = await request.newContext({ baseURL: base });
   const r = await api.post("/api/login", { data: { username: "admin", password: ADMIN_PASSWORD } });
   expect(r.status()).toBe(200);
   const { csrf_token } = await r.json();
@@ -43,10 +45,14 @@ export class Agent {
   private readonly stateDir = mkdtempSync(join(tmpdir(), "nixdeck-agent-"));
   log = "";
 
-  constructor(private readonly hostname: string, private readonly token: string) {}
+  constructor(
+    private readonly hostname: string,
+    private readonly token: string,
+    private readonly base: string = BASE,
+  ) {}
 
   start(): void {
-    this.proc = spawn(AGENT_BIN, ["--url", BASE, "--hostname", this.hostname, "--state-dir", this.stateDir], {
+    this.proc = spawn(AGENT_BIN, ["--url", this.base, "--hostname", this.hostname, "--state-dir", this.stateDir], {
       env: { ...process.env, NIXDECK_TOKEN: this.token, RUST_LOG: "info" },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -66,6 +72,58 @@ export class Agent {
     if (!proc || proc.exitCode !== null) return;
     const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill(sig);
+    await exited;
+    this.proc = null;
+  }
+}
+
+/** A dashboard of a test's own, on its own port and database, that it may stop and restart. */
+export class Server {
+  private proc: ChildProcess | null = null;
+  private readonly dir = mkdtempSync(join(tmpdir(), "nixdeck-server-"));
+  log = "";
+
+  constructor(readonly port: number) {}
+
+  get base(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    this.proc = spawn(SERVER_BIN, [], {
+      env: {
+        ...process.env,
+        NIXDECK_LISTEN: `127.0.0.1:${this.port}`,
+        NIXDECK_DATABASE_URL: `sqlite://${this.dir}/nixdeck.db`,
+        NIXDECK_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        NIXDECK_HEARTBEAT_INTERVAL_S: "2",
+        NIXDECK_SITE_ROOT: SITE_ROOT,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const keep = (d: Buffer) => {
+      this.log = (this.log + d.toString()).slice(-20_000);
+    };
+    this.proc.stdout?.on("data", keep);
+    this.proc.stderr?.on("data", keep);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        const r = await fetch(`${this.base}/healthz`);
+        if (r.ok) return;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) throw new Error(`server did not start:\n${this.log}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => proc.once("exit", resolve));
+    proc.kill("SIGTERM");
     await exited;
     this.proc = null;
   }

@@ -1,6 +1,6 @@
 // Foundation slice: one host's heartbeat travels agent -> hub -> browser store -> DOM.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi } from "./fleet";
+import { Agent, BASE, createHost, loginApi, Server } from "./fleet";
 
 /** Collects console errors, page errors and failed requests, to assert there were none. */
 function watchErrors(page: Page): string[] {
@@ -15,13 +15,13 @@ function watchErrors(page: Page): string[] {
   return errors;
 }
 
-async function loginUi(page: Page) {
-  await page.goto("/");
+async function loginUi(page: Page, base: string = BASE) {
+  await page.goto(`${base}/`);
   await expect(page).toHaveURL(/\/login$/);
   await page.fill("input[name=username]", "admin");
   await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
   await page.click("button[type=submit]");
-  await expect(page).toHaveURL(`${BASE}/`);
+  await expect(page).toHaveURL(`${base}/`);
 }
 
 test("wrong password is refused inline, without a reload", async ({ page }) => {
@@ -103,4 +103,37 @@ test("logging out ends the session: the dashboard then redirects to login", asyn
   await page.goto("/");
   await expect(page).toHaveURL(/\/login$/);
   expect(errors).toEqual([]);
+});
+
+test("a dashboard restart: the footer shows the lost link, then the page resyncs by itself", async ({ page }) => {
+  const server = new Server(Number(process.env.E2E_SPARE_PORT ?? 3901));
+  await server.start();
+  const errors = watchErrors(page);
+  const admin = await loginApi(server.base);
+  const hostname = `restart-${Date.now()}`;
+  const agent = new Agent(hostname, await createHost(admin, { hostname }), server.base);
+  agent.start();
+  try {
+    await loginUi(page, server.base);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+    await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+
+    await server.stop();
+    await expect(page.locator(".link-state")).toHaveAttribute("data-state", "disconnected");
+    await expect(page.locator(".link-state")).toContainText("retrying");
+    // The last known state stays on screen while the link is down.
+    await expect(row).toBeVisible();
+
+    await server.start();
+    await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected", { timeout: 30_000 });
+    // The agent reconnects too, and the resynced page shows it online without a reload.
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bonline\b/, { timeout: 60_000 });
+  } finally {
+    await agent.stop("SIGKILL");
+    await server.stop();
+  }
+  // While the dashboard was down, Chromium reports the failed socket attempts itself.
+  const unexpected = errors.filter((e) => !/WebSocket connection to .* failed/.test(e));
+  expect(unexpected, server.log).toEqual([]);
 });

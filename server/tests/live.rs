@@ -130,6 +130,21 @@ struct Admin {
     cookie: String,
 }
 
+impl Admin {
+    /// A state-changing request with the CSRF token.
+    fn post(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(server.url(path))
+            .header("X-CSRF-Token", &self.csrf)
+    }
+
+    fn delete(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(server.url(path))
+            .header("X-CSRF-Token", &self.csrf)
+    }
+}
+
 async fn login(server: &Server) -> Admin {
     let http = reqwest::Client::builder()
         .cookie_store(true)
@@ -156,9 +171,7 @@ async fn login(server: &Server) -> Admin {
 
 async fn create_host(server: &Server, admin: &Admin, hostname: &str) -> String {
     let resp = admin
-        .http
-        .post(server.url("/api/hosts"))
-        .header("X-CSRF-Token", &admin.csrf)
+        .post(&server, "/api/hosts")
         .json(&json!({"hostname": hostname, "host_type": "nixos"}))
         .send()
         .await
@@ -327,9 +340,7 @@ async fn login_and_csrf_status_codes() {
     assert_eq!(r.status(), 403);
     // Right token from a foreign origin: 403.
     let r = admin
-        .http
-        .post(server.url("/api/hosts"))
-        .header("X-CSRF-Token", &admin.csrf)
+        .post(&server, "/api/hosts")
         .header("Origin", "http://evil.example")
         .json(&body)
         .send()
@@ -364,9 +375,7 @@ async fn login_and_csrf_status_codes() {
         ),
     ] {
         let r = admin
-            .http
-            .post(server.url("/api/hosts"))
-            .header("X-CSRF-Token", &admin.csrf)
+            .post(&server, "/api/hosts")
             .json(&body)
             .send()
             .await
@@ -378,9 +387,7 @@ async fn login_and_csrf_status_codes() {
         }
     }
     let r = admin
-        .http
-        .delete(server.url("/api/hosts/ghost"))
-        .header("X-CSRF-Token", &admin.csrf)
+        .delete(&server, "/api/hosts/ghost")
         .send()
         .await
         .unwrap();
@@ -406,13 +413,7 @@ async fn login_and_csrf_status_codes() {
     );
 
     // Logout deletes the session on the server: the old cookie is dead.
-    let r = admin
-        .http
-        .post(server.url("/api/logout"))
-        .header("X-CSRF-Token", &admin.csrf)
-        .send()
-        .await
-        .unwrap();
+    let r = admin.post(&server, "/api/logout").send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = anon
         .get(server.url("/api/session"))
@@ -625,13 +626,7 @@ async fn browser_socket_needs_a_session_and_this_origin() {
         next_json(&mut browser, Duration::from_secs(5)).await["type"],
         "snapshot"
     );
-    let r = admin
-        .http
-        .post(server.url("/api/logout"))
-        .header("X-CSRF-Token", &admin.csrf)
-        .send()
-        .await
-        .unwrap();
+    let r = admin.post(&server, "/api/logout").send().await.unwrap();
     assert_eq!(r.status(), 204);
     let started = Instant::now();
     assert_eq!(close_code(&mut browser).await, Some(CloseCode::from(4401)));
@@ -706,5 +701,94 @@ async fn hosts_and_sessions_survive_a_restart() {
     assert_eq!(
         next_json(&mut ws, Duration::from_secs(5)).await["type"],
         "registered"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_browser_is_dropped_without_slowing_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    // A long id makes every event bigger, so the slow reader's socket buffers fill sooner.
+    let host = format!("chatty-{}", "x".repeat(50));
+    let token = create_host(&server, &admin, &host).await;
+
+    let mut slow = browser_socket(&server, &admin).await; // connected, never reading
+    let mut fast = browser_socket(&server, &admin).await;
+    assert_eq!(
+        next_json(&mut fast, Duration::from_secs(5)).await["type"],
+        "snapshot"
+    );
+    let mut agent = agent_socket(&server, &token).await.unwrap();
+    agent.send(register(&host)).await.unwrap();
+    assert_eq!(
+        next_json(&mut agent, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+
+    const N: u64 = 80_000;
+    let reader = tokio::spawn(async move {
+        // The fast browser sees every heartbeat, in order, with no gap.
+        let mut expected = 0u64;
+        while expected < N {
+            let v = next_json(&mut fast, Duration::from_secs(30)).await;
+            if v["type"] == "host_heartbeat" {
+                let seq = (v["payload"]["metrics"]["load"].as_f64().unwrap()) as u64;
+                assert_eq!(seq, expected, "gap in the fast browser's stream");
+                expected += 1;
+            }
+        }
+    });
+    for i in 0..N {
+        let frame = json!({"type": "heartbeat", "payload": {"metrics": {"cpu": 1.0, "ram": 1.0, "swap": 0.0, "load": i as f64},
+            "generation": null, "lock_hash": null, "pending_command": null}});
+        agent
+            .feed(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+        // Paced at ~20 000/s: far beyond a real fleet's rate, within a reader's.
+        if i % 2_000 == 1_999 {
+            agent.flush().await.unwrap();
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+    agent.flush().await.unwrap();
+    timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the fast browser kept up")
+        .unwrap();
+
+    // The slow browser was cut off rather than fed a gapped stream: what it got is
+    // contiguous, and it ends before the last heartbeat.
+    let mut expected = 0u64;
+    loop {
+        match timeout(Duration::from_secs(20), slow.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "host_heartbeat" {
+                    let seq = v["payload"]["metrics"]["load"].as_f64().unwrap() as u64;
+                    assert_eq!(seq, expected, "gap in the slow browser's stream");
+                    expected += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                if let Some(f) = frame {
+                    assert_eq!(f.code, CloseCode::Again);
+                }
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => break,
+            Err(_) => panic!("the slow browser was neither fed nor closed"),
+        }
+    }
+    assert!(
+        expected < N,
+        "the slow browser should have been disconnected"
+    );
+    assert!(
+        server.log().contains("disconnecting it"),
+        "{}",
+        server.log()
     );
 }

@@ -80,11 +80,15 @@ async fn run(app: AppState, viewer: Viewer, cookie: String, socket: WebSocket) {
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Ok(text) => {
-                    if !matches!(timeout(SEND_TIMEOUT, sink.send(Message::Text(text))).await, Ok(Ok(()))) {
+                Ok(text) => match timeout(SEND_TIMEOUT, sink.send(Message::Text(text))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the browser went away
+                    Err(_) => {
+                        app.hub.counters().lagged_browsers.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(user = viewer.username, "browser stopped reading; disconnecting it");
                         return;
                     }
-                }
+                },
                 Err(RecvError::Lagged(missed)) => {
                     app.hub.counters().lagged_browsers.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(user = viewer.username, missed, "browser fell behind; disconnecting it");
