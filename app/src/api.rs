@@ -6,6 +6,7 @@ use crate::error::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
 use protocol::messages::Snapshot;
+use protocol::CommandKind;
 use server_fn::client::{browser::BrowserClient, Client};
 use server_fn::error::FromServerFnError;
 use server_fn::request::browser::BrowserRequest;
@@ -57,4 +58,25 @@ where
 pub async fn fleet_snapshot() -> Result<Snapshot, AppError> {
     let (backend, viewer) = crate::backend::backend_for_request()?;
     backend.snapshot(&viewer).await
+}
+
+/// Run a command on a host (the row's Pull / Switch / Test buttons and the ⋮ menu).
+#[server(client = CsrfClient)]
+pub async fn run_command(host_id: String, command: CommandKind) -> Result<String, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.run_command(&viewer, &host_id, command).await
+}
+
+/// Stop the host's running command.
+#[server(client = CsrfClient)]
+pub async fn stop_command(host_id: String) -> Result<String, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.stop_command(&viewer, &host_id).await
+}
+
+/// Release a host whose pending command is stuck.
+#[server(client = CsrfClient)]
+pub async fn unlock_host(host_id: String) -> Result<(), AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.unlock_host(&viewer, &host_id).await
 }

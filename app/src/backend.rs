@@ -4,6 +4,7 @@
 
 use crate::error::AppError;
 use protocol::messages::Snapshot;
+use protocol::CommandKind;
 use std::sync::Arc;
 
 /// The logged-in user of a request, put into the request extensions by the server's
@@ -19,6 +20,17 @@ pub struct Viewer {
 pub trait Backend: Send + Sync + 'static {
     /// The fleet as the hub sees it now, for the first render.
     async fn snapshot(&self, viewer: &Viewer) -> Result<Snapshot, AppError>;
+    /// Run a command on a host; the new command's id.
+    async fn run_command(
+        &self,
+        viewer: &Viewer,
+        host_id: &str,
+        command: CommandKind,
+    ) -> Result<String, AppError>;
+    /// Stop a host's running command; its id.
+    async fn stop_command(&self, viewer: &Viewer, host_id: &str) -> Result<String, AppError>;
+    /// Release a host stuck with a pending command.
+    async fn unlock_host(&self, viewer: &Viewer, host_id: &str) -> Result<(), AppError>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

@@ -29,6 +29,10 @@ macro_rules! host_signals {
             $(pub $field: RwSignal<$ty>,)*
             /// Counts heartbeats, so the status ripple can pulse once per beat.
             pub beats: RwSignal<u64>,
+            /// Output of the host's latest command seen by this page, bounded.
+            pub log: RwSignal<Vec<LogEntry>>,
+            /// How the host's latest command ended, once it has.
+            pub last_result: RwSignal<Option<CommandStatus>>,
         }
 
         impl HostSignals {
@@ -37,6 +41,8 @@ macro_rules! host_signals {
                     id: StoredValue::new(host.id.clone()),
                     $($field: RwSignal::new(host.$field.clone()),)*
                     beats: RwSignal::new(0),
+                    log: RwSignal::new(Vec::new()),
+                    last_result: RwSignal::new(None),
                 }
             }
 
@@ -73,6 +79,24 @@ impl HostSignals {
     }
 }
 
+/// Lines kept per host in the browser; older ones are in the log download.
+pub const LOG_LINES: usize = 2_000;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub stream: OutputStream,
+    pub line: String,
+}
+
+/// A message for the operator: an action failed, or something they should know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub id: u64,
+    pub text: String,
+    pub error: bool,
+}
+
 /// The WebSocket link as the footer shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LinkState {
@@ -100,6 +124,10 @@ pub struct HostStore {
     /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
     pub now: RwSignal<Timestamp>,
     pub link: RwSignal<LinkState>,
+    /// The host whose output the log panel shows: the latest to start a command, or the
+    /// one the operator picked.
+    pub log_host: RwSignal<Option<String>>,
+    pub notices: RwSignal<Vec<Notice>>,
 }
 
 impl HostStore {
@@ -118,6 +146,8 @@ impl HostStore {
             dashboard_version: RwSignal::new(state.dashboard_version.clone()),
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
+            log_host: RwSignal::new(None),
+            notices: RwSignal::new(Vec::new()),
             state: StoredValue::new(state),
             signals: StoredValue::new(signals),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
@@ -183,7 +213,58 @@ impl HostStore {
                     .with_value(|s| set_if_changed(self.deploy, s.deploy.clone()));
             }
         }
+        self.follow_command(event, &changed);
         changed
+    }
+
+    /// Keep the per-host command logs: a new command starts a fresh log (and the panel
+    /// follows it), output lines append, a completion records the result.
+    fn follow_command(&self, event: &BrowserEvent, changed: &Changed) {
+        match event {
+            BrowserEvent::CommandQueued(q) if *changed != Changed::Nothing => {
+                if let Some(h) = self.host(&q.host_id) {
+                    h.log.set(Vec::new());
+                    h.last_result.set(None);
+                    self.log_host.set(Some(q.host_id.clone()));
+                }
+            }
+            BrowserEvent::CommandOutput(o) => {
+                if let Some(h) = self.host(&o.host_id) {
+                    h.log.update(|log| {
+                        if log.len() >= LOG_LINES {
+                            log.drain(..=log.len() - LOG_LINES);
+                        }
+                        log.push(LogEntry {
+                            seq: o.seq,
+                            stream: o.stream,
+                            line: o.line.clone(),
+                        });
+                    });
+                }
+            }
+            BrowserEvent::CommandComplete(c) => {
+                if let Some(h) = self.host(&c.host_id) {
+                    set_if_changed(h.last_result, Some(c.status));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Show a message to the operator (errors stay until dismissed, others fade).
+    pub fn notify(&self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        self.notices.update(|n| {
+            let id = n.last().map_or(1, |last| last.id + 1);
+            n.push(Notice { id, text, error });
+            if n.len() > 5 {
+                n.remove(0);
+            }
+        });
+    }
+
+    pub fn dismiss(&self, id: u64) {
+        self.notices.update(|n| n.retain(|x| x.id != id));
     }
 
     /// Make `id`'s signals match the state: create, sync or drop them. Returns the number
@@ -319,6 +400,54 @@ mod tests {
                 duration_ms: 3,
             }));
             assert!(a.pending_command.get_untracked().is_none());
+            assert_eq!(a.last_result.get_untracked(), Some(CommandStatus::Ok));
+        });
+    }
+
+    #[test]
+    fn output_lines_follow_the_latest_command() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a", "b"]));
+            let queue = |id: &str| {
+                BrowserEvent::CommandQueued(CommandQueued {
+                    host_id: "a".into(),
+                    command_id: id.into(),
+                    command: CommandKind::Pull,
+                    queued_at: Timestamp(101),
+                })
+            };
+            let line = |seq: u64| {
+                BrowserEvent::CommandOutput(CommandOutput {
+                    host_id: "a".into(),
+                    command_id: "c1".into(),
+                    seq,
+                    stream: OutputStream::Stdout,
+                    line: format!("line {seq}"),
+                })
+            };
+            store.apply(&queue("c1"));
+            assert_eq!(store.log_host.get_untracked().as_deref(), Some("a"));
+            for seq in 1..=(LOG_LINES as u64 + 10) {
+                store.apply(&line(seq));
+            }
+            let a = store.host("a").unwrap();
+            let log = a.log.get_untracked();
+            assert_eq!(log.len(), LOG_LINES);
+            assert_eq!(log.first().unwrap().seq, 11);
+            assert_eq!(log.last().unwrap().line, format!("line {}", LOG_LINES + 10));
+            assert!(store.host("b").unwrap().log.get_untracked().is_empty());
+            store.apply(&BrowserEvent::CommandComplete(CommandComplete {
+                host_id: "a".into(),
+                command_id: "c1".into(),
+                status: CommandStatus::Ok,
+                exit_code: Some(0),
+                duration_ms: 3,
+            }));
+            // The next command starts a fresh log.
+            store.apply(&queue("c2"));
+            assert!(a.log.get_untracked().is_empty());
+            assert_eq!(a.last_result.get_untracked(), None);
         });
     }
 }

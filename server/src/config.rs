@@ -68,8 +68,41 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_SESSION_MAX_H", default_value_t = 7 * 24)]
     pub session_max_h: u64,
 
+    /// Hard timeout of `pull`, in seconds. On timeout the agent is told to stop and the
+    /// command is recorded as `timeout`.
+    #[arg(long, env = "NIXDECK_TIMEOUT_PULL_S", default_value_t = 300)]
+    pub timeout_pull_s: u64,
+
+    /// Hard timeout of `switch` and `pull-switch`, in seconds.
+    #[arg(long, env = "NIXDECK_TIMEOUT_SWITCH_S", default_value_t = 1800)]
+    pub timeout_switch_s: u64,
+
+    /// Hard timeout of `test`, in seconds.
+    #[arg(long, env = "NIXDECK_TIMEOUT_TEST_S", default_value_t = 600)]
+    pub timeout_test_s: u64,
+
+    /// Hard timeout of every other command, in seconds.
+    #[arg(long, env = "NIXDECK_TIMEOUT_OTHER_S", default_value_t = 900)]
+    pub timeout_other_s: u64,
+
+    /// Finished commands and their output are deleted after this many days.
+    #[arg(long, env = "NIXDECK_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+
     /// Public origin of the dashboard (e.g. `https://deck.example.org`) when it runs behind
     /// a proxy that rewrites the Host header. By default the request's Host is the origin.
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]
     pub public_url: Option<String>,
+}
+
+impl Config {
+    pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {
+        use protocol::CommandKind::*;
+        match kind {
+            Pull => self.timeout_pull_s,
+            Switch | PullSwitch => self.timeout_switch_s,
+            Test => self.timeout_test_s,
+            _ => self.timeout_other_s,
+        }
+    }
 }

@@ -60,6 +60,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let hosts = db.hosts().await.context("loading hosts")?;
     let hub = Hub::new(hosts, config.heartbeat_interval_s);
+    // Commands survive a dashboard restart: their hosts stay busy until the agents report.
+    for cmd in db
+        .holding_commands()
+        .await
+        .context("loading running commands")?
+    {
+        hub.restore_pending(
+            &cmd.host_id,
+            protocol::PendingCommand {
+                command_id: cmd.id,
+                command: cmd.command,
+                started_at: cmd.started_at.unwrap_or(cmd.queued_at),
+            },
+        );
+    }
 
     let leptos_options = LeptosOptions::builder()
         .output_name("nixdeck")
@@ -98,8 +113,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Batched heartbeat writes and session clean-up.
+/// Batched heartbeat writes, hard timeouts, session clean-up and retention.
 fn spawn_background(app: AppState) {
+    let timeouts = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            service::commands::enforce_timeouts(&timeouts).await;
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SEEN_FLUSH);
         let mut rounds = 0u64;
@@ -116,6 +139,7 @@ fn spawn_background(app: AppState) {
                 if let Err(e) = app.db.purge_sessions(idle, created).await {
                     tracing::warn!("purging sessions: {e}");
                 }
+                service::commands::purge_old(&app).await;
             }
         }
     });

@@ -1,7 +1,9 @@
 //! All SQL lives here. The rest of the server sees typed rows and methods, so moving to
 //! PostgreSQL later means changing this module (and the pool type) only.
 
-use protocol::{Host, HostType, Metrics, Timestamp};
+use protocol::api::CommandRecord;
+use protocol::messages::Output;
+use protocol::{CommandKind, CommandStatus, Host, HostType, Metrics, OutputStream, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
@@ -343,6 +345,317 @@ impl Db {
             .execute(&self.pool)
             .await
             .map(|r| r.rows_affected() == 1)
+    }
+}
+
+/// A command as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandRow {
+    pub id: String,
+    pub host_id: String,
+    pub command: CommandKind,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub queued_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub last_seq: u64,
+    pub completed: bool,
+}
+
+impl CommandRow {
+    pub fn record(&self) -> CommandRecord {
+        CommandRecord {
+            command_id: self.id.clone(),
+            command: self.command,
+            status: self.status,
+            exit_code: self.exit_code,
+            queued_at: self.queued_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            line_count: self.last_seq,
+        }
+    }
+}
+
+/// One stored output line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    pub seq: u64,
+    pub stream: OutputStream,
+    pub line: String,
+    pub at: Timestamp,
+}
+
+pub fn status_str(s: CommandStatus) -> &'static str {
+    match s {
+        CommandStatus::Queued => "queued",
+        CommandStatus::Running => "running",
+        CommandStatus::Ok => "ok",
+        CommandStatus::Error => "error",
+        CommandStatus::Stopped => "stopped",
+        CommandStatus::Timeout => "timeout",
+        CommandStatus::Lost => "lost",
+        CommandStatus::Abandoned => "abandoned",
+    }
+}
+
+fn parse_status(s: &str) -> CommandStatus {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).unwrap_or(CommandStatus::Error)
+}
+
+const COMMAND_COLUMNS: &str =
+    "id, host_id, command, status, exit_code, queued_at, started_at, finished_at, last_seq, completed";
+
+fn command_from_row(r: &sqlx::sqlite::SqliteRow) -> CommandRow {
+    CommandRow {
+        id: r.get(0),
+        host_id: r.get(1),
+        command: CommandKind::parse(r.get::<&str, _>(2)).unwrap_or(CommandKind::Refresh),
+        status: parse_status(r.get::<&str, _>(3)),
+        exit_code: r.get(4),
+        queued_at: Timestamp(r.get(5)),
+        started_at: r.get::<Option<i64>, _>(6).map(Timestamp),
+        finished_at: r.get::<Option<i64>, _>(7).map(Timestamp),
+        last_seq: r.get::<i64, _>(8).max(0) as u64,
+        completed: r.get(9),
+    }
+}
+
+/// Statuses in which a command still holds its host.
+const HOLDING: &str =
+    "(status IN ('queued', 'running') OR (status = 'timeout' AND completed = FALSE))";
+
+impl Db {
+    // ------------------------------------------------------------------ commands
+
+    pub async fn insert_command(
+        &self,
+        id: &str,
+        host_id: &str,
+        kind: CommandKind,
+        at: Timestamp,
+        by: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO commands (id, host_id, command, status, queued_at, requested_by) VALUES ($1, $2, $3, 'queued', $4, $5)",
+        )
+        .bind(id)
+        .bind(host_id)
+        .bind(kind.as_str())
+        .bind(at.secs())
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn mark_running(&self, id: &str, at: Timestamp) -> DbResult<()> {
+        sqlx::query("UPDATE commands SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'")
+            .bind(id)
+            .bind(at.secs())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn command(&self, id: &str) -> DbResult<Option<CommandRow>> {
+        let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(command_from_row))
+    }
+
+    /// Commands that still hold their host, one per host at most.
+    pub async fn holding_commands(&self) -> DbResult<Vec<CommandRow>> {
+        let sql =
+            format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE {HOLDING} ORDER BY queued_at");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(command_from_row).collect())
+    }
+
+    /// Set a server-decided status (timeout, lost, abandoned, error) on an unfinished command.
+    /// Returns whether the command was still unfinished.
+    pub async fn set_final_status(
+        &self,
+        id: &str,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> DbResult<bool> {
+        sqlx::query(
+            "UPDATE commands SET status = $2, finished_at = COALESCE(finished_at, $3)
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(id)
+        .bind(status_str(status))
+        .bind(at.secs())
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }
+
+    /// Mark a command as no longer holding its host, whatever its status.
+    pub async fn release_command(
+        &self,
+        id: &str,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE commands SET status = CASE WHEN status IN ('queued', 'running', 'timeout') THEN $2 ELSE status END,
+                finished_at = COALESCE(finished_at, $3), completed = TRUE
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status_str(status))
+        .bind(at.secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Store the agent's completion. A status the server already decided (timeout,
+    /// abandoned, lost) stands; the agent's exit code and duration are kept either way.
+    /// Returns the row after the update.
+    pub async fn complete_command(
+        &self,
+        id: &str,
+        status: CommandStatus,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        at: Timestamp,
+    ) -> DbResult<Option<CommandRow>> {
+        sqlx::query(
+            "UPDATE commands SET
+                status = CASE WHEN status IN ('queued', 'running') THEN $2 ELSE status END,
+                exit_code = $3, duration_ms = $4, finished_at = COALESCE(finished_at, $5),
+                started_at = COALESCE(started_at, $5), completed = TRUE
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status_str(status))
+        .bind(exit_code)
+        .bind(duration_ms as i64)
+        .bind(at.secs())
+        .execute(&self.pool)
+        .await?;
+        self.command(id).await
+    }
+
+    /// Store a batch of output lines of one command in one transaction. Lines at or below
+    /// the stored `last_seq` are duplicates (re-sent after a reconnect) and skipped.
+    /// Returns the lines that were new, and the new `last_seq`.
+    pub async fn store_output(
+        &self,
+        command_id: &str,
+        lines: &[Output],
+        at: Timestamp,
+    ) -> DbResult<(Vec<Output>, u64)> {
+        let mut tx = self.pool.begin().await?;
+        let last: Option<i64> = sqlx::query("SELECT last_seq FROM commands WHERE id = $1")
+            .bind(command_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        let Some(last) = last else {
+            return Ok((Vec::new(), 0));
+        };
+        let mut last = last.max(0) as u64;
+        let mut fresh = Vec::new();
+        for line in lines {
+            if line.seq <= last {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (command_id, seq) DO NOTHING",
+            )
+            .bind(command_id)
+            .bind(line.seq as i64)
+            .bind(match line.stream {
+                OutputStream::Stdout => "stdout",
+                OutputStream::Stderr => "stderr",
+            })
+            .bind(&line.line)
+            .bind(at.secs())
+            .execute(&mut *tx)
+            .await?;
+            // Agents send in order; a gap would stop the acknowledged prefix here.
+            if line.seq == last + 1 {
+                last = line.seq;
+            }
+            fresh.push(line.clone());
+        }
+        sqlx::query("UPDATE commands SET last_seq = $2, status = CASE WHEN status = 'queued' THEN 'running' ELSE status END WHERE id = $1")
+            .bind(command_id)
+            .bind(last as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((fresh, last))
+    }
+
+    pub async fn history(&self, host_id: &str, limit: u32) -> DbResult<Vec<CommandRow>> {
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = $1 ORDER BY queued_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(host_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(command_from_row).collect())
+    }
+
+    /// Output lines of a command with seq after `after`, at most `limit`, in order.
+    pub async fn output_page(
+        &self,
+        command_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> DbResult<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT seq, stream, line, at FROM command_output WHERE command_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(command_id)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogLine {
+                seq: r.get::<i64, _>(0) as u64,
+                stream: if r.get::<&str, _>(1) == "stderr" {
+                    OutputStream::Stderr
+                } else {
+                    OutputStream::Stdout
+                },
+                line: r.get(2),
+                at: Timestamp(r.get(3)),
+            })
+            .collect())
+    }
+
+    /// Retention: drop finished commands (and their output) queued before `before`.
+    pub async fn purge_commands(&self, before: Timestamp) -> DbResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let cond = format!("queued_at < $1 AND NOT {HOLDING}");
+        sqlx::query(&format!(
+            "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
+        ))
+        .bind(before.secs())
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(&format!("DELETE FROM commands WHERE {cond}"))
+            .bind(before.secs())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 }
 

@@ -4,6 +4,8 @@
 use crate::api::fleet_snapshot;
 use crate::components::host_row::HostRow;
 use crate::components::link_footer::LinkFooter;
+use crate::components::log_panel::LogPanel;
+use crate::components::notices::Notices;
 use crate::store::HostStore;
 use leptos::either::Either;
 use leptos::prelude::*;
@@ -56,6 +58,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
                         <th>"Last seen"</th>
                         <th>"Agent"</th>
                         <th>"Gen"</th>
+                        <th>"Actions"</th>
                     </tr>
                 </thead>
                 <tbody>
@@ -67,7 +70,9 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <Show when=move || store.ids.with(Vec::is_empty)>
                 <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
             </Show>
+            <LogPanel />
         </main>
+        <Notices />
         <LinkFooter />
     }
 }

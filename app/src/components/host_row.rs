@@ -1,9 +1,10 @@
 //! One host as a table row. Every class and text is derived from the host's signals.
 
+use crate::components::actions::{perform, Action};
 use crate::presentation::*;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
-use protocol::DEFAULT_HEARTBEAT_S;
+use protocol::{CommandKind, DEFAULT_HEARTBEAT_S};
 
 #[component]
 pub fn HostRow(host: HostSignals) -> impl IntoView {
@@ -37,6 +38,19 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
             _ => " pulse-b",
         };
         format!("{}{pulse}", indicator_class(online.get(), busy.get()))
+    };
+
+    // Pull, Switch and Test need an online, idle host; while busy, Test becomes Stop.
+    let can_run = move || online.get() && !busy.get();
+    let host_id = move || id.get_value();
+    let run = move |kind| move |_| perform(store, host_id(), Action::Run(kind));
+    let test_or_stop = move |_| {
+        let action = if busy.get_untracked() {
+            Action::Stop
+        } else {
+            Action::Run(CommandKind::Test)
+        };
+        perform(store, host_id(), action);
     };
 
     view! {
@@ -73,6 +87,30 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
             <td class="cell-agent">{move || agent_version.get().unwrap_or_else(|| "—".into())}</td>
             <td class="cell-gen" title=move || generation.get().unwrap_or_default()>
                 {move || short_generation(generation.get().as_deref())}
+            </td>
+            <td class="cell-actions">
+                <button type="button" class="btn-pull" disabled=move || !can_run() on:click=run(CommandKind::Pull)>
+                    "Pull"
+                </button>
+                <button type="button" class="btn-switch" disabled=move || !can_run() on:click=run(CommandKind::Switch)>
+                    "Switch"
+                </button>
+                <button
+                    type="button"
+                    class=move || if busy.get() { "btn-stop" } else { "btn-test" }
+                    disabled=move || !busy.get() && !can_run()
+                    on:click=test_or_stop
+                >
+                    {move || if busy.get() { "Stop" } else { "Test" }}
+                </button>
+                <button
+                    type="button"
+                    class="btn-log"
+                    title="Show this host's output"
+                    on:click=move |_| store.log_host.set(Some(host_id()))
+                >
+                    "Log"
+                </button>
             </td>
         </tr>
     }

@@ -1,6 +1,9 @@
 //! Page components. Each derives what it shows from the `HostStore`; none writes host state.
 
+pub mod actions;
 pub mod dashboard;
 pub mod host_row;
 pub mod link_footer;
+pub mod log_panel;
 pub mod login;
+pub mod notices;

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use app::backend::Viewer;
 use app::AppError;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
@@ -127,6 +127,77 @@ pub async fn rotate_token(
 ) -> HttpResult<Json<AgentToken>> {
     let agent_token = service::hosts::rotate_token(&app, &viewer, &id).await?;
     Ok(Json(AgentToken { agent_token }))
+}
+
+pub async fn run_command(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CommandRequest>,
+) -> HttpResult<(StatusCode, Json<CommandAccepted>)> {
+    let kind = service::commands::parse_kind(&req.command)?;
+    let command_id = service::commands::run(&app, &viewer, &id, kind).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
+}
+
+pub async fn stop_command(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<(StatusCode, Json<CommandAccepted>)> {
+    let command_id = service::commands::stop(&app, &viewer, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
+}
+
+pub async fn unlock_host(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<serde_json::Value>> {
+    service::commands::unlock(&app, &viewer, &id).await?;
+    Ok(Json(serde_json::json!({ "host_id": id })))
+}
+
+#[derive(serde::Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<u32>,
+}
+
+pub async fn command_history(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> HttpResult<Json<Vec<CommandRecord>>> {
+    let rows = service::commands::history(&app, &viewer, &id, q.limit.unwrap_or(20)).await?;
+    Ok(Json(rows))
+}
+
+pub async fn command_log(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Response> {
+    let (name, text) = service::commands::log_text(&app, &viewer, &id).await?;
+    // The name is built from a validated host id, a command name and a number.
+    let disposition = format!("attachment; filename=\"{name}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+pub async fn bulk(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<BulkRequest>,
+) -> HttpResult<Json<BulkResponse>> {
+    let results = service::commands::bulk(&app, &viewer, &req.command, req.host_ids).await?;
+    Ok(Json(BulkResponse { results }))
 }
 
 /// Unknown `/api` paths answer in JSON too.

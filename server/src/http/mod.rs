@@ -32,6 +32,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts", get(api::list_hosts).post(api::create_host))
         .route("/api/hosts/{id}", delete(api::delete_host))
         .route("/api/hosts/{id}/token", post(api::rotate_token))
+        .route(
+            "/api/hosts/{id}/commands",
+            get(api::command_history).post(api::run_command),
+        )
+        .route("/api/hosts/{id}/stop", post(api::stop_command))
+        .route("/api/hosts/{id}/unlock", post(api::unlock_host))
+        .route("/api/commands/{id}/log", get(api::command_log))
+        .route("/api/bulk", post(api::bulk))
         .route("/ws", get(browser_socket::handler))
         .route("/ws/agent", get(agent_socket::handler))
         .leptos_routes_with_context(

@@ -3,6 +3,7 @@
 //! hub's frames to the agent. A link that goes silent for three heartbeats is dropped.
 
 use super::AgentOut;
+use crate::service::commands;
 use crate::service::hosts::{
     authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
 };
@@ -16,7 +17,7 @@ use protocol::messages::*;
 use protocol::{decode, Decoded, AGENT_MAX_FRAME, MISSED_HEARTBEATS, VERSION};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use crate::http::error::error_response;
 
@@ -26,6 +27,10 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A frame to the agent that cannot be written in this time means a dead link.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output lines are stored in batches: one transaction per this many lines, or per this
+/// much time after the first buffered line, whichever comes first.
+const OUTPUT_BATCH: usize = 512;
+const OUTPUT_LINGER: Duration = Duration::from_millis(10);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -137,6 +142,7 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
         heartbeat_interval_s: interval_s,
         agent_token: new_token,
     });
+    commands::on_register(&app, &host_id, register.running_command.as_ref()).await;
     let text = serde_json::to_string(&registered).unwrap_or_default();
     if socket.send(Message::Text(text.into())).await.is_ok() {
         serve(
@@ -171,15 +177,27 @@ async fn serve(
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;
+    let mut link = AgentLink {
+        app,
+        host_id,
+        conn_id,
+        batch: Vec::new(),
+        flush_at: Instant::now(),
+    };
     loop {
         tokio::select! {
             frame = timeout(silence_limit, socket.recv()) => match frame {
                 Err(_) => {
                     tracing::warn!(host = host_id, "no heartbeat for {} s; marking offline", silence_limit.as_secs());
+                    link.flush(socket).await;
                     return close(socket, 1001, "missed heartbeats").await;
                 }
-                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return,
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                    link.flush(socket).await;
+                    return;
+                }
                 Ok(Some(Err(e))) => {
+                    link.flush(socket).await;
                     if is_too_big(&e) {
                         tracing::warn!(host = host_id, "frame over {AGENT_MAX_FRAME} bytes");
                         return close(socket, 1009, "frame too large").await;
@@ -187,21 +205,32 @@ async fn serve(
                     tracing::debug!(host = host_id, "agent link error: {e}");
                     return;
                 }
-                Ok(Some(Ok(Message::Text(text)))) => handle_frame(app, host_id, conn_id, &text),
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if !link.handle(socket, &text).await {
+                        return;
+                    }
+                }
                 Ok(Some(Ok(Message::Binary(_)))) => {
                     app.hub.counters().malformed_frames.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(host = host_id, "ignored a binary frame");
                 }
                 Ok(Some(Ok(_))) => {} // ping / pong: the link is alive
             },
+            _ = sleep_until(link.flush_at), if !link.batch.is_empty() => {
+                if !link.flush(socket).await {
+                    return;
+                }
+            }
             out = outbox.recv() => match out {
                 Some(AgentOut::Frame(msg)) => {
-                    let text = serde_json::to_string(&msg).unwrap_or_default();
-                    if !matches!(timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await, Ok(Ok(()))) {
+                    if !send(socket, &msg).await {
                         return;
                     }
                 }
-                Some(AgentOut::Close(code, reason)) => return close(socket, code, reason).await,
+                Some(AgentOut::Close(code, reason)) => {
+                    link.flush(socket).await;
+                    return close(socket, code, reason).await;
+                }
                 None => return,
             },
             _ = ping.tick() => {
@@ -213,29 +242,94 @@ async fn serve(
     }
 }
 
-fn handle_frame(app: &AppState, host_id: &str, conn_id: u64, text: &str) {
-    match decode::<AgentMessage>(text) {
-        Decoded::Message(AgentMessage::Heartbeat(hb)) => app.hub.heartbeat(host_id, conn_id, &hb),
-        Decoded::Message(AgentMessage::Register(_)) => {
-            tracing::debug!(host = host_id, "ignored a second register");
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    matches!(
+        timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// One agent link's frame handling, with its buffer of output lines not yet stored.
+struct AgentLink<'a> {
+    app: &'a AppState,
+    host_id: &'a str,
+    conn_id: u64,
+    batch: Vec<Output>,
+    flush_at: Instant,
+}
+
+impl AgentLink<'_> {
+    /// Handle one text frame; false when the link should end.
+    async fn handle(&mut self, socket: &mut WebSocket, text: &str) -> bool {
+        let (app, host_id) = (self.app, self.host_id);
+        match decode::<AgentMessage>(text) {
+            Decoded::Message(AgentMessage::Output(line)) => {
+                if self.batch.is_empty() {
+                    self.flush_at = Instant::now() + OUTPUT_LINGER;
+                }
+                self.batch.push(line);
+                if self.batch.len() >= OUTPUT_BATCH {
+                    return self.flush(socket).await;
+                }
+            }
+            Decoded::Message(AgentMessage::Heartbeat(hb)) => {
+                app.hub.heartbeat(host_id, self.conn_id, &hb)
+            }
+            Decoded::Message(AgentMessage::CommandComplete(done)) => {
+                // Every line before the completion is stored first.
+                if !self.flush(socket).await {
+                    return false;
+                }
+                if let Some(ack) = commands::on_complete(app, host_id, &done).await {
+                    return send(socket, &ServerMessage::Ack(ack)).await;
+                }
+            }
+            Decoded::Message(AgentMessage::CommandRejected(rej)) => {
+                commands::on_rejected(app, host_id, &rej).await
+            }
+            Decoded::Message(AgentMessage::Status(report)) => {
+                app.hub.update_host(host_id, |h| {
+                    if let Some(system) = report.checks.system {
+                        h.update_status.system = system;
+                    }
+                    if let Some(tests) = report.checks.tests {
+                        h.update_status.tests = tests;
+                    }
+                });
+            }
+            Decoded::Message(AgentMessage::Register(_)) => {
+                tracing::debug!(host = host_id, "ignored a second register");
+            }
+            Decoded::Unknown(kind) => {
+                app.hub
+                    .counters()
+                    .unknown_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(host = host_id, kind, "ignored an unknown message type");
+            }
+            Decoded::Malformed(err) => {
+                app.hub
+                    .counters()
+                    .malformed_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(host = host_id, "skipped a malformed frame: {err}");
+            }
         }
-        Decoded::Message(other) => {
-            // Commands arrive with the commands slice; until then these are logged only.
-            tracing::debug!(host = host_id, "not handled yet: {other:?}");
+        true
+    }
+
+    /// Store the buffered lines and ack them; false when the link broke.
+    async fn flush(&mut self, socket: &mut WebSocket) -> bool {
+        if self.batch.is_empty() {
+            return true;
         }
-        Decoded::Unknown(kind) => {
-            app.hub
-                .counters()
-                .unknown_frames
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(host = host_id, kind, "ignored an unknown message type");
+        let batch = std::mem::take(&mut self.batch);
+        for ack in commands::ingest_output(self.app, self.host_id, batch).await {
+            if !send(socket, &ServerMessage::Ack(ack)).await {
+                return false;
+            }
         }
-        Decoded::Malformed(err) => {
-            app.hub
-                .counters()
-                .malformed_frames
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(host = host_id, "skipped a malformed frame: {err}");
-        }
+        true
     }
 }

@@ -31,6 +31,14 @@ pub enum AgentOut {
     Close(u16, &'static str),
 }
 
+/// Why a host cannot take a new command.
+#[derive(Debug, PartialEq)]
+pub enum Reservation {
+    NotFound,
+    Offline,
+    Busy(PendingCommand),
+}
+
 struct AgentLink {
     conn_id: u64,
     tx: mpsc::Sender<AgentOut>,
@@ -120,9 +128,20 @@ impl Hub {
         &self.inner.counters
     }
 
-    /// Apply and broadcast one event, with the lock held.
+    /// Apply and broadcast one event, with the lock held. Events that change nothing are
+    /// not sent, except command events, which browsers always need (the log panel).
     fn publish_locked(&self, state: &mut HubState, event: BrowserEvent) {
-        if state.fleet.apply(&event) == Changed::Nothing {
+        let always = matches!(
+            event,
+            BrowserEvent::CommandQueued(_)
+                | BrowserEvent::CommandOutput(_)
+                | BrowserEvent::CommandComplete(_)
+        );
+        self.publish_locked_if(state, event, always);
+    }
+
+    fn publish_locked_if(&self, state: &mut HubState, event: BrowserEvent, always: bool) {
+        if state.fleet.apply(&event) == Changed::Nothing && !always {
             return;
         }
         match serde_json::to_string(&event) {
@@ -135,6 +154,89 @@ impl Hub {
     pub fn publish(&self, event: BrowserEvent) {
         let mut state = self.lock();
         self.publish_locked(&mut state, event);
+    }
+
+    /// Publish a batch (e.g. output lines) under one lock.
+    pub fn publish_all(&self, events: impl IntoIterator<Item = BrowserEvent>) {
+        let mut state = self.lock();
+        for event in events {
+            self.publish_locked(&mut state, event);
+        }
+    }
+
+    /// Claim an online, idle host for a new command. The check and the claim happen under
+    /// one lock, so two requests can never both win.
+    pub fn reserve(&self, id: &str, pending: PendingCommand) -> Result<(), Reservation> {
+        let mut state = self.lock();
+        let Some(host) = state.fleet.hosts.get(id) else {
+            return Err(Reservation::NotFound);
+        };
+        if let Some(p) = &host.pending_command {
+            return Err(Reservation::Busy(p.clone()));
+        }
+        if !state.agents.contains_key(id) {
+            return Err(Reservation::Offline);
+        }
+        let mut host = host.clone();
+        host.pending_command = Some(pending.clone());
+        self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
+        self.publish_locked(
+            &mut state,
+            BrowserEvent::CommandQueued(CommandQueued {
+                host_id: id.to_owned(),
+                command_id: pending.command_id,
+                command: pending.command,
+                queued_at: pending.started_at,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Mark a command that survived a restart (or a reconnect) as pending again.
+    pub fn restore_pending(&self, id: &str, pending: PendingCommand) {
+        self.update_host(id, |h| h.pending_command = Some(pending));
+    }
+
+    /// The command is over for its host: broadcast its completion and free the host, if
+    /// it is still the host's pending command.
+    pub fn release(&self, done: CommandComplete) {
+        let mut state = self.lock();
+        let host_id = done.host_id.clone();
+        self.publish_locked(&mut state, BrowserEvent::CommandComplete(done));
+        if let Some(host) = state.fleet.hosts.get(&host_id).cloned() {
+            // The contract also promises host_updated with pending_command cleared.
+            self.publish_locked_if(
+                &mut state,
+                BrowserEvent::HostUpdated(HostBody { host }),
+                true,
+            );
+        }
+    }
+
+    pub fn pending(&self, id: &str) -> Option<PendingCommand> {
+        self.lock().fleet.hosts.get(id)?.pending_command.clone()
+    }
+
+    /// Every pending command, for the timeout watch.
+    pub fn pending_commands(&self) -> Vec<(String, PendingCommand)> {
+        self.lock()
+            .fleet
+            .hosts
+            .values()
+            .filter_map(|h| h.pending_command.clone().map(|p| (h.id.clone(), p)))
+            .collect()
+    }
+
+    /// Hosts whose agents are connected, for bulk runs over "all online".
+    pub fn online_ids(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .fleet
+            .hosts
+            .keys()
+            .filter(|id| state.agents.contains_key(*id))
+            .cloned()
+            .collect()
     }
 
     /// A snapshot for a new browser and the receiver for everything after it.

@@ -2,11 +2,13 @@
 //! thin doors that call these functions, so the two can never disagree.
 
 pub mod auth;
+pub mod commands;
 pub mod hosts;
 
 use app::backend::{Backend, Viewer};
 use app::AppError;
 use protocol::messages::Snapshot;
+use protocol::CommandKind;
 
 use crate::state::AppState;
 
@@ -42,5 +44,22 @@ pub struct Services(pub AppState);
 impl Backend for Services {
     async fn snapshot(&self, _viewer: &Viewer) -> Result<Snapshot> {
         Ok(self.0.hub.snapshot())
+    }
+
+    async fn run_command(
+        &self,
+        viewer: &Viewer,
+        host_id: &str,
+        command: CommandKind,
+    ) -> Result<String> {
+        commands::run(&self.0, viewer, host_id, command).await
+    }
+
+    async fn stop_command(&self, viewer: &Viewer, host_id: &str) -> Result<String> {
+        commands::stop(&self.0, viewer, host_id).await
+    }
+
+    async fn unlock_host(&self, viewer: &Viewer, host_id: &str) -> Result<()> {
+        commands::unlock(&self.0, viewer, host_id).await
     }
 }

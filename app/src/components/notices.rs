@@ -1,0 +1,31 @@
+//! Toasts: failed actions and other things the operator should know. Errors stay until
+//! dismissed; the rest fade after a few seconds.
+
+use crate::store::HostStore;
+use leptos::prelude::*;
+use std::time::Duration;
+
+#[component]
+pub fn Notices() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    view! {
+        <div class="notices" role="status" aria-live="polite">
+            <For each=move || store.notices.get() key=|n| n.id let:notice>
+                {
+                    let id = notice.id;
+                    if !notice.error {
+                        set_timeout(move || store.dismiss(id), Duration::from_secs(5));
+                    }
+                    view! {
+                        <div class="notice" class:error=notice.error>
+                            <span>{notice.text}</span>
+                            <button type="button" class="notice-close" on:click=move |_| store.dismiss(id)>
+                                "×"
+                            </button>
+                        </div>
+                    }
+                }
+            </For>
+        </div>
+    }
+}

@@ -1,0 +1,511 @@
+//! Commands: the rules for running, stopping and unlocking, the agent's side of delivery
+//! (output stored once per seq, acks, completion), hard timeouts and retention.
+
+use super::{OrInternal, Result};
+use crate::hub::Reservation;
+use crate::secret::new_token;
+use crate::state::AppState;
+use crate::storage::{CommandRow, LogLine};
+use app::backend::Viewer;
+use app::AppError;
+use protocol::api::{BulkFailed, BulkQueued, BulkResult, CommandRecord};
+use protocol::messages::*;
+use protocol::*;
+use std::fmt::Write;
+
+/// Viewers see everything and run nothing.
+pub fn require_operator(viewer: &Viewer) -> Result<()> {
+    match viewer.role.as_str() {
+        "operator" | "admin" => Ok(()),
+        _ => Err(AppError::Forbidden("this needs the operator role".into())),
+    }
+}
+
+pub fn parse_kind(command: &str) -> Result<CommandKind> {
+    CommandKind::parse(command).ok_or_else(|| {
+        AppError::Invalid(format!(
+            "Unknown command {:?}; expected one of: {}.",
+            command.chars().take(40).collect::<String>(),
+            CommandKind::ALL.map(CommandKind::as_str).join(", ")
+        ))
+    })
+}
+
+fn new_command_id() -> String {
+    new_token()[..32].to_owned()
+}
+
+/// Run `kind` on a host: 202 with the id, 404 unknown host, 409 `offline` or `busy`.
+pub async fn run(
+    app: &AppState,
+    viewer: &Viewer,
+    host_id: &str,
+    kind: CommandKind,
+) -> Result<String> {
+    require_operator(viewer)?;
+    let command_id = new_command_id();
+    let now = Timestamp::now();
+    let pending = PendingCommand {
+        command_id: command_id.clone(),
+        command: kind,
+        started_at: now,
+    };
+    match app.hub.reserve(host_id, pending) {
+        Ok(()) => {}
+        Err(Reservation::NotFound) => return Err(AppError::NotFound(format!("host {host_id}"))),
+        Err(Reservation::Offline) => {
+            return Err(AppError::conflict(
+                "offline",
+                format!("{host_id} is offline."),
+            ))
+        }
+        Err(Reservation::Busy(p)) => {
+            return Err(AppError::conflict(
+                "busy",
+                format!(
+                    "{host_id} is busy running {} ({}).",
+                    p.command, p.command_id
+                ),
+            ))
+        }
+    }
+    // Stored before the agent hears of it, so no output can arrive for an unknown id.
+    if let Err(e) = app
+        .db
+        .insert_command(&command_id, host_id, kind, now, &viewer.username)
+        .await
+    {
+        tracing::error!("storing command: {e}");
+        release(app, host_id, &command_id, CommandStatus::Error, None, 0);
+        return Err(AppError::Internal);
+    }
+    let order = ServerMessage::Command(CommandOrder {
+        command_id: command_id.clone(),
+        command: kind,
+    });
+    if !app.hub.send_to_agent(host_id, order) {
+        let _ = app
+            .db
+            .release_command(&command_id, CommandStatus::Lost, now)
+            .await;
+        release(app, host_id, &command_id, CommandStatus::Lost, None, 0);
+        return Err(AppError::conflict(
+            "offline",
+            format!("{host_id} went offline."),
+        ));
+    }
+    app.db
+        .mark_running(&command_id, now)
+        .await
+        .or_internal("marking command running")?;
+    tracing::info!(host = host_id, command = %kind, command_id, by = viewer.username, "command sent");
+    Ok(command_id)
+}
+
+/// Free the host and tell browsers the command is over.
+fn release(
+    app: &AppState,
+    host_id: &str,
+    command_id: &str,
+    status: CommandStatus,
+    exit_code: Option<i32>,
+    duration_ms: u64,
+) {
+    app.hub.release(CommandComplete {
+        host_id: host_id.to_owned(),
+        command_id: command_id.to_owned(),
+        status,
+        exit_code,
+        duration_ms,
+    });
+}
+
+/// Ask the agent to stop the running command: 202, or 409 `idle` / `offline`.
+pub async fn stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<String> {
+    require_operator(viewer)?;
+    if !app.hub.contains(host_id) {
+        return Err(AppError::NotFound(format!("host {host_id}")));
+    }
+    let Some(pending) = app.hub.pending(host_id) else {
+        return Err(AppError::conflict(
+            "idle",
+            format!("{host_id} is not running a command."),
+        ));
+    };
+    let order = ServerMessage::Stop(StopOrder {
+        command_id: pending.command_id.clone(),
+    });
+    if !app.hub.send_to_agent(host_id, order) {
+        return Err(AppError::conflict(
+            "offline",
+            format!("{host_id} is offline; use unlock to release a stuck command."),
+        ));
+    }
+    tracing::info!(
+        host = host_id,
+        command_id = pending.command_id,
+        by = viewer.username,
+        "stop sent"
+    );
+    Ok(pending.command_id)
+}
+
+/// Release a stuck host by hand: its pending command becomes `abandoned`.
+pub async fn unlock(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<()> {
+    require_operator(viewer)?;
+    if !app.hub.contains(host_id) {
+        return Err(AppError::NotFound(format!("host {host_id}")));
+    }
+    if let Some(pending) = app.hub.pending(host_id) {
+        // If the agent still runs it, it should stop; its late output is still stored.
+        app.hub.send_to_agent(
+            host_id,
+            ServerMessage::Stop(StopOrder {
+                command_id: pending.command_id.clone(),
+            }),
+        );
+        app.db
+            .release_command(
+                &pending.command_id,
+                CommandStatus::Abandoned,
+                Timestamp::now(),
+            )
+            .await
+            .or_internal("abandoning command")?;
+        release(
+            app,
+            host_id,
+            &pending.command_id,
+            CommandStatus::Abandoned,
+            None,
+            0,
+        );
+        tracing::info!(
+            host = host_id,
+            command_id = pending.command_id,
+            by = viewer.username,
+            "host unlocked"
+        );
+    }
+    Ok(())
+}
+
+pub async fn history(
+    app: &AppState,
+    _viewer: &Viewer,
+    host_id: &str,
+    limit: u32,
+) -> Result<Vec<CommandRecord>> {
+    if !app.hub.contains(host_id) {
+        return Err(AppError::NotFound(format!("host {host_id}")));
+    }
+    let rows = app
+        .db
+        .history(host_id, limit.clamp(1, 1000))
+        .await
+        .or_internal("loading command history")?;
+    Ok(rows.iter().map(CommandRow::record).collect())
+}
+
+/// One output line as the log download shows it.
+pub fn log_line(line: &LogLine) -> String {
+    match line.stream {
+        OutputStream::Stdout => format!("[{}] {}", line.at.clock(), line.line),
+        OutputStream::Stderr => format!("[{}] [ERR] {}", line.at.clock(), line.line),
+    }
+}
+
+/// The whole log of a command as text, and a file name for it.
+pub async fn log_text(
+    app: &AppState,
+    _viewer: &Viewer,
+    command_id: &str,
+) -> Result<(String, String)> {
+    let Some(cmd) = app
+        .db
+        .command(command_id)
+        .await
+        .or_internal("loading command")?
+    else {
+        return Err(AppError::NotFound(format!("command {command_id}")));
+    };
+    let mut text = String::new();
+    let mut after = 0;
+    loop {
+        let page = app
+            .db
+            .output_page(command_id, after, 5_000)
+            .await
+            .or_internal("loading output")?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for line in &page {
+            let _ = writeln!(text, "{}", log_line(line));
+        }
+    }
+    let name = format!(
+        "{}-{}-{}.log",
+        cmd.host_id,
+        cmd.command,
+        cmd.queued_at.secs()
+    );
+    Ok((name, text))
+}
+
+/// The same command on many hosts; each host answers for itself.
+pub async fn bulk(
+    app: &AppState,
+    viewer: &Viewer,
+    command: &str,
+    host_ids: Option<Vec<String>>,
+) -> Result<Vec<BulkResult>> {
+    require_operator(viewer)?;
+    let kind = parse_kind(command)?;
+    let ids = host_ids.unwrap_or_else(|| app.hub.online_ids());
+    let mut results = Vec::with_capacity(ids.len());
+    for host_id in ids {
+        results.push(match run(app, viewer, &host_id, kind).await {
+            Ok(command_id) => BulkResult::Queued(BulkQueued {
+                host_id,
+                command_id,
+            }),
+            Err(e) => BulkResult::Failed(BulkFailed {
+                error: e.to_string(),
+                code: e.code().to_owned(),
+                host_id,
+            }),
+        });
+    }
+    Ok(results)
+}
+
+// ---------------------------------------------------------------- the agent's side
+
+/// Reconcile after `register`: the agent says which command it still holds (or none).
+pub async fn on_register(app: &AppState, host_id: &str, running: Option<&RunningCommand>) {
+    let pending = app.hub.pending(host_id);
+    if let Some(p) = &pending {
+        if running.map(|r| r.command_id.as_str()) != Some(p.command_id.as_str()) {
+            // The agent no longer knows the command we wait for.
+            tracing::warn!(
+                host = host_id,
+                command_id = p.command_id,
+                "agent no longer knows the command; marking it lost"
+            );
+            let _ = app
+                .db
+                .release_command(&p.command_id, CommandStatus::Lost, Timestamp::now())
+                .await;
+            release(app, host_id, &p.command_id, CommandStatus::Lost, None, 0);
+        }
+    }
+    let Some(r) = running else { return };
+    if pending
+        .as_ref()
+        .is_some_and(|p| p.command_id == r.command_id)
+    {
+        return;
+    }
+    // A command we had not been waiting for: resume it if we know it and it is unfinished.
+    if let Ok(Some(row)) = app.db.command(&r.command_id).await {
+        if row.host_id == host_id && !row.status.is_final() {
+            app.hub.restore_pending(
+                host_id,
+                PendingCommand {
+                    command_id: row.id,
+                    command: row.command,
+                    started_at: row.started_at.unwrap_or(row.queued_at),
+                },
+            );
+        }
+    }
+}
+
+/// Store a batch of output lines (normally of one command), broadcast the new ones, and
+/// return the acks to send.
+pub async fn ingest_output(app: &AppState, host_id: &str, batch: Vec<Output>) -> Vec<Ack> {
+    let mut acks = Vec::new();
+    let mut start = 0;
+    while start < batch.len() {
+        let id = batch[start].command_id.clone();
+        let end = batch[start..]
+            .iter()
+            .position(|o| o.command_id != id)
+            .map_or(batch.len(), |n| start + n);
+        let lines = &batch[start..end];
+        start = end;
+        match app.db.command(&id).await {
+            Ok(Some(row)) if row.host_id == host_id => {}
+            Ok(_) => {
+                // Not ours to keep: tell the agent to drop it rather than re-send forever.
+                tracing::warn!(
+                    host = host_id,
+                    command_id = id,
+                    "output for an unknown command; discarded"
+                );
+                acks.push(Ack {
+                    command_id: id,
+                    seq: lines.last().map_or(0, |l| l.seq),
+                    complete: true,
+                });
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("loading command: {e}");
+                continue;
+            }
+        }
+        match app.db.store_output(&id, lines, Timestamp::now()).await {
+            Ok((fresh, last_seq)) => {
+                app.hub.publish_all(fresh.into_iter().map(|o| {
+                    BrowserEvent::CommandOutput(CommandOutput {
+                        host_id: host_id.to_owned(),
+                        command_id: o.command_id,
+                        seq: o.seq,
+                        stream: o.stream,
+                        line: o.line,
+                    })
+                }));
+                acks.push(Ack {
+                    command_id: id,
+                    seq: last_seq,
+                    complete: false,
+                });
+            }
+            // Not acked: the agent keeps the lines and sends them again.
+            Err(e) => tracing::error!(host = host_id, "storing output: {e}"),
+        }
+    }
+    acks
+}
+
+/// Store the agent's completion; ack it as complete once every line is stored too.
+pub async fn on_complete(
+    app: &AppState,
+    host_id: &str,
+    done: &AgentCommandComplete,
+) -> Option<Ack> {
+    let row = match app.db.command(&done.command_id).await {
+        Ok(Some(row)) if row.host_id == host_id => row,
+        Ok(_) => {
+            return Some(Ack {
+                command_id: done.command_id.clone(),
+                seq: done.last_seq,
+                complete: true,
+            })
+        }
+        Err(e) => {
+            tracing::error!("loading command: {e}");
+            return None;
+        }
+    };
+    let status = match done.status {
+        AgentOutcome::Ok => CommandStatus::Ok,
+        AgentOutcome::Error => CommandStatus::Error,
+        AgentOutcome::Stopped => CommandStatus::Stopped,
+    };
+    let stored = match app
+        .db
+        .complete_command(
+            &row.id,
+            status,
+            done.exit_code,
+            done.duration_ms,
+            Timestamp::now(),
+        )
+        .await
+    {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(host = host_id, "storing completion: {e}");
+            return None;
+        }
+    };
+    // Release the host with the final status (the server's own, e.g. timeout, wins).
+    if app
+        .hub
+        .pending(host_id)
+        .is_some_and(|p| p.command_id == row.id)
+        || !row.completed
+    {
+        release(
+            app,
+            host_id,
+            &row.id,
+            stored.status,
+            done.exit_code,
+            done.duration_ms,
+        );
+    }
+    tracing::info!(host = host_id, command_id = row.id, status = ?stored.status, "command complete");
+    Some(Ack {
+        command_id: row.id,
+        seq: stored.last_seq,
+        complete: stored.last_seq >= done.last_seq,
+    })
+}
+
+/// The agent refused a command (normally: busy with another).
+pub async fn on_rejected(app: &AppState, host_id: &str, rej: &CommandRejected) {
+    tracing::warn!(
+        host = host_id,
+        command_id = rej.command_id,
+        reason = rej.reason,
+        "agent rejected command"
+    );
+    if let Ok(Some(row)) = app.db.command(&rej.command_id).await {
+        if row.host_id == host_id {
+            let _ = app
+                .db
+                .release_command(&row.id, CommandStatus::Error, Timestamp::now())
+                .await;
+            release(app, host_id, &row.id, CommandStatus::Error, None, 0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- background
+
+/// Hard timeouts: a command past its limit is recorded `timeout` and its agent told to
+/// stop. The host stays busy until the agent reports the end (or an operator unlocks).
+pub async fn enforce_timeouts(app: &AppState) {
+    let now = Timestamp::now();
+    for (host_id, p) in app.hub.pending_commands() {
+        let limit = app.config.timeout_s(p.command) as i64;
+        if now.secs() - p.started_at.secs() < limit {
+            continue;
+        }
+        match app
+            .db
+            .set_final_status(&p.command_id, CommandStatus::Timeout, now)
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(
+                    host = host_id,
+                    command_id = p.command_id,
+                    "command timed out; stopping it"
+                );
+                app.hub.send_to_agent(
+                    &host_id,
+                    ServerMessage::Stop(StopOrder {
+                        command_id: p.command_id.clone(),
+                    }),
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!("recording timeout: {e}"),
+        }
+    }
+}
+
+/// Retention: drop finished commands older than the configured number of days.
+pub async fn purge_old(app: &AppState) {
+    let before = Timestamp(Timestamp::now().secs() - i64::from(app.config.retention_days) * 86_400);
+    match app.db.purge_commands(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(commands = n, "retention: purged old commands"),
+        Err(e) => tracing::warn!("retention: {e}"),
+    }
+}
