@@ -1,7 +1,7 @@
 // Helpers for driving a real nixdeck: the REST API as an admin, and real agent processes.
 import { APIRequestContext, expect, request } from "@playwright/test";
 import { ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -49,10 +49,12 @@ export class Agent {
     private readonly hostname: string,
     private readonly token: string,
     private readonly base: string = BASE,
+    private readonly extraArgs: string[] = [],
   ) {}
 
   start(): void {
-    this.proc = spawn(AGENT_BIN, ["--url", this.base, "--hostname", this.hostname, "--state-dir", this.stateDir], {
+    const args = ["--url", this.base, "--hostname", this.hostname, "--state-dir", this.stateDir, ...this.extraArgs];
+    this.proc = spawn(AGENT_BIN, args, {
       env: { ...process.env, NIXDECK_TOKEN: this.token, RUST_LOG: "info" },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -127,4 +129,13 @@ export class Server {
     await exited;
     this.proc = null;
   }
+}
+
+/** An agent command config (TOML) whose commands are the given `sh -c` scripts. */
+export function commandConfig(scripts: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), "nixdeck-config-"));
+  const path = join(dir, "agent.toml");
+  const lines = Object.entries(scripts).map(([name, script]) => `${JSON.stringify(name)} = ["sh", "-c", ${JSON.stringify(script)}]`);
+  writeFileSync(path, `[commands]\n${lines.join("\n")}\n`);
+  return path;
 }

@@ -1,0 +1,311 @@
+//! Shared harness for the integration tests: the real server and agent binaries on
+//! loopback ports, each test with its own temporary SQLite file.
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub const PASSWORD: &str = "integration-password-1";
+pub const INTERVAL_S: u64 = 1;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent binary, built on demand when `cargo test` runs alone.
+pub fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NIXDECK_AGENT_BIN") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let bin = root.join("target/debug/nixdeck-agent");
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "nixdeck-agent"])
+            .current_dir(root)
+            .status()
+            .expect("running cargo build for the agent");
+        assert!(status.success(), "building nixdeck-agent failed");
+    }
+    bin
+}
+
+pub fn kill_child(child: &mut Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    pub async fn start(dir: &Path) -> Server {
+        Self::start_on(dir, free_port()).await
+    }
+
+    pub async fn start_on(dir: &Path, port: u16) -> Server {
+        Self::start_with(dir, port, &[]).await
+    }
+
+    /// Start with extra environment (e.g. short command timeouts).
+    pub async fn start_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
+        // Appended, so a restarted server's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("server-{port}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+            .envs(env.iter().copied())
+            .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "NIXDECK_DATABASE_URL",
+                format!("sqlite://{}/test.db", dir.display()),
+            )
+            .env("NIXDECK_ADMIN_PASSWORD", PASSWORD)
+            .env("NIXDECK_HEARTBEAT_INTERVAL_S", INTERVAL_S.to_string())
+            .env("NIXDECK_ENROLL_TOKEN", "enroll-secret-token-0123456789")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting nixdeck");
+        let server = Server {
+            child: Some(child),
+            port,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(server.url("/healthz")).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The server process, for a test that wants to kill it itself.
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child, "-TERM");
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("server-{}.log", self.port)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child, "-KILL");
+        }
+    }
+}
+
+/// A logged-in API client: cookie jar plus CSRF token.
+pub struct Admin {
+    pub http: reqwest::Client,
+    pub csrf: String,
+    pub cookie: String,
+}
+
+impl Admin {
+    /// A state-changing request with the CSRF token.
+    pub fn post(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(server.url(path))
+            .header("X-CSRF-Token", &self.csrf)
+    }
+
+    pub fn delete(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(server.url(path))
+            .header("X-CSRF-Token", &self.csrf)
+    }
+}
+
+pub async fn login(server: &Server) -> Admin {
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let resp = http
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    Admin {
+        http,
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+        cookie,
+    }
+}
+
+pub async fn create_host(server: &Server, admin: &Admin, hostname: &str) -> String {
+    let resp = admin
+        .post(&server, "/api/hosts")
+        .json(&json!({"hostname": hostname, "host_type": "nixos"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["host"]["id"], hostname);
+    body["agent_token"].as_str().unwrap().to_owned()
+}
+
+pub fn spawn_agent(server: &Server, hostname: &str, token: &str, state: &Path) -> Child {
+    spawn_agent_with(server, hostname, token, state, &[])
+}
+
+/// An agent with extra flags (a command config, a repo dir). Its log goes next to its
+/// state directory, appended across restarts.
+pub fn spawn_agent_with(
+    server: &Server,
+    hostname: &str,
+    token: &str,
+    state: &Path,
+    extra: &[&str],
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.with_extension("log"))
+        .unwrap();
+    Command::new(agent_bin())
+        .args([
+            "--url",
+            &server.url(""),
+            "--hostname",
+            hostname,
+            "--state-dir",
+        ])
+        .arg(state)
+        .args(extra)
+        .env("NIXDECK_TOKEN", token)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting nixdeck-agent")
+}
+
+pub async fn browser_socket(server: &Server, admin: &Admin) -> Ws {
+    let mut req = server.ws("/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Cookie", admin.cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("Origin", server.url("").parse().unwrap());
+    connect_async(req).await.expect("browser socket").0
+}
+
+/// The next text frame as JSON, within `wait`.
+pub async fn next_json(ws: &mut Ws, wait: Duration) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+}
+
+/// Skip frames until one of `kind` for `host` arrives, within `wait`.
+pub async fn wait_for(ws: &mut Ws, kind: &str, host: &str, wait: Duration) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {kind} for {host} within {wait:?}");
+        let v = next_json(ws, left).await;
+        let id = v["payload"]["host_id"]
+            .as_str()
+            .or(v["payload"]["host"]["id"].as_str());
+        if v["type"] == kind && id == Some(host) {
+            return v;
+        }
+    }
+}
+
+/// Read until the server closes; returns the close code.
+pub async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
+            Err(_) => panic!("the server did not close the socket"),
+        }
+    }
+}
+
+pub async fn agent_socket(server: &Server, token: &str) -> Result<Ws, WsError> {
+    let mut req = server.ws("/ws/agent").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    connect_async(req).await.map(|(ws, _)| ws)
+}
+
+pub fn register(hostname: &str) -> Message {
+    Message::Text(
+        json!({"type": "register", "payload": {"hostname": hostname, "host_type": "nixos",
+            "agent_version": "0.1.0", "heartbeat_interval_s": 1}})
+        .to_string()
+        .into(),
+    )
+}
+
+pub fn heartbeat(cpu: f64) -> Message {
+    Message::Text(
+        json!({"type": "heartbeat", "payload": {"metrics": {"cpu": cpu, "ram": 1.0, "swap": 0.0, "load": 0.1},
+            "generation": null, "lock_hash": null, "pending_command": null}})
+        .to_string()
+        .into(),
+    )
+}
