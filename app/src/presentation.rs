@@ -4,12 +4,13 @@
 use protocol::time::format_age;
 use protocol::{Metrics, Timestamp};
 
-/// Status indicator: ripple when online and idle, busy dot, or offline.
+/// Status indicator: ripple when online and idle, a running dot when busy, an offline dot.
+/// The class names are the seed's DOM hooks, kept for operators' scripts.
 pub fn indicator_class(online: bool, busy: bool) -> &'static str {
     match (online, busy) {
-        (false, _) => "status-indicator offline",
-        (true, true) => "status-indicator busy",
-        (true, false) => "status-indicator online",
+        (false, _) => "status-indicator status-dot status-offline",
+        (true, true) => "status-indicator status-dot status-running",
+        (true, false) => "status-indicator status-ripple",
     }
 }
 
@@ -32,7 +33,7 @@ pub fn percent(value: Option<f64>) -> String {
 /// Values at or above 80 % are highlighted.
 pub fn metric_class(value: Option<f64>) -> &'static str {
     match value {
-        Some(v) if v >= 80.0 => "metric high",
+        Some(v) if v >= 80.0 => "metric metric-high",
         _ => "metric",
     }
 }
@@ -82,9 +83,9 @@ mod tests {
 
     #[test]
     fn indicator() {
-        assert_eq!(indicator_class(true, false), "status-indicator online");
-        assert_eq!(indicator_class(true, true), "status-indicator busy");
-        assert_eq!(indicator_class(false, true), "status-indicator offline");
+        assert_eq!(indicator_class(true, false), "status-indicator status-ripple");
+        assert_eq!(indicator_class(true, true), "status-indicator status-dot status-running");
+        assert_eq!(indicator_class(false, true), "status-indicator status-dot status-offline");
     }
 
     #[test]
@@ -92,7 +93,7 @@ mod tests {
         assert_eq!(percent(Some(12.4)), "12%");
         assert_eq!(percent(None), "—");
         assert_eq!(percent(Some(f64::NAN)), "—");
-        assert_eq!(metric_class(Some(80.0)), "metric high");
+        assert_eq!(metric_class(Some(80.0)), "metric metric-high");
         assert_eq!(metric_class(Some(79.9)), "metric");
         assert_eq!(metric_class(None), "metric");
     }

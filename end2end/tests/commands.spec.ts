@@ -26,14 +26,14 @@ test("Pull streams its output and frees the host; Test becomes Stop, and Stop en
   try {
     await loginUi(page);
     const row = page.locator(`tr[data-host-id="${hostname}"]`);
-    await expect(row.locator(".status-indicator")).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     const pull = row.locator("button.btn-pull");
     await expect(pull).toBeEnabled();
 
     await pull.click();
     // Busy: the row shows the command and the buttons follow.
-    await expect(row.locator(".command-badge")).toHaveText("pull");
-    await expect(row.locator(".status-indicator")).toHaveClass(/\bbusy\b/);
+    await expect(row.locator(".progress-badge-mini")).toHaveText("pull");
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-running\b/);
     await expect(pull).toBeDisabled();
     const panel = page.locator(".log-panel");
     await expect(panel.locator(".log-host")).toHaveText(hostname);
@@ -42,8 +42,8 @@ test("Pull streams its output and frees the host; Test becomes Stop, and Stop en
     // Hostile output is text, and stderr is marked.
     await expect(panel.locator(".log-line.stderr")).toHaveText("<b>done</b>");
     await expect(panel.locator(".log-status")).toHaveText("ok");
-    await expect(row.locator(".command-badge")).toHaveCount(0);
-    await expect(row.locator(".status-indicator")).toHaveClass(/\bonline\b/);
+    await expect(row.locator(".progress-badge-mini")).toHaveCount(0);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/);
     await expect(pull).toBeEnabled();
 
     // Test turns into Stop while it runs; Stop ends it.
@@ -60,7 +60,7 @@ test("Pull streams its output and frees the host; Test becomes Stop, and Stop en
 
     // Offline: nothing can be started.
     await agent.stop("SIGTERM");
-    await expect(row.locator(".status-indicator")).toHaveClass(/\boffline\b/, { timeout: 15_000 });
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-offline\b/, { timeout: 15_000 });
     await expect(pull).toBeDisabled();
   } finally {
     await agent.stop("SIGKILL");

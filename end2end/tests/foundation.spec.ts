@@ -52,7 +52,7 @@ test("a live host: online, ticking, offline when its agent stops or hangs, back 
     await loginUi(page);
     const row = page.locator(`tr[data-host-id="${hostname}"]`);
     const indicator = row.locator(".status-indicator");
-    await expect(indicator).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+    await expect(indicator).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
 
     // Hostile text from the API is shown as text, never run as markup.
@@ -70,8 +70,8 @@ test("a live host: online, ticking, offline when its agent stops or hangs, back 
 
     // A clean stop: the socket closes and the host is offline at once.
     await agent.stop("SIGTERM");
-    await expect(indicator).toHaveClass(/\boffline\b/, { timeout: 15_000 });
-    await expect(row).toHaveClass(/\boffline\b/);
+    await expect(indicator).toHaveClass(/\bstatus-offline\b/, { timeout: 15_000 });
+    await expect(row).toHaveClass(/\bhost-offline\b/);
     // With no more heartbeats, last-seen keeps ticking in the browser.
     const age = async () => Number(/(\d+)s ago/.exec((await seen.textContent()) ?? "")?.[1] ?? -1);
     const stoppedAt = await age();
@@ -79,14 +79,14 @@ test("a live host: online, ticking, offline when its agent stops or hangs, back 
 
     // Back again.
     agent.start();
-    await expect(indicator).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+    await expect(indicator).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
 
     // A hung agent (SIGSTOP) keeps its socket open but sends nothing: offline after
     // three missed heartbeats.
     agent.signal("SIGSTOP");
-    await expect(indicator).toHaveClass(/\boffline\b/, { timeout: 15_000 });
+    await expect(indicator).toHaveClass(/\bstatus-offline\b/, { timeout: 15_000 });
     agent.signal("SIGCONT");
-    await expect(indicator).toHaveClass(/\bonline\b/, { timeout: 20_000 });
+    await expect(indicator).toHaveClass(/\bstatus-ripple\b/, { timeout: 20_000 });
   } finally {
     agent.signal("SIGCONT");
     await agent.stop("SIGKILL");
@@ -116,7 +116,7 @@ test("a dashboard restart: the footer shows the lost link, then the page resyncs
   try {
     await loginUi(page, server.base);
     const row = page.locator(`tr[data-host-id="${hostname}"]`);
-    await expect(row.locator(".status-indicator")).toHaveClass(/\bonline\b/, { timeout: 15_000 });
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
 
     await server.stop();
@@ -128,7 +128,7 @@ test("a dashboard restart: the footer shows the lost link, then the page resyncs
     await server.start();
     await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected", { timeout: 30_000 });
     // The agent reconnects too, and the resynced page shows it online without a reload.
-    await expect(row.locator(".status-indicator")).toHaveClass(/\bonline\b/, { timeout: 60_000 });
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 60_000 });
   } finally {
     await agent.stop("SIGKILL");
     await server.stop();

@@ -54,7 +54,7 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
     };
 
     view! {
-        <tr class="host-row" class:offline=move || !online.get() data-host-id=id.get_value()>
+        <tr class="host-row" class:host-offline=move || !online.get() data-host-id=id.get_value()>
             <td class="cell-status">
                 <span class=indicator title=move || indicator_title(online.get(), busy.get())></span>
             </td>
@@ -65,23 +65,27 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
                 {move || {
                     pending_command
                         .get()
-                        .map(|p| view! { <span class="command-badge">{p.command.as_str()}</span> })
+                        .map(|p| view! { <span class="progress-badge-mini">{p.command.as_str()}</span> })
                 }}
             </td>
             <td class="cell-type">
                 <span class="host-type">{move || host_type.get().as_str()}</span>
                 <span class="location">{move || location.get().unwrap_or_default()}</span>
             </td>
-            <td class="cell-metrics" title=move || metrics_title(metrics.get())>
-                <span class=move || metric_class(cpu.get()) data-metric="cpu">
-                    "CPU " {move || percent(cpu.get())}
+            <td class="cell-metrics" data-cell="metrics" title=move || metrics_title(metrics.get())>
+                <span class=move || metric_class(cpu.get()) data-metric="cpu" data-value=move || cpu.get().map(|v| v.to_string())>
+                    "CPU " <span class="metric-val">{move || percent(cpu.get())}</span>
                 </span>
                 " "
-                <span class=move || metric_class(ram.get()) data-metric="ram">
-                    "RAM " {move || percent(ram.get())}
+                <span class=move || metric_class(ram.get()) data-metric="ram" data-value=move || ram.get().map(|v| v.to_string())>
+                    "RAM " <span class="metric-val">{move || percent(ram.get())}</span>
                 </span>
             </td>
-            <td class=move || seen.get().1 data-cell="last-seen">
+            <td
+                class=move || seen.get().1
+                data-cell="last-seen"
+                data-timestamp=move || last_seen.get().map(|t| t.to_string())
+            >
                 {move || seen.get().0}
             </td>
             <td class="cell-agent">{move || agent_version.get().unwrap_or_else(|| "—".into())}</td>
@@ -89,15 +93,16 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
                 {move || short_generation(generation.get().as_deref())}
             </td>
             <td class="cell-actions">
-                <button type="button" class="btn-pull" disabled=move || !can_run() on:click=run(CommandKind::Pull)>
+                <button type="button" class="btn-pull" data-command="pull" disabled=move || !can_run() on:click=run(CommandKind::Pull)>
                     "Pull"
                 </button>
-                <button type="button" class="btn-switch" disabled=move || !can_run() on:click=run(CommandKind::Switch)>
+                <button type="button" class="btn-switch" data-command="switch" disabled=move || !can_run() on:click=run(CommandKind::Switch)>
                     "Switch"
                 </button>
                 <button
                     type="button"
                     class=move || if busy.get() { "btn-stop" } else { "btn-test" }
+                    data-command=move || if busy.get() { "stop" } else { "test" }
                     disabled=move || !busy.get() && !can_run()
                     on:click=test_or_stop
                 >
