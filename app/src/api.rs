@@ -5,6 +5,7 @@
 use crate::error::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
+use protocol::api::{CommandRecord, RefreshResult};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use server_fn::client::{browser::BrowserClient, Client};
@@ -79,4 +80,25 @@ pub async fn stop_command(host_id: String) -> Result<String, AppError> {
 pub async fn unlock_host(host_id: String) -> Result<(), AppError> {
     let (backend, viewer) = crate::backend::backend_for_request()?;
     backend.unlock_host(&viewer, &host_id).await
+}
+
+/// A host's status fresh from the server (the row's refresh button).
+#[server(client = CsrfClient)]
+pub async fn refresh_host(host_id: String) -> Result<RefreshResult, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.refresh_host(&viewer, &host_id).await
+}
+
+/// Remove a host: its token stops working and its agent is disconnected.
+#[server(client = CsrfClient)]
+pub async fn remove_host(host_id: String) -> Result<(), AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.remove_host(&viewer, &host_id).await
+}
+
+/// A host's latest commands, newest first.
+#[server(client = CsrfClient)]
+pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandRecord>, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.command_history(&viewer, &host_id, limit).await
 }

@@ -3,6 +3,7 @@
 //! server function through Leptos context, so server functions stay thin doors.
 
 use crate::error::AppError;
+use protocol::api::{CommandRecord, RefreshResult};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use std::sync::Arc;
@@ -31,6 +32,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn stop_command(&self, viewer: &Viewer, host_id: &str) -> Result<String, AppError>;
     /// Release a host stuck with a pending command.
     async fn unlock_host(&self, viewer: &Viewer, host_id: &str) -> Result<(), AppError>;
+    async fn refresh_host(&self, viewer: &Viewer, host_id: &str)
+        -> Result<RefreshResult, AppError>;
+    async fn remove_host(&self, viewer: &Viewer, host_id: &str) -> Result<(), AppError>;
+    async fn command_history(
+        &self,
+        viewer: &Viewer,
+        host_id: &str,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, AppError>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

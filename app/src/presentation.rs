@@ -2,7 +2,7 @@
 //! One home for them, shared by table rows and (later) mobile cards, and tested natively.
 
 use protocol::time::format_age;
-use protocol::{Metrics, Timestamp};
+use protocol::{CheckStatus, Metrics, StatusCheck, Timestamp};
 
 /// Status indicator: ripple when online and idle, a running dot when busy, an offline dot.
 /// The class names are the seed's DOM hooks, kept for operators' scripts.
@@ -77,15 +77,78 @@ pub fn short_generation(generation: Option<&str>) -> String {
     }
 }
 
+/// The five compartments, in display order, with their labels.
+pub const COMPARTMENTS: [(&str, &str); 5] = [
+    ("agent", "Agent"),
+    ("git", "Git"),
+    ("lock", "Lock"),
+    ("system", "System"),
+    ("tests", "Tests"),
+];
+
+/// The seed's compartment classes: `needs-update`, `error`, `unknown` (ok has none).
+pub fn compartment_class(status: CheckStatus) -> &'static str {
+    match status {
+        CheckStatus::Ok => "update-compartment",
+        CheckStatus::Outdated => "update-compartment needs-update",
+        CheckStatus::Error => "update-compartment error",
+        CheckStatus::Unknown => "update-compartment unknown",
+        CheckStatus::Working => "update-compartment working",
+    }
+}
+
+/// A two-letter code beside the colour, so the state does not rest on colour alone.
+pub fn compartment_code(status: CheckStatus) -> &'static str {
+    match status {
+        CheckStatus::Ok => "OK",
+        CheckStatus::Outdated => "UP",
+        CheckStatus::Error => "ER",
+        CheckStatus::Unknown => "??",
+        CheckStatus::Working => "..",
+    }
+}
+
+/// "Git: outdated: the host is at abc1234, the branch at def5678 (checked 5m ago)".
+pub fn compartment_title(label: &str, check: &StatusCheck, now: Timestamp) -> String {
+    let state = match check.status {
+        CheckStatus::Ok => "ok",
+        CheckStatus::Outdated => "needs an update",
+        CheckStatus::Error => "error",
+        CheckStatus::Unknown => "unknown",
+        CheckStatus::Working => "working",
+    };
+    let mut title = format!("{label}: {state}");
+    if !check.message.is_empty() {
+        title.push_str(" — ");
+        title.push_str(&check.message);
+    }
+    if let Some(at) = check.checked_at {
+        title.push_str(&format!(
+            " (checked {} ago)",
+            format_age(now.secs() - at.secs())
+        ));
+    }
+    title
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn indicator() {
-        assert_eq!(indicator_class(true, false), "status-indicator status-ripple");
-        assert_eq!(indicator_class(true, true), "status-indicator status-dot status-running");
-        assert_eq!(indicator_class(false, true), "status-indicator status-dot status-offline");
+        assert_eq!(
+            indicator_class(true, false),
+            "status-indicator status-ripple"
+        );
+        assert_eq!(
+            indicator_class(true, true),
+            "status-indicator status-dot status-running"
+        );
+        assert_eq!(
+            indicator_class(false, true),
+            "status-indicator status-dot status-offline"
+        );
     }
 
     #[test]
@@ -110,6 +173,37 @@ mod tests {
         assert_eq!(last_seen(None, now, 5).0, "never");
         // A clock slightly behind the heartbeat never shows a negative age.
         assert_eq!(last_seen(Some(Timestamp(1_002)), now, 5).0, "0s ago");
+    }
+
+    #[test]
+    fn compartments() {
+        assert_eq!(compartment_class(CheckStatus::Ok), "update-compartment");
+        assert_eq!(
+            compartment_class(CheckStatus::Outdated),
+            "update-compartment needs-update"
+        );
+        assert_eq!(
+            compartment_class(CheckStatus::Error),
+            "update-compartment error"
+        );
+        assert_eq!(
+            compartment_class(CheckStatus::Unknown),
+            "update-compartment unknown"
+        );
+        assert_eq!(compartment_code(CheckStatus::Working), "..");
+        let check = StatusCheck::new(
+            CheckStatus::Outdated,
+            "behind by 2 commits",
+            Some(Timestamp(100)),
+        );
+        assert_eq!(
+            compartment_title("Git", &check, Timestamp(400)),
+            "Git: needs an update — behind by 2 commits (checked 5m ago)"
+        );
+        assert_eq!(
+            compartment_title("Tests", &StatusCheck::default(), Timestamp(0)),
+            "Tests: unknown"
+        );
     }
 
     #[test]

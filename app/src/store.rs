@@ -97,6 +97,12 @@ pub struct Notice {
     pub error: bool,
 }
 
+/// An action waiting for the operator's confirmation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Confirm {
+    RemoveHost(String),
+}
+
 /// The WebSocket link as the footer shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LinkState {
@@ -128,6 +134,7 @@ pub struct HostStore {
     /// one the operator picked.
     pub log_host: RwSignal<Option<String>>,
     pub notices: RwSignal<Vec<Notice>>,
+    pub confirm: RwSignal<Option<Confirm>>,
 }
 
 impl HostStore {
@@ -148,10 +155,16 @@ impl HostStore {
             link: RwSignal::new(LinkState::Connecting),
             log_host: RwSignal::new(None),
             notices: RwSignal::new(Vec::new()),
+            confirm: RwSignal::new(None),
             state: StoredValue::new(state),
             signals: StoredValue::new(signals),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
         }
+    }
+
+    /// A host's plain state, as the store holds it.
+    pub fn host_state(&self, id: &str) -> Option<Host> {
+        self.state.with_value(|s| s.hosts.get(id).cloned())
     }
 
     pub fn host(&self, id: &str) -> Option<HostSignals> {

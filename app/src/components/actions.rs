@@ -1,8 +1,13 @@
 //! What the operator's buttons do: one place that calls the server functions and turns a
 //! failure into a notice, for every button in rows, cards and menus.
 
-use crate::api::{run_command, stop_command, unlock_host};
+use crate::api::{
+    command_history, refresh_host, remove_host, run_command, stop_command, unlock_host,
+};
+use crate::error::AppError;
 use crate::store::HostStore;
+use leptos::prelude::*;
+use protocol::messages::{BrowserEvent, HostBody, HostRef};
 use protocol::CommandKind;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,6 +42,68 @@ pub fn perform(store: HostStore, host_id: String, action: Action) {
             }
             Ok(()) => {}
             Err(e) => store.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
+        }
+    });
+}
+
+/// Refresh one host from the server. A 404 means it is gone: drop it with a notice. Any
+/// other failure keeps the data on screen and says why.
+pub fn refresh(store: HostStore, host_id: String, refreshing: RwSignal<bool>) {
+    leptos::task::spawn_local(async move {
+        match refresh_host(host_id.clone()).await {
+            Ok(fresh) => {
+                if let Some(mut host) = store.host_state(&host_id) {
+                    host.online = fresh.online;
+                    host.generation = fresh.generation;
+                    host.agent_version = fresh.agent_version;
+                    host.agent_outdated = fresh.agent_outdated;
+                    host.update_status = fresh.update_status;
+                    store.apply(&BrowserEvent::HostUpdated(HostBody { host }));
+                }
+            }
+            Err(AppError::NotFound(_)) => {
+                store.apply(&BrowserEvent::HostRemoved(HostRef {
+                    host_id: host_id.clone(),
+                }));
+                store.notify(
+                    format!("{host_id} no longer exists; removed from the list."),
+                    false,
+                );
+            }
+            Err(e) => store.notify(format!("{host_id}: refresh failed: {e}"), true),
+        }
+        refreshing.set(false);
+    });
+}
+
+/// Download the log of the host's latest command.
+pub fn download_latest_log(store: HostStore, host_id: String) {
+    leptos::task::spawn_local(async move {
+        match command_history(host_id.clone(), 1).await {
+            Ok(list) => match list.first() {
+                Some(latest) => {
+                    let _ = window()
+                        .location()
+                        .set_href(&format!("/api/commands/{}/log", latest.command_id));
+                }
+                None => store.notify(format!("{host_id} has not run any command yet."), false),
+            },
+            Err(e) => store.notify(format!("{host_id}: cannot load its commands: {e}"), true),
+        }
+    });
+}
+
+/// Remove a host (after the operator confirmed).
+pub fn remove(store: HostStore, host_id: String) {
+    leptos::task::spawn_local(async move {
+        match remove_host(host_id.clone()).await {
+            Ok(()) => {
+                store.apply(&BrowserEvent::HostRemoved(HostRef {
+                    host_id: host_id.clone(),
+                }));
+                store.notify(format!("{host_id} removed."), false);
+            }
+            Err(e) => store.notify(format!("{host_id}: cannot remove: {e}"), true),
         }
     });
 }

@@ -2,7 +2,8 @@
 //! empty flash), then the store is patched live by the WebSocket.
 
 use crate::api::fleet_snapshot;
-use crate::components::host_row::HostRow;
+use crate::components::confirm::ConfirmDialog;
+use crate::components::host_row::{HostCard, HostRow};
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
@@ -58,6 +59,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
                         <th>"Last seen"</th>
                         <th>"Agent"</th>
                         <th>"Gen"</th>
+                        <th>"Status"</th>
                         <th>"Actions"</th>
                     </tr>
                 </thead>
@@ -67,12 +69,19 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
                     </For>
                 </tbody>
             </table>
+            // Below 768 px the table gives way to cards: same parts, same store.
+            <div class="host-cards">
+                <For each=move || store.ids.get() key=|id| id.clone() let:id>
+                    {store.host(&id).map(|host| view! { <HostCard host /> })}
+                </For>
+            </div>
             <Show when=move || store.ids.with(Vec::is_empty)>
                 <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
             </Show>
             <LogPanel />
         </main>
         <Notices />
+        <ConfirmDialog />
         <LinkFooter />
     }
 }

@@ -1,7 +1,9 @@
 //! Page components. Each derives what it shows from the `HostStore`; none writes host state.
 
 pub mod actions;
+pub mod confirm;
 pub mod dashboard;
+pub mod host_parts;
 pub mod host_row;
 pub mod link_footer;
 pub mod log_panel;

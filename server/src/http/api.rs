@@ -129,6 +129,14 @@ pub async fn rotate_token(
     Ok(Json(AgentToken { agent_token }))
 }
 
+pub async fn refresh_host(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<RefreshResult>> {
+    Ok(Json(service::hosts::refresh(&app, &viewer, &id).await?))
+}
+
 pub async fn run_command(
     State(app): State<AppState>,
     Extension(viewer): Extension<Viewer>,

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
             get(api::command_history).post(api::run_command),
         )
         .route("/api/hosts/{id}/stop", post(api::stop_command))
+        .route("/api/hosts/{id}/refresh", post(api::refresh_host))
         .route("/api/hosts/{id}/unlock", post(api::unlock_host))
         .route("/api/commands/{id}/log", get(api::command_log))
         .route("/api/bulk", post(api::bulk))

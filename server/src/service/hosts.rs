@@ -6,7 +6,7 @@ use crate::state::AppState;
 use crate::storage::{is_unique_violation, HostReport};
 use app::backend::Viewer;
 use app::AppError;
-use protocol::api::{CreateHost, HostCreated};
+use protocol::api::{CreateHost, HostCreated, RefreshResult};
 use protocol::messages::Register;
 use protocol::{is_valid_host_id, is_valid_theme_color, Host, Timestamp};
 
@@ -75,6 +75,27 @@ pub async fn create(app: &AppState, viewer: &Viewer, req: CreateHost) -> Result<
     app.hub.add_host(host.clone());
     tracing::info!(host = host.id, by = viewer.username, "host added");
     Ok(HostCreated { host, agent_token })
+}
+
+/// `POST /api/hosts/{id}/refresh`: the host's status as the dashboard knows it now.
+pub async fn refresh(app: &AppState, _viewer: &Viewer, id: &str) -> Result<RefreshResult> {
+    // The database must still know the host: a host removed elsewhere is a 404 here.
+    if app.db.host(id).await.or_internal("loading host")?.is_none() {
+        return Err(AppError::NotFound(format!("host {id}")));
+    }
+    let host = app
+        .hub
+        .update_host(id, |_| {})
+        .ok_or_else(|| AppError::NotFound(format!("host {id}")))?;
+    Ok(RefreshResult {
+        host_id: host.id,
+        online: host.online,
+        generation: host.generation,
+        agent_version: host.agent_version,
+        agent_outdated: host.agent_outdated,
+        update_status: host.update_status,
+        pending_pr: app.hub.snapshot().pending_pr,
+    })
 }
 
 pub fn list(app: &AppState, _viewer: &Viewer) -> Vec<Host> {

@@ -7,6 +7,7 @@ pub mod hosts;
 
 use app::backend::{Backend, Viewer};
 use app::AppError;
+use protocol::api::{CommandRecord, RefreshResult};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 
@@ -61,5 +62,22 @@ impl Backend for Services {
 
     async fn unlock_host(&self, viewer: &Viewer, host_id: &str) -> Result<()> {
         commands::unlock(&self.0, viewer, host_id).await
+    }
+
+    async fn refresh_host(&self, viewer: &Viewer, host_id: &str) -> Result<RefreshResult> {
+        hosts::refresh(&self.0, viewer, host_id).await
+    }
+
+    async fn remove_host(&self, viewer: &Viewer, host_id: &str) -> Result<()> {
+        hosts::remove(&self.0, viewer, host_id).await
+    }
+
+    async fn command_history(
+        &self,
+        viewer: &Viewer,
+        host_id: &str,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>> {
+        commands::history(&self.0, viewer, host_id, limit).await
     }
 }

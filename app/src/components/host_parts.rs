@@ -1,0 +1,237 @@
+//! The pieces of a host's view, shared by the table row and the mobile card so that both
+//! render from the same signals with the same derivations. Each piece carries the seed's
+//! DOM hooks.
+
+use crate::components::actions::{perform, Action};
+use crate::presentation::*;
+use crate::store::{HostSignals, HostStore};
+use leptos::prelude::*;
+use protocol::{CommandKind, DEFAULT_HEARTBEAT_S};
+
+#[component]
+pub fn StatusIndicator(host: HostSignals) -> impl IntoView {
+    let HostSignals { online, beats, .. } = host;
+    let busy = host.busy();
+    // Alternating between two identical animations restarts the pulse on every beat.
+    let class = move || {
+        let pulse = match beats.get() {
+            0 => "",
+            n if n % 2 == 0 => " pulse-a",
+            _ => " pulse-b",
+        };
+        format!("{}{pulse}", indicator_class(online.get(), busy.get()))
+    };
+    view! { <span class=class title=move || indicator_title(online.get(), busy.get())></span> }
+}
+
+#[component]
+pub fn HostName(host: HostSignals) -> impl IntoView {
+    let HostSignals {
+        hostname,
+        theme_color,
+        pending_command,
+        ..
+    } = host;
+    view! {
+        <span class="hostname" style:color=move || theme_color.get()>
+            {move || hostname.get()}
+        </span>
+        {move || {
+            pending_command
+                .get()
+                .map(|p| view! { <span class="progress-badge-mini">{p.command.as_str()}</span> })
+        }}
+    }
+}
+
+#[component]
+pub fn HostKind(host: HostSignals) -> impl IntoView {
+    let HostSignals {
+        host_type,
+        location,
+        ..
+    } = host;
+    view! {
+        <span class="host-type">{move || host_type.get().as_str()}</span>
+        <span class="location">{move || location.get().unwrap_or_default()}</span>
+    }
+}
+
+#[component]
+pub fn MetricsView(host: HostSignals) -> impl IntoView {
+    let metrics = host.metrics;
+    let cpu = Memo::new(move |_| metrics.with(|m| m.map(|m| m.cpu)));
+    let ram = Memo::new(move |_| metrics.with(|m| m.map(|m| m.ram)));
+    let metric = move |name: &'static str, label: &'static str, value: Memo<Option<f64>>| {
+        view! {
+            <span class=move || metric_class(value.get()) data-metric=name data-value=move || value.get().map(|v| v.to_string())>
+                {label} " " <span class="metric-val">{move || percent(value.get())}</span>
+            </span>
+        }
+    };
+    view! {
+        <span class="metrics" data-cell="metrics" title=move || metrics_title(metrics.get())>
+            {metric("cpu", "CPU", cpu)}
+            " "
+            {metric("ram", "RAM", ram)}
+        </span>
+    }
+}
+
+#[component]
+pub fn LastSeen(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let last_seen = host.last_seen;
+    let seen = Memo::new(move |_| {
+        crate::presentation::last_seen(last_seen.get(), store.now.get(), DEFAULT_HEARTBEAT_S)
+    });
+    view! {
+        <span
+            class=move || seen.get().1
+            data-cell="last-seen"
+            data-timestamp=move || last_seen.get().map(|t| t.to_string())
+        >
+            {move || seen.get().0}
+        </span>
+    }
+}
+
+#[component]
+pub fn Generation(host: HostSignals) -> impl IntoView {
+    let generation = host.generation;
+    view! {
+        <span class="generation" title=move || generation.get().unwrap_or_default()>
+            {move || short_generation(generation.get().as_deref())}
+        </span>
+    }
+}
+
+#[component]
+pub fn Compartments(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let HostSignals {
+        update_status,
+        agent_outdated,
+        ..
+    } = host;
+    let compartments = COMPARTMENTS.map(|(name, label)| {
+        let check = Memo::new(move |_| {
+            update_status.with(|u| match name {
+                "agent" => u.agent.clone(),
+                "git" => u.git.clone(),
+                "lock" => u.lock.clone(),
+                "system" => u.system.clone(),
+                _ => u.tests.clone(),
+            })
+        });
+        let is_lock = name == "lock";
+        let has_pr = move || is_lock && store.pending_pr.with(Option::is_some);
+        view! {
+            <span
+                class=move || compartment_class(check.get().status)
+                class:has-pr=has_pr
+                data-compartment=name
+                title=move || compartment_title(label, &check.get(), store.now.get())
+                aria-label=move || compartment_title(label, &check.get(), store.now.get())
+            >
+                <span class=move || format!("compartment-indicator compartment-indicator--{}", check.get().status.as_str())></span>
+                <span class="compartment-code">{move || compartment_code(check.get().status)}</span>
+                {is_lock.then(|| view! {
+                    <Show when=move || agent_outdated.get()>
+                        <span class="agent-badge" title="The agent is outdated">"A"</span>
+                    </Show>
+                })}
+            </span>
+        }
+    });
+    view! { <span class="update-status">{compartments.into_iter().collect_view()}</span> }
+}
+
+/// Pull, Switch, Test/Stop, refresh and the ⋮ menu.
+#[component]
+pub fn HostActions(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let HostSignals { id, online, .. } = host;
+    let busy = host.busy();
+    // Pull, Switch and Test need an online, idle host; while busy, Test becomes Stop.
+    let can_run = move || online.get() && !busy.get();
+    let host_id = move || id.get_value();
+    let run = move |kind| move |_| perform(store, host_id(), Action::Run(kind));
+    let test_or_stop = move |_| {
+        let action = if busy.get_untracked() {
+            Action::Stop
+        } else {
+            Action::Run(CommandKind::Test)
+        };
+        perform(store, host_id(), action);
+    };
+    let refreshing = RwSignal::new(false);
+    let refresh = move |_| {
+        if refreshing.get_untracked() {
+            return;
+        }
+        refreshing.set(true);
+        crate::components::actions::refresh(store, host_id(), refreshing);
+    };
+    let menu_item = move |kind: CommandKind, label: &'static str| {
+        view! {
+            <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run() on:click=run(kind)>
+                {label}
+            </button>
+        }
+    };
+
+    view! {
+        <span class="host-actions">
+            <button type="button" class="btn-pull" data-command="pull" disabled=move || !can_run() on:click=run(CommandKind::Pull)>
+                "Pull"
+            </button>
+            <button type="button" class="btn-switch" data-command="switch" disabled=move || !can_run() on:click=run(CommandKind::Switch)>
+                "Switch"
+            </button>
+            <button
+                type="button"
+                class=move || if busy.get() { "btn-stop" } else { "btn-test" }
+                data-command=move || if busy.get() { "stop" } else { "test" }
+                disabled=move || !busy.get() && !can_run()
+                on:click=test_or_stop
+            >
+                {move || if busy.get() { "Stop" } else { "Test" }}
+            </button>
+            <button
+                type="button"
+                class="btn-refresh"
+                class:loading=move || refreshing.get()
+                aria-label="Refresh this host's status"
+                title="Refresh status"
+                on:click=refresh
+            >
+                "↻"
+            </button>
+            <details class="host-menu">
+                <summary aria-label="More actions">"⋮"</summary>
+                <div class="menu" role="menu">
+                    {menu_item(CommandKind::PullSwitch, "Pull + switch")}
+                    {menu_item(CommandKind::Update, "Update flake.lock")}
+                    {menu_item(CommandKind::Rollback, "Rollback")}
+                    {menu_item(CommandKind::Restart, "Restart agent")}
+                    <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
+                        on:click=move |_| perform(store, host_id(), Action::Unlock)>
+                        "Unlock"
+                    </button>
+                    <button type="button" role="menuitem" data-command="log" on:click=move |_| store.log_host.set(Some(host_id()))>
+                        "Show output"
+                    </button>
+                    <button type="button" role="menuitem" data-command="download-logs"
+                        on:click=move |_| crate::components::actions::download_latest_log(store, host_id())>
+                        "Download logs"
+                    </button>
+                    <button type="button" role="menuitem" class="danger" data-command="remove"
+                        on:click=move |_| store.confirm.set(Some(crate::store::Confirm::RemoveHost(host_id())))>
+                        "Remove host…"
+                    </button>
+                </div>
+            </details>
+        </span>
+    }
+}
