@@ -173,6 +173,13 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
         refreshing.set(true);
         crate::components::actions::refresh(store, host_id(), refreshing);
     };
+    // Choosing an item closes the menu.
+    let menu = NodeRef::<leptos::html::Details>::new();
+    let close_menu = move |_| {
+        if let Some(details) = menu.get() {
+            details.set_open(false);
+        }
+    };
     let menu_item = move |kind: CommandKind, label: &'static str| {
         view! {
             <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run() on:click=run(kind)>
@@ -208,9 +215,9 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
             >
                 "↻"
             </button>
-            <details class="host-menu">
+            <details class="host-menu" node_ref=menu>
                 <summary aria-label="More actions">"⋮"</summary>
-                <div class="menu" role="menu">
+                <div class="menu" role="menu" on:click=close_menu>
                     {menu_item(CommandKind::PullSwitch, "Pull + switch")}
                     {menu_item(CommandKind::Update, "Update flake.lock")}
                     {menu_item(CommandKind::Rollback, "Rollback")}

@@ -1,0 +1,113 @@
+// The dashboard's parts: cards on small screens, refresh and its failures, the ⋮ menu.
+import { expect, Page, test } from "@playwright/test";
+import { Agent, BASE, createHost, loginApi } from "./fleet";
+
+async function loginUi(page: Page) {
+  await page.goto("/login");
+  await page.fill("input[name=username]", "admin");
+  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(`${BASE}/`);
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+}
+
+async function liveHost(prefix: string): Promise<{ hostname: string; agent: Agent }> {
+  const admin = await loginApi();
+  const hostname = `${prefix}-${Date.now()}`;
+  const agent = new Agent(hostname, await createHost(admin, { hostname }));
+  agent.start();
+  return { hostname, agent };
+}
+
+test("below 768 px the rows become cards with the same live content", async ({ page }) => {
+  const { hostname, agent } = await liveHost("card");
+  try {
+    await page.setViewportSize({ width: 390, height: 800 });
+    await loginUi(page);
+    const card = page.locator(`.host-card[data-host-id="${hostname}"]`);
+    await expect(card).toBeVisible();
+    await expect(page.locator(`tr[data-host-id="${hostname}"]`)).toBeHidden();
+    await expect(card.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
+    await expect(card.locator('[data-metric="cpu"] .metric-val')).toHaveText(/^\d+%$/);
+    await expect(card.locator('.update-compartment[data-compartment="agent"]')).not.toHaveClass(/unknown/);
+    await expect(card.locator("button[data-command=pull]")).toBeEnabled();
+    await agent.stop();
+    await expect(card).toHaveClass(/\bhost-offline\b/, { timeout: 15_000 });
+    await expect(card.locator("button[data-command=pull]")).toBeDisabled();
+    await page.screenshot({ path: "test-results/mobile.png", fullPage: true });
+  } finally {
+    await agent.stop("SIGKILL");
+  }
+});
+
+test("refresh spins while it loads; a network error keeps the data, a 404 drops the host", async ({ page }) => {
+  const { hostname, agent } = await liveHost("refresh");
+  try {
+    await loginUi(page);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
+    const button = row.locator(".btn-refresh");
+
+    // Slow answer: the spinner shows until it arrives.
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    await page.route("**/api/refresh_host*", async (route) => {
+      await held;
+      await route.continue();
+    });
+    await row.hover();
+    await button.click();
+    await expect(button).toHaveClass(/\bloading\b/);
+    release();
+    await expect(button).not.toHaveClass(/\bloading\b/);
+    await page.unroute("**/api/refresh_host*");
+
+    // Network error: a toast, and the host stays.
+    await page.route("**/api/refresh_host*", (route) => route.abort("failed"));
+    await button.click();
+    await expect(page.locator(".notice.error")).toContainText("refresh failed");
+    await expect(row).toBeVisible();
+    await page.unroute("**/api/refresh_host*");
+
+    // 404: the host is gone on the server; it leaves the page with a notice.
+    await page.route("**/api/refresh_host*", (route) =>
+      route.fulfill({ status: 404, contentType: "application/json", body: JSON.stringify({ NotFound: `host ${hostname}` }) }),
+    );
+    await button.click();
+    await expect(row).toHaveCount(0);
+    await expect(page.locator(".notice").last()).toContainText("no longer exists");
+  } finally {
+    await agent.stop("SIGKILL");
+  }
+});
+
+test("the ⋮ menu removes a host after a confirm, and its agent is cut off", async ({ page }) => {
+  const { hostname, agent } = await liveHost("doomed");
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  try {
+    await loginUi(page);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
+    await row.locator("details.host-menu > summary").click();
+    await row.locator("button[data-command=remove]").click();
+    const dialog = page.locator(".modal[role=dialog]");
+    await expect(dialog).toContainText(`Remove ${hostname}?`);
+    // Cancel keeps it.
+    await dialog.locator("button.cancel").click();
+    await expect(dialog).toHaveCount(0);
+    await expect(row).toBeVisible();
+    await row.locator("details.host-menu > summary").click();
+    await row.locator("button[data-command=remove]").click();
+    await page.locator(".modal button.confirm").click();
+    await expect(row).toHaveCount(0);
+    // The server agrees, and the agent's token no longer works.
+    const admin = await loginApi();
+    const hosts = await (await admin.api.get("/api/hosts")).json();
+    expect(hosts.map((h: { id: string }) => h.id)).not.toContain(hostname);
+    await expect.poll(() => agent.log, { timeout: 15_000 }).toMatch(/token rejected|401/);
+  } finally {
+    await agent.stop("SIGKILL");
+  }
+  expect(errors).toEqual([]);
+});
