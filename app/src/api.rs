@@ -5,7 +5,7 @@
 use crate::error::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
-use protocol::api::{CommandRecord, RefreshResult};
+use protocol::api::{BulkResult, CommandRecord, CreateHost, HostCreated, RefreshResult};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use server_fn::client::{browser::BrowserClient, Client};
@@ -101,4 +101,21 @@ pub async fn remove_host(host_id: String) -> Result<(), AppError> {
 pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandRecord>, AppError> {
     let (backend, viewer) = crate::backend::backend_for_request()?;
     backend.command_history(&viewer, &host_id, limit).await
+}
+
+/// The same command on many hosts (`None`: every online host).
+#[server(client = CsrfClient)]
+pub async fn bulk_command(
+    command: CommandKind,
+    host_ids: Option<Vec<String>>,
+) -> Result<Vec<BulkResult>, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.bulk_command(&viewer, command, host_ids).await
+}
+
+/// Add a host; its agent token is in the answer, shown once.
+#[server(client = CsrfClient)]
+pub async fn add_host(host: CreateHost) -> Result<HostCreated, AppError> {
+    let (backend, viewer) = crate::backend::backend_for_request()?;
+    backend.add_host(&viewer, host).await
 }

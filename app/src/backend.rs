@@ -3,7 +3,7 @@
 //! server function through Leptos context, so server functions stay thin doors.
 
 use crate::error::AppError;
-use protocol::api::{CommandRecord, RefreshResult};
+use protocol::api::{BulkResult, CommandRecord, CreateHost, HostCreated, RefreshResult};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use std::sync::Arc;
@@ -35,6 +35,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn refresh_host(&self, viewer: &Viewer, host_id: &str)
         -> Result<RefreshResult, AppError>;
     async fn remove_host(&self, viewer: &Viewer, host_id: &str) -> Result<(), AppError>;
+    async fn bulk_command(
+        &self,
+        viewer: &Viewer,
+        command: CommandKind,
+        host_ids: Option<Vec<String>>,
+    ) -> Result<Vec<BulkResult>, AppError>;
+    async fn add_host(&self, viewer: &Viewer, host: CreateHost) -> Result<HostCreated, AppError>;
     async fn command_history(
         &self,
         viewer: &Viewer,

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod components;
 pub mod error;
 pub mod presentation;
+pub mod selection;
 #[cfg(feature = "hydrate")]
 pub mod socket;
 pub mod store;

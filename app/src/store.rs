@@ -101,6 +101,8 @@ pub struct Notice {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Confirm {
     RemoveHost(String),
+    /// A command on many hosts at once (`None`: every online host).
+    Bulk(CommandKind, Option<Vec<String>>),
 }
 
 /// The WebSocket link as the footer shows it.
@@ -135,6 +137,8 @@ pub struct HostStore {
     pub log_host: RwSignal<Option<String>>,
     pub notices: RwSignal<Vec<Notice>>,
     pub confirm: RwSignal<Option<Confirm>>,
+    /// Hosts checked for bulk actions.
+    pub selection: RwSignal<crate::selection::Selection>,
 }
 
 impl HostStore {
@@ -156,6 +160,7 @@ impl HostStore {
             log_host: RwSignal::new(None),
             notices: RwSignal::new(Vec::new()),
             confirm: RwSignal::new(None),
+            selection: RwSignal::new(Default::default()),
             state: StoredValue::new(state),
             signals: StoredValue::new(signals),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
@@ -305,6 +310,12 @@ impl HostStore {
 
     fn sync_ids(&self) {
         let ids = self.state.with_value(FleetState::host_ids);
+        if self
+            .selection
+            .with_untracked(|s| s.ids.iter().any(|id| !ids.contains(id)))
+        {
+            self.selection.update(|s| s.retain(&ids));
+        }
         set_if_changed(self.ids, ids);
     }
 

@@ -2,11 +2,13 @@
 //! failure into a notice, for every button in rows, cards and menus.
 
 use crate::api::{
-    command_history, refresh_host, remove_host, run_command, stop_command, unlock_host,
+    bulk_command, command_history, refresh_host, remove_host, run_command, stop_command,
+    unlock_host,
 };
 use crate::error::AppError;
 use crate::store::HostStore;
 use leptos::prelude::*;
+use protocol::api::BulkResult;
 use protocol::messages::{BrowserEvent, HostBody, HostRef};
 use protocol::CommandKind;
 
@@ -104,6 +106,34 @@ pub fn remove(store: HostStore, host_id: String) {
                 store.notify(format!("{host_id} removed."), false);
             }
             Err(e) => store.notify(format!("{host_id}: cannot remove: {e}"), true),
+        }
+    });
+}
+
+/// Run a command on many hosts; report how many started and why the others did not.
+pub fn bulk(store: HostStore, kind: CommandKind, host_ids: Option<Vec<String>>) {
+    leptos::task::spawn_local(async move {
+        match bulk_command(kind, host_ids).await {
+            Ok(results) => {
+                let started = results
+                    .iter()
+                    .filter(|r| matches!(r, BulkResult::Queued(_)))
+                    .count();
+                store.notify(
+                    format!(
+                        "{}: started on {started} of {} hosts",
+                        kind.as_str(),
+                        results.len()
+                    ),
+                    false,
+                );
+                for r in results {
+                    if let BulkResult::Failed(f) = r {
+                        store.notify(format!("{}: {}", f.host_id, f.error), true);
+                    }
+                }
+            }
+            Err(e) => store.notify(format!("{}: bulk run failed: {e}", kind.as_str()), true),
         }
     });
 }

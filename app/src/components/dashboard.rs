@@ -2,6 +2,8 @@
 //! empty flash), then the store is patched live by the WebSocket.
 
 use crate::api::fleet_snapshot;
+use crate::components::add_host::AddHostButton;
+use crate::components::bulk_menu::BulkMenu;
 use crate::components::confirm::ConfirmDialog;
 use crate::components::host_row::{HostCard, HostRow};
 use crate::components::link_footer::LinkFooter;
@@ -46,12 +48,17 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <h1 class="brand">"nixdeck"</h1>
             <span class="fleet-count">{counts}</span>
             <span class="spacer"></span>
+            <BulkMenu />
+            <AddHostButton />
             <LogoutButton />
         </header>
         <main class="fleet">
             <table class="host-table">
                 <thead>
                     <tr>
+                        <th class="cell-select">
+                            <SelectAll />
+                        </th>
                         <th class="cell-status"></th>
                         <th>"Host"</th>
                         <th>"Type"</th>
@@ -84,6 +91,27 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
         <ConfirmDialog />
         <LinkFooter />
     }
+}
+
+/// The header checkbox: select every host, or clear the selection.
+#[component]
+fn SelectAll() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let all = move || {
+        let n = store.ids.with(Vec::len);
+        n > 0 && store.selection.with(|s| s.ids.len()) == n
+    };
+    let toggle = move |_| {
+        if all() {
+            store.selection.update(|s| s.clear());
+        } else {
+            let ids = store.ids.get_untracked();
+            store
+                .selection
+                .update(|s| s.ids = ids.into_iter().collect());
+        }
+    };
+    view! { <input type="checkbox" aria-label="Select all hosts" prop:checked=all on:click=toggle /> }
 }
 
 #[component]

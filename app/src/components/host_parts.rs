@@ -8,6 +8,29 @@ use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
 use protocol::{CommandKind, DEFAULT_HEARTBEAT_S};
 
+/// The selection checkbox; shift-click selects a range.
+#[component]
+pub fn SelectBox(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let id = host.id;
+    let checked = move || store.selection.with(|s| s.ids.contains(&id.get_value()));
+    let click = move |ev: leptos::ev::MouseEvent| {
+        let order = store.ids.get_untracked();
+        store
+            .selection
+            .update(|s| s.click(&order, &id.get_value(), ev.shift_key()));
+    };
+    view! {
+        <input
+            type="checkbox"
+            class="select-host"
+            aria-label=move || format!("Select {}", host.hostname.get())
+            prop:checked=checked
+            on:click=click
+        />
+    }
+}
+
 #[component]
 pub fn StatusIndicator(host: HostSignals) -> impl IntoView {
     let HostSignals { online, beats, .. } = host;

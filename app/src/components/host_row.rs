@@ -10,6 +10,7 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
     let online = host.online;
     view! {
         <tr class="host-row" class:host-offline=move || !online.get() data-host-id=host.id.get_value()>
+            <td class="cell-select"><SelectBox host /></td>
             <td class="cell-status"><StatusIndicator host /></td>
             <td class="cell-host"><HostName host /></td>
             <td class="cell-type"><HostKind host /></td>
@@ -29,6 +30,7 @@ pub fn HostCard(host: HostSignals) -> impl IntoView {
     view! {
         <article class="host-card" class:host-offline=move || !online.get() data-host-id=host.id.get_value()>
             <header class="card-head">
+                <SelectBox host />
                 <StatusIndicator host />
                 <HostName host />
                 <span class="spacer"></span>

@@ -1,6 +1,8 @@
 //! Page components. Each derives what it shows from the `HostStore`; none writes host state.
 
 pub mod actions;
+pub mod add_host;
+pub mod bulk_menu;
 pub mod confirm;
 pub mod dashboard;
 pub mod host_parts;

@@ -7,7 +7,7 @@ pub mod hosts;
 
 use app::backend::{Backend, Viewer};
 use app::AppError;
-use protocol::api::{CommandRecord, RefreshResult};
+use protocol::api::{BulkResult, CommandRecord, CreateHost, HostCreated, RefreshResult};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 
@@ -70,6 +70,19 @@ impl Backend for Services {
 
     async fn remove_host(&self, viewer: &Viewer, host_id: &str) -> Result<()> {
         hosts::remove(&self.0, viewer, host_id).await
+    }
+
+    async fn bulk_command(
+        &self,
+        viewer: &Viewer,
+        command: CommandKind,
+        host_ids: Option<Vec<String>>,
+    ) -> Result<Vec<BulkResult>> {
+        commands::bulk(&self.0, viewer, command.as_str(), host_ids).await
+    }
+
+    async fn add_host(&self, viewer: &Viewer, host: CreateHost) -> Result<HostCreated> {
+        hosts::create(&self.0, viewer, host).await
     }
 
     async fn command_history(
