@@ -87,6 +87,21 @@ pub struct LogEntry {
     pub seq: u64,
     pub stream: OutputStream,
     pub line: String,
+    /// The closing line of a run: its status and exit code.
+    pub end: bool,
+}
+
+/// The closing line of a run, e.g. "— ok, exit 0, 1.2 s".
+pub fn end_line(c: &protocol::messages::CommandComplete) -> String {
+    let status = serde_json::to_value(c.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let exit = c
+        .exit_code
+        .map(|code| format!(", exit {code}"))
+        .unwrap_or_default();
+    format!("— {status}{exit}, {:.1} s", c.duration_ms as f64 / 1000.0)
 }
 
 /// A message for the operator: an action failed, or something they should know.
@@ -135,6 +150,8 @@ pub struct HostStore {
     /// The host whose output the log panel shows: the latest to start a command, or the
     /// one the operator picked.
     pub log_host: RwSignal<Option<String>>,
+    /// Hosts with a tab in the log panel, in the order they were opened.
+    pub log_tabs: RwSignal<Vec<String>>,
     pub notices: RwSignal<Vec<Notice>>,
     pub confirm: RwSignal<Option<Confirm>>,
     /// Hosts checked for bulk actions.
@@ -158,6 +175,7 @@ impl HostStore {
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
             log_host: RwSignal::new(None),
+            log_tabs: RwSignal::new(Vec::new()),
             notices: RwSignal::new(Vec::new()),
             confirm: RwSignal::new(None),
             selection: RwSignal::new(Default::default()),
@@ -243,7 +261,7 @@ impl HostStore {
                 if let Some(h) = self.host(&q.host_id) {
                     h.log.set(Vec::new());
                     h.last_result.set(None);
-                    self.log_host.set(Some(q.host_id.clone()));
+                    self.show_log(&q.host_id);
                 }
             }
             BrowserEvent::CommandOutput(o) => {
@@ -256,16 +274,46 @@ impl HostStore {
                             seq: o.seq,
                             stream: o.stream,
                             line: o.line.clone(),
+                            end: false,
                         });
                     });
                 }
             }
             BrowserEvent::CommandComplete(c) => {
                 if let Some(h) = self.host(&c.host_id) {
-                    set_if_changed(h.last_result, Some(c.status));
+                    if set_if_changed(h.last_result, Some(c.status)) {
+                        h.log.update(|log| {
+                            log.push(LogEntry {
+                                seq: u64::MAX,
+                                stream: OutputStream::Stdout,
+                                line: end_line(c),
+                                end: true,
+                            })
+                        });
+                    }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Open (or switch to) a host's tab in the log panel.
+    pub fn show_log(&self, host_id: &str) {
+        if !self
+            .log_tabs
+            .with_untracked(|t| t.iter().any(|x| x == host_id))
+        {
+            self.log_tabs.update(|t| t.push(host_id.to_owned()));
+        }
+        self.log_host.set(Some(host_id.to_owned()));
+    }
+
+    /// Close a host's tab; the panel moves to the last remaining one.
+    pub fn close_log(&self, host_id: &str) {
+        self.log_tabs.update(|t| t.retain(|x| x != host_id));
+        if self.log_host.get_untracked().as_deref() == Some(host_id) {
+            self.log_host
+                .set(self.log_tabs.get_untracked().last().cloned());
         }
     }
 
@@ -458,6 +506,7 @@ mod tests {
             let a = store.host("a").unwrap();
             let log = a.log.get_untracked();
             assert_eq!(log.len(), LOG_LINES);
+            assert_eq!(store.log_tabs.get_untracked(), vec!["a"]);
             assert_eq!(log.first().unwrap().seq, 11);
             assert_eq!(log.last().unwrap().line, format!("line {}", LOG_LINES + 10));
             assert!(store.host("b").unwrap().log.get_untracked().is_empty());
@@ -468,6 +517,9 @@ mod tests {
                 exit_code: Some(0),
                 duration_ms: 3,
             }));
+            let end = a.log.get_untracked().last().cloned().unwrap();
+            assert!(end.end);
+            assert_eq!(end.line, "— ok, exit 0, 0.0 s");
             // The next command starts a fresh log.
             store.apply(&queue("c2"));
             assert!(a.log.get_untracked().is_empty());

@@ -249,7 +249,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
                         on:click=move |_| perform(store, host_id(), Action::Unlock)>
                         "Unlock"
                     </button>
-                    <button type="button" role="menuitem" data-command="log" on:click=move |_| store.log_host.set(Some(host_id()))>
+                    <button type="button" role="menuitem" data-command="log" on:click=move |_| store.show_log(&host_id())>
                         "Show output"
                     </button>
                     <button type="button" role="menuitem" data-command="download-logs"

@@ -1,7 +1,11 @@
-//! The output panel: the live log of one host's latest command.
+//! The output panel: a tab per host that ran a command here, its live log (stderr marked,
+//! a closing status line), following the output unless the operator scrolled up, and the
+//! host's command history with downloads of the full logs.
 
-use crate::store::HostStore;
+use crate::api::command_history;
+use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
+use protocol::api::CommandRecord;
 use protocol::{CommandStatus, OutputStream};
 
 fn result_text(status: Option<CommandStatus>, running: bool) -> &'static str {
@@ -17,67 +21,136 @@ fn result_text(status: Option<CommandStatus>, running: bool) -> &'static str {
     }
 }
 
+fn status_of(h: HostSignals) -> &'static str {
+    result_text(h.last_result.get(), h.pending_command.with(Option::is_some))
+}
+
 #[component]
 pub fn LogPanel() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let host = move || store.log_host.get().and_then(|id| store.host(&id));
     let lines_ref = NodeRef::<leptos::html::Div>::new();
-    // Keep the newest line in view as output streams in.
+    // Follow the output unless the operator scrolled up to read.
+    let following = RwSignal::new(true);
+    let scroll_to_end = move || {
+        if let Some(el) = lines_ref.get_untracked() {
+            el.set_scroll_top(el.scroll_height());
+        }
+    };
     Effect::new(move |_| {
         if let Some(h) = host() {
             h.log.track();
         }
-        if let Some(el) = lines_ref.get() {
-            el.set_scroll_top(el.scroll_height());
+        if following.get_untracked() {
+            scroll_to_end();
         }
     });
+    let on_scroll = move |_| {
+        if let Some(el) = lines_ref.get_untracked() {
+            let at_end = el.scroll_top() + el.client_height() >= el.scroll_height() - 8;
+            if at_end != following.get_untracked() {
+                following.set(at_end);
+            }
+        }
+    };
+    let show_history = RwSignal::new(false);
 
     view! {
         <Show when=move || host().is_some()>
             <section class="log-panel" aria-label="Command output">
+                <nav class="log-tabs" role="tablist">
+                    <For each=move || store.log_tabs.get() key=|id| id.clone() let:id>
+                        <LogTab id />
+                    </For>
+                </nav>
                 <header class="log-header">
-                    <span class="log-host">
-                        {move || host().map(|h| h.hostname.get()).unwrap_or_default()}
-                    </span>
+                    <span class="log-host">{move || host().map(|h| h.hostname.get()).unwrap_or_default()}</span>
                     <span class="log-command">
-                        {move || {
-                            host()
-                                .and_then(|h| h.pending_command.get())
-                                .map(|p| p.command.as_str().to_owned())
-                                .unwrap_or_default()
-                        }}
+                        {move || host().and_then(|h| h.pending_command.get()).map(|p| p.command.as_str().to_owned())}
                     </span>
-                    <span
-                        class="log-status"
-                        data-status=move || {
-                            host()
-                                .map(|h| result_text(h.last_result.get(), h.pending_command.with(Option::is_some)))
-                                .unwrap_or("idle")
-                        }
-                    >
-                        {move || {
-                            host()
-                                .map(|h| result_text(h.last_result.get(), h.pending_command.with(Option::is_some)))
-                                .unwrap_or("idle")
-                        }}
+                    <span class="log-status" data-status=move || host().map(status_of).unwrap_or("idle")>
+                        {move || host().map(status_of).unwrap_or("idle")}
                     </span>
                     <span class="spacer"></span>
-                    <button class="log-close" type="button" on:click=move |_| store.log_host.set(None)>
-                        "Close"
+                    <Show when=move || !following.get()>
+                        <button type="button" class="log-jump" on:click=move |_| {
+                            following.set(true);
+                            scroll_to_end();
+                        }>"Jump to end ↓"</button>
+                    </Show>
+                    <button type="button" class="log-history-toggle" aria-pressed=move || show_history.get().to_string()
+                        on:click=move |_| show_history.update(|v| *v = !*v)>
+                        "History"
                     </button>
                 </header>
-                <div class="log-lines" node_ref=lines_ref>
-                    <For
-                        each=move || host().map(|h| h.log.get()).unwrap_or_default()
-                        key=|entry| entry.seq
-                        let:entry
-                    >
-                        <div class="log-line" class:stderr=entry.stream == OutputStream::Stderr>
+                <Show when=move || show_history.get()>
+                    {move || store.log_host.get().map(|id| view! { <History host_id=id /> })}
+                </Show>
+                <div class="log-lines" node_ref=lines_ref on:scroll=on_scroll>
+                    <For each=move || host().map(|h| h.log.get()).unwrap_or_default() key=|entry| entry.seq let:entry>
+                        <div class="log-line" class:stderr=entry.stream == OutputStream::Stderr class:log-end=entry.end>
                             {entry.line}
                         </div>
                     </For>
                 </div>
             </section>
         </Show>
+    }
+}
+
+#[component]
+fn LogTab(id: String) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let host = store.host(&id);
+    let active = {
+        let id = id.clone();
+        Memo::new(move |_| store.log_host.with(|h| h.as_deref() == Some(id.as_str())))
+    };
+    let label = host.map(|h| move || h.hostname.get());
+    let state = move || host.map(status_of).unwrap_or("idle");
+    let (select_id, close_id) = (id.clone(), id.clone());
+    view! {
+        <span class="log-tab" class:active=active data-host-id=id.clone() data-status=state>
+            <button type="button" role="tab" aria-selected=move || active.get().to_string()
+                on:click=move |_| store.show_log(&select_id)>
+                {label}
+            </button>
+            <button type="button" class="log-tab-close" aria-label="Close this tab" on:click=move |_| store.close_log(&close_id)>
+                "×"
+            </button>
+        </span>
+    }
+}
+
+/// The host's latest commands, with their full logs to download.
+#[component]
+fn History(host_id: String) -> impl IntoView {
+    let list = Resource::new(move || host_id.clone(), |id| command_history(id, 20));
+    let row = |c: CommandRecord| {
+        let status = serde_json::to_value(c.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let status_attr = status.clone();
+        view! {
+            <li class="history-item" data-status=status_attr>
+                <span class="history-command">{c.command.as_str()}</span>
+                <span class="history-status">{status}</span>
+                <span class="history-when">{c.queued_at.to_string()}</span>
+                <span class="history-lines">{format!("{} lines", c.line_count)}</span>
+                <a class="history-download" href=format!("/api/commands/{}/log", c.command_id) download="">"Download"</a>
+            </li>
+        }
+    };
+    view! {
+        <Suspense fallback=|| view! { <p class="loading">"Loading history…"</p> }>
+            {move || Suspend::new(async move {
+                match list.await {
+                    Ok(items) if items.is_empty() => view! { <p class="empty">"No commands yet."</p> }.into_any(),
+                    Ok(items) => view! { <ul class="history">{items.into_iter().map(row).collect_view()}</ul> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
     }
 }
