@@ -88,8 +88,9 @@ async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
         }
         flush(store, &queue, &offset);
         let delay = backoff.next_delay_ms(js_sys::Math::random()).max(250);
+        let now = browser_now_s() + *offset.borrow();
         store.link.set(LinkState::Retrying {
-            in_s: delay.div_ceil(1000),
+            at: Timestamp((now + delay as f64 / 1000.0).ceil() as i64),
         });
         gloo_timers::future::sleep(Duration::from_millis(delay)).await;
     }

@@ -125,9 +125,9 @@ pub enum Confirm {
 pub enum LinkState {
     Connecting,
     Connected,
-    /// Lost; the next attempt is in this many seconds.
+    /// Lost; the next attempt is at this time (the store's clock), for a countdown.
     Retrying {
-        in_s: u64,
+        at: Timestamp,
     },
 }
 

@@ -9,10 +9,15 @@ pub fn LinkFooter() -> impl IntoView {
     let state = move || match store.link.get() {
         LinkState::Connecting => ("connecting", "Connecting…".to_owned()),
         LinkState::Connected => ("connected", "Connected".to_owned()),
-        LinkState::Retrying { in_s } => (
-            "disconnected",
-            format!("Disconnected, retrying in {in_s} s"),
-        ),
+        LinkState::Retrying { at } => {
+            let left = (at.secs() - store.now.get().secs()).max(0);
+            let when = if left == 0 {
+                "now".to_owned()
+            } else {
+                format!("in {left} s")
+            };
+            ("disconnected", format!("Disconnected, retrying {when}"))
+        }
     };
     view! {
         <footer class="footer">
