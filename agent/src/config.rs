@@ -1,10 +1,14 @@
-//! Command line and environment: the raw `Cli` and the checked `Config` the agent runs on.
+//! Command line, environment and the optional config file: the raw `Cli` and the checked
+//! `Config` the agent runs on.
 
+use crate::plan::{Checkout, CommandOverride};
 use crate::probes;
 use crate::token::{Secret, TokenSource};
 use clap::{ArgGroup, Parser};
-use protocol::{is_valid_host_id, is_valid_theme_color, HostType};
-use std::path::PathBuf;
+use protocol::{is_valid_host_id, is_valid_theme_color, CommandKind, HostType};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use tokio_tungstenite::tungstenite::http::Uri;
 
 #[derive(Debug, Parser)]
@@ -66,12 +70,14 @@ pub struct Cli {
     #[arg(long, env = "NIXDECK_DEVICE_TYPE", value_name = "TEXT")]
     pub device_type: Option<String>,
 
-    /// Checkout of the configuration repository: its HEAD is reported as the generation and
-    /// the SHA-256 of its flake.lock as the lock hash
+    /// Checkout of the configuration repository (legacy mode: the operator's own checkout):
+    /// its HEAD is reported as the generation and the SHA-256 of its flake.lock as the lock
+    /// hash; commands run on it
     #[arg(long, env = "NIXDECK_REPO_DIR", value_name = "DIR")]
     pub repo_dir: Option<PathBuf>,
 
-    /// Remote URL of the configuration repository, reported to the dashboard
+    /// Remote URL of the configuration repository. Without --repo-dir the agent keeps its
+    /// own clone of it in <state-dir>/repo (isolated mode); with it, it is only reported
     #[arg(long, env = "NIXDECK_REPO_URL", value_name = "URL")]
     pub repo_url: Option<String>,
 
@@ -84,11 +90,27 @@ pub struct Cli {
     )]
     pub branch: String,
 
-    /// Directory for the agent's own state (the enrolled token) [default:
-    /// /var/lib/nixdeck-agent as root, else $XDG_STATE_HOME/nixdeck-agent or
-    /// ~/.local/state/nixdeck-agent]
+    /// Directory for the agent's own state (the enrolled token, the output of commands not
+    /// yet delivered, the isolated clone) [default: /var/lib/nixdeck-agent as root, else
+    /// $XDG_STATE_HOME/nixdeck-agent or ~/.local/state/nixdeck-agent]
     #[arg(long, env = "NIXDECK_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// TOML file whose [commands] table sets the argv (and optionally timeout_s) of pull,
+    /// switch, pull-switch, test, update and rollback; everything has defaults
+    #[arg(long, env = "NIXDECK_AGENT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Output of one command kept on disk until the dashboard has it, in MiB; past it,
+    /// further lines are dropped and counted in one marker line
+    #[arg(
+        long,
+        env = "NIXDECK_SPOOL_LIMIT_MB",
+        value_name = "MIB",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..=1_048_576)
+    )]
+    pub spool_limit_mb: u64,
 }
 
 fn parse_host_type(s: &str) -> Result<HostType, String> {
@@ -118,6 +140,10 @@ pub enum ConfigError {
     NoStateDir,
     #[error("--token is empty")]
     EmptyToken,
+    #[error("`{0}` is not a branch name git would accept; set --branch")]
+    Branch(String),
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
 }
 
 /// Everything the agent needs, checked.
@@ -132,10 +158,17 @@ pub struct Config {
     pub theme_color: Option<String>,
     pub location: Option<String>,
     pub device_type: Option<String>,
-    pub repo_dir: Option<PathBuf>,
+    /// The checkout commands work on and the generation is read from, if any.
+    pub checkout: Option<Checkout>,
     pub repo_url: Option<String>,
     pub branch: String,
     pub state_dir: PathBuf,
+    /// `[commands]` of the config file.
+    pub commands: HashMap<CommandKind, CommandOverride>,
+    /// Most bytes of output kept on disk per command.
+    pub spool_limit: u64,
+    /// This binary, started again as `supervise` for each command.
+    pub supervisor_exe: PathBuf,
 }
 
 impl Config {
@@ -169,6 +202,30 @@ impl Config {
             None => default_state_dir().ok_or(ConfigError::NoStateDir)?,
         };
 
+        let branch = cli.branch.trim().to_owned();
+        if !is_valid_branch(&branch) {
+            return Err(ConfigError::Branch(branch));
+        }
+        let repo_url = non_empty(cli.repo_url);
+        let checkout = match (
+            cli.repo_dir.filter(|p| !p.as_os_str().is_empty()),
+            &repo_url,
+        ) {
+            (Some(dir), _) => Some(Checkout {
+                dir,
+                clone_url: None,
+            }),
+            (None, Some(url)) => Some(Checkout {
+                dir: state_dir.join("repo"),
+                clone_url: Some(url.clone()),
+            }),
+            (None, None) => None,
+        };
+        let commands = match &cli.config {
+            Some(path) => load_commands(path)?,
+            None => HashMap::new(),
+        };
+
         Ok(Config {
             ws_url,
             token,
@@ -178,12 +235,107 @@ impl Config {
             theme_color: non_empty(cli.theme_color),
             location: non_empty(cli.location),
             device_type: non_empty(cli.device_type),
-            repo_dir: cli.repo_dir.filter(|p| !p.as_os_str().is_empty()),
-            repo_url: non_empty(cli.repo_url),
-            branch: cli.branch,
+            checkout,
+            repo_url,
+            branch,
             state_dir,
+            commands,
+            spool_limit: cli.spool_limit_mb * 1024 * 1024,
+            supervisor_exe: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("nixdeck-agent")),
         })
     }
+}
+
+/// The config file. Unknown keys are errors: a typo must not silently fall back to a
+/// default that runs something else.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    commands: BTreeMap<String, CommandEntry>,
+}
+
+/// `switch = ["argv", …]` or `switch = { argv = […], timeout_s = 600 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CommandEntry {
+    Argv(Vec<String>),
+    Table(CommandTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandTable {
+    argv: Option<Vec<String>>,
+    timeout_s: Option<u64>,
+}
+
+/// Reads `[commands]` from the config file.
+pub fn load_commands(path: &Path) -> Result<HashMap<CommandKind, CommandOverride>, ConfigError> {
+    let err = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_commands(&text).map_err(err)
+}
+
+fn parse_commands(text: &str) -> Result<HashMap<CommandKind, CommandOverride>, String> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+    let mut commands = HashMap::new();
+    for (name, entry) in file.commands {
+        let kind = CommandKind::parse(&name).ok_or_else(|| {
+            format!(
+                "unknown command `{name}` in [commands]; expected one of: {}",
+                CONFIGURABLE.map(CommandKind::as_str).join(", ")
+            )
+        })?;
+        if !CONFIGURABLE.contains(&kind) {
+            return Err(format!(
+                "`{name}` is built into the agent and cannot be configured"
+            ));
+        }
+        let (argv, timeout_s) = match entry {
+            CommandEntry::Argv(argv) => (Some(argv), None),
+            CommandEntry::Table(t) => (t.argv, t.timeout_s),
+        };
+        if argv
+            .as_ref()
+            .is_some_and(|a| a.first().is_none_or(|p| p.trim().is_empty()))
+        {
+            return Err(format!("commands.{name}: the argv must name a program"));
+        }
+        if timeout_s == Some(0) {
+            return Err(format!("commands.{name}: timeout_s must be at least 1"));
+        }
+        commands.insert(kind, CommandOverride { argv, timeout_s });
+    }
+    Ok(commands)
+}
+
+const CONFIGURABLE: [CommandKind; 6] = [
+    CommandKind::Pull,
+    CommandKind::Switch,
+    CommandKind::PullSwitch,
+    CommandKind::Test,
+    CommandKind::Update,
+    CommandKind::Rollback,
+];
+
+/// What `git check-ref-format --branch` would refuse, and anything that could pass for an
+/// option in a git command line.
+fn is_valid_branch(branch: &str) -> bool {
+    !branch.is_empty()
+        && !branch.starts_with(['-', '/', '.'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.ends_with(".lock")
+        && !branch.contains("..")
+        && !branch.contains("@{")
+        && !branch.contains("//")
+        && !branch
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
 }
 
 /// An empty environment variable (`NIXDECK_LOCATION=`) means "not set".
@@ -387,5 +539,112 @@ mod tests {
         assert!(with(&["--token", "x", "--hostname", "a", "--theme-color", "red"]).is_err());
         assert!(with(&["--token", "x", "--hostname", "a", "--host-type", "windows"]).is_err());
         assert!(with(&["--token", "  ", "--hostname", "a"]).is_err());
+        assert!(with(&[
+            "--token",
+            "x",
+            "--hostname",
+            "a",
+            "--branch=--upload-pack=x"
+        ])
+        .unwrap_err()
+        .contains("branch"));
+        assert!(with(&["--token", "x", "--hostname", "a", "--spool-limit-mb", "0"]).is_err());
+    }
+
+    #[test]
+    fn checkout_modes() {
+        let base = ["--url", "http://h:1", "--token", "x", "--hostname", "a"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(&["--state-dir", "/tmp/nd"]);
+            v.extend_from_slice(extra);
+            parse(&v).unwrap()
+        };
+        assert_eq!(with(&[]).checkout, None);
+        let legacy = with(&[
+            "--repo-dir",
+            "/etc/nixos",
+            "--repo-url",
+            "https://x/cfg.git",
+        ]);
+        assert_eq!(
+            legacy.checkout,
+            Some(Checkout {
+                dir: "/etc/nixos".into(),
+                clone_url: None
+            })
+        );
+        assert_eq!(legacy.repo_url.as_deref(), Some("https://x/cfg.git"));
+        let isolated = with(&["--repo-url", "https://x/cfg.git"]);
+        assert_eq!(
+            isolated.checkout,
+            Some(Checkout {
+                dir: "/tmp/nd/repo".into(),
+                clone_url: Some("https://x/cfg.git".into())
+            })
+        );
+        assert_eq!(isolated.spool_limit, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn config_file_commands() {
+        let cmds = parse_commands(
+            r#"
+            [commands]
+            switch = ["nixos-rebuild", "switch", "--flake", "{repo_dir}#{hostname}"]
+            test = { argv = ["sh", "-c", "true"], timeout_s = 30 }
+            update = { timeout_s = 900 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(
+            cmds[&CommandKind::Switch].argv.as_ref().unwrap()[3],
+            "{repo_dir}#{hostname}"
+        );
+        assert_eq!(cmds[&CommandKind::Test].timeout_s, Some(30));
+        assert_eq!(cmds[&CommandKind::Update].argv, None);
+        assert!(parse_commands("").unwrap().is_empty());
+
+        for (bad, says) in [
+            (
+                "[commands]
+swtich = [\"x\"]",
+                "unknown command `swtich`",
+            ),
+            (
+                "[commands]
+restart = [\"x\"]",
+                "built into the agent",
+            ),
+            (
+                "[commands]
+switch = []",
+                "must name a program",
+            ),
+            (
+                "[commands]
+switch = { argv = [\"x\"], timeout_s = 0 }",
+                "at least 1",
+            ),
+            (
+                "[commands]
+switch = { argv = [\"x\"], timeout = 5 }",
+                "",
+            ),
+            (
+                "[command]
+switch = [\"x\"]",
+                "command",
+            ),
+            (
+                "[commands]
+switch = \"nixos-rebuild switch\"",
+                "",
+            ),
+        ] {
+            let err = parse_commands(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

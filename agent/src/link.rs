@@ -1,19 +1,27 @@
 //! The WebSocket link to the dashboard: connect with the bearer token, register, send
-//! heartbeats, answer server frames, and reconnect with backoff when the link drops.
+//! heartbeats, run commands and deliver their output, and reconnect with backoff when the
+//! link drops.
 //!
 //! One task owns the socket and multiplexes everything with `select!`: shutdown, the
-//! heartbeat ticker, incoming frames and the idle timer. The command runner and the output
-//! spool will add their own branches to `Link::serve` (runner events out, acks in) and
-//! their state to `Link`, which lives across sessions.
+//! heartbeat ticker, incoming frames, the idle timer and the spool poll. `Link` lives
+//! across sessions; so does the `Runner`, whose unacked output is sent again after every
+//! reconnect.
 
+use crate::checks::{self, Checks};
 use crate::config::Config;
-use crate::probes::{self, MetricsProbe};
+use crate::plan::{Action, PlanContext};
+use crate::probes::{self, MetricsProbe, RepoState};
+use crate::runner::{self, Finished, Runner};
+use crate::spool::{self, Spec};
 use crate::token::{Credentials, Secret};
 use futures::{SinkExt, StreamExt};
 use protocol::backoff::Backoff;
-use protocol::messages::{CommandRejected, Heartbeat, Register, Registered};
-use protocol::{decode, AgentMessage, Decoded, ServerMessage};
+use protocol::messages::{
+    AgentOutcome, CommandOrder, CommandRejected, Heartbeat, Register, Registered, StatusReport,
+};
+use protocol::{decode, AgentMessage, CommandKind, Decoded, OutputStream, ServerMessage};
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -38,6 +46,12 @@ const BUFFER_SIZE: usize = 16 * 1024;
 /// Backpressure: unsent data beyond this (a stalled link) fails the send instead of
 /// growing without bound.
 const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// How often the spools are read for new lines while the link is up.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// Most frames sent per poll, so heartbeats and incoming acks get their turn.
+const SEND_BATCH: usize = 500;
+/// `restart` waits this long for the ack of its completion before exiting anyway.
+const RESTART_GRACE: Duration = Duration::from_secs(5);
 
 /// Timeouts of one session. Fixed in production; tests shorten them.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +66,9 @@ pub struct Timings {
     pub stable: Duration,
     /// How long to wait for the peer's side of a close handshake.
     pub close_grace: Duration,
+    /// A batch of frames that cannot be written in this time means the dashboard stopped
+    /// reading: the link is dropped and the batch is sent again after a reconnect.
+    pub send: Duration,
 }
 
 impl Default for Timings {
@@ -62,6 +79,7 @@ impl Default for Timings {
             idle: Duration::from_secs(60),
             stable: Duration::from_secs(30),
             close_grace: Duration::from_secs(2),
+            send: Duration::from_secs(30),
         }
     }
 }
@@ -87,12 +105,17 @@ pub enum LinkError {
     ClosedByServer { code: u16, reason: String },
     #[error("connection closed without a close frame")]
     Closed,
+    #[error("the dashboard took over {0:?} to take our frames")]
+    SendTimeout(Duration),
 }
 
 #[derive(Debug)]
 pub enum SessionEnd {
     /// Shutdown was requested; the socket was closed with a normal close frame.
     Shutdown,
+    /// A `restart` command completed: the process should exit for its service manager to
+    /// start it again.
+    Restart,
     /// The link failed or was closed by the dashboard.
     Lost(LinkError),
 }
@@ -104,6 +127,25 @@ pub struct SessionOutcome {
     pub end: SessionEnd,
 }
 
+/// Why `Link::run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Shutdown,
+    Restart,
+}
+
+/// How a registered session ended without an error.
+enum ServeEnd {
+    Shutdown,
+    Restart,
+}
+
+/// A `restart` command waiting for the ack of its completion.
+struct PendingRestart {
+    command_id: String,
+    deadline: Instant,
+}
+
 /// The agent's side of the link, kept across sessions.
 pub struct Link {
     cfg: Config,
@@ -111,36 +153,84 @@ pub struct Link {
     metrics: MetricsProbe,
     backoff: Backoff,
     timings: Timings,
+    runner: Runner,
+    plans: PlanContext,
+    checks: Checks,
+    /// The checks changed since the dashboard last heard them.
+    checks_unsent: bool,
+    /// Send a heartbeat with the next batch (after a command changed the checkout).
+    beat_now: bool,
+    restart: Option<PendingRestart>,
+    /// Isolated mode: the clone made at start, in the background so the agent comes
+    /// online at once; commands wait for it.
+    cloning: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Link {
+    /// Opens the command spools too: commands a previous agent process left running or
+    /// undelivered are adopted here.
     pub fn new(cfg: Config) -> Self {
         let credentials = Credentials::new(cfg.token.clone(), cfg.state_dir.clone());
+        let runner = Runner::open(&cfg.state_dir, cfg.supervisor_exe.clone());
+        let plans = PlanContext {
+            hostname: cfg.hostname.clone(),
+            host_type: cfg.host_type,
+            branch: cfg.branch.clone(),
+            checkout: cfg.checkout.clone(),
+            overrides: cfg.commands.clone(),
+            spool_limit: cfg.spool_limit,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            is_root: unsafe { libc::geteuid() } == 0,
+        };
+        let checks = Checks::load(&cfg.state_dir);
         Link {
             cfg,
             credentials,
             metrics: MetricsProbe::new(),
             backoff: Backoff::default(),
             timings: Timings::default(),
+            runner,
+            plans,
+            checks,
+            checks_unsent: false,
+            beat_now: false,
+            restart: None,
+            cloning: None,
         }
     }
 
-    #[cfg(test)]
+    fn repo_dir(&self) -> Option<&Path> {
+        self.cfg.checkout.as_ref().map(|c| c.dir.as_path())
+    }
+
+    async fn repo_state(&self) -> RepoState {
+        probes::repo_state(self.repo_dir()).await
+    }
+
+    /// Shorter timeouts, for tests.
     pub fn with_timings(mut self, timings: Timings) -> Self {
         self.timings = timings;
         self
     }
 
-    /// Sessions until shutdown, with backoff between them. Never gives up: a dashboard that
-    /// is down or a token the operator has yet to fix are both expected to recover.
-    pub async fn run(&mut self, mut shutdown: Shutdown) {
+    /// Sessions until shutdown or a `restart` command, with backoff between them. Never
+    /// gives up: a dashboard that is down or a token the operator has yet to fix are both
+    /// expected to recover.
+    pub async fn run(&mut self, mut shutdown: Shutdown) -> Exit {
+        self.cloning = self.prepare_checkout();
         loop {
             let started = Instant::now();
             let outcome = self.run_session(&mut shutdown).await;
             let error = match outcome.end {
-                SessionEnd::Shutdown => return,
+                SessionEnd::Shutdown => return Exit::Shutdown,
+                SessionEnd::Restart => return Exit::Restart,
                 SessionEnd::Lost(error) => error,
             };
+            if self.restart.take().is_some() {
+                // The completion stays on disk and goes out after the restart.
+                tracing::info!("link lost while restarting; restarting now");
+                return Exit::Restart;
+            }
             if outcome.registered || started.elapsed() >= self.timings.stable {
                 self.backoff.reset();
             }
@@ -163,9 +253,25 @@ impl Link {
             }
             tokio::select! {
                 _ = time::sleep(delay) => {}
-                _ = shutdown_requested(&mut shutdown) => return,
+                _ = shutdown_requested(&mut shutdown) => return Exit::Shutdown,
             }
         }
+    }
+
+    /// Isolated mode: clone when missing, clone again when broken. Skipped while an adopted
+    /// command runs (it may be a pull doing the same).
+    fn prepare_checkout(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let checkout = self.cfg.checkout.clone()?;
+        let url = checkout.clone_url?;
+        if self.runner.running().is_some() {
+            return None;
+        }
+        let branch = self.cfg.branch.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = crate::repo::prepare_clone(&url, &branch, &checkout.dir).await {
+                tracing::error!("{e}; the next pull tries again");
+            }
+        }))
     }
 
     /// One connection: connect, register, then serve until shutdown or failure.
@@ -212,9 +318,16 @@ impl Link {
         let interval_s = self.on_registered(registered, &token);
 
         match self.serve(&mut ws, interval_s, shutdown).await {
-            Ok(()) => {
+            Ok(ServeEnd::Shutdown) => {
                 close_normally(&mut ws, self.timings.close_grace).await;
                 stopped(true)
+            }
+            Ok(ServeEnd::Restart) => {
+                close_normally(&mut ws, self.timings.close_grace).await;
+                SessionOutcome {
+                    registered: true,
+                    end: SessionEnd::Restart,
+                }
             }
             Err(error) => {
                 close_after_error(&mut ws, self.timings.close_grace).await;
@@ -318,22 +431,30 @@ impl Link {
         interval_s
     }
 
-    /// The registered session: heartbeats out, server frames in. `Ok` means shutdown.
+    /// The registered session: heartbeats and output out, server frames in.
     async fn serve(
         &mut self,
         ws: &mut Socket,
         interval_s: u32,
         shutdown: &mut Shutdown,
-    ) -> Result<(), LinkError> {
+    ) -> Result<ServeEnd, LinkError> {
         // The first tick fires at once: the contract wants a heartbeat right after register.
         let mut ticker = time::interval(Duration::from_secs(interval_s.max(1).into()));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let idle = time::sleep(self.timings.idle);
         tokio::pin!(idle);
+        let mut poll = time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+        // Everything not acked goes out again, from the first unacked line; and the
+        // dashboard hears our checks (it may have restarted and forgotten them).
+        self.runner.rewind();
+        self.checks_unsent = !self.checks.is_empty();
 
         loop {
+            let restart_at = self.restart.as_ref().map(|r| r.deadline);
             tokio::select! {
-                _ = shutdown_requested(shutdown) => return Ok(()),
+                _ = shutdown_requested(shutdown) => return Ok(ServeEnd::Shutdown),
                 _ = ticker.tick() => {
                     let heartbeat = self.heartbeat_message().await;
                     send(ws, &AgentMessage::Heartbeat(heartbeat)).await?;
@@ -343,35 +464,125 @@ impl Link {
                     // Any frame, pings included, proves the link is alive.
                     idle.as_mut().reset(Instant::now() + self.timings.idle);
                     if let Some(text) = text_of(frame)? {
-                        self.handle_frame(ws, &text).await?;
+                        if let Some(end) = self.handle_frame(ws, &text).await? {
+                            return Ok(end);
+                        }
                     }
+                }
+                _ = poll.tick() => {
+                    let limit = self.timings.send;
+                    let more = time::timeout(limit, self.pump(ws))
+                        .await
+                        .map_err(|_| LinkError::SendTimeout(limit))??;
+                    if more {
+                        poll.reset_immediately();
+                    }
+                }
+                _ = time::sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
+                    tracing::warn!("no ack for the restart's completion; restarting anyway");
+                    return Ok(ServeEnd::Restart);
                 }
             }
         }
     }
 
-    async fn handle_frame(&mut self, ws: &mut Socket, text: &str) -> Result<(), LinkError> {
+    /// Reads the spools and sends what is due: output lines, completions, then changed
+    /// checks and a heartbeat. True when more is waiting.
+    async fn pump(&mut self, ws: &mut Socket) -> Result<bool, LinkError> {
+        self.runner.poll();
+        let mut frames = Vec::new();
+        let mut finished = Vec::new();
+        self.runner.frames(SEND_BATCH, &mut frames, &mut finished);
+        // Only a full batch means more is ready now; a full in-flight window waits for
+        // acks, and polling again at once would just spin.
+        let more = frames.len() >= SEND_BATCH;
+        for done in finished {
+            self.on_finished(done).await;
+        }
+        if frames.is_empty() && !self.checks_unsent && !self.beat_now {
+            return Ok(false);
+        }
+        for frame in &frames {
+            feed(ws, frame).await?;
+        }
+        if self.checks_unsent {
+            let report = StatusReport {
+                checks: self.checks.current.clone(),
+            };
+            feed(ws, &AgentMessage::Status(report)).await?;
+            self.checks_unsent = false;
+        }
+        if self.beat_now {
+            let heartbeat = self.heartbeat_message().await;
+            feed(ws, &AgentMessage::Heartbeat(heartbeat)).await?;
+            self.beat_now = false;
+        }
+        ws.flush().await?;
+        Ok(more)
+    }
+
+    /// A command's completion went out: update the checks from its outcome, and follow
+    /// with a heartbeat carrying the checkout's new state.
+    async fn on_finished(&mut self, done: Finished) {
+        let Finished { spec, result } = done;
+        tracing::info!(
+            command_id = %spec.command_id,
+            command = %spec.command,
+            status = ?result.status,
+            exit_code = ?result.exit_code,
+            duration_ms = result.duration_ms,
+            "command finished"
+        );
+        let now = self.repo_state().await;
+        let changed = self.checks.update(checks::after(&spec, &result, &now));
+        // refresh re-sends them even when nothing changed: that is what it is for.
+        self.checks_unsent |=
+            changed || (spec.command == CommandKind::Refresh && !self.checks.is_empty());
+        self.beat_now = true;
+    }
+
+    async fn handle_frame(
+        &mut self,
+        ws: &mut Socket,
+        text: &str,
+    ) -> Result<Option<ServeEnd>, LinkError> {
         match decode::<ServerMessage>(text) {
             Decoded::Message(ServerMessage::Command(order)) => {
-                tracing::warn!(
-                    command_id = %order.command_id,
-                    command = %order.command,
-                    "rejecting command: this agent version cannot run commands"
-                );
-                let rejected = CommandRejected {
-                    command_id: order.command_id,
-                    reason: format!(
-                        "nixdeck-agent {} does not support running commands yet",
-                        protocol::VERSION
-                    ),
-                };
-                send(ws, &AgentMessage::CommandRejected(rejected)).await?;
+                if self.runner.holds(&order.command_id) {
+                    // A repeat of one we run or ran: rejecting it would fail the original.
+                    tracing::debug!(command_id = %order.command_id, "ignoring a repeated command");
+                } else if let Some(reason) = self.refusal(&order) {
+                    tracing::warn!(command_id = %order.command_id, command = %order.command, "rejecting command: {reason}");
+                    let rejected = CommandRejected {
+                        command_id: order.command_id,
+                        reason,
+                    };
+                    send(ws, &AgentMessage::CommandRejected(rejected)).await?;
+                } else if let Err(e) = self.start_command(&order).await {
+                    tracing::error!(command_id = %order.command_id, "cannot start the command: {e}");
+                    let rejected = CommandRejected {
+                        command_id: order.command_id,
+                        reason: format!("the agent cannot start it: {e}"),
+                    };
+                    send(ws, &AgentMessage::CommandRejected(rejected)).await?;
+                }
             }
             Decoded::Message(ServerMessage::Stop(stop)) => {
-                tracing::debug!(command_id = %stop.command_id, "stop for a command we do not run")
+                if !self.runner.stop(&stop.command_id) {
+                    tracing::debug!(command_id = %stop.command_id, "stop for a command we do not run")
+                }
             }
             Decoded::Message(ServerMessage::Ack(ack)) => {
-                tracing::debug!(command_id = %ack.command_id, seq = ack.seq, "ack")
+                tracing::trace!(command_id = %ack.command_id, seq = ack.seq, complete = ack.complete, "ack");
+                let delivered = self.runner.ack(&ack);
+                let restarting = self
+                    .restart
+                    .as_ref()
+                    .is_some_and(|r| r.command_id == ack.command_id);
+                if delivered.is_some() && restarting {
+                    tracing::info!("restart acknowledged; exiting for the service manager");
+                    return Ok(Some(ServeEnd::Restart));
+                }
             }
             Decoded::Message(ServerMessage::Registered(_)) => {
                 tracing::debug!("ignoring a repeated `registered`")
@@ -379,15 +590,94 @@ impl Link {
             Decoded::Unknown(kind) => tracing::debug!("ignoring unknown frame type `{kind}`"),
             Decoded::Malformed(err) => tracing::warn!("ignoring malformed frame: {err}"),
         }
+        Ok(None)
+    }
+
+    /// Why a command cannot be taken now, if it cannot.
+    fn refusal(&self, order: &CommandOrder) -> Option<String> {
+        if !runner::is_valid_command_id(&order.command_id) {
+            return Some("invalid command id".to_owned());
+        }
+        if let Some(running) = self.runner.running() {
+            return Some(format!("busy: {} is running", running.command_id));
+        }
+        if self.cloning.as_ref().is_some_and(|c| !c.is_finished()) {
+            return Some("busy: the agent is still cloning the configuration repository".into());
+        }
+        None
+    }
+
+    async fn start_command(&mut self, order: &CommandOrder) -> io::Result<()> {
+        let before = self.repo_state().await;
+        let mut spec = Spec {
+            command_id: order.command_id.clone(),
+            command: order.command,
+            created_ms: spool::now_ms(),
+            generation_before: before.generation.clone(),
+            lock_before: before.lock_hash.clone(),
+            plan: None,
+        };
+        match self.plans.action(order.command) {
+            Ok(Action::Supervised(plan)) => {
+                spec.plan = Some(plan);
+                self.runner.start(spec)?;
+            }
+            Ok(Action::Refresh) => {
+                let metrics = self.metrics.sample();
+                let nixpkgs = probes::nixpkgs_version().await;
+                let unknown = || "unknown".to_owned();
+                let lines = [
+                    format!("generation: {}", before.generation.unwrap_or_else(unknown)),
+                    format!(
+                        "flake.lock sha256: {}",
+                        before.lock_hash.unwrap_or_else(unknown)
+                    ),
+                    format!("nixpkgs: {}", nixpkgs.unwrap_or_else(unknown)),
+                    format!(
+                        "cpu {:.1}%, ram {:.1}%, swap {:.1}%, load {:.2}",
+                        metrics.cpu, metrics.ram, metrics.swap, metrics.load
+                    ),
+                ]
+                .map(|line| (OutputStream::Stdout, line));
+                self.runner
+                    .complete_now(spec, &lines, AgentOutcome::Ok, String::new())?;
+            }
+            Ok(Action::Restart) => {
+                let line = format!(
+                    "restarting nixdeck-agent {} (pid {})",
+                    protocol::VERSION,
+                    std::process::id()
+                );
+                self.runner.complete_now(
+                    spec,
+                    &[(OutputStream::Stdout, line)],
+                    AgentOutcome::Ok,
+                    String::new(),
+                )?;
+                self.restart = Some(PendingRestart {
+                    command_id: order.command_id.clone(),
+                    deadline: Instant::now() + RESTART_GRACE,
+                });
+            }
+            Err(reason) => {
+                // Run and failed, rather than rejected: the reason lands in the command's
+                // log, where the operator looks.
+                let line = format!("[nixdeck-agent: cannot run {}: {reason}]", order.command);
+                self.runner.complete_now(
+                    spec,
+                    &[(OutputStream::Stderr, line)],
+                    AgentOutcome::Error,
+                    reason,
+                )?;
+            }
+        }
+        self.checks_unsent |= self.checks.update(checks::at_start(order.command));
         Ok(())
     }
 
     async fn register_message(&self) -> Register {
         let cfg = &self.cfg;
-        let (repo, nixpkgs_version) = tokio::join!(
-            probes::repo_state(cfg.repo_dir.as_deref()),
-            probes::nixpkgs_version()
-        );
+        let (repo, nixpkgs_version) = tokio::join!(self.repo_state(), probes::nixpkgs_version());
         Register {
             hostname: cfg.hostname.clone(),
             host_type: cfg.host_type,
@@ -397,26 +687,26 @@ impl Link {
             generation: repo.generation,
             lock_hash: repo.lock_hash,
             repo_url: cfg.repo_url.clone(),
-            repo_dir: cfg.repo_dir.as_ref().map(|d| d.display().to_string()),
+            repo_dir: self.repo_dir().map(|d| d.display().to_string()),
             branch: Some(cfg.branch.clone()),
             heartbeat_interval_s: cfg.interval_s,
             theme_color: cfg.theme_color.clone(),
             location: cfg.location.clone(),
             device_type: cfg.device_type.clone(),
-            // The runner will report a command that outlived a restart here.
-            running_command: None,
+            // Any command not fully acked, so the dashboard does not mark it lost.
+            running_command: self.runner.running_command(),
         }
     }
 
     async fn heartbeat_message(&mut self) -> Heartbeat {
         let metrics = self.metrics.sample();
         // Re-read every beat: a pull or `nix flake update` changes them between commands.
-        let repo = probes::repo_state(self.cfg.repo_dir.as_deref()).await;
+        let repo = self.repo_state().await;
         Heartbeat {
             metrics: Some(metrics),
             generation: repo.generation,
             lock_hash: repo.lock_hash,
-            pending_command: None,
+            pending_command: self.runner.pending_command(),
         }
     }
 }
@@ -456,25 +746,39 @@ fn text_of(
 }
 
 async fn send(ws: &mut Socket, message: &AgentMessage) -> Result<(), LinkError> {
+    if let Some(text) = encode(message) {
+        ws.send(Message::text(text)).await?;
+    }
+    Ok(())
+}
+
+/// Queues a frame without flushing; the caller flushes the batch.
+async fn feed(ws: &mut Socket, message: &AgentMessage) -> Result<(), LinkError> {
+    if let Some(text) = encode(message) {
+        ws.feed(Message::text(text)).await?;
+    }
+    Ok(())
+}
+
+fn encode(message: &AgentMessage) -> Option<String> {
     let text = match serde_json::to_string(message) {
         Ok(text) => text,
         Err(err) => {
             tracing::error!("cannot encode a frame: {err}");
-            return Ok(());
+            return None;
         }
     };
     // The dashboard closes the socket on an oversized frame; dropping the one frame is
-    // better than losing the link over it.
+    // better than losing the link over it. (Output lines are split well below this.)
     if text.len() > protocol::AGENT_MAX_FRAME {
         tracing::warn!(
             bytes = text.len(),
             "not sending a frame over the {} byte limit",
             protocol::AGENT_MAX_FRAME
         );
-        return Ok(());
+        return None;
     }
-    ws.send(Message::text(text)).await?;
-    Ok(())
+    Some(text)
 }
 
 /// Our side of a clean shutdown: a normal close frame, then wait briefly for the reply.
@@ -519,10 +823,18 @@ mod tests {
             theme_color: None,
             location: Some("lab".into()),
             device_type: None,
-            repo_dir: Some(dir.join("repo")),
+            checkout: Some(crate::plan::Checkout {
+                dir: dir.join("repo"),
+                clone_url: None,
+            }),
             repo_url: None,
             branch: "main".into(),
             state_dir: dir.join("state"),
+            commands: Default::default(),
+            spool_limit: 1 << 20,
+            // Unit tests have no agent binary to run as supervisor (tests/ do); a command
+            // then fails visibly instead of running.
+            supervisor_exe: dir.join("no-such-agent"),
         }
     }
 
@@ -640,10 +952,34 @@ mod tests {
         ws.send(Message::text(r#"{"type":"ack","payload":{"seq":"x"}}"#))
             .await
             .unwrap();
-        // Commands are refused with a reason, not ignored.
+        // A command whose supervisor cannot start fails with the reason in its output.
         let order = ServerMessage::Command(CommandOrder {
             command_id: "cmd-1".into(),
             command: CommandKind::Switch,
+        });
+        send_server(&mut ws, &order).await;
+        let line = next_matching(&mut ws, Duration::from_secs(3), |m| match m {
+            AgentMessage::Output(o) => Some(o),
+            _ => None,
+        })
+        .await;
+        assert_eq!((line.command_id.as_str(), line.seq), ("cmd-1", 1));
+        assert!(
+            line.line.contains("cannot start the supervisor"),
+            "{}",
+            line.line
+        );
+        let done = next_matching(&mut ws, Duration::from_secs(3), |m| match m {
+            AgentMessage::CommandComplete(c) => Some(c),
+            _ => None,
+        })
+        .await;
+        assert_eq!(done.status, AgentOutcome::Error);
+        assert_eq!(done.last_seq, 1);
+        // A command id that is not a plain name is refused, never used as a path.
+        let order = ServerMessage::Command(CommandOrder {
+            command_id: "../../etc".into(),
+            command: CommandKind::Refresh,
         });
         send_server(&mut ws, &order).await;
         let rejected = next_matching(&mut ws, Duration::from_secs(3), |m| match m {
@@ -651,8 +987,7 @@ mod tests {
             _ => None,
         })
         .await;
-        assert_eq!(rejected.command_id, "cmd-1");
-        assert!(!rejected.reason.is_empty());
+        assert_eq!(rejected.reason, "invalid command id");
         // The server's interval (1 s) applies: another beat comes soon.
         next_matching(&mut ws, Duration::from_secs(3), heartbeat).await;
 

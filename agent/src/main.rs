@@ -1,20 +1,30 @@
-//! nixdeck-agent: runs on every host of the fleet and keeps one WebSocket to the dashboard.
+//! The `nixdeck-agent` binary; the agent itself is the library (see lib.rs).
 //!
-//! Layout: `config` (flags and environment), `token` (bearer token and enrollment),
-//! `probes` (what is reported about the host) and `link` (the socket session).
-//! Commands (`runner`) and unacked output kept on disk (`spool`) plug into `link::Link`.
-
-mod config;
-mod link;
-mod probes;
-mod token;
+//! `nixdeck-agent supervise --dir <command dir>` is the hidden subcommand the agent starts
+//! for each command (see supervisor.rs); it is told apart before the agent's own flags
+//! are parsed, so it needs none of them.
 
 use clap::Parser;
+use nixdeck_agent::{config, link, supervisor};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
+/// The supervisor's command line.
+#[derive(Debug, Parser)]
+#[command(name = "nixdeck-agent supervise")]
+struct SuperviseCli {
+    /// The command's directory under <state-dir>/commands
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "supervise") {
+        let cli = SuperviseCli::parse_from(std::env::args_os().skip(1));
+        return supervisor::main(&cli.dir);
+    }
     let cli = config::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -73,8 +83,12 @@ async fn run(cfg: config::Config) -> ExitCode {
         let _ = stop.send(true);
     });
 
-    link::Link::new(cfg).run(shutdown).await;
-    tracing::info!("stopped");
+    match link::Link::new(cfg).run(shutdown).await {
+        link::Exit::Shutdown => tracing::info!("stopped"),
+        // Exit 0 all the same: systemd (Restart=always) and launchd (KeepAlive) start the
+        // agent again.
+        link::Exit::Restart => tracing::info!("exiting for a restart"),
+    }
     ExitCode::SUCCESS
 }
 

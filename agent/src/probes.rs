@@ -103,10 +103,12 @@ pub async fn nixpkgs_version() -> Option<String> {
     run_for_line(Command::new("nixos-version")).await
 }
 
-/// The commit checked out in the configuration repository (`git rev-parse HEAD`).
+/// The commit checked out in the configuration repository (`git rev-parse HEAD`), full.
 pub async fn generation(repo_dir: &Path) -> Option<String> {
-    let mut git = Command::new("git");
-    git.arg("-C").arg(repo_dir).args(["rev-parse", "HEAD"]);
+    // safe.directory: a root agent reading a checkout owned by a user (legacy mode).
+    let argv = crate::repo::git_in(repo_dir);
+    let mut git = Command::new(&argv[0]);
+    git.args(&argv[1..]).args(["rev-parse", "HEAD"]);
     let commit = run_for_line(git).await?;
     // SHA-1 or SHA-256 object names only; anything else is not a commit.
     let is_commit =

@@ -38,7 +38,9 @@ test("Pull streams its output and frees the host; Test becomes Stop, and Stop en
     const panel = page.locator(".log-panel");
     await expect(panel.locator(".log-host")).toHaveText(hostname);
     await expect(panel.locator(".log-line").first()).toHaveText("pulling step 1");
-    await expect(panel.locator(".log-line")).toHaveCount(41, { timeout: 20_000 });
+    await expect(panel.locator(".log-line:not(.log-end)")).toHaveCount(41, { timeout: 20_000 });
+    // The run ends with a line naming its status and exit code.
+    await expect(panel.locator(".log-line.log-end")).toHaveText(/^— ok, exit 0, \d+\.\d s$/);
     // Hostile output is text, and stderr is marked.
     await expect(panel.locator(".log-line.stderr")).toHaveText("<b>done</b>");
     await expect(panel.locator(".log-status")).toHaveText("ok");
@@ -55,6 +57,7 @@ test("Pull streams its output and frees the host; Test becomes Stop, and Stop en
     await expect(panel.locator(".log-line").first()).toHaveText("testing");
     await stop.click();
     await expect(panel.locator(".log-status")).toHaveText("stopped", { timeout: 15_000 });
+    await expect(panel.locator(".log-line.log-end")).toContainText("— stopped");
     await expect(row.locator("button.btn-test")).toHaveText("Test");
     await expect(row.locator("button.btn-test")).toBeEnabled();
 

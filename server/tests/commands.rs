@@ -302,7 +302,7 @@ async fn twenty_thousand_lines_arrive_complete_in_order_once() {
             None => (text.strip_prefix("out ").expect(text), false),
         };
         let n: u64 = n.parse().unwrap();
-        assert_eq!(is_err, n % 4 == 0, "{line}");
+        assert_eq!(is_err, n.is_multiple_of(4), "{line}");
         assert!(seen.insert(n), "duplicate line {n}");
     }
     assert_eq!(seen.len(), 20_000);

@@ -188,7 +188,7 @@ pub async fn login(server: &Server) -> Admin {
 
 pub async fn create_host(server: &Server, admin: &Admin, hostname: &str) -> String {
     let resp = admin
-        .post(&server, "/api/hosts")
+        .post(server, "/api/hosts")
         .json(&json!({"hostname": hostname, "host_type": "nixos"}))
         .send()
         .await

@@ -1,0 +1,176 @@
+//! The configuration checkout: git command lines for a clean-slate pull, and the clone the
+//! agent owns in isolated mode (`--repo-url` without `--repo-dir`).
+//!
+//! Every git call carries `-c safe.directory=*`: a root agent on a checkout owned by a user
+//! (legacy mode) would otherwise be refused with "dubious ownership".
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `git -c safe.directory=* -C <dir>`, to which the subcommand is appended.
+pub fn git_in(dir: &Path) -> Vec<String> {
+    vec![
+        "git".to_owned(),
+        "-c".to_owned(),
+        "safe.directory=*".to_owned(),
+        "-C".to_owned(),
+        dir.display().to_string(),
+    ]
+}
+
+fn with(mut base: Vec<String>, args: &[&str]) -> Vec<String> {
+    base.extend(args.iter().map(|a| (*a).to_owned()));
+    base
+}
+
+/// The pull: fetch the branch, make the checkout exactly the remote branch, drop untracked
+/// files. An explicit refspec, so `origin/<branch>` moves even in a single-branch clone of
+/// another branch.
+pub fn pull_argvs(dir: &Path, branch: &str) -> Vec<Vec<String>> {
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    let remote_branch = format!("origin/{branch}");
+    vec![
+        with(git_in(dir), &["fetch", "origin", &refspec]),
+        with(git_in(dir), &["reset", "--hard", &remote_branch]),
+        with(git_in(dir), &["clean", "-fd"]),
+    ]
+}
+
+/// Clones `url` into `into` (a fresh path), following only `branch`.
+pub fn clone_argv(url: &str, branch: &str, into: &Path) -> Vec<String> {
+    vec![
+        "git".to_owned(),
+        "clone".to_owned(),
+        "--branch".to_owned(),
+        branch.to_owned(),
+        "--single-branch".to_owned(),
+        "--".to_owned(),
+        url.to_owned(),
+        into.display().to_string(),
+    ]
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloneState {
+    Ready,
+    Missing,
+    /// Present but unusable, with the reason.
+    Broken(String),
+}
+
+/// Whether `dir` is a working clone of `url`.
+pub fn clone_state(dir: &Path, url: &str) -> CloneState {
+    let empty = fs::read_dir(dir).map(|mut d| d.next().is_none());
+    match empty {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return CloneState::Missing,
+        Ok(true) => return CloneState::Missing,
+        Err(e) => return CloneState::Broken(format!("cannot read it: {e}")),
+        Ok(false) => {}
+    }
+    // Without its own .git, git would find a repository in a parent directory.
+    if !dir.join(".git").exists() {
+        return CloneState::Broken("it is not a git repository".into());
+    }
+    match git_line(dir, &["rev-parse", "--verify", "HEAD^{commit}"]) {
+        Ok(head) if head.len() >= 40 => {}
+        Ok(other) => return CloneState::Broken(format!("HEAD is `{other}`")),
+        Err(e) => return CloneState::Broken(format!("`git rev-parse HEAD` failed: {e}")),
+    }
+    match git_line(dir, &["config", "--get", "remote.origin.url"]) {
+        Ok(origin) if origin == url => CloneState::Ready,
+        Ok(origin) => CloneState::Broken(format!("its origin is {origin}, not {url}")),
+        Err(e) => CloneState::Broken(format!("it has no origin: {e}")),
+    }
+}
+
+/// The first line of a quick git query's stdout, or its stderr as the error.
+fn git_line(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let argv = with(git_in(dir), args);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err.lines().next().unwrap_or("failed").trim().to_owned())
+    }
+}
+
+/// Where a new clone is made before it replaces `dir`, so a half-done clone is never
+/// mistaken for the checkout.
+pub fn clone_tmp(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    dir.with_file_name(format!(".{name}.cloning"))
+}
+
+/// Clears the way for a clone into `tmp`.
+pub fn prepare_tmp(tmp: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    if let Some(parent) = tmp.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    Ok(())
+}
+
+/// Puts the finished clone `tmp` in place of `dir`.
+pub fn replace_with(tmp: &Path, dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::rename(tmp, dir)
+}
+
+/// Isolated mode at agent start: clone when missing, clone again when broken. Failures are
+/// reported, not fatal: the next `pull` tries again.
+pub async fn prepare_clone(url: &str, branch: &str, dir: &Path) -> Result<(), String> {
+    const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
+    let (url_owned, dir_owned) = (url.to_owned(), dir.to_owned());
+    let state = tokio::task::spawn_blocking(move || clone_state(&dir_owned, &url_owned))
+        .await
+        .map_err(|e| e.to_string())?;
+    match &state {
+        CloneState::Ready => return Ok(()),
+        CloneState::Missing => {
+            tracing::info!(dir = %dir.display(), url, "cloning the configuration repository")
+        }
+        CloneState::Broken(why) => {
+            tracing::warn!(dir = %dir.display(), "the clone is broken ({why}); cloning again")
+        }
+    }
+    let tmp = clone_tmp(dir);
+    prepare_tmp(&tmp).map_err(|e| format!("cannot prepare {}: {e}", tmp.display()))?;
+    let argv = clone_argv(url, branch, &tmp);
+    let mut git = tokio::process::Command::new(&argv[0]);
+    git.args(&argv[1..])
+        .stdin(Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(CLONE_TIMEOUT, git.output()).await {
+        Err(_) => return Err(format!("git clone took longer than {CLONE_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(format!("cannot run git: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        let _ = fs::remove_dir_all(&tmp);
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "git clone {url} failed ({}): {}",
+            out.status,
+            err.trim()
+        ));
+    }
+    replace_with(&tmp, dir).map_err(|e| format!("cannot put the clone in place: {e}"))?;
+    tracing::info!(dir = %dir.display(), "cloned the configuration repository");
+    Ok(())
+}
