@@ -664,3 +664,119 @@ impl Db {
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    fn line(command_id: &str, seq: u64) -> Output {
+        Output {
+            command_id: command_id.into(),
+            seq,
+            stream: OutputStream::Stdout,
+            line: format!("line {seq}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_stored_once_per_seq() {
+        let (_dir, db) = db().await;
+        db.insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")
+            .await
+            .unwrap();
+        let (fresh, last) = db
+            .store_output("c1", &[line("c1", 1), line("c1", 2)], Timestamp(2))
+            .await
+            .unwrap();
+        assert_eq!((fresh.len(), last), (2, 2));
+        // A re-send after a reconnect overlaps what is stored: only the new line counts.
+        let (fresh, last) = db
+            .store_output(
+                "c1",
+                &[line("c1", 1), line("c1", 2), line("c1", 3)],
+                Timestamp(3),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(last, 3);
+        let page = db.output_page("c1", 0, 100).await.unwrap();
+        assert_eq!(
+            page.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Output for an unknown command is not stored.
+        assert_eq!(
+            db.store_output("nope", &[line("nope", 1)], Timestamp(3))
+                .await
+                .unwrap()
+                .1,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_decided_status_survives_the_agents_completion() {
+        let (_dir, db) = db().await;
+        db.insert_command("c1", "h", CommandKind::Switch, Timestamp(1), "admin")
+            .await
+            .unwrap();
+        db.mark_running("c1", Timestamp(2)).await.unwrap();
+        assert!(db
+            .set_final_status("c1", CommandStatus::Timeout, Timestamp(3))
+            .await
+            .unwrap());
+        assert_eq!(
+            db.holding_commands().await.unwrap().len(),
+            1,
+            "a timed-out command holds its host"
+        );
+        let row = db
+            .complete_command("c1", CommandStatus::Stopped, Some(143), 10, Timestamp(4))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.status, CommandStatus::Timeout);
+        assert_eq!(row.exit_code, Some(143));
+        assert!(db.holding_commands().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retention_drops_only_old_finished_commands() {
+        let (_dir, db) = db().await;
+        for (id, at) in [
+            ("old-done", 100),
+            ("old-running", 100),
+            ("new-done", 10_000),
+        ] {
+            db.insert_command(id, "h", CommandKind::Pull, Timestamp(at), "admin")
+                .await
+                .unwrap();
+            db.store_output(id, &[line(id, 1)], Timestamp(at))
+                .await
+                .unwrap();
+        }
+        db.complete_command("old-done", CommandStatus::Ok, Some(0), 1, Timestamp(101))
+            .await
+            .unwrap();
+        db.complete_command("new-done", CommandStatus::Ok, Some(0), 1, Timestamp(10_001))
+            .await
+            .unwrap();
+        assert_eq!(db.purge_commands(Timestamp(5_000)).await.unwrap(), 1);
+        assert!(db.command("old-done").await.unwrap().is_none());
+        assert!(db.output_page("old-done", 0, 10).await.unwrap().is_empty());
+        assert!(
+            db.command("old-running").await.unwrap().is_some(),
+            "a running command is kept"
+        );
+        assert!(db.command("new-done").await.unwrap().is_some());
+    }
+}

@@ -574,3 +574,76 @@ impl One {
         self.server.take_child()
     }
 }
+
+#[tokio::test]
+async fn a_command_the_agent_forgot_is_marked_lost() {
+    let mut one = One::start(
+        "amnesiac",
+        &sh("test", "echo going; exec sleep 1000"),
+        &[],
+        &[],
+    )
+    .await;
+    let id = one.run_ok("test").await;
+    one.wait_lines(&id, 1).await;
+    one.stop_agent("-KILL");
+    // The agent comes back with no memory of the command (its state is gone).
+    let supervisor_dir = one.path("agent-state").join("commands").join(&id);
+    if let Ok(pid) = std::fs::read_to_string(supervisor_dir.join("pid")) {
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
+    std::fs::remove_dir_all(one.path("agent-state").join("commands")).unwrap();
+    one.wait_online(false).await;
+    one.start_agent();
+    let rec = one.wait_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(rec["status"], "lost");
+    // And the host takes commands again.
+    one.wait_online(true).await;
+    let (status, _) = one.run("pull").await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn bulk_answers_for_each_host() {
+    let mut one = One::start("bulk-a", &sh("test", "echo fine"), &[], &[]).await;
+    let offline = create_host(&one.server, &one.admin, "bulk-b").await;
+    assert!(!offline.is_empty());
+    let r = one
+        .admin
+        .post(&one.server, "/api/bulk")
+        .json(&json!({"command": "test", "host_ids": ["bulk-a", "bulk-b", "ghost"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["host_id"], "bulk-a");
+    let id = results[0]["command_id"].as_str().unwrap().to_owned();
+    assert_eq!(results[1]["code"], "offline");
+    assert_eq!(results[2]["code"], "not_found");
+    assert_eq!(
+        one.wait_final(&id, Duration::from_secs(10)).await["status"],
+        "ok"
+    );
+    // `null` means every online host; an unknown command is a 422 for the whole request.
+    let r = one
+        .admin
+        .post(&one.server, "/api/bulk")
+        .json(&json!({"command": "test", "host_ids": null}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["results"].as_array().unwrap().len(), 1);
+    let r = one
+        .admin
+        .post(&one.server, "/api/bulk")
+        .json(&json!({"command": "nuke", "host_ids": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    one.stop_agent("-TERM");
+}
