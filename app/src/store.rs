@@ -423,6 +423,152 @@ mod tests {
         });
     }
 
+    /// Counts how often an effect over `track` re-runs; effects are synchronous here.
+    fn watch(
+        track: impl Fn() + Send + Sync + 'static,
+    ) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, impl Sized) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runs = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let effect = leptos::reactive::effect::ImmediateEffect::new_isomorphic(move || {
+            track();
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        (runs, effect)
+    }
+
+    #[test]
+    fn notification_counts_a_heartbeat_for_a_wakes_nothing_of_b() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a", "b"]));
+            let (a, b) = (store.host("a").unwrap(), store.host("b").unwrap());
+            let everything = move |h: HostSignals| {
+                move || {
+                    h.hostname.track();
+                    h.online.track();
+                    h.last_seen.track();
+                    h.metrics.track();
+                    h.pending_command.track();
+                    h.update_status.track();
+                    h.generation.track();
+                    h.beats.track();
+                    h.log.track();
+                }
+            };
+            let (runs_a, _ea) = watch(everything(a));
+            let (runs_b, _eb) = watch(everything(b));
+            let (runs_ids, _ei) = watch(move || store.ids.track());
+            let (runs_cpu_a, _ec) = watch(move || a.metrics.track());
+            let (runs_status_a, _es) = watch(move || a.update_status.track());
+            assert_eq!(
+                [
+                    runs_a.load(SeqCst),
+                    runs_b.load(SeqCst),
+                    runs_ids.load(SeqCst)
+                ],
+                [1, 1, 1]
+            );
+
+            store.apply(&beat("a", 101, 5.0));
+            assert!(runs_a.load(SeqCst) > 1, "A's watchers ran");
+            assert_eq!(runs_b.load(SeqCst), 1, "nothing of B re-ran");
+            assert_eq!(runs_ids.load(SeqCst), 1, "the host list did not re-render");
+            assert_eq!(
+                runs_status_a.load(SeqCst),
+                1,
+                "A's compartments did not re-render"
+            );
+            let cpu_runs = runs_cpu_a.load(SeqCst);
+            assert_eq!(cpu_runs, 2);
+
+            // Same metrics again: only last-seen changes, so the metric text is not touched.
+            store.apply(&beat("a", 102, 5.0));
+            assert_eq!(runs_cpu_a.load(SeqCst), cpu_runs);
+            assert_eq!(runs_b.load(SeqCst), 1);
+
+            // A command on B wakes B, not A's metrics.
+            store.apply(&BrowserEvent::CommandQueued(CommandQueued {
+                host_id: "b".into(),
+                command_id: "c".into(),
+                command: CommandKind::Test,
+                queued_at: Timestamp(103),
+            }));
+            assert!(runs_b.load(SeqCst) > 1);
+            assert_eq!(runs_cpu_a.load(SeqCst), cpu_runs);
+        });
+    }
+
+    #[test]
+    fn every_message_type_applies_and_unknown_hosts_are_harmless() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            let ghost = "ghost".to_owned();
+            let events = [
+                beat("ghost", 1, 1.0),
+                BrowserEvent::HostOffline(HostRef {
+                    host_id: ghost.clone(),
+                }),
+                BrowserEvent::HostRemoved(HostRef {
+                    host_id: ghost.clone(),
+                }),
+                BrowserEvent::CommandQueued(CommandQueued {
+                    host_id: ghost.clone(),
+                    command_id: "x".into(),
+                    command: CommandKind::Pull,
+                    queued_at: Timestamp(1),
+                }),
+                BrowserEvent::CommandOutput(CommandOutput {
+                    host_id: ghost.clone(),
+                    command_id: "x".into(),
+                    seq: 1,
+                    stream: OutputStream::Stdout,
+                    line: "x".into(),
+                }),
+                BrowserEvent::CommandComplete(CommandComplete {
+                    host_id: ghost.clone(),
+                    command_id: "x".into(),
+                    status: CommandStatus::Ok,
+                    exit_code: Some(0),
+                    duration_ms: 1,
+                }),
+            ];
+            for e in &events {
+                assert_eq!(store.apply(e), Changed::Nothing, "{e:?}");
+            }
+            assert_eq!(store.ids.get_untracked(), vec!["a"]);
+            let pr = PendingPr {
+                number: 7,
+                title: "<script>alert(1)</script> flake.lock".into(),
+                url: "https://example.invalid/pr/7".into(),
+                mergeable: true,
+            };
+            store.apply(&BrowserEvent::PendingPr(PendingPrChanged {
+                pr: Some(pr.clone()),
+            }));
+            assert_eq!(store.pending_pr.get_untracked(), Some(pr));
+            let progress = DeployProgress {
+                job_id: "j".into(),
+                pr_number: 7,
+                phase: DeployPhase::Pulling,
+                hosts: [("a".to_owned(), DeployHostState::Running)].into(),
+                message: "pulling".into(),
+            };
+            store.apply(&BrowserEvent::DeployProgress(progress.clone()));
+            assert_eq!(store.deploy.get_untracked(), Some(progress));
+            let mut host = Host::new("a", HostType::Nixos);
+            host.agent_outdated = true;
+            store.apply(&BrowserEvent::HostUpdated(HostBody { host }));
+            assert!(store.host("a").unwrap().agent_outdated.get_untracked());
+            store.apply(&BrowserEvent::HostOffline(HostRef {
+                host_id: "a".into(),
+            }));
+            assert!(!store.host("a").unwrap().online.get_untracked());
+        });
+    }
+
     #[test]
     fn hosts_come_and_go_live() {
         let owner = Owner::new();
