@@ -57,50 +57,43 @@ where
 /// The fleet as the hub sees it now; the dashboard's first render.
 #[server(client = CsrfClient)]
 pub async fn fleet_snapshot() -> Result<Snapshot, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.snapshot(&viewer).await
+    crate::backend::serve(|b, v| async move { b.snapshot(&v).await }).await
 }
 
 /// Run a command on a host (the row's Pull / Switch / Test buttons and the ⋮ menu).
 #[server(client = CsrfClient)]
 pub async fn run_command(host_id: String, command: CommandKind) -> Result<String, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.run_command(&viewer, &host_id, command).await
+    crate::backend::serve(|b, v| async move { b.run_command(&v, &host_id, command).await }).await
 }
 
 /// Stop the host's running command.
 #[server(client = CsrfClient)]
 pub async fn stop_command(host_id: String) -> Result<String, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.stop_command(&viewer, &host_id).await
+    crate::backend::serve(|b, v| async move { b.stop_command(&v, &host_id).await }).await
 }
 
 /// Release a host whose pending command is stuck.
 #[server(client = CsrfClient)]
 pub async fn unlock_host(host_id: String) -> Result<(), AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.unlock_host(&viewer, &host_id).await
+    crate::backend::serve(|b, v| async move { b.unlock_host(&v, &host_id).await }).await
 }
 
 /// A host's status fresh from the server (the row's refresh button).
 #[server(client = CsrfClient)]
 pub async fn refresh_host(host_id: String) -> Result<RefreshResult, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.refresh_host(&viewer, &host_id).await
+    crate::backend::serve(|b, v| async move { b.refresh_host(&v, &host_id).await }).await
 }
 
 /// Remove a host: its token stops working and its agent is disconnected.
 #[server(client = CsrfClient)]
 pub async fn remove_host(host_id: String) -> Result<(), AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.remove_host(&viewer, &host_id).await
+    crate::backend::serve(|b, v| async move { b.remove_host(&v, &host_id).await }).await
 }
 
 /// A host's latest commands, newest first.
 #[server(client = CsrfClient)]
 pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandRecord>, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.command_history(&viewer, &host_id, limit).await
+    crate::backend::serve(|b, v| async move { b.command_history(&v, &host_id, limit).await }).await
 }
 
 /// The same command on many hosts (`None`: every online host).
@@ -109,13 +102,11 @@ pub async fn bulk_command(
     command: CommandKind,
     host_ids: Option<Vec<String>>,
 ) -> Result<Vec<BulkResult>, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.bulk_command(&viewer, command, host_ids).await
+    crate::backend::serve(|b, v| async move { b.bulk_command(&v, command, host_ids).await }).await
 }
 
 /// Add a host; its agent token is in the answer, shown once.
 #[server(client = CsrfClient)]
 pub async fn add_host(host: CreateHost) -> Result<HostCreated, AppError> {
-    let (backend, viewer) = crate::backend::backend_for_request()?;
-    backend.add_host(&viewer, host).await
+    crate::backend::serve(|b, v| async move { b.add_host(&v, host).await }).await
 }

@@ -8,6 +8,21 @@ use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use std::sync::Arc;
 
+/// The Content-Security-Policy nonce of a request, minted by the server's header layer
+/// and stamped on the hydration script by the page shell.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CspNonce(pub String);
+
+/// Make the request's CSP nonce the one Leptos puts on its inline scripts.
+pub fn provide_request_nonce() {
+    use leptos::prelude::{provide_context, use_context};
+    if let Some(nonce) =
+        use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<CspNonce>().cloned())
+    {
+        provide_context(leptos::nonce::Nonce::from_value(nonce.0));
+    }
+}
+
 /// The logged-in user of a request, put into the request extensions by the server's
 /// session layer and read by the page shell (CSRF meta tag) and by server functions.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,10 +74,34 @@ pub fn current_viewer() -> Option<Viewer> {
         .and_then(|parts| parts.extensions.get::<Viewer>().cloned())
 }
 
+/// Give a server function's failure the same HTTP status the REST door would use, so
+/// both doors answer alike (401, 403, 404, 409, 422, …).
+pub fn with_status(e: AppError) -> AppError {
+    if let Some(opts) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+        if let Ok(code) = http::StatusCode::from_u16(e.status()) {
+            opts.set_status(code);
+        }
+    }
+    e
+}
+
+/// The body of every server function: find the backend and the viewer, run `f`, and give
+/// a failure its HTTP status.
+pub async fn serve<T, F, Fut>(f: F) -> Result<T, AppError>
+where
+    F: FnOnce(SharedBackend, Viewer) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>>,
+{
+    let (backend, viewer) = backend_for_request()?;
+    f(backend, viewer).await.map_err(with_status)
+}
+
 /// The backend and the viewer, or the error a server function should return.
 pub fn backend_for_request() -> Result<(SharedBackend, Viewer), AppError> {
     use leptos::prelude::use_context;
-    let viewer = current_viewer().ok_or(AppError::Unauthorized)?;
+    let viewer = current_viewer()
+        .ok_or(AppError::Unauthorized)
+        .map_err(with_status)?;
     let backend = use_context::<SharedBackend>().ok_or_else(|| {
         tracing::error!("no Backend in the Leptos context");
         AppError::Internal

@@ -26,6 +26,7 @@ pub use error::AppError;
 /// The HTML document around the app; rendered on the server only.
 #[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    backend::provide_request_nonce();
     let csrf = backend::current_viewer().map(|v| v.csrf_token);
     view! {
         <!DOCTYPE html>

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod security;
 pub mod session;
 
 use crate::hub::{agent_socket, browser_socket};
@@ -10,14 +11,42 @@ use crate::service::Services;
 use crate::state::AppState;
 use app::backend::SharedBackend;
 use app::{shell, App};
-use axum::http::{header, HeaderValue};
 use axum::routing::{any, delete, get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::sync::Arc;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+
+/// Who may use a route.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Access {
+    /// Any logged-in user (reads, and logout).
+    Viewer,
+    /// Operators and admins (commands).
+    Operator,
+    /// Admins only (hosts, tokens).
+    Admin,
+}
+
+/// Every REST route under `/api` but login, with a sample id, and who may use it. The
+/// session layer guards all of `/api` whatever is listed; the access matrix test walks
+/// this list and every registered server function, so a route that slips through fails.
+pub const API_ROUTES: &[(&str, &str, Access)] = &[
+    ("POST", "/api/logout", Access::Viewer),
+    ("GET", "/api/session", Access::Viewer),
+    ("GET", "/api/hosts", Access::Viewer),
+    ("POST", "/api/hosts", Access::Admin),
+    ("DELETE", "/api/hosts/nohost", Access::Admin),
+    ("POST", "/api/hosts/nohost/token", Access::Admin),
+    ("GET", "/api/hosts/nohost/commands", Access::Viewer),
+    ("POST", "/api/hosts/nohost/commands", Access::Operator),
+    ("POST", "/api/hosts/nohost/stop", Access::Operator),
+    ("POST", "/api/hosts/nohost/refresh", Access::Viewer),
+    ("POST", "/api/hosts/nohost/unlock", Access::Operator),
+    ("GET", "/api/commands/nocommand/log", Access::Viewer),
+    ("POST", "/api/bulk", Access::Operator),
+];
 
 pub fn router(state: AppState) -> Router {
     let backend: SharedBackend = Arc::new(Services(state.clone()));
@@ -55,18 +84,245 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             session::session_layer,
         ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
+        .layer(axum::middleware::from_fn(security::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Cli;
+    use crate::hub::Hub;
+    use crate::storage::Db;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use clap::Parser;
+    use leptos::config::LeptosOptions;
+    use tower::ServiceExt;
+
+    async fn state(dir: &std::path::Path) -> AppState {
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.display()))
+            .await
+            .unwrap();
+        for (user, role) in [("admin", "admin"), ("op", "operator"), ("viewer", "viewer")] {
+            let hash = crate::service::auth::hash_password(format!("{user}-password-1"))
+                .await
+                .unwrap();
+            db.insert_user(user, &hash, role).await.unwrap();
+        }
+        let config = Cli::parse_from(["nixdeck"]).config;
+        AppState {
+            db,
+            hub: Hub::new(Vec::new(), 5),
+            config: Arc::new(config),
+            leptos_options: LeptosOptions::builder().output_name("nixdeck").build(),
+        }
+    }
+
+    /// Every route to check: the REST list plus every registered server function.
+    fn routes() -> Vec<(Method, String, Access)> {
+        let mut all: Vec<_> = API_ROUTES
+            .iter()
+            .map(|(m, p, a)| (m.parse().unwrap(), p.to_string(), *a))
+            .collect();
+        let fns: Vec<_> = leptos::server_fn::axum::server_fn_paths().collect();
+        assert!(fns.len() >= 9, "server functions are registered");
+        for (path, method) in fns {
+            let access = match path {
+                p if p.contains("fleet_snapshot")
+                    || p.contains("refresh_host")
+                    || p.contains("command_history") =>
+                {
+                    Access::Viewer
+                }
+                p if p.contains("add_host") || p.contains("remove_host") => Access::Admin,
+                _ => Access::Operator,
+            };
+            all.push((method, path.to_owned(), access));
+        }
+        all
+    }
+
+    /// A well-formed body for each route, so that only access decides the answer.
+    fn request_body(path: &str) -> (&'static str, &'static str) {
+        const FORM: &str = "application/x-www-form-urlencoded";
+        const JSON: &str = "application/json";
+        let server_fn = |name: &str| path.contains(name) && !path.starts_with("/api/hosts");
+        match path {
+            "/api/bulk" => (JSON, r#"{"command":"pull","host_ids":["nohost"]}"#),
+            "/api/hosts" => (JSON, r#"{"hostname":"newhost","host_type":"nixos"}"#),
+            p if p.starts_with("/api/hosts/") && p.ends_with("/commands") => {
+                (JSON, r#"{"command":"pull"}"#)
+            }
+            _ if server_fn("run_command") => (FORM, "host_id=nohost&command=pull"),
+            _ if server_fn("command_history") => (FORM, "host_id=nohost&limit=5"),
+            _ if server_fn("bulk_command") => (FORM, "command=pull"),
+            _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
+            _ if server_fn("fleet_snapshot") => (FORM, ""),
+            _ if !path.starts_with("/api/hosts")
+                && !path.starts_with("/api/commands")
+                && !path.starts_with("/api/session")
+                && !path.starts_with("/api/logout") =>
+            {
+                (FORM, "host_id=nohost")
+            }
+            _ => (JSON, "{}"),
+        }
+    }
+
+    async fn call(
+        app: &Router,
+        method: &Method,
+        path: &str,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+    ) -> StatusCode {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("host", "127.0.0.1:3000");
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("{}={c}", session::COOKIE));
+        }
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        let (content_type, body) = request_body(path);
+        let req = req
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_access_matrix_holds_for_every_route_and_server_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let routes = routes();
+        let mut sessions = std::collections::HashMap::new();
+        for user in ["admin", "op", "viewer"] {
+            let s = crate::service::auth::login(&state, user, &format!("{user}-password-1"), None)
+                .await
+                .unwrap();
+            sessions.insert(user, s);
+        }
+
+        for (method, path, access) in &routes {
+            let mutating = *method != Method::GET;
+            // No session: 401, whatever the route.
+            assert_eq!(
+                call(&app, method, path, None, None).await,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+            if mutating && !path.ends_with("/logout") {
+                // A session without the CSRF token: 403.
+                let admin = &sessions["admin"];
+                assert_eq!(
+                    call(&app, method, path, Some(&admin.cookie_value), None).await,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} without CSRF"
+                );
+            }
+            if path.ends_with("/logout") {
+                continue; // it would end the sessions the rest of the walk needs; checked last
+            }
+            for (user, allowed) in [
+                ("viewer", *access == Access::Viewer),
+                ("op", *access != Access::Admin),
+                ("admin", true),
+            ] {
+                let s = &sessions[user];
+                let status = call(
+                    &app,
+                    method,
+                    path,
+                    Some(&s.cookie_value),
+                    Some(&s.csrf_token),
+                )
+                .await;
+                if allowed {
+                    assert_ne!(status, StatusCode::FORBIDDEN, "{user}: {method} {path}");
+                    assert_ne!(status, StatusCode::UNAUTHORIZED, "{user}: {method} {path}");
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{user} must not: {method} {path}"
+                    );
+                }
+            }
+        }
+        // Unknown hosts and commands are 404 for those who may ask, by either door.
+        let admin = &sessions["admin"];
+        let about_nothing = |p: &str| {
+            p.contains("nohost")
+                || p.contains("nocommand")
+                || [
+                    "run_command",
+                    "stop_command",
+                    "unlock_host",
+                    "refresh_host",
+                    "remove_host",
+                    "command_history",
+                ]
+                .iter()
+                .any(|f| p.contains(f))
+        };
+        for (method, path, _) in routes.iter().filter(|(_, p, _)| about_nothing(p)) {
+            let status = call(
+                &app,
+                method,
+                path,
+                Some(&admin.cookie_value),
+                Some(&admin.csrf_token),
+            )
+            .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        }
+        // Logout works for everyone, and ends the session.
+        for user in ["viewer", "op", "admin"] {
+            let s = &sessions[user];
+            let logout = call(
+                &app,
+                &Method::POST,
+                "/api/logout",
+                Some(&s.cookie_value),
+                Some(&s.csrf_token),
+            )
+            .await;
+            assert_eq!(logout, StatusCode::NO_CONTENT);
+            let after = call(
+                &app,
+                &Method::GET,
+                "/api/session",
+                Some(&s.cookie_value),
+                None,
+            )
+            .await;
+            assert_eq!(after, StatusCode::UNAUTHORIZED);
+        }
+        let admin = &crate::service::auth::login(&state, "admin", "admin-password-1", None)
+            .await
+            .unwrap();
+        // A path nobody registered is a JSON 404 behind the same session check.
+        assert_eq!(
+            call(&app, &Method::GET, "/api/nothing-here", None, None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(
+                &app,
+                &Method::GET,
+                "/api/nothing-here",
+                Some(&admin.cookie_value),
+                None
+            )
+            .await,
+            StatusCode::NOT_FOUND
+        );
+    }
 }
