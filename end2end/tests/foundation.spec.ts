@@ -25,7 +25,13 @@ async function loginUi(page: Page, base: string = BASE) {
 }
 
 test("wrong password is refused inline, without a reload", async ({ page }) => {
-  await page.goto("/login");
+  const resp = await page.goto("/login");
+  // A CSP without inline scripts except the nonce'd hydration script, which still runs.
+  const csp = resp?.headers()["content-security-policy"] ?? "";
+  const nonce = /script-src 'self' 'nonce-([0-9a-f]+)'/.exec(csp)?.[1];
+  expect(nonce, csp).toBeTruthy();
+  expect(csp).toContain("frame-ancestors 'none'");
+  await expect(page.locator(`script[nonce]`).first()).toBeAttached();
   await page.fill("input[name=username]", "admin");
   await page.fill("input[name=password]", "not-the-password");
   // Wait for hydration, so the form posts JSON and shows the error inline.

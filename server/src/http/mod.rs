@@ -18,36 +18,6 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
-/// Who may use a route.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Access {
-    /// Any logged-in user (reads, and logout).
-    Viewer,
-    /// Operators and admins (commands).
-    Operator,
-    /// Admins only (hosts, tokens).
-    Admin,
-}
-
-/// Every REST route under `/api` but login, with a sample id, and who may use it. The
-/// session layer guards all of `/api` whatever is listed; the access matrix test walks
-/// this list and every registered server function, so a route that slips through fails.
-pub const API_ROUTES: &[(&str, &str, Access)] = &[
-    ("POST", "/api/logout", Access::Viewer),
-    ("GET", "/api/session", Access::Viewer),
-    ("GET", "/api/hosts", Access::Viewer),
-    ("POST", "/api/hosts", Access::Admin),
-    ("DELETE", "/api/hosts/nohost", Access::Admin),
-    ("POST", "/api/hosts/nohost/token", Access::Admin),
-    ("GET", "/api/hosts/nohost/commands", Access::Viewer),
-    ("POST", "/api/hosts/nohost/commands", Access::Operator),
-    ("POST", "/api/hosts/nohost/stop", Access::Operator),
-    ("POST", "/api/hosts/nohost/refresh", Access::Viewer),
-    ("POST", "/api/hosts/nohost/unlock", Access::Operator),
-    ("GET", "/api/commands/nocommand/log", Access::Viewer),
-    ("POST", "/api/bulk", Access::Operator),
-];
-
 pub fn router(state: AppState) -> Router {
     let backend: SharedBackend = Arc::new(Services(state.clone()));
     let routes = generate_route_list(App);
@@ -100,6 +70,36 @@ mod tests {
     use clap::Parser;
     use leptos::config::LeptosOptions;
     use tower::ServiceExt;
+
+    /// Who may use a route.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Access {
+        /// Any logged-in user (reads, and logout).
+        Viewer,
+        /// Operators and admins (commands).
+        Operator,
+        /// Admins only (hosts, tokens).
+        Admin,
+    }
+
+    /// Every REST route under `/api` but login, with a sample id, and who may use it. The
+    /// session layer guards all of `/api` whatever is listed; the access matrix test walks
+    /// this list and every registered server function, so a route that slips through fails.
+    const API_ROUTES: &[(&str, &str, Access)] = &[
+        ("POST", "/api/logout", Access::Viewer),
+        ("GET", "/api/session", Access::Viewer),
+        ("GET", "/api/hosts", Access::Viewer),
+        ("POST", "/api/hosts", Access::Admin),
+        ("DELETE", "/api/hosts/nohost", Access::Admin),
+        ("POST", "/api/hosts/nohost/token", Access::Admin),
+        ("GET", "/api/hosts/nohost/commands", Access::Viewer),
+        ("POST", "/api/hosts/nohost/commands", Access::Operator),
+        ("POST", "/api/hosts/nohost/stop", Access::Operator),
+        ("POST", "/api/hosts/nohost/refresh", Access::Viewer),
+        ("POST", "/api/hosts/nohost/unlock", Access::Operator),
+        ("GET", "/api/commands/nocommand/log", Access::Viewer),
+        ("POST", "/api/bulk", Access::Operator),
+    ];
 
     async fn state(dir: &std::path::Path) -> AppState {
         let db = Db::connect(&format!("sqlite://{}/t.db", dir.display()))
