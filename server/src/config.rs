@@ -24,6 +24,36 @@ pub struct Cli {
 pub enum Command {
     /// Serve the dashboard (the default when no command is given).
     Serve,
+    /// Manage users in the database (works while the dashboard runs).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum UserCommand {
+    /// Add a user. The password is read from stdin with --password-stdin, or generated and
+    /// printed once.
+    Add {
+        username: String,
+        /// viewer (sees everything, runs nothing), operator (runs commands and deploys) or
+        /// admin (also manages users, hosts and tokens).
+        #[arg(long, default_value = "operator")]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (stdin or generated); the user's sessions end at once.
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user; their sessions end at once.
+    Disable { username: String },
+    /// Enable a disabled user.
+    Enable { username: String },
+    /// List users.
+    List,
 }
 
 #[derive(Parser, Debug, Clone)]

@@ -36,14 +36,17 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
-        None | Some(config::Command::Serve) => match serve(cli.config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        None | Some(config::Command::Serve) => serve(cli.config).await,
+        Some(config::Command::User(action)) => user_command(&cli.config, action).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("nixdeck: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -110,6 +113,83 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("saving last-seen")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `nixdeck user …`: account management from the command line.
+async fn user_command(config: &Config, action: config::UserCommand) -> anyhow::Result<()> {
+    use config::UserCommand::*;
+    use service::users;
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let fail = |e: app::AppError| anyhow::anyhow!("{e}");
+    let read_password = |from_stdin: bool| -> anyhow::Result<Option<String>> {
+        if !from_stdin {
+            return Ok(None);
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
+    };
+    match action {
+        Add {
+            username,
+            role,
+            password_stdin,
+        } => {
+            let (password, generated) =
+                users::password_or_generated(read_password(password_stdin)?).map_err(fail)?;
+            users::add(&db, &username, &role, &password)
+                .await
+                .map_err(fail)?;
+            println!("Added {role} {username}.");
+            if generated {
+                println!("Password: {password}");
+            }
+        }
+        Passwd {
+            username,
+            password_stdin,
+        } => {
+            let (password, generated) =
+                users::password_or_generated(read_password(password_stdin)?).map_err(fail)?;
+            users::set_password(&db, &username, &password)
+                .await
+                .map_err(fail)?;
+            println!("New password set for {username}; their sessions ended.");
+            if generated {
+                println!("Password: {password}");
+            }
+        }
+        Disable { username } => {
+            users::set_disabled(&db, &username, true)
+                .await
+                .map_err(fail)?;
+            println!("Disabled {username}; their sessions ended.");
+        }
+        Enable { username } => {
+            users::set_disabled(&db, &username, false)
+                .await
+                .map_err(fail)?;
+            println!("Enabled {username}.");
+        }
+        List => {
+            println!("{:<24} {:<9} {:<8} created", "user", "role", "state");
+            for (u, created) in users::list(&db).await.map_err(fail)? {
+                let state = if u.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<24} {:<9} {:<8} {}",
+                    u.username,
+                    u.role,
+                    state,
+                    protocol::Timestamp(created)
+                );
+            }
+        }
+    }
     Ok(())
 }
 

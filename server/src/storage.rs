@@ -137,6 +137,53 @@ impl Db {
         }))
     }
 
+    pub async fn users(&self) -> DbResult<Vec<(UserRow, i64)>> {
+        let rows = sqlx::query("SELECT username, password_hash, role, disabled, created_at FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    UserRow {
+                        username: r.get(0),
+                        password_hash: r.get(1),
+                        role: r.get(2),
+                        disabled: r.get(3),
+                    },
+                    r.get(4),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn set_password(&self, username: &str, password_hash: &str) -> DbResult<bool> {
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE username = $1")
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> DbResult<bool> {
+        sqlx::query("UPDATE users SET disabled = $2 WHERE username = $1")
+            .bind(username)
+            .bind(disabled)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    /// End every session of a user (disabled, or a new password).
+    pub async fn delete_sessions_of(&self, username: &str) -> DbResult<u64> {
+        sqlx::query("DELETE FROM sessions WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+    }
+
     // ------------------------------------------------------------------ sessions
 
     pub async fn insert_session(

@@ -530,3 +530,133 @@ async fn a_slow_browser_is_dropped_without_slowing_the_others() {
         server.log()
     );
 }
+
+/// Runs `nixdeck user …` against the server's database, with `stdin` as input.
+fn user_cli(server: &Server, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        .arg("user")
+        .args(args)
+        .env(
+            "NIXDECK_DATABASE_URL",
+            format!("sqlite://{}/test.db", server.dir.display()),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn users_from_the_cli_roles_and_disabling_revoke_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let (ok, out) = user_cli(
+        &server,
+        &["add", "watcher", "--role", "viewer", "--password-stdin"],
+        "watcher-password-1\n",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = user_cli(
+        &server,
+        &["add", "watcher", "--password-stdin"],
+        "watcher-password-1\n",
+    );
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = user_cli(&server, &["add", "shorty", "--password-stdin"], "short\n");
+    assert!(!ok && out.contains("at least 12"), "{out}");
+    let (ok, out) = user_cli(&server, &["add", "gen-op"], "");
+    assert!(ok && out.contains("Password: "), "{out}");
+
+    // The viewer sees everything and runs nothing.
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let r = http
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "watcher", "password": "watcher-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        http.get(server.url("/api/hosts"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = http
+        .post(server.url("/api/hosts"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"hostname": "nope", "host_type": "nixos"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Disabling ends the session at once and closes its socket within 5 s.
+    let viewer = Admin {
+        http: http.clone(),
+        csrf,
+        cookie,
+    };
+    let mut socket = browser_socket(&server, &viewer).await;
+    assert_eq!(
+        next_json(&mut socket, Duration::from_secs(5)).await["type"],
+        "snapshot"
+    );
+    let (ok, out) = user_cli(&server, &["disable", "watcher"], "");
+    assert!(ok, "{out}");
+    assert_eq!(
+        http.get(server.url("/api/session"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let started = Instant::now();
+    assert_eq!(close_code(&mut socket).await, Some(CloseCode::from(4401)));
+    assert!(started.elapsed() <= Duration::from_secs(6));
+    let r = http
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "watcher", "password": "watcher-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a disabled user cannot log in");
+    let (_, out) = user_cli(&server, &["list"], "");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("watcher") && l.contains("disabled")),
+        "{out}"
+    );
+}

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod commands;
 pub mod hosts;
+pub mod users;
 
 use app::backend::{Backend, Viewer};
 use app::AppError;
