@@ -115,6 +115,11 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_TIMEOUT_OTHER_S", default_value_t = 900)]
     pub timeout_other_s: u64,
 
+    /// Failed logins allowed per account per minute (an address gets four times as many);
+    /// past that, logins are refused with 429 and Retry-After until the window frees up.
+    #[arg(long, env = "NIXDECK_LOGIN_FAILURES_PER_MIN", default_value_t = 5)]
+    pub login_failures_per_min: u32,
+
     /// Finished commands and their output are deleted after this many days.
     #[arg(long, env = "NIXDECK_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,

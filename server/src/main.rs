@@ -89,6 +89,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         db: db.clone(),
         hub: hub.clone(),
         config: Arc::new(config.clone()),
+        limits: Arc::new(service::limits::Limits::new(config.login_failures_per_min)),
         leptos_options,
     };
     spawn_background(state.clone());
@@ -220,6 +221,7 @@ fn spawn_background(app: AppState) {
                     tracing::warn!("purging sessions: {e}");
                 }
                 service::commands::purge_old(&app).await;
+                app.limits.forget_old();
             }
         }
     });

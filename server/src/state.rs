@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::service::limits::Limits;
 use crate::storage::Db;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -13,5 +14,6 @@ pub struct AppState {
     pub db: Db,
     pub hub: Hub,
     pub config: Arc<Config>,
+    pub limits: Arc<Limits>,
     pub leptos_options: LeptosOptions,
 }

@@ -660,3 +660,55 @@ async fn users_from_the_cli_roles_and_disabling_revoke_at_once() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_then_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[("NIXDECK_LOGIN_FAILURES_PER_MIN", "6")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let attempt = |password: &'static str| {
+        let http = http.clone();
+        let url = server.url("/api/login");
+        async move {
+            http.post(url)
+                .json(&json!({"username": "admin", "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..6 {
+        assert_eq!(attempt("wrong-password-0").await.status(), 401);
+    }
+    let limited = attempt("wrong-password-0").await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        limited.json::<Value>().await.unwrap()["code"],
+        "rate_limited"
+    );
+    // Locked: even the right password waits.
+    assert_eq!(attempt(PASSWORD).await.status(), 429);
+    // Other accounts are not locked out by it.
+    assert_eq!(
+        http.post(server.url("/api/login"))
+            .json(&json!({"username": "someone-else", "password": "wrong-password-0"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    sleep(Duration::from_secs(retry + 1)).await;
+    assert_eq!(attempt(PASSWORD).await.status(), 200, "recovered");
+}

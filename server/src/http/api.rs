@@ -53,13 +53,7 @@ pub async fn login(
         serde_urlencoded::from_bytes(&body)
             .map_err(|e| AppError::Invalid(format!("Invalid login form: {e}")))?
     };
-    let session = service::auth::login(
-        &app,
-        &req.username,
-        &req.password,
-        Some(peer.ip().to_string()),
-    )
-    .await?;
+    let session = service::auth::login(&app, &req.username, &req.password, Some(peer.ip())).await?;
     let cookie = set_cookie(&session.cookie_value, app.config.session_max_h * 3600);
     let next = req
         .next

@@ -115,6 +115,9 @@ mod tests {
         AppState {
             db,
             hub: Hub::new(Vec::new(), 5),
+            limits: Arc::new(crate::service::limits::Limits::new(
+                config.login_failures_per_min,
+            )),
             config: Arc::new(config),
             leptos_options: LeptosOptions::builder().output_name("nixdeck").build(),
         }

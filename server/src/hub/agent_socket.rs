@@ -44,19 +44,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 pub async fn handler(
     State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    // The token is checked before anything else: a wrong token is a 401, upgrade or not.
+    // The token is checked before anything else: a wrong token is a 401, upgrade or not;
+    // an address that keeps failing gets 429s.
     let identity = match bearer(&headers) {
-        Some(token) => match authenticate_agent(&app, token).await {
-            Ok(identity) => identity,
-            Err(e) => {
-                tracing::warn!("agent connection refused: unknown token");
-                return error_response(&e);
-            }
-        },
-        None => return error_response(&app::AppError::Unauthorized),
+        Some(token) => authenticate_agent(&app, token).await,
+        None => Err(app::AppError::Unauthorized),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::warn!(ip = %peer.ip(), "agent connection refused: missing or unknown token");
+            let e = match app.limits.agent_address.fail(&peer.ip()) {
+                Ok(()) => e,
+                Err(wait) => crate::service::limits::too_many(wait),
+            };
+            return error_response(&e);
+        }
     };
     let ws = match upgrade {
         Ok(ws) => ws,

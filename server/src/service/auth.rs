@@ -109,8 +109,16 @@ pub async fn login(
     app: &AppState,
     username: &str,
     password: &str,
-    ip: Option<String>,
+    address: Option<std::net::IpAddr>,
 ) -> Result<NewSession> {
+    use super::limits::too_many;
+    // Locked accounts and addresses are refused before any password is checked.
+    let account = username.to_owned();
+    app.limits.login_account.check(&account).map_err(too_many)?;
+    if let Some(a) = &address {
+        app.limits.login_address.check(a).map_err(too_many)?;
+    }
+    let ip = address.map(|a| a.to_string());
     let user = app.db.user(username).await.or_internal("loading user")?;
     let (hash, usable) = match &user {
         Some(u) => (u.password_hash.clone(), !u.disabled),
@@ -124,6 +132,10 @@ pub async fn login(
             ip = ip.as_deref().unwrap_or("-"),
             "login failed"
         );
+        if let Some(a) = &address {
+            app.limits.login_address.fail(a).map_err(too_many)?;
+        }
+        app.limits.login_account.fail(&account).map_err(too_many)?;
         return Err(AppError::Unauthorized);
     }
     let session = NewSession {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod commands;
 pub mod hosts;
+pub mod limits;
 pub mod users;
 
 use app::backend::{Backend, Viewer};
