@@ -149,3 +149,16 @@ pub struct DeployRequest {
 pub struct JobAccepted {
     pub job_id: String,
 }
+
+/// One audit log entry (`GET /api/audit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    pub actor: String,
+    pub ip: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    /// `ok`, or the error code (`forbidden`, `busy`, `unauthorized`, …).
+    pub result: String,
+    pub detail: Option<String>,
+}

@@ -124,6 +124,10 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
 
+    /// Audit log entries are deleted after this many days.
+    #[arg(long, env = "NIXDECK_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u32,
+
     /// Public origin of the dashboard (e.g. `https://deck.example.org`) when it runs behind
     /// a proxy that rewrites the Host header. By default the request's Host is the origin.
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]

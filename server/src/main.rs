@@ -143,7 +143,7 @@ async fn user_command(config: &Config, action: config::UserCommand) -> anyhow::R
         } => {
             let (password, generated) =
                 users::password_or_generated(read_password(password_stdin)?).map_err(fail)?;
-            users::add(&db, &username, &role, &password)
+            users::add(&db, "cli", &username, &role, &password)
                 .await
                 .map_err(fail)?;
             println!("Added {role} {username}.");
@@ -157,7 +157,7 @@ async fn user_command(config: &Config, action: config::UserCommand) -> anyhow::R
         } => {
             let (password, generated) =
                 users::password_or_generated(read_password(password_stdin)?).map_err(fail)?;
-            users::set_password(&db, &username, &password)
+            users::set_password(&db, "cli", &username, &password)
                 .await
                 .map_err(fail)?;
             println!("New password set for {username}; their sessions ended.");
@@ -166,13 +166,13 @@ async fn user_command(config: &Config, action: config::UserCommand) -> anyhow::R
             }
         }
         Disable { username } => {
-            users::set_disabled(&db, &username, true)
+            users::set_disabled(&db, "cli", &username, true)
                 .await
                 .map_err(fail)?;
             println!("Disabled {username}; their sessions ended.");
         }
         Enable { username } => {
-            users::set_disabled(&db, &username, false)
+            users::set_disabled(&db, "cli", &username, false)
                 .await
                 .map_err(fail)?;
             println!("Enabled {username}.");
@@ -222,6 +222,7 @@ fn spawn_background(app: AppState) {
                 }
                 service::commands::purge_old(&app).await;
                 app.limits.forget_old();
+                service::audit::purge_old(&app).await;
             }
         }
     });

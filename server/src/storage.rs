@@ -1,7 +1,7 @@
 //! All SQL lives here. The rest of the server sees typed rows and methods, so moving to
 //! PostgreSQL later means changing this module (and the pool type) only.
 
-use protocol::api::CommandRecord;
+use protocol::api::{AuditEntry, CommandRecord};
 use protocol::messages::Output;
 use protocol::{CommandKind, CommandStatus, Host, HostType, Metrics, OutputStream, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -703,6 +703,68 @@ impl Db {
             .rows_affected();
         tx.commit().await?;
         Ok(n)
+    }
+}
+
+/// Filters for reading the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub limit: u32,
+}
+
+impl Db {
+    pub async fn insert_audit(&self, e: &AuditEntry) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, actor, ip, action, target, result, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.at.secs())
+        .bind(&e.actor)
+        .bind(&e.ip)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.result)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Newest first; each filter is an exact match when given.
+    pub async fn audit(&self, f: &AuditFilter) -> DbResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, ip, action, target, result, detail FROM audit
+             WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target = $3)
+             ORDER BY at DESC, id DESC LIMIT $4",
+        )
+        .bind(&f.actor)
+        .bind(&f.action)
+        .bind(&f.target)
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at: Timestamp(r.get(0)),
+                actor: r.get(1),
+                ip: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                result: r.get(5),
+                detail: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn purge_audit(&self, before: Timestamp) -> DbResult<u64> {
+        sqlx::query("DELETE FROM audit WHERE at < $1")
+            .bind(before.secs())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
     }
 }
 

@@ -712,3 +712,112 @@ async fn failed_logins_are_rate_limited_then_recover() {
     sleep(Duration::from_secs(retry + 1)).await;
     assert_eq!(attempt(PASSWORD).await.status(), 200, "recovered");
 }
+
+#[tokio::test]
+async fn the_audit_log_records_who_did_what_from_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let anon = reqwest::Client::new();
+    let wrong = anon
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "admin", "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let admin = login(&server).await;
+    create_host(&server, &admin, "audited").await;
+    let r = admin
+        .post(&server, "/api/hosts/audited/commands")
+        .json(&json!({"command": "pull"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "offline");
+    let r = admin
+        .post(&server, "/api/hosts/audited/token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (ok, out) = user_cli(
+        &server,
+        &["add", "auditor", "--role", "viewer", "--password-stdin"],
+        "auditor-password-1\n",
+    );
+    assert!(ok, "{out}");
+
+    let entries: Value = admin
+        .http
+        .get(server.url("/api/audit?limit=50"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen: Vec<(String, String, String, String)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap_or("").to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let has = |actor: &str, action: &str, target: &str, result: &str| {
+        seen.iter()
+            .any(|(a, b, c, d)| a == actor && b == action && c == target && d == result)
+    };
+    assert!(has("admin", "login", "", "unauthorized"), "{seen:?}");
+    assert!(has("admin", "login", "", "ok"), "{seen:?}");
+    assert!(has("admin", "host.add", "audited", "ok"), "{seen:?}");
+    assert!(
+        has("admin", "command.pull", "audited", "offline"),
+        "{seen:?}"
+    );
+    assert!(has("admin", "host.token", "audited", "ok"), "{seen:?}");
+    assert!(has("cli", "user.add", "auditor", "ok"), "{seen:?}");
+    // Newest first, with the client's address.
+    assert_eq!(entries[0]["action"], "user.add");
+    assert!(entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["ip"] == "127.0.0.1"));
+    // Filters.
+    let only: Value = admin
+        .http
+        .get(server.url("/api/audit?action=host.token"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    // Viewers cannot read it.
+    let viewer = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    viewer
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "auditor", "password": "auditor-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        viewer
+            .get(server.url("/api/audit"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}

@@ -202,6 +202,28 @@ pub async fn bulk(
     Ok(Json(BulkResponse { results }))
 }
 
+#[derive(serde::Deserialize)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn audit(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<AuditQuery>,
+) -> HttpResult<Json<Vec<AuditEntry>>> {
+    let filter = crate::storage::AuditFilter {
+        actor: q.actor,
+        action: q.action,
+        target: q.target,
+        limit: q.limit.unwrap_or(100),
+    };
+    Ok(Json(service::audit::read(&app, &viewer, filter).await?))
+}
+
 /// Unknown `/api` paths answer in JSON too.
 pub async fn not_found() -> Response {
     super::error::error_response(&AppError::NotFound("no such API route".into()))

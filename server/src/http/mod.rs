@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts/{id}/unlock", post(api::unlock_host))
         .route("/api/commands/{id}/log", get(api::command_log))
         .route("/api/bulk", post(api::bulk))
+        .route("/api/audit", get(api::audit))
         .route("/ws", get(browser_socket::handler))
         .route("/ws/agent", get(agent_socket::handler))
         .leptos_routes_with_context(
@@ -99,6 +100,7 @@ mod tests {
         ("POST", "/api/hosts/nohost/unlock", Access::Operator),
         ("GET", "/api/commands/nocommand/log", Access::Viewer),
         ("POST", "/api/bulk", Access::Operator),
+        ("GET", "/api/audit", Access::Admin),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {

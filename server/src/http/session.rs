@@ -94,7 +94,12 @@ pub async fn session_layer(State(app): State<AppState>, mut req: Request, next: 
         None => None,
     };
     if let (Some(v), Some(c)) = (&viewer, cookie) {
-        req.extensions_mut().insert(v.clone());
+        let mut v = v.clone();
+        v.ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        req.extensions_mut().insert(v);
         req.extensions_mut().insert(SessionCookie(c));
     }
     let path = req.uri().path().to_owned();

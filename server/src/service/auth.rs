@@ -111,6 +111,29 @@ pub async fn login(
     password: &str,
     address: Option<std::net::IpAddr>,
 ) -> Result<NewSession> {
+    let result = check_login(app, username, password, address).await;
+    let ip = address.map(|a| a.to_string());
+    // Capped: the name came from an unauthenticated client.
+    let actor: String = username.chars().take(64).collect();
+    super::audit::write(
+        &app.db,
+        &actor,
+        ip.as_deref(),
+        "login",
+        None,
+        super::audit::outcome(&result),
+        None,
+    )
+    .await;
+    result
+}
+
+async fn check_login(
+    app: &AppState,
+    username: &str,
+    password: &str,
+    address: Option<std::net::IpAddr>,
+) -> Result<NewSession> {
     use super::limits::too_many;
     // Locked accounts and addresses are refused before any password is checked.
     let account = username.to_owned();
@@ -187,6 +210,7 @@ pub async fn session(app: &AppState, cookie_value: &str) -> Result<Option<Viewer
         username: row.username,
         role: row.role,
         csrf_token: row.csrf_token,
+        ip: None,
     }))
 }
 

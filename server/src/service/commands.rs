@@ -1,7 +1,7 @@
 //! Commands: the rules for running, stopping and unlocking, the agent's side of delivery
 //! (output stored once per seq, acks, completion), hard timeouts and retention.
 
-use super::{OrInternal, Result};
+use super::{audit, OrInternal, Result};
 use crate::hub::Reservation;
 use crate::secret::new_token;
 use crate::state::AppState;
@@ -37,6 +37,23 @@ fn new_command_id() -> String {
 
 /// Run `kind` on a host: 202 with the id, 404 unknown host, 409 `offline` or `busy`.
 pub async fn run(
+    app: &AppState,
+    viewer: &Viewer,
+    host_id: &str,
+    kind: CommandKind,
+) -> Result<String> {
+    let result = start(app, viewer, host_id, kind).await;
+    audit::record(
+        app,
+        viewer,
+        &format!("command.{kind}"),
+        Some(host_id),
+        result,
+    )
+    .await
+}
+
+async fn start(
     app: &AppState,
     viewer: &Viewer,
     host_id: &str,
@@ -122,6 +139,11 @@ fn release(
 
 /// Ask the agent to stop the running command: 202, or 409 `idle` / `offline`.
 pub async fn stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<String> {
+    let result = send_stop(app, viewer, host_id).await;
+    audit::record(app, viewer, "stop", Some(host_id), result).await
+}
+
+async fn send_stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<String> {
     require_operator(viewer)?;
     if !app.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
@@ -152,6 +174,11 @@ pub async fn stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<Stri
 
 /// Release a stuck host by hand: its pending command becomes `abandoned`.
 pub async fn unlock(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<()> {
+    let result = release_stuck(app, viewer, host_id).await;
+    audit::record(app, viewer, "unlock", Some(host_id), result).await
+}
+
+async fn release_stuck(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<()> {
     require_operator(viewer)?;
     if !app.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));

@@ -1,6 +1,6 @@
 //! Hosts and their agent tokens.
 
-use super::{require_admin, OrInternal, Result};
+use super::{audit, require_admin, OrInternal, Result};
 use crate::secret::{constant_time_eq, new_token, sha256_hex};
 use crate::state::AppState;
 use crate::storage::{is_unique_violation, HostReport};
@@ -69,6 +69,12 @@ async fn insert_with_token(app: &AppState, host: &Host) -> Result<String> {
 
 /// `POST /api/hosts`: a new host and its token, shown once.
 pub async fn create(app: &AppState, viewer: &Viewer, req: CreateHost) -> Result<HostCreated> {
+    let name: String = req.hostname.chars().take(64).collect();
+    let result = add(app, viewer, req).await;
+    audit::record(app, viewer, "host.add", Some(&name), result).await
+}
+
+async fn add(app: &AppState, viewer: &Viewer, req: CreateHost) -> Result<HostCreated> {
     require_admin(viewer)?;
     let host = new_host(req)?;
     let agent_token = insert_with_token(app, &host).await?;
@@ -104,6 +110,11 @@ pub fn list(app: &AppState, _viewer: &Viewer) -> Vec<Host> {
 
 /// `DELETE /api/hosts/{id}`: forget the host, revoke its token, close its agent.
 pub async fn remove(app: &AppState, viewer: &Viewer, id: &str) -> Result<()> {
+    let result = forget(app, viewer, id).await;
+    audit::record(app, viewer, "host.remove", Some(id), result).await
+}
+
+async fn forget(app: &AppState, viewer: &Viewer, id: &str) -> Result<()> {
     require_admin(viewer)?;
     if !app.db.delete_host(id).await.or_internal("deleting host")? {
         return Err(AppError::NotFound(format!("host {id}")));
@@ -115,6 +126,11 @@ pub async fn remove(app: &AppState, viewer: &Viewer, id: &str) -> Result<()> {
 
 /// `POST /api/hosts/{id}/token`: a new token; the old one stops working at once.
 pub async fn rotate_token(app: &AppState, viewer: &Viewer, id: &str) -> Result<String> {
+    let result = new_host_token(app, viewer, id).await;
+    audit::record(app, viewer, "host.token", Some(id), result).await
+}
+
+async fn new_host_token(app: &AppState, viewer: &Viewer, id: &str) -> Result<String> {
     require_admin(viewer)?;
     let token = new_token();
     if !app

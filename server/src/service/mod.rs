@@ -1,6 +1,7 @@
 //! The service layer: every rule lives here once. REST handlers and server functions are
 //! thin doors that call these functions, so the two can never disagree.
 
+pub mod audit;
 pub mod auth;
 pub mod commands;
 pub mod hosts;

@@ -1,7 +1,7 @@
 //! User accounts: roles, passwords, disabling. Shared by the CLI (and a Users page later).
 
 use super::auth::{check_password_rules, generate_password, hash_password};
-use super::{OrInternal, Result};
+use super::{audit, OrInternal, Result};
 use crate::storage::{is_unique_violation, Db, UserRow};
 use app::AppError;
 
@@ -44,7 +44,23 @@ pub fn password_or_generated(given: Option<String>) -> Result<(String, bool)> {
     }
 }
 
-pub async fn add(db: &Db, username: &str, role: &str, password: &str) -> Result<()> {
+/// Each change is audited with `actor` (a username, or `cli`).
+pub async fn add(db: &Db, actor: &str, username: &str, role: &str, password: &str) -> Result<()> {
+    let result = insert(db, username, role, password).await;
+    audit::write(
+        db,
+        actor,
+        None,
+        "user.add",
+        Some(username),
+        audit::outcome(&result),
+        Some(format!("role {role}")),
+    )
+    .await;
+    result
+}
+
+async fn insert(db: &Db, username: &str, role: &str, password: &str) -> Result<()> {
     check_username(username)?;
     check_role(role)?;
     check_password_rules(password)?;
@@ -60,7 +76,22 @@ pub async fn add(db: &Db, username: &str, role: &str, password: &str) -> Result<
 }
 
 /// A new password; every session of the user ends.
-pub async fn set_password(db: &Db, username: &str, password: &str) -> Result<()> {
+pub async fn set_password(db: &Db, actor: &str, username: &str, password: &str) -> Result<()> {
+    let result = change_password(db, username, password).await;
+    audit::write(
+        db,
+        actor,
+        None,
+        "user.passwd",
+        Some(username),
+        audit::outcome(&result),
+        None,
+    )
+    .await;
+    result
+}
+
+async fn change_password(db: &Db, username: &str, password: &str) -> Result<()> {
     check_password_rules(password)?;
     let hash = hash_password(password.to_owned()).await?;
     if !db
@@ -77,7 +108,27 @@ pub async fn set_password(db: &Db, username: &str, password: &str) -> Result<()>
 }
 
 /// Disable (sessions end at once, and open sockets close within 5 s) or enable a user.
-pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<()> {
+pub async fn set_disabled(db: &Db, actor: &str, username: &str, disabled: bool) -> Result<()> {
+    let result = change_disabled(db, username, disabled).await;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    audit::write(
+        db,
+        actor,
+        None,
+        action,
+        Some(username),
+        audit::outcome(&result),
+        None,
+    )
+    .await;
+    result
+}
+
+async fn change_disabled(db: &Db, username: &str, disabled: bool) -> Result<()> {
     if !db
         .set_disabled(username, disabled)
         .await

@@ -1,0 +1,86 @@
+//! The audit log: every login, command, stop, unlock, host and token change and user
+//! change, with who, when, from where, what and the result. Writing it never fails the
+//! action it records (a failure to write is logged).
+
+use super::{require_admin, OrInternal, Result};
+use crate::state::AppState;
+use crate::storage::{AuditFilter, Db};
+use app::backend::Viewer;
+use protocol::api::AuditEntry;
+use protocol::Timestamp;
+
+/// `ok` or the error's code.
+pub fn outcome<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code().to_owned(),
+    }
+}
+
+pub async fn write(
+    db: &Db,
+    actor: &str,
+    ip: Option<&str>,
+    action: &str,
+    target: Option<&str>,
+    result: String,
+    detail: Option<String>,
+) {
+    let entry = AuditEntry {
+        at: Timestamp::now(),
+        actor: actor.to_owned(),
+        ip: ip.map(str::to_owned),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        result,
+        detail,
+    };
+    if let Err(e) = db.insert_audit(&entry).await {
+        tracing::error!(action, actor, "writing the audit log: {e}");
+    }
+}
+
+/// Record what `viewer` did and how it ended, and hand the result on.
+pub async fn record<T>(
+    app: &AppState,
+    viewer: &Viewer,
+    action: &str,
+    target: Option<&str>,
+    result: Result<T>,
+) -> Result<T> {
+    let detail = result.as_ref().err().map(|e| e.to_string());
+    write(
+        &app.db,
+        &viewer.username,
+        viewer.ip.as_deref(),
+        action,
+        target,
+        outcome(&result),
+        detail,
+    )
+    .await;
+    result
+}
+
+/// `GET /api/audit`: admins only.
+pub async fn read(
+    app: &AppState,
+    viewer: &Viewer,
+    mut filter: AuditFilter,
+) -> Result<Vec<AuditEntry>> {
+    require_admin(viewer)?;
+    filter.limit = filter.limit.clamp(1, 1000);
+    app.db
+        .audit(&filter)
+        .await
+        .or_internal("reading the audit log")
+}
+
+/// Retention of the audit log.
+pub async fn purge_old(app: &AppState) {
+    let before =
+        Timestamp(Timestamp::now().secs() - i64::from(app.config.audit_retention_days) * 86_400);
+    if let Err(e) = app.db.purge_audit(before).await {
+        tracing::warn!("audit retention: {e}");
+    }
+}
