@@ -44,8 +44,32 @@ if [ ! -s data/agent.token ]; then
   rm -f "$jar"
   (umask 077; printf '%s' "$token" > data/agent.token)
 fi
+# A demo config repository (a local bare repo and a checkout), so Pull, Switch and Test do
+# real, harmless work here: git, and shell scripts standing in for nixos-rebuild.
+demo=data/demo
+if [ ! -d "$demo/checkout/.git" ]; then
+  mkdir -p "$demo"
+  g() { git -c user.name=nixdeck -c user.email=demo@nixdeck.invalid -c init.defaultBranch=main "$@"; }
+  g init -q --bare "$demo/origin.git"
+  g clone -q "$demo/origin.git" "$demo/work"
+  mkdir -p "$demo/work/hosts/$host/tests"
+  echo '{"nodes": {}, "version": 7}' > "$demo/work/flake.lock"
+  printf '#!/bin/sh\necho "checking disk space"; df -h / | tail -1\n' > "$demo/work/hosts/$host/tests/10-disk.sh"
+  printf '#!/bin/sh\necho "checking the clock"; date -u\n' > "$demo/work/hosts/$host/tests/20-clock.sh"
+  chmod +x "$demo/work/hosts/$host/tests/"*.sh
+  g -C "$demo/work" add -A
+  g -C "$demo/work" commit -qm "demo fleet configuration"
+  g -C "$demo/work" push -q origin HEAD:main
+  g clone -q "$demo/origin.git" "$demo/checkout"
+fi
+cat > data/agent.toml <<TOML
+[commands]
+switch = ["sh", "-c", "echo 'building the system for $host (demo)'; for i in 1 2 3 4 5; do echo \"step \$i/5\"; sleep 0.5; done; echo 'activated'"]
+rollback = ["sh", "-c", "echo 'rolling back (demo)'; sleep 1; echo 'done'"]
+update = ["sh", "-c", "echo 'nix flake update (demo): nothing to do'"]
+TOML
 target/debug/nixdeck-agent --url "$url" --token-file data/agent.token --hostname "$host" \
-  --state-dir data/agent-state &
+  --state-dir data/agent-state --repo-dir "$demo/checkout" --config data/agent.toml &
 pids+=($!)
 
 cat <<MSG
@@ -53,7 +77,8 @@ cat <<MSG
   nixdeck is running:  $url
   user:      admin
   password:  $password
-  (local agent for host '$host' connected; Ctrl-C stops everything)
+  (a local agent for host '$host' is connected; its config checkout is a demo repo in
+   $demo, so Pull, Switch and Test run real, harmless commands; Ctrl-C stops everything)
 
 MSG
 wait

@@ -198,7 +198,7 @@ impl Config {
         }
 
         let state_dir = match cli.state_dir.filter(|p| !p.as_os_str().is_empty()) {
-            Some(dir) => dir,
+            Some(dir) => absolute(dir),
             None => default_state_dir().ok_or(ConfigError::NoStateDir)?,
         };
 
@@ -212,7 +212,7 @@ impl Config {
             &repo_url,
         ) {
             (Some(dir), _) => Some(Checkout {
-                dir,
+                dir: absolute(dir),
                 clone_url: None,
             }),
             (None, Some(url)) => Some(Checkout {
@@ -394,6 +394,12 @@ pub fn agent_ws_url(url: &str) -> Result<String, ConfigError> {
 
 /// `/var/lib/nixdeck-agent` for root (the systemd/launchd service), else the user's XDG
 /// state directory, so running the agent by hand needs no special permissions.
+/// Paths given relative to where the agent started are made absolute once, because
+/// commands run with the checkout as their working directory.
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
 fn default_state_dir() -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
