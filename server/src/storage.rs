@@ -796,6 +796,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_runs_in_wal_with_full_sync_and_a_busy_timeout() {
+        let (_dir, db) = db().await;
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sync, 2, "FULL");
+        let busy: i64 = sqlx::query("PRAGMA busy_timeout")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(busy >= 1000);
+        let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(fk, 1);
+    }
+
+    #[tokio::test]
     async fn output_is_stored_once_per_seq() {
         let (_dir, db) = db().await;
         db.insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")

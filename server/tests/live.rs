@@ -821,3 +821,102 @@ async fn the_audit_log_records_who_did_what_from_where() {
         403
     );
 }
+
+#[tokio::test]
+async fn first_start_prints_a_generated_admin_password_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+            .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "NIXDECK_DATABASE_URL",
+                format!("sqlite://{}/fresh/nixdeck.db", dir.path().display()),
+            )
+            .env_remove("NIXDECK_ADMIN_PASSWORD")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let password = line
+        .trim()
+        .strip_prefix("Created user 'admin' with password: ")
+        .expect(&line)
+        .to_owned();
+    assert!(password.len() >= 12);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline);
+        sleep(Duration::from_millis(50)).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    kill_child(&mut first, "-TERM");
+    // The database file and its folder were created; the second start prints nothing.
+    assert!(dir.path().join("fresh/nixdeck.db").exists());
+    let mut second = start();
+    let mut out = String::new();
+    let mut reader = BufReader::new(second.stdout.take().unwrap());
+    sleep(Duration::from_millis(800)).await;
+    kill_child(&mut second, "-TERM");
+    reader.read_line(&mut out).unwrap();
+    assert!(!out.contains("password"), "{out}");
+}
+
+#[tokio::test]
+async fn tokens_are_stored_hashed_and_a_rotated_token_is_cut_off_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let token = create_host(&server, &admin, "rotor").await;
+    let db = std::fs::read(dir.path().join("test.db")).unwrap_or_default();
+    let wal = std::fs::read(dir.path().join("test.db-wal")).unwrap_or_default();
+    let hay = [db, wal].concat();
+    assert!(
+        !hay.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the token is stored in clear"
+    );
+
+    let mut ws = agent_socket(&server, &token).await.unwrap();
+    ws.send(register("rotor")).await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+    let r = admin
+        .post(&server, "/api/hosts/rotor/token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let fresh = r.json::<Value>().await.unwrap()["agent_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, token);
+    // The live socket of the old token is closed, and the old token is refused.
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
+    match agent_socket(&server, &token).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    let mut ws = agent_socket(&server, &fresh).await.unwrap();
+    ws.send(register("rotor")).await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+}
