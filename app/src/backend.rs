@@ -30,6 +30,8 @@ pub struct Viewer {
     pub username: String,
     pub role: String,
     pub csrf_token: String,
+    /// The client's address, for the audit log.
+    pub ip: Option<String>,
 }
 
 #[async_trait::async_trait]

@@ -10,6 +10,8 @@ use std::fmt;
 pub enum AppError {
     /// No (valid) session: 401.
     Unauthorized,
+    /// The password was right, and the account also needs a TOTP or recovery code: 401.
+    TotpRequired,
     /// Authenticated but not allowed, or a CSRF/Origin failure: 403.
     Forbidden(String),
     /// 404 with the thing that was not found.
@@ -36,7 +38,7 @@ impl AppError {
 
     pub fn status(&self) -> u16 {
         match self {
-            AppError::Unauthorized => 401,
+            AppError::Unauthorized | AppError::TotpRequired => 401,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::Conflict { .. } => 409,
@@ -50,6 +52,7 @@ impl AppError {
     pub fn code(&self) -> &str {
         match self {
             AppError::Unauthorized => "unauthorized",
+            AppError::TotpRequired => "totp_required",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::Conflict { code, .. } => code,
@@ -65,6 +68,9 @@ impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AppError::Unauthorized => f.write_str("You are not logged in."),
+            AppError::TotpRequired => {
+                f.write_str("Enter the code from your authenticator app (or a recovery code).")
+            }
             AppError::Forbidden(why) => write!(f, "Forbidden: {why}"),
             AppError::NotFound(what) => write!(f, "Not found: {what}"),
             AppError::Conflict { message, .. } => f.write_str(message),

@@ -162,3 +162,23 @@ pub struct AuditEntry {
     pub result: String,
     pub detail: Option<String>,
 }
+
+/// Starting TOTP enrollment: the secret, its `otpauth://` URI, and a QR code (SVG).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotpSetup {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpConfirm {
+    pub code: String,
+}
+
+/// Shown once after TOTP is confirmed; each code works once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}

@@ -706,6 +706,92 @@ impl Db {
     }
 }
 
+/// A user's TOTP state.
+#[derive(Clone, Debug, Default)]
+pub struct TotpRow {
+    pub secret: Option<String>,
+    pub pending: Option<String>,
+    pub last_step: Option<i64>,
+}
+
+impl Db {
+    pub async fn totp(&self, username: &str) -> DbResult<Option<TotpRow>> {
+        let row = sqlx::query(
+            "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| TotpRow {
+            secret: r.get(0),
+            pending: r.get(1),
+            last_step: r.get(2),
+        }))
+    }
+
+    pub async fn set_totp_pending(&self, username: &str, secret: &str) -> DbResult<()> {
+        sqlx::query("UPDATE users SET totp_pending = $2 WHERE username = $1")
+            .bind(username)
+            .bind(secret)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Make the pending secret the user's, with its first step used and new recovery codes.
+    pub async fn confirm_totp(
+        &self,
+        username: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $2 WHERE username = $1",
+        )
+        .bind(username)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        for hash in recovery_hashes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (username, code_hash, used) VALUES ($1, $2, FALSE)",
+            )
+            .bind(username)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Accept a step only if it is newer than the last accepted one (each code once).
+    pub async fn use_totp_step(&self, username: &str, step: i64) -> DbResult<bool> {
+        sqlx::query(
+            "UPDATE users SET totp_last_step = $2 WHERE username = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+        )
+        .bind(username)
+        .bind(step)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }
+
+    /// Spend a recovery code; false if unknown or used.
+    pub async fn use_recovery_code(&self, username: &str, hash: &str) -> DbResult<bool> {
+        sqlx::query("UPDATE recovery_codes SET used = TRUE WHERE username = $1 AND code_hash = $2 AND used = FALSE")
+            .bind(username)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+}
+
 /// Filters for reading the audit log.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {

@@ -920,3 +920,91 @@ async fn tokens_are_stored_hashed_and_a_rotated_token_is_cut_off_at_once() {
         "registered"
     );
 }
+
+#[tokio::test]
+async fn totp_enrollment_then_wrong_reused_and_recovery_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let setup: Value = admin
+        .post(&server, "/api/account/totp/setup")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(setup["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/"));
+    assert!(setup["qr_svg"].as_str().unwrap().contains("<svg"));
+    let totp = totp_rs::Totp::from_url(setup["otpauth_uri"].as_str().unwrap()).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+
+    let bad = admin
+        .post(&server, "/api/account/totp/confirm")
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    // (A one-in-a-million chance that 000000 is right; the next assertion would then fail.)
+    assert_eq!(bad.status(), 422);
+    let first = totp.generate(now()).to_string();
+    let r = admin
+        .post(&server, "/api/account/totp/confirm")
+        .json(&json!({"code": first}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let codes: Vec<String> = r.json::<Value>().await.unwrap()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+
+    let attempt = |totp_code: Option<String>| {
+        let url = server.url("/api/login");
+        async move {
+            let mut body = json!({"username": "admin", "password": PASSWORD});
+            if let Some(c) = totp_code {
+                body["totp"] = json!(c);
+            }
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // The password alone is not enough any more.
+    let (status, body) = attempt(None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("totp_required"))
+    );
+    // A wrong code fails.
+    let wrong = format!("{:06}", (first.parse::<u32>().unwrap() + 1) % 1_000_000);
+    assert_eq!(attempt(Some(wrong)).await.0, 401);
+    // The code used to confirm is spent; wait for the next step and use that one, once.
+    let step_left = 30 - now() % 30;
+    sleep(Duration::from_secs(step_left + 1)).await;
+    let next = totp.generate(now()).to_string();
+    assert_eq!(attempt(Some(next.clone())).await.0, 200);
+    assert_eq!(attempt(Some(next)).await.0, 401, "a code is accepted once");
+    // Recovery codes work once each.
+    assert_eq!(attempt(Some(codes[0].clone())).await.0, 200);
+    assert_eq!(attempt(Some(codes[0].clone())).await.0, 401);
+    assert_eq!(attempt(Some(codes[1].clone())).await.0, 200);
+}

@@ -53,7 +53,14 @@ pub async fn login(
         serde_urlencoded::from_bytes(&body)
             .map_err(|e| AppError::Invalid(format!("Invalid login form: {e}")))?
     };
-    let session = service::auth::login(&app, &req.username, &req.password, Some(peer.ip())).await?;
+    let session = service::auth::login(
+        &app,
+        &req.username,
+        &req.password,
+        req.totp.as_deref(),
+        Some(peer.ip()),
+    )
+    .await?;
     let cookie = set_cookie(&session.cookie_value, app.config.session_max_h * 3600);
     let next = req
         .next
@@ -222,6 +229,27 @@ pub async fn audit(
         limit: q.limit.unwrap_or(100),
     };
     Ok(Json(service::audit::read(&app, &viewer, filter).await?))
+}
+
+pub async fn totp_setup(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> HttpResult<Json<TotpSetup>> {
+    let result = service::totp::setup(&app, &viewer).await;
+    Ok(Json(
+        service::audit::record(&app, &viewer, "totp.setup", None, result).await?,
+    ))
+}
+
+pub async fn totp_confirm(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<TotpConfirm>,
+) -> HttpResult<Json<RecoveryCodes>> {
+    let result = service::totp::confirm(&app, &viewer, &req.code).await;
+    Ok(Json(
+        service::audit::record(&app, &viewer, "totp.confirm", None, result).await?,
+    ))
 }
 
 /// Unknown `/api` paths answer in JSON too.

@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/commands/{id}/log", get(api::command_log))
         .route("/api/bulk", post(api::bulk))
         .route("/api/audit", get(api::audit))
+        .route("/api/account/totp/setup", post(api::totp_setup))
+        .route("/api/account/totp/confirm", post(api::totp_confirm))
         .route("/ws", get(browser_socket::handler))
         .route("/ws/agent", get(agent_socket::handler))
         .leptos_routes_with_context(
@@ -101,6 +103,7 @@ mod tests {
         ("GET", "/api/commands/nocommand/log", Access::Viewer),
         ("POST", "/api/bulk", Access::Operator),
         ("GET", "/api/audit", Access::Admin),
+        ("POST", "/api/account/totp/setup", Access::Viewer),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
@@ -209,9 +212,15 @@ mod tests {
         let routes = routes();
         let mut sessions = std::collections::HashMap::new();
         for user in ["admin", "op", "viewer"] {
-            let s = crate::service::auth::login(&state, user, &format!("{user}-password-1"), None)
-                .await
-                .unwrap();
+            let s = crate::service::auth::login(
+                &state,
+                user,
+                &format!("{user}-password-1"),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
             sessions.insert(user, s);
         }
 
@@ -310,7 +319,7 @@ mod tests {
             .await;
             assert_eq!(after, StatusCode::UNAUTHORIZED);
         }
-        let admin = &crate::service::auth::login(&state, "admin", "admin-password-1", None)
+        let admin = &crate::service::auth::login(&state, "admin", "admin-password-1", None, None)
             .await
             .unwrap();
         // A path nobody registered is a JSON 404 behind the same session check.

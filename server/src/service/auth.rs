@@ -109,9 +109,10 @@ pub async fn login(
     app: &AppState,
     username: &str,
     password: &str,
+    totp: Option<&str>,
     address: Option<std::net::IpAddr>,
 ) -> Result<NewSession> {
-    let result = check_login(app, username, password, address).await;
+    let result = check_login(app, username, password, totp, address).await;
     let ip = address.map(|a| a.to_string());
     // Capped: the name came from an unauthenticated client.
     let actor: String = username.chars().take(64).collect();
@@ -132,6 +133,7 @@ async fn check_login(
     app: &AppState,
     username: &str,
     password: &str,
+    totp: Option<&str>,
     address: Option<std::net::IpAddr>,
 ) -> Result<NewSession> {
     use super::limits::too_many;
@@ -149,17 +151,28 @@ async fn check_login(
     };
     let password_ok =
         password.len() <= MAX_PASSWORD && verify_password(hash, password.to_owned()).await;
-    if !(password_ok && usable) {
-        tracing::info!(
-            user = username,
-            ip = ip.as_deref().unwrap_or("-"),
-            "login failed"
-        );
-        if let Some(a) = &address {
-            app.limits.login_address.fail(a).map_err(too_many)?;
+    // The second factor is asked for only after a right password; a wrong one counts as a
+    // failed login, like a wrong password.
+    let verdict = if password_ok && usable {
+        super::totp::second_factor(&app.db, username, totp).await
+    } else {
+        Err(AppError::Unauthorized)
+    };
+    match verdict {
+        Ok(()) => {}
+        Err(AppError::TotpRequired) => return Err(AppError::TotpRequired),
+        Err(e) => {
+            tracing::info!(
+                user = username,
+                ip = ip.as_deref().unwrap_or("-"),
+                "login failed"
+            );
+            if let Some(a) = &address {
+                app.limits.login_address.fail(a).map_err(too_many)?;
+            }
+            app.limits.login_account.fail(&account).map_err(too_many)?;
+            return Err(e);
         }
-        app.limits.login_account.fail(&account).map_err(too_many)?;
-        return Err(AppError::Unauthorized);
     }
     let session = NewSession {
         cookie_value: new_token(),

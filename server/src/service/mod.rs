@@ -6,6 +6,7 @@ pub mod auth;
 pub mod commands;
 pub mod hosts;
 pub mod limits;
+pub mod totp;
 pub mod users;
 
 use app::backend::{Backend, Viewer};
