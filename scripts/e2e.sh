@@ -32,6 +32,7 @@ status=0
 (
   cd end2end
   BASE_URL="http://127.0.0.1:$port" \
+  NIXDECK_DATABASE_URL="sqlite://$work/e2e.db" \
   NIXDECK_AGENT_BIN="$PWD/../target/debug/nixdeck-agent" \
   PLAYWRIGHT_JSON_OUTPUT_NAME="$work/results.json" \
     npx playwright test --reporter=list,json "$@"

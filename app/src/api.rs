@@ -5,7 +5,9 @@
 use crate::error::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
-use protocol::api::{BulkResult, CommandRecord, CreateHost, HostCreated, RefreshResult};
+use protocol::api::{
+    BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult, TotpSetup,
+};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use server_fn::client::{browser::BrowserClient, Client};
@@ -109,4 +111,16 @@ pub async fn bulk_command(
 #[server(client = CsrfClient)]
 pub async fn add_host(host: CreateHost) -> Result<HostCreated, AppError> {
     crate::backend::serve(|b, v| async move { b.add_host(&v, host).await }).await
+}
+
+/// Start two-factor enrollment for the logged-in user.
+#[server(client = CsrfClient)]
+pub async fn start_totp_setup() -> Result<TotpSetup, AppError> {
+    crate::backend::serve(|b, v| async move { b.totp_setup(&v).await }).await
+}
+
+/// Confirm two-factor enrollment with a first code; answers the recovery codes.
+#[server(client = CsrfClient)]
+pub async fn confirm_totp(code: String) -> Result<RecoveryCodes, AppError> {
+    crate::backend::serve(|b, v| async move { b.totp_confirm(&v, code).await }).await
 }

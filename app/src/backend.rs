@@ -3,7 +3,9 @@
 //! server function through Leptos context, so server functions stay thin doors.
 
 use crate::error::AppError;
-use protocol::api::{BulkResult, CommandRecord, CreateHost, HostCreated, RefreshResult};
+use protocol::api::{
+    BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult, TotpSetup,
+};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 use std::sync::Arc;
@@ -59,6 +61,8 @@ pub trait Backend: Send + Sync + 'static {
         host_ids: Option<Vec<String>>,
     ) -> Result<Vec<BulkResult>, AppError>;
     async fn add_host(&self, viewer: &Viewer, host: CreateHost) -> Result<HostCreated, AppError>;
+    async fn totp_setup(&self, viewer: &Viewer) -> Result<TotpSetup, AppError>;
+    async fn totp_confirm(&self, viewer: &Viewer, code: String) -> Result<RecoveryCodes, AppError>;
     async fn command_history(
         &self,
         viewer: &Viewer,

@@ -11,7 +11,7 @@ pub mod selection;
 pub mod socket;
 pub mod store;
 
-use components::{dashboard::DashboardPage, login::LoginPage};
+use components::{account::AccountPage, dashboard::DashboardPage, login::LoginPage};
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use leptos_meta::MetaTags;
@@ -62,6 +62,7 @@ pub fn App() -> impl IntoView {
                 // Async: the whole page waits for the snapshot, so it arrives complete.
                 <Route path=path!("/") view=DashboardPage ssr=SsrMode::Async />
                 <Route path=path!("/login") view=LoginPage />
+                <Route path=path!("/account") view=AccountPage />
             </Routes>
         </Router>
     }

@@ -169,6 +169,8 @@ pub struct TotpSetup {
     pub secret: String,
     pub otpauth_uri: String,
     pub qr_svg: String,
+    /// The same QR code as a `data:` URI, for an `<img>` under a strict CSP.
+    pub qr_data_uri: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -50,6 +50,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <span class="spacer"></span>
             <BulkMenu />
             <AddHostButton />
+            <a class="account-link" href="/account">"Account"</a>
             <LogoutButton />
         </header>
         <main class="fleet">

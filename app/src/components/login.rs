@@ -9,6 +9,9 @@ pub fn LoginPage() -> impl IntoView {
     let pending = RwSignal::new(false);
     let username = NodeRef::<leptos::html::Input>::new();
     let password = NodeRef::<leptos::html::Input>::new();
+    let totp = NodeRef::<leptos::html::Input>::new();
+    // Shown once the server says the account has a second factor.
+    let needs_totp = RwSignal::new(false);
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         #[cfg(feature = "hydrate")]
@@ -20,32 +23,55 @@ pub fn LoginPage() -> impl IntoView {
             let body = protocol::api::LoginRequest {
                 username: user.value(),
                 password: pass.value(),
-                totp: None,
+                totp: totp.get().map(|t| t.value()).filter(|v| !v.is_empty()),
                 next: None,
             };
             pending.set(true);
             error.set(None);
             leptos::task::spawn_local(async move {
                 let result = match gloo_net::http::Request::post("/api/login").json(&body) {
-                    Ok(req) => req.send().await.map(|r| r.status()),
+                    Ok(req) => match req.send().await {
+                        Ok(resp) => {
+                            let code = resp
+                                .json::<protocol::api::ApiError>()
+                                .await
+                                .map(|e| e.code)
+                                .unwrap_or_default();
+                            Ok((resp.status(), code))
+                        }
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 pending.set(false);
-                match result {
-                    Ok(200) => {
+                match result
+                    .as_ref()
+                    .map(|(status, code)| (*status, code.as_str()))
+                {
+                    Ok((200, _)) => {
                         let _ = window().location().set_href("/");
                     }
-                    Ok(401) => error.set(Some("Wrong username or password.".into())),
-                    Ok(429) => error.set(Some(
+                    Ok((401, "totp_required")) => {
+                        needs_totp.set(true);
+                        error.set(Some(
+                            "Enter the code from your authenticator app, or a recovery code."
+                                .into(),
+                        ));
+                    }
+                    Ok((401, _)) if needs_totp.get_untracked() => {
+                        error.set(Some("Wrong username, password or code.".into()))
+                    }
+                    Ok((401, _)) => error.set(Some("Wrong username or password.".into())),
+                    Ok((429, _)) => error.set(Some(
                         "Too many attempts. Wait a minute and try again.".into(),
                     )),
-                    Ok(status) => error.set(Some(format!("Login failed (HTTP {status})."))),
+                    Ok((status, _)) => error.set(Some(format!("Login failed (HTTP {status})."))),
                     Err(e) => error.set(Some(format!("Cannot reach the dashboard: {e}"))),
                 }
             });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (ev, username, password);
+        let _ = (ev, username, password, totp, needs_totp);
     };
 
     view! {
@@ -66,6 +92,12 @@ pub fn LoginPage() -> impl IntoView {
                         required
                     />
                 </label>
+                <Show when=move || needs_totp.get()>
+                    <label>
+                        "Code"
+                        <input name="totp" node_ref=totp inputmode="numeric" autocomplete="one-time-code" autofocus />
+                    </label>
+                </Show>
                 <input type="hidden" name="next" value="/" />
                 <button type="submit" disabled=move || pending.get()>
                     {move || if pending.get() { "Logging in…" } else { "Log in" }}

@@ -1,5 +1,6 @@
 //! Page components. Each derives what it shows from the `HostStore`; none writes host state.
 
+pub mod account;
 pub mod actions;
 pub mod add_host;
 pub mod bulk_menu;

@@ -138,9 +138,9 @@ mod tests {
         assert!(fns.len() >= 9, "server functions are registered");
         for (path, method) in fns {
             let access = match path {
-                p if p.contains("fleet_snapshot")
-                    || p.contains("refresh_host")
-                    || p.contains("command_history") =>
+                p if ["fleet_snapshot", "refresh_host", "command_history", "totp"]
+                    .iter()
+                    .any(|f| p.contains(f)) =>
                 {
                     Access::Viewer
                 }
@@ -167,7 +167,8 @@ mod tests {
             _ if server_fn("command_history") => (FORM, "host_id=nohost&limit=5"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
-            _ if server_fn("fleet_snapshot") => (FORM, ""),
+            _ if server_fn("fleet_snapshot") || server_fn("start_totp_setup") => (FORM, ""),
+            _ if server_fn("confirm_totp") => (FORM, "code=123456"),
             _ if !path.starts_with("/api/hosts")
                 && !path.starts_with("/api/commands")
                 && !path.starts_with("/api/session")

@@ -11,7 +11,9 @@ pub mod users;
 
 use app::backend::{Backend, Viewer};
 use app::AppError;
-use protocol::api::{BulkResult, CommandRecord, CreateHost, HostCreated, RefreshResult};
+use protocol::api::{
+    BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult, TotpSetup,
+};
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
 
@@ -87,6 +89,14 @@ impl Backend for Services {
 
     async fn add_host(&self, viewer: &Viewer, host: CreateHost) -> Result<HostCreated> {
         hosts::create(&self.0, viewer, host).await
+    }
+
+    async fn totp_setup(&self, viewer: &Viewer) -> Result<TotpSetup> {
+        totp::setup(&self.0, viewer).await
+    }
+
+    async fn totp_confirm(&self, viewer: &Viewer, code: String) -> Result<RecoveryCodes> {
+        totp::confirm(&self.0, viewer, &code).await
     }
 
     async fn command_history(

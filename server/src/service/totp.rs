@@ -35,6 +35,11 @@ fn matching_step(t: &Totp, code: &str) -> Option<i64> {
 
 /// Start (or restart) enrollment: a new secret waits for its first code.
 pub async fn setup(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
+    let result = new_secret(app, viewer).await;
+    super::audit::record(app, viewer, "totp.setup", None, result).await
+}
+
+async fn new_secret(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
     let secret = Secret::generate().to_base32();
     let t = totp(&secret, &viewer.username)?;
     let uri = t.to_url().or_internal("building the otpauth URI")?;
@@ -49,15 +54,26 @@ pub async fn setup(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
         .set_totp_pending(&viewer.username, &secret)
         .await
         .or_internal("storing the TOTP secret")?;
+    use base64::Engine;
+    let qr_data_uri = format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(qr_svg.as_bytes())
+    );
     Ok(TotpSetup {
         secret,
         otpauth_uri: uri,
         qr_svg,
+        qr_data_uri,
     })
 }
 
 /// Confirm enrollment with a first code; answers the recovery codes, shown once.
 pub async fn confirm(app: &AppState, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
+    let result = enable(app, viewer, code).await;
+    super::audit::record(app, viewer, "totp.confirm", None, result).await
+}
+
+async fn enable(app: &AppState, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
     let row = app
         .db
         .totp(&viewer.username)

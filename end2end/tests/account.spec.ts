@@ -1,0 +1,65 @@
+// Two-factor authentication from the account page, then a login that asks for the code.
+import { expect, test } from "@playwright/test";
+import { spawnSync } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { join } from "node:path";
+import { BASE } from "./fleet";
+
+const SERVER_BIN = process.env.NIXDECK_SERVER_BIN ?? join(__dirname, "../../target/debug/nixdeck");
+
+/** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) for a base32 secret. */
+function totp(secretBase32: string, at = Date.now()): string {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of secretBase32.replace(/=+$/, "")) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g)!.map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 1000 / 30)));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  const code = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return code.toString().padStart(6, "0");
+}
+
+test("enroll TOTP on the account page; the next login asks for the code", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const user = `totp${Date.now() % 100000}`;
+  const password = "totp-user-password-1";
+  const add = spawnSync(SERVER_BIN, ["user", "add", user, "--role", "viewer", "--password-stdin"], {
+    input: `${password}\n`,
+    env: { ...process.env, NIXDECK_DATABASE_URL: process.env.NIXDECK_DATABASE_URL },
+  });
+  expect(add.status, add.stderr.toString()).toBe(0);
+
+  const login = async (code?: string) => {
+    await page.goto("/login");
+    await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+    await page.fill("input[name=username]", user);
+    await page.fill("input[name=password]", password);
+    await page.click("button[type=submit]");
+    if (code !== undefined) {
+      await expect(page.locator("input[name=totp]")).toBeVisible();
+      await page.fill("input[name=totp]", code);
+      await page.click("button[type=submit]");
+    }
+    await expect(page).toHaveURL(`${BASE}/`);
+  };
+  await login();
+  await page.click("a.account-link");
+  await expect(page).toHaveURL(/\/account$/);
+  await page.click("button.btn-totp-setup");
+  await expect(page.locator("img.totp-qr")).toBeVisible();
+  const secret = (await page.locator("code.totp-secret").textContent())!.trim();
+  await page.fill("input[name=code]", totp(secret));
+  await page.click(".totp-setup button[type=submit]");
+  await expect(page.locator(".recovery-codes li")).toHaveCount(10);
+  const recovery = (await page.locator(".recovery-codes li code").first().textContent())!.trim();
+
+  // Log out; the password alone now leads to the code field; a recovery code gets in.
+  await page.goto("/");
+  await page.click("button.logout");
+  await expect(page).toHaveURL(/\/login$/);
+  await login(recovery);
+  expect(errors).toEqual([]);
+});
