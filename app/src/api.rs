@@ -124,3 +124,36 @@ pub async fn start_totp_setup() -> Result<TotpSetup, AppError> {
 pub async fn confirm_totp(code: String) -> Result<RecoveryCodes, AppError> {
     crate::backend::serve(|b, v| async move { b.totp_confirm(&v, code).await }).await
 }
+
+/// Every user (admins only).
+#[server(client = CsrfClient)]
+pub async fn list_users() -> Result<Vec<protocol::api::UserInfo>, AppError> {
+    crate::backend::serve(|b, v| async move { b.users(&v).await }).await
+}
+
+#[server(client = CsrfClient)]
+pub async fn add_user(username: String, role: String, password: String) -> Result<(), AppError> {
+    crate::backend::serve(|b, v| async move { b.add_user(&v, username, role, password).await })
+        .await
+}
+
+#[server(client = CsrfClient)]
+pub async fn set_user_disabled(username: String, disabled: bool) -> Result<(), AppError> {
+    crate::backend::serve(|b, v| async move { b.set_user_disabled(&v, username, disabled).await })
+        .await
+}
+
+#[server(client = CsrfClient)]
+pub async fn reset_user_password(username: String) -> Result<String, AppError> {
+    crate::backend::serve(|b, v| async move { b.reset_password(&v, username).await }).await
+}
+
+/// The audit log, newest first (admins only).
+#[server(client = CsrfClient)]
+pub async fn audit_log(
+    actor: Option<String>,
+    action: Option<String>,
+    limit: u32,
+) -> Result<Vec<protocol::api::AuditEntry>, AppError> {
+    crate::backend::serve(|b, v| async move { b.audit(&v, actor, action, limit).await }).await
+}

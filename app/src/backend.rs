@@ -4,7 +4,8 @@
 
 use crate::error::AppError;
 use protocol::api::{
-    BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult, TotpSetup,
+    AuditEntry, BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult,
+    TotpSetup, UserInfo,
 };
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
@@ -61,6 +62,29 @@ pub trait Backend: Send + Sync + 'static {
         host_ids: Option<Vec<String>>,
     ) -> Result<Vec<BulkResult>, AppError>;
     async fn add_host(&self, viewer: &Viewer, host: CreateHost) -> Result<HostCreated, AppError>;
+    async fn users(&self, viewer: &Viewer) -> Result<Vec<UserInfo>, AppError>;
+    async fn add_user(
+        &self,
+        viewer: &Viewer,
+        username: String,
+        role: String,
+        password: String,
+    ) -> Result<(), AppError>;
+    async fn set_user_disabled(
+        &self,
+        viewer: &Viewer,
+        username: String,
+        disabled: bool,
+    ) -> Result<(), AppError>;
+    /// A new generated password, shown once; the user's sessions end.
+    async fn reset_password(&self, viewer: &Viewer, username: String) -> Result<String, AppError>;
+    async fn audit(
+        &self,
+        viewer: &Viewer,
+        actor: Option<String>,
+        action: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, AppError>;
     async fn totp_setup(&self, viewer: &Viewer) -> Result<TotpSetup, AppError>;
     async fn totp_confirm(&self, viewer: &Viewer, code: String) -> Result<RecoveryCodes, AppError>;
     async fn command_history(

@@ -11,7 +11,12 @@ pub mod selection;
 pub mod socket;
 pub mod store;
 
-use components::{account::AccountPage, dashboard::DashboardPage, login::LoginPage};
+use components::{
+    account::AccountPage,
+    admin::{AuditPage, UsersPage},
+    dashboard::DashboardPage,
+    login::LoginPage,
+};
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use leptos_meta::MetaTags;
@@ -63,6 +68,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/") view=DashboardPage ssr=SsrMode::Async />
                 <Route path=path!("/login") view=LoginPage />
                 <Route path=path!("/account") view=AccountPage />
+                <Route path=path!("/users") view=UsersPage />
+                <Route path=path!("/audit") view=AuditPage />
             </Routes>
         </Router>
     }

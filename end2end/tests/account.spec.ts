@@ -46,7 +46,7 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
     await expect(page).toHaveURL(`${BASE}/`);
   };
   await login();
-  await page.click("a.account-link");
+  await page.click(`a.account-link[href="/account"]`);
   await expect(page).toHaveURL(/\/account$/);
   await page.click("button.btn-totp-setup");
   await expect(page.locator("img.totp-qr")).toBeVisible();
@@ -58,8 +58,45 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
 
   // Log out; the password alone now leads to the code field; a recovery code gets in.
   await page.goto("/");
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
   await page.click("button.logout");
   await expect(page).toHaveURL(/\/login$/);
   await login(recovery);
+  expect(errors).toEqual([]);
+});
+
+test("admins manage users and read the audit log in the page", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto("/login");
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await page.fill("input[name=username]", "admin");
+  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(`${BASE}/`);
+
+  await page.goto("/users");
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  const user = `ui${Date.now() % 100000}`;
+  await page.fill(".add-user input[name=username]", user);
+  await page.selectOption(".add-user select[name=role]", "viewer");
+  await page.fill(".add-user input[name=password]", "short");
+  await page.click(".add-user button[type=submit]");
+  await expect(page.locator(".admin-message")).toContainText("at least 12");
+  await page.fill(".add-user input[name=password]", "ui-user-password-1");
+  await page.click(".add-user button[type=submit]");
+  await expect(page.locator(".admin-message")).toHaveText(`Added ${user}.`);
+  const row = page.locator(`tr[data-user="${user}"]`);
+  await expect(row.locator(".user-state")).toHaveText("active");
+  await row.locator(".btn-toggle-user").click();
+  await expect(row.locator(".user-state")).toHaveText("disabled");
+
+  await page.goto("/audit");
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await page.fill(".audit-filter input[name=action]", "user.disable");
+  await page.click(".audit-filter button[type=submit]");
+  const entry = page.locator(".audit-entry").first();
+  await expect(entry).toContainText(user);
+  await expect(entry).toContainText("admin");
   expect(errors).toEqual([]);
 });

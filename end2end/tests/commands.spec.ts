@@ -8,6 +8,8 @@ async function loginUi(page: Page) {
   await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
   await page.click("button[type=submit]");
   await expect(page).toHaveURL(`${BASE}/`);
+  // Buttons act only once hydrated; the server-rendered page already shows the host.
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
 }
 
 test("Pull streams its output and frees the host; Test becomes Stop, and Stop ends it", async ({ page }) => {

@@ -184,3 +184,12 @@ pub struct TotpConfirm {
 pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
+
+/// A user as the Users page lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}

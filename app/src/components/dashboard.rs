@@ -50,6 +50,8 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <span class="spacer"></span>
             <BulkMenu />
             <AddHostButton />
+            <a class="account-link" href="/users">"Users"</a>
+            <a class="account-link" href="/audit">"Audit"</a>
             <a class="account-link" href="/account">"Account"</a>
             <LogoutButton />
         </header>

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod actions;
 pub mod add_host;
+pub mod admin;
 pub mod bulk_menu;
 pub mod confirm;
 pub mod dashboard;

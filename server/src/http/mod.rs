@@ -144,7 +144,12 @@ mod tests {
                 {
                     Access::Viewer
                 }
-                p if p.contains("add_host") || p.contains("remove_host") => Access::Admin,
+                p if ["add_host", "remove_host", "user", "audit_log"]
+                    .iter()
+                    .any(|f| p.contains(f)) =>
+                {
+                    Access::Admin
+                }
                 _ => Access::Operator,
             };
             all.push((method, path.to_owned(), access));
@@ -169,6 +174,14 @@ mod tests {
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
             _ if server_fn("fleet_snapshot") || server_fn("start_totp_setup") => (FORM, ""),
             _ if server_fn("confirm_totp") => (FORM, "code=123456"),
+            _ if server_fn("list_users") => (FORM, ""),
+            _ if server_fn("add_user") => (
+                FORM,
+                "username=newuser&role=viewer&password=new-user-password-1",
+            ),
+            _ if server_fn("set_user_disabled") => (FORM, "username=nouser&disabled=true"),
+            _ if server_fn("reset_user_password") => (FORM, "username=nouser"),
+            _ if server_fn("audit_log") => (FORM, "limit=5"),
             _ if !path.starts_with("/api/hosts")
                 && !path.starts_with("/api/commands")
                 && !path.starts_with("/api/session")

@@ -12,7 +12,8 @@ pub mod users;
 use app::backend::{Backend, Viewer};
 use app::AppError;
 use protocol::api::{
-    BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult, TotpSetup,
+    AuditEntry, BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult,
+    TotpSetup, UserInfo,
 };
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
@@ -89,6 +90,67 @@ impl Backend for Services {
 
     async fn add_host(&self, viewer: &Viewer, host: CreateHost) -> Result<HostCreated> {
         hosts::create(&self.0, viewer, host).await
+    }
+
+    async fn users(&self, viewer: &Viewer) -> Result<Vec<UserInfo>> {
+        require_admin(viewer)?;
+        Ok(users::list(&self.0.db)
+            .await?
+            .into_iter()
+            .map(|(u, created)| UserInfo {
+                username: u.username,
+                role: u.role,
+                disabled: u.disabled,
+                created_at: protocol::Timestamp(created),
+            })
+            .collect())
+    }
+
+    async fn add_user(
+        &self,
+        viewer: &Viewer,
+        username: String,
+        role: String,
+        password: String,
+    ) -> Result<()> {
+        require_admin(viewer)?;
+        users::add(&self.0.db, &viewer.username, &username, &role, &password).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        viewer: &Viewer,
+        username: String,
+        disabled: bool,
+    ) -> Result<()> {
+        require_admin(viewer)?;
+        if disabled && username == viewer.username {
+            return Err(AppError::Invalid("You cannot disable yourself.".into()));
+        }
+        users::set_disabled(&self.0.db, &viewer.username, &username, disabled).await
+    }
+
+    async fn reset_password(&self, viewer: &Viewer, username: String) -> Result<String> {
+        require_admin(viewer)?;
+        let password = auth::generate_password();
+        users::set_password(&self.0.db, &viewer.username, &username, &password).await?;
+        Ok(password)
+    }
+
+    async fn audit(
+        &self,
+        viewer: &Viewer,
+        actor: Option<String>,
+        action: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let filter = crate::storage::AuditFilter {
+            actor: actor.filter(|a| !a.is_empty()),
+            action: action.filter(|a| !a.is_empty()),
+            target: None,
+            limit,
+        };
+        audit::read(&self.0, viewer, filter).await
     }
 
     async fn totp_setup(&self, viewer: &Viewer) -> Result<TotpSetup> {
