@@ -128,6 +128,16 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_AUDIT_RETENTION_DAYS", default_value_t = 365)]
     pub audit_retention_days: u32,
 
+    /// PEM certificate chain: with --tls-key, the server speaks HTTPS itself (for setups
+    /// without a reverse proxy). Then the session cookie is `__Host-` and `Secure`, and
+    /// responses carry HSTS.
+    #[arg(long, env = "NIXDECK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "NIXDECK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Public origin of the dashboard (e.g. `https://deck.example.org`) when it runs behind
     /// a proxy that rewrites the Host header. By default the request's Host is the origin.
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]
@@ -135,6 +145,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {
         use protocol::CommandKind::*;
         match kind {

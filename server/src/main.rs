@@ -94,21 +94,48 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     spawn_background(state.clone());
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(
-        "nixdeck {} listening on http://{}",
-        protocol::VERSION,
-        config.listen
-    );
-    axum::serve(
-        listener,
-        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")?;
+    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .with_context(|| {
+                format!(
+                    "loading TLS certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        tracing::info!(
+            "nixdeck {} listening on https://{}",
+            protocol::VERSION,
+            config.listen
+        );
+        axum_server::bind_rustls(config.listen, tls)
+            .handle(handle)
+            .serve(app)
+            .await
+            .with_context(|| format!("serving HTTPS on {}", config.listen))?;
+    } else {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        tracing::info!(
+            "nixdeck {} listening on http://{}",
+            protocol::VERSION,
+            config.listen
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")?;
+    }
     // Nothing accepted is lost: the last heartbeats go to the database before exit.
     db.save_seen(&hub.take_unsaved())
         .await

@@ -1008,3 +1008,85 @@ async fn totp_enrollment_then_wrong_reused_and_recovery_codes() {
     assert_eq!(attempt(Some(codes[0].clone())).await.0, 401);
     assert_eq!(attempt(Some(codes[1].clone())).await.0, 200);
 }
+
+#[tokio::test]
+async fn tls_termination_sets_hsts_and_a_host_prefixed_secure_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "NIXDECK_DATABASE_URL",
+            format!("sqlite://{}/tls.db", dir.path().display()),
+        )
+        .env("NIXDECK_ADMIN_PASSWORD", PASSWORD)
+        .env("NIXDECK_TLS_CERT", &cert)
+        .env("NIXDECK_TLS_KEY", &key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-D", "-", "-o", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let base = format!("https://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !curl(&[&format!("{base}/healthz")]).contains("200") {
+        assert!(Instant::now() < deadline, "no HTTPS");
+        sleep(Duration::from_millis(100)).await;
+    }
+    let health = curl(&[&format!("{base}/healthz")]);
+    assert!(
+        health.contains("strict-transport-security: max-age=31536000"),
+        "{health}"
+    );
+    let login = curl(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"username":"admin","password":"{PASSWORD}"}}"#),
+        &format!("{base}/api/login"),
+    ]);
+    let cookie = login
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.contains("__host-nixdeck_session="), "{login}");
+    for flag in ["secure", "httponly", "samesite=strict", "path=/"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    // Plain HTTP on the same port is not served.
+    let plain = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
+    assert!(!plain.contains("200 ok"), "{plain}");
+    kill_child(&mut child, "-TERM");
+}

@@ -61,7 +61,11 @@ pub async fn login(
         Some(peer.ip()),
     )
     .await?;
-    let cookie = set_cookie(&session.cookie_value, app.config.session_max_h * 3600);
+    let cookie = set_cookie(
+        &session.cookie_value,
+        app.config.session_max_h * 3600,
+        app.config.tls(),
+    );
     let next = req
         .next
         .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
@@ -83,7 +87,7 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> HttpResu
         service::auth::logout(&app, &cookie).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = clear_cookie().parse() {
+    if let Ok(v) = clear_cookie(app.config.tls()).parse() {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(resp)

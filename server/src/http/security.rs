@@ -33,7 +33,11 @@ pub fn content_security_policy(nonce: &str) -> String {
     .join("; ")
 }
 
-pub async fn security_headers(mut req: Request, next: Next) -> Response {
+pub async fn security_headers(
+    axum::extract::State(tls): axum::extract::State<bool>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let nonce = new_nonce();
     req.extensions_mut().insert(CspNonce(nonce.clone()));
     let mut resp = next.run(req).await;
@@ -50,6 +54,12 @@ pub async fn security_headers(mut req: Request, next: Next) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     resp
 }
 

@@ -16,6 +16,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::error::error_response;
 
 pub const COOKIE: &str = "nixdeck_session";
+/// Over TLS the cookie gets the `__Host-` prefix: Secure, no Domain, Path=/, so no other
+/// host or path can set or shadow it.
+pub const TLS_COOKIE: &str = "__Host-nixdeck_session";
 /// Largest form body read for a `csrf_token` field.
 const FORM_LIMIT: usize = 64 * 1024;
 
@@ -24,23 +27,33 @@ const FORM_LIMIT: usize = 64 * 1024;
 pub struct SessionCookie(pub String);
 
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE).or_else(|| cookie_named(headers, TLS_COOKIE))
+}
+
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
         .filter(|v| !v.is_empty())
 }
 
-pub fn set_cookie(value: &str, max_age_s: u64) -> String {
-    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}")
+pub fn set_cookie(value: &str, max_age_s: u64, tls: bool) -> String {
+    if tls {
+        format!(
+            "{TLS_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+        )
+    } else {
+        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}")
+    }
 }
 
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(tls: bool) -> String {
+    set_cookie("", 0, tls)
 }
 
 fn is_mutating(method: &Method) -> bool {
