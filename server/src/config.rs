@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_ENROLL_TOKEN", hide_env_values = true)]
     pub enroll_token: Option<String>,
 
+    /// Hours the enrollment token stays valid after this server first saw it (0: no
+    /// expiry). Changing the token starts a new period.
+    #[arg(long, env = "NIXDECK_ENROLL_TOKEN_TTL_H", default_value_t = 24)]
+    pub enroll_token_ttl_h: u64,
+
     /// Heartbeat interval agents are told to use, in seconds. A host is offline after three
     /// missed heartbeats.
     #[arg(long, env = "NIXDECK_HEARTBEAT_INTERVAL_S", default_value_t = protocol::DEFAULT_HEARTBEAT_S,

@@ -85,7 +85,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .site_pkg_dir("pkg")
         .site_addr(config.listen)
         .build();
+    let enroll_until = service::hosts::enrollment_deadline(&db, &config)
+        .await
+        .map_err(|e| anyhow::anyhow!("enrollment token: {e}"))?;
+    if let Some(until) = enroll_until {
+        tracing::info!("the enrollment token works until {until}");
+    }
     let state = AppState {
+        enroll_until,
         db: db.clone(),
         hub: hub.clone(),
         config: Arc::new(config.clone()),

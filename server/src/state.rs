@@ -15,5 +15,7 @@ pub struct AppState {
     pub hub: Hub,
     pub config: Arc<Config>,
     pub limits: Arc<Limits>,
+    /// When the enrollment token stops working (None: no token, or no expiry).
+    pub enroll_until: Option<protocol::Timestamp>,
     pub leptos_options: LeptosOptions,
 }

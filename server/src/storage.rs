@@ -792,6 +792,25 @@ impl Db {
     }
 }
 
+impl Db {
+    pub async fn setting(&self, key: &str) -> DbResult<Option<String>> {
+        sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|r| r.map(|r| r.get(0)))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> DbResult<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}
+
 /// Filters for reading the audit log.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {

@@ -1090,3 +1090,62 @@ async fn tls_termination_sets_hsts_and_a_host_prefixed_secure_cookie() {
     assert!(!plain.contains("200 ok"), "{plain}");
     kill_child(&mut child, "-TERM");
 }
+
+#[tokio::test]
+async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [("NIXDECK_ENROLL_TOKEN_TTL_H", "1")];
+    let mut server = Server::start_with(dir.path(), port, &env).await;
+    // Within its lifetime the token enrolls a new host.
+    let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
+        .await
+        .unwrap();
+    ws.send(register("early-bird")).await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "registered"
+    );
+    drop(ws);
+    server.stop();
+    // Two hours later (the first sighting is stored, so a restart does not renew it).
+    let db = dir.path().join("test.db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sql = format!(
+        "UPDATE settings SET value = substr(value, 1, instr(value, ':')) || '{}' WHERE key = 'enroll_token';",
+        now - 7200
+    );
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_with(dir.path(), port, &env).await;
+    match agent_socket(&server, "enroll-secret-token-0123456789").await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!(
+            "expected 401, got {:?}\n{}",
+            other.map(|_| ()),
+            server.log()
+        ),
+    }
+    // Failed agent authentications from one address are rate limited.
+    let mut statuses = Vec::new();
+    for _ in 0..35 {
+        match agent_socket(&server, "wrong-token").await {
+            Err(WsError::Http(resp)) => statuses.push(resp.status().as_u16()),
+            other => panic!("expected an HTTP refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(statuses.iter().take(29).all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(server.log().contains("agent connection refused"));
+}

@@ -165,10 +165,49 @@ pub async fn authenticate_agent(app: &AppState, token: &str) -> Result<AgentIden
     }
     match &app.config.enroll_token {
         Some(enroll) if !enroll.is_empty() && constant_time_eq(enroll, token) => {
+            if app
+                .enroll_until
+                .is_some_and(|until| Timestamp::now() > until)
+            {
+                tracing::warn!("an agent used the expired enrollment token");
+                return Err(AppError::Unauthorized);
+            }
             Ok(AgentIdentity::Enrollment)
         }
         _ => Err(AppError::Unauthorized),
     }
+}
+
+/// When the configured enrollment token expires: its first sighting (kept in the database,
+/// so restarts do not extend it) plus the configured lifetime.
+pub async fn enrollment_deadline(
+    db: &crate::storage::Db,
+    config: &crate::config::Config,
+) -> Result<Option<Timestamp>> {
+    let Some(token) = config.enroll_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if config.enroll_token_ttl_h == 0 {
+        return Ok(None);
+    }
+    let hash = sha256_hex(token);
+    let stored = db
+        .setting("enroll_token")
+        .await
+        .or_internal("reading settings")?;
+    let first_seen = match stored.as_deref().and_then(|v| v.split_once(':')) {
+        Some((h, at)) if h == hash => at.parse().unwrap_or_else(|_| Timestamp::now().secs()),
+        _ => {
+            let now = Timestamp::now().secs();
+            db.set_setting("enroll_token", &format!("{hash}:{now}"))
+                .await
+                .or_internal("writing settings")?;
+            now
+        }
+    };
+    Ok(Some(Timestamp(
+        first_seen + (config.enroll_token_ttl_h * 3600) as i64,
+    )))
 }
 
 /// Enrollment: create the host an agent registered with, and return its new token. A host
