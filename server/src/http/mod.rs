@@ -123,6 +123,7 @@ mod tests {
         AppState {
             db,
             hub: Hub::new(Vec::new(), 5),
+            enroll_until: None,
             limits: Arc::new(crate::service::limits::Limits::new(
                 config.login_failures_per_min,
             )),
