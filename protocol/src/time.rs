@@ -25,8 +25,20 @@ impl Timestamp {
         self.0
     }
 
-    pub fn parse(s: &str) -> Result<Self, chrono::ParseError> {
-        DateTime::parse_from_rfc3339(s).map(|t| Timestamp(t.timestamp()))
+    /// RFC 3339 has four-digit years: 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z.
+    pub const MIN: Timestamp = Timestamp(-62_167_219_200);
+    pub const MAX: Timestamp = Timestamp(253_402_300_799);
+
+    pub fn parse(s: &str) -> Result<Self, TimeError> {
+        let t = DateTime::parse_from_rfc3339(s).map_err(|_| TimeError)?;
+        let t = Timestamp(t.timestamp());
+        // Found by fuzzing: a UTC offset can carry 9999-12-31T23:00:00-05:00 past year
+        // 9999, which then cannot be written back as RFC 3339.
+        if (Self::MIN..=Self::MAX).contains(&t) {
+            Ok(t)
+        } else {
+            Err(TimeError)
+        }
     }
 
     /// `HH:MM:SS` in UTC, for log lines.
@@ -36,9 +48,22 @@ impl Timestamp {
     }
 }
 
+/// A time that is not an RFC 3339 UTC time with a four-digit year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeError;
+
+impl fmt::Display for TimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected an RFC 3339 time between years 0000 and 9999")
+    }
+}
+
+impl std::error::Error for TimeError {}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = DateTime::<Utc>::from_timestamp(self.0, 0).unwrap_or_default();
+        let secs = self.0.clamp(Self::MIN.0, Self::MAX.0);
+        let t = DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
         f.write_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
     }
 }
@@ -85,6 +110,20 @@ mod tests {
         let t = Timestamp::parse("2026-11-25T18:46:03.250+01:00").unwrap();
         assert_eq!(t.to_string(), "2026-11-25T17:46:03Z");
         assert_eq!(t.clock(), "17:46:03");
+    }
+
+    #[test]
+    fn years_stay_four_digits() {
+        // Regression (fuzz/crashes/host_ids_and_times-year-10000): an offset pushing the
+        // instant past 9999 used to parse, then printed as "+10000-…", which does not parse.
+        assert!(Timestamp::parse("9999-12-31T23:00:00-05:00").is_err());
+        assert!(Timestamp::parse("0000-01-01T00:00:00+01:00").is_err());
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            Timestamp::parse(&Timestamp::MAX.to_string()),
+            Ok(Timestamp::MAX)
+        );
+        assert_eq!(Timestamp(i64::MAX).to_string(), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -247,3 +247,23 @@ fn ambiguous_request_bodies_reject_unknown_fields() {
             .is_err()
     );
 }
+
+#[test]
+fn regression_floats_round_trip_exactly() {
+    // Found by fuzzing (fuzz/crashes/agent_frame-float-1ulp): without serde_json's
+    // `float_roundtrip`, this value came back one ulp off after a round trip.
+    let text = r#"{"type":"heartbeat","payload":{"metrics":{"cpu":3.765031934612e-22,"ram":0.0,"swap":0.0,"load":0.0},"generation":null,"lock_hash":null,"pending_command":null}}"#;
+    let m: AgentMessage = serde_json::from_str(text).unwrap();
+    let again: AgentMessage = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(m, again);
+}
+
+#[test]
+fn regression_times_past_year_9999_are_rejected() {
+    // Found by fuzzing (fuzz/crashes/*-year-10000): such a time parsed, then could not be
+    // written back as RFC 3339.
+    let frame = r#"{"type":"host_offline","payload":{"host_id":"a"}}"#;
+    assert!(matches!(decode::<BrowserEvent>(frame), Decoded::Message(_)));
+    let bad = r#"{"type":"command_queued","payload":{"host_id":"a","command_id":"c","command":"pull","queued_at":"9999-12-31T23:59:59-01:00"}}"#;
+    assert!(matches!(decode::<BrowserEvent>(bad), Decoded::Malformed(_)));
+}
