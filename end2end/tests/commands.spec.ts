@@ -1,16 +1,7 @@
 // Commands from the dashboard: buttons follow the host's state, output streams in live.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, commandConfig, createHost, loginApi } from "./fleet";
+import { Agent, BASE, commandConfig, createHost, loginApi, loginUi } from "./fleet";
 
-async function loginUi(page: Page) {
-  await page.goto("/login");
-  await page.fill("input[name=username]", "admin");
-  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
-  await page.click("button[type=submit]");
-  await expect(page).toHaveURL(`${BASE}/`);
-  // Buttons act only once hydrated; the server-rendered page already shows the host.
-  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
-}
 
 test("Pull streams its output and frees the host; Test becomes Stop, and Stop ends it", async ({ page }) => {
   const errors: string[] = [];

@@ -1,5 +1,5 @@
 // Helpers for driving a real nixdeck: the REST API as an admin, and real agent processes.
-import { APIRequestContext, expect, request } from "@playwright/test";
+import { APIRequestContext, expect, Page, request } from "@playwright/test";
 import { ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -138,4 +138,15 @@ export function commandConfig(scripts: Record<string, string>): string {
   const lines = Object.entries(scripts).map(([name, script]) => `${JSON.stringify(name)} = ["sh", "-c", ${JSON.stringify(script)}]`);
   writeFileSync(path, `[commands]\n${lines.join("\n")}\n`);
   return path;
+}
+
+/** Logs in through the page and waits until it is hydrated (buttons act only then). */
+export async function loginUi(page: Page, base: string = BASE, user = "admin", password = ADMIN_PASSWORD): Promise<void> {
+  await page.goto(`${base}/login`);
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await page.fill("input[name=username]", user);
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(`${base}/`);
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
 }

@@ -1,6 +1,6 @@
 // Foundation slice: one host's heartbeat travels agent -> hub -> browser store -> DOM.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi, Server } from "./fleet";
+import { Agent, BASE, createHost, loginApi, loginUi, Server } from "./fleet";
 
 /** Collects console errors, page errors and failed requests, to assert there were none. */
 function watchErrors(page: Page): string[] {
@@ -15,14 +15,6 @@ function watchErrors(page: Page): string[] {
   return errors;
 }
 
-async function loginUi(page: Page, base: string = BASE) {
-  await page.goto(`${base}/`);
-  await expect(page).toHaveURL(/\/login$/);
-  await page.fill("input[name=username]", "admin");
-  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
-  await page.click("button[type=submit]");
-  await expect(page).toHaveURL(`${base}/`);
-}
 
 test("wrong password is refused inline, without a reload", async ({ page }) => {
   const resp = await page.goto("/login");

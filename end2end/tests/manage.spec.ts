@@ -1,15 +1,7 @@
 // Adding hosts from the page, and bulk actions over a selection.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi } from "./fleet";
+import { Agent, BASE, createHost, loginApi, loginUi } from "./fleet";
 
-async function loginUi(page: Page) {
-  await page.goto("/login");
-  await page.fill("input[name=username]", "admin");
-  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
-  await page.click("button[type=submit]");
-  await expect(page).toHaveURL(`${BASE}/`);
-  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
-}
 
 test("add a host in the UI, start an agent with the shown token, and see it appear live", async ({ page }) => {
   const errors: string[] = [];

@@ -1,15 +1,7 @@
 // The dashboard's parts: cards on small screens, refresh and its failures, the ⋮ menu.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi } from "./fleet";
+import { Agent, BASE, createHost, loginApi, loginUi } from "./fleet";
 
-async function loginUi(page: Page) {
-  await page.goto("/login");
-  await page.fill("input[name=username]", "admin");
-  await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
-  await page.click("button[type=submit]");
-  await expect(page).toHaveURL(`${BASE}/`);
-  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
-}
 
 async function liveHost(prefix: string): Promise<{ hostname: string; agent: Agent }> {
   const admin = await loginApi();

@@ -284,12 +284,7 @@ async fn agent_socket_refuses_bad_tokens_and_bad_frames() {
 
     // Malformed and unknown frames are skipped; the link stays up.
     let mut browser = browser_socket(&server, &admin).await;
-    let mut ws = agent_socket(&server, &token_a).await.unwrap();
-    ws.send(register("host-a")).await.unwrap();
-    assert_eq!(
-        next_json(&mut ws, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut ws = registered_agent(&server, &token_a, "host-a").await;
     ws.send(Message::Text("{not json".into())).await.unwrap();
     ws.send(Message::Text(
         r#"{"type":"telemetry_v9","payload":{}}"#.into(),
@@ -387,12 +382,7 @@ async fn enrollment_creates_a_new_host_once() {
     let new_token = reply["payload"]["agent_token"].as_str().unwrap().to_owned();
     drop(ws);
     // The handed-out token works for the new host.
-    let mut ws = agent_socket(&server, &new_token).await.unwrap();
-    ws.send(register("fresh-host")).await.unwrap();
-    assert_eq!(
-        next_json(&mut ws, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut ws = registered_agent(&server, &new_token, "fresh-host").await;
 
     // The enrollment token can never take over an existing host.
     let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
@@ -434,12 +424,7 @@ async fn hosts_and_sessions_survive_a_restart() {
     assert_eq!(hosts[0]["metrics"]["cpu"], 12.0);
     assert!(hosts[0]["last_seen"].is_string());
     // And its token still works.
-    let mut ws = agent_socket(&server, &token).await.unwrap();
-    ws.send(register("durable")).await.unwrap();
-    assert_eq!(
-        next_json(&mut ws, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut ws = registered_agent(&server, &token, "durable").await;
 }
 
 #[tokio::test]
@@ -457,12 +442,7 @@ async fn a_slow_browser_is_dropped_without_slowing_the_others() {
         next_json(&mut fast, Duration::from_secs(5)).await["type"],
         "snapshot"
     );
-    let mut agent = agent_socket(&server, &token).await.unwrap();
-    agent.send(register(&host)).await.unwrap();
-    assert_eq!(
-        next_json(&mut agent, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut agent = registered_agent(&server, &token, &host).await;
 
     const N: u64 = 80_000;
     let reader = tokio::spawn(async move {
@@ -890,12 +870,7 @@ async fn tokens_are_stored_hashed_and_a_rotated_token_is_cut_off_at_once() {
         "the token is stored in clear"
     );
 
-    let mut ws = agent_socket(&server, &token).await.unwrap();
-    ws.send(register("rotor")).await.unwrap();
-    assert_eq!(
-        next_json(&mut ws, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut ws = registered_agent(&server, &token, "rotor").await;
     let r = admin
         .post(&server, "/api/hosts/rotor/token")
         .send()
@@ -913,12 +888,7 @@ async fn tokens_are_stored_hashed_and_a_rotated_token_is_cut_off_at_once() {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected 401, got {:?}", other.map(|_| ())),
     }
-    let mut ws = agent_socket(&server, &fresh).await.unwrap();
-    ws.send(register("rotor")).await.unwrap();
-    assert_eq!(
-        next_json(&mut ws, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut ws = registered_agent(&server, &fresh, "rotor").await;
 }
 
 #[tokio::test]
@@ -1098,14 +1068,7 @@ async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
     let env = [("NIXDECK_ENROLL_TOKEN_TTL_H", "1")];
     let mut server = Server::start_with(dir.path(), port, &env).await;
     // Within its lifetime the token enrolls a new host.
-    let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
-        .await
-        .unwrap();
-    ws.send(register("early-bird")).await.unwrap();
-    assert_eq!(
-        next_json(&mut ws, Duration::from_secs(5)).await["type"],
-        "registered"
-    );
+    let mut ws = registered_agent(&server, "enroll-secret-token-0123456789", "early-bird").await;
     drop(ws);
     server.stop();
     // Two hours later (the first sighting is stored, so a restart does not renew it).

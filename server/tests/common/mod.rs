@@ -292,6 +292,16 @@ pub async fn agent_socket(server: &Server, token: &str) -> Result<Ws, WsError> {
     connect_async(req).await.map(|(ws, _)| ws)
 }
 
+/// An agent link that has registered as `hostname`.
+pub async fn registered_agent(server: &Server, token: &str, hostname: &str) -> Ws {
+    use futures::SinkExt;
+    let mut ws = agent_socket(server, token).await.expect("agent socket");
+    ws.send(register(hostname)).await.unwrap();
+    let reply = next_json(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(reply["type"], "registered", "{reply}");
+    ws
+}
+
 pub fn register(hostname: &str) -> Message {
     Message::Text(
         json!({"type": "register", "payload": {"hostname": hostname, "host_type": "nixos",
