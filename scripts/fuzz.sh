@@ -10,7 +10,8 @@
 # Each target starts from the committed seeds (fuzz/seeds/<target>) plus its growing local
 # corpus (fuzz/corpus/<target>, git-ignored), with the libFuzzer dictionary
 # fuzz/dicts/<target>.dict. A crash input lands in fuzz/artifacts/<target>/; the script
-# prints it and exits 1. Known bugs' minimal inputs are kept in fuzz/crashes/; replay one with
+# prints it and exits 1. Minimal inputs of bugs found so far are kept in fuzz/crashes/ and are
+# replayed first as regression tests; replay one by hand with
 #   (cd fuzz && cargo +nightly fuzz run <target> crashes/<target>-<name>)
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -40,6 +41,16 @@ summary=()
 
 for t in $targets; do
   mkdir -p "corpus/$t" "seeds/$t"
+  # Inputs of bugs already found and fixed must stay fixed.
+  known=(crashes/"$t"-*)
+  if [ -e "${known[0]}" ]; then
+    if ! cargo +nightly fuzz run "$t" "${known[@]}" >"$logs/$t.regressions.log" 2>&1; then
+      echo "==> $t: a known crash input in fuzz/crashes/ fails again (see fuzz/$logs/$t.regressions.log)"
+      summary+=("$t: REGRESSION on a fuzz/crashes/$t-* input")
+      failed+=("$t")
+      continue
+    fi
+  fi
   echo "==> $t: ${secs}s"
   log="$logs/$t.log"
   timing="$logs/$t.time"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: the wasm32 hydrate build and the server (cargo leptos build), the native
-# tests (protocol, store, hub, server integration with real binaries), then Playwright in
-# Chromium. One profile (dev) for all of it, so nothing is compiled twice.
+# tests (protocol, store, hub, server integration with real binaries), Playwright in
+# Chromium, then a short run of every fuzz target (with the known crash inputs replayed). One profile (dev) for all of it, so nothing is compiled twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -15,3 +15,5 @@ echo "== cargo test"
 cargo test --workspace --exclude frontend
 echo "== playwright"
 scripts/e2e.sh
+echo "== fuzz (briefly; scripts/fuzz.sh 300 for a real session)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
