@@ -56,6 +56,30 @@ async fn login_and_csrf_status_codes() {
     assert_eq!(r.headers()["location"], "/login");
 
     let admin = login(&server).await;
+    // A login from a client that already has a session gets a new id (no fixation).
+    let relogin = admin
+        .http
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let fresh = relogin.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, admin.cookie);
+    let admin = Admin {
+        csrf: relogin.json::<Value>().await.unwrap()["csrf_token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        cookie: fresh,
+        http: admin.http,
+    };
     let body = json!({"hostname": "web-1", "host_type": "nixos"});
     // Session but no CSRF token: 403.
     let r = admin
