@@ -406,7 +406,7 @@ async fn enrollment_creates_a_new_host_once() {
     let new_token = reply["payload"]["agent_token"].as_str().unwrap().to_owned();
     drop(ws);
     // The handed-out token works for the new host.
-    let mut ws = registered_agent(&server, &new_token, "fresh-host").await;
+    let _ws = registered_agent(&server, &new_token, "fresh-host").await;
 
     // The enrollment token can never take over an existing host.
     let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
@@ -448,7 +448,7 @@ async fn hosts_and_sessions_survive_a_restart() {
     assert_eq!(hosts[0]["metrics"]["cpu"], 12.0);
     assert!(hosts[0]["last_seen"].is_string());
     // And its token still works.
-    let mut ws = registered_agent(&server, &token, "durable").await;
+    let _ws = registered_agent(&server, &token, "durable").await;
 }
 
 #[tokio::test]
@@ -912,7 +912,7 @@ async fn tokens_are_stored_hashed_and_a_rotated_token_is_cut_off_at_once() {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected 401, got {:?}", other.map(|_| ())),
     }
-    let mut ws = registered_agent(&server, &fresh, "rotor").await;
+    let _ws = registered_agent(&server, &fresh, "rotor").await;
 }
 
 #[tokio::test]
@@ -1092,7 +1092,7 @@ async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
     let env = [("NIXDECK_ENROLL_TOKEN_TTL_H", "1")];
     let mut server = Server::start_with(dir.path(), port, &env).await;
     // Within its lifetime the token enrolls a new host.
-    let mut ws = registered_agent(&server, "enroll-secret-token-0123456789", "early-bird").await;
+    let ws = registered_agent(&server, "enroll-secret-token-0123456789", "early-bird").await;
     drop(ws);
     server.stop();
     // Two hours later (the first sighting is stored, so a restart does not renew it).

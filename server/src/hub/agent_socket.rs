@@ -296,14 +296,7 @@ impl AgentLink<'_> {
                 commands::on_rejected(app, host_id, &rej).await
             }
             Decoded::Message(AgentMessage::Status(report)) => {
-                app.hub.update_host(host_id, |h| {
-                    if let Some(system) = report.checks.system {
-                        h.update_status.system = system;
-                    }
-                    if let Some(tests) = report.checks.tests {
-                        h.update_status.tests = tests;
-                    }
-                });
+                app.hub.report_checks(host_id, report.checks)
             }
             Decoded::Message(AgentMessage::Register(_)) => {
                 tracing::debug!(host = host_id, "ignored a second register");

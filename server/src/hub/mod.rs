@@ -48,6 +48,8 @@ struct AgentLink {
 #[derive(Clone, Debug, Default)]
 struct HostExtra {
     lock_hash: Option<String>,
+    /// The system/tests checks as the agent last reported them, before gating.
+    reported: StatusChecks,
 }
 
 struct HubState {
@@ -88,10 +90,11 @@ impl Hub {
         let mut extra = HashMap::new();
         for rec in hosts {
             let mut host = rec.host;
-            refresh_derived(&mut host);
+            refresh_derived(&mut host, &StatusChecks::default());
             extra.insert(
                 host.id.clone(),
                 HostExtra {
+                    reported: StatusChecks::default(),
                     lock_hash: rec.lock_hash,
                 },
             );
@@ -192,6 +195,22 @@ impl Hub {
         Ok(())
     }
 
+    /// The agent's own system/tests verdicts. Kept as reported; what browsers see is gated
+    /// by the git and lock compartments (see `gate`).
+    pub fn report_checks(&self, id: &str, checks: StatusChecks) {
+        {
+            let mut state = self.lock();
+            let extra = state.extra.entry(id.to_owned()).or_default();
+            if checks.system.is_some() {
+                extra.reported.system = checks.system;
+            }
+            if checks.tests.is_some() {
+                extra.reported.tests = checks.tests;
+            }
+        }
+        self.update_host(id, |_| {});
+    }
+
     /// Mark a command that survived a restart (or a reconnect) as pending again.
     pub fn restore_pending(&self, id: &str, pending: PendingCommand) {
         self.update_host(id, |h| h.pending_command = Some(pending));
@@ -265,7 +284,12 @@ impl Hub {
         let mut state = self.lock();
         let mut host = state.fleet.hosts.get(id)?.clone();
         edit(&mut host);
-        refresh_derived(&mut host);
+        let reported = state
+            .extra
+            .get(id)
+            .map(|e| e.reported.clone())
+            .unwrap_or_default();
+        refresh_derived(&mut host, &reported);
         self.publish_locked(
             &mut state,
             BrowserEvent::HostUpdated(HostBody { host: host.clone() }),
@@ -329,7 +353,12 @@ impl Hub {
             host.generation = reg.generation.clone();
             host.repo_url = reg.repo_url.clone();
             host.repo_dir = reg.repo_dir.clone();
-            refresh_derived(&mut host);
+            let reported = state
+                .extra
+                .get(id)
+                .map(|e| e.reported.clone())
+                .unwrap_or_default();
+            refresh_derived(&mut host, &reported);
             self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
         }
         (conn_id, rx)
@@ -354,7 +383,12 @@ impl Hub {
         if generation_changed {
             let mut host = state.fleet.hosts[id].clone();
             host.generation = hb.generation.clone();
-            refresh_derived(&mut host);
+            let reported = state
+                .extra
+                .get(id)
+                .map(|e| e.reported.clone())
+                .unwrap_or_default();
+            refresh_derived(&mut host, &reported);
             self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
         }
         if hb.lock_hash.is_some() {
@@ -417,8 +451,47 @@ impl Hub {
     }
 }
 
-/// Fields derived from others: the agent compartment and `agent_outdated`.
-fn refresh_derived(host: &mut Host) {
+/// The contract: system and tests are never ok while git or lock is not ok. A reported ok
+/// that cannot be confirmed shows as unknown, saying why; other verdicts pass through.
+pub fn gate(reported: &StatusCheck, git: &StatusCheck, lock: &StatusCheck) -> StatusCheck {
+    if reported.status != CheckStatus::Ok
+        || (git.status == CheckStatus::Ok && lock.status == CheckStatus::Ok)
+    {
+        return reported.clone();
+    }
+    let blockers: Vec<&str> = [("git", git), ("lock", lock)]
+        .iter()
+        .filter(|(_, c)| c.status != CheckStatus::Ok)
+        .map(|(n, _)| *n)
+        .collect();
+    StatusCheck::new(
+        CheckStatus::Unknown,
+        format!(
+            "The agent reports ok ({}), but that cannot be confirmed while {} is not ok.",
+            reported.message,
+            blockers.join(" and ")
+        ),
+        reported.checked_at,
+    )
+}
+
+const NOT_CONFIGURED: &str = "Not configured: no desired state source (NIXDECK_GITHUB_REPO).";
+
+/// Fields derived from others: the agent compartment, `agent_outdated`, the git and lock
+/// compartments' "not configured" note, and the gated system and tests compartments.
+fn refresh_derived(host: &mut Host, reported: &StatusChecks) {
+    for check in [&mut host.update_status.git, &mut host.update_status.lock] {
+        if check.status == CheckStatus::Unknown && check.message.is_empty() {
+            check.message = NOT_CONFIGURED.to_owned();
+        }
+    }
+    let u = &mut host.update_status;
+    if let Some(system) = &reported.system {
+        u.system = gate(system, &u.git, &u.lock);
+    }
+    if let Some(tests) = &reported.tests {
+        u.tests = gate(tests, &u.git, &u.lock);
+    }
     let (status, message, outdated) = match host.agent_version.as_deref() {
         None => (
             CheckStatus::Unknown,
@@ -495,6 +568,36 @@ mod tests {
         assert!(rx.try_recv().is_err());
         assert!(!hub.host("a").unwrap().online);
         assert!(hub.host("a").unwrap().update_status.agent.status == CheckStatus::Ok);
+    }
+
+    #[test]
+    fn system_and_tests_are_never_ok_while_git_or_lock_is_not() {
+        let hub = hub_with(&["a"]);
+        let (_conn, _rx) = hub.attach_agent("a", &register("a"));
+        let ok = StatusCheck::new(CheckStatus::Ok, "switched to abc1234", Some(Timestamp(1)));
+        hub.report_checks(
+            "a",
+            StatusChecks {
+                system: Some(ok.clone()),
+                tests: Some(StatusCheck::new(
+                    CheckStatus::Error,
+                    "1 of 2 tests failed",
+                    None,
+                )),
+            },
+        );
+        let u = hub.host("a").unwrap().update_status;
+        assert_eq!(u.git.message, NOT_CONFIGURED);
+        assert_eq!(u.system.status, CheckStatus::Unknown);
+        assert!(
+            u.system.message.contains("git and lock"),
+            "{}",
+            u.system.message
+        );
+        assert_eq!(u.tests.status, CheckStatus::Error, "failures pass through");
+        // Once git and lock are ok, the reported ok shows.
+        let green = StatusCheck::new(CheckStatus::Ok, "", None);
+        assert_eq!(gate(&ok, &green, &green), ok);
     }
 
     #[test]
