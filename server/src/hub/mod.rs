@@ -282,6 +282,17 @@ impl Hub {
     /// Change a host through `edit`; broadcasts `host_updated` if anything changed.
     pub fn update_host(&self, id: &str, edit: impl FnOnce(&mut Host)) -> Option<Host> {
         let mut state = self.lock();
+        self.update_locked(&mut state, id, edit)
+    }
+
+    /// The one path for changing a host: edit a copy, re-derive what follows from it, and
+    /// publish `host_updated` (sent only if something changed).
+    fn update_locked(
+        &self,
+        state: &mut HubState,
+        id: &str,
+        edit: impl FnOnce(&mut Host),
+    ) -> Option<Host> {
         let mut host = state.fleet.hosts.get(id)?.clone();
         edit(&mut host);
         let reported = state
@@ -291,7 +302,7 @@ impl Hub {
             .unwrap_or_default();
         refresh_derived(&mut host, &reported);
         self.publish_locked(
-            &mut state,
+            state,
             BrowserEvent::HostUpdated(HostBody { host: host.clone() }),
         );
         Some(host)
@@ -342,8 +353,7 @@ impl Hub {
                 .try_send(AgentOut::Close(4000, "replaced by a newer connection"));
         }
         state.extra.entry(id.to_owned()).or_default().lock_hash = reg.lock_hash.clone();
-        if let Some(current) = state.fleet.hosts.get(id) {
-            let mut host = current.clone();
+        self.update_locked(&mut state, id, |host| {
             host.hostname = reg.hostname.clone();
             host.online = true;
             host.last_seen = Some(now);
@@ -353,14 +363,7 @@ impl Hub {
             host.generation = reg.generation.clone();
             host.repo_url = reg.repo_url.clone();
             host.repo_dir = reg.repo_dir.clone();
-            let reported = state
-                .extra
-                .get(id)
-                .map(|e| e.reported.clone())
-                .unwrap_or_default();
-            refresh_derived(&mut host, &reported);
-            self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
-        }
+        });
         (conn_id, rx)
     }
 
@@ -381,15 +384,9 @@ impl Hub {
             .get(id)
             .is_some_and(|h| hb.generation.is_some() && h.generation != hb.generation);
         if generation_changed {
-            let mut host = state.fleet.hosts[id].clone();
-            host.generation = hb.generation.clone();
-            let reported = state
-                .extra
-                .get(id)
-                .map(|e| e.reported.clone())
-                .unwrap_or_default();
-            refresh_derived(&mut host, &reported);
-            self.publish_locked(&mut state, BrowserEvent::HostUpdated(HostBody { host }));
+            self.update_locked(&mut state, id, |host| {
+                host.generation = hb.generation.clone()
+            });
         }
         if hb.lock_hash.is_some() {
             state.extra.entry(id.to_owned()).or_default().lock_hash = hb.lock_hash.clone();
