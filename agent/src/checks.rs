@@ -165,6 +165,7 @@ mod tests {
         RepoState {
             generation: Some(generation.into()),
             lock_hash: Some(lock.into()),
+            lock_updated_at: None,
         }
     }
 

@@ -10,7 +10,7 @@
 use crate::checks::{self, Checks};
 use crate::config::Config;
 use crate::plan::{Action, PlanContext};
-use crate::probes::{self, MetricsProbe, RepoState};
+use crate::probes::{self, LockTimeCache, MetricsProbe, RepoState};
 use crate::runner::{self, Finished, Runner};
 use crate::spool::{self, Spec};
 use crate::token::{Credentials, Secret};
@@ -151,6 +151,8 @@ pub struct Link {
     cfg: Config,
     credentials: Credentials,
     metrics: MetricsProbe,
+    /// Spares heartbeats a `git log` for flake.lock's time while the checkout is unchanged.
+    lock_time: LockTimeCache,
     backoff: Backoff,
     timings: Timings,
     runner: Runner,
@@ -187,6 +189,7 @@ impl Link {
             cfg,
             credentials,
             metrics: MetricsProbe::new(),
+            lock_time: LockTimeCache::default(),
             backoff: Backoff::default(),
             timings: Timings::default(),
             runner,
@@ -203,8 +206,9 @@ impl Link {
         self.cfg.checkout.as_ref().map(|c| c.dir.as_path())
     }
 
-    async fn repo_state(&self) -> RepoState {
-        probes::repo_state(self.repo_dir()).await
+    async fn repo_state(&mut self) -> RepoState {
+        let dir = self.cfg.checkout.as_ref().map(|c| c.dir.as_path());
+        probes::repo_state(dir, &mut self.lock_time).await
     }
 
     /// Shorter timeouts, for tests.
@@ -373,7 +377,7 @@ impl Link {
     }
 
     /// Sends `register` and waits for `registered`.
-    async fn register(&self, ws: &mut Socket) -> Result<Registered, LinkError> {
+    async fn register(&mut self, ws: &mut Socket) -> Result<Registered, LinkError> {
         let register = self.register_message().await;
         send(ws, &AgentMessage::Register(register)).await?;
         let deadline = Instant::now() + self.timings.register;
@@ -675,9 +679,9 @@ impl Link {
         Ok(())
     }
 
-    async fn register_message(&self) -> Register {
-        let cfg = &self.cfg;
+    async fn register_message(&mut self) -> Register {
         let (repo, nixpkgs_version) = tokio::join!(self.repo_state(), probes::nixpkgs_version());
+        let cfg = &self.cfg;
         Register {
             hostname: cfg.hostname.clone(),
             host_type: cfg.host_type,
@@ -686,6 +690,7 @@ impl Link {
             nixpkgs_version,
             generation: repo.generation,
             lock_hash: repo.lock_hash,
+            lock_updated_at: repo.lock_updated_at,
             repo_url: cfg.repo_url.clone(),
             repo_dir: self.repo_dir().map(|d| d.display().to_string()),
             branch: Some(cfg.branch.clone()),
@@ -706,6 +711,7 @@ impl Link {
             metrics: Some(metrics),
             generation: repo.generation,
             lock_hash: repo.lock_hash,
+            lock_updated_at: repo.lock_updated_at,
             pending_command: self.runner.pending_command(),
         }
     }
@@ -929,6 +935,9 @@ mod tests {
         assert_eq!(register.agent_version, protocol::VERSION);
         assert_eq!(register.heartbeat_interval_s, 5);
         assert_eq!(register.lock_hash.as_deref(), Some(lock));
+        // Not a git checkout: flake.lock's mtime, just written.
+        let lock_time = register.lock_updated_at.expect("lock_updated_at");
+        assert!((protocol::Timestamp::now().secs() - lock_time.secs()).abs() < 60);
         assert_eq!(register.branch.as_deref(), Some("main"));
         assert_eq!(register.location.as_deref(), Some("lab"));
         assert_eq!(register.running_command, None);
@@ -943,6 +952,7 @@ mod tests {
         assert!((0.0..=100.0).contains(&metrics.cpu), "{metrics:?}");
         assert!((0.0..=100.0).contains(&metrics.ram), "{metrics:?}");
         assert_eq!(beat.lock_hash.as_deref(), Some(lock));
+        assert_eq!(beat.lock_updated_at, Some(lock_time));
 
         // Garbage and unknown frame types are skipped; the link stays up.
         ws.send(Message::text("{not json")).await.unwrap();

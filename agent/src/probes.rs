@@ -1,11 +1,11 @@
 //! What the agent reports about its host: metrics, identity, versions and the state of the
 //! configuration checkout.
 
-use protocol::{HostType, Metrics};
+use protocol::{HostType, Metrics, Timestamp};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 use sysinfo::System;
 use tokio::process::Command;
 
@@ -126,20 +126,87 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// What the heartbeat reports about the checkout; both None without `--repo-dir`.
+/// When `<repo_dir>/flake.lock` last changed: the committer time of the last commit that
+/// touched it (`git log -1 --format=%ct -- flake.lock`), else its mtime when git has no
+/// such commit (not a repository, or the lock is not committed yet). None without a
+/// flake.lock.
+pub async fn lock_updated_at(repo_dir: &Path) -> Option<Timestamp> {
+    let path = repo_dir.join("flake.lock");
+    let modified = tokio::fs::metadata(&path).await.ok()?.modified().ok();
+    // safe.directory: the same invocation as `generation`.
+    let argv = crate::repo::git_in(repo_dir);
+    let mut git = Command::new(&argv[0]);
+    git.args(&argv[1..])
+        .args(["log", "-1", "--format=%ct", "--", "flake.lock"]);
+    // An empty answer (no commit touched it) is None too, which falls back to the mtime.
+    if let Some(secs) = run_for_line(git).await.and_then(|l| l.parse::<i64>().ok()) {
+        return Some(Timestamp(secs));
+    }
+    let secs = modified?.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Timestamp(i64::try_from(secs).ok()?))
+}
+
+/// What the heartbeat reports about the checkout; all None without `--repo-dir`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepoState {
     pub generation: Option<String>,
     pub lock_hash: Option<String>,
+    pub lock_updated_at: Option<Timestamp>,
 }
 
-pub async fn repo_state(repo_dir: Option<&Path>) -> RepoState {
+/// The last `lock_updated_at` and the (generation, lock hash) it was computed for.
+///
+/// `repo_state` runs on every heartbeat (every few seconds), but the lock's time can only
+/// change when the checked-out commit or the lock's content does, and both are read anyway;
+/// so `git log` runs again only when that pair differs. The owner of the repo state (the
+/// `Link`) keeps one of these and passes it in: no shared state, no locking.
+#[derive(Clone, Debug, Default)]
+pub struct LockTimeCache {
+    last: Option<LockTimeEntry>,
+}
+
+#[derive(Clone, Debug)]
+struct LockTimeEntry {
+    generation: Option<String>,
+    lock_hash: Option<String>,
+    lock_updated_at: Option<Timestamp>,
+}
+
+impl LockTimeCache {
+    async fn get(
+        &mut self,
+        dir: &Path,
+        generation: &Option<String>,
+        lock_hash: &Option<String>,
+    ) -> Option<Timestamp> {
+        if let Some(last) = &self.last {
+            if last.generation == *generation && last.lock_hash == *lock_hash {
+                return last.lock_updated_at;
+            }
+        }
+        // No readable flake.lock, no time: skip git altogether.
+        let lock_updated_at = match lock_hash {
+            Some(_) => lock_updated_at(dir).await,
+            None => None,
+        };
+        self.last = Some(LockTimeEntry {
+            generation: generation.clone(),
+            lock_hash: lock_hash.clone(),
+            lock_updated_at,
+        });
+        lock_updated_at
+    }
+}
+
+pub async fn repo_state(repo_dir: Option<&Path>, cache: &mut LockTimeCache) -> RepoState {
     match repo_dir {
         Some(dir) => {
             let (generation, lock_hash) = tokio::join!(generation(dir), lock_hash(dir));
+            let lock_updated_at = cache.get(dir, &generation, &lock_hash).await;
             RepoState {
                 generation,
                 lock_hash,
+                lock_updated_at,
             }
         }
         None => RepoState::default(),
@@ -259,6 +326,119 @@ mod tests {
         let head = git(&["rev-parse", "HEAD"]).unwrap();
         let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
         assert_eq!(generation(dir.path()).await, Some(head));
+    }
+
+    /// `git -C dir <args>` with a fixed identity and dates, so commits work without any
+    /// global git config and carry a known time. Err when git cannot be run.
+    fn git_at(dir: &Path, date: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "commit.gpgsign=false"])
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date)
+            .output()
+    }
+
+    #[tokio::test]
+    async fn lock_updated_at_is_the_last_commit_of_flake_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let date = "2026-01-02T03:04:05Z";
+        let Ok(init) = git_at(dir.path(), date, &["init", "-q"]) else {
+            eprintln!("git not installed; skipping");
+            return;
+        };
+        assert!(init.status.success(), "{init:?}");
+        std::fs::write(dir.path().join("flake.lock"), "{}").unwrap();
+        for args in [&["add", "flake.lock"][..], &["commit", "-q", "-m", "lock"]] {
+            let out = git_at(dir.path(), date, args).unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        }
+        // A later commit that leaves flake.lock alone does not move its time.
+        let out = git_at(
+            dir.path(),
+            "2026-02-03T04:05:06Z",
+            &["commit", "-q", "--allow-empty", "-m", "other"],
+        )
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            lock_updated_at(dir.path()).await,
+            Some(Timestamp::parse(date).unwrap())
+        );
+        assert_eq!(
+            lock_updated_at(dir.path()).await.unwrap().secs(),
+            1_767_323_045
+        );
+    }
+
+    #[tokio::test]
+    async fn lock_updated_at_falls_back_to_the_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        // No flake.lock: no time.
+        assert_eq!(lock_updated_at(dir.path()).await, None);
+        // Not a repository: the file's mtime, which is about now.
+        std::fs::write(dir.path().join("flake.lock"), "{}").unwrap();
+        let t = lock_updated_at(dir.path()).await.expect("mtime");
+        let now = Timestamp::now().secs();
+        assert!((now - 60..=now + 1).contains(&t.secs()), "{t} vs now {now}");
+
+        // A repository in which flake.lock is not committed: still the mtime.
+        let Ok(init) = git_at(dir.path(), "2026-01-02T03:04:05Z", &["init", "-q"]) else {
+            return;
+        };
+        assert!(init.status.success(), "{init:?}");
+        let out = git_at(
+            dir.path(),
+            "2026-01-02T03:04:05Z",
+            &["commit", "-q", "--allow-empty", "-m", "x"],
+        )
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let t = lock_updated_at(dir.path()).await.expect("mtime");
+        assert!((now - 60..=now + 1).contains(&t.secs()), "{t} vs now {now}");
+    }
+
+    #[tokio::test]
+    async fn repo_state_recomputes_the_lock_time_only_when_the_checkout_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("flake.lock");
+        let mut cache = LockTimeCache::default();
+        assert_eq!(repo_state(None, &mut cache).await, RepoState::default());
+        assert_eq!(
+            repo_state(Some(dir.path()), &mut cache)
+                .await
+                .lock_updated_at,
+            None
+        );
+
+        let set_mtime = |secs: u64| {
+            let file = std::fs::File::options().write(true).open(&lock).unwrap();
+            file.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap();
+        };
+        std::fs::write(&lock, "a").unwrap();
+        set_mtime(1_000_000);
+        let first = repo_state(Some(dir.path()), &mut cache).await;
+        assert_eq!(first.lock_updated_at, Some(Timestamp(1_000_000)));
+        // Same generation and content: the cached answer, even though the mtime moved.
+        set_mtime(2_000_000);
+        assert_eq!(repo_state(Some(dir.path()), &mut cache).await, first);
+        // New content: computed again.
+        std::fs::write(&lock, "b").unwrap();
+        set_mtime(3_000_000);
+        let second = repo_state(Some(dir.path()), &mut cache).await;
+        assert_eq!(second.lock_updated_at, Some(Timestamp(3_000_000)));
+        assert_ne!(second.lock_hash, first.lock_hash);
+        // Gone: None at once.
+        std::fs::remove_file(&lock).unwrap();
+        let gone = repo_state(Some(dir.path()), &mut cache).await;
+        assert_eq!((gone.lock_hash, gone.lock_updated_at), (None, None));
     }
 
     #[test]

@@ -157,3 +157,32 @@ pub async fn audit_log(
 ) -> Result<Vec<protocol::api::AuditEntry>, AppError> {
     crate::backend::serve(|b, v| async move { b.audit(&v, actor, action, limit).await }).await
 }
+
+/// Merge the flake.lock PR and roll it out: to `host_ids`, or every online host. The
+/// job's progress arrives as `deploy_progress` events.
+#[server(client = CsrfClient)]
+pub async fn merge_and_deploy(
+    pr_number: u64,
+    host_ids: Option<Vec<String>>,
+) -> Result<String, AppError> {
+    let req = protocol::api::DeployRequest {
+        pr_number,
+        host_ids,
+        canary: None,
+        batch_size: None,
+        max_failures: None,
+    };
+    crate::backend::serve(|b, v| async move { b.deploy(&v, req).await }).await
+}
+
+/// Stop launching new steps of a deploy; running commands finish.
+#[server(client = CsrfClient)]
+pub async fn cancel_deploy(job_id: String) -> Result<(), AppError> {
+    crate::backend::serve(|b, v| async move { b.cancel_deploy(&v, &job_id).await }).await
+}
+
+/// Look for the flake.lock update PR now instead of at the next poll.
+#[server(client = CsrfClient)]
+pub async fn check_pr_now() -> Result<Option<protocol::PendingPr>, AppError> {
+    crate::backend::serve(|b, v| async move { b.check_pr(&v).await }).await
+}

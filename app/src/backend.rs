@@ -4,11 +4,11 @@
 
 use crate::error::AppError;
 use protocol::api::{
-    AuditEntry, BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult,
-    TotpSetup, UserInfo,
+    AuditEntry, BulkResult, CommandRecord, CreateHost, DeployRequest, HostCreated, RecoveryCodes,
+    RefreshResult, TotpSetup, UserInfo,
 };
 use protocol::messages::Snapshot;
-use protocol::CommandKind;
+use protocol::{CommandKind, PendingPr};
 use std::sync::Arc;
 
 /// The Content-Security-Policy nonce of a request, minted by the server's header layer
@@ -93,6 +93,12 @@ pub trait Backend: Send + Sync + 'static {
         host_id: &str,
         limit: u32,
     ) -> Result<Vec<CommandRecord>, AppError>;
+    /// Merge the flake.lock PR and roll it out; the job id.
+    async fn deploy(&self, viewer: &Viewer, req: DeployRequest) -> Result<String, AppError>;
+    /// Stop launching new steps of a deploy.
+    async fn cancel_deploy(&self, viewer: &Viewer, job_id: &str) -> Result<(), AppError>;
+    /// Look for the flake.lock PR on GitHub now.
+    async fn check_pr(&self, viewer: &Viewer) -> Result<Option<PendingPr>, AppError>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

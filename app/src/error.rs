@@ -26,6 +26,8 @@ pub enum AppError {
     Internal,
     /// The server function transport failed (network, decoding).
     Transport(String),
+    /// 502: a service the dashboard depends on (GitHub) failed; the reason is shown.
+    Upstream(String),
 }
 
 impl AppError {
@@ -45,7 +47,7 @@ impl AppError {
             AppError::Invalid(_) => 422,
             AppError::RateLimited { .. } => 429,
             AppError::Internal => 500,
-            AppError::Transport(_) => 502,
+            AppError::Transport(_) | AppError::Upstream(_) => 502,
         }
     }
 
@@ -60,6 +62,7 @@ impl AppError {
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Internal => "internal",
             AppError::Transport(_) => "transport",
+            AppError::Upstream(_) => "upstream",
         }
     }
 }
@@ -82,6 +85,7 @@ impl fmt::Display for AppError {
                 f.write_str("Internal server error; the details are in the server log.")
             }
             AppError::Transport(why) => write!(f, "Could not reach the dashboard: {why}"),
+            AppError::Upstream(why) => f.write_str(why),
         }
     }
 }

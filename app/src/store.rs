@@ -142,6 +142,8 @@ pub struct HostStore {
     pub ids: RwSignal<Vec<String>>,
     pub pending_pr: RwSignal<Option<PendingPr>>,
     pub deploy: RwSignal<Option<DeployProgress>>,
+    /// The config repo's desired state (None: no source configured).
+    pub desired: RwSignal<Option<DesiredState>>,
     pub dashboard_version: RwSignal<String>,
     /// The server's idea of now, ticking every second in the browser. Starts at the
     /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
@@ -170,7 +172,8 @@ impl HostStore {
         HostStore {
             ids: RwSignal::new(state.host_ids()),
             pending_pr: RwSignal::new(state.pending_pr.clone()),
-            deploy: RwSignal::new(None),
+            deploy: RwSignal::new(state.deploy.clone()),
+            desired: RwSignal::new(state.desired.clone()),
             dashboard_version: RwSignal::new(state.dashboard_version.clone()),
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
@@ -236,6 +239,8 @@ impl HostStore {
                 self.sync_ids();
                 self.state.with_value(|s| {
                     set_if_changed(self.pending_pr, s.pending_pr.clone());
+                    set_if_changed(self.deploy, s.deploy.clone());
+                    set_if_changed(self.desired, s.desired.clone());
                     set_if_changed(self.dashboard_version, s.dashboard_version.clone());
                     set_if_changed(self.now, s.server_time);
                 });
@@ -247,6 +252,10 @@ impl HostStore {
             Changed::Deploy => {
                 self.state
                     .with_value(|s| set_if_changed(self.deploy, s.deploy.clone()));
+            }
+            Changed::Desired => {
+                self.state
+                    .with_value(|s| set_if_changed(self.desired, s.desired.clone()));
             }
         }
         self.follow_command(event, &changed);
@@ -387,6 +396,8 @@ mod tests {
             pending_pr: None,
             dashboard_version: "0.1.0".into(),
             server_time: Timestamp(100),
+            desired: None,
+            deploy: None,
         }
     }
 
@@ -555,6 +566,8 @@ mod tests {
                 phase: DeployPhase::Pulling,
                 hosts: [("a".to_owned(), DeployHostState::Running)].into(),
                 message: "pulling".into(),
+                started_by: "op".into(),
+                active: true,
             };
             store.apply(&BrowserEvent::DeployProgress(progress.clone()));
             assert_eq!(store.deploy.get_untracked(), Some(progress));

@@ -143,6 +143,16 @@ pub struct DeployRequest {
     pub pr_number: u64,
     #[serde(default)]
     pub host_ids: Option<Vec<String>>,
+    /// Additions: a staged rollout. These hosts go first, alone (the canary wave)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Vec<String>>,
+    /// ...then the rest in waves of this many (None or 0: all at once)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// ...and the job stops, skipping the hosts not yet started, once more than this many
+    /// hosts failed (None: never stop early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub struct FleetState {
     pub hosts: BTreeMap<String, Host>,
     pub pending_pr: Option<PendingPr>,
     pub deploy: Option<DeployProgress>,
+    pub desired: Option<DesiredState>,
     pub dashboard_version: String,
     pub server_time: Timestamp,
 }
@@ -29,6 +30,7 @@ pub enum Changed {
     Output(String),
     PendingPr,
     Deploy,
+    Desired,
 }
 
 impl FleetState {
@@ -44,6 +46,8 @@ impl FleetState {
             pending_pr: self.pending_pr.clone(),
             dashboard_version: self.dashboard_version.clone(),
             server_time,
+            desired: self.desired.clone(),
+            deploy: self.deploy.clone(),
         }
     }
 
@@ -59,6 +63,8 @@ impl FleetState {
             BrowserEvent::Snapshot(s) => {
                 self.hosts = s.hosts.iter().map(|h| (h.id.clone(), h.clone())).collect();
                 self.pending_pr = s.pending_pr.clone();
+                self.desired = s.desired.clone();
+                self.deploy = s.deploy.clone();
                 self.dashboard_version = s.dashboard_version.clone();
                 self.server_time = s.server_time;
                 Changed::All
@@ -138,8 +144,18 @@ impl FleetState {
                 }
             }
             BrowserEvent::DeployProgress(d) => {
+                if self.deploy.as_ref() == Some(d) {
+                    return Changed::Nothing;
+                }
                 self.deploy = Some(d.clone());
                 Changed::Deploy
+            }
+            BrowserEvent::DesiredState(d) => {
+                if self.desired == d.desired {
+                    return Changed::Nothing;
+                }
+                self.desired = d.desired.clone();
+                Changed::Desired
             }
         }
     }
@@ -163,6 +179,8 @@ mod tests {
             pending_pr: None,
             dashboard_version: "0.1.0".into(),
             server_time: Timestamp(1000),
+            desired: None,
+            deploy: None,
         })
     }
 

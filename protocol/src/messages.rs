@@ -29,6 +29,10 @@ pub struct Register {
     pub generation: Option<String>,
     #[serde(default)]
     pub lock_hash: Option<String>,
+    /// Addition to the contract: when flake.lock last changed (its last commit), for the
+    /// lock compartment's age fallback when no desired hash is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_updated_at: Option<Timestamp>,
     #[serde(default)]
     pub repo_url: Option<String>,
     #[serde(default)]
@@ -64,6 +68,9 @@ pub struct Heartbeat {
     pub generation: Option<String>,
     #[serde(default)]
     pub lock_hash: Option<String>,
+    /// Addition (see `Register::lock_updated_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_updated_at: Option<Timestamp>,
     #[serde(default)]
     pub pending_command: Option<HeartbeatCommand>,
 }
@@ -174,6 +181,12 @@ pub struct Snapshot {
     pub pending_pr: Option<PendingPr>,
     pub dashboard_version: String,
     pub server_time: Timestamp,
+    /// Addition: the desired state (None when no source is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<DesiredState>,
+    /// Addition: the current or last deploy, so a page opened mid-deploy shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployProgress>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +238,12 @@ pub struct PendingPrChanged {
     pub pr: Option<PendingPr>,
 }
 
+/// Addition: the desired state changed (`desired_state`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredChanged {
+    pub desired: Option<DesiredState>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeployPhase {
@@ -252,6 +271,11 @@ pub struct DeployProgress {
     pub phase: DeployPhase,
     pub hosts: BTreeMap<String, DeployHostState>,
     pub message: String,
+    /// Additions: who started it, and whether it is still running (a Cancel button shows).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started_by: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub active: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -268,6 +292,7 @@ pub enum BrowserEvent {
     CommandComplete(CommandComplete),
     PendingPr(PendingPrChanged),
     DeployProgress(DeployProgress),
+    DesiredState(DesiredChanged),
 }
 
 // ---------------------------------------------------------------- decoding
@@ -306,6 +331,7 @@ impl Message for BrowserEvent {
         "command_complete",
         "pending_pr",
         "deploy_progress",
+        "desired_state",
     ];
 }
 

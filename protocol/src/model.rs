@@ -195,6 +195,28 @@ pub struct PendingCommand {
     pub started_at: Timestamp,
 }
 
+/// The config repository's desired state, as the dashboard last read it (addition to the
+/// contract: the header shows it, and the git and lock compartments compare against it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DesiredState {
+    /// Where it comes from: `github:owner/name` or the version.json URL.
+    pub source: String,
+    pub branch: String,
+    /// The branch head; None until the first successful read.
+    pub commit: Option<String>,
+    pub commit_url: Option<String>,
+    pub message: Option<String>,
+    pub committed_at: Option<Timestamp>,
+    /// SHA-256 of the branch's flake.lock; None when unknown (then lock goes by age).
+    pub lock_hash: Option<String>,
+    /// When the source last answered.
+    pub checked_at: Option<Timestamp>,
+    /// Why the last read failed (the remote is unreachable or refused); None when fine.
+    pub error: Option<String>,
+    /// Set while GitHub rate-limits us: the last known state stays in force until then.
+    pub rate_limited_until: Option<Timestamp>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingPr {
     pub number: u64,

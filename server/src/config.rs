@@ -147,6 +147,93 @@ pub struct Config {
     /// a proxy that rewrites the Host header. By default the request's Host is the origin.
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub github: GithubConfig,
+}
+
+/// Where the desired state comes from, and how flake.lock PRs are found and deployed.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GithubConfig {
+    /// The config repository on GitHub, `owner/name`. Its branch head and flake.lock are the
+    /// desired state that the git and lock compartments compare hosts against.
+    #[arg(long, env = "NIXDECK_GITHUB_REPO")]
+    pub github_repo: Option<String>,
+
+    /// The branch hosts deploy from.
+    #[arg(long, env = "NIXDECK_GITHUB_BRANCH", default_value = "main")]
+    pub github_branch: String,
+
+    /// API token (needs contents:read and pull-requests:write to merge). Optional for a
+    /// public repository, but unauthenticated requests are rate-limited hard.
+    #[arg(long, env = "NIXDECK_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+
+    /// A file holding the API token (e.g. a secret managed by sops or agenix).
+    #[arg(
+        long,
+        env = "NIXDECK_GITHUB_TOKEN_FILE",
+        conflicts_with = "github_token"
+    )]
+    pub github_token_file: Option<PathBuf>,
+
+    /// Base URL of the GitHub REST API (GitHub Enterprise: `https://host/api/v3`).
+    #[arg(
+        long,
+        env = "NIXDECK_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
+    /// Instead of the API: a URL serving `version.json` with
+    /// `{gitCommit, lockHash, branch, timestamp}` (e.g. published by the repo's CI).
+    #[arg(long, env = "NIXDECK_VERSION_URL", conflicts_with = "github_repo")]
+    pub version_url: Option<String>,
+
+    /// Seconds between reads of the desired state.
+    #[arg(long, env = "NIXDECK_DESIRED_POLL_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub desired_poll_s: u64,
+
+    /// Seconds between looks for a flake.lock update pull request.
+    #[arg(long, env = "NIXDECK_PR_POLL_S", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pr_poll_s: u64,
+
+    /// Labels that mark a flake.lock update PR (comma-separated). A PR whose title mentions
+    /// flake.lock or "update flake" counts too.
+    #[arg(
+        long,
+        env = "NIXDECK_PR_LABELS",
+        value_delimiter = ',',
+        default_value = "dependencies,automated"
+    )]
+    pub pr_labels: Vec<String>,
+
+    /// How Merge & Deploy merges: merge, squash or rebase.
+    #[arg(long, env = "NIXDECK_MERGE_METHOD", default_value = "merge",
+          value_parser = ["merge", "squash", "rebase"])]
+    pub merge_method: String,
+
+    /// Seconds Merge & Deploy waits for the branch head to become the merge commit.
+    #[arg(long, env = "NIXDECK_MERGE_WAIT_S", default_value_t = 120)]
+    pub merge_wait_s: u64,
+}
+
+impl GithubConfig {
+    /// The API token from the flag, the environment or the token file.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        match (&self.github_token, &self.github_token_file) {
+            (Some(t), _) => Ok(Some(t.trim().to_owned())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the GitHub token file {}", path.display()))?;
+                Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl Config {

@@ -1,6 +1,8 @@
 //! The nixdeck server binary.
 
 mod config;
+mod desired;
+mod github;
 mod http;
 mod hub;
 mod secret;
@@ -62,7 +64,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("Created user 'admin' with password: {password}");
     }
     let hosts = db.hosts().await.context("loading hosts")?;
-    let hub = Hub::new(hosts, config.heartbeat_interval_s);
+    let hub = Hub::new(
+        hosts,
+        config.heartbeat_interval_s,
+        desired::initial(&config.github),
+    );
+    let desired = Arc::new(
+        desired::Desired::new(&config.github, hub.clone()).context("desired state source")?,
+    );
     // Commands survive a dashboard restart: their hosts stay busy until the agents report.
     for cmd in db
         .holding_commands()
@@ -97,8 +106,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         hub: hub.clone(),
         config: Arc::new(config.clone()),
         limits: Arc::new(service::limits::Limits::new(config.login_failures_per_min)),
+        desired: desired.clone(),
+        deploys: Arc::default(),
         leptos_options,
     };
+    service::deploy::recover(&state)
+        .await
+        .context("recovering deploy jobs")?;
+    desired.spawn();
     spawn_background(state.clone());
 
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();

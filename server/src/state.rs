@@ -15,6 +15,10 @@ pub struct AppState {
     pub hub: Hub,
     pub config: Arc<Config>,
     pub limits: Arc<Limits>,
+    /// The desired-state source (GitHub or version.json) and the PR poller.
+    pub desired: Arc<crate::desired::Desired>,
+    /// The Merge & Deploy job slot.
+    pub deploys: Arc<crate::service::deploy::Deploys>,
     /// When the enrollment token stops working (None: no token, or no expiry).
     pub enroll_until: Option<protocol::Timestamp>,
     pub leptos_options: LeptosOptions,

@@ -2,7 +2,7 @@
 //! PostgreSQL later means changing this module (and the pool type) only.
 
 use protocol::api::{AuditEntry, CommandRecord};
-use protocol::messages::Output;
+use protocol::messages::{DeployProgress, Output};
 use protocol::{CommandKind, CommandStatus, Host, HostType, Metrics, OutputStream, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -809,6 +809,92 @@ impl Db {
             .await
             .map(|_| ())
     }
+}
+
+impl Db {
+    pub async fn insert_deploy(&self, job: &DeployProgress, request: &str) -> DbResult<()> {
+        let now = Timestamp::now().secs();
+        sqlx::query(
+            "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&job.job_id)
+        .bind(job.pr_number as i64)
+        .bind(&job.started_by)
+        .bind(request)
+        .bind(json_text(&job.phase))
+        .bind(json_text(&job.hosts))
+        .bind(&job.message)
+        .bind(job.active)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn save_deploy(&self, job: &DeployProgress) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(&job.job_id)
+        .bind(json_text(&job.phase))
+        .bind(json_text(&job.hosts))
+        .bind(&job.message)
+        .bind(job.active)
+        .bind(Timestamp::now().secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Jobs that were running when the dashboard stopped.
+    pub async fn active_deploys(&self) -> DbResult<Vec<DeployProgress>> {
+        let rows = sqlx::query(&format!("{DEPLOY_SELECT} WHERE active ORDER BY created_at"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(deploy_row).collect()
+    }
+
+    pub async fn deploy(&self, id: &str) -> DbResult<Option<DeployProgress>> {
+        let row = sqlx::query(&format!("{DEPLOY_SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(deploy_row).transpose()
+    }
+
+    pub async fn latest_deploy(&self) -> DbResult<Option<DeployProgress>> {
+        let row = sqlx::query(&format!(
+            "{DEPLOY_SELECT} ORDER BY created_at DESC, updated_at DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(deploy_row).transpose()
+    }
+}
+
+const DEPLOY_SELECT: &str =
+    "SELECT id, pr_number, started_by, phase, hosts, message, active FROM deploy_jobs";
+
+/// Small enums and maps are stored as their JSON text.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    text.trim_matches('"').to_owned()
+}
+
+fn deploy_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<DeployProgress> {
+    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+    let phase: String = r.get(3);
+    let hosts: String = r.get(4);
+    Ok(DeployProgress {
+        job_id: r.get(0),
+        pr_number: r.get::<i64, _>(1) as u64,
+        started_by: r.get(2),
+        phase: serde_json::from_value(serde_json::Value::String(phase)).map_err(decode)?,
+        hosts: serde_json::from_str(&hosts).map_err(decode)?,
+        message: r.get(5),
+        active: r.get(6),
+    })
 }
 
 /// Filters for reading the audit log.

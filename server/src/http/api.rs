@@ -213,6 +213,45 @@ pub async fn bulk(
     Ok(Json(BulkResponse { results }))
 }
 
+pub async fn pending_pr(State(app): State<AppState>) -> Json<Option<protocol::PendingPr>> {
+    Json(app.hub.pending_pr())
+}
+
+/// Addition: look for the flake.lock PR now ("check now").
+pub async fn check_pr(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> HttpResult<Json<Option<protocol::PendingPr>>> {
+    Ok(Json(service::deploy::check_pr(&app, &viewer).await?))
+}
+
+pub async fn deploy(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<DeployRequest>,
+) -> HttpResult<(StatusCode, Json<JobAccepted>)> {
+    let job_id = service::deploy::start(&app, &viewer, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
+}
+
+/// Addition: the state of a deploy job.
+pub async fn deploy_status(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<protocol::messages::DeployProgress>> {
+    Ok(Json(service::deploy::status(&app, &id).await?))
+}
+
+/// Addition: stop launching new steps of a deploy.
+pub async fn deploy_cancel(
+    State(app): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    service::deploy::cancel(&app, &viewer, &id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 #[derive(serde::Deserialize)]
 pub struct AuditQuery {
     actor: Option<String>,

@@ -40,6 +40,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts/{id}/unlock", post(api::unlock_host))
         .route("/api/commands/{id}/log", get(api::command_log))
         .route("/api/bulk", post(api::bulk))
+        .route("/api/pending-pr", get(api::pending_pr))
+        .route("/api/pending-pr/check", post(api::check_pr))
+        .route("/api/deploy", post(api::deploy))
+        .route("/api/deploy/{id}", get(api::deploy_status))
+        .route("/api/deploy/{id}/cancel", post(api::deploy_cancel))
         .route("/api/audit", get(api::audit))
         .route("/api/account/totp/setup", post(api::totp_setup))
         .route("/api/account/totp/confirm", post(api::totp_confirm))
@@ -107,6 +112,11 @@ mod tests {
         ("POST", "/api/bulk", Access::Operator),
         ("GET", "/api/audit", Access::Admin),
         ("POST", "/api/account/totp/setup", Access::Viewer),
+        ("GET", "/api/pending-pr", Access::Viewer),
+        ("POST", "/api/pending-pr/check", Access::Operator),
+        ("POST", "/api/deploy", Access::Operator),
+        ("GET", "/api/deploy/nojob", Access::Viewer),
+        ("POST", "/api/deploy/nojob/cancel", Access::Operator),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
@@ -120,9 +130,12 @@ mod tests {
             db.insert_user(user, &hash, role).await.unwrap();
         }
         let config = Cli::parse_from(["nixdeck"]).config;
+        let hub = Hub::new(Vec::new(), 5, None);
         AppState {
             db,
-            hub: Hub::new(Vec::new(), 5),
+            hub: hub.clone(),
+            desired: Arc::new(crate::desired::Desired::new(&config.github, hub).unwrap()),
+            deploys: Arc::default(),
             enroll_until: None,
             limits: Arc::new(crate::service::limits::Limits::new(
                 config.login_failures_per_min,
@@ -168,6 +181,7 @@ mod tests {
         let server_fn = |name: &str| path.contains(name) && !path.starts_with("/api/hosts");
         match path {
             "/api/bulk" => (JSON, r#"{"command":"pull","host_ids":["nohost"]}"#),
+            "/api/deploy" => (JSON, r#"{"pr_number":1,"host_ids":["nohost"]}"#),
             "/api/hosts" => (JSON, r#"{"hostname":"newhost","host_type":"nixos"}"#),
             p if p.starts_with("/api/hosts/") && p.ends_with("/commands") => {
                 (JSON, r#"{"command":"pull"}"#)
@@ -186,6 +200,9 @@ mod tests {
             _ if server_fn("set_user_disabled") => (FORM, "username=nouser&disabled=true"),
             _ if server_fn("reset_user_password") => (FORM, "username=nouser"),
             _ if server_fn("audit_log") => (FORM, "limit=5"),
+            _ if server_fn("merge_and_deploy") => (FORM, "pr_number=1&host_ids[0]=nohost"),
+            _ if server_fn("cancel_deploy") => (FORM, "job_id=nojob"),
+            _ if server_fn("check_pr_now") => (FORM, ""),
             _ if !path.starts_with("/api/hosts")
                 && !path.starts_with("/api/commands")
                 && !path.starts_with("/api/session")

@@ -7,9 +7,11 @@
 
 pub mod agent_socket;
 pub mod browser_socket;
+pub mod compartments;
 
 use crate::storage::{HostRecord, SeenUpdate};
 use axum::extract::ws::Utf8Bytes;
+use compartments::Reported;
 use protocol::messages::*;
 use protocol::*;
 use std::collections::HashMap;
@@ -44,18 +46,11 @@ struct AgentLink {
     tx: mpsc::Sender<AgentOut>,
 }
 
-/// Server-only facts about a host that are not part of the wire `Host`.
-#[derive(Clone, Debug, Default)]
-struct HostExtra {
-    lock_hash: Option<String>,
-    /// The system/tests checks as the agent last reported them, before gating.
-    reported: StatusChecks,
-}
-
 struct HubState {
     fleet: FleetState,
     agents: HashMap<String, AgentLink>,
-    extra: HashMap<String, HostExtra>,
+    /// What agents reported beyond the wire `Host` (lock hash and age, raw checks).
+    extra: HashMap<String, Reported>,
     /// Heartbeat data not yet written to the database (written in batches).
     unsaved: HashMap<String, SeenUpdate>,
 }
@@ -75,6 +70,8 @@ pub struct Hub {
 struct Inner {
     state: Mutex<HubState>,
     events: broadcast::Sender<Utf8Bytes>,
+    /// Every command end, typed, for in-process waiters (Merge & Deploy).
+    completions: broadcast::Sender<CommandComplete>,
     next_conn: AtomicU64,
     interval_s: u32,
     counters: Counters,
@@ -82,25 +79,27 @@ struct Inner {
 
 impl Hub {
     /// A hub over the stored hosts, all offline until their agents connect.
-    pub fn new(hosts: Vec<HostRecord>, interval_s: u32) -> Hub {
+    /// `desired` is the configured source before its first read (None: not configured).
+    pub fn new(hosts: Vec<HostRecord>, interval_s: u32, desired: Option<DesiredState>) -> Hub {
         let mut fleet = FleetState {
             dashboard_version: VERSION.to_owned(),
+            desired,
             ..FleetState::default()
         };
         let mut extra = HashMap::new();
+        let now = Timestamp::now();
         for rec in hosts {
             let mut host = rec.host;
-            refresh_derived(&mut host, &StatusChecks::default());
-            extra.insert(
-                host.id.clone(),
-                HostExtra {
-                    reported: StatusChecks::default(),
-                    lock_hash: rec.lock_hash,
-                },
-            );
+            let reported = Reported {
+                lock_hash: rec.lock_hash,
+                ..Reported::default()
+            };
+            compartments::derive(&mut host, &reported, fleet.desired.as_ref(), now);
+            extra.insert(host.id.clone(), reported);
             fleet.hosts.insert(host.id.clone(), host);
         }
         let (events, _) = broadcast::channel(BROWSER_LAG_LIMIT);
+        let (completions, _) = broadcast::channel(1024);
         Hub {
             inner: Arc::new(Inner {
                 state: Mutex::new(HubState {
@@ -110,6 +109,7 @@ impl Hub {
                     unsaved: HashMap::new(),
                 }),
                 events,
+                completions,
                 next_conn: AtomicU64::new(1),
                 interval_s,
                 counters: Counters::default(),
@@ -202,10 +202,10 @@ impl Hub {
             let mut state = self.lock();
             let extra = state.extra.entry(id.to_owned()).or_default();
             if checks.system.is_some() {
-                extra.reported.system = checks.system;
+                extra.checks.system = checks.system;
             }
             if checks.tests.is_some() {
-                extra.reported.tests = checks.tests;
+                extra.checks.tests = checks.tests;
             }
         }
         self.update_host(id, |_| {});
@@ -221,6 +221,7 @@ impl Hub {
     pub fn release(&self, done: CommandComplete) {
         let mut state = self.lock();
         let host_id = done.host_id.clone();
+        let _ = self.inner.completions.send(done.clone());
         self.publish_locked(&mut state, BrowserEvent::CommandComplete(done));
         if let Some(host) = state.fleet.hosts.get(&host_id).cloned() {
             // The contract also promises host_updated with pending_command cleared.
@@ -295,12 +296,13 @@ impl Hub {
     ) -> Option<Host> {
         let mut host = state.fleet.hosts.get(id)?.clone();
         edit(&mut host);
-        let reported = state
-            .extra
-            .get(id)
-            .map(|e| e.reported.clone())
-            .unwrap_or_default();
-        refresh_derived(&mut host, &reported);
+        let reported = state.extra.get(id).cloned().unwrap_or_default();
+        compartments::derive(
+            &mut host,
+            &reported,
+            state.fleet.desired.as_ref(),
+            Timestamp::now(),
+        );
         self.publish_locked(
             state,
             BrowserEvent::HostUpdated(HostBody { host: host.clone() }),
@@ -310,7 +312,7 @@ impl Hub {
 
     pub fn add_host(&self, host: Host) {
         let mut state = self.lock();
-        state.extra.insert(host.id.clone(), HostExtra::default());
+        state.extra.insert(host.id.clone(), Reported::default());
         self.publish_locked(&mut state, BrowserEvent::HostAdded(HostBody { host }));
     }
 
@@ -352,7 +354,9 @@ impl Hub {
                 .tx
                 .try_send(AgentOut::Close(4000, "replaced by a newer connection"));
         }
-        state.extra.entry(id.to_owned()).or_default().lock_hash = reg.lock_hash.clone();
+        let extra = state.extra.entry(id.to_owned()).or_default();
+        extra.lock_hash = reg.lock_hash.clone();
+        extra.lock_updated_at = reg.lock_updated_at;
         self.update_locked(&mut state, id, |host| {
             host.hostname = reg.hostname.clone();
             host.online = true;
@@ -383,13 +387,22 @@ impl Hub {
             .hosts
             .get(id)
             .is_some_and(|h| hb.generation.is_some() && h.generation != hb.generation);
-        if generation_changed {
-            self.update_locked(&mut state, id, |host| {
-                host.generation = hb.generation.clone()
-            });
-        }
+        let extra = state.extra.entry(id.to_owned()).or_default();
+        let lock_changed = (hb.lock_hash.is_some() && extra.lock_hash != hb.lock_hash)
+            || (hb.lock_updated_at.is_some() && extra.lock_updated_at != hb.lock_updated_at);
         if hb.lock_hash.is_some() {
-            state.extra.entry(id.to_owned()).or_default().lock_hash = hb.lock_hash.clone();
+            extra.lock_hash = hb.lock_hash.clone();
+        }
+        if hb.lock_updated_at.is_some() {
+            extra.lock_updated_at = hb.lock_updated_at;
+        }
+        // Only a changed checkout re-derives the compartments; a plain heartbeat stays cheap.
+        if generation_changed || lock_changed {
+            self.update_locked(&mut state, id, |host| {
+                if hb.generation.is_some() {
+                    host.generation = hb.generation.clone();
+                }
+            });
         }
         self.publish_locked(
             &mut state,
@@ -442,74 +455,43 @@ impl Hub {
             .is_some_and(|l| l.tx.try_send(AgentOut::Frame(msg)).is_ok())
     }
 
+    /// A new reading of the desired state: browsers get `desired_state`, and every host's
+    /// compartments are re-derived (also when nothing changed, so lock ages move on).
+    pub fn set_desired(&self, desired: DesiredState) {
+        let mut state = self.lock();
+        self.publish_locked(
+            &mut state,
+            BrowserEvent::DesiredState(DesiredChanged {
+                desired: Some(desired),
+            }),
+        );
+        let ids: Vec<String> = state.fleet.hosts.keys().cloned().collect();
+        for id in ids {
+            self.update_locked(&mut state, &id, |_| {});
+        }
+    }
+
+    pub fn desired(&self) -> Option<DesiredState> {
+        self.lock().fleet.desired.clone()
+    }
+
+    /// The flake.lock update PR changed (or went away).
+    pub fn set_pending_pr(&self, pr: Option<PendingPr>) {
+        self.publish(BrowserEvent::PendingPr(PendingPrChanged { pr }));
+    }
+
+    pub fn pending_pr(&self) -> Option<PendingPr> {
+        self.lock().fleet.pending_pr.clone()
+    }
+
+    /// Typed command completions from now on (for Merge & Deploy's waits).
+    pub fn completions(&self) -> broadcast::Receiver<CommandComplete> {
+        self.inner.completions.subscribe()
+    }
+
     /// Heartbeat data gathered since the last call, for one batched database write.
     pub fn take_unsaved(&self) -> Vec<SeenUpdate> {
         self.lock().unsaved.drain().map(|(_, v)| v).collect()
-    }
-}
-
-/// The contract: system and tests are never ok while git or lock is not ok. A reported ok
-/// that cannot be confirmed shows as unknown, saying why; other verdicts pass through.
-pub fn gate(reported: &StatusCheck, git: &StatusCheck, lock: &StatusCheck) -> StatusCheck {
-    if reported.status != CheckStatus::Ok
-        || (git.status == CheckStatus::Ok && lock.status == CheckStatus::Ok)
-    {
-        return reported.clone();
-    }
-    let blockers: Vec<&str> = [("git", git), ("lock", lock)]
-        .iter()
-        .filter(|(_, c)| c.status != CheckStatus::Ok)
-        .map(|(n, _)| *n)
-        .collect();
-    StatusCheck::new(
-        CheckStatus::Unknown,
-        format!(
-            "The agent reports ok ({}), but that cannot be confirmed while {} is not ok.",
-            reported.message,
-            blockers.join(" and ")
-        ),
-        reported.checked_at,
-    )
-}
-
-const NOT_CONFIGURED: &str = "Not configured: no desired state source (NIXDECK_GITHUB_REPO).";
-
-/// Fields derived from others: the agent compartment, `agent_outdated`, the git and lock
-/// compartments' "not configured" note, and the gated system and tests compartments.
-fn refresh_derived(host: &mut Host, reported: &StatusChecks) {
-    for check in [&mut host.update_status.git, &mut host.update_status.lock] {
-        if check.status == CheckStatus::Unknown && check.message.is_empty() {
-            check.message = NOT_CONFIGURED.to_owned();
-        }
-    }
-    let u = &mut host.update_status;
-    if let Some(system) = &reported.system {
-        u.system = gate(system, &u.git, &u.lock);
-    }
-    if let Some(tests) = &reported.tests {
-        u.tests = gate(tests, &u.git, &u.lock);
-    }
-    let (status, message, outdated) = match host.agent_version.as_deref() {
-        None => (
-            CheckStatus::Unknown,
-            "No agent has connected yet.".to_owned(),
-            false,
-        ),
-        Some(v) if v == VERSION => (
-            CheckStatus::Ok,
-            format!("Agent {v} matches the dashboard."),
-            false,
-        ),
-        Some(v) => (
-            CheckStatus::Outdated,
-            format!("Agent {v} differs from the dashboard's {VERSION}."),
-            true,
-        ),
-    };
-    host.agent_outdated = outdated;
-    let agent = &mut host.update_status.agent;
-    if agent.status != status || agent.message != message {
-        *agent = StatusCheck::new(status, message, Some(Timestamp::now()));
     }
 }
 
@@ -533,7 +515,7 @@ mod tests {
                 branch: None,
             })
             .collect();
-        Hub::new(recs, 5)
+        Hub::new(recs, 5, None)
     }
 
     fn recv_type(rx: &mut broadcast::Receiver<Utf8Bytes>) -> String {
@@ -556,6 +538,7 @@ mod tests {
                 metrics: None,
                 generation: None,
                 lock_hash: None,
+                lock_updated_at: None,
                 pending_command: None,
             },
         );
@@ -584,7 +567,7 @@ mod tests {
             },
         );
         let u = hub.host("a").unwrap().update_status;
-        assert_eq!(u.git.message, NOT_CONFIGURED);
+        assert_eq!(u.git.message, compartments::NOT_CONFIGURED);
         assert_eq!(u.system.status, CheckStatus::Unknown);
         assert!(
             u.system.message.contains("git and lock"),
@@ -594,7 +577,7 @@ mod tests {
         assert_eq!(u.tests.status, CheckStatus::Error, "failures pass through");
         // Once git and lock are ok, the reported ok shows.
         let green = StatusCheck::new(CheckStatus::Ok, "", None);
-        assert_eq!(gate(&ok, &green, &green), ok);
+        assert_eq!(compartments::gate(&ok, &green, &green), ok);
     }
 
     #[test]
@@ -622,6 +605,7 @@ mod tests {
                 metrics: None,
                 generation: None,
                 lock_hash: None,
+                lock_updated_at: None,
                 pending_command: None,
             },
         );

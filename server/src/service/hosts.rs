@@ -89,6 +89,11 @@ pub async fn refresh(app: &AppState, _viewer: &Viewer, id: &str) -> Result<Refre
     if app.db.host(id).await.or_internal("loading host")?.is_none() {
         return Err(AppError::NotFound(format!("host {id}")));
     }
+    // Fresh from the source too (a cached reading younger than a few seconds is reused,
+    // so a burst of refreshes makes one request).
+    app.desired
+        .read_if_older(std::time::Duration::from_secs(5))
+        .await;
     let host = app
         .hub
         .update_host(id, |_| {})
@@ -100,7 +105,7 @@ pub async fn refresh(app: &AppState, _viewer: &Viewer, id: &str) -> Result<Refre
         agent_version: host.agent_version,
         agent_outdated: host.agent_outdated,
         update_status: host.update_status,
-        pending_pr: app.hub.snapshot().pending_pr,
+        pending_pr: app.hub.pending_pr(),
     })
 }
 

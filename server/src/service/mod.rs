@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod commands;
+pub mod deploy;
 pub mod hosts;
 pub mod limits;
 pub mod totp;
@@ -12,8 +13,8 @@ pub mod users;
 use app::backend::{Backend, Viewer};
 use app::AppError;
 use protocol::api::{
-    AuditEntry, BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult,
-    TotpSetup, UserInfo,
+    AuditEntry, BulkResult, CommandRecord, CreateHost, DeployRequest, HostCreated, RecoveryCodes,
+    RefreshResult, TotpSetup, UserInfo,
 };
 use protocol::messages::Snapshot;
 use protocol::CommandKind;
@@ -168,5 +169,17 @@ impl Backend for Services {
         limit: u32,
     ) -> Result<Vec<CommandRecord>> {
         commands::history(&self.0, viewer, host_id, limit).await
+    }
+
+    async fn deploy(&self, viewer: &Viewer, req: DeployRequest) -> Result<String> {
+        deploy::start(&self.0, viewer, req).await
+    }
+
+    async fn cancel_deploy(&self, viewer: &Viewer, job_id: &str) -> Result<()> {
+        deploy::cancel(&self.0, viewer, job_id).await
+    }
+
+    async fn check_pr(&self, viewer: &Viewer) -> Result<Option<protocol::PendingPr>> {
+        deploy::check_pr(&self.0, viewer).await
     }
 }

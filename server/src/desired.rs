@@ -1,0 +1,402 @@
+//! The desired state: what the config repo's branch says every host should run, and the
+//! flake.lock update PR waiting to be merged. Read from GitHub's API (or a published
+//! `version.json`) by two background pollers, and on demand; every reading goes to the hub,
+//! which re-derives the git and lock compartments and tells browsers.
+
+use crate::config::GithubConfig;
+use crate::github::{self, Cached, Commit, GhError, GitHub, Pull};
+use crate::hub::Hub;
+use protocol::{DesiredState, PendingPr, Timestamp};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Notify};
+
+/// After a failed read, retry sooner than the poll interval: 5 s, doubling.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// While GitHub computes a PR's mergeable state, look again this soon.
+const MERGEABLE_RECHECK: Duration = Duration::from_secs(5);
+
+enum Source {
+    GitHub(GitHub),
+    VersionJson { url: String, http: reqwest::Client },
+}
+
+/// Caches for conditional requests; the mutex around it also serialises reads, so a
+/// burst of refresh clicks makes one request, not many.
+#[derive(Default)]
+struct Polls {
+    head: Option<Cached<Commit>>,
+    /// The flake.lock hash of a commit, which never changes for that commit.
+    lock: Option<(String, Option<String>)>,
+    version: Option<Cached<DesiredState>>,
+    pulls: Option<Cached<Vec<Pull>>>,
+    last_read: Option<Instant>,
+    failures: u32,
+}
+
+pub struct Desired {
+    source: Option<Source>,
+    branch: String,
+    pr_labels: Vec<String>,
+    poll: Duration,
+    pr_poll: Duration,
+    polls: Mutex<Polls>,
+    wake_prs: Notify,
+    hub: Hub,
+}
+
+/// What the hub starts with: the configured source before its first read.
+pub fn initial(cfg: &GithubConfig) -> Option<DesiredState> {
+    let source = if let Some(repo) = &cfg.github_repo {
+        format!("github:{repo}")
+    } else {
+        cfg.version_url.clone()?
+    };
+    Some(DesiredState {
+        source,
+        branch: cfg.github_branch.clone(),
+        ..DesiredState::default()
+    })
+}
+
+impl Desired {
+    pub fn new(cfg: &GithubConfig, hub: Hub) -> anyhow::Result<Desired> {
+        let source = match (&cfg.github_repo, &cfg.version_url) {
+            (Some(repo), _) => Some(Source::GitHub(GitHub::new(
+                &cfg.github_api_url,
+                repo,
+                cfg.token()?,
+            )?)),
+            (None, Some(url)) => Some(Source::VersionJson {
+                url: url.clone(),
+                http: github::client()?,
+            }),
+            (None, None) => None,
+        };
+        Ok(Desired {
+            source,
+            branch: cfg.github_branch.clone(),
+            pr_labels: cfg.pr_labels.clone(),
+            poll: Duration::from_secs(cfg.desired_poll_s),
+            pr_poll: Duration::from_secs(cfg.pr_poll_s),
+            polls: Mutex::new(Polls::default()),
+            wake_prs: Notify::new(),
+            hub,
+        })
+    }
+
+    /// The GitHub client, when the source is GitHub (PRs and merging need it).
+    pub fn github(&self) -> Option<&GitHub> {
+        match &self.source {
+            Some(Source::GitHub(gh)) => Some(gh),
+            _ => None,
+        }
+    }
+
+    /// Start the pollers (nothing to do without a source).
+    pub fn spawn(self: &Arc<Self>) {
+        if self.source.is_none() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = me.read().await.1;
+                tokio::time::sleep(next).await;
+            }
+        });
+        if self.github().is_some() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = match me.check_prs().await {
+                        Ok((_, next)) => next,
+                        Err(e) => {
+                            tracing::warn!("looking for a flake.lock PR: {e}");
+                            me.pr_poll.min(Duration::from_secs(60))
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(next) => {}
+                        _ = me.wake_prs.notified() => {}
+                    }
+                }
+            });
+        }
+    }
+
+    /// Read now unless a reading is younger than `max_age` (the refresh button).
+    pub async fn read_if_older(&self, max_age: Duration) -> Option<DesiredState> {
+        self.source.as_ref()?;
+        {
+            let polls = self.polls.lock().await;
+            if polls.last_read.is_some_and(|t| t.elapsed() < max_age) {
+                return self.hub.desired();
+            }
+        }
+        Some(self.read().await.0)
+    }
+
+    /// Read the desired state once and hand it to the hub; also returns when to read next.
+    pub async fn read(&self) -> (DesiredState, Duration) {
+        let Some(source) = &self.source else {
+            return (DesiredState::default(), self.poll);
+        };
+        let mut polls = self.polls.lock().await;
+        let mut state = self.hub.desired().unwrap_or_default();
+        let result = match source {
+            Source::GitHub(gh) => read_github(gh, &self.branch, &mut polls).await,
+            Source::VersionJson { url, http } => read_version_json(http, url, &mut polls).await,
+        };
+        let now = Timestamp::now();
+        polls.last_read = Some(Instant::now());
+        let next = match result {
+            Ok(read) => {
+                polls.failures = 0;
+                state.commit = Some(read.commit);
+                state.commit_url = read.commit_url;
+                state.message = read.message;
+                state.committed_at = read.committed_at;
+                state.lock_hash = read.lock_hash;
+                if let Some(branch) = read.branch {
+                    state.branch = branch;
+                }
+                state.checked_at = Some(now);
+                state.error = None;
+                state.rate_limited_until = None;
+                self.poll
+            }
+            // Rate limited: the last reading stays in force; only without one is it an error.
+            Err(GhError::RateLimited { until }) => {
+                tracing::warn!("GitHub rate limit: next read at {until}");
+                state.rate_limited_until = Some(until);
+                if state.commit.is_none() {
+                    state.error = Some(format!("GitHub rate limit reached until {until}"));
+                }
+                Duration::from_secs((until.secs() - now.secs()).max(1) as u64)
+            }
+            Err(e) => {
+                tracing::warn!("reading the desired state: {e}");
+                state.error = Some(e.to_string());
+                state.checked_at = Some(now);
+                polls.failures += 1;
+                let backoff = RETRY_FIRST * 2u32.saturating_pow(polls.failures.min(8) - 1);
+                backoff.min(self.poll)
+            }
+        };
+        self.hub.set_desired(state.clone());
+        (state, next)
+    }
+
+    /// Read until the branch head is `sha` (after a merge), or give up after `wait`.
+    pub async fn wait_for_head(&self, sha: &str, wait: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let (state, _) = self.read().await;
+            if state
+                .commit
+                .as_deref()
+                .is_some_and(|c| crate::hub::compartments::same_commit(c, sha))
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not move to the merge commit {} within {} s (it is at {}).",
+                    state.branch,
+                    &sha[..sha.len().min(7)],
+                    wait.as_secs(),
+                    state
+                        .commit
+                        .as_deref()
+                        .map_or("?", |c| &c[..c.len().min(7)])
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Ask the PR poller to look now (after a merge, or "check now").
+    pub fn wake_prs(&self) {
+        self.wake_prs.notify_one();
+    }
+
+    /// Look for the flake.lock update PR and tell the hub; also returns when to look next.
+    pub async fn check_prs(&self) -> Result<(Option<PendingPr>, Duration), GhError> {
+        let Some(gh) = self.github() else {
+            return Ok((None, self.pr_poll));
+        };
+        let open = {
+            let mut polls = self.polls.lock().await;
+            gh.open_pulls(&mut polls.pulls).await?
+        };
+        let Some(candidate) = open
+            .iter()
+            .find(|p| !p.draft && github::is_lock_update(p, &self.pr_labels))
+        else {
+            self.hub.set_pending_pr(None);
+            return Ok((None, self.pr_poll));
+        };
+        // The list does not say whether a PR is mergeable; the PR itself does.
+        let pull = gh.pull(candidate.number).await?;
+        let pr = PendingPr {
+            number: pull.number,
+            title: pull.title.clone(),
+            url: pull.html_url.clone(),
+            mergeable: pull.can_merge(),
+        };
+        self.hub.set_pending_pr(Some(pr.clone()));
+        let next = if pull.mergeable.is_none() {
+            MERGEABLE_RECHECK
+        } else {
+            self.pr_poll
+        };
+        Ok((Some(pr), next))
+    }
+}
+
+/// One reading, whatever the source.
+struct Read {
+    commit: String,
+    commit_url: Option<String>,
+    message: Option<String>,
+    committed_at: Option<Timestamp>,
+    lock_hash: Option<String>,
+    branch: Option<String>,
+}
+
+async fn read_github(gh: &GitHub, branch: &str, polls: &mut Polls) -> Result<Read, GhError> {
+    let head = gh.head(branch, &mut polls.head).await?;
+    // A commit's flake.lock never changes: fetch it once per head.
+    let lock_hash = match &polls.lock {
+        Some((sha, hash)) if *sha == head.sha => hash.clone(),
+        _ => {
+            let hash = gh.file_sha256("flake.lock", &head.sha).await?;
+            polls.lock = Some((head.sha.clone(), hash.clone()));
+            hash
+        }
+    };
+    Ok(Read {
+        committed_at: head.committed_at(),
+        message: Some(head.commit.message.lines().next().unwrap_or("").to_owned()),
+        commit_url: head.html_url.clone(),
+        commit: head.sha,
+        lock_hash,
+        branch: None,
+    })
+}
+
+/// `version.json` as published by the config repo's CI:
+/// `{gitCommit, lockHash?, branch?, timestamp?, message?}`.
+async fn read_version_json(
+    http: &reqwest::Client,
+    url: &str,
+    polls: &mut Polls,
+) -> Result<Read, GhError> {
+    let mut req = http.get(url);
+    if let Some(c) = &polls.version {
+        req = req.header(reqwest::header::IF_NONE_MATCH, &c.etag);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| GhError::Unreachable(e.to_string()))?;
+    let parsed = if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+        match &polls.version {
+            Some(c) => c.value.clone(),
+            None => return Err(GhError::Invalid("304 without a cached answer".into())),
+        }
+    } else if !resp.status().is_success() {
+        return Err(GhError::Status {
+            status: resp.status().as_u16(),
+            message: format!("{url} answered {}", resp.status()),
+        });
+    } else {
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| GhError::Unreachable(e.to_string()))?;
+        let parsed = parse_version_json(&text).map_err(GhError::Invalid)?;
+        polls.version = etag.map(|etag| Cached {
+            etag,
+            value: parsed.clone(),
+        });
+        parsed
+    };
+    Ok(Read {
+        commit: parsed.commit.unwrap_or_default(),
+        commit_url: None,
+        message: parsed.message,
+        committed_at: parsed.committed_at,
+        lock_hash: parsed.lock_hash,
+        branch: Some(parsed.branch).filter(|b| !b.is_empty()),
+    })
+}
+
+/// Parse version.json strictly enough that a broken file is an error, not a wrong answer.
+fn parse_version_json(text: &str) -> Result<DesiredState, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("version.json: {e}"))?;
+    let commit = v["gitCommit"]
+        .as_str()
+        .filter(|c| c.len() >= 7 && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("version.json: gitCommit is missing or not a commit hash")?;
+    let lock_hash = match &v["lockHash"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(h)
+            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Some(h.to_ascii_lowercase())
+        }
+        _ => return Err("version.json: lockHash is not a SHA-256 hex string".into()),
+    };
+    let committed_at = match &v["timestamp"] {
+        serde_json::Value::String(s) => Timestamp::parse(s).ok(),
+        serde_json::Value::Number(n) => n.as_i64().map(Timestamp),
+        _ => None,
+    };
+    let text = |key: &str| {
+        v[key]
+            .as_str()
+            .map(|s| s.chars().take(200).collect::<String>())
+    };
+    Ok(DesiredState {
+        commit: Some(commit.to_ascii_lowercase()),
+        lock_hash,
+        committed_at,
+        branch: text("branch").unwrap_or_default(),
+        message: text("message"),
+        ..DesiredState::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_json_is_read_strictly() {
+        let hash = "a".repeat(64);
+        let d = parse_version_json(&format!(
+            r#"{{"gitCommit":"ABCDEF1234","lockHash":"{hash}","branch":"main","timestamp":"2026-11-25T10:00:00Z"}}"#
+        ))
+        .unwrap();
+        assert_eq!(d.commit.as_deref(), Some("abcdef1234"));
+        assert_eq!(d.lock_hash.as_deref(), Some(hash.as_str()));
+        assert_eq!(
+            d.committed_at,
+            Timestamp::parse("2026-11-25T10:00:00Z").ok()
+        );
+        // Without lockHash the lock compartment goes by age.
+        let d = parse_version_json(r#"{"gitCommit":"abcdef1"}"#).unwrap();
+        assert_eq!(d.lock_hash, None);
+        assert!(parse_version_json(r#"{"gitCommit":"main"}"#).is_err());
+        assert!(parse_version_json(r#"{"gitCommit":"abcdef1","lockHash":"x"}"#).is_err());
+        assert!(parse_version_json("<html>").is_err());
+    }
+}

@@ -1,0 +1,500 @@
+//! Merge & Deploy: merge the flake.lock PR on GitHub, wait for the branch to move, then
+//! pull and switch the target hosts, wave by wave (an optional canary wave, then batches).
+//!
+//! One job at a time. Its progress is stored on every change and broadcast as
+//! `deploy_progress`; a dashboard restart marks a job that was running as interrupted.
+
+use super::commands::{self, require_operator};
+use super::{audit, OrInternal, Result};
+use crate::secret::new_token;
+use crate::state::AppState;
+use app::backend::Viewer;
+use app::AppError;
+use protocol::api::DeployRequest;
+use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
+use protocol::{CommandKind, CommandStatus, PendingPr};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The running job, if any: only one deploy at a time.
+#[derive(Default)]
+pub struct Deploys {
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    job_id: String,
+    pr_number: u64,
+    cancel: Arc<Cancel>,
+}
+
+#[derive(Default)]
+struct Cancel {
+    requested: AtomicBool,
+    by: Mutex<String>,
+}
+
+impl Deploys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `POST /api/deploy` and the Merge & Deploy button: 202 with the job id.
+pub async fn start(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<String> {
+    let target = format!("PR #{}", req.pr_number);
+    let result = begin(app, viewer, req).await;
+    audit::record(app, viewer, "deploy.start", Some(&target), result).await
+}
+
+/// The hosts in the order they are deployed: canary wave first, then batches.
+fn plan(targets: &[String], req: &DeployRequest) -> Vec<Vec<String>> {
+    let canary: Vec<String> = req
+        .canary
+        .iter()
+        .flatten()
+        .filter(|h| targets.contains(h))
+        .cloned()
+        .collect();
+    let rest: Vec<String> = targets
+        .iter()
+        .filter(|h| !canary.contains(h))
+        .cloned()
+        .collect();
+    let mut waves = Vec::new();
+    if !canary.is_empty() {
+        waves.push(canary);
+    }
+    match req.batch_size {
+        Some(n) if n > 0 => waves.extend(rest.chunks(n as usize).map(<[String]>::to_vec)),
+        _ if !rest.is_empty() => waves.push(rest),
+        _ => {}
+    }
+    waves
+}
+
+async fn begin(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<String> {
+    require_operator(viewer)?;
+    if app.desired.github().is_none() {
+        return Err(AppError::conflict(
+            "not_configured",
+            "Merge & Deploy needs the GitHub source (NIXDECK_GITHUB_REPO).",
+        ));
+    }
+    let mut targets = match &req.host_ids {
+        Some(ids) => {
+            for id in ids {
+                if !app.hub.contains(id) {
+                    return Err(AppError::NotFound(format!("host {id}")));
+                }
+            }
+            ids.clone()
+        }
+        None => app.hub.online_ids(),
+    };
+    for id in req.canary.iter().flatten() {
+        if !app.hub.contains(id) {
+            return Err(AppError::NotFound(format!("host {id}")));
+        }
+        if !targets.contains(id) {
+            targets.push(id.clone());
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        return Err(AppError::conflict(
+            "no_hosts",
+            "No host is online to deploy to.",
+        ));
+    }
+    let job_id = new_token()[..16].to_owned();
+    let cancel = Arc::new(Cancel::default());
+    {
+        let mut running = app.deploys.lock();
+        if let Some(r) = running.as_ref() {
+            return Err(AppError::conflict(
+                "deploy_running",
+                format!(
+                    "A deploy of PR #{} is still running (job {}).",
+                    r.pr_number, r.job_id
+                ),
+            ));
+        }
+        *running = Some(Running {
+            job_id: job_id.clone(),
+            pr_number: req.pr_number,
+            cancel: cancel.clone(),
+        });
+    }
+    let progress = DeployProgress {
+        job_id: job_id.clone(),
+        pr_number: req.pr_number,
+        phase: DeployPhase::Merging,
+        hosts: targets
+            .iter()
+            .map(|h| (h.clone(), DeployHostState::Pending))
+            .collect(),
+        message: format!("Merging PR #{}…", req.pr_number),
+        started_by: viewer.username.clone(),
+        active: true,
+    };
+    let request = serde_json::to_string(&req).unwrap_or_default();
+    if let Err(e) = app.db.insert_deploy(&progress, &request).await {
+        *app.deploys.lock() = None;
+        return Err(e).or_internal("storing deploy job");
+    }
+    app.hub
+        .publish(BrowserEvent::DeployProgress(progress.clone()));
+    tracing::info!(job_id, pr = req.pr_number, by = viewer.username, hosts = ?targets, "deploy started");
+    let waves = plan(&targets, &req);
+    let job = Job {
+        app: app.clone(),
+        viewer: viewer.clone(),
+        progress,
+        cancel,
+        max_failures: req.max_failures,
+    };
+    tokio::spawn(job.run(waves));
+    Ok(job_id)
+}
+
+/// `POST /api/pending-pr/check` and "Check for PR now": look at GitHub now.
+pub async fn check_pr(app: &AppState, viewer: &Viewer) -> Result<Option<PendingPr>> {
+    require_operator(viewer)?;
+    if app.desired.github().is_none() {
+        return Err(AppError::conflict(
+            "not_configured",
+            "Looking for flake.lock PRs needs the GitHub source (NIXDECK_GITHUB_REPO).",
+        ));
+    }
+    match app.desired.check_prs().await {
+        Ok((pr, _)) => Ok(pr),
+        Err(e) => Err(AppError::Upstream(format!("Cannot check GitHub: {e}"))),
+    }
+}
+
+/// `POST /api/deploy/{id}/cancel`: no new step starts; running commands finish.
+pub async fn cancel(app: &AppState, viewer: &Viewer, job_id: &str) -> Result<()> {
+    let result = request_cancel(app, viewer, job_id).await;
+    audit::record(app, viewer, "deploy.cancel", Some(job_id), result).await
+}
+
+async fn request_cancel(app: &AppState, viewer: &Viewer, job_id: &str) -> Result<()> {
+    require_operator(viewer)?;
+    {
+        let running = app.deploys.lock();
+        if let Some(r) = running.as_ref().filter(|r| r.job_id == job_id) {
+            *r.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = viewer.username.clone();
+            r.cancel.requested.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+    }
+    match app.db.deploy(job_id).await.or_internal("loading deploy")? {
+        Some(_) => Err(AppError::conflict(
+            "finished",
+            format!("Deploy {job_id} has already ended."),
+        )),
+        None => Err(AppError::NotFound(format!("deploy job {job_id}"))),
+    }
+}
+
+/// One job's progress, running or finished.
+pub async fn status(app: &AppState, job_id: &str) -> Result<DeployProgress> {
+    app.db
+        .deploy(job_id)
+        .await
+        .or_internal("loading deploy")?
+        .ok_or_else(|| AppError::NotFound(format!("deploy job {job_id}")))
+}
+
+/// At start: a job that was running when the dashboard stopped is marked interrupted
+/// (the commands it sent keep running and report as usual); the newest job is shown.
+pub async fn recover(app: &AppState) -> anyhow::Result<()> {
+    for mut job in app.db.active_deploys().await? {
+        let unfinished: Vec<String> = job
+            .hosts
+            .iter()
+            .filter(|(_, s)| matches!(s, DeployHostState::Pending | DeployHostState::Running))
+            .map(|(h, _)| h.clone())
+            .collect();
+        for state in job.hosts.values_mut() {
+            *state = match *state {
+                DeployHostState::Pending => DeployHostState::Skipped,
+                // Mid-step: its command keeps running, but this job no longer follows it.
+                DeployHostState::Running => DeployHostState::Error,
+                s => s,
+            };
+        }
+        job.message = format!(
+            "Interrupted by a dashboard restart while {}; not finished: {}. Commands already sent keep running (see each host's log).",
+            phase_verb(job.phase),
+            if unfinished.is_empty() { "none".to_owned() } else { unfinished.join(", ") }
+        );
+        job.phase = DeployPhase::Failed;
+        job.active = false;
+        app.db.save_deploy(&job).await?;
+        tracing::warn!(job_id = job.job_id, "deploy interrupted by restart");
+    }
+    if let Some(latest) = app.db.latest_deploy().await? {
+        app.hub.publish(BrowserEvent::DeployProgress(latest));
+    }
+    Ok(())
+}
+
+fn phase_verb(phase: DeployPhase) -> &'static str {
+    match phase {
+        DeployPhase::Merging => "merging",
+        DeployPhase::Pulling => "pulling",
+        DeployPhase::Switching => "switching",
+        DeployPhase::Done | DeployPhase::Failed => "finishing",
+    }
+}
+
+struct Job {
+    app: AppState,
+    viewer: Viewer,
+    progress: DeployProgress,
+    cancel: Arc<Cancel>,
+    max_failures: Option<u32>,
+}
+
+impl Job {
+    /// Store and broadcast the progress as it is now.
+    async fn save(&self) {
+        if let Err(e) = self.app.db.save_deploy(&self.progress).await {
+            tracing::error!(job_id = self.progress.job_id, "saving deploy progress: {e}");
+        }
+        self.app
+            .hub
+            .publish(BrowserEvent::DeployProgress(self.progress.clone()));
+    }
+
+    fn set(&mut self, host: &str, state: DeployHostState) {
+        self.progress.hosts.insert(host.to_owned(), state);
+    }
+
+    fn count(&self, state: DeployHostState) -> usize {
+        self.progress
+            .hosts
+            .values()
+            .filter(|s| **s == state)
+            .count()
+    }
+
+    fn failed_hosts(&self) -> Vec<String> {
+        self.progress
+            .hosts
+            .iter()
+            .filter(|(_, s)| **s == DeployHostState::Error)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// End the job: every host not reached is skipped, and the slot frees up.
+    async fn finish(mut self, phase: DeployPhase, message: String) {
+        for state in self.progress.hosts.values_mut() {
+            if matches!(state, DeployHostState::Pending | DeployHostState::Running) {
+                *state = DeployHostState::Skipped;
+            }
+        }
+        self.progress.phase = phase;
+        self.progress.message = message;
+        self.progress.active = false;
+        self.save().await;
+        *self.app.deploys.lock() = None;
+        tracing::info!(
+            job_id = self.progress.job_id,
+            ?phase,
+            "deploy ended: {}",
+            self.progress.message
+        );
+    }
+
+    fn cancelled_by(&self) -> Option<String> {
+        self.cancel.requested.load(Ordering::SeqCst).then(|| {
+            self.cancel
+                .by
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
+
+    async fn run(mut self, waves: Vec<Vec<String>>) {
+        let pr = self.progress.pr_number;
+        let gh = self
+            .app
+            .desired
+            .github()
+            .cloned()
+            .expect("checked in begin");
+        let method = self.app.config.github.merge_method.clone();
+        let sha = match gh.merge(pr, &method).await {
+            Ok(sha) => sha,
+            Err(e) => {
+                let message = format!("GitHub refused to merge PR #{pr}: {e}");
+                return self.finish(DeployPhase::Failed, message).await;
+            }
+        };
+        self.app.desired.wake_prs();
+        let short = sha[..sha.len().min(7)].to_owned();
+        self.progress.message =
+            format!("Merged PR #{pr} as {short}; waiting for the branch to reach it…");
+        self.save().await;
+        let wait = Duration::from_secs(self.app.config.github.merge_wait_s);
+        if let Err(e) = self.app.desired.wait_for_head(&sha, wait).await {
+            return self.finish(DeployPhase::Failed, e).await;
+        }
+        let total = self.progress.hosts.len();
+        for (n, wave) in waves.iter().enumerate() {
+            if let Some(by) = self.cancelled_by() {
+                let message = format!(
+                    "Cancelled by {by}; {} of {total} hosts deployed.",
+                    self.count(DeployHostState::Ok)
+                );
+                return self.finish(DeployPhase::Failed, message).await;
+            }
+            let label = if waves.len() > 1 {
+                format!(" (wave {} of {})", n + 1, waves.len())
+            } else {
+                String::new()
+            };
+            self.progress.phase = DeployPhase::Pulling;
+            self.progress.message = format!("Pulling {short} on {}{label}…", wave.join(", "));
+            let pulled = self.step(wave, CommandKind::Pull).await;
+            if let Some(by) = self.cancelled_by() {
+                let message =
+                    format!("Cancelled by {by} after pulling; nothing was switched in this wave.");
+                return self.finish(DeployPhase::Failed, message).await;
+            }
+            self.progress.phase = DeployPhase::Switching;
+            self.progress.message = format!("Switching {}{label}…", pulled.join(", "));
+            self.step(&pulled, CommandKind::Switch).await;
+            let failed = self.failed_hosts();
+            if let Some(max) = self.max_failures {
+                if failed.len() > max as usize && n + 1 < waves.len() {
+                    let message = format!(
+                        "Stopped: {} host(s) failed ({}), more than the {max} allowed; the rest were skipped.",
+                        failed.len(),
+                        failed.join(", ")
+                    );
+                    return self.finish(DeployPhase::Failed, message).await;
+                }
+            }
+        }
+        let ok = self.count(DeployHostState::Ok);
+        let failed = self.failed_hosts();
+        if failed.is_empty() {
+            let message = format!("Deployed PR #{pr} ({short}) to {ok} of {total} hosts.");
+            self.finish(DeployPhase::Done, message).await
+        } else {
+            let message = format!(
+                "Deployed PR #{pr} ({short}) to {ok} of {total} hosts; failed: {}.",
+                failed.join(", ")
+            );
+            self.finish(DeployPhase::Failed, message).await
+        }
+    }
+
+    /// Run `kind` on `hosts` at once and wait for all of them; returns the hosts where it
+    /// succeeded. A switch that succeeds marks the host ok; any failure marks it error.
+    async fn step(&mut self, hosts: &[String], kind: CommandKind) -> Vec<String> {
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        // Subscribed before sending, so even an instant completion is seen.
+        let mut completions = self.app.hub.completions();
+        let mut waiting: HashMap<String, String> = HashMap::new();
+        for host in hosts {
+            match commands::run(&self.app, &self.viewer, host, kind).await {
+                Ok(command_id) => {
+                    waiting.insert(command_id, host.clone());
+                    self.set(host, DeployHostState::Running);
+                }
+                Err(e) => {
+                    tracing::warn!(host, %kind, "deploy step not started: {e}");
+                    self.set(host, DeployHostState::Error);
+                }
+            }
+        }
+        self.save().await;
+        let mut done: BTreeMap<String, CommandStatus> = BTreeMap::new();
+        while !waiting.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(2), completions.recv()).await {
+                Ok(Ok(c)) => {
+                    if let Some(host) = waiting.remove(&c.command_id) {
+                        done.insert(host, c.status);
+                    } else {
+                        continue;
+                    }
+                }
+                // Lagged, closed or quiet: the database knows how commands ended.
+                _ => {
+                    let ids: Vec<String> = waiting.keys().cloned().collect();
+                    for id in ids {
+                        if let Ok(Some(row)) = self.app.db.command(&id).await {
+                            if !matches!(row.status, CommandStatus::Queued | CommandStatus::Running)
+                            {
+                                if let Some(host) = waiting.remove(&id) {
+                                    done.insert(host, row.status);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Publish each host's end as it happens (a pull that worked stays running:
+            // its switch comes next).
+            let mut changed = false;
+            for (host, status) in &done {
+                let state = match (status, kind) {
+                    (CommandStatus::Ok, CommandKind::Switch) => DeployHostState::Ok,
+                    (CommandStatus::Ok, _) => DeployHostState::Running,
+                    _ => DeployHostState::Error,
+                };
+                if self.progress.hosts.get(host) != Some(&state) {
+                    self.set(host, state);
+                    changed = true;
+                }
+            }
+            if changed {
+                self.save().await;
+            }
+        }
+        done.into_iter()
+            .filter(|(_, s)| *s == CommandStatus::Ok)
+            .map(|(h, _)| h)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn waves_are_canary_first_then_batches() {
+        let targets = ids(&["a", "b", "c", "d", "e"]);
+        let mut req = DeployRequest {
+            pr_number: 1,
+            host_ids: None,
+            canary: None,
+            batch_size: None,
+            max_failures: None,
+        };
+        assert_eq!(plan(&targets, &req), vec![targets.clone()]);
+        req.canary = Some(ids(&["c"]));
+        req.batch_size = Some(2);
+        assert_eq!(
+            plan(&targets, &req),
+            vec![ids(&["c"]), ids(&["a", "b"]), ids(&["d", "e"])]
+        );
+    }
+}

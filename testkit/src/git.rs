@@ -1,0 +1,262 @@
+//! Thin async wrapper over the `git` CLI. Every call is a fresh process with `-C <repo>`, so
+//! hosts fetching from the same repository see exactly what the fake API reports.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+#[derive(Debug)]
+pub struct GitError(pub String);
+
+impl std::fmt::Display for GitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).trim_end().to_owned()
+    }
+}
+
+pub struct CommitInfo {
+    pub sha: String,
+    pub tree: String,
+    pub parents: Vec<String>,
+    pub author_name: String,
+    pub author_email: String,
+    pub author_time: i64,
+    pub committer_name: String,
+    pub committer_email: String,
+    pub committer_time: i64,
+    pub message: String,
+}
+
+pub struct Git {
+    dir: PathBuf,
+}
+
+/// A ref or sha a client may name. Rejecting a leading '-' keeps it from being read as an
+/// option; whitespace/control characters can never be part of a ref anyway.
+fn plausible_ref(r: &str) -> bool {
+    !r.is_empty() && !r.starts_with('-') && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl Git {
+    pub fn new(dir: PathBuf) -> Self {
+        Git { dir }
+    }
+
+    pub async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Output, GitError> {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C")
+            .arg(&self.dir)
+            .args(args)
+            // Works on a machine without any git identity or config; never prompts.
+            .env("GIT_AUTHOR_NAME", "fake-github")
+            .env("GIT_AUTHOR_EMAIL", "fake@github.invalid")
+            .env("GIT_COMMITTER_NAME", "fake-github")
+            .env("GIT_COMMITTER_EMAIL", "fake@github.invalid")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| GitError(format!("spawning git: {e}")))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input)
+                .await
+                .map_err(|e| GitError(format!("writing to git: {e}")))?;
+            // Dropping the pipe sends EOF so batch commands finish.
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| GitError(format!("waiting for git: {e}")))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).trim_end().to_owned(),
+        })
+    }
+
+    /// Runs git and insists on exit 0; returns trimmed stdout.
+    async fn ok(&self, args: &[&str]) -> Result<String, GitError> {
+        let out = self.run(args, None).await?;
+        if out.code == Some(0) {
+            Ok(out.text())
+        } else {
+            Err(GitError(format!(
+                "git {} failed ({:?}): {}",
+                args.join(" "),
+                out.code,
+                out.stderr
+            )))
+        }
+    }
+
+    /// Checks that the directory is a git repository at all.
+    pub async fn check_repo(&self) -> Result<(), GitError> {
+        self.ok(&["rev-parse", "--git-dir"]).await.map(|_| ())
+    }
+
+    /// Branch name or (abbreviated) sha → full commit sha, or None when it names no commit.
+    pub async fn resolve_commit(&self, r: &str) -> Result<Option<String>, GitError> {
+        if !plausible_ref(r) {
+            return Ok(None);
+        }
+        let spec = format!("{r}^{{commit}}");
+        let out = self
+            .run(
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    &spec,
+                ],
+                None,
+            )
+            .await?;
+        Ok((out.code == Some(0)).then(|| out.text()))
+    }
+
+    /// The commit a local branch points at (exactly refs/heads/<b>, not a tag of that name).
+    pub async fn branch_head(&self, branch: &str) -> Result<Option<String>, GitError> {
+        self.resolve_commit(&format!("refs/heads/{branch}")).await
+    }
+
+    /// All local branches with their commit, in one process rather than one per PR.
+    pub async fn branch_heads(&self) -> Result<HashMap<String, String>, GitError> {
+        let out = self
+            .ok(&[
+                "for-each-ref",
+                "--format=%(objectname) %(refname)",
+                "refs/heads/",
+            ])
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (sha, name) = l.split_once(' ')?;
+                Some((name.strip_prefix("refs/heads/")?.to_owned(), sha.to_owned()))
+            })
+            .collect())
+    }
+
+    pub async fn commit_info(&self, sha: &str) -> Result<CommitInfo, GitError> {
+        // NUL-separated so no field (the message least of all) can break the parse.
+        let out = self
+            .ok(&[
+                "log",
+                "-1",
+                "--format=%H%x00%T%x00%P%x00%an%x00%ae%x00%at%x00%cn%x00%ce%x00%ct%x00%B",
+                sha,
+                "--",
+            ])
+            .await?;
+        let f: Vec<&str> = out.splitn(10, '\0').collect();
+        if f.len() != 10 {
+            return Err(GitError(format!("unexpected git log output for {sha}")));
+        }
+        Ok(CommitInfo {
+            sha: f[0].to_owned(),
+            tree: f[1].to_owned(),
+            parents: f[2].split_whitespace().map(str::to_owned).collect(),
+            author_name: f[3].to_owned(),
+            author_email: f[4].to_owned(),
+            author_time: f[5].parse().unwrap_or(0),
+            committer_name: f[6].to_owned(),
+            committer_email: f[7].to_owned(),
+            committer_time: f[8].parse().unwrap_or(0),
+            // GitHub reports the message without the trailing newline git stores.
+            message: f[9].trim_end().to_owned(),
+        })
+    }
+
+    /// `<ref>:<path>` → (blob sha, size) when it is a file; None for missing paths and trees.
+    /// Goes through `cat-file --batch-check` on stdin so no client text lands in argv.
+    pub async fn blob_at(&self, r: &str, path: &str) -> Result<Option<(String, u64)>, GitError> {
+        if !plausible_ref(r) || path.is_empty() || path.contains(['\n', '\r', '\0']) {
+            return Ok(None);
+        }
+        let input = format!("{r}:{path}\n");
+        let out = self
+            .run(&["cat-file", "--batch-check"], Some(input.as_bytes()))
+            .await?;
+        if out.code != Some(0) {
+            return Err(GitError(format!(
+                "git cat-file --batch-check: {}",
+                out.stderr
+            )));
+        }
+        let text = out.text();
+        let mut parts = text.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(sha), Some("blob"), Some(size)) => {
+                Ok(size.parse().ok().map(|s| (sha.to_owned(), s)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn blob(&self, sha: &str) -> Result<Vec<u8>, GitError> {
+        let out = self.run(&["cat-file", "blob", sha], None).await?;
+        if out.code == Some(0) {
+            Ok(out.stdout)
+        } else {
+            Err(GitError(format!("git cat-file blob {sha}: {}", out.stderr)))
+        }
+    }
+
+    /// Three-way merge without a work tree: Some(tree) when clean, None on conflicts.
+    pub async fn merge_tree(&self, base: &str, head: &str) -> Result<Option<String>, GitError> {
+        let out = self
+            .run(&["merge-tree", "--write-tree", base, head], None)
+            .await?;
+        match out.code {
+            // The first line is the tree; conflict details (exit 1) follow it.
+            Some(0) => Ok(out.text().lines().next().map(str::to_owned)),
+            Some(1) => Ok(None),
+            _ => Err(GitError(format!("git merge-tree: {}", out.stderr))),
+        }
+    }
+
+    pub async fn commit_tree(
+        &self,
+        tree: &str,
+        parents: &[&str],
+        message: &str,
+    ) -> Result<String, GitError> {
+        let mut args = vec!["commit-tree", tree];
+        for p in parents {
+            args.extend(["-p", p]);
+        }
+        args.extend(["-m", message]);
+        self.ok(&args).await
+    }
+
+    /// Compare-and-swap: fails if the branch moved since `old` was read.
+    pub async fn update_branch(&self, branch: &str, new: &str, old: &str) -> Result<(), GitError> {
+        let r = format!("refs/heads/{branch}");
+        self.ok(&["update-ref", "-m", "fake-github merge", &r, new, old])
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,407 @@
+//! Drives the real fake-github binary over HTTP against a throwaway git repository, and checks
+//! the git side with the git CLI, as hosts would see it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const OLD_LOCK: &str = "{\n  \"nodes\": {\n    \"nixpkgs\": {\n      \"locked\": {\n        \"rev\": \"1111111111111111111111111111111111111111\",\n        \"narHash\": \"sha256-old\"\n      }\n    }\n  },\n  \"version\": 7\n}\n";
+const NEW_LOCK: &str = "{\n  \"nodes\": {\n    \"nixpkgs\": {\n      \"locked\": {\n        \"rev\": \"2222222222222222222222222222222222222222\",\n        \"narHash\": \"sha256-new\"\n      }\n    }\n  },\n  \"version\": 7\n}\n";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        // Independent of whoever runs the tests and their ~/.gitconfig.
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+}
+
+/// main has flake.lock; `update-flake-lock` changes it; `conflicting` changes it differently.
+fn make_repo() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    std::fs::write(d.join("flake.lock"), OLD_LOCK).unwrap();
+    std::fs::write(d.join("flake.nix"), "{ }\n").unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-q", "-m", "initial"]);
+    git(d, &["checkout", "-q", "-b", "update-flake-lock"]);
+    std::fs::write(d.join("flake.lock"), NEW_LOCK).unwrap();
+    git(d, &["commit", "-q", "-am", "flake.lock: update nixpkgs"]);
+    git(d, &["checkout", "-q", "-b", "conflicting", "main"]);
+    std::fs::write(d.join("flake.lock"), OLD_LOCK.replace("old", "other")).unwrap();
+    git(d, &["commit", "-q", "-am", "flake.lock: something else"]);
+    git(d, &["checkout", "-q", "main"]);
+    tmp
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(repo: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-github"))
+        .arg("--repo-dir")
+        .arg(repo)
+        .args(["--owner", "o", "--name", "r", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        // Quiet by default; FAKE_GITHUB_LOG=1 shows the request log when debugging.
+        .stderr(if std::env::var_os("FAKE_GITHUB_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("spawn fake-github");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+    async fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.unwrap()
+    }
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn control(&self, path: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+    async fn merge(&self, n: u64, body: Value) -> reqwest::Response {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/repos/o/r/pulls/{n}/merge"),
+            body,
+        )
+        .await
+    }
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn api_matches_the_git_repository() {
+    let repo = make_repo();
+    let d = repo.path();
+    let main0 = git(d, &["rev-parse", "main"]);
+    let branch = git(d, &["rev-parse", "update-flake-lock"]);
+    let s = start(d, &[]);
+
+    // Commits: the branch head, then a conditional hit.
+    let r = s.get("/repos/o/r/commits/update-flake-lock").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "x-ratelimit-remaining"), "4999");
+    assert!(header(&r, "content-type").starts_with("application/json"));
+    let etag = header(&r, "etag").to_owned();
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(c["sha"], branch.as_str());
+    assert_eq!(
+        c["html_url"],
+        format!("{}/o/r/commit/{branch}", s.base).as_str()
+    );
+    assert_eq!(c["commit"]["message"], "flake.lock: update nixpkgs");
+    assert!(c["commit"]["committer"]["date"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let r = s
+        .http
+        .get(s.url("/repos/o/r/commits/update-flake-lock"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&r, "etag"), etag);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = s.get("/repos/o/r/commits/no-such-branch").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "No commit found for SHA: no-such-branch");
+
+    // Contents: base64 wrapped like GitHub, decoding to the exact blob at each ref.
+    for (r, want) in [("main", OLD_LOCK), ("update-flake-lock", NEW_LOCK)] {
+        let f = s
+            .get_json(&format!("/repos/o/r/contents/flake.lock?ref={r}"))
+            .await;
+        assert_eq!(f["type"], "file");
+        assert_eq!(f["encoding"], "base64");
+        assert_eq!(
+            f["sha"],
+            git(d, &["rev-parse", &format!("{r}:flake.lock")]).as_str()
+        );
+        assert_eq!(f["size"], want.len());
+        let content = f["content"].as_str().unwrap();
+        assert!(content.lines().all(|l| l.len() <= 60) && content.lines().count() > 1);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(content.replace('\n', ""))
+            .unwrap();
+        assert_eq!(decoded, want.as_bytes());
+    }
+    let r = s.get("/repos/o/r/contents/flake.lock").await; // ref defaults to main
+    let etag = header(&r, "etag").to_owned();
+    let r = s
+        .http
+        .get(s.url("/repos/o/r/contents/flake.lock"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        s.get("/repos/o/r/contents/nope.txt").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // A PR created through control shows up in the list (without mergeable) and in detail.
+    let r = s
+        .control(
+            "/_control/pr",
+            json!({"title": "flake.lock: update", "labels": ["dependencies"], "head": "update-flake-lock"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.unwrap()["number"], 1);
+    let list = s.get_json("/repos/o/r/pulls?state=open&per_page=10").await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["head"]["sha"], branch.as_str());
+    assert_eq!(list[0]["labels"][0]["name"], "dependencies");
+    assert!(list[0].get("mergeable").is_none());
+    let pr = s.get_json("/repos/o/r/pulls/1").await;
+    assert_eq!(pr["mergeable"], true);
+    assert_eq!(pr["mergeable_state"], "clean");
+    assert_eq!(pr["merged"], false);
+
+    // Merging really moves main to a merge commit of both heads carrying the new lock.
+    let r = s
+        .merge(1, json!({"merge_method": "merge", "sha": branch}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["merged"], true);
+    let merge = git(d, &["rev-parse", "main"]);
+    assert_eq!(m["sha"], merge.as_str());
+    assert_eq!(git(d, &["rev-parse", "main^1"]), main0);
+    assert_eq!(git(d, &["rev-parse", "main^2"]), branch);
+    assert_eq!(git(d, &["show", "main:flake.lock"]), NEW_LOCK.trim_end());
+    let pr = s.get_json("/repos/o/r/pulls/1").await;
+    assert_eq!(
+        (pr["state"].as_str(), pr["merged"].as_bool()),
+        (Some("closed"), Some(true))
+    );
+    assert_eq!(s.get_json("/repos/o/r/pulls").await, json!([]));
+    assert_eq!(
+        s.merge(1, json!({})).await.status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    // A PR configured not mergeable is refused and leaves main alone.
+    let r = s
+        .control(
+            "/_control/pr",
+            json!({"title": "nope", "head": "conflicting", "mergeable": false}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s.merge(2, json!({"merge_method": "squash"})).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "Pull Request is not mergeable"
+    );
+    assert_eq!(git(d, &["rev-parse", "main"]), merge);
+
+    // Rate limit: exactly one 403 with GitHub's headers, then back to normal.
+    let r = s
+        .control("/_control/fail", json!({"mode": "rate_limit"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = s.get("/repos/o/r/commits/main").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header(&r, "x-ratelimit-remaining"), "0");
+    assert_eq!(header(&r, "retry-after"), "1");
+    assert!(header(&r, "x-ratelimit-reset").parse::<u64>().is_ok());
+    let r = s.get("/repos/o/r/commits/main").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_ne!(header(&r, "x-ratelimit-remaining"), "0");
+
+    let st = s.get_json("/_control/state").await;
+    assert_eq!(st["head"], merge.as_str());
+    assert_eq!(st["conditional_hits"], 2);
+    assert_eq!(st["requests"]["GET /repos/o/r/commits/{ref}"], 5);
+    assert_eq!(st["requests"]["PUT /repos/o/r/pulls/{number}/merge"], 3);
+    assert_eq!(st["prs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn auth_outages_conflicts_and_delayed_merge() {
+    let repo = make_repo();
+    let d = repo.path();
+    let s = start(d, &["--token", "s3cret"]);
+    let path = "/repos/o/r/commits/main";
+    let with = |auth: &str| s.http.get(s.url(path)).header("Authorization", auth).send();
+
+    let r = s.get(path).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "Bad credentials"
+    );
+    assert_eq!(
+        with("Bearer wrong").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        with("Bearer s3cret").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(with("token s3cret").await.unwrap().status(), StatusCode::OK);
+    // Control and unknown routes need no token; unknown ones are GitHub-style 404s.
+    let r = s.get("/nowhere").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.headers().contains_key("x-ratelimit-reset"));
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "Not Found");
+
+    s.control(
+        "/_control/fail",
+        json!({"mode": "server_error", "count": 2}),
+    )
+    .await;
+    for want in [
+        StatusCode::BAD_GATEWAY,
+        StatusCode::BAD_GATEWAY,
+        StatusCode::OK,
+    ] {
+        assert_eq!(with("Bearer s3cret").await.unwrap().status(), want);
+    }
+    s.control("/_control/fail", json!({"mode": "down"})).await;
+    for _ in 0..2 {
+        assert_eq!(
+            with("Bearer s3cret").await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    s.control("/_control/fail", json!({"mode": "none"})).await;
+    assert_eq!(
+        with("Bearer s3cret").await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Merge control: forbidden, then delayed (the response precedes the ref move).
+    let auth_merge = |n: u64| {
+        s.http
+            .put(s.url(&format!("/repos/o/r/pulls/{n}/merge")))
+            .header("Authorization", "Bearer s3cret")
+            .json(&json!({"merge_method": "squash"}))
+            .send()
+    };
+    s.control(
+        "/_control/pr",
+        json!({"title": "lock", "head": "update-flake-lock"}),
+    )
+    .await;
+    s.control(
+        "/_control/pr",
+        json!({"title": "other", "head": "conflicting"}),
+    )
+    .await;
+    s.control("/_control/settings", json!({"merge_forbidden": true}))
+        .await;
+    assert_eq!(auth_merge(1).await.unwrap().status(), StatusCode::FORBIDDEN);
+    s.control(
+        "/_control/settings",
+        json!({"merge_forbidden": false, "merge_delay_ms": 1000}),
+    )
+    .await;
+    let main0 = git(d, &["rev-parse", "main"]);
+    let r = auth_merge(1).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let sha = r.json::<Value>().await.unwrap()["sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        git(d, &["rev-parse", "main"]),
+        main0,
+        "moved before the delay"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while git(d, &["rev-parse", "main"]) != sha {
+        assert!(
+            Instant::now() < deadline,
+            "main never reached the merge commit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Squash: one parent, the old main.
+    assert_eq!(git(d, &["rev-parse", "main^1"]), main0);
+    assert_eq!(git(d, &["show", "main:flake.lock"]), NEW_LOCK.trim_end());
+
+    // "conflicting" is configured mergeable but really conflicts now: refused, main unmoved.
+    assert_eq!(
+        auth_merge(2).await.unwrap().status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(git(d, &["rev-parse", "main"]), sha);
+}
