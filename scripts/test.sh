@@ -9,8 +9,8 @@ export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 echo "== build: wasm (hydrate) + server"
 cargo leptos build
-echo "== build: agent"
-cargo build -p nixdeck-agent
+echo "== build: agent and the GitHub stand-in"
+cargo build -p nixdeck-agent -p testkit
 echo "== cargo test"
 cargo test --workspace --exclude frontend
 echo "== playwright"

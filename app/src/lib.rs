@@ -32,14 +32,18 @@ pub use error::AppError;
 #[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     backend::provide_request_nonce();
-    let csrf = backend::current_viewer().map(|v| v.csrf_token);
+    let viewer = backend::current_viewer();
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
-                {csrf.map(|token| view! { <meta name="csrf-token" content=token /> })}
+                {viewer.map(|v| view! {
+                    <meta name="csrf-token" content=v.csrf_token />
+                    // Read by the browser to show the same buttons as the server rendered.
+                    <meta name="viewer-role" content=v.role />
+                })}
                 <link rel="icon" href="data:," />
                 <link rel="stylesheet" id="leptos" href="/pkg/nixdeck.css" />
                 <HydrationScripts options />

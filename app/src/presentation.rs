@@ -1,8 +1,10 @@
 //! Pure derivations from host state to what the page shows: classes, texts, tooltips.
 //! One home for them, shared by table rows and (later) mobile cards, and tested natively.
 
+use protocol::messages::{DeployHostState, DeployPhase};
 use protocol::time::format_age;
-use protocol::{CheckStatus, Metrics, StatusCheck, Timestamp};
+use protocol::{CheckStatus, DesiredState, Metrics, PendingPr, StatusCheck, Timestamp};
+use std::collections::BTreeMap;
 
 /// Status indicator: ripple when online and idle, a running dot when busy, an offline dot.
 /// The class names are the seed's DOM hooks, kept for operators' scripts.
@@ -131,6 +133,168 @@ pub fn compartment_title(label: &str, check: &StatusCheck, now: Timestamp) -> St
     title
 }
 
+/// Only operators and admins may run commands. The service layer enforces this; the page
+/// uses it just to spare viewers buttons that would be refused.
+pub fn may_run_commands(role: &str) -> bool {
+    matches!(role, "operator" | "admin")
+}
+
+/// `url` if it may go into an `href`: http(s) with a host, no spaces or control
+/// characters. Anything else from GitHub (`javascript:`, `data:` …) stays plain text.
+pub fn http_url(url: Option<&str>) -> Option<String> {
+    let url = url?;
+    let after = |prefix: &str| {
+        url.get(..prefix.len())
+            .filter(|head| head.eq_ignore_ascii_case(prefix))
+            .map(|_| &url[prefix.len()..])
+    };
+    let rest = after("https://").or_else(|| after("http://"))?;
+    let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    (clean && !rest.is_empty() && !rest.starts_with('/')).then(|| url.to_owned())
+}
+
+/// "3h ago" from `at` to `now`; never negative.
+pub fn age_text(at: Timestamp, now: Timestamp) -> String {
+    format!("{} ago", format_age(now.secs() - at.secs()))
+}
+
+/// The header's tooltip when no desired-state source is configured.
+pub const DESIRED_NOT_CONFIGURED: &str = "No desired-state source: set NIXDECK_GITHUB_REPO \
+(owner/name of the config repository) or NIXDECK_VERSION_URL (a version.json URL) on the \
+dashboard, and the git and lock compartments compare hosts against it.";
+
+/// The commit's tooltip: the full sha and the commit message.
+pub fn desired_commit_title(d: &DesiredState) -> String {
+    let mut title = d.commit.clone().unwrap_or_default();
+    if let Some(message) = d.message.as_deref().filter(|m| !m.is_empty()) {
+        title.push('\n');
+        title.push_str(message);
+    }
+    title
+}
+
+/// Shown before the source first answered (and while nothing failed).
+pub fn desired_waiting(d: &DesiredState) -> Option<String> {
+    (d.commit.is_none() && d.error.is_none())
+        .then(|| format!("waiting for the first read of {}", d.source))
+}
+
+pub fn rate_limited_text(until: Timestamp) -> String {
+    format!("rate limited until {}", until.clock())
+}
+
+/// "Check for update PR now" talks to GitHub, so it exists only for a GitHub source.
+pub fn is_github_source(d: Option<&DesiredState>) -> bool {
+    d.is_some_and(|d| d.source.starts_with("github:"))
+}
+
+/// What "Check for update PR now" found.
+pub fn check_pr_text(pr: Option<&PendingPr>) -> String {
+    match pr {
+        Some(pr) => format!("PR #{} found", pr.number),
+        None => "No flake.lock update PR is open".to_owned(),
+    }
+}
+
+/// Hosts named in the Merge & Deploy question up to this many; beyond, just the count.
+const NAMED_TARGETS: usize = 5;
+
+/// "Merge PR #7 “bump” on GitHub, then pull and switch on 2 hosts (a, b)?"
+pub fn merge_deploy_question(number: u64, title: &str, targets: &[String]) -> String {
+    let count = targets.len();
+    let plural = if count == 1 { "" } else { "s" };
+    let names = if (1..=NAMED_TARGETS).contains(&count) {
+        format!(" ({})", targets.join(", "))
+    } else {
+        String::new()
+    };
+    format!("Merge PR #{number} “{title}” on GitHub, then pull and switch on {count} host{plural}{names}?")
+}
+
+/// The phase as the panel's `data-phase` and label.
+pub fn deploy_phase_name(phase: DeployPhase) -> &'static str {
+    match phase {
+        DeployPhase::Merging => "merging",
+        DeployPhase::Pulling => "pulling",
+        DeployPhase::Switching => "switching",
+        DeployPhase::Done => "done",
+        DeployPhase::Failed => "failed",
+    }
+}
+
+/// A host's state as its chip's `data-state` and class suffix.
+pub fn deploy_host_state_name(state: DeployHostState) -> &'static str {
+    match state {
+        DeployHostState::Pending => "pending",
+        DeployHostState::Running => "running",
+        DeployHostState::Ok => "ok",
+        DeployHostState::Error => "error",
+        DeployHostState::Skipped => "skipped",
+    }
+}
+
+/// A mark beside the chip's colour, so the state does not rest on colour alone.
+pub fn deploy_host_mark(state: DeployHostState) -> &'static str {
+    match state {
+        DeployHostState::Pending => "·",
+        DeployHostState::Running => "…",
+        DeployHostState::Ok => "✓",
+        DeployHostState::Error => "✗",
+        DeployHostState::Skipped => "–",
+    }
+}
+
+/// How far a deploy got: hosts finished (ok, error or skipped) of all, and the failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeployCounts {
+    pub finished: usize,
+    pub failed: usize,
+    pub total: usize,
+}
+
+impl DeployCounts {
+    pub fn of(hosts: &BTreeMap<String, DeployHostState>) -> Self {
+        let finished = hosts
+            .values()
+            .filter(|s| {
+                matches!(
+                    s,
+                    DeployHostState::Ok | DeployHostState::Error | DeployHostState::Skipped
+                )
+            })
+            .count();
+        let failed = hosts
+            .values()
+            .filter(|s| **s == DeployHostState::Error)
+            .count();
+        DeployCounts {
+            finished,
+            failed,
+            total: hosts.len(),
+        }
+    }
+
+    /// The bar's width, "0%" ..= "100%".
+    pub fn percent(self) -> String {
+        let pct = (self.finished * 100).checked_div(self.total).unwrap_or(0);
+        format!("{pct}%")
+    }
+
+    /// "3 of 5 hosts done, 1 failed", for the bar's text and screen readers.
+    pub fn text(self) -> String {
+        let plural = if self.total == 1 { "" } else { "s" };
+        let failed = if self.failed > 0 {
+            format!(", {} failed", self.failed)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} of {} host{plural} done{failed}",
+            self.finished, self.total
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +375,132 @@ mod tests {
         assert_eq!(short_generation(Some("0123456789abcdef")), "0123456");
         assert_eq!(short_generation(Some("")), "—");
         assert_eq!(short_generation(None), "—");
+    }
+    #[test]
+    fn roles() {
+        assert!(may_run_commands("operator"));
+        assert!(may_run_commands("admin"));
+        assert!(!may_run_commands("viewer"));
+        assert!(!may_run_commands(""));
+    }
+
+    #[test]
+    fn only_http_urls_become_links() {
+        let ok = |u: &str| http_url(Some(u));
+        assert_eq!(
+            ok("https://github.com/o/r/pull/7").as_deref(),
+            Some("https://github.com/o/r/pull/7")
+        );
+        assert!(ok("HTTP://example.com").is_some());
+        assert!(ok("javascript:alert(1)").is_none());
+        assert!(ok("JaVaScRiPt:alert(1)").is_none());
+        assert!(ok("data:text/html,<script>alert(1)</script>").is_none());
+        assert!(ok("//evil.example/x").is_none());
+        assert!(ok("https:///evil").is_none());
+        assert!(ok("https://").is_none());
+        assert!(ok(" https://example.com").is_none());
+        assert!(ok("https://exa mple.com").is_none());
+        assert!(ok("https://example.com/\n").is_none());
+        assert!(ok("ftp://example.com").is_none());
+        assert!(ok("é").is_none());
+        assert!(http_url(None).is_none());
+    }
+
+    fn desired() -> DesiredState {
+        DesiredState {
+            source: "github:o/r".into(),
+            branch: "main".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn desired_texts() {
+        let mut d = desired();
+        assert_eq!(
+            desired_waiting(&d).as_deref(),
+            Some("waiting for the first read of github:o/r")
+        );
+        assert_eq!(desired_commit_title(&d), "");
+        d.error = Some("unreachable".into());
+        assert_eq!(desired_waiting(&d), None);
+        d.error = None;
+        d.commit = Some("0123456789abcdef".into());
+        d.message = Some("flake.lock: update".into());
+        assert_eq!(desired_waiting(&d), None);
+        assert_eq!(
+            desired_commit_title(&d),
+            "0123456789abcdef\nflake.lock: update"
+        );
+        assert_eq!(short_generation(d.commit.as_deref()), "0123456");
+        assert_eq!(age_text(Timestamp(0), Timestamp(3 * 3600 + 5)), "3h ago");
+        assert_eq!(age_text(Timestamp(10), Timestamp(5)), "0s ago");
+        assert_eq!(
+            rate_limited_text(Timestamp(13 * 3600 + 4 * 60 + 5)),
+            "rate limited until 13:04:05"
+        );
+        assert!(is_github_source(Some(&d)));
+        d.source = "https://example.com/version.json".into();
+        assert!(!is_github_source(Some(&d)));
+        assert!(!is_github_source(None));
+    }
+
+    #[test]
+    fn pr_texts() {
+        let pr = PendingPr {
+            number: 7,
+            title: "bump".into(),
+            url: "https://example.com".into(),
+            mergeable: true,
+        };
+        assert_eq!(check_pr_text(Some(&pr)), "PR #7 found");
+        assert_eq!(check_pr_text(None), "No flake.lock update PR is open");
+        let few: Vec<String> = vec!["a".into(), "b".into()];
+        assert_eq!(
+            merge_deploy_question(7, "bump", &few),
+            "Merge PR #7 “bump” on GitHub, then pull and switch on 2 hosts (a, b)?"
+        );
+        assert_eq!(
+            merge_deploy_question(7, "bump", &few[..1]),
+            "Merge PR #7 “bump” on GitHub, then pull and switch on 1 host (a)?"
+        );
+        let many: Vec<String> = (0..6).map(|i| format!("h{i}")).collect();
+        assert_eq!(
+            merge_deploy_question(7, "bump", &many),
+            "Merge PR #7 “bump” on GitHub, then pull and switch on 6 hosts?"
+        );
+    }
+
+    #[test]
+    fn deploy_progress() {
+        use DeployHostState::*;
+        let hosts: BTreeMap<String, DeployHostState> = [
+            ("a", Ok),
+            ("b", Error),
+            ("c", Skipped),
+            ("d", Running),
+            ("e", Pending),
+            ("f", Ok),
+        ]
+        .into_iter()
+        .map(|(id, s)| (id.to_owned(), s))
+        .collect();
+        let c = DeployCounts::of(&hosts);
+        assert_eq!(
+            c,
+            DeployCounts {
+                finished: 4,
+                failed: 1,
+                total: 6
+            }
+        );
+        assert_eq!(c.percent(), "66%");
+        assert_eq!(c.text(), "4 of 6 hosts done, 1 failed");
+        let none = DeployCounts::of(&BTreeMap::new());
+        assert_eq!(none.percent(), "0%");
+        assert_eq!(none.text(), "0 of 0 hosts done");
+        assert_eq!(deploy_phase_name(DeployPhase::Switching), "switching");
+        assert_eq!(deploy_host_state_name(Skipped), "skipped");
+        assert_eq!(deploy_host_mark(Error), "✗");
     }
 }

@@ -1,6 +1,6 @@
 // Helpers for driving a real nixdeck: the REST API as an admin, and real agent processes.
 import { APIRequestContext, expect, Page, request } from "@playwright/test";
-import { ChildProcess, spawn } from "node:child_process";
+import { ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +10,7 @@ export const ADMIN_PASSWORD = process.env.NIXDECK_ADMIN_PASSWORD ?? "";
 const AGENT_BIN = process.env.NIXDECK_AGENT_BIN ?? join(__dirname, "../../target/debug/nixdeck-agent");
 const SERVER_BIN = process.env.NIXDECK_SERVER_BIN ?? join(__dirname, "../../target/debug/nixdeck");
 const SITE_ROOT = join(__dirname, "../../target/site");
+const FAKE_GITHUB_BIN = process.env.NIXDECK_FAKE_GITHUB_BIN ?? join(__dirname, "../../target/debug/fake-github");
 
 export interface Admin {
   api: APIRequestContext;
@@ -85,7 +86,10 @@ export class Server {
   private readonly dir = mkdtempSync(join(tmpdir(), "nixdeck-server-"));
   log = "";
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly env: Record<string, string> = {},
+  ) {}
 
   get base(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -100,6 +104,7 @@ export class Server {
         NIXDECK_ADMIN_PASSWORD: ADMIN_PASSWORD,
         NIXDECK_HEARTBEAT_INTERVAL_S: "2",
         NIXDECK_SITE_ROOT: SITE_ROOT,
+        ...this.env,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -149,4 +154,84 @@ export async function loginUi(page: Page, base: string = BASE, user = "admin", p
   await page.click("button[type=submit]");
   await expect(page).toHaveURL(`${base}/`);
   await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+}
+
+/** Runs git with a fixed identity; its trimmed stdout. */
+export function git(cwd: string, ...args: string[]): string {
+  return execFileSync("git", ["-c", "user.name=nixdeck", "-c", "user.email=e2e@nixdeck.invalid", ...args], {
+    cwd,
+    encoding: "utf8",
+  }).trim();
+}
+
+/**
+ * A config repository (a real bare git repo) with `fake-github` serving GitHub's REST API
+ * over it: merging a PR there moves the repo's branch, which the agents really fetch.
+ */
+export class FakeGitHub {
+  readonly dir = mkdtempSync(join(tmpdir(), "nixdeck-gh-"));
+  readonly origin = join(this.dir, "origin.git");
+  private proc: ChildProcess | null = null;
+  url = "";
+
+  /** main has flake.lock v1; branch `update-flake-lock` has v2. */
+  async start(): Promise<void> {
+    const work = join(this.dir, "work");
+    git(this.dir, "init", "-q", "--bare", "-b", "main", this.origin);
+    git(this.dir, "clone", "-q", this.origin, work);
+    writeFileSync(join(work, "flake.lock"), '{"nodes":{"nixpkgs":{"rev":"v1"}},"version":7}\n');
+    git(work, "add", ".");
+    git(work, "commit", "-qm", "first");
+    git(work, "push", "-q", "origin", "HEAD:main");
+    git(work, "checkout", "-qb", "update-flake-lock");
+    writeFileSync(join(work, "flake.lock"), '{"nodes":{"nixpkgs":{"rev":"v2"}},"version":7}\n');
+    git(work, "commit", "-qam", "flake.lock: update nixpkgs");
+    git(work, "push", "-q", "origin", "update-flake-lock");
+    this.proc = spawn(FAKE_GITHUB_BIN, ["--repo-dir", this.origin, "--owner", "acme", "--name", "nixcfg"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    this.url = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      this.proc!.stdout!.on("data", (d: Buffer) => {
+        out += d.toString();
+        const m = out.match(/listening on (http:\/\/\S+)/);
+        if (m) resolve(m[1]);
+      });
+      this.proc!.once("exit", (code) => reject(new Error(`fake-github exited with ${code}`)));
+    });
+  }
+
+  /** The server environment that points the dashboard at this repo. */
+  env(): Record<string, string> {
+    return {
+      NIXDECK_GITHUB_REPO: "acme/nixcfg",
+      NIXDECK_GITHUB_API_URL: this.url,
+      NIXDECK_DESIRED_POLL_S: "1",
+      NIXDECK_PR_POLL_S: "1",
+    };
+  }
+
+  head(): string {
+    return git(this.origin, "rev-parse", "main");
+  }
+
+  /** A checkout of the config repo for one host's agent. */
+  checkout(name: string): string {
+    const dir = join(this.dir, `${name}-checkout`);
+    git(this.dir, "clone", "-q", this.origin, dir);
+    return dir;
+  }
+
+  async pr(body: Record<string, unknown>): Promise<void> {
+    const r = await fetch(`${this.url}/_control/pr`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ head: "update-flake-lock", ...body }),
+    });
+    expect(r.status).toBe(201);
+  }
+
+  stop(): void {
+    this.proc?.kill("SIGTERM");
+  }
 }

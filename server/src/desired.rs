@@ -111,6 +111,10 @@ impl Desired {
                 loop {
                     let next = match me.check_prs().await {
                         Ok((_, next)) => next,
+                        Err(GhError::RateLimited { until }) => {
+                            let wait = until.secs() - Timestamp::now().secs();
+                            Duration::from_secs(wait.max(1) as u64)
+                        }
                         Err(e) => {
                             tracing::warn!("looking for a flake.lock PR: {e}");
                             me.pr_poll.min(Duration::from_secs(60))

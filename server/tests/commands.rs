@@ -308,28 +308,6 @@ async fn twenty_thousand_lines_arrive_complete_in_order_once() {
     assert_eq!(seen.len(), 20_000);
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=nixdeck",
-            "-c",
-            "user.email=test@nixdeck.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test]
 async fn pull_moves_the_generation_and_cleans_the_checkout() {
     let scratch = tempfile::tempdir().unwrap();

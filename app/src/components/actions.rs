@@ -2,14 +2,14 @@
 //! failure into a notice, for every button in rows, cards and menus.
 
 use crate::api::{
-    bulk_command, command_history, refresh_host, remove_host, run_command, stop_command,
-    unlock_host,
+    bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy, refresh_host,
+    remove_host, run_command, stop_command, unlock_host,
 };
 use crate::error::AppError;
 use crate::store::HostStore;
 use leptos::prelude::*;
 use protocol::api::BulkResult;
-use protocol::messages::{BrowserEvent, HostBody, HostRef};
+use protocol::messages::{BrowserEvent, HostBody, HostRef, PendingPrChanged};
 use protocol::CommandKind;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -135,5 +135,40 @@ pub fn bulk(store: HostStore, kind: CommandKind, host_ids: Option<Vec<String>>) 
             }
             Err(e) => store.notify(format!("{}: bulk run failed: {e}", kind.as_str()), true),
         }
+    });
+}
+
+/// Merge the PR and roll it out (after the operator confirmed). Progress arrives as
+/// `deploy_progress` events for the deploy panel; only a refusal needs a word here.
+pub fn merge_deploy(store: HostStore, pr_number: u64, host_ids: Option<Vec<String>>) {
+    leptos::task::spawn_local(async move {
+        if let Err(e) = merge_and_deploy(pr_number, host_ids).await {
+            store.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true);
+        }
+    });
+}
+
+/// Ask a running deploy to stop; `sent` is cleared on failure so the button comes back.
+pub fn cancel(store: HostStore, job_id: String, sent: RwSignal<Option<String>>) {
+    leptos::task::spawn_local(async move {
+        if let Err(e) = cancel_deploy(job_id).await {
+            sent.set(None);
+            store.notify(format!("Cannot cancel the deploy: {e}"), true);
+        }
+    });
+}
+
+/// Look for the flake.lock PR now and say what was found; the answer also goes into the
+/// store, so the page does not wait for the hub's event.
+pub fn check_pr(store: HostStore, checking: RwSignal<bool>) {
+    leptos::task::spawn_local(async move {
+        match check_pr_now().await {
+            Ok(pr) => {
+                store.notify(crate::presentation::check_pr_text(pr.as_ref()), false);
+                store.apply(&BrowserEvent::PendingPr(PendingPrChanged { pr }));
+            }
+            Err(e) => store.notify(format!("Cannot check for the update PR: {e}"), true),
+        }
+        checking.set(false);
     });
 }

@@ -1,6 +1,12 @@
-//! The bulk actions menu: a command on the selected hosts, or on every online host.
+//! The bulk actions menu: a command on the selected hosts, or on every online host, and
+//! the fleet-wide flake.lock PR actions for those who may run commands.
 
+use crate::components::actions;
+use crate::components::confirm::{MergeConfirm, MergeDeploy};
+use crate::components::viewer::MayRun;
+use crate::presentation::is_github_source;
 use crate::store::{Confirm, HostStore};
+use leptos::html::Details;
 use leptos::prelude::*;
 use protocol::CommandKind;
 
@@ -15,12 +21,10 @@ const BULK: [(CommandKind, &str); 4] = [
 pub fn BulkMenu() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let selected = move || store.selection.with(|s| s.ids.len());
-    let menu = NodeRef::<leptos::html::Details>::new();
+    let menu = NodeRef::<Details>::new();
     let ask = move |confirm: Confirm| {
         store.confirm.set(Some(confirm));
-        if let Some(details) = menu.get() {
-            details.set_open(false);
-        }
+        close(menu);
     };
     let chosen = move || {
         Some(
@@ -53,7 +57,89 @@ pub fn BulkMenu() -> impl IntoView {
                     on:click=move |_| store.selection.update(|s| s.clear())>
                     "Clear selection"
                 </button>
+                <PrMenuItems menu />
             </div>
         </details>
+    }
+}
+
+/// Choosing an item closes the menu.
+fn close(menu: NodeRef<Details>) {
+    if let Some(details) = menu.get_untracked() {
+        details.set_open(false);
+    }
+}
+
+/// "Merge & Deploy PR #N" and "Check for update PR now": plain menu buttons like the
+/// others, so Tab and Enter reach them the same way.
+#[component]
+fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let merge = expect_context::<MergeConfirm>().0;
+    let may_run = MayRun::get();
+    let mergeable_pr = move || store.pending_pr.get().filter(|pr| pr.mergeable);
+    let deploying = move || store.deploy.with(|d| d.as_ref().is_some_and(|d| d.active));
+    // The selected hosts, else every online host: the same scope as the bulk commands.
+    let targets = move || {
+        let selected: Vec<String> = store.selection.with(|s| s.ids.iter().cloned().collect());
+        if selected.is_empty() {
+            let online = store.ids.with(|ids| {
+                ids.iter()
+                    .filter(|id| store.host(id).is_some_and(|h| h.online.get()))
+                    .cloned()
+                    .collect()
+            });
+            (None, online)
+        } else {
+            (Some(selected.clone()), selected)
+        }
+    };
+    let ask_merge = move |_| {
+        let Some(pr) = untrack(mergeable_pr) else {
+            return;
+        };
+        let (host_ids, targets) = untrack(targets);
+        merge.set(Some(MergeDeploy {
+            pr_number: pr.number,
+            pr_title: pr.title,
+            host_ids,
+            targets,
+        }));
+        close(menu);
+    };
+    let checking = RwSignal::new(false);
+    let check = move |_| {
+        if checking.get_untracked() {
+            return;
+        }
+        checking.set(true);
+        actions::check_pr(store, checking);
+        close(menu);
+    };
+    let scope = move || {
+        let (ids, targets) = targets();
+        let whom = if ids.is_some() { "selected" } else { "online" };
+        let plural = if targets.len() == 1 { "" } else { "s" };
+        format!(
+            "Pull and switch on the {} {whom} host{plural}",
+            targets.len()
+        )
+    };
+    view! {
+        <Show when=move || may_run && mergeable_pr().is_some()>
+            <button type="button" role="menuitem" class="menu-merge-deploy" data-testid="menu-merge-deploy"
+                title=scope
+                disabled=move || deploying() || targets().1.is_empty()
+                on:click=ask_merge>
+                {move || mergeable_pr().map(|pr| format!("Merge & Deploy PR #{}", pr.number))}
+            </button>
+        </Show>
+        <Show when=move || may_run && store.desired.with(|d| is_github_source(d.as_ref()))>
+            <button type="button" role="menuitem" data-testid="menu-check-pr"
+                disabled=move || checking.get()
+                on:click=check>
+                "Check for update PR now"
+            </button>
+        </Show>
     }
 }

@@ -1,8 +1,33 @@
 //! The confirm dialog for destructive or wide actions.
 
 use crate::components::actions;
+use crate::presentation::merge_deploy_question;
 use crate::store::{Confirm, HostStore};
 use leptos::prelude::*;
+
+/// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
+/// operator chose it, so the dialog names exactly what will be merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeDeploy {
+    pub pr_number: u64,
+    pub pr_title: String,
+    /// The selected hosts, or None for every online host (the server decides which).
+    pub host_ids: Option<Vec<String>>,
+    /// The hosts it reaches as the page sees them, for the question.
+    pub targets: Vec<String>,
+}
+
+/// The dialog's second source, beside `store.confirm`; provided by the dashboard.
+#[derive(Clone, Copy)]
+pub struct MergeConfirm(pub RwSignal<Option<MergeDeploy>>);
+
+fn merge_wording(m: &MergeDeploy) -> (String, String, &'static str) {
+    (
+        format!("Merge & Deploy PR #{}", m.pr_number),
+        merge_deploy_question(m.pr_number, &m.pr_title, &m.targets),
+        "Merge & Deploy",
+    )
+}
 
 fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
     match confirm {
@@ -27,29 +52,43 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
 #[component]
 pub fn ConfirmDialog() -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let merge = use_context::<MergeConfirm>()
+        .map(|m| m.0)
+        .unwrap_or_else(|| RwSignal::new(None));
     let text = move || {
+        if let Some(m) = merge.get() {
+            return merge_wording(&m);
+        }
         store
             .confirm
             .get()
             .map(|c| wording(&c, store.counts().0))
             .unwrap_or_else(|| (String::new(), String::new(), ""))
     };
-    let proceed = move |_| {
-        match store.confirm.get_untracked() {
-            Some(Confirm::RemoveHost(id)) => actions::remove(store, id),
-            Some(Confirm::Bulk(kind, ids)) => actions::bulk(store, kind, ids),
-            None => {}
-        }
+    let close = move || {
         store.confirm.set(None);
+        merge.set(None);
+    };
+    let proceed = move |_| {
+        if let Some(m) = merge.get_untracked() {
+            actions::merge_deploy(store, m.pr_number, m.host_ids);
+        } else {
+            match store.confirm.get_untracked() {
+                Some(Confirm::RemoveHost(id)) => actions::remove(store, id),
+                Some(Confirm::Bulk(kind, ids)) => actions::bulk(store, kind, ids),
+                None => {}
+            }
+        }
+        close();
     };
     view! {
-        <Show when=move || store.confirm.with(Option::is_some)>
-            <div class="modal-backdrop" on:click=move |_| store.confirm.set(None)></div>
+        <Show when=move || store.confirm.with(Option::is_some) || merge.with(Option::is_some)>
+            <div class="modal-backdrop" on:click=move |_| close()></div>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title">
                 <h2 id="confirm-title">{move || text().0}</h2>
                 <p>{move || text().1}</p>
                 <div class="modal-actions">
-                    <button type="button" class="cancel" on:click=move |_| store.confirm.set(None)>"Cancel"</button>
+                    <button type="button" class="cancel" on:click=move |_| close()>"Cancel"</button>
                     <button type="button" class="danger confirm" on:click=proceed>{move || text().2}</button>
                 </div>
             </div>
@@ -69,5 +108,22 @@ mod tests {
         assert_eq!(body, "Run pull on 3 online hosts?");
         let (_, body, _) = wording(&Confirm::Bulk(CommandKind::Test, Some(vec!["a".into()])), 3);
         assert_eq!(body, "Run test on 1 selected host?");
+    }
+
+    #[test]
+    fn merge_wording_names_the_pr_and_hosts() {
+        let m = MergeDeploy {
+            pr_number: 7,
+            pr_title: "<b>bump</b>".into(),
+            host_ids: None,
+            targets: vec!["a".into()],
+        };
+        let (title, body, button) = merge_wording(&m);
+        assert_eq!(title, "Merge & Deploy PR #7");
+        assert_eq!(
+            body,
+            "Merge PR #7 “<b>bump</b>” on GitHub, then pull and switch on 1 host (a)?"
+        );
+        assert_eq!(button, "Merge & Deploy");
     }
 }

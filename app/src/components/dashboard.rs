@@ -4,11 +4,14 @@
 use crate::api::fleet_snapshot;
 use crate::components::add_host::AddHostButton;
 use crate::components::bulk_menu::BulkMenu;
-use crate::components::confirm::ConfirmDialog;
+use crate::components::confirm::{ConfirmDialog, MergeConfirm};
+use crate::components::deploy_panel::DeployPanel;
+use crate::components::fleet_target::FleetTarget;
 use crate::components::host_row::{HostCard, HostRow};
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
+use crate::components::viewer::MayRun;
 use crate::store::HostStore;
 use leptos::either::Either;
 use leptos::prelude::*;
@@ -17,6 +20,8 @@ use protocol::messages::Snapshot;
 #[component]
 pub fn DashboardPage() -> impl IntoView {
     let snapshot = Resource::new(|| (), |_| fleet_snapshot());
+    // Read here, while the request is in context on the server.
+    provide_context(MayRun::from_viewer());
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading the fleet…"</p> }>
             {move || Suspend::new(async move {
@@ -33,6 +38,7 @@ pub fn DashboardPage() -> impl IntoView {
 fn Fleet(snapshot: Snapshot) -> impl IntoView {
     let store = HostStore::new(snapshot);
     provide_context(store);
+    provide_context(MergeConfirm(RwSignal::new(None)));
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         #[cfg(feature = "hydrate")]
@@ -47,6 +53,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
         <header class="topbar">
             <h1 class="brand">"nixdeck"</h1>
             <span class="fleet-count">{counts}</span>
+            <FleetTarget />
             <span class="spacer"></span>
             <BulkMenu />
             <AddHostButton />
@@ -56,6 +63,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <LogoutButton />
         </header>
         <main class="fleet">
+            <DeployPanel />
             <table class="host-table">
                 <thead>
                     <tr>

@@ -213,6 +213,11 @@ pub async fn bulk(
     Ok(Json(BulkResponse { results }))
 }
 
+/// Addition: the desired state as the dashboard last read it (null: not configured).
+pub async fn desired(State(app): State<AppState>) -> Json<Option<protocol::DesiredState>> {
+    Json(app.hub.desired())
+}
+
 pub async fn pending_pr(State(app): State<AppState>) -> Json<Option<protocol::PendingPr>> {
     Json(app.hub.pending_pr())
 }

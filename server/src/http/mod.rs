@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 pub mod security;
 pub mod session;
 
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/login", post(api::login))
         .route("/api/logout", post(api::logout))
         .route("/api/session", get(api::session))
@@ -40,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts/{id}/unlock", post(api::unlock_host))
         .route("/api/commands/{id}/log", get(api::command_log))
         .route("/api/bulk", post(api::bulk))
+        .route("/api/desired", get(api::desired))
         .route("/api/pending-pr", get(api::pending_pr))
         .route("/api/pending-pr/check", post(api::check_pr))
         .route("/api/deploy", post(api::deploy))
@@ -113,6 +116,7 @@ mod tests {
         ("GET", "/api/audit", Access::Admin),
         ("POST", "/api/account/totp/setup", Access::Viewer),
         ("GET", "/api/pending-pr", Access::Viewer),
+        ("GET", "/api/desired", Access::Viewer),
         ("POST", "/api/pending-pr/check", Access::Operator),
         ("POST", "/api/deploy", Access::Operator),
         ("GET", "/api/deploy/nojob", Access::Viewer),

@@ -319,3 +319,41 @@ pub fn heartbeat(cpu: f64) -> Message {
         .into(),
     )
 }
+
+/// Run git with a fixed identity; its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=nixdeck",
+            "-c",
+            "user.email=test@nixdeck.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The stand-in for GitHub's REST API (crate `testkit`), built on demand.
+pub fn fake_github_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let bin = root.join("target/debug/fake-github");
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "testkit"])
+            .current_dir(root)
+            .status()
+            .expect("running cargo build for fake-github");
+        assert!(status.success(), "building fake-github failed");
+    }
+    bin
+}

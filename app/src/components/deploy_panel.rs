@@ -1,0 +1,189 @@
+//! The Merge & Deploy panel: the job's phase, its message, a progress bar and a chip per
+//! host, all derived from `store.deploy`. Cancel while it runs; Dismiss once it ended hides
+//! it in this page only, until the job or its phase changes.
+
+use crate::components::actions;
+use crate::components::viewer::MayRun;
+use crate::presentation::*;
+use crate::store::HostStore;
+use leptos::prelude::*;
+use protocol::messages::{DeployHostState, DeployPhase};
+
+#[component]
+pub fn DeployPanel() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let may_run = MayRun::get();
+    let deploy = store.deploy;
+    let key = Memo::new(move |_| deploy.with(|d| d.as_ref().map(|d| (d.job_id.clone(), d.phase))));
+    // The (job, phase) the operator dismissed: local to this page, not fleet state.
+    let dismissed = RwSignal::new(None::<(String, DeployPhase)>);
+    let visible = move || key.with(|k| k.is_some() && *k != dismissed.get());
+
+    let job_id = Memo::new(move |_| key.with(|k| k.as_ref().map(|k| k.0.clone())));
+    let phase = Memo::new(move |_| key.with(|k| k.as_ref().map(|k| deploy_phase_name(k.1))));
+    let pr_number = Memo::new(move |_| deploy.with(|d| d.as_ref().map(|d| d.pr_number)));
+    let message = Memo::new(move |_| deploy.with(|d| d.as_ref().map(|d| d.message.clone())));
+    let started_by = Memo::new(move |_| {
+        deploy.with(|d| {
+            d.as_ref()
+                .map(|d| d.started_by.clone())
+                .filter(|s| !s.is_empty())
+        })
+    });
+    let active = Memo::new(move |_| deploy.with(|d| d.as_ref().is_some_and(|d| d.active)));
+    let counts = Memo::new(move |_| {
+        deploy.with(|d| {
+            d.as_ref()
+                .map(|d| DeployCounts::of(&d.hosts))
+                .unwrap_or_default()
+        })
+    });
+    // Host ids change only when a deploy starts; each chip follows its own state.
+    let host_ids = Memo::new(move |_| {
+        deploy.with(|d| {
+            d.as_ref()
+                .map(|d| d.hosts.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+    });
+
+    // The job a cancel was sent for: the button stays disabled until that job is gone.
+    let cancel_sent = RwSignal::new(None::<String>);
+    let cancel = move |_| {
+        let Some(id) = job_id.get_untracked() else {
+            return;
+        };
+        cancel_sent.set(Some(id.clone()));
+        actions::cancel(store, id, cancel_sent);
+    };
+    let dismiss = move |_| dismissed.set(key.get_untracked());
+
+    view! {
+        <Show when=visible>
+            <section class="deploy-panel" data-testid="deploy-panel" aria-label="Merge & Deploy" aria-live="polite"
+                data-phase=move || phase.get() data-active=move || active.get().to_string()>
+                <header class="deploy-head">
+                    <h2 class="deploy-title">"Merge & Deploy PR #" {move || pr_number.get()}</h2>
+                    <span class="deploy-phase" data-phase=move || phase.get()>{move || phase.get()}</span>
+                    {move || started_by.get().map(|by| view! { <span class="deploy-by">"by " {by}</span> })}
+                    <span class="spacer"></span>
+                    <Show when=move || may_run && active.get()>
+                        <button type="button" class="deploy-cancel danger" data-testid="deploy-cancel"
+                            disabled=move || cancel_sent.get().is_some_and(|sent| Some(sent) == job_id.get())
+                            on:click=cancel>
+                            "Cancel"
+                        </button>
+                    </Show>
+                    <Show when=move || !active.get()>
+                        <button type="button" class="deploy-dismiss" data-testid="deploy-dismiss" on:click=dismiss>
+                            "Dismiss"
+                        </button>
+                    </Show>
+                </header>
+                <p class="deploy-message" data-testid="deploy-message">{move || message.get()}</p>
+                <div class="deploy-progress-row">
+                    <div class="deploy-progress" data-testid="deploy-progress" role="progressbar"
+                        aria-label="Hosts finished" aria-valuemin="0"
+                        aria-valuenow=move || counts.get().finished.to_string()
+                        aria-valuemax=move || counts.get().total.to_string()
+                        aria-valuetext=move || counts.get().text()>
+                        <div class="deploy-progress-fill" style:width=move || counts.get().percent()></div>
+                    </div>
+                    <span class="deploy-count">{move || counts.get().text()}</span>
+                </div>
+                <div class="deploy-hosts">
+                    <For each=move || host_ids.get() key=|id| id.clone() let:id>
+                        <DeployChip id />
+                    </For>
+                </div>
+            </section>
+        </Show>
+    }
+}
+
+/// One host's chip, coloured like the compartments, with a mark so colour is not alone.
+#[component]
+fn DeployChip(id: String) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let state = {
+        let id = id.clone();
+        Memo::new(move |_| {
+            store.deploy.with(|d| {
+                d.as_ref()
+                    .and_then(|d| d.hosts.get(&id).copied())
+                    .unwrap_or(DeployHostState::Pending)
+            })
+        })
+    };
+    let name = move || deploy_host_state_name(state.get());
+    // The hostname when the host is known here, else its id.
+    let hostname = store.host(&id).map(|h| h.hostname);
+    let label = {
+        let id = id.clone();
+        move || hostname.map(|h| h.get()).unwrap_or_else(|| id.clone())
+    };
+    let title = {
+        let label = label.clone();
+        move || format!("{}: {}", label(), name())
+    };
+    view! {
+        <span class=move || format!("deploy-host deploy-host--{}", name())
+            data-testid="deploy-host" data-host=id data-state=name title=title>
+            <span class="deploy-host-mark" aria-hidden="true">{move || deploy_host_mark(state.get())}</span>
+            <span class="deploy-host-name">{label}</span>
+        </span>
+    }
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use protocol::messages::{DeployProgress, Snapshot};
+    use protocol::Timestamp;
+
+    fn render(may_run: bool, active: bool) -> String {
+        Owner::new().with(|| {
+            provide_context(MayRun(may_run));
+            provide_context(HostStore::new(Snapshot {
+                hosts: vec![],
+                pending_pr: None,
+                dashboard_version: "0".into(),
+                server_time: Timestamp(0),
+                desired: None,
+                deploy: Some(DeployProgress {
+                    job_id: "j1".into(),
+                    pr_number: 7,
+                    phase: DeployPhase::Pulling,
+                    hosts: [
+                        ("a".to_owned(), DeployHostState::Ok),
+                        ("b".to_owned(), DeployHostState::Running),
+                        ("c".to_owned(), DeployHostState::Pending),
+                    ]
+                    .into(),
+                    message: "<i>pulling</i>".into(),
+                    started_by: "op".into(),
+                    active,
+                }),
+            }));
+            view! { <DeployPanel /> }.to_html()
+        })
+    }
+
+    #[test]
+    fn the_panel_shows_phase_progress_and_chips() {
+        let html = render(true, true);
+        assert!(html.contains(r#"data-phase="pulling""#), "{html}");
+        assert!(html.contains(r#"data-active="true""#), "{html}");
+        assert!(html.contains(r#"aria-valuenow="1""#), "{html}");
+        assert!(html.contains(r#"aria-valuemax="3""#), "{html}");
+        assert!(html.contains(r#"data-host="b""#), "{html}");
+        assert!(html.contains(r#"data-state="running""#), "{html}");
+        assert!(html.contains("deploy-cancel"), "{html}");
+        assert!(!html.contains("deploy-dismiss"), "{html}");
+        assert!(!html.contains("<i>"), "{html}");
+        // Viewers see the progress, not the Cancel button; an ended job can be dismissed.
+        assert!(!render(false, true).contains("deploy-cancel"));
+        let ended = render(true, false);
+        assert!(ended.contains("deploy-dismiss") && !ended.contains("deploy-cancel"));
+    }
+}

@@ -1,0 +1,766 @@
+//! Desired state, flake.lock PRs and Merge & Deploy end to end: the real server and agents,
+//! a real bare git repository as the config repo, and `fake-github` (crate `testkit`)
+//! serving GitHub's REST API over that same repository. Merging a PR there moves the
+//! repository's branch, so the agents' real `git fetch` sees exactly what the API says.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+const LOCK_V1: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v1\"}},\"version\":7}\n";
+const LOCK_V2: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v2\"}},\"version\":7}\n";
+const GH_TOKEN: &str = "gh-test-token";
+
+struct Deck {
+    scratch: tempfile::TempDir,
+    origin: PathBuf,
+    work: PathBuf,
+    gh: Child,
+    gh_url: String,
+    server: Server,
+    admin: Admin,
+    agents: Vec<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl Drop for Deck {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            kill_child(a, "-TERM");
+        }
+        kill_child(&mut self.gh, "-TERM");
+    }
+}
+
+/// A switch that works, and one that fails.
+const SWITCH_OK: &str = "echo switching; true";
+const SWITCH_FAILS: &str = "echo 'error: building the system failed' >&2; exit 3";
+
+impl Deck {
+    /// A config repo with flake.lock v1 on main and a branch `update-flake-lock` with v2;
+    /// fake GitHub over it; the dashboard reading it; one agent per `(host, switch script)`.
+    async fn start(hosts: &[(&str, &str)], extra_env: &[(&str, &str)]) -> Deck {
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path();
+        let origin = root.join("origin.git");
+        let work = root.join("work");
+        git(
+            root,
+            &["init", "--bare", "-b", "main", origin.to_str().unwrap()],
+        );
+        git(
+            root,
+            &["clone", origin.to_str().unwrap(), work.to_str().unwrap()],
+        );
+        std::fs::write(work.join("flake.lock"), LOCK_V1).unwrap();
+        std::fs::write(work.join("hosts.nix"), "{ }\n").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-m", "first"]);
+        git(&work, &["push", "origin", "HEAD:main"]);
+        git(&work, &["checkout", "-b", "update-flake-lock"]);
+        std::fs::write(work.join("flake.lock"), LOCK_V2).unwrap();
+        git(&work, &["commit", "-am", "flake.lock: update nixpkgs"]);
+        git(&work, &["push", "origin", "update-flake-lock"]);
+        git(&work, &["checkout", "main"]);
+
+        let mut gh = Command::new(fake_github_bin())
+            .args(["--repo-dir", origin.to_str().unwrap()])
+            .args(["--owner", "acme", "--name", "nixcfg", "--token", GH_TOKEN])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(root.join("fake-github.log")).unwrap())
+            .spawn()
+            .expect("starting fake-github");
+        let mut line = String::new();
+        BufReader::new(gh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let gh_url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("fake-github's listening line")
+            .to_owned();
+
+        let mut env: Vec<(String, String)> = [
+            ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
+            ("NIXDECK_GITHUB_API_URL", gh_url.as_str()),
+            ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
+            ("NIXDECK_DESIRED_POLL_S", "1"),
+            ("NIXDECK_PR_POLL_S", "1"),
+            ("NIXDECK_MERGE_WAIT_S", "20"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let env_refs: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let server = Server::start_with(root, free_port(), &env_refs).await;
+        let admin = login(&server).await;
+        let mut deck = Deck {
+            origin,
+            work,
+            gh,
+            gh_url,
+            admin,
+            agents: Vec::new(),
+            env,
+            server,
+            scratch,
+        };
+        for (host, switch) in hosts {
+            deck.add_agent(host, switch).await;
+        }
+        for (host, _) in hosts {
+            deck.wait_host(host, "online", |h| h["online"] == true)
+                .await;
+        }
+        deck
+    }
+
+    async fn add_agent(&mut self, host: &str, switch: &str) {
+        let token = create_host(&self.server, &self.admin, host).await;
+        let root = self.scratch.path();
+        let checkout = root.join(format!("{host}-checkout"));
+        git(
+            root,
+            &[
+                "clone",
+                self.origin.to_str().unwrap(),
+                checkout.to_str().unwrap(),
+            ],
+        );
+        let config = root.join(format!("{host}.toml"));
+        let script = switch.replace('\\', "\\\\").replace('"', "\\\"");
+        std::fs::write(
+            &config,
+            format!("[commands]\nswitch = [\"sh\", \"-c\", \"{script}\"]\n"),
+        )
+        .unwrap();
+        let state = root.join(format!("{host}-state"));
+        self.agents.push(spawn_agent_with(
+            &self.server,
+            host,
+            &token,
+            &state,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--repo-dir",
+                checkout.to_str().unwrap(),
+                "--branch",
+                "main",
+            ],
+        ));
+    }
+
+    fn head(&self) -> String {
+        git(&self.origin, &["rev-parse", "main"])
+    }
+
+    /// A new commit on main (through the work clone); its sha.
+    fn push_commit(&self, file: &str, content: &str) -> String {
+        git(&self.work, &["pull", "-q", "origin", "main"]);
+        std::fs::write(self.work.join(file), content).unwrap();
+        git(&self.work, &["commit", "-qam", &format!("edit {file}")]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        self.head()
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.gh_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn pr(&self, number: u64, title: &str, labels: &[&str], mergeable: bool) {
+        self.control(
+            reqwest::Method::POST,
+            "/_control/pr",
+            json!({"number": number, "title": title, "labels": labels,
+                   "head": "update-flake-lock", "mergeable": mergeable}),
+        )
+        .await;
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .admin
+            .http
+            .get(self.server.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    async fn host(&self, id: &str) -> Value {
+        let hosts = self.get("/api/hosts").await;
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Wait until the host satisfies `pred`; the host's JSON.
+    async fn wait_host(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h = self.host(id).await;
+            if pred(&h) {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: {what} not reached; host is {h:#}"
+            );
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_value(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.get(path).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {what} not reached; it is {v:#}"
+            );
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn deploy(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .admin
+            .post(&self.server, "/api/deploy")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn deploy_ok(&self, body: Value) -> String {
+        let (status, reply) = self.deploy(body).await;
+        assert_eq!(status, 202, "{reply}");
+        reply["job_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_job(&self, job: &str) -> Value {
+        self.wait_value(&format!("/api/deploy/{job}"), "job end", |j| {
+            j["active"] != true
+        })
+        .await
+    }
+}
+
+fn status<'a>(h: &'a Value, compartment: &str) -> &'a str {
+    h["update_status"][compartment]["status"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn message<'a>(h: &'a Value, compartment: &str) -> &'a str {
+    h["update_status"][compartment]["message"]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn compartments_follow_the_desired_state_and_an_unreachable_remote_is_an_error() {
+    let deck = Deck::start(&[("alpha", SWITCH_OK)], &[]).await;
+    let first = deck.head();
+    // At the head, with the same flake.lock: git and lock are ok.
+    let h = deck
+        .wait_host("alpha", "git and lock ok", |h| {
+            status(h, "git") == "ok" && status(h, "lock") == "ok"
+        })
+        .await;
+    assert_eq!(h["generation"], first.as_str());
+    let desired = deck.get("/api/desired").await;
+    assert_eq!(desired["commit"], first.as_str());
+    assert_eq!(desired["source"], "github:acme/nixcfg");
+
+    // A switch reports system ok, which shows while git and lock are ok.
+    let switch = deck
+        .admin
+        .post(&deck.server, "/api/hosts/alpha/commands")
+        .json(&json!({"command": "switch"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switch.status(), 202);
+    deck.wait_host("alpha", "system ok", |h| status(h, "system") == "ok")
+        .await;
+
+    // main moves without touching flake.lock: git is outdated, lock stays ok, and system
+    // can no longer be confirmed.
+    let second = deck.push_commit("hosts.nix", "{ alpha = 1; }\n");
+    let h = deck
+        .wait_host("alpha", "git outdated", |h| status(h, "git") == "outdated")
+        .await;
+    assert_eq!(status(&h, "lock"), "ok");
+    assert_eq!(status(&h, "system"), "unknown", "gated: {h:#}");
+    assert!(message(&h, "git").contains(&second[..7]), "{h:#}");
+
+    // A new flake.lock on main: lock is outdated too.
+    deck.push_commit("flake.lock", LOCK_V2);
+    deck.wait_host("alpha", "lock outdated", |h| {
+        status(h, "lock") == "outdated"
+    })
+    .await;
+
+    // GitHub unreachable: both are errors, with the reason, not unknown.
+    deck.control(
+        reqwest::Method::POST,
+        "/_control/fail",
+        json!({"mode": "down"}),
+    )
+    .await;
+    let h = deck
+        .wait_host("alpha", "git error", |h| {
+            status(h, "git") == "error" && status(h, "lock") == "error"
+        })
+        .await;
+    assert!(message(&h, "git").contains("503"), "{h:#}");
+    assert_ne!(status(&h, "system"), "ok");
+    deck.control(
+        reqwest::Method::POST,
+        "/_control/fail",
+        json!({"mode": "none"}),
+    )
+    .await;
+    deck.wait_host("alpha", "git back from error", |h| {
+        status(h, "git") == "outdated"
+    })
+    .await;
+
+    // Rate limited: the last reading stays in force (no error), and polling goes on after.
+    deck.control(
+        reqwest::Method::POST,
+        "/_control/fail",
+        // Both pollers share the limit; enough for the desired-state poller to meet one.
+        json!({"mode": "rate_limit", "count": 4}),
+    )
+    .await;
+    deck.wait_value("/api/desired", "rate limit seen", |d| {
+        !d["rate_limited_until"].is_null()
+    })
+    .await;
+    let h = deck.host("alpha").await;
+    assert_eq!(status(&h, "git"), "outdated", "{h:#}");
+
+    // Pull brings the host to the head: git and lock ok again, and the refresh endpoint
+    // says so too. Conditional requests kept the polling cheap.
+    let pull = deck
+        .admin
+        .post(&deck.server, "/api/hosts/alpha/commands")
+        .json(&json!({"command": "pull"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pull.status(), 202);
+    deck.wait_host("alpha", "git and lock ok after pull", |h| {
+        status(h, "git") == "ok" && status(h, "lock") == "ok"
+    })
+    .await;
+    let refreshed: Value = deck
+        .admin
+        .post(&deck.server, "/api/hosts/alpha/refresh")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refreshed["update_status"]["git"]["status"], "ok");
+    // Prometheus sees the same, without a session.
+    let metrics = reqwest::get(deck.server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nixdeck_compartments{compartment=\"git\",status=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nixdeck_desired_state_error 0"),
+        "{metrics}"
+    );
+    let gh_state = deck
+        .control(reqwest::Method::GET, "/_control/state", Value::Null)
+        .await;
+    assert!(
+        gh_state["conditional_hits"].as_u64().unwrap() > 0,
+        "ETags are used: {gh_state:#}"
+    );
+}
+
+#[tokio::test]
+async fn version_json_without_a_lock_hash_judges_flake_lock_by_age() {
+    // A version.json server (standing in for the repo's published GitHub Pages file).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let serve = body.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 2048];
+            let _ = sock.read(&mut buf).await;
+            let text = serve.lock().unwrap().clone();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let checkout = root.join("checkout");
+    std::fs::create_dir(&checkout).unwrap();
+    git(&checkout, &["init", "-q"]);
+    std::fs::write(checkout.join("flake.lock"), LOCK_V1).unwrap();
+    git(&checkout, &["add", "."]);
+    // flake.lock last changed ten days ago.
+    let old = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t.invalid",
+            "commit",
+            "-qm",
+            "old",
+        ])
+        .env("GIT_COMMITTER_DATE", "2026-11-15T10:00:00Z")
+        .env("GIT_AUTHOR_DATE", "2026-11-15T10:00:00Z")
+        .current_dir(&checkout)
+        .status()
+        .unwrap();
+    assert!(old.success());
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    *body.lock().unwrap() = format!(r#"{{"gitCommit":"{head}","branch":"main"}}"#);
+
+    let url = format!("http://{addr}/version.json");
+    let server = Server::start_with(
+        root,
+        free_port(),
+        &[
+            ("NIXDECK_VERSION_URL", &url),
+            ("NIXDECK_DESIRED_POLL_S", "1"),
+        ],
+    )
+    .await;
+    let admin = login(&server).await;
+    let token = create_host(&server, &admin, "beta").await;
+    let mut agent = spawn_agent_with(
+        &server,
+        "beta",
+        &token,
+        &root.join("state"),
+        &["--repo-dir", checkout.to_str().unwrap()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let host = loop {
+        let hosts: Value = admin
+            .http
+            .get(server.url("/api/hosts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let h = hosts[0].clone();
+        if status(&h, "git") == "ok" && status(&h, "lock") != "unknown" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no verdict: {h:#}");
+        sleep(Duration::from_millis(200)).await;
+    };
+    // Today is after 2026-11-22, so a lock from 2026-11-15 is over 7 days old. The test
+    // compares with the real clock to stay true on any date.
+    let age_days = (protocol::Timestamp::now().secs()
+        - protocol::Timestamp::parse("2026-11-15T10:00:00Z")
+            .unwrap()
+            .secs())
+        / 86_400;
+    let want = if age_days >= 8 { "outdated" } else { "ok" };
+    assert_eq!(status(&host, "lock"), want, "{host:#}");
+    assert!(message(&host, "lock").contains("days old"), "{host:#}");
+
+    // A broken version.json is an error, with the reason.
+    *body.lock().unwrap() = "<html>maintenance</html>".into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hosts: Value = admin
+            .http
+            .get(server.url("/api/hosts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let h = &hosts[0];
+        if status(h, "git") == "error" {
+            assert!(message(h, "git").contains("version.json"), "{h:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no error: {h:#}");
+        sleep(Duration::from_millis(200)).await;
+    }
+    kill_child(&mut agent, "-TERM");
+}
+
+#[tokio::test]
+async fn flake_lock_prs_are_found_by_label_and_by_title() {
+    let deck = Deck::start(&[], &[]).await;
+    assert_eq!(deck.get("/api/pending-pr").await, Value::Null);
+    // An unrelated PR is not it.
+    deck.pr(1, "Add a host", &["enhancement"], true).await;
+    // By label.
+    deck.pr(2, "chore: bump inputs", &["dependencies"], true)
+        .await;
+    let pr = deck
+        .wait_value("/api/pending-pr", "PR by label", |p| p["number"] == 2)
+        .await;
+    assert_eq!(pr["mergeable"], true);
+    assert_eq!(pr["title"], "chore: bump inputs");
+    assert!(pr["url"].as_str().unwrap().ends_with("/pull/2"), "{pr}");
+    // Not mergeable any more: "check now" sees it at once.
+    deck.control(
+        reqwest::Method::PATCH,
+        "/_control/pr/2",
+        json!({"mergeable": false}),
+    )
+    .await;
+    let checked: Value = deck
+        .admin
+        .post(&deck.server, "/api/pending-pr/check")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checked["number"], 2);
+    assert_eq!(checked["mergeable"], false);
+    // Closed; a PR whose title names flake.lock is found instead.
+    deck.control(
+        reqwest::Method::PATCH,
+        "/_control/pr/2",
+        json!({"state": "closed"}),
+    )
+    .await;
+    deck.pr(3, "Update flake.lock", &[], true).await;
+    deck.wait_value("/api/pending-pr", "PR by title", |p| p["number"] == 3)
+        .await;
+    // Viewers may read it but not poke GitHub.
+    let r = deck
+        .admin
+        .http
+        .get(deck.server.url("/api/pending-pr"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn merge_and_deploy_rolls_out_and_reports_the_host_that_failed() {
+    let deck = Deck::start(
+        &[("a1", SWITCH_OK), ("a2", SWITCH_OK), ("a3", SWITCH_FAILS)],
+        &[],
+    )
+    .await;
+    let before = deck.head();
+    deck.pr(7, "flake.lock: update nixpkgs", &["automated"], true)
+        .await;
+    deck.wait_value("/api/pending-pr", "PR", |p| p["number"] == 7)
+        .await;
+    let mut ws = browser_socket(&deck.server, &deck.admin).await;
+    let job = deck.deploy_ok(json!({"pr_number": 7})).await;
+    // One deploy at a time.
+    let (status_code, reply) = deck.deploy(json!({"pr_number": 7})).await;
+    assert_eq!(status_code, 409, "{reply}");
+    assert_eq!(reply["code"], "deploy_running");
+
+    let done = deck.wait_job(&job).await;
+    assert_eq!(done["phase"], "failed", "{done:#}");
+    assert_eq!(done["hosts"]["a1"], "ok");
+    assert_eq!(done["hosts"]["a2"], "ok");
+    assert_eq!(done["hosts"]["a3"], "error");
+    assert!(done["message"].as_str().unwrap().contains("a3"), "{done:#}");
+    // The merge moved main; every host pulled it (a3's switch failed after its pull).
+    let merged = deck.head();
+    assert_ne!(merged, before);
+    for id in ["a1", "a2", "a3"] {
+        let h = deck
+            .wait_host(id, "at the merge commit", |h| {
+                status(h, "git") == "ok" && status(h, "lock") == "ok"
+            })
+            .await;
+        assert_eq!(h["generation"], merged.as_str());
+    }
+    let a1 = deck
+        .wait_host("a1", "system ok", |h| status(h, "system") == "ok")
+        .await;
+    assert_eq!(status(&a1, "system"), "ok");
+    let a3 = deck.host("a3").await;
+    assert_ne!(status(&a3, "system"), "ok");
+    // Browsers saw the phases in order, ending with the stored result.
+    let mut phases = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let v = next_json(&mut ws, Duration::from_secs(5)).await;
+        if v["type"] == "deploy_progress" {
+            let p = v["payload"]["phase"].as_str().unwrap().to_owned();
+            if phases.last() != Some(&p) {
+                phases.push(p.clone());
+            }
+            if v["payload"]["active"] != true {
+                break;
+            }
+        }
+    }
+    assert_eq!(phases, ["merging", "pulling", "switching", "failed"]);
+    // The PR is gone once merged; the deploy is in the audit log.
+    deck.wait_value("/api/pending-pr", "PR gone", Value::is_null)
+        .await;
+    let audit = deck.get("/api/audit?action=deploy.start").await;
+    let results: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["target"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(results, [("PR #7", "deploy_running"), ("PR #7", "ok")]);
+}
+
+#[tokio::test]
+async fn a_staged_rollout_halts_after_the_canary_fails_and_a_refused_merge_says_why() {
+    let deck = Deck::start(
+        &[
+            ("b1", SWITCH_OK),
+            ("b2", SWITCH_OK),
+            ("canary", SWITCH_FAILS),
+        ],
+        &[],
+    )
+    .await;
+    let before = deck.head();
+    // Refused: GitHub says the PR cannot be merged; nothing runs, GitHub's reason shows.
+    deck.pr(4, "Update flake.lock", &[], false).await;
+    let job = deck.deploy_ok(json!({"pr_number": 4})).await;
+    let refused = deck.wait_job(&job).await;
+    assert_eq!(refused["phase"], "failed");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("Pull Request is not mergeable"),
+        "{refused:#}"
+    );
+    assert!(refused["hosts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|s| s == "skipped"));
+    assert_eq!(deck.head(), before);
+
+    // Staged: the canary goes first and fails; nobody else is touched.
+    deck.control(
+        reqwest::Method::PATCH,
+        "/_control/pr/4",
+        json!({"mergeable": true}),
+    )
+    .await;
+    let job = deck
+        .deploy_ok(
+            json!({"pr_number": 4, "canary": ["canary"], "batch_size": 1, "max_failures": 0}),
+        )
+        .await;
+    let halted = deck.wait_job(&job).await;
+    assert_eq!(halted["phase"], "failed", "{halted:#}");
+    assert_eq!(halted["hosts"]["canary"], "error");
+    assert_eq!(halted["hosts"]["b1"], "skipped");
+    assert_eq!(halted["hosts"]["b2"], "skipped");
+    assert!(halted["message"].as_str().unwrap().starts_with("Stopped"));
+    for id in ["b1", "b2"] {
+        let h = deck.host(id).await;
+        assert_eq!(h["generation"], before.as_str(), "{id} was not pulled");
+        assert_eq!(status(&h, "git"), "outdated");
+    }
+    // Unknown hosts are refused before anything happens.
+    let (code, _) = deck
+        .deploy(json!({"pr_number": 4, "host_ids": ["ghost"]}))
+        .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn a_dashboard_restart_in_the_middle_of_a_deploy_marks_it_interrupted() {
+    let mut deck = Deck::start(&[("slow", "sleep 4; true")], &[]).await;
+    deck.pr(9, "Update flake.lock", &["dependencies"], true)
+        .await;
+    let job = deck.deploy_ok(json!({"pr_number": 9})).await;
+    deck.wait_value(&format!("/api/deploy/{job}"), "switching", |j| {
+        j["phase"] == "switching"
+    })
+    .await;
+    // Restart the dashboard on the same database and port.
+    let port = deck.server.port;
+    deck.server.stop();
+    let env_refs: Vec<(&str, &str)> = deck
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    deck.server = Server::start_with(deck.scratch.path(), port, &env_refs).await;
+    deck.admin = login(&deck.server).await;
+    let j = deck.get(&format!("/api/deploy/{job}")).await;
+    assert_ne!(j["active"], true, "{j:#}");
+    assert_eq!(j["phase"], "failed");
+    assert!(
+        j["message"].as_str().unwrap().contains("Interrupted"),
+        "{j:#}"
+    );
+    assert_eq!(j["hosts"]["slow"], "error", "it was mid-switch: {j:#}");
+    // The slot is free again, and the switch that was running still completes.
+    deck.wait_host("slow", "switch finished", |h| {
+        h["pending_command"].is_null()
+    })
+    .await;
+    let (code, reply) = deck.deploy(json!({"pr_number": 9})).await;
+    assert_eq!(code, 202, "{reply}");
+}
