@@ -82,6 +82,16 @@ test("Merge & Deploy from the bulk menu: the PR mark, live progress per host, an
       await expect(row.locator('[data-compartment="system"] .compartment-indicator--ok')).toBeVisible();
       await expect(row.locator('[data-compartment="lock"]')).not.toHaveClass(/\bhas-pr\b/, { timeout: 15_000 });
     }
+    // Every output line of the deploy's commands was kept, and the log panel shows them.
+    for (const n of names) {
+      const history = await (await admin.api.get(`/api/hosts/${n}/commands?limit=5`)).json();
+      expect(history.map((c: any) => `${c.command}:${c.status}`).slice(0, 2)).toEqual(["switch:ok", "pull:ok"]);
+      const log = async () => (await admin.api.get(`/api/commands/${history[0].command_id}/log`)).text();
+      await expect.poll(log, { timeout: 15_000, message: agents.map((a) => a.log).join("\n----\n") }).toContain("activated");
+      expect(await log()).toContain("building");
+    }
+    await page.locator(".log-tabs").getByText(names[1]).click();
+    await expect(page.locator(".log-lines")).toContainText("activated");
     await page.screenshot({ path: test.info().outputPath("dashboard-after-deploy.png"), fullPage: true });
     expect(await page.evaluate(() => (window as any).__pwned)).toBeUndefined();
     expect(errors).toEqual([]);

@@ -173,12 +173,14 @@ export class FakeGitHub {
   readonly origin = join(this.dir, "origin.git");
   private proc: ChildProcess | null = null;
   url = "";
+  log = "";
 
   /** main has flake.lock v1; branch `update-flake-lock` has v2. */
   async start(): Promise<void> {
     const work = join(this.dir, "work");
     git(this.dir, "init", "-q", "--bare", "-b", "main", this.origin);
-    git(this.dir, "clone", "-q", this.origin, work);
+    git(this.dir, "init", "-q", "-b", "main", work);
+    git(work, "remote", "add", "origin", this.origin);
     writeFileSync(join(work, "flake.lock"), '{"nodes":{"nixpkgs":{"rev":"v1"}},"version":7}\n');
     git(work, "add", ".");
     git(work, "commit", "-qm", "first");
@@ -188,7 +190,10 @@ export class FakeGitHub {
     git(work, "commit", "-qam", "flake.lock: update nixpkgs");
     git(work, "push", "-q", "origin", "update-flake-lock");
     this.proc = spawn(FAKE_GITHUB_BIN, ["--repo-dir", this.origin, "--owner", "acme", "--name", "nixcfg"], {
-      stdio: ["ignore", "pipe", "inherit"],
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.proc.stderr?.on("data", (d: Buffer) => {
+      this.log = (this.log + d.toString()).slice(-20_000);
     });
     this.url = await new Promise<string>((resolve, reject) => {
       let out = "";

@@ -485,7 +485,8 @@ impl Db {
         by: &str,
     ) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO commands (id, host_id, command, status, queued_at, requested_by) VALUES ($1, $2, $3, 'queued', $4, $5)",
+            "INSERT INTO commands (id, host_id, command, status, queued_at, requested_by, queued_order)
+             VALUES ($1, $2, $3, 'queued', $4, $5, (SELECT COALESCE(MAX(queued_order), 0) + 1 FROM commands))",
         )
         .bind(id)
         .bind(host_id)
@@ -646,7 +647,7 @@ impl Db {
 
     pub async fn history(&self, host_id: &str, limit: u32) -> DbResult<Vec<CommandRow>> {
         let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = $1 ORDER BY queued_at DESC, id DESC LIMIT $2"
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = $1 ORDER BY queued_at DESC, queued_order DESC LIMIT $2"
         );
         let rows = sqlx::query(&sql)
             .bind(host_id)

@@ -625,3 +625,30 @@ async fn bulk_answers_for_each_host() {
     assert_eq!(r.status(), 422);
     one.stop_agent("-TERM");
 }
+
+#[tokio::test]
+/// A line printed after a pause, just before the process exits, still comes before the
+/// command's completion (browsers draw the log in that order).
+async fn every_line_arrives_before_the_completion() {
+    let one = One::start(
+        "pauser",
+        &sh("switch", "echo building; sleep 1; echo activated"),
+        &[],
+        &[],
+    )
+    .await;
+    let mut ws = browser_socket(&one.server, &one.admin).await;
+    let id = one.run_ok("switch").await;
+    let mut seen = Vec::new();
+    loop {
+        let v = next_json(&mut ws, Duration::from_secs(10)).await;
+        match v["type"].as_str().unwrap() {
+            "command_output" => seen.push(v["payload"]["line"].as_str().unwrap().to_owned()),
+            "command_complete" => break,
+            _ => {}
+        }
+    }
+    let log = one.log(&id).await;
+    assert_eq!(seen, ["building", "activated"], "db: {log}");
+    assert!(log.contains("activated"), "{log}");
+}

@@ -39,7 +39,7 @@ impl Drop for Deck {
 }
 
 /// A switch that works, and one that fails.
-const SWITCH_OK: &str = "echo switching; true";
+const SWITCH_OK: &str = "echo switching; sleep 1; echo activated";
 const SWITCH_FAILS: &str = "echo 'error: building the system failed' >&2; exit 3";
 
 impl Deck {
@@ -636,13 +636,49 @@ async fn merge_and_deploy_rolls_out_and_reports_the_host_that_failed() {
         .wait_host("a1", "system ok", |h| status(h, "system") == "ok")
         .await;
     assert_eq!(status(&a1, "system"), "ok");
+    // Every line of the deploy's commands was kept, the last one after a pause included.
+    let history = deck.get("/api/hosts/a1/commands?limit=2").await;
+    assert_eq!(history[0]["command"], "switch", "{history:#}");
+    let log = deck
+        .admin
+        .http
+        .get(deck.server.url(&format!(
+            "/api/commands/{}/log",
+            history[0]["command_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains("switching") && log.contains("activated"),
+        "{log}"
+    );
     let a3 = deck.host("a3").await;
     assert_ne!(status(&a3, "system"), "ok");
     // Browsers saw the phases in order, ending with the stored result.
     let mut phases = Vec::new();
+    let mut lines: std::collections::HashMap<String, Vec<String>> = Default::default();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let v = next_json(&mut ws, Duration::from_secs(5)).await;
+        let p = &v["payload"];
+        let id = p["command_id"].as_str().unwrap_or_default().to_owned();
+        if v["type"] == "command_output" {
+            lines
+                .entry(id.clone())
+                .or_default()
+                .push(p["line"].as_str().unwrap().to_owned());
+        }
+        if v["type"] == "command_complete"
+            && p["status"] == "ok"
+            && lines.get(&id).is_some_and(|l| l[0] == "switching")
+        {
+            // A command's lines all come before its completion.
+            assert_eq!(lines[&id], ["switching", "activated"], "{}", p["host_id"]);
+        }
         if v["type"] == "deploy_progress" {
             let p = v["payload"]["phase"].as_str().unwrap().to_owned();
             if phases.last() != Some(&p) {
