@@ -295,6 +295,16 @@ impl DeployCounts {
     }
 }
 
+/// The lock compartment's note about a waiting flake.lock update PR.
+pub fn pr_note(pr: &protocol::PendingPr) -> String {
+    let state = if pr.mergeable {
+        "mergeable"
+    } else {
+        "not mergeable yet"
+    };
+    format!("Update PR #{} is open ({state}): {}", pr.number, pr.title)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,7 @@ test("Merge & Deploy from the bulk menu: the PR mark, live progress per host, an
       await expect(row.locator('[data-compartment="git"] .compartment-indicator--ok')).toBeVisible({ timeout: 15_000 });
       // A flake.lock PR is waiting: the lock compartment carries the mark.
       await expect(row.locator('[data-compartment="lock"]')).toHaveClass(/\bhas-pr\b/);
+      await expect(row.locator('[data-compartment="lock"]')).toHaveAttribute("title", /Update PR #5 is open \(mergeable\)/);
     }
     const pr = page.getByTestId("pending-pr").first();
     await expect(pr).toContainText("PR #5");

@@ -149,13 +149,21 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
         });
         let is_lock = name == "lock";
         let has_pr = move || is_lock && store.pending_pr.with(Option::is_some);
+        // The lock compartment also says which update PR is waiting.
+        let title = move || {
+            let text = compartment_title(label, &check.get(), store.now.get());
+            match store.pending_pr.get().filter(|_| is_lock) {
+                Some(pr) => format!("{text}\n{}", pr_note(&pr)),
+                None => text,
+            }
+        };
         view! {
             <span
                 class=move || compartment_class(check.get().status)
                 class:has-pr=has_pr
                 data-compartment=name
-                title=move || compartment_title(label, &check.get(), store.now.get())
-                aria-label=move || compartment_title(label, &check.get(), store.now.get())
+                title=title
+                aria-label=title
             >
                 <span class=move || format!("compartment-indicator compartment-indicator--{}", check.get().status.as_str())></span>
                 <span class="compartment-code">{move || compartment_code(check.get().status)}</span>
