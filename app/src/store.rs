@@ -118,6 +118,20 @@ pub enum Confirm {
     RemoveHost(String),
     /// A command on many hosts at once (`None`: every online host).
     Bulk(CommandKind, Option<Vec<String>>),
+    /// Merge the update PR and roll it out.
+    MergeDeploy(MergeDeploy),
+}
+
+/// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
+/// operator chose it, so the dialog names exactly what will be merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeDeploy {
+    pub pr_number: u64,
+    pub pr_title: String,
+    /// The selected hosts, or None for every online host (the server decides which).
+    pub host_ids: Option<Vec<String>>,
+    /// The hosts it reaches as the page sees them, for the question.
+    pub targets: Vec<String>,
 }
 
 /// The WebSocket link as the footer shows it.

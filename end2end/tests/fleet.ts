@@ -1,7 +1,10 @@
 // Helpers for driving a real nixdeck: the REST API as an admin, and real agent processes.
 import { APIRequestContext, expect, Page, request } from "@playwright/test";
 import { ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -238,5 +241,59 @@ export class FakeGitHub {
 
   stop(): void {
     this.proc?.kill("SIGTERM");
+  }
+}
+
+/**
+ * A hand-driven agent link (Node 20 has no WebSocket client): it registers with whatever
+ * the test says, e.g. another agent version, and sends frames on demand.
+ */
+export class RawAgent {
+  private constructor(private readonly socket: Socket) {
+    socket.on("data", () => {}); // the server's frames are not needed
+    socket.on("error", () => {});
+  }
+
+  static connect(base: string, token: string): Promise<RawAgent> {
+    const url = new URL("/ws/agent", base);
+    return new Promise((resolve, reject) => {
+      const req = httpRequest({
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        headers: {
+          Connection: "Upgrade",
+          Upgrade: "websocket",
+          "Sec-WebSocket-Key": randomBytes(16).toString("base64"),
+          "Sec-WebSocket-Version": "13",
+          Authorization: `Bearer ${token}`,
+        },
+      });
+      req.on("upgrade", (_res, socket) => resolve(new RawAgent(socket)));
+      req.on("response", (res) => reject(new Error(`no upgrade: HTTP ${res.statusCode}`)));
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
+  /** One masked text frame, as a client must send it. */
+  send(message: unknown): void {
+    const payload = Buffer.from(JSON.stringify(message));
+    const mask = randomBytes(4);
+    let header: Buffer;
+    if (payload.length < 126) {
+      header = Buffer.from([0x81, 0x80 | payload.length]);
+    } else {
+      header = Buffer.alloc(4);
+      header[0] = 0x81;
+      header[1] = 0x80 | 126;
+      header.writeUInt16BE(payload.length, 2);
+    }
+    const body = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+    this.socket.write(Buffer.concat([header, mask, body]));
+  }
+
+  close(): void {
+    this.socket.destroy();
   }
 }

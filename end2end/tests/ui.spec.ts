@@ -1,6 +1,6 @@
 // The dashboard's parts: cards on small screens, refresh and its failures, the ⋮ menu.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi, loginUi } from "./fleet";
+import { Agent, BASE, createHost, loginApi, loginUi, RawAgent } from "./fleet";
 
 
 async function liveHost(prefix: string): Promise<{ hostname: string; agent: Agent }> {
@@ -102,4 +102,69 @@ test("the ⋮ menu removes a host after a confirm, and its agent is cut off", as
     await agent.stop("SIGKILL");
   }
   expect(errors).toEqual([]);
+});
+
+test("the agent badge shows while a host runs an outdated agent and goes when a current one connects", async ({ page }) => {
+  const admin = await loginApi();
+  const hostname = `badge-${Date.now()}`;
+  const token = await createHost(admin, { hostname });
+  const old = await RawAgent.connect(BASE, token);
+  old.send({ type: "register", payload: { hostname, host_type: "nixos", agent_version: "0.0.1-old" } });
+  old.send({ type: "heartbeat", payload: { metrics: null } });
+  const agent = new Agent(hostname, token);
+  try {
+    await loginUi(page);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    const lock = row.locator('[data-compartment="lock"]');
+    await expect(lock.locator(".agent-badge")).toBeVisible({ timeout: 15_000 });
+    await expect(row.locator('[data-compartment="agent"]')).toHaveClass(/\bneeds-update\b/);
+    // The real agent (this dashboard's version) replaces the old link: the badge goes.
+    old.close();
+    agent.start();
+    await expect(row.locator('[data-compartment="agent"] .compartment-indicator--ok')).toBeVisible({ timeout: 15_000 });
+    await expect(lock.locator(".agent-badge")).toHaveCount(0);
+  } finally {
+    old.close();
+    await agent.stop("SIGKILL");
+  }
+});
+
+test("menus and the confirm dialog work from the keyboard", async ({ page }) => {
+  const admin = await loginApi();
+  const hostname = `keys-${Date.now()}`;
+  const agent = new Agent(hostname, await createHost(admin, { hostname }));
+  agent.start();
+  try {
+    await loginUi(page);
+    await expect(page.locator(`tr[data-host-id="${hostname}"] .status-indicator`)).toHaveClass(/\bstatus-ripple\b/, {
+      timeout: 15_000,
+    });
+    const menu = page.locator("#bulk-actions-menu");
+    await menu.locator("summary").focus();
+    await page.keyboard.press("Enter");
+    await expect(menu).toHaveAttribute("open", "");
+    // Escape closes the menu and gives focus back to its button.
+    await page.keyboard.press("Escape");
+    await expect(menu).not.toHaveAttribute("open", "");
+    await expect(menu.locator("summary")).toBeFocused();
+    // Open again; Tab reaches the first enabled item ("Pull all online"); Enter asks.
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("Tab");
+    await expect(menu.locator('button[data-command="pull"][data-scope="online"]')).toBeFocused();
+    await page.keyboard.press("Enter");
+    const dialog = page.locator(".modal[role=dialog]");
+    await expect(dialog).toContainText("Run pull on");
+    // Focus starts on Cancel; Escape closes without running anything.
+    await expect(dialog.locator("button.cancel")).toBeFocused();
+    await page.keyboard.press("Escape");
+    await expect(dialog).toHaveCount(0);
+    const history = await (await admin.api.get(`/api/hosts/${hostname}/commands?limit=5`)).json();
+    expect(history).toEqual([]);
+    // Focus is visible on keyboard focus.
+    await menu.locator("summary").focus();
+    const outline = await menu.locator("summary").evaluate((e) => getComputedStyle(e).outlineStyle);
+    expect(outline).not.toBe("none");
+  } finally {
+    await agent.stop("SIGKILL");
+  }
 });

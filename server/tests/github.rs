@@ -800,3 +800,53 @@ async fn a_dashboard_restart_in_the_middle_of_a_deploy_marks_it_interrupted() {
     let (code, reply) = deck.deploy(json!({"pr_number": 9})).await;
     assert_eq!(code, 202, "{reply}");
 }
+
+#[tokio::test]
+async fn cancel_stops_launching_new_steps() {
+    let deck = Deck::start(&[("c1", "sleep 2; true"), ("c2", SWITCH_OK)], &[]).await;
+    deck.pr(11, "Update flake.lock", &[], true).await;
+    // Waves of one: c1 first, then c2.
+    let job = deck
+        .deploy_ok(json!({"pr_number": 11, "batch_size": 1}))
+        .await;
+    deck.wait_value(&format!("/api/deploy/{job}"), "c1 switching", |j| {
+        j["phase"] == "switching" && j["hosts"]["c1"] == "running"
+    })
+    .await;
+    let r = deck
+        .admin
+        .post(&deck.server, &format!("/api/deploy/{job}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let end = deck.wait_job(&job).await;
+    assert_eq!(end["phase"], "failed", "{end:#}");
+    assert!(
+        end["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Cancelled by admin"),
+        "{end:#}"
+    );
+    // The running switch finished; the next wave never started.
+    assert_eq!(end["hosts"]["c1"], "ok", "{end:#}");
+    assert_eq!(end["hosts"]["c2"], "skipped");
+    let history = deck.get("/api/hosts/c2/commands?limit=5").await;
+    assert_eq!(history, json!([]), "nothing ran on c2");
+    // Cancelling an ended job is a conflict; an unknown one is not found.
+    let again = deck
+        .admin
+        .post(&deck.server, &format!("/api/deploy/{job}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let unknown = deck
+        .admin
+        .post(&deck.server, "/api/deploy/nope/cancel")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}

@@ -2,10 +2,10 @@
 //! the fleet-wide flake.lock PR actions for those who may run commands.
 
 use crate::components::actions;
-use crate::components::confirm::{MergeConfirm, MergeDeploy};
+use crate::components::menu::{close, escape_closes};
 use crate::components::viewer::MayRun;
 use crate::presentation::is_github_source;
-use crate::store::{Confirm, HostStore};
+use crate::store::{Confirm, HostStore, MergeDeploy};
 use leptos::html::Details;
 use leptos::prelude::*;
 use protocol::CommandKind;
@@ -48,7 +48,7 @@ pub fn BulkMenu() -> impl IntoView {
         }
     });
     view! {
-        <details class="bulk-menu" id="bulk-actions-menu" node_ref=menu>
+        <details class="bulk-menu" id="bulk-actions-menu" node_ref=menu on:keydown=escape_closes(menu)>
             <summary>"Bulk actions" {move || (selected() > 0).then(|| format!(" · {}", selected()))}</summary>
             <div class="menu" role="menu">
                 {items.into_iter().collect_view()}
@@ -63,19 +63,11 @@ pub fn BulkMenu() -> impl IntoView {
     }
 }
 
-/// Choosing an item closes the menu.
-fn close(menu: NodeRef<Details>) {
-    if let Some(details) = menu.get_untracked() {
-        details.set_open(false);
-    }
-}
-
 /// "Merge & Deploy PR #N" and "Check for update PR now": plain menu buttons like the
 /// others, so Tab and Enter reach them the same way.
 #[component]
 fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
     let store = expect_context::<HostStore>();
-    let merge = expect_context::<MergeConfirm>().0;
     let may_run = MayRun::get();
     let mergeable_pr = move || store.pending_pr.get().filter(|pr| pr.mergeable);
     let deploying = move || store.deploy.with(|d| d.as_ref().is_some_and(|d| d.active));
@@ -99,12 +91,12 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             return;
         };
         let (host_ids, targets) = untrack(targets);
-        merge.set(Some(MergeDeploy {
+        store.confirm.set(Some(Confirm::MergeDeploy(MergeDeploy {
             pr_number: pr.number,
             pr_title: pr.title,
             host_ids,
             targets,
-        }));
+        })));
         close(menu);
     };
     let checking = RwSignal::new(false);

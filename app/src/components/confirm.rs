@@ -2,24 +2,8 @@
 
 use crate::components::actions;
 use crate::presentation::merge_deploy_question;
-use crate::store::{Confirm, HostStore};
+use crate::store::{Confirm, HostStore, MergeDeploy};
 use leptos::prelude::*;
-
-/// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
-/// operator chose it, so the dialog names exactly what will be merged.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MergeDeploy {
-    pub pr_number: u64,
-    pub pr_title: String,
-    /// The selected hosts, or None for every online host (the server decides which).
-    pub host_ids: Option<Vec<String>>,
-    /// The hosts it reaches as the page sees them, for the question.
-    pub targets: Vec<String>,
-}
-
-/// The dialog's second source, beside `store.confirm`; provided by the dashboard.
-#[derive(Clone, Copy)]
-pub struct MergeConfirm(pub RwSignal<Option<MergeDeploy>>);
 
 fn merge_wording(m: &MergeDeploy) -> (String, String, &'static str) {
     (
@@ -36,6 +20,7 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
             format!("Remove {id}? Its token stops working at once and its agent is disconnected. Its command history is kept."),
             "Remove",
         ),
+        Confirm::MergeDeploy(m) => merge_wording(m),
         Confirm::Bulk(kind, ids) => {
             let count = ids.as_ref().map_or(online, Vec::len);
             let whom = if ids.is_none() { "online host" } else { "selected host" };
@@ -52,43 +37,44 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
 #[component]
 pub fn ConfirmDialog() -> impl IntoView {
     let store = expect_context::<HostStore>();
-    let merge = use_context::<MergeConfirm>()
-        .map(|m| m.0)
-        .unwrap_or_else(|| RwSignal::new(None));
     let text = move || {
-        if let Some(m) = merge.get() {
-            return merge_wording(&m);
-        }
         store
             .confirm
             .get()
             .map(|c| wording(&c, store.counts().0))
             .unwrap_or_else(|| (String::new(), String::new(), ""))
     };
-    let close = move || {
-        store.confirm.set(None);
-        merge.set(None);
-    };
+    let close = move || store.confirm.set(None);
     let proceed = move |_| {
-        if let Some(m) = merge.get_untracked() {
-            actions::merge_deploy(store, m.pr_number, m.host_ids);
-        } else {
-            match store.confirm.get_untracked() {
-                Some(Confirm::RemoveHost(id)) => actions::remove(store, id),
-                Some(Confirm::Bulk(kind, ids)) => actions::bulk(store, kind, ids),
-                None => {}
-            }
+        match store.confirm.get_untracked() {
+            Some(Confirm::RemoveHost(id)) => actions::remove(store, id),
+            Some(Confirm::Bulk(kind, ids)) => actions::bulk(store, kind, ids),
+            Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(store, m.pr_number, m.host_ids),
+            None => {}
         }
         close();
     };
+    // Focus starts on Cancel, the safe choice, so Enter never confirms by accident and
+    // Escape closes from anywhere in the dialog.
+    let cancel_ref = NodeRef::<leptos::html::Button>::new();
+    Effect::new(move |_| {
+        if let Some(button) = cancel_ref.get() {
+            let _ = button.focus();
+        }
+    });
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" {
+            close();
+        }
+    };
     view! {
-        <Show when=move || store.confirm.with(Option::is_some) || merge.with(Option::is_some)>
+        <Show when=move || store.confirm.with(Option::is_some)>
             <div class="modal-backdrop" on:click=move |_| close()></div>
-            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title">
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title" on:keydown=on_key>
                 <h2 id="confirm-title">{move || text().0}</h2>
                 <p>{move || text().1}</p>
                 <div class="modal-actions">
-                    <button type="button" class="cancel" on:click=move |_| close()>"Cancel"</button>
+                    <button type="button" class="cancel" node_ref=cancel_ref on:click=move |_| close()>"Cancel"</button>
                     <button type="button" class="danger confirm" on:click=proceed>{move || text().2}</button>
                 </div>
             </div>

@@ -4,7 +4,7 @@
 use crate::api::fleet_snapshot;
 use crate::components::add_host::AddHostButton;
 use crate::components::bulk_menu::BulkMenu;
-use crate::components::confirm::{ConfirmDialog, MergeConfirm};
+use crate::components::confirm::ConfirmDialog;
 use crate::components::deploy_panel::DeployPanel;
 use crate::components::fleet_target::FleetTarget;
 use crate::components::host_row::{HostCard, HostRow};
@@ -38,7 +38,6 @@ pub fn DashboardPage() -> impl IntoView {
 fn Fleet(snapshot: Snapshot) -> impl IntoView {
     let store = HostStore::new(snapshot);
     provide_context(store);
-    provide_context(MergeConfirm(RwSignal::new(None)));
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         #[cfg(feature = "hydrate")]

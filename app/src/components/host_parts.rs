@@ -206,11 +206,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
     };
     // Choosing an item closes the menu.
     let menu = NodeRef::<leptos::html::Details>::new();
-    let close_menu = move |_| {
-        if let Some(details) = menu.get() {
-            details.set_open(false);
-        }
-    };
+    let close_menu = move |_| crate::components::menu::close(menu);
     let menu_item = move |kind: CommandKind, label: &'static str| {
         view! {
             <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run() on:click=run(kind)>
@@ -246,7 +242,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
             >
                 "↻"
             </button>
-            <details class="host-menu" node_ref=menu>
+            <details class="host-menu" node_ref=menu on:keydown=crate::components::menu::escape_closes(menu)>
                 <summary aria-label="More actions">"⋮"</summary>
                 <div class="menu" role="menu" on:click=close_menu>
                     {menu_item(CommandKind::PullSwitch, "Pull + switch")}

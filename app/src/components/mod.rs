@@ -14,5 +14,6 @@ pub mod host_row;
 pub mod link_footer;
 pub mod log_panel;
 pub mod login;
+pub mod menu;
 pub mod notices;
 pub mod viewer;

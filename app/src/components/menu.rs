@@ -1,0 +1,36 @@
+//! The two `<details>` menus (bulk actions, a host's ⋮) behave alike: choosing an item
+//! closes the menu, and Escape closes it and gives focus back to its button.
+
+use leptos::html::Details;
+use leptos::prelude::*;
+use leptos::wasm_bindgen::JsCast;
+
+pub fn close(menu: NodeRef<Details>) {
+    if let Some(details) = menu.get_untracked() {
+        details.set_open(false);
+    }
+}
+
+/// A keydown handler for the menu's `<details>`.
+pub fn escape_closes(menu: NodeRef<Details>) -> impl Fn(leptos::ev::KeyboardEvent) + Copy {
+    move |ev| {
+        if ev.key() != "Escape" {
+            return;
+        }
+        let Some(details) = menu.get_untracked() else {
+            return;
+        };
+        if details.open() {
+            ev.prevent_default();
+            details.set_open(false);
+            if let Some(summary) = details
+                .query_selector("summary")
+                .ok()
+                .flatten()
+                .and_then(|e| e.dyn_into::<leptos::web_sys::HtmlElement>().ok())
+            {
+                let _ = summary.focus();
+            }
+        }
+    }
+}
