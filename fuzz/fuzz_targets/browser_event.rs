@@ -93,7 +93,11 @@ fn check_changed(before: &FleetState, after: &FleetState, event: &BrowserEvent, 
             assert_eq!(before, after, "command output must not change host state");
         }
         Changed::PendingPr => assert_ne!(before.pending_pr, after.pending_pr),
-        Changed::Deploy => assert!(after.deploy.is_some()),
+        Changed::Deploy => {
+            assert!(after.deploy.is_some());
+            assert_ne!(before.deploy, after.deploy, "Changed::Deploy without a change");
+        }
+        Changed::Desired => assert_ne!(before.desired, after.desired),
     }
     // Only a snapshot, host_added/host_updated and host_removed change the set of hosts.
     if !matches!(

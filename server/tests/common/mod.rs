@@ -75,7 +75,6 @@ impl Server {
             .open(dir.join(format!("server-{port}.log")))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
-            .envs(env.iter().copied())
             .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
             .env(
                 "NIXDECK_DATABASE_URL",
@@ -85,6 +84,8 @@ impl Server {
             .env("NIXDECK_HEARTBEAT_INTERVAL_S", INTERVAL_S.to_string())
             .env("NIXDECK_ENROLL_TOKEN", "enroll-secret-token-0123456789")
             .env("RUST_LOG", "info")
+            // The caller's settings win over the defaults above.
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -113,6 +114,10 @@ impl Server {
 
     pub fn ws(&self, path: &str) -> String {
         format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server process, for a test that wants to kill it itself.
