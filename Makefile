@@ -1,5 +1,5 @@
 # The two commands of the README. Everything else lives in scripts/.
-.PHONY: run test setup fmt lint
+.PHONY: run test setup fmt lint bench
 
 run:
 	scripts/run.sh
@@ -10,11 +10,17 @@ test:
 setup:
 	scripts/setup.sh
 
+# Issue 7's benchmarks (release builds; figures only, never a pass/fail on timing).
+# Sizes: AGENTS, BROWSERS, DURATION (see docs/BENCHMARKS.md).
+bench:
+	bench/run.sh
+	cargo bench -p nixdeck --bench figures
+
 fmt:
 	cargo fmt --all
 
 lint:
 	cargo fmt --all --check
-	cargo clippy -p protocol -p nixdeck -p nixdeck-agent --all-targets -- -D warnings
+	cargo clippy -p protocol -p nixdeck -p nixdeck-agent -p testkit -p fleet-sim --all-targets -- -D warnings
 	cargo clippy -p app --features hydrate --target wasm32-unknown-unknown -- -D warnings
 	cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings

@@ -24,8 +24,14 @@ fn proc_stat(pid: u32) -> (u64, u64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
         .lines()
@@ -37,7 +43,9 @@ fn proc_stat(pid: u32) -> (u64, u64) {
 }
 
 fn clock_ticks() -> f64 {
-    let out = std::process::Command::new("getconf").arg("CLK_TCK").output();
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output();
     out.ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|t| t.trim().parse().ok())
@@ -84,7 +92,14 @@ async fn ssr(server: &Server, admin: &Admin) {
     for _ in 0..20 {
         let t = Instant::now();
         let a = login(server).await;
-        a.http.get(server.url("/")).send().await.unwrap().text().await.unwrap();
+        a.http
+            .get(server.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         logins.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     logins.sort_by(f64::total_cmp);
@@ -197,7 +212,8 @@ async fn agent_idle(server: &Server, admin: &Admin, dir: &std::path::Path) {
 async fn main() {
     if std::env::var_os("NIXDECK_AGENT_BIN").is_none() {
         // The release agent, next to this release server.
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_nixdeck")).with_file_name("nixdeck-agent");
+        let bin =
+            std::path::Path::new(env!("CARGO_BIN_EXE_nixdeck")).with_file_name("nixdeck-agent");
         if !bin.exists() {
             let ok = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
                 .args(["build", "--release", "-p", "nixdeck-agent"])
@@ -216,7 +232,10 @@ async fn main() {
     )
     .await;
     let admin = login(&server).await;
-    println!("nixdeck figures: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "nixdeck figures: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     output(&server, &admin, dir.path()).await;
     agent_idle(&server, &admin, dir.path()).await;
     ssr(&server, &admin).await;

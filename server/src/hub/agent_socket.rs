@@ -71,8 +71,9 @@ pub async fn handler(
     };
     ws.max_message_size(AGENT_MAX_FRAME)
         .max_frame_size(AGENT_MAX_FRAME)
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
+        // Small buffers: 10 000 idle sockets must stay cheap (P2); they grow for a big frame.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move { run(app, identity, socket).await })
 }
 

@@ -26,6 +26,8 @@ use tokio::time::{interval, timeout, MissedTickBehavior};
 /// it within this time.
 const SESSION_CHECK: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// A snapshot of a large fleet is megabytes: give it longer than one event.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn handler(
     State(app): State<AppState>,
@@ -68,12 +70,38 @@ async fn close(
 }
 
 async fn run(app: AppState, viewer: Viewer, cookie: String, socket: WebSocket) {
-    let (snapshot, mut events) = app.hub.subscribe();
     let (mut sink, mut stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
-    if sink.send(Message::Text(snapshot)).await.is_err() {
-        return;
+    let slot = app.hub.snapshot_slot().await;
+    let (snapshot, events) = app.hub.subscribe();
+    // A browser that does not read its snapshot must not hold it (and its task) forever.
+    match timeout(SNAPSHOT_TIMEOUT, sink.send(Message::Text(snapshot))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return,
+        Err(_) => {
+            app.hub
+                .counters()
+                .lagged_browsers
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                user = viewer.username,
+                "browser did not read its snapshot; disconnecting it"
+            );
+            return;
+        }
     }
+    drop(slot);
+    serve(app, viewer, cookie, sink, stream, events).await;
+}
+
+async fn serve(
+    app: AppState,
+    viewer: Viewer,
+    cookie: String,
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    mut events: tokio::sync::broadcast::Receiver<axum::extract::ws::Utf8Bytes>,
+) {
     let mut check = interval(SESSION_CHECK);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     check.tick().await;

@@ -21,7 +21,13 @@ use tokio::sync::{broadcast, mpsc};
 
 /// How many events a browser may fall behind before it is disconnected (it then
 /// reconnects and resyncs from a snapshot, never reading a gapped stream).
-const BROWSER_LAG_LIMIT: usize = 4096;
+/// Sized so a browser has several seconds to read a large snapshot while a busy fleet
+/// (thousands of heartbeats a second) keeps going; slots hold shared frames, not copies.
+const BROWSER_LAG_LIMIT: usize = 16_384;
+/// Snapshots being serialised and sent at once. Each is a full copy of the fleet (about
+/// 1 kB per host), so a reconnect wave of browsers waits its turn instead of holding one
+/// copy each at the same time.
+const SNAPSHOT_SLOTS: usize = 4;
 /// Frames queued for one agent before further sends fail (the agent is stuck).
 const AGENT_QUEUE: usize = 256;
 
@@ -72,6 +78,7 @@ struct Inner {
     events: broadcast::Sender<Utf8Bytes>,
     /// Every command end, typed, for in-process waiters (Merge & Deploy).
     completions: broadcast::Sender<CommandComplete>,
+    snapshot_slots: Arc<tokio::sync::Semaphore>,
     next_conn: AtomicU64,
     interval_s: u32,
     counters: Counters,
@@ -110,6 +117,7 @@ impl Hub {
                 }),
                 events,
                 completions,
+                snapshot_slots: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_SLOTS)),
                 next_conn: AtomicU64::new(1),
                 interval_s,
                 counters: Counters::default(),
@@ -259,12 +267,21 @@ impl Hub {
             .collect()
     }
 
-    /// A snapshot for a new browser and the receiver for everything after it.
+    /// A turn to send a snapshot (see `SNAPSHOT_SLOTS`); held until it is sent.
+    pub async fn snapshot_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.snapshot_slots.clone().acquire_owned().await.ok()
+    }
+
+    /// A snapshot for a new browser and the receiver for everything after it. The copy is
+    /// taken under the lock (so it matches the receiver's position); serialising it, the
+    /// slow part at fleet scale, happens after the lock is released.
     pub fn subscribe(&self) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
-        let state = self.lock();
-        let rx = self.inner.events.subscribe();
-        let snapshot = BrowserEvent::Snapshot(state.fleet.snapshot(Timestamp::now()));
-        let text = serde_json::to_string(&snapshot).unwrap_or_default();
+        let (snapshot, rx) = {
+            let state = self.lock();
+            let rx = self.inner.events.subscribe();
+            (state.fleet.snapshot(Timestamp::now()), rx)
+        };
+        let text = serde_json::to_string(&BrowserEvent::Snapshot(snapshot)).unwrap_or_default();
         (Utf8Bytes::from(text), rx)
     }
 

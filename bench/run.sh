@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Issue 7's server benchmarks (`make bench`): fleet-sim against nixdeck and against the raw
+# relay, then memory per idle agent socket and a reconnect storm. Prints figures; never
+# fails on them.
+#
+#   AGENTS=10000 BROWSERS=100 DURATION=60 bench/run.sh
+#   STEPS="p1 relay" AGENTS=500 BROWSERS=10 DURATION=20 bench/run.sh   # a subset
+#
+# Steps: p1 (nixdeck), relay (raw-relay, same sizes), slow (nixdeck, SLOW_PCT % of the
+# browsers stop reading), p2 (RSS with no agents vs AGENTS idle agents), storm (restart
+# the server under AGENTS connected agents, time until all are registered again).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AGENTS=${AGENTS:-10000}
+BROWSERS=${BROWSERS:-100}
+DURATION=${DURATION:-60}
+WARMUP=${WARMUP:-10}
+SLOW_PCT=${SLOW_PCT:-5}
+STEPS=${STEPS:-"p1 relay slow p2 storm"}
+PORT=${PORT:-3950}
+RELAY_PORT=${RELAY_PORT:-3960}
+OUT=${OUT:-$(mktemp -d /tmp/nixdeck-bench.XXXXXX)}
+mkdir -p "$OUT"
+
+# Each agent is a socket in both processes.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((AGENTS + BROWSERS + 256)) ]; then
+  echo "open-file limit $(ulimit -n) is below AGENTS+BROWSERS; raise the hard limit" >&2
+  exit 1
+fi
+
+cargo build --release -p nixdeck -p fleet-sim
+
+url="http://127.0.0.1:$PORT"
+password=bench-admin-password
+enroll=bench-enroll-token-0123456789abcdef
+tokens="$OUT/tokens.json"
+server_pid=
+
+start_nixdeck() { # $1: heartbeat interval the server asks for
+  NIXDECK_LISTEN="127.0.0.1:$PORT" NIXDECK_DATABASE_URL="sqlite://$OUT/bench.db" \
+    NIXDECK_ADMIN_PASSWORD="$password" NIXDECK_ENROLL_TOKEN="$enroll" \
+    NIXDECK_HEARTBEAT_INTERVAL_S="$1" NIXDECK_SITE_ROOT=target/site RUST_LOG=warn,nixdeck::hub::browser_socket=info \
+    target/release/nixdeck >>"$OUT/nixdeck.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 300); do
+    curl -sf -o /dev/null "$url/healthz" && return 0
+    sleep 0.1
+  done
+  echo "nixdeck did not start; see $OUT/nixdeck.log" >&2
+  exit 1
+}
+
+start_relay() { # $1: heartbeat interval
+  target/release/raw-relay --listen "127.0.0.1:$RELAY_PORT" --heartbeat-interval-s "$1" \
+    >>"$OUT/relay.log" 2>&1 &
+  server_pid=$!
+  sleep 0.5
+}
+
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill "$server_pid" 2>/dev/null || true
+  # Graceful first (nixdeck saves last-seen data on SIGTERM); never hang the run.
+  for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
+trap stop_server EXIT
+
+# `browsers=0 sim name …` etc. override the sizes for one run.
+sim() { # $1: output name; the rest: extra fleet-sim flags
+  local name=$1
+  shift
+  local b=${browsers:-$BROWSERS} d=${duration:-$DURATION} w=${warmup:-$WARMUP} i=${interval:-5}
+  echo "== $name: fleet-sim --agents $AGENTS --browsers $b --duration-s $d --warmup-s $w --interval-s $i $*" >&2
+  NIXDECK_ADMIN_PASSWORD="$password" target/release/fleet-sim --json --url "$url" \
+    --agents "$AGENTS" --browsers "$b" --duration-s "$d" --warmup-s "$w" --interval-s "$i" \
+    --enroll-token "$enroll" --tokens-file "$tokens" --server-pid "$server_pid" "$@" \
+    >"$OUT/$name.json"
+}
+
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ); results in $OUT" >&2
+
+if has p1; then
+  start_nixdeck 5
+  sim nixdeck
+  stop_server
+fi
+
+if has relay; then
+  start_relay 5
+  url_saved=$url
+  url="http://127.0.0.1:$RELAY_PORT"
+  sim relay --mode relay
+  url=$url_saved
+  stop_server
+fi
+
+if has slow; then
+  start_nixdeck 5
+  sim slow --slow-browsers-pct "$SLOW_PCT"
+  stop_server
+fi
+
+if has p2; then
+  # Idle sockets: the server asks for a heartbeat a minute, so nothing else happens. After
+  # p1 in the same OUT the hosts are already in the database, so the difference in RSS is
+  # the sockets alone (on a fresh database it includes enrolling them).
+  start_nixdeck 60
+  browsers=0 interval=60 duration=5 warmup=0 sim idle
+  stop_server
+  start_relay 60
+  url_saved=$url
+  url="http://127.0.0.1:$RELAY_PORT"
+  browsers=0 interval=60 duration=5 warmup=0 sim idle-relay --mode relay
+  url=$url_saved
+  stop_server
+fi
+
+if has storm; then
+  start_nixdeck 5
+  rm -f "$OUT/ready"
+  browsers=0 duration=5 sim storm --storm --ready-file "$OUT/ready" &
+  sim_pid=$!
+  for _ in $(seq 1 6000); do [ -e "$OUT/ready" ] && break; sleep 0.1; done
+  t0=$(date +%s.%N)
+  stop_server
+  start_nixdeck 5
+  echo "storm: nixdeck restarted in $(awk "BEGIN{print $(date +%s.%N) - $t0}") s" >&2
+  wait "$sim_pid"
+  stop_server
+fi
+
+# ---- one table
+row() { # $1: file, $2: label
+  [ -s "$OUT/$1.json" ] || return 0
+  jq -r --arg name "$2" '"| \($name) | \(.agents) | \(.browsers) (\(.slow_browsers) slow) | \(.heartbeats_per_s|floor) | \(.events_per_s|floor) | \(.delivery*1000|round/1000) | \(.latency.p50_ms*100|round/100) | \(.latency.p90_ms*100|round/100) | \(.latency.p99_ms*100|round/100) | \(.latency.max_ms*10|round/10) | \(.browser_drops) (\(.browser_drops_measured)) | \(.server.cpu_pct // 0|round) % | \((.server.rss_kib_max // 0)/1024|round) MiB | \(.sim_cpu_pct // 0|round) % | \(.machine_busy_pct // 0|round) % |"' "$OUT/$1.json"
+}
+echo
+echo "| run | agents | browsers | heartbeats/s | events/s | delivery | p50 ms | p90 ms | p99 ms | max ms | browser drops (in window) | server CPU | server RSS max | fleet-sim CPU | machine busy |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+row nixdeck nixdeck
+row relay raw-relay
+row slow "nixdeck, slow browsers"
+if [ -s "$OUT/nixdeck.json" ] && [ -s "$OUT/relay.json" ]; then
+  jq -rn --slurpfile n "$OUT/nixdeck.json" --slurpfile r "$OUT/relay.json" \
+    '"\nthroughput ratio nixdeck / raw-relay (events read per s): \(($n[0].events_per_s / $r[0].events_per_s)*1000|round/1000)"'
+fi
+if [ -s "$OUT/nixdeck.json" ] && [ -s "$OUT/slow.json" ]; then
+  jq -rn --slurpfile n "$OUT/nixdeck.json" --slurpfile s "$OUT/slow.json" \
+    '"reading browsers p99 with slow browsers vs without: \($s[0].latency.p99_ms*100|round/100) ms vs \($n[0].latency.p99_ms*100|round/100) ms (\((($s[0].latency.p99_ms / $n[0].latency.p99_ms) - 1)*1000|round/10) %); server RSS max \(($s[0].server.rss_kib_max // 0)/1024|round) MiB vs \(($n[0].server.rss_kib_max // 0)/1024|round) MiB"'
+fi
+for f in idle idle-relay; do
+  [ -s "$OUT/$f.json" ] && jq -r --arg f "$f" \
+    '"\($f): server RSS \(.server.rss_kib_start) KiB with no agent connected, \(.server.rss_kib_agents) KiB with \(.agents_registered) idle agents: \(.server.kib_per_agent*10|round/10) KiB per idle socket"' "$OUT/$f.json"
+done
+[ -s "$OUT/storm.json" ] && jq -r \
+  '"storm: \(.storm.agents_back)/\(.agents) agents registered again; first after \(.storm.first_back_s) s, p50 \(.storm.p50_s) s, p99 \(.storm.p99_s) s, all after \(.storm.all_back_s) s"' "$OUT/storm.json"
+echo "raw reports: $OUT/*.json"
