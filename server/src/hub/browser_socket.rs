@@ -70,7 +70,7 @@ async fn close(
 }
 
 async fn run(app: AppState, viewer: Viewer, cookie: String, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
+    let (mut sink, stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
     let slot = app.hub.snapshot_slot().await;
     let (snapshot, events) = app.hub.subscribe();
