@@ -158,7 +158,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("serving")?;
     }
-    // Nothing accepted is lost: the last heartbeats go to the database before exit.
+    // Nothing accepted is lost: the last registrations and heartbeats go to the database
+    // before exit.
+    db.save_reports(&hub.take_reports())
+        .await
+        .context("saving registrations")?;
     db.save_seen(&hub.take_unsaved())
         .await
         .context("saving last-seen")?;
@@ -258,9 +262,7 @@ fn spawn_background(app: AppState) {
         let mut rounds = 0u64;
         loop {
             tick.tick().await;
-            if let Err(e) = app.db.save_seen(&app.hub.take_unsaved()).await {
-                tracing::warn!("saving heartbeats: {e}");
-            }
+            service::hosts::flush_reports(&app).await;
             rounds += 1;
             if rounds.is_multiple_of(60) {
                 let now = protocol::Timestamp::now().secs();

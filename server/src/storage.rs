@@ -328,28 +328,24 @@ impl Db {
         .map(|_| ())
     }
 
+    /// Registrations gathered since the last batch, in one transaction (a reconnect wave of
+    /// thousands of agents must not mean thousands of synchronous commits).
+    pub async fn save_reports(&self, batch: &[(String, HostReport, Timestamp)]) -> DbResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, rep, seen) in batch {
+            report_query(id, rep, *seen).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
     pub async fn save_report(&self, id: &str, rep: &HostReport, seen: Timestamp) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
-                generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
-                heartbeat_interval_s = $11, last_seen = $12
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&rep.hostname)
-        .bind(&rep.agent_version)
-        .bind(&rep.os_version)
-        .bind(&rep.nixpkgs_version)
-        .bind(&rep.generation)
-        .bind(&rep.lock_hash)
-        .bind(&rep.repo_url)
-        .bind(&rep.repo_dir)
-        .bind(&rep.branch)
-        .bind(rep.heartbeat_interval_s.map(i64::from))
-        .bind(seen.secs())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        report_query(id, rep, seen)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// One transaction for a whole batch of heartbeats.
@@ -393,6 +389,31 @@ impl Db {
             .await
             .map(|r| r.rows_affected() == 1)
     }
+}
+
+fn report_query<'q>(
+    id: &'q str,
+    rep: &'q HostReport,
+    seen: Timestamp,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query(
+        "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
+            generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
+            heartbeat_interval_s = $11, last_seen = $12
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&rep.hostname)
+    .bind(&rep.agent_version)
+    .bind(&rep.os_version)
+    .bind(&rep.nixpkgs_version)
+    .bind(&rep.generation)
+    .bind(&rep.lock_hash)
+    .bind(&rep.repo_url)
+    .bind(&rep.repo_dir)
+    .bind(&rep.branch)
+    .bind(rep.heartbeat_interval_s.map(i64::from))
+    .bind(seen.secs())
 }
 
 /// A command as stored.
@@ -602,11 +623,18 @@ impl Db {
         at: Timestamp,
     ) -> DbResult<(Vec<Output>, u64)> {
         let mut tx = self.pool.begin().await?;
-        let last: Option<i64> = sqlx::query("SELECT last_seq FROM commands WHERE id = $1")
-            .bind(command_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.get(0));
+        // The first statement writes (and marks the command running): in SQLite a
+        // transaction that reads first and writes later fails at once with SQLITE_BUSY when
+        // another connection wrote in between, without waiting for the busy timeout. Found
+        // under load: the line was not acked, and came minutes later than its completion.
+        let last: Option<i64> = sqlx::query(
+            "UPDATE commands SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END
+             WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(command_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get(0));
         let Some(last) = last else {
             return Ok((Vec::new(), 0));
         };
@@ -636,7 +664,7 @@ impl Db {
             }
             fresh.push(line.clone());
         }
-        sqlx::query("UPDATE commands SET last_seq = $2, status = CASE WHEN status = 'queued' THEN 'running' ELSE status END WHERE id = $1")
+        sqlx::query("UPDATE commands SET last_seq = $2 WHERE id = $1")
             .bind(command_id)
             .bind(last as i64)
             .execute(&mut *tx)
@@ -985,6 +1013,62 @@ mod tests {
             stream: OutputStream::Stdout,
             line: format!("line {seq}"),
         }
+    }
+
+    /// Output from many hosts at once, while heartbeats and registrations are written too:
+    /// every batch must be stored (none may fail with SQLITE_BUSY and wait for a resend).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_never_lose_an_output_batch() {
+        let (_dir, db) = db().await;
+        let hosts = 6;
+        for h in 0..hosts {
+            let host = Host::new(&format!("h{h}"), HostType::Nixos);
+            db.insert_host(&host, &format!("hash{h}")).await.unwrap();
+            db.insert_command(
+                &format!("c{h}"),
+                &host.id,
+                CommandKind::Test,
+                Timestamp::now(),
+                "t",
+            )
+            .await
+            .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for h in 0..hosts {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("c{h}");
+                for seq in 1..=150u64 {
+                    let (_, last) = db
+                        .store_output(&id, &[line(&id, seq)], Timestamp::now())
+                        .await
+                        .expect("an output batch failed");
+                    assert_eq!(last, seq);
+                }
+            }));
+        }
+        let writer = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for i in 0..150 {
+                    let batch: Vec<SeenUpdate> = (0..hosts)
+                        .map(|h| SeenUpdate {
+                            host_id: format!("h{h}"),
+                            last_seen: Timestamp(i),
+                            metrics: None,
+                            generation: None,
+                            lock_hash: None,
+                        })
+                        .collect();
+                    db.save_seen(&batch).await.expect("heartbeat batch");
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        writer.await.unwrap();
     }
 
     #[tokio::test]

@@ -141,9 +141,7 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
         version = register.agent_version,
         "agent connected"
     );
-    if let Err(e) = save_registration(&app, &host_id, &register).await {
-        tracing::warn!(host = host_id, "registration not saved: {e}");
-    }
+    save_registration(&app, &host_id, &register);
     let registered = ServerMessage::Registered(Registered {
         host_id: host_id.clone(),
         dashboard_version: VERSION.to_owned(),
@@ -167,10 +165,7 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
         tracing::info!(host = host_id, conn_id, "agent disconnected");
     }
     // Write what the last heartbeats said now rather than at the next batch.
-    let unsaved = app.hub.take_unsaved();
-    if let Err(e) = app.db.save_seen(&unsaved).await {
-        tracing::warn!("saving last-seen: {e}");
-    }
+    crate::service::hosts::flush_reports(&app).await;
 }
 
 async fn serve(

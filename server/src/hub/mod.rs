@@ -9,7 +9,7 @@ pub mod agent_socket;
 pub mod browser_socket;
 pub mod compartments;
 
-use crate::storage::{HostRecord, SeenUpdate};
+use crate::storage::{HostRecord, HostReport, SeenUpdate};
 use axum::extract::ws::Utf8Bytes;
 use compartments::Reported;
 use protocol::messages::*;
@@ -59,6 +59,9 @@ struct HubState {
     extra: HashMap<String, Reported>,
     /// Heartbeat data not yet written to the database (written in batches).
     unsaved: HashMap<String, SeenUpdate>,
+    /// Registrations not yet written (batched the same way; an agent re-sends its
+    /// registration on every connect, so a crash between batches loses nothing).
+    reports: HashMap<String, (HostReport, Timestamp)>,
 }
 
 #[derive(Default)]
@@ -114,6 +117,7 @@ impl Hub {
                     agents: HashMap::new(),
                     extra,
                     unsaved: HashMap::new(),
+                    reports: HashMap::new(),
                 }),
                 events,
                 completions,
@@ -341,6 +345,7 @@ impl Hub {
         }
         state.extra.remove(id);
         state.unsaved.remove(id);
+        state.reports.remove(id);
         self.publish_locked(
             &mut state,
             BrowserEvent::HostRemoved(HostRef {
@@ -509,6 +514,21 @@ impl Hub {
     /// Heartbeat data gathered since the last call, for one batched database write.
     pub fn take_unsaved(&self) -> Vec<SeenUpdate> {
         self.lock().unsaved.drain().map(|(_, v)| v).collect()
+    }
+
+    /// Keep a registration for the next batched write.
+    pub fn queue_report(&self, id: &str, report: HostReport) {
+        self.lock()
+            .reports
+            .insert(id.to_owned(), (report, Timestamp::now()));
+    }
+
+    pub fn take_reports(&self) -> Vec<(String, HostReport, Timestamp)> {
+        self.lock()
+            .reports
+            .drain()
+            .map(|(id, (r, at))| (id, r, at))
+            .collect()
     }
 }
 

@@ -232,8 +232,8 @@ pub async fn enroll(app: &AppState, reg: &Register) -> Result<(String, String)> 
     Ok((id, token))
 }
 
-/// Persist what an agent reported at registration.
-pub async fn save_registration(app: &AppState, id: &str, reg: &Register) -> Result<()> {
+/// Queue what an agent reported at registration for the next batched write.
+pub fn save_registration(app: &AppState, id: &str, reg: &Register) {
     let report = HostReport {
         hostname: reg.hostname.clone(),
         agent_version: Some(reg.agent_version.clone()),
@@ -246,8 +246,16 @@ pub async fn save_registration(app: &AppState, id: &str, reg: &Register) -> Resu
         branch: reg.branch.clone(),
         heartbeat_interval_s: Some(reg.heartbeat_interval_s),
     };
-    app.db
-        .save_report(id, &report, Timestamp::now())
-        .await
-        .or_internal("saving registration")
+    app.hub.queue_report(id, report);
+}
+
+/// Write the batched registrations and heartbeats (every few seconds, when an agent
+/// leaves, and at shutdown). Registrations first, so a newer last-seen wins.
+pub async fn flush_reports(app: &AppState) {
+    if let Err(e) = app.db.save_reports(&app.hub.take_reports()).await {
+        tracing::warn!("saving registrations: {e}");
+    }
+    if let Err(e) = app.db.save_seen(&app.hub.take_unsaved()).await {
+        tracing::warn!("saving last-seen: {e}");
+    }
 }
