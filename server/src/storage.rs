@@ -416,6 +416,9 @@ fn report_query<'q>(
     .bind(seen.secs())
 }
 
+/// Output rows per INSERT statement (4 parameters each, well under SQLite's limit).
+const OUTPUT_ROWS_PER_INSERT: usize = 128;
+
 /// A command as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommandRow {
@@ -644,26 +647,40 @@ impl Db {
             if line.seq <= last {
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (command_id, seq) DO NOTHING",
-            )
-            .bind(command_id)
-            .bind(line.seq as i64)
-            .bind(match line.stream {
-                OutputStream::Stdout => "stdout",
-                OutputStream::Stderr => "stderr",
-            })
-            .bind(&line.line)
-            .bind(at.secs())
-            .execute(&mut *tx)
-            .await?;
             // Agents send in order; a gap would stop the acknowledged prefix here.
             if line.seq == last + 1 {
                 last = line.seq;
             }
-            fresh.push(line.clone());
+            fresh.push(line);
         }
+        // Many rows per statement: per-statement overhead, not SQLite, bounded the rate of
+        // a chatty command (P6).
+        for chunk in fresh.chunks(OUTPUT_ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = i * 4;
+                    format!("($1, ${}, ${}, ${}, ${})", n + 2, n + 3, n + 4, n + 5)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES {}
+                 ON CONFLICT (command_id, seq) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(command_id);
+            for line in chunk {
+                query = query
+                    .bind(line.seq as i64)
+                    .bind(match line.stream {
+                        OutputStream::Stdout => "stdout",
+                        OutputStream::Stderr => "stderr",
+                    })
+                    .bind(&line.line)
+                    .bind(at.secs());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let fresh: Vec<Output> = fresh.into_iter().cloned().collect();
         sqlx::query("UPDATE commands SET last_seq = $2 WHERE id = $1")
             .bind(command_id)
             .bind(last as i64)

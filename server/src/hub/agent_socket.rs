@@ -29,7 +29,7 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output lines are stored in batches: one transaction per this many lines, or per this
 /// much time after the first buffered line, whichever comes first.
-const OUTPUT_BATCH: usize = 512;
+const OUTPUT_BATCH: usize = 2048;
 const OUTPUT_LINGER: Duration = Duration::from_millis(10);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
