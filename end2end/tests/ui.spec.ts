@@ -168,3 +168,22 @@ test("menus and the confirm dialog work from the keyboard", async ({ page }) => 
     await agent.stop("SIGKILL");
   }
 });
+
+test("a fleet whose snapshot spans many WebSocket frames loads and stays live", async ({ page }) => {
+  const admin = await loginApi();
+  const prefix = `many-${Date.now()}`;
+  const names = Array.from({ length: 120 }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`);
+  for (const hostname of names) await createHost(admin, { hostname });
+  try {
+    await loginUi(page);
+    await expect(page.locator(".link-state, footer").filter({ hasText: "Connected" }).first()).toBeVisible({ timeout: 15_000 });
+    // The stream goes on after the (fragmented, > 64 KiB) snapshot: a new host shows live.
+    const late = `${prefix}-late`;
+    await createHost(admin, { hostname: late });
+    names.push(late);
+    await expect(page.locator(`tr[data-host-id="${late}"]`)).toBeVisible({ timeout: 10_000 });
+    await expect(page.locator(`tr[data-host-id^="${prefix}-"]`)).toHaveCount(names.length);
+  } finally {
+    for (const n of names) await admin.api.delete(`/api/hosts/${n}`, { headers: { "X-CSRF-Token": admin.csrf } });
+  }
+});

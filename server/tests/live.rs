@@ -1136,3 +1136,42 @@ async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     assert!(server.log().contains("agent connection refused"));
 }
+
+/// A snapshot larger than one 64 KiB frame goes out fragmented; a client reads it whole,
+/// and deltas follow as usual.
+#[tokio::test]
+async fn a_large_snapshot_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    for i in 0..150 {
+        create_host(
+            &server,
+            &admin,
+            &format!("big-{i:03}-with-a-longer-hostname"),
+        )
+        .await;
+    }
+    let mut ws = browser_socket(&server, &admin).await;
+    let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        other => panic!("no snapshot: {other:?}"),
+    };
+    assert!(
+        first.len() > 64 * 1024,
+        "a multi-frame snapshot: {} B",
+        first.len()
+    );
+    let v: Value = serde_json::from_str(first.as_str()).unwrap();
+    assert_eq!(v["type"], "snapshot");
+    assert_eq!(v["payload"]["hosts"].as_array().unwrap().len(), 150);
+    create_host(&server, &admin, "after-the-snapshot").await;
+    let added = wait_for(
+        &mut ws,
+        "host_added",
+        "after-the-snapshot",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(added["payload"]["host"]["id"], "after-the-snapshot");
+}

@@ -1,26 +1,39 @@
 //! `GET /ws`: one task per browser. It sends a snapshot, then every delta in order. A
 //! browser that falls behind is disconnected (it reconnects and gets a fresh snapshot); it
 //! can never slow the hub or other browsers, which only ever push into a broadcast ring.
+//!
+//! The upgrade is done here rather than by axum's `WebSocketUpgrade`, for one reason: the
+//! snapshot of a large fleet (≈ 1 kB per host) goes out as a fragmented message of 64 KiB
+//! frames. Sent whole, tungstenite's write buffer would grow to the snapshot's size and keep
+//! that capacity for the socket's life (10 MB per browser at 10 000 hosts).
 
-use super::agent_socket::is_too_big;
 use crate::http::error::error_response;
 use crate::http::session::{origin_matches, SessionCookie};
 use crate::service::auth::session_alive;
 use crate::state::AppState;
 use app::backend::Viewer;
 use app::AppError;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use protocol::BROWSER_MAX_FRAME;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Bytes, Message, Utf8Bytes};
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Sink = SplitSink<Socket, Message>;
 
 /// An open socket re-checks its session this often, so logout or disabling a user closes
 /// it within this time.
@@ -28,13 +41,15 @@ const SESSION_CHECK: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// A snapshot of a large fleet is megabytes: give it longer than one event.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frame size for a fragmented snapshot.
+const FRAGMENT: usize = 64 * 1024;
 
 pub async fn handler(
     State(app): State<AppState>,
     headers: HeaderMap,
     viewer: Option<Extension<Viewer>>,
     cookie: Option<Extension<SessionCookie>>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut req: Request,
 ) -> Response {
     let (Some(Extension(viewer)), Some(Extension(cookie))) = (viewer, cookie) else {
         return error_response(&AppError::Unauthorized);
@@ -46,36 +61,116 @@ pub async fn handler(
     if !origin_matches(origin, &headers, app.config.public_url.as_deref()) {
         return error_response(&AppError::Forbidden("WebSocket from another origin".into()));
     }
-    let ws = match upgrade {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let key = match upgrade_key(req.method(), &headers) {
+        Ok(key) => key,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    ws.max_message_size(BROWSER_MAX_FRAME)
-        .max_frame_size(BROWSER_MAX_FRAME)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| run(app, viewer, cookie.0, socket))
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded",
+        )
+            .into_response();
+    };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!("browser socket upgrade failed: {e}"),
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(BROWSER_MAX_FRAME))
+            .max_frame_size(Some(BROWSER_MAX_FRAME))
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(8 * 1024);
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        run(app, viewer, cookie.0, socket).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        )
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn close(
-    socket: &mut futures::stream::SplitSink<WebSocket, Message>,
-    code: u16,
-    reason: &str,
-) {
+/// The checks of RFC 6455 §4.2.1 that axum's extractor made; the client's key.
+fn upgrade_key(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if method != Method::GET {
+        return Err("a WebSocket upgrade must be a GET");
+    }
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err("expected a WebSocket upgrade");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err("unsupported WebSocket version (13 expected)");
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|k| k.to_str().ok())
+        .map(str::to_owned)
+        .ok_or("missing Sec-WebSocket-Key")
+}
+
+async fn close(socket: &mut Sink, code: u16, reason: &str) {
     let frame = CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: reason.into(),
     };
     let _ = timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
-async fn run(app: AppState, viewer: Viewer, cookie: String, socket: WebSocket) {
+/// Send a (large) text message as 64 KiB frames, so no buffer ever holds all of it.
+async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
+    let bytes: Bytes = text.into();
+    if bytes.len() <= FRAGMENT {
+        let text =
+            Utf8Bytes::try_from(bytes).map_err(|_| tungstenite::Error::Utf8(String::new()))?;
+        return sink.send(Message::Text(text)).await;
+    }
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = if start == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        };
+        let frame = Frame::message(
+            bytes.slice(start..end),
+            OpCode::Data(opcode),
+            end == bytes.len(),
+        );
+        // feed, not send: one flush at the end instead of one per frame.
+        sink.feed(Message::Frame(frame)).await?;
+        start = end;
+    }
+    sink.flush().await
+}
+
+async fn run(app: AppState, viewer: Viewer, cookie: String, socket: Socket) {
     let (mut sink, stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
     let slot = app.hub.snapshot_slot().await;
     let (snapshot, events) = app.hub.subscribe();
     // A browser that does not read its snapshot must not hold it (and its task) forever.
-    match timeout(SNAPSHOT_TIMEOUT, sink.send(Message::Text(snapshot))).await {
+    match timeout(SNAPSHOT_TIMEOUT, send_fragmented(&mut sink, snapshot)).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return,
         Err(_) => {
@@ -98,9 +193,9 @@ async fn serve(
     app: AppState,
     viewer: Viewer,
     cookie: String,
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut stream: futures::stream::SplitStream<WebSocket>,
-    mut events: tokio::sync::broadcast::Receiver<axum::extract::ws::Utf8Bytes>,
+    mut sink: Sink,
+    mut stream: SplitStream<Socket>,
+    mut events: tokio::sync::broadcast::Receiver<Utf8Bytes>,
 ) {
     let mut check = interval(SESSION_CHECK);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -126,12 +221,10 @@ async fn serve(
             },
             incoming = stream.next() => match incoming {
                 None | Some(Ok(Message::Close(_))) => return,
-                Some(Err(e)) => {
-                    if is_too_big(&e) {
-                        return close(&mut sink, 1009, "frame too large").await;
-                    }
-                    return;
+                Some(Err(tungstenite::Error::Capacity(_))) => {
+                    return close(&mut sink, 1009, "frame too large").await;
                 }
+                Some(Err(_)) => return,
                 // Browsers have nothing to say on this socket yet.
                 Some(Ok(_)) => {}
             },

@@ -10,7 +10,6 @@ pub mod browser_socket;
 pub mod compartments;
 
 use crate::storage::{HostRecord, HostReport, SeenUpdate};
-use axum::extract::ws::Utf8Bytes;
 use compartments::Reported;
 use protocol::messages::*;
 use protocol::*;
@@ -18,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc};
+use tungstenite::Utf8Bytes;
 
 /// How many events a browser may fall behind before it is disconnected (it then
 /// reconnects and resyncs from a snapshot, never reading a gapped stream).
