@@ -129,15 +129,7 @@ async fn output(server: &Server, admin: &Admin, dir: &std::path::Path) {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let hosts: Value = admin
-            .http
-            .get(server.url("/api/hosts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let hosts = admin.get_json(server, "/api/hosts").await;
         if hosts
             .as_array()
             .unwrap()
@@ -174,14 +166,8 @@ async fn output(server: &Server, admin: &Admin, dir: &std::path::Path) {
     }
     let total = t.elapsed();
     let log = admin
-        .http
-        .get(server.url(&format!("/api/commands/{command_id}/log")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(server, &format!("/api/commands/{command_id}/log"))
+        .await;
     let stored = log.lines().count();
     let streaming = total - first_at.unwrap_or_default();
     println!(

@@ -160,6 +160,20 @@ impl Admin {
             .header("X-CSRF-Token", &self.csrf)
     }
 
+    /// GET a JSON body (asserting 200).
+    pub async fn get_json(&self, server: &Server, path: &str) -> Value {
+        let r = self.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// GET a text body (asserting 200).
+    pub async fn get_text(&self, server: &Server, path: &str) -> String {
+        let r = self.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.text().await.unwrap()
+    }
+
     pub fn delete(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
         self.http
             .delete(server.url(path))
