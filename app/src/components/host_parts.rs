@@ -149,14 +149,20 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
         });
         let is_lock = name == "lock";
         let has_pr = move || is_lock && store.pending_pr.with(Option::is_some);
-        // The lock compartment also says which update PR is waiting.
-        let title = move || {
-            let text = compartment_title(label, &check.get(), store.now.get());
-            match store.pending_pr.get().filter(|_| is_lock) {
+        // The lock compartment also says which update PR is waiting. One memo feeds both
+        // title and aria-label, and only the lock compartment depends on the PR: at 1 000
+        // hosts (row and card) every extra subscriber of a shared signal costs (P3).
+        let title = Memo::new(move |_| {
+            let text = compartment_title(label, &check.get());
+            if !is_lock {
+                return text;
+            }
+            match store.pending_pr.get() {
                 Some(pr) => format!("{text}\n{}", pr_note(&pr)),
                 None => text,
             }
-        };
+        });
+        let title = move || title.get();
         view! {
             <span
                 class=move || compartment_class(check.get().status)
