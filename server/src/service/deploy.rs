@@ -13,10 +13,15 @@ use app::AppError;
 use protocol::api::DeployRequest;
 use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
 use protocol::{CommandKind, CommandStatus, PendingPr};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
+
+/// While waiting for a wave's commands, look in the database this often (for ends that
+/// free no host, like a timeout whose agent is gone).
+const DB_CHECK: Duration = Duration::from_secs(30);
 
 /// The running job, if any: only one deploy at a time.
 #[derive(Default)]
@@ -421,53 +426,65 @@ impl Job {
             }
         }
         self.save().await;
-        let mut done: BTreeMap<String, CommandStatus> = BTreeMap::new();
+        let mut succeeded = Vec::new();
+        let mut last_check = Instant::now();
         while !waiting.is_empty() {
-            match tokio::time::timeout(Duration::from_secs(2), completions.recv()).await {
-                Ok(Ok(c)) => {
-                    if let Some(host) = waiting.remove(&c.command_id) {
-                        done.insert(host, c.status);
-                    } else {
-                        continue;
-                    }
+            let finished =
+                match tokio::time::timeout(Duration::from_secs(2), completions.recv()).await {
+                    Ok(Ok(c)) => waiting
+                        .remove(&c.command_id)
+                        .map(|host| vec![(host, c.status)])
+                        .unwrap_or_default(),
+                    // Missed events, or a while without one (a timed-out command is recorded
+                    // before its host is freed): the database knows how commands ended.
+                    Ok(Err(RecvError::Lagged(_))) => self.ended(&mut waiting).await,
+                // The hub is shutting down; never spin on a closed channel.
+                Ok(Err(RecvError::Closed)) => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    self.ended(&mut waiting).await
                 }
-                // Lagged, closed or quiet: the database knows how commands ended.
-                _ => {
-                    let ids: Vec<String> = waiting.keys().cloned().collect();
-                    for id in ids {
-                        if let Ok(Some(row)) = self.app.db.command(&id).await {
-                            if !matches!(row.status, CommandStatus::Queued | CommandStatus::Running)
-                            {
-                                if let Some(host) = waiting.remove(&id) {
-                                    done.insert(host, row.status);
-                                }
-                            }
-                        }
+                    _ if last_check.elapsed() >= DB_CHECK => {
+                        last_check = Instant::now();
+                        self.ended(&mut waiting).await
                     }
-                }
+                    _ => Vec::new(),
+                };
+            if finished.is_empty() {
+                continue;
             }
             // Publish each host's end as it happens (a pull that worked stays running:
             // its switch comes next).
-            let mut changed = false;
-            for (host, status) in &done {
+            for (host, status) in finished {
                 let state = match (status, kind) {
                     (CommandStatus::Ok, CommandKind::Switch) => DeployHostState::Ok,
                     (CommandStatus::Ok, _) => DeployHostState::Running,
                     _ => DeployHostState::Error,
                 };
-                if self.progress.hosts.get(host) != Some(&state) {
-                    self.set(host, state);
-                    changed = true;
+                self.set(&host, state);
+                if status == CommandStatus::Ok {
+                    succeeded.push(host);
                 }
             }
-            if changed {
-                self.save().await;
+            self.save().await;
+        }
+        succeeded.sort();
+        succeeded
+    }
+
+    /// The waiting commands that the database records as ended, taken out of `waiting`.
+    async fn ended(&self, waiting: &mut HashMap<String, String>) -> Vec<(String, CommandStatus)> {
+        let mut ended = Vec::new();
+        let ids: Vec<String> = waiting.keys().cloned().collect();
+        for id in ids {
+            if let Ok(Some(row)) = self.app.db.command(&id).await {
+                if !matches!(row.status, CommandStatus::Queued | CommandStatus::Running) {
+                    if let Some(host) = waiting.remove(&id) {
+                        ended.push((host, row.status));
+                    }
+                }
             }
         }
-        done.into_iter()
-            .filter(|(_, s)| *s == CommandStatus::Ok)
-            .map(|(h, _)| h)
-            .collect()
+        ended
     }
 }
 
