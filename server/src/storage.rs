@@ -2,7 +2,7 @@
 //! PostgreSQL later means changing this module (and the pool type) only.
 
 use protocol::api::{AuditEntry, CommandRecord};
-use protocol::messages::{DeployProgress, Output};
+use protocol::messages::{DeployPhase, DeployProgress, Output};
 use protocol::{CommandKind, CommandStatus, Host, HostType, Metrics, OutputStream, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -868,8 +868,8 @@ impl Db {
         .bind(job.pr_number as i64)
         .bind(&job.started_by)
         .bind(request)
-        .bind(json_text(&job.phase))
-        .bind(json_text(&job.hosts))
+        .bind(phase_text(&job.phase))
+        .bind(hosts_json(job))
         .bind(&job.message)
         .bind(job.active)
         .bind(now)
@@ -883,8 +883,8 @@ impl Db {
             "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, updated_at = $6 WHERE id = $1",
         )
         .bind(&job.job_id)
-        .bind(json_text(&job.phase))
-        .bind(json_text(&job.hosts))
+        .bind(phase_text(&job.phase))
+        .bind(hosts_json(job))
         .bind(&job.message)
         .bind(job.active)
         .bind(Timestamp::now().secs())
@@ -922,10 +922,16 @@ impl Db {
 const DEPLOY_SELECT: &str =
     "SELECT id, pr_number, started_by, phase, hosts, message, active FROM deploy_jobs";
 
-/// Small enums and maps are stored as their JSON text.
-fn json_text<T: serde::Serialize>(value: &T) -> String {
-    let text = serde_json::to_string(value).unwrap_or_default();
-    text.trim_matches('"').to_owned()
+/// A phase is stored as its wire name (`pulling`), the host map as JSON.
+fn phase_text(phase: &DeployPhase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn hosts_json(job: &DeployProgress) -> String {
+    serde_json::to_string(&job.hosts).unwrap_or_default()
 }
 
 fn deploy_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<DeployProgress> {
