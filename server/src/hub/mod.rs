@@ -409,14 +409,18 @@ impl Hub {
             .hosts
             .get(id)
             .is_some_and(|h| hb.generation.is_some() && h.generation != hb.generation);
-        let extra = state.extra.entry(id.to_owned()).or_default();
-        let lock_changed = (hb.lock_hash.is_some() && extra.lock_hash != hb.lock_hash)
-            || (hb.lock_updated_at.is_some() && extra.lock_updated_at != hb.lock_updated_at);
-        if hb.lock_hash.is_some() {
-            extra.lock_hash = hb.lock_hash.clone();
-        }
-        if hb.lock_updated_at.is_some() {
-            extra.lock_updated_at = hb.lock_updated_at;
+        // Every connected host has its entry (attach_agent made it): no key allocation on
+        // this hot path, and nothing copied unless it changed.
+        let mut lock_changed = false;
+        if let Some(extra) = state.extra.get_mut(id) {
+            if hb.lock_hash.is_some() && extra.lock_hash != hb.lock_hash {
+                extra.lock_hash = hb.lock_hash.clone();
+                lock_changed = true;
+            }
+            if hb.lock_updated_at.is_some() && extra.lock_updated_at != hb.lock_updated_at {
+                extra.lock_updated_at = hb.lock_updated_at;
+                lock_changed = true;
+            }
         }
         // Only a changed checkout re-derives the compartments; a plain heartbeat stays cheap.
         if generation_changed || lock_changed {
