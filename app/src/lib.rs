@@ -5,6 +5,7 @@ pub mod api;
 pub mod backend;
 pub mod components;
 pub mod error;
+pub mod list_window;
 pub mod presentation;
 pub mod selection;
 #[cfg(feature = "hydrate")]

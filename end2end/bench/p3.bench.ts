@@ -266,17 +266,23 @@ async function open(browser: Browser, kind: Kind, server: Server): Promise<Opene
     });
     await page.goto(`${VANILLA_ORIGIN}/vanilla.html${kind === "transport" ? "?mode=transport" : ""}`);
   }
+  // The vanilla page renders every host twice (row and card); nixdeck renders one element
+  // per host and only the rows in view (a windowed list), so it is ready when its count
+  // says every host arrived and the first window is on screen.
   await page.waitForFunction(
-    (n) =>
-      document.querySelectorAll("tbody tr[data-host-id]").length === n &&
-      document.querySelectorAll(".host-cards .host-card[data-host-id]").length === n,
-    HOSTS,
+    ([n, windowed]) => {
+      const rows = document.querySelectorAll("tbody tr[data-host-id]").length;
+      if (!windowed) return rows === n && document.querySelectorAll(".host-cards .host-card[data-host-id]").length === n;
+      return rows >= Math.min(n, 40) && (document.querySelector(".fleet-count")?.textContent ?? "").includes(`/${n} online`);
+    },
+    [HOSTS, kind === "nixdeck"] as const,
     { timeout: 300_000, polling: 250 },
   );
-  // The first row and card as shown, to compare the two pages' markup (hydration markers
+  // The first row (and card) as shown, to compare the two pages' markup (hydration markers
   // left out).
   const markup = await page.evaluate(() =>
-    [document.querySelector("tbody tr[data-host-id]")!, document.querySelector(".host-card[data-host-id]")!]
+    [document.querySelector("tbody tr[data-host-id]"), document.querySelector(".host-card[data-host-id]")]
+      .filter((e): e is Element => e !== null)
       .map((e) => e.outerHTML.replace(/<!--[^]*?-->/g, ""))
       .join("\n\n"),
   );
@@ -292,16 +298,24 @@ async function open(browser: Browser, kind: Kind, server: Server): Promise<Opene
 async function caughtUp(page: Page, kind: Kind, beats: Beat[]): Promise<boolean> {
   if (kind === "transport") return page.evaluate((n) => (window as any).__bench.heartbeats >= n, beats.length);
   const all = finalMetrics(beats);
-  const tail = Object.fromEntries(beats.slice(-20).map((b) => [hostId(b.host), all[hostId(b.host)]]));
-  return page.evaluate((tail) => {
-    for (const [id, want] of Object.entries(tail)) {
-      const row = document.querySelector(`tbody tr[data-host-id="${id}"]`);
-      const cpu = row?.querySelector('[data-metric="cpu"] .metric-val')?.textContent;
-      const ram = row?.querySelector('[data-metric="ram"] .metric-val')?.textContent;
-      if (cpu !== `${Math.round(want.cpu)}%` || ram !== `${Math.round(want.ram)}%`) return false;
-    }
-    return true;
-  }, tail);
+  // The hosts of the last heartbeats that have a row on the page (nixdeck renders only the
+  // rows in view), at most 20.
+  const recent = beats.slice(-400).map((b) => hostId(b.host)).reverse();
+  return page.evaluate(
+    ([recent, all]) => {
+      const tail = [...new Set(recent)].filter((id) => document.querySelector(`tbody tr[data-host-id="${id}"]`)).slice(0, 20);
+      if (tail.length === 0) return false;
+      for (const id of tail) {
+        const want = all[id];
+        const row = document.querySelector(`tbody tr[data-host-id="${id}"]`);
+        const cpu = row?.querySelector('[data-metric="cpu"] .metric-val')?.textContent;
+        const ram = row?.querySelector('[data-metric="ram"] .metric-val')?.textContent;
+        if (cpu !== `${Math.round(want.cpu)}%` || ram !== `${Math.round(want.ram)}%`) return false;
+      }
+      return true;
+    },
+    [recent, all] as const,
+  );
 }
 
 /** Waits until the page has caught up with the stream; how long that took after the last send. */

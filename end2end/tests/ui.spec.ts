@@ -16,9 +16,17 @@ test("below 768 px the rows become cards with the same live content", async ({ p
   try {
     await page.setViewportSize({ width: 390, height: 800 });
     await loginUi(page);
-    const card = page.locator(`.host-card[data-host-id="${hostname}"]`);
+    // One element per host: the row itself is laid out as a card.
+    const card = page.locator(`tr.host-row[data-host-id="${hostname}"]`);
     await expect(card).toBeVisible();
-    await expect(page.locator(`tr[data-host-id="${hostname}"]`)).toBeHidden();
+    await expect(page.locator(`[data-host-id="${hostname}"]`)).toHaveCount(1);
+    await expect(page.locator(".host-table thead")).toBeHidden();
+    expect(await card.evaluate((e) => getComputedStyle(e).display)).toBe("grid");
+    const box = (await card.boundingBox())!;
+    expect(box.x).toBeGreaterThanOrEqual(0);
+    expect(box.x + box.width).toBeLessThanOrEqual(390);
+    const pull = (await card.locator("button[data-command=pull]").boundingBox())!;
+    expect(pull.x + pull.width).toBeLessThanOrEqual(box.x + box.width);
     await expect(card.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     await expect(card.locator('[data-metric="cpu"] .metric-val')).toHaveText(/^\d+%$/);
     await expect(card.locator('.update-compartment[data-compartment="agent"]')).not.toHaveClass(/unknown/);
@@ -169,7 +177,13 @@ test("menus and the confirm dialog work from the keyboard", async ({ page }) => 
   }
 });
 
-test("a fleet whose snapshot spans many WebSocket frames loads and stays live", async ({ page }) => {
+/** Hosts in the database that this test did not create. */
+async function otherHosts(admin: Awaited<ReturnType<typeof loginApi>>, prefix: string): Promise<number> {
+  const hosts: { hostname: string }[] = await (await admin.api.get("/api/hosts")).json();
+  return hosts.filter((h) => !h.hostname.startsWith(prefix)).length;
+}
+
+test("a long fleet is windowed; its snapshot spans many WebSocket frames; it stays live", async ({ page }) => {
   const admin = await loginApi();
   const prefix = `many-${Date.now()}`;
   const names = Array.from({ length: 120 }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`);
@@ -181,8 +195,22 @@ test("a fleet whose snapshot spans many WebSocket frames loads and stays live", 
     const late = `${prefix}-late`;
     await createHost(admin, { hostname: late });
     names.push(late);
+    await expect(page.locator(".fleet-count")).toContainText(`/${names.length + (await otherHosts(admin, prefix))} online`);
+    // The list is windowed: far fewer rows than hosts exist, and the spacers stand in for
+    // the rest, so the page is as tall as the whole list.
+    const rendered = await page.locator(`tr[data-host-id^="${prefix}-"]`).count();
+    expect(rendered).toBeGreaterThan(20);
+    expect(rendered).toBeLessThan(names.length);
+    const rowHeight = (await page.locator("tr.host-row").first().boundingBox())!.height;
+    const tableHeight = (await page.locator(".host-table tbody").boundingBox())!.height;
+    expect(tableHeight).toBeGreaterThan(rowHeight * names.length * 0.9);
+    // Scrolling to the end brings the last hosts (the late one among them) in, live.
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
     await expect(page.locator(`tr[data-host-id="${late}"]`)).toBeVisible({ timeout: 10_000 });
-    await expect(page.locator(`tr[data-host-id^="${prefix}-"]`)).toHaveCount(names.length);
+    await expect(page.locator(`tr[data-host-id="${names[0]}"]`)).toHaveCount(0);
+    // And back to the top.
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await expect(page.locator(`tr[data-host-id="${names[0]}"]`)).toBeVisible();
   } finally {
     for (const n of names) await admin.api.delete(`/api/hosts/${n}`, { headers: { "X-CSRF-Token": admin.csrf } });
   }

@@ -7,7 +7,7 @@ use crate::components::bulk_menu::BulkMenu;
 use crate::components::confirm::ConfirmDialog;
 use crate::components::deploy_panel::DeployPanel;
 use crate::components::fleet_target::FleetTarget;
-use crate::components::host_row::{HostCard, HostRow};
+use crate::components::host_list::HostTable;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
@@ -63,35 +63,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
         </header>
         <main class="fleet">
             <DeployPanel />
-            <table class="host-table">
-                <thead>
-                    <tr>
-                        <th class="cell-select">
-                            <SelectAll />
-                        </th>
-                        <th class="cell-status"></th>
-                        <th>"Host"</th>
-                        <th>"Type"</th>
-                        <th>"CPU / RAM"</th>
-                        <th>"Last seen"</th>
-                        <th>"Agent"</th>
-                        <th>"Gen"</th>
-                        <th>"Status"</th>
-                        <th>"Actions"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    <For each=move || store.ids.get() key=|id| id.clone() let:id>
-                        {store.host(&id).map(|host| view! { <HostRow host /> })}
-                    </For>
-                </tbody>
-            </table>
-            // Below 768 px the table gives way to cards: same parts, same store.
-            <div class="host-cards">
-                <For each=move || store.ids.get() key=|id| id.clone() let:id>
-                    {store.host(&id).map(|host| view! { <HostCard host /> })}
-                </For>
-            </div>
+            <HostTable />
             <Show when=move || store.ids.with(Vec::is_empty)>
                 <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
             </Show>
@@ -101,27 +73,6 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
         <ConfirmDialog />
         <LinkFooter />
     }
-}
-
-/// The header checkbox: select every host, or clear the selection.
-#[component]
-fn SelectAll() -> impl IntoView {
-    let store = expect_context::<HostStore>();
-    let all = move || {
-        let n = store.ids.with(Vec::len);
-        n > 0 && store.selection.with(|s| s.ids.len()) == n
-    };
-    let toggle = move |_| {
-        if all() {
-            store.selection.update(|s| s.clear());
-        } else {
-            let ids = store.ids.get_untracked();
-            store
-                .selection
-                .update(|s| s.ids = ids.into_iter().collect());
-        }
-    };
-    view! { <input type="checkbox" aria-label="Select all hosts" prop:checked=all on:click=toggle /> }
 }
 
 #[component]

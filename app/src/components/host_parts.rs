@@ -213,6 +213,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
     // Choosing an item closes the menu.
     let menu = NodeRef::<leptos::html::Details>::new();
     let close_menu = move |_| crate::components::menu::close(menu);
+    let menu_open = RwSignal::new(false);
     let menu_item = move |kind: CommandKind, label: &'static str| {
         view! {
             <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run() on:click=run(kind)>
@@ -248,28 +249,37 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
             >
                 "↻"
             </button>
-            <details class="host-menu" node_ref=menu on:keydown=crate::components::menu::escape_closes(menu)>
+            // The items exist only while the menu is open: 8 buttons and their bindings per
+            // row add up across a fleet (P4), and a closed menu shows none of them.
+            <details
+                class="host-menu"
+                node_ref=menu
+                on:keydown=crate::components::menu::escape_closes(menu)
+                on:toggle=move |_| menu_open.set(crate::components::menu::is_open(menu))
+            >
                 <summary aria-label="More actions">"⋮"</summary>
                 <div class="menu" role="menu" on:click=close_menu>
-                    {menu_item(CommandKind::PullSwitch, "Pull + switch")}
-                    {menu_item(CommandKind::Update, "Update flake.lock")}
-                    {menu_item(CommandKind::Rollback, "Rollback")}
-                    {menu_item(CommandKind::Restart, "Restart agent")}
-                    <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
-                        on:click=move |_| perform(store, host_id(), Action::Unlock)>
-                        "Unlock"
-                    </button>
-                    <button type="button" role="menuitem" data-command="log" on:click=move |_| store.show_log(&host_id())>
-                        "Show output"
-                    </button>
-                    <button type="button" role="menuitem" data-command="download-logs"
-                        on:click=move |_| crate::components::actions::download_latest_log(store, host_id())>
-                        "Download logs"
-                    </button>
-                    <button type="button" role="menuitem" class="danger" data-command="remove"
-                        on:click=move |_| store.confirm.set(Some(crate::store::Confirm::RemoveHost(host_id())))>
-                        "Remove host…"
-                    </button>
+                    <Show when=move || menu_open.get()>
+                        {menu_item(CommandKind::PullSwitch, "Pull + switch")}
+                        {menu_item(CommandKind::Update, "Update flake.lock")}
+                        {menu_item(CommandKind::Rollback, "Rollback")}
+                        {menu_item(CommandKind::Restart, "Restart agent")}
+                        <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
+                            on:click=move |_| perform(store, host_id(), Action::Unlock)>
+                            "Unlock"
+                        </button>
+                        <button type="button" role="menuitem" data-command="log" on:click=move |_| store.show_log(&host_id())>
+                            "Show output"
+                        </button>
+                        <button type="button" role="menuitem" data-command="download-logs"
+                            on:click=move |_| crate::components::actions::download_latest_log(store, host_id())>
+                            "Download logs"
+                        </button>
+                        <button type="button" role="menuitem" class="danger" data-command="remove"
+                            on:click=move |_| store.confirm.set(Some(crate::store::Confirm::RemoveHost(host_id())))>
+                            "Remove host…"
+                        </button>
+                    </Show>
                 </div>
             </details>
         </span>

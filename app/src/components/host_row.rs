@@ -1,5 +1,5 @@
-//! One host as a table row (desktop) and as a card (below 768 px): the same parts, from the
-//! same signals, in two layouts.
+//! One host as a table row. Below 768 px CSS lays the same row out as a card (grid areas
+//! per cell), so each host is rendered once whatever the viewport.
 
 use crate::components::host_parts::*;
 use crate::store::HostSignals;
@@ -21,28 +21,5 @@ pub fn HostRow(host: HostSignals) -> impl IntoView {
             <td class="cell-status-compartments"><Compartments host /></td>
             <td class="cell-actions"><HostActions host /></td>
         </tr>
-    }
-}
-
-#[component]
-pub fn HostCard(host: HostSignals) -> impl IntoView {
-    let online = host.online;
-    view! {
-        <article class="host-card" class:host-offline=move || !online.get() data-host-id=host.id.get_value()>
-            <header class="card-head">
-                <SelectBox host />
-                <StatusIndicator host />
-                <HostName host />
-                <span class="spacer"></span>
-                <HostKind host />
-            </header>
-            <div class="card-body">
-                <MetricsView host />
-                <LastSeen host />
-                <Generation host />
-            </div>
-            <Compartments host />
-            <HostActions host />
-        </article>
     }
 }

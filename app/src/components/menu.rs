@@ -11,6 +11,11 @@ pub fn close(menu: NodeRef<Details>) {
     }
 }
 
+/// Whether the menu is open now (for `toggle` handlers).
+pub fn is_open(menu: NodeRef<Details>) -> bool {
+    menu.get_untracked().is_some_and(|d| d.open())
+}
+
 /// A keydown handler for the menu's `<details>`.
 pub fn escape_closes(menu: NodeRef<Details>) -> impl Fn(leptos::ev::KeyboardEvent) + Copy {
     move |ev| {

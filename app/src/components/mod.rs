@@ -9,6 +9,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod deploy_panel;
 pub mod fleet_target;
+pub mod host_list;
 pub mod host_parts;
 pub mod host_row;
 pub mod link_footer;

@@ -1,0 +1,146 @@
+//! The host table, windowed (see `list_window`): only the rows in view and a margin exist,
+//! with a spacer row above and below standing in for the rest. Below 768 px the same rows
+//! are laid out as cards by CSS, so each host is rendered once whatever the viewport.
+
+use crate::components::host_row::HostRow;
+use crate::list_window::{spacer_style, ListWindow, ROW_ESTIMATE_PX};
+use crate::store::HostStore;
+use leptos::prelude::*;
+
+#[component]
+pub fn HostTable() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let window = RwSignal::new(ListWindow::INITIAL);
+    let row_px = RwSignal::new(ROW_ESTIMATE_PX);
+    let shown = Memo::new(move |_| {
+        let w = window.get();
+        store.ids.with(|ids| w.slice(ids).to_vec())
+    });
+    let hidden = Memo::new(move |_| window.get().hidden(store.ids.with(Vec::len)));
+    let above = move || spacer_style(hidden.get().0, row_px.get());
+    let below = move || spacer_style(hidden.get().1, row_px.get());
+    let body = NodeRef::<leptos::html::Tbody>::new();
+    #[cfg(feature = "hydrate")]
+    follow_scroll(store, body, window, row_px);
+
+    view! {
+        <table class="host-table">
+            <thead>
+                <tr>
+                    <th class="cell-select">
+                        <SelectAll />
+                    </th>
+                    <th class="cell-status"></th>
+                    <th>"Host"</th>
+                    <th>"Type"</th>
+                    <th>"CPU / RAM"</th>
+                    <th>"Last seen"</th>
+                    <th>"Agent"</th>
+                    <th>"Gen"</th>
+                    <th>"Status"</th>
+                    <th>"Actions"</th>
+                </tr>
+            </thead>
+            <tbody node_ref=body>
+                <tr class="list-spacer" aria-hidden="true" style=above><td colspan="10"></td></tr>
+                <For each=move || shown.get() key=|id| id.clone() let:id>
+                    {store.host(&id).map(|host| view! { <HostRow host /> })}
+                </For>
+                <tr class="list-spacer" aria-hidden="true" style=below><td colspan="10"></td></tr>
+            </tbody>
+        </table>
+    }
+}
+
+/// Move the window with the page: on scroll and resize (at most once per frame) and when
+/// hosts come or go. The row height is measured from the rows rendered, so the same code
+/// serves the table and the card layout.
+#[cfg(feature = "hydrate")]
+fn follow_scroll(
+    store: HostStore,
+    body: NodeRef<leptos::html::Tbody>,
+    window: RwSignal<ListWindow>,
+    row_px: RwSignal<f64>,
+) {
+    use wasm_bindgen::JsCast;
+    let scheduled = StoredValue::new(false);
+    let measure = move || {
+        scheduled.set_value(false);
+        let Some(tbody) = body.get_untracked() else {
+            return;
+        };
+        if let Some(pitch) = row_pitch(&tbody) {
+            if (pitch - row_px.get_untracked()).abs() > 0.5 {
+                row_px.set(pitch);
+            }
+        }
+        let scrolled = -tbody.get_bounding_client_rect().top();
+        let viewport = leptos::prelude::window()
+            .inner_height()
+            .ok()
+            .and_then(|h| h.as_f64())
+            .unwrap_or(0.0);
+        let total = store.ids.with_untracked(Vec::len);
+        let next = ListWindow::around(total, scrolled, viewport, row_px.get_untracked());
+        if next != window.get_untracked() {
+            window.set(next);
+        }
+    };
+    let schedule = move || {
+        if !scheduled.get_value() {
+            scheduled.set_value(true);
+            request_animation_frame(measure);
+        }
+    };
+    let on_scroll = window_event_listener(leptos::ev::scroll, move |_| schedule());
+    let on_resize = window_event_listener(leptos::ev::resize, move |_| schedule());
+    on_cleanup(move || {
+        on_scroll.remove();
+        on_resize.remove();
+    });
+    // After hydration, and whenever hosts come or go.
+    Effect::new(move |_| {
+        store.ids.track();
+        schedule();
+    });
+
+    /// Distance from the first rendered row to the last, per row: includes the gaps between
+    /// cards, which a single row's height would not.
+    fn row_pitch(tbody: &web_sys::HtmlTableSectionElement) -> Option<f64> {
+        let rows = tbody.query_selector_all("tr.host-row").ok()?;
+        let n = rows.length();
+        let top = |i: u32| {
+            rows.item(i)
+                .and_then(|r| r.dyn_into::<web_sys::Element>().ok())
+                .map(|r| r.get_bounding_client_rect())
+        };
+        let (first, last) = (top(0)?, top(n.checked_sub(1)?)?);
+        let pitch = if n >= 2 {
+            (last.top() - first.top()) / f64::from(n - 1)
+        } else {
+            first.height()
+        };
+        (pitch >= 1.0).then_some(pitch)
+    }
+}
+
+/// The header checkbox: select every host, or clear the selection.
+#[component]
+fn SelectAll() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let all = move || {
+        let n = store.ids.with(Vec::len);
+        n > 0 && store.selection.with(|s| s.ids.len()) == n
+    };
+    let toggle = move |_| {
+        if all() {
+            store.selection.update(|s| s.clear());
+        } else {
+            let ids = store.ids.get_untracked();
+            store
+                .selection
+                .update(|s| s.ids = ids.into_iter().collect());
+        }
+    };
+    view! { <input type="checkbox" aria-label="Select all hosts" prop:checked=all on:click=toggle /> }
+}
