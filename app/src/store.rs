@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 use protocol::messages::{BrowserEvent, DeployProgress, Snapshot};
 use protocol::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Write `value` into `signal` only when it differs; returns whether it wrote.
 fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) -> bool {
@@ -148,7 +148,14 @@ pub enum LinkState {
 #[derive(Clone, Copy)]
 pub struct HostStore {
     state: StoredValue<FleetState>,
+    /// Signals exist only for hosts something has asked for (the rows in view, the log
+    /// panel's host, a deploy's chips): the rest live in `state` alone, so a 10 000-host
+    /// fleet costs the page, and each server render, what the rows on screen do (P4).
     signals: StoredValue<BTreeMap<String, HostSignals>>,
+    /// Which hosts are online, kept beside `state` so the header count changes in O(1).
+    online_ids: StoredValue<BTreeSet<String>>,
+    /// How many hosts are online.
+    pub online: RwSignal<usize>,
     /// Signals for hosts that arrive later are owned here, not by whatever callback
     /// happened to deliver the event.
     owner: StoredValue<Owner>,
@@ -178,12 +185,15 @@ impl HostStore {
     pub fn new(snapshot: Snapshot) -> Self {
         let now = snapshot.server_time;
         let state = FleetState::from_snapshot(snapshot);
-        let signals: BTreeMap<_, _> = state
+        let online_ids: BTreeSet<String> = state
             .hosts
-            .iter()
-            .map(|(id, h)| (id.clone(), HostSignals::new(h)))
+            .values()
+            .filter(|h| h.online)
+            .map(|h| h.id.clone())
             .collect();
         HostStore {
+            online: RwSignal::new(online_ids.len()),
+            online_ids: StoredValue::new(online_ids),
             ids: RwSignal::new(state.host_ids()),
             pending_pr: RwSignal::new(state.pending_pr.clone()),
             deploy: RwSignal::new(state.deploy.clone()),
@@ -197,7 +207,7 @@ impl HostStore {
             confirm: RwSignal::new(None),
             selection: RwSignal::new(Default::default()),
             state: StoredValue::new(state),
-            signals: StoredValue::new(signals),
+            signals: StoredValue::new(BTreeMap::new()),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
         }
     }
@@ -207,16 +217,35 @@ impl HostStore {
         self.state.with_value(|s| s.hosts.get(id).cloned())
     }
 
+    /// A host's signals, made on first use (owned by the store, current with the state).
     pub fn host(&self, id: &str) -> Option<HostSignals> {
+        if let Some(sig) = self.existing(id) {
+            return Some(sig);
+        }
+        let host = self.state.with_value(|s| s.hosts.get(id).cloned())?;
+        let sig = self
+            .owner
+            .with_value(|o| o.with(|| HostSignals::new(&host)));
+        self.signals.update_value(|s| {
+            s.insert(id.to_owned(), sig);
+        });
+        Some(sig)
+    }
+
+    /// A host's signals if something has asked for them already.
+    fn existing(&self, id: &str) -> Option<HostSignals> {
         self.signals.with_value(|s| s.get(id).copied())
+    }
+
+    /// Whether a host is online; tracked through the online count.
+    pub fn is_online(&self, id: &str) -> bool {
+        self.online.track();
+        self.online_ids.with_value(|o| o.contains(id))
     }
 
     /// Hosts online / total, for the header.
     pub fn counts(&self) -> (usize, usize) {
-        let online = self
-            .signals
-            .with_value(|s| s.values().filter(|h| h.online.get()).count());
-        (online, self.ids.with(Vec::len))
+        (self.online.get(), self.ids.with(Vec::len))
     }
 
     /// Apply one event from the hub. The only writer of host state.
@@ -230,7 +259,7 @@ impl HostStore {
             Changed::Host(id) => {
                 self.sync_host(id);
                 if matches!(event, BrowserEvent::HostHeartbeat(_)) {
-                    if let Some(h) = self.host(id) {
+                    if let Some(h) = self.existing(id) {
                         h.beats.update(|b| *b += 1);
                     }
                 }
@@ -356,19 +385,15 @@ impl HostStore {
         self.notices.update(|n| n.retain(|x| x.id != id));
     }
 
-    /// Make `id`'s signals match the state: create, sync or drop them. Returns the number
-    /// of signals written (for tests: a heartbeat for A must write nothing of B).
+    /// Make `id`'s signals (if it has any) and the online count match the state: sync or
+    /// drop them. Returns the number of signals written (for tests: a heartbeat for A must
+    /// write nothing of B).
     fn sync_host(&self, id: &str) -> usize {
         let host = self.state.with_value(|s| s.hosts.get(id).cloned());
-        match (host, self.host(id)) {
+        self.sync_online(id, host.as_ref().is_some_and(|h| h.online));
+        match (host, self.existing(id)) {
             (Some(h), Some(sig)) => sig.sync(&h),
-            (Some(h), None) => {
-                let sig = self.owner.with_value(|o| o.with(|| HostSignals::new(&h)));
-                self.signals.update_value(|s| {
-                    s.insert(id.to_owned(), sig);
-                });
-                1
-            }
+            (Some(_), None) => 0,
             (None, Some(_)) => {
                 self.signals.update_value(|s| {
                     s.remove(id);
@@ -376,6 +401,19 @@ impl HostStore {
                 1
             }
             (None, None) => 0,
+        }
+    }
+
+    fn sync_online(&self, id: &str, online: bool) {
+        let changed = self.online_ids.try_update_value(|o| {
+            if online {
+                o.insert(id.to_owned())
+            } else {
+                o.remove(id)
+            }
+        });
+        if changed == Some(true) {
+            self.online.set(self.online_ids.with_value(BTreeSet::len));
         }
     }
 
@@ -434,8 +472,9 @@ mod tests {
         let owner = Owner::new();
         owner.with(|| {
             let store = HostStore::new(snapshot(&["a", "b"]));
-            store.apply(&beat("a", 101, 5.0));
+            // Both rows are on screen.
             let (a, b) = (store.host("a").unwrap(), store.host("b").unwrap());
+            store.apply(&beat("a", 101, 5.0));
             assert_eq!(a.metrics.get_untracked().unwrap().cpu, 5.0);
             assert_eq!(a.beats.get_untracked(), 1);
             assert_eq!(b.beats.get_untracked(), 0);
@@ -449,6 +488,33 @@ mod tests {
     }
 
     /// Counts how often an effect over `track` re-runs; effects are synchronous here.
+    #[test]
+    fn hosts_off_screen_have_no_signals_until_asked_and_then_are_current() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let mut snap = snapshot(&["a", "b", "c"]);
+            snap.hosts[0].online = true;
+            let store = HostStore::new(snap);
+            assert_eq!(store.counts(), (1, 3));
+            assert_eq!(store.signals.with_value(BTreeMap::len), 0);
+            // A heartbeat for an unseen host changes its state and the count, no signals.
+            store.apply(&beat("b", 101, 42.0));
+            assert_eq!(store.signals.with_value(BTreeMap::len), 0);
+            assert_eq!(store.counts(), (2, 3));
+            assert!(store.is_online("b") && !store.is_online("c"));
+            // Asked for, its signals start at the state's values.
+            let b = store.host("b").unwrap();
+            assert_eq!(b.metrics.get_untracked().unwrap().cpu, 42.0);
+            assert!(b.online.get_untracked());
+            assert_eq!(store.signals.with_value(BTreeMap::len), 1);
+            store.apply(&BrowserEvent::HostOffline(HostRef {
+                host_id: "a".into(),
+            }));
+            assert_eq!(store.counts(), (1, 3));
+            assert!(store.host("zz").is_none());
+        });
+    }
+
     fn watch(
         track: impl Fn() + Send + Sync + 'static,
     ) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, impl Sized) {

@@ -71,7 +71,11 @@ async fn ssr(server: &Server, admin: &Admin) {
             .await
             .unwrap();
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        assert!(body.contains("ssr-0999"), "the page holds every host");
+        assert!(body.contains("ssr-0999"), "the snapshot holds every host");
+        assert!(
+            body.contains(r#"data-host-id="ssr-0000""#),
+            "the first rows are rendered"
+        );
         bytes = body.len();
         if round >= 20 {
             times.push(ms); // the first rounds warm caches

@@ -77,7 +77,7 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
         if selected.is_empty() {
             let online = store.ids.with(|ids| {
                 ids.iter()
-                    .filter(|id| store.host(id).is_some_and(|h| h.online.get()))
+                    .filter(|id| store.is_online(id))
                     .cloned()
                     .collect()
             });
