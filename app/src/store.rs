@@ -79,6 +79,23 @@ impl HostSignals {
     }
 }
 
+/// Whether a host matches a filter query (already trimmed and lower-cased): any word of
+/// the query found in its name, type, location or device type, all words needed.
+pub fn host_matches(host: &Host, query: &str) -> bool {
+    let fields = [
+        Some(host.hostname.as_str()),
+        Some(host.host_type.as_str()),
+        host.location.as_deref(),
+        host.device_type.as_deref(),
+    ];
+    query.split_whitespace().all(|word| {
+        fields
+            .iter()
+            .flatten()
+            .any(|f| f.to_lowercase().contains(word))
+    })
+}
+
 /// Lines kept per host in the browser; older ones are in the log download.
 pub const LOG_LINES: usize = 2_000;
 
@@ -161,6 +178,10 @@ pub struct HostStore {
     owner: StoredValue<Owner>,
     /// Host ids in display order; changes only when hosts come or go.
     pub ids: RwSignal<Vec<String>>,
+    /// The operator's filter text; the list shows the hosts it matches (`shown`).
+    pub filter: RwSignal<String>,
+    /// The ids the host list shows, in display order: `ids` narrowed by `filter`.
+    pub shown: Memo<Vec<String>>,
     pub pending_pr: RwSignal<Option<PendingPr>>,
     pub deploy: RwSignal<Option<DeployProgress>>,
     /// The config repo's desired state (None: no source configured).
@@ -191,14 +212,37 @@ impl HostStore {
             .filter(|h| h.online)
             .map(|h| h.id.clone())
             .collect();
+        let ids = RwSignal::new(state.host_ids());
+        let filter = RwSignal::new(String::new());
+        let pending_pr = RwSignal::new(state.pending_pr.clone());
+        let deploy = RwSignal::new(state.deploy.clone());
+        let desired = RwSignal::new(state.desired.clone());
+        let dashboard_version = RwSignal::new(state.dashboard_version.clone());
+        let state = StoredValue::new(state);
+        // Tracks the ids and the filter only: the fields it matches on (name, type,
+        // location) come with `host_added` and snapshots, which change `ids` or resync.
+        let shown = Memo::new(move |_| {
+            let query = filter.with(|f| f.trim().to_lowercase());
+            let ids = ids.get();
+            if query.is_empty() {
+                return ids;
+            }
+            state.with_value(|s| {
+                ids.into_iter()
+                    .filter(|id| s.hosts.get(id).is_some_and(|h| host_matches(h, &query)))
+                    .collect()
+            })
+        });
         HostStore {
+            filter,
+            shown,
             online: RwSignal::new(online_ids.len()),
             online_ids: StoredValue::new(online_ids),
-            ids: RwSignal::new(state.host_ids()),
-            pending_pr: RwSignal::new(state.pending_pr.clone()),
-            deploy: RwSignal::new(state.deploy.clone()),
-            desired: RwSignal::new(state.desired.clone()),
-            dashboard_version: RwSignal::new(state.dashboard_version.clone()),
+            ids,
+            pending_pr,
+            deploy,
+            desired,
+            dashboard_version,
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
             log_host: RwSignal::new(None),
@@ -206,7 +250,7 @@ impl HostStore {
             notices: RwSignal::new(Vec::new()),
             confirm: RwSignal::new(None),
             selection: RwSignal::new(Default::default()),
-            state: StoredValue::new(state),
+            state,
             signals: StoredValue::new(BTreeMap::new()),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
         }
@@ -488,6 +532,36 @@ mod tests {
     }
 
     /// Counts how often an effect over `track` re-runs; effects are synchronous here.
+    #[test]
+    fn the_filter_narrows_the_list_by_name_type_and_location() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let mut snap = snapshot(&["web-1", "web-2", "db-1", "mac-mini"]);
+            snap.hosts[2].location = Some("Rack 7".into());
+            snap.hosts[3].host_type = HostType::Macos;
+            let store = HostStore::new(snap);
+            assert_eq!(store.shown.get_untracked().len(), 4);
+            store.filter.set("WEB".into());
+            assert_eq!(store.shown.get_untracked(), vec!["web-1", "web-2"]);
+            store.filter.set(" rack  7 ".into());
+            assert_eq!(store.shown.get_untracked(), vec!["db-1"]);
+            store.filter.set("macos".into());
+            assert_eq!(store.shown.get_untracked(), vec!["mac-mini"]);
+            store.filter.set("web 2".into());
+            assert_eq!(store.shown.get_untracked(), vec!["web-2"]);
+            store.filter.set("nothing".into());
+            assert!(store.shown.get_untracked().is_empty());
+            // A host arriving that matches shows up.
+            store.filter.set("web".into());
+            let mut h = Host::new("web-3", HostType::Nixos);
+            h.online = true;
+            store.apply(&BrowserEvent::HostAdded(HostBody { host: h }));
+            assert_eq!(store.shown.get_untracked(), vec!["web-1", "web-2", "web-3"]);
+            store.filter.set(String::new());
+            assert_eq!(store.shown.get_untracked().len(), 5);
+        });
+    }
+
     #[test]
     fn hosts_off_screen_have_no_signals_until_asked_and_then_are_current() {
         let owner = Owner::new();

@@ -211,6 +211,20 @@ test("a long fleet is windowed; its snapshot spans many WebSocket frames; it sta
     // And back to the top.
     await page.evaluate(() => window.scrollTo(0, 0));
     await expect(page.locator(`tr[data-host-id="${names[0]}"]`)).toBeVisible();
+    // The filter finds any host ("/" focuses it); select-all then takes only what it shows.
+    await page.locator("body").click({ position: { x: 5, y: 5 } });
+    await page.keyboard.press("/");
+    await expect(page.locator("input.host-filter")).toBeFocused();
+    await page.keyboard.type(`${prefix}-11`);
+    await expect(page.locator("tr.host-row")).toHaveCount(10);
+    await expect(page.locator(".filter-count")).toHaveText("10 shown");
+    await page.locator('input[aria-label="Select all hosts"]').click();
+    await expect(page.locator("summary").filter({ hasText: "Bulk actions" })).toContainText("· 10");
+    await page.locator("input.host-filter").fill("no-such-host-anywhere");
+    await expect(page.locator("p.empty")).toContainText("No host matches");
+    await page.locator("input.host-filter").press("Escape");
+    await expect(page.locator("input.host-filter")).toHaveValue("");
+    await expect(page.locator(`tr[data-host-id="${names[0]}"]`)).toBeVisible();
   } finally {
     for (const n of names) await admin.api.delete(`/api/hosts/${n}`, { headers: { "X-CSRF-Token": admin.csrf } });
   }

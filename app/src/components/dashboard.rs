@@ -54,6 +54,7 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <span class="fleet-count">{counts}</span>
             <FleetTarget />
             <span class="spacer"></span>
+            <HostFilter />
             <BulkMenu />
             <AddHostButton />
             <a class="account-link" href="/users">"Users"</a>
@@ -67,11 +68,58 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
             <Show when=move || store.ids.with(Vec::is_empty)>
                 <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
             </Show>
+            <Show when=move || store.shown.with(Vec::is_empty) && !store.ids.with(Vec::is_empty)>
+                <p class="empty">"No host matches “" {move || store.filter.get()} "”."</p>
+            </Show>
             <LogPanel />
         </main>
         <Notices />
         <ConfirmDialog />
         <LinkFooter />
+    }
+}
+
+/// Narrows the host list (the list is windowed, so the browser's find cannot see every
+/// host); "/" focuses it, Escape clears it.
+#[component]
+fn HostFilter() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let input = NodeRef::<leptos::html::Input>::new();
+    #[cfg(feature = "hydrate")]
+    {
+        let handle = window_event_listener(leptos::ev::keydown, move |ev| {
+            let typing = document()
+                .active_element()
+                .is_some_and(|e| matches!(e.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+            if ev.key() == "/" && !typing && !ev.ctrl_key() && !ev.meta_key() {
+                if let Some(el) = input.get_untracked() {
+                    ev.prevent_default();
+                    let _ = el.focus();
+                }
+            }
+        });
+        on_cleanup(move || handle.remove());
+    }
+    let shown = move || {
+        let (shown, total) = (store.shown.with(Vec::len), store.ids.with(Vec::len));
+        (shown != total).then(|| format!("{shown} shown"))
+    };
+    view! {
+        <input
+            type="search"
+            class="host-filter"
+            node_ref=input
+            placeholder="Filter hosts  /"
+            aria-label="Filter hosts by name, type or location"
+            prop:value=move || store.filter.get()
+            on:input=move |ev| store.filter.set(event_target_value(&ev))
+            on:keydown=move |ev| {
+                if ev.key() == "Escape" {
+                    store.filter.set(String::new());
+                }
+            }
+        />
+        <span class="filter-count">{shown}</span>
     }
 }
 

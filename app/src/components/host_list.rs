@@ -14,9 +14,9 @@ pub fn HostTable() -> impl IntoView {
     let row_px = RwSignal::new(ROW_ESTIMATE_PX);
     let shown = Memo::new(move |_| {
         let w = window.get();
-        store.ids.with(|ids| w.slice(ids).to_vec())
+        store.shown.with(|ids| w.slice(ids).to_vec())
     });
-    let hidden = Memo::new(move |_| window.get().hidden(store.ids.with(Vec::len)));
+    let hidden = Memo::new(move |_| window.get().hidden(store.shown.with(Vec::len)));
     let above = move || spacer_style(hidden.get().0, row_px.get());
     let below = move || spacer_style(hidden.get().1, row_px.get());
     let body = NodeRef::<leptos::html::Tbody>::new();
@@ -80,7 +80,7 @@ fn follow_scroll(
             .ok()
             .and_then(|h| h.as_f64())
             .unwrap_or(0.0);
-        let total = store.ids.with_untracked(Vec::len);
+        let total = store.shown.with_untracked(Vec::len);
         let next = ListWindow::around(total, scrolled, viewport, row_px.get_untracked());
         if next != window.get_untracked() {
             window.set(next);
@@ -98,9 +98,9 @@ fn follow_scroll(
         on_scroll.remove();
         on_resize.remove();
     });
-    // After hydration, and whenever hosts come or go.
+    // After hydration, and whenever hosts come or go or the filter changes.
     Effect::new(move |_| {
-        store.ids.track();
+        store.shown.track();
         schedule();
     });
 
@@ -124,19 +124,24 @@ fn follow_scroll(
     }
 }
 
-/// The header checkbox: select every host, or clear the selection.
+/// The header checkbox: select every host shown (all, or those the filter matches), or
+/// clear the selection.
 #[component]
 fn SelectAll() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let all = move || {
-        let n = store.ids.with(Vec::len);
-        n > 0 && store.selection.with(|s| s.ids.len()) == n
+        store.shown.with(|shown| {
+            !shown.is_empty()
+                && store
+                    .selection
+                    .with(|s| shown.iter().all(|id| s.ids.contains(id)))
+        })
     };
     let toggle = move |_| {
         if all() {
             store.selection.update(|s| s.clear());
         } else {
-            let ids = store.ids.get_untracked();
+            let ids = store.shown.get_untracked();
             store
                 .selection
                 .update(|s| s.ids = ids.into_iter().collect());

@@ -15,7 +15,7 @@ pub fn SelectBox(host: HostSignals) -> impl IntoView {
     let id = host.id;
     let checked = move || store.selection.with(|s| s.ids.contains(&id.get_value()));
     let click = move |ev: leptos::ev::MouseEvent| {
-        let order = store.ids.get_untracked();
+        let order = store.shown.get_untracked();
         store
             .selection
             .update(|s| s.click(&order, &id.get_value(), ev.shift_key()));
