@@ -1,6 +1,6 @@
 // Foundation slice: one host's heartbeat travels agent -> hub -> browser store -> DOM.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi, loginUi, Server } from "./fleet";
+import { ADMIN_PASSWORD, Agent, BASE, createHost, loginApi, loginUi, Server } from "./fleet";
 
 /** Collects console errors, page errors and failed requests, to assert there were none. */
 function watchErrors(page: Page): string[] {
@@ -31,6 +31,19 @@ test("wrong password is refused inline, without a reload", async ({ page }) => {
   await page.click("button[type=submit]");
   await expect(page.locator(".form-error")).toHaveText("Wrong username or password.");
   await expect(page).toHaveURL(/\/login$/);
+  // The right password goes straight into the dashboard without reloading the app (the
+  // marker set on the login page survives), with the session's CSRF token and role in
+  // place as a server-rendered page has them.
+  await page.evaluate(() => ((window as any).__same_page = true));
+  await page.fill("input[name=password]", ADMIN_PASSWORD);
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.locator("summary").filter({ hasText: "Bulk actions" })).toBeVisible();
+  expect(await page.evaluate(() => (window as any).__same_page)).toBe(true);
+  // (The commands, refresh and deploy tests exercise both through loginUi.)
+  const csrf = await page.locator("meta[name=csrf-token]").getAttribute("content");
+  expect(csrf).toMatch(/^[0-9a-f]{16,}$/);
+  await expect(page.locator("meta[name=viewer-role]")).toHaveAttribute("content", "admin");
 });
 
 test("a live host: online, ticking, offline when its agent stops or hangs, back when it returns", async ({ page }) => {

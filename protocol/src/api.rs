@@ -33,6 +33,9 @@ pub struct LoginRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoginResponse {
     pub csrf_token: String,
+    /// An addition to the contract: the user's role (viewer, operator, admin).
+    #[serde(default)]
+    pub role: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

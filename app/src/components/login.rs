@@ -12,6 +12,8 @@ pub fn LoginPage() -> impl IntoView {
     let totp = NodeRef::<leptos::html::Input>::new();
     // Shown once the server says the account has a second factor.
     let needs_totp = RwSignal::new(false);
+    #[cfg(feature = "hydrate")]
+    let navigate = leptos_router::hooks::use_navigate();
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         #[cfg(feature = "hydrate")]
@@ -28,28 +30,43 @@ pub fn LoginPage() -> impl IntoView {
             };
             pending.set(true);
             error.set(None);
+            let navigate = navigate.clone();
             leptos::task::spawn_local(async move {
                 let result = match gloo_net::http::Request::post("/api/login").json(&body) {
                     Ok(req) => match req.send().await {
-                        Ok(resp) => {
-                            let code = resp
-                                .json::<protocol::api::ApiError>()
-                                .await
-                                .map(|e| e.code)
-                                .unwrap_or_default();
-                            Ok((resp.status(), code))
-                        }
+                        Ok(resp) => Ok((resp.status(), resp.text().await.unwrap_or_default())),
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
                 };
+                let code = |body: &str| {
+                    serde_json::from_str::<protocol::api::ApiError>(body)
+                        .map(|e| e.code)
+                        .unwrap_or_default()
+                };
+                let result = result.map(|(status, body)| match status {
+                    200 => (200, body),
+                    _ => (status, code(&body)),
+                });
                 pending.set(false);
                 match result
                     .as_ref()
                     .map(|(status, code)| (*status, code.as_str()))
                 {
-                    Ok((200, _)) => {
-                        let _ = window().location().set_href("/");
+                    // Straight into the dashboard without reloading the app: the session
+                    // cookie is set; the page learns its CSRF token and role here, as a
+                    // server-rendered page would from the shell's meta tags.
+                    Ok((200, body)) => {
+                        match serde_json::from_str::<protocol::api::LoginResponse>(body) {
+                            Ok(login) => {
+                                set_meta("csrf-token", &login.csrf_token);
+                                set_meta("viewer-role", &login.role);
+                                navigate("/", Default::default());
+                            }
+                            Err(_) => {
+                                let _ = window().location().set_href("/");
+                            }
+                        }
                     }
                     Ok((401, "totp_required")) => {
                         needs_totp.set(true);
@@ -107,5 +124,24 @@ pub fn LoginPage() -> impl IntoView {
                 </p>
             </form>
         </main>
+    }
+}
+
+/// Set (or add) `<meta name=… content=…>` in the document's head.
+#[cfg(feature = "hydrate")]
+fn set_meta(name: &str, content: &str) {
+    let doc = document();
+    let meta = doc
+        .query_selector(&format!("meta[name={name}]"))
+        .ok()
+        .flatten()
+        .or_else(|| {
+            let meta = doc.create_element("meta").ok()?;
+            let _ = meta.set_attribute("name", name);
+            doc.head()?.append_child(&meta).ok()?;
+            Some(meta)
+        });
+    if let Some(meta) = meta {
+        let _ = meta.set_attribute("content", content);
     }
 }

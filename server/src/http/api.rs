@@ -73,6 +73,7 @@ pub async fn login(
         Some(path) => Redirect::to(&path).into_response(),
         None => Json(LoginResponse {
             csrf_token: session.csrf_token,
+            role: session.role,
         })
         .into_response(),
     };

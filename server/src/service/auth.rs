@@ -101,6 +101,8 @@ pub async fn ensure_admin(db: &Db, configured: Option<&str>) -> Result<Option<St
 pub struct NewSession {
     pub cookie_value: String,
     pub csrf_token: String,
+    /// The user's role, so a page that logged in can show the right buttons at once.
+    pub role: String,
 }
 
 /// Check credentials and open a session with a fresh id. Unknown user and wrong password
@@ -177,6 +179,7 @@ async fn check_login(
     let session = NewSession {
         cookie_value: new_token(),
         csrf_token: new_token(),
+        role: user.map(|u| u.role).unwrap_or_default(),
     };
     app.db
         .insert_session(
