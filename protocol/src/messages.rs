@@ -2,9 +2,10 @@
 
 use crate::model::*;
 use crate::Timestamp;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 // ---------------------------------------------------------------- agent -> server
 
@@ -278,7 +279,10 @@ pub struct DeployProgress {
     pub active: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Serialised by serde's adjacently tagged derive. `Deserialize` is written out below (it
+/// accepts the same JSON as `#[derive(Deserialize)]` with the same attributes) because it
+/// runs in the browser, where the derive's buffering path costs a lot of wasm.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum BrowserEvent {
     Snapshot(Snapshot),
@@ -293,6 +297,274 @@ pub enum BrowserEvent {
     PendingPr(PendingPrChanged),
     DeployProgress(DeployProgress),
     DesiredState(DesiredChanged),
+}
+
+// ------------------------------------------------- BrowserEvent: hand-written Deserialize
+
+/// `BrowserEvent`'s `type`, read like the derive reads it: as a unit variant of an enum
+/// named `BrowserEvent` (so `"snapshot"`, and also serde's `{"snapshot": null}` form).
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename = "BrowserEvent", rename_all = "snake_case")]
+enum BrowserEventType {
+    Snapshot,
+    HostHeartbeat,
+    HostOffline,
+    HostUpdated,
+    HostAdded,
+    HostRemoved,
+    CommandQueued,
+    CommandOutput,
+    CommandComplete,
+    PendingPr,
+    DeployProgress,
+    DesiredState,
+}
+
+/// Reads the payload of the variant named by the tag.
+struct BrowserEventPayload(BrowserEventType);
+
+impl<'de> DeserializeSeed<'de> for BrowserEventPayload {
+    type Value = BrowserEvent;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<BrowserEvent, D::Error> {
+        use BrowserEventType as T;
+        Ok(match self.0 {
+            T::Snapshot => BrowserEvent::Snapshot(Deserialize::deserialize(d)?),
+            T::HostHeartbeat => BrowserEvent::HostHeartbeat(Deserialize::deserialize(d)?),
+            T::HostOffline => BrowserEvent::HostOffline(Deserialize::deserialize(d)?),
+            T::HostUpdated => BrowserEvent::HostUpdated(Deserialize::deserialize(d)?),
+            T::HostAdded => BrowserEvent::HostAdded(Deserialize::deserialize(d)?),
+            T::HostRemoved => BrowserEvent::HostRemoved(Deserialize::deserialize(d)?),
+            T::CommandQueued => BrowserEvent::CommandQueued(Deserialize::deserialize(d)?),
+            T::CommandOutput => BrowserEvent::CommandOutput(Deserialize::deserialize(d)?),
+            T::CommandComplete => BrowserEvent::CommandComplete(Deserialize::deserialize(d)?),
+            T::PendingPr => BrowserEvent::PendingPr(Deserialize::deserialize(d)?),
+            T::DeployProgress => BrowserEvent::DeployProgress(Deserialize::deserialize(d)?),
+            T::DesiredState => BrowserEvent::DesiredState(Deserialize::deserialize(d)?),
+        })
+    }
+}
+
+/// A key of the frame object: serde's `TagContentOtherFieldVisitor`, for this enum.
+enum FrameKey {
+    Type,
+    Payload,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for FrameKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = FrameKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"type\", \"payload\", or other ignored fields")
+            }
+            fn visit_u64<E: de::Error>(self, index: u64) -> Result<FrameKey, E> {
+                Ok(match index {
+                    0 => FrameKey::Type,
+                    1 => FrameKey::Payload,
+                    _ => FrameKey::Other,
+                })
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<FrameKey, E> {
+                self.visit_bytes(key.as_bytes())
+            }
+            fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<FrameKey, E> {
+                Ok(match key {
+                    b"type" => FrameKey::Type,
+                    b"payload" => FrameKey::Payload,
+                    _ => FrameKey::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// The next `type` or `payload` key, stepping over (and ignoring) any other.
+fn next_frame_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<FrameKey>, A::Error> {
+    while let Some(key) = map.next_key::<FrameKey>()? {
+        match key {
+            FrameKey::Other => {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+            key => return Ok(Some(key)),
+        }
+    }
+    Ok(None)
+}
+
+/// After the payload: only other keys may follow.
+fn end_of_frame<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    event: BrowserEvent,
+) -> Result<BrowserEvent, A::Error> {
+    match next_frame_key(map)? {
+        Some(FrameKey::Type) => Err(de::Error::duplicate_field("type")),
+        Some(FrameKey::Payload) => Err(de::Error::duplicate_field("payload")),
+        Some(FrameKey::Other) | None => Ok(event),
+    }
+}
+
+/// Copies one JSON value out of any deserializer as JSON text, keys in order and duplicates
+/// kept: the buffer for a `payload` that comes before its `type`. The derive buffers into
+/// serde's private `Content` and reads each payload type from that too, which doubles the
+/// payload code in the wasm; re-reading text with serde_json shares it with the usual path.
+/// It reads with `deserialize_any`, as the derive's buffer does, so what it rejects (depth,
+/// numbers out of range) is the same.
+struct Transcribe<'a>(&'a mut Vec<u8>);
+
+impl Transcribe<'_> {
+    fn put<T: Serialize + ?Sized, E: de::Error>(self, v: &T) -> Result<(), E> {
+        serde_json::to_writer(self.0, v).map_err(E::custom)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Transcribe<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Transcribe<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.put(&v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.put(&v)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.put(&v)
+    }
+    /// Written by serde_json (always with a `.` or an exponent, so it reads back as a float;
+    /// exactly the same float with `float_roundtrip`, which every native build has).
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.put(&v)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.put(v)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if seq.next_element_seed(Transcribe(out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'{');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if map.next_key_seed(Transcribe(out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            out.push(b':');
+            map.next_value_seed(Transcribe(out))?;
+            first = false;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+struct BrowserEventVisitor;
+
+impl<'de> Visitor<'de> for BrowserEventVisitor {
+    type Value = BrowserEvent;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("adjacently tagged enum BrowserEvent")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BrowserEvent, A::Error> {
+        match next_frame_key(&mut map)? {
+            Some(FrameKey::Type) => {
+                let tag: BrowserEventType = map.next_value()?;
+                match next_frame_key(&mut map)? {
+                    Some(FrameKey::Type) => Err(de::Error::duplicate_field("type")),
+                    Some(FrameKey::Payload) => {
+                        let event = map.next_value_seed(BrowserEventPayload(tag))?;
+                        end_of_frame(&mut map, event)
+                    }
+                    // Every variant has a (struct) payload.
+                    Some(FrameKey::Other) | None => Err(de::Error::missing_field("payload")),
+                }
+            }
+            Some(FrameKey::Payload) => {
+                let mut json = Vec::new();
+                map.next_value_seed(Transcribe(&mut json))?;
+                match next_frame_key(&mut map)? {
+                    Some(FrameKey::Type) => {
+                        let tag: BrowserEventType = map.next_value()?;
+                        let event = payload_from_json(tag, &json).map_err(de::Error::custom)?;
+                        end_of_frame(&mut map, event)
+                    }
+                    Some(FrameKey::Payload) => Err(de::Error::duplicate_field("payload")),
+                    Some(FrameKey::Other) | None => Err(de::Error::missing_field("type")),
+                }
+            }
+            Some(FrameKey::Other) | None => Err(de::Error::missing_field("type")),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BrowserEvent, A::Error> {
+        let Some(tag) = seq.next_element::<BrowserEventType>()? else {
+            return Err(de::Error::invalid_length(0, &self));
+        };
+        match seq.next_element_seed(BrowserEventPayload(tag))? {
+            Some(event) => Ok(event),
+            None => Err(de::Error::invalid_length(1, &self)),
+        }
+    }
+}
+
+fn payload_from_json(tag: BrowserEventType, json: &[u8]) -> serde_json::Result<BrowserEvent> {
+    // Transcribe wrote it with serde_json: UTF-8. `from_str` (not `from_slice`) so this is
+    // the same instance of every payload's Deserialize as a frame read in order.
+    let text = std::str::from_utf8(json).map_err(de::Error::custom)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let event = BrowserEventPayload(tag).deserialize(&mut de)?;
+    de.end()?;
+    Ok(event)
+}
+
+impl<'de> Deserialize<'de> for BrowserEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("BrowserEvent", &["type", "payload"], BrowserEventVisitor)
+    }
 }
 
 // ---------------------------------------------------------------- decoding
