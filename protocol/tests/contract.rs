@@ -188,7 +188,10 @@ fn every_known_type_is_listed() {
 fn rest_bodies() {
     round_trip::<LoginRequest>(json!({"username": "admin", "password": "pw"}));
     round_trip::<LoginRequest>(json!({"username": "admin", "password": "pw", "totp": "123456"}));
-    round_trip::<LoginResponse>(json!({"csrf_token": "t"}));
+    // `role` is an addition; a body without it (the contract's minimum) still reads.
+    round_trip::<LoginResponse>(json!({"csrf_token": "t", "role": "operator"}));
+    let bare: LoginResponse = serde_json::from_value(json!({"csrf_token": "t"})).unwrap();
+    assert_eq!(bare.role, "");
     round_trip::<SessionInfo>(json!({"username": "admin", "csrf_token": "t"}));
     round_trip::<ApiError>(json!({"error": "Host is busy.", "code": "busy"}));
     round_trip::<CreateHost>(
