@@ -24,10 +24,38 @@ pub fn indicator_title(online: bool, busy: bool) -> &'static str {
     }
 }
 
+/// `v` with `decimals` digits after the point, rounded half to even like `{:.N}` (on the
+/// scaled value, so a near-tie may differ from core in the last digit), but formatted
+/// through integers: core's float formatting costs ≈ 16 kB of wasm (P5), and
+/// these are display values. Not finite: "—".
+pub fn fixed(v: f64, decimals: u32) -> String {
+    if !v.is_finite() {
+        return "—".to_owned();
+    }
+    let unit = 10u64.pow(decimals.min(9));
+    // Saturates at u64::MAX, far beyond any metric.
+    let n = (v.abs() * unit as f64).round_ties_even() as u64;
+    let sign = if v < 0.0 && n != 0 { "-" } else { "" };
+    let (whole, frac) = (n / unit, n % unit);
+    match decimals {
+        0 => format!("{sign}{whole}"),
+        d => format!("{sign}{whole}.{frac:0width$}", width = d.min(9) as usize),
+    }
+}
+
+/// A value for a data attribute: two decimals at most, trailing zeros dropped ("12.5").
+pub fn plain_number(v: f64) -> String {
+    let text = fixed(v, 2);
+    match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        false => text,
+    }
+}
+
 /// "12%" or "—" when unknown.
 pub fn percent(value: Option<f64>) -> String {
     match value {
-        Some(v) if v.is_finite() => format!("{v:.0}%"),
+        Some(v) if v.is_finite() => format!("{}%", fixed(v, 0)),
         _ => "—".to_owned(),
     }
 }
@@ -43,8 +71,10 @@ pub fn metric_class(value: Option<f64>) -> &'static str {
 pub fn metrics_title(m: Option<Metrics>) -> String {
     match m {
         Some(m) => format!(
-            "RAM {:.0}% · Swap {:.0}% · Load {:.2}",
-            m.ram, m.swap, m.load
+            "RAM {}% · Swap {}% · Load {}",
+            fixed(m.ram, 0),
+            fixed(m.swap, 0),
+            fixed(m.load, 2)
         ),
         None => "No metrics reported yet".to_owned(),
     }
@@ -513,5 +543,50 @@ mod tests {
         assert_eq!(deploy_phase_name(DeployPhase::Switching), "switching");
         assert_eq!(deploy_host_state_name(Skipped), "skipped");
         assert_eq!(deploy_host_mark(Error), "✗");
+    }
+
+    #[test]
+    fn fixed_formats_like_core_without_its_float_code() {
+        for v in [
+            0.0,
+            0.4,
+            0.5,
+            1.5,
+            2.5,
+            0.125,
+            1.005,
+            12.3449,
+            79.96,
+            99.5,
+            100.0,
+            1e6 + 0.25,
+            -3.7,
+        ] {
+            for d in 0..=3 {
+                assert_eq!(
+                    fixed(v, d),
+                    format!("{v:.*}", d as usize),
+                    "{v} with {d} decimals"
+                );
+            }
+        }
+        // Unlike core: no "-0", and a value a hair above a tie in binary (12.345 is
+        // 12.34500000000000064) rounds as the tie it is scaled to.
+        assert_eq!(fixed(-0.2, 0), "0");
+        assert_eq!(fixed(12.345, 2), "12.34");
+        assert_eq!(fixed(f64::NAN, 1), "—");
+        assert_eq!(plain_number(12.0), "12");
+        assert_eq!(plain_number(12.5), "12.5");
+        assert_eq!(plain_number(12.3456), "12.35");
+        assert_eq!(percent(Some(79.6)), "80%");
+        assert_eq!(
+            metrics_title(Some(Metrics {
+                cpu: 1.0,
+                ram: 50.4,
+                swap: 0.0,
+                load: 1.234
+            })),
+            "RAM 50% · Swap 0% · Load 1.23"
+        );
     }
 }

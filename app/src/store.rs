@@ -118,7 +118,8 @@ pub fn end_line(c: &protocol::messages::CommandComplete) -> String {
         .exit_code
         .map(|code| format!(", exit {code}"))
         .unwrap_or_default();
-    format!("— {status}{exit}, {:.1} s", c.duration_ms as f64 / 1000.0)
+    let seconds = crate::presentation::fixed(c.duration_ms as f64 / 1000.0, 1);
+    format!("— {status}{exit}, {seconds} s")
 }
 
 /// A message for the operator: an action failed, or something they should know.

@@ -87,7 +87,7 @@ pub fn MetricsView(host: HostSignals) -> impl IntoView {
     let ram = Memo::new(move |_| metrics.with(|m| m.map(|m| m.ram)));
     let metric = move |name: &'static str, label: &'static str, value: Memo<Option<f64>>| {
         view! {
-            <span class=move || metric_class(value.get()) data-metric=name data-value=move || value.get().map(|v| v.to_string())>
+            <span class=move || metric_class(value.get()) data-metric=name data-value=move || value.get().map(plain_number)>
                 {label} " " <span class="metric-val">{move || percent(value.get())}</span>
             </span>
         }
