@@ -174,6 +174,9 @@ pub struct HostStore {
     online_ids: StoredValue<BTreeSet<String>>,
     /// How many hosts are online.
     pub online: RwSignal<usize>,
+    /// Whether the store holds a snapshot yet (false while a page opened inside the app
+    /// waits for the socket's first frame).
+    pub synced: RwSignal<bool>,
     /// Signals for hosts that arrive later are owned here, not by whatever callback
     /// happened to deliver the event.
     owner: StoredValue<Owner>,
@@ -204,6 +207,24 @@ pub struct HostStore {
 }
 
 impl HostStore {
+    /// An empty store waiting for the socket's snapshot; its clock starts at the browser's.
+    pub fn waiting() -> Self {
+        #[cfg(feature = "hydrate")]
+        let now = Timestamp((js_sys::Date::now() / 1000.0) as i64);
+        #[cfg(not(feature = "hydrate"))]
+        let now = Timestamp(0);
+        let store = HostStore::new(Snapshot {
+            hosts: Vec::new(),
+            pending_pr: None,
+            dashboard_version: String::new(),
+            server_time: now,
+            desired: None,
+            deploy: None,
+        });
+        store.synced.set(false);
+        store
+    }
+
     pub fn new(snapshot: Snapshot) -> Self {
         let now = snapshot.server_time;
         let state = FleetState::from_snapshot(snapshot);
@@ -235,6 +256,7 @@ impl HostStore {
             })
         });
         HostStore {
+            synced: RwSignal::new(true),
             filter,
             shown,
             online: RwSignal::new(online_ids.len()),
@@ -314,6 +336,7 @@ impl HostStore {
                 self.sync_ids();
             }
             Changed::All => {
+                set_if_changed(self.synced, true);
                 let mut ids = self.state.with_value(FleetState::host_ids);
                 ids.extend(
                     self.signals
@@ -533,6 +556,25 @@ mod tests {
     }
 
     /// Counts how often an effect over `track` re-runs; effects are synchronous here.
+    #[test]
+    fn a_waiting_store_is_synced_by_the_first_snapshot() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::waiting();
+            assert!(!store.synced.get_untracked());
+            assert_eq!(store.counts(), (0, 0));
+            // Deltas before the snapshot change nothing and do not count as synced.
+            assert_eq!(store.apply(&beat("a", 101, 5.0)), Changed::Nothing);
+            assert!(!store.synced.get_untracked());
+            let mut snap = snapshot(&["a", "b"]);
+            snap.hosts[1].online = true;
+            store.apply(&BrowserEvent::Snapshot(snap));
+            assert!(store.synced.get_untracked());
+            assert_eq!(store.counts(), (1, 2));
+            assert_eq!(store.shown.get_untracked(), vec!["a", "b"]);
+        });
+    }
+
     #[test]
     fn the_filter_narrows_the_list_by_name_type_and_location() {
         let owner = Owner::new();

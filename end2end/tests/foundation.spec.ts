@@ -44,6 +44,12 @@ test("wrong password is refused inline, without a reload", async ({ page }) => {
   const csrf = await page.locator("meta[name=csrf-token]").getAttribute("content");
   expect(csrf).toMatch(/^[0-9a-f]{16,}$/);
   await expect(page.locator("meta[name=viewer-role]")).toHaveAttribute("content", "admin");
+  // Loaded afresh, the page comes rendered by the server (no "Loading…") and hydrates.
+  await page.reload();
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await expect(page.locator(".fleet-count")).toHaveText(/^\d+\/\d+ online$/);
+  await page.locator("summary").filter({ hasText: "Bulk actions" }).click();
+  await expect(page.locator('button[data-command="pull"][data-scope="online"]')).toBeVisible();
 });
 
 test("a live host: online, ticking, offline when its agent stops or hangs, back when it returns", async ({ page }) => {

@@ -1,7 +1,6 @@
 //! The dashboard page: the first render comes from the server's snapshot (so there is no
 //! empty flash), then the store is patched live by the WebSocket.
 
-use crate::api::fleet_snapshot;
 use crate::components::add_host::AddHostButton;
 use crate::components::bulk_menu::BulkMenu;
 use crate::components::confirm::ConfirmDialog;
@@ -19,7 +18,19 @@ use protocol::messages::Snapshot;
 
 #[component]
 pub fn DashboardPage() -> impl IntoView {
-    let snapshot = Resource::new(|| (), |_| fleet_snapshot());
+    // On the server this is the snapshot the page renders from, and hydration reads it back
+    // from the page. In the browser the fetcher runs only after a navigation inside the app
+    // (from the login form, say): there the socket's first frame is the same snapshot, so
+    // the page opens at once and fills from it rather than fetching the fleet twice (P4).
+    let snapshot = Resource::new(
+        || (),
+        |_| async {
+            #[cfg(feature = "hydrate")]
+            return Ok::<_, crate::AppError>(None);
+            #[cfg(not(feature = "hydrate"))]
+            crate::api::fleet_snapshot().await.map(Some)
+        },
+    );
     // Read here, while the request is in context on the server.
     provide_context(MayRun::from_viewer());
     view! {
@@ -35,8 +46,11 @@ pub fn DashboardPage() -> impl IntoView {
 }
 
 #[component]
-fn Fleet(snapshot: Snapshot) -> impl IntoView {
-    let store = HostStore::new(snapshot);
+fn Fleet(snapshot: Option<Snapshot>) -> impl IntoView {
+    let store = match snapshot {
+        Some(snapshot) => HostStore::new(snapshot),
+        None => HostStore::waiting(),
+    };
     provide_context(store);
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
@@ -45,14 +59,19 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
     });
     let counts = move || {
         let (online, total) = store.counts();
-        format!("{online}/{total} online")
+        match store.synced.get() {
+            true => format!("{online}/{total} online"),
+            false => "Loading…".to_owned(),
+        }
     };
 
     view! {
         <header class="topbar">
             <h1 class="brand">"nixdeck"</h1>
             <span class="fleet-count">{counts}</span>
-            <FleetTarget />
+            <Show when=move || store.synced.get()>
+                <FleetTarget />
+            </Show>
             <span class="spacer"></span>
             <HostFilter />
             <BulkMenu />
@@ -65,7 +84,10 @@ fn Fleet(snapshot: Snapshot) -> impl IntoView {
         <main class="fleet">
             <DeployPanel />
             <HostTable />
-            <Show when=move || store.ids.with(Vec::is_empty)>
+            <Show when=move || !store.synced.get()>
+                <p class="loading">"Loading the fleet…"</p>
+            </Show>
+            <Show when=move || store.synced.get() && store.ids.with(Vec::is_empty)>
                 <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
             </Show>
             <Show when=move || store.shown.with(Vec::is_empty) && !store.ids.with(Vec::is_empty)>
