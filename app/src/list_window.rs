@@ -4,8 +4,11 @@
 //! rest so the scrollbar stays true to the whole fleet. Pure arithmetic, tested here; the
 //! component in `components/host_list.rs` only measures and applies it.
 
-/// Rows the server renders and the browser hydrates before it has measured anything. Also
-/// the least the window ever holds, so a small fleet is always rendered whole.
+/// Rows the server renders and the browser hydrates before it has measured anything: a
+/// tall viewport's worth (30 × 45 px), and few enough to keep a server render cheap (P4).
+pub const FIRST_ROWS: usize = 30;
+/// The least the window holds once the browser has measured, so a small fleet is always
+/// rendered whole.
 pub const MIN_ROWS: usize = 50;
 /// Rows kept beyond each edge of the viewport, so scrolling rarely shows a blank.
 pub const OVERSCAN: usize = 15;
@@ -24,7 +27,7 @@ impl ListWindow {
     /// What the server renders and the browser hydrates: the top of the list.
     pub const INITIAL: ListWindow = ListWindow {
         start: 0,
-        len: MIN_ROWS,
+        len: FIRST_ROWS,
     };
 
     /// The window for a list of `total` rows of `row_px` each whose top edge is
@@ -124,7 +127,13 @@ mod tests {
             assert_eq!(w, ListWindow::around(1000, 900.0, 800.0, ROW_ESTIMATE_PX));
         }
         let w = ListWindow::around(1000, f64::NAN, f64::NAN, 45.0);
-        assert_eq!(w, ListWindow::INITIAL);
+        assert_eq!(
+            w,
+            ListWindow {
+                start: 0,
+                len: MIN_ROWS
+            }
+        );
     }
 
     #[test]
