@@ -139,7 +139,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             protocol::VERSION,
             config.listen
         );
-        axum_server::bind_rustls(config.listen, tls)
+        // TCP_NODELAY: see below.
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        axum_server::bind(config.listen)
+            .acceptor(acceptor)
             .handle(handle)
             .serve(app)
             .await
@@ -153,6 +157,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             protocol::VERSION,
             config.listen
         );
+        // TCP_NODELAY: without it a response's last segment can wait for the client's
+        // delayed ACK, 40 ms on Linux; that was 3 % of dashboard renders (P4's p99).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
