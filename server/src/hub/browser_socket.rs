@@ -203,8 +203,13 @@ async fn serve(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Ok(text) => match timeout(SEND_TIMEOUT, sink.send(Message::Text(text))).await {
-                    Ok(Ok(())) => {}
+                Ok(text) => match timeout(SEND_TIMEOUT, send_waiting(&mut sink, &mut events, text)).await {
+                    Ok(Ok(None)) => {}
+                    Ok(Ok(Some(missed))) => {
+                        app.hub.counters().lagged_browsers.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(user = viewer.username, missed, "browser fell behind; disconnecting it");
+                        return close(&mut sink, 1013, "fell behind; reconnect for a fresh snapshot").await;
+                    }
                     Ok(Err(_)) => return, // the browser went away
                     Err(_) => {
                         app.hub.counters().lagged_browsers.fetch_add(1, Ordering::Relaxed);
@@ -235,4 +240,33 @@ async fn serve(
             }
         }
     }
+}
+
+/// Events sent in one write at most; bounds the time one browser holds its task.
+const SEND_BATCH: usize = 256;
+
+/// Send `first` and every event already waiting (up to `SEND_BATCH`) with one flush: the
+/// sockets have `TCP_NODELAY`, so each flush is a packet, and under load a browser gets
+/// its events in a few writes instead of one per event. Returns how many events were
+/// missed if the receiver lagged meanwhile.
+async fn send_waiting(
+    sink: &mut Sink,
+    events: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<Option<u64>, tungstenite::Error> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    sink.feed(Message::Text(first)).await?;
+    let mut lagged = None;
+    for _ in 0..SEND_BATCH {
+        match events.try_recv() {
+            Ok(text) => sink.feed(Message::Text(text)).await?,
+            Err(TryRecvError::Lagged(missed)) => {
+                lagged = Some(missed);
+                break;
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    sink.flush().await?;
+    Ok(lagged)
 }
