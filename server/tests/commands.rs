@@ -198,6 +198,14 @@ impl One {
 impl Drop for One {
     fn drop(&mut self) {
         self.stop_agent("-KILL");
+        // Supervisors outlive their agent by design (a command survives an agent restart);
+        // a test's must not outlive the test. SIGTERM makes one stop its command's group.
+        let commands = self.path("agent-state").join("commands");
+        for entry in std::fs::read_dir(commands).into_iter().flatten().flatten() {
+            if let Ok(pid) = std::fs::read_to_string(entry.path().join("pid")) {
+                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+            }
+        }
     }
 }
 
@@ -568,6 +576,10 @@ async fn a_command_the_agent_forgot_is_marked_lost() {
     // The agent comes back with no memory of the command (its state is gone).
     let supervisor_dir = one.path("agent-state").join("commands").join(&id);
     if let Ok(pid) = std::fs::read_to_string(supervisor_dir.join("pid")) {
+        // Its command first (a direct child), so nothing outlives the test.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", pid.trim()])
+            .status();
         let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
     }
     std::fs::remove_dir_all(one.path("agent-state").join("commands")).unwrap();
