@@ -438,11 +438,11 @@ impl Job {
                     // Missed events, or a while without one (a timed-out command is recorded
                     // before its host is freed): the database knows how commands ended.
                     Ok(Err(RecvError::Lagged(_))) => self.ended(&mut waiting).await,
-                // The hub is shutting down; never spin on a closed channel.
-                Ok(Err(RecvError::Closed)) => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    self.ended(&mut waiting).await
-                }
+                    // The hub is shutting down; never spin on a closed channel.
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        self.ended(&mut waiting).await
+                    }
                     _ if last_check.elapsed() >= DB_CHECK => {
                         last_check = Instant::now();
                         self.ended(&mut waiting).await
