@@ -1,5 +1,5 @@
 # The two commands of the README. Everything else lives in scripts/.
-.PHONY: run test setup fmt lint bench
+.PHONY: run test setup fmt lint bench bench-browser
 
 run:
 	scripts/run.sh
@@ -15,6 +15,10 @@ setup:
 bench:
 	bench/run.sh
 	cargo bench -p nixdeck --bench figures
+
+# P4 (login → dashboard) and P3 in headless Chromium, on a release build.
+bench-browser:
+	bench/browser.sh
 
 fmt:
 	cargo fmt --all
