@@ -61,15 +61,7 @@ async fn ssr(server: &Server, admin: &Admin) {
     let mut bytes = 0;
     for round in 0..220 {
         let t = Instant::now();
-        let body = admin
-            .http
-            .get(server.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = admin.get_text(server, "/").await;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         assert!(body.contains("ssr-0999"), "the snapshot holds every host");
         assert!(
@@ -95,15 +87,7 @@ async fn ssr(server: &Server, admin: &Admin) {
     let mut logins = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let a = login(server).await;
-        a.http
-            .get(server.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        login(server).await.get_text(server, "/").await;
         logins.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     logins.sort_by(f64::total_cmp);
