@@ -1,4 +1,5 @@
 import { defineConfig } from "@playwright/test";
+import { chromiumLaunch } from "./chromium";
 
 // The server is started by scripts/e2e.sh (fresh database, known admin password); the
 // tests start and stop real agent processes themselves.
@@ -14,18 +15,6 @@ export default defineConfig({
     baseURL: process.env.BASE_URL ?? "http://127.0.0.1:3900",
     browserName: "chromium",
     headless: true,
-    launchOptions: {
-      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    },
+    launchOptions: chromiumLaunch,
   },
 });
