@@ -32,58 +32,44 @@ pub fn LoginPage() -> impl IntoView {
             error.set(None);
             let navigate = navigate.clone();
             leptos::task::spawn_local(async move {
-                let result = match gloo_net::http::Request::post("/api/login").json(&body) {
-                    Ok(req) => match req.send().await {
-                        Ok(resp) => Ok((resp.status(), resp.text().await.unwrap_or_default())),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                };
-                let code = |body: &str| {
-                    serde_json::from_str::<protocol::api::ApiError>(body)
-                        .map(|e| e.code)
-                        .unwrap_or_default()
-                };
-                let result = result.map(|(status, body)| match status {
-                    200 => (200, body),
-                    _ => (status, code(&body)),
-                });
+                let answer = post_login(&body).await;
                 pending.set(false);
-                match result
-                    .as_ref()
-                    .map(|(status, code)| (*status, code.as_str()))
-                {
+                let refusal = match answer {
                     // Straight into the dashboard without reloading the app: the session
                     // cookie is set; the page learns its CSRF token and role here, as a
                     // server-rendered page would from the shell's meta tags.
-                    Ok((200, body)) => {
-                        match serde_json::from_str::<protocol::api::LoginResponse>(body) {
-                            Ok(login) => {
-                                set_meta("csrf-token", &login.csrf_token);
-                                set_meta("viewer-role", &login.role);
-                                navigate("/", Default::default());
-                            }
-                            Err(_) => {
-                                let _ = window().location().set_href("/");
-                            }
-                        }
+                    Ok(Ok(login)) => {
+                        set_meta("csrf-token", &login.csrf_token);
+                        set_meta("viewer-role", &login.role);
+                        navigate("/", Default::default());
+                        return;
                     }
-                    Ok((401, "totp_required")) => {
+                    Ok(Err(refusal)) => refusal,
+                    Err(e) => {
+                        error.set(Some(format!("Cannot reach the dashboard: {e}")));
+                        return;
+                    }
+                };
+                match (refusal.0, refusal.1.as_str()) {
+                    // Logged in, but the answer was not understood: load the page afresh.
+                    (200, _) => {
+                        let _ = window().location().set_href("/");
+                    }
+                    (401, "totp_required") => {
                         needs_totp.set(true);
                         error.set(Some(
                             "Enter the code from your authenticator app, or a recovery code."
                                 .into(),
                         ));
                     }
-                    Ok((401, _)) if needs_totp.get_untracked() => {
+                    (401, _) if needs_totp.get_untracked() => {
                         error.set(Some("Wrong username, password or code.".into()))
                     }
-                    Ok((401, _)) => error.set(Some("Wrong username or password.".into())),
-                    Ok((429, _)) => error.set(Some(
+                    (401, _) => error.set(Some("Wrong username or password.".into())),
+                    (429, _) => error.set(Some(
                         "Too many attempts. Wait a minute and try again.".into(),
                     )),
-                    Ok((status, _)) => error.set(Some(format!("Login failed (HTTP {status})."))),
-                    Err(e) => error.set(Some(format!("Cannot reach the dashboard: {e}"))),
+                    (status, _) => error.set(Some(format!("Login failed (HTTP {status})."))),
                 }
             });
         }
@@ -125,6 +111,29 @@ pub fn LoginPage() -> impl IntoView {
             </form>
         </main>
     }
+}
+
+/// POST `/api/login`: the session's CSRF token and role, or the refusal's status and
+/// error code.
+#[cfg(feature = "hydrate")]
+async fn post_login(
+    body: &protocol::api::LoginRequest,
+) -> Result<Result<protocol::api::LoginResponse, (u16, String)>, gloo_net::Error> {
+    let resp = gloo_net::http::Request::post("/api/login")
+        .json(body)?
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    Ok(match serde_json::from_str(&text) {
+        Ok(login) if status == 200 => Ok(login),
+        _ => Err((
+            status,
+            serde_json::from_str::<protocol::api::ApiError>(&text)
+                .map(|e| e.code)
+                .unwrap_or_default(),
+        )),
+    })
 }
 
 /// Set (or add) `<meta name=… content=…>` in the document's head.
