@@ -289,7 +289,7 @@ impl HostStore {
         if let Some(sig) = self.existing(id) {
             return Some(sig);
         }
-        let host = self.state.with_value(|s| s.hosts.get(id).cloned())?;
+        let host = self.host_state(id)?;
         let sig = self
             .owner
             .with_value(|o| o.with(|| HostSignals::new(&host)));
@@ -455,34 +455,37 @@ impl HostStore {
 
     /// Make `id`'s signals (if it has any) and the online count match the state: sync or
     /// drop them. Returns the number of signals written (for tests: a heartbeat for A must
-    /// write nothing of B).
+    /// write nothing of B). Runs per heartbeat: a host without signals (off screen) costs
+    /// a lookup, not a copy.
     fn sync_host(&self, id: &str) -> usize {
-        let host = self.state.with_value(|s| s.hosts.get(id).cloned());
-        self.sync_online(id, host.as_ref().is_some_and(|h| h.online));
-        match (host, self.existing(id)) {
-            (Some(h), Some(sig)) => sig.sync(&h),
-            (Some(_), None) => 0,
-            (None, Some(_)) => {
+        let online = self.state.with_value(|s| s.hosts.get(id).map(|h| h.online));
+        self.sync_online(id, online == Some(true));
+        let Some(sig) = self.existing(id) else {
+            return 0;
+        };
+        match self.host_state(id) {
+            Some(h) => sig.sync(&h),
+            None => {
                 self.signals.update_value(|s| {
                     s.remove(id);
                 });
                 1
             }
-            (None, None) => 0,
         }
     }
 
     fn sync_online(&self, id: &str, online: bool) {
-        let changed = self.online_ids.try_update_value(|o| {
+        if self.online_ids.with_value(|o| o.contains(id)) == online {
+            return;
+        }
+        self.online_ids.update_value(|o| {
             if online {
-                o.insert(id.to_owned())
+                o.insert(id.to_owned());
             } else {
-                o.remove(id)
+                o.remove(id);
             }
         });
-        if changed == Some(true) {
-            self.online.set(self.online_ids.with_value(BTreeSet::len));
-        }
+        self.online.set(self.online_ids.with_value(BTreeSet::len));
     }
 
     fn sync_ids(&self) {
