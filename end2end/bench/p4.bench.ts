@@ -13,8 +13,10 @@
 //
 // Knobs: P4_RUNS (10, after one warm-up), P4_HOSTS (1000), P4_PORT (3962), P4_SITE_ROOT
 // (default target/site: measure a release site for the figure, see docs/BENCHMARKS.md),
-// P4_OUT (results directory), NIXDECK_SERVER_BIN.
-import { request, test } from "@playwright/test";
+// P4_OUT (results directory), NIXDECK_SERVER_BIN, P4_PROFILE=1 (sample the last run's
+// submit → rows with V8's profiler and print the top self times; for readable wasm names
+// use a site whose wasm kept its names, see docs/BENCHMARKS.md).
+import { CDPSession, request, test } from "@playwright/test";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -27,6 +29,35 @@ const PORT = Number(process.env.P4_PORT ?? 3962);
 const SITE_ROOT = process.env.P4_SITE_ROOT ?? join(ROOT, "target/site");
 const OUT = process.env.P4_OUT ?? join(__dirname, "../test-results/p4-bench");
 const PASSWORD = "p4-bench-password-1234";
+const PROFILE = process.env.P4_PROFILE === "1";
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string };
+}
+
+/** Self time per function over a V8 CPU profile, largest first. */
+async function topSelfTimes(cdp: CDPSession, out: string): Promise<string[]> {
+  const { profile } = await cdp.send("Profiler.stop");
+  writeFileSync(out, JSON.stringify(profile));
+  const nodes = new Map<number, ProfileNode>(profile.nodes.map((n: ProfileNode) => [n.id, n]));
+  const self = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const dt = (profile.timeDeltas[i + 1] ?? 0) / 1000;
+    const n = nodes.get(profile.samples[i])!;
+    const name = n.callFrame.functionName || "(anonymous)";
+    if (name === "(idle)") continue;
+    self.set(name, (self.get(name) ?? 0) + dt);
+    total += dt;
+  }
+  return [`${total.toFixed(0)} ms sampled (not idle)`].concat(
+    [...self.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 30)
+      .map(([name, ms]) => `${ms.toFixed(1).padStart(7)} ms  ${name.slice(0, 140)}`),
+  );
+}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const max = (xs: number[]) => Math.max(...xs);
@@ -92,6 +123,13 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
       await page.evaluate(() =>
         document.addEventListener("submit", () => ((window as any).__p4_submitted = performance.now()), { capture: true, once: true }),
       );
+      const profiling = PROFILE && run === RUNS;
+      const cdp = profiling ? await context.newCDPSession(page) : null;
+      if (cdp) {
+        await cdp.send("Profiler.enable");
+        await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+        await cdp.send("Profiler.start");
+      }
       const t0 = Date.now();
       await page.click("button[type=submit]");
       await page.waitForURL(`${server.base}/`);
@@ -106,6 +144,10 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
         { polling: "raf" },
       );
       const harnessRows = Date.now() - t0;
+      if (cdp) {
+        const top = await topSelfTimes(cdp, join(OUT, "submit-to-rows.cpuprofile"));
+        console.log(`  profile of run ${run}, click → rows (${join(OUT, "submit-to-rows.cpuprofile")}):\n    ${top.join("\n    ")}`);
+      }
       await page.waitForFunction(
         () => {
           const live = /Connected/.test(document.querySelector("footer")?.textContent ?? "");
