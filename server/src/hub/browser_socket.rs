@@ -136,13 +136,30 @@ async fn close(socket: &mut Sink, code: u16, reason: &str) {
     let _ = timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
+enum SnapshotError {
+    Socket(tungstenite::Error),
+    /// No frame could be written for SEND_TIMEOUT: the browser is not reading.
+    Stalled,
+}
+
+/// One write that must make progress within SEND_TIMEOUT.
+async fn progress<F>(write: F) -> Result<(), SnapshotError>
+where
+    F: std::future::Future<Output = Result<(), tungstenite::Error>>,
+{
+    match timeout(SEND_TIMEOUT, write).await {
+        Ok(result) => result.map_err(SnapshotError::Socket),
+        Err(_) => Err(SnapshotError::Stalled),
+    }
+}
+
 /// Send a (large) text message as 64 KiB frames, so no buffer ever holds all of it.
-async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
+async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), SnapshotError> {
     let bytes: Bytes = text.into();
     if bytes.len() <= FRAGMENT {
-        let text =
-            Utf8Bytes::try_from(bytes).map_err(|_| tungstenite::Error::Utf8(String::new()))?;
-        return sink.send(Message::Text(text)).await;
+        let text = Utf8Bytes::try_from(bytes)
+            .map_err(|_| SnapshotError::Socket(tungstenite::Error::Utf8(String::new())))?;
+        return progress(sink.send(Message::Text(text))).await;
     }
     let mut start = 0;
     while start < bytes.len() {
@@ -157,23 +174,26 @@ async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), tungste
             OpCode::Data(opcode),
             end == bytes.len(),
         );
-        // feed, not send: one flush at the end instead of one per frame.
-        sink.feed(Message::Frame(frame)).await?;
+        // feed, not send: one flush at the end instead of one per frame (feed flushes by
+        // itself whenever the write buffer is full, which is where a stalled reader shows).
+        progress(sink.feed(Message::Frame(frame))).await?;
         start = end;
     }
-    sink.flush().await
+    progress(sink.flush()).await
 }
 
 async fn run(app: AppState, viewer: Viewer, cookie: String, socket: Socket) {
     let (mut sink, stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
-    let slot = app.hub.snapshot_slot().await;
-    let (snapshot, events) = app.hub.subscribe();
-    // A browser that does not read its snapshot must not hold it (and its task) forever.
-    match timeout(SNAPSHOT_TIMEOUT, send_fragmented(&mut sink, snapshot)).await {
+    let Some(start) = app.hub.subscribe_browser().await else {
+        return;
+    };
+    // A browser that does not read its snapshot must not hold it (and its task) long: it is
+    // dropped after SEND_TIMEOUT without progress, or SNAPSHOT_TIMEOUT in all.
+    match timeout(SNAPSHOT_TIMEOUT, send_fragmented(&mut sink, start.snapshot)).await {
         Ok(Ok(())) => {}
-        Ok(Err(_)) => return,
-        Err(_) => {
+        Ok(Err(SnapshotError::Socket(_))) => return,
+        Ok(Err(SnapshotError::Stalled)) | Err(_) => {
             app.hub
                 .counters()
                 .lagged_browsers
@@ -185,8 +205,8 @@ async fn run(app: AppState, viewer: Viewer, cookie: String, socket: Socket) {
             return;
         }
     }
-    drop(slot);
-    serve(app, viewer, cookie, sink, stream, events).await;
+    drop(start.sending);
+    serve(app, viewer, cookie, sink, stream, start.events).await;
 }
 
 async fn serve(

@@ -24,10 +24,16 @@ use tungstenite::Utf8Bytes;
 /// Sized so a browser has several seconds to read a large snapshot while a busy fleet
 /// (thousands of heartbeats a second) keeps going; slots hold shared frames, not copies.
 const BROWSER_LAG_LIMIT: usize = 16_384;
-/// Snapshots being serialised and sent at once. Each is a full copy of the fleet (about
-/// 1 kB per host), so a reconnect wave of browsers waits its turn instead of holding one
-/// copy each at the same time.
+/// Snapshots copied and serialised at once. Each is a full copy of the fleet (about 1 kB
+/// per host), so a reconnect wave of browsers takes turns instead of all copying at once.
+/// A turn ends when the text is ready, not when it is sent: a browser that reads slowly,
+/// or not at all, must hold no one else up (with the turn held until sent, four stalled
+/// sockets kept every new browser waiting 30 s: issue 7's slow-browser bench).
 const SNAPSHOT_SLOTS: usize = 4;
+/// Snapshots on their way to browsers at once. Each holds its serialised copy until it is
+/// sent or the browser is dropped for not reading (`browser_socket`), so this bounds the
+/// memory that slow readers can pin: 64 × 10 MB at 10 000 hosts.
+const SNAPSHOT_SENDS: usize = 64;
 /// Frames queued for one agent before further sends fail (the agent is stuck).
 const AGENT_QUEUE: usize = 256;
 
@@ -76,12 +82,25 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// See `Hub::subscribe_browser`.
+pub struct BrowserStart {
+    pub snapshot: Utf8Bytes,
+    pub events: broadcast::Receiver<Utf8Bytes>,
+    /// Held until the snapshot is sent or given up.
+    pub sending: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn snapshot_text(snapshot: Snapshot) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(&BrowserEvent::Snapshot(snapshot)).unwrap_or_default())
+}
+
 struct Inner {
     state: Mutex<HubState>,
     events: broadcast::Sender<Utf8Bytes>,
     /// Every command end, typed, for in-process waiters (Merge & Deploy).
     completions: broadcast::Sender<CommandComplete>,
-    snapshot_slots: Arc<tokio::sync::Semaphore>,
+    snapshot_slots: tokio::sync::Semaphore,
+    snapshot_sends: Arc<tokio::sync::Semaphore>,
     next_conn: AtomicU64,
     interval_s: u32,
     counters: Counters,
@@ -121,7 +140,8 @@ impl Hub {
                 }),
                 events,
                 completions,
-                snapshot_slots: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_SLOTS)),
+                snapshot_slots: tokio::sync::Semaphore::new(SNAPSHOT_SLOTS),
+                snapshot_sends: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_SENDS)),
                 next_conn: AtomicU64::new(1),
                 interval_s,
                 counters: Counters::default(),
@@ -271,22 +291,47 @@ impl Hub {
             .collect()
     }
 
-    /// A turn to send a snapshot (see `SNAPSHOT_SLOTS`); held until it is sent.
-    pub async fn snapshot_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.inner.snapshot_slots.clone().acquire_owned().await.ok()
+    /// What a new browser starts from: its snapshot, the receiver for everything after it,
+    /// and a permit to hold until the snapshot is sent (`SNAPSHOT_SENDS`). Copying and
+    /// serialising take one of `SNAPSHOT_SLOTS` turns, given back before this returns; the
+    /// serialising (tens of milliseconds at 10 000 hosts) runs off the async workers, so
+    /// other browsers' sends go on meanwhile. `None` only if the hub is shutting down.
+    pub async fn subscribe_browser(&self) -> Option<BrowserStart> {
+        let sending = self
+            .inner
+            .snapshot_sends
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()?;
+        let (snapshot, events) = {
+            let _turn = self.inner.snapshot_slots.acquire().await.ok()?;
+            let (snapshot, events) = self.subscribe_copy();
+            let text = tokio::task::spawn_blocking(move || snapshot_text(snapshot))
+                .await
+                .ok()?;
+            (text, events)
+        };
+        Some(BrowserStart {
+            snapshot,
+            events,
+            sending,
+        })
     }
 
-    /// A snapshot for a new browser and the receiver for everything after it. The copy is
-    /// taken under the lock (so it matches the receiver's position); serialising it, the
-    /// slow part at fleet scale, happens after the lock is released.
-    pub fn subscribe(&self) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
-        let (snapshot, rx) = {
-            let state = self.lock();
-            let rx = self.inner.events.subscribe();
-            (state.fleet.snapshot(Timestamp::now()), rx)
-        };
-        let text = serde_json::to_string(&BrowserEvent::Snapshot(snapshot)).unwrap_or_default();
-        (Utf8Bytes::from(text), rx)
+    /// The snapshot and its receiver, serialised here (tests).
+    #[cfg(test)]
+    fn subscribe(&self) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
+        let (snapshot, rx) = self.subscribe_copy();
+        (snapshot_text(snapshot), rx)
+    }
+
+    /// The copy is taken under the lock, so it matches the receiver's position; the slow
+    /// part, serialising it, is left to the caller, after the lock is released.
+    fn subscribe_copy(&self) -> (Snapshot, broadcast::Receiver<Utf8Bytes>) {
+        let state = self.lock();
+        let rx = self.inner.events.subscribe();
+        (state.fleet.snapshot(Timestamp::now()), rx)
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -589,6 +634,40 @@ mod tests {
         assert!(rx.try_recv().is_err());
         assert!(!hub.host("a").unwrap().online);
         assert!(hub.host("a").unwrap().update_status.agent.status == CheckStatus::Ok);
+    }
+
+    /// Browsers whose snapshot is on its way (and may never be read) keep only their send
+    /// permit: new browsers still get theirs, until `SNAPSHOT_SENDS` bounds the memory.
+    #[tokio::test]
+    async fn unsent_snapshots_do_not_hold_up_new_browsers() {
+        use std::time::Duration;
+        use tokio::time::timeout;
+        let hub = hub_with(&["a", "b"]);
+        let mut unsent = Vec::new();
+        for i in 0..SNAPSHOT_SENDS {
+            let start = timeout(Duration::from_secs(10), hub.subscribe_browser())
+                .await
+                .unwrap_or_else(|_| panic!("browser {i} waited behind unsent snapshots"))
+                .expect("a start");
+            assert!(start.snapshot.as_str().starts_with(r#"{"type":"snapshot""#));
+            unsent.push(start);
+        }
+        // The cap: one more waits for a send to finish (or be given up)...
+        let next = hub.subscribe_browser();
+        tokio::pin!(next);
+        assert!(timeout(Duration::from_millis(200), &mut next)
+            .await
+            .is_err());
+        // ...and goes ahead as soon as one is.
+        unsent.pop();
+        let start = timeout(Duration::from_secs(10), next)
+            .await
+            .expect("a freed permit lets the next browser in")
+            .expect("a start");
+        // Its receiver is live: it sees what happens after its snapshot.
+        let mut events = start.events;
+        hub.attach_agent("a", &register("a"));
+        assert_eq!(recv_type(&mut events), "host_updated");
     }
 
     #[test]
