@@ -137,7 +137,8 @@ async fn close(socket: &mut Sink, code: u16, reason: &str) {
 }
 
 enum SnapshotError {
-    Socket(tungstenite::Error),
+    /// The socket failed: the browser went away.
+    Socket,
     /// No frame could be written for SEND_TIMEOUT: the browser is not reading.
     Stalled,
 }
@@ -148,7 +149,7 @@ where
     F: std::future::Future<Output = Result<(), tungstenite::Error>>,
 {
     match timeout(SEND_TIMEOUT, write).await {
-        Ok(result) => result.map_err(SnapshotError::Socket),
+        Ok(result) => result.map_err(|_| SnapshotError::Socket),
         Err(_) => Err(SnapshotError::Stalled),
     }
 }
@@ -157,8 +158,7 @@ where
 async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), SnapshotError> {
     let bytes: Bytes = text.into();
     if bytes.len() <= FRAGMENT {
-        let text = Utf8Bytes::try_from(bytes)
-            .map_err(|_| SnapshotError::Socket(tungstenite::Error::Utf8(String::new())))?;
+        let text = Utf8Bytes::try_from(bytes).map_err(|_| SnapshotError::Socket)?;
         return progress(sink.send(Message::Text(text))).await;
     }
     let mut start = 0;
@@ -192,7 +192,7 @@ async fn run(app: AppState, viewer: Viewer, cookie: String, socket: Socket) {
     // dropped after SEND_TIMEOUT without progress, or SNAPSHOT_TIMEOUT in all.
     match timeout(SNAPSHOT_TIMEOUT, send_fragmented(&mut sink, start.snapshot)).await {
         Ok(Ok(())) => {}
-        Ok(Err(SnapshotError::Socket(_))) => return,
+        Ok(Err(SnapshotError::Socket)) => return,
         Ok(Err(SnapshotError::Stalled)) | Err(_) => {
             app.hub
                 .counters()
