@@ -473,7 +473,9 @@ impl Link {
                         }
                     }
                 }
-                _ = poll.tick() => {
+                // Only while there is something to pump: an idle agent then wakes for its
+                // heartbeat and the server's frames alone, not 20 times a second (P7).
+                _ = poll.tick(), if !self.runner.is_empty() || self.checks_unsent || self.beat_now => {
                     let limit = self.timings.send;
                     let more = time::timeout(limit, self.pump(ws))
                         .await

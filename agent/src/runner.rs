@@ -178,6 +178,11 @@ impl Runner {
         runner
     }
 
+    /// Nothing to read or send: no command running, every result delivered and acked.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     pub fn holds(&self, command_id: &str) -> bool {
         self.held.iter().any(|h| h.spec.command_id == command_id)
     }

@@ -185,17 +185,16 @@ async fn agent_idle(server: &Server, admin: &Admin, dir: &std::path::Path) {
 #[tokio::main]
 async fn main() {
     if std::env::var_os("NIXDECK_AGENT_BIN").is_none() {
-        // The release agent, next to this release server.
+        // The release agent, next to this release server; built every time (a no-op when
+        // current), or P7 could measure a stale agent.
         let bin =
             std::path::Path::new(env!("CARGO_BIN_EXE_nixdeck")).with_file_name("nixdeck-agent");
-        if !bin.exists() {
-            let ok = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-                .args(["build", "--release", "-p", "nixdeck-agent"])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "building the release agent");
-        }
+        let ok = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["build", "--release", "-p", "nixdeck-agent"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "building the release agent");
         std::env::set_var("NIXDECK_AGENT_BIN", &bin);
     }
     let dir = tempfile::tempdir().unwrap();
