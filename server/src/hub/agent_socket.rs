@@ -72,7 +72,9 @@ pub async fn handler(
     ws.max_message_size(AGENT_MAX_FRAME)
         .max_frame_size(AGENT_MAX_FRAME)
         // Small buffers: 10 000 idle sockets must stay cheap (P2); they grow for a big frame.
-        .read_buffer_size(4 * 1024)
+        // Reading in 2 KiB chunks instead of 4 took an idle socket from 15.6-16.1 KiB to
+        // 13.8 KiB and left P6 (output lines/s) where it was (docs/BENCHMARKS.md).
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move { run(app, identity, socket).await })
 }
