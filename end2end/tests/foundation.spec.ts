@@ -66,11 +66,16 @@ test("a live host: online, ticking, offline when its agent stops or hangs, back 
     const html = await (await admin.api.get("/")).text();
     expect(html).toContain(`data-host-id="${hostname}"`);
 
+    const sockets: string[] = [];
+    page.on("websocket", (ws) => sockets.push(new URL(ws.url()).pathname));
     await loginUi(page);
     const row = page.locator(`tr[data-host-id="${hostname}"]`);
     const indicator = row.locator(".status-indicator");
     await expect(indicator).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+    // The link opened as the login succeeded (so the snapshot travels while the page is
+    // built) is the one the dashboard reads: one socket, not a second.
+    expect(sockets).toEqual(["/ws"]);
 
     // Hostile text from the API is shown as text, never run as markup.
     await expect(row.locator(".location")).toHaveText(hostile);

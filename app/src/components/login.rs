@@ -41,6 +41,9 @@ pub fn LoginPage() -> impl IntoView {
                     Ok(Ok(login)) => {
                         set_meta("csrf-token", &login.csrf_token);
                         set_meta("viewer-role", &login.role);
+                        // The session cookie is set: the snapshot can travel while the
+                        // dashboard is built.
+                        crate::socket::preconnect();
                         navigate("/", Default::default());
                         return;
                     }
