@@ -13,11 +13,14 @@
 //
 // Knobs: P4_RUNS (10, after one warm-up), P4_HOSTS (1000), P4_PORT (3962), P4_SITE_ROOT
 // (default target/site: measure a release site for the figure, see docs/BENCHMARKS.md),
-// P4_OUT (results directory), NIXDECK_SERVER_BIN, P4_PROFILE=1 (sample the last run's
+// P4_OUT (results directory), NIXDECK_SERVER_BIN, P4_RTT_MS (the browser reaches the
+// server through a TCP relay that delays each direction by half of it: a dashboard across
+// a real network instead of loopback), P4_PROFILE=1 (sample the last run's
 // submit → rows with V8's profiler and print the top self times; for readable wasm names
 // use a site whose wasm kept its names, see docs/BENCHMARKS.md).
 import { CDPSession, request, test } from "@playwright/test";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { Server } from "../tests/fleet";
@@ -30,6 +33,36 @@ const SITE_ROOT = process.env.P4_SITE_ROOT ?? join(ROOT, "target/site");
 const OUT = process.env.P4_OUT ?? join(__dirname, "../test-results/p4-bench");
 const PASSWORD = "p4-bench-password-1234";
 const PROFILE = process.env.P4_PROFILE === "1";
+const RTT_MS = Number(process.env.P4_RTT_MS ?? 0);
+
+/** A TCP relay to `port` that holds every chunk for `delayMs` in each direction, in order. */
+async function delayingRelay(port: number, delayMs: number): Promise<{ base: string; close: () => void }> {
+  const sockets = new Set<net.Socket>();
+  const pipe = (from: net.Socket, to: net.Socket) => {
+    from.on("data", (chunk) => setTimeout(() => to.destroyed || to.write(chunk), delayMs));
+    from.on("end", () => setTimeout(() => to.end(), delayMs));
+    from.on("error", () => to.destroy());
+  };
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(port, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      s.setNoDelay(true);
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+    }
+    pipe(client, upstream);
+    pipe(upstream, client);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const { port: relayPort } = relay.address() as net.AddressInfo;
+  return {
+    base: `http://127.0.0.1:${relayPort}`,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      relay.close();
+    },
+  };
+}
 
 interface ProfileNode {
   id: number;
@@ -83,6 +116,8 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
     }
     const hosts = (await (await api.get("/api/hosts")).json()).length;
     if (hosts !== HOSTS) throw new Error(`expected ${HOSTS} hosts, the server has ${hosts}`);
+    const relay = RTT_MS > 0 ? await delayingRelay(PORT, RTT_MS / 2) : null;
+    const base = relay?.base ?? server.base;
 
     const runs: {
       rows: number;
@@ -114,7 +149,7 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
       });
       const errors: string[] = [];
       page.on("pageerror", (e) => errors.push(String(e)));
-      await page.goto(`${server.base}/login`);
+      await page.goto(`${base}/login`);
       await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
       await page.fill("input[name=username]", "admin");
       await page.fill("input[name=password]", PASSWORD);
@@ -132,7 +167,7 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
       }
       const t0 = Date.now();
       await page.click("button[type=submit]");
-      await page.waitForURL(`${server.base}/`);
+      await page.waitForURL(`${base}/`);
       await page.waitForFunction(
         (n) => {
           const done =
@@ -183,10 +218,12 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
           ` (harness, click → rows: ${harnessRows} ms)${t.reloaded ? " (the page reloaded)" : ""}`,
       );
     }
+    relay?.close();
     const wasm = statSync(join(SITE_ROOT, "pkg/nixdeck.wasm")).size;
     const pick = (k: "rows" | "live" | "login" | "wsCreated" | "wsOpen" | "wsFirst" | "harnessRows") => runs.map((r) => r[k]);
     const result = {
       hosts: HOSTS,
+      rtt_ms: RTT_MS,
       runs: runs.length,
       site_root: SITE_ROOT,
       wasm_bytes_on_disk: wasm,
@@ -206,7 +243,7 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
     writeFileSync(join(OUT, "results.json"), JSON.stringify(result, null, 2) + "\n");
     const m = result.median_ms;
     console.log(
-      `P4 login → dashboard, ${HOSTS} hosts, ${runs.length} runs (medians, from submit): login answered ${m.login_answered.toFixed(0)} ms, ` +
+      `P4 login → dashboard, ${HOSTS} hosts, ${RTT_MS ? `RTT ${RTT_MS} ms, ` : ""}${runs.length} runs (medians, from submit): login answered ${m.login_answered.toFixed(0)} ms, ` +
         `socket open ${m.socket_open.toFixed(0)} ms, snapshot arrived ${m.snapshot_arrived.toFixed(0)} ms, ` +
         `rows interactive ${m.rows.toFixed(0)} ms (max ${result.max_ms.rows.toFixed(0)}), live ${m.live.toFixed(0)} ms; ` +
         `harness click → rows ${m.harness_click_to_rows} ms; wasm ${wasm} B on disk; load1 ${result.load1.toFixed(1)}`,
