@@ -30,6 +30,13 @@ impl ListWindow {
         len: FIRST_ROWS,
     };
 
+    /// The first window of a page built in the browser, which knows its viewport before
+    /// anything is measured: the rows it would measure a frame later (P4), not `INITIAL`'s
+    /// fixed 30, which exist only so that server and hydration agree.
+    pub fn first_in(viewport_px: f64) -> ListWindow {
+        ListWindow::around(0, 0.0, viewport_px, ROW_ESTIMATE_PX)
+    }
+
     /// The window for a list of `total` rows of `row_px` each whose top edge is
     /// `scrolled_px` above the viewport's top (negative while the list starts lower down),
     /// in a viewport `viewport_px` high.
@@ -96,6 +103,18 @@ mod tests {
         assert_eq!(w.slice(&ids).first(), Some(&w.start));
         let (above, below) = w.hidden(1000);
         assert_eq!(above + w.len + below, 1000);
+    }
+
+    #[test]
+    fn a_page_built_in_the_browser_starts_with_the_window_it_will_measure() {
+        for viewport in [800.0, 4000.0] {
+            let first = ListWindow::first_in(viewport);
+            let measured = ListWindow::around(1000, 0.0, viewport, ROW_ESTIMATE_PX);
+            assert_eq!(first, measured, "viewport {viewport}");
+            assert!(first.len > ListWindow::INITIAL.len);
+        }
+        // Nothing known about the viewport: the minimum.
+        assert_eq!(ListWindow::first_in(0.0).len, MIN_ROWS);
     }
 
     #[test]

@@ -189,8 +189,21 @@ test("a long fleet is windowed; its snapshot spans many WebSocket frames; it sta
   const names = Array.from({ length: 120 }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`);
   for (const hostname of names) await createHost(admin, { hostname });
   try {
+    // How many rows the list had each time it changed.
+    await page.addInitScript(() => {
+      const counts: number[] = ((window as any).__rowCounts = []);
+      new MutationObserver(() => {
+        const n = document.querySelectorAll("tr.host-row").length;
+        if (n !== counts[counts.length - 1]) counts.push(n);
+      }).observe(document, { childList: true, subtree: true });
+    });
     await loginUi(page);
     await expect(page.locator(".link-state, footer").filter({ hasText: "Connected" }).first()).toBeVisible({ timeout: 15_000 });
+    // Opened from the login form, the page sized its window from the viewport before the
+    // snapshot came: the rows appeared in one step, not 30 and then the rest a frame later.
+    await expect(page.locator("tr.host-row")).not.toHaveCount(0);
+    const counts: number[] = await page.evaluate(() => (window as any).__rowCounts);
+    expect(counts.filter((n) => n > 0)).toEqual([await page.locator("tr.host-row").count()]);
     // The stream goes on after the (fragmented, > 64 KiB) snapshot: a new host shows live.
     const late = `${prefix}-late`;
     await createHost(admin, { hostname: late });

@@ -10,7 +10,15 @@ use leptos::prelude::*;
 #[component]
 pub fn HostTable() -> impl IntoView {
     let store = expect_context::<HostStore>();
-    let window = RwSignal::new(ListWindow::INITIAL);
+    // A server-rendered page hydrates the rows it was rendered with; a page built here
+    // (opened from the login form, still waiting for its snapshot) sizes its window from
+    // the viewport at once instead of growing to it a frame later.
+    let first = if store.synced.get_untracked() {
+        ListWindow::INITIAL
+    } else {
+        ListWindow::first_in(viewport_px())
+    };
+    let window = RwSignal::new(first);
     let row_px = RwSignal::new(ROW_ESTIMATE_PX);
     let shown = Memo::new(move |_| {
         let w = window.get();
@@ -52,6 +60,18 @@ pub fn HostTable() -> impl IntoView {
     }
 }
 
+/// The browser window's height in CSS pixels (0 where there is none: the server).
+fn viewport_px() -> f64 {
+    #[cfg(feature = "hydrate")]
+    return leptos::prelude::window()
+        .inner_height()
+        .ok()
+        .and_then(|h| h.as_f64())
+        .unwrap_or(0.0);
+    #[cfg(not(feature = "hydrate"))]
+    0.0
+}
+
 /// Move the window with the page: on scroll and resize (at most once per frame) and when
 /// hosts come or go. The row height is measured from the rows rendered, so the same code
 /// serves the table and the card layout.
@@ -75,11 +95,7 @@ fn follow_scroll(
             }
         }
         let scrolled = -tbody.get_bounding_client_rect().top();
-        let viewport = leptos::prelude::window()
-            .inner_height()
-            .ok()
-            .and_then(|h| h.as_f64())
-            .unwrap_or(0.0);
+        let viewport = viewport_px();
         let total = store.shown.with_untracked(Vec::len);
         let next = ListWindow::around(total, scrolled, viewport, row_px.get_untracked());
         if next != window.get_untracked() {
