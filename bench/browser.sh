@@ -16,7 +16,7 @@ SNAP=${SNAP:-$(mktemp -d /tmp/nixdeck-browser-bench.XXXXXX)}
 
 scripts/setup.sh
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
-cargo leptos build --release
+cargo leptos build --release --split
 mkdir -p "$SNAP"
 cp target/release/nixdeck "$SNAP/"
 rm -rf "$SNAP/site" && cp -r target/site "$SNAP/site"
@@ -27,4 +27,4 @@ for bench in $BENCHES; do
   NIXDECK_SERVER_BIN="$SNAP/nixdeck" P3_SITE_ROOT="$SNAP/site" P4_SITE_ROOT="$SNAP/site" \
     npx playwright test -c bench/playwright.bench.config.ts "$bench"
 done
-echo "note: target/site now holds the release build; 'cargo leptos build' restores the debug one"
+echo "note: target/site now holds the release build; 'cargo leptos build --split' restores the debug one"

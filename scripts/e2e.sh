@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Playwright suite against the real server binary on a fresh SQLite file. The tests
-# start and stop real agent processes themselves. Expects `cargo leptos build` and the agent
+# start and stop real agent processes themselves. Expects `cargo leptos build --split` and the agent
 # to be built (scripts/test.sh does both).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
-cargo leptos build
+cargo leptos build --split   # --split: admin pages are separate wasm chunks (lazy routes)
 cargo build -p nixdeck-agent
 
 listen=${NIXDECK_LISTEN:-127.0.0.1:3000}

@@ -8,7 +8,7 @@ scripts/setup.sh
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 echo "== build: wasm (hydrate) + server"
-cargo leptos build
+cargo leptos build --split   # --split: admin pages are separate wasm chunks (lazy routes)
 echo "== build: agent and the GitHub stand-in"
 cargo build -p nixdeck-agent -p testkit
 echo "== cargo test"

@@ -12,19 +12,14 @@ pub mod selection;
 pub mod socket;
 pub mod store;
 
-use components::{
-    account::AccountPage,
-    admin::{AuditPage, UsersPage},
-    dashboard::DashboardPage,
-    login::LoginPage,
-};
+use components::{dashboard::DashboardPage, login::LoginPage};
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use leptos_meta::MetaTags;
 use leptos_meta::{provide_meta_context, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    path, SsrMode,
+    lazy_route, path, Lazy, LazyRoute, SsrMode,
 };
 
 pub use error::AppError;
@@ -72,11 +67,52 @@ pub fn App() -> impl IntoView {
                 // Async: the whole page waits for the snapshot, so it arrives complete.
                 <Route path=path!("/") view=DashboardPage ssr=SsrMode::Async />
                 <Route path=path!("/login") view=LoginPage />
-                <Route path=path!("/account") view=AccountPage />
-                <Route path=path!("/users") view=UsersPage />
-                <Route path=path!("/audit") view=AuditPage />
+                // Pages an operator opens now and then: their code is a separate wasm
+                // chunk, fetched on first visit (`cargo leptos build --split`, issue 7's P5).
+                <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
+                <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
+                <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
             </Routes>
         </Router>
+    }
+}
+
+struct AccountRoute;
+
+#[lazy_route]
+impl LazyRoute for AccountRoute {
+    fn data() -> Self {
+        Self
+    }
+
+    fn view(_this: Self) -> AnyView {
+        components::account::AccountPage().into_any()
+    }
+}
+
+struct UsersRoute;
+
+#[lazy_route]
+impl LazyRoute for UsersRoute {
+    fn data() -> Self {
+        Self
+    }
+
+    fn view(_this: Self) -> AnyView {
+        components::admin::UsersPage().into_any()
+    }
+}
+
+struct AuditRoute;
+
+#[lazy_route]
+impl LazyRoute for AuditRoute {
+    fn data() -> Self {
+        Self
+    }
+
+    fn view(_this: Self) -> AnyView {
+        components::admin::AuditPage().into_any()
     }
 }
 

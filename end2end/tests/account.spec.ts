@@ -68,15 +68,25 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
 test("admins manage users and read the audit log in the page", async ({ page }) => {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  // The admin pages are separate wasm chunks (lazy routes): the dashboard never fetches
+  // them, the first visit to a page does.
+  const chunks: string[] = [];
+  page.on("request", (r) => {
+    const m = /\/pkg\/split___(\w+?)_route_view_\d+\.wasm$/.exec(r.url());
+    if (m) chunks.push(m[1]);
+  });
   await page.goto("/login");
   await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
   await page.fill("input[name=username]", "admin");
   await page.fill("input[name=password]", process.env.NIXDECK_ADMIN_PASSWORD ?? "");
   await page.click("button[type=submit]");
   await expect(page).toHaveURL(`${BASE}/`);
+  await expect(page.locator("tr.host-row, p.empty").first()).toBeVisible();
+  expect(chunks).toEqual([]);
 
   await page.goto("/users");
   await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await expect.poll(() => chunks).toEqual(["users"]);
   const user = `ui${Date.now() % 100000}`;
   await page.fill(".add-user input[name=username]", user);
   await page.selectOption(".add-user select[name=role]", "viewer");
@@ -91,8 +101,10 @@ test("admins manage users and read the audit log in the page", async ({ page }) 
   await row.locator(".btn-toggle-user").click();
   await expect(row.locator(".user-state")).toHaveText("disabled");
 
-  await page.goto("/audit");
-  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  // A link inside the app: the router fetches the audit page's chunk, then shows it.
+  await page.click("a.account-link[href='/audit']");
+  await expect(page).toHaveURL(`${BASE}/audit`);
+  await expect.poll(() => chunks).toEqual(["users", "audit"]);
   await page.fill(".audit-filter input[name=action]", "user.disable");
   await page.click(".audit-filter button[type=submit]");
   const entry = page.locator(".audit-entry").first();

@@ -3,5 +3,7 @@
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    // The lazy variant: pages in separate wasm chunks (`Lazy` routes) hydrate once their
+    // chunk has loaded.
+    leptos::mount::hydrate_lazy(app::App);
 }
