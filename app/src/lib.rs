@@ -12,7 +12,7 @@ pub mod selection;
 pub mod socket;
 pub mod store;
 
-use components::{dashboard::DashboardPage, login::LoginPage};
+use components::dashboard::DashboardPage;
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use leptos_meta::MetaTags;
@@ -66,14 +66,28 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <p class="error">"Page not found."</p> }>
                 // Async: the whole page waits for the snapshot, so it arrives complete.
                 <Route path=path!("/") view=DashboardPage ssr=SsrMode::Async />
-                <Route path=path!("/login") view=LoginPage />
-                // Pages an operator opens now and then: their code is a separate wasm
-                // chunk, fetched on first visit (`cargo leptos build --split`, issue 7's P5).
+                // Every other page's code is a separate wasm chunk, fetched on its first
+                // visit (`cargo leptos build --split`, issue 7's P5): the dashboard's own
+                // download carries only the dashboard.
+                <Route path=path!("/login") view={Lazy::<LoginRoute>::new()} />
                 <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
                 <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
                 <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
             </Routes>
         </Router>
+    }
+}
+
+struct LoginRoute;
+
+#[lazy_route]
+impl LazyRoute for LoginRoute {
+    fn data() -> Self {
+        Self
+    }
+
+    fn view(_this: Self) -> AnyView {
+        components::login::LoginPage().into_any()
     }
 }
 

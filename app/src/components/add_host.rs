@@ -2,6 +2,7 @@
 //! with a ready-to-paste agent configuration.
 
 use crate::api::add_host;
+use crate::components::lazy_view;
 use crate::error::AppError;
 use leptos::prelude::*;
 use protocol::api::{CreateHost, HostCreated};
@@ -33,9 +34,15 @@ pub fn AddHostButton() -> impl IntoView {
             "Add host"
         </button>
         <Show when=move || open.get()>
-            <AddHostDialog open />
+            {lazy_view(move || add_host_dialog(open))}
         </Show>
     }
+}
+
+/// The dialog's code is a separate wasm chunk, fetched the first time it opens (P5).
+#[lazy]
+fn add_host_dialog(open: RwSignal<bool>) -> AnyView {
+    view! { <AddHostDialog open /> }.into_any()
 }
 
 #[component]

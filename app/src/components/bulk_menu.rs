@@ -2,7 +2,8 @@
 //! the fleet-wide flake.lock PR actions for those who may run commands.
 
 use crate::components::actions;
-use crate::components::menu::{close, escape_closes};
+use crate::components::lazy_view;
+use crate::components::menu::{close, escape_closes, want};
 use crate::components::viewer::MayRun;
 use crate::presentation::is_github_source;
 use crate::store::{Confirm, HostStore, MergeDeploy};
@@ -22,6 +23,30 @@ pub fn BulkMenu() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let selected = move || store.selection.with(|s| s.ids.len());
     let menu = NodeRef::<Details>::new();
+    // The items' code is a separate wasm chunk, fetched on the first sign of use (P5).
+    let wanted = RwSignal::new(false);
+    view! {
+        <details class="bulk-menu" id="bulk-actions-menu" node_ref=menu on:keydown=escape_closes(menu)
+            on:toggle=want(wanted) on:pointerenter=want(wanted) on:focusin=want(wanted)>
+            <summary>"Bulk actions" {move || (selected() > 0).then(|| format!(" · {}", selected()))}</summary>
+            <div class="menu" role="menu">
+                <Show when=move || wanted.get()>
+                    {lazy_view(move || bulk_menu_items(menu))}
+                </Show>
+            </div>
+        </details>
+    }
+}
+
+#[lazy]
+fn bulk_menu_items(menu: NodeRef<Details>) -> AnyView {
+    view! { <BulkMenuItems menu /> }.into_any()
+}
+
+#[component]
+fn BulkMenuItems(menu: NodeRef<Details>) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let selected = move || store.selection.with(|s| s.ids.len());
     let ask = move |confirm: Confirm| {
         store.confirm.set(Some(confirm));
         close(menu);
@@ -48,18 +73,13 @@ pub fn BulkMenu() -> impl IntoView {
         }
     });
     view! {
-        <details class="bulk-menu" id="bulk-actions-menu" node_ref=menu on:keydown=escape_closes(menu)>
-            <summary>"Bulk actions" {move || (selected() > 0).then(|| format!(" · {}", selected()))}</summary>
-            <div class="menu" role="menu">
-                {items.into_iter().collect_view()}
-                <button type="button" role="menuitem" data-command="clear-selection"
-                    disabled=move || selected() == 0
-                    on:click=move |_| store.selection.update(|s| s.clear())>
-                    "Clear selection"
-                </button>
-                <PrMenuItems menu />
-            </div>
-        </details>
+        {items.into_iter().collect_view()}
+        <button type="button" role="menuitem" data-command="clear-selection"
+            disabled=move || selected() == 0
+            on:click=move |_| store.selection.update(|s| s.clear())>
+            "Clear selection"
+        </button>
+        <PrMenuItems menu />
     }
 }
 

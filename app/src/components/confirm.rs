@@ -1,6 +1,7 @@
 //! The confirm dialog for destructive or wide actions.
 
 use crate::components::actions;
+use crate::components::lazy_view;
 use crate::presentation::merge_deploy_question;
 use crate::store::{Confirm, HostStore, MergeDeploy};
 use leptos::prelude::*;
@@ -34,8 +35,24 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
     }
 }
 
+/// The dialog's code is a separate wasm chunk, fetched the first time it shows (P5).
 #[component]
 pub fn ConfirmDialog() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    view! {
+        <Show when=move || store.confirm.with(Option::is_some)>
+            {lazy_view(confirm_dialog)}
+        </Show>
+    }
+}
+
+#[lazy]
+fn confirm_dialog() -> AnyView {
+    view! { <ConfirmBody /> }.into_any()
+}
+
+#[component]
+fn ConfirmBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let text = move || {
         store
@@ -57,9 +74,13 @@ pub fn ConfirmDialog() -> impl IntoView {
     // Focus starts on Cancel, the safe choice, so Enter never confirms by accident and
     // Escape closes from anywhere in the dialog.
     let cancel_ref = NodeRef::<leptos::html::Button>::new();
+    // After the frame: the dialog is built before its lazy boundary mounts it, and a
+    // detached button cannot take focus.
     Effect::new(move |_| {
         if let Some(button) = cancel_ref.get() {
-            let _ = button.focus();
+            request_animation_frame(move || {
+                let _ = button.focus();
+            });
         }
     });
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
@@ -68,7 +89,6 @@ pub fn ConfirmDialog() -> impl IntoView {
         }
     };
     view! {
-        <Show when=move || store.confirm.with(Option::is_some)>
             <div class="modal-backdrop" on:click=move |_| close()></div>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title" on:keydown=on_key>
                 <h2 id="confirm-title">{move || text().0}</h2>
@@ -78,7 +98,6 @@ pub fn ConfirmDialog() -> impl IntoView {
                     <button type="button" class="danger confirm" on:click=proceed>{move || text().2}</button>
                 </div>
             </div>
-        </Show>
     }
 }
 

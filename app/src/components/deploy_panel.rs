@@ -3,14 +3,32 @@
 //! it in this page only, until the job or its phase changes.
 
 use crate::components::actions;
+use crate::components::lazy_view;
 use crate::components::viewer::MayRun;
 use crate::presentation::*;
 use crate::store::HostStore;
 use leptos::prelude::*;
 use protocol::messages::{DeployHostState, DeployPhase};
 
+/// The panel's code is a separate wasm chunk, fetched when a deploy first shows (P5): most
+/// page loads see none.
 #[component]
 pub fn DeployPanel() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    view! {
+        <Show when=move || store.deploy.with(Option::is_some)>
+            {lazy_view(deploy_panel)}
+        </Show>
+    }
+}
+
+#[lazy]
+fn deploy_panel() -> AnyView {
+    view! { <DeployPanelBody /> }.into_any()
+}
+
+#[component]
+fn DeployPanelBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let may_run = MayRun::get();
     let deploy = store.deploy;
@@ -165,7 +183,7 @@ mod tests {
                     active,
                 }),
             }));
-            view! { <DeployPanel /> }.to_html()
+            view! { <DeployPanelBody /> }.to_html()
         })
     }
 

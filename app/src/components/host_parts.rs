@@ -3,6 +3,8 @@
 //! DOM hooks.
 
 use crate::components::actions::{perform, Action};
+use crate::components::lazy_view;
+use crate::components::menu::want;
 use crate::presentation::*;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
@@ -213,14 +215,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
     // Choosing an item closes the menu.
     let menu = NodeRef::<leptos::html::Details>::new();
     let close_menu = move |_| crate::components::menu::close(menu);
-    let menu_open = RwSignal::new(false);
-    let menu_item = move |kind: CommandKind, label: &'static str| {
-        view! {
-            <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run() on:click=run(kind)>
-                {label}
-            </button>
-        }
-    };
+    let wanted = RwSignal::new(false);
 
     view! {
         <span class="host-actions">
@@ -249,39 +244,69 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
             >
                 "↻"
             </button>
-            // The items exist only while the menu is open: 8 buttons and their bindings per
-            // row add up across a fleet (P4), and a closed menu shows none of them.
+            // The items exist only once the operator reaches for this menu: 8 buttons and
+            // their bindings per row add up across a fleet (P4), and their code is a lazily
+            // loaded chunk (P5).
             <details
                 class="host-menu"
                 node_ref=menu
                 on:keydown=crate::components::menu::escape_closes(menu)
-                on:toggle=move |_| menu_open.set(crate::components::menu::is_open(menu))
+                on:toggle=want(wanted)
+                on:pointerenter=want(wanted)
+                on:focusin=want(wanted)
             >
                 <summary aria-label="More actions">"⋮"</summary>
                 <div class="menu" role="menu" on:click=close_menu>
-                    <Show when=move || menu_open.get()>
-                        {menu_item(CommandKind::PullSwitch, "Pull + switch")}
-                        {menu_item(CommandKind::Update, "Update flake.lock")}
-                        {menu_item(CommandKind::Rollback, "Rollback")}
-                        {menu_item(CommandKind::Restart, "Restart agent")}
-                        <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
-                            on:click=move |_| perform(store, host_id(), Action::Unlock)>
-                            "Unlock"
-                        </button>
-                        <button type="button" role="menuitem" data-command="log" on:click=move |_| store.show_log(&host_id())>
-                            "Show output"
-                        </button>
-                        <button type="button" role="menuitem" data-command="download-logs"
-                            on:click=move |_| crate::components::actions::download_latest_log(store, host_id())>
-                            "Download logs"
-                        </button>
-                        <button type="button" role="menuitem" class="danger" data-command="remove"
-                            on:click=move |_| store.confirm.set(Some(crate::store::Confirm::RemoveHost(host_id())))>
-                            "Remove host…"
-                        </button>
+                    <Show when=move || wanted.get()>
+                        {lazy_view(move || host_menu_items(host))}
                     </Show>
                 </div>
             </details>
         </span>
+    }
+}
+
+/// The ⋮ menu's items: their code is a separate wasm chunk, fetched the first time a menu
+/// opens (P5).
+#[lazy]
+fn host_menu_items(host: HostSignals) -> AnyView {
+    view! { <HostMenuItems host /> }.into_any()
+}
+
+#[component]
+fn HostMenuItems(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let HostSignals { id, online, .. } = host;
+    let busy = host.busy();
+    let can_run = move || online.get() && !busy.get();
+    let host_id = move || id.get_value();
+    let menu_item = move |kind: CommandKind, label: &'static str| {
+        view! {
+            <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run()
+                on:click=move |_| perform(store, host_id(), Action::Run(kind))>
+                {label}
+            </button>
+        }
+    };
+    view! {
+        {menu_item(CommandKind::PullSwitch, "Pull + switch")}
+        {menu_item(CommandKind::Update, "Update flake.lock")}
+        {menu_item(CommandKind::Rollback, "Rollback")}
+        {menu_item(CommandKind::Restart, "Restart agent")}
+        <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
+            on:click=move |_| perform(store, host_id(), Action::Unlock)>
+            "Unlock"
+        </button>
+        <button type="button" role="menuitem" data-command="log" on:click=move |_| store.show_log(&host_id())>
+            "Show output"
+        </button>
+        <button type="button" role="menuitem" data-command="download-logs"
+            on:click=move |_| crate::components::actions::download_latest_log(store, host_id())>
+            "Download logs"
+        </button>
+        <button type="button" role="menuitem" class="danger" data-command="remove"
+            on:click=move |_| store.confirm.set(Some(crate::store::Confirm::RemoveHost(host_id())))>
+            "Remove host…"
+        </button>
     }
 }

@@ -3,6 +3,7 @@
 //! host's command history with downloads of the full logs.
 
 use crate::api::command_history;
+use crate::components::lazy_view;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
 use protocol::api::CommandRecord;
@@ -25,8 +26,24 @@ fn status_of(h: HostSignals) -> &'static str {
     result_text(h.last_result.get(), h.pending_command.with(Option::is_some))
 }
 
+/// The panel's code is a separate wasm chunk, fetched the first time it opens (P5).
 #[component]
 pub fn LogPanel() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    view! {
+        <Show when=move || store.log_host.with(Option::is_some)>
+            {lazy_view(log_panel)}
+        </Show>
+    }
+}
+
+#[lazy]
+fn log_panel() -> AnyView {
+    view! { <LogPanelBody /> }.into_any()
+}
+
+#[component]
+fn LogPanelBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let host = move || store.log_host.get().and_then(|id| store.host(&id));
     let lines_ref = NodeRef::<leptos::html::Div>::new();

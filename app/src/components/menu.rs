@@ -11,6 +11,18 @@ pub fn close(menu: NodeRef<Details>) {
     }
 }
 
+/// A handler that latches `wanted` on: menu items are built the first time the operator
+/// shows intent (hover, focus, open) and then kept. Their code is a lazily loaded wasm
+/// chunk (P5); building ahead of the click means the items are there when the menu opens,
+/// so a keyboard user's Enter then Tab finds them.
+pub fn want<E>(wanted: RwSignal<bool>) -> impl Fn(E) + Copy {
+    move |_| {
+        if !wanted.get_untracked() {
+            wanted.set(true);
+        }
+    }
+}
+
 /// Whether the menu is open now (for `toggle` handlers).
 pub fn is_open(menu: NodeRef<Details>) -> bool {
     menu.get_untracked().is_some_and(|d| d.open())

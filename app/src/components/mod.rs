@@ -18,3 +18,16 @@ pub mod login;
 pub mod menu;
 pub mod notices;
 pub mod viewer;
+
+use leptos::prelude::*;
+use std::future::Future;
+
+/// A view whose code is a separate wasm chunk (a `#[lazy]` function), fetched the first time
+/// it shows (issue 7's P5). Its own, empty Suspense boundary: waiting for the chunk must not
+/// send the page's boundary back to its fallback, which would rebuild the whole dashboard.
+pub fn lazy_view<Fut>(load: impl Fn() -> Fut + Send + Sync + 'static) -> impl IntoView
+where
+    Fut: Future<Output = AnyView> + Send + 'static,
+{
+    view! { <Suspense fallback=|| ()>{move || Suspend::new(load())}</Suspense> }
+}
