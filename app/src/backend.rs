@@ -16,6 +16,11 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq)]
 pub struct CspNonce(pub String);
 
+/// Which web build this server serves (a hash of its wasm), set once at startup. The page
+/// shell carries it and every snapshot too, so a page can tell when the dashboard has
+/// moved to another build (see `socket::check_build`).
+pub static WEB_BUILD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Make the request's CSP nonce the one Leptos puts on its inline scripts.
 pub fn provide_request_nonce() {
     use leptos::prelude::{provide_context, use_context};

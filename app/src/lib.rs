@@ -40,6 +40,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                     // Read by the browser to show the same buttons as the server rendered.
                     <meta name="viewer-role" content=v.role />
                 })}
+                <meta name="nixdeck-build" content=backend::WEB_BUILD.get().cloned().unwrap_or_default() />
                 <link rel="icon" href="data:," />
                 <link rel="stylesheet" id="leptos" href="/pkg/nixdeck.css" />
                 <HydrationScripts options />

@@ -27,6 +27,55 @@ pub fn csrf_token() -> Option<String> {
         .and_then(|m| m.get_attribute("content"))
 }
 
+thread_local! {
+    static STALE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the dashboard has moved to another web build than this page's code. Its wasm
+/// chunks (lazy views and pages) then belong to the new build and must not be loaded into
+/// this one: `lazy_view` reloads the page instead.
+pub fn is_stale() -> bool {
+    STALE.with(|s| s.get())
+}
+
+/// Compare the snapshot's build with the page's own (`<meta name="nixdeck-build">`).
+fn check_build(store: HostStore, snapshot: &protocol::messages::Snapshot) {
+    let page = document()
+        .query_selector("meta[name=nixdeck-build]")
+        .ok()
+        .flatten()
+        .and_then(|m| m.get_attribute("content"))
+        .unwrap_or_default();
+    if page.is_empty() || snapshot.build.is_empty() || page == snapshot.build || is_stale() {
+        return;
+    }
+    STALE.with(|s| s.set(true));
+    store.stale_build.set(true);
+    // Links inside the app would load the new build's page chunks into this page: make
+    // them full page loads (capture, so this runs before the router's own handler).
+    use wasm_bindgen::JsCast;
+    let follow = wasm_bindgen::closure::Closure::<dyn Fn(web_sys::MouseEvent)>::new(
+        |ev: web_sys::MouseEvent| {
+            let href = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                .and_then(|e| e.closest("a[href^='/']").ok().flatten())
+                .and_then(|a| a.get_attribute("href"));
+            if let Some(href) = href {
+                ev.prevent_default();
+                ev.stop_immediate_propagation();
+                let _ = window().location().assign(&href);
+            }
+        },
+    );
+    let _ = document().add_event_listener_with_callback_and_bool(
+        "click",
+        follow.as_ref().unchecked_ref(),
+        true,
+    );
+    follow.forget();
+}
+
 fn browser_now_s() -> f64 {
     js_sys::Date::now() / 1000.0
 }
@@ -143,6 +192,7 @@ fn flush(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell
             Decoded::Message(event) => {
                 if let BrowserEvent::Snapshot(s) = &event {
                     *offset.borrow_mut() = s.server_time.secs() as f64 - browser_now_s();
+                    check_build(store, s);
                 }
                 store.apply(&event);
             }

@@ -191,6 +191,9 @@ pub struct HostStore {
     /// The config repo's desired state (None: no source configured).
     pub desired: RwSignal<Option<DesiredState>>,
     pub dashboard_version: RwSignal<String>,
+    /// The dashboard now serves another web build than the one this page's code came from
+    /// (an upgrade): the page must reload before it loads any more code (see `socket`).
+    pub stale_build: RwSignal<bool>,
     /// The server's idea of now, ticking every second in the browser. Starts at the
     /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
     pub now: RwSignal<Timestamp>,
@@ -217,6 +220,7 @@ impl HostStore {
             hosts: Vec::new(),
             pending_pr: None,
             dashboard_version: String::new(),
+            build: String::new(),
             server_time: now,
             desired: None,
             deploy: None,
@@ -266,6 +270,7 @@ impl HostStore {
             deploy,
             desired,
             dashboard_version,
+            stale_build: RwSignal::new(false),
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
             log_host: RwSignal::new(None),
@@ -521,6 +526,7 @@ mod tests {
             server_time: Timestamp(100),
             desired: None,
             deploy: None,
+            build: String::new(),
         }
     }
 

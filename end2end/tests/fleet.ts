@@ -12,7 +12,7 @@ export const BASE = process.env.BASE_URL ?? "http://127.0.0.1:3900";
 export const ADMIN_PASSWORD = process.env.NIXDECK_ADMIN_PASSWORD ?? "";
 const AGENT_BIN = process.env.NIXDECK_AGENT_BIN ?? join(__dirname, "../../target/debug/nixdeck-agent");
 const SERVER_BIN = process.env.NIXDECK_SERVER_BIN ?? join(__dirname, "../../target/debug/nixdeck");
-const SITE_ROOT = join(__dirname, "../../target/site");
+export const SITE_ROOT = join(__dirname, "../../target/site");
 const FAKE_GITHUB_BIN = process.env.NIXDECK_FAKE_GITHUB_BIN ?? join(__dirname, "../../target/debug/fake-github");
 
 export interface Admin {

@@ -1,6 +1,9 @@
 // Foundation slice: one host's heartbeat travels agent -> hub -> browser store -> DOM.
 import { expect, Page, test } from "@playwright/test";
-import { ADMIN_PASSWORD, Agent, BASE, createHost, loginApi, loginUi, Server } from "./fleet";
+import { appendFileSync, cpSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ADMIN_PASSWORD, Agent, BASE, createHost, loginApi, loginUi, Server, SITE_ROOT } from "./fleet";
 
 /** Collects console errors, page errors and failed requests, to assert there were none. */
 function watchErrors(page: Page): string[] {
@@ -158,4 +161,49 @@ test("a dashboard restart: the footer shows the lost link, then the page resyncs
   // While the dashboard was down, Chromium reports the failed socket attempts itself.
   const unexpected = errors.filter((e) => !/WebSocket connection to .* failed/.test(e));
   expect(unexpected, server.log).toEqual([]);
+});
+
+test("an upgrade while a page is open: the page says so and loads the new build, never mixing in its chunks", async ({ page }) => {
+  // The site is copied, so the test can "upgrade" it: a custom section appended to the wasm
+  // makes another build that is still valid wasm.
+  const site = mkdtempSync(join(tmpdir(), "nixdeck-site-"));
+  cpSync(SITE_ROOT, site, { recursive: true });
+  const upgrade = async () => {
+    await server.stop();
+    appendFileSync(join(site, "pkg/nixdeck.wasm"), Buffer.from([0, 5, 4, 0x6e, 0x78, 0x64, 0x6b]));
+    await server.start();
+  };
+  const server = new Server(Number(process.env.E2E_SPARE_PORT ?? 3901) + 1, { NIXDECK_SITE_ROOT: site });
+  await server.start();
+  try {
+    await loginUi(page, server.base);
+    await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+    await expect(page.getByTestId("stale-build")).toHaveCount(0);
+
+    await upgrade();
+    await expect(page.getByTestId("stale-build")).toBeVisible({ timeout: 30_000 });
+    // A link inside the app becomes a full page load (the router would fetch the new
+    // build's page chunk into this page's old code).
+    let loaded = page.waitForEvent("load");
+    await page.click("a.account-link[href='/users']");
+    await loaded;
+    await expect(page).toHaveURL(`${server.base}/users`);
+    await page.goto(`${server.base}/`);
+    await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+    await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+    await expect(page.getByTestId("stale-build")).toHaveCount(0);
+
+    // A view whose chunk was never loaded here reloads the page into the new build.
+    await upgrade();
+    await expect(page.getByTestId("stale-build")).toBeVisible({ timeout: 30_000 });
+    loaded = page.waitForEvent("load");
+    await page.click("button.btn-add-host");
+    await loaded;
+    await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+    await expect(page.getByTestId("stale-build")).toHaveCount(0);
+    await page.click("button.btn-add-host");
+    await expect(page.locator(".modal.add-host")).toBeVisible();
+  } finally {
+    await server.stop();
+  }
 });

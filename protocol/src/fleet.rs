@@ -15,6 +15,8 @@ pub struct FleetState {
     pub desired: Option<DesiredState>,
     pub dashboard_version: String,
     pub server_time: Timestamp,
+    /// The web build the dashboard serves (see `Snapshot::build`).
+    pub build: String,
 }
 
 /// What an `apply` touched, so an adapter can wake only the matching signals.
@@ -48,6 +50,7 @@ impl FleetState {
             server_time,
             desired: self.desired.clone(),
             deploy: self.deploy.clone(),
+            build: self.build.clone(),
         }
     }
 
@@ -67,6 +70,7 @@ impl FleetState {
                 self.deploy = s.deploy.clone();
                 self.dashboard_version = s.dashboard_version.clone();
                 self.server_time = s.server_time;
+                self.build = s.build.clone();
                 Changed::All
             }
             BrowserEvent::HostHeartbeat(hb) => {
@@ -178,6 +182,7 @@ mod tests {
             hosts,
             pending_pr: None,
             dashboard_version: "0.1.0".into(),
+            build: String::new(),
             server_time: Timestamp(1000),
             desired: None,
             deploy: None,

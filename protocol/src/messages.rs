@@ -188,6 +188,10 @@ pub struct Snapshot {
     /// Addition: the current or last deploy, so a page opened mid-deploy shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeployProgress>,
+    /// Addition: which web build the dashboard serves (a hash of its wasm). A page loaded
+    /// from another build runs stale code and must not fetch this build's wasm chunks.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -88,6 +88,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    let build = web_build(&config.site_root);
+    let _ = app::backend::WEB_BUILD.set(build.clone());
+    hub.set_build(build);
     let leptos_options = LeptosOptions::builder()
         .output_name("nixdeck")
         .site_root(config.site_root.to_string_lossy().to_string())
@@ -309,4 +312,18 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Which web build the site holds: a hash of its wasm (empty without one, as in tests that
+/// run no browser). Pages compare it with their own to notice an upgrade.
+fn web_build(site_root: &std::path::Path) -> String {
+    use std::hash::{DefaultHasher, Hasher};
+    match std::fs::read(site_root.join("pkg/nixdeck.wasm")) {
+        Ok(bytes) => {
+            let mut h = DefaultHasher::new();
+            h.write(&bytes);
+            format!("{:016x}", h.finish())
+        }
+        Err(_) => String::new(),
+    }
 }

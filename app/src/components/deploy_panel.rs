@@ -166,6 +166,7 @@ mod tests {
                 hosts: vec![],
                 pending_pr: None,
                 dashboard_version: "0".into(),
+                build: String::new(),
                 server_time: Timestamp(0),
                 desired: None,
                 deploy: Some(DeployProgress {

@@ -112,6 +112,7 @@ mod tests {
                 hosts: vec![],
                 pending_pr: pr,
                 dashboard_version: "0".into(),
+                build: String::new(),
                 server_time: Timestamp(10_800),
                 desired,
                 deploy: None,

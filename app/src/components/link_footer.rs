@@ -25,6 +25,14 @@ pub fn LinkFooter() -> impl IntoView {
                 <span class="link-dot"></span>
                 {move || state().1}
             </span>
+            <Show when=move || store.stale_build.get()>
+                <span class="stale-build" role="status" data-testid="stale-build">
+                    "nixdeck was updated. "
+                    <button type="button" class="reload" on:click=move |_| {
+                        let _ = window().location().reload();
+                    }>"Reload"</button>
+                </span>
+            </Show>
             <span class="version">"nixdeck " {move || store.dashboard_version.get()}</span>
         </footer>
     }

@@ -29,5 +29,14 @@ pub fn lazy_view<Fut>(load: impl Fn() -> Fut + Send + Sync + 'static) -> impl In
 where
     Fut: Future<Output = AnyView> + Send + 'static,
 {
-    view! { <Suspense fallback=|| ()>{move || Suspend::new(load())}</Suspense> }
+    let view = move || {
+        // After an upgrade this build's chunks are gone: load the new build whole instead.
+        #[cfg(feature = "hydrate")]
+        if crate::socket::is_stale() {
+            let _ = window().location().reload();
+            return None;
+        }
+        Some(Suspend::new(load()))
+    };
+    view! { <Suspense fallback=|| ()>{view}</Suspense> }
 }

@@ -151,6 +151,11 @@ impl Hub {
         }
     }
 
+    /// Which web build the dashboard serves; every snapshot carries it.
+    pub fn set_build(&self, build: String) {
+        self.lock().fleet.build = build;
+    }
+
     fn lock(&self) -> MutexGuard<'_, HubState> {
         // A panic elsewhere must not take the hub down with a poisoned lock: the state is
         // only ever changed through `FleetState::apply`, which leaves it consistent.
