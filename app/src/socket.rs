@@ -120,6 +120,15 @@ pub fn start(store: HostStore) {
         );
     }
     spawn_local(run(store, offset));
+    // Once the page is up, fetch the dashboard's lazily loaded parts in the background.
+    set_timeout(
+        || {
+            if !is_stale() {
+                crate::components::preload_lazy_parts();
+            }
+        },
+        Duration::from_secs(1),
+    );
 }
 
 async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {

@@ -68,12 +68,16 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
 test("admins manage users and read the audit log in the page", async ({ page }) => {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
-  // Every page but the dashboard is a separate wasm chunk (lazy routes): the dashboard
-  // never fetches the admin pages', the first visit to a page does.
+  // Every page but the dashboard is a separate wasm chunk (lazy routes), fetched on its
+  // first visit; the dashboard fetches its own lazy parts (dialogs, menus, panels) in the
+  // background once it is up, and never the other pages.
   const chunks: string[] = [];
+  const parts: string[] = [];
   page.on("request", (r) => {
-    const m = /\/pkg\/split___(\w+?)_route_view_\d+\.wasm$/.exec(r.url());
-    if (m) chunks.push(m[1]);
+    const route = /\/pkg\/split___(\w+?)_route_view_\d+\.wasm$/.exec(r.url());
+    if (route) chunks.push(route[1]);
+    const part = /\/pkg\/split_([a-z]\w+?)_\d+\.wasm$/.exec(r.url());
+    if (part) parts.push(part[1]);
   });
   await page.goto("/login");
   await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
@@ -82,6 +86,9 @@ test("admins manage users and read the audit log in the page", async ({ page }) 
   await page.click("button[type=submit]");
   await expect(page).toHaveURL(`${BASE}/`);
   await expect(page.locator("tr.host-row, p.empty").first()).toBeVisible();
+  await expect
+    .poll(() => [...parts].sort())
+    .toEqual(["add_host_dialog", "bulk_menu_items", "confirm_dialog", "deploy_panel", "host_menu_items", "log_panel"]);
   // (The login page is a chunk of its own too, fetched by /login.)
   expect(chunks).toEqual(["login"]);
 

@@ -41,7 +41,7 @@ pub fn AddHostButton() -> impl IntoView {
 
 /// The dialog's code is a separate wasm chunk, fetched the first time it opens (P5).
 #[lazy]
-fn add_host_dialog(open: RwSignal<bool>) -> AnyView {
+pub(crate) fn add_host_dialog(open: RwSignal<bool>) -> AnyView {
     view! { <AddHostDialog open /> }.into_any()
 }
 

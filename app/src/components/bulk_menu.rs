@@ -39,7 +39,7 @@ pub fn BulkMenu() -> impl IntoView {
 }
 
 #[lazy]
-fn bulk_menu_items(menu: NodeRef<Details>) -> AnyView {
+pub(crate) fn bulk_menu_items(menu: NodeRef<Details>) -> AnyView {
     view! { <BulkMenuItems menu /> }.into_any()
 }
 

@@ -47,7 +47,7 @@ pub fn ConfirmDialog() -> impl IntoView {
 }
 
 #[lazy]
-fn confirm_dialog() -> AnyView {
+pub(crate) fn confirm_dialog() -> AnyView {
     view! { <ConfirmBody /> }.into_any()
 }
 

@@ -23,7 +23,7 @@ pub fn DeployPanel() -> impl IntoView {
 }
 
 #[lazy]
-fn deploy_panel() -> AnyView {
+pub(crate) fn deploy_panel() -> AnyView {
     view! { <DeployPanelBody /> }.into_any()
 }
 

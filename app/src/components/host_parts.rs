@@ -269,7 +269,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
 /// The ⋮ menu's items: their code is a separate wasm chunk, fetched the first time a menu
 /// opens (P5).
 #[lazy]
-fn host_menu_items(host: HostSignals) -> AnyView {
+pub(crate) fn host_menu_items(host: HostSignals) -> AnyView {
     view! { <HostMenuItems host /> }.into_any()
 }
 

@@ -38,7 +38,7 @@ pub fn LogPanel() -> impl IntoView {
 }
 
 #[lazy]
-fn log_panel() -> AnyView {
+pub(crate) fn log_panel() -> AnyView {
     view! { <LogPanelBody /> }.into_any()
 }
 

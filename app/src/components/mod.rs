@@ -22,6 +22,21 @@ pub mod viewer;
 use leptos::prelude::*;
 use std::future::Future;
 
+/// Fetch the dashboard's lazily loaded parts (dialogs, menus, panels) in the background,
+/// once the page is up: their first use is then instant, and still works if the server
+/// has become unreachable by then. The other pages' chunks load when visited.
+#[cfg(feature = "hydrate")]
+pub fn preload_lazy_parts() {
+    let _ = (
+        leptos::lazy_preload!(add_host::add_host_dialog),
+        leptos::lazy_preload!(bulk_menu::bulk_menu_items),
+        leptos::lazy_preload!(confirm::confirm_dialog),
+        leptos::lazy_preload!(deploy_panel::deploy_panel),
+        leptos::lazy_preload!(host_parts::host_menu_items),
+        leptos::lazy_preload!(log_panel::log_panel),
+    );
+}
+
 /// A view whose code is a separate wasm chunk (a `#[lazy]` function), fetched the first time
 /// it shows (issue 7's P5). Its own, empty Suspense boundary: waiting for the chunk must not
 /// send the page's boundary back to its fallback, which would rebuild the whole dashboard.
