@@ -21,29 +21,39 @@ pub mod viewer;
 
 use leptos::prelude::*;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 /// Fetch the dashboard's lazily loaded parts (dialogs, menus, panels) in the background,
 /// once the page is up: their first use is then instant, and still works if the server
 /// has become unreachable by then. The other pages' chunks load when visited.
 #[cfg(feature = "hydrate")]
 pub fn preload_lazy_parts() {
-    let _ = (
-        leptos::lazy_preload!(add_host::add_host_dialog),
-        leptos::lazy_preload!(bulk_menu::bulk_menu_items),
-        leptos::lazy_preload!(confirm::confirm_dialog),
-        leptos::lazy_preload!(deploy_panel::deploy_panel),
-        leptos::lazy_preload!(host_parts::host_menu_items),
-        leptos::lazy_preload!(log_panel::log_panel),
-    );
+    // One task for all (the `__preload_*` functions come with each `#[lazy]` function).
+    leptos::task::spawn_local(async {
+        add_host::__preload_add_host_dialog().await;
+        bulk_menu::__preload_bulk_menu_items().await;
+        confirm::__preload_confirm_dialog().await;
+        deploy_panel::__preload_deploy_panel().await;
+        host_parts::__preload_host_menu_items().await;
+        log_panel::__preload_log_panel().await;
+    });
 }
 
 /// A view whose code is a separate wasm chunk (a `#[lazy]` function), fetched the first time
 /// it shows (issue 7's P5). Its own, empty Suspense boundary: waiting for the chunk must not
 /// send the page's boundary back to its fallback, which would rebuild the whole dashboard.
-pub fn lazy_view<Fut>(load: impl Fn() -> Fut + Send + Sync + 'static) -> impl IntoView
+pub fn lazy_view<Fut>(load: impl Fn() -> Fut + Send + Sync + 'static) -> AnyView
 where
     Fut: Future<Output = AnyView> + Send + 'static,
 {
+    lazy_view_erased(Arc::new(move || Box::pin(load()) as LazyLoad))
+}
+
+type LazyLoad = Pin<Box<dyn Future<Output = AnyView> + Send>>;
+
+// Not generic: one boundary's code for every lazy part.
+fn lazy_view_erased(load: Arc<dyn Fn() -> LazyLoad + Send + Sync>) -> AnyView {
     let view = move || {
         // After an upgrade this build's chunks are gone: load the new build whole instead.
         #[cfg(feature = "hydrate")]
@@ -53,5 +63,5 @@ where
         }
         Some(Suspend::new(load()))
     };
-    view! { <Suspense fallback=|| ()>{view}</Suspense> }
+    view! { <Suspense fallback=|| ()>{view}</Suspense> }.into_any()
 }
