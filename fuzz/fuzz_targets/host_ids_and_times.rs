@@ -4,7 +4,8 @@
 //! - `is_valid_host_id` agrees with an independent, regex-free reading of the contract's
 //!   `[a-z0-9][a-z0-9._-]{0,62}` (whole string; 1 to 63 characters);
 //! - `is_valid_theme_color` agrees with a reading of `#rrggbb`;
-//! - `Timestamp::parse` never panics; a parsed timestamp's Display (what goes on the wire)
+//! - `Timestamp::parse` never panics and accepts exactly what chrono's RFC 3339 parser
+//!   accepts (within years 0000-9999), giving the same instant; a parsed timestamp's Display (what goes on the wire)
 //!   parses back to the same timestamp, as does its JSON form; `clock()` is `HH:MM:SS`;
 //! - the same for a well-formed time built from the first 9 bytes (any year 0000-9999, any
 //!   offset), which `Timestamp::parse` must accept unless its UTC year leaves 0000-9999.
@@ -94,6 +95,11 @@ fn reference_color(s: &str) -> bool {
 }
 
 fn check_time(s: &str) {
+    let reference = chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| Timestamp(t.timestamp()))
+        .filter(|t| (Timestamp::MIN..=Timestamp::MAX).contains(t));
+    assert_eq!(Timestamp::parse(s).ok(), reference, "parse disagrees with chrono on {s:?}");
     let Ok(t) = Timestamp::parse(s) else {
         return;
     };

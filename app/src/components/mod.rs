@@ -37,6 +37,7 @@ pub fn preload_lazy_parts() {
         deploy_panel::__preload_deploy_panel().await;
         host_parts::__preload_host_menu_items().await;
         log_panel::__preload_log_panel().await;
+        notices::__preload_notice_list().await;
     });
 }
 

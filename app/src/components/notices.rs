@@ -1,15 +1,34 @@
 //! Toasts: failed actions and other things the operator should know. Errors stay until
 //! dismissed; the rest fade after a few seconds.
 
+use crate::components::lazy_view;
 use crate::store::HostStore;
 use leptos::prelude::*;
 use std::time::Duration;
 
+/// The live region is always there (screen readers announce only into an existing one);
+/// the toasts' code is a separate wasm chunk (P5).
 #[component]
 pub fn Notices() -> impl IntoView {
     let store = expect_context::<HostStore>();
     view! {
         <div class="notices" role="status" aria-live="polite">
+            <Show when=move || store.notices.with(|n| !n.is_empty())>
+                {lazy_view(notice_list)}
+            </Show>
+        </div>
+    }
+}
+
+#[lazy]
+pub(crate) fn notice_list() -> AnyView {
+    view! { <NoticeList /> }.into_any()
+}
+
+#[component]
+fn NoticeList() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    view! {
             <For each=move || store.notices.get() key=|n| n.id let:notice>
                 {
                     let id = notice.id;
@@ -26,6 +45,5 @@ pub fn Notices() -> impl IntoView {
                     }
                 }
             </For>
-        </div>
     }
 }
