@@ -96,6 +96,14 @@ test("Merge & Deploy from the bulk menu: the PR mark, live progress per host, an
     await expect(page.locator(".log-lines")).toContainText("activated");
     await page.screenshot({ path: test.info().outputPath("dashboard-after-deploy.png"), fullPage: true });
     expect(await page.evaluate(() => (window as any).__pwned)).toBeUndefined();
+
+    // A page loaded now shows the ended deploy too: the panel (a lazily loaded part, built
+    // in the browser once the page is hydrated) comes up and works.
+    await page.reload();
+    await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+    await expect(panel).toHaveAttribute("data-phase", "done");
+    await panel.getByTestId("deploy-dismiss").click();
+    await expect(panel).toHaveCount(0);
     expect(errors).toEqual([]);
   } finally {
     for (const a of agents) await a.stop("SIGKILL");

@@ -42,7 +42,7 @@ pub fn preload_lazy_parts() {
 }
 
 /// A view whose code is a separate wasm chunk (a `#[lazy]` function), fetched the first time
-/// it shows (issue 7's P5). Its own, empty Suspense boundary: waiting for the chunk must not
+/// it shows (issue 7's P5), and built in the browser only. Its own, empty Suspense boundary: waiting for the chunk must not
 /// send the page's boundary back to its fallback, which would rebuild the whole dashboard.
 pub fn lazy_view<Fut>(load: impl Fn() -> Fut + Send + Sync + 'static) -> AnyView
 where
@@ -55,7 +55,14 @@ type LazyLoad = Pin<Box<dyn Future<Output = AnyView> + Send>>;
 
 // Not generic: one boundary's code for every lazy part.
 fn lazy_view_erased(load: Arc<dyn Fn() -> LazyLoad + Send + Sync>) -> AnyView {
+    // Built in the browser only, once the page is hydrated (effects run only there): the
+    // server renders none of it, so hydration never has to wait for a chunk.
+    let mounted = RwSignal::new(false);
+    Effect::new(move |_| mounted.set(true));
     let view = move || {
+        if !mounted.get() {
+            return None;
+        }
         // After an upgrade this build's chunks are gone: load the new build whole instead.
         #[cfg(feature = "hydrate")]
         if crate::socket::is_stale() {
