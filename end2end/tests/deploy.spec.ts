@@ -83,6 +83,7 @@ test("Merge & Deploy from the bulk menu: the PR mark, live progress per host, an
       await expect(row.locator('[data-compartment="system"] .compartment-indicator--ok')).toBeVisible();
       await expect(row.locator('[data-compartment="lock"]')).not.toHaveClass(/\bhas-pr\b/, { timeout: 15_000 });
     }
+    await expect(page.locator(".pending-pr")).toBeHidden();
     // Every output line of the deploy's commands was kept, and the log panel shows them.
     for (const n of names) {
       const history = await (await admin.api.get(`/api/hosts/${n}/commands?limit=5`)).json();

@@ -50,23 +50,21 @@ pub fn DesiredTarget() -> impl IntoView {
             <span class="desired" data-testid="desired" title=move || source.get()>
                 <span class="desired-label">"Target"</span>
                 <span class="desired-branch">{move || branch.get()}</span>
-                <Show when=move || commit.with(Option::is_some)>
-                    <a class="desired-commit" data-testid="desired-commit"
-                        href=move || href.get() target="_blank" rel="noopener noreferrer"
-                        title=move || commit_title.get()>
-                        {move || short_generation(commit.get().as_deref())}
-                    </a>
-                    <span class="desired-age">{age}</span>
-                </Show>
-                {move || waiting.get().map(|text| view! { <span class="desired-waiting">{text}</span> })}
-                {move || error.get().map(|text| view! {
-                    <span class="desired-error" data-testid="desired-error" title=text.clone()>{text.clone()}</span>
-                })}
-                {move || rate_limited.get().map(|text| view! {
-                    <span class="desired-rate-limited" title="GitHub is rate-limiting the dashboard; the last known state stays in force until then (UTC).">
-                        {text}
-                    </span>
-                })}
+                <a class="desired-commit" data-testid="desired-commit" hidden=move || commit.with(Option::is_none)
+                    href=move || href.get() target="_blank" rel="noopener noreferrer"
+                    title=move || commit_title.get()>
+                    {move || commit.with(Option::is_some).then(|| short_generation(commit.get().as_deref()))}
+                </a>
+                <span class="desired-age" hidden=move || commit.with(Option::is_none)>{age}</span>
+                // Always there, hidden when empty: plain text nodes and attributes cost the
+                // browser's wasm far less than a view built and dropped per change (P5).
+                <span class="desired-waiting" hidden=move || waiting.with(Option::is_none)>{move || waiting.get()}</span>
+                <span class="desired-error" data-testid="desired-error" hidden=move || error.with(Option::is_none)
+                    title=move || error.get()>{move || error.get()}</span>
+                <span class="desired-rate-limited" hidden=move || rate_limited.with(Option::is_none)
+                    title="GitHub is rate-limiting the dashboard; the last known state stays in force until then (UTC).">
+                    {move || rate_limited.get()}
+                </span>
             </span>
         </Show>
     }
@@ -83,20 +81,18 @@ pub fn PendingPrLink() -> impl IntoView {
     let href = Memo::new(move |_| pr.with(|p| p.as_ref().and_then(|p| http_url(Some(&p.url)))));
     let mergeable = Memo::new(move |_| pr.with(|p| p.as_ref().is_some_and(|p| p.mergeable)));
     view! {
-        <Show when=move || pr.with(Option::is_some)>
-            <span class="pending-pr">
-                // Without an http(s) URL the <a> has no href: plain text, not a link.
-                <a class="pending-pr-link" data-testid="pending-pr"
-                    href=move || href.get() target="_blank" rel="noopener noreferrer"
-                    title=move || text.get()>
-                    {move || text.get()}
-                </a>
-                <span class="pr-badge" class:mergeable=move || mergeable.get()
-                    data-testid="pending-pr-mergeable" data-mergeable=move || mergeable.get().to_string()>
-                    {move || if mergeable.get() { "mergeable" } else { "not mergeable yet" }}
-                </span>
+        <span class="pending-pr" hidden=move || pr.with(Option::is_none)>
+            // Without an http(s) URL the <a> has no href: plain text, not a link.
+            <a class="pending-pr-link" data-testid="pending-pr"
+                href=move || href.get() target="_blank" rel="noopener noreferrer"
+                title=move || text.get()>
+                {move || text.get()}
+            </a>
+            <span class="pr-badge" class:mergeable=move || mergeable.get()
+                data-testid="pending-pr-mergeable" data-mergeable=move || mergeable.get().to_string()>
+                {move || if mergeable.get() { "mergeable" } else { "not mergeable yet" }}
             </span>
-        </Show>
+        </span>
     }
 }
 
@@ -155,11 +151,22 @@ mod tests {
         assert!(html.contains("not mergeable yet"), "{html}");
     }
 
+    /// The opening tag around the first occurrence of `marker`.
+    fn opening_tag<'a>(html: &'a str, marker: &str) -> &'a str {
+        let at = html.find(marker).expect(marker);
+        let start = html[..at].rfind('<').unwrap();
+        let end = at + html[at..].find('>').unwrap();
+        &html[start..=end]
+    }
+
     #[test]
     fn no_source_says_so() {
         let html = render(None, None);
         assert!(html.contains("Desired state: not configured"), "{html}");
-        assert!(!html.contains("pending-pr"), "{html}");
+        assert!(
+            opening_tag(&html, r#"class="pending-pr""#).contains(" hidden"),
+            "{html}"
+        );
         let html = render(
             Some(DesiredState {
                 source: "github:o/r".into(),
@@ -172,6 +179,9 @@ mod tests {
             html.contains("waiting for the first read of github:o/r"),
             "{html}"
         );
-        assert!(!html.contains("desired-commit"), "{html}");
+        assert!(
+            opening_tag(&html, "desired-commit").contains(" hidden"),
+            "{html}"
+        );
     }
 }
