@@ -18,38 +18,32 @@ use std::time::Duration;
 /// past this many we apply at once instead of letting the queue grow.
 const MAX_QUEUED: usize = 2_000;
 
+/// A `<meta name=…>` of the page shell.
+pub fn meta(name: &str) -> Option<String> {
+    document()
+        .query_selector(&format!("meta[name={name}]"))
+        .ok()
+        .flatten()
+        .and_then(|m| m.get_attribute("content"))
+}
+
 /// The page's CSRF token, from `<meta name="csrf-token">`.
 pub fn csrf_token() -> Option<String> {
-    document()
-        .query_selector("meta[name=csrf-token]")
-        .ok()
-        .flatten()
-        .and_then(|m| m.get_attribute("content"))
+    meta("csrf-token")
 }
 
-thread_local! {
-    static STALE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the dashboard has moved to another web build than this page's code. Its wasm
-/// chunks (lazy views and pages) then belong to the new build and must not be loaded into
-/// this one: `lazy_view` reloads the page instead.
-pub fn is_stale() -> bool {
-    STALE.with(|s| s.get())
-}
-
-/// Compare the snapshot's build with the page's own (`<meta name="nixdeck-build">`).
+/// Compare the snapshot's build with the page's own (`<meta name="nixdeck-build">`). On a
+/// difference the store's `stale_build` is set for good: the new build's wasm chunks (lazy
+/// views and pages) must not be loaded into this page, and `lazy_view` reloads instead.
 fn check_build(store: HostStore, snapshot: &protocol::messages::Snapshot) {
-    let page = document()
-        .query_selector("meta[name=nixdeck-build]")
-        .ok()
-        .flatten()
-        .and_then(|m| m.get_attribute("content"))
-        .unwrap_or_default();
-    if page.is_empty() || snapshot.build.is_empty() || page == snapshot.build || is_stale() {
+    let page = meta("nixdeck-build").unwrap_or_default();
+    if page.is_empty()
+        || snapshot.build.is_empty()
+        || page == snapshot.build
+        || store.stale_build.get_untracked()
+    {
         return;
     }
-    STALE.with(|s| s.set(true));
     store.stale_build.set(true);
     // Links inside the app would load the new build's page chunks into this page: make
     // them full page loads (capture, so this runs before the router's own handler).
@@ -122,8 +116,8 @@ pub fn start(store: HostStore) {
     spawn_local(run(store, offset));
     // Once the page is up, fetch the dashboard's lazily loaded parts in the background.
     set_timeout(
-        || {
-            if !is_stale() {
+        move || {
+            if !store.stale_build.get_untracked() {
                 crate::components::preload_lazy_parts();
             }
         },

@@ -33,9 +33,7 @@ pub fn AddHostButton() -> impl IntoView {
         <button type="button" class="btn-add-host" on:click=move |_| open.set(true)>
             "Add host"
         </button>
-        <Show when=move || open.get()>
-            {lazy_view(move || add_host_dialog(open))}
-        </Show>
+        {lazy_view(move || open.get(), move || add_host_dialog(open))}
     }
 }
 

@@ -30,9 +30,7 @@ pub fn BulkMenu() -> impl IntoView {
             on:toggle=want(wanted) on:pointerenter=want(wanted) on:focusin=want(wanted)>
             <summary>"Bulk actions" {move || (selected() > 0).then(|| format!(" · {}", selected()))}</summary>
             <div class="menu" role="menu">
-                <Show when=move || wanted.get()>
-                    {lazy_view(move || bulk_menu_items(menu))}
-                </Show>
+                {lazy_view(move || wanted.get(), move || bulk_menu_items(menu))}
             </div>
         </details>
     }

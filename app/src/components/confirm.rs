@@ -40,9 +40,7 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
 pub fn ConfirmDialog() -> impl IntoView {
     let store = expect_context::<HostStore>();
     view! {
-        <Show when=move || store.confirm.with(Option::is_some)>
-            {lazy_view(confirm_dialog)}
-        </Show>
+        {lazy_view(move || store.confirm.with(Option::is_some), confirm_dialog)}
     }
 }
 

@@ -16,9 +16,7 @@ use protocol::messages::{DeployHostState, DeployPhase};
 pub fn DeployPanel() -> impl IntoView {
     let store = expect_context::<HostStore>();
     view! {
-        <Show when=move || store.deploy.with(Option::is_some)>
-            {lazy_view(deploy_panel)}
-        </Show>
+        {lazy_view(move || store.deploy.with(Option::is_some), deploy_panel)}
     }
 }
 

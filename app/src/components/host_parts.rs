@@ -257,9 +257,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
             >
                 <summary aria-label="More actions">"⋮"</summary>
                 <div class="menu" role="menu" on:click=close_menu>
-                    <Show when=move || wanted.get()>
-                        {lazy_view(move || host_menu_items(host))}
-                    </Show>
+                    {lazy_view(move || wanted.get(), move || host_menu_items(host))}
                 </div>
             </details>
         </span>

@@ -31,9 +31,7 @@ fn status_of(h: HostSignals) -> &'static str {
 pub fn LogPanel() -> impl IntoView {
     let store = expect_context::<HostStore>();
     view! {
-        <Show when=move || store.log_host.with(Option::is_some)>
-            {lazy_view(log_panel)}
-        </Show>
+        {lazy_view(move || store.log_host.with(Option::is_some), log_panel)}
     }
 }
 

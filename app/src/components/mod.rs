@@ -41,31 +41,44 @@ pub fn preload_lazy_parts() {
     });
 }
 
-/// A view whose code is a separate wasm chunk (a `#[lazy]` function), fetched the first time
-/// it shows (issue 7's P5), and built in the browser only. Its own, empty Suspense boundary: waiting for the chunk must not
-/// send the page's boundary back to its fallback, which would rebuild the whole dashboard.
-pub fn lazy_view<Fut>(load: impl Fn() -> Fut + Send + Sync + 'static) -> AnyView
+/// A view shown while `when` holds, whose code is a separate wasm chunk (a `#[lazy]`
+/// function) fetched the first time it shows (issue 7's P5), and built in the browser only.
+/// Its own, empty Suspense boundary: waiting for the chunk must not send the page's
+/// boundary back to its fallback, which would rebuild the whole dashboard.
+pub fn lazy_view<Fut>(
+    when: impl Fn() -> bool + Send + Sync + 'static,
+    load: impl Fn() -> Fut + Send + Sync + 'static,
+) -> AnyView
 where
     Fut: Future<Output = AnyView> + Send + 'static,
 {
-    lazy_view_erased(Arc::new(move || Box::pin(load()) as LazyLoad))
+    lazy_view_erased(
+        Arc::new(when),
+        Arc::new(move || Box::pin(load()) as LazyLoad),
+    )
 }
 
 type LazyLoad = Pin<Box<dyn Future<Output = AnyView> + Send>>;
 
 // Not generic: one boundary's code for every lazy part.
-fn lazy_view_erased(load: Arc<dyn Fn() -> LazyLoad + Send + Sync>) -> AnyView {
+fn lazy_view_erased(
+    when: Arc<dyn Fn() -> bool + Send + Sync>,
+    load: Arc<dyn Fn() -> LazyLoad + Send + Sync>,
+) -> AnyView {
     // Built in the browser only, once the page is hydrated (effects run only there): the
     // server renders none of it, so hydration never has to wait for a chunk.
+    let store = use_context::<crate::store::HostStore>();
     let mounted = RwSignal::new(false);
     Effect::new(move |_| mounted.set(true));
+    // A memo, so the part is rebuilt only when it appears, not on every change `when` reads.
+    let shown = Memo::new(move |_| mounted.get() && when());
     let view = move || {
-        if !mounted.get() {
+        if !shown.get() {
             return None;
         }
         // After an upgrade this build's chunks are gone: load the new build whole instead.
-        #[cfg(feature = "hydrate")]
-        if crate::socket::is_stale() {
+        if store.is_some_and(|s| s.stale_build.get_untracked()) {
+            #[cfg(feature = "hydrate")]
             let _ = window().location().reload();
             return None;
         }

@@ -13,9 +13,7 @@ pub fn Notices() -> impl IntoView {
     let store = expect_context::<HostStore>();
     view! {
         <div class="notices" role="status" aria-live="polite">
-            <Show when=move || store.notices.with(|n| !n.is_empty())>
-                {lazy_view(notice_list)}
-            </Show>
+            {lazy_view(move || store.notices.with(|n| !n.is_empty()), notice_list)}
         </div>
     }
 }

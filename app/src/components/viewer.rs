@@ -29,11 +29,7 @@ fn viewer_role() -> Option<String> {
 
 #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
 fn viewer_role() -> Option<String> {
-    document()
-        .query_selector("meta[name=viewer-role]")
-        .ok()
-        .flatten()
-        .and_then(|m| m.get_attribute("content"))
+    crate::socket::meta("viewer-role")
 }
 
 #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
