@@ -11,6 +11,8 @@ pub mod selection;
 #[cfg(feature = "hydrate")]
 pub mod socket;
 pub mod store;
+#[cfg(feature = "hydrate")]
+mod warm_up;
 
 use components::dashboard::DashboardPage;
 use leptos::prelude::*;

@@ -31,29 +31,62 @@ impl ListWindow {
     };
 
     /// The first window of a page built in the browser, which knows its viewport before
-    /// anything is measured: the rows it would measure a frame later (P4), not `INITIAL`'s
-    /// fixed 30, which exist only so that server and hydration agree.
+    /// anything is measured: just the rows in view. The margin comes after the first paint
+    /// (see `toward`), so a login shows its rows sooner (P4). Nothing known of the viewport:
+    /// `INITIAL`'s rows.
     pub fn first_in(viewport_px: f64) -> ListWindow {
-        ListWindow::around(0, 0.0, viewport_px, ROW_ESTIMATE_PX)
+        if !(viewport_px.is_finite() && viewport_px > 0.0) {
+            return ListWindow::INITIAL;
+        }
+        ListWindow::in_view(usize::MAX, 0.0, viewport_px, ROW_ESTIMATE_PX)
     }
 
-    /// The window for a list of `total` rows of `row_px` each whose top edge is
-    /// `scrolled_px` above the viewport's top (negative while the list starts lower down),
-    /// in a viewport `viewport_px` high.
-    pub fn around(total: usize, scrolled_px: f64, viewport_px: f64, row_px: f64) -> ListWindow {
+    /// The rows of a list of `total` rows of `row_px` each that a viewport `viewport_px`
+    /// high shows when the list's top edge is `scrolled_px` above the viewport's top
+    /// (negative while the list starts lower down).
+    pub fn in_view(total: usize, scrolled_px: f64, viewport_px: f64, row_px: f64) -> ListWindow {
         let row_px = if row_px.is_finite() && row_px >= 1.0 {
             row_px
         } else {
             ROW_ESTIMATE_PX
         };
         let rows = |px: f64| (px.max(0.0) / row_px) as usize;
-        let in_view = rows(viewport_px).saturating_add(1);
-        let len = (in_view + 2 * OVERSCAN).max(MIN_ROWS);
-        let first_seen = rows(scrolled_px);
-        let start = first_seen
+        // The partly shown row at the bottom, and one more for a list that starts lower down
+        // than the estimate says.
+        let len = rows(viewport_px).saturating_add(1);
+        let start = rows(scrolled_px).min(total.saturating_sub(len));
+        ListWindow { start, len }
+    }
+
+    /// The window for a list of `total` rows: the rows in view (see `in_view`) with
+    /// `OVERSCAN` more each side, and at least `MIN_ROWS`.
+    pub fn around(total: usize, scrolled_px: f64, viewport_px: f64, row_px: f64) -> ListWindow {
+        let seen = ListWindow::in_view(usize::MAX, scrolled_px, viewport_px, row_px);
+        let len = (seen.len + 2 * OVERSCAN).max(MIN_ROWS);
+        let start = seen
+            .start
             .saturating_sub(OVERSCAN)
             .min(total.saturating_sub(len));
         ListWindow { start, len }
+    }
+
+    /// One step from this window toward `target`. Growing around rows that already cover
+    /// `seen` (the rows in view) adds at most `step` rows, below first: the margin is built
+    /// a frame at a time after the first paint rather than before it. Anything else (a
+    /// scroll, rows in view that are missing) is `target` at once.
+    pub fn toward(self, target: ListWindow, seen: ListWindow, step: usize) -> ListWindow {
+        let end = |w: ListWindow| w.start.saturating_add(w.len);
+        let grows = target.start <= self.start && end(self) <= end(target);
+        let covers = self.start <= seen.start && end(seen) <= end(self);
+        if !grows || !covers {
+            return target;
+        }
+        let below = (end(target) - end(self)).min(step);
+        let above = (self.start - target.start).min(step - below);
+        ListWindow {
+            start: self.start - above,
+            len: self.len + below + above,
+        }
     }
 
     /// The ids this window covers, clamped to the list.
@@ -106,15 +139,54 @@ mod tests {
     }
 
     #[test]
-    fn a_page_built_in_the_browser_starts_with_the_window_it_will_measure() {
+    fn a_page_built_in_the_browser_starts_with_the_rows_in_view_then_grows_after() {
         for viewport in [800.0, 4000.0] {
             let first = ListWindow::first_in(viewport);
-            let measured = ListWindow::around(1000, 0.0, viewport, ROW_ESTIMATE_PX);
-            assert_eq!(first, measured, "viewport {viewport}");
-            assert!(first.len > ListWindow::INITIAL.len);
+            let seen = ListWindow::in_view(1000, 0.0, viewport, ROW_ESTIMATE_PX);
+            assert_eq!(first, seen, "viewport {viewport}");
+            assert_eq!(first.start, 0);
+            assert!(first.len as f64 * ROW_ESTIMATE_PX >= viewport);
+            // Then a step at a time to the measured window, and no further.
+            let target = ListWindow::around(1000, 0.0, viewport, ROW_ESTIMATE_PX);
+            let (mut w, mut steps) = (first, 0);
+            while w != target {
+                let next = w.toward(target, seen, 12);
+                assert!(
+                    next.len > w.len && next.len - w.len <= 12,
+                    "{w:?} → {next:?}"
+                );
+                assert_eq!(next.start, 0, "rows are added below the rows in view");
+                (w, steps) = (next, steps + 1);
+            }
+            assert!(steps >= 2, "viewport {viewport}: {steps} steps");
+            assert_eq!(w.toward(target, seen, 12), target);
         }
-        // Nothing known about the viewport: the minimum.
-        assert_eq!(ListWindow::first_in(0.0).len, MIN_ROWS);
+        // Nothing known about the viewport: what the server renders.
+        assert_eq!(ListWindow::first_in(0.0), ListWindow::INITIAL);
+        assert_eq!(ListWindow::first_in(f64::NAN), ListWindow::INITIAL);
+    }
+
+    #[test]
+    fn a_scroll_or_missing_rows_in_view_jump_to_the_target_at_once() {
+        let w = ListWindow { start: 0, len: 20 };
+        // Scrolled down: the target starts below this window's start.
+        let target = ListWindow::around(1000, 4000.0, 800.0, 40.0);
+        let seen = ListWindow::in_view(1000, 4000.0, 800.0, 40.0);
+        assert_eq!(w.toward(target, seen, 12), target);
+        // A taller viewport shows rows this window lacks: no step, all at once.
+        let target = ListWindow::around(1000, 0.0, 4000.0, 40.0);
+        let seen = ListWindow::in_view(1000, 0.0, 4000.0, 40.0);
+        assert!(seen.len > w.len);
+        assert_eq!(w.toward(target, seen, 12), target);
+        // Growing above as well once the rows below are done.
+        let w = ListWindow { start: 30, len: 40 };
+        let target = ListWindow { start: 20, len: 52 };
+        let seen = ListWindow { start: 40, len: 10 };
+        assert_eq!(
+            w.toward(target, seen, 12),
+            ListWindow { start: 20, len: 52 }
+        );
+        assert_eq!(w.toward(target, seen, 5), ListWindow { start: 27, len: 45 });
     }
 
     #[test]

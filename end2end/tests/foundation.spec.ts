@@ -20,6 +20,19 @@ function watchErrors(page: Page): string[] {
 
 
 test("wrong password is refused inline, without a reload", async ({ page }) => {
+  const errors = watchErrors(page);
+  // Sockets the page opens, to check that the login page's warm-up opens none.
+  await page.addInitScript(() => {
+    const w = window as any;
+    const Native = WebSocket;
+    w.__sockets = 0;
+    w.WebSocket = function (url: string, protocols?: string | string[]) {
+      w.__sockets++;
+      return new Native(url, protocols);
+    } as any;
+    Object.assign(w.WebSocket, Native);
+    w.WebSocket.prototype = Native.prototype;
+  });
   const resp = await page.goto("/login");
   // A CSP without inline scripts except the nonce'd hydration script, which still runs.
   const csp = resp?.headers()["content-security-policy"] ?? "";
@@ -34,6 +47,12 @@ test("wrong password is refused inline, without a reload", async ({ page }) => {
   await page.click("button[type=submit]");
   await expect(page.locator(".form-error")).toHaveText("Wrong username or password.");
   await expect(page).toHaveURL(/\/login$/);
+  // Meanwhile the login page built the dashboard once, detached, to get its code compiled
+  // (app/src/warm_up.rs): it left nothing in the page, opened no socket, raised nothing.
+  await page.waitForFunction(() => (window as any).__nixdeck_warmed_up > 0);
+  expect(await page.locator("tr.host-row, .topbar, .host-table").count()).toBe(0);
+  expect(await page.evaluate(() => (window as any).__sockets)).toBe(0);
+  expect(errors.filter((e) => !/\/api\/login|status of 401/.test(e))).toEqual([]);
   // The right password goes straight into the dashboard without reloading the app (the
   // marker set on the login page survives), with the session's CSRF token and role in
   // place as a server-rendered page has them.
@@ -43,6 +62,7 @@ test("wrong password is refused inline, without a reload", async ({ page }) => {
   await expect(page).toHaveURL(/\/$/);
   await expect(page.locator("summary").filter({ hasText: "Bulk actions" })).toBeVisible();
   expect(await page.evaluate(() => (window as any).__same_page)).toBe(true);
+  expect(await page.evaluate(() => (window as any).__sockets)).toBe(1);
   // (The commands, refresh and deploy tests exercise both through loginUi.)
   const csrf = await page.locator("meta[name=csrf-token]").getAttribute("content");
   expect(csrf).toMatch(/^[0-9a-f]{16,}$/);

@@ -189,21 +189,42 @@ test("a long fleet is windowed; its snapshot spans many WebSocket frames; it sta
   const names = Array.from({ length: 120 }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`);
   for (const hostname of names) await createHost(admin, { hostname });
   try {
-    // How many rows the list had each time it changed.
+    // How many rows the list had each time it changed, whether they reached the bottom of
+    // the viewport, and in which animation frame.
     await page.addInitScript(() => {
-      const counts: number[] = ((window as any).__rowCounts = []);
+      const w = window as any;
+      const steps: { n: number; filled: boolean; frame: number }[] = (w.__rowSteps = []);
+      w.__frame = 0;
+      const tick = () => {
+        w.__frame++;
+        requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
       new MutationObserver(() => {
-        const n = document.querySelectorAll("tr.host-row").length;
-        if (n !== counts[counts.length - 1]) counts.push(n);
+        const rows = document.querySelectorAll("tr.host-row");
+        const n = rows.length;
+        if (n === 0 || n === steps[steps.length - 1]?.n) return;
+        const filled = rows[n - 1].getBoundingClientRect().bottom >= window.innerHeight;
+        steps.push({ n, filled, frame: w.__frame });
       }).observe(document, { childList: true, subtree: true });
     });
     await loginUi(page);
     await expect(page.locator(".link-state, footer").filter({ hasText: "Connected" }).first()).toBeVisible({ timeout: 15_000 });
     // Opened from the login form, the page sized its window from the viewport before the
-    // snapshot came: the rows appeared in one step, not 30 and then the rest a frame later.
+    // snapshot came: its first rows filled the screen at once; the margin below the fold
+    // followed a step at a time, each in a later frame (after the first rows were painted).
     await expect(page.locator("tr.host-row")).not.toHaveCount(0);
-    const counts: number[] = await page.evaluate(() => (window as any).__rowCounts);
-    expect(counts.filter((n) => n > 0)).toEqual([await page.locator("tr.host-row").count()]);
+    await expect.poll(() => page.evaluate(() => (window as any).__rowSteps.length)).toBeGreaterThanOrEqual(2);
+    const final = await page.locator("tr.host-row").count();
+    await expect.poll(() => page.evaluate(() => (window as any).__rowSteps.at(-1).n)).toBe(final);
+    const steps: { n: number; filled: boolean; frame: number }[] = await page.evaluate(() => (window as any).__rowSteps);
+    expect(steps[0].filled, JSON.stringify(steps)).toBe(true);
+    expect(steps[0].n).toBeLessThan(final);
+    for (let i = 1; i < steps.length; i++) {
+      expect(steps[i].n - steps[i - 1].n, JSON.stringify(steps)).toBeGreaterThan(0);
+      expect(steps[i].n - steps[i - 1].n, JSON.stringify(steps)).toBeLessThanOrEqual(12);
+      expect(steps[i].frame, JSON.stringify(steps)).toBeGreaterThan(steps[i - 1].frame);
+    }
     // The stream goes on after the (fragmented, > 64 KiB) snapshot: a new host shows live.
     const late = `${prefix}-late`;
     await createHost(admin, { hostname: late });

@@ -57,6 +57,14 @@ fn Fleet(snapshot: Option<Snapshot>) -> impl IntoView {
         #[cfg(feature = "hydrate")]
         crate::socket::start(store);
     });
+    view! { <FleetView /> }
+}
+
+/// The dashboard itself, for the `HostStore` in context: everything but the link that
+/// feeds the store, so `warm_up` can build it too.
+#[component]
+pub(crate) fn FleetView() -> impl IntoView {
+    let store = expect_context::<HostStore>();
     let counts = move || {
         let (online, total) = store.counts();
         match store.synced.get() {

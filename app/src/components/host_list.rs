@@ -11,8 +11,8 @@ use leptos::prelude::*;
 pub fn HostTable() -> impl IntoView {
     let store = expect_context::<HostStore>();
     // A server-rendered page hydrates the rows it was rendered with; a page built here
-    // (opened from the login form, still waiting for its snapshot) sizes its window from
-    // the viewport at once instead of growing to it a frame later.
+    // (opened from the login form, still waiting for its snapshot) starts with the rows
+    // its viewport shows, and `follow_scroll` adds the margin after the first paint.
     let first = if store.synced.get_untracked() {
         ListWindow::INITIAL
     } else {
@@ -72,6 +72,10 @@ fn viewport_px() -> f64 {
     0.0
 }
 
+/// Rows added per frame while the window grows to its margin (≈ 30 ms of work each).
+#[cfg(feature = "hydrate")]
+const GROW_STEP: usize = 12;
+
 /// Move the window with the page: on scroll and resize (at most once per frame) and when
 /// hosts come or go. The row height is measured from the rows rendered, so the same code
 /// serves the table and the card layout.
@@ -82,62 +86,113 @@ fn follow_scroll(
     window: RwSignal<ListWindow>,
     row_px: RwSignal<f64>,
 ) {
-    use wasm_bindgen::JsCast;
-    let scheduled = StoredValue::new(false);
-    let measure = move || {
-        scheduled.set_value(false);
-        let Some(tbody) = body.get_untracked() else {
-            return;
-        };
-        if let Some(pitch) = row_pitch(&tbody) {
-            if (pitch - row_px.get_untracked()).abs() > 0.5 {
-                row_px.set(pitch);
-            }
-        }
-        let scrolled = -tbody.get_bounding_client_rect().top();
-        let viewport = viewport_px();
-        let total = store.shown.with_untracked(Vec::len);
-        let next = ListWindow::around(total, scrolled, viewport, row_px.get_untracked());
-        if next != window.get_untracked() {
-            window.set(next);
-        }
+    let follow = Follow {
+        store,
+        body,
+        window,
+        row_px,
+        scheduled: StoredValue::new(false),
     };
-    let schedule = move || {
-        if !scheduled.get_value() {
-            scheduled.set_value(true);
-            request_animation_frame(measure);
-        }
-    };
-    let on_scroll = window_event_listener(leptos::ev::scroll, move |_| schedule());
-    let on_resize = window_event_listener(leptos::ev::resize, move |_| schedule());
+    let on_scroll = window_event_listener(leptos::ev::scroll, move |_| follow.before_paint());
+    let on_resize = window_event_listener(leptos::ev::resize, move |_| follow.before_paint());
     on_cleanup(move || {
         on_scroll.remove();
         on_resize.remove();
     });
-    // After hydration, and whenever hosts come or go or the filter changes.
+    // After the first paint, and whenever hosts come or go or the filter changes.
     Effect::new(move |_| {
         store.shown.track();
-        schedule();
+        follow.after_paint();
     });
+}
 
-    /// Distance from the first rendered row to the last, per row: includes the gaps between
-    /// cards, which a single row's height would not.
-    fn row_pitch(tbody: &web_sys::HtmlTableSectionElement) -> Option<f64> {
-        let rows = tbody.query_selector_all("tr.host-row").ok()?;
-        let n = rows.length();
-        let top = |i: u32| {
-            rows.item(i)
-                .and_then(|r| r.dyn_into::<web_sys::Element>().ok())
-                .map(|r| r.get_bounding_client_rect())
-        };
-        let (first, last) = (top(0)?, top(n.checked_sub(1)?)?);
-        let pitch = if n >= 2 {
-            (last.top() - first.top()) / f64::from(n - 1)
-        } else {
-            first.height()
-        };
-        (pitch >= 1.0).then_some(pitch)
+#[cfg(feature = "hydrate")]
+#[derive(Clone, Copy)]
+struct Follow {
+    store: HostStore,
+    body: NodeRef<leptos::html::Tbody>,
+    window: RwSignal<ListWindow>,
+    row_px: RwSignal<f64>,
+    scheduled: StoredValue<bool>,
+}
+
+#[cfg(feature = "hydrate")]
+impl Follow {
+    /// Measure in the next animation frame, before it is painted: a scroll shows its rows
+    /// in the frame it moves.
+    fn before_paint(self) {
+        if !self.scheduled.get_value() {
+            self.scheduled.set_value(true);
+            request_animation_frame(move || self.measure());
+        }
     }
+
+    /// Measure once the next frame is painted: what is on screen first, the margin after.
+    fn after_paint(self) {
+        if !self.scheduled.get_value() {
+            self.scheduled.set_value(true);
+            request_animation_frame(move || {
+                set_timeout(move || self.measure(), std::time::Duration::ZERO)
+            });
+        }
+    }
+
+    fn measure(self) {
+        // The table may be gone by the time a frame comes (a page left, `warm_up`).
+        let Some(total) = self.store.shown.try_with_untracked(Vec::len) else {
+            return;
+        };
+        if self.window.is_disposed() {
+            return;
+        }
+        self.scheduled.set_value(false);
+        // Nothing shown yet (a page waiting for its snapshot): nothing to measure, and the
+        // margin must not grow ahead of the first rows.
+        if total == 0 {
+            return;
+        }
+        let Some(tbody) = self.body.get_untracked() else {
+            return;
+        };
+        if let Some(pitch) = row_pitch(&tbody) {
+            if (pitch - self.row_px.get_untracked()).abs() > 0.5 {
+                self.row_px.set(pitch);
+            }
+        }
+        let scrolled = -tbody.get_bounding_client_rect().top();
+        let viewport = viewport_px();
+        let px = self.row_px.get_untracked();
+        let target = ListWindow::around(total, scrolled, viewport, px);
+        let seen = ListWindow::in_view(total, scrolled, viewport, px);
+        let next = self.window.get_untracked().toward(target, seen, GROW_STEP);
+        if next != self.window.get_untracked() {
+            self.window.set(next);
+        }
+        if next != target {
+            self.after_paint();
+        }
+    }
+}
+
+/// Distance from the first rendered row to the last, per row: includes the gaps between
+/// cards, which a single row's height would not.
+#[cfg(feature = "hydrate")]
+fn row_pitch(tbody: &web_sys::HtmlTableSectionElement) -> Option<f64> {
+    use wasm_bindgen::JsCast;
+    let rows = tbody.query_selector_all("tr.host-row").ok()?;
+    let n = rows.length();
+    let top = |i: u32| {
+        rows.item(i)
+            .and_then(|r| r.dyn_into::<web_sys::Element>().ok())
+            .map(|r| r.get_bounding_client_rect())
+    };
+    let (first, last) = (top(0)?, top(n.checked_sub(1)?)?);
+    let pitch = if n >= 2 {
+        (last.top() - first.top()) / f64::from(n - 1)
+    } else {
+        first.height()
+    };
+    (pitch >= 1.0).then_some(pitch)
 }
 
 /// The header checkbox: select every host shown (all, or those the filter matches), or

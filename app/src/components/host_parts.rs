@@ -131,6 +131,12 @@ pub fn Generation(host: HostSignals) -> impl IntoView {
     }
 }
 
+/// The five update compartments. They change when a check's result or the waiting PR
+/// changes, minutes apart, so the cell is one binding that re-renders its plain markup
+/// (the rebuild writes only the attributes and text that differ); binding each attribute
+/// of each compartment separately cost ~40 reactive nodes per row, most of a row's build
+/// time in the browser (P4). The store sets `update_status` only when it changed, so a
+/// heartbeat repeating it touches nothing.
 #[component]
 pub fn Compartments(host: HostSignals) -> impl IntoView {
     let store = expect_context::<HostStore>();
@@ -139,51 +145,39 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
         agent_outdated,
         ..
     } = host;
-    let compartments = COMPARTMENTS.map(|(name, label)| {
-        let check = Memo::new(move |_| {
-            update_status.with(|u| match name {
-                "agent" => u.agent.clone(),
-                "git" => u.git.clone(),
-                "lock" => u.lock.clone(),
-                "system" => u.system.clone(),
-                _ => u.tests.clone(),
-            })
-        });
-        let is_lock = name == "lock";
-        let has_pr = move || is_lock && store.pending_pr.with(Option::is_some);
-        // The lock compartment also says which update PR is waiting. One memo feeds both
-        // title and aria-label, and only the lock compartment depends on the PR: at 1 000
-        // hosts (row and card) every extra subscriber of a shared signal costs (P3).
-        let title = Memo::new(move |_| {
-            let text = compartment_title(label, &check.get());
-            if !is_lock {
-                return text;
-            }
-            match store.pending_pr.get() {
-                Some(pr) => format!("{text}\n{}", pr_note(&pr)),
-                None => text,
-            }
-        });
-        let title = move || title.get();
-        view! {
-            <span
-                class=move || compartment_class(check.get().status)
-                class:has-pr=has_pr
-                data-compartment=name
-                title=title
-                aria-label=title
-            >
-                <span class=move || format!("compartment-indicator compartment-indicator--{}", check.get().status.as_str())></span>
-                <span class="compartment-code">{move || compartment_code(check.get().status)}</span>
-                {is_lock.then(|| view! {
-                    <Show when=move || agent_outdated.get()>
-                        <span class="agent-badge" title="The agent is outdated">"A"</span>
-                    </Show>
-                })}
-            </span>
-        }
-    });
-    view! { <span class="update-status">{compartments.into_iter().collect_view()}</span> }
+    move || {
+        let pr_note = store.pending_pr.with(|pr| pr.as_ref().map(pr_note));
+        let outdated = agent_outdated.get();
+        update_status.with(|u| {
+            let compartments = COMPARTMENTS.map(|(name, label)| {
+                let check = match name {
+                    "agent" => &u.agent,
+                    "git" => &u.git,
+                    "lock" => &u.lock,
+                    "system" => &u.system,
+                    _ => &u.tests,
+                };
+                let is_lock = name == "lock";
+                let mut title = compartment_title(label, check);
+                let mut class = compartment_class(check.status).to_owned();
+                if let (true, Some(note)) = (is_lock, &pr_note) {
+                    title = format!("{title}\n{note}");
+                    class.push_str(" has-pr");
+                }
+                let status = check.status.as_str();
+                view! {
+                    <span class=class data-compartment=name title=title.clone() aria-label=title>
+                        <span class=format!("compartment-indicator compartment-indicator--{status}")></span>
+                        <span class="compartment-code">{compartment_code(check.status)}</span>
+                        {(is_lock && outdated).then(|| view! {
+                            <span class="agent-badge" title="The agent is outdated">"A"</span>
+                        })}
+                    </span>
+                }
+            });
+            view! { <span class="update-status">{compartments}</span> }
+        })
+    }
 }
 
 /// Pull, Switch, Test/Stop, refresh and the ⋮ menu.

@@ -14,6 +14,9 @@ pub fn LoginPage() -> impl IntoView {
     let needs_totp = RwSignal::new(false);
     #[cfg(feature = "hydrate")]
     let navigate = leptos_router::hooks::use_navigate();
+    // While the operator types, get the dashboard's code compiled (see `warm_up`).
+    #[cfg(feature = "hydrate")]
+    Effect::new(|_| crate::warm_up::when_idle());
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         #[cfg(feature = "hydrate")]
