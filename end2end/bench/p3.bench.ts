@@ -28,6 +28,8 @@
 // P3_SECONDS (30),
 // P3_SEED (7), P3_PORT (3961), P3_PROFILE (auto: profile when the target is missed; 1; 0),
 // P3_PROFILE_SECONDS (10: the profiled stream is the first seconds of the same one),
+// P3_TRACE=1 (also record a Chrome trace of that stream on the nixdeck and transport pages
+// and print the main thread's time by event: paint, a frame's task, script…),
 // P3_PAGES (transport,vanilla,nixdeck), P3_OUT (results directory), NIXDECK_SERVER_BIN,
 // P3_SITE_ROOT (default target/site).
 import { Browser, CDPSession, Page, test, WebSocketRoute } from "@playwright/test";
@@ -37,6 +39,7 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { loginUi, Server } from "../tests/fleet";
 import { FrameSink, SocketOrigin } from "./socket-origin";
+import { mainThreadSelfTimes, startTrace, stopTrace } from "./trace";
 
 const ROOT = join(__dirname, "../..");
 const RUNS = Number(process.env.P3_RUNS ?? 3);
@@ -52,6 +55,7 @@ const SITE_ROOT = process.env.P3_SITE_ROOT ?? join(ROOT, "target/site");
 // there is one (the browser-side figures depend on the wasm in the site, not on this).
 const SERVER_BIN = process.env.NIXDECK_SERVER_BIN ?? join(ROOT, "target/debug/nixdeck");
 const PROFILE_SECONDS = Number(process.env.P3_PROFILE_SECONDS ?? 10);
+const TRACE = process.env.P3_TRACE === "1";
 const PAGES = (process.env.P3_PAGES ?? "transport,vanilla,nixdeck").split(",");
 const TRANSPORT = (process.env.P3_TRANSPORT ?? "socket") as "socket" | "route";
 const PASSWORD = "p3-bench-password-1234";
@@ -484,6 +488,26 @@ async function measure(browser: Browser, kind: Kind, run: number, server: Server
   }
 }
 
+// ------------------------------------------------------------------ trace (P3_TRACE=1)
+
+/** The main thread's self time by trace event over the first `PROFILE_SECONDS` of the
+ * stream, as printable lines. */
+async function trace(browser: Browser, kind: Kind, server: Server): Promise<string[]> {
+  const opened = await open(browser, kind, server);
+  const { page, close } = opened;
+  try {
+    await sleep(SETTLE_MS);
+    const cdp = await page.context().newCDPSession(page);
+    const beats = STREAM.beats.slice(0, RATE * PROFILE_SECONDS);
+    await startTrace(cdp);
+    await stream(opened, beats);
+    await drain(page, kind, beats);
+    return mainThreadSelfTimes(await stopTrace(cdp, join(OUT, `${kind}.trace.json`)));
+  } finally {
+    await close();
+  }
+}
+
 // ------------------------------------------------------------------ profile (when missed)
 
 interface ProfileNode {
@@ -655,6 +679,13 @@ test("P3: 1 000 hosts, 200 heartbeats/s for 30 s, nixdeck vs the vanilla seed pa
             `(script ${f(p.scriptMsPerBeat)}, layout ${f(p.layoutMsPerBeat)}, style ${f(p.styleMsPerBeat)}); top self time:`,
         );
         for (const t of p.top.slice(0, 20)) console.log(`  ${String(t.ms).padStart(6)} ms ${String(t.pct).padStart(5)} %  ${t.fn}`);
+      }
+    }
+    if (TRACE) {
+      for (const kind of ["nixdeck", "transport"] as Kind[]) {
+        const lines = await trace(browser, kind, server);
+        console.log(`trace ${kind}, ${RATE * PROFILE_SECONDS} heartbeats (${join(OUT, `${kind}.trace.json`)}), main thread by event:`);
+        for (const line of lines) console.log(`  ${line}`);
       }
     }
     writeFileSync(join(OUT, "results.json"), JSON.stringify({ env, results, summary, met, profiles }, null, 2));

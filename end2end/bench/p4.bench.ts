@@ -34,6 +34,7 @@ import net from "node:net";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { Server } from "../tests/fleet";
+import { mainThreadSelfTimes, startTrace, stopTrace } from "./trace";
 
 const ROOT = join(__dirname, "../..");
 const RUNS = Number(process.env.P4_RUNS ?? 10);
@@ -103,57 +104,6 @@ async function topSelfTimes(cdp: CDPSession, out: string): Promise<string[]> {
       .slice(0, 30)
       .map(([name, ms]) => `${ms.toFixed(1).padStart(7)} ms  ${name.slice(0, 140)}`),
   );
-}
-
-/** Stop a trace started with `Tracing.start` (ReturnAsStream) and return its events. */
-async function stopTrace(cdp: CDPSession, out: string): Promise<TraceEvent[]> {
-  const done = new Promise<string>((resolve) => cdp.once("Tracing.tracingComplete", (e) => resolve(e.stream!)));
-  await cdp.send("Tracing.end");
-  const stream = await done;
-  let text = "";
-  for (;;) {
-    const chunk = await cdp.send("IO.read", { handle: stream });
-    text += chunk.base64Encoded ? Buffer.from(chunk.data, "base64").toString() : chunk.data;
-    if (chunk.eof) break;
-  }
-  await cdp.send("IO.close", { handle: stream });
-  writeFileSync(out, text);
-  const parsed = JSON.parse(text);
-  return Array.isArray(parsed) ? parsed : parsed.traceEvents;
-}
-
-interface TraceEvent {
-  name: string;
-  ph: string;
-  ts: number;
-  dur?: number;
-  pid: number;
-  tid: number;
-  args?: { name?: string };
-}
-
-/** Time per event name on the renderer's main thread between two of its timestamps (µs),
- * self time (children subtracted), largest first. */
-function mainThreadEvents(events: TraceEvent[], from: number, to: number): string[] {
-  const main = events.find((e) => e.ph === "M" && e.name === "thread_name" && e.args?.name === "CrRendererMain");
-  if (!main) return ["no renderer main thread in the trace"];
-  const spans = events
-    .filter((e) => e.pid === main.pid && e.tid === main.tid && e.ph === "X" && e.dur && e.ts >= from && e.ts <= to)
-    .sort((a, b) => a.ts - b.ts || b.dur! - a.dur!);
-  const self = new Map<string, number>();
-  const stack: TraceEvent[] = [];
-  for (const e of spans) {
-    while (stack.length && stack[stack.length - 1].ts + stack[stack.length - 1].dur! <= e.ts) stack.pop();
-    const parent = stack[stack.length - 1];
-    if (parent) self.set(parent.name, (self.get(parent.name) ?? 0) - e.dur!);
-    self.set(e.name, (self.get(e.name) ?? 0) + e.dur!);
-    stack.push(e);
-  }
-  return [...self.entries()]
-    .filter(([, us]) => us >= 500)
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 25)
-    .map(([name, us]) => `${(us / 1000).toFixed(1).padStart(7)} ms  ${name}`);
 }
 
 interface MainThread {
@@ -273,10 +223,7 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
         await cdp.send("Profiler.start");
       }
       const tracing = TRACE && run === RUNS ? await context.newCDPSession(page) : null;
-      await tracing?.send("Tracing.start", {
-        transferMode: "ReturnAsStream",
-        traceConfig: { includedCategories: ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "v8.wasm", "disabled-by-default-v8.wasm.detailed", "blink", "cc"] },
-      });
+      if (tracing) await startTrace(tracing);
       // Main-thread time by kind over the click → rows window (layout vs script).
       const perf = await context.newCDPSession(page);
       await perf.send("Performance.enable");
@@ -292,12 +239,8 @@ test("P4: login → hydrated dashboard with 1 000 hosts", async ({ browser }) =>
       ) as typeof metricsAfter;
       await perf.detach();
       if (tracing) {
-        const events = await stopTrace(tracing, join(OUT, "submit-to-rows.trace.json"));
-        // The page's clock and the trace's are both monotonic but not the same origin: place
-        // the window by the trace's own navigation-free marks instead (the whole trace is
-        // submit → rows, give or take the click).
-        const ts = events.filter((e) => e.ph === "X").map((e) => e.ts);
-        const top = mainThreadEvents(events, Math.min(...ts), Math.max(...ts));
+        // The whole trace is click → rows.
+        const top = mainThreadSelfTimes(await stopTrace(tracing, join(OUT, "submit-to-rows.trace.json")));
         console.log(`  trace of run ${run}, click → rows (${join(OUT, "submit-to-rows.trace.json")}), self time on the main thread:\n    ${top.join("\n    ")}`);
       }
       if (cdp) {
