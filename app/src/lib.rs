@@ -81,57 +81,29 @@ pub fn App() -> impl IntoView {
     }
 }
 
-struct LoginRoute;
+/// A page whose code is its own wasm chunk, fetched on its first visit (issue 7's P5). The
+/// chunk is named after the route's type, so each page needs a type of its own.
+macro_rules! lazy_page {
+    ($route:ident, $page:path) => {
+        struct $route;
 
-#[lazy_route]
-impl LazyRoute for LoginRoute {
-    fn data() -> Self {
-        Self
-    }
+        #[lazy_route]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                Self
+            }
 
-    fn view(_this: Self) -> AnyView {
-        components::login::LoginPage().into_any()
-    }
+            fn view(_this: Self) -> AnyView {
+                $page().into_any()
+            }
+        }
+    };
 }
 
-struct AccountRoute;
-
-#[lazy_route]
-impl LazyRoute for AccountRoute {
-    fn data() -> Self {
-        Self
-    }
-
-    fn view(_this: Self) -> AnyView {
-        components::account::AccountPage().into_any()
-    }
-}
-
-struct UsersRoute;
-
-#[lazy_route]
-impl LazyRoute for UsersRoute {
-    fn data() -> Self {
-        Self
-    }
-
-    fn view(_this: Self) -> AnyView {
-        components::admin::UsersPage().into_any()
-    }
-}
-
-struct AuditRoute;
-
-#[lazy_route]
-impl LazyRoute for AuditRoute {
-    fn data() -> Self {
-        Self
-    }
-
-    fn view(_this: Self) -> AnyView {
-        components::admin::AuditPage().into_any()
-    }
-}
+lazy_page!(LoginRoute, components::login::LoginPage);
+lazy_page!(AccountRoute, components::account::AccountPage);
+lazy_page!(UsersRoute, components::admin::UsersPage);
+lazy_page!(AuditRoute, components::admin::AuditPage);
 
 /// A debug line in the browser console (ignored frames and the like).
 pub fn console_debug(message: &str) {

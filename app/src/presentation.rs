@@ -109,14 +109,15 @@ pub fn short_generation(generation: Option<&str>) -> String {
     }
 }
 
-/// The five compartments, in display order, with their labels.
-pub const COMPARTMENTS: [(&str, &str); 5] = [
-    ("agent", "Agent"),
-    ("git", "Git"),
-    ("lock", "Lock"),
-    ("system", "System"),
-    ("tests", "Tests"),
-];
+/// A compartment's label from its wire name (`UpdateStatus::NAMES`): "lock" → "Lock".
+/// ASCII only, as the names are: Unicode case tables would cost the wasm ≈ 3 kB (P5).
+pub fn compartment_label(name: &str) -> String {
+    let mut label = name.to_owned();
+    if let Some(first) = label.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    label
+}
 
 /// The seed's compartment classes: `needs-update`, `error`, `unknown` (ok has none).
 pub fn compartment_class(status: CheckStatus) -> &'static str {
@@ -409,6 +410,8 @@ mod tests {
             compartment_title("Tests", &StatusCheck::default()),
             "Tests: unknown"
         );
+        let labels = protocol::UpdateStatus::NAMES.map(compartment_label);
+        assert_eq!(labels, ["Agent", "Git", "Lock", "System", "Tests"]);
     }
 
     #[test]

@@ -105,6 +105,22 @@ pub struct UpdateStatus {
     pub tests: StatusCheck,
 }
 
+impl UpdateStatus {
+    /// The compartments' names on the wire, in display order.
+    pub const NAMES: [&'static str; 5] = ["agent", "git", "lock", "system", "tests"];
+
+    /// The five checks, in the order of `NAMES`.
+    pub fn checks(&self) -> [&StatusCheck; 5] {
+        [
+            &self.agent,
+            &self.git,
+            &self.lock,
+            &self.system,
+            &self.tests,
+        ]
+    }
+}
+
 /// Host metrics in percent (cpu, ram, swap) and the 1-minute load average.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Metrics {

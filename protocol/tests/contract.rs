@@ -270,3 +270,20 @@ fn regression_times_past_year_9999_are_rejected() {
     let bad = r#"{"type":"command_queued","payload":{"host_id":"a","command_id":"c","command":"pull","queued_at":"9999-12-31T23:59:59-01:00"}}"#;
     assert!(matches!(decode::<BrowserEvent>(bad), Decoded::Malformed(_)));
 }
+
+#[test]
+fn update_status_names_are_the_wire_fields_in_order() {
+    let status: UpdateStatus =
+        serde_json::from_value(host_json()["update_status"].clone()).unwrap();
+    let wire = serde_json::to_value(&status).unwrap();
+    let fields: Vec<&str> = wire
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields.len(), UpdateStatus::NAMES.len());
+    for (name, check) in UpdateStatus::NAMES.into_iter().zip(status.checks()) {
+        assert_eq!(wire[name], serde_json::to_value(check).unwrap(), "{name}");
+    }
+}

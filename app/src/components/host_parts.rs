@@ -8,7 +8,7 @@ use crate::components::menu::want;
 use crate::presentation::*;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
-use protocol::{CommandKind, DEFAULT_HEARTBEAT_S};
+use protocol::{CommandKind, UpdateStatus, DEFAULT_HEARTBEAT_S};
 
 /// The selection checkbox; shift-click selects a range.
 #[component]
@@ -149,16 +149,11 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
         let pr_note = store.pending_pr.with(|pr| pr.as_ref().map(pr_note));
         let outdated = agent_outdated.get();
         update_status.with(|u| {
-            let compartments = COMPARTMENTS.map(|(name, label)| {
-                let check = match name {
-                    "agent" => &u.agent,
-                    "git" => &u.git,
-                    "lock" => &u.lock,
-                    "system" => &u.system,
-                    _ => &u.tests,
-                };
+            let checks = u.checks();
+            let compartments = std::array::from_fn::<_, 5, _>(|i| {
+                let (name, check) = (UpdateStatus::NAMES[i], checks[i]);
                 let is_lock = name == "lock";
-                let mut title = compartment_title(label, check);
+                let mut title = compartment_title(&compartment_label(name), check);
                 let mut class = compartment_class(check.status).to_owned();
                 if let (true, Some(note)) = (is_lock, &pr_note) {
                     title = format!("{title}\n{note}");

@@ -5,7 +5,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use protocol::CheckStatus;
+use protocol::{CheckStatus, UpdateStatus};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -43,7 +43,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         )],
     );
     let mut rows = Vec::new();
-    for name in ["agent", "git", "lock", "system", "tests"] {
+    for (i, name) in UpdateStatus::NAMES.into_iter().enumerate() {
         for status in [
             CheckStatus::Ok,
             CheckStatus::Outdated,
@@ -54,17 +54,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             let n = snapshot
                 .hosts
                 .iter()
-                .filter(|h| {
-                    let u = &h.update_status;
-                    let c = match name {
-                        "agent" => &u.agent,
-                        "git" => &u.git,
-                        "lock" => &u.lock,
-                        "system" => &u.system,
-                        _ => &u.tests,
-                    };
-                    c.status == status
-                })
+                .filter(|h| h.update_status.checks()[i].status == status)
                 .count();
             rows.push((
                 format!("{{compartment=\"{name}\",status=\"{}\"}}", status.as_str()),
