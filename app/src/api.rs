@@ -1,8 +1,9 @@
-//! Server functions: thin doors into the server's service layer (see `backend`). Every one
-//! is a POST under `/api`, so the server's session and CSRF layer guards them exactly like
-//! the REST routes; `CsrfClient` adds the page's token to each call.
+//! Server functions: thin doors into the service layer (`nixdeck_core::service`), one call
+//! each through `request::serve`. Every one is a POST under `/api`, so the server's session
+//! and CSRF layer guards them exactly like the REST routes; `CsrfClient` adds the page's
+//! token to each call.
 
-use crate::error::AppError;
+use common::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
 use protocol::api::{
@@ -15,6 +16,9 @@ use server_fn::error::FromServerFnError;
 use server_fn::request::browser::BrowserRequest;
 use server_fn::response::browser::BrowserResponse;
 use std::future::Future;
+
+#[cfg(feature = "ssr")]
+use {crate::request::serve, nixdeck_core::service};
 
 /// The server-function client: the browser's fetch, plus the `X-CSRF-Token` header read
 /// from `<meta name="csrf-token">`.
@@ -59,43 +63,43 @@ where
 /// The fleet as the hub sees it now; the dashboard's first render.
 #[server(client = CsrfClient)]
 pub async fn fleet_snapshot() -> Result<Snapshot, AppError> {
-    crate::backend::serve(|b, v| async move { b.snapshot(&v).await }).await
+    serve(|c, v| async move { Ok(service::hosts::snapshot(&c, &v)) }).await
 }
 
 /// Run a command on a host (the row's Pull / Switch / Test buttons and the ⋮ menu).
 #[server(client = CsrfClient)]
 pub async fn run_command(host_id: String, command: CommandKind) -> Result<String, AppError> {
-    crate::backend::serve(|b, v| async move { b.run_command(&v, &host_id, command).await }).await
+    serve(|c, v| async move { service::commands::run(&c, &v, &host_id, command).await }).await
 }
 
 /// Stop the host's running command.
 #[server(client = CsrfClient)]
 pub async fn stop_command(host_id: String) -> Result<String, AppError> {
-    crate::backend::serve(|b, v| async move { b.stop_command(&v, &host_id).await }).await
+    serve(|c, v| async move { service::commands::stop(&c, &v, &host_id).await }).await
 }
 
 /// Release a host whose pending command is stuck.
 #[server(client = CsrfClient)]
 pub async fn unlock_host(host_id: String) -> Result<(), AppError> {
-    crate::backend::serve(|b, v| async move { b.unlock_host(&v, &host_id).await }).await
+    serve(|c, v| async move { service::commands::unlock(&c, &v, &host_id).await }).await
 }
 
 /// A host's status fresh from the server (the row's refresh button).
 #[server(client = CsrfClient)]
 pub async fn refresh_host(host_id: String) -> Result<RefreshResult, AppError> {
-    crate::backend::serve(|b, v| async move { b.refresh_host(&v, &host_id).await }).await
+    serve(|c, v| async move { service::hosts::refresh(&c, &v, &host_id).await }).await
 }
 
 /// Remove a host: its token stops working and its agent is disconnected.
 #[server(client = CsrfClient)]
 pub async fn remove_host(host_id: String) -> Result<(), AppError> {
-    crate::backend::serve(|b, v| async move { b.remove_host(&v, &host_id).await }).await
+    serve(|c, v| async move { service::hosts::remove(&c, &v, &host_id).await }).await
 }
 
 /// A host's latest commands, newest first.
 #[server(client = CsrfClient)]
 pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandRecord>, AppError> {
-    crate::backend::serve(|b, v| async move { b.command_history(&v, &host_id, limit).await }).await
+    serve(|c, v| async move { service::commands::history(&c, &v, &host_id, limit).await }).await
 }
 
 /// The same command on many hosts (`None`: every online host).
@@ -104,48 +108,48 @@ pub async fn bulk_command(
     command: CommandKind,
     host_ids: Option<Vec<String>>,
 ) -> Result<Vec<BulkResult>, AppError> {
-    crate::backend::serve(|b, v| async move { b.bulk_command(&v, command, host_ids).await }).await
+    serve(|c, v| async move { service::commands::bulk(&c, &v, command, host_ids).await }).await
 }
 
 /// Add a host; its agent token is in the answer, shown once.
 #[server(client = CsrfClient)]
 pub async fn add_host(host: CreateHost) -> Result<HostCreated, AppError> {
-    crate::backend::serve(|b, v| async move { b.add_host(&v, host).await }).await
+    serve(|c, v| async move { service::hosts::create(&c, &v, host).await }).await
 }
 
 /// Start two-factor enrollment for the logged-in user.
 #[server(client = CsrfClient)]
 pub async fn start_totp_setup() -> Result<TotpSetup, AppError> {
-    crate::backend::serve(|b, v| async move { b.totp_setup(&v).await }).await
+    serve(|c, v| async move { service::totp::setup(&c, &v).await }).await
 }
 
 /// Confirm two-factor enrollment with a first code; answers the recovery codes.
 #[server(client = CsrfClient)]
 pub async fn confirm_totp(code: String) -> Result<RecoveryCodes, AppError> {
-    crate::backend::serve(|b, v| async move { b.totp_confirm(&v, code).await }).await
+    serve(|c, v| async move { service::totp::confirm(&c, &v, &code).await }).await
 }
 
 /// Every user (admins only).
 #[server(client = CsrfClient)]
 pub async fn list_users() -> Result<Vec<protocol::api::UserInfo>, AppError> {
-    crate::backend::serve(|b, v| async move { b.users(&v).await }).await
+    serve(|c, v| async move { service::users::list_for(&c, &v).await }).await
 }
 
 #[server(client = CsrfClient)]
 pub async fn add_user(username: String, role: String, password: String) -> Result<(), AppError> {
-    crate::backend::serve(|b, v| async move { b.add_user(&v, username, role, password).await })
+    serve(|c, v| async move { service::users::add_by(&c, &v, &username, &role, &password).await })
         .await
 }
 
 #[server(client = CsrfClient)]
 pub async fn set_user_disabled(username: String, disabled: bool) -> Result<(), AppError> {
-    crate::backend::serve(|b, v| async move { b.set_user_disabled(&v, username, disabled).await })
+    serve(|c, v| async move { service::users::set_disabled_by(&c, &v, &username, disabled).await })
         .await
 }
 
 #[server(client = CsrfClient)]
 pub async fn reset_user_password(username: String) -> Result<String, AppError> {
-    crate::backend::serve(|b, v| async move { b.reset_password(&v, username).await }).await
+    serve(|c, v| async move { service::users::reset_password(&c, &v, &username).await }).await
 }
 
 /// The audit log, newest first (admins only).
@@ -155,7 +159,13 @@ pub async fn audit_log(
     action: Option<String>,
     limit: u32,
 ) -> Result<Vec<protocol::api::AuditEntry>, AppError> {
-    crate::backend::serve(|b, v| async move { b.audit(&v, actor, action, limit).await }).await
+    let filter = nixdeck_core::storage::AuditFilter {
+        actor: actor.filter(|a| !a.is_empty()),
+        action: action.filter(|a| !a.is_empty()),
+        target: None,
+        limit,
+    };
+    serve(|c, v| async move { service::audit::read(&c, &v, filter).await }).await
 }
 
 /// Merge the flake.lock PR and roll it out: to `host_ids`, or every online host. The
@@ -172,17 +182,17 @@ pub async fn merge_and_deploy(
         batch_size: None,
         max_failures: None,
     };
-    crate::backend::serve(|b, v| async move { b.deploy(&v, req).await }).await
+    serve(|c, v| async move { service::deploy::start(&c, &v, req).await }).await
 }
 
 /// Stop launching new steps of a deploy; running commands finish.
 #[server(client = CsrfClient)]
 pub async fn cancel_deploy(job_id: String) -> Result<(), AppError> {
-    crate::backend::serve(|b, v| async move { b.cancel_deploy(&v, &job_id).await }).await
+    serve(|c, v| async move { service::deploy::cancel(&c, &v, &job_id).await }).await
 }
 
 /// Look for the flake.lock update PR now instead of at the next poll.
 #[server(client = CsrfClient)]
 pub async fn check_pr_now() -> Result<Option<protocol::PendingPr>, AppError> {
-    crate::backend::serve(|b, v| async move { b.check_pr(&v).await }).await
+    serve(|c, v| async move { service::deploy::check_pr(&c, &v).await }).await
 }

@@ -1,12 +1,11 @@
 //! nixdeck's Leptos app, compiled for the server (`ssr`) and the browser (`hydrate`).
 
 pub mod api;
-#[cfg(feature = "ssr")]
-pub mod backend;
 pub mod components;
-pub mod error;
 pub mod list_window;
 pub mod presentation;
+#[cfg(feature = "ssr")]
+pub mod request;
 pub mod selection;
 #[cfg(feature = "hydrate")]
 pub mod socket;
@@ -24,13 +23,11 @@ use leptos_router::{
     lazy_route, path, Lazy, LazyRoute, SsrMode,
 };
 
-pub use error::AppError;
-
 /// The HTML document around the app; rendered on the server only.
 #[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    backend::provide_request_nonce();
-    let viewer = backend::current_viewer();
+    request::provide_request_nonce();
+    let viewer = request::current_viewer();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -42,7 +39,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                     // Read by the browser to show the same buttons as the server rendered.
                     <meta name="viewer-role" content=v.role />
                 })}
-                <meta name="nixdeck-build" content=backend::WEB_BUILD.get().cloned().unwrap_or_default() />
+                <meta name="nixdeck-build" content=request::WEB_BUILD.get().cloned().unwrap_or_default() />
                 <link rel="icon" href="data:," />
                 <link rel="stylesheet" id="leptos" href="/pkg/nixdeck.css" />
                 <HydrationScripts options />

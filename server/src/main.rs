@@ -1,26 +1,22 @@
 //! The nixdeck server binary.
 
-mod config;
-mod desired;
-mod github;
+mod cli;
 mod http;
-mod hub;
-mod secret;
-mod service;
 mod state;
-mod storage;
 
 use anyhow::Context;
 use clap::Parser;
-use config::{Cli, Config};
-use hub::Hub;
+use cli::Cli;
 use leptos::config::LeptosOptions;
+use nixdeck_core::config::Config;
+use nixdeck_core::hub::Hub;
+use nixdeck_core::storage::Db;
+use nixdeck_core::{desired, service, Core};
 use state::AppState;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::Db;
 use tracing_subscriber::EnvFilter;
 
 /// Heartbeats are written to the database in batches this often.
@@ -39,8 +35,8 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        None | Some(config::Command::Serve) => serve(cli.config).await,
-        Some(config::Command::User(action)) => user_command(&cli.config, action).await,
+        None | Some(cli::Command::Serve) => serve(cli.config).await,
+        Some(cli::Command::User(action)) => user_command(&cli.config, action).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,7 +61,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let hosts = db.hosts().await.context("loading hosts")?;
     let hub = Hub::new(
-        hosts,
+        hosts.into_iter().map(|rec| (rec.host, rec.lock_hash)),
         config.heartbeat_interval_s,
         desired::initial(&config.github),
     );
@@ -89,7 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let build = web_build(&config.site_root);
-    let _ = app::backend::WEB_BUILD.set(build.clone());
+    let _ = app::request::WEB_BUILD.set(build.clone());
     hub.set_build(build);
     let leptos_options = LeptosOptions::builder()
         .output_name("nixdeck")
@@ -103,7 +99,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(until) = enroll_until {
         tracing::info!("the enrollment token works until {until}");
     }
-    let state = AppState {
+    let core = Core {
         enroll_until,
         db: db.clone(),
         hub: hub.clone(),
@@ -111,13 +107,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         limits: Arc::new(service::limits::Limits::new(config.login_failures_per_min)),
         desired: desired.clone(),
         deploys: Arc::default(),
-        leptos_options,
+        unsaved: Arc::default(),
     };
-    service::deploy::recover(&state)
+    service::deploy::recover(&core)
         .await
         .context("recovering deploy jobs")?;
     desired.spawn();
-    spawn_background(state.clone());
+    spawn_background(core.clone());
+    let state = AppState {
+        core: core.clone(),
+        leptos_options,
+    };
 
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
@@ -175,24 +175,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Nothing accepted is lost: the last registrations and heartbeats go to the database
     // before exit.
-    db.save_reports(&hub.take_reports())
+    service::hosts::save_unsaved(&core)
         .await
-        .context("saving registrations")?;
-    db.save_seen(&hub.take_unsaved())
-        .await
-        .context("saving last-seen")?;
+        .map_err(anyhow::Error::msg)?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// `nixdeck user …`: account management from the command line.
-async fn user_command(config: &Config, action: config::UserCommand) -> anyhow::Result<()> {
-    use config::UserCommand::*;
+async fn user_command(config: &Config, action: cli::UserCommand) -> anyhow::Result<()> {
+    use cli::UserCommand::*;
     use service::users;
     let db = Db::connect(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", config.database_url))?;
-    let fail = |e: app::AppError| anyhow::anyhow!("{e}");
+    let fail = |e: common::AppError| anyhow::anyhow!("{e}");
     let read_password = |from_stdin: bool| -> anyhow::Result<Option<String>> {
         if !from_stdin {
             return Ok(None);
@@ -263,8 +260,8 @@ async fn user_command(config: &Config, action: config::UserCommand) -> anyhow::R
 }
 
 /// Batched heartbeat writes, hard timeouts, session clean-up and retention.
-fn spawn_background(app: AppState) {
-    let timeouts = app.clone();
+fn spawn_background(core: Core) {
+    let timeouts = core.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -277,18 +274,18 @@ fn spawn_background(app: AppState) {
         let mut rounds = 0u64;
         loop {
             tick.tick().await;
-            service::hosts::flush_reports(&app).await;
+            service::hosts::flush_reports(&core).await;
             rounds += 1;
             if rounds.is_multiple_of(60) {
                 let now = protocol::Timestamp::now().secs();
-                let idle = now - (app.config.session_idle_min * 60) as i64;
-                let created = now - (app.config.session_max_h * 3600) as i64;
-                if let Err(e) = app.db.purge_sessions(idle, created).await {
+                let idle = now - (core.config.session_idle_min * 60) as i64;
+                let created = now - (core.config.session_max_h * 3600) as i64;
+                if let Err(e) = core.db.purge_sessions(idle, created).await {
                     tracing::warn!("purging sessions: {e}");
                 }
-                service::commands::purge_old(&app).await;
-                app.limits.forget_old();
-                service::audit::purge_old(&app).await;
+                service::commands::purge_old(&core).await;
+                core.limits.forget_old();
+                service::audit::purge_old(&core).await;
             }
         }
     });

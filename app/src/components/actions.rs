@@ -5,8 +5,8 @@ use crate::api::{
     bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy, refresh_host,
     remove_host, run_command, stop_command, unlock_host,
 };
-use crate::error::AppError;
 use crate::store::HostStore;
+use common::AppError;
 use leptos::prelude::*;
 use protocol::api::BulkResult;
 use protocol::messages::{BrowserEvent, HostBody, HostRef, PendingPrChanged};

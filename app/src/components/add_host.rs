@@ -3,7 +3,7 @@
 
 use crate::api::add_host;
 use crate::components::lazy_view;
-use crate::error::AppError;
+use common::AppError;
 use leptos::prelude::*;
 use protocol::api::{CreateHost, HostCreated};
 use protocol::{is_valid_host_id, is_valid_theme_color, HostType};

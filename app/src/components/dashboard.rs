@@ -26,7 +26,7 @@ pub fn DashboardPage() -> impl IntoView {
         || (),
         |_| async {
             #[cfg(feature = "hydrate")]
-            return Ok::<_, crate::AppError>(None);
+            return Ok::<_, common::AppError>(None);
             #[cfg(not(feature = "hydrate"))]
             crate::api::fleet_snapshot().await.map(Some)
         },

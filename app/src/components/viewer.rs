@@ -24,7 +24,7 @@ impl MayRun {
 
 #[cfg(feature = "ssr")]
 fn viewer_role() -> Option<String> {
-    crate::backend::current_viewer().map(|v| v.role)
+    crate::request::current_viewer().map(|v| v.role)
 }
 
 #[cfg(all(feature = "hydrate", not(feature = "ssr")))]

@@ -2,20 +2,20 @@
 
 use super::error::{HttpResult, JsonBody};
 use super::session::{clear_cookie, session_cookie, set_cookie};
-use crate::service;
-use crate::state::AppState;
-use app::backend::Viewer;
-use app::AppError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
+use common::AppError;
+use common::Viewer;
+use nixdeck_core::service;
+use nixdeck_core::Core;
 use protocol::api::*;
 use protocol::Host;
 use std::net::SocketAddr;
 
-pub async fn healthz(State(app): State<AppState>) -> Response {
+pub async fn healthz(State(app): State<Core>) -> Response {
     match app.db.ping().await {
         Ok(()) => Json(Health {
             status: "ok".into(),
@@ -37,7 +37,7 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
 /// `POST /api/login`, JSON or form. A form that names a `next` page gets a redirect there
 /// (the no-JavaScript login page); everyone else gets `{csrf_token}`.
 pub async fn login(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
@@ -83,7 +83,7 @@ pub async fn login(
     Ok(resp)
 }
 
-pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
+pub async fn logout(State(app): State<Core>, headers: HeaderMap) -> HttpResult<Response> {
     if let Some(cookie) = session_cookie(&headers) {
         service::auth::logout(&app, &cookie).await?;
     }
@@ -102,14 +102,14 @@ pub async fn session(Extension(viewer): Extension<Viewer>) -> Json<SessionInfo> 
 }
 
 pub async fn list_hosts(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
 ) -> Json<Vec<Host>> {
     Json(service::hosts::list(&app, &viewer))
 }
 
 pub async fn create_host(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     JsonBody(req): JsonBody<CreateHost>,
 ) -> HttpResult<(StatusCode, Json<HostCreated>)> {
@@ -118,7 +118,7 @@ pub async fn create_host(
 }
 
 pub async fn delete_host(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<StatusCode> {
@@ -127,7 +127,7 @@ pub async fn delete_host(
 }
 
 pub async fn rotate_token(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<Json<AgentToken>> {
@@ -136,7 +136,7 @@ pub async fn rotate_token(
 }
 
 pub async fn refresh_host(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<Json<RefreshResult>> {
@@ -144,7 +144,7 @@ pub async fn refresh_host(
 }
 
 pub async fn run_command(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CommandRequest>,
@@ -155,7 +155,7 @@ pub async fn run_command(
 }
 
 pub async fn stop_command(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<(StatusCode, Json<CommandAccepted>)> {
@@ -164,7 +164,7 @@ pub async fn stop_command(
 }
 
 pub async fn unlock_host(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<Json<serde_json::Value>> {
@@ -178,7 +178,7 @@ pub struct HistoryQuery {
 }
 
 pub async fn command_history(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
@@ -188,7 +188,7 @@ pub async fn command_history(
 }
 
 pub async fn command_log(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<Response> {
@@ -206,33 +206,34 @@ pub async fn command_log(
 }
 
 pub async fn bulk(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     JsonBody(req): JsonBody<BulkRequest>,
 ) -> HttpResult<Json<BulkResponse>> {
-    let results = service::commands::bulk(&app, &viewer, &req.command, req.host_ids).await?;
+    let kind = service::commands::parse_kind(&req.command)?;
+    let results = service::commands::bulk(&app, &viewer, kind, req.host_ids).await?;
     Ok(Json(BulkResponse { results }))
 }
 
 /// Addition: the desired state as the dashboard last read it (null: not configured).
-pub async fn desired(State(app): State<AppState>) -> Json<Option<protocol::DesiredState>> {
+pub async fn desired(State(app): State<Core>) -> Json<Option<protocol::DesiredState>> {
     Json(app.hub.desired())
 }
 
-pub async fn pending_pr(State(app): State<AppState>) -> Json<Option<protocol::PendingPr>> {
+pub async fn pending_pr(State(app): State<Core>) -> Json<Option<protocol::PendingPr>> {
     Json(app.hub.pending_pr())
 }
 
 /// Addition: look for the flake.lock PR now ("check now").
 pub async fn check_pr(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
 ) -> HttpResult<Json<Option<protocol::PendingPr>>> {
     Ok(Json(service::deploy::check_pr(&app, &viewer).await?))
 }
 
 pub async fn deploy(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     JsonBody(req): JsonBody<DeployRequest>,
 ) -> HttpResult<(StatusCode, Json<JobAccepted>)> {
@@ -242,7 +243,7 @@ pub async fn deploy(
 
 /// Addition: the state of a deploy job.
 pub async fn deploy_status(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Path(id): Path<String>,
 ) -> HttpResult<Json<protocol::messages::DeployProgress>> {
     Ok(Json(service::deploy::status(&app, &id).await?))
@@ -250,7 +251,7 @@ pub async fn deploy_status(
 
 /// Addition: stop launching new steps of a deploy.
 pub async fn deploy_cancel(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<StatusCode> {
@@ -267,11 +268,11 @@ pub struct AuditQuery {
 }
 
 pub async fn audit(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Query(q): Query<AuditQuery>,
 ) -> HttpResult<Json<Vec<AuditEntry>>> {
-    let filter = crate::storage::AuditFilter {
+    let filter = nixdeck_core::storage::AuditFilter {
         actor: q.actor,
         action: q.action,
         target: q.target,
@@ -281,7 +282,7 @@ pub async fn audit(
 }
 
 pub async fn totp_setup(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
 ) -> HttpResult<Json<TotpSetup>> {
     let result = service::totp::setup(&app, &viewer).await;
@@ -291,7 +292,7 @@ pub async fn totp_setup(
 }
 
 pub async fn totp_confirm(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     JsonBody(req): JsonBody<TotpConfirm>,
 ) -> HttpResult<Json<RecoveryCodes>> {

@@ -1,12 +1,12 @@
 //! How service errors become HTTP responses: the status from `AppError::status`, and the
 //! contract's `{"error", "code"}` body.
 
-use app::AppError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use common::AppError;
 use protocol::api::ApiError;
 use serde::de::DeserializeOwned;
 

@@ -1,15 +1,15 @@
 //! `GET /metrics`: fleet-wide counts in the Prometheus text format. Open like /healthz, so
 //! it carries aggregates only (no host names).
 
-use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use nixdeck_core::Core;
 use protocol::{CheckStatus, UpdateStatus};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(app): State<Core>) -> impl IntoResponse {
     let snapshot = app.hub.snapshot();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {

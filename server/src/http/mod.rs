@@ -6,21 +6,20 @@ pub mod error;
 pub mod metrics;
 pub mod security;
 pub mod session;
+pub mod ws_agent;
+pub mod ws_browser;
 
-use crate::hub::{agent_socket, browser_socket};
-use crate::service::Services;
 use crate::state::AppState;
-use app::backend::SharedBackend;
 use app::{shell, App};
 use axum::routing::{any, delete, get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
-    let backend: SharedBackend = Arc::new(Services(state.clone()));
+    // Server functions reach the service layer through the `Core` in Leptos context.
+    let core = state.core.clone();
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
 
@@ -51,22 +50,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(api::audit))
         .route("/api/account/totp/setup", post(api::totp_setup))
         .route("/api/account/totp/confirm", post(api::totp_confirm))
-        .route("/ws", get(browser_socket::handler))
-        .route("/ws/agent", get(agent_socket::handler))
+        .route("/ws", get(ws_browser::handler))
+        .route("/ws/agent", get(ws_agent::handler))
         .leptos_routes_with_context(
             &state,
             routes,
-            move || provide_context(backend.clone()),
+            move || provide_context(core.clone()),
             move || shell(options.clone()),
         )
         .route("/api/{*rest}", any(api::not_found))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.core.clone(),
             session::session_layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.config.tls(),
+            state.core.config.tls(),
             security::security_headers,
         ))
         .layer(TraceLayer::new_for_http())
@@ -76,13 +75,15 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Cli;
-    use crate::hub::Hub;
-    use crate::storage::Db;
+    use crate::cli::Cli;
     use axum::body::Body;
     use axum::http::{Method, Request, StatusCode};
     use clap::Parser;
     use leptos::config::LeptosOptions;
+    use nixdeck_core::hub::Hub;
+    use nixdeck_core::storage::Db;
+    use nixdeck_core::Core;
+    use std::sync::Arc;
     use tower::ServiceExt;
 
     /// Who may use a route.
@@ -128,23 +129,27 @@ mod tests {
             .await
             .unwrap();
         for (user, role) in [("admin", "admin"), ("op", "operator"), ("viewer", "viewer")] {
-            let hash = crate::service::auth::hash_password(format!("{user}-password-1"))
+            let hash = nixdeck_core::service::auth::hash_password(format!("{user}-password-1"))
                 .await
                 .unwrap();
             db.insert_user(user, &hash, role).await.unwrap();
         }
         let config = Cli::parse_from(["nixdeck"]).config;
         let hub = Hub::new(Vec::new(), 5, None);
-        AppState {
+        let core = Core {
             db,
             hub: hub.clone(),
-            desired: Arc::new(crate::desired::Desired::new(&config.github, hub).unwrap()),
+            desired: Arc::new(nixdeck_core::desired::Desired::new(&config.github, hub).unwrap()),
             deploys: Arc::default(),
+            unsaved: Arc::default(),
             enroll_until: None,
-            limits: Arc::new(crate::service::limits::Limits::new(
+            limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,
             )),
             config: Arc::new(config),
+        };
+        AppState {
+            core,
             leptos_options: LeptosOptions::builder().output_name("nixdeck").build(),
         }
     }
@@ -251,8 +256,8 @@ mod tests {
         let routes = routes();
         let mut sessions = std::collections::HashMap::new();
         for user in ["admin", "op", "viewer"] {
-            let s = crate::service::auth::login(
-                &state,
+            let s = nixdeck_core::service::auth::login(
+                &state.core,
                 user,
                 &format!("{user}-password-1"),
                 None,
@@ -358,9 +363,15 @@ mod tests {
             .await;
             assert_eq!(after, StatusCode::UNAUTHORIZED);
         }
-        let admin = &crate::service::auth::login(&state, "admin", "admin-password-1", None, None)
-            .await
-            .unwrap();
+        let admin = &nixdeck_core::service::auth::login(
+            &state.core,
+            "admin",
+            "admin-password-1",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         // A path nobody registered is a JSON 404 behind the same session check.
         assert_eq!(
             call(&app, &Method::GET, "/api/nothing-here", None, None).await,

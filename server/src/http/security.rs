@@ -1,8 +1,8 @@
 //! Security headers on every response. The Content-Security-Policy allows no inline script
 //! but Leptos's hydration script, which carries a per-request nonce: the layer mints it, the
-//! page shell stamps it on the script (`app::backend::CspNonce`), and the header names it.
+//! page shell stamps it on the script (`app::request::CspNonce`), and the header names it.
 
-use app::backend::CspNonce;
+use app::request::CspNonce;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;

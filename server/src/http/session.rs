@@ -2,16 +2,16 @@
 //! `Viewer`, sends pages without one to /login, and guards `/api`: 401 without a session,
 //! 403 for a state-changing request without the session's CSRF token or from another site.
 
-use crate::secret::constant_time_eq;
-use crate::service;
-use crate::state::AppState;
-use app::backend::Viewer;
-use app::AppError;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use common::AppError;
+use common::Viewer;
+use nixdeck_core::secret::constant_time_eq;
+use nixdeck_core::service;
+use nixdeck_core::Core;
 
 use super::error::error_response;
 
@@ -97,7 +97,7 @@ fn is_open_path(path: &str) -> bool {
         || path == "/favicon.ico"
 }
 
-pub async fn session_layer(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next) -> Response {
     let cookie = session_cookie(req.headers());
     let viewer = match &cookie {
         Some(c) => match service::auth::session(&app, c).await {

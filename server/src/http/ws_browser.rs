@@ -9,18 +9,18 @@
 
 use crate::http::error::error_response;
 use crate::http::session::{origin_matches, SessionCookie};
-use crate::service::auth::session_alive;
-use crate::state::AppState;
-use app::backend::Viewer;
-use app::AppError;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use common::AppError;
+use common::Viewer;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use nixdeck_core::service::auth::session_alive;
+use nixdeck_core::Core;
 use protocol::BROWSER_MAX_FRAME;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -45,7 +45,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 const FRAGMENT: usize = 64 * 1024;
 
 pub async fn handler(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     headers: HeaderMap,
     viewer: Option<Extension<Viewer>>,
     cookie: Option<Extension<SessionCookie>>,
@@ -182,7 +182,7 @@ async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), Snapsho
     progress(sink.flush()).await
 }
 
-async fn run(app: AppState, viewer: Viewer, cookie: String, socket: Socket) {
+async fn run(app: Core, viewer: Viewer, cookie: String, socket: Socket) {
     let (mut sink, stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
     let Some(start) = app.hub.subscribe_browser().await else {
@@ -210,7 +210,7 @@ async fn run(app: AppState, viewer: Viewer, cookie: String, socket: Socket) {
 }
 
 async fn serve(
-    app: AppState,
+    app: Core,
     viewer: Viewer,
     cookie: String,
     mut sink: Sink,

@@ -2,14 +2,14 @@
 
 use super::{OrInternal, Result};
 use crate::secret::{new_token, sha256_hex};
-use crate::state::AppState;
 use crate::storage::Db;
-use app::backend::Viewer;
-use app::AppError;
+use crate::Core;
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::Argon2;
+use common::AppError;
+use common::Viewer;
 use protocol::Timestamp;
 use std::sync::LazyLock;
 
@@ -108,18 +108,18 @@ pub struct NewSession {
 /// Check credentials and open a session with a fresh id. Unknown user and wrong password
 /// get the same error after the same work.
 pub async fn login(
-    app: &AppState,
+    core: &Core,
     username: &str,
     password: &str,
     totp: Option<&str>,
     address: Option<std::net::IpAddr>,
 ) -> Result<NewSession> {
-    let result = check_login(app, username, password, totp, address).await;
+    let result = check_login(core, username, password, totp, address).await;
     let ip = address.map(|a| a.to_string());
     // Capped: the name came from an unauthenticated client.
     let actor: String = username.chars().take(64).collect();
     super::audit::write(
-        &app.db,
+        &core.db,
         &actor,
         ip.as_deref(),
         "login",
@@ -132,7 +132,7 @@ pub async fn login(
 }
 
 async fn check_login(
-    app: &AppState,
+    core: &Core,
     username: &str,
     password: &str,
     totp: Option<&str>,
@@ -141,12 +141,15 @@ async fn check_login(
     use super::limits::too_many;
     // Locked accounts and addresses are refused before any password is checked.
     let account = username.to_owned();
-    app.limits.login_account.check(&account).map_err(too_many)?;
+    core.limits
+        .login_account
+        .check(&account)
+        .map_err(too_many)?;
     if let Some(a) = &address {
-        app.limits.login_address.check(a).map_err(too_many)?;
+        core.limits.login_address.check(a).map_err(too_many)?;
     }
     let ip = address.map(|a| a.to_string());
-    let user = app.db.user(username).await.or_internal("loading user")?;
+    let user = core.db.user(username).await.or_internal("loading user")?;
     let (hash, usable) = match &user {
         Some(u) => (u.password_hash.clone(), !u.disabled),
         None => (DUMMY_HASH.clone(), false),
@@ -156,7 +159,7 @@ async fn check_login(
     // The second factor is asked for only after a right password; a wrong one counts as a
     // failed login, like a wrong password.
     let verdict = if password_ok && usable {
-        super::totp::second_factor(&app.db, username, totp).await
+        super::totp::second_factor(&core.db, username, totp).await
     } else {
         Err(AppError::Unauthorized)
     };
@@ -170,9 +173,9 @@ async fn check_login(
                 "login failed"
             );
             if let Some(a) = &address {
-                app.limits.login_address.fail(a).map_err(too_many)?;
+                core.limits.login_address.fail(a).map_err(too_many)?;
             }
-            app.limits.login_account.fail(&account).map_err(too_many)?;
+            core.limits.login_account.fail(&account).map_err(too_many)?;
             return Err(e);
         }
     }
@@ -181,7 +184,7 @@ async fn check_login(
         csrf_token: new_token(),
         role: user.map(|u| u.role).unwrap_or_default(),
     };
-    app.db
+    core.db
         .insert_session(
             &sha256_hex(&session.cookie_value),
             username,
@@ -196,9 +199,9 @@ async fn check_login(
 
 /// The viewer behind a session cookie, if the session is alive. Idle and absolute
 /// timeouts come from the configuration; `last_seen_at` is written at most once a minute.
-pub async fn session(app: &AppState, cookie_value: &str) -> Result<Option<Viewer>> {
+pub async fn session(core: &Core, cookie_value: &str) -> Result<Option<Viewer>> {
     let id_hash = sha256_hex(cookie_value);
-    let Some(row) = app
+    let Some(row) = core
         .db
         .session(&id_hash)
         .await
@@ -207,17 +210,17 @@ pub async fn session(app: &AppState, cookie_value: &str) -> Result<Option<Viewer
         return Ok(None);
     };
     let now = Timestamp::now().secs();
-    let idle_limit = (app.config.session_idle_min * 60) as i64;
-    let max_age = (app.config.session_max_h * 3600) as i64;
+    let idle_limit = (core.config.session_idle_min * 60) as i64;
+    let max_age = (core.config.session_max_h * 3600) as i64;
     if now - row.last_seen_at > idle_limit || now - row.created_at > max_age {
-        app.db
+        core.db
             .delete_session(&id_hash)
             .await
             .or_internal("ending session")?;
         return Ok(None);
     }
     if now - row.last_seen_at >= 60 {
-        app.db
+        core.db
             .touch_session(&id_hash, Timestamp(now))
             .await
             .or_internal("touching session")?;
@@ -230,14 +233,14 @@ pub async fn session(app: &AppState, cookie_value: &str) -> Result<Option<Viewer
     }))
 }
 
-pub async fn logout(app: &AppState, cookie_value: &str) -> Result<()> {
-    app.db
+pub async fn logout(core: &Core, cookie_value: &str) -> Result<()> {
+    core.db
         .delete_session(&sha256_hex(cookie_value))
         .await
         .or_internal("deleting session")
 }
 
 /// Whether the session behind this cookie still exists (open sockets re-check this).
-pub async fn session_alive(app: &AppState, cookie_value: &str) -> bool {
-    matches!(session(app, cookie_value).await, Ok(Some(_)))
+pub async fn session_alive(core: &Core, cookie_value: &str) -> bool {
+    matches!(session(core, cookie_value).await, Ok(Some(_)))
 }

@@ -2,17 +2,17 @@
 //! upgrade, insists on `register` first, then feeds heartbeats to the hub and forwards the
 //! hub's frames to the agent. A link that goes silent for three heartbeats is dropped.
 
-use super::AgentOut;
-use crate::service::commands;
-use crate::service::hosts::{
-    authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
-};
-use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use nixdeck_core::hub::AgentOut;
+use nixdeck_core::service::commands;
+use nixdeck_core::service::hosts::{
+    authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
+};
+use nixdeck_core::Core;
 use protocol::messages::*;
 use protocol::{decode, Decoded, AGENT_MAX_FRAME, MISSED_HEARTBEATS, VERSION};
 use std::sync::atomic::Ordering;
@@ -43,7 +43,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub async fn handler(
-    State(app): State<AppState>,
+    State(app): State<Core>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -52,7 +52,7 @@ pub async fn handler(
     // an address that keeps failing gets 429s.
     let identity = match bearer(&headers) {
         Some(token) => authenticate_agent(&app, token).await,
-        None => Err(app::AppError::Unauthorized),
+        None => Err(common::AppError::Unauthorized),
     };
     let identity = match identity {
         Ok(identity) => identity,
@@ -60,7 +60,7 @@ pub async fn handler(
             tracing::warn!(ip = %peer.ip(), "agent connection refused: missing or unknown token");
             let e = match app.limits.agent_address.fail(&peer.ip()) {
                 Ok(()) => e,
-                Err(wait) => crate::service::limits::too_many(wait),
+                Err(wait) => nixdeck_core::service::limits::too_many(wait),
             };
             return error_response(&e);
         }
@@ -100,7 +100,7 @@ pub fn is_too_big(err: &axum::Error) -> bool {
     false
 }
 
-async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
+async fn run(app: Core, identity: AgentIdentity, mut socket: WebSocket) {
     let register = match timeout(REGISTER_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) => match decode::<AgentMessage>(&text) {
             Decoded::Message(AgentMessage::Register(r)) => r,
@@ -167,11 +167,11 @@ async fn run(app: AppState, identity: AgentIdentity, mut socket: WebSocket) {
         tracing::info!(host = host_id, conn_id, "agent disconnected");
     }
     // Write what the last heartbeats said now rather than at the next batch.
-    crate::service::hosts::flush_reports(&app).await;
+    nixdeck_core::service::hosts::flush_reports(&app).await;
 }
 
 async fn serve(
-    app: &AppState,
+    app: &Core,
     host_id: &str,
     conn_id: u64,
     socket: &mut WebSocket,
@@ -182,7 +182,7 @@ async fn serve(
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;
-    let mut link = AgentLink {
+    let mut link = AgentSession {
         app,
         host_id,
         conn_id,
@@ -256,15 +256,15 @@ async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
 }
 
 /// One agent link's frame handling, with its buffer of output lines not yet stored.
-struct AgentLink<'a> {
-    app: &'a AppState,
+struct AgentSession<'a> {
+    app: &'a Core,
     host_id: &'a str,
     conn_id: u64,
     batch: Vec<Output>,
     flush_at: Instant,
 }
 
-impl AgentLink<'_> {
+impl AgentSession<'_> {
     /// Handle one text frame; false when the link should end.
     async fn handle(&mut self, socket: &mut WebSocket, text: &str) -> bool {
         let (app, host_id) = (self.app, self.host_id);
@@ -279,7 +279,7 @@ impl AgentLink<'_> {
                 }
             }
             Decoded::Message(AgentMessage::Heartbeat(hb)) => {
-                app.hub.heartbeat(host_id, self.conn_id, &hb)
+                nixdeck_core::service::hosts::heartbeat(app, host_id, self.conn_id, &hb)
             }
             Decoded::Message(AgentMessage::CommandComplete(done)) => {
                 // Every line before the completion is stored first.

@@ -5,11 +5,8 @@
 //! once. Both happen under one lock, so a browser that subscribes gets a snapshot and then
 //! exactly the deltas that follow it. No await happens under the lock.
 
-pub mod agent_socket;
-pub mod browser_socket;
 pub mod compartments;
 
-use crate::storage::{HostRecord, HostReport, SeenUpdate};
 use compartments::Reported;
 use protocol::messages::*;
 use protocol::*;
@@ -55,21 +52,17 @@ pub enum Reservation {
     Busy(PendingCommand),
 }
 
-struct AgentLink {
+/// The hub's end of one agent's socket task: where to queue frames for it.
+struct AgentSender {
     conn_id: u64,
     tx: mpsc::Sender<AgentOut>,
 }
 
 struct HubState {
     fleet: FleetState,
-    agents: HashMap<String, AgentLink>,
+    agents: HashMap<String, AgentSender>,
     /// What agents reported beyond the wire `Host` (lock hash and age, raw checks).
-    extra: HashMap<String, Reported>,
-    /// Heartbeat data not yet written to the database (written in batches).
-    unsaved: HashMap<String, SeenUpdate>,
-    /// Registrations not yet written (batched the same way; an agent re-sends its
-    /// registration on every connect, so a crash between batches loses nothing).
-    reports: HashMap<String, (HostReport, Timestamp)>,
+    reported: HashMap<String, Reported>,
 }
 
 #[derive(Default)]
@@ -109,24 +102,28 @@ struct Inner {
 }
 
 impl Hub {
-    /// A hub over the stored hosts, all offline until their agents connect.
-    /// `desired` is the configured source before its first read (None: not configured).
-    pub fn new(hosts: Vec<HostRecord>, interval_s: u32, desired: Option<DesiredState>) -> Hub {
+    /// A hub over the stored hosts (each with the lock hash it last reported), all offline
+    /// until their agents connect. `desired` is the configured source before its first
+    /// read (None: not configured).
+    pub fn new(
+        hosts: impl IntoIterator<Item = (Host, Option<String>)>,
+        interval_s: u32,
+        desired: Option<DesiredState>,
+    ) -> Hub {
         let mut fleet = FleetState {
             dashboard_version: VERSION.to_owned(),
             desired,
             ..FleetState::default()
         };
-        let mut extra = HashMap::new();
+        let mut reported_by_host = HashMap::new();
         let now = Timestamp::now();
-        for rec in hosts {
-            let mut host = rec.host;
+        for (mut host, lock_hash) in hosts {
             let reported = Reported {
-                lock_hash: rec.lock_hash,
+                lock_hash,
                 ..Reported::default()
             };
             compartments::derive(&mut host, &reported, fleet.desired.as_ref(), now);
-            extra.insert(host.id.clone(), reported);
+            reported_by_host.insert(host.id.clone(), reported);
             fleet.hosts.insert(host.id.clone(), host);
         }
         let (events, _) = broadcast::channel(BROWSER_LAG_LIMIT);
@@ -136,9 +133,7 @@ impl Hub {
                 state: Mutex::new(HubState {
                     fleet,
                     agents: HashMap::new(),
-                    extra,
-                    unsaved: HashMap::new(),
-                    reports: HashMap::new(),
+                    reported: reported_by_host,
                 }),
                 events,
                 completions,
@@ -239,12 +234,12 @@ impl Hub {
     pub fn report_checks(&self, id: &str, checks: StatusChecks) {
         {
             let mut state = self.lock();
-            let extra = state.extra.entry(id.to_owned()).or_default();
+            let reported = state.reported.entry(id.to_owned()).or_default();
             if checks.system.is_some() {
-                extra.checks.system = checks.system;
+                reported.checks.system = checks.system;
             }
             if checks.tests.is_some() {
-                extra.checks.tests = checks.tests;
+                reported.checks.tests = checks.tests;
             }
         }
         self.update_host(id, |_| {});
@@ -369,7 +364,7 @@ impl Hub {
     ) -> Option<Host> {
         let mut host = state.fleet.hosts.get(id)?.clone();
         edit(&mut host);
-        let reported = state.extra.get(id).cloned().unwrap_or_default();
+        let reported = state.reported.get(id).cloned().unwrap_or_default();
         compartments::derive(
             &mut host,
             &reported,
@@ -385,7 +380,7 @@ impl Hub {
 
     pub fn add_host(&self, host: Host) {
         let mut state = self.lock();
-        state.extra.insert(host.id.clone(), Reported::default());
+        state.reported.insert(host.id.clone(), Reported::default());
         self.publish_locked(&mut state, BrowserEvent::HostAdded(HostBody { host }));
     }
 
@@ -395,9 +390,7 @@ impl Hub {
         if let Some(link) = state.agents.remove(id) {
             let _ = link.tx.try_send(AgentOut::Close(1008, "host removed"));
         }
-        state.extra.remove(id);
-        state.unsaved.remove(id);
-        state.reports.remove(id);
+        state.reported.remove(id);
         self.publish_locked(
             &mut state,
             BrowserEvent::HostRemoved(HostRef {
@@ -422,15 +415,15 @@ impl Hub {
         let mut state = self.lock();
         if let Some(old) = state
             .agents
-            .insert(id.to_owned(), AgentLink { conn_id, tx })
+            .insert(id.to_owned(), AgentSender { conn_id, tx })
         {
             let _ = old
                 .tx
                 .try_send(AgentOut::Close(4000, "replaced by a newer connection"));
         }
-        let extra = state.extra.entry(id.to_owned()).or_default();
-        extra.lock_hash = reg.lock_hash.clone();
-        extra.lock_updated_at = reg.lock_updated_at;
+        let reported = state.reported.entry(id.to_owned()).or_default();
+        reported.lock_hash = reg.lock_hash.clone();
+        reported.lock_updated_at = reg.lock_updated_at;
         self.update_locked(&mut state, id, |host| {
             host.hostname = reg.hostname.clone();
             host.online = true;
@@ -449,12 +442,13 @@ impl Hub {
         state.agents.get(id).is_some_and(|l| l.conn_id == conn_id)
     }
 
-    /// A heartbeat from the current link of `id`; stale links are ignored.
-    pub fn heartbeat(&self, id: &str, conn_id: u64, hb: &Heartbeat) {
+    /// A heartbeat from the current link of `id`; stale links are ignored. Returns when
+    /// it was taken (None: ignored), for the hosts service's batched write.
+    pub fn heartbeat(&self, id: &str, conn_id: u64, hb: &Heartbeat) -> Option<Timestamp> {
         let now = Timestamp::now();
         let mut state = self.lock();
         if !Self::is_current(&state, id, conn_id) {
-            return;
+            return None;
         }
         let generation_changed = state
             .fleet
@@ -464,13 +458,13 @@ impl Hub {
         // Every connected host has its entry (attach_agent made it): no key allocation on
         // this hot path, and nothing copied unless it changed.
         let mut lock_changed = false;
-        if let Some(extra) = state.extra.get_mut(id) {
-            if hb.lock_hash.is_some() && extra.lock_hash != hb.lock_hash {
-                extra.lock_hash = hb.lock_hash.clone();
+        if let Some(reported) = state.reported.get_mut(id) {
+            if hb.lock_hash.is_some() && reported.lock_hash != hb.lock_hash {
+                reported.lock_hash = hb.lock_hash.clone();
                 lock_changed = true;
             }
-            if hb.lock_updated_at.is_some() && extra.lock_updated_at != hb.lock_updated_at {
-                extra.lock_updated_at = hb.lock_updated_at;
+            if hb.lock_updated_at.is_some() && reported.lock_updated_at != hb.lock_updated_at {
+                reported.lock_updated_at = hb.lock_updated_at;
                 lock_changed = true;
             }
         }
@@ -491,16 +485,7 @@ impl Hub {
                 metrics: hb.metrics,
             }),
         );
-        state.unsaved.insert(
-            id.to_owned(),
-            SeenUpdate {
-                host_id: id.to_owned(),
-                last_seen: now,
-                metrics: hb.metrics,
-                generation: hb.generation.clone(),
-                lock_hash: hb.lock_hash.clone(),
-            },
-        );
+        Some(now)
     }
 
     /// The link `conn_id` of `id` ended. Marks the host offline unless a newer link took
@@ -566,26 +551,6 @@ impl Hub {
     pub fn completions(&self) -> broadcast::Receiver<CommandComplete> {
         self.inner.completions.subscribe()
     }
-
-    /// Heartbeat data gathered since the last call, for one batched database write.
-    pub fn take_unsaved(&self) -> Vec<SeenUpdate> {
-        self.lock().unsaved.drain().map(|(_, v)| v).collect()
-    }
-
-    /// Keep a registration for the next batched write.
-    pub fn queue_report(&self, id: &str, report: HostReport) {
-        self.lock()
-            .reports
-            .insert(id.to_owned(), (report, Timestamp::now()));
-    }
-
-    pub fn take_reports(&self) -> Vec<(String, HostReport, Timestamp)> {
-        self.lock()
-            .reports
-            .drain()
-            .map(|(id, (r, at))| (id, r, at))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -600,15 +565,11 @@ mod tests {
     }
 
     fn hub_with(ids: &[&str]) -> Hub {
-        let recs = ids
-            .iter()
-            .map(|id| HostRecord {
-                host: Host::new(id, HostType::Nixos),
-                lock_hash: None,
-                branch: None,
-            })
-            .collect();
-        Hub::new(recs, 5, None)
+        Hub::new(
+            ids.iter().map(|id| (Host::new(id, HostType::Nixos), None)),
+            5,
+            None,
+        )
     }
 
     fn recv_type(rx: &mut broadcast::Receiver<Utf8Bytes>) -> String {
@@ -725,7 +686,7 @@ mod tests {
         let (old, _r1) = hub.attach_agent("a", &register("a"));
         let (_new, _r2) = hub.attach_agent("a", &register("a"));
         let (_, mut rx) = hub.subscribe();
-        hub.heartbeat(
+        let taken = hub.heartbeat(
             "a",
             old,
             &Heartbeat {
@@ -737,6 +698,6 @@ mod tests {
             },
         );
         assert!(rx.try_recv().is_err());
-        assert!(hub.take_unsaved().is_empty());
+        assert_eq!(taken, None, "nothing to save for a stale link");
     }
 }

@@ -3,9 +3,9 @@
 //! action it records (a failure to write is logged).
 
 use super::{require_admin, OrInternal, Result};
-use crate::state::AppState;
 use crate::storage::{AuditFilter, Db};
-use app::backend::Viewer;
+use crate::Core;
+use common::Viewer;
 use protocol::api::AuditEntry;
 use protocol::Timestamp;
 
@@ -42,7 +42,7 @@ pub async fn write(
 
 /// Record what `viewer` did and how it ended, and hand the result on.
 pub async fn record<T>(
-    app: &AppState,
+    core: &Core,
     viewer: &Viewer,
     action: &str,
     target: Option<&str>,
@@ -50,7 +50,7 @@ pub async fn record<T>(
 ) -> Result<T> {
     let detail = result.as_ref().err().map(|e| e.to_string());
     write(
-        &app.db,
+        &core.db,
         &viewer.username,
         viewer.ip.as_deref(),
         action,
@@ -64,23 +64,23 @@ pub async fn record<T>(
 
 /// `GET /api/audit`: admins only.
 pub async fn read(
-    app: &AppState,
+    core: &Core,
     viewer: &Viewer,
     mut filter: AuditFilter,
 ) -> Result<Vec<AuditEntry>> {
     require_admin(viewer)?;
     filter.limit = filter.limit.clamp(1, 1000);
-    app.db
+    core.db
         .audit(&filter)
         .await
         .or_internal("reading the audit log")
 }
 
 /// Retention of the audit log.
-pub async fn purge_old(app: &AppState) {
+pub async fn purge_old(core: &Core) {
     let before =
-        Timestamp(Timestamp::now().secs() - i64::from(app.config.audit_retention_days) * 86_400);
-    if let Err(e) = app.db.purge_audit(before).await {
+        Timestamp(Timestamp::now().secs() - i64::from(core.config.audit_retention_days) * 86_400);
+    if let Err(e) = core.db.purge_audit(before).await {
         tracing::warn!("audit retention: {e}");
     }
 }

@@ -3,10 +3,10 @@
 
 use super::{OrInternal, Result};
 use crate::secret::{new_token, sha256_hex};
-use crate::state::AppState;
 use crate::storage::Db;
-use app::backend::Viewer;
-use app::AppError;
+use crate::Core;
+use common::AppError;
+use common::Viewer;
 use protocol::api::{RecoveryCodes, TotpSetup};
 use protocol::Timestamp;
 use totp_rs::{Builder, Secret, Totp};
@@ -34,12 +34,12 @@ fn matching_step(t: &Totp, code: &str) -> Option<i64> {
 }
 
 /// Start (or restart) enrollment: a new secret waits for its first code.
-pub async fn setup(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
-    let result = new_secret(app, viewer).await;
-    super::audit::record(app, viewer, "totp.setup", None, result).await
+pub async fn setup(core: &Core, viewer: &Viewer) -> Result<TotpSetup> {
+    let result = new_secret(core, viewer).await;
+    super::audit::record(core, viewer, "totp.setup", None, result).await
 }
 
-async fn new_secret(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
+async fn new_secret(core: &Core, viewer: &Viewer) -> Result<TotpSetup> {
     let secret = Secret::generate().to_base32();
     let t = totp(&secret, &viewer.username)?;
     let uri = t.to_url().or_internal("building the otpauth URI")?;
@@ -50,7 +50,7 @@ async fn new_secret(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
         .dark_color(qrcode::render::svg::Color("#1a1b26"))
         .light_color(qrcode::render::svg::Color("#ffffff"))
         .build();
-    app.db
+    core.db
         .set_totp_pending(&viewer.username, &secret)
         .await
         .or_internal("storing the TOTP secret")?;
@@ -68,13 +68,13 @@ async fn new_secret(app: &AppState, viewer: &Viewer) -> Result<TotpSetup> {
 }
 
 /// Confirm enrollment with a first code; answers the recovery codes, shown once.
-pub async fn confirm(app: &AppState, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
-    let result = enable(app, viewer, code).await;
-    super::audit::record(app, viewer, "totp.confirm", None, result).await
+pub async fn confirm(core: &Core, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
+    let result = enable(core, viewer, code).await;
+    super::audit::record(core, viewer, "totp.confirm", None, result).await
 }
 
-async fn enable(app: &AppState, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
-    let row = app
+async fn enable(core: &Core, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
+    let row = core
         .db
         .totp(&viewer.username)
         .await
@@ -98,7 +98,7 @@ async fn enable(app: &AppState, viewer: &Viewer, code: &str) -> Result<RecoveryC
         })
         .collect();
     let hashes: Vec<String> = codes.iter().map(|c| sha256_hex(c)).collect();
-    app.db
+    core.db
         .confirm_totp(&viewer.username, step, &hashes)
         .await
         .or_internal("enabling TOTP")?;

@@ -2,13 +2,52 @@
 
 use super::{audit, require_admin, OrInternal, Result};
 use crate::secret::{constant_time_eq, new_token, sha256_hex};
-use crate::state::AppState;
-use crate::storage::{is_unique_violation, HostReport};
-use app::backend::Viewer;
-use app::AppError;
+use crate::storage::{is_unique_violation, HostReport, SeenUpdate};
+use crate::Core;
+use common::{AppError, Viewer};
 use protocol::api::{CreateHost, HostCreated, RefreshResult};
-use protocol::messages::Register;
+use protocol::messages::{Heartbeat, Register, Snapshot};
 use protocol::{is_valid_host_id, is_valid_theme_color, Host, Timestamp};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Registrations and heartbeats taken in memory but not yet written. Heartbeats and
+/// registrations reach the database in batches (every few seconds, when an agent leaves,
+/// and at shutdown): a write per heartbeat would dominate the database at fleet scale. An
+/// agent re-sends its registration on every connect, so a crash between batches loses
+/// nothing.
+#[derive(Default)]
+pub struct Unsaved(Mutex<Pending>);
+
+#[derive(Default)]
+struct Pending {
+    seen: HashMap<String, SeenUpdate>,
+    reports: HashMap<String, (HostReport, Timestamp)>,
+}
+
+impl Unsaved {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Plain maps: a panic elsewhere leaves them consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self) -> (Vec<(String, HostReport, Timestamp)>, Vec<SeenUpdate>) {
+        let mut pending = self.lock();
+        let reports = pending
+            .reports
+            .drain()
+            .map(|(id, (r, at))| (id, r, at))
+            .collect();
+        let seen = pending.seen.drain().map(|(_, v)| v).collect();
+        (reports, seen)
+    }
+
+    fn forget(&self, id: &str) {
+        let mut pending = self.lock();
+        pending.seen.remove(id);
+        pending.reports.remove(id);
+    }
+}
 
 /// Free-text host attributes (location, device type): short, printable.
 fn check_label(field: &str, value: Option<String>) -> Result<Option<String>> {
@@ -55,9 +94,9 @@ fn new_host(req: CreateHost) -> Result<Host> {
     Ok(host)
 }
 
-async fn insert_with_token(app: &AppState, host: &Host) -> Result<String> {
+async fn insert_with_token(core: &Core, host: &Host) -> Result<String> {
     let token = new_token();
-    match app.db.insert_host(host, &sha256_hex(&token)).await {
+    match core.db.insert_host(host, &sha256_hex(&token)).await {
         Ok(()) => Ok(token),
         Err(e) if is_unique_violation(&e) => Err(AppError::conflict(
             "exists",
@@ -68,33 +107,39 @@ async fn insert_with_token(app: &AppState, host: &Host) -> Result<String> {
 }
 
 /// `POST /api/hosts`: a new host and its token, shown once.
-pub async fn create(app: &AppState, viewer: &Viewer, req: CreateHost) -> Result<HostCreated> {
+pub async fn create(core: &Core, viewer: &Viewer, req: CreateHost) -> Result<HostCreated> {
     let name: String = req.hostname.chars().take(64).collect();
-    let result = add(app, viewer, req).await;
-    audit::record(app, viewer, "host.add", Some(&name), result).await
+    let result = add(core, viewer, req).await;
+    audit::record(core, viewer, "host.add", Some(&name), result).await
 }
 
-async fn add(app: &AppState, viewer: &Viewer, req: CreateHost) -> Result<HostCreated> {
+async fn add(core: &Core, viewer: &Viewer, req: CreateHost) -> Result<HostCreated> {
     require_admin(viewer)?;
     let host = new_host(req)?;
-    let agent_token = insert_with_token(app, &host).await?;
-    app.hub.add_host(host.clone());
+    let agent_token = insert_with_token(core, &host).await?;
+    core.hub.add_host(host.clone());
     tracing::info!(host = host.id, by = viewer.username, "host added");
     Ok(HostCreated { host, agent_token })
 }
 
 /// `POST /api/hosts/{id}/refresh`: the host's status as the dashboard knows it now.
-pub async fn refresh(app: &AppState, _viewer: &Viewer, id: &str) -> Result<RefreshResult> {
+pub async fn refresh(core: &Core, _viewer: &Viewer, id: &str) -> Result<RefreshResult> {
     // The database must still know the host: a host removed elsewhere is a 404 here.
-    if app.db.host(id).await.or_internal("loading host")?.is_none() {
+    if core
+        .db
+        .host(id)
+        .await
+        .or_internal("loading host")?
+        .is_none()
+    {
         return Err(AppError::NotFound(format!("host {id}")));
     }
     // Fresh from the source too (a cached reading younger than a few seconds is reused,
     // so a burst of refreshes makes one request).
-    app.desired
+    core.desired
         .read_if_older(std::time::Duration::from_secs(5))
         .await;
-    let host = app
+    let host = core
         .hub
         .update_host(id, |_| {})
         .ok_or_else(|| AppError::NotFound(format!("host {id}")))?;
@@ -105,40 +150,63 @@ pub async fn refresh(app: &AppState, _viewer: &Viewer, id: &str) -> Result<Refre
         agent_version: host.agent_version,
         agent_outdated: host.agent_outdated,
         update_status: host.update_status,
-        pending_pr: app.hub.pending_pr(),
+        pending_pr: core.hub.pending_pr(),
     })
 }
 
-pub fn list(app: &AppState, _viewer: &Viewer) -> Vec<Host> {
-    app.hub.snapshot().hosts
+pub fn list(core: &Core, _viewer: &Viewer) -> Vec<Host> {
+    core.hub.snapshot().hosts
+}
+
+/// The fleet as the hub sees it now: the dashboard's first render.
+pub fn snapshot(core: &Core, _viewer: &Viewer) -> Snapshot {
+    core.hub.snapshot()
+}
+
+/// A heartbeat from the agent link `conn_id` of `id`: live at once, stored with the next
+/// batch. A heartbeat from a replaced link changes nothing.
+pub fn heartbeat(core: &Core, id: &str, conn_id: u64, hb: &Heartbeat) {
+    if let Some(now) = core.hub.heartbeat(id, conn_id, hb) {
+        core.unsaved.lock().seen.insert(
+            id.to_owned(),
+            SeenUpdate {
+                host_id: id.to_owned(),
+                last_seen: now,
+                metrics: hb.metrics,
+                generation: hb.generation.clone(),
+                lock_hash: hb.lock_hash.clone(),
+            },
+        );
+    }
 }
 
 /// `DELETE /api/hosts/{id}`: forget the host, revoke its token, close its agent.
-pub async fn remove(app: &AppState, viewer: &Viewer, id: &str) -> Result<()> {
-    let result = forget(app, viewer, id).await;
-    audit::record(app, viewer, "host.remove", Some(id), result).await
+pub async fn remove(core: &Core, viewer: &Viewer, id: &str) -> Result<()> {
+    let result = forget(core, viewer, id).await;
+    audit::record(core, viewer, "host.remove", Some(id), result).await
 }
 
-async fn forget(app: &AppState, viewer: &Viewer, id: &str) -> Result<()> {
+async fn forget(core: &Core, viewer: &Viewer, id: &str) -> Result<()> {
     require_admin(viewer)?;
-    if !app.db.delete_host(id).await.or_internal("deleting host")? {
+    if !core.db.delete_host(id).await.or_internal("deleting host")? {
         return Err(AppError::NotFound(format!("host {id}")));
     }
-    app.hub.remove_host(id);
+    core.hub.remove_host(id);
+    core.unsaved.forget(id);
     tracing::info!(host = id, by = viewer.username, "host removed");
     Ok(())
 }
 
 /// `POST /api/hosts/{id}/token`: a new token; the old one stops working at once.
-pub async fn rotate_token(app: &AppState, viewer: &Viewer, id: &str) -> Result<String> {
-    let result = new_host_token(app, viewer, id).await;
-    audit::record(app, viewer, "host.token", Some(id), result).await
+pub async fn rotate_token(core: &Core, viewer: &Viewer, id: &str) -> Result<String> {
+    let result = new_host_token(core, viewer, id).await;
+    audit::record(core, viewer, "host.token", Some(id), result).await
 }
 
-async fn new_host_token(app: &AppState, viewer: &Viewer, id: &str) -> Result<String> {
+async fn new_host_token(core: &Core, viewer: &Viewer, id: &str) -> Result<String> {
     require_admin(viewer)?;
     let token = new_token();
-    if !app
+    if !core
         .db
         .set_token_hash(id, &sha256_hex(&token))
         .await
@@ -146,7 +214,7 @@ async fn new_host_token(app: &AppState, viewer: &Viewer, id: &str) -> Result<Str
     {
         return Err(AppError::NotFound(format!("host {id}")));
     }
-    app.hub.disconnect_agent(id, "token rotated");
+    core.hub.disconnect_agent(id, "token rotated");
     tracing::info!(host = id, by = viewer.username, "host token rotated");
     Ok(token)
 }
@@ -159,8 +227,8 @@ pub enum AgentIdentity {
     Enrollment,
 }
 
-pub async fn authenticate_agent(app: &AppState, token: &str) -> Result<AgentIdentity> {
-    if let Some(id) = app
+pub async fn authenticate_agent(core: &Core, token: &str) -> Result<AgentIdentity> {
+    if let Some(id) = core
         .db
         .host_for_token(&sha256_hex(token))
         .await
@@ -168,9 +236,9 @@ pub async fn authenticate_agent(app: &AppState, token: &str) -> Result<AgentIden
     {
         return Ok(AgentIdentity::Host(id));
     }
-    match &app.config.enroll_token {
+    match &core.config.enroll_token {
         Some(enroll) if !enroll.is_empty() && constant_time_eq(enroll, token) => {
-            if app
+            if core
                 .enroll_until
                 .is_some_and(|until| Timestamp::now() > until)
             {
@@ -217,7 +285,7 @@ pub async fn enrollment_deadline(
 
 /// Enrollment: create the host an agent registered with, and return its new token. A host
 /// that exists already can never be taken over this way.
-pub async fn enroll(app: &AppState, reg: &Register) -> Result<(String, String)> {
+pub async fn enroll(core: &Core, reg: &Register) -> Result<(String, String)> {
     let host = new_host(CreateHost {
         hostname: reg.hostname.clone(),
         host_type: reg.host_type,
@@ -225,15 +293,15 @@ pub async fn enroll(app: &AppState, reg: &Register) -> Result<(String, String)> 
         location: reg.location.clone(),
         device_type: reg.device_type.clone(),
     })?;
-    let token = insert_with_token(app, &host).await?;
+    let token = insert_with_token(core, &host).await?;
     let id = host.id.clone();
-    app.hub.add_host(host);
+    core.hub.add_host(host);
     tracing::info!(host = id, "host enrolled");
     Ok((id, token))
 }
 
 /// Queue what an agent reported at registration for the next batched write.
-pub fn save_registration(app: &AppState, id: &str, reg: &Register) {
+pub fn save_registration(core: &Core, id: &str, reg: &Register) {
     let report = HostReport {
         hostname: reg.hostname.clone(),
         agent_version: Some(reg.agent_version.clone()),
@@ -246,16 +314,29 @@ pub fn save_registration(app: &AppState, id: &str, reg: &Register) {
         branch: reg.branch.clone(),
         heartbeat_interval_s: Some(reg.heartbeat_interval_s),
     };
-    app.hub.queue_report(id, report);
+    core.unsaved
+        .lock()
+        .reports
+        .insert(id.to_owned(), (report, Timestamp::now()));
 }
 
 /// Write the batched registrations and heartbeats (every few seconds, when an agent
 /// leaves, and at shutdown). Registrations first, so a newer last-seen wins.
-pub async fn flush_reports(app: &AppState) {
-    if let Err(e) = app.db.save_reports(&app.hub.take_reports()).await {
-        tracing::warn!("saving registrations: {e}");
+pub async fn flush_reports(core: &Core) {
+    if let Err(e) = save_unsaved(core).await {
+        tracing::warn!("{e}");
     }
-    if let Err(e) = app.db.save_seen(&app.hub.take_unsaved()).await {
-        tracing::warn!("saving last-seen: {e}");
-    }
+}
+
+/// The same write, failing loudly (at shutdown, where nothing accepted may be lost).
+pub async fn save_unsaved(core: &Core) -> Result<(), String> {
+    let (reports, seen) = core.unsaved.take();
+    core.db
+        .save_reports(&reports)
+        .await
+        .map_err(|e| format!("saving registrations: {e}"))?;
+    core.db
+        .save_seen(&seen)
+        .await
+        .map_err(|e| format!("saving last-seen: {e}"))
 }

@@ -2,7 +2,7 @@
 //! per address. Counting is `governor`'s (a keyed GCRA limiter); what we add is the lock-out
 //! a key gets once it ran out, so that even a right guess is refused until it expires.
 
-use app::AppError;
+use common::AppError;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;

@@ -1,9 +1,13 @@
-//! User accounts: roles, passwords, disabling. Shared by the CLI (and a Users page later).
+//! User accounts: roles, passwords, disabling. The functions over a `Db` and an actor name
+//! serve the CLI (`nixdeck user …`, actor `cli`); the ones over a `Core` and a `Viewer`
+//! serve the Users page and check the admin role first.
 
 use super::auth::{check_password_rules, generate_password, hash_password};
-use super::{audit, OrInternal, Result};
+use super::{audit, require_admin, OrInternal, Result};
 use crate::storage::{is_unique_violation, Db, UserRow};
-use app::AppError;
+use crate::Core;
+use common::{AppError, Viewer};
+use protocol::api::UserInfo;
 
 pub const ROLES: [&str; 3] = ["viewer", "operator", "admin"];
 
@@ -146,6 +150,55 @@ async fn change_disabled(db: &Db, username: &str, disabled: bool) -> Result<()> 
 
 pub async fn list(db: &Db) -> Result<Vec<(UserRow, i64)>> {
     db.users().await.or_internal("listing users")
+}
+
+/// Every user, for the Users page (admins only).
+pub async fn list_for(core: &Core, viewer: &Viewer) -> Result<Vec<UserInfo>> {
+    require_admin(viewer)?;
+    Ok(list(&core.db)
+        .await?
+        .into_iter()
+        .map(|(u, created)| UserInfo {
+            username: u.username,
+            role: u.role,
+            disabled: u.disabled,
+            created_at: protocol::Timestamp(created),
+        })
+        .collect())
+}
+
+/// Add a user from the Users page (admins only).
+pub async fn add_by(
+    core: &Core,
+    viewer: &Viewer,
+    username: &str,
+    role: &str,
+    password: &str,
+) -> Result<()> {
+    require_admin(viewer)?;
+    add(&core.db, &viewer.username, username, role, password).await
+}
+
+/// Disable or enable a user from the Users page (admins only; never oneself).
+pub async fn set_disabled_by(
+    core: &Core,
+    viewer: &Viewer,
+    username: &str,
+    disabled: bool,
+) -> Result<()> {
+    require_admin(viewer)?;
+    if disabled && username == viewer.username {
+        return Err(AppError::Invalid("You cannot disable yourself.".into()));
+    }
+    set_disabled(&core.db, &viewer.username, username, disabled).await
+}
+
+/// A new generated password, shown once (admins only); the user's sessions end.
+pub async fn reset_password(core: &Core, viewer: &Viewer, username: &str) -> Result<String> {
+    require_admin(viewer)?;
+    let password = generate_password();
+    set_password(&core.db, &viewer.username, username, &password).await?;
+    Ok(password)
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 use super::{audit, OrInternal, Result};
 use crate::hub::Reservation;
 use crate::secret::new_token;
-use crate::state::AppState;
 use crate::storage::{CommandRow, LogLine};
-use app::backend::Viewer;
-use app::AppError;
+use crate::Core;
+use common::AppError;
+use common::Viewer;
 use protocol::api::{BulkFailed, BulkQueued, BulkResult, CommandRecord};
 use protocol::messages::*;
 use protocol::*;
@@ -36,15 +36,10 @@ fn new_command_id() -> String {
 }
 
 /// Run `kind` on a host: 202 with the id, 404 unknown host, 409 `offline` or `busy`.
-pub async fn run(
-    app: &AppState,
-    viewer: &Viewer,
-    host_id: &str,
-    kind: CommandKind,
-) -> Result<String> {
-    let result = start(app, viewer, host_id, kind).await;
+pub async fn run(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -> Result<String> {
+    let result = start(core, viewer, host_id, kind).await;
     audit::record(
-        app,
+        core,
         viewer,
         &format!("command.{kind}"),
         Some(host_id),
@@ -53,12 +48,7 @@ pub async fn run(
     .await
 }
 
-async fn start(
-    app: &AppState,
-    viewer: &Viewer,
-    host_id: &str,
-    kind: CommandKind,
-) -> Result<String> {
+async fn start(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -> Result<String> {
     require_operator(viewer)?;
     let command_id = new_command_id();
     let now = Timestamp::now();
@@ -67,7 +57,7 @@ async fn start(
         command: kind,
         started_at: now,
     };
-    match app.hub.reserve(host_id, pending) {
+    match core.hub.reserve(host_id, pending) {
         Ok(()) => {}
         Err(Reservation::NotFound) => return Err(AppError::NotFound(format!("host {host_id}"))),
         Err(Reservation::Offline) => {
@@ -87,31 +77,31 @@ async fn start(
         }
     }
     // Stored before the agent hears of it, so no output can arrive for an unknown id.
-    if let Err(e) = app
+    if let Err(e) = core
         .db
         .insert_command(&command_id, host_id, kind, now, &viewer.username)
         .await
     {
         tracing::error!("storing command: {e}");
-        release(app, host_id, &command_id, CommandStatus::Error, None, 0);
+        release(core, host_id, &command_id, CommandStatus::Error, None, 0);
         return Err(AppError::Internal);
     }
     let order = ServerMessage::Command(CommandOrder {
         command_id: command_id.clone(),
         command: kind,
     });
-    if !app.hub.send_to_agent(host_id, order) {
-        let _ = app
+    if !core.hub.send_to_agent(host_id, order) {
+        let _ = core
             .db
             .release_command(&command_id, CommandStatus::Lost, now)
             .await;
-        release(app, host_id, &command_id, CommandStatus::Lost, None, 0);
+        release(core, host_id, &command_id, CommandStatus::Lost, None, 0);
         return Err(AppError::conflict(
             "offline",
             format!("{host_id} went offline."),
         ));
     }
-    app.db
+    core.db
         .mark_running(&command_id, now)
         .await
         .or_internal("marking command running")?;
@@ -121,14 +111,14 @@ async fn start(
 
 /// Free the host and tell browsers the command is over.
 fn release(
-    app: &AppState,
+    core: &Core,
     host_id: &str,
     command_id: &str,
     status: CommandStatus,
     exit_code: Option<i32>,
     duration_ms: u64,
 ) {
-    app.hub.release(CommandComplete {
+    core.hub.release(CommandComplete {
         host_id: host_id.to_owned(),
         command_id: command_id.to_owned(),
         status,
@@ -138,17 +128,17 @@ fn release(
 }
 
 /// Ask the agent to stop the running command: 202, or 409 `idle` / `offline`.
-pub async fn stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<String> {
-    let result = send_stop(app, viewer, host_id).await;
-    audit::record(app, viewer, "stop", Some(host_id), result).await
+pub async fn stop(core: &Core, viewer: &Viewer, host_id: &str) -> Result<String> {
+    let result = send_stop(core, viewer, host_id).await;
+    audit::record(core, viewer, "stop", Some(host_id), result).await
 }
 
-async fn send_stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<String> {
+async fn send_stop(core: &Core, viewer: &Viewer, host_id: &str) -> Result<String> {
     require_operator(viewer)?;
-    if !app.hub.contains(host_id) {
+    if !core.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
-    let Some(pending) = app.hub.pending(host_id) else {
+    let Some(pending) = core.hub.pending(host_id) else {
         return Err(AppError::conflict(
             "idle",
             format!("{host_id} is not running a command."),
@@ -157,7 +147,7 @@ async fn send_stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<Str
     let order = ServerMessage::Stop(StopOrder {
         command_id: pending.command_id.clone(),
     });
-    if !app.hub.send_to_agent(host_id, order) {
+    if !core.hub.send_to_agent(host_id, order) {
         return Err(AppError::conflict(
             "offline",
             format!("{host_id} is offline; use unlock to release a stuck command."),
@@ -173,25 +163,25 @@ async fn send_stop(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<Str
 }
 
 /// Release a stuck host by hand: its pending command becomes `abandoned`.
-pub async fn unlock(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<()> {
-    let result = release_stuck(app, viewer, host_id).await;
-    audit::record(app, viewer, "unlock", Some(host_id), result).await
+pub async fn unlock(core: &Core, viewer: &Viewer, host_id: &str) -> Result<()> {
+    let result = release_stuck(core, viewer, host_id).await;
+    audit::record(core, viewer, "unlock", Some(host_id), result).await
 }
 
-async fn release_stuck(app: &AppState, viewer: &Viewer, host_id: &str) -> Result<()> {
+async fn release_stuck(core: &Core, viewer: &Viewer, host_id: &str) -> Result<()> {
     require_operator(viewer)?;
-    if !app.hub.contains(host_id) {
+    if !core.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
-    if let Some(pending) = app.hub.pending(host_id) {
+    if let Some(pending) = core.hub.pending(host_id) {
         // If the agent still runs it, it should stop; its late output is still stored.
-        app.hub.send_to_agent(
+        core.hub.send_to_agent(
             host_id,
             ServerMessage::Stop(StopOrder {
                 command_id: pending.command_id.clone(),
             }),
         );
-        app.db
+        core.db
             .release_command(
                 &pending.command_id,
                 CommandStatus::Abandoned,
@@ -200,7 +190,7 @@ async fn release_stuck(app: &AppState, viewer: &Viewer, host_id: &str) -> Result
             .await
             .or_internal("abandoning command")?;
         release(
-            app,
+            core,
             host_id,
             &pending.command_id,
             CommandStatus::Abandoned,
@@ -218,15 +208,15 @@ async fn release_stuck(app: &AppState, viewer: &Viewer, host_id: &str) -> Result
 }
 
 pub async fn history(
-    app: &AppState,
+    core: &Core,
     _viewer: &Viewer,
     host_id: &str,
     limit: u32,
 ) -> Result<Vec<CommandRecord>> {
-    if !app.hub.contains(host_id) {
+    if !core.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
-    let rows = app
+    let rows = core
         .db
         .history(host_id, limit.clamp(1, 1000))
         .await
@@ -243,12 +233,8 @@ pub fn log_line(line: &LogLine) -> String {
 }
 
 /// The whole log of a command as text, and a file name for it.
-pub async fn log_text(
-    app: &AppState,
-    _viewer: &Viewer,
-    command_id: &str,
-) -> Result<(String, String)> {
-    let Some(cmd) = app
+pub async fn log_text(core: &Core, _viewer: &Viewer, command_id: &str) -> Result<(String, String)> {
+    let Some(cmd) = core
         .db
         .command(command_id)
         .await
@@ -259,7 +245,7 @@ pub async fn log_text(
     let mut text = String::new();
     let mut after = 0;
     loop {
-        let page = app
+        let page = core
             .db
             .output_page(command_id, after, 5_000)
             .await
@@ -281,17 +267,16 @@ pub async fn log_text(
 
 /// The same command on many hosts; each host answers for itself.
 pub async fn bulk(
-    app: &AppState,
+    core: &Core,
     viewer: &Viewer,
-    command: &str,
+    kind: CommandKind,
     host_ids: Option<Vec<String>>,
 ) -> Result<Vec<BulkResult>> {
     require_operator(viewer)?;
-    let kind = parse_kind(command)?;
-    let ids = host_ids.unwrap_or_else(|| app.hub.online_ids());
+    let ids = host_ids.unwrap_or_else(|| core.hub.online_ids());
     let mut results = Vec::with_capacity(ids.len());
     for host_id in ids {
-        results.push(match run(app, viewer, &host_id, kind).await {
+        results.push(match run(core, viewer, &host_id, kind).await {
             Ok(command_id) => BulkResult::Queued(BulkQueued {
                 host_id,
                 command_id,
@@ -309,8 +294,8 @@ pub async fn bulk(
 // ---------------------------------------------------------------- the agent's side
 
 /// Reconcile after `register`: the agent says which command it still holds (or none).
-pub async fn on_register(app: &AppState, host_id: &str, running: Option<&RunningCommand>) {
-    let pending = app.hub.pending(host_id);
+pub async fn on_register(core: &Core, host_id: &str, running: Option<&RunningCommand>) {
+    let pending = core.hub.pending(host_id);
     if let Some(p) = &pending {
         if running.map(|r| r.command_id.as_str()) != Some(p.command_id.as_str()) {
             // The agent no longer knows the command we wait for.
@@ -319,11 +304,11 @@ pub async fn on_register(app: &AppState, host_id: &str, running: Option<&Running
                 command_id = p.command_id,
                 "agent no longer knows the command; marking it lost"
             );
-            let _ = app
+            let _ = core
                 .db
                 .release_command(&p.command_id, CommandStatus::Lost, Timestamp::now())
                 .await;
-            release(app, host_id, &p.command_id, CommandStatus::Lost, None, 0);
+            release(core, host_id, &p.command_id, CommandStatus::Lost, None, 0);
         }
     }
     let Some(r) = running else { return };
@@ -334,9 +319,9 @@ pub async fn on_register(app: &AppState, host_id: &str, running: Option<&Running
         return;
     }
     // A command we had not been waiting for: resume it if we know it and it is unfinished.
-    if let Ok(Some(row)) = app.db.command(&r.command_id).await {
+    if let Ok(Some(row)) = core.db.command(&r.command_id).await {
         if row.host_id == host_id && !row.status.is_final() {
-            app.hub.restore_pending(
+            core.hub.restore_pending(
                 host_id,
                 PendingCommand {
                     command_id: row.id,
@@ -350,7 +335,7 @@ pub async fn on_register(app: &AppState, host_id: &str, running: Option<&Running
 
 /// Store a batch of output lines (normally of one command), broadcast the new ones, and
 /// return the acks to send.
-pub async fn ingest_output(app: &AppState, host_id: &str, batch: Vec<Output>) -> Vec<Ack> {
+pub async fn ingest_output(core: &Core, host_id: &str, batch: Vec<Output>) -> Vec<Ack> {
     let mut acks = Vec::new();
     let mut start = 0;
     while start < batch.len() {
@@ -361,7 +346,7 @@ pub async fn ingest_output(app: &AppState, host_id: &str, batch: Vec<Output>) ->
             .map_or(batch.len(), |n| start + n);
         let lines = &batch[start..end];
         start = end;
-        match app.db.command(&id).await {
+        match core.db.command(&id).await {
             Ok(Some(row)) if row.host_id == host_id => {}
             Ok(_) => {
                 // Not ours to keep: tell the agent to drop it rather than re-send forever.
@@ -382,9 +367,9 @@ pub async fn ingest_output(app: &AppState, host_id: &str, batch: Vec<Output>) ->
                 continue;
             }
         }
-        match app.db.store_output(&id, lines, Timestamp::now()).await {
+        match core.db.store_output(&id, lines, Timestamp::now()).await {
             Ok((fresh, last_seq)) => {
-                app.hub.publish_all(fresh.into_iter().map(|o| {
+                core.hub.publish_all(fresh.into_iter().map(|o| {
                     BrowserEvent::CommandOutput(CommandOutput {
                         host_id: host_id.to_owned(),
                         command_id: o.command_id,
@@ -407,12 +392,8 @@ pub async fn ingest_output(app: &AppState, host_id: &str, batch: Vec<Output>) ->
 }
 
 /// Store the agent's completion; ack it as complete once every line is stored too.
-pub async fn on_complete(
-    app: &AppState,
-    host_id: &str,
-    done: &AgentCommandComplete,
-) -> Option<Ack> {
-    let row = match app.db.command(&done.command_id).await {
+pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete) -> Option<Ack> {
+    let row = match core.db.command(&done.command_id).await {
         Ok(Some(row)) if row.host_id == host_id => row,
         Ok(_) => {
             return Some(Ack {
@@ -431,7 +412,7 @@ pub async fn on_complete(
         AgentOutcome::Error => CommandStatus::Error,
         AgentOutcome::Stopped => CommandStatus::Stopped,
     };
-    let stored = match app
+    let stored = match core
         .db
         .complete_command(
             &row.id,
@@ -450,14 +431,14 @@ pub async fn on_complete(
         }
     };
     // Release the host with the final status (the server's own, e.g. timeout, wins).
-    if app
+    if core
         .hub
         .pending(host_id)
         .is_some_and(|p| p.command_id == row.id)
         || !row.completed
     {
         release(
-            app,
+            core,
             host_id,
             &row.id,
             stored.status,
@@ -474,20 +455,20 @@ pub async fn on_complete(
 }
 
 /// The agent refused a command (normally: busy with another).
-pub async fn on_rejected(app: &AppState, host_id: &str, rej: &CommandRejected) {
+pub async fn on_rejected(core: &Core, host_id: &str, rej: &CommandRejected) {
     tracing::warn!(
         host = host_id,
         command_id = rej.command_id,
         reason = rej.reason,
         "agent rejected command"
     );
-    if let Ok(Some(row)) = app.db.command(&rej.command_id).await {
+    if let Ok(Some(row)) = core.db.command(&rej.command_id).await {
         if row.host_id == host_id {
-            let _ = app
+            let _ = core
                 .db
                 .release_command(&row.id, CommandStatus::Error, Timestamp::now())
                 .await;
-            release(app, host_id, &row.id, CommandStatus::Error, None, 0);
+            release(core, host_id, &row.id, CommandStatus::Error, None, 0);
         }
     }
 }
@@ -496,14 +477,14 @@ pub async fn on_rejected(app: &AppState, host_id: &str, rej: &CommandRejected) {
 
 /// Hard timeouts: a command past its limit is recorded `timeout` and its agent told to
 /// stop. The host stays busy until the agent reports the end (or an operator unlocks).
-pub async fn enforce_timeouts(app: &AppState) {
+pub async fn enforce_timeouts(core: &Core) {
     let now = Timestamp::now();
-    for (host_id, p) in app.hub.pending_commands() {
-        let limit = app.config.timeout_s(p.command) as i64;
+    for (host_id, p) in core.hub.pending_commands() {
+        let limit = core.config.timeout_s(p.command) as i64;
         if now.secs() - p.started_at.secs() < limit {
             continue;
         }
-        match app
+        match core
             .db
             .set_final_status(&p.command_id, CommandStatus::Timeout, now)
             .await
@@ -514,7 +495,7 @@ pub async fn enforce_timeouts(app: &AppState) {
                     command_id = p.command_id,
                     "command timed out; stopping it"
                 );
-                app.hub.send_to_agent(
+                core.hub.send_to_agent(
                     &host_id,
                     ServerMessage::Stop(StopOrder {
                         command_id: p.command_id.clone(),
@@ -528,9 +509,10 @@ pub async fn enforce_timeouts(app: &AppState) {
 }
 
 /// Retention: drop finished commands older than the configured number of days.
-pub async fn purge_old(app: &AppState) {
-    let before = Timestamp(Timestamp::now().secs() - i64::from(app.config.retention_days) * 86_400);
-    match app.db.purge_commands(before).await {
+pub async fn purge_old(core: &Core) {
+    let before =
+        Timestamp(Timestamp::now().secs() - i64::from(core.config.retention_days) * 86_400);
+    match core.db.purge_commands(before).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(commands = n, "retention: purged old commands"),
         Err(e) => tracing::warn!("retention: {e}"),

@@ -7,9 +7,9 @@
 use super::commands::{self, require_operator};
 use super::{audit, OrInternal, Result};
 use crate::secret::new_token;
-use crate::state::AppState;
-use app::backend::Viewer;
-use app::AppError;
+use crate::Core;
+use common::AppError;
+use common::Viewer;
 use protocol::api::DeployRequest;
 use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
 use protocol::{CommandKind, CommandStatus, PendingPr};
@@ -48,10 +48,10 @@ impl Deploys {
 }
 
 /// `POST /api/deploy` and the Merge & Deploy button: 202 with the job id.
-pub async fn start(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<String> {
+pub async fn start(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<String> {
     let target = format!("PR #{}", req.pr_number);
-    let result = begin(app, viewer, req).await;
-    audit::record(app, viewer, "deploy.start", Some(&target), result).await
+    let result = begin(core, viewer, req).await;
+    audit::record(core, viewer, "deploy.start", Some(&target), result).await
 }
 
 /// The hosts in the order they are deployed: canary wave first, then batches.
@@ -80,9 +80,9 @@ fn plan(targets: &[String], req: &DeployRequest) -> Vec<Vec<String>> {
     waves
 }
 
-async fn begin(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<String> {
+async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<String> {
     require_operator(viewer)?;
-    if app.desired.github().is_none() {
+    if core.desired.github().is_none() {
         return Err(AppError::conflict(
             "not_configured",
             "Merge & Deploy needs the GitHub source (NIXDECK_GITHUB_REPO).",
@@ -91,16 +91,16 @@ async fn begin(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<St
     let mut targets = match &req.host_ids {
         Some(ids) => {
             for id in ids {
-                if !app.hub.contains(id) {
+                if !core.hub.contains(id) {
                     return Err(AppError::NotFound(format!("host {id}")));
                 }
             }
             ids.clone()
         }
-        None => app.hub.online_ids(),
+        None => core.hub.online_ids(),
     };
     for id in req.canary.iter().flatten() {
-        if !app.hub.contains(id) {
+        if !core.hub.contains(id) {
             return Err(AppError::NotFound(format!("host {id}")));
         }
         if !targets.contains(id) {
@@ -118,7 +118,7 @@ async fn begin(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<St
     let job_id = new_token()[..16].to_owned();
     let cancel = Arc::new(Cancel::default());
     {
-        let mut running = app.deploys.lock();
+        let mut running = core.deploys.lock();
         if let Some(r) = running.as_ref() {
             return Err(AppError::conflict(
                 "deploy_running",
@@ -147,16 +147,16 @@ async fn begin(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<St
         active: true,
     };
     let request = serde_json::to_string(&req).unwrap_or_default();
-    if let Err(e) = app.db.insert_deploy(&progress, &request).await {
-        *app.deploys.lock() = None;
+    if let Err(e) = core.db.insert_deploy(&progress, &request).await {
+        *core.deploys.lock() = None;
         return Err(e).or_internal("storing deploy job");
     }
-    app.hub
+    core.hub
         .publish(BrowserEvent::DeployProgress(progress.clone()));
     tracing::info!(job_id, pr = req.pr_number, by = viewer.username, hosts = ?targets, "deploy started");
     let waves = plan(&targets, &req);
     let job = Job {
-        app: app.clone(),
+        core: core.clone(),
         viewer: viewer.clone(),
         progress,
         cancel,
@@ -167,37 +167,37 @@ async fn begin(app: &AppState, viewer: &Viewer, req: DeployRequest) -> Result<St
 }
 
 /// `POST /api/pending-pr/check` and "Check for PR now": look at GitHub now.
-pub async fn check_pr(app: &AppState, viewer: &Viewer) -> Result<Option<PendingPr>> {
+pub async fn check_pr(core: &Core, viewer: &Viewer) -> Result<Option<PendingPr>> {
     require_operator(viewer)?;
-    if app.desired.github().is_none() {
+    if core.desired.github().is_none() {
         return Err(AppError::conflict(
             "not_configured",
             "Looking for flake.lock PRs needs the GitHub source (NIXDECK_GITHUB_REPO).",
         ));
     }
-    match app.desired.check_prs().await {
+    match core.desired.check_prs().await {
         Ok((pr, _)) => Ok(pr),
         Err(e) => Err(AppError::Upstream(format!("Cannot check GitHub: {e}"))),
     }
 }
 
 /// `POST /api/deploy/{id}/cancel`: no new step starts; running commands finish.
-pub async fn cancel(app: &AppState, viewer: &Viewer, job_id: &str) -> Result<()> {
-    let result = request_cancel(app, viewer, job_id).await;
-    audit::record(app, viewer, "deploy.cancel", Some(job_id), result).await
+pub async fn cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
+    let result = request_cancel(core, viewer, job_id).await;
+    audit::record(core, viewer, "deploy.cancel", Some(job_id), result).await
 }
 
-async fn request_cancel(app: &AppState, viewer: &Viewer, job_id: &str) -> Result<()> {
+async fn request_cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
     require_operator(viewer)?;
     {
-        let running = app.deploys.lock();
+        let running = core.deploys.lock();
         if let Some(r) = running.as_ref().filter(|r| r.job_id == job_id) {
             *r.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = viewer.username.clone();
             r.cancel.requested.store(true, Ordering::SeqCst);
             return Ok(());
         }
     }
-    match app.db.deploy(job_id).await.or_internal("loading deploy")? {
+    match core.db.deploy(job_id).await.or_internal("loading deploy")? {
         Some(_) => Err(AppError::conflict(
             "finished",
             format!("Deploy {job_id} has already ended."),
@@ -207,8 +207,8 @@ async fn request_cancel(app: &AppState, viewer: &Viewer, job_id: &str) -> Result
 }
 
 /// One job's progress, running or finished.
-pub async fn status(app: &AppState, job_id: &str) -> Result<DeployProgress> {
-    app.db
+pub async fn status(core: &Core, job_id: &str) -> Result<DeployProgress> {
+    core.db
         .deploy(job_id)
         .await
         .or_internal("loading deploy")?
@@ -217,8 +217,8 @@ pub async fn status(app: &AppState, job_id: &str) -> Result<DeployProgress> {
 
 /// At start: a job that was running when the dashboard stopped is marked interrupted
 /// (the commands it sent keep running and report as usual); the newest job is shown.
-pub async fn recover(app: &AppState) -> anyhow::Result<()> {
-    for mut job in app.db.active_deploys().await? {
+pub async fn recover(core: &Core) -> anyhow::Result<()> {
+    for mut job in core.db.active_deploys().await? {
         let unfinished: Vec<String> = job
             .hosts
             .iter()
@@ -240,11 +240,11 @@ pub async fn recover(app: &AppState) -> anyhow::Result<()> {
         );
         job.phase = DeployPhase::Failed;
         job.active = false;
-        app.db.save_deploy(&job).await?;
+        core.db.save_deploy(&job).await?;
         tracing::warn!(job_id = job.job_id, "deploy interrupted by restart");
     }
-    if let Some(latest) = app.db.latest_deploy().await? {
-        app.hub.publish(BrowserEvent::DeployProgress(latest));
+    if let Some(latest) = core.db.latest_deploy().await? {
+        core.hub.publish(BrowserEvent::DeployProgress(latest));
     }
     Ok(())
 }
@@ -259,7 +259,7 @@ fn phase_verb(phase: DeployPhase) -> &'static str {
 }
 
 struct Job {
-    app: AppState,
+    core: Core,
     viewer: Viewer,
     progress: DeployProgress,
     cancel: Arc<Cancel>,
@@ -269,10 +269,10 @@ struct Job {
 impl Job {
     /// Store and broadcast the progress as it is now.
     async fn save(&self) {
-        if let Err(e) = self.app.db.save_deploy(&self.progress).await {
+        if let Err(e) = self.core.db.save_deploy(&self.progress).await {
             tracing::error!(job_id = self.progress.job_id, "saving deploy progress: {e}");
         }
-        self.app
+        self.core
             .hub
             .publish(BrowserEvent::DeployProgress(self.progress.clone()));
     }
@@ -309,7 +309,7 @@ impl Job {
         self.progress.message = message;
         self.progress.active = false;
         self.save().await;
-        *self.app.deploys.lock() = None;
+        *self.core.deploys.lock() = None;
         tracing::info!(
             job_id = self.progress.job_id,
             ?phase,
@@ -331,12 +331,12 @@ impl Job {
     async fn run(mut self, waves: Vec<Vec<String>>) {
         let pr = self.progress.pr_number;
         let gh = self
-            .app
+            .core
             .desired
             .github()
             .cloned()
             .expect("checked in begin");
-        let method = self.app.config.github.merge_method.clone();
+        let method = self.core.config.github.merge_method.clone();
         let sha = match gh.merge(pr, &method).await {
             Ok(sha) => sha,
             Err(e) => {
@@ -344,13 +344,13 @@ impl Job {
                 return self.finish(DeployPhase::Failed, message).await;
             }
         };
-        self.app.desired.wake_prs();
+        self.core.desired.wake_prs();
         let short = sha[..sha.len().min(7)].to_owned();
         self.progress.message =
             format!("Merged PR #{pr} as {short}; waiting for the branch to reach it…");
         self.save().await;
-        let wait = Duration::from_secs(self.app.config.github.merge_wait_s);
-        if let Err(e) = self.app.desired.wait_for_head(&sha, wait).await {
+        let wait = Duration::from_secs(self.core.config.github.merge_wait_s);
+        if let Err(e) = self.core.desired.wait_for_head(&sha, wait).await {
             return self.finish(DeployPhase::Failed, e).await;
         }
         let total = self.progress.hosts.len();
@@ -411,10 +411,10 @@ impl Job {
             return Vec::new();
         }
         // Subscribed before sending, so even an instant completion is seen.
-        let mut completions = self.app.hub.completions();
+        let mut completions = self.core.hub.completions();
         let mut waiting: HashMap<String, String> = HashMap::new();
         for host in hosts {
-            match commands::run(&self.app, &self.viewer, host, kind).await {
+            match commands::run(&self.core, &self.viewer, host, kind).await {
                 Ok(command_id) => {
                     waiting.insert(command_id, host.clone());
                     self.set(host, DeployHostState::Running);
@@ -476,7 +476,7 @@ impl Job {
         let mut ended = Vec::new();
         let ids: Vec<String> = waiting.keys().cloned().collect();
         for id in ids {
-            if let Ok(Some(row)) = self.app.db.command(&id).await {
+            if let Ok(Some(row)) = self.core.db.command(&id).await {
                 if !matches!(row.status, CommandStatus::Queued | CommandStatus::Running) {
                     if let Some(host) = waiting.remove(&id) {
                         ended.push((host, row.status));

@@ -1,0 +1,39 @@
+//! The nixdeck server's core, compiled for server builds only (the `app` crate's `ssr`
+//! feature and the `nixdeck` binary): everything the dashboard knows and decides, with no
+//! HTTP in it.
+//!
+//! - `storage`: every SQL statement.
+//! - `hub`: the fleet in memory, the live agent senders, the fan-out to browsers. It imports
+//!   only `protocol`.
+//! - `service`: every rule, once; the REST handlers and the server functions call it.
+//! - `desired` and `github`: the desired state, the update PR, and the GitHub client.
+//!
+//! `Core` is the state the service functions work on. The binary builds it at start and
+//! hands it to its HTTP handlers and, through Leptos context, to the server functions.
+
+pub mod config;
+pub mod desired;
+pub mod github;
+pub mod hub;
+pub mod secret;
+pub mod service;
+pub mod storage;
+
+use std::sync::Arc;
+
+/// What every service function works on: cheap to clone (handles only).
+#[derive(Clone)]
+pub struct Core {
+    pub db: storage::Db,
+    pub hub: hub::Hub,
+    pub config: Arc<config::Config>,
+    pub limits: Arc<service::limits::Limits>,
+    /// The desired-state source (GitHub or version.json) and the PR poller.
+    pub desired: Arc<desired::Desired>,
+    /// The Merge & Deploy job slot.
+    pub deploys: Arc<service::deploy::Deploys>,
+    /// Registrations and heartbeats waiting for their batched write.
+    pub unsaved: Arc<service::hosts::Unsaved>,
+    /// When the enrollment token stops working (None: no token, or no expiry).
+    pub enroll_until: Option<protocol::Timestamp>,
+}

@@ -1,0 +1,57 @@
+//! The binary's command line: `nixdeck [serve]` and `nixdeck user …`, around the
+//! server's configuration (`nixdeck_core::config::Config`).
+
+use clap::{Parser, Subcommand};
+use nixdeck_core::config::Config;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "nixdeck",
+    version,
+    about = "nixdeck: a real-time dashboard for a fleet of NixOS and macOS machines",
+    long_about = "nixdeck serves the dashboard, the REST API and the WebSocket hub that agents \
+                  and browsers connect to. Every flag can also be set through the environment \
+                  variable named beside it. Logging follows RUST_LOG (default: info)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Serve the dashboard (the default when no command is given).
+    Serve,
+    /// Manage users in the database (works while the dashboard runs).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum UserCommand {
+    /// Add a user. The password is read from stdin with --password-stdin, or generated and
+    /// printed once.
+    Add {
+        username: String,
+        /// viewer (sees everything, runs nothing), operator (runs commands and deploys) or
+        /// admin (also manages users, hosts and tokens).
+        #[arg(long, default_value = "operator")]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (stdin or generated); the user's sessions end at once.
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user; their sessions end at once.
+    Disable { username: String },
+    /// Enable a disabled user.
+    Enable { username: String },
+    /// List users.
+    List,
+}
