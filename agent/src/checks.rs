@@ -75,7 +75,7 @@ pub fn at_start(kind: CommandKind) -> StatusChecks {
 /// The verdicts after a command, given the checkout's state now.
 pub fn after(spec: &Spec, result: &CommandResult, now: &RepoState) -> StatusChecks {
     use AgentOutcome::{Error, Ok, Stopped};
-    use CommandKind::*;
+    use CommandKind::{Pull, PullSwitch, Rollback, Switch, Test, Update};
     let short = now
         .generation
         .as_deref()

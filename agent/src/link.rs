@@ -1,27 +1,23 @@
 //! The WebSocket link to the dashboard: connect with the bearer token, register, send
-//! heartbeats, run commands and deliver their output, and reconnect with backoff when the
-//! link drops.
+//! heartbeats, and reconnect with backoff when the link drops; plus the helpers that
+//! read, send and close frames on the socket.
 //!
 //! One task owns the socket and multiplexes everything with `select!`: shutdown, the
-//! heartbeat ticker, incoming frames, the idle timer and the spool poll. `Link` lives
-//! across sessions; so does the `Runner`, whose unacked output is sent again after every
-//! reconnect.
+//! heartbeat ticker, incoming frames, the idle timer and the spool poll. What the
+//! dashboard's `command`, `stop` and `ack` frames do, and which output, completions and
+//! checks are due, lives in dispatch.rs: the link only carries frames, so how commands
+//! run and how the connection is kept can change apart. `Link` lives across sessions; so
+//! does its `Dispatch`, whose unacked output is sent again after every reconnect.
 
-use crate::checks::{self, Checks};
 use crate::config::Config;
-use crate::plan::{Action, PlanContext};
-use crate::probes::{self, LockTimeCache, MetricsProbe, RepoState};
-use crate::runner::{self, Finished, Runner};
-use crate::spool::{self, Spec};
+use crate::dispatch::Dispatch;
+use crate::probes::{self, Host};
 use crate::token::{Credentials, Secret};
 use futures::{SinkExt, StreamExt};
 use protocol::backoff::Backoff;
-use protocol::messages::{
-    AgentOutcome, CommandOrder, CommandRejected, Heartbeat, Register, Registered, StatusReport,
-};
-use protocol::{decode, AgentMessage, CommandKind, Decoded, OutputStream, ServerMessage};
+use protocol::messages::{Heartbeat, Register, Registered};
+use protocol::{decode, AgentMessage, Decoded, ServerMessage};
 use std::io;
-use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -50,8 +46,6 @@ const MAX_WRITE_BUFFER: usize = 1 << 20;
 const POLL_EVERY: Duration = Duration::from_millis(50);
 /// Most frames sent per poll, so heartbeats and incoming acks get their turn.
 const SEND_BATCH: usize = 500;
-/// `restart` waits this long for the ack of its completion before exiting anyway.
-const RESTART_GRACE: Duration = Duration::from_secs(5);
 
 /// Timeouts of one session. Fixed in production; tests shorten them.
 #[derive(Clone, Copy, Debug)]
@@ -127,45 +121,21 @@ pub struct SessionOutcome {
     pub end: SessionEnd,
 }
 
-/// Why `Link::run` returned.
+/// Why `Link::run` returned; also how a registered session ended without an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     Shutdown,
     Restart,
 }
 
-/// How a registered session ended without an error.
-enum ServeEnd {
-    Shutdown,
-    Restart,
-}
-
-/// A `restart` command waiting for the ack of its completion.
-struct PendingRestart {
-    command_id: String,
-    deadline: Instant,
-}
-
 /// The agent's side of the link, kept across sessions.
 pub struct Link {
     cfg: Config,
     credentials: Credentials,
-    metrics: MetricsProbe,
-    /// Spares heartbeats a `git log` for flake.lock's time while the checkout is unchanged.
-    lock_time: LockTimeCache,
+    host: Host,
     backoff: Backoff,
     timings: Timings,
-    runner: Runner,
-    plans: PlanContext,
-    checks: Checks,
-    /// The checks changed since the dashboard last heard them.
-    checks_unsent: bool,
-    /// Send a heartbeat with the next batch (after a command changed the checkout).
-    beat_now: bool,
-    restart: Option<PendingRestart>,
-    /// Isolated mode: the clone made at start, in the background so the agent comes
-    /// online at once; commands wait for it.
-    cloning: Option<tokio::task::JoinHandle<()>>,
+    dispatch: Dispatch,
 }
 
 impl Link {
@@ -173,42 +143,16 @@ impl Link {
     /// undelivered are adopted here.
     pub fn new(cfg: Config) -> Self {
         let credentials = Credentials::new(cfg.token.clone(), cfg.state_dir.clone());
-        let runner = Runner::open(&cfg.state_dir, cfg.supervisor_exe.clone());
-        let plans = PlanContext {
-            hostname: cfg.hostname.clone(),
-            host_type: cfg.host_type,
-            branch: cfg.branch.clone(),
-            checkout: cfg.checkout.clone(),
-            overrides: cfg.commands.clone(),
-            spool_limit: cfg.spool_limit,
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            is_root: unsafe { libc::geteuid() } == 0,
-        };
-        let checks = Checks::load(&cfg.state_dir);
+        let dispatch = Dispatch::new(&cfg);
+        let host = Host::new(cfg.checkout.as_ref().map(|c| c.dir.clone()));
         Link {
             cfg,
             credentials,
-            metrics: MetricsProbe::new(),
-            lock_time: LockTimeCache::default(),
+            host,
             backoff: Backoff::default(),
             timings: Timings::default(),
-            runner,
-            plans,
-            checks,
-            checks_unsent: false,
-            beat_now: false,
-            restart: None,
-            cloning: None,
+            dispatch,
         }
-    }
-
-    fn repo_dir(&self) -> Option<&Path> {
-        self.cfg.checkout.as_ref().map(|c| c.dir.as_path())
-    }
-
-    async fn repo_state(&mut self) -> RepoState {
-        let dir = self.cfg.checkout.as_ref().map(|c| c.dir.as_path());
-        probes::repo_state(dir, &mut self.lock_time).await
     }
 
     /// Shorter timeouts, for tests.
@@ -221,7 +165,7 @@ impl Link {
     /// gives up: a dashboard that is down or a token the operator has yet to fix are both
     /// expected to recover.
     pub async fn run(&mut self, mut shutdown: Shutdown) -> Exit {
-        self.cloning = self.prepare_checkout();
+        self.dispatch.prepare_checkout();
         loop {
             let started = Instant::now();
             let outcome = self.run_session(&mut shutdown).await;
@@ -230,7 +174,7 @@ impl Link {
                 SessionEnd::Restart => return Exit::Restart,
                 SessionEnd::Lost(error) => error,
             };
-            if self.restart.take().is_some() {
+            if self.dispatch.take_restart() {
                 // The completion stays on disk and goes out after the restart.
                 tracing::info!("link lost while restarting; restarting now");
                 return Exit::Restart;
@@ -260,22 +204,6 @@ impl Link {
                 _ = shutdown_requested(&mut shutdown) => return Exit::Shutdown,
             }
         }
-    }
-
-    /// Isolated mode: clone when missing, clone again when broken. Skipped while an adopted
-    /// command runs (it may be a pull doing the same).
-    fn prepare_checkout(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let checkout = self.cfg.checkout.clone()?;
-        let url = checkout.clone_url?;
-        if self.runner.running().is_some() {
-            return None;
-        }
-        let branch = self.cfg.branch.clone();
-        Some(tokio::spawn(async move {
-            if let Err(e) = crate::repo::prepare_clone(&url, &branch, &checkout.dir).await {
-                tracing::error!("{e}; the next pull tries again");
-            }
-        }))
     }
 
     /// One connection: connect, register, then serve until shutdown or failure.
@@ -322,11 +250,11 @@ impl Link {
         let interval_s = self.on_registered(registered, &token);
 
         match self.serve(&mut ws, interval_s, shutdown).await {
-            Ok(ServeEnd::Shutdown) => {
+            Ok(Exit::Shutdown) => {
                 close_normally(&mut ws, self.timings.close_grace).await;
                 stopped(true)
             }
-            Ok(ServeEnd::Restart) => {
+            Ok(Exit::Restart) => {
                 close_normally(&mut ws, self.timings.close_grace).await;
                 SessionOutcome {
                     registered: true,
@@ -441,7 +369,7 @@ impl Link {
         ws: &mut Socket,
         interval_s: u32,
         shutdown: &mut Shutdown,
-    ) -> Result<ServeEnd, LinkError> {
+    ) -> Result<Exit, LinkError> {
         // The first tick fires at once: the contract wants a heartbeat right after register.
         let mut ticker = time::interval(Duration::from_secs(interval_s.max(1).into()));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -450,15 +378,12 @@ impl Link {
         let mut poll = time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
-        // Everything not acked goes out again, from the first unacked line; and the
-        // dashboard hears our checks (it may have restarted and forgotten them).
-        self.runner.rewind();
-        self.checks_unsent = !self.checks.is_empty();
+        self.dispatch.session_started();
 
         loop {
-            let restart_at = self.restart.as_ref().map(|r| r.deadline);
+            let restart_at = self.dispatch.restart_deadline();
             tokio::select! {
-                _ = shutdown_requested(shutdown) => return Ok(ServeEnd::Shutdown),
+                _ = shutdown_requested(shutdown) => return Ok(Exit::Shutdown),
                 _ = ticker.tick() => {
                     let heartbeat = self.heartbeat_message().await;
                     send(ws, &AgentMessage::Heartbeat(heartbeat)).await?;
@@ -474,8 +399,10 @@ impl Link {
                     }
                 }
                 // Only while there is something to pump: an idle agent then wakes for its
-                // heartbeat and the server's frames alone, not 20 times a second (P7).
-                _ = poll.tick(), if !self.runner.is_empty() || self.checks_unsent || self.beat_now => {
+                // heartbeat and the server's frames alone. Polling 20 times a second while
+                // idle took the agent to the edge of its idle CPU target, 0.2 % of a core
+                // (P7 in docs/BENCHMARKS.md).
+                _ = poll.tick(), if !self.dispatch.is_idle() => {
                     let limit = self.timings.send;
                     let more = time::timeout(limit, self.pump(ws))
                         .await
@@ -486,108 +413,52 @@ impl Link {
                 }
                 _ = time::sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
                     tracing::warn!("no ack for the restart's completion; restarting anyway");
-                    return Ok(ServeEnd::Restart);
+                    return Ok(Exit::Restart);
                 }
             }
         }
     }
 
-    /// Reads the spools and sends what is due: output lines, completions, then changed
-    /// checks and a heartbeat. True when more is waiting.
+    /// Sends what the dispatch has due: output lines, completions, then changed checks and
+    /// a heartbeat. True when more is waiting.
     async fn pump(&mut self, ws: &mut Socket) -> Result<bool, LinkError> {
-        self.runner.poll();
-        let mut frames = Vec::new();
-        let mut finished = Vec::new();
-        self.runner.frames(SEND_BATCH, &mut frames, &mut finished);
-        // Only a full batch means more is ready now; a full in-flight window waits for
-        // acks, and polling again at once would just spin.
-        let more = frames.len() >= SEND_BATCH;
-        for done in finished {
-            self.on_finished(done).await;
-        }
-        if frames.is_empty() && !self.checks_unsent && !self.beat_now {
+        let due = self.dispatch.due(SEND_BATCH, &mut self.host).await;
+        if due.frames.is_empty() && due.checks.is_none() && !due.heartbeat {
             return Ok(false);
         }
-        for frame in &frames {
+        for frame in &due.frames {
             feed(ws, frame).await?;
         }
-        if self.checks_unsent {
-            let report = StatusReport {
-                checks: self.checks.current.clone(),
-            };
+        if let Some(report) = due.checks {
             feed(ws, &AgentMessage::Status(report)).await?;
-            self.checks_unsent = false;
+            self.dispatch.checks_sent();
         }
-        if self.beat_now {
+        if due.heartbeat {
             let heartbeat = self.heartbeat_message().await;
             feed(ws, &AgentMessage::Heartbeat(heartbeat)).await?;
-            self.beat_now = false;
+            self.dispatch.heartbeat_sent();
         }
         ws.flush().await?;
-        Ok(more)
+        Ok(due.more)
     }
 
-    /// A command's completion went out: update the checks from its outcome, and follow
-    /// with a heartbeat carrying the checkout's new state.
-    async fn on_finished(&mut self, done: Finished) {
-        let Finished { spec, result } = done;
-        tracing::info!(
-            command_id = %spec.command_id,
-            command = %spec.command,
-            status = ?result.status,
-            exit_code = ?result.exit_code,
-            duration_ms = result.duration_ms,
-            "command finished"
-        );
-        let now = self.repo_state().await;
-        let changed = self.checks.update(checks::after(&spec, &result, &now));
-        // refresh re-sends them even when nothing changed: that is what it is for.
-        self.checks_unsent |=
-            changed || (spec.command == CommandKind::Refresh && !self.checks.is_empty());
-        self.beat_now = true;
-    }
-
+    /// A frame from the registered dashboard; `command`, `stop` and `ack` go to the
+    /// dispatch. Some when the session should end.
     async fn handle_frame(
         &mut self,
         ws: &mut Socket,
         text: &str,
-    ) -> Result<Option<ServeEnd>, LinkError> {
+    ) -> Result<Option<Exit>, LinkError> {
         match decode::<ServerMessage>(text) {
             Decoded::Message(ServerMessage::Command(order)) => {
-                if self.runner.holds(&order.command_id) {
-                    // A repeat of one we run or ran: rejecting it would fail the original.
-                    tracing::debug!(command_id = %order.command_id, "ignoring a repeated command");
-                } else if let Some(reason) = self.refusal(&order) {
-                    tracing::warn!(command_id = %order.command_id, command = %order.command, "rejecting command: {reason}");
-                    let rejected = CommandRejected {
-                        command_id: order.command_id,
-                        reason,
-                    };
-                    send(ws, &AgentMessage::CommandRejected(rejected)).await?;
-                } else if let Err(e) = self.start_command(&order).await {
-                    tracing::error!(command_id = %order.command_id, "cannot start the command: {e}");
-                    let rejected = CommandRejected {
-                        command_id: order.command_id,
-                        reason: format!("the agent cannot start it: {e}"),
-                    };
+                if let Some(rejected) = self.dispatch.command(order, &mut self.host).await {
                     send(ws, &AgentMessage::CommandRejected(rejected)).await?;
                 }
             }
-            Decoded::Message(ServerMessage::Stop(stop)) => {
-                if !self.runner.stop(&stop.command_id) {
-                    tracing::debug!(command_id = %stop.command_id, "stop for a command we do not run")
-                }
-            }
+            Decoded::Message(ServerMessage::Stop(stop)) => self.dispatch.stop(&stop),
             Decoded::Message(ServerMessage::Ack(ack)) => {
-                tracing::trace!(command_id = %ack.command_id, seq = ack.seq, complete = ack.complete, "ack");
-                let delivered = self.runner.ack(&ack);
-                let restarting = self
-                    .restart
-                    .as_ref()
-                    .is_some_and(|r| r.command_id == ack.command_id);
-                if delivered.is_some() && restarting {
-                    tracing::info!("restart acknowledged; exiting for the service manager");
-                    return Ok(Some(ServeEnd::Restart));
+                if self.dispatch.ack(&ack) {
+                    return Ok(Some(Exit::Restart));
                 }
             }
             Decoded::Message(ServerMessage::Registered(_)) => {
@@ -599,90 +470,9 @@ impl Link {
         Ok(None)
     }
 
-    /// Why a command cannot be taken now, if it cannot.
-    fn refusal(&self, order: &CommandOrder) -> Option<String> {
-        if !runner::is_valid_command_id(&order.command_id) {
-            return Some("invalid command id".to_owned());
-        }
-        if let Some(running) = self.runner.running() {
-            return Some(format!("busy: {} is running", running.command_id));
-        }
-        if self.cloning.as_ref().is_some_and(|c| !c.is_finished()) {
-            return Some("busy: the agent is still cloning the configuration repository".into());
-        }
-        None
-    }
-
-    async fn start_command(&mut self, order: &CommandOrder) -> io::Result<()> {
-        let before = self.repo_state().await;
-        let mut spec = Spec {
-            command_id: order.command_id.clone(),
-            command: order.command,
-            created_ms: spool::now_ms(),
-            generation_before: before.generation.clone(),
-            lock_before: before.lock_hash.clone(),
-            plan: None,
-        };
-        match self.plans.action(order.command) {
-            Ok(Action::Supervised(plan)) => {
-                spec.plan = Some(plan);
-                self.runner.start(spec)?;
-            }
-            Ok(Action::Refresh) => {
-                let metrics = self.metrics.sample();
-                let nixpkgs = probes::nixpkgs_version().await;
-                let unknown = || "unknown".to_owned();
-                let lines = [
-                    format!("generation: {}", before.generation.unwrap_or_else(unknown)),
-                    format!(
-                        "flake.lock sha256: {}",
-                        before.lock_hash.unwrap_or_else(unknown)
-                    ),
-                    format!("nixpkgs: {}", nixpkgs.unwrap_or_else(unknown)),
-                    format!(
-                        "cpu {:.1}%, ram {:.1}%, swap {:.1}%, load {:.2}",
-                        metrics.cpu, metrics.ram, metrics.swap, metrics.load
-                    ),
-                ]
-                .map(|line| (OutputStream::Stdout, line));
-                self.runner
-                    .complete_now(spec, &lines, AgentOutcome::Ok, String::new())?;
-            }
-            Ok(Action::Restart) => {
-                let line = format!(
-                    "restarting nixdeck-agent {} (pid {})",
-                    protocol::VERSION,
-                    std::process::id()
-                );
-                self.runner.complete_now(
-                    spec,
-                    &[(OutputStream::Stdout, line)],
-                    AgentOutcome::Ok,
-                    String::new(),
-                )?;
-                self.restart = Some(PendingRestart {
-                    command_id: order.command_id.clone(),
-                    deadline: Instant::now() + RESTART_GRACE,
-                });
-            }
-            Err(reason) => {
-                // Run and failed, rather than rejected: the reason lands in the command's
-                // log, where the operator looks.
-                let line = format!("[nixdeck-agent: cannot run {}: {reason}]", order.command);
-                self.runner.complete_now(
-                    spec,
-                    &[(OutputStream::Stderr, line)],
-                    AgentOutcome::Error,
-                    reason,
-                )?;
-            }
-        }
-        self.checks_unsent |= self.checks.update(checks::at_start(order.command));
-        Ok(())
-    }
-
     async fn register_message(&mut self) -> Register {
-        let (repo, nixpkgs_version) = tokio::join!(self.repo_state(), probes::nixpkgs_version());
+        let (repo, nixpkgs_version) =
+            tokio::join!(self.host.repo_state(), probes::nixpkgs_version());
         let cfg = &self.cfg;
         Register {
             hostname: cfg.hostname.clone(),
@@ -694,27 +484,27 @@ impl Link {
             lock_hash: repo.lock_hash,
             lock_updated_at: repo.lock_updated_at,
             repo_url: cfg.repo_url.clone(),
-            repo_dir: self.repo_dir().map(|d| d.display().to_string()),
+            repo_dir: self.host.repo_dir().map(|d| d.display().to_string()),
             branch: Some(cfg.branch.clone()),
             heartbeat_interval_s: cfg.interval_s,
             theme_color: cfg.theme_color.clone(),
             location: cfg.location.clone(),
             device_type: cfg.device_type.clone(),
             // Any command not fully acked, so the dashboard does not mark it lost.
-            running_command: self.runner.running_command(),
+            running_command: self.dispatch.running_command(),
         }
     }
 
     async fn heartbeat_message(&mut self) -> Heartbeat {
-        let metrics = self.metrics.sample();
+        let metrics = self.host.metrics();
         // Re-read every beat: a pull or `nix flake update` changes them between commands.
-        let repo = self.repo_state().await;
+        let repo = self.host.repo_state().await;
         Heartbeat {
             metrics: Some(metrics),
             generation: repo.generation,
             lock_hash: repo.lock_hash,
             lock_updated_at: repo.lock_updated_at,
-            pending_command: self.runner.pending_command(),
+            pending_command: self.dispatch.pending_command(),
         }
     }
 }
@@ -813,7 +603,7 @@ async fn close_after_error(ws: &mut Socket, grace: Duration) {
 mod tests {
     use super::*;
     use crate::token::TokenSource;
-    use protocol::messages::CommandOrder;
+    use protocol::messages::{AgentOutcome, CommandOrder};
     use protocol::{CommandKind, HostType};
     use std::path::Path;
     use tokio::net::TcpListener;

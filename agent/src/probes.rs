@@ -3,7 +3,7 @@
 
 use protocol::{HostType, Metrics, Timestamp};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, UNIX_EPOCH};
 use sysinfo::System;
@@ -158,8 +158,8 @@ pub struct RepoState {
 ///
 /// `repo_state` runs on every heartbeat (every few seconds), but the lock's time can only
 /// change when the checked-out commit or the lock's content does, and both are read anyway;
-/// so `git log` runs again only when that pair differs. The owner of the repo state (the
-/// `Link`) keeps one of these and passes it in: no shared state, no locking.
+/// so `git log` runs again only when that pair differs. The owner of the repo state (a
+/// `Host`) keeps one of these and passes it in: no shared state, no locking.
 #[derive(Clone, Debug, Default)]
 pub struct LockTimeCache {
     last: Option<LockTimeEntry>,
@@ -210,6 +210,40 @@ pub async fn repo_state(repo_dir: Option<&Path>, cache: &mut LockTimeCache) -> R
             }
         }
         None => RepoState::default(),
+    }
+}
+
+/// The probes that keep state between samples, and the checkout they look at: one per
+/// agent, lent in turn to the link (register, heartbeats) and to the command dispatch
+/// (the state before and after a command, `refresh`).
+pub struct Host {
+    metrics: MetricsProbe,
+    /// Spares heartbeats a `git log` for flake.lock's time while the checkout is unchanged.
+    lock_time: LockTimeCache,
+    repo_dir: Option<PathBuf>,
+}
+
+impl Host {
+    /// `repo_dir`: the configuration checkout, if the agent has one.
+    pub fn new(repo_dir: Option<PathBuf>) -> Self {
+        Host {
+            metrics: MetricsProbe::new(),
+            lock_time: LockTimeCache::default(),
+            repo_dir,
+        }
+    }
+
+    pub fn repo_dir(&self) -> Option<&Path> {
+        self.repo_dir.as_deref()
+    }
+
+    /// Usage since the previous sample.
+    pub fn metrics(&mut self) -> Metrics {
+        self.metrics.sample()
+    }
+
+    pub async fn repo_state(&mut self) -> RepoState {
+        repo_state(self.repo_dir.as_deref(), &mut self.lock_time).await
     }
 }
 
