@@ -147,11 +147,8 @@ pub fn compartment_code(status: CheckStatus) -> &'static str {
 /// 10 000 tooltips a second is what kept a 1 000-host page busy (P3).
 pub fn compartment_title(label: &str, check: &StatusCheck) -> String {
     let state = match check.status {
-        CheckStatus::Ok => "ok",
         CheckStatus::Outdated => "needs an update",
-        CheckStatus::Error => "error",
-        CheckStatus::Unknown => "unknown",
-        CheckStatus::Working => "working",
+        status => status.as_str(),
     };
     let mut title = format!("{label}: {state}");
     if !check.message.is_empty() {
@@ -245,24 +242,12 @@ pub fn merge_deploy_question(number: u64, title: &str, targets: &[String]) -> St
 
 /// The phase as the panel's `data-phase` and label.
 pub fn deploy_phase_name(phase: DeployPhase) -> &'static str {
-    match phase {
-        DeployPhase::Merging => "merging",
-        DeployPhase::Pulling => "pulling",
-        DeployPhase::Switching => "switching",
-        DeployPhase::Done => "done",
-        DeployPhase::Failed => "failed",
-    }
+    phase.as_str()
 }
 
 /// A host's state as its chip's `data-state` and class suffix.
 pub fn deploy_host_state_name(state: DeployHostState) -> &'static str {
-    match state {
-        DeployHostState::Pending => "pending",
-        DeployHostState::Running => "running",
-        DeployHostState::Ok => "ok",
-        DeployHostState::Error => "error",
-        DeployHostState::Skipped => "skipped",
-    }
+    state.as_str()
 }
 
 /// A mark beside the chip's colour, so the state does not rest on colour alone.

@@ -2,8 +2,30 @@
 //! script (`"comand"`) must be a 422, not a silently defaulted request.
 
 use crate::model::*;
+use crate::names::wire_enum;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
+
+wire_enum! {
+    /// A user's role, least to most privileged: each may do what the ones before it may
+    /// (`Ord` follows this order). The `role` fields below are still `String` for now.
+    #[derive(PartialOrd, Ord)]
+    pub enum Role {
+        /// Sees everything, runs nothing.
+        Viewer = "viewer",
+        /// Also runs commands and deploys.
+        Operator = "operator",
+        /// Also manages hosts, users and tokens.
+        Admin = "admin",
+    }
+}
+
+impl Role {
+    /// Whether this role may do what `other` may.
+    pub fn at_least(self, other: Role) -> bool {
+        self >= other
+    }
+}
 
 /// Every JSON error body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

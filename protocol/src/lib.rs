@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod fleet;
 pub mod messages;
 pub mod model;
+mod names;
 pub mod time;
 
 pub use fleet::{Changed, FleetState};

@@ -1,11 +1,74 @@
 //! WebSocket frames: `{"type": "<snake_case>", "payload": {...}}`, one enum per direction.
 
 use crate::model::*;
+use crate::names::wire_enum;
 use crate::Timestamp;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// A frame enum from one list, each variant with its payload and its `type` on the wire:
+/// the enum (adjacently tagged: `{"type": "<name>", "payload": {...}}`, for the derives it
+/// is given) and `Message::TYPES`.
+///
+/// With `tag = Name` (for a hand-written decoder, see `BrowserEvent`), also a private
+/// fieldless `Name` with the same names, read like the derive reads a frame's `type`, and
+/// `Name::payload`, which reads the payload of the variant it names.
+macro_rules! frames {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:literal,)+
+        }
+    ) => {
+        frames!(@enum $(#[$meta])* $name { $($(#[$vmeta])* $variant($payload) = $wire,)+ });
+
+        impl Message for $name {
+            const TYPES: &'static [&'static str] = &[$($wire),+];
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident (tag = $tag:ident) {
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:literal,)+
+        }
+    ) => {
+        frames!(@enum $(#[$meta])* $name { $($(#[$vmeta])* $variant($payload) = $wire,)+ });
+
+        wire_enum! {
+            #[doc = concat!("`", stringify!($name), "`'s `type`.")]
+            enum $tag {
+                $($variant = $wire,)+
+            }
+        }
+
+        impl $tag {
+            /// Reads the payload of the variant this tag names.
+            fn payload<'de, D: Deserializer<'de>>(self, d: D) -> Result<$name, D::Error> {
+                Ok(match self {
+                    $($tag::$variant => $name::$variant(Deserialize::deserialize(d)?),)+
+                })
+            }
+        }
+
+        impl Message for $name {
+            const TYPES: &'static [&'static str] = &$tag::NAMES;
+        }
+    };
+    (@enum
+        $(#[$meta:meta])*
+        $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[serde(tag = "type", content = "payload")]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $wire)] $variant($payload),)+
+        }
+    };
+}
 
 // ---------------------------------------------------------------- agent -> server
 
@@ -97,13 +160,13 @@ pub struct Output {
     pub line: String,
 }
 
-/// The agent's own verdict; the server adds timeout, lost and abandoned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AgentOutcome {
-    Ok,
-    Error,
-    Stopped,
+wire_enum! {
+    /// The agent's own verdict; the server adds timeout, lost and abandoned.
+    pub enum AgentOutcome {
+        Ok = "ok",
+        Error = "error",
+        Stopped = "stopped",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,18 +184,19 @@ pub struct CommandRejected {
     pub reason: String,
 }
 
-// Frames are decoded one at a time and consumed at once, so the size of the rare
-// `register` variant costs nothing worth a Box.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
-pub enum AgentMessage {
-    Register(Register),
-    Heartbeat(Heartbeat),
-    Status(StatusReport),
-    Output(Output),
-    CommandComplete(AgentCommandComplete),
-    CommandRejected(CommandRejected),
+frames! {
+    // Frames are decoded one at a time and consumed at once, so the size of the rare
+    // `register` variant costs nothing worth a Box.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub enum AgentMessage {
+        Register(Register) = "register",
+        Heartbeat(Heartbeat) = "heartbeat",
+        Status(StatusReport) = "status",
+        Output(Output) = "output",
+        CommandComplete(AgentCommandComplete) = "command_complete",
+        CommandRejected(CommandRejected) = "command_rejected",
+    }
 }
 
 // ---------------------------------------------------------------- server -> agent
@@ -165,13 +229,14 @@ pub struct Ack {
     pub complete: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
-pub enum ServerMessage {
-    Registered(Registered),
-    Command(CommandOrder),
-    Stop(StopOrder),
-    Ack(Ack),
+frames! {
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub enum ServerMessage {
+        Registered(Registered) = "registered",
+        Command(CommandOrder) = "command",
+        Stop(StopOrder) = "stop",
+        Ack(Ack) = "ack",
+    }
 }
 
 // ---------------------------------------------------------------- server -> browser
@@ -249,24 +314,24 @@ pub struct DesiredChanged {
     pub desired: Option<DesiredState>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeployPhase {
-    Merging,
-    Pulling,
-    Switching,
-    Done,
-    Failed,
+wire_enum! {
+    pub enum DeployPhase {
+        Merging = "merging",
+        Pulling = "pulling",
+        Switching = "switching",
+        Done = "done",
+        Failed = "failed",
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeployHostState {
-    Pending,
-    Running,
-    Ok,
-    Error,
-    Skipped,
+wire_enum! {
+    pub enum DeployHostState {
+        Pending = "pending",
+        Running = "running",
+        Ok = "ok",
+        Error = "error",
+        Skipped = "skipped",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -283,46 +348,31 @@ pub struct DeployProgress {
     pub active: bool,
 }
 
-/// Serialised by serde's adjacently tagged derive. `Deserialize` is written out below (it
-/// accepts the same JSON as `#[derive(Deserialize)]` with the same attributes) because it
-/// runs in the browser, where the derive's buffering path costs a lot of wasm.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
-pub enum BrowserEvent {
-    Snapshot(Snapshot),
-    HostHeartbeat(HostHeartbeat),
-    HostOffline(HostRef),
-    HostUpdated(HostBody),
-    HostAdded(HostBody),
-    HostRemoved(HostRef),
-    CommandQueued(CommandQueued),
-    CommandOutput(CommandOutput),
-    CommandComplete(CommandComplete),
-    PendingPr(PendingPrChanged),
-    DeployProgress(DeployProgress),
-    DesiredState(DesiredChanged),
+frames! {
+    /// Serialised by serde's adjacently tagged derive. `Deserialize` is written out below (it
+    /// accepts the same JSON as `#[derive(Deserialize)]` with the same attributes) because
+    /// it runs in the browser, where the derive's buffering path costs a lot of wasm.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub enum BrowserEvent (tag = BrowserEventType) {
+        Snapshot(Snapshot) = "snapshot",
+        HostHeartbeat(HostHeartbeat) = "host_heartbeat",
+        HostOffline(HostRef) = "host_offline",
+        HostUpdated(HostBody) = "host_updated",
+        HostAdded(HostBody) = "host_added",
+        HostRemoved(HostRef) = "host_removed",
+        CommandQueued(CommandQueued) = "command_queued",
+        CommandOutput(CommandOutput) = "command_output",
+        CommandComplete(CommandComplete) = "command_complete",
+        PendingPr(PendingPrChanged) = "pending_pr",
+        DeployProgress(DeployProgress) = "deploy_progress",
+        DesiredState(DesiredChanged) = "desired_state",
+    }
 }
 
 // ------------------------------------------------- BrowserEvent: hand-written Deserialize
 
-/// `BrowserEvent`'s `type`, read like the derive reads it: as a unit variant of an enum
-/// named `BrowserEvent` (so `"snapshot"`, and also serde's `{"snapshot": null}` form).
-#[derive(Clone, Copy, Deserialize)]
-#[serde(rename = "BrowserEvent", rename_all = "snake_case")]
-enum BrowserEventType {
-    Snapshot,
-    HostHeartbeat,
-    HostOffline,
-    HostUpdated,
-    HostAdded,
-    HostRemoved,
-    CommandQueued,
-    CommandOutput,
-    CommandComplete,
-    PendingPr,
-    DeployProgress,
-    DesiredState,
-}
+// `BrowserEventType`, the `type`, is read like the derive reads it: as a unit variant (so
+// `"snapshot"`, and also serde's `{"snapshot": null}` form; see `names`).
 
 /// Reads the payload of the variant named by the tag.
 struct BrowserEventPayload(BrowserEventType);
@@ -331,21 +381,7 @@ impl<'de> DeserializeSeed<'de> for BrowserEventPayload {
     type Value = BrowserEvent;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<BrowserEvent, D::Error> {
-        use BrowserEventType as T;
-        Ok(match self.0 {
-            T::Snapshot => BrowserEvent::Snapshot(Deserialize::deserialize(d)?),
-            T::HostHeartbeat => BrowserEvent::HostHeartbeat(Deserialize::deserialize(d)?),
-            T::HostOffline => BrowserEvent::HostOffline(Deserialize::deserialize(d)?),
-            T::HostUpdated => BrowserEvent::HostUpdated(Deserialize::deserialize(d)?),
-            T::HostAdded => BrowserEvent::HostAdded(Deserialize::deserialize(d)?),
-            T::HostRemoved => BrowserEvent::HostRemoved(Deserialize::deserialize(d)?),
-            T::CommandQueued => BrowserEvent::CommandQueued(Deserialize::deserialize(d)?),
-            T::CommandOutput => BrowserEvent::CommandOutput(Deserialize::deserialize(d)?),
-            T::CommandComplete => BrowserEvent::CommandComplete(Deserialize::deserialize(d)?),
-            T::PendingPr => BrowserEvent::PendingPr(Deserialize::deserialize(d)?),
-            T::DeployProgress => BrowserEvent::DeployProgress(Deserialize::deserialize(d)?),
-            T::DesiredState => BrowserEvent::DesiredState(Deserialize::deserialize(d)?),
-        })
+        self.0.payload(d)
     }
 }
 
@@ -579,37 +615,8 @@ pub trait Message: DeserializeOwned {
     const TYPES: &'static [&'static str];
 }
 
-impl Message for AgentMessage {
-    const TYPES: &'static [&'static str] = &[
-        "register",
-        "heartbeat",
-        "status",
-        "output",
-        "command_complete",
-        "command_rejected",
-    ];
-}
-
-impl Message for ServerMessage {
-    const TYPES: &'static [&'static str] = &["registered", "command", "stop", "ack"];
-}
-
-impl Message for BrowserEvent {
-    const TYPES: &'static [&'static str] = &[
-        "snapshot",
-        "host_heartbeat",
-        "host_offline",
-        "host_updated",
-        "host_added",
-        "host_removed",
-        "command_queued",
-        "command_output",
-        "command_complete",
-        "pending_pr",
-        "deploy_progress",
-        "desired_state",
-    ];
-}
+// `Message` for `AgentMessage`, `ServerMessage` and `BrowserEvent` comes with each from
+// `frames!`.
 
 /// What a received frame turned out to be. Unknown types are ignored and counted
 /// (forward compatibility); malformed frames are skipped with a warning.
@@ -636,5 +643,45 @@ pub fn decode<M: Message>(text: &str) -> Decoded<M> {
                 _ => Decoded::Malformed(err.to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Every listed `type` is one serde knows (a bad payload is malformed, not an unknown
+    /// variant), and none is listed twice.
+    fn check_types<M: Message + fmt::Debug>() {
+        let mut seen = HashSet::new();
+        for t in M::TYPES {
+            assert!(seen.insert(t), "{t} twice");
+            let frame = format!(r#"{{"type":"{t}","payload":null}}"#);
+            let err = serde_json::from_str::<M>(&frame).unwrap_err().to_string();
+            assert!(!err.contains("unknown variant"), "{t}: {err}");
+            assert!(matches!(decode::<M>(&frame), Decoded::Malformed(_)), "{t}");
+        }
+        let err = serde_json::from_str::<M>(r#"{"type":"nope","payload":null}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn frame_types_come_from_one_list() {
+        check_types::<AgentMessage>();
+        check_types::<ServerMessage>();
+        check_types::<BrowserEvent>();
+        assert_eq!(BrowserEvent::TYPES, BrowserEventType::NAMES);
+        for (tag, name) in BrowserEventType::ALL.into_iter().zip(BrowserEvent::TYPES) {
+            assert_eq!(tag.as_str(), *name);
+            assert_eq!(BrowserEventType::parse(name), Some(tag));
+        }
+        let ack = ServerMessage::Ack(Ack {
+            command_id: "c".into(),
+            seq: 1,
+            complete: false,
+        });
+        let json = serde_json::to_value(&ack).unwrap();
+        assert_eq!(json["type"], ServerMessage::TYPES[3]);
     }
 }

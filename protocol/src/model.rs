@@ -1,8 +1,8 @@
 //! The shared objects of PROTOCOL.md: Host, StatusCheck, Metrics and friends.
 
+use crate::names::wire_enum;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// A host id is the lower-cased hostname: `[a-z0-9][a-z0-9._-]{0,62}`.
 /// Anything else is rejected, never silently rewritten.
@@ -22,28 +22,16 @@ pub fn is_valid_theme_color(c: &str) -> bool {
     b.len() == 7 && b[0] == b'#' && b[1..].iter().all(u8::is_ascii_hexdigit)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HostType {
-    #[default]
-    Nixos,
-    Macos,
+wire_enum! {
+    #[derive(Default)]
+    pub enum HostType {
+        #[default]
+        Nixos = "nixos",
+        Macos = "macos",
+    }
 }
 
 impl HostType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostType::Nixos => "nixos",
-            HostType::Macos => "macos",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "nixos" => Some(HostType::Nixos),
-            "macos" => Some(HostType::Macos),
-            _ => None,
-        }
-    }
     /// The seed's default theme colours: Tokyo Night blue for NixOS, purple for macOS.
     pub fn default_color(self) -> &'static str {
         match self {
@@ -53,26 +41,15 @@ impl HostType {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    Ok,
-    Outdated,
-    Error,
-    #[default]
-    Unknown,
-    Working,
-}
-
-impl CheckStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Ok => "ok",
-            CheckStatus::Outdated => "outdated",
-            CheckStatus::Error => "error",
-            CheckStatus::Unknown => "unknown",
-            CheckStatus::Working => "working",
-        }
+wire_enum! {
+    #[derive(Default)]
+    pub enum CheckStatus {
+        Ok = "ok",
+        Outdated = "outdated",
+        Error = "error",
+        #[default]
+        Unknown = "unknown",
+        Working = "working",
     }
 }
 
@@ -130,65 +107,31 @@ pub struct Metrics {
     pub load: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CommandKind {
-    Pull,
-    Switch,
-    PullSwitch,
-    Test,
-    Update,
-    Rollback,
-    Refresh,
-    Restart,
-}
-
-impl CommandKind {
-    pub const ALL: [CommandKind; 8] = [
-        CommandKind::Pull,
-        CommandKind::Switch,
-        CommandKind::PullSwitch,
-        CommandKind::Test,
-        CommandKind::Update,
-        CommandKind::Rollback,
-        CommandKind::Refresh,
-        CommandKind::Restart,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandKind::Pull => "pull",
-            CommandKind::Switch => "switch",
-            CommandKind::PullSwitch => "pull-switch",
-            CommandKind::Test => "test",
-            CommandKind::Update => "update",
-            CommandKind::Rollback => "rollback",
-            CommandKind::Refresh => "refresh",
-            CommandKind::Restart => "restart",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+wire_enum! {
+    pub enum CommandKind {
+        Pull = "pull",
+        Switch = "switch",
+        PullSwitch = "pull-switch",
+        Test = "test",
+        Update = "update",
+        Rollback = "rollback",
+        Refresh = "refresh",
+        Restart = "restart",
     }
 }
 
-impl fmt::Display for CommandKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire_enum! {
+    /// queued → running → ok | error | stopped | timeout | lost | abandoned
+    pub enum CommandStatus {
+        Queued = "queued",
+        Running = "running",
+        Ok = "ok",
+        Error = "error",
+        Stopped = "stopped",
+        Timeout = "timeout",
+        Lost = "lost",
+        Abandoned = "abandoned",
     }
-}
-
-/// queued → running → ok | error | stopped | timeout | lost | abandoned
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CommandStatus {
-    Queued,
-    Running,
-    Ok,
-    Error,
-    Stopped,
-    Timeout,
-    Lost,
-    Abandoned,
 }
 
 impl CommandStatus {
@@ -197,11 +140,11 @@ impl CommandStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
+wire_enum! {
+    pub enum OutputStream {
+        Stdout = "stdout",
+        Stderr = "stderr",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
