@@ -35,7 +35,7 @@ where
 
     fn send(req: Self::Request) -> impl Future<Output = Result<Self::Response, E>> + Send {
         #[cfg(feature = "hydrate")]
-        if let Some(token) = crate::socket::csrf_token() {
+        if let Some(token) = crate::page_meta::csrf_token() {
             req.headers().append("X-CSRF-Token", &token);
         }
         <BrowserClient as Client<E, IS, OS>>::send(req)

@@ -3,6 +3,9 @@
 pub mod api;
 pub mod components;
 pub mod list_window;
+#[cfg(feature = "hydrate")]
+pub mod page_meta;
+pub mod page_state;
 pub mod presentation;
 #[cfg(feature = "ssr")]
 pub mod request;
@@ -67,8 +70,8 @@ pub fn App() -> impl IntoView {
                 // Async: the whole page waits for the snapshot, so it arrives complete.
                 <Route path=path!("/") view=DashboardPage ssr=SsrMode::Async />
                 // Every other page's code is a separate wasm chunk, fetched on its first
-                // visit (`cargo leptos build --split`, issue 7's P5): the dashboard's own
-                // download carries only the dashboard.
+                // visit (`cargo leptos build --split`): the dashboard's own download carries
+                // only the dashboard, and stays ≤ 300 kB brotli (P5 in docs/BENCHMARKS.md).
                 <Route path=path!("/login") view={Lazy::<LoginRoute>::new()} />
                 <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
                 <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
@@ -78,8 +81,9 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// A page whose code is its own wasm chunk, fetched on its first visit (issue 7's P5). The
-/// chunk is named after the route's type, so each page needs a type of its own.
+/// A page whose code is its own wasm chunk, fetched on its first visit, out of the
+/// dashboard's first wasm download (≤ 300 kB brotli, P5 in docs/BENCHMARKS.md). The chunk
+/// is named after the route's type, so each page needs a type of its own.
 macro_rules! lazy_page {
     ($route:ident, $page:path) => {
         struct $route;

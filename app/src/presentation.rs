@@ -1,5 +1,6 @@
 //! Pure derivations from host state to what the page shows: classes, texts, tooltips.
-//! One home for them, shared by table rows and (later) mobile cards, and tested natively.
+//! One home for them, shared by every view of a host (its table row, which CSS lays out as
+//! a card below 768 px, the log panel, the deploy chips), and tested natively.
 
 use protocol::messages::{DeployHostState, DeployPhase};
 use protocol::time::format_age;

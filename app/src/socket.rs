@@ -1,7 +1,10 @@
-//! The browser side of `/ws` (hydrate only): connect, feed frames into the store in one
-//! batch per animation frame, keep the clock ticking, and reconnect with backoff. Every
-//! (re)connect starts with a `snapshot`, which resyncs whatever was missed.
+//! The browser side of `/ws` (hydrate only): connect, feed frames into the store (through
+//! `PageState::apply`, so the page follows) in one batch per animation frame, keep the
+//! clock ticking, and reconnect with backoff. Every (re)connect starts with a `snapshot`,
+//! which resyncs whatever was missed.
 
+use crate::page_meta;
+use crate::page_state::PageState;
 use crate::store::{HostStore, LinkState};
 use futures::StreamExt;
 use gloo_net::websocket::{futures::WebSocket, Message};
@@ -18,25 +21,12 @@ use std::time::Duration;
 /// past this many we apply at once instead of letting the queue grow.
 const MAX_QUEUED: usize = 2_000;
 
-/// A `<meta name=…>` of the page shell.
-pub fn meta(name: &str) -> Option<String> {
-    document()
-        .query_selector(&format!("meta[name={name}]"))
-        .ok()
-        .flatten()
-        .and_then(|m| m.get_attribute("content"))
-}
-
-/// The page's CSRF token, from `<meta name="csrf-token">`.
-pub fn csrf_token() -> Option<String> {
-    meta("csrf-token")
-}
 
 /// Compare the snapshot's build with the page's own (`<meta name="nixdeck-build">`). On a
 /// difference the store's `stale_build` is set for good: the new build's wasm chunks (lazy
 /// views and pages) must not be loaded into this page, and `lazy_view` reloads instead.
 fn check_build(store: HostStore, snapshot: &protocol::messages::Snapshot) {
-    let page = meta("nixdeck-build").unwrap_or_default();
+    let page = page_meta::build().unwrap_or_default();
     if page.is_empty()
         || snapshot.build.is_empty()
         || page == snapshot.build
@@ -101,7 +91,7 @@ pub fn preconnect() {
 }
 
 /// Start the link and the clock. Call once, from an effect, after hydration.
-pub fn start(store: HostStore) {
+pub fn start(store: HostStore, page: PageState) {
     // Offset between the server's clock and ours, fixed from each snapshot.
     let offset = Rc::new(RefCell::new(
         store.now.get_untracked().secs() as f64 - browser_now_s(),
@@ -113,7 +103,7 @@ pub fn start(store: HostStore) {
             Duration::from_secs(1),
         );
     }
-    spawn_local(run(store, offset));
+    spawn_local(run(store, page, offset));
     // Once the page is up, fetch the dashboard's lazily loaded parts in the background.
     set_timeout(
         move || {
@@ -125,7 +115,7 @@ pub fn start(store: HostStore) {
     );
 }
 
-async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
+async fn run(store: HostStore, page: PageState, offset: Rc<RefCell<f64>>) {
     let mut backoff = Backoff::default();
     let queue: Rc<RefCell<Vec<String>>> = Rc::default();
     loop {
@@ -141,7 +131,7 @@ async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
                                 store.link.set(LinkState::Connected);
                                 backoff.reset();
                             }
-                            enqueue(store, &queue, &offset, text);
+                            enqueue(store, page, &queue, &offset, text);
                         }
                         Ok(Message::Bytes(_)) => {
                             crate::console_debug("nixdeck: ignored a binary frame")
@@ -155,7 +145,7 @@ async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
             }
             Err(err) => crate::console_debug(&format!("nixdeck: cannot open link: {err}")),
         }
-        flush(store, &queue, &offset);
+        flush(store, page, &queue, &offset);
         let delay = backoff.next_delay_ms(js_sys::Math::random()).max(250);
         let now = browser_now_s() + *offset.borrow();
         store.link.set(LinkState::Retrying {
@@ -167,6 +157,7 @@ async fn run(store: HostStore, offset: Rc<RefCell<f64>>) {
 
 fn enqueue(
     store: HostStore,
+    page: PageState,
     queue: &Rc<RefCell<Vec<String>>>,
     offset: &Rc<RefCell<f64>>,
     text: String,
@@ -180,15 +171,20 @@ fn enqueue(
     // applied at once rather than at the next animation frame: nothing is on screen to
     // batch against, and the rows come up a frame sooner (P4).
     if first >= MAX_QUEUED || !store.synced.get_untracked() {
-        flush(store, queue, offset);
+        flush(store, page, queue, offset);
     } else if first == 1 {
         let (queue, offset) = (queue.clone(), offset.clone());
-        request_animation_frame(move || flush(store, &queue, &offset));
+        request_animation_frame(move || flush(store, page, &queue, &offset));
     }
 }
 
 /// Apply every queued frame, in order.
-fn flush(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell<f64>>) {
+fn flush(
+    store: HostStore,
+    page: PageState,
+    queue: &Rc<RefCell<Vec<String>>>,
+    offset: &Rc<RefCell<f64>>,
+) {
     let frames = std::mem::take(&mut *queue.borrow_mut());
     for text in frames {
         match decode::<BrowserEvent>(&text) {
@@ -197,7 +193,7 @@ fn flush(store: HostStore, queue: &Rc<RefCell<Vec<String>>>, offset: &Rc<RefCell
                     *offset.borrow_mut() = s.server_time.secs() as f64 - browser_now_s();
                     check_build(store, s);
                 }
-                store.apply(&event);
+                page.apply(store, &event);
             }
             Decoded::Unknown(kind) => {
                 crate::console_debug(&format!("nixdeck: ignored unknown message type {kind:?}"))

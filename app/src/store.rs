@@ -79,23 +79,6 @@ impl HostSignals {
     }
 }
 
-/// Whether a host matches a filter query (already trimmed and lower-cased): any word of
-/// the query found in its name, type, location or device type, all words needed.
-pub fn host_matches(host: &Host, query: &str) -> bool {
-    let fields = [
-        Some(host.hostname.as_str()),
-        Some(host.host_type.as_str()),
-        host.location.as_deref(),
-        host.device_type.as_deref(),
-    ];
-    query.split_whitespace().all(|word| {
-        fields
-            .iter()
-            .flatten()
-            .any(|f| f.to_lowercase().contains(word))
-    })
-}
-
 /// Lines kept per host in the browser; older ones are in the log download.
 pub const LOG_LINES: usize = 2_000;
 
@@ -120,36 +103,6 @@ pub fn end_line(c: &protocol::messages::CommandComplete) -> String {
         .unwrap_or_default();
     let seconds = crate::presentation::fixed(c.duration_ms as f64 / 1000.0, 1);
     format!("— {status}{exit}, {seconds} s")
-}
-
-/// A message for the operator: an action failed, or something they should know.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Notice {
-    pub id: u64,
-    pub text: String,
-    pub error: bool,
-}
-
-/// An action waiting for the operator's confirmation.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Confirm {
-    RemoveHost(String),
-    /// A command on many hosts at once (`None`: every online host).
-    Bulk(CommandKind, Option<Vec<String>>),
-    /// Merge the update PR and roll it out.
-    MergeDeploy(MergeDeploy),
-}
-
-/// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
-/// operator chose it, so the dialog names exactly what will be merged.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MergeDeploy {
-    pub pr_number: u64,
-    pub pr_title: String,
-    /// The selected hosts, or None for every online host (the server decides which).
-    pub host_ids: Option<Vec<String>>,
-    /// The hosts it reaches as the page sees them, for the question.
-    pub targets: Vec<String>,
 }
 
 /// The WebSocket link as the footer shows it.
@@ -182,10 +135,6 @@ pub struct HostStore {
     owner: StoredValue<Owner>,
     /// Host ids in display order; changes only when hosts come or go.
     pub ids: RwSignal<Vec<String>>,
-    /// The operator's filter text; the list shows the hosts it matches (`shown`).
-    pub filter: RwSignal<String>,
-    /// The ids the host list shows, in display order: `ids` narrowed by `filter`.
-    pub shown: Memo<Vec<String>>,
     pub pending_pr: RwSignal<Option<PendingPr>>,
     pub deploy: RwSignal<Option<DeployProgress>>,
     /// The config repo's desired state (None: no source configured).
@@ -198,15 +147,6 @@ pub struct HostStore {
     /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
     pub now: RwSignal<Timestamp>,
     pub link: RwSignal<LinkState>,
-    /// The host whose output the log panel shows: the latest to start a command, or the
-    /// one the operator picked.
-    pub log_host: RwSignal<Option<String>>,
-    /// Hosts with a tab in the log panel, in the order they were opened.
-    pub log_tabs: RwSignal<Vec<String>>,
-    pub notices: RwSignal<Vec<Notice>>,
-    pub confirm: RwSignal<Option<Confirm>>,
-    /// Hosts checked for bulk actions.
-    pub selection: RwSignal<crate::selection::Selection>,
 }
 
 impl HostStore {
@@ -239,30 +179,13 @@ impl HostStore {
             .map(|h| h.id.clone())
             .collect();
         let ids = RwSignal::new(state.host_ids());
-        let filter = RwSignal::new(String::new());
         let pending_pr = RwSignal::new(state.pending_pr.clone());
         let deploy = RwSignal::new(state.deploy.clone());
         let desired = RwSignal::new(state.desired.clone());
         let dashboard_version = RwSignal::new(state.dashboard_version.clone());
         let state = StoredValue::new(state);
-        // Tracks the ids and the filter only: the fields it matches on (name, type,
-        // location) come with `host_added` and snapshots, which change `ids` or resync.
-        let shown = Memo::new(move |_| {
-            let query = filter.with(|f| f.trim().to_lowercase());
-            let ids = ids.get();
-            if query.is_empty() {
-                return ids;
-            }
-            state.with_value(|s| {
-                ids.into_iter()
-                    .filter(|id| s.hosts.get(id).is_some_and(|h| host_matches(h, &query)))
-                    .collect()
-            })
-        });
         HostStore {
             synced: RwSignal::new(true),
-            filter,
-            shown,
             online: RwSignal::new(online_ids.len()),
             online_ids: StoredValue::new(online_ids),
             ids,
@@ -273,11 +196,6 @@ impl HostStore {
             stale_build: RwSignal::new(false),
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
-            log_host: RwSignal::new(None),
-            log_tabs: RwSignal::new(Vec::new()),
-            notices: RwSignal::new(Vec::new()),
-            confirm: RwSignal::new(None),
-            selection: RwSignal::new(Default::default()),
             state,
             signals: StoredValue::new(BTreeMap::new()),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
@@ -287,6 +205,11 @@ impl HostStore {
     /// A host's plain state, as the store holds it.
     pub fn host_state(&self, id: &str) -> Option<Host> {
         self.state.with_value(|s| s.hosts.get(id).cloned())
+    }
+
+    /// Read the plain state in place (the page's filter matches on it without a copy).
+    pub fn with_state<R>(&self, f: impl FnOnce(&FleetState) -> R) -> R {
+        self.state.with_value(f)
     }
 
     /// A host's signals, made on first use (owned by the store, current with the state).
@@ -320,7 +243,8 @@ impl HostStore {
         (self.online.get(), self.ids.with(Vec::len))
     }
 
-    /// Apply one event from the hub. The only writer of host state.
+    /// Apply one event from the hub. The only writer of host state. The page applies
+    /// events through `PageState::apply`, which also keeps its own state in step.
     pub fn apply(&self, event: &BrowserEvent) -> Changed {
         let changed = self
             .state
@@ -378,15 +302,14 @@ impl HostStore {
         changed
     }
 
-    /// Keep the per-host command logs: a new command starts a fresh log (and the panel
-    /// follows it), output lines append, a completion records the result.
+    /// Keep the per-host command logs: a new command starts a fresh log, output lines
+    /// append, a completion records the result.
     fn follow_command(&self, event: &BrowserEvent, changed: &Changed) {
         match event {
             BrowserEvent::CommandQueued(q) if *changed != Changed::Nothing => {
                 if let Some(h) = self.host(&q.host_id) {
                     h.log.set(Vec::new());
                     h.last_result.set(None);
-                    self.show_log(&q.host_id);
                 }
             }
             BrowserEvent::CommandOutput(o) => {
@@ -420,42 +343,6 @@ impl HostStore {
             }
             _ => {}
         }
-    }
-
-    /// Open (or switch to) a host's tab in the log panel.
-    pub fn show_log(&self, host_id: &str) {
-        if !self
-            .log_tabs
-            .with_untracked(|t| t.iter().any(|x| x == host_id))
-        {
-            self.log_tabs.update(|t| t.push(host_id.to_owned()));
-        }
-        self.log_host.set(Some(host_id.to_owned()));
-    }
-
-    /// Close a host's tab; the panel moves to the last remaining one.
-    pub fn close_log(&self, host_id: &str) {
-        self.log_tabs.update(|t| t.retain(|x| x != host_id));
-        if self.log_host.get_untracked().as_deref() == Some(host_id) {
-            self.log_host
-                .set(self.log_tabs.get_untracked().last().cloned());
-        }
-    }
-
-    /// Show a message to the operator (errors stay until dismissed, others fade).
-    pub fn notify(&self, text: impl Into<String>, error: bool) {
-        let text = text.into();
-        self.notices.update(|n| {
-            let id = n.last().map_or(1, |last| last.id + 1);
-            n.push(Notice { id, text, error });
-            if n.len() > 5 {
-                n.remove(0);
-            }
-        });
-    }
-
-    pub fn dismiss(&self, id: u64) {
-        self.notices.update(|n| n.retain(|x| x.id != id));
     }
 
     /// Make `id`'s signals (if it has any) and the online count match the state: sync or
@@ -494,14 +381,7 @@ impl HostStore {
     }
 
     fn sync_ids(&self) {
-        let ids = self.state.with_value(FleetState::host_ids);
-        if self
-            .selection
-            .with_untracked(|s| s.ids.iter().any(|id| !ids.contains(id)))
-        {
-            self.selection.update(|s| s.retain(&ids));
-        }
-        set_if_changed(self.ids, ids);
+        set_if_changed(self.ids, self.state.with_value(FleetState::host_ids));
     }
 
     /// Advance the clock to `now` (the server's time, as the browser estimates it).
@@ -511,11 +391,12 @@ impl HostStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use protocol::messages::*;
 
-    fn snapshot(ids: &[&str]) -> Snapshot {
+    /// A snapshot of offline NixOS hosts with these ids, at time 100.
+    pub(crate) fn snapshot(ids: &[&str]) -> Snapshot {
         Snapshot {
             hosts: ids
                 .iter()
@@ -564,7 +445,6 @@ mod tests {
         });
     }
 
-    /// Counts how often an effect over `track` re-runs; effects are synchronous here.
     #[test]
     fn a_waiting_store_is_synced_by_the_first_snapshot() {
         let owner = Owner::new();
@@ -580,37 +460,7 @@ mod tests {
             store.apply(&BrowserEvent::Snapshot(snap));
             assert!(store.synced.get_untracked());
             assert_eq!(store.counts(), (1, 2));
-            assert_eq!(store.shown.get_untracked(), vec!["a", "b"]);
-        });
-    }
-
-    #[test]
-    fn the_filter_narrows_the_list_by_name_type_and_location() {
-        let owner = Owner::new();
-        owner.with(|| {
-            let mut snap = snapshot(&["web-1", "web-2", "db-1", "mac-mini"]);
-            snap.hosts[2].location = Some("Rack 7".into());
-            snap.hosts[3].host_type = HostType::Macos;
-            let store = HostStore::new(snap);
-            assert_eq!(store.shown.get_untracked().len(), 4);
-            store.filter.set("WEB".into());
-            assert_eq!(store.shown.get_untracked(), vec!["web-1", "web-2"]);
-            store.filter.set(" rack  7 ".into());
-            assert_eq!(store.shown.get_untracked(), vec!["db-1"]);
-            store.filter.set("macos".into());
-            assert_eq!(store.shown.get_untracked(), vec!["mac-mini"]);
-            store.filter.set("web 2".into());
-            assert_eq!(store.shown.get_untracked(), vec!["web-2"]);
-            store.filter.set("nothing".into());
-            assert!(store.shown.get_untracked().is_empty());
-            // A host arriving that matches shows up.
-            store.filter.set("web".into());
-            let mut h = Host::new("web-3", HostType::Nixos);
-            h.online = true;
-            store.apply(&BrowserEvent::HostAdded(HostBody { host: h }));
-            assert_eq!(store.shown.get_untracked(), vec!["web-1", "web-2", "web-3"]);
-            store.filter.set(String::new());
-            assert_eq!(store.shown.get_untracked().len(), 5);
+            assert_eq!(store.ids.get_untracked(), vec!["a", "b"]);
         });
     }
 
@@ -641,6 +491,7 @@ mod tests {
         });
     }
 
+    /// Counts how often an effect over `track` re-runs; effects are synchronous here.
     fn watch(
         track: impl Fn() + Send + Sync + 'static,
     ) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, impl Sized) {
@@ -864,14 +715,12 @@ mod tests {
                 })
             };
             store.apply(&queue("c1"));
-            assert_eq!(store.log_host.get_untracked().as_deref(), Some("a"));
             for seq in 1..=(LOG_LINES as u64 + 10) {
                 store.apply(&line(seq));
             }
             let a = store.host("a").unwrap();
             let log = a.log.get_untracked();
             assert_eq!(log.len(), LOG_LINES);
-            assert_eq!(store.log_tabs.get_untracked(), vec!["a"]);
             assert_eq!(log.first().unwrap().seq, 11);
             assert_eq!(log.last().unwrap().line, format!("line {}", LOG_LINES + 10));
             assert!(store.host("b").unwrap().log.get_untracked().is_empty());

@@ -2,12 +2,14 @@
 //!
 //! V8 compiles a wasm function the first time it is called. Right after a login the
 //! dashboard calls some 1 600 functions that the login page never did, and compiling them
-//! took ~65 ms of main thread between the submit and the first rows (issue 7, P4: Chrome's
-//! trace, `P4_TRACE=1`, shows them as `wasm.CompileLazy`). So once the login page is idle
+//! took ~65 ms of main thread between the submit and the first rows, against a budget of
+//! 300 ms from login to hydrated rows (P4 in docs/BENCHMARKS.md; Chrome's trace,
+//! `P4_TRACE=1`, shows them as `wasm.CompileLazy`). So once the login page is idle
 //! the dashboard is built once from a small snapshot, off the document, the way a login
 //! builds it (an empty page, then the socket's first frame), and thrown away.
 
 use crate::components::dashboard::FleetView;
+use crate::page_state::PageState;
 use crate::store::HostStore;
 use leptos::prelude::*;
 use protocol::messages::BrowserEvent;
@@ -37,13 +39,15 @@ async fn run() {
         let made = made.clone();
         move || {
             let store = HostStore::waiting();
-            made.set(Some(store));
+            let page = PageState::new(store);
+            made.set(Some((store, page)));
             provide_context(store);
+            provide_context(page);
             view! { <FleetView /> }.into_view()
         }
     });
-    if let Some(store) = made.get() {
-        store.apply(&snapshot);
+    if let Some((store, page)) = made.get() {
+        page.apply(store, &snapshot);
     }
     // Let the rows be built (effects run as tasks) and the list measure itself after the
     // next frame, before the page is dropped with everything it owns.

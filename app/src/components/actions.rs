@@ -1,10 +1,11 @@
 //! What the operator's buttons do: one place that calls the server functions and turns a
-//! failure into a notice, for every button in rows, cards and menus.
+//! failure into a notice, for every button in rows, menus and dialogs.
 
 use crate::api::{
     bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy, refresh_host,
     remove_host, run_command, stop_command, unlock_host,
 };
+use crate::page_state::PageState;
 use crate::store::HostStore;
 use common::AppError;
 use leptos::prelude::*;
@@ -31,7 +32,7 @@ impl Action {
 
 /// Fire `action` on `host_id`. Progress shows up through the store (the hub broadcasts
 /// `command_queued` and friends); only failures need a word here.
-pub fn perform(store: HostStore, host_id: String, action: Action) {
+pub fn perform(page: PageState, host_id: String, action: Action) {
     leptos::task::spawn_local(async move {
         let result = match action {
             Action::Run(kind) => run_command(host_id.clone(), kind).await.map(drop),
@@ -40,17 +41,17 @@ pub fn perform(store: HostStore, host_id: String, action: Action) {
         };
         match result {
             Ok(()) if action == Action::Unlock => {
-                store.notify(format!("{host_id}: unlocked"), false)
+                page.notify(format!("{host_id}: unlocked"), false)
             }
             Ok(()) => {}
-            Err(e) => store.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
+            Err(e) => page.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
         }
     });
 }
 
 /// Refresh one host from the server. A 404 means it is gone: drop it with a notice. Any
 /// other failure keeps the data on screen and says why.
-pub fn refresh(store: HostStore, host_id: String, refreshing: RwSignal<bool>) {
+pub fn refresh(store: HostStore, page: PageState, host_id: String, refreshing: RwSignal<bool>) {
     leptos::task::spawn_local(async move {
         match refresh_host(host_id.clone()).await {
             Ok(fresh) => {
@@ -60,26 +61,29 @@ pub fn refresh(store: HostStore, host_id: String, refreshing: RwSignal<bool>) {
                     host.agent_version = fresh.agent_version;
                     host.agent_outdated = fresh.agent_outdated;
                     host.update_status = fresh.update_status;
-                    store.apply(&BrowserEvent::HostUpdated(HostBody { host }));
+                    page.apply(store, &BrowserEvent::HostUpdated(HostBody { host }));
                 }
             }
             Err(AppError::NotFound(_)) => {
-                store.apply(&BrowserEvent::HostRemoved(HostRef {
-                    host_id: host_id.clone(),
-                }));
-                store.notify(
+                page.apply(
+                    store,
+                    &BrowserEvent::HostRemoved(HostRef {
+                        host_id: host_id.clone(),
+                    }),
+                );
+                page.notify(
                     format!("{host_id} no longer exists; removed from the list."),
                     false,
                 );
             }
-            Err(e) => store.notify(format!("{host_id}: refresh failed: {e}"), true),
+            Err(e) => page.notify(format!("{host_id}: refresh failed: {e}"), true),
         }
         refreshing.set(false);
     });
 }
 
 /// Download the log of the host's latest command.
-pub fn download_latest_log(store: HostStore, host_id: String) {
+pub fn download_latest_log(page: PageState, host_id: String) {
     leptos::task::spawn_local(async move {
         match command_history(host_id.clone(), 1).await {
             Ok(list) => match list.first() {
@@ -88,30 +92,33 @@ pub fn download_latest_log(store: HostStore, host_id: String) {
                         .location()
                         .set_href(&format!("/api/commands/{}/log", latest.command_id));
                 }
-                None => store.notify(format!("{host_id} has not run any command yet."), false),
+                None => page.notify(format!("{host_id} has not run any command yet."), false),
             },
-            Err(e) => store.notify(format!("{host_id}: cannot load its commands: {e}"), true),
+            Err(e) => page.notify(format!("{host_id}: cannot load its commands: {e}"), true),
         }
     });
 }
 
 /// Remove a host (after the operator confirmed).
-pub fn remove(store: HostStore, host_id: String) {
+pub fn remove(store: HostStore, page: PageState, host_id: String) {
     leptos::task::spawn_local(async move {
         match remove_host(host_id.clone()).await {
             Ok(()) => {
-                store.apply(&BrowserEvent::HostRemoved(HostRef {
-                    host_id: host_id.clone(),
-                }));
-                store.notify(format!("{host_id} removed."), false);
+                page.apply(
+                    store,
+                    &BrowserEvent::HostRemoved(HostRef {
+                        host_id: host_id.clone(),
+                    }),
+                );
+                page.notify(format!("{host_id} removed."), false);
             }
-            Err(e) => store.notify(format!("{host_id}: cannot remove: {e}"), true),
+            Err(e) => page.notify(format!("{host_id}: cannot remove: {e}"), true),
         }
     });
 }
 
 /// Run a command on many hosts; report how many started and why the others did not.
-pub fn bulk(store: HostStore, kind: CommandKind, host_ids: Option<Vec<String>>) {
+pub fn bulk(page: PageState, kind: CommandKind, host_ids: Option<Vec<String>>) {
     leptos::task::spawn_local(async move {
         match bulk_command(kind, host_ids).await {
             Ok(results) => {
@@ -119,7 +126,7 @@ pub fn bulk(store: HostStore, kind: CommandKind, host_ids: Option<Vec<String>>) 
                     .iter()
                     .filter(|r| matches!(r, BulkResult::Queued(_)))
                     .count();
-                store.notify(
+                page.notify(
                     format!(
                         "{}: started on {started} of {} hosts",
                         kind.as_str(),
@@ -129,45 +136,45 @@ pub fn bulk(store: HostStore, kind: CommandKind, host_ids: Option<Vec<String>>) 
                 );
                 for r in results {
                     if let BulkResult::Failed(f) = r {
-                        store.notify(format!("{}: {}", f.host_id, f.error), true);
+                        page.notify(format!("{}: {}", f.host_id, f.error), true);
                     }
                 }
             }
-            Err(e) => store.notify(format!("{}: bulk run failed: {e}", kind.as_str()), true),
+            Err(e) => page.notify(format!("{}: bulk run failed: {e}", kind.as_str()), true),
         }
     });
 }
 
 /// Merge the PR and roll it out (after the operator confirmed). Progress arrives as
 /// `deploy_progress` events for the deploy panel; only a refusal needs a word here.
-pub fn merge_deploy(store: HostStore, pr_number: u64, host_ids: Option<Vec<String>>) {
+pub fn merge_deploy(page: PageState, pr_number: u64, host_ids: Option<Vec<String>>) {
     leptos::task::spawn_local(async move {
         if let Err(e) = merge_and_deploy(pr_number, host_ids).await {
-            store.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true);
+            page.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true);
         }
     });
 }
 
 /// Ask a running deploy to stop; `sent` is cleared on failure so the button comes back.
-pub fn cancel(store: HostStore, job_id: String, sent: RwSignal<Option<String>>) {
+pub fn cancel(page: PageState, job_id: String, sent: RwSignal<Option<String>>) {
     leptos::task::spawn_local(async move {
         if let Err(e) = cancel_deploy(job_id).await {
             sent.set(None);
-            store.notify(format!("Cannot cancel the deploy: {e}"), true);
+            page.notify(format!("Cannot cancel the deploy: {e}"), true);
         }
     });
 }
 
 /// Look for the flake.lock PR now and say what was found; the answer also goes into the
 /// store, so the page does not wait for the hub's event.
-pub fn check_pr(store: HostStore, checking: RwSignal<bool>) {
+pub fn check_pr(store: HostStore, page: PageState, checking: RwSignal<bool>) {
     leptos::task::spawn_local(async move {
         match check_pr_now().await {
             Ok(pr) => {
-                store.notify(crate::presentation::check_pr_text(pr.as_ref()), false);
-                store.apply(&BrowserEvent::PendingPr(PendingPrChanged { pr }));
+                page.notify(crate::presentation::check_pr_text(pr.as_ref()), false);
+                page.apply(store, &BrowserEvent::PendingPr(PendingPrChanged { pr }));
             }
-            Err(e) => store.notify(format!("Cannot check for the update PR: {e}"), true),
+            Err(e) => page.notify(format!("Cannot check for the update PR: {e}"), true),
         }
         checking.set(false);
     });

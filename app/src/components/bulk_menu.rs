@@ -4,9 +4,10 @@
 use crate::components::actions;
 use crate::components::lazy_view;
 use crate::components::menu::{close, escape_closes, want};
+use crate::page_state::{Confirm, MergeDeploy, PageState};
 use crate::components::viewer::MayRun;
 use crate::presentation::is_github_source;
-use crate::store::{Confirm, HostStore, MergeDeploy};
+use crate::store::HostStore;
 use leptos::html::Details;
 use leptos::prelude::*;
 use protocol::CommandKind;
@@ -20,8 +21,8 @@ const BULK: [(CommandKind, &str); 4] = [
 
 #[component]
 pub fn BulkMenu() -> impl IntoView {
-    let store = expect_context::<HostStore>();
-    let selected = move || store.selection.with(|s| s.ids.len());
+    let page = expect_context::<PageState>();
+    let selected = move || page.selection.with(|s| s.ids.len());
     let menu = NodeRef::<Details>::new();
     // The items' code is a separate wasm chunk, fetched on the first sign of use (P5).
     let wanted = RwSignal::new(false);
@@ -44,15 +45,15 @@ pub(crate) fn bulk_menu_items(menu: NodeRef<Details>) -> AnyView {
 #[component]
 fn BulkMenuItems(menu: NodeRef<Details>) -> impl IntoView {
     let store = expect_context::<HostStore>();
-    let selected = move || store.selection.with(|s| s.ids.len());
+    let page = expect_context::<PageState>();
+    let selected = move || page.selection.with(|s| s.ids.len());
     let ask = move |confirm: Confirm| {
-        store.confirm.set(Some(confirm));
+        page.confirm.set(Some(confirm));
         close(menu);
     };
     let chosen = move || {
         Some(
-            store
-                .selection
+            page.selection
                 .with_untracked(|s| s.ids.iter().cloned().collect()),
         )
     };
@@ -74,7 +75,7 @@ fn BulkMenuItems(menu: NodeRef<Details>) -> impl IntoView {
         {items.into_iter().collect_view()}
         <button type="button" role="menuitem" data-command="clear-selection"
             disabled=move || selected() == 0
-            on:click=move |_| store.selection.update(|s| s.clear())>
+            on:click=move |_| page.selection.update(|s| s.clear())>
             "Clear selection"
         </button>
         <PrMenuItems menu />
@@ -86,12 +87,13 @@ fn BulkMenuItems(menu: NodeRef<Details>) -> impl IntoView {
 #[component]
 fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let may_run = MayRun::get();
     let mergeable_pr = move || store.pending_pr.get().filter(|pr| pr.mergeable);
     let deploying = move || store.deploy.with(|d| d.as_ref().is_some_and(|d| d.active));
     // The selected hosts, else every online host: the same scope as the bulk commands.
     let targets = move || {
-        let selected: Vec<String> = store.selection.with(|s| s.ids.iter().cloned().collect());
+        let selected: Vec<String> = page.selection.with(|s| s.ids.iter().cloned().collect());
         if selected.is_empty() {
             let online = store.ids.with(|ids| {
                 ids.iter()
@@ -109,7 +111,7 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             return;
         };
         let (host_ids, targets) = untrack(targets);
-        store.confirm.set(Some(Confirm::MergeDeploy(MergeDeploy {
+        page.confirm.set(Some(Confirm::MergeDeploy(MergeDeploy {
             pr_number: pr.number,
             pr_title: pr.title,
             host_ids,
@@ -123,7 +125,7 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             return;
         }
         checking.set(true);
-        actions::check_pr(store, checking);
+        actions::check_pr(store, page, checking);
         close(menu);
     };
     let scope = move || {

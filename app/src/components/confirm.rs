@@ -2,8 +2,9 @@
 
 use crate::components::actions;
 use crate::components::lazy_view;
+use crate::page_state::{Confirm, MergeDeploy, PageState};
 use crate::presentation::merge_deploy_question;
-use crate::store::{Confirm, HostStore, MergeDeploy};
+use crate::store::HostStore;
 use leptos::prelude::*;
 
 fn merge_wording(m: &MergeDeploy) -> (String, String, &'static str) {
@@ -38,9 +39,9 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
 /// The dialog's code is a separate wasm chunk, fetched the first time it shows (P5).
 #[component]
 pub fn ConfirmDialog() -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     view! {
-        {lazy_view(move || store.confirm.with(Option::is_some), confirm_dialog)}
+        {lazy_view(move || page.confirm.with(Option::is_some), confirm_dialog)}
     }
 }
 
@@ -52,19 +53,19 @@ pub(crate) fn confirm_dialog() -> AnyView {
 #[component]
 fn ConfirmBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let text = move || {
-        store
-            .confirm
+        page.confirm
             .get()
             .map(|c| wording(&c, store.counts().0))
             .unwrap_or_else(|| (String::new(), String::new(), ""))
     };
-    let close = move || store.confirm.set(None);
+    let close = move || page.confirm.set(None);
     let proceed = move |_| {
-        match store.confirm.get_untracked() {
-            Some(Confirm::RemoveHost(id)) => actions::remove(store, id),
-            Some(Confirm::Bulk(kind, ids)) => actions::bulk(store, kind, ids),
-            Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(store, m.pr_number, m.host_ids),
+        match page.confirm.get_untracked() {
+            Some(Confirm::RemoveHost(id)) => actions::remove(store, page, id),
+            Some(Confirm::Bulk(kind, ids)) => actions::bulk(page, kind, ids),
+            Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(page, m.pr_number, m.host_ids),
             None => {}
         }
         close();

@@ -10,6 +10,7 @@ use crate::components::host_list::HostTable;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
+use crate::page_state::PageState;
 use crate::components::viewer::MayRun;
 use crate::store::HostStore;
 use leptos::either::Either;
@@ -51,20 +52,23 @@ fn Fleet(snapshot: Option<Snapshot>) -> impl IntoView {
         Some(snapshot) => HostStore::new(snapshot),
         None => HostStore::waiting(),
     };
+    let page = PageState::new(store);
     provide_context(store);
+    provide_context(page);
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         #[cfg(feature = "hydrate")]
-        crate::socket::start(store);
+        crate::socket::start(store, page);
     });
     view! { <FleetView /> }
 }
 
-/// The dashboard itself, for the `HostStore` in context: everything but the link that
-/// feeds the store, so `warm_up` can build it too.
+/// The dashboard itself, for the `HostStore` and `PageState` in context: everything but
+/// the link that feeds the store, so `warm_up` can build it too.
 #[component]
 pub(crate) fn FleetView() -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let counts = move || {
         let (online, total) = store.counts();
         match store.synced.get() {
@@ -98,8 +102,8 @@ pub(crate) fn FleetView() -> impl IntoView {
             <Show when=move || store.synced.get() && store.ids.with(Vec::is_empty)>
                 <p class="empty">"No hosts yet. Add one with POST /api/hosts and start its agent."</p>
             </Show>
-            <Show when=move || store.shown.with(Vec::is_empty) && !store.ids.with(Vec::is_empty)>
-                <p class="empty">"No host matches “" {move || store.filter.get()} "”."</p>
+            <Show when=move || page.shown.with(Vec::is_empty) && !store.ids.with(Vec::is_empty)>
+                <p class="empty">"No host matches “" {move || page.filter.get()} "”."</p>
             </Show>
             <LogPanel />
         </main>
@@ -114,6 +118,7 @@ pub(crate) fn FleetView() -> impl IntoView {
 #[component]
 fn HostFilter() -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let input = NodeRef::<leptos::html::Input>::new();
     #[cfg(feature = "hydrate")]
     {
@@ -131,7 +136,7 @@ fn HostFilter() -> impl IntoView {
         on_cleanup(move || handle.remove());
     }
     let shown = move || {
-        let (shown, total) = (store.shown.with(Vec::len), store.ids.with(Vec::len));
+        let (shown, total) = (page.shown.with(Vec::len), store.ids.with(Vec::len));
         (shown != total).then(|| format!("{shown} shown"))
     };
     view! {
@@ -141,11 +146,11 @@ fn HostFilter() -> impl IntoView {
             node_ref=input
             placeholder="Filter hosts  /"
             aria-label="Filter hosts by name, type or location"
-            prop:value=move || store.filter.get()
-            on:input=move |ev| store.filter.set(event_target_value(&ev))
+            prop:value=move || page.filter.get()
+            on:input=move |ev| page.filter.set(event_target_value(&ev))
             on:keydown=move |ev| {
                 if ev.key() == "Escape" {
-                    store.filter.set(String::new());
+                    page.filter.set(String::new());
                 }
             }
         />
@@ -159,7 +164,7 @@ fn LogoutButton() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async {
             let mut req = gloo_net::http::Request::post("/api/logout");
-            if let Some(token) = crate::socket::csrf_token() {
+            if let Some(token) = crate::page_meta::csrf_token() {
                 req = req.header("X-CSRF-Token", &token);
             }
             let _ = req.send().await;

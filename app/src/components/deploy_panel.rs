@@ -4,6 +4,7 @@
 
 use crate::components::actions;
 use crate::components::lazy_view;
+use crate::page_state::PageState;
 use crate::components::viewer::MayRun;
 use crate::presentation::*;
 use crate::store::HostStore;
@@ -28,6 +29,7 @@ pub(crate) fn deploy_panel() -> AnyView {
 #[component]
 fn DeployPanelBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let may_run = MayRun::get();
     let deploy = store.deploy;
     let key = Memo::new(move |_| deploy.with(|d| d.as_ref().map(|d| (d.job_id.clone(), d.phase))));
@@ -70,7 +72,7 @@ fn DeployPanelBody() -> impl IntoView {
             return;
         };
         cancel_sent.set(Some(id.clone()));
-        actions::cancel(store, id, cancel_sent);
+        actions::cancel(page, id, cancel_sent);
     };
     let dismiss = move |_| dismissed.set(key.get_untracked());
 
@@ -160,7 +162,7 @@ mod tests {
     fn render(may_run: bool, active: bool) -> String {
         Owner::new().with(|| {
             provide_context(MayRun(may_run));
-            provide_context(HostStore::new(Snapshot {
+            let store = HostStore::new(Snapshot {
                 hosts: vec![],
                 pending_pr: None,
                 dashboard_version: "0".into(),
@@ -181,7 +183,9 @@ mod tests {
                     started_by: "op".into(),
                     active,
                 }),
-            }));
+            });
+            provide_context(store);
+            provide_context(PageState::new(store));
             view! { <DeployPanelBody /> }.to_html()
         })
     }

@@ -3,6 +3,7 @@
 //! are laid out as cards by CSS, so each host is rendered once whatever the viewport.
 
 use crate::components::host_row::HostRow;
+use crate::page_state::PageState;
 use crate::list_window::{spacer_style, ListWindow, ROW_ESTIMATE_PX};
 use crate::store::HostStore;
 use leptos::prelude::*;
@@ -10,6 +11,7 @@ use leptos::prelude::*;
 #[component]
 pub fn HostTable() -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     // A server-rendered page hydrates the rows it was rendered with; a page built here
     // (opened from the login form, still waiting for its snapshot) starts with the rows
     // its viewport shows, and `follow_scroll` adds the margin after the first paint.
@@ -22,14 +24,14 @@ pub fn HostTable() -> impl IntoView {
     let row_px = RwSignal::new(ROW_ESTIMATE_PX);
     let shown = Memo::new(move |_| {
         let w = window.get();
-        store.shown.with(|ids| w.slice(ids).to_vec())
+        page.shown.with(|ids| w.slice(ids).to_vec())
     });
-    let hidden = Memo::new(move |_| window.get().hidden(store.shown.with(Vec::len)));
+    let hidden = Memo::new(move |_| window.get().hidden(page.shown.with(Vec::len)));
     let above = move || spacer_style(hidden.get().0, row_px.get());
     let below = move || spacer_style(hidden.get().1, row_px.get());
     let body = NodeRef::<leptos::html::Tbody>::new();
     #[cfg(feature = "hydrate")]
-    follow_scroll(store, body, window, row_px);
+    follow_scroll(page.shown, body, window, row_px);
 
     view! {
         <table class="host-table">
@@ -81,13 +83,13 @@ const GROW_STEP: usize = 12;
 /// serves the table and the card layout.
 #[cfg(feature = "hydrate")]
 fn follow_scroll(
-    store: HostStore,
+    shown: Memo<Vec<String>>,
     body: NodeRef<leptos::html::Tbody>,
     window: RwSignal<ListWindow>,
     row_px: RwSignal<f64>,
 ) {
     let follow = Follow {
-        store,
+        shown,
         body,
         window,
         row_px,
@@ -101,7 +103,7 @@ fn follow_scroll(
     });
     // After the first paint, and whenever hosts come or go or the filter changes.
     Effect::new(move |_| {
-        store.shown.track();
+        shown.track();
         follow.after_paint();
     });
 }
@@ -109,7 +111,8 @@ fn follow_scroll(
 #[cfg(feature = "hydrate")]
 #[derive(Clone, Copy)]
 struct Follow {
-    store: HostStore,
+    /// The ids the list shows (`PageState::shown`).
+    shown: Memo<Vec<String>>,
     body: NodeRef<leptos::html::Tbody>,
     window: RwSignal<ListWindow>,
     row_px: RwSignal<f64>,
@@ -139,7 +142,7 @@ impl Follow {
 
     fn measure(self) {
         // The table may be gone by the time a frame comes (a page left, `warm_up`).
-        let Some(total) = self.store.shown.try_with_untracked(Vec::len) else {
+        let Some(total) = self.shown.try_with_untracked(Vec::len) else {
             return;
         };
         if self.window.is_disposed() {
@@ -199,23 +202,21 @@ fn row_pitch(tbody: &web_sys::HtmlTableSectionElement) -> Option<f64> {
 /// clear the selection.
 #[component]
 fn SelectAll() -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let all = move || {
-        store.shown.with(|shown| {
+        page.shown.with(|shown| {
             !shown.is_empty()
-                && store
+                && page
                     .selection
                     .with(|s| shown.iter().all(|id| s.ids.contains(id)))
         })
     };
     let toggle = move |_| {
         if all() {
-            store.selection.update(|s| s.clear());
+            page.selection.update(|s| s.clear());
         } else {
-            let ids = store.shown.get_untracked();
-            store
-                .selection
-                .update(|s| s.ids = ids.into_iter().collect());
+            let ids = page.shown.get_untracked();
+            page.selection.update(|s| s.ids = ids.into_iter().collect());
         }
     };
     view! { <input type="checkbox" aria-label="Select all hosts" prop:checked=all on:click=toggle /> }

@@ -1,10 +1,11 @@
-//! The pieces of a host's view, shared by the table row and the mobile card so that both
-//! render from the same signals with the same derivations. Each piece carries the seed's
-//! DOM hooks.
+//! The pieces of a host's view: each host is one `<tr>` (`HostRow`), which CSS lays out as
+//! a card below 768 px, so every piece renders once from the host's signals whatever the
+//! viewport. Each piece carries the seed's DOM hooks.
 
 use crate::components::actions::{perform, Action};
 use crate::components::lazy_view;
 use crate::components::menu::want;
+use crate::page_state::{Confirm, PageState};
 use crate::presentation::*;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
@@ -13,13 +14,12 @@ use protocol::{CommandKind, UpdateStatus, DEFAULT_HEARTBEAT_S};
 /// The selection checkbox; shift-click selects a range.
 #[component]
 pub fn SelectBox(host: HostSignals) -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let id = host.id;
-    let checked = move || store.selection.with(|s| s.ids.contains(&id.get_value()));
+    let checked = move || page.selection.with(|s| s.ids.contains(&id.get_value()));
     let click = move |ev: leptos::ev::MouseEvent| {
-        let order = store.shown.get_untracked();
-        store
-            .selection
+        let order = page.shown.get_untracked();
+        page.selection
             .update(|s| s.click(&order, &id.get_value(), ev.shift_key()));
     };
     view! {
@@ -179,19 +179,20 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
 #[component]
 pub fn HostActions(host: HostSignals) -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let HostSignals { id, online, .. } = host;
     let busy = host.busy();
     // Pull, Switch and Test need an online, idle host; while busy, Test becomes Stop.
     let can_run = move || online.get() && !busy.get();
     let host_id = move || id.get_value();
-    let run = move |kind| move |_| perform(store, host_id(), Action::Run(kind));
+    let run = move |kind| move |_| perform(page, host_id(), Action::Run(kind));
     let test_or_stop = move |_| {
         let action = if busy.get_untracked() {
             Action::Stop
         } else {
             Action::Run(CommandKind::Test)
         };
-        perform(store, host_id(), action);
+        perform(page, host_id(), action);
     };
     let refreshing = RwSignal::new(false);
     let refresh = move |_| {
@@ -199,7 +200,7 @@ pub fn HostActions(host: HostSignals) -> impl IntoView {
             return;
         }
         refreshing.set(true);
-        crate::components::actions::refresh(store, host_id(), refreshing);
+        crate::components::actions::refresh(store, page, host_id(), refreshing);
     };
     // Choosing an item closes the menu.
     let menu = NodeRef::<leptos::html::Details>::new();
@@ -262,7 +263,7 @@ pub(crate) fn host_menu_items(host: HostSignals) -> AnyView {
 
 #[component]
 fn HostMenuItems(host: HostSignals) -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let HostSignals { id, online, .. } = host;
     let busy = host.busy();
     let can_run = move || online.get() && !busy.get();
@@ -270,7 +271,7 @@ fn HostMenuItems(host: HostSignals) -> impl IntoView {
     let menu_item = move |kind: CommandKind, label: &'static str| {
         view! {
             <button type="button" role="menuitem" data-command=kind.as_str() disabled=move || !can_run()
-                on:click=move |_| perform(store, host_id(), Action::Run(kind))>
+                on:click=move |_| perform(page, host_id(), Action::Run(kind))>
                 {label}
             </button>
         }
@@ -281,18 +282,18 @@ fn HostMenuItems(host: HostSignals) -> impl IntoView {
         {menu_item(CommandKind::Rollback, "Rollback")}
         {menu_item(CommandKind::Restart, "Restart agent")}
         <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
-            on:click=move |_| perform(store, host_id(), Action::Unlock)>
+            on:click=move |_| perform(page, host_id(), Action::Unlock)>
             "Unlock"
         </button>
-        <button type="button" role="menuitem" data-command="log" on:click=move |_| store.show_log(&host_id())>
+        <button type="button" role="menuitem" data-command="log" on:click=move |_| page.show_log(&host_id())>
             "Show output"
         </button>
         <button type="button" role="menuitem" data-command="download-logs"
-            on:click=move |_| crate::components::actions::download_latest_log(store, host_id())>
+            on:click=move |_| crate::components::actions::download_latest_log(page, host_id())>
             "Download logs"
         </button>
         <button type="button" role="menuitem" class="danger" data-command="remove"
-            on:click=move |_| store.confirm.set(Some(crate::store::Confirm::RemoveHost(host_id())))>
+            on:click=move |_| page.confirm.set(Some(Confirm::RemoveHost(host_id())))>
             "Remove host…"
         </button>
     }

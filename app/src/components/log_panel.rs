@@ -4,6 +4,7 @@
 
 use crate::api::command_history;
 use crate::components::lazy_view;
+use crate::page_state::PageState;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
 use protocol::api::CommandRecord;
@@ -29,9 +30,9 @@ fn status_of(h: HostSignals) -> &'static str {
 /// The panel's code is a separate wasm chunk, fetched the first time it opens (P5).
 #[component]
 pub fn LogPanel() -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     view! {
-        {lazy_view(move || store.log_host.with(Option::is_some), log_panel)}
+        {lazy_view(move || page.log_host.with(Option::is_some), log_panel)}
     }
 }
 
@@ -43,7 +44,8 @@ pub(crate) fn log_panel() -> AnyView {
 #[component]
 fn LogPanelBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
-    let host = move || store.log_host.get().and_then(|id| store.host(&id));
+    let page = expect_context::<PageState>();
+    let host = move || page.log_host.get().and_then(|id| store.host(&id));
     let lines_ref = NodeRef::<leptos::html::Div>::new();
     // Follow the output unless the operator scrolled up to read.
     let following = RwSignal::new(true);
@@ -74,7 +76,7 @@ fn LogPanelBody() -> impl IntoView {
         <Show when=move || host().is_some()>
             <section class="log-panel" aria-label="Command output">
                 <nav class="log-tabs" role="tablist">
-                    <For each=move || store.log_tabs.get() key=|id| id.clone() let:id>
+                    <For each=move || page.log_tabs.get() key=|id| id.clone() let:id>
                         <LogTab id />
                     </For>
                 </nav>
@@ -99,7 +101,7 @@ fn LogPanelBody() -> impl IntoView {
                     </button>
                 </header>
                 <Show when=move || show_history.get()>
-                    {move || store.log_host.get().map(|id| view! { <History host_id=id /> })}
+                    {move || page.log_host.get().map(|id| view! { <History host_id=id /> })}
                 </Show>
                 <div class="log-lines" node_ref=lines_ref on:scroll=on_scroll>
                     <For each=move || host().map(|h| h.log.get()).unwrap_or_default() key=|entry| entry.seq let:entry>
@@ -116,10 +118,11 @@ fn LogPanelBody() -> impl IntoView {
 #[component]
 fn LogTab(id: String) -> impl IntoView {
     let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     let host = store.host(&id);
     let active = {
         let id = id.clone();
-        Memo::new(move |_| store.log_host.with(|h| h.as_deref() == Some(id.as_str())))
+        Memo::new(move |_| page.log_host.with(|h| h.as_deref() == Some(id.as_str())))
     };
     let label = host.map(|h| move || h.hostname.get());
     let state = move || host.map(status_of).unwrap_or("idle");
@@ -127,10 +130,10 @@ fn LogTab(id: String) -> impl IntoView {
     view! {
         <span class="log-tab" class:active=active data-host-id=id.clone() data-status=state>
             <button type="button" role="tab" aria-selected=move || active.get().to_string()
-                on:click=move |_| store.show_log(&select_id)>
+                on:click=move |_| page.show_log(&select_id)>
                 {label}
             </button>
-            <button type="button" class="log-tab-close" aria-label="Close this tab" on:click=move |_| store.close_log(&close_id)>
+            <button type="button" class="log-tab-close" aria-label="Close this tab" on:click=move |_| page.close_log(&close_id)>
                 "×"
             </button>
         </span>

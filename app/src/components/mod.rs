@@ -1,4 +1,5 @@
-//! Page components. Each derives what it shows from the `HostStore`; none writes host state.
+//! Page components. Each derives what it shows from the `HostStore` and the page's own
+//! `PageState`; none writes host state.
 
 pub mod account;
 pub mod actions;
@@ -42,7 +43,8 @@ pub fn preload_lazy_parts() {
 }
 
 /// A view shown while `when` holds, whose code is a separate wasm chunk (a `#[lazy]`
-/// function) fetched the first time it shows (issue 7's P5), and built in the browser only.
+/// function) fetched the first time it shows, and built in the browser only: it keeps the
+/// dashboard's first wasm download ≤ 300 kB brotli (P5 in docs/BENCHMARKS.md).
 /// Its own, empty Suspense boundary: waiting for the chunk must not send the page's
 /// boundary back to its fallback, which would rebuild the whole dashboard.
 pub fn lazy_view<Fut>(

@@ -2,7 +2,7 @@
 //! dismissed; the rest fade after a few seconds.
 
 use crate::components::lazy_view;
-use crate::store::HostStore;
+use crate::page_state::PageState;
 use leptos::prelude::*;
 use std::time::Duration;
 
@@ -10,10 +10,10 @@ use std::time::Duration;
 /// the toasts' code is a separate wasm chunk (P5).
 #[component]
 pub fn Notices() -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     view! {
         <div class="notices" role="status" aria-live="polite">
-            {lazy_view(move || store.notices.with(|n| !n.is_empty()), notice_list)}
+            {lazy_view(move || page.notices.with(|n| !n.is_empty()), notice_list)}
         </div>
     }
 }
@@ -25,18 +25,18 @@ pub(crate) fn notice_list() -> AnyView {
 
 #[component]
 fn NoticeList() -> impl IntoView {
-    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
     view! {
-            <For each=move || store.notices.get() key=|n| n.id let:notice>
+            <For each=move || page.notices.get() key=|n| n.id let:notice>
                 {
                     let id = notice.id;
                     if !notice.error {
-                        set_timeout(move || store.dismiss(id), Duration::from_secs(5));
+                        set_timeout(move || page.dismiss(id), Duration::from_secs(5));
                     }
                     view! {
                         <div class="notice" class:error=notice.error>
                             <span>{notice.text}</span>
-                            <button type="button" class="notice-close" on:click=move |_| store.dismiss(id)>
+                            <button type="button" class="notice-close" on:click=move |_| page.dismiss(id)>
                                 "×"
                             </button>
                         </div>

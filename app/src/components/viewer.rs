@@ -29,7 +29,7 @@ fn viewer_role() -> Option<String> {
 
 #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
 fn viewer_role() -> Option<String> {
-    crate::socket::meta("viewer-role")
+    crate::page_meta::viewer_role()
 }
 
 #[cfg(not(any(feature = "ssr", feature = "hydrate")))]

@@ -1,0 +1,281 @@
+//! The dashboard page's own state, beside the fleet's (`HostStore`): the operator's filter
+//! and the hosts it shows, the selection for bulk actions, the log panel's tabs, the
+//! notices and the confirm dialog. None of it is host state; it lives as long as the page
+//! and is provided as context next to the store.
+
+use crate::selection::Selection;
+use crate::store::HostStore;
+use leptos::prelude::*;
+use protocol::messages::BrowserEvent;
+use protocol::{Changed, CommandKind, Host};
+
+/// Whether a host matches a filter query (already trimmed and lower-cased): any word of
+/// the query found in its name, type, location or device type, all words needed.
+pub fn host_matches(host: &Host, query: &str) -> bool {
+    let fields = [
+        Some(host.hostname.as_str()),
+        Some(host.host_type.as_str()),
+        host.location.as_deref(),
+        host.device_type.as_deref(),
+    ];
+    query.split_whitespace().all(|word| {
+        fields
+            .iter()
+            .flatten()
+            .any(|f| f.to_lowercase().contains(word))
+    })
+}
+
+/// A message for the operator: an action failed, or something they should know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub id: u64,
+    pub text: String,
+    pub error: bool,
+}
+
+/// An action waiting for the operator's confirmation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Confirm {
+    RemoveHost(String),
+    /// A command on many hosts at once (`None`: every online host).
+    Bulk(CommandKind, Option<Vec<String>>),
+    /// Merge the update PR and roll it out.
+    MergeDeploy(MergeDeploy),
+}
+
+/// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
+/// operator chose it, so the dialog names exactly what will be merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeDeploy {
+    pub pr_number: u64,
+    pub pr_title: String,
+    /// The selected hosts, or None for every online host (the server decides which).
+    pub host_ids: Option<Vec<String>>,
+    /// The hosts it reaches as the page sees them, for the question.
+    pub targets: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+pub struct PageState {
+    /// The operator's filter text; the list shows the hosts it matches (`shown`).
+    pub filter: RwSignal<String>,
+    /// The ids the host list shows, in display order: the store's `ids` narrowed by
+    /// `filter`.
+    pub shown: Memo<Vec<String>>,
+    /// The host whose output the log panel shows: the latest to start a command, or the
+    /// one the operator picked.
+    pub log_host: RwSignal<Option<String>>,
+    /// Hosts with a tab in the log panel, in the order they were opened.
+    pub log_tabs: RwSignal<Vec<String>>,
+    pub notices: RwSignal<Vec<Notice>>,
+    pub confirm: RwSignal<Option<Confirm>>,
+    /// Hosts checked for bulk actions.
+    pub selection: RwSignal<Selection>,
+}
+
+impl PageState {
+    /// The page's state over `store`'s fleet: no filter, nothing selected, no tabs.
+    pub fn new(store: HostStore) -> Self {
+        let filter = RwSignal::new(String::new());
+        let ids = store.ids;
+        // Tracks the ids and the filter only: the fields it matches on (name, type,
+        // location) come with `host_added` and snapshots, which change `ids` or resync.
+        let shown = Memo::new(move |_| {
+            let query = filter.with(|f| f.trim().to_lowercase());
+            let ids = ids.get();
+            if query.is_empty() {
+                return ids;
+            }
+            store.with_state(|s| {
+                ids.into_iter()
+                    .filter(|id| s.hosts.get(id).is_some_and(|h| host_matches(h, &query)))
+                    .collect()
+            })
+        });
+        PageState {
+            filter,
+            shown,
+            log_host: RwSignal::new(None),
+            log_tabs: RwSignal::new(Vec::new()),
+            notices: RwSignal::new(Vec::new()),
+            confirm: RwSignal::new(None),
+            selection: RwSignal::new(Default::default()),
+        }
+    }
+
+    /// Apply one event from the hub to `store`, then keep the page in step: the log panel
+    /// follows a command that starts, and hosts that are gone leave the selection.
+    pub fn apply(&self, store: HostStore, event: &BrowserEvent) -> Changed {
+        let changed = store.apply(event);
+        match (&changed, event) {
+            (Changed::Nothing, _) => {}
+            (Changed::HostAdded(_) | Changed::HostRemoved(_) | Changed::All, _) => {
+                let ids = store.ids.get_untracked();
+                if self
+                    .selection
+                    .with_untracked(|s| s.ids.iter().any(|id| !ids.contains(id)))
+                {
+                    self.selection.update(|s| s.retain(&ids));
+                }
+            }
+            (_, BrowserEvent::CommandQueued(q)) => self.show_log(&q.host_id),
+            _ => {}
+        }
+        changed
+    }
+
+    /// Open (or switch to) a host's tab in the log panel.
+    pub fn show_log(&self, host_id: &str) {
+        if !self
+            .log_tabs
+            .with_untracked(|t| t.iter().any(|x| x == host_id))
+        {
+            self.log_tabs.update(|t| t.push(host_id.to_owned()));
+        }
+        self.log_host.set(Some(host_id.to_owned()));
+    }
+
+    /// Close a host's tab; the panel moves to the last remaining one.
+    pub fn close_log(&self, host_id: &str) {
+        self.log_tabs.update(|t| t.retain(|x| x != host_id));
+        if self.log_host.get_untracked().as_deref() == Some(host_id) {
+            self.log_host
+                .set(self.log_tabs.get_untracked().last().cloned());
+        }
+    }
+
+    /// Show a message to the operator (errors stay until dismissed, others fade).
+    pub fn notify(&self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        self.notices.update(|n| {
+            let id = n.last().map_or(1, |last| last.id + 1);
+            n.push(Notice { id, text, error });
+            if n.len() > 5 {
+                n.remove(0);
+            }
+        });
+    }
+
+    pub fn dismiss(&self, id: u64) {
+        self.notices.update(|n| n.retain(|x| x.id != id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::snapshot;
+    use protocol::messages::{CommandQueued, HostBody, HostRef};
+    use protocol::{HostType, Timestamp};
+
+    #[test]
+    fn the_filter_narrows_the_list_by_name_type_and_location() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let mut snap = snapshot(&["web-1", "web-2", "db-1", "mac-mini"]);
+            snap.hosts[2].location = Some("Rack 7".into());
+            snap.hosts[3].host_type = HostType::Macos;
+            let store = HostStore::new(snap);
+            let page = PageState::new(store);
+            assert_eq!(page.shown.get_untracked().len(), 4);
+            page.filter.set("WEB".into());
+            assert_eq!(page.shown.get_untracked(), vec!["web-1", "web-2"]);
+            page.filter.set(" rack  7 ".into());
+            assert_eq!(page.shown.get_untracked(), vec!["db-1"]);
+            page.filter.set("macos".into());
+            assert_eq!(page.shown.get_untracked(), vec!["mac-mini"]);
+            page.filter.set("web 2".into());
+            assert_eq!(page.shown.get_untracked(), vec!["web-2"]);
+            page.filter.set("nothing".into());
+            assert!(page.shown.get_untracked().is_empty());
+            // A host arriving that matches shows up.
+            page.filter.set("web".into());
+            let mut h = Host::new("web-3", HostType::Nixos);
+            h.online = true;
+            page.apply(store, &BrowserEvent::HostAdded(HostBody { host: h }));
+            assert_eq!(page.shown.get_untracked(), vec!["web-1", "web-2", "web-3"]);
+            page.filter.set(String::new());
+            assert_eq!(page.shown.get_untracked().len(), 5);
+        });
+    }
+
+    #[test]
+    fn the_log_panel_follows_a_started_command_and_tabs_close() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a", "b"]));
+            let page = PageState::new(store);
+            let queue = |host: &str| {
+                BrowserEvent::CommandQueued(CommandQueued {
+                    host_id: host.into(),
+                    command_id: format!("{host}-1"),
+                    command: protocol::CommandKind::Pull,
+                    queued_at: Timestamp(101),
+                })
+            };
+            // A command for a host the page does not know opens nothing.
+            page.apply(store, &queue("ghost"));
+            assert_eq!(page.log_host.get_untracked(), None);
+            page.apply(store, &queue("a"));
+            assert_eq!(page.log_host.get_untracked().as_deref(), Some("a"));
+            page.apply(store, &queue("b"));
+            assert_eq!(page.log_host.get_untracked().as_deref(), Some("b"));
+            assert_eq!(page.log_tabs.get_untracked(), vec!["a", "b"]);
+            page.show_log("a");
+            assert_eq!(page.log_tabs.get_untracked(), vec!["a", "b"]);
+            page.close_log("a");
+            assert_eq!(page.log_host.get_untracked().as_deref(), Some("b"));
+            page.close_log("b");
+            assert_eq!(page.log_host.get_untracked(), None);
+        });
+    }
+
+    #[test]
+    fn hosts_that_go_leave_the_selection() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a", "b", "c"]));
+            let page = PageState::new(store);
+            let order = page.shown.get_untracked();
+            page.selection.update(|s| {
+                s.click(&order, "a", false);
+                s.click(&order, "c", true);
+            });
+            page.apply(
+                store,
+                &BrowserEvent::HostRemoved(HostRef {
+                    host_id: "b".into(),
+                }),
+            );
+            let selected = || page.selection.with_untracked(|s| s.ids.len());
+            assert_eq!(selected(), 2);
+            page.apply(store, &BrowserEvent::Snapshot(snapshot(&["c"])));
+            assert_eq!(
+                page.selection
+                    .with_untracked(|s| s.ids.iter().cloned().collect::<Vec<_>>()),
+                vec!["c"]
+            );
+            assert_eq!(selected(), 1);
+        });
+    }
+
+    #[test]
+    fn notices_keep_the_latest_five() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let page = PageState::new(HostStore::new(snapshot(&[])));
+            for i in 0..7 {
+                page.notify(format!("n{i}"), i == 6);
+            }
+            let ids = || {
+                page.notices
+                    .with_untracked(|n| n.iter().map(|n| n.id).collect::<Vec<_>>())
+            };
+            assert_eq!(ids(), vec![3, 4, 5, 6, 7]);
+            assert!(page.notices.with_untracked(|n| n[4].error));
+            page.dismiss(5);
+            assert_eq!(ids(), vec![3, 4, 6, 7]);
+        });
+    }
+}
