@@ -10,7 +10,7 @@ test:
 setup:
 	scripts/setup.sh
 
-# Issue 7's benchmarks (release builds; figures only, never a pass/fail on timing).
+# The benchmarks of docs/BENCHMARKS.md (release builds; figures only, never a pass/fail on timing).
 # Sizes: AGENTS, BROWSERS, DURATION (see docs/BENCHMARKS.md).
 bench:
 	bench/run.sh
@@ -25,6 +25,6 @@ fmt:
 
 lint:
 	cargo fmt --all --check
-	cargo clippy -p protocol -p nixdeck -p nixdeck-agent -p testkit -p fleet-sim --all-targets -- -D warnings
+	cargo clippy -p protocol -p common -p nixdeck-core -p app -p nixdeck -p nixdeck-agent -p testkit -p fleet-sim --all-targets -- -D warnings
 	cargo clippy -p app --features hydrate --target wasm32-unknown-unknown -- -D warnings
 	cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's browser benchmarks (`make bench-browser`): P4 (login → dashboard) and P3
+# The browser benchmarks of docs/BENCHMARKS.md (`make bench-browser`): P4 (login → dashboard) and P3
 # (heartbeats per second against the vanilla seed page) in headless Chromium, on a release
 # build. Prints figures; never fails on them.
 #

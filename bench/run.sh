@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's server benchmarks (`make bench`): fleet-sim against nixdeck and against the raw
+# The server benchmarks of docs/BENCHMARKS.md (`make bench`): fleet-sim against nixdeck and against the raw
 # relay, then memory per idle agent socket and a reconnect storm. Prints figures; never
 # fails on them.
 #

@@ -1,4 +1,4 @@
-// Issue 7, target P3: "browser: 1 000 hosts shown, 200 heartbeats/s for 30 s — main-thread
+// Target P3 of docs/BENCHMARKS.md: "browser: 1 000 hosts shown, 200 heartbeats/s for 30 s — main-thread
 // time per heartbeat ≤ 1.3× the vanilla page; main thread < 25 % busy".
 //
 // A benchmark, not a test: it prints figures and never fails on timing (it fails only when

@@ -1,4 +1,4 @@
-// Issue 7, target P4, the browser half: "login → hydrated page ≤ 300 ms on loopback" with
+// Target P4 of docs/BENCHMARKS.md, the browser half: "login → hydrated page ≤ 300 ms on loopback" with
 // 1 000 hosts. (The server half, SSR time per page, is `cargo bench -p nixdeck --bench
 // figures`.) A benchmark: it prints figures and fails only when the page cannot be driven.
 //

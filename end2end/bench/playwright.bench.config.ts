@@ -9,7 +9,7 @@ import { join } from "node:path";
 const release = join(__dirname, "../../target/release/nixdeck");
 if (!process.env.NIXDECK_SERVER_BIN && existsSync(release)) process.env.NIXDECK_SERVER_BIN = release;
 
-// Benchmarks (issue 7), kept out of the normal suite (whose testDir is ./tests). They print
+// Benchmarks (docs/BENCHMARKS.md), kept out of the normal suite (whose testDir is ./tests). They print
 // figures and never fail on timing. Run from end2end/:
 //   npx playwright test -c bench/playwright.bench.config.ts
 // Each benchmark starts its own server (fleet.ts `Server`) on its own port and database.

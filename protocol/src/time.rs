@@ -30,7 +30,7 @@ impl Timestamp {
 
     /// RFC 3339 (`T`, `t` or a space between date and time, any fraction of a second,
     /// `Z` or an offset), to whole UTC seconds. Hand-written rather than chrono's, which
-    /// weighs more in the browser's wasm than everything else here (issue 7's P5); tests
+    /// weighs more in the browser's wasm than everything else here (P5 in docs/BENCHMARKS.md: ≤ 300 kB brotli); tests
     /// and a fuzz target hold it to chrono's `parse_from_rfc3339`.
     pub fn parse(s: &str) -> Result<Self, TimeError> {
         let b = s.as_bytes();

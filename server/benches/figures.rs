@@ -1,4 +1,4 @@
-//! Issue 7's end-to-end figures that need the real server and agent, not a simulator:
+//! The end-to-end benchmark figures (docs/BENCHMARKS.md) that need the real server and agent, not a simulator:
 //! P4 (SSR of the dashboard with 1 000 hosts), P6 (one command printing 100 000 lines,
 //! agent → database → browser) and P7 (an idle agent's memory and CPU). Benchmarks, not
 //! tests: they print medians and percentiles and never fail on timing.

@@ -25,7 +25,7 @@ const BROWSER_LAG_LIMIT: usize = 16_384;
 /// per host), so a reconnect wave of browsers takes turns instead of all copying at once.
 /// A turn ends when the text is ready, not when it is sent: a browser that reads slowly,
 /// or not at all, must hold no one else up (with the turn held until sent, four stalled
-/// sockets kept every new browser waiting 30 s: issue 7's slow-browser bench). Copying and
+/// sockets kept every new browser waiting 30 s: the slow-browser bench in docs/BENCHMARKS.md). Copying and
 /// serialising do not await, so each worker thread does one at a time anyway: the turns
 /// bind only on runtimes with more than four workers.
 const SNAPSHOT_SLOTS: usize = 4;
