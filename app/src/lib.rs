@@ -40,7 +40,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 {viewer.map(|v| view! {
                     <meta name="csrf-token" content=v.csrf_token />
                     // Read by the browser to show the same buttons as the server rendered.
-                    <meta name="viewer-role" content=v.role />
+                    <meta name="viewer-role" content=v.role.as_str() />
                 })}
                 <meta name="nixdeck-build" content=request::WEB_BUILD.get().cloned().unwrap_or_default() />
                 <link rel="icon" href="data:," />

@@ -2,6 +2,7 @@
 //! One home for them, shared by every view of a host (its table row, which CSS lays out as
 //! a card below 768 px, the log panel, the deploy chips), and tested natively.
 
+use protocol::api::Role;
 use protocol::messages::{DeployHostState, DeployPhase};
 use protocol::time::format_age;
 use protocol::{CheckStatus, DesiredState, Metrics, PendingPr, StatusCheck, Timestamp};
@@ -166,7 +167,7 @@ pub fn compartment_title(label: &str, check: &StatusCheck) -> String {
 /// Only operators and admins may run commands. The service layer enforces this; the page
 /// uses it just to spare viewers buttons that would be refused.
 pub fn may_run_commands(role: &str) -> bool {
-    matches!(role, "operator" | "admin")
+    Role::parse(role).is_some_and(|r| r.at_least(Role::Operator))
 }
 
 /// `url` if it may go into an `href`: http(s) with a host, no spaces or control

@@ -1,10 +1,12 @@
+use protocol::api::Role;
+
 /// The logged-in user of a request, put into the request extensions by the server's
 /// session layer and read by the page shell (CSRF meta tag), by server functions and by
 /// the REST handlers, which hand it to the service functions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Viewer {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub csrf_token: String,
     /// The client's address, for the audit log.
     pub ip: Option<String>,

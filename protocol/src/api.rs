@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 wire_enum! {
     /// A user's role, least to most privileged: each may do what the ones before it may
-    /// (`Ord` follows this order). The `role` fields below are still `String` for now.
-    #[derive(PartialOrd, Ord)]
+    /// (`Ord` follows this order). The default is the least privileged.
+    #[derive(PartialOrd, Ord, Default)]
     pub enum Role {
         /// Sees everything, runs nothing.
+        #[default]
         Viewer = "viewer",
         /// Also runs commands and deploys.
         Operator = "operator",
@@ -57,7 +58,7 @@ pub struct LoginResponse {
     pub csrf_token: String,
     /// An addition to the contract: the user's role (viewer, operator, admin).
     #[serde(default)]
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,7 +225,7 @@ pub struct RecoveryCodes {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub disabled: bool,
     pub created_at: Timestamp,
 }

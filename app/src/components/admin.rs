@@ -80,7 +80,7 @@ pub fn UsersPage() -> impl IntoView {
                                         view! {
                                             <tr data-user=key>
                                                 <td>{u.username}</td>
-                                                <td>{u.role}</td>
+                                                <td>{u.role.as_str()}</td>
                                                 <td class="user-state">{if disabled { "disabled" } else { "active" }}</td>
                                                 <td>
                                                     <button type="button" class="btn-toggle-user" on:click=move |_| toggle(a.clone(), !disabled)>

@@ -43,7 +43,7 @@ pub fn LoginPage() -> impl IntoView {
                     // server-rendered page would from the shell's meta tags.
                     Ok(Ok(login)) => {
                         set_meta("csrf-token", &login.csrf_token);
-                        set_meta("viewer-role", &login.role);
+                        set_meta("viewer-role", login.role.as_str());
                         // The session cookie is set: the snapshot can travel while the
                         // dashboard is built.
                         crate::socket::preconnect();

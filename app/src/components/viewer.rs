@@ -24,7 +24,7 @@ impl MayRun {
 
 #[cfg(feature = "ssr")]
 fn viewer_role() -> Option<String> {
-    crate::request::current_viewer().map(|v| v.role)
+    crate::request::current_viewer().map(|v| v.role.as_str().to_owned())
 }
 
 #[cfg(all(feature = "hydrate", not(feature = "ssr")))]

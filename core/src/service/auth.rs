@@ -10,6 +10,7 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use common::AppError;
 use common::Viewer;
+use protocol::api::Role;
 use protocol::Timestamp;
 use std::sync::LazyLock;
 
@@ -102,7 +103,7 @@ pub struct NewSession {
     pub cookie_value: String,
     pub csrf_token: String,
     /// The user's role, so a page that logged in can show the right buttons at once.
-    pub role: String,
+    pub role: Role,
 }
 
 /// Check credentials and open a session with a fresh id. Unknown user and wrong password
@@ -182,7 +183,9 @@ async fn check_login(
     let session = NewSession {
         cookie_value: new_token(),
         csrf_token: new_token(),
-        role: user.map(|u| u.role).unwrap_or_default(),
+        role: user
+            .map(|u| super::stored_role(&u.username, &u.role))
+            .unwrap_or_default(),
     };
     core.db
         .insert_session(
@@ -226,8 +229,8 @@ pub async fn session(core: &Core, cookie_value: &str) -> Result<Option<Viewer>> 
             .or_internal("touching session")?;
     }
     Ok(Some(Viewer {
+        role: super::stored_role(&row.username, &row.role),
         username: row.username,
-        role: row.role,
         csrf_token: row.csrf_token,
         ip: None,
     }))

@@ -1,7 +1,7 @@
 //! Commands: the rules for running, stopping and unlocking, the agent's side of delivery
 //! (output stored once per seq, acks, completion), hard timeouts and retention.
 
-use super::{audit, OrInternal, Result};
+use super::{audit, require_operator, OrInternal, Result};
 use crate::hub::Reservation;
 use crate::secret::new_token;
 use crate::storage::{CommandRow, LogLine};
@@ -12,14 +12,6 @@ use protocol::api::{BulkFailed, BulkQueued, BulkResult, CommandRecord};
 use protocol::messages::*;
 use protocol::*;
 use std::fmt::Write;
-
-/// Viewers see everything and run nothing.
-pub fn require_operator(viewer: &Viewer) -> Result<()> {
-    match viewer.role.as_str() {
-        "operator" | "admin" => Ok(()),
-        _ => Err(AppError::Forbidden("this needs the operator role".into())),
-    }
-}
 
 pub fn parse_kind(command: &str) -> Result<CommandKind> {
     CommandKind::parse(command).ok_or_else(|| {

@@ -4,8 +4,8 @@
 //! One job at a time. Its progress is stored on every change and broadcast as
 //! `deploy_progress`; a dashboard restart marks a job that was running as interrupted.
 
-use super::commands::{self, require_operator};
-use super::{audit, OrInternal, Result};
+use super::commands;
+use super::{audit, require_operator, OrInternal, Result};
 use crate::secret::new_token;
 use crate::Core;
 use common::AppError;

@@ -12,6 +12,7 @@ pub mod totp;
 pub mod users;
 
 use common::{AppError, Viewer};
+use protocol::api::Role;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -29,11 +30,30 @@ impl<T, E: std::fmt::Display> OrInternal<T> for std::result::Result<T, E> {
     }
 }
 
-/// Only admins manage hosts, users and tokens.
-pub fn require_admin(viewer: &Viewer) -> Result<()> {
-    if viewer.role == "admin" {
+/// The viewer's role is `role` or above; else 403 naming the role needed.
+pub fn require(viewer: &Viewer, role: Role) -> Result<()> {
+    if viewer.role.at_least(role) {
         Ok(())
     } else {
-        Err(AppError::Forbidden("this needs the admin role".into()))
+        Err(AppError::Forbidden(format!("this needs the {role} role")))
     }
+}
+
+/// Only admins manage hosts, users and tokens.
+pub fn require_admin(viewer: &Viewer) -> Result<()> {
+    require(viewer, Role::Admin)
+}
+
+/// Viewers see everything and run nothing: commands and deploys need an operator.
+pub fn require_operator(viewer: &Viewer) -> Result<()> {
+    require(viewer, Role::Operator)
+}
+
+/// A role read from the database. The column only ever holds a wire name (`users::add`
+/// checks it); anything else reads as the least privileged role, with a warning.
+pub fn stored_role(username: &str, role: &str) -> Role {
+    Role::parse(role).unwrap_or_else(|| {
+        tracing::warn!(user = username, role, "unknown stored role; treated as viewer");
+        Role::Viewer
+    })
 }

@@ -7,9 +7,7 @@ use super::{audit, require_admin, OrInternal, Result};
 use crate::storage::{is_unique_violation, Db, UserRow};
 use crate::Core;
 use common::{AppError, Viewer};
-use protocol::api::UserInfo;
-
-pub const ROLES: [&str; 3] = ["viewer", "operator", "admin"];
+use protocol::api::{Role, UserInfo};
 
 pub fn check_username(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -27,14 +25,12 @@ pub fn check_username(name: &str) -> Result<()> {
     }
 }
 
-pub fn check_role(role: &str) -> Result<()> {
-    if ROLES.contains(&role) {
-        Ok(())
-    } else {
-        Err(AppError::Invalid(format!(
+pub fn parse_role(role: &str) -> Result<Role> {
+    Role::parse(role).ok_or_else(|| {
+        AppError::Invalid(format!(
             "Unknown role {role:?}; use viewer, operator or admin."
-        )))
-    }
+        ))
+    })
 }
 
 /// The given password after the rules, or a generated one (and whether it was generated).
@@ -66,10 +62,10 @@ pub async fn add(db: &Db, actor: &str, username: &str, role: &str, password: &st
 
 async fn insert(db: &Db, username: &str, role: &str, password: &str) -> Result<()> {
     check_username(username)?;
-    check_role(role)?;
+    let role = parse_role(role)?;
     check_password_rules(password)?;
     let hash = hash_password(password.to_owned()).await?;
-    match db.insert_user(username, &hash, role).await {
+    match db.insert_user(username, &hash, role.as_str()).await {
         Ok(()) => Ok(()),
         Err(e) if is_unique_violation(&e) => Err(AppError::conflict(
             "exists",
@@ -160,7 +156,7 @@ pub async fn list_for(core: &Core, viewer: &Viewer) -> Result<Vec<UserInfo>> {
         .into_iter()
         .map(|(u, created)| UserInfo {
             username: u.username,
-            role: u.role,
+            role: super::stored_role(&u.username, &u.role),
             disabled: u.disabled,
             created_at: protocol::Timestamp(created),
         })
@@ -211,8 +207,11 @@ mod tests {
         assert!(check_username("Alice").is_err());
         assert!(check_username("").is_err());
         assert!(check_username("a b").is_err());
-        assert!(check_role("viewer").is_ok());
-        assert!(check_role("root").is_err());
+        for role in Role::ALL {
+            assert_eq!(parse_role(role.as_str()).ok(), Some(role));
+        }
+        assert!(parse_role("root").is_err());
+        assert!(parse_role("Admin").is_err(), "wire names only");
         assert!(password_or_generated(Some("short".into())).is_err());
         let (p, generated) = password_or_generated(None).unwrap();
         assert!(generated && p.len() >= 12);
