@@ -93,10 +93,7 @@ pub struct LogEntry {
 
 /// The closing line of a run, e.g. "— ok, exit 0, 1.2 s".
 pub fn end_line(c: &protocol::messages::CommandComplete) -> String {
-    let status = serde_json::to_value(c.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let status = c.status.as_str();
     let exit = c
         .exit_code
         .map(|code| format!(", exit {code}"))

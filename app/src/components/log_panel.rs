@@ -145,11 +145,8 @@ fn LogTab(id: String) -> impl IntoView {
 fn History(host_id: String) -> impl IntoView {
     let list = Resource::new(move || host_id.clone(), |id| command_history(id, 20));
     let row = |c: CommandRecord| {
-        let status = serde_json::to_value(c.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let status_attr = status.clone();
+        let status = c.status.as_str();
+        let status_attr = status;
         view! {
             <li class="history-item" data-status=status_attr>
                 <span class="history-command">{c.command.as_str()}</span>
