@@ -155,8 +155,8 @@ pub async fn list_for(core: &Core, viewer: &Viewer) -> Result<Vec<UserInfo>> {
         .await?
         .into_iter()
         .map(|(u, created)| UserInfo {
-            username: u.username,
             role: super::stored_role(&u.username, &u.role),
+            username: u.username,
             disabled: u.disabled,
             created_at: protocol::Timestamp(created),
         })
