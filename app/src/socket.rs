@@ -21,7 +21,6 @@ use std::time::Duration;
 /// past this many we apply at once instead of letting the queue grow.
 const MAX_QUEUED: usize = 2_000;
 
-
 /// Compare the snapshot's build with the page's own (`<meta name="nixdeck-build">`). On a
 /// difference the store's `stale_build` is set for good: the new build's wasm chunks (lazy
 /// views and pages) must not be loaded into this page, and `lazy_view` reloads instead.

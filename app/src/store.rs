@@ -5,7 +5,10 @@
 
 use leptos::prelude::*;
 use protocol::messages::{BrowserEvent, DeployProgress, Snapshot};
-use protocol::*;
+use protocol::{
+    Changed, CommandStatus, DesiredState, FleetState, Host, HostType, Metrics, OutputStream,
+    PendingCommand, PendingPr, Timestamp, UpdateStatus,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Write `value` into `signal` only when it differs; returns whether it wrote.
@@ -391,6 +394,7 @@ impl HostStore {
 pub(crate) mod tests {
     use super::*;
     use protocol::messages::*;
+    use protocol::CommandKind;
 
     /// A snapshot of offline NixOS hosts with these ids, at time 100.
     pub(crate) fn snapshot(ids: &[&str]) -> Snapshot {

@@ -4,8 +4,8 @@
 use crate::components::actions;
 use crate::components::lazy_view;
 use crate::components::menu::{close, escape_closes, want};
-use crate::page_state::{Confirm, MergeDeploy, PageState};
 use crate::components::viewer::MayRun;
+use crate::page_state::{Confirm, MergeDeploy, PageState};
 use crate::presentation::is_github_source;
 use crate::store::HostStore;
 use leptos::html::Details;

@@ -4,8 +4,8 @@
 
 use crate::components::actions;
 use crate::components::lazy_view;
-use crate::page_state::PageState;
 use crate::components::viewer::MayRun;
+use crate::page_state::PageState;
 use crate::presentation::*;
 use crate::store::HostStore;
 use leptos::prelude::*;

@@ -3,8 +3,8 @@
 //! are laid out as cards by CSS, so each host is rendered once whatever the viewport.
 
 use crate::components::host_row::HostRow;
-use crate::page_state::PageState;
 use crate::list_window::{spacer_style, ListWindow, ROW_ESTIMATE_PX};
+use crate::page_state::PageState;
 use crate::store::HostStore;
 use leptos::prelude::*;
 

@@ -8,8 +8,14 @@
 pub mod compartments;
 
 use compartments::Reported;
-use protocol::messages::*;
-use protocol::*;
+use protocol::messages::{
+    CommandComplete, CommandQueued, DesiredChanged, Heartbeat, HostBody, HostHeartbeat, HostRef,
+    PendingPrChanged, Register, Snapshot, StatusChecks,
+};
+use protocol::{
+    BrowserEvent, Changed, DesiredState, FleetState, Host, PendingCommand, PendingPr,
+    ServerMessage, Timestamp, VERSION,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -556,6 +562,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::{CheckStatus, HostType, StatusCheck};
 
     fn register(name: &str) -> Register {
         serde_json::from_value(serde_json::json!({

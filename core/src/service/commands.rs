@@ -9,8 +9,14 @@ use crate::Core;
 use common::AppError;
 use common::Viewer;
 use protocol::api::{BulkFailed, BulkQueued, BulkResult, CommandRecord};
-use protocol::messages::*;
-use protocol::*;
+use protocol::messages::{
+    Ack, AgentCommandComplete, AgentOutcome, CommandComplete, CommandOrder, CommandOutput,
+    CommandRejected, Output, RunningCommand, StopOrder,
+};
+use protocol::{
+    BrowserEvent, CommandKind, CommandStatus, OutputStream, PendingCommand, ServerMessage,
+    Timestamp,
+};
 use std::fmt::Write;
 
 pub fn parse_kind(command: &str) -> Result<CommandKind> {

@@ -53,7 +53,11 @@ pub fn require_operator(viewer: &Viewer) -> Result<()> {
 /// checks it); anything else reads as the least privileged role, with a warning.
 pub fn stored_role(username: &str, role: &str) -> Role {
     Role::parse(role).unwrap_or_else(|| {
-        tracing::warn!(user = username, role, "unknown stored role; treated as viewer");
+        tracing::warn!(
+            user = username,
+            role,
+            "unknown stored role; treated as viewer"
+        );
         Role::Viewer
     })
 }

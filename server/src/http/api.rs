@@ -11,7 +11,11 @@ use common::AppError;
 use common::Viewer;
 use nixdeck_core::service;
 use nixdeck_core::Core;
-use protocol::api::*;
+use protocol::api::{
+    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandRecord,
+    CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted, LoginRequest,
+    LoginResponse, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm, TotpSetup,
+};
 use protocol::Host;
 use std::net::SocketAddr;
 

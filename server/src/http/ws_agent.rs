@@ -13,13 +13,14 @@ use nixdeck_core::service::hosts::{
     authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
 };
 use nixdeck_core::Core;
-use protocol::messages::*;
 use protocol::{decode, Decoded, AGENT_MAX_FRAME, MISSED_HEARTBEATS, VERSION};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use crate::http::error::error_response;
+use protocol::messages::{Output, Registered};
+use protocol::{AgentMessage, ServerMessage};
 
 /// How long an agent has to send `register` after the upgrade.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
