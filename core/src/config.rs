@@ -190,6 +190,17 @@ impl Config {
         self.tls_cert.is_some() && self.tls_key.is_some()
     }
 
+    /// Browsers reach the dashboard over HTTPS: it serves TLS itself, or sits behind an
+    /// HTTPS reverse proxy (`NIXDECK_PUBLIC_URL=https://…`). Then the session cookie is the
+    /// `__Host-` one with `Secure`, and responses carry HSTS.
+    pub fn secure(&self) -> bool {
+        self.tls()
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"))
+    }
+
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {
         use protocol::CommandKind::*;
         match kind {

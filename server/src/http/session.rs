@@ -16,8 +16,8 @@ use nixdeck_core::Core;
 use super::error::error_response;
 
 pub const COOKIE: &str = "nixdeck_session";
-/// Over TLS the cookie gets the `__Host-` prefix: Secure, no Domain, Path=/, so no other
-/// host or path can set or shadow it.
+/// Over HTTPS (`Config::secure`) the cookie gets the `__Host-` prefix: Secure, no Domain,
+/// Path=/, so no other host or path can set or shadow it.
 pub const TLS_COOKIE: &str = "__Host-nixdeck_session";
 /// Largest form body read for a `csrf_token` field.
 const FORM_LIMIT: usize = 64 * 1024;
@@ -26,8 +26,11 @@ const FORM_LIMIT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct SessionCookie(pub String);
 
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie_named(headers, COOKIE).or_else(|| cookie_named(headers, TLS_COOKIE))
+/// The session cookie of a request. A secure site reads only the `__Host-` cookie: a plain
+/// `nixdeck_session` can be planted by a sibling subdomain or over plain HTTP (cookie
+/// tossing), and must never shadow the real one.
+pub fn session_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie_named(headers, if secure { TLS_COOKIE } else { COOKIE })
 }
 
 fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -42,8 +45,8 @@ fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-pub fn set_cookie(value: &str, max_age_s: u64, tls: bool) -> String {
-    if tls {
+pub fn set_cookie(value: &str, max_age_s: u64, secure: bool) -> String {
+    if secure {
         format!(
             "{TLS_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
         )
@@ -52,8 +55,8 @@ pub fn set_cookie(value: &str, max_age_s: u64, tls: bool) -> String {
     }
 }
 
-pub fn clear_cookie(tls: bool) -> String {
-    set_cookie("", 0, tls)
+pub fn clear_cookie(secure: bool) -> String {
+    set_cookie("", 0, secure)
 }
 
 fn is_mutating(method: &Method) -> bool {
@@ -98,7 +101,7 @@ fn is_open_path(path: &str) -> bool {
 }
 
 pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next) -> Response {
-    let cookie = session_cookie(req.headers());
+    let cookie = session_cookie(req.headers(), app.config.secure());
     let viewer = match &cookie {
         Some(c) => match service::auth::session(&app, c).await {
             Ok(v) => v,
@@ -119,6 +122,11 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
 
     if path.starts_with("/api/") {
         if path == "/api/login" {
+            // Login CSRF: another site must not log a browser into an account of its
+            // choosing, so the login too must come from a page of this site.
+            if !same_site(req.headers(), app.config.public_url.as_deref()) {
+                return error_response(&AppError::Forbidden("cross-site request refused".into()));
+            }
             return next.run(req).await;
         }
         let Some(viewer) = viewer else {
@@ -193,12 +201,27 @@ mod tests {
     #[test]
     fn cookie_parsing() {
         let h = headers(&[("cookie", "a=1; nixdeck_session=abc; b=2")]);
-        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&h, false).as_deref(), Some("abc"));
         assert_eq!(
-            session_cookie(&headers(&[("cookie", "nixdeck_session=")])),
+            session_cookie(&headers(&[("cookie", "nixdeck_session=")]), false),
             None
         );
-        assert_eq!(session_cookie(&HeaderMap::new()), None);
+        assert_eq!(session_cookie(&HeaderMap::new(), false), None);
+    }
+
+    /// Cookie tossing: on a secure site a planted plain cookie is never read, whichever
+    /// comes first, and the real `__Host-` one is.
+    #[test]
+    fn a_secure_site_reads_only_the_host_cookie() {
+        let both = headers(&[(
+            "cookie",
+            "nixdeck_session=planted; __Host-nixdeck_session=real",
+        )]);
+        assert_eq!(session_cookie(&both, true).as_deref(), Some("real"));
+        let planted = headers(&[("cookie", "nixdeck_session=planted")]);
+        assert_eq!(session_cookie(&planted, true), None);
+        assert!(set_cookie("v", 60, true).starts_with("__Host-nixdeck_session=v; Path=/; Secure;"));
+        assert!(!set_cookie("v", 60, false).contains("Secure"));
     }
 
     #[test]
