@@ -97,6 +97,13 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated addresses or
+    /// CIDR ranges, e.g. `127.0.0.1,10.0.0.0/8`). Behind a proxy every request comes from
+    /// the proxy's address, so rate limits and the audit log need the client's address
+    /// from the header; from anyone else the header is ignored, since clients can forge it.
+    #[arg(long, env = "NIXDECK_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     #[command(flatten)]
     pub github: GithubConfig,
 }
@@ -183,6 +190,14 @@ impl GithubConfig {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// An address or a CIDR range (an address alone is a range of one).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an address nor a CIDR range"))
 }
 
 impl Config {

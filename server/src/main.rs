@@ -108,6 +108,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         desired: desired.clone(),
         deploys: Arc::default(),
         unsaved: Arc::default(),
+        refusals: Arc::default(),
     };
     service::deploy::recover(&core)
         .await
@@ -175,6 +176,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Nothing accepted is lost: the last registrations and heartbeats go to the database
     // before exit.
+    service::audit::flush_refusals(&core).await;
     service::hosts::save_unsaved(&core)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -275,6 +277,7 @@ fn spawn_background(core: Core) {
         loop {
             tick.tick().await;
             service::hosts::flush_reports(&core).await;
+            service::audit::flush_refusals(&core).await;
             rounds += 1;
             if rounds.is_multiple_of(60) {
                 let now = protocol::Timestamp::now().secs();

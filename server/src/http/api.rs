@@ -1,9 +1,9 @@
 //! REST handlers: each parses its request, calls one service function, and shapes the reply.
 
 use super::error::{HttpResult, JsonBody};
-use super::session::{clear_cookie, session_cookie, set_cookie};
+use super::session::{clear_cookie, session_cookie, set_cookie, ClientIp};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
@@ -13,7 +13,6 @@ use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::*;
 use protocol::Host;
-use std::net::SocketAddr;
 
 pub async fn healthz(State(app): State<Core>) -> Response {
     match app.db.ping().await {
@@ -38,7 +37,7 @@ pub async fn healthz(State(app): State<Core>) -> Response {
 /// (the no-JavaScript login page); everyone else gets `{csrf_token}`.
 pub async fn login(
     State(app): State<Core>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<Response> {
@@ -58,7 +57,7 @@ pub async fn login(
         &req.username,
         &req.password,
         req.totp.as_deref(),
-        Some(peer.ip()),
+        ip,
     )
     .await?;
     let cookie = set_cookie(

@@ -146,6 +146,7 @@ mod tests {
             desired: Arc::new(nixdeck_core::desired::Desired::new(&config.github, hub).unwrap()),
             deploys: Arc::default(),
             unsaved: Arc::default(),
+            refusals: Arc::default(),
             enroll_until: None,
             limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use std::net::IpAddr;
 use common::AppError;
 use common::Viewer;
 use nixdeck_core::secret::constant_time_eq;
@@ -25,6 +26,42 @@ const FORM_LIMIT: usize = 64 * 1024;
 /// The raw session cookie of a request, kept so sockets can re-check the session.
 #[derive(Clone, Debug)]
 pub struct SessionCookie(pub String);
+
+/// The client's address, as rate limits and the audit log see it (`client_ip`); put into
+/// every request by the session layer. None only where no connection exists (tests that
+/// call the router directly).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+/// The client of a connection from `peer`: `peer` itself, unless it is a trusted proxy;
+/// then the nearest address in `X-Forwarded-For` that is not a trusted proxy (read from
+/// the right: everything left of an untrusted hop could be forged by that hop).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A malformed entry: nothing further left can be believed.
+            Err(_) => break,
+        }
+    }
+    client
+}
 
 /// The session cookie of a request. A secure site reads only the `__Host-` cookie: a plain
 /// `nixdeck_session` can be planted by a sibling subdomain or over plain HTTP (cookie
@@ -109,12 +146,14 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
         },
         None => None,
     };
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| client_ip(c.0.ip(), req.headers(), &app.config.trusted_proxies));
+    req.extensions_mut().insert(ClientIp(ip));
     if let (Some(v), Some(c)) = (&viewer, cookie) {
         let mut v = v.clone();
-        v.ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        v.ip = ip.map(|ip| ip.to_string());
         req.extensions_mut().insert(v);
         req.extensions_mut().insert(SessionCookie(c));
     }
@@ -252,5 +291,28 @@ mod tests {
             ("origin", "https://deck.example.org"),
         ]);
         assert!(same_site(&proxied, Some("https://deck.example.org/")));
+    }
+
+    #[test]
+    fn the_client_address_behind_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.4, 10.0.0.2")]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        // Through two trusted hops: the first untrusted address from the right.
+        assert_eq!(
+            client_ip(proxy, &xff, &trusted),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        // From an untrusted peer the header is ignored (anyone can send it).
+        let direct: IpAddr = "192.0.2.5".parse().unwrap();
+        assert_eq!(client_ip(direct, &xff, &trusted), direct);
+        // No trusted proxies configured: the peer, always.
+        assert_eq!(client_ip(proxy, &xff, &[]), proxy);
+        // A malformed hop stops the walk at the last believable address.
+        let junk = headers(&[("x-forwarded-for", "203.0.113.9, junk, 10.0.0.3")]);
+        assert_eq!(
+            client_ip(proxy, &junk, &trusted),
+            "10.0.0.3".parse::<IpAddr>().unwrap()
+        );
     }
 }

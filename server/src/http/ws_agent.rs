@@ -44,7 +44,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 pub async fn handler(
     State(app): State<Core>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::Extension(super::session::ClientIp(ip)): axum::Extension<super::session::ClientIp>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -57,10 +57,14 @@ pub async fn handler(
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
-            tracing::warn!(ip = %peer.ip(), "agent connection refused: missing or unknown token");
-            let e = match app.limits.agent_address.fail(&peer.ip()) {
-                Ok(()) => e,
-                Err(wait) => nixdeck_core::service::limits::too_many(wait),
+            let shown = ip.map(|ip| ip.to_string()).unwrap_or_default();
+            tracing::warn!(ip = shown, "agent connection refused: missing or unknown token");
+            let limited = ip.map(nixdeck_core::service::limits::Source::of).map(|source| {
+                app.limits.agent_address.fail(&source)
+            });
+            let e = match limited {
+                Some(Err(wait)) => nixdeck_core::service::limits::too_many(wait),
+                _ => e,
             };
             return error_response(&e);
         }
