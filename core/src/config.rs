@@ -97,6 +97,29 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Seconds a client has to send a request's headers (and a new connection its first
+    /// request); a slow client (slowloris) is cut off after that.
+    #[arg(long, env = "NIXDECK_HEADER_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_s: u64,
+
+    /// Seconds a request may take until its response starts (408 after that). Sockets and
+    /// streamed bodies are not cut: only the wait for the answer's head.
+    #[arg(long, env = "NIXDECK_REQUEST_TIMEOUT_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_s: u64,
+
+    /// Largest request body in KiB, server functions included (413 past it).
+    #[arg(long, env = "NIXDECK_MAX_BODY_KB", default_value_t = 2048,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_kb: u64,
+
+    /// Open connections at most (agents, browsers and API clients together); a connection
+    /// past it is closed at once. Keep it below the process's open-file limit.
+    #[arg(long, env = "NIXDECK_MAX_CONNECTIONS", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
     /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated addresses or
     /// CIDR ranges, e.g. `127.0.0.1,10.0.0.0/8`). Behind a proxy every request comes from
     /// the proxy's address, so rate limits and the audit log need the client's address

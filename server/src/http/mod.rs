@@ -15,6 +15,10 @@ use axum::routing::{any, delete, get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use axum::http::StatusCode;
+use std::time::Duration;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
@@ -67,6 +71,14 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.core.config.secure(),
             security::security_headers,
+        ))
+        // Every body, server functions included (Leptos reads theirs without a limit).
+        .layer(RequestBodyLimitLayer::new(
+            (state.core.config.max_body_kb * 1024) as usize,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(state.core.config.request_timeout_s),
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -471,5 +483,45 @@ mod tests {
             app.clone().oneshot(real).await.unwrap().status(),
             StatusCode::OK
         );
+    }
+
+    /// Bodies are bounded for every route, server functions included (Leptos reads
+    /// theirs whole): 10 MB to a server function is refused with 413 before it is read.
+    #[tokio::test]
+    async fn a_huge_server_function_body_gets_413() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let admin = nixdeck_core::service::auth::login(
+            &state.core,
+            "admin",
+            "admin-password-1",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let (path, _) = leptos::server_fn::axum::server_fn_paths()
+            .find(|(p, _)| p.contains("run_command"))
+            .expect("the run_command server function");
+        let send = |len: usize| {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header("host", "127.0.0.1:3000")
+                .header("cookie", format!("{}={}", session::COOKIE, admin.cookie_value))
+                .header("x-csrf-token", &admin.csrf_token)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", len.to_string())
+                .body(Body::from(vec![b'a'; len]))
+                .unwrap();
+            app.clone().oneshot(req)
+        };
+        let huge = send(10 * 1024 * 1024).await.unwrap();
+        assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // A body under the limit reaches the server function (which then finds no such
+        // host): the limit is not what refused it.
+        let small = send(1024).await.unwrap();
+        assert_ne!(small.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
