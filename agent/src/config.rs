@@ -26,6 +26,12 @@ pub struct Cli {
     #[arg(long, env = "NIXDECK_URL", value_name = "URL")]
     pub url: String,
 
+    /// Allow a plaintext http:// or ws:// URL to a dashboard that is not on this machine.
+    /// Without TLS the token travels in clear and anyone on the path can command this host,
+    /// so plaintext is refused except to loopback unless this is given
+    #[arg(long, env = "NIXDECK_INSECURE")]
+    pub insecure: bool,
+
     /// Host token or enrollment token. Prefer --token-file: arguments are visible in `ps`
     #[arg(
         long,
@@ -144,6 +150,11 @@ pub enum ConfigError {
     Branch(String),
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error(
+        "refusing plaintext `{0}`: the token would travel in clear and anyone on the path \
+         could command this host; use https:// or wss://, or pass --insecure"
+    )]
+    Plaintext(String),
 }
 
 /// Everything the agent needs, checked.
@@ -174,6 +185,9 @@ pub struct Config {
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let ws_url = agent_ws_url(&cli.url)?;
+        if !cli.insecure && !is_encrypted_or_local(&ws_url) {
+            return Err(ConfigError::Plaintext(cli.url.trim().to_owned()));
+        }
 
         let token = match (cli.token, cli.token_file) {
             (_, Some(path)) => TokenSource::File(path),
@@ -392,6 +406,26 @@ pub fn agent_ws_url(url: &str) -> Result<String, ConfigError> {
     Ok(format!("{ws_scheme}://{authority}{ws_path}{query}"))
 }
 
+/// Whether a `ws(s)://` URL from `agent_ws_url` keeps the token safe: TLS, or a plaintext
+/// link that never leaves this machine (localhost, 127.0.0.0/8, ::1).
+pub fn is_encrypted_or_local(ws_url: &str) -> bool {
+    if ws_url.starts_with("wss://") {
+        return true;
+    }
+    let Some(host) = ws_url
+        .parse::<Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+    else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `/var/lib/nixdeck-agent` for root (the systemd/launchd service), else the user's XDG
 /// state directory, so running the agent by hand needs no special permissions.
 /// Paths given relative to where the agent started are made absolute once, because
@@ -527,9 +561,42 @@ mod tests {
         assert!(matches!(cfg.token, TokenSource::Inline(ref s) if s.expose() == "t0k"));
     }
 
+    /// The token and the commands must not cross a network in clear: plaintext only to
+    /// this machine, or with --insecure.
+    #[test]
+    fn plaintext_only_to_loopback_or_when_insecure() {
+        let with = |url: &str, extra: &[&str]| {
+            let mut v = vec!["--url", url, "--token", "x", "--hostname", "a"];
+            v.extend_from_slice(&["--state-dir", "/tmp/nd"]);
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        for local in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "ws://[::1]:3000",
+            "http://127.1.2.3",
+        ] {
+            assert!(with(local, &[]).is_ok(), "{local}");
+        }
+        for remote in [
+            "http://deck.lan:3000",
+            "ws://10.0.0.1:3000/ws/agent",
+            "http://[2001:db8::1]:3000",
+            "http://localhost.evil.example",
+        ] {
+            let e = with(remote, &[]).unwrap_err();
+            assert!(e.contains("refusing plaintext") && e.contains("--insecure"), "{e}");
+            assert!(with(remote, &["--insecure"]).is_ok(), "{remote}");
+        }
+        for tls in ["https://deck.example.org", "wss://10.0.0.1/ws/agent"] {
+            assert!(with(tls, &[]).is_ok(), "{tls}");
+        }
+    }
+
     #[test]
     fn cli_rejects_bad_input() {
-        let base = ["--url", "http://h:1", "--state-dir", "/tmp/nd"];
+        let base = ["--url", "http://127.0.0.1:1", "--state-dir", "/tmp/nd"];
         let with = |extra: &[&str]| {
             let mut v = base.to_vec();
             v.extend_from_slice(extra);
@@ -559,7 +626,7 @@ mod tests {
 
     #[test]
     fn checkout_modes() {
-        let base = ["--url", "http://h:1", "--token", "x", "--hostname", "a"];
+        let base = ["--url", "http://127.0.0.1:1", "--token", "x", "--hostname", "a"];
         let with = |extra: &[&str]| {
             let mut v = base.to_vec();
             v.extend_from_slice(&["--state-dir", "/tmp/nd"]);

@@ -22,6 +22,9 @@ pub enum AppError {
     Invalid(String),
     /// 429: try again after this many seconds.
     RateLimited { retry_after_s: u64 },
+    /// 503: the server is at capacity for this kind of work (e.g. password checks); try
+    /// again after this many seconds.
+    Unavailable { retry_after_s: u64 },
     /// 500: the detail was logged on the server, never sent.
     Internal,
     /// The server function transport failed (network, decoding).
@@ -46,6 +49,7 @@ impl AppError {
             AppError::Conflict { .. } => 409,
             AppError::Invalid(_) => 422,
             AppError::RateLimited { .. } => 429,
+            AppError::Unavailable { .. } => 503,
             AppError::Internal => 500,
             AppError::Transport(_) | AppError::Upstream(_) => 502,
         }
@@ -60,6 +64,7 @@ impl AppError {
             AppError::Conflict { code, .. } => code,
             AppError::Invalid(_) => "invalid",
             AppError::RateLimited { .. } => "rate_limited",
+            AppError::Unavailable { .. } => "unavailable",
             AppError::Internal => "internal",
             AppError::Transport(_) => "transport",
             AppError::Upstream(_) => "upstream",
@@ -80,6 +85,9 @@ impl fmt::Display for AppError {
             AppError::Invalid(why) => f.write_str(why),
             AppError::RateLimited { retry_after_s } => {
                 write!(f, "Too many attempts; try again in {retry_after_s} s.")
+            }
+            AppError::Unavailable { retry_after_s } => {
+                write!(f, "The dashboard is busy; try again in {retry_after_s} s.")
             }
             AppError::Internal => {
                 f.write_str("Internal server error; the details are in the server log.")

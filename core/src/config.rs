@@ -97,6 +97,36 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Seconds a client has to send a request's headers (and a new connection its first
+    /// request); a slow client (slowloris) is cut off after that.
+    #[arg(long, env = "NIXDECK_HEADER_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_s: u64,
+
+    /// Seconds a request may take until its response starts (408 after that). Sockets and
+    /// streamed bodies are not cut: only the wait for the answer's head.
+    #[arg(long, env = "NIXDECK_REQUEST_TIMEOUT_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_s: u64,
+
+    /// Largest request body in KiB, server functions included (413 past it).
+    #[arg(long, env = "NIXDECK_MAX_BODY_KB", default_value_t = 2048,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_kb: u64,
+
+    /// Open connections at most (agents, browsers and API clients together); a connection
+    /// past it is closed at once. Keep it below the process's open-file limit.
+    #[arg(long, env = "NIXDECK_MAX_CONNECTIONS", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated addresses or
+    /// CIDR ranges, e.g. `127.0.0.1,10.0.0.0/8`). Behind a proxy every request comes from
+    /// the proxy's address, so rate limits and the audit log need the client's address
+    /// from the header; from anyone else the header is ignored, since clients can forge it.
+    #[arg(long, env = "NIXDECK_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     #[command(flatten)]
     pub github: GithubConfig,
 }
@@ -185,9 +215,28 @@ impl GithubConfig {
     }
 }
 
+/// An address or a CIDR range (an address alone is a range of one).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an address nor a CIDR range"))
+}
+
 impl Config {
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Browsers reach the dashboard over HTTPS: it serves TLS itself, or sits behind an
+    /// HTTPS reverse proxy (`NIXDECK_PUBLIC_URL=https://…`). Then the session cookie is the
+    /// `__Host-` one with `Secure`, and responses carry HSTS.
+    pub fn secure(&self) -> bool {
+        self.tls()
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"))
     }
 
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {

@@ -34,6 +34,8 @@ pub struct Core {
     pub deploys: Arc<service::deploy::Deploys>,
     /// Registrations and heartbeats waiting for their batched write.
     pub unsaved: Arc<service::hosts::Unsaved>,
+    /// Refused logins, tallied for the audit log.
+    pub refusals: Arc<service::audit::Refusals>,
     /// When the enrollment token stops working (None: no token, or no expiry).
     pub enroll_until: Option<protocol::Timestamp>,
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod http;
+mod listen;
 mod state;
 
 use anyhow::Context;
@@ -108,6 +109,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         desired: desired.clone(),
         deploys: Arc::default(),
         unsaved: Arc::default(),
+        refusals: Arc::default(),
     };
     service::deploy::recover(&core)
         .await
@@ -120,6 +122,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    // One path for plain HTTP and TLS: the same cap, timeouts and TCP_NODELAY.
+    let header_timeout = Duration::from_secs(config.header_timeout_s);
+    let mut server = axum_server::bind(config.listen)
+        .handle(handle)
+        .first_request_timeout(header_timeout);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let capped = listen::CappedAcceptor::new(config.max_connections as usize);
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -131,50 +150,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     key.display()
                 )
             })?;
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-        });
         tracing::info!(
             "nixdeck {} listening on https://{}",
             protocol::VERSION,
             config.listen
         );
-        // TCP_NODELAY: see below.
         let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-            .acceptor(axum_server::accept::NoDelayAcceptor::new());
-        axum_server::bind(config.listen)
+            .handshake_timeout(header_timeout)
+            .acceptor(capped);
+        server
             .acceptor(acceptor)
-            .handle(handle)
             .serve(app)
             .await
             .with_context(|| format!("serving HTTPS on {}", config.listen))?;
     } else {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(
             "nixdeck {} listening on http://{}",
             protocol::VERSION,
             config.listen
         );
-        // TCP_NODELAY: without it a response's last segment can wait for the client's
-        // delayed ACK, 40 ms on Linux; that was 3 % of dashboard renders (P4's p99).
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY: {e}");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        server
+            .acceptor(capped)
+            .serve(app)
             .await
-            .context("serving")?;
+            .with_context(|| format!("serving HTTP on {}", config.listen))?;
     }
     // Nothing accepted is lost: the last registrations and heartbeats go to the database
     // before exit.
+    service::audit::flush_refusals(&core).await;
     service::hosts::save_unsaved(&core)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -275,6 +278,7 @@ fn spawn_background(core: Core) {
         loop {
             tick.tick().await;
             service::hosts::flush_reports(&core).await;
+            service::audit::flush_refusals(&core).await;
             rounds += 1;
             if rounds.is_multiple_of(60) {
                 let now = protocol::Timestamp::now().secs();

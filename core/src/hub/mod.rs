@@ -19,7 +19,7 @@ use protocol::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tungstenite::Utf8Bytes;
 
 /// How many events a browser may fall behind before it is disconnected (it then
@@ -42,13 +42,27 @@ const SNAPSHOT_SENDS: usize = 64;
 /// Frames queued for one agent before further sends fail (the agent is stuck).
 const AGENT_QUEUE: usize = 256;
 
-/// What the hub asks an agent's socket task to do.
+/// What the hub asks an agent's socket task to send.
 #[derive(Debug)]
 pub enum AgentOut {
     Frame(ServerMessage),
-    /// Close the socket with this code and reason (e.g. 4000 when replaced).
-    Close(u16, &'static str),
 }
+
+/// Why the hub closes an agent's socket: the close code and reason (4000 when replaced by
+/// a newer connection, 1008 when the token was rotated or the host removed). It travels on
+/// a channel of its own, so a close is never lost behind a full frame queue.
+pub type AgentClose = (u16, &'static str);
+
+/// An agent link the hub accepted: its id, the frames to send, and the close signal.
+pub struct AgentAttached {
+    pub conn_id: u64,
+    pub outbox: mpsc::Receiver<AgentOut>,
+    pub close: watch::Receiver<Option<AgentClose>>,
+}
+
+/// The agent's token was revoked (rotated, or the host removed) after it authenticated.
+#[derive(Debug, PartialEq)]
+pub struct Revoked;
 
 /// Why a host cannot take a new command.
 #[derive(Debug, PartialEq)]
@@ -58,10 +72,19 @@ pub enum Reservation {
     Busy(PendingCommand),
 }
 
-/// The hub's end of one agent's socket task: where to queue frames for it.
+/// The hub's end of one agent's socket task: where to queue frames for it, and how to
+/// close it.
 struct AgentSender {
     conn_id: u64,
     tx: mpsc::Sender<AgentOut>,
+    close: watch::Sender<Option<AgentClose>>,
+}
+
+impl AgentSender {
+    fn close(&self, why: AgentClose) {
+        // A receiver that is gone has closed already.
+        let _ = self.close.send(Some(why));
+    }
 }
 
 struct HubState {
@@ -69,6 +92,11 @@ struct HubState {
     agents: HashMap<String, AgentSender>,
     /// What agents reported beyond the wire `Host` (lock hash and age, raw checks).
     reported: HashMap<String, Reported>,
+    /// Counts token revocations (rotations and removals), fleet-wide.
+    revocations: u64,
+    /// Per host, the value of `revocations` when its token was last revoked. A link whose
+    /// token was checked before that may not attach (`attach_agent`).
+    revoked_at: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -140,6 +168,8 @@ impl Hub {
                     fleet,
                     agents: HashMap::new(),
                     reported: reported_by_host,
+                    revocations: 0,
+                    revoked_at: HashMap::new(),
                 }),
                 events,
                 completions,
@@ -393,8 +423,9 @@ impl Hub {
     /// Forget a host and close its agent's socket at once.
     pub fn remove_host(&self, id: &str) {
         let mut state = self.lock();
+        Self::revoke_locked(&mut state, id);
         if let Some(link) = state.agents.remove(id) {
-            let _ = link.tx.try_send(AgentOut::Close(1008, "host removed"));
+            link.close((1008, "host removed"));
         }
         state.reported.remove(id);
         self.publish_locked(
@@ -405,27 +436,54 @@ impl Hub {
         );
     }
 
-    /// Close an agent's socket (its token changed).
-    pub fn disconnect_agent(&self, id: &str, reason: &'static str) {
-        if let Some(link) = self.lock().agents.get(id) {
-            let _ = link.tx.try_send(AgentOut::Close(1008, reason));
+    /// Read before an agent's token is checked, and handed to `attach_agent`: a
+    /// revocation that lands between the check and the attach is then still seen.
+    pub fn token_checkpoint(&self) -> u64 {
+        self.lock().revocations
+    }
+
+    fn revoke_locked(state: &mut HubState, id: &str) {
+        state.revocations += 1;
+        let at = state.revocations;
+        state.revoked_at.insert(id.to_owned(), at);
+    }
+
+    /// The host's token changed (already stored): links that authenticated with the old
+    /// one close now, and ones still on their way in are refused at `attach_agent`.
+    pub fn revoke_agent(&self, id: &str, reason: &'static str) {
+        let mut state = self.lock();
+        Self::revoke_locked(&mut state, id);
+        if let Some(link) = state.agents.get(id) {
+            link.close((1008, reason));
         }
     }
 
-    /// A registered agent's link. A second connection for the same host replaces the
-    /// first, whose socket is closed with 4000.
-    pub fn attach_agent(&self, id: &str, reg: &Register) -> (u64, mpsc::Receiver<AgentOut>) {
+    /// A registered agent's link. `checkpoint` is `token_checkpoint()` from before its
+    /// token was checked (None for a host enrolled on this very link, whose token is new):
+    /// a token revoked since then may not attach. A second connection for the same host
+    /// replaces the first, whose socket is closed with 4000.
+    pub fn attach_agent(
+        &self,
+        id: &str,
+        reg: &Register,
+        checkpoint: Option<u64>,
+    ) -> Result<AgentAttached, Revoked> {
         let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(AGENT_QUEUE);
+        let (tx, outbox) = mpsc::channel(AGENT_QUEUE);
+        let (close_tx, close) = watch::channel(None);
         let now = Timestamp::now();
         let mut state = self.lock();
-        if let Some(old) = state
-            .agents
-            .insert(id.to_owned(), AgentSender { conn_id, tx })
-        {
-            let _ = old
-                .tx
-                .try_send(AgentOut::Close(4000, "replaced by a newer connection"));
+        let revoked_at = state.revoked_at.get(id).copied().unwrap_or(0);
+        if checkpoint.is_some_and(|seen| revoked_at > seen) {
+            return Err(Revoked);
+        }
+        let link = AgentSender {
+            conn_id,
+            tx,
+            close: close_tx,
+        };
+        if let Some(old) = state.agents.insert(id.to_owned(), link) {
+            old.close((4000, "replaced by a newer connection"));
         }
         let reported = state.reported.entry(id.to_owned()).or_default();
         reported.lock_hash = reg.lock_hash.clone();
@@ -441,7 +499,11 @@ impl Hub {
             host.repo_url = reg.repo_url.clone();
             host.repo_dir = reg.repo_dir.clone();
         });
-        (conn_id, rx)
+        Ok(AgentAttached {
+            conn_id,
+            outbox,
+            close,
+        })
     }
 
     fn is_current(state: &HubState, id: &str, conn_id: u64) -> bool {
@@ -579,6 +641,10 @@ mod tests {
         )
     }
 
+    fn attach(hub: &Hub, id: &str) -> AgentAttached {
+        hub.attach_agent(id, &register(id), None).expect("attached")
+    }
+
     fn recv_type(rx: &mut broadcast::Receiver<Utf8Bytes>) -> String {
         let text = rx.try_recv().expect("an event");
         let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
@@ -590,7 +656,8 @@ mod tests {
         let hub = hub_with(&["a", "b"]);
         let (snap, mut rx) = hub.subscribe();
         assert!(snap.as_str().starts_with(r#"{"type":"snapshot""#));
-        let (conn, _agent_rx) = hub.attach_agent("a", &register("a"));
+        let link = attach(&hub, "a");
+        let conn = link.conn_id;
         assert_eq!(recv_type(&mut rx), "host_updated");
         hub.heartbeat(
             "a",
@@ -641,14 +708,14 @@ mod tests {
             .expect("a start");
         // Its receiver is live: it sees what happens after its snapshot.
         let mut events = start.events;
-        hub.attach_agent("a", &register("a"));
+        let _link = attach(&hub, "a");
         assert_eq!(recv_type(&mut events), "host_updated");
     }
 
     #[test]
     fn system_and_tests_are_never_ok_while_git_or_lock_is_not() {
         let hub = hub_with(&["a"]);
-        let (_conn, _rx) = hub.attach_agent("a", &register("a"));
+        let _link = attach(&hub, "a");
         let ok = StatusCheck::new(CheckStatus::Ok, "switched to abc1234", Some(Timestamp(1)));
         hub.report_checks(
             "a",
@@ -678,20 +745,56 @@ mod tests {
     #[test]
     fn second_connection_replaces_the_first() {
         let hub = hub_with(&["a"]);
-        let (old, mut old_rx) = hub.attach_agent("a", &register("a"));
-        let (new, _new_rx) = hub.attach_agent("a", &register("a"));
-        assert!(matches!(old_rx.try_recv(), Ok(AgentOut::Close(4000, _))));
+        let old = attach(&hub, "a");
+        let new = attach(&hub, "a");
+        assert_eq!(old.close.borrow().map(|(code, _)| code), Some(4000));
+        assert_eq!(*new.close.borrow(), None);
         // The old link ending must not mark the host offline.
-        assert!(!hub.detach_agent("a", old));
+        assert!(!hub.detach_agent("a", old.conn_id));
         assert!(hub.host("a").unwrap().online);
-        assert!(hub.detach_agent("a", new));
+        assert!(hub.detach_agent("a", new.conn_id));
+    }
+
+    /// A rotation that lands between an agent's token check and its attach: the link is
+    /// refused, although no socket existed yet to close. Before the checkpoint it stayed
+    /// up with the old token.
+    #[test]
+    fn a_token_revoked_after_its_check_cannot_attach() {
+        let hub = hub_with(&["a", "b"]);
+        let checked = hub.token_checkpoint();
+        hub.revoke_agent("a", "token rotated");
+        assert!(hub.attach_agent("a", &register("a"), Some(checked)).is_err());
+        assert!(!hub.host("a").unwrap().online);
+        // Another host's rotation does not refuse this one, nor does a check made after
+        // the rotation.
+        assert!(hub.attach_agent("b", &register("b"), Some(checked)).is_ok());
+        let later = hub.token_checkpoint();
+        assert!(hub.attach_agent("a", &register("a"), Some(later)).is_ok());
+    }
+
+    /// A close reaches the socket task even when its frame queue is full (a stuck agent).
+    #[test]
+    fn a_close_is_never_lost_behind_a_full_queue() {
+        let hub = hub_with(&["a"]);
+        let link = attach(&hub, "a");
+        let mut sent = 0;
+        while hub.send_to_agent("a", ServerMessage::Ack(Ack {
+            command_id: "c".into(),
+            seq: 1,
+            complete: false,
+        })) {
+            sent += 1;
+        }
+        assert_eq!(sent, AGENT_QUEUE, "the queue is full");
+        hub.revoke_agent("a", "token rotated");
+        assert_eq!(*link.close.borrow(), Some((1008, "token rotated")));
     }
 
     #[test]
     fn stale_link_heartbeats_are_ignored() {
         let hub = hub_with(&["a"]);
-        let (old, _r1) = hub.attach_agent("a", &register("a"));
-        let (_new, _r2) = hub.attach_agent("a", &register("a"));
+        let old = attach(&hub, "a").conn_id;
+        let _new = attach(&hub, "a");
         let (_, mut rx) = hub.subscribe();
         let taken = hub.heartbeat(
             "a",

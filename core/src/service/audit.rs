@@ -8,6 +8,7 @@ use crate::Core;
 use common::Viewer;
 use protocol::api::AuditEntry;
 use protocol::Timestamp;
+use std::collections::HashMap;
 
 /// `ok` or the error's code.
 pub fn outcome<T>(result: &Result<T>) -> String {
@@ -74,6 +75,52 @@ pub async fn read(
         .audit(&filter)
         .await
         .or_internal("reading the audit log")
+}
+
+/// Refused logins (rate-limited, no capacity, impossible names), counted in memory and
+/// written as one `login.refused` row per (name, address, reason) and flush. A flood is
+/// turned away without a synchronous database write per request; the log still says who
+/// was refused how often.
+#[derive(Default)]
+pub struct Refusals(std::sync::Mutex<HashMap<(String, Option<String>, String), u64>>);
+
+/// Distinct (name, address, reason) keys kept between flushes; past it they share one.
+const REFUSAL_KEYS: usize = 1024;
+
+impl Refusals {
+    /// `name` None: not a possible username, never stored as given.
+    pub fn note(&self, name: Option<&str>, ip: Option<&str>, reason: &str) {
+        let mut tally = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut key = (
+            name.unwrap_or("-").to_owned(),
+            ip.map(str::to_owned),
+            reason.to_owned(),
+        );
+        if tally.len() >= REFUSAL_KEYS && !tally.contains_key(&key) {
+            key = ("*".to_owned(), None, reason.to_owned());
+        }
+        *tally.entry(key).or_default() += 1;
+    }
+
+    fn take(&self) -> HashMap<(String, Option<String>, String), u64> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Write the tallied refusals (from the background job, and at shutdown).
+pub async fn flush_refusals(core: &Core) {
+    for ((name, ip, reason), count) in core.refusals.take() {
+        write(
+            &core.db,
+            &name,
+            ip.as_deref(),
+            "login.refused",
+            None,
+            reason,
+            Some(format!("{count} attempt(s) refused")),
+        )
+        .await;
+    }
 }
 
 /// Retention of the audit log.

@@ -12,14 +12,22 @@ use common::AppError;
 use common::Viewer;
 use protocol::api::Role;
 use protocol::Timestamp;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub const MIN_PASSWORD: usize = 12;
 pub const MAX_PASSWORD: usize = 1024;
 
 /// Argon2id with the crate's default parameters, off the async threads.
 pub async fn hash_password(password: String) -> Result<String> {
+    // Waits its turn: hashing is for admins and the CLI, never refused.
+    let permit = HASHING
+        .clone()
+        .acquire_owned()
+        .await
+        .or_internal("password hashing slot")?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -39,8 +47,10 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
-async fn verify_password(hash: String, password: String) -> bool {
+/// Holds its `HASHING` permit until the check is done.
+async fn verify_password(hash: String, password: String, permit: OwnedSemaphorePermit) -> bool {
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
@@ -108,6 +118,12 @@ pub struct NewSession {
 
 /// Check credentials and open a session with a fresh id. Unknown user and wrong password
 /// get the same error after the same work.
+///
+/// Under a flood: a name that cannot exist is refused before anything else; an attempt is
+/// counted before its password is checked (`LoginLimiter`), so parallel requests get no
+/// more guesses than serial ones; at most `HASHING` passwords are checked at once (each
+/// Argon2 run holds about 19 MiB), the rest get 503 with Retry-After; and refused attempts
+/// are tallied into one audit row per minute and kind instead of a row each.
 pub async fn login(
     core: &Core,
     username: &str,
@@ -115,13 +131,49 @@ pub async fn login(
     totp: Option<&str>,
     address: Option<std::net::IpAddr>,
 ) -> Result<NewSession> {
-    let result = check_login(core, username, password, totp, address).await;
+    use super::limits::{too_many, Source, Verdict};
     let ip = address.map(|a| a.to_string());
-    // Capped: the name came from an unauthenticated client.
-    let actor: String = username.chars().take(64).collect();
+    let source = address.map(Source::of);
+    if super::users::check_username(username).is_err() {
+        core.refusals.note(None, ip.as_deref(), "invalid_username");
+        return Err(AppError::Unauthorized);
+    }
+    let refused = |e: AppError| {
+        core.refusals.note(Some(username), ip.as_deref(), e.code());
+        e
+    };
+    if let Some(s) = &source {
+        core.limits
+            .login_address
+            .check(s)
+            .map_err(|w| refused(too_many(w)))?;
+    }
+    let attempt = core
+        .limits
+        .login
+        .begin(username, source)
+        .map_err(|w| refused(too_many(w)))?;
+    let (result, verdict) = check_login(core, username, password, totp, ip.as_deref()).await;
+    core.limits.login.finish(attempt, verdict);
+    let result = match (result, &source) {
+        (Err(e), Some(s)) if verdict == Verdict::Failure => {
+            // Spraying many accounts from one source runs out here.
+            Err(match core.limits.login_address.fail(s) {
+                Ok(()) => e,
+                Err(wait) => too_many(wait),
+            })
+        }
+        (result, _) => result,
+    };
+    if verdict == Verdict::NotChecked && result.is_err() {
+        if let Err(e) = &result {
+            core.refusals.note(Some(username), ip.as_deref(), e.code());
+        }
+        return result;
+    }
     super::audit::write(
         &core.db,
-        &actor,
+        username,
         ip.as_deref(),
         "login",
         None,
@@ -132,31 +184,42 @@ pub async fn login(
     result
 }
 
+/// Password checks (Argon2) running at once: about one per core. Each holds ~19 MiB, and
+/// the blocking pool would otherwise run hundreds at a time under a flood.
+static HASHING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new(cores.clamp(1, 8)))
+});
+
+/// How long a login turned away for lack of capacity is told to wait.
+const BUSY_RETRY_S: u64 = 1;
+
 async fn check_login(
     core: &Core,
     username: &str,
     password: &str,
     totp: Option<&str>,
-    address: Option<std::net::IpAddr>,
-) -> Result<NewSession> {
-    use super::limits::too_many;
-    // Locked accounts and addresses are refused before any password is checked.
-    let account = username.to_owned();
-    core.limits
-        .login_account
-        .check(&account)
-        .map_err(too_many)?;
-    if let Some(a) = &address {
-        core.limits.login_address.check(a).map_err(too_many)?;
-    }
-    let ip = address.map(|a| a.to_string());
-    let user = core.db.user(username).await.or_internal("loading user")?;
+    ip: Option<&str>,
+) -> (Result<NewSession>, super::limits::Verdict) {
+    use super::limits::Verdict;
+    let user = match core.db.user(username).await.or_internal("loading user") {
+        Ok(u) => u,
+        Err(e) => return (Err(e), Verdict::NotChecked),
+    };
     let (hash, usable) = match &user {
         Some(u) => (u.password_hash.clone(), !u.disabled),
         None => (DUMMY_HASH.clone(), false),
     };
-    let password_ok =
-        password.len() <= MAX_PASSWORD && verify_password(hash, password.to_owned()).await;
+    let Ok(permit) = HASHING.clone().try_acquire_owned() else {
+        return (
+            Err(AppError::Unavailable {
+                retry_after_s: BUSY_RETRY_S,
+            }),
+            Verdict::NotChecked,
+        );
+    };
+    let password_ok = password.len() <= MAX_PASSWORD
+        && verify_password(hash, password.to_owned(), permit).await;
     // The second factor is asked for only after a right password; a wrong one counts as a
     // failed login, like a wrong password.
     let verdict = if password_ok && usable {
@@ -166,20 +229,21 @@ async fn check_login(
     };
     match verdict {
         Ok(()) => {}
-        Err(AppError::TotpRequired) => return Err(AppError::TotpRequired),
+        Err(AppError::TotpRequired) => return (Err(AppError::TotpRequired), Verdict::NotChecked),
         Err(e) => {
-            tracing::info!(
-                user = username,
-                ip = ip.as_deref().unwrap_or("-"),
-                "login failed"
-            );
-            if let Some(a) = &address {
-                core.limits.login_address.fail(a).map_err(too_many)?;
-            }
-            core.limits.login_account.fail(&account).map_err(too_many)?;
-            return Err(e);
+            tracing::info!(user = username, ip = ip.unwrap_or("-"), "login failed");
+            return (Err(e), Verdict::Failure);
         }
     }
+    (open_session(core, username, user, ip).await, Verdict::Success)
+}
+
+async fn open_session(
+    core: &Core,
+    username: &str,
+    user: Option<crate::storage::UserRow>,
+    ip: Option<&str>,
+) -> Result<NewSession> {
     let session = NewSession {
         cookie_value: new_token(),
         csrf_token: new_token(),
@@ -192,11 +256,11 @@ async fn check_login(
             &sha256_hex(&session.cookie_value),
             username,
             &session.csrf_token,
-            ip.as_deref(),
+            ip,
         )
         .await
         .or_internal("creating session")?;
-    tracing::info!(user = username, ip = ip.as_deref().unwrap_or("-"), "login");
+    tracing::info!(user = username, ip = ip.unwrap_or("-"), "login");
     Ok(session)
 }
 

@@ -214,7 +214,7 @@ async fn new_host_token(core: &Core, viewer: &Viewer, id: &str) -> Result<String
     {
         return Err(AppError::NotFound(format!("host {id}")));
     }
-    core.hub.disconnect_agent(id, "token rotated");
+    core.hub.revoke_agent(id, "token rotated");
     tracing::info!(host = id, by = viewer.username, "host token rotated");
     Ok(token)
 }
@@ -222,19 +222,24 @@ async fn new_host_token(core: &Core, viewer: &Viewer, id: &str) -> Result<String
 /// Who an agent's bearer token speaks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentIdentity {
-    Host(String),
+    /// A host's own token, as checked after the hub's `token_checkpoint` (which the link
+    /// hands to `Hub::attach_agent`, so a rotation in between still refuses it).
+    Host { id: String, checkpoint: u64 },
     /// The enrollment token: may create a host that does not exist yet.
     Enrollment,
 }
 
 pub async fn authenticate_agent(core: &Core, token: &str) -> Result<AgentIdentity> {
+    // Before the lookup: a rotation stores the new hash first and then revokes in the hub,
+    // so either this lookup misses, or the attach sees the revocation.
+    let checkpoint = core.hub.token_checkpoint();
     if let Some(id) = core
         .db
         .host_for_token(&sha256_hex(token))
         .await
         .or_internal("looking up agent token")?
     {
-        return Ok(AgentIdentity::Host(id));
+        return Ok(AgentIdentity::Host { id, checkpoint });
     }
     match &core.config.enroll_token {
         Some(enroll) if !enroll.is_empty() && constant_time_eq(enroll, token) => {

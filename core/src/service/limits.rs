@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct FailureLimiter<K: Hash + Eq + Clone> {
@@ -64,6 +64,164 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
     }
 }
 
+/// Where a request comes from, as a limiter key: the address, with IPv6 cut to its /64. A
+/// subscriber gets a whole /64, so keying by the full address would give an attacker a
+/// fresh key per request. IPv4-mapped IPv6 counts as the IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(_) => Source(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let seg = v6.segments();
+                    Source(IpAddr::V6(std::net::Ipv6Addr::new(
+                        seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0,
+                    )))
+                }
+            },
+        }
+    }
+}
+
+/// Failed logins per (account, source), counted before the password is checked. The first
+/// `free` failures cost nothing; each one after that makes the pair wait twice as long as
+/// the one before (2 s, 4 s, … up to `MAX_DELAY`), and a success clears it. An attempt
+/// counts as it starts: while `free` are in flight, or while the pair waits out a delay,
+/// further attempts are refused without a password check. So parallel requests get no
+/// more guesses than serial ones, and someone else's failures never lock an operator out
+/// of their account from their own address.
+pub struct LoginLimiter {
+    free: u32,
+    pairs: Arc<Pairs>,
+}
+
+type Pairs = Mutex<HashMap<(String, Option<Source>), Attempts>>;
+
+fn lock_pairs(pairs: &Pairs) -> std::sync::MutexGuard<'_, HashMap<(String, Option<Source>), Attempts>> {
+    pairs.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Attempts {
+    failures: u32,
+    in_flight: u32,
+    wait_until: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// The longest a (account, source) pair waits between guesses.
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Quiet this long, a pair starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// One login attempt in flight. `LoginLimiter::finish` records how it ended; dropped
+/// unfinished (the client went away mid-check), it counts neither way but is no longer in
+/// flight, so a dropped request can never leave its pair blocked.
+#[must_use]
+pub struct Attempt {
+    key: Option<(String, Option<Source>)>,
+    free: u32,
+    pairs: Arc<Pairs>,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            settle(&self.pairs, self.free, key, Verdict::NotChecked);
+        }
+    }
+}
+
+fn settle(pairs: &Pairs, free: u32, key: (String, Option<Source>), verdict: Verdict) {
+    let now = Instant::now();
+    let mut pairs = lock_pairs(pairs);
+    let Some(a) = pairs.get_mut(&key) else {
+        return;
+    };
+    a.in_flight = a.in_flight.saturating_sub(1);
+    match verdict {
+        Verdict::Success => {
+            a.failures = 0;
+            a.wait_until = None;
+        }
+        Verdict::Failure => {
+            a.failures += 1;
+            if a.failures >= free {
+                let steps = (a.failures - free + 1).min(20);
+                let delay = Duration::from_secs(1u64 << steps).min(MAX_DELAY);
+                a.wait_until = Some(now + delay);
+            }
+        }
+        Verdict::NotChecked => {}
+    }
+    a.last = Some(now);
+}
+
+/// How a login attempt ended, for the limiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    Failure,
+    /// Not decided (e.g. no capacity to check the password): counts neither way.
+    NotChecked,
+}
+
+impl LoginLimiter {
+    pub fn new(free: u32) -> Self {
+        LoginLimiter {
+            free: free.max(1),
+            pairs: Arc::default(),
+        }
+    }
+
+    fn pairs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Option<Source>), Attempts>> {
+        lock_pairs(&self.pairs)
+    }
+
+    /// Before a password is checked: an `Attempt`, or how long to wait.
+    pub fn begin(&self, account: &str, source: Option<Source>) -> Result<Attempt, Duration> {
+        let now = Instant::now();
+        let mut pairs = self.pairs();
+        let a = pairs.entry((account.to_owned(), source)).or_default();
+        if a.last.is_some_and(|last| now - last > FORGET_AFTER) && a.in_flight == 0 {
+            *a = Attempts::default();
+        }
+        if let Some(until) = a.wait_until.filter(|u| *u > now) {
+            return Err(until - now);
+        }
+        // Past the free failures, one guess at a time, each after its delay.
+        let allowed = if a.failures >= self.free { 1 } else { self.free - a.failures };
+        if a.in_flight >= allowed {
+            return Err(Duration::from_secs(1));
+        }
+        a.in_flight += 1;
+        a.last = Some(now);
+        Ok(Attempt {
+            key: Some((account.to_owned(), source)),
+            free: self.free,
+            pairs: self.pairs.clone(),
+        })
+    }
+
+    pub fn finish(&self, mut attempt: Attempt, verdict: Verdict) {
+        if let Some(key) = attempt.key.take() {
+            settle(&self.pairs, self.free, key, verdict);
+        }
+    }
+
+    /// Forget pairs that have been quiet (called from the background job).
+    pub fn forget_old(&self) {
+        let now = Instant::now();
+        self.pairs().retain(|_, a| {
+            a.in_flight > 0 || a.last.is_some_and(|last| now - last <= FORGET_AFTER)
+        });
+    }
+}
+
 pub fn too_many(wait: Duration) -> AppError {
     AppError::RateLimited {
         retry_after_s: wait.as_secs().max(1),
@@ -72,15 +230,17 @@ pub fn too_many(wait: Duration) -> AppError {
 
 /// The server's limits.
 pub struct Limits {
-    pub login_account: FailureLimiter<String>,
-    pub login_address: FailureLimiter<IpAddr>,
-    pub agent_address: FailureLimiter<IpAddr>,
+    /// Failed logins per (account, source), with growing delays.
+    pub login: LoginLimiter,
+    /// Failed logins per source over all accounts (password spraying).
+    pub login_address: FailureLimiter<Source>,
+    pub agent_address: FailureLimiter<Source>,
 }
 
 impl Limits {
     pub fn new(login_failures_per_min: u32) -> Self {
         Limits {
-            login_account: FailureLimiter::per_minute(login_failures_per_min),
+            login: LoginLimiter::new(login_failures_per_min),
             // An address may hold many accounts (a proxy, an office): more room.
             login_address: FailureLimiter::per_minute(login_failures_per_min * 4),
             agent_address: FailureLimiter::per_minute(30),
@@ -88,7 +248,7 @@ impl Limits {
     }
 
     pub fn forget_old(&self) {
-        self.login_account.forget_old();
+        self.login.forget_old();
         self.login_address.forget_old();
         self.agent_address.forget_old();
     }
@@ -110,5 +270,79 @@ mod tests {
         assert!(l.check(&"a").is_err(), "locked, even for a right guess");
         assert!(l.check(&"b").is_ok());
         assert!(l.fail(&"b").is_ok());
+    }
+
+    #[test]
+    fn parallel_attempts_get_no_more_guesses_than_serial_ones() {
+        let l = LoginLimiter::new(5);
+        let src = Some(Source::of("192.0.2.1".parse().unwrap()));
+        // 500 at once: only the free five start.
+        let started: Vec<_> = (0..500).filter_map(|_| l.begin("admin", src).ok()).collect();
+        assert_eq!(started.len(), 5);
+        for a in started {
+            l.finish(a, Verdict::Failure);
+        }
+        // Now the pair waits, growing: 2 s after the fifth failure.
+        let wait = l.begin("admin", src).err().expect("waits");
+        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(2), "{wait:?}");
+        // The same account from another source is not locked out, nor another account.
+        let other = Some(Source::of("198.51.100.7".parse().unwrap()));
+        let a = l.begin("admin", other).expect("another source");
+        l.finish(a, Verdict::Success);
+        let b = l.begin("alice", src).expect("another account");
+        l.finish(b, Verdict::NotChecked);
+    }
+
+    #[test]
+    fn delays_grow_and_a_success_clears_them() {
+        let l = LoginLimiter::new(1);
+        let key = |l: &LoginLimiter| l.begin("op", None);
+        let a = key(&l).unwrap();
+        l.finish(a, Verdict::Failure);
+        let first = key(&l).unwrap_err();
+        // Pretend the wait passed, then fail again: the next wait is longer.
+        l.pairs().get_mut(&("op".into(), None)).unwrap().wait_until = None;
+        let a = key(&l).unwrap();
+        l.finish(a, Verdict::Failure);
+        let second = key(&l).unwrap_err();
+        assert!(second > first, "{first:?} then {second:?}");
+        l.pairs().get_mut(&("op".into(), None)).unwrap().wait_until = None;
+        let a = key(&l).unwrap();
+        l.finish(a, Verdict::Success);
+        assert!(key(&l).is_ok(), "a success clears the pair");
+        // The delay never passes the cap.
+        let mut a = Attempts {
+            failures: 1000,
+            ..Attempts::default()
+        };
+        a.in_flight = 1;
+        l.pairs().insert(("x".into(), None), a);
+        settle(&l.pairs, l.free, ("x".into(), None), Verdict::Failure);
+        let capped = l.begin("x", None).unwrap_err();
+        assert!(capped <= MAX_DELAY);
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_source() {
+        let a = Source::of("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = Source::of("2001:db8:1:2:ffff:1:2:3".parse().unwrap());
+        let c = Source::of("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            Source::of("::ffff:192.0.2.1".parse().unwrap()),
+            Source::of("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn an_attempt_dropped_midway_frees_its_place() {
+        let l = LoginLimiter::new(1);
+        let a = l.begin("op", None).unwrap();
+        assert!(l.begin("op", None).is_err(), "one in flight");
+        drop(a);
+        let b = l.begin("op", None).expect("the dropped attempt no longer counts");
+        l.finish(b, Verdict::Failure);
+        assert!(l.begin("op", None).is_err(), "a finished failure does");
     }
 }

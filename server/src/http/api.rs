@@ -1,9 +1,9 @@
 //! REST handlers: each parses its request, calls one service function, and shapes the reply.
 
 use super::error::{HttpResult, JsonBody};
-use super::session::{clear_cookie, session_cookie, set_cookie};
+use super::session::{clear_cookie, session_cookie, set_cookie, ClientIp};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
@@ -17,7 +17,6 @@ use protocol::api::{
     LoginResponse, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm, TotpSetup,
 };
 use protocol::Host;
-use std::net::SocketAddr;
 
 pub async fn healthz(State(app): State<Core>) -> Response {
     match app.db.ping().await {
@@ -42,7 +41,7 @@ pub async fn healthz(State(app): State<Core>) -> Response {
 /// (the no-JavaScript login page); everyone else gets `{csrf_token}`.
 pub async fn login(
     State(app): State<Core>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<Response> {
@@ -62,17 +61,15 @@ pub async fn login(
         &req.username,
         &req.password,
         req.totp.as_deref(),
-        Some(peer.ip()),
+        ip,
     )
     .await?;
     let cookie = set_cookie(
         &session.cookie_value,
         app.config.session_max_h * 3600,
-        app.config.tls(),
+        app.config.secure(),
     );
-    let next = req
-        .next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
+    let next = req.next.filter(|n| is_local_path(n));
     let mut resp = match next {
         Some(path) => Redirect::to(&path).into_response(),
         None => Json(LoginResponse {
@@ -88,11 +85,11 @@ pub async fn login(
 }
 
 pub async fn logout(State(app): State<Core>, headers: HeaderMap) -> HttpResult<Response> {
-    if let Some(cookie) = session_cookie(&headers) {
+    if let Some(cookie) = session_cookie(&headers, app.config.secure()) {
         service::auth::logout(&app, &cookie).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = clear_cookie(app.config.tls()).parse() {
+    if let Ok(v) = clear_cookie(app.config.secure()).parse() {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(resp)
@@ -306,7 +303,43 @@ pub async fn totp_confirm(
     ))
 }
 
+/// Whether a login's `next` is a path of this site and nothing else. Browsers drop tabs and
+/// newlines from URLs and read `\\` as `/`, so `/\t/evil.example` or `/\\evil.example` would
+/// lead to another site: any whitespace, control character or backslash is refused.
+fn is_local_path(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+}
+
 /// Unknown `/api` paths answer in JSON too.
 pub async fn not_found() -> Response {
     super::error::error_response(&AppError::NotFound("no such API route".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_path;
+
+    #[test]
+    fn login_redirects_stay_on_this_site() {
+        for ok in ["/", "/account", "/hosts/web-1?tab=log"] {
+            assert!(is_local_path(ok), "{ok}");
+        }
+        for evil in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\u{0}x",
+            "https://evil.example",
+            "evil",
+            "",
+        ] {
+            assert!(!is_local_path(evil), "{evil:?}");
+        }
+    }
 }

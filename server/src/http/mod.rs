@@ -15,6 +15,10 @@ use axum::routing::{any, delete, get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use axum::http::StatusCode;
+use std::time::Duration;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
@@ -65,8 +69,16 @@ pub fn router(state: AppState) -> Router {
             session::session_layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.core.config.tls(),
+            state.core.config.secure(),
             security::security_headers,
+        ))
+        // Every body, server functions included (Leptos reads theirs without a limit).
+        .layer(RequestBodyLimitLayer::new(
+            (state.core.config.max_body_kb * 1024) as usize,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(state.core.config.request_timeout_s),
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -125,6 +137,10 @@ mod tests {
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
+        state_with(dir, &["nixdeck"]).await
+    }
+
+    async fn state_with(dir: &std::path::Path, args: &[&str]) -> AppState {
         let db = Db::connect(&format!("sqlite://{}/t.db", dir.display()))
             .await
             .unwrap();
@@ -134,7 +150,7 @@ mod tests {
                 .unwrap();
             db.insert_user(user, &hash, role).await.unwrap();
         }
-        let config = Cli::parse_from(["nixdeck"]).config;
+        let config = Cli::parse_from(args).config;
         let hub = Hub::new(Vec::new(), 5, None);
         let core = Core {
             db,
@@ -142,6 +158,7 @@ mod tests {
             desired: Arc::new(nixdeck_core::desired::Desired::new(&config.github, hub).unwrap()),
             deploys: Arc::default(),
             unsaved: Arc::default(),
+            refusals: Arc::default(),
             enroll_until: None,
             limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,
@@ -388,5 +405,123 @@ mod tests {
             .await,
             StatusCode::NOT_FOUND
         );
+    }
+
+    async fn login(app: &Router, origin: Option<&str>) -> axum::response::Response {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/login")
+            .header("host", "127.0.0.1:3000")
+            .header("content-type", "application/json");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let body = r#"{"username":"admin","password":"admin-password-1"}"#;
+        app.clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Login CSRF: another site cannot log a browser into an account of its choosing.
+    #[tokio::test]
+    async fn a_login_from_another_site_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await);
+        let evil = login(&app, Some("http://evil.example")).await;
+        assert_eq!(evil.status(), StatusCode::FORBIDDEN);
+        assert!(evil.headers().get("set-cookie").is_none());
+        let here = login(&app, Some("http://127.0.0.1:3000")).await;
+        assert_eq!(here.status(), StatusCode::OK);
+        // Scripts send no Origin at all, and still log in.
+        assert_eq!(login(&app, None).await.status(), StatusCode::OK);
+    }
+
+    /// Behind an HTTPS proxy the site is secure although it serves plain HTTP itself: the
+    /// `__Host-` cookie with `Secure`, HSTS, and a planted plain cookie is not a session.
+    #[tokio::test]
+    async fn an_https_public_url_makes_the_site_secure() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with(
+            dir.path(),
+            &["nixdeck", "--public-url", "https://deck.example.org"],
+        )
+        .await;
+        let app = router(state.clone());
+        let resp = login(&app, Some("https://deck.example.org")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.starts_with("__Host-nixdeck_session=") && cookie.contains("; Secure;"),
+            "{cookie}"
+        );
+        assert!(resp.headers().contains_key("strict-transport-security"));
+        let session = nixdeck_core::service::auth::login(
+            &state.core,
+            "admin",
+            "admin-password-1",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        // The same session under the plain name (as a tossed cookie would be) is nobody.
+        assert_eq!(
+            call(&app, &Method::GET, "/api/session", Some(&session.cookie_value), None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let real = Request::builder()
+            .uri("/api/session")
+            .header("host", "127.0.0.1:3000")
+            .header(
+                "cookie",
+                format!("{}={}", session::TLS_COOKIE, session.cookie_value),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(real).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+
+    /// Bodies are bounded for every route, server functions included (Leptos reads
+    /// theirs whole): 10 MB to a server function is refused with 413 before it is read.
+    #[tokio::test]
+    async fn a_huge_server_function_body_gets_413() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let admin = nixdeck_core::service::auth::login(
+            &state.core,
+            "admin",
+            "admin-password-1",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let (path, _) = leptos::server_fn::axum::server_fn_paths()
+            .find(|(p, _)| p.contains("run_command"))
+            .expect("the run_command server function");
+        let send = |len: usize| {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header("host", "127.0.0.1:3000")
+                .header("cookie", format!("{}={}", session::COOKIE, admin.cookie_value))
+                .header("x-csrf-token", &admin.csrf_token)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", len.to_string())
+                .body(Body::from(vec![b'a'; len]))
+                .unwrap();
+            app.clone().oneshot(req)
+        };
+        let huge = send(10 * 1024 * 1024).await.unwrap();
+        assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // A body under the limit reaches the server function (which then finds no such
+        // host): the limit is not what refused it.
+        let small = send(1024).await.unwrap();
+        assert_ne!(small.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use std::net::IpAddr;
 use common::AppError;
 use common::Viewer;
 use nixdeck_core::secret::constant_time_eq;
@@ -16,8 +17,8 @@ use nixdeck_core::Core;
 use super::error::error_response;
 
 pub const COOKIE: &str = "nixdeck_session";
-/// Over TLS the cookie gets the `__Host-` prefix: Secure, no Domain, Path=/, so no other
-/// host or path can set or shadow it.
+/// Over HTTPS (`Config::secure`) the cookie gets the `__Host-` prefix: Secure, no Domain,
+/// Path=/, so no other host or path can set or shadow it.
 pub const TLS_COOKIE: &str = "__Host-nixdeck_session";
 /// Largest form body read for a `csrf_token` field.
 const FORM_LIMIT: usize = 64 * 1024;
@@ -26,8 +27,47 @@ const FORM_LIMIT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct SessionCookie(pub String);
 
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie_named(headers, COOKIE).or_else(|| cookie_named(headers, TLS_COOKIE))
+/// The client's address, as rate limits and the audit log see it (`client_ip`); put into
+/// every request by the session layer. None only where no connection exists (tests that
+/// call the router directly).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+/// The client of a connection from `peer`: `peer` itself, unless it is a trusted proxy;
+/// then the nearest address in `X-Forwarded-For` that is not a trusted proxy (read from
+/// the right: everything left of an untrusted hop could be forged by that hop).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A malformed entry: nothing further left can be believed.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// The session cookie of a request. A secure site reads only the `__Host-` cookie: a plain
+/// `nixdeck_session` can be planted by a sibling subdomain or over plain HTTP (cookie
+/// tossing), and must never shadow the real one.
+pub fn session_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie_named(headers, if secure { TLS_COOKIE } else { COOKIE })
 }
 
 fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -42,8 +82,8 @@ fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-pub fn set_cookie(value: &str, max_age_s: u64, tls: bool) -> String {
-    if tls {
+pub fn set_cookie(value: &str, max_age_s: u64, secure: bool) -> String {
+    if secure {
         format!(
             "{TLS_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
         )
@@ -52,8 +92,8 @@ pub fn set_cookie(value: &str, max_age_s: u64, tls: bool) -> String {
     }
 }
 
-pub fn clear_cookie(tls: bool) -> String {
-    set_cookie("", 0, tls)
+pub fn clear_cookie(secure: bool) -> String {
+    set_cookie("", 0, secure)
 }
 
 fn is_mutating(method: &Method) -> bool {
@@ -98,7 +138,7 @@ fn is_open_path(path: &str) -> bool {
 }
 
 pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next) -> Response {
-    let cookie = session_cookie(req.headers());
+    let cookie = session_cookie(req.headers(), app.config.secure());
     let viewer = match &cookie {
         Some(c) => match service::auth::session(&app, c).await {
             Ok(v) => v,
@@ -106,12 +146,14 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
         },
         None => None,
     };
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| client_ip(c.0.ip(), req.headers(), &app.config.trusted_proxies));
+    req.extensions_mut().insert(ClientIp(ip));
     if let (Some(v), Some(c)) = (&viewer, cookie) {
         let mut v = v.clone();
-        v.ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        v.ip = ip.map(|ip| ip.to_string());
         req.extensions_mut().insert(v);
         req.extensions_mut().insert(SessionCookie(c));
     }
@@ -119,6 +161,11 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
 
     if path.starts_with("/api/") {
         if path == "/api/login" {
+            // Login CSRF: another site must not log a browser into an account of its
+            // choosing, so the login too must come from a page of this site.
+            if !same_site(req.headers(), app.config.public_url.as_deref()) {
+                return error_response(&AppError::Forbidden("cross-site request refused".into()));
+            }
             return next.run(req).await;
         }
         let Some(viewer) = viewer else {
@@ -193,12 +240,27 @@ mod tests {
     #[test]
     fn cookie_parsing() {
         let h = headers(&[("cookie", "a=1; nixdeck_session=abc; b=2")]);
-        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&h, false).as_deref(), Some("abc"));
         assert_eq!(
-            session_cookie(&headers(&[("cookie", "nixdeck_session=")])),
+            session_cookie(&headers(&[("cookie", "nixdeck_session=")]), false),
             None
         );
-        assert_eq!(session_cookie(&HeaderMap::new()), None);
+        assert_eq!(session_cookie(&HeaderMap::new(), false), None);
+    }
+
+    /// Cookie tossing: on a secure site a planted plain cookie is never read, whichever
+    /// comes first, and the real `__Host-` one is.
+    #[test]
+    fn a_secure_site_reads_only_the_host_cookie() {
+        let both = headers(&[(
+            "cookie",
+            "nixdeck_session=planted; __Host-nixdeck_session=real",
+        )]);
+        assert_eq!(session_cookie(&both, true).as_deref(), Some("real"));
+        let planted = headers(&[("cookie", "nixdeck_session=planted")]);
+        assert_eq!(session_cookie(&planted, true), None);
+        assert!(set_cookie("v", 60, true).starts_with("__Host-nixdeck_session=v; Path=/; Secure;"));
+        assert!(!set_cookie("v", 60, false).contains("Secure"));
     }
 
     #[test]
@@ -229,5 +291,28 @@ mod tests {
             ("origin", "https://deck.example.org"),
         ]);
         assert!(same_site(&proxied, Some("https://deck.example.org/")));
+    }
+
+    #[test]
+    fn the_client_address_behind_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.4, 10.0.0.2")]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        // Through two trusted hops: the first untrusted address from the right.
+        assert_eq!(
+            client_ip(proxy, &xff, &trusted),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        // From an untrusted peer the header is ignored (anyone can send it).
+        let direct: IpAddr = "192.0.2.5".parse().unwrap();
+        assert_eq!(client_ip(direct, &xff, &trusted), direct);
+        // No trusted proxies configured: the peer, always.
+        assert_eq!(client_ip(proxy, &xff, &[]), proxy);
+        // A malformed hop stops the walk at the last believable address.
+        let junk = headers(&[("x-forwarded-for", "203.0.113.9, junk, 10.0.0.3")]);
+        assert_eq!(
+            client_ip(proxy, &junk, &trusted),
+            "10.0.0.3".parse::<IpAddr>().unwrap()
+        );
     }
 }

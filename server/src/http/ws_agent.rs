@@ -7,7 +7,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use nixdeck_core::hub::AgentOut;
+use nixdeck_core::hub::{AgentAttached, AgentClose, AgentOut};
 use nixdeck_core::service::commands;
 use nixdeck_core::service::hosts::{
     authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
@@ -45,7 +45,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 pub async fn handler(
     State(app): State<Core>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::Extension(super::session::ClientIp(ip)): axum::Extension<super::session::ClientIp>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -58,10 +58,14 @@ pub async fn handler(
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
-            tracing::warn!(ip = %peer.ip(), "agent connection refused: missing or unknown token");
-            let e = match app.limits.agent_address.fail(&peer.ip()) {
-                Ok(()) => e,
-                Err(wait) => nixdeck_core::service::limits::too_many(wait),
+            let shown = ip.map(|ip| ip.to_string()).unwrap_or_default();
+            tracing::warn!(ip = shown, "agent connection refused: missing or unknown token");
+            let limited = ip.map(nixdeck_core::service::limits::Source::of).map(|source| {
+                app.limits.agent_address.fail(&source)
+            });
+            let e = match limited {
+                Some(Err(wait)) => nixdeck_core::service::limits::too_many(wait),
+                _ => e,
             };
             return error_response(&e);
         }
@@ -117,9 +121,9 @@ async fn run(app: Core, identity: AgentIdentity, mut socket: WebSocket) {
         Err(e) => return close(&mut socket, 1008, &e.to_string()).await,
     };
     let mut new_token = None;
-    match identity {
-        AgentIdentity::Host(id) if id == host_id => {}
-        AgentIdentity::Host(id) => {
+    let checkpoint = match identity {
+        AgentIdentity::Host { id, checkpoint } if id == host_id => Some(checkpoint),
+        AgentIdentity::Host { id, .. } => {
             tracing::warn!(
                 token_for = id,
                 claimed = host_id,
@@ -128,16 +132,27 @@ async fn run(app: Core, identity: AgentIdentity, mut socket: WebSocket) {
             return close(&mut socket, 1008, "this token belongs to another host").await;
         }
         AgentIdentity::Enrollment => match enroll(&app, &register).await {
-            Ok((_, token)) => new_token = Some(token),
+            Ok((_, token)) => {
+                new_token = Some(token);
+                None
+            }
             Err(e) => {
                 tracing::warn!(host = host_id, "enrollment refused: {e}");
                 return close(&mut socket, 1008, &e.to_string()).await;
             }
         },
-    }
+    };
 
     let interval_s = app.hub.interval_s();
-    let (conn_id, mut outbox) = app.hub.attach_agent(&host_id, &register);
+    let Ok(attached) = app.hub.attach_agent(&host_id, &register, checkpoint) else {
+        tracing::warn!(host = host_id, "agent token revoked while it connected");
+        return close(&mut socket, 1008, "token revoked").await;
+    };
+    let AgentAttached {
+        conn_id,
+        mut outbox,
+        close: mut closing,
+    } = attached;
     tracing::info!(
         host = host_id,
         conn_id,
@@ -160,6 +175,7 @@ async fn run(app: Core, identity: AgentIdentity, mut socket: WebSocket) {
             conn_id,
             &mut socket,
             &mut outbox,
+            &mut closing,
             interval_s,
         )
         .await;
@@ -177,6 +193,7 @@ async fn serve(
     conn_id: u64,
     socket: &mut WebSocket,
     outbox: &mut tokio::sync::mpsc::Receiver<AgentOut>,
+    closing: &mut tokio::sync::watch::Receiver<Option<AgentClose>>,
     interval_s: u32,
 ) {
     let silence_limit = Duration::from_secs(u64::from(interval_s * MISSED_HEARTBEATS) + 1);
@@ -233,11 +250,19 @@ async fn serve(
                         return;
                     }
                 }
-                Some(AgentOut::Close(code, reason)) => {
+                None => return,
+            },
+            // The hub closes a link on a channel of its own (never lost behind frames).
+            changed = closing.changed() => {
+                // The reason is set before the hub drops its end, so read it either way.
+                let why = *closing.borrow();
+                if let Some((code, reason)) = why {
                     link.flush(socket).await;
                     return close(socket, code, reason).await;
                 }
-                None => return,
+                if changed.is_err() {
+                    return;
+                }
             },
             _ = ping.tick() => {
                 if !matches!(timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
