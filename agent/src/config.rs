@@ -586,7 +586,10 @@ mod tests {
             "http://localhost.evil.example",
         ] {
             let e = with(remote, &[]).unwrap_err();
-            assert!(e.contains("refusing plaintext") && e.contains("--insecure"), "{e}");
+            assert!(
+                e.contains("refusing plaintext") && e.contains("--insecure"),
+                "{e}"
+            );
             assert!(with(remote, &["--insecure"]).is_ok(), "{remote}");
         }
         for tls in ["https://deck.example.org", "wss://10.0.0.1/ws/agent"] {
@@ -626,7 +629,14 @@ mod tests {
 
     #[test]
     fn checkout_modes() {
-        let base = ["--url", "http://127.0.0.1:1", "--token", "x", "--hostname", "a"];
+        let base = [
+            "--url",
+            "http://127.0.0.1:1",
+            "--token",
+            "x",
+            "--hostname",
+            "a",
+        ];
         let with = |extra: &[&str]| {
             let mut v = base.to_vec();
             v.extend_from_slice(&["--state-dir", "/tmp/nd"]);

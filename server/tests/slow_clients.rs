@@ -12,9 +12,15 @@ use tokio::time::{sleep, timeout, Instant};
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        Server::start_with(dir.path(), free_port(), &[("NIXDECK_HEADER_TIMEOUT_S", "2")]).await;
-    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[("NIXDECK_HEADER_TIMEOUT_S", "2")],
+    )
+    .await;
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();

@@ -624,6 +624,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::messages::Ack;
     use protocol::{CheckStatus, HostType, StatusCheck};
 
     fn register(name: &str) -> Register {
@@ -763,7 +764,9 @@ mod tests {
         let hub = hub_with(&["a", "b"]);
         let checked = hub.token_checkpoint();
         hub.revoke_agent("a", "token rotated");
-        assert!(hub.attach_agent("a", &register("a"), Some(checked)).is_err());
+        assert!(hub
+            .attach_agent("a", &register("a"), Some(checked))
+            .is_err());
         assert!(!hub.host("a").unwrap().online);
         // Another host's rotation does not refuse this one, nor does a check made after
         // the rotation.
@@ -778,11 +781,14 @@ mod tests {
         let hub = hub_with(&["a"]);
         let link = attach(&hub, "a");
         let mut sent = 0;
-        while hub.send_to_agent("a", ServerMessage::Ack(Ack {
-            command_id: "c".into(),
-            seq: 1,
-            complete: false,
-        })) {
+        while hub.send_to_agent(
+            "a",
+            ServerMessage::Ack(Ack {
+                command_id: "c".into(),
+                seq: 1,
+                complete: false,
+            }),
+        ) {
             sent += 1;
         }
         assert_eq!(sent, AGENT_QUEUE, "the queue is full");

@@ -82,7 +82,10 @@ pub async fn read(
 /// turned away without a synchronous database write per request; the log still says who
 /// was refused how often.
 #[derive(Default)]
-pub struct Refusals(std::sync::Mutex<HashMap<(String, Option<String>, String), u64>>);
+pub struct Refusals(std::sync::Mutex<HashMap<RefusalKey, u64>>);
+
+/// Who was refused (a name, or `-` for an impossible one), from where, and why.
+type RefusalKey = (String, Option<String>, String);
 
 /// Distinct (name, address, reason) keys kept between flushes; past it they share one.
 const REFUSAL_KEYS: usize = 1024;
@@ -102,7 +105,7 @@ impl Refusals {
         *tally.entry(key).or_default() += 1;
     }
 
-    fn take(&self) -> HashMap<(String, Option<String>, String), u64> {
+    fn take(&self) -> HashMap<RefusalKey, u64> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -218,8 +218,8 @@ async fn check_login(
             Verdict::NotChecked,
         );
     };
-    let password_ok = password.len() <= MAX_PASSWORD
-        && verify_password(hash, password.to_owned(), permit).await;
+    let password_ok =
+        password.len() <= MAX_PASSWORD && verify_password(hash, password.to_owned(), permit).await;
     // The second factor is asked for only after a right password; a wrong one counts as a
     // failed login, like a wrong password.
     let verdict = if password_ok && usable {
@@ -235,7 +235,10 @@ async fn check_login(
             return (Err(e), Verdict::Failure);
         }
     }
-    (open_session(core, username, user, ip).await, Verdict::Success)
+    (
+        open_session(core, username, user, ip).await,
+        Verdict::Success,
+    )
 }
 
 async fn open_session(

@@ -101,7 +101,9 @@ pub struct LoginLimiter {
 
 type Pairs = Mutex<HashMap<(String, Option<Source>), Attempts>>;
 
-fn lock_pairs(pairs: &Pairs) -> std::sync::MutexGuard<'_, HashMap<(String, Option<Source>), Attempts>> {
+fn lock_pairs(
+    pairs: &Pairs,
+) -> std::sync::MutexGuard<'_, HashMap<(String, Option<Source>), Attempts>> {
     pairs.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -122,6 +124,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 /// unfinished (the client went away mid-check), it counts neither way but is no longer in
 /// flight, so a dropped request can never leave its pair blocked.
 #[must_use]
+#[derive(Debug)]
 pub struct Attempt {
     key: Option<(String, Option<Source>)>,
     free: u32,
@@ -194,7 +197,11 @@ impl LoginLimiter {
             return Err(until - now);
         }
         // Past the free failures, one guess at a time, each after its delay.
-        let allowed = if a.failures >= self.free { 1 } else { self.free - a.failures };
+        let allowed = if a.failures >= self.free {
+            1
+        } else {
+            self.free - a.failures
+        };
         if a.in_flight >= allowed {
             return Err(Duration::from_secs(1));
         }
@@ -277,14 +284,19 @@ mod tests {
         let l = LoginLimiter::new(5);
         let src = Some(Source::of("192.0.2.1".parse().unwrap()));
         // 500 at once: only the free five start.
-        let started: Vec<_> = (0..500).filter_map(|_| l.begin("admin", src).ok()).collect();
+        let started: Vec<_> = (0..500)
+            .filter_map(|_| l.begin("admin", src).ok())
+            .collect();
         assert_eq!(started.len(), 5);
         for a in started {
             l.finish(a, Verdict::Failure);
         }
         // Now the pair waits, growing: 2 s after the fifth failure.
         let wait = l.begin("admin", src).err().expect("waits");
-        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(2), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(1) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
         // The same account from another source is not locked out, nor another account.
         let other = Some(Source::of("198.51.100.7".parse().unwrap()));
         let a = l.begin("admin", other).expect("another source");
@@ -341,7 +353,9 @@ mod tests {
         let a = l.begin("op", None).unwrap();
         assert!(l.begin("op", None).is_err(), "one in flight");
         drop(a);
-        let b = l.begin("op", None).expect("the dropped attempt no longer counts");
+        let b = l
+            .begin("op", None)
+            .expect("the dropped attempt no longer counts");
         l.finish(b, Verdict::Failure);
         assert!(l.begin("op", None).is_err(), "a finished failure does");
     }

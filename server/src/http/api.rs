@@ -56,14 +56,8 @@ pub async fn login(
         serde_urlencoded::from_bytes(&body)
             .map_err(|e| AppError::Invalid(format!("Invalid login form: {e}")))?
     };
-    let session = service::auth::login(
-        &app,
-        &req.username,
-        &req.password,
-        req.totp.as_deref(),
-        ip,
-    )
-    .await?;
+    let session =
+        service::auth::login(&app, &req.username, &req.password, req.totp.as_deref(), ip).await?;
     let cookie = set_cookie(
         &session.cookie_value,
         app.config.session_max_h * 3600,

@@ -25,8 +25,7 @@ pub fn error_response(err: &AppError) -> Response {
         code: err.code().to_owned(),
     };
     let mut resp = (status, Json(body)).into_response();
-    if let AppError::RateLimited { retry_after_s } | AppError::Unavailable { retry_after_s } = err
-    {
+    if let AppError::RateLimited { retry_after_s } | AppError::Unavailable { retry_after_s } = err {
         if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

@@ -11,11 +11,11 @@ pub mod ws_browser;
 
 use crate::state::AppState;
 use app::{shell, App};
+use axum::http::StatusCode;
 use axum::routing::{any, delete, get, post};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use axum::http::StatusCode;
 use std::time::Duration;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -467,7 +467,14 @@ mod tests {
         .unwrap();
         // The same session under the plain name (as a tossed cookie would be) is nobody.
         assert_eq!(
-            call(&app, &Method::GET, "/api/session", Some(&session.cookie_value), None).await,
+            call(
+                &app,
+                &Method::GET,
+                "/api/session",
+                Some(&session.cookie_value),
+                None
+            )
+            .await,
             StatusCode::UNAUTHORIZED
         );
         let real = Request::builder()
@@ -509,7 +516,10 @@ mod tests {
                 .method(Method::POST)
                 .uri(path)
                 .header("host", "127.0.0.1:3000")
-                .header("cookie", format!("{}={}", session::COOKIE, admin.cookie_value))
+                .header(
+                    "cookie",
+                    format!("{}={}", session::COOKIE, admin.cookie_value),
+                )
                 .header("x-csrf-token", &admin.csrf_token)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("content-length", len.to_string())

@@ -7,12 +7,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use std::net::IpAddr;
 use common::AppError;
 use common::Viewer;
 use nixdeck_core::secret::constant_time_eq;
 use nixdeck_core::service;
 use nixdeck_core::Core;
+use std::net::IpAddr;
 
 use super::error::error_response;
 

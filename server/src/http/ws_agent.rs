@@ -59,10 +59,13 @@ pub async fn handler(
         Ok(identity) => identity,
         Err(e) => {
             let shown = ip.map(|ip| ip.to_string()).unwrap_or_default();
-            tracing::warn!(ip = shown, "agent connection refused: missing or unknown token");
-            let limited = ip.map(nixdeck_core::service::limits::Source::of).map(|source| {
-                app.limits.agent_address.fail(&source)
-            });
+            tracing::warn!(
+                ip = shown,
+                "agent connection refused: missing or unknown token"
+            );
+            let limited = ip
+                .map(nixdeck_core::service::limits::Source::of)
+                .map(|source| app.limits.agent_address.fail(&source));
             let e = match limited {
                 Some(Err(wait)) => nixdeck_core::service::limits::too_many(wait),
                 _ => e,
