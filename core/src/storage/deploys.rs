@@ -1,0 +1,110 @@
+//! Merge & Deploy jobs (the `deploy_jobs` table): each job's request, phase, per-host
+//! states and message, saved as it progresses so that a restart finds the jobs that were
+//! running. The phase is stored as its wire name, the host map as JSON.
+
+use super::{decode_error, Db, DbResult};
+use protocol::messages::{DeployPhase, DeployProgress};
+use protocol::Timestamp;
+
+const DEPLOY_SELECT: &str =
+    "SELECT id, pr_number, started_by, phase, hosts, message, active FROM deploy_jobs";
+
+/// The columns `DEPLOY_SELECT` reads.
+#[derive(sqlx::FromRow)]
+struct DeployColumns {
+    id: String,
+    pr_number: i64,
+    started_by: String,
+    phase: String,
+    /// `{host_id: state}` as JSON.
+    hosts: String,
+    message: String,
+    active: bool,
+}
+
+impl TryFrom<DeployColumns> for DeployProgress {
+    type Error = sqlx::Error;
+
+    /// A phase or host map that does not decode is an error, not a guess.
+    fn try_from(r: DeployColumns) -> DbResult<Self> {
+        let phase = DeployPhase::parse(&r.phase)
+            .ok_or_else(|| decode_error(format!("unknown deploy phase `{}`", r.phase)))?;
+        Ok(DeployProgress {
+            job_id: r.id,
+            pr_number: r.pr_number as u64,
+            started_by: r.started_by,
+            phase,
+            hosts: serde_json::from_str(&r.hosts).map_err(decode_error)?,
+            message: r.message,
+            active: r.active,
+        })
+    }
+}
+
+fn hosts_json(job: &DeployProgress) -> String {
+    serde_json::to_string(&job.hosts).unwrap_or_default()
+}
+
+impl Db {
+    pub async fn insert_deploy(&self, job: &DeployProgress, request: &str) -> DbResult<()> {
+        let now = Timestamp::now().secs();
+        sqlx::query(
+            "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&job.job_id)
+        .bind(job.pr_number as i64)
+        .bind(&job.started_by)
+        .bind(request)
+        .bind(job.phase.as_str())
+        .bind(hosts_json(job))
+        .bind(&job.message)
+        .bind(job.active)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn save_deploy(&self, job: &DeployProgress) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(&job.job_id)
+        .bind(job.phase.as_str())
+        .bind(hosts_json(job))
+        .bind(&job.message)
+        .bind(job.active)
+        .bind(Timestamp::now().secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Jobs that were running when the dashboard stopped.
+    pub async fn active_deploys(&self) -> DbResult<Vec<DeployProgress>> {
+        let rows = sqlx::query_as::<_, DeployColumns>(&format!(
+            "{DEPLOY_SELECT} WHERE active ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(DeployProgress::try_from).collect()
+    }
+
+    pub async fn deploy(&self, id: &str) -> DbResult<Option<DeployProgress>> {
+        let row = sqlx::query_as::<_, DeployColumns>(&format!("{DEPLOY_SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(DeployProgress::try_from).transpose()
+    }
+
+    pub async fn latest_deploy(&self) -> DbResult<Option<DeployProgress>> {
+        let row = sqlx::query_as::<_, DeployColumns>(&format!(
+            "{DEPLOY_SELECT} ORDER BY created_at DESC, updated_at DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(DeployProgress::try_from).transpose()
+    }
+}

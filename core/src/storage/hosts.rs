@@ -1,0 +1,224 @@
+//! Hosts (the `hosts` table): what the dashboard knows of each machine, its token hash, the
+//! facts its agent reports on registering, and its last-seen time and metrics. Reports and
+//! heartbeats are written in batches, one transaction each, rather than one per frame.
+
+use super::{Db, DbResult};
+use protocol::{Host, HostType, Metrics, Timestamp};
+
+/// What a `register` frame tells us about a host; written once per connection.
+#[derive(Clone, Debug, Default)]
+pub struct HostReport {
+    pub hostname: String,
+    pub agent_version: Option<String>,
+    pub os_version: Option<String>,
+    pub nixpkgs_version: Option<String>,
+    pub generation: Option<String>,
+    pub lock_hash: Option<String>,
+    pub repo_url: Option<String>,
+    pub repo_dir: Option<String>,
+    pub branch: Option<String>,
+    pub heartbeat_interval_s: Option<u32>,
+}
+
+/// A host as stored: the wire `Host` (offline, no pending command) plus server-only fields.
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub host: Host,
+    pub lock_hash: Option<String>,
+    pub branch: Option<String>,
+}
+
+/// Last-seen and metrics, written in batches instead of once per heartbeat.
+#[derive(Clone, Debug)]
+pub struct SeenUpdate {
+    pub host_id: String,
+    pub last_seen: Timestamp,
+    pub metrics: Option<Metrics>,
+    pub generation: Option<String>,
+    pub lock_hash: Option<String>,
+}
+
+const HOST_COLUMNS: &str = "id, hostname, host_type, theme_color, location, device_type, \
+    agent_version, os_version, nixpkgs_version, generation, lock_hash, repo_url, repo_dir, \
+    branch, last_seen, metrics";
+
+/// The `HOST_COLUMNS` of a `hosts` row.
+#[derive(sqlx::FromRow)]
+struct HostColumns {
+    id: String,
+    hostname: String,
+    host_type: String,
+    theme_color: String,
+    location: Option<String>,
+    device_type: Option<String>,
+    agent_version: Option<String>,
+    os_version: Option<String>,
+    nixpkgs_version: Option<String>,
+    generation: Option<String>,
+    lock_hash: Option<String>,
+    repo_url: Option<String>,
+    repo_dir: Option<String>,
+    branch: Option<String>,
+    last_seen: Option<i64>,
+    /// `Metrics` as JSON.
+    metrics: Option<String>,
+}
+
+impl From<HostColumns> for HostRecord {
+    fn from(r: HostColumns) -> Self {
+        // A type this build does not know reads as the default type; metrics that do not
+        // parse read as none (they are replaced by the next heartbeat).
+        let host_type = HostType::parse(&r.host_type).unwrap_or_default();
+        let mut host = Host::new(&r.id, host_type);
+        host.hostname = r.hostname;
+        host.theme_color = r.theme_color;
+        host.location = r.location;
+        host.device_type = r.device_type;
+        host.agent_version = r.agent_version;
+        host.os_version = r.os_version;
+        host.nixpkgs_version = r.nixpkgs_version;
+        host.generation = r.generation;
+        host.repo_url = r.repo_url;
+        host.repo_dir = r.repo_dir;
+        host.last_seen = r.last_seen.map(Timestamp);
+        host.metrics = r.metrics.and_then(|m| serde_json::from_str(&m).ok());
+        HostRecord {
+            host,
+            lock_hash: r.lock_hash,
+            branch: r.branch,
+        }
+    }
+}
+
+impl Db {
+    pub async fn hosts(&self) -> DbResult<Vec<HostRecord>> {
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id");
+        let rows = sqlx::query_as::<_, HostColumns>(&sql)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(HostRecord::from).collect())
+    }
+
+    pub async fn host(&self, id: &str) -> DbResult<Option<HostRecord>> {
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1");
+        let row = sqlx::query_as::<_, HostColumns>(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(HostRecord::from))
+    }
+
+    /// The host id a token hash belongs to.
+    pub async fn host_for_token(&self, token_hash: &str) -> DbResult<Option<String>> {
+        sqlx::query_scalar("SELECT id FROM hosts WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Insert a new host; a duplicate id is a unique violation the caller maps to 409.
+    pub async fn insert_host(&self, host: &Host, token_hash: &str) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&host.id)
+        .bind(&host.hostname)
+        .bind(host.host_type.as_str())
+        .bind(&host.theme_color)
+        .bind(&host.location)
+        .bind(&host.device_type)
+        .bind(token_hash)
+        .bind(Timestamp::now().secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Registrations gathered since the last batch, in one transaction (a reconnect wave of
+    /// thousands of agents must not mean thousands of synchronous commits).
+    pub async fn save_reports(&self, batch: &[(String, HostReport, Timestamp)]) -> DbResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, rep, seen) in batch {
+            report_query(id, rep, *seen).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    pub async fn save_report(&self, id: &str, rep: &HostReport, seen: Timestamp) -> DbResult<()> {
+        report_query(id, rep, seen)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// One transaction for a whole batch of heartbeats.
+    pub async fn save_seen(&self, batch: &[SeenUpdate]) -> DbResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for u in batch {
+            let metrics = u
+                .metrics
+                .map(|m| serde_json::to_string(&m).unwrap_or_default());
+            sqlx::query(
+                "UPDATE hosts SET last_seen = $2, metrics = $3, generation = COALESCE($4, generation),
+                    lock_hash = COALESCE($5, lock_hash) WHERE id = $1",
+            )
+            .bind(&u.host_id)
+            .bind(u.last_seen.secs())
+            .bind(metrics)
+            .bind(&u.generation)
+            .bind(&u.lock_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    pub async fn set_token_hash(&self, id: &str, token_hash: &str) -> DbResult<bool> {
+        sqlx::query("UPDATE hosts SET token_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    pub async fn delete_host(&self, id: &str) -> DbResult<bool> {
+        sqlx::query("DELETE FROM hosts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+}
+
+fn report_query<'q>(
+    id: &'q str,
+    rep: &'q HostReport,
+    seen: Timestamp,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query(
+        "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
+            generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
+            heartbeat_interval_s = $11, last_seen = $12
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&rep.hostname)
+    .bind(&rep.agent_version)
+    .bind(&rep.os_version)
+    .bind(&rep.nixpkgs_version)
+    .bind(&rep.generation)
+    .bind(&rep.lock_hash)
+    .bind(&rep.repo_url)
+    .bind(&rep.repo_dir)
+    .bind(&rep.branch)
+    .bind(rep.heartbeat_interval_s.map(i64::from))
+    .bind(seen.secs())
+}

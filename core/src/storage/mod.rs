@@ -1,0 +1,454 @@
+//! All SQL lives here. The rest of the server sees typed rows and methods, so moving to
+//! PostgreSQL later means changing this module (and the pool type) only. The statements
+//! stay portable SQL for the same reason, like the schema in `migrations/` (TEXT ids,
+//! BIGINT Unix seconds, BOOLEAN flags, no SQLite-only types or functions).
+//!
+//! `Db` is one SQLite pool. Each submodule is an `impl Db` block for its table(s) with its
+//! row structs: `users` (accounts, TOTP and recovery codes), `sessions`, `hosts`,
+//! `commands` (commands and their output), `deploys`, `audit` and `settings`. Rows are
+//! read by column name into `sqlx::FromRow` structs; an enum is stored as its wire name
+//! (`as_str`) and read back with `parse`.
+//!
+//! A transaction that writes must write first. In SQLite, a transaction that reads first
+//! and writes later fails at once with SQLITE_BUSY when another connection wrote in
+//! between, without waiting for the busy timeout (`Db::store_output` is where this was
+//! found under load).
+
+mod audit;
+mod commands;
+mod deploys;
+mod hosts;
+mod sessions;
+mod settings;
+mod users;
+
+pub use audit::AuditFilter;
+pub use commands::{CommandRow, LogLine};
+pub use hosts::{HostRecord, HostReport, SeenUpdate};
+pub use sessions::SessionRow;
+pub use users::{TotpRow, UserRow};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub type DbResult<T> = Result<T, sqlx::Error>;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+impl Db {
+    /// Open (creating the file and its folder if missing) and migrate.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        // Relative to the crate's Cargo.toml, not to this file.
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Db { pool })
+    }
+
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Whether an error is a unique-constraint violation (one helper, not text matching at
+/// call sites).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A stored value that does not decode (bad JSON, a name no variant has), as sqlx's
+/// decode error.
+fn decode_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> sqlx::Error {
+    sqlx::Error::Decode(e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::messages::{DeployHostState, DeployPhase, DeployProgress, Output};
+    use protocol::{CommandKind, CommandStatus, Host, HostType, OutputStream, Timestamp};
+    use sqlx::Row;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    fn line(command_id: &str, seq: u64) -> Output {
+        Output {
+            command_id: command_id.into(),
+            seq,
+            stream: OutputStream::Stdout,
+            line: format!("line {seq}"),
+        }
+    }
+
+    /// Output from many hosts at once, while heartbeats and registrations are written too:
+    /// every batch must be stored (none may fail with SQLITE_BUSY and wait for a resend).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_never_lose_an_output_batch() {
+        let (_dir, db) = db().await;
+        let hosts = 6;
+        for h in 0..hosts {
+            let host = Host::new(&format!("h{h}"), HostType::Nixos);
+            db.insert_host(&host, &format!("hash{h}")).await.unwrap();
+            db.insert_command(
+                &format!("c{h}"),
+                &host.id,
+                CommandKind::Test,
+                Timestamp::now(),
+                "t",
+            )
+            .await
+            .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for h in 0..hosts {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("c{h}");
+                for seq in 1..=150u64 {
+                    let (_, last) = db
+                        .store_output(&id, &[line(&id, seq)], Timestamp::now())
+                        .await
+                        .expect("an output batch failed");
+                    assert_eq!(last, seq);
+                }
+            }));
+        }
+        let writer = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for i in 0..150 {
+                    let batch: Vec<SeenUpdate> = (0..hosts)
+                        .map(|h| SeenUpdate {
+                            host_id: format!("h{h}"),
+                            last_seen: Timestamp(i),
+                            metrics: None,
+                            generation: None,
+                            lock_hash: None,
+                        })
+                        .collect();
+                    db.save_seen(&batch).await.expect("heartbeat batch");
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_in_wal_with_full_sync_and_a_busy_timeout() {
+        let (_dir, db) = db().await;
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sync, 2, "FULL");
+        let busy: i64 = sqlx::query("PRAGMA busy_timeout")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(busy >= 1000);
+        let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(fk, 1);
+    }
+
+    #[tokio::test]
+    async fn output_is_stored_once_per_seq() {
+        let (_dir, db) = db().await;
+        db.insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")
+            .await
+            .unwrap();
+        let (fresh, last) = db
+            .store_output("c1", &[line("c1", 1), line("c1", 2)], Timestamp(2))
+            .await
+            .unwrap();
+        assert_eq!((fresh.len(), last), (2, 2));
+        // A re-send after a reconnect overlaps what is stored: only the new line counts.
+        let (fresh, last) = db
+            .store_output(
+                "c1",
+                &[line("c1", 1), line("c1", 2), line("c1", 3)],
+                Timestamp(3),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(last, 3);
+        let page = db.output_page("c1", 0, 100).await.unwrap();
+        assert_eq!(
+            page.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Output for an unknown command is not stored.
+        assert_eq!(
+            db.store_output("nope", &[line("nope", 1)], Timestamp(3))
+                .await
+                .unwrap()
+                .1,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_decided_status_survives_the_agents_completion() {
+        let (_dir, db) = db().await;
+        db.insert_command("c1", "h", CommandKind::Switch, Timestamp(1), "admin")
+            .await
+            .unwrap();
+        db.mark_running("c1", Timestamp(2)).await.unwrap();
+        assert!(db
+            .set_final_status("c1", CommandStatus::Timeout, Timestamp(3))
+            .await
+            .unwrap());
+        assert_eq!(
+            db.holding_commands().await.unwrap().len(),
+            1,
+            "a timed-out command holds its host"
+        );
+        let row = db
+            .complete_command("c1", CommandStatus::Stopped, Some(143), 10, Timestamp(4))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.status, CommandStatus::Timeout);
+        assert_eq!(row.exit_code, Some(143));
+        assert!(db.holding_commands().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retention_drops_only_old_finished_commands() {
+        let (_dir, db) = db().await;
+        for (id, at) in [
+            ("old-done", 100),
+            ("old-running", 100),
+            ("new-done", 10_000),
+        ] {
+            db.insert_command(id, "h", CommandKind::Pull, Timestamp(at), "admin")
+                .await
+                .unwrap();
+            db.store_output(id, &[line(id, 1)], Timestamp(at))
+                .await
+                .unwrap();
+        }
+        db.complete_command("old-done", CommandStatus::Ok, Some(0), 1, Timestamp(101))
+            .await
+            .unwrap();
+        db.complete_command("new-done", CommandStatus::Ok, Some(0), 1, Timestamp(10_001))
+            .await
+            .unwrap();
+        assert_eq!(db.purge_commands(Timestamp(5_000)).await.unwrap(), 1);
+        assert!(db.command("old-done").await.unwrap().is_none());
+        assert!(db.output_page("old-done", 0, 10).await.unwrap().is_empty());
+        assert!(
+            db.command("old-running").await.unwrap().is_some(),
+            "a running command is kept"
+        );
+        assert!(db.command("new-done").await.unwrap().is_some());
+    }
+
+    /// Every wire name stored in a TEXT column reads back as the value written: a wrong or
+    /// missing mapping would read as the fallback (or fail) here.
+    #[tokio::test]
+    async fn every_enum_value_reads_back_as_written() {
+        let (_dir, db) = db().await;
+        for (i, host_type) in HostType::ALL.into_iter().enumerate() {
+            let host = Host::new(&format!("h{i}"), host_type);
+            db.insert_host(&host, &format!("hash{i}")).await.unwrap();
+            let stored = db.host(&host.id).await.unwrap().unwrap();
+            assert_eq!(stored.host.host_type, host_type);
+        }
+        for (i, kind) in CommandKind::ALL.into_iter().enumerate() {
+            let id = format!("k{i}");
+            db.insert_command(&id, "h", kind, Timestamp(1), "admin")
+                .await
+                .unwrap();
+            let row = db.command(&id).await.unwrap().unwrap();
+            assert_eq!((row.command, row.status), (kind, CommandStatus::Queued));
+        }
+        for (i, status) in CommandStatus::ALL.into_iter().enumerate() {
+            let id = format!("s{i}");
+            db.insert_command(&id, "h", CommandKind::Test, Timestamp(1), "admin")
+                .await
+                .unwrap();
+            // The first output line marks a queued command running; the completion then
+            // stores the agent's status as given.
+            db.store_output(
+                &id,
+                &[Output {
+                    command_id: id.clone(),
+                    seq: 1,
+                    stream: OutputStream::ALL[i % OutputStream::ALL.len()],
+                    line: "x".into(),
+                }],
+                Timestamp(2),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                db.command(&id).await.unwrap().unwrap().status,
+                CommandStatus::Running
+            );
+            let row = db
+                .complete_command(&id, status, Some(0), 1, Timestamp(3))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.status, status);
+            assert_eq!(db.command(&id).await.unwrap().unwrap().status, status);
+            let lines = db.output_page(&id, 0, 10).await.unwrap();
+            assert_eq!(
+                lines.iter().map(|l| l.stream).collect::<Vec<_>>(),
+                vec![OutputStream::ALL[i % OutputStream::ALL.len()]]
+            );
+        }
+        for (i, phase) in DeployPhase::ALL.into_iter().enumerate() {
+            let job = DeployProgress {
+                job_id: format!("d{i}"),
+                pr_number: 40 + i as u64,
+                phase,
+                hosts: DeployHostState::ALL
+                    .into_iter()
+                    .enumerate()
+                    .map(|(h, state)| (format!("h{h}"), state))
+                    .collect(),
+                message: format!("job {i}"),
+                started_by: "admin".into(),
+                active: true,
+            };
+            db.insert_deploy(&job, "{}").await.unwrap();
+            assert_eq!(db.deploy(&job.job_id).await.unwrap(), Some(job.clone()));
+            let saved = DeployProgress {
+                active: false,
+                ..job
+            };
+            db.save_deploy(&saved).await.unwrap();
+            assert_eq!(db.deploy(&saved.job_id).await.unwrap(), Some(saved));
+        }
+    }
+
+    /// The rows no other test reads (users, sessions, TOTP, audit, settings) come back by
+    /// column name with what was written.
+    #[tokio::test]
+    async fn the_other_rows_read_back_by_name() {
+        let (_dir, db) = db().await;
+        db.insert_user("ann", "hash", "admin").await.unwrap();
+        assert_eq!(db.count_users().await.unwrap(), 1);
+        let user = db.user("ann").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                user.username.as_str(),
+                user.password_hash.as_str(),
+                user.role.as_str()
+            ),
+            ("ann", "hash", "admin")
+        );
+        assert!(!user.disabled);
+        let users = db.users().await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].0.username, "ann");
+        assert!(users[0].1 > 0, "created_at");
+
+        db.insert_session("sid", "ann", "csrf", Some("10.0.0.1"))
+            .await
+            .unwrap();
+        db.touch_session("sid", Timestamp(i64::MAX / 2))
+            .await
+            .unwrap();
+        let session = db.session("sid").await.unwrap().unwrap();
+        assert_eq!(
+            (session.username.as_str(), session.role.as_str()),
+            ("ann", "admin")
+        );
+        assert_eq!(session.csrf_token, "csrf");
+        assert!(session.created_at > 0);
+        assert_eq!(session.last_seen_at, i64::MAX / 2);
+        db.set_disabled("ann", true).await.unwrap();
+        assert!(db.session("sid").await.unwrap().is_none());
+
+        db.set_totp_pending("ann", "secret").await.unwrap();
+        let totp = db.totp("ann").await.unwrap().unwrap();
+        assert_eq!(
+            (totp.secret, totp.pending, totp.last_step),
+            (None, Some("secret".into()), None)
+        );
+        db.confirm_totp("ann", 7, &["code".into()]).await.unwrap();
+        let totp = db.totp("ann").await.unwrap().unwrap();
+        assert_eq!(
+            (totp.secret, totp.pending, totp.last_step),
+            (Some("secret".into()), None, Some(7))
+        );
+
+        let entry = protocol::api::AuditEntry {
+            at: Timestamp(5),
+            actor: "ann".into(),
+            ip: Some("10.0.0.1".into()),
+            action: "login".into(),
+            target: None,
+            result: "ok".into(),
+            detail: Some("d".into()),
+        };
+        db.insert_audit(&entry).await.unwrap();
+        let filter = AuditFilter {
+            actor: Some("ann".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        assert_eq!(db.audit(&filter).await.unwrap(), vec![entry]);
+
+        assert_eq!(db.setting("k").await.unwrap(), None);
+        db.set_setting("k", "v").await.unwrap();
+        assert_eq!(db.setting("k").await.unwrap().as_deref(), Some("v"));
+
+        db.insert_host(&Host::new("h", HostType::Macos), "tok")
+            .await
+            .unwrap();
+        assert_eq!(
+            db.host_for_token("tok").await.unwrap().as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            db.hosts().await.unwrap()[0].host,
+            Host::new("h", HostType::Macos)
+        );
+    }
+}

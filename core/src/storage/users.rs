@@ -1,0 +1,166 @@
+//! Users (the `users` table): accounts with their password hash, role and disabled flag,
+//! and each user's optional TOTP second factor (the `totp_*` columns of `users`) with its
+//! hashed recovery codes (`recovery_codes`).
+
+use super::{Db, DbResult};
+use protocol::Timestamp;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UserRow {
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+}
+
+/// A user as listed: the row and when the account was created.
+#[derive(sqlx::FromRow)]
+struct ListedUser {
+    #[sqlx(flatten)]
+    user: UserRow,
+    created_at: i64,
+}
+
+/// A user's TOTP state.
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
+pub struct TotpRow {
+    #[sqlx(rename = "totp_secret")]
+    pub secret: Option<String>,
+    #[sqlx(rename = "totp_pending")]
+    pub pending: Option<String>,
+    #[sqlx(rename = "totp_last_step")]
+    pub last_step: Option<i64>,
+}
+
+impl Db {
+    pub async fn count_users(&self) -> DbResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    pub async fn insert_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, role, disabled, created_at) VALUES ($1, $2, $3, FALSE, $4)",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(role)
+        .bind(Timestamp::now().secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn user(&self, username: &str) -> DbResult<Option<UserRow>> {
+        sqlx::query_as(
+            "SELECT username, password_hash, role, disabled FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn users(&self) -> DbResult<Vec<(UserRow, i64)>> {
+        let rows: Vec<ListedUser> = sqlx::query_as("SELECT username, password_hash, role, disabled, created_at FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.user, r.created_at)).collect())
+    }
+
+    pub async fn set_password(&self, username: &str, password_hash: &str) -> DbResult<bool> {
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE username = $1")
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> DbResult<bool> {
+        sqlx::query("UPDATE users SET disabled = $2 WHERE username = $1")
+            .bind(username)
+            .bind(disabled)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    // ------------------------------------------------------------------ TOTP
+
+    pub async fn totp(&self, username: &str) -> DbResult<Option<TotpRow>> {
+        sqlx::query_as(
+            "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn set_totp_pending(&self, username: &str, secret: &str) -> DbResult<()> {
+        sqlx::query("UPDATE users SET totp_pending = $2 WHERE username = $1")
+            .bind(username)
+            .bind(secret)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Make the pending secret the user's, with its first step used and new recovery codes.
+    pub async fn confirm_totp(
+        &self,
+        username: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $2 WHERE username = $1",
+        )
+        .bind(username)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        for hash in recovery_hashes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (username, code_hash, used) VALUES ($1, $2, FALSE)",
+            )
+            .bind(username)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Accept a step only if it is newer than the last accepted one (each code once).
+    pub async fn use_totp_step(&self, username: &str, step: i64) -> DbResult<bool> {
+        sqlx::query(
+            "UPDATE users SET totp_last_step = $2 WHERE username = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+        )
+        .bind(username)
+        .bind(step)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }
+
+    /// Spend a recovery code; false if unknown or used.
+    pub async fn use_recovery_code(&self, username: &str, hash: &str) -> DbResult<bool> {
+        sqlx::query("UPDATE recovery_codes SET used = TRUE WHERE username = $1 AND code_hash = $2 AND used = FALSE")
+            .bind(username)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+}
