@@ -292,7 +292,7 @@ mod tests {
             l.finish(a, Verdict::Failure);
         }
         // Now the pair waits, growing: 2 s after the fifth failure.
-        let wait = l.begin("admin", src).err().expect("waits");
+        let wait = l.begin("admin", src).expect_err("waits");
         assert!(
             wait > Duration::from_secs(1) && wait <= Duration::from_secs(2),
             "{wait:?}"
