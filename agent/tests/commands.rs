@@ -16,8 +16,9 @@ use protocol::messages::{
 use protocol::{decode, AgentMessage, CommandKind, Decoded, HostType, OutputStream, ServerMessage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
+use testkit::git::{git, Origin};
+use testkit::proc::{is_gone, pids_in};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
@@ -130,25 +131,6 @@ async fn wait_for_line(runner: &mut Runner, pick: impl Fn(&Output) -> bool) -> V
 
 fn texts(lines: &[Output]) -> Vec<&str> {
     lines.iter().map(|o| o.line.as_str()).collect()
-}
-
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie has exited; it only waits to be reaped.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn pids_in(path: &Path) -> Vec<u32> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect()
 }
 
 // ---------------------------------------------------------------- output
@@ -458,64 +440,9 @@ async fn a_restarted_agent_adopts_the_running_command_and_resumes_after_the_ack(
 
 // ---------------------------------------------------------------- git and tests
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=nixdeck",
-            "-c",
-            "user.email=test@nixdeck.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A bare origin with one commit on main, and a work clone to push more from.
-fn origin(scratch: &Path) -> (PathBuf, PathBuf) {
-    let (origin, work) = (scratch.join("origin.git"), scratch.join("work"));
-    git(
-        scratch,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            origin.to_str().unwrap(),
-        ],
-    );
-    git(
-        scratch,
-        &[
-            "clone",
-            "-q",
-            origin.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    std::fs::write(work.join("file.txt"), "one\n").unwrap();
-    std::fs::write(work.join("flake.lock"), "{}\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-qm", "first"]);
-    git(&work, &["push", "-q", "origin", "HEAD:main"]);
-    (origin, work)
-}
-
-fn push_change(work: &Path, text: &str) -> String {
-    std::fs::write(work.join("file.txt"), text).unwrap();
-    git(work, &["commit", "-qam", text.trim()]);
-    git(work, &["push", "-q", "origin", "HEAD:main"]);
-    git(work, &["rev-parse", "HEAD"])
+fn origin(scratch: &Path) -> Origin {
+    Origin::new(scratch, &[("file.txt", "one\n"), ("flake.lock", "{}\n")])
 }
 
 fn context(checkout: Checkout) -> PlanContext {
@@ -546,18 +473,10 @@ async fn run_plan(state: &Path, id: &str, kind: CommandKind, plan: Plan) -> Seen
 #[tokio::test]
 async fn builtin_pull_moves_head_and_cleans_a_dirty_checkout() {
     let scratch = tempfile::tempdir().unwrap();
-    let (origin, work) = origin(scratch.path());
+    let origin = origin(scratch.path());
     let checkout = scratch.path().join("checkout");
-    git(
-        scratch.path(),
-        &[
-            "clone",
-            "-q",
-            origin.to_str().unwrap(),
-            checkout.to_str().unwrap(),
-        ],
-    );
-    let second = push_change(&work, "two\n");
+    origin.clone_to(&checkout);
+    let second = origin.push("file.txt", "two\n", "two");
     std::fs::write(checkout.join("junk.txt"), "junk\n").unwrap();
     std::fs::create_dir(checkout.join("junkdir")).unwrap();
     std::fs::write(checkout.join("junkdir/x"), "x\n").unwrap();
@@ -607,17 +526,9 @@ async fn builtin_pull_moves_head_and_cleans_a_dirty_checkout() {
 #[tokio::test]
 async fn a_failing_pull_step_says_which_and_stops_there() {
     let scratch = tempfile::tempdir().unwrap();
-    let (origin, _work) = origin(scratch.path());
+    let origin = origin(scratch.path());
     let checkout = scratch.path().join("checkout");
-    git(
-        scratch.path(),
-        &[
-            "clone",
-            "-q",
-            origin.to_str().unwrap(),
-            checkout.to_str().unwrap(),
-        ],
-    );
+    origin.clone_to(&checkout);
     let ctx = PlanContext {
         branch: "no-such-branch".into(),
         ..context(Checkout {
@@ -651,8 +562,8 @@ async fn a_failing_pull_step_says_which_and_stops_there() {
 #[tokio::test]
 async fn isolated_mode_clones_and_replaces_a_corrupt_clone() {
     let scratch = tempfile::tempdir().unwrap();
-    let (origin, work) = origin(scratch.path());
-    let url = origin.to_str().unwrap().to_owned();
+    let origin = origin(scratch.path());
+    let url = origin.bare.to_str().unwrap().to_owned();
     let state = tempfile::tempdir().unwrap();
     let clone = state.path().join("repo");
 
@@ -660,7 +571,7 @@ async fn isolated_mode_clones_and_replaces_a_corrupt_clone() {
     assert_eq!(repo::clone_state(&clone, &url), repo::CloneState::Missing);
     repo::prepare_clone(&url, "main", &clone).await.unwrap();
     assert_eq!(repo::clone_state(&clone, &url), repo::CloneState::Ready);
-    let first = git(&work, &["rev-parse", "HEAD"]);
+    let first = origin.head();
     assert_eq!(git(&clone, &["rev-parse", "HEAD"]), first);
 
     // Corrupt: HEAD points nowhere. The pull notices and clones again.
@@ -669,7 +580,7 @@ async fn isolated_mode_clones_and_replaces_a_corrupt_clone() {
         repo::clone_state(&clone, &url),
         repo::CloneState::Broken(_)
     ));
-    let second = push_change(&work, "two\n");
+    let second = origin.push("file.txt", "two\n", "two");
     let ctx = context(Checkout {
         dir: clone.clone(),
         clone_url: Some(url.clone()),

@@ -9,13 +9,16 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
+use testkit::client::Session;
+use testkit::git::{git, Origin};
+use testkit::proc::{is_gone, pids_in};
 use tokio::time::{sleep, Instant};
 
 /// A running fleet of one: server, logged-in admin, one host and its agent.
 struct One {
     dir: tempfile::TempDir,
     server: Server,
-    admin: Admin,
+    admin: Session,
     host: String,
     token: String,
     agent: Option<Child>,
@@ -227,17 +230,6 @@ fn strip_clock(line: &str) -> &str {
     &line[11..]
 }
 
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie has exited; it only waits to be reaped.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 const TWENTY_K: &str = "i=1; while [ $i -le 20000 ]; do if [ $((i % 4)) -eq 0 ]; then echo \"err $i\" >&2; else echo \"out $i\"; fi; i=$((i+1)); done";
 
 #[tokio::test]
@@ -319,32 +311,12 @@ async fn twenty_thousand_lines_arrive_complete_in_order_once() {
 #[tokio::test]
 async fn pull_moves_the_generation_and_cleans_the_checkout() {
     let scratch = tempfile::tempdir().unwrap();
-    let (origin, work, checkout) = (
-        scratch.path().join("origin.git"),
-        scratch.path().join("work"),
-        scratch.path().join("checkout"),
-    );
-    git(
+    let origin = Origin::new(
         scratch.path(),
-        &["init", "--bare", "-b", "main", origin.to_str().unwrap()],
+        &[("file.txt", "one\n"), ("flake.lock", "{}\n")],
     );
-    git(
-        scratch.path(),
-        &["clone", origin.to_str().unwrap(), work.to_str().unwrap()],
-    );
-    std::fs::write(work.join("file.txt"), "one\n").unwrap();
-    std::fs::write(work.join("flake.lock"), "{}\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-m", "first"]);
-    git(&work, &["push", "origin", "HEAD:main"]);
-    git(
-        scratch.path(),
-        &[
-            "clone",
-            origin.to_str().unwrap(),
-            checkout.to_str().unwrap(),
-        ],
-    );
+    let checkout = scratch.path().join("checkout");
+    origin.clone_to(&checkout);
     let first = git(&checkout, &["rev-parse", "HEAD"]);
 
     let one = One::start(
@@ -356,10 +328,7 @@ async fn pull_moves_the_generation_and_cleans_the_checkout() {
     .await;
     assert_eq!(one.host_json().await["generation"], first.as_str());
 
-    std::fs::write(work.join("file.txt"), "two\n").unwrap();
-    git(&work, &["commit", "-am", "second"]);
-    git(&work, &["push", "origin", "HEAD:main"]);
-    let second = git(&work, &["rev-parse", "HEAD"]);
+    let second = origin.push("file.txt", "two\n", "second");
     // A dirty checkout: an untracked file and a local edit.
     std::fs::write(checkout.join("junk.txt"), "junk\n").unwrap();
     std::fs::write(checkout.join("file.txt"), "local edit\n").unwrap();
@@ -430,11 +399,7 @@ async fn stop_kills_the_process_tree_and_rules_hold() {
     assert_eq!(r.json::<Value>().await.unwrap()["command_id"], id.as_str());
     let rec = one.wait_final(&id, Duration::from_secs(15)).await;
     assert_eq!(rec["status"], "stopped");
-    let pid_list: Vec<u32> = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    let pid_list = pids_in(&pids);
     assert_eq!(pid_list.len(), 4);
     sleep(Duration::from_millis(300)).await;
     for pid in pid_list {

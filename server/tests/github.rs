@@ -7,10 +7,11 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
+use testkit::client::Session;
+use testkit::fake_github::FakeGithub;
+use testkit::git::{git, git_env, Origin};
 use tokio::time::{sleep, Instant};
 
 const LOCK_V1: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v1\"}},\"version\":7}\n";
@@ -18,13 +19,12 @@ const LOCK_V2: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v2\"}},\"version\":7}\
 const GH_TOKEN: &str = "gh-test-token";
 
 struct Deck {
+    // Dropped in this order: fake GitHub before the directory with its repository.
+    gh: FakeGithub,
     scratch: tempfile::TempDir,
-    origin: PathBuf,
-    work: PathBuf,
-    gh: Child,
-    gh_url: String,
+    origin: Origin,
     server: Server,
-    admin: Admin,
+    admin: Session,
     agents: Vec<Child>,
     env: Vec<(String, String)>,
 }
@@ -34,7 +34,6 @@ impl Drop for Deck {
         for a in &mut self.agents {
             kill_child(a, "-TERM");
         }
-        kill_child(&mut self.gh, "-TERM");
     }
 }
 
@@ -48,47 +47,26 @@ impl Deck {
     async fn start(hosts: &[(&str, &str)], extra_env: &[(&str, &str)]) -> Deck {
         let scratch = tempfile::tempdir().unwrap();
         let root = scratch.path();
-        let origin = root.join("origin.git");
-        let work = root.join("work");
-        git(
-            root,
-            &["init", "--bare", "-b", "main", origin.to_str().unwrap()],
-        );
-        git(
-            root,
-            &["clone", origin.to_str().unwrap(), work.to_str().unwrap()],
-        );
-        std::fs::write(work.join("flake.lock"), LOCK_V1).unwrap();
-        std::fs::write(work.join("hosts.nix"), "{ }\n").unwrap();
-        git(&work, &["add", "."]);
-        git(&work, &["commit", "-m", "first"]);
-        git(&work, &["push", "origin", "HEAD:main"]);
-        git(&work, &["checkout", "-b", "update-flake-lock"]);
+        let origin = Origin::new(root, &[("flake.lock", LOCK_V1), ("hosts.nix", "{ }\n")]);
+        let work = &origin.work;
+        git(work, &["checkout", "-b", "update-flake-lock"]);
         std::fs::write(work.join("flake.lock"), LOCK_V2).unwrap();
-        git(&work, &["commit", "-am", "flake.lock: update nixpkgs"]);
-        git(&work, &["push", "origin", "update-flake-lock"]);
-        git(&work, &["checkout", "main"]);
+        git(work, &["commit", "-am", "flake.lock: update nixpkgs"]);
+        git(work, &["push", "origin", "update-flake-lock"]);
+        git(work, &["checkout", "main"]);
 
-        let mut gh = Command::new(fake_github_bin())
-            .args(["--repo-dir", origin.to_str().unwrap()])
-            .args(["--owner", "acme", "--name", "nixcfg", "--token", GH_TOKEN])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(root.join("fake-github.log")).unwrap())
-            .spawn()
-            .expect("starting fake-github");
-        let mut line = String::new();
-        BufReader::new(gh.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let gh_url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("fake-github's listening line")
-            .to_owned();
+        let gh = FakeGithub::start(
+            &fake_github_bin(),
+            &origin.bare,
+            "acme",
+            "nixcfg",
+            &["--token", GH_TOKEN],
+            Stdio::from(std::fs::File::create(root.join("fake-github.log")).unwrap()),
+        );
 
         let mut env: Vec<(String, String)> = [
             ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
-            ("NIXDECK_GITHUB_API_URL", gh_url.as_str()),
+            ("NIXDECK_GITHUB_API_URL", gh.base.as_str()),
             ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
             ("NIXDECK_DESIRED_POLL_S", "1"),
             ("NIXDECK_PR_POLL_S", "1"),
@@ -108,9 +86,7 @@ impl Deck {
         let admin = login(&server).await;
         let mut deck = Deck {
             origin,
-            work,
             gh,
-            gh_url,
             admin,
             agents: Vec::new(),
             env,
@@ -131,14 +107,7 @@ impl Deck {
         let token = create_host(&self.server, &self.admin, host).await;
         let root = self.scratch.path();
         let checkout = root.join(format!("{host}-checkout"));
-        git(
-            root,
-            &[
-                "clone",
-                self.origin.to_str().unwrap(),
-                checkout.to_str().unwrap(),
-            ],
-        );
+        self.origin.clone_to(&checkout);
         let config = root.join(format!("{host}.toml"));
         let script = switch.replace('\\', "\\\\").replace('"', "\\\"");
         std::fs::write(
@@ -164,21 +133,17 @@ impl Deck {
     }
 
     fn head(&self) -> String {
-        git(&self.origin, &["rev-parse", "main"])
+        self.origin.head()
     }
 
     /// A new commit on main (through the work clone); its sha.
     fn push_commit(&self, file: &str, content: &str) -> String {
-        git(&self.work, &["pull", "-q", "origin", "main"]);
-        std::fs::write(self.work.join(file), content).unwrap();
-        git(&self.work, &["commit", "-qam", &format!("edit {file}")]);
-        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
-        self.head()
+        self.origin.push(file, content, &format!("edit {file}"))
     }
 
     async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let r = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.gh_url))
+            .request(method, self.gh.url(path))
             .json(&body)
             .send()
             .await
@@ -438,22 +403,14 @@ async fn version_json_without_a_lock_hash_judges_flake_lock_by_age() {
     std::fs::write(checkout.join("flake.lock"), LOCK_V1).unwrap();
     git(&checkout, &["add", "."]);
     // flake.lock last changed ten days ago.
-    let old = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t.invalid",
-            "commit",
-            "-qm",
-            "old",
-        ])
-        .env("GIT_COMMITTER_DATE", "2026-11-15T10:00:00Z")
-        .env("GIT_AUTHOR_DATE", "2026-11-15T10:00:00Z")
-        .current_dir(&checkout)
-        .status()
-        .unwrap();
-    assert!(old.success());
+    git_env(
+        &checkout,
+        &[
+            ("GIT_COMMITTER_DATE", "2026-11-15T10:00:00Z"),
+            ("GIT_AUTHOR_DATE", "2026-11-15T10:00:00Z"),
+        ],
+        &["commit", "-qm", "old"],
+    );
     let head = git(&checkout, &["rev-parse", "HEAD"]);
     *body.lock().unwrap() = format!(r#"{{"gitCommit":"{head}","branch":"main"}}"#);
 

@@ -7,6 +7,9 @@ use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
+use testkit::client::login_with;
+use testkit::fixtures::{heartbeat, register};
+use testkit::proc::{first_line, run};
 use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -57,29 +60,9 @@ async fn login_and_csrf_status_codes() {
 
     let admin = login(&server).await;
     // A login from a client that already has a session gets a new id (no fixation).
-    let relogin = admin
-        .http
-        .post(server.url("/api/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let fresh = relogin.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    assert_ne!(fresh, admin.cookie);
-    let admin = Admin {
-        csrf: relogin.json::<Value>().await.unwrap()["csrf_token"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-        cookie: fresh,
-        http: admin.http,
-    };
+    let fresh = login_with(admin.http.clone(), &server, "admin", PASSWORD).await;
+    assert_ne!(fresh.cookie, admin.cookie);
+    let admin = fresh;
     let body = json!({"hostname": "web-1", "host_type": "nixos"});
     // Session but no CSRF token: 403.
     let r = admin
@@ -249,7 +232,7 @@ async fn silent_agents_go_offline_after_three_missed_heartbeats() {
     let token = create_host(&server, &admin, "quiet").await;
     let mut browser = browser_socket(&server, &admin).await;
     let mut agent = agent_socket(&server, &token).await.unwrap();
-    agent.send(register("quiet")).await.unwrap();
+    agent.send(Message::text(register("quiet"))).await.unwrap();
     let reply = next_json(&mut agent, Duration::from_secs(5)).await;
     assert_eq!(reply["type"], "registered");
     assert_eq!(reply["payload"]["heartbeat_interval_s"], INTERVAL_S);
@@ -293,17 +276,17 @@ async fn agent_socket_refuses_bad_tokens_and_bad_frames() {
 
     // The first frame must be register.
     let mut ws = agent_socket(&server, &token_a).await.unwrap();
-    ws.send(heartbeat(1.0)).await.unwrap();
+    ws.send(Message::text(heartbeat(1.0, 0.1))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
 
     // A host token acts only for its own host.
     let mut ws = agent_socket(&server, &token_a).await.unwrap();
-    ws.send(register("host-b")).await.unwrap();
+    ws.send(Message::text(register("host-b"))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
 
     // An invalid hostname is refused, not rewritten.
     let mut ws = agent_socket(&server, &token_a).await.unwrap();
-    ws.send(register("host a")).await.unwrap();
+    ws.send(Message::text(register("host a"))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
 
     // Malformed and unknown frames are skipped; the link stays up.
@@ -320,7 +303,7 @@ async fn agent_socket_refuses_bad_tokens_and_bad_frames() {
     ))
     .await
     .unwrap();
-    ws.send(heartbeat(42.5)).await.unwrap();
+    ws.send(Message::text(heartbeat(42.5, 0.1))).await.unwrap();
     let hb = wait_for(
         &mut browser,
         "host_heartbeat",
@@ -332,7 +315,10 @@ async fn agent_socket_refuses_bad_tokens_and_bad_frames() {
 
     // A second connection replaces the first, which is closed with 4000.
     let mut second = agent_socket(&server, &token_a).await.unwrap();
-    second.send(register("host-a")).await.unwrap();
+    second
+        .send(Message::text(register("host-a")))
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::from(4000)));
     assert_eq!(
         next_json(&mut second, Duration::from_secs(5)).await["type"],
@@ -400,7 +386,9 @@ async fn enrollment_creates_a_new_host_once() {
     let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
         .await
         .unwrap();
-    ws.send(register("fresh-host")).await.unwrap();
+    ws.send(Message::text(register("fresh-host")))
+        .await
+        .unwrap();
     let reply = next_json(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(reply["type"], "registered");
     let new_token = reply["payload"]["agent_token"].as_str().unwrap().to_owned();
@@ -412,7 +400,7 @@ async fn enrollment_creates_a_new_host_once() {
     let mut ws = agent_socket(&server, "enroll-secret-token-0123456789")
         .await
         .unwrap();
-    ws.send(register("taken")).await.unwrap();
+    ws.send(Message::text(register("taken"))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Policy));
 }
 
@@ -424,9 +412,9 @@ async fn hosts_and_sessions_survive_a_restart() {
     let admin = login(&server).await;
     let token = create_host(&server, &admin, "durable").await;
     let mut ws = agent_socket(&server, &token).await.unwrap();
-    ws.send(register("durable")).await.unwrap();
+    ws.send(Message::text(register("durable"))).await.unwrap();
     next_json(&mut ws, Duration::from_secs(5)).await;
-    ws.send(heartbeat(12.0)).await.unwrap();
+    ws.send(Message::text(heartbeat(12.0, 0.1))).await.unwrap();
     sleep(Duration::from_millis(300)).await;
     server.stop();
     let log = server.log();
@@ -482,10 +470,8 @@ async fn a_slow_browser_is_dropped_without_slowing_the_others() {
         }
     });
     for i in 0..N {
-        let frame = json!({"type": "heartbeat", "payload": {"metrics": {"cpu": 1.0, "ram": 1.0, "swap": 0.0, "load": i as f64},
-            "generation": null, "lock_hash": null, "pending_command": null}});
         agent
-            .feed(Message::Text(frame.to_string().into()))
+            .feed(Message::text(heartbeat(1.0, i as f64)))
             .await
             .unwrap();
         // Paced at ~20 000/s: far beyond a real fleet's rate, within a reader's.
@@ -587,28 +573,8 @@ async fn users_from_the_cli_roles_and_disabling_revoke_at_once() {
     assert!(ok && out.contains("Password: "), "{out}");
 
     // The viewer sees everything and runs nothing.
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let r = http
-        .post(server.url("/api/login"))
-        .json(&json!({"username": "watcher", "password": "watcher-password-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let viewer = testkit::client::login(&server, "watcher", "watcher-password-1").await;
+    let http = viewer.http.clone();
     assert_eq!(
         http.get(server.url("/api/hosts"))
             .send()
@@ -619,7 +585,7 @@ async fn users_from_the_cli_roles_and_disabling_revoke_at_once() {
     );
     let r = http
         .post(server.url("/api/hosts"))
-        .header("X-CSRF-Token", &csrf)
+        .header("X-CSRF-Token", &viewer.csrf)
         .json(&json!({"hostname": "nope", "host_type": "nixos"}))
         .send()
         .await
@@ -627,11 +593,6 @@ async fn users_from_the_cli_roles_and_disabling_revoke_at_once() {
     assert_eq!(r.status(), 403);
 
     // Disabling ends the session at once and closes its socket within 5 s.
-    let viewer = Admin {
-        http: http.clone(),
-        csrf,
-        cookie,
-    };
     let mut socket = browser_socket(&server, &viewer).await;
     assert_eq!(
         next_json(&mut socket, Duration::from_secs(5)).await["type"],
@@ -828,7 +789,6 @@ async fn the_audit_log_records_who_did_what_from_where() {
 
 #[tokio::test]
 async fn first_start_prints_a_generated_admin_password_once() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let start = || {
@@ -845,12 +805,8 @@ async fn first_start_prints_a_generated_admin_password_once() {
             .unwrap()
     };
     let mut first = start();
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut first);
     let password = line
-        .trim()
         .strip_prefix("Created user 'admin' with password: ")
         .expect(&line)
         .to_owned();
@@ -861,22 +817,14 @@ async fn first_start_prints_a_generated_admin_password_once() {
         assert!(Instant::now() < deadline);
         sleep(Duration::from_millis(50)).await;
     }
-    let r = reqwest::Client::new()
-        .post(format!("{url}/api/login"))
-        .json(&json!({"username": "admin", "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    testkit::client::login(&url, "admin", &password).await;
     kill_child(&mut first, "-TERM");
     // The database file and its folder were created; the second start prints nothing.
     assert!(dir.path().join("fresh/nixdeck.db").exists());
     let mut second = start();
-    let mut out = String::new();
-    let mut reader = BufReader::new(second.stdout.take().unwrap());
     sleep(Duration::from_millis(800)).await;
     kill_child(&mut second, "-TERM");
-    reader.read_line(&mut out).unwrap();
+    let out = first_line(&mut second);
     assert!(!out.contains("password"), "{out}");
 }
 
@@ -1007,7 +955,7 @@ async fn totp_enrollment_then_wrong_reused_and_recovery_codes() {
 async fn tls_termination_sets_hsts_and_a_host_prefixed_secure_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
+    run(std::process::Command::new("openssl")
         .args([
             "req",
             "-x509",
@@ -1022,14 +970,7 @@ async fn tls_termination_sets_hsts_and_a_host_prefixed_secure_cookie() {
         ])
         .arg(&key)
         .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        .arg(&cert));
     let port = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
         .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
@@ -1105,16 +1046,7 @@ async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
         "UPDATE settings SET value = substr(value, 1, instr(value, ':')) || '{}' WHERE key = 'enroll_token';",
         now - 7200
     );
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(std::process::Command::new("sqlite3").arg(&db).arg(sql));
     let server = Server::start_with(dir.path(), port, &env).await;
     match agent_socket(&server, "enroll-secret-token-0123456789").await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),

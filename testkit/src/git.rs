@@ -1,8 +1,10 @@
-//! Thin async wrapper over the `git` CLI. Every call is a fresh process with `-C <repo>`, so
-//! hosts fetching from the same repository see exactly what the fake API reports.
+//! Running the `git` CLI in a directory. [`Git`] is fake-github's thin async wrapper: every
+//! call is a fresh process with `-C <repo>`, so hosts fetching from the same repository see
+//! exactly what the fake API reports. [`git`] and [`Origin`] are the tests' blocking
+//! helpers for making and changing repositories.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
@@ -259,4 +261,89 @@ impl Git {
             .await
             .map(|_| ())
     }
+}
+
+/// Runs git in `dir` with a fixed identity, independent of whoever runs the tests and their
+/// ~/.gitconfig; its trimmed stdout. Panics when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_env(dir, &[], args)
+}
+
+/// [`git`] with extra environment, e.g. `GIT_COMMITTER_DATE` for a commit in the past.
+pub fn git_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    crate::proc::run(
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "nixdeck")
+            .env("GIT_AUTHOR_EMAIL", "test@nixdeck.invalid")
+            .env("GIT_COMMITTER_NAME", "nixdeck")
+            .env("GIT_COMMITTER_EMAIL", "test@nixdeck.invalid")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(env.iter().copied()),
+    )
+}
+
+/// A config repository as hosts see it: a bare `origin.git` and a work clone `work` to
+/// push commits to its main branch from.
+pub struct Origin {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Origin {
+    /// `scratch/origin.git` with one commit ("first") on main holding `files` (path,
+    /// content), pushed from the clone `scratch/work`.
+    pub fn new(scratch: &Path, files: &[(&str, &str)]) -> Origin {
+        let origin = Origin {
+            bare: scratch.join("origin.git"),
+            work: scratch.join("work"),
+        };
+        git(
+            scratch,
+            &["init", "-q", "--bare", "-b", "main", path(&origin.bare)],
+        );
+        origin.clone_to(&origin.work);
+        for (file, content) in files {
+            std::fs::write(origin.work.join(file), content).unwrap();
+        }
+        git(&origin.work, &["add", "."]);
+        git(&origin.work, &["commit", "-qm", "first"]);
+        git(&origin.work, &["push", "-q", "origin", "HEAD:main"]);
+        origin
+    }
+
+    /// Clones the origin to `dir` (a host's checkout).
+    pub fn clone_to(&self, dir: &Path) {
+        let parent = dir.parent().expect("a checkout's parent directory");
+        git(parent, &["clone", "-q", path(&self.bare), path(dir)]);
+    }
+
+    /// Writes `file` in the work clone, commits it (message `message`) and pushes it to
+    /// main, first catching up with main (which a fake merge may have moved); the new head.
+    pub fn push(&self, file: &str, content: &str, message: &str) -> String {
+        git(&self.work, &["pull", "-q", "--ff-only", "origin", "main"]);
+        std::fs::write(self.work.join(file), content).unwrap();
+        git(&self.work, &["add", file]);
+        git(&self.work, &["commit", "-qm", message]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        self.head()
+    }
+
+    /// Main's head in the origin.
+    pub fn head(&self) -> String {
+        git(&self.bare, &["rev-parse", "main"])
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }

@@ -2,7 +2,9 @@
 //! a real git repository so hosts that `git fetch` from it see the commits the API reports.
 
 mod api;
-mod git;
+
+// The library's, so its tests' helpers and this binary run git from one module.
+use testkit::git;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,39 +1,18 @@
 //! Drives the real fake-github binary over HTTP against a throwaway git repository, and checks
 //! the git side with the git CLI, as hosts would see it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use testkit::fake_github::FakeGithub;
+use testkit::git::git;
 
 const OLD_LOCK: &str = "{\n  \"nodes\": {\n    \"nixpkgs\": {\n      \"locked\": {\n        \"rev\": \"1111111111111111111111111111111111111111\",\n        \"narHash\": \"sha256-old\"\n      }\n    }\n  },\n  \"version\": 7\n}\n";
 const NEW_LOCK: &str = "{\n  \"nodes\": {\n    \"nixpkgs\": {\n      \"locked\": {\n        \"rev\": \"2222222222222222222222222222222222222222\",\n        \"narHash\": \"sha256-new\"\n      }\n    }\n  },\n  \"version\": 7\n}\n";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        // Independent of whoever runs the tests and their ~/.gitconfig.
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-}
 
 /// main has flake.lock; `update-flake-lock` changes it; `conflicting` changes it differently.
 fn make_repo() -> tempfile::TempDir {
@@ -55,52 +34,33 @@ fn make_repo() -> tempfile::TempDir {
 }
 
 struct Server {
-    child: Child,
-    base: String,
+    gh: FakeGithub,
     http: reqwest::Client,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(repo: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-github"))
-        .arg("--repo-dir")
-        .arg(repo)
-        .args(["--owner", "o", "--name", "r", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        // Quiet by default; FAKE_GITHUB_LOG=1 shows the request log when debugging.
-        .stderr(if std::env::var_os("FAKE_GITHUB_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .expect("spawn fake-github");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    // Quiet by default; FAKE_GITHUB_LOG=1 shows the request log when debugging.
+    let log = if std::env::var_os("FAKE_GITHUB_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
     Server {
-        child,
-        base,
+        gh: FakeGithub::start(
+            Path::new(env!("CARGO_BIN_EXE_fake-github")),
+            repo,
+            "o",
+            "r",
+            extra,
+            log,
+        ),
         http: reqwest::Client::new(),
     }
 }
 
 impl Server {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.gh.url(path)
     }
     async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
@@ -157,7 +117,7 @@ async fn api_matches_the_git_repository() {
     assert_eq!(c["sha"], branch.as_str());
     assert_eq!(
         c["html_url"],
-        format!("{}/o/r/commit/{branch}", s.base).as_str()
+        format!("{}/o/r/commit/{branch}", s.gh.base).as_str()
     );
     assert_eq!(c["commit"]["message"], "flake.lock: update nixpkgs");
     assert!(c["commit"]["committer"]["date"]

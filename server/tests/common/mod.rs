@@ -1,5 +1,6 @@
 //! Shared harness for the integration tests: the real server and agent binaries on
-//! loopback ports, each test with its own temporary SQLite file.
+//! loopback ports, each test with its own temporary SQLite file. What is not about this
+//! server (running git, processes, the logged-in client, agent frames) is in `testkit`.
 #![allow(dead_code)]
 
 use futures::StreamExt;
@@ -7,6 +8,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use testkit::client::Session;
+use testkit::fixtures::register;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -26,20 +29,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The agent binary, built on demand when `cargo test` runs alone.
+/// The agent binary (or `NIXDECK_AGENT_BIN`), built on demand when `cargo test` runs alone.
 pub fn agent_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NIXDECK_AGENT_BIN") {
         return p.into();
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let bin = root.join("target/debug/nixdeck-agent");
+    workspace_bin("nixdeck-agent", "nixdeck-agent")
+}
+
+/// The stand-in for GitHub's REST API (crate `testkit`), built on demand.
+pub fn fake_github_bin() -> PathBuf {
+    workspace_bin("fake-github", "testkit")
+}
+
+/// Binary `name` of workspace package `package`, next to this server's binary: the same
+/// target directory (`CARGO_TARGET_DIR` or `target/`) and profile. Built when missing.
+fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_nixdeck")).parent().unwrap();
+    let bin = dir.join(name);
     if !bin.exists() {
+        let profile = match dir.file_name().and_then(|p| p.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        // The cargo running the tests passes its CARGO_TARGET_DIR on to this one.
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "nixdeck-agent"])
+            .args(["build", "-p", package, "--profile", profile])
             .current_dir(root)
             .status()
-            .expect("running cargo build for the agent");
-        assert!(status.success(), "building nixdeck-agent failed");
+            .unwrap_or_else(|e| panic!("running cargo build for {name}: {e}"));
+        assert!(status.success(), "building {name} failed");
     }
     bin
 }
@@ -145,67 +165,21 @@ impl Drop for Server {
     }
 }
 
-/// A logged-in API client: cookie jar plus CSRF token.
-pub struct Admin {
-    pub http: reqwest::Client,
-    pub csrf: String,
-    pub cookie: String,
-}
-
-impl Admin {
-    /// A state-changing request with the CSRF token.
-    pub fn post(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(server.url(path))
-            .header("X-CSRF-Token", &self.csrf)
-    }
-
-    /// GET a JSON body (asserting 200).
-    pub async fn get_json(&self, server: &Server, path: &str) -> Value {
-        let r = self.http.get(server.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 200, "GET {path}");
-        r.json().await.unwrap()
-    }
-
-    /// GET a text body (asserting 200).
-    pub async fn get_text(&self, server: &Server, path: &str) -> String {
-        let r = self.http.get(server.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 200, "GET {path}");
-        r.text().await.unwrap()
-    }
-
-    pub fn delete(&self, server: &Server, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .delete(server.url(path))
-            .header("X-CSRF-Token", &self.csrf)
+impl testkit::client::Site for Server {
+    fn url(&self, path: &str) -> String {
+        Server::url(self, path)
     }
 }
 
-pub async fn login(server: &Server) -> Admin {
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let resp = http
-        .post(server.url("/api/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
-    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
-    let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let body: Value = resp.json().await.unwrap();
-    Admin {
-        http,
-        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
-        cookie,
-    }
+/// The benches' name for the logged-in admin.
+pub type Admin = Session;
+
+/// The admin, logged in (see `testkit::client::login`).
+pub async fn login(server: &Server) -> Session {
+    testkit::client::login(server, "admin", PASSWORD).await
 }
 
-pub async fn create_host(server: &Server, admin: &Admin, hostname: &str) -> String {
+pub async fn create_host(server: &Server, admin: &Session, hostname: &str) -> String {
     let resp = admin
         .post(server, "/api/hosts")
         .json(&json!({"hostname": hostname, "host_type": "nixos"}))
@@ -254,7 +228,7 @@ pub fn spawn_agent_with(
         .expect("starting nixdeck-agent")
 }
 
-pub async fn browser_socket(server: &Server, admin: &Admin) -> Ws {
+pub async fn browser_socket(server: &Server, admin: &Session) -> Ws {
     let mut req = server.ws("/ws").into_client_request().unwrap();
     req.headers_mut()
         .insert("Cookie", admin.cookie.parse().unwrap());
@@ -315,64 +289,8 @@ pub async fn agent_socket(server: &Server, token: &str) -> Result<Ws, WsError> {
 pub async fn registered_agent(server: &Server, token: &str, hostname: &str) -> Ws {
     use futures::SinkExt;
     let mut ws = agent_socket(server, token).await.expect("agent socket");
-    ws.send(register(hostname)).await.unwrap();
+    ws.send(Message::text(register(hostname))).await.unwrap();
     let reply = next_json(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(reply["type"], "registered", "{reply}");
     ws
-}
-
-pub fn register(hostname: &str) -> Message {
-    Message::Text(
-        json!({"type": "register", "payload": {"hostname": hostname, "host_type": "nixos",
-            "agent_version": "0.1.0", "heartbeat_interval_s": 1}})
-        .to_string()
-        .into(),
-    )
-}
-
-pub fn heartbeat(cpu: f64) -> Message {
-    Message::Text(
-        json!({"type": "heartbeat", "payload": {"metrics": {"cpu": cpu, "ram": 1.0, "swap": 0.0, "load": 0.1},
-            "generation": null, "lock_hash": null, "pending_command": null}})
-        .to_string()
-        .into(),
-    )
-}
-
-/// Run git with a fixed identity; its trimmed stdout.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=nixdeck",
-            "-c",
-            "user.email=test@nixdeck.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The stand-in for GitHub's REST API (crate `testkit`), built on demand.
-pub fn fake_github_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let bin = root.join("target/debug/fake-github");
-    if !bin.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "testkit"])
-            .current_dir(root)
-            .status()
-            .expect("running cargo build for fake-github");
-        assert!(status.success(), "building fake-github failed");
-    }
-    bin
 }
