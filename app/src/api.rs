@@ -96,6 +96,12 @@ pub async fn remove_host(host_id: String) -> Result<(), AppError> {
     serve(|c, v| async move { service::hosts::remove(&c, &v, &host_id).await }).await
 }
 
+/// Approve a host that enrolled itself; from then on it takes commands (admins only).
+#[server(client = CsrfClient)]
+pub async fn approve_host(host_id: String) -> Result<(), AppError> {
+    serve(|c, v| async move { service::hosts::approve(&c, &v, &host_id).await.map(drop) }).await
+}
+
 /// A host's latest commands, newest first.
 #[server(client = CsrfClient)]
 pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandRecord>, AppError> {

@@ -73,6 +73,7 @@ host_signals! {
     os_version: Option<String>,
     nixpkgs_version: Option<String>,
     update_status: UpdateStatus,
+    pending_approval: bool,
 }
 
 impl HostSignals {

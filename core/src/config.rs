@@ -34,6 +34,11 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_ENROLL_TOKEN_TTL_H", default_value_t = 24)]
     pub enroll_token_ttl_h: u64,
 
+    /// Hosts the enrollment token may create in all (0: no limit). Each enrolled host waits
+    /// for an admin's approval before it gets commands. Changing the token starts anew.
+    #[arg(long, env = "NIXDECK_ENROLL_TOKEN_USES", default_value_t = 10)]
+    pub enroll_token_uses: u64,
+
     /// Heartbeat interval agents are told to use, in seconds. A host is offline after three
     /// missed heartbeats.
     #[arg(long, env = "NIXDECK_HEARTBEAT_INTERVAL_S", default_value_t = protocol::DEFAULT_HEARTBEAT_S,

@@ -204,6 +204,15 @@ pub struct Host {
     pub repo_url: Option<String>,
     pub repo_dir: Option<String>,
     pub update_status: UpdateStatus,
+    /// An addition: the host enrolled itself with the enrollment token and waits for an
+    /// admin's approval; it gets no commands until then. Absent (false) for every other
+    /// host, so their JSON is unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pending_approval: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Host {
@@ -228,6 +237,7 @@ impl Host {
             repo_url: None,
             repo_dir: None,
             update_status: UpdateStatus::default(),
+            pending_approval: false,
         }
     }
 

@@ -2,8 +2,8 @@
 //! failure into a notice, for every button in rows, menus and dialogs.
 
 use crate::api::{
-    bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy, refresh_host,
-    remove_host, run_command, stop_command, unlock_host,
+    approve_host, bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy,
+    refresh_host, remove_host, run_command, stop_command, unlock_host,
 };
 use crate::page_state::PageState;
 use crate::store::HostStore;
@@ -79,6 +79,17 @@ pub fn refresh(store: HostStore, page: PageState, host_id: String, refreshing: R
             Err(e) => page.notify(format!("{host_id}: refresh failed: {e}"), true),
         }
         refreshing.set(false);
+    });
+}
+
+/// Approve a self-enrolled host (admins; the ⋮ menu). The row updates through the hub's
+/// `host_updated`, like every other change.
+pub fn approve(page: PageState, host_id: String) {
+    leptos::task::spawn_local(async move {
+        match approve_host(host_id.clone()).await {
+            Ok(()) => page.notify(format!("{host_id} approved."), false),
+            Err(e) => page.notify(format!("{host_id}: cannot approve: {e}"), true),
+        }
     });
 }
 

@@ -55,11 +55,17 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
         hostname,
         theme_color,
         pending_command,
+        pending_approval,
         ..
     } = host;
     view! {
         <span class="hostname" style:color=move || theme_color.get()>
             {move || hostname.get()}
+        </span>
+        // Enrolled by itself: no commands until an admin approves it (⋮ → Approve).
+        <span class="pending-approval" hidden=move || !pending_approval.get()
+            title="This host enrolled itself; an admin must approve it before it takes commands">
+            "awaiting approval"
         </span>
         {move || {
             pending_command
@@ -180,7 +186,12 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
 pub fn HostActions(host: HostSignals) -> impl IntoView {
     let store = expect_context::<HostStore>();
     let page = expect_context::<PageState>();
-    let HostSignals { id, online, .. } = host;
+    let HostSignals {
+        id,
+        online,
+        pending_approval,
+        ..
+    } = host;
     let busy = host.busy();
     // Pull, Switch and Test need an online, idle host; while busy, Test becomes Stop.
     let can_run = move || online.get() && !busy.get();
@@ -277,6 +288,10 @@ fn HostMenuItems(host: HostSignals) -> impl IntoView {
         }
     };
     view! {
+        <button type="button" role="menuitem" data-command="approve" hidden=move || !pending_approval.get()
+            on:click=move |_| crate::components::actions::approve(page, host_id())>
+            "Approve host"
+        </button>
         {menu_item(CommandKind::PullSwitch, "Pull + switch")}
         {menu_item(CommandKind::Update, "Update flake.lock")}
         {menu_item(CommandKind::Rollback, "Rollback")}

@@ -70,6 +70,8 @@ pub enum Reservation {
     NotFound,
     Offline,
     Busy(PendingCommand),
+    /// The host enrolled itself and no admin has approved it yet.
+    PendingApproval,
 }
 
 /// The hub's end of one agent's socket task: where to queue frames for it, and how to
@@ -246,6 +248,9 @@ impl Hub {
         };
         if let Some(p) = &host.pending_command {
             return Err(Reservation::Busy(p.clone()));
+        }
+        if host.pending_approval {
+            return Err(Reservation::PendingApproval);
         }
         if !state.agents.contains_key(id) {
             return Err(Reservation::Offline);

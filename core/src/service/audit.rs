@@ -77,30 +77,32 @@ pub async fn read(
         .or_internal("reading the audit log")
 }
 
-/// Refused logins (rate-limited, no capacity, impossible names), counted in memory and
-/// written as one `login.refused` row per (name, address, reason) and flush. A flood is
-/// turned away without a synchronous database write per request; the log still says who
-/// was refused how often.
+/// Refused attempts (logins rate-limited, without capacity or for impossible names; agent
+/// connections with a wrong token), counted in memory and written as one row per (action,
+/// name, address, reason) and flush. A flood is turned away without a synchronous database
+/// write per request; the log still says who was refused how often.
 #[derive(Default)]
 pub struct Refusals(std::sync::Mutex<HashMap<RefusalKey, u64>>);
 
-/// Who was refused (a name, or `-` for an impossible one), from where, and why.
-type RefusalKey = (String, Option<String>, String);
+/// What was refused (the audit action, e.g. `login.refused`), for whom (a name, or `-`),
+/// from where, and why.
+type RefusalKey = (&'static str, String, Option<String>, String);
 
 /// Distinct (name, address, reason) keys kept between flushes; past it they share one.
 const REFUSAL_KEYS: usize = 1024;
 
 impl Refusals {
     /// `name` None: not a possible username, never stored as given.
-    pub fn note(&self, name: Option<&str>, ip: Option<&str>, reason: &str) {
+    pub fn note(&self, action: &'static str, name: Option<&str>, ip: Option<&str>, reason: &str) {
         let mut tally = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut key = (
+            action,
             name.unwrap_or("-").to_owned(),
             ip.map(str::to_owned),
             reason.to_owned(),
         );
         if tally.len() >= REFUSAL_KEYS && !tally.contains_key(&key) {
-            key = ("*".to_owned(), None, reason.to_owned());
+            key = (action, "*".to_owned(), None, reason.to_owned());
         }
         *tally.entry(key).or_default() += 1;
     }
@@ -112,12 +114,12 @@ impl Refusals {
 
 /// Write the tallied refusals (from the background job, and at shutdown).
 pub async fn flush_refusals(core: &Core) {
-    for ((name, ip, reason), count) in core.refusals.take() {
+    for ((action, name, ip, reason), count) in core.refusals.take() {
         write(
             &core.db,
             &name,
             ip.as_deref(),
-            "login.refused",
+            action,
             None,
             reason,
             Some(format!("{count} attempt(s) refused")),

@@ -135,11 +135,13 @@ pub async fn login(
     let ip = address.map(|a| a.to_string());
     let source = address.map(Source::of);
     if super::users::check_username(username).is_err() {
-        core.refusals.note(None, ip.as_deref(), "invalid_username");
+        core.refusals
+            .note(LOGIN_REFUSED, None, ip.as_deref(), "invalid_username");
         return Err(AppError::Unauthorized);
     }
     let refused = |e: AppError| {
-        core.refusals.note(Some(username), ip.as_deref(), e.code());
+        core.refusals
+            .note(LOGIN_REFUSED, Some(username), ip.as_deref(), e.code());
         e
     };
     if let Some(s) = &source {
@@ -167,7 +169,8 @@ pub async fn login(
     };
     if verdict == Verdict::NotChecked && result.is_err() {
         if let Err(e) = &result {
-            core.refusals.note(Some(username), ip.as_deref(), e.code());
+            core.refusals
+                .note(LOGIN_REFUSED, Some(username), ip.as_deref(), e.code());
         }
         return result;
     }
@@ -183,6 +186,9 @@ pub async fn login(
     .await;
     result
 }
+
+/// The audit action of tallied login refusals.
+const LOGIN_REFUSED: &str = "login.refused";
 
 /// Password checks (Argon2) running at once: about one per core. Each holds ~19 MiB, and
 /// the blocking pool would otherwise run hundreds at a time under a flood.

@@ -58,6 +58,12 @@ async fn start(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -
     match core.hub.reserve(host_id, pending) {
         Ok(()) => {}
         Err(Reservation::NotFound) => return Err(AppError::NotFound(format!("host {host_id}"))),
+        Err(Reservation::PendingApproval) => {
+            return Err(AppError::conflict(
+                "pending_approval",
+                format!("{host_id} enrolled itself and waits for an admin's approval."),
+            ))
+        }
         Err(Reservation::Offline) => {
             return Err(AppError::conflict(
                 "offline",

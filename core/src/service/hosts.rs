@@ -289,20 +289,94 @@ pub async fn enrollment_deadline(
 }
 
 /// Enrollment: create the host an agent registered with, and return its new token. A host
-/// that exists already can never be taken over this way.
-pub async fn enroll(core: &Core, reg: &Register) -> Result<(String, String)> {
-    let host = new_host(CreateHost {
+/// that exists already can never be taken over this way. The host waits for an admin's
+/// approval (`approve`) before it gets commands, and the token creates at most
+/// `NIXDECK_ENROLL_TOKEN_USES` hosts. Audited either way, from the agent's address.
+pub async fn enroll(core: &Core, reg: &Register, ip: Option<&str>) -> Result<(String, String)> {
+    let result = enroll_host(core, reg).await;
+    audit::write(
+        &core.db,
+        "enrollment-token",
+        ip,
+        "host.enroll",
+        Some(&reg.hostname),
+        audit::outcome(&result),
+        result.as_ref().err().map(|e| e.to_string()),
+    )
+    .await;
+    result
+}
+
+/// Enrollments are counted one at a time, so two agents racing for the last use cannot
+/// both get it. (One process holds the count; replicas will need the database's lock.)
+static ENROLLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `settings` key counting hosts created with the current enrollment token.
+const ENROLL_USES: &str = "enroll_token_uses";
+
+async fn enroll_host(core: &Core, reg: &Register) -> Result<(String, String)> {
+    let mut host = new_host(CreateHost {
         hostname: reg.hostname.clone(),
         host_type: reg.host_type,
         theme_color: reg.theme_color.clone(),
         location: reg.location.clone(),
         device_type: reg.device_type.clone(),
     })?;
+    host.pending_approval = true;
+    let _turn = ENROLLING.lock().await;
+    let token_hash = sha256_hex(core.config.enroll_token.as_deref().unwrap_or_default());
+    let used = core
+        .db
+        .setting(ENROLL_USES)
+        .await
+        .or_internal("reading settings")?
+        .and_then(|v| {
+            let (hash, count) = v.split_once(':')?;
+            (hash == token_hash).then(|| count.parse::<u64>().ok())?
+        })
+        .unwrap_or(0);
+    let max = core.config.enroll_token_uses;
+    if max > 0 && used >= max {
+        tracing::warn!(
+            host = host.id,
+            "the enrollment token has no uses left ({used} of {max})"
+        );
+        return Err(AppError::Forbidden(format!(
+            "the enrollment token has created {used} hosts, its limit"
+        )));
+    }
     let token = insert_with_token(core, &host).await?;
+    core.db
+        .set_setting(ENROLL_USES, &format!("{token_hash}:{}", used + 1))
+        .await
+        .or_internal("writing settings")?;
     let id = host.id.clone();
     core.hub.add_host(host);
-    tracing::info!(host = id, "host enrolled");
+    tracing::info!(host = id, "host enrolled; waiting for approval");
     Ok((id, token))
+}
+
+/// `POST /api/hosts/{id}/approve`: an admin accepts a self-enrolled host; from now on it
+/// takes commands like any other.
+pub async fn approve(core: &Core, viewer: &Viewer, id: &str) -> Result<Host> {
+    let result = approve_host(core, viewer, id).await;
+    audit::record(core, viewer, "host.approve", Some(id), result).await
+}
+
+async fn approve_host(core: &Core, viewer: &Viewer, id: &str) -> Result<Host> {
+    require_admin(viewer)?;
+    if !core
+        .db
+        .approve_host(id)
+        .await
+        .or_internal("approving host")?
+    {
+        return Err(AppError::NotFound(format!("host {id}")));
+    }
+    tracing::info!(host = id, by = viewer.username, "host approved");
+    core.hub
+        .update_host(id, |h| h.pending_approval = false)
+        .ok_or_else(|| AppError::NotFound(format!("host {id}")))
 }
 
 /// Queue what an agent reported at registration for the next batched write.

@@ -40,7 +40,7 @@ pub struct SeenUpdate {
 
 const HOST_COLUMNS: &str = "id, hostname, host_type, theme_color, location, device_type, \
     agent_version, os_version, nixpkgs_version, generation, lock_hash, repo_url, repo_dir, \
-    branch, last_seen, metrics";
+    branch, last_seen, metrics, pending_approval";
 
 /// The `HOST_COLUMNS` of a `hosts` row.
 #[derive(sqlx::FromRow)]
@@ -62,6 +62,7 @@ struct HostColumns {
     last_seen: Option<i64>,
     /// `Metrics` as JSON.
     metrics: Option<String>,
+    pending_approval: bool,
 }
 
 impl From<HostColumns> for HostRecord {
@@ -82,6 +83,7 @@ impl From<HostColumns> for HostRecord {
         host.repo_dir = r.repo_dir;
         host.last_seen = r.last_seen.map(Timestamp);
         host.metrics = r.metrics.and_then(|m| serde_json::from_str(&m).ok());
+        host.pending_approval = r.pending_approval;
         HostRecord {
             host,
             lock_hash: r.lock_hash,
@@ -119,8 +121,8 @@ impl Db {
     /// Insert a new host; a duplicate id is a unique violation the caller maps to 409.
     pub async fn insert_host(&self, host: &Host, token_hash: &str) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at, pending_approval)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&host.id)
         .bind(&host.hostname)
@@ -130,9 +132,19 @@ impl Db {
         .bind(&host.device_type)
         .bind(token_hash)
         .bind(Timestamp::now().secs())
+        .bind(host.pending_approval)
         .execute(&self.pool)
         .await
         .map(|_| ())
+    }
+
+    /// An admin approved a self-enrolled host; false when there is no such host.
+    pub async fn approve_host(&self, id: &str) -> DbResult<bool> {
+        let done = sqlx::query("UPDATE hosts SET pending_approval = FALSE WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Registrations gathered since the last batch, in one transaction (a reconnect wave of

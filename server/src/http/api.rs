@@ -121,6 +121,15 @@ pub async fn delete_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Addition: an admin approves a host that enrolled itself.
+pub async fn approve_host(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Host>> {
+    Ok(Json(service::hosts::approve(&app, &viewer, &id).await?))
+}
+
 pub async fn rotate_token(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts", get(api::list_hosts).post(api::create_host))
         .route("/api/hosts/{id}", delete(api::delete_host))
         .route("/api/hosts/{id}/token", post(api::rotate_token))
+        .route("/api/hosts/{id}/approve", post(api::approve_host))
         .route(
             "/api/hosts/{id}/commands",
             get(api::command_history).post(api::run_command),
@@ -119,6 +120,7 @@ mod tests {
         ("POST", "/api/hosts", Access::Admin),
         ("DELETE", "/api/hosts/nohost", Access::Admin),
         ("POST", "/api/hosts/nohost/token", Access::Admin),
+        ("POST", "/api/hosts/nohost/approve", Access::Admin),
         ("GET", "/api/hosts/nohost/commands", Access::Viewer),
         ("POST", "/api/hosts/nohost/commands", Access::Operator),
         ("POST", "/api/hosts/nohost/stop", Access::Operator),
@@ -187,9 +189,15 @@ mod tests {
                 {
                     Access::Viewer
                 }
-                p if ["add_host", "remove_host", "user", "audit_log"]
-                    .iter()
-                    .any(|f| p.contains(f)) =>
+                p if [
+                    "add_host",
+                    "remove_host",
+                    "approve_host",
+                    "user",
+                    "audit_log",
+                ]
+                .iter()
+                .any(|f| p.contains(f)) =>
                 {
                     Access::Admin
                 }

@@ -70,6 +70,13 @@ pub async fn handler(
                 Some(Err(wait)) => nixdeck_core::service::limits::too_many(wait),
                 _ => e,
             };
+            // In the audit log as a tally (a flood of bad tokens writes a row per flush).
+            app.refusals.note(
+                "agent.auth",
+                None,
+                Some(&shown).filter(|s| !s.is_empty()).map(String::as_str),
+                e.code(),
+            );
             return error_response(&e);
         }
     };
@@ -84,7 +91,9 @@ pub async fn handler(
         // 13.8 KiB and left P6 (output lines/s) where it was (docs/BENCHMARKS.md).
         .read_buffer_size(2 * 1024)
         .write_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| async move { run(app, identity, socket).await })
+        .on_upgrade(move |socket| async move {
+            run(app, identity, ip.map(|ip| ip.to_string()), socket).await
+        })
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
@@ -108,7 +117,7 @@ pub fn is_too_big(err: &axum::Error) -> bool {
     false
 }
 
-async fn run(app: Core, identity: AgentIdentity, mut socket: WebSocket) {
+async fn run(app: Core, identity: AgentIdentity, ip: Option<String>, mut socket: WebSocket) {
     let register = match timeout(REGISTER_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) => match decode::<AgentMessage>(&text) {
             Decoded::Message(AgentMessage::Register(r)) => r,
@@ -134,7 +143,7 @@ async fn run(app: Core, identity: AgentIdentity, mut socket: WebSocket) {
             );
             return close(&mut socket, 1008, "this token belongs to another host").await;
         }
-        AgentIdentity::Enrollment => match enroll(&app, &register).await {
+        AgentIdentity::Enrollment => match enroll(&app, &register, ip.as_deref()).await {
             Ok((_, token)) => {
                 new_token = Some(token);
                 None
