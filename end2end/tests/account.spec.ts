@@ -161,7 +161,7 @@ test("user management asks for the password again long after the login", async (
   await expect(row.locator(".user-state")).toHaveText("active");
   await prompt.locator("input[name=password]").fill("a-wrong-password-1");
   await prompt.locator("button[type=submit]").click();
-  await expect(prompt.locator(".form-error")).toContainText("not logged in");
+  await expect(prompt.locator(".form-error")).toContainText("not right");
   await prompt.locator("input[name=password]").fill(password);
   await prompt.locator("button[type=submit]").click();
   // The action that asked goes ahead by itself.

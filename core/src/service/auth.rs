@@ -284,6 +284,10 @@ pub async fn reauthenticate(
             .set_authenticated(&viewer.session_hash, Timestamp::now())
             .await
             .or_internal("re-authenticating"),
+        // The user is logged in: "not logged in" would mislead.
+        Err(AppError::Unauthorized) => Err(AppError::Invalid(
+            "That password (or code) is not right.".into(),
+        )),
         Err(e) => Err(e),
     };
     super::audit::record(core, viewer, "reauth", None, result).await
