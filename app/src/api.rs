@@ -123,6 +123,16 @@ pub async fn add_host(host: CreateHost) -> Result<HostCreated, AppError> {
     serve(|c, v| async move { service::hosts::create(&c, &v, host).await }).await
 }
 
+/// Prove who you are again (password, and the code with 2FA), for the actions that need a
+/// recent authentication.
+#[server(client = CsrfClient)]
+pub async fn reauthenticate(password: String, totp: Option<String>) -> Result<(), AppError> {
+    serve(|c, v| async move {
+        service::auth::reauthenticate(&c, &v, &password, totp.as_deref()).await
+    })
+    .await
+}
+
 /// Start two-factor enrollment for the logged-in user.
 #[server(client = CsrfClient)]
 pub async fn start_totp_setup() -> Result<TotpSetup, AppError> {

@@ -42,6 +42,9 @@ pub enum Confirm {
     Bulk(CommandKind, Option<Vec<String>>),
     /// Merge the update PR and roll it out.
     MergeDeploy(MergeDeploy),
+    /// The server asked for the password again before this Merge & Deploy (PR number and
+    /// hosts); the dialog asks, then starts it.
+    Reauth(u64, Option<Vec<String>>),
 }
 
 /// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the

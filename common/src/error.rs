@@ -14,6 +14,9 @@ pub enum AppError {
     TotpRequired,
     /// Authenticated but not allowed, or a CSRF/Origin failure: 403.
     Forbidden(String),
+    /// 403: allowed, but the user must confirm who they are first (password, and the TOTP
+    /// code with 2FA): a rare, powerful action long after the login.
+    ReauthRequired,
     /// 404 with the thing that was not found.
     NotFound(String),
     /// 409 with a machine code such as `busy`, `offline`, `idle`, `exists`.
@@ -44,7 +47,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::Unauthorized | AppError::TotpRequired => 401,
-            AppError::Forbidden(_) => 403,
+            AppError::Forbidden(_) | AppError::ReauthRequired => 403,
             AppError::NotFound(_) => 404,
             AppError::Conflict { .. } => 409,
             AppError::Invalid(_) => 422,
@@ -60,6 +63,7 @@ impl AppError {
             AppError::Unauthorized => "unauthorized",
             AppError::TotpRequired => "totp_required",
             AppError::Forbidden(_) => "forbidden",
+            AppError::ReauthRequired => "reauth_required",
             AppError::NotFound(_) => "not_found",
             AppError::Conflict { code, .. } => code,
             AppError::Invalid(_) => "invalid",
@@ -80,6 +84,7 @@ impl fmt::Display for AppError {
                 f.write_str("Enter the code from your authenticator app (or a recovery code).")
             }
             AppError::Forbidden(why) => write!(f, "Forbidden: {why}"),
+            AppError::ReauthRequired => f.write_str("Confirm your password to continue."),
             AppError::NotFound(what) => write!(f, "Not found: {what}"),
             AppError::Conflict { message, .. } => f.write_str(message),
             AppError::Invalid(why) => f.write_str(why),

@@ -10,4 +10,8 @@ pub struct Viewer {
     pub csrf_token: String,
     /// The client's address, for the audit log.
     pub ip: Option<String>,
+    /// The stored hash of the session's id (which session to re-authenticate).
+    pub session_hash: String,
+    /// Unix seconds of the login or the latest re-authentication.
+    pub authenticated_at: i64,
 }

@@ -49,13 +49,20 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
 
-    /// Sessions end after this many minutes without a request.
-    #[arg(long, env = "NIXDECK_SESSION_IDLE_MIN", default_value_t = 12 * 60)]
+    /// Sessions end after this many minutes without a request. A session can command
+    /// every host as root, so the defaults are a working day.
+    #[arg(long, env = "NIXDECK_SESSION_IDLE_MIN", default_value_t = 8 * 60)]
     pub session_idle_min: u64,
 
     /// Sessions end this many hours after login, however active.
-    #[arg(long, env = "NIXDECK_SESSION_MAX_H", default_value_t = 7 * 24)]
+    #[arg(long, env = "NIXDECK_SESSION_MAX_H", default_value_t = 24)]
     pub session_max_h: u64,
+
+    /// Seconds after the login (or the latest re-authentication) during which token
+    /// rotation, user management and Merge & Deploy go ahead without asking for the
+    /// password again.
+    #[arg(long, env = "NIXDECK_REAUTH_WINDOW_S", default_value_t = 600)]
+    pub reauth_window_s: u64,
 
     /// Hard timeout of `pull`, in seconds. On timeout the agent is told to stop and the
     /// command is recorded as `timeout`.
@@ -252,5 +259,19 @@ impl Config {
             Test => self.timeout_test_s,
             _ => self.timeout_other_s,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session can command every host as root: by default it lasts a working day, and
+    /// the rarest, most powerful actions want the password again after ten minutes.
+    #[test]
+    fn sessions_are_short_by_default() {
+        let c = Config::parse_from(["nixdeck"]);
+        assert_eq!((c.session_idle_min, c.session_max_h), (8 * 60, 24));
+        assert_eq!(c.reauth_window_s, 600);
     }
 }

@@ -120,3 +120,52 @@ test("admins manage users and read the audit log in the page", async ({ page }) 
   await expect(entry).toContainText("admin");
   expect(errors).toEqual([]);
 });
+
+test("user management asks for the password again long after the login", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  // An admin of this test's own, so aging its sessions touches no other test.
+  const admin = `reauth${Date.now() % 100000}`;
+  const password = "reauth-admin-password-1";
+  const env = { ...process.env, NIXDECK_DATABASE_URL: process.env.NIXDECK_DATABASE_URL };
+  for (const [name, role] of [[admin, "admin"], [`${admin}x`, "viewer"]]) {
+    const add = spawnSync(SERVER_BIN, ["user", "add", name, "--role", role, "--password-stdin"], {
+      input: `${password}\n`,
+      env,
+    });
+    expect(add.status, add.stderr.toString()).toBe(0);
+  }
+  await page.goto("/login");
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  await page.fill("input[name=username]", admin);
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(`${BASE}/`);
+
+  // The login was an hour ago, as far as the server knows.
+  const db = (process.env.NIXDECK_DATABASE_URL ?? "").replace(/^sqlite:\/\//, "");
+  const aged = spawnSync("sqlite3", [
+    db,
+    `UPDATE sessions SET authenticated_at = strftime('%s','now') - 3600 WHERE username = '${admin}';`,
+  ]);
+  expect(aged.status, aged.stderr.toString()).toBe(0);
+
+  await page.goto("/users");
+  await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+  const row = page.locator(`tr[data-user="${admin}x"]`);
+  await expect(row.locator(".user-state")).toHaveText("active");
+  await row.locator(".btn-toggle-user").click();
+  // Not done yet: the page asks who is there.
+  const prompt = page.locator("form.reauth");
+  await expect(prompt).toBeVisible();
+  await expect(row.locator(".user-state")).toHaveText("active");
+  await prompt.locator("input[name=password]").fill("a-wrong-password-1");
+  await prompt.locator("button[type=submit]").click();
+  await expect(prompt.locator(".form-error")).toContainText("not right");
+  await prompt.locator("input[name=password]").fill(password);
+  await prompt.locator("button[type=submit]").click();
+  // The action that asked goes ahead by itself.
+  await expect(prompt).toBeHidden();
+  await expect(row.locator(".user-state")).toHaveText("disabled");
+  expect(errors).toEqual([]);
+});

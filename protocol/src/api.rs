@@ -53,6 +53,15 @@ pub struct LoginRequest {
     pub next: Option<String>,
 }
 
+/// An addition: `POST /api/account/reauth`, the logged-in user's password (and TOTP or
+/// recovery code with 2FA) once more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReauthRequest {
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoginResponse {
     pub csrf_token: String,

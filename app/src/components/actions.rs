@@ -160,8 +160,14 @@ pub fn bulk(page: PageState, kind: CommandKind, host_ids: Option<Vec<String>>) {
 /// `deploy_progress` events for the deploy panel; only a refusal needs a word here.
 pub fn merge_deploy(page: PageState, pr_number: u64, host_ids: Option<Vec<String>>) {
     leptos::task::spawn_local(async move {
-        if let Err(e) = merge_and_deploy(pr_number, host_ids).await {
-            page.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true);
+        match merge_and_deploy(pr_number, host_ids.clone()).await {
+            Ok(_) => {}
+            // The confirm dialog asks for the password, then runs this again.
+            Err(AppError::ReauthRequired) => {
+                page.confirm
+                    .set(Some(crate::page_state::Confirm::Reauth(pr_number, host_ids)))
+            }
+            Err(e) => page.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true),
         }
     });
 }

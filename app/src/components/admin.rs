@@ -1,8 +1,81 @@
 //! Admin pages: users (add, disable, reset a password) and the audit log.
 
 use crate::api::{add_user, audit_log, list_users, reset_user_password, set_user_disabled};
+use crate::components::reauth::ReauthPrompt;
+use common::AppError;
 use leptos::either::Either;
 use leptos::prelude::*;
+
+/// The Users page's shared state: the list's version (bumped to reload), the message line,
+/// and the action waiting for the password (`AppError::ReauthRequired`).
+#[derive(Clone, Copy)]
+struct UsersCtx {
+    version: RwSignal<u32>,
+    message: RwSignal<Option<String>>,
+    reauth_then: RwSignal<Option<Callback<()>>>,
+}
+
+impl UsersCtx {
+    fn reload(self) {
+        self.version.update(|v| *v += 1);
+    }
+
+    /// A failure of `what`: the password prompt (then `retry`) when the server asks for it,
+    /// else the message.
+    fn failed(self, what: String, e: AppError, retry: Callback<()>) {
+        match e {
+            AppError::ReauthRequired => self.reauth_then.set(Some(retry)),
+            e => self.message.set(Some(format!("{what}{e}"))),
+        }
+    }
+}
+
+fn add(ctx: UsersCtx, name: String, role: String, password: String, done: Callback<()>) {
+    leptos::task::spawn_local(async move {
+        match add_user(name.clone(), role.clone(), password.clone()).await {
+            Ok(()) => {
+                ctx.message.set(Some(format!("Added {name}.")));
+                done.run(());
+                ctx.reload();
+            }
+            Err(e) => ctx.failed(
+                String::new(),
+                e,
+                Callback::new(move |()| {
+                    add(ctx, name.clone(), role.clone(), password.clone(), done)
+                }),
+            ),
+        }
+    });
+}
+
+fn toggle(ctx: UsersCtx, user: String, disabled: bool) {
+    leptos::task::spawn_local(async move {
+        match set_user_disabled(user.clone(), disabled).await {
+            Ok(()) => ctx.reload(),
+            Err(e) => ctx.failed(
+                format!("{user}: "),
+                e,
+                Callback::new(move |()| toggle(ctx, user.clone(), disabled)),
+            ),
+        }
+    });
+}
+
+fn reset(ctx: UsersCtx, user: String) {
+    leptos::task::spawn_local(async move {
+        match reset_user_password(user.clone()).await {
+            Ok(p) => ctx
+                .message
+                .set(Some(format!("New password for {user} (shown once): {p}"))),
+            Err(e) => ctx.failed(
+                format!("{user}: "),
+                e,
+                Callback::new(move |()| reset(ctx, user.clone())),
+            ),
+        }
+    });
+}
 
 #[component]
 fn AdminHeader(title: &'static str) -> impl IntoView {
@@ -20,50 +93,39 @@ fn AdminHeader(title: &'static str) -> impl IntoView {
 
 #[component]
 pub fn UsersPage() -> impl IntoView {
-    let version = RwSignal::new(0u32);
+    let ctx = UsersCtx {
+        version: RwSignal::new(0u32),
+        message: RwSignal::new(None::<String>),
+        reauth_then: RwSignal::new(None),
+    };
+    let (version, message) = (ctx.version, ctx.message);
     let users = Resource::new(move || version.get(), |_| list_users());
-    let message = RwSignal::new(None::<String>);
     let (name, role, password) = (
         RwSignal::new(String::new()),
         RwSignal::new("operator".to_owned()),
         RwSignal::new(String::new()),
     );
-    let reload = move || version.update(|v| *v += 1);
-    let add = move |ev: leptos::ev::SubmitEvent| {
+    let cleared = Callback::new(move |()| {
+        name.set(String::new());
+        password.set(String::new());
+    });
+    let on_add = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let (n, r, p) = (
+        add(
+            ctx,
             name.get_untracked(),
             role.get_untracked(),
             password.get_untracked(),
+            cleared,
         );
-        leptos::task::spawn_local(async move {
-            match add_user(n.clone(), r, p).await {
-                Ok(()) => {
-                    message.set(Some(format!("Added {n}.")));
-                    name.set(String::new());
-                    password.set(String::new());
-                    reload();
-                }
-                Err(e) => message.set(Some(e.to_string())),
-            }
-        });
     };
-    let toggle = move |user: String, disabled: bool| {
-        leptos::task::spawn_local(async move {
-            match set_user_disabled(user.clone(), disabled).await {
-                Ok(()) => reload(),
-                Err(e) => message.set(Some(format!("{user}: {e}"))),
-            }
-        });
-    };
-    let reset = move |user: String| {
-        leptos::task::spawn_local(async move {
-            match reset_user_password(user.clone()).await {
-                Ok(p) => message.set(Some(format!("New password for {user} (shown once): {p}"))),
-                Err(e) => message.set(Some(format!("{user}: {e}"))),
-            }
-        });
-    };
+    let reauthed = Callback::new(move |()| {
+        if let Some(retry) = ctx.reauth_then.get_untracked() {
+            ctx.reauth_then.set(None);
+            retry.run(());
+        }
+    });
+    let reauth_cancelled = Callback::new(move |()| ctx.reauth_then.set(None));
     view! {
         <AdminHeader title="Users" />
         <main class="admin">
@@ -83,10 +145,10 @@ pub fn UsersPage() -> impl IntoView {
                                                 <td>{u.role.as_str()}</td>
                                                 <td class="user-state">{if disabled { "disabled" } else { "active" }}</td>
                                                 <td>
-                                                    <button type="button" class="btn-toggle-user" on:click=move |_| toggle(a.clone(), !disabled)>
+                                                    <button type="button" class="btn-toggle-user" on:click=move |_| toggle(ctx, a.clone(), !disabled)>
                                                         {if disabled { "Enable" } else { "Disable" }}
                                                     </button>
-                                                    <button type="button" class="btn-reset-password" on:click=move |_| reset(b.clone())>"Reset password"</button>
+                                                    <button type="button" class="btn-reset-password" on:click=move |_| reset(ctx, b.clone())>"Reset password"</button>
                                                 </td>
                                             </tr>
                                         }
@@ -98,7 +160,10 @@ pub fn UsersPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
-            <form class="add-user" on:submit=add>
+            <Show when=move || ctx.reauth_then.with(Option::is_some)>
+                <ReauthPrompt on_done=reauthed on_cancel=reauth_cancelled />
+            </Show>
+            <form class="add-user" on:submit=on_add>
                 <h3>"Add a user"</h3>
                 <input name="username" placeholder="username" bind:value=name />
                 <select name="role" on:change=move |ev| role.set(event_target_value(&ev))>

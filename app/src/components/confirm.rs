@@ -2,6 +2,7 @@
 
 use crate::components::actions;
 use crate::components::lazy_view;
+use crate::components::reauth::ReauthPrompt;
 use crate::page_state::{Confirm, MergeDeploy, PageState};
 use crate::presentation::merge_deploy_question;
 use crate::store::HostStore;
@@ -23,6 +24,8 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
             "Remove",
         ),
         Confirm::MergeDeploy(m) => merge_wording(m),
+        // The dialog shows the password form instead (`ConfirmBody`).
+        Confirm::Reauth(..) => (String::new(), String::new(), ""),
         Confirm::Bulk(kind, ids) => {
             let count = ids.as_ref().map_or(online, Vec::len);
             let whom = if ids.is_none() { "online host" } else { "selected host" };
@@ -66,7 +69,7 @@ fn ConfirmBody() -> impl IntoView {
             Some(Confirm::RemoveHost(id)) => actions::remove(store, page, id),
             Some(Confirm::Bulk(kind, ids)) => actions::bulk(page, kind, ids),
             Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(page, m.pr_number, m.host_ids),
-            None => {}
+            Some(Confirm::Reauth(..)) | None => {}
         }
         close();
     };
@@ -87,15 +90,27 @@ fn ConfirmBody() -> impl IntoView {
             close();
         }
     };
+    // After the password was accepted: start the deploy that asked for it.
+    let reauthed = Callback::new(move |()| {
+        if let Some(Confirm::Reauth(pr, hosts)) = page.confirm.get_untracked() {
+            close();
+            actions::merge_deploy(page, pr, hosts);
+        }
+    });
+    let reauth = move || page.confirm.with(|c| matches!(c, Some(Confirm::Reauth(..))));
     view! {
             <div class="modal-backdrop" on:click=move |_| close()></div>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title" on:keydown=on_key>
-                <h2 id="confirm-title">{move || text().0}</h2>
-                <p>{move || text().1}</p>
-                <div class="modal-actions">
-                    <button type="button" class="cancel" node_ref=cancel_ref on:click=move |_| close()>"Cancel"</button>
-                    <button type="button" class="danger confirm" on:click=proceed>{move || text().2}</button>
-                </div>
+                <Show when=reauth fallback=move || view! {
+                    <h2 id="confirm-title">{move || text().0}</h2>
+                    <p>{move || text().1}</p>
+                    <div class="modal-actions">
+                        <button type="button" class="cancel" node_ref=cancel_ref on:click=move |_| close()>"Cancel"</button>
+                        <button type="button" class="danger confirm" on:click=proceed>{move || text().2}</button>
+                    </div>
+                }>
+                    <ReauthPrompt on_done=reauthed on_cancel=Callback::new(move |()| close()) />
+                </Show>
             </div>
     }
 }

@@ -18,6 +18,7 @@ pub mod log_panel;
 pub mod login;
 pub mod menu;
 pub mod notices;
+pub mod reauth;
 pub mod viewer;
 
 use leptos::prelude::*;

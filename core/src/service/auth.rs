@@ -207,6 +207,23 @@ async fn check_login(
     totp: Option<&str>,
     ip: Option<&str>,
 ) -> (Result<NewSession>, super::limits::Verdict) {
+    match verify_credentials(core, username, password, totp, ip).await {
+        (Ok(user), verdict) => (open_session(core, username, user, ip).await, verdict),
+        (Err(e), verdict) => (Err(e), verdict),
+    }
+}
+
+/// The password and, with 2FA, the code: the user's row when both are right.
+async fn verify_credentials(
+    core: &Core,
+    username: &str,
+    password: &str,
+    totp: Option<&str>,
+    ip: Option<&str>,
+) -> (
+    Result<Option<crate::storage::UserRow>>,
+    super::limits::Verdict,
+) {
     use super::limits::Verdict;
     let user = match core.db.user(username).await.or_internal("loading user") {
         Ok(u) => u,
@@ -234,17 +251,64 @@ async fn check_login(
         Err(AppError::Unauthorized)
     };
     match verdict {
-        Ok(()) => {}
-        Err(AppError::TotpRequired) => return (Err(AppError::TotpRequired), Verdict::NotChecked),
+        Ok(()) => (Ok(user), Verdict::Success),
+        Err(AppError::TotpRequired) => (Err(AppError::TotpRequired), Verdict::NotChecked),
         Err(e) => {
             tracing::info!(user = username, ip = ip.unwrap_or("-"), "login failed");
-            return (Err(e), Verdict::Failure);
+            (Err(e), Verdict::Failure)
         }
     }
-    (
-        open_session(core, username, user, ip).await,
-        Verdict::Success,
-    )
+}
+
+/// `POST /api/account/reauth`: the logged-in user proves who they are again (password,
+/// and the TOTP or a recovery code with 2FA), so the actions that ask for a recent
+/// authentication (`require_recent_auth`) go ahead for the next `NIXDECK_REAUTH_WINDOW_S`.
+/// Counted like a login: the same limits per (account, source) and the same hashing cap.
+pub async fn reauthenticate(
+    core: &Core,
+    viewer: &Viewer,
+    password: &str,
+    totp: Option<&str>,
+) -> Result<()> {
+    use super::limits::{too_many, Source, Verdict};
+    let source = viewer
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .map(Source::of);
+    let attempt = core
+        .limits
+        .login
+        .begin(&viewer.username, source)
+        .map_err(too_many)?;
+    let (checked, verdict) =
+        verify_credentials(core, &viewer.username, password, totp, viewer.ip.as_deref()).await;
+    core.limits.login.finish(attempt, verdict);
+    let result = match checked {
+        Ok(_) => core
+            .db
+            .set_authenticated(&viewer.session_hash, Timestamp::now())
+            .await
+            .or_internal("re-authenticating"),
+        // The user is logged in: "not logged in" would mislead.
+        Err(AppError::Unauthorized) => Err(AppError::Invalid(
+            "That password (or code) is not right.".into(),
+        )),
+        Err(e) => Err(e),
+    };
+    super::audit::record(core, viewer, "reauth", None, result).await
+}
+
+/// Token rotation, user management and Merge & Deploy need the user to have proved who
+/// they are within `NIXDECK_REAUTH_WINDOW_S`: a session left open, or a stolen cookie,
+/// cannot do them long after the login.
+pub fn require_recent_auth(core: &Core, viewer: &Viewer) -> Result<()> {
+    let age = Timestamp::now().secs() - viewer.authenticated_at;
+    if age <= core.config.reauth_window_s as i64 {
+        Ok(())
+    } else {
+        Err(AppError::ReauthRequired)
+    }
 }
 
 async fn open_session(
@@ -306,6 +370,8 @@ pub async fn session(core: &Core, cookie_value: &str) -> Result<Option<Viewer>> 
         username: row.username,
         csrf_token: row.csrf_token,
         ip: None,
+        session_hash: id_hash,
+        authenticated_at: row.authenticated_at,
     }))
 }
 

@@ -82,6 +82,7 @@ fn plan(targets: &[String], req: &DeployRequest) -> Vec<Vec<String>> {
 
 async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<String> {
     require_operator(viewer)?;
+    super::auth::require_recent_auth(core, viewer)?;
     if core.desired.github().is_none() {
         return Err(AppError::conflict(
             "not_configured",

@@ -205,6 +205,7 @@ pub async fn rotate_token(core: &Core, viewer: &Viewer, id: &str) -> Result<Stri
 
 async fn new_host_token(core: &Core, viewer: &Viewer, id: &str) -> Result<String> {
     require_admin(viewer)?;
+    super::auth::require_recent_auth(core, viewer)?;
     let token = new_token();
     if !core
         .db

@@ -172,6 +172,7 @@ pub async fn add_by(
     password: &str,
 ) -> Result<()> {
     require_admin(viewer)?;
+    super::auth::require_recent_auth(core, viewer)?;
     add(&core.db, &viewer.username, username, role, password).await
 }
 
@@ -183,6 +184,7 @@ pub async fn set_disabled_by(
     disabled: bool,
 ) -> Result<()> {
     require_admin(viewer)?;
+    super::auth::require_recent_auth(core, viewer)?;
     if disabled && username == viewer.username {
         return Err(AppError::Invalid("You cannot disable yourself.".into()));
     }
@@ -192,6 +194,7 @@ pub async fn set_disabled_by(
 /// A new generated password, shown once (admins only); the user's sessions end.
 pub async fn reset_password(core: &Core, viewer: &Viewer, username: &str) -> Result<String> {
     require_admin(viewer)?;
+    super::auth::require_recent_auth(core, viewer)?;
     let password = generate_password();
     set_password(&core.db, &viewer.username, username, &password).await?;
     Ok(password)

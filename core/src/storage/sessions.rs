@@ -12,6 +12,8 @@ pub struct SessionRow {
     pub csrf_token: String,
     pub created_at: i64,
     pub last_seen_at: i64,
+    /// The login or the latest re-authentication.
+    pub authenticated_at: i64,
 }
 
 impl Db {
@@ -24,7 +26,7 @@ impl Db {
     ) -> DbResult<()> {
         let now = Timestamp::now().secs();
         sqlx::query(
-            "INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at, ip) VALUES ($1, $2, $3, $4, $4, $5)",
+            "INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at, ip, authenticated_at) VALUES ($1, $2, $3, $4, $4, $5, $4)",
         )
         .bind(id_hash)
         .bind(username)
@@ -41,7 +43,8 @@ impl Db {
         // Named with AS: without it, the name of a qualified column is up to the database.
         sqlx::query_as(
             "SELECT s.username AS username, u.role AS role, s.csrf_token AS csrf_token,
-                s.created_at AS created_at, s.last_seen_at AS last_seen_at
+                s.created_at AS created_at, s.last_seen_at AS last_seen_at,
+                s.authenticated_at AS authenticated_at
              FROM sessions s JOIN users u ON u.username = s.username
              WHERE s.id_hash = $1 AND u.disabled = FALSE",
         )
@@ -52,6 +55,16 @@ impl Db {
 
     pub async fn touch_session(&self, id_hash: &str, at: Timestamp) -> DbResult<()> {
         sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
+            .bind(id_hash)
+            .bind(at.secs())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// The session's user just proved who they are again.
+    pub async fn set_authenticated(&self, id_hash: &str, at: Timestamp) -> DbResult<()> {
+        sqlx::query("UPDATE sessions SET authenticated_at = $2 WHERE id_hash = $1")
             .bind(id_hash)
             .bind(at.secs())
             .execute(&self.pool)

@@ -285,6 +285,18 @@ pub async fn audit(
     Ok(Json(service::audit::read(&app, &viewer, filter).await?))
 }
 
+/// Addition: prove who you are again (password, and the code with 2FA) before token
+/// rotation, user management or Merge & Deploy, when the login is older than
+/// `NIXDECK_REAUTH_WINDOW_S`.
+pub async fn reauth(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<ReauthRequest>,
+) -> HttpResult<StatusCode> {
+    service::auth::reauthenticate(&app, &viewer, &req.password, req.totp.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn totp_setup(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deploy/{id}", get(api::deploy_status))
         .route("/api/deploy/{id}/cancel", post(api::deploy_cancel))
         .route("/api/audit", get(api::audit))
+        .route("/api/account/reauth", post(api::reauth))
         .route("/api/account/totp/setup", post(api::totp_setup))
         .route("/api/account/totp/confirm", post(api::totp_confirm))
         .route("/ws", get(ws_browser::handler))
@@ -130,6 +131,7 @@ mod tests {
         ("POST", "/api/bulk", Access::Operator),
         ("GET", "/api/audit", Access::Admin),
         ("POST", "/api/account/totp/setup", Access::Viewer),
+        ("POST", "/api/account/reauth", Access::Viewer),
         ("GET", "/api/pending-pr", Access::Viewer),
         ("GET", "/api/desired", Access::Viewer),
         ("POST", "/api/pending-pr/check", Access::Operator),
@@ -183,7 +185,7 @@ mod tests {
         assert!(fns.len() >= 9, "server functions are registered");
         for (path, method) in fns {
             let access = match path {
-                p if ["fleet_snapshot", "refresh_host", "command_history", "totp"]
+                p if ["fleet_snapshot", "refresh_host", "command_history", "totp", "reauthenticate"]
                     .iter()
                     .any(|f| p.contains(f)) =>
                 {
