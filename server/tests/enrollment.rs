@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::{agent_socket, close_code, free_port, login, next_json, register, Server};
+use common::{agent_socket, close_code, free_port, login, next_json, Server};
 use futures::SinkExt;
 use serde_json::{json, Value};
 use std::time::Duration;
+use testkit::fixtures::register;
 use tokio::time::{sleep, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;

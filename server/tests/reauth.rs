@@ -17,9 +17,9 @@ fn age_sessions(server: &Server) {
         .unwrap()
         .as_secs()
         - 3600;
-    run(std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!("UPDATE sessions SET authenticated_at = {hour_ago};")));
+    run(std::process::Command::new("sqlite3").arg(&db).arg(format!(
+        "UPDATE sessions SET authenticated_at = {hour_ago};"
+    )));
 }
 
 async fn code_of(resp: reqwest::Response) -> (u16, String) {
@@ -36,11 +36,19 @@ async fn powerful_actions_need_a_recent_authentication() {
     create_host(&server, &admin, "web-1").await;
 
     // Right after the login: allowed.
-    let rotate = admin.post(&server, "/api/hosts/web-1/token").send().await.unwrap();
+    let rotate = admin
+        .post(&server, "/api/hosts/web-1/token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rotate.status(), 200);
 
     age_sessions(&server);
-    let rotate = admin.post(&server, "/api/hosts/web-1/token").send().await.unwrap();
+    let rotate = admin
+        .post(&server, "/api/hosts/web-1/token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(rotate).await, (403, "reauth_required".into()));
     let deploy = admin
         .post(&server, "/api/deploy")
@@ -61,7 +69,11 @@ async fn powerful_actions_need_a_recent_authentication() {
         .await
         .unwrap();
     assert_eq!(code_of(wrong).await, (422, "invalid".into()));
-    let rotate = admin.post(&server, "/api/hosts/web-1/token").send().await.unwrap();
+    let rotate = admin
+        .post(&server, "/api/hosts/web-1/token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(rotate).await, (403, "reauth_required".into()));
 
     // The right one does.
@@ -72,7 +84,11 @@ async fn powerful_actions_need_a_recent_authentication() {
         .await
         .unwrap();
     assert_eq!(right.status(), 204);
-    let rotate = admin.post(&server, "/api/hosts/web-1/token").send().await.unwrap();
+    let rotate = admin
+        .post(&server, "/api/hosts/web-1/token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rotate.status(), 200);
 
     // Both tries are in the audit log.

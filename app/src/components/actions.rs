@@ -163,10 +163,9 @@ pub fn merge_deploy(page: PageState, pr_number: u64, host_ids: Option<Vec<String
         match merge_and_deploy(pr_number, host_ids.clone()).await {
             Ok(_) => {}
             // The confirm dialog asks for the password, then runs this again.
-            Err(AppError::ReauthRequired) => {
-                page.confirm
-                    .set(Some(crate::page_state::Confirm::Reauth(pr_number, host_ids)))
-            }
+            Err(AppError::ReauthRequired) => page.confirm.set(Some(
+                crate::page_state::Confirm::Reauth(pr_number, host_ids),
+            )),
             Err(e) => page.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true),
         }
     });

@@ -97,7 +97,10 @@ fn ConfirmBody() -> impl IntoView {
             actions::merge_deploy(page, pr, hosts);
         }
     });
-    let reauth = move || page.confirm.with(|c| matches!(c, Some(Confirm::Reauth(..))));
+    let reauth = move || {
+        page.confirm
+            .with(|c| matches!(c, Some(Confirm::Reauth(..))))
+    };
     view! {
             <div class="modal-backdrop" on:click=move |_| close()></div>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title" on:keydown=on_key>

@@ -186,12 +186,7 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
 pub fn HostActions(host: HostSignals) -> impl IntoView {
     let store = expect_context::<HostStore>();
     let page = expect_context::<PageState>();
-    let HostSignals {
-        id,
-        online,
-        pending_approval,
-        ..
-    } = host;
+    let HostSignals { id, online, .. } = host;
     let busy = host.busy();
     // Pull, Switch and Test need an online, idle host; while busy, Test becomes Stop.
     let can_run = move || online.get() && !busy.get();
@@ -275,7 +270,12 @@ pub(crate) fn host_menu_items(host: HostSignals) -> AnyView {
 #[component]
 fn HostMenuItems(host: HostSignals) -> impl IntoView {
     let page = expect_context::<PageState>();
-    let HostSignals { id, online, .. } = host;
+    let HostSignals {
+        id,
+        online,
+        pending_approval,
+        ..
+    } = host;
     let busy = host.busy();
     let can_run = move || online.get() && !busy.get();
     let host_id = move || id.get_value();

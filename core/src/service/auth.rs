@@ -270,7 +270,7 @@ pub async fn reauthenticate(
     password: &str,
     totp: Option<&str>,
 ) -> Result<()> {
-    use super::limits::{too_many, Source, Verdict};
+    use super::limits::{too_many, Source};
     let source = viewer
         .ip
         .as_deref()

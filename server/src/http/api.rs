@@ -14,7 +14,8 @@ use nixdeck_core::Core;
 use protocol::api::{
     AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandRecord,
     CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted, LoginRequest,
-    LoginResponse, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm, TotpSetup,
+    LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm,
+    TotpSetup,
 };
 use protocol::Host;
 

@@ -185,9 +185,15 @@ mod tests {
         assert!(fns.len() >= 9, "server functions are registered");
         for (path, method) in fns {
             let access = match path {
-                p if ["fleet_snapshot", "refresh_host", "command_history", "totp", "reauthenticate"]
-                    .iter()
-                    .any(|f| p.contains(f)) =>
+                p if [
+                    "fleet_snapshot",
+                    "refresh_host",
+                    "command_history",
+                    "totp",
+                    "reauthenticate",
+                ]
+                .iter()
+                .any(|f| p.contains(f)) =>
                 {
                     Access::Viewer
                 }
