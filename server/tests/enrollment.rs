@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{agent_socket, close_code, free_port, login, next_json, Server};
-use futures::SinkExt;
+use common::{agent_socket, free_port, login, Server};
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use testkit::fixtures::register;
@@ -15,14 +15,18 @@ use tokio_tungstenite::tungstenite::Message;
 
 const ENROLL: &str = "enroll-secret-token-0123456789";
 
+/// Register as `hostname` with the enrollment token: the link, or how it was closed.
 async fn enroll(server: &Server, hostname: &str) -> Result<common::Ws, Option<CloseCode>> {
     let mut ws = agent_socket(server, ENROLL).await.expect("upgrade");
     ws.send(Message::text(register(hostname))).await.unwrap();
-    let reply = next_json(&mut ws, Duration::from_secs(5)).await;
-    if reply["type"] == "registered" {
-        Ok(ws)
-    } else {
-        Err(close_code(&mut ws).await)
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => {
+            let reply: Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(reply["type"], "registered", "{reply}");
+            Ok(ws)
+        }
+        Ok(Some(Ok(Message::Close(frame)))) => Err(frame.map(|f| f.code)),
+        other => panic!("expected registered or a close, got {other:?}"),
     }
 }
 
