@@ -262,7 +262,16 @@ async fn serve(
                         return;
                     }
                 }
-                None => return,
+                // The hub dropped this link (replaced, revoked, removed): its reason is
+                // on the close channel, set before the drop.
+                None => {
+                    let why = *closing.borrow();
+                    if let Some((code, reason)) = why {
+                        link.flush(socket).await;
+                        close(socket, code, reason).await;
+                    }
+                    return;
+                }
             },
             // The hub closes a link on a channel of its own (never lost behind frames).
             changed = closing.changed() => {
