@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing nixdeck needs, when missing. Idempotent; on a fresh
-# machine the first run takes ~17 min, almost all of it compiling cargo-leptos.
+# machine the first run takes ~21 min, almost all of it compiling cargo-leptos and cargo-deny.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,12 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 if [ "$(cargo leptos --version 2>/dev/null)" != "cargo-leptos 0.3.11" ]; then
   echo "setup: installing cargo-leptos 0.3.11 (takes ~14 min on 2 cores)"
   cargo install cargo-leptos --version 0.3.11 --locked --ignore-rust-version
+fi
+
+# The supply-chain checks of `make test` (deny.toml). Takes ~4 min on 2 cores.
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
+  echo "setup: installing cargo-deny 0.20.2 (takes ~4 min on 2 cores)"
+  cargo install cargo-deny --version 0.20.2 --locked
 fi
 
 # cargo-leptos runs wasm-bindgen from PATH and does not check its version, so install the

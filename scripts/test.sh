@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Every test: the lint first (rustfmt and clippy, native and wasm32: fails fast), the wasm32
-# hydrate build and the server (cargo leptos build), the native tests (protocol, store, hub,
-# server integration with real binaries), Playwright in Chromium, then a short run of every
-# fuzz target (with the known crash inputs replayed). The builds and tests share one profile
-# (dev), so nothing but clippy's check pass is compiled twice.
+# Every test: the lint first (rustfmt and clippy, native and wasm32: fails fast), the
+# supply-chain checks (cargo deny, deny.toml), the wasm32 hydrate build and the server
+# (cargo leptos build), the native tests (protocol, store, hub, server integration with
+# real binaries), Playwright in Chromium, then a short run of every fuzz target (with the
+# known crash inputs replayed). The builds and tests share one profile (dev), so nothing
+# but clippy's check pass is compiled twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,6 +12,8 @@ export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 echo "== lint (rustfmt, clippy native and wasm32)"
 make lint
+echo "== supply chain (cargo deny: licenses, bans, sources; advisories with a local database)"
+make deny
 echo "== build: wasm (hydrate) + server"
 cargo leptos build --split   # --split: admin pages are separate wasm chunks (lazy routes)
 echo "== build: agent and the GitHub stand-in"

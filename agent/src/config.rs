@@ -82,6 +82,13 @@ pub struct Cli {
     #[arg(long, env = "NIXDECK_REPO_DIR", value_name = "DIR")]
     pub repo_dir: Option<PathBuf>,
 
+    /// Accept a --repo-dir (or its .git) owned by another user than the one the agent runs
+    /// as. git runs in the checkout as the agent's user, so the checkout's owner can run
+    /// code as that user (root, for the service) through its git hooks and config: without
+    /// this flag such a checkout is refused at start
+    #[arg(long, env = "NIXDECK_ALLOW_FOREIGN_REPO_OWNER")]
+    pub allow_foreign_repo_owner: bool,
+
     /// Remote URL of the configuration repository. Without --repo-dir the agent keeps its
     /// own clone of it in <state-dir>/repo (isolated mode); with it, it is only reported
     #[arg(long, env = "NIXDECK_REPO_URL", value_name = "URL")]
@@ -155,6 +162,27 @@ pub enum ConfigError {
          could command this host; use https:// or wss://, or pass --insecure"
     )]
     Plaintext(String),
+    #[error(
+        "refusing --repo-dir {dir}: {path} belongs to {owner}, not to {agent} that this agent \
+         runs as; the agent runs git in the checkout, so {owner} could run code as {agent} \
+         through its git hooks and config. chown -R the checkout to {agent}, use isolated mode \
+         (--repo-url without --repo-dir), or accept the risk with --allow-foreign-repo-owner"
+    )]
+    ForeignRepoOwner {
+        dir: String,
+        path: String,
+        owner: String,
+        agent: String,
+    },
+    #[error(
+        "cannot check who owns --repo-dir {dir}: {path}: {reason} (a checkout must exist when \
+         the agent starts; --allow-foreign-repo-owner skips the check)"
+    )]
+    RepoDirUnreadable {
+        dir: String,
+        path: String,
+        reason: String,
+    },
 }
 
 /// Everything the agent needs, checked.
@@ -225,10 +253,16 @@ impl Config {
             cli.repo_dir.filter(|p| !p.as_os_str().is_empty()),
             &repo_url,
         ) {
-            (Some(dir), _) => Some(Checkout {
-                dir: absolute(dir),
-                clone_url: None,
-            }),
+            (Some(dir), _) => {
+                let dir = absolute(dir);
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::geteuid() };
+                check_repo_owner(&dir, uid, cli.allow_foreign_repo_owner)?;
+                Some(Checkout {
+                    dir,
+                    clone_url: None,
+                })
+            }
             (None, Some(url)) => Some(Checkout {
                 dir: state_dir.join("repo"),
                 clone_url: Some(url.clone()),
@@ -259,6 +293,62 @@ impl Config {
                 .unwrap_or_else(|_| PathBuf::from("nixdeck-agent")),
         })
     }
+}
+
+/// Legacy mode: refuses a checkout that git's ownership check would refuse if the agent
+/// did not pass `safe.directory=*` (see repo.rs), unless `allow` (then only warns).
+fn check_repo_owner(dir: &Path, uid: u32, allow: bool) -> Result<(), ConfigError> {
+    let err = match crate::repo::foreign_owner(dir, uid) {
+        Ok(None) => return Ok(()),
+        Ok(Some((path, owner))) => ConfigError::ForeignRepoOwner {
+            dir: dir.display().to_string(),
+            path: path.display().to_string(),
+            owner: describe_uid(owner),
+            agent: describe_uid(uid),
+        },
+        Err((path, e)) => ConfigError::RepoDirUnreadable {
+            dir: dir.display().to_string(),
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        },
+    };
+    if !allow {
+        return Err(err);
+    }
+    match err {
+        ConfigError::ForeignRepoOwner {
+            path, owner, agent, ..
+        } => tracing::warn!(
+            "--allow-foreign-repo-owner: {path} belongs to {owner}, who can run code as \
+             {agent} through the checkout's git hooks and config"
+        ),
+        other => tracing::warn!("--allow-foreign-repo-owner: {other}"),
+    }
+    Ok(())
+}
+
+/// `uid 1000 (alice)`, or `uid 1000` when the user database has no name for it.
+fn describe_uid(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data (integers and pointers) for which all-zero is valid.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and buf.len() is buf's true length;
+    // getpwuid_r writes the strings it returns into buf, which outlives their use below.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The config file. Unknown keys are errors: a typo must not silently fall back to a
@@ -644,16 +734,13 @@ mod tests {
             parse(&v).unwrap()
         };
         assert_eq!(with(&[]).checkout, None);
-        let legacy = with(&[
-            "--repo-dir",
-            "/etc/nixos",
-            "--repo-url",
-            "https://x/cfg.git",
-        ]);
+        let checkout = tempfile::tempdir().unwrap();
+        let dir = checkout.path().to_str().unwrap();
+        let legacy = with(&["--repo-dir", dir, "--repo-url", "https://x/cfg.git"]);
         assert_eq!(
             legacy.checkout,
             Some(Checkout {
-                dir: "/etc/nixos".into(),
+                dir: dir.into(),
                 clone_url: None
             })
         );
@@ -667,6 +754,75 @@ mod tests {
             })
         );
         assert_eq!(isolated.spool_limit, 64 * 1024 * 1024);
+    }
+
+    /// A directory owned by another user than the one the tests run as, and that owner:
+    /// as root (CI, the dev machines), a new one given to nobody (65534); otherwise `/`.
+    fn foreign_dir(tmp: &Path) -> (PathBuf, u32) {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return ("/".into(), 0);
+        }
+        let dir = tmp.join("foreign");
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        for path in [dir.join(".git"), dir.clone()] {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        (dir, 65534)
+    }
+
+    /// Legacy mode runs git in the checkout as the agent's user with safe.directory=*, so
+    /// a checkout of another user would let that user run code as root through git hooks
+    /// and config: refused at start, naming the owner and the flag, unless the flag says so.
+    #[test]
+    fn repo_dir_of_another_user_is_refused_unless_allowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let with = |dir: &Path, extra: &[&str]| {
+            let mut v = vec![
+                "--url",
+                "http://127.0.0.1:1",
+                "--token",
+                "x",
+                "--hostname",
+                "a",
+            ];
+            v.extend_from_slice(&[
+                "--state-dir",
+                "/tmp/nd",
+                "--repo-dir",
+                dir.to_str().unwrap(),
+            ]);
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+
+        let (foreign, owner) = foreign_dir(tmp.path());
+        let err = with(&foreign, &[]).unwrap_err();
+        assert!(err.starts_with("refusing --repo-dir"), "{err}");
+        assert!(err.contains(&format!("belongs to uid {owner}")), "{err}");
+        assert!(err.contains("--allow-foreign-repo-owner"), "{err}");
+        if owner == 65534 {
+            // The name comes from the user database when it has one.
+            assert!(
+                err.contains(&describe_uid(65534)),
+                "{err} / {}",
+                describe_uid(65534)
+            );
+        }
+
+        let allowed = with(&foreign, &["--allow-foreign-repo-owner"]).unwrap();
+        assert_eq!(allowed.checkout.unwrap().dir, foreign);
+
+        // The agent's own checkout needs no flag.
+        let own = tmp.path().join("own");
+        std::fs::create_dir_all(own.join(".git")).unwrap();
+        assert_eq!(with(&own, &[]).unwrap().checkout.unwrap().dir, own);
+
+        // A checkout that is not there cannot be vouched for.
+        let missing = tmp.path().join("missing");
+        let err = with(&missing, &[]).unwrap_err();
+        assert!(err.contains("cannot check who owns --repo-dir"), "{err}");
+        assert!(with(&missing, &["--allow-foreign-repo-owner"]).is_ok());
     }
 
     #[test]

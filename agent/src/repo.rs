@@ -2,10 +2,14 @@
 //! agent owns in isolated mode (`--repo-url` without `--repo-dir`).
 //!
 //! Every git call carries `-c safe.directory=*`: a root agent on a checkout owned by a user
-//! (legacy mode) would otherwise be refused with "dubious ownership".
+//! (legacy mode) would otherwise be refused with "dubious ownership". That check is git's
+//! guard against a checkout's owner running code as whoever runs git in it (hooks, and
+//! config such as `core.fsmonitor`), so the agent does it itself at start, with
+//! `foreign_owner`, and refuses a `--repo-dir` of another user unless told otherwise.
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -19,6 +23,53 @@ pub fn git_in(dir: &Path) -> Vec<String> {
         "-C".to_owned(),
         dir.display().to_string(),
     ]
+}
+
+/// The first path of the checkout in `dir` that git's ownership check would look at and
+/// that `uid` does not own, with its owner; `Ok(None)` when `uid` owns them all.
+///
+/// Those paths, symlinks followed: `dir` itself, and for the repository git finds from
+/// there (in `dir` or a parent directory, as git looks for one) its work tree, its `.git`
+/// and, when `.git` is a file (`gitdir: …`, a linked work tree or a submodule), the
+/// directory it names. A repository without a work tree found on the way is checked as
+/// itself. `Err` names the path that could not be examined (`dir` missing, for one).
+pub fn foreign_owner(dir: &Path, uid: u32) -> Result<Option<(PathBuf, u32)>, (PathBuf, io::Error)> {
+    let owner = |path: &Path| -> Result<Option<(PathBuf, u32)>, (PathBuf, io::Error)> {
+        let meta = fs::metadata(path).map_err(|e| (path.to_owned(), e))?;
+        Ok((meta.uid() != uid).then(|| (path.to_owned(), meta.uid())))
+    };
+    // git works in the physical directory (`-C` then getcwd), so look from there.
+    let real = fs::canonicalize(dir).map_err(|e| (dir.to_owned(), e))?;
+    if let Some(foreign) = owner(&real)? {
+        return Ok(Some(foreign));
+    }
+    for top in real.ancestors() {
+        let dot_git = top.join(".git");
+        match fs::metadata(&dot_git) {
+            Ok(meta) => {
+                let mut paths = vec![top.to_owned(), dot_git.clone()];
+                if meta.is_file() {
+                    let text = fs::read_to_string(&dot_git).map_err(|e| (dot_git.clone(), e))?;
+                    if let Some(target) = text.trim_end().strip_prefix("gitdir:") {
+                        paths.push(top.join(target.trim()));
+                    }
+                }
+                for path in paths {
+                    if let Some(foreign) = owner(&path)? {
+                        return Ok(Some(foreign));
+                    }
+                }
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err((dot_git, e)),
+        }
+        // A bare repository (or a `.git` directory itself) is a repository too.
+        if top.join("HEAD").is_file() && top.join("objects").is_dir() && top.join("refs").is_dir() {
+            return owner(top);
+        }
+    }
+    Ok(None)
 }
 
 fn with(mut base: Vec<String>, args: &[&str]) -> Vec<String> {
@@ -173,4 +224,98 @@ pub async fn prepare_clone(url: &str, branch: &str, dir: &Path) -> Result<(), St
     replace_with(&tmp, dir).map_err(|e| format!("cannot put the clone in place: {e}"))?;
     tracing::info!(dir = %dir.display(), "cloned the configuration repository");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::chown;
+
+    fn uid_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().uid()
+    }
+
+    /// Whose paths count: the checkout, its `.git`, a `.git` file's target, and the
+    /// repository git would find in a parent directory. Checked against another uid than
+    /// the owner's, so no root is needed.
+    #[test]
+    fn foreign_owner_looks_where_git_looks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let me = uid_of(&root);
+        let other = me.wrapping_add(1);
+
+        let checkout = root.join("checkout");
+        fs::create_dir_all(checkout.join(".git")).unwrap();
+        assert_eq!(foreign_owner(&checkout, me).unwrap(), None);
+        assert_eq!(
+            foreign_owner(&checkout, other).unwrap(),
+            Some((checkout.clone(), me))
+        );
+
+        // Not a repository itself: git would use the one above, whose owner then counts.
+        let plain = checkout.join("sub");
+        fs::create_dir(&plain).unwrap();
+        assert_eq!(foreign_owner(&plain, me).unwrap(), None);
+
+        // Missing: an error naming it, not a pass.
+        let (path, _) = foreign_owner(&root.join("missing"), me).unwrap_err();
+        assert_eq!(path, root.join("missing"));
+    }
+
+    /// The same with real owners: a directory of ours whose `.git` (or the git directory a
+    /// `.git` file names) belongs to someone else. Needs root for chown; the tests run as
+    /// root here and in CI.
+    #[test]
+    fn foreign_git_dir_inside_an_own_checkout() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if me != 0 {
+            eprintln!("skipped: chown to another user needs root");
+            return;
+        }
+        let nobody = 65534;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+
+        let checkout = root.join("checkout");
+        fs::create_dir_all(checkout.join(".git")).unwrap();
+        chown(checkout.join(".git"), Some(nobody), None).unwrap();
+        assert_eq!(
+            foreign_owner(&checkout, me).unwrap(),
+            Some((checkout.join(".git"), nobody))
+        );
+
+        // A linked work tree: `.git` is a file naming a git directory elsewhere.
+        let linked = root.join("linked");
+        let gitdir = root.join("elsewhere.git");
+        fs::create_dir_all(&linked).unwrap();
+        fs::create_dir_all(&gitdir).unwrap();
+        fs::write(linked.join(".git"), "gitdir: ../elsewhere.git\n").unwrap();
+        assert_eq!(foreign_owner(&linked, me).unwrap(), None);
+        chown(&gitdir, Some(nobody), None).unwrap();
+        assert_eq!(
+            foreign_owner(&linked, me).unwrap(),
+            Some((linked.join("../elsewhere.git"), nobody))
+        );
+
+        // A directory of ours inside someone else's repository.
+        let theirs = root.join("theirs");
+        let inside = theirs.join("hosts");
+        fs::create_dir_all(theirs.join(".git")).unwrap();
+        fs::create_dir_all(&inside).unwrap();
+        chown(&theirs, Some(nobody), None).unwrap();
+        assert_eq!(
+            foreign_owner(&inside, me).unwrap(),
+            Some((theirs.clone(), nobody))
+        );
+
+        // Symlinks are followed: a link of ours to their checkout is their checkout.
+        let link = root.join("link");
+        std::os::unix::fs::symlink(&theirs, &link).unwrap();
+        assert_eq!(
+            foreign_owner(&link, me).unwrap(),
+            Some((theirs.clone(), nobody))
+        );
+    }
 }
