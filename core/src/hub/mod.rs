@@ -647,6 +647,16 @@ mod tests {
         )
     }
 
+    fn idle_heartbeat() -> Heartbeat {
+        Heartbeat {
+            metrics: None,
+            generation: None,
+            lock_hash: None,
+            lock_updated_at: None,
+            pending_command: None,
+        }
+    }
+
     fn attach(hub: &Hub, id: &str) -> AgentAttached {
         hub.attach_agent(id, &register(id), None).expect("attached")
     }
@@ -668,13 +678,7 @@ mod tests {
         hub.heartbeat(
             "a",
             conn,
-            &Heartbeat {
-                metrics: None,
-                generation: None,
-                lock_hash: None,
-                lock_updated_at: None,
-                pending_command: None,
-            },
+            &idle_heartbeat(),
         );
         assert_eq!(recv_type(&mut rx), "host_heartbeat");
         assert!(hub.detach_agent("a", conn));
@@ -810,13 +814,7 @@ mod tests {
         let taken = hub.heartbeat(
             "a",
             old,
-            &Heartbeat {
-                metrics: None,
-                generation: None,
-                lock_hash: None,
-                lock_updated_at: None,
-                pending_command: None,
-            },
+            &idle_heartbeat(),
         );
         assert!(rx.try_recv().is_err());
         assert_eq!(taken, None, "nothing to save for a stale link");

@@ -396,15 +396,7 @@ mod tests {
             .await;
             assert_eq!(after, StatusCode::UNAUTHORIZED);
         }
-        let admin = &nixdeck_core::service::auth::login(
-            &state.core,
-            "admin",
-            "admin-password-1",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+        let admin = &admin_session(&state).await;
         // A path nobody registered is a JSON 404 behind the same session check.
         assert_eq!(
             call(&app, &Method::GET, "/api/nothing-here", None, None).await,
@@ -421,6 +413,13 @@ mod tests {
             .await,
             StatusCode::NOT_FOUND
         );
+    }
+
+    /// A fresh session of the test's admin.
+    async fn admin_session(state: &AppState) -> nixdeck_core::service::auth::NewSession {
+        nixdeck_core::service::auth::login(&state.core, "admin", "admin-password-1", None, None)
+            .await
+            .unwrap()
     }
 
     async fn login(app: &Router, origin: Option<&str>) -> axum::response::Response {
@@ -472,15 +471,7 @@ mod tests {
             "{cookie}"
         );
         assert!(resp.headers().contains_key("strict-transport-security"));
-        let session = nixdeck_core::service::auth::login(
-            &state.core,
-            "admin",
-            "admin-password-1",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+        let session = admin_session(&state).await;
         // The same session under the plain name (as a tossed cookie would be) is nobody.
         assert_eq!(
             call(
@@ -515,15 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = state(dir.path()).await;
         let app = router(state.clone());
-        let admin = nixdeck_core::service::auth::login(
-            &state.core,
-            "admin",
-            "admin-password-1",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+        let admin = admin_session(&state).await;
         let (path, _) = leptos::server_fn::axum::server_fn_paths()
             .find(|(p, _)| p.contains("run_command"))
             .expect("the run_command server function");
