@@ -19,10 +19,14 @@ pub struct Config {
     )]
     pub database_url: String,
 
-    /// Password for the `admin` user created on first start, when no user exists yet.
-    /// Without it a random password is generated and printed once.
-    #[arg(long, env = "NIXDECK_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
+    /// The password of the `admin` user created on first start (when no user exists yet)
+    /// lives in this file: read from it when the file exists, else generated and written to
+    /// it (mode 0600; an existing file is never overwritten). Default: `admin-password` in the
+    /// database's folder. The password can be given in the environment variable
+    /// NIXDECK_ADMIN_PASSWORD instead (there is no flag for it: a command line shows in
+    /// `ps`); when that is set, the file is not touched.
+    #[arg(long, env = "NIXDECK_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
 
     /// Enrollment token: lets an agent register a host that does not exist yet and receive
     /// its own host token. Unset disables enrollment.
@@ -139,8 +143,49 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Who may read /metrics: `loopback` (only clients on this machine, and no request a
+    /// proxy forwarded), `open` (anyone who reaches the port) or `off` (404).
+    #[arg(long, env = "NIXDECK_METRICS", value_enum, default_value_t = MetricsAccess::Loopback)]
+    pub metrics: MetricsAccess,
+
+    /// A file holding a token that every /metrics request must send as
+    /// `Authorization: Bearer <token>` (401 otherwise), whatever NIXDECK_METRICS says.
+    #[arg(long, env = "NIXDECK_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub github: GithubConfig,
+}
+
+/// Who may read /metrics (`Config::metrics`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAccess {
+    Loopback,
+    Open,
+    Off,
+}
+
+/// The only way to give the first admin's password other than a file: an environment
+/// variable, never a flag.
+pub const ADMIN_PASSWORD_ENV: &str = "NIXDECK_ADMIN_PASSWORD";
+
+/// Where the password of the first `admin` comes from (`Config::admin_password`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminPassword {
+    /// Given in NIXDECK_ADMIN_PASSWORD.
+    Given(String),
+    /// Read from this file if it exists, else generated and written to it.
+    File(PathBuf),
+}
+
+/// Never shows the password itself, so a `{:?}` in a log line cannot leak it.
+impl std::fmt::Debug for AdminPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminPassword::Given(_) => f.write_str("Given(..)"),
+            AdminPassword::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// Where the desired state comes from, and how flake.lock PRs are found and deployed.
@@ -236,6 +281,60 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 impl Config {
+    /// Where the first admin's password comes from: NIXDECK_ADMIN_PASSWORD (from the
+    /// process environment), else `--admin-password-file`, else `admin-password` next to
+    /// the SQLite database. An in-memory database has no folder: then one of the two must
+    /// be set.
+    pub fn admin_password(&self) -> anyhow::Result<AdminPassword> {
+        self.admin_password_with(std::env::var_os(ADMIN_PASSWORD_ENV))
+    }
+
+    /// `admin_password` with the environment variable's value passed in (tests).
+    fn admin_password_with(
+        &self,
+        env: Option<std::ffi::OsString>,
+    ) -> anyhow::Result<AdminPassword> {
+        if let Some(value) = env {
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{ADMIN_PASSWORD_ENV} is not valid UTF-8"))?;
+            return Ok(AdminPassword::Given(value));
+        }
+        if let Some(path) = &self.admin_password_file {
+            return Ok(AdminPassword::File(path.clone()));
+        }
+        let db = crate::storage::database_file(&self.database_url).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the database {} has no folder for the admin password file: set \
+                 NIXDECK_ADMIN_PASSWORD_FILE or {ADMIN_PASSWORD_ENV}",
+                self.database_url
+            )
+        })?;
+        Ok(AdminPassword::File(
+            db.parent()
+                .unwrap_or(std::path::Path::new(""))
+                .join("admin-password"),
+        ))
+    }
+
+    /// The /metrics bearer token from `--metrics-token-file` (read once, at start).
+    pub fn metrics_token(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        let Some(path) = &self.metrics_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the metrics token file {}", path.display()))?;
+        let token = text.trim();
+        // An empty token would let an empty `Bearer` header through.
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the metrics token file {} is empty",
+            path.display()
+        );
+        Ok(Some(token.to_owned()))
+    }
+
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
     }
@@ -273,5 +372,45 @@ mod tests {
         let c = Config::parse_from(["nixdeck"]);
         assert_eq!((c.session_idle_min, c.session_max_h), (8 * 60, 24));
         assert_eq!(c.reauth_window_s, 600);
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("nixdeck").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_admin_password_file_sits_next_to_the_database_unless_set() {
+        let default = config(&["--database-url", "sqlite://var/lib/deck/nixdeck.db"]);
+        assert_eq!(
+            default.admin_password_with(None).unwrap(),
+            AdminPassword::File("var/lib/deck/admin-password".into())
+        );
+        let set = config(&[
+            "--database-url",
+            "sqlite://var/lib/deck/nixdeck.db",
+            "--admin-password-file",
+            "/run/secrets/admin",
+        ]);
+        assert_eq!(
+            set.admin_password_with(None).unwrap(),
+            AdminPassword::File("/run/secrets/admin".into())
+        );
+        // The environment variable wins over any file.
+        assert_eq!(
+            set.admin_password_with(Some("from-the-environment".into()))
+                .unwrap(),
+            AdminPassword::Given("from-the-environment".into())
+        );
+        // An in-memory database has no folder to put the file in.
+        assert!(config(&["--database-url", "sqlite::memory:"])
+            .admin_password_with(None)
+            .is_err());
+    }
+
+    /// A command line shows in `ps`: the password has no flag, only the environment.
+    #[test]
+    fn there_is_no_admin_password_flag() {
+        let parsed = Config::try_parse_from(["nixdeck", "--admin-password", "secret-password-1"]);
+        assert!(parsed.is_err());
     }
 }

@@ -26,8 +26,8 @@ const SEEN_FLUSH: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr (colour only on a terminal); stdout carries the one-time admin
-    // password, so scripts can capture it.
+    // Logs go to stderr (colour only on a terminal); stdout says where the first admin's
+    // password was written, never the password itself.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -53,12 +53,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", config.database_url))?;
-    if let Some(password) = service::auth::ensure_admin(&db, config.admin_password.as_deref())
+    let admin_password = config.admin_password()?;
+    // Read before anything starts, so a missing or empty token file stops the start.
+    let metrics = http::metrics::Guard::from_config(&config)?;
+    match service::auth::ensure_admin(&db, &admin_password)
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
     {
-        // Printed once, on the first start: it is not stored anywhere in clear.
-        println!("Created user 'admin' with password: {password}");
+        Some(service::auth::AdminCreated::Generated(path)) => println!(
+            "Created user 'admin'; its password is in {} (readable by this user only).",
+            path.display()
+        ),
+        Some(service::auth::AdminCreated::FromFile(path)) => println!(
+            "Created user 'admin' with the password in {}.",
+            path.display()
+        ),
+        Some(service::auth::AdminCreated::Given) | None => {}
     }
     let hosts = db.hosts().await.context("loading hosts")?;
     let hub = Hub::new(
@@ -119,6 +129,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         core: core.clone(),
         leptos_options,
+        metrics,
     };
 
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -1,6 +1,6 @@
-//! The composition root's state: the core (what the service functions work on) and the
-//! Leptos options. Axum handlers take whichever part they need (`State<Core>`); server
-//! functions find the `Core` in Leptos context (`http::router`).
+//! The composition root's state: the core (what the service functions work on), the
+//! Leptos options and who may read /metrics. Axum handlers take whichever part they need
+//! (`State<Core>`); server functions find the `Core` in Leptos context (`http::router`).
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -10,4 +10,5 @@ use nixdeck_core::Core;
 pub struct AppState {
     pub core: Core,
     pub leptos_options: LeptosOptions,
+    pub metrics: crate::http::metrics::Guard,
 }

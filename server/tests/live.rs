@@ -787,8 +787,11 @@ async fn the_audit_log_records_who_did_what_from_where() {
     );
 }
 
+/// The generated password goes to a file only this user can read, next to the database;
+/// stdout says where, and never the password (a service's stdout ends up in journals).
 #[tokio::test]
-async fn first_start_prints_a_generated_admin_password_once() {
+async fn first_start_writes_the_generated_admin_password_to_a_private_file() {
+    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let start = || {
@@ -799,33 +802,45 @@ async fn first_start_prints_a_generated_admin_password_once() {
                 format!("sqlite://{}/fresh/nixdeck.db", dir.path().display()),
             )
             .env_remove("NIXDECK_ADMIN_PASSWORD")
+            .env_remove("NIXDECK_ADMIN_PASSWORD_FILE")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };
+    let file = dir.path().join("fresh/admin-password");
     let mut first = start();
-    let line = first_line(&mut first);
-    let password = line
-        .strip_prefix("Created user 'admin' with password: ")
-        .expect(&line)
-        .to_owned();
-    assert!(password.len() >= 12);
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while reqwest::get(format!("{url}/healthz")).await.is_err() {
         assert!(Instant::now() < deadline);
         sleep(Duration::from_millis(50)).await;
     }
+    let written = std::fs::read_to_string(&file).unwrap();
+    let password = written.trim_end().to_owned();
+    assert!(password.len() >= 12);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
     testkit::client::login(&url, "admin", &password).await;
+    let mut stdout = first.stdout.take().unwrap();
     kill_child(&mut first, "-TERM");
-    // The database file and its folder were created; the second start prints nothing.
-    assert!(dir.path().join("fresh/nixdeck.db").exists());
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("Created user 'admin'") && out.contains(&file.display().to_string()),
+        "{out}"
+    );
+    assert!(!out.contains(&password), "the password on stdout: {out}");
+    // The second start prints nothing and leaves the file as it is.
     let mut second = start();
     sleep(Duration::from_millis(800)).await;
     kill_child(&mut second, "-TERM");
     let out = first_line(&mut second);
     assert!(!out.contains("password"), "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Users, passwords and sessions.
 
 use super::{OrInternal, Result};
+use crate::config::AdminPassword;
 use crate::secret::{new_token, sha256_hex};
 use crate::storage::Db;
 use crate::Core;
@@ -12,6 +13,7 @@ use common::AppError;
 use common::Viewer;
 use protocol::api::Role;
 use protocol::Timestamp;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -88,24 +90,69 @@ pub fn check_password_rules(password: &str) -> Result<()> {
     Ok(())
 }
 
-/// On first start (no users), create `admin`. Returns the password when it was generated,
-/// so the caller can print it once.
-pub async fn ensure_admin(db: &Db, configured: Option<&str>) -> Result<Option<String>> {
+/// How the first `admin` got its password (`ensure_admin`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminCreated {
+    /// From NIXDECK_ADMIN_PASSWORD.
+    Given,
+    /// From a file that was there already (the operator's, or one an earlier start wrote
+    /// before it could create the user).
+    FromFile(PathBuf),
+    /// Generated and written to this file (mode 0600).
+    Generated(PathBuf),
+}
+
+/// On first start (no users), create `admin` with the password from `source`. A generated
+/// password goes to the file only, never to stdout or the log: a service's output ends up
+/// in journals and CI logs that more people read than should log in as admin.
+pub async fn ensure_admin(db: &Db, source: &AdminPassword) -> Result<Option<AdminCreated>> {
     if db.count_users().await.or_internal("counting users")? > 0 {
         return Ok(None);
     }
-    let (password, generated) = match configured {
-        Some(p) => {
-            check_password_rules(p)?;
-            (p.to_owned(), false)
-        }
-        None => (generate_password(), true),
+    let (password, created) = match source {
+        AdminPassword::Given(p) => (p.clone(), AdminCreated::Given),
+        AdminPassword::File(path) => match read_password_file(path)? {
+            Some(p) => (p, AdminCreated::FromFile(path.clone())),
+            None => {
+                let p = generate_password();
+                // Written before the user exists: if writing fails, no admin is created
+                // whose password nobody has; if creating the user fails, the next start
+                // reads the same password back from the file.
+                write_new_secret_file(path, &p)?;
+                (p, AdminCreated::Generated(path.clone()))
+            }
+        },
     };
-    let hash = hash_password(password.clone()).await?;
+    check_password_rules(&password)?;
+    let hash = hash_password(password).await?;
     db.insert_user("admin", &hash, "admin")
         .await
         .or_internal("creating the admin user")?;
-    Ok(generated.then_some(password))
+    Ok(Some(created))
+}
+
+/// The password in `path` without its line break; None when the file does not exist.
+fn read_password_file(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).or_internal(&format!("reading {}", path.display())),
+    }
+}
+
+/// Create `path` (it must not exist: an existing file is never overwritten) readable and
+/// writable by this user only, and write `secret` to it.
+fn write_new_secret_file(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    let context = format!("writing the admin password to {}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).or_internal(&context)?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .or_internal(&context)
 }
 
 /// A session that was just created: the cookie value (never stored) and its CSRF token.
@@ -385,4 +432,58 @@ pub async fn logout(core: &Core, cookie_value: &str) -> Result<()> {
 /// Whether the session behind this cookie still exists (open sockets re-check this).
 pub async fn session_alive(core: &Core, cookie_value: &str) -> bool {
     matches!(session(core, cookie_value).await, Ok(Some(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn admin_hash(db: &Db) -> String {
+        db.user("admin").await.unwrap().unwrap().password_hash
+    }
+
+    fn checks(hash: &str, password: &str) -> bool {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &PasswordHash::new(hash).unwrap())
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_generated_admin_password_goes_to_a_new_private_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin-password");
+        let source = AdminPassword::File(file.clone());
+        let first = Db::connect(&format!("sqlite://{}/a.db", dir.path().display()))
+            .await
+            .unwrap();
+        assert_eq!(
+            ensure_admin(&first, &source).await.unwrap(),
+            Some(AdminCreated::Generated(file.clone()))
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let written = std::fs::read_to_string(&file).unwrap();
+        let password = written.trim_end();
+        assert!(password.len() >= MIN_PASSWORD);
+        assert!(checks(&admin_hash(&first).await, password));
+        // Users exist: nothing happens, the file stays as it is.
+        assert_eq!(ensure_admin(&first, &source).await.unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+
+        // A fresh database with the file already there: its password is used, and the
+        // file is not overwritten.
+        let second = Db::connect(&format!("sqlite://{}/b.db", dir.path().display()))
+            .await
+            .unwrap();
+        assert_eq!(
+            ensure_admin(&second, &source).await.unwrap(),
+            Some(AdminCreated::FromFile(file.clone()))
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+        assert!(checks(&admin_hash(&second).await, password));
+    }
 }

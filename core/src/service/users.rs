@@ -1,6 +1,7 @@
 //! User accounts: roles, passwords, disabling. The functions over a `Db` and an actor name
-//! serve the CLI (`nixdeck user …`, actor `cli`); the ones over a `Core` and a `Viewer`
-//! serve the Users page and check the admin role first.
+//! serve the CLI (`nixdeck user …`, actor `cli`, no address); the ones over a `Core` and a
+//! `Viewer` serve the Users page, check the admin role first, and audit the viewer's
+//! address.
 
 use super::auth::{check_password_rules, generate_password, hash_password};
 use super::{audit, require_admin, OrInternal, Result};
@@ -44,13 +45,26 @@ pub fn password_or_generated(given: Option<String>) -> Result<(String, bool)> {
     }
 }
 
-/// Each change is audited with `actor` (a username, or `cli`).
+/// Each change is audited with `actor` (a username, or `cli`) and no address: the CLI's
+/// doors. The Users page's (`add_by` and the others below) pass the viewer's address.
 pub async fn add(db: &Db, actor: &str, username: &str, role: &str, password: &str) -> Result<()> {
+    add_from(db, actor, None, username, role, password).await
+}
+
+/// `add`, audited with the address the change came from.
+async fn add_from(
+    db: &Db,
+    actor: &str,
+    ip: Option<&str>,
+    username: &str,
+    role: &str,
+    password: &str,
+) -> Result<()> {
     let result = insert(db, username, role, password).await;
     audit::write(
         db,
         actor,
-        None,
+        ip,
         "user.add",
         Some(username),
         audit::outcome(&result),
@@ -77,11 +91,21 @@ async fn insert(db: &Db, username: &str, role: &str, password: &str) -> Result<(
 
 /// A new password; every session of the user ends.
 pub async fn set_password(db: &Db, actor: &str, username: &str, password: &str) -> Result<()> {
+    set_password_from(db, actor, None, username, password).await
+}
+
+async fn set_password_from(
+    db: &Db,
+    actor: &str,
+    ip: Option<&str>,
+    username: &str,
+    password: &str,
+) -> Result<()> {
     let result = change_password(db, username, password).await;
     audit::write(
         db,
         actor,
-        None,
+        ip,
         "user.passwd",
         Some(username),
         audit::outcome(&result),
@@ -109,6 +133,16 @@ async fn change_password(db: &Db, username: &str, password: &str) -> Result<()> 
 
 /// Disable (sessions end at once, and open sockets close within 5 s) or enable a user.
 pub async fn set_disabled(db: &Db, actor: &str, username: &str, disabled: bool) -> Result<()> {
+    set_disabled_from(db, actor, None, username, disabled).await
+}
+
+async fn set_disabled_from(
+    db: &Db,
+    actor: &str,
+    ip: Option<&str>,
+    username: &str,
+    disabled: bool,
+) -> Result<()> {
     let result = change_disabled(db, username, disabled).await;
     let action = if disabled {
         "user.disable"
@@ -118,7 +152,7 @@ pub async fn set_disabled(db: &Db, actor: &str, username: &str, disabled: bool) 
     audit::write(
         db,
         actor,
-        None,
+        ip,
         action,
         Some(username),
         audit::outcome(&result),
@@ -173,7 +207,15 @@ pub async fn add_by(
 ) -> Result<()> {
     require_admin(viewer)?;
     super::auth::require_recent_auth(core, viewer)?;
-    add(&core.db, &viewer.username, username, role, password).await
+    add_from(
+        &core.db,
+        &viewer.username,
+        viewer.ip.as_deref(),
+        username,
+        role,
+        password,
+    )
+    .await
 }
 
 /// Disable or enable a user from the Users page (admins only; never oneself).
@@ -188,7 +230,14 @@ pub async fn set_disabled_by(
     if disabled && username == viewer.username {
         return Err(AppError::Invalid("You cannot disable yourself.".into()));
     }
-    set_disabled(&core.db, &viewer.username, username, disabled).await
+    set_disabled_from(
+        &core.db,
+        &viewer.username,
+        viewer.ip.as_deref(),
+        username,
+        disabled,
+    )
+    .await
 }
 
 /// A new generated password, shown once (admins only); the user's sessions end.
@@ -196,7 +245,14 @@ pub async fn reset_password(core: &Core, viewer: &Viewer, username: &str) -> Res
     require_admin(viewer)?;
     super::auth::require_recent_auth(core, viewer)?;
     let password = generate_password();
-    set_password(&core.db, &viewer.username, username, &password).await?;
+    set_password_from(
+        &core.db,
+        &viewer.username,
+        viewer.ip.as_deref(),
+        username,
+        &password,
+    )
+    .await?;
     Ok(password)
 }
 

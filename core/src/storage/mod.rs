@@ -71,6 +71,16 @@ impl Db {
     }
 }
 
+/// The file of a SQLite database URL, as `Db::connect` opens it; None for an in-memory
+/// database (or a URL that is not SQLite's).
+pub fn database_file(url: &str) -> Option<std::path::PathBuf> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_owned())
+}
+
 /// Whether an error is a unique-constraint violation (one helper, not text matching at
 /// call sites).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -298,14 +298,13 @@ pub async fn reauth(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One call, like every handler: `service::totp::setup` and `confirm` write the audit
+/// entry themselves (when this handler recorded too, every REST call left two rows).
 pub async fn totp_setup(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
 ) -> HttpResult<Json<TotpSetup>> {
-    let result = service::totp::setup(&app, &viewer).await;
-    Ok(Json(
-        service::audit::record(&app, &viewer, "totp.setup", None, result).await?,
-    ))
+    Ok(Json(service::totp::setup(&app, &viewer).await?))
 }
 
 pub async fn totp_confirm(
@@ -313,9 +312,8 @@ pub async fn totp_confirm(
     Extension(viewer): Extension<Viewer>,
     JsonBody(req): JsonBody<TotpConfirm>,
 ) -> HttpResult<Json<RecoveryCodes>> {
-    let result = service::totp::confirm(&app, &viewer, &req.code).await;
     Ok(Json(
-        service::audit::record(&app, &viewer, "totp.confirm", None, result).await?,
+        service::totp::confirm(&app, &viewer, &req.code).await?,
     ))
 }
 

@@ -1,49 +1,120 @@
-//! `GET /metrics`: fleet-wide counts in the Prometheus text format. Open like /healthz, so
-//! it carries aggregates only (no host names).
+//! `GET /metrics`: fleet-wide counts in the Prometheus text format, aggregates only (no host
+//! names). Who may read it is `NIXDECK_METRICS` (default: loopback only) and, when set, a
+//! bearer token (`NIXDECK_METRICS_TOKEN_FILE`). A scrape reads counts the hub keeps as the
+//! fleet changes (`Hub::fleet_counts`), so its cost does not grow with the fleet.
 
+use super::session::ClientIp;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use nixdeck_core::config::{Config, MetricsAccess};
+use nixdeck_core::secret::constant_time_eq;
 use nixdeck_core::Core;
 use protocol::{CheckStatus, UpdateStatus};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-pub async fn metrics(State(app): State<Core>) -> impl IntoResponse {
-    let snapshot = app.hub.snapshot();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+/// Who may scrape: the mode, and the token every scrape must send (if one is set). Read
+/// once at start (`AppState::metrics`).
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub mode: MetricsAccess,
+    pub token: Option<Arc<str>>,
+}
+
+impl Guard {
+    pub fn from_config(config: &Config) -> anyhow::Result<Guard> {
+        Ok(Guard {
+            mode: config.metrics,
+            token: config.metrics_token()?.map(Arc::from),
+        })
+    }
+
+    /// None: the request may scrape; else the answer that refuses it.
+    fn refuse(&self, client: Option<std::net::IpAddr>, headers: &HeaderMap) -> Option<Response> {
+        match self.mode {
+            MetricsAccess::Off => return Some(StatusCode::NOT_FOUND.into_response()),
+            MetricsAccess::Loopback if !is_local(client, headers) => {
+                return Some(
+                    (StatusCode::FORBIDDEN, "/metrics is for this machine only\n").into_response(),
+                )
+            }
+            MetricsAccess::Loopback | MetricsAccess::Open => {}
+        }
+        let token = self.token.as_deref()?;
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(sent, token) {
+            None
+        } else {
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "a bearer token is needed\n",
+                )
+                    .into_response(),
+            )
+        }
+    }
+}
+
+/// A scrape from this machine itself. The client's address is `ClientIp` (behind a trusted
+/// proxy, the address the proxy forwarded). A request that carries forwarding headers came
+/// through a proxy, which may be on this machine but relays other machines' requests: it is
+/// not local whatever address it comes from, so a same-host proxy that is not listed in
+/// NIXDECK_TRUSTED_PROXIES does not open /metrics to everyone it serves.
+fn is_local(client: Option<std::net::IpAddr>, headers: &HeaderMap) -> bool {
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    !forwarded && client.is_some_and(|ip| ip.to_canonical().is_loopback())
+}
+
+pub async fn metrics(
+    State(app): State<Core>,
+    State(guard): State<Guard>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = guard.refuse(client, &headers) {
+        return refused;
+    }
+    let counts = app.hub.fleet_counts();
+    let hosts = &counts.hosts;
+    let mut out = String::with_capacity(4096);
+    let mut gauge = |name: &str, help: &str, rows: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (labels, value) in rows {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let online = snapshot.hosts.iter().filter(|h| h.online).count();
     gauge(
         "nixdeck_hosts",
         "Hosts by link state.",
-        vec![
-            ("{state=\"online\"}".into(), online as f64),
+        &[
+            ("{state=\"online\"}", hosts.online),
             (
-                "{state=\"offline\"}".into(),
-                (snapshot.hosts.len() - online) as f64,
+                "{state=\"offline\"}",
+                hosts.hosts.saturating_sub(hosts.online),
             ),
         ],
     );
     gauge(
         "nixdeck_hosts_busy",
         "Hosts running a command.",
-        vec![(
-            String::new(),
-            snapshot
-                .hosts
-                .iter()
-                .filter(|h| h.pending_command.is_some())
-                .count() as f64,
-        )],
+        &[("", hosts.busy)],
     );
-    let mut rows = Vec::new();
-    for (i, name) in UpdateStatus::NAMES.into_iter().enumerate() {
+    let _ = writeln!(
+        out,
+        "# HELP nixdeck_compartments Hosts by compartment and status.\n# TYPE nixdeck_compartments gauge"
+    );
+    for (c, name) in UpdateStatus::NAMES.into_iter().enumerate() {
         for status in [
             CheckStatus::Ok,
             CheckStatus::Outdated,
@@ -51,43 +122,35 @@ pub async fn metrics(State(app): State<Core>) -> impl IntoResponse {
             CheckStatus::Unknown,
             CheckStatus::Working,
         ] {
-            let n = snapshot
-                .hosts
-                .iter()
-                .filter(|h| h.update_status.checks()[i].status == status)
-                .count();
-            rows.push((
-                format!("{{compartment=\"{name}\",status=\"{}\"}}", status.as_str()),
-                n as f64,
-            ));
+            let _ = writeln!(
+                out,
+                "nixdeck_compartments{{compartment=\"{name}\",status=\"{}\"}} {}",
+                status.as_str(),
+                hosts.compartments[c][status as usize]
+            );
         }
     }
-    gauge(
-        "nixdeck_compartments",
-        "Hosts by compartment and status.",
-        rows,
-    );
-    let desired_error = snapshot.desired.as_ref().is_some_and(|d| d.error.is_some());
+    let mut gauge = |name: &str, help: &str, value: bool| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            u8::from(value)
+        );
+    };
     gauge(
         "nixdeck_desired_state_error",
         "1 while the desired-state source cannot be read.",
-        vec![(String::new(), f64::from(u8::from(desired_error)))],
+        counts.desired_error,
     );
     gauge(
         "nixdeck_pending_pr",
         "1 while a flake.lock update PR is open.",
-        vec![(
-            String::new(),
-            f64::from(u8::from(snapshot.pending_pr.is_some())),
-        )],
+        counts.pending_pr,
     );
     gauge(
         "nixdeck_deploy_active",
         "1 while a Merge & Deploy job runs.",
-        vec![(
-            String::new(),
-            f64::from(u8::from(snapshot.deploy.as_ref().is_some_and(|d| d.active))),
-        )],
+        counts.deploy_active,
     );
     let c = app.hub.counters();
     for (name, help, value) in [
@@ -125,4 +188,5 @@ pub async fn metrics(State(app): State<Core>) -> impl IntoResponse {
         )],
         out,
     )
+        .into_response()
 }

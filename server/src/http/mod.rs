@@ -170,6 +170,7 @@ mod tests {
             config: Arc::new(config),
         };
         AppState {
+            metrics: metrics::Guard::from_config(&core.config).unwrap(),
             core,
             leptos_options: LeptosOptions::builder().output_name("nixdeck").build(),
         }
@@ -532,5 +533,373 @@ mod tests {
         // host): the limit is not what refused it.
         let small = send(1024).await.unwrap();
         assert_ne!(small.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A request as it arrives over a connection from `peer` (the session layer reads the
+    /// client's address from `ConnectInfo`, as `into_make_service_with_connect_info` puts
+    /// it there), with `session`'s cookie and CSRF token.
+    fn request(
+        method: Method,
+        path: &str,
+        peer: Option<&str>,
+        session: Option<&nixdeck_core::service::auth::NewSession>,
+        form: Option<&str>,
+    ) -> axum::http::request::Builder {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1:3000");
+        if let Some(s) = session {
+            req = req
+                .header("cookie", format!("{}={}", session::COOKIE, s.cookie_value))
+                .header("x-csrf-token", &s.csrf_token);
+        }
+        if form.is_some() {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
+        if let Some(peer) = peer {
+            let addr: std::net::SocketAddr = peer.parse().unwrap();
+            req = req.extension(axum::extract::ConnectInfo(addr));
+        }
+        req
+    }
+
+    async fn send(
+        app: &Router,
+        req: axum::http::request::Builder,
+        body: &str,
+    ) -> axum::response::Response {
+        app.clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn admin_session(state: &AppState) -> nixdeck_core::service::auth::NewSession {
+        nixdeck_core::service::auth::login(&state.core, "admin", "admin-password-1", None, None)
+            .await
+            .unwrap()
+    }
+
+    async fn audit_rows(state: &AppState, action: &str) -> Vec<protocol::api::AuditEntry> {
+        state
+            .core
+            .db
+            .audit(&nixdeck_core::storage::AuditFilter {
+                actor: None,
+                action: Some(action.to_owned()),
+                target: None,
+                limit: 100,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The TOTP service functions write their audit entries; the REST handlers once wrote
+    /// a second one each.
+    #[tokio::test]
+    async fn a_rest_totp_setup_and_confirm_are_audited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let admin = admin_session(&state).await;
+        let setup = send(
+            &app,
+            request(
+                Method::POST,
+                "/api/account/totp/setup",
+                None,
+                Some(&admin),
+                None,
+            ),
+            "",
+        )
+        .await;
+        assert_eq!(setup.status(), StatusCode::OK);
+        assert_eq!(audit_rows(&state, "totp.setup").await.len(), 1);
+        // Right or wrong (a wrong code is refused with 422), the attempt is one row.
+        let confirm = send(
+            &app,
+            request(
+                Method::POST,
+                "/api/account/totp/confirm",
+                None,
+                Some(&admin),
+                None,
+            )
+            .header("content-type", "application/json"),
+            r#"{"code":"000000"}"#,
+        )
+        .await;
+        assert_ne!(confirm.status(), StatusCode::FORBIDDEN);
+        assert_eq!(audit_rows(&state, "totp.confirm").await.len(), 1);
+    }
+
+    /// User changes made on the Users page carry the admin's address, like every other
+    /// audited action; the CLI's carry none.
+    #[tokio::test]
+    async fn user_changes_from_the_page_are_audited_with_the_source_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let admin = admin_session(&state).await;
+        let server_fn = |name: &str| {
+            leptos::server_fn::axum::server_fn_paths()
+                .find(|(p, _)| p.contains(name))
+                .unwrap_or_else(|| panic!("the {name} server function"))
+                .0
+        };
+        for (name, form) in [
+            (
+                "add_user",
+                "username=carol&role=viewer&password=carol-password-1",
+            ),
+            ("set_user_disabled", "username=carol&disabled=true"),
+            ("reset_user_password", "username=carol"),
+        ] {
+            let resp = send(
+                &app,
+                request(
+                    Method::POST,
+                    server_fn(name),
+                    Some("203.0.113.7:50000"),
+                    Some(&admin),
+                    Some(form),
+                ),
+                form,
+            )
+            .await;
+            assert_eq!(resp.status(), StatusCode::OK, "{name}");
+        }
+        for action in ["user.add", "user.disable", "user.passwd"] {
+            let rows = audit_rows(&state, action).await;
+            assert_eq!(rows.len(), 1, "{action}");
+            assert_eq!(rows[0].actor, "admin");
+            assert_eq!(rows[0].ip.as_deref(), Some("203.0.113.7"), "{action}");
+        }
+        nixdeck_core::service::users::set_disabled(&state.core.db, "cli", "carol", false)
+            .await
+            .unwrap();
+        let enabled = audit_rows(&state, "user.enable").await;
+        assert_eq!(
+            (enabled[0].actor.as_str(), enabled[0].ip.as_deref()),
+            ("cli", None)
+        );
+    }
+
+    async fn scrape(
+        app: &Router,
+        peer: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String) {
+        let mut req = request(Method::GET, "/metrics", peer, None, None);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = send(app, req, "").await;
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// By default only this machine may scrape: another peer, a request a proxy forwarded,
+    /// and a request with no known peer are refused.
+    #[tokio::test]
+    async fn metrics_are_for_loopback_peers_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await);
+        assert_eq!(
+            scrape(&app, Some("127.0.0.1:40000"), &[]).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            scrape(&app, Some("[::1]:40000"), &[]).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            scrape(&app, Some("192.0.2.10:40000"), &[]).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            scrape(
+                &app,
+                Some("127.0.0.1:40000"),
+                &[("x-forwarded-for", "192.0.2.10")]
+            )
+            .await
+            .0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(scrape(&app, None, &[]).await.0, StatusCode::FORBIDDEN);
+
+        let (open_dir, off_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let open = router(state_with(open_dir.path(), &["nixdeck", "--metrics", "open"]).await);
+        assert_eq!(
+            scrape(&open, Some("192.0.2.10:40000"), &[]).await.0,
+            StatusCode::OK
+        );
+        let off = router(state_with(off_dir.path(), &["nixdeck", "--metrics", "off"]).await);
+        assert_eq!(
+            scrape(&off, Some("127.0.0.1:40000"), &[]).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_with_a_token_file_need_that_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics-token");
+        std::fs::write(&file, "scrape-token-0123456789\n").unwrap();
+        let state = state_with(
+            dir.path(),
+            &[
+                "nixdeck",
+                "--metrics",
+                "open",
+                "--metrics-token-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+        let app = router(state);
+        let peer = Some("192.0.2.10:40000");
+        assert_eq!(scrape(&app, peer, &[]).await.0, StatusCode::UNAUTHORIZED);
+        for wrong in [
+            "Bearer nope",
+            "Bearer ",
+            "scrape-token-0123456789",
+            "Basic c2NyYXBl",
+        ] {
+            assert_eq!(
+                scrape(&app, peer, &[("authorization", wrong)]).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{wrong}"
+            );
+        }
+        assert_eq!(
+            scrape(
+                &app,
+                peer,
+                &[("authorization", "Bearer scrape-token-0123456789")]
+            )
+            .await
+            .0,
+            StatusCode::OK
+        );
+        // An empty token file stops the start instead of letting an empty token through.
+        std::fs::write(&file, "\n").unwrap();
+        let config =
+            Cli::parse_from(["nixdeck", "--metrics-token-file", file.to_str().unwrap()]).config;
+        assert!(metrics::Guard::from_config(&config).is_err());
+    }
+
+    /// The numbers come from counts the hub keeps, and match the fleet.
+    #[tokio::test]
+    async fn metrics_count_the_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let hub = &state.core.hub;
+        for id in ["a", "b", "c"] {
+            hub.add_host(protocol::Host::new(id, protocol::HostType::Nixos));
+        }
+        let register: protocol::messages::Register = serde_json::from_value(
+            serde_json::json!({"hostname": "a", "host_type": "nixos", "agent_version": protocol::VERSION}),
+        )
+        .unwrap();
+        let _link = hub.attach_agent("a", &register, None).unwrap();
+        hub.remove_host("c");
+        let (status, text) = scrape(&app, Some("127.0.0.1:40000"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        for line in [
+            "nixdeck_hosts{state=\"online\"} 1",
+            "nixdeck_hosts{state=\"offline\"} 1",
+            "nixdeck_hosts_busy 0",
+            "nixdeck_compartments{compartment=\"agent\",status=\"ok\"} 1",
+            "nixdeck_desired_state_error 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    /// Pages (with their CSRF meta tag) and every /api answer are never cached; assets
+    /// under /pkg/ may be.
+    #[tokio::test]
+    async fn pages_and_api_answers_are_not_stored_but_assets_are_cacheable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("site/pkg")).unwrap();
+        std::fs::write(dir.path().join("site/pkg/nixdeck.css"), "body {}").unwrap();
+        let mut state = state(dir.path()).await;
+        state.leptos_options = LeptosOptions::builder()
+            .output_name("nixdeck")
+            .site_root(dir.path().join("site").to_string_lossy().to_string())
+            .build();
+        let app = router(state.clone());
+        let admin = admin_session(&state).await;
+        let cache = |resp: &axum::response::Response| {
+            resp.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let no_store = Some("no-store".to_owned());
+        let login_page = send(&app, request(Method::GET, "/login", None, None, None), "").await;
+        assert_eq!(login_page.status(), StatusCode::OK);
+        assert_eq!(cache(&login_page), no_store, "the login page");
+        let page = send(
+            &app,
+            request(Method::GET, "/", None, Some(&admin), None),
+            "",
+        )
+        .await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(cache(&page), no_store, "the dashboard");
+        let login = send(
+            &app,
+            request(Method::POST, "/api/login", None, None, None)
+                .header("content-type", "application/json"),
+            r#"{"username":"admin","password":"admin-password-1"}"#,
+        )
+        .await;
+        assert_eq!(login.status(), StatusCode::OK);
+        assert_eq!(cache(&login), no_store, "the login answer (CSRF token)");
+        let session = send(
+            &app,
+            request(Method::GET, "/api/session", None, Some(&admin), None),
+            "",
+        )
+        .await;
+        assert_eq!(cache(&session), no_store, "/api/session");
+        let token = send(
+            &app,
+            request(
+                Method::POST,
+                "/api/account/totp/setup",
+                None,
+                Some(&admin),
+                None,
+            ),
+            "",
+        )
+        .await;
+        assert_eq!(token.status(), StatusCode::OK);
+        assert_eq!(cache(&token), no_store, "the TOTP secret");
+        let refused = send(
+            &app,
+            request(Method::GET, "/api/hosts", None, None, None),
+            "",
+        )
+        .await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(cache(&refused), no_store, "a refused /api request");
+        let asset = send(
+            &app,
+            request(Method::GET, "/pkg/nixdeck.css", None, None, None),
+            "",
+        )
+        .await;
+        assert_eq!(asset.status(), StatusCode::OK);
+        assert_eq!(cache(&asset), None, "assets stay cacheable");
     }
 }

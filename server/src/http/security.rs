@@ -33,6 +33,13 @@ pub fn content_security_policy(nonce: &str) -> String {
     .join("; ")
 }
 
+fn is_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
 pub async fn security_headers(
     axum::extract::State(tls): axum::extract::State<bool>,
     mut req: Request,
@@ -40,8 +47,18 @@ pub async fn security_headers(
 ) -> Response {
     let nonce = new_nonce();
     req.extensions_mut().insert(CspNonce(nonce.clone()));
+    let path = req.uri().path();
+    let api = path.starts_with("/api/");
+    let asset = path.starts_with("/pkg/");
     let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
+    // Pages carry the session's CSRF token (a meta tag) and `/api` answers carry host
+    // tokens, TOTP secrets, recovery codes and new passwords: none of them may stay in a
+    // browser's or a proxy's cache. The wasm, JS and CSS under `/pkg/` hold no secrets and
+    // stay cacheable.
+    if !asset && (api || is_html(headers)) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if let Ok(v) = HeaderValue::from_str(&content_security_policy(&nonce)) {
         headers.insert(header::CONTENT_SECURITY_POLICY, v);
     }
