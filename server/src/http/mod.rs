@@ -575,12 +575,6 @@ mod tests {
             .unwrap()
     }
 
-    async fn admin_session(state: &AppState) -> nixdeck_core::service::auth::NewSession {
-        nixdeck_core::service::auth::login(&state.core, "admin", "admin-password-1", None, None)
-            .await
-            .unwrap()
-    }
-
     async fn audit_rows(state: &AppState, action: &str) -> Vec<protocol::api::AuditEntry> {
         state
             .core
