@@ -39,6 +39,9 @@ tokens="$OUT/tokens.json"
 server_pid=
 
 start_nixdeck() { # $1: heartbeat interval the server asks for
+  # fleet-sim's browsers are all one user (the admin): the per-user socket cap must not
+  # refuse them.
+  NIXDECK_MAX_SOCKETS_PER_USER=$((BROWSERS + 16)) \
   NIXDECK_LISTEN="127.0.0.1:$PORT" NIXDECK_DATABASE_URL="sqlite://$OUT/bench.db" \
     NIXDECK_ADMIN_PASSWORD="$password" NIXDECK_ENROLL_TOKEN="$enroll" \
     NIXDECK_HEARTBEAT_INTERVAL_S="$1" NIXDECK_SITE_ROOT=target/site RUST_LOG=warn,nixdeck::hub::browser_socket=info \

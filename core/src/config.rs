@@ -136,6 +136,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
 
+    /// Largest stored output of one command, in MiB of line text (the agent spools at most
+    /// 64 MiB too). Past it, further lines are counted instead of stored, and one marker
+    /// line in the log says how many were dropped.
+    #[arg(long, env = "NIXDECK_MAX_OUTPUT_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub max_output_mb: u64,
+
+    /// Open browser sockets (`/ws`, one per dashboard tab) per user at most; the next one
+    /// is refused with 429 before the upgrade until one of the user's tabs closes.
+    #[arg(long, env = "NIXDECK_MAX_SOCKETS_PER_USER", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_sockets_per_user: u64,
+
     /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated addresses or
     /// CIDR ranges, e.g. `127.0.0.1,10.0.0.0/8`). Behind a proxy every request comes from
     /// the proxy's address, so rate limits and the audit log need the client's address
@@ -348,6 +361,11 @@ impl Config {
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"))
+    }
+
+    /// `max_output_mb` in bytes.
+    pub fn max_output_bytes(&self) -> u64 {
+        self.max_output_mb * 1024 * 1024
     }
 
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {

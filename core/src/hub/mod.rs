@@ -39,6 +39,10 @@ const SNAPSHOT_SLOTS: usize = 4;
 /// sent or the browser is dropped for not reading (`browser_socket`), so this bounds the
 /// memory that slow readers can pin: 64 × 10 MB at 10 000 hosts.
 const SNAPSHOT_SENDS: usize = 64;
+/// Snapshot sends one user may have in flight at once: half of `SNAPSHOT_SENDS`, so one
+/// user with many tabs (or a script opening sockets) cannot take every send and keep
+/// everyone else's browsers waiting for theirs.
+const SNAPSHOT_SENDS_PER_USER: usize = SNAPSHOT_SENDS / 2;
 /// Frames queued for one agent before further sends fail (the agent is stuck).
 const AGENT_QUEUE: usize = 256;
 
@@ -211,7 +215,39 @@ pub struct BrowserStart {
     pub snapshot: Utf8Bytes,
     pub events: broadcast::Receiver<Utf8Bytes>,
     /// Held until the snapshot is sent or given up.
-    pub sending: tokio::sync::OwnedSemaphorePermit,
+    pub sending: SnapshotSend,
+}
+
+/// A snapshot send in flight: one of `SNAPSHOT_SENDS`, and one of the user's
+/// `SNAPSHOT_SENDS_PER_USER`. Dropping it gives both back.
+pub struct SnapshotSend {
+    _user: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// One of a user's open browser sockets (`Hub::browser_seat`); dropping it frees the seat.
+pub struct BrowserSeat {
+    hub: Hub,
+    user: String,
+    snapshot_sends: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drop for BrowserSeat {
+    fn drop(&mut self) {
+        let mut users = self.hub.browser_users();
+        if let Some(entry) = users.get_mut(&self.user) {
+            entry.sockets -= 1;
+            if entry.sockets == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// A user's open browser sockets, and their share of the snapshot sends.
+struct UserBrowsers {
+    sockets: usize,
+    snapshot_sends: Arc<tokio::sync::Semaphore>,
 }
 
 fn snapshot_text(snapshot: Snapshot) -> Utf8Bytes {
@@ -225,6 +261,9 @@ struct Inner {
     completions: broadcast::Sender<CommandComplete>,
     snapshot_slots: tokio::sync::Semaphore,
     snapshot_sends: Arc<tokio::sync::Semaphore>,
+    /// Per user name; an entry lives while the user has a socket open. A lock of its own:
+    /// sockets open and close without touching the fleet.
+    browser_users: Mutex<HashMap<String, UserBrowsers>>,
     next_conn: AtomicU64,
     interval_s: u32,
     counters: Counters,
@@ -272,6 +311,7 @@ impl Hub {
                 completions,
                 snapshot_slots: tokio::sync::Semaphore::new(SNAPSHOT_SLOTS),
                 snapshot_sends: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_SENDS)),
+                browser_users: Mutex::default(),
                 next_conn: AtomicU64::new(1),
                 interval_s,
                 counters: Counters::default(),
@@ -288,6 +328,14 @@ impl Hub {
         // A panic elsewhere must not take the hub down with a poisoned lock: the state is
         // only ever changed through `FleetState::apply`, which leaves it consistent.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn browser_users(&self) -> MutexGuard<'_, HashMap<String, UserBrowsers>> {
+        // Plain counts: a panic elsewhere leaves them consistent.
+        self.inner
+            .browser_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn interval_s(&self) -> u32 {
@@ -450,15 +498,42 @@ impl Hub {
             .collect()
     }
 
+    /// A seat for one more browser socket of `user`, or None when the user has `max` open
+    /// already. Held for the socket's life.
+    pub fn browser_seat(&self, user: &str, max: usize) -> Option<BrowserSeat> {
+        let mut users = self.browser_users();
+        let entry = users
+            .entry(user.to_owned())
+            .or_insert_with(|| UserBrowsers {
+                sockets: 0,
+                snapshot_sends: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_SENDS_PER_USER)),
+            });
+        if entry.sockets >= max {
+            if entry.sockets == 0 {
+                users.remove(user);
+            }
+            return None;
+        }
+        entry.sockets += 1;
+        Some(BrowserSeat {
+            hub: self.clone(),
+            user: user.to_owned(),
+            snapshot_sends: entry.snapshot_sends.clone(),
+        })
+    }
+
     /// What a new browser starts from: its snapshot, the receiver for everything after it,
-    /// and a permit to hold until the snapshot is sent (`SNAPSHOT_SENDS`). Copying and
-    /// serialising take one of `SNAPSHOT_SLOTS` turns, given back before this returns.
-    /// Serialising stays on the async worker: moved to `spawn_blocking` it left the server
-    /// 100 MiB larger after 100 browsers connected (each blocking thread's allocator kept
-    /// its 10 MB peaks) and P1's p99 at 3.3-5.2 ms instead of 2.4-2.8 ms (fleet-sim, same
-    /// machine). `None` only if the hub is shutting down.
-    pub async fn subscribe_browser(&self) -> Option<BrowserStart> {
-        let sending = self
+    /// and a permit to hold until the snapshot is sent (`SNAPSHOT_SENDS`, of which the
+    /// seat's user may hold `SNAPSHOT_SENDS_PER_USER`; the user's own turn is waited for
+    /// first, so a user at the share queues behind their own sends, not in everyone's way).
+    /// Copying and serialising take one of `SNAPSHOT_SLOTS` turns, given back before this
+    /// returns. Serialising stays on the async worker: moved to `spawn_blocking` it left
+    /// the server 100 MiB larger after 100 browsers connected (each blocking thread's
+    /// allocator kept its 10 MB peaks) and P1's p99 at 3.3-5.2 ms instead of 2.4-2.8 ms
+    /// (fleet-sim, same machine). `None` only if the hub is shutting down.
+    pub async fn subscribe_browser(&self, seat: &BrowserSeat) -> Option<BrowserStart> {
+        let user = seat.snapshot_sends.clone().acquire_owned().await.ok()?;
+        let all = self
             .inner
             .snapshot_sends
             .clone()
@@ -474,7 +549,10 @@ impl Hub {
         Some(BrowserStart {
             snapshot,
             events,
-            sending,
+            sending: SnapshotSend {
+                _user: user,
+                _all: all,
+            },
         })
     }
 
@@ -762,6 +840,7 @@ mod tests {
     use super::*;
     use protocol::messages::Ack;
     use protocol::{CheckStatus, HostType, StatusCheck};
+    use std::future::Future;
 
     fn register(name: &str) -> Register {
         serde_json::from_value(serde_json::json!({
@@ -806,11 +885,7 @@ mod tests {
         let link = attach(&hub, "a");
         let conn = link.conn_id;
         assert_eq!(recv_type(&mut rx), "host_updated");
-        hub.heartbeat(
-            "a",
-            conn,
-            &idle_heartbeat(),
-        );
+        hub.heartbeat("a", conn, &idle_heartbeat());
         assert_eq!(recv_type(&mut rx), "host_heartbeat");
         assert!(hub.detach_agent("a", conn));
         assert_eq!(recv_type(&mut rx), "host_offline");
@@ -827,20 +902,21 @@ mod tests {
         use tokio::time::timeout;
         let hub = hub_with(&["a", "b"]);
         let mut unsent = Vec::new();
+        // Four users, each under their own share, so only the common cap binds.
         for i in 0..SNAPSHOT_SENDS {
-            let start = timeout(Duration::from_secs(10), hub.subscribe_browser())
+            let seat = hub.browser_seat(&format!("u{}", i % 4), 100).unwrap();
+            let start = timeout(Duration::from_secs(10), hub.subscribe_browser(&seat))
                 .await
                 .unwrap_or_else(|_| panic!("browser {i} waited behind unsent snapshots"))
                 .expect("a start");
             assert!(start.snapshot.as_str().starts_with(r#"{"type":"snapshot""#));
-            unsent.push(start);
+            unsent.push((start, seat));
         }
         // The cap: one more waits for a send to finish (or be given up)...
-        let next = hub.subscribe_browser();
+        let seat = hub.browser_seat("u0", 100).unwrap();
+        let next = hub.subscribe_browser(&seat);
         tokio::pin!(next);
-        assert!(timeout(Duration::from_millis(200), &mut next)
-            .await
-            .is_err());
+        assert!(still_waiting(next.as_mut()));
         // ...and goes ahead as soon as one is.
         unsent.pop();
         let start = timeout(Duration::from_secs(10), next)
@@ -851,6 +927,83 @@ mod tests {
         let mut events = start.events;
         let _link = attach(&hub, "a");
         assert_eq!(recv_type(&mut events), "host_updated");
+    }
+
+    /// Polls once. Acquiring a free permit completes on the first poll, so this is no
+    /// guess about time. Outside tokio's cooperative budget, which would make even a free
+    /// permit wait after many polls in one turn.
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut f = tokio::task::unconstrained(f);
+        std::pin::Pin::new(&mut f).poll(&mut cx)
+    }
+
+    fn still_waiting<F: Future>(f: std::pin::Pin<&mut F>) -> bool {
+        poll_once(f).is_pending()
+    }
+
+    /// A snapshot send for a new socket of `user`, which must not have to wait.
+    fn start_now(hub: &Hub, user: &str) -> (BrowserStart, BrowserSeat) {
+        let seat = hub.browser_seat(user, 1000).unwrap();
+        let start = {
+            let start = hub.subscribe_browser(&seat);
+            tokio::pin!(start);
+            match poll_once(start) {
+                std::task::Poll::Ready(start) => start.expect("a start"),
+                std::task::Poll::Pending => panic!("{user} had to wait for a snapshot send"),
+            }
+        };
+        (start, seat)
+    }
+
+    /// One user with many tabs holds at most half of the snapshot sends: their next one
+    /// waits for one of their own, while another user's goes ahead at once.
+    #[tokio::test]
+    async fn one_user_holds_at_most_half_the_snapshot_sends() {
+        let hub = hub_with(&["a"]);
+        // Sends that never finish (browsers that do not read).
+        let mut unsent: Vec<_> = (0..SNAPSHOT_SENDS_PER_USER)
+            .map(|_| start_now(&hub, "tabs"))
+            .collect();
+        let seat = hub.browser_seat("tabs", 1000).unwrap();
+        let over = hub.subscribe_browser(&seat);
+        tokio::pin!(over);
+        assert!(
+            still_waiting(over.as_mut()),
+            "a user past half the sends waits"
+        );
+        // Everyone else still gets theirs, from the half the user cannot take.
+        let _other = start_now(&hub, "someone-else");
+        // One of the user's own sends ending lets their next one in.
+        unsent.pop();
+        assert!(!still_waiting(over.as_mut()));
+    }
+
+    /// A user has at most `max` browser sockets; a closed one frees its seat, and other
+    /// users are not counted against them.
+    #[test]
+    fn a_user_past_the_socket_cap_gets_no_seat() {
+        let hub = hub_with(&[]);
+        let mut seats: Vec<_> = (0..3)
+            .map(|_| hub.browser_seat("ann", 3).expect("under the cap"))
+            .collect();
+        assert!(
+            hub.browser_seat("ann", 3).is_none(),
+            "the fourth is refused"
+        );
+        let bob = hub.browser_seat("bob", 3);
+        assert!(bob.is_some(), "another user has seats of their own");
+        seats.pop();
+        assert!(
+            hub.browser_seat("ann", 3).is_some(),
+            "a closed socket frees its seat"
+        );
+        drop(seats);
+        drop(bob);
+        assert!(
+            hub.browser_users().is_empty(),
+            "no entry is left for users without sockets"
+        );
     }
 
     #[test]
@@ -1017,11 +1170,7 @@ mod tests {
         let old = attach(&hub, "a").conn_id;
         let _new = attach(&hub, "a");
         let (_, mut rx) = hub.subscribe();
-        let taken = hub.heartbeat(
-            "a",
-            old,
-            &idle_heartbeat(),
-        );
+        let taken = hub.heartbeat("a", old, &idle_heartbeat());
         assert!(rx.try_recv().is_err());
         assert_eq!(taken, None, "nothing to save for a stale link");
     }

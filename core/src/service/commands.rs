@@ -236,8 +236,17 @@ pub fn log_line(line: &LogLine) -> String {
     }
 }
 
-/// The whole log of a command as text, and a file name for it.
-pub async fn log_text(core: &Core, _viewer: &Viewer, command_id: &str) -> Result<(String, String)> {
+/// Output lines read from the database per page of a log download.
+pub const LOG_PAGE_LINES: u32 = 5_000;
+
+/// A command's log for download: a file name, and the text read a page at a time as it is
+/// sent, so a long log is never held whole in memory. The command is looked up (404)
+/// before anything is returned, so a refusal comes before the first byte.
+pub async fn log_download(
+    core: &Core,
+    _viewer: &Viewer,
+    command_id: &str,
+) -> Result<(String, LogPages)> {
     let Some(cmd) = core
         .db
         .command(command_id)
@@ -246,27 +255,46 @@ pub async fn log_text(core: &Core, _viewer: &Viewer, command_id: &str) -> Result
     else {
         return Err(AppError::NotFound(format!("command {command_id}")));
     };
-    let mut text = String::new();
-    let mut after = 0;
-    loop {
-        let page = core
-            .db
-            .output_page(command_id, after, 5_000)
-            .await
-            .or_internal("loading output")?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for line in &page {
-            let _ = writeln!(text, "{}", log_line(line));
-        }
-    }
     let name = format!(
         "{}-{}-{}.log",
         cmd.host_id,
         cmd.command,
         cmd.queued_at.secs()
     );
-    Ok((name, text))
+    let pages = LogPages {
+        core: core.clone(),
+        command_id: cmd.id,
+        after: 0,
+    };
+    Ok((name, pages))
+}
+
+/// The pages of a log download, read from the database one at a time.
+pub struct LogPages {
+    core: Core,
+    command_id: String,
+    after: u64,
+}
+
+impl LogPages {
+    /// The next page as text, one line per output line (`log_line`); None after the last.
+    pub async fn next_page(&mut self) -> Result<Option<String>> {
+        let page = self
+            .core
+            .db
+            .output_page(&self.command_id, self.after, LOG_PAGE_LINES)
+            .await
+            .or_internal("loading output")?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = last.seq;
+        let mut text = String::new();
+        for line in &page {
+            let _ = writeln!(text, "{}", log_line(line));
+        }
+        Ok(Some(text))
+    }
 }
 
 /// The same command on many hosts; each host answers for itself.
@@ -371,7 +399,12 @@ pub async fn ingest_output(core: &Core, host_id: &str, batch: Vec<Output>) -> Ve
                 continue;
             }
         }
-        match core.db.store_output(&id, lines, Timestamp::now()).await {
+        let bound = core.config.max_output_bytes();
+        match core
+            .db
+            .store_output(&id, lines, Timestamp::now(), bound)
+            .await
+        {
             Ok((fresh, last_seq)) => {
                 core.hub.publish_all(fresh.into_iter().map(|o| {
                     BrowserEvent::CommandOutput(CommandOutput {
@@ -441,6 +474,7 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         .is_some_and(|p| p.command_id == row.id)
         || !row.completed
     {
+        publish_drop_marker(core, host_id, &stored).await;
         release(
             core,
             host_id,
@@ -456,6 +490,31 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         seq: stored.last_seq,
         complete: stored.last_seq >= done.last_seq,
     })
+}
+
+/// Output over the bound was not stored (`Db::store_output`), nor sent to browsers: their
+/// log stops at the bound. When the command ends, they get the marker line with its final
+/// count, once, with the completion. Its seq is that of the first dropped line, so it
+/// follows every line they were sent.
+async fn publish_drop_marker(core: &Core, host_id: &str, row: &CommandRow) {
+    let Some(seq) = row.drop_marker_seq else {
+        return;
+    };
+    match core.db.output_page(&row.id, seq.saturating_sub(1), 1).await {
+        Ok(page) => {
+            if let Some(marker) = page.into_iter().find(|l| l.seq == seq) {
+                core.hub
+                    .publish_all([BrowserEvent::CommandOutput(CommandOutput {
+                        host_id: host_id.to_owned(),
+                        command_id: row.id.clone(),
+                        seq,
+                        stream: marker.stream,
+                        line: marker.line,
+                    })]);
+            }
+        }
+        Err(e) => tracing::warn!(host = host_id, "loading the drop marker: {e}"),
+    }
 }
 
 /// The agent refused a command (normally: busy with another).
@@ -520,5 +579,101 @@ pub async fn purge_old(core: &Core) {
         Ok(0) => {}
         Ok(n) => tracing::info!(commands = n, "retention: purged old commands"),
         Err(e) => tracing::warn!("retention: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_core;
+    use tungstenite::Utf8Bytes;
+
+    fn output(command_id: &str, seq: u64, line: String) -> Output {
+        Output {
+            command_id: command_id.into(),
+            seq,
+            stream: OutputStream::Stdout,
+            line,
+        }
+    }
+
+    fn viewer() -> Viewer {
+        Viewer {
+            username: "ann".into(),
+            role: protocol::api::Role::Viewer,
+            csrf_token: String::new(),
+            ip: None,
+            session_hash: String::new(),
+            authenticated_at: 0,
+        }
+    }
+
+    fn event(text: &Utf8Bytes) -> (String, serde_json::Value) {
+        let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        (v["type"].as_str().unwrap().to_owned(), v["payload"].clone())
+    }
+
+    /// With a 1 MiB bound, 400 KiB lines: two are stored and sent to browsers, the rest
+    /// are acked but counted instead, and browsers get the one marker line with the final
+    /// count when the command ends; the download ends with it too.
+    #[tokio::test]
+    async fn output_past_the_bound_is_acked_counted_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path(), &["h"], &["nixdeck", "--max-output-mb", "1"]).await;
+        core.db
+            .insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")
+            .await
+            .unwrap();
+        let seat = core.hub.browser_seat("ann", 1).unwrap();
+        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+
+        let big = |seq: u64| output("c1", seq, format!("{seq}{}", "x".repeat(400 * 1024)));
+        let acks = ingest_output(&core, "h", (1..=3).map(big).collect()).await;
+        assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![3]);
+        let acks = ingest_output(&core, "h", (4..=6).map(big).collect()).await;
+        assert_eq!(
+            acks.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            vec![6],
+            "dropped lines are acked, or the agent would send them forever"
+        );
+        let done = AgentCommandComplete {
+            command_id: "c1".into(),
+            status: AgentOutcome::Ok,
+            exit_code: Some(0),
+            duration_ms: 5,
+            last_seq: 6,
+        };
+        let ack = on_complete(&core, "h", &done).await.unwrap();
+        assert!(ack.complete);
+
+        let marker = "[nixdeck: 4 lines dropped: output over the 1 MiB stored-output limit]";
+        let mut seen = Vec::new();
+        while let Ok(text) = events.try_recv() {
+            let (kind, p) = event(&text);
+            match kind.as_str() {
+                "command_output" => seen.push((
+                    p["seq"].as_u64().unwrap(),
+                    p["stream"].as_str().unwrap().to_owned(),
+                    p["line"].as_str().unwrap().to_owned(),
+                )),
+                "command_complete" => seen.push((0, "complete".into(), String::new())),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (1, "stdout".into(), big(1).line),
+                (2, "stdout".into(), big(2).line),
+                (3, "stderr".into(), marker.into()),
+                (0, "complete".into(), String::new()),
+            ]
+        );
+
+        let (_, mut pages) = log_download(&core, &viewer(), "c1").await.unwrap();
+        let text = pages.next_page().await.unwrap().unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.ends_with(&format!("[ERR] {marker}\n")));
+        assert_eq!(pages.next_page().await.unwrap(), None);
     }
 }

@@ -8,6 +8,7 @@ use common::{AppError, Viewer};
 use protocol::api::{CreateHost, HostCreated, RefreshResult};
 use protocol::messages::{Heartbeat, Register, Snapshot};
 use protocol::{is_valid_host_id, is_valid_theme_color, Host, Timestamp};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -49,12 +50,130 @@ impl Unsaved {
     }
 }
 
+// ---------------------------------------------------------------- what agents report
+
+/// Longest text kept of a version an agent reports (agent, OS, nixpkgs).
+const VERSION_CHARS: usize = 128;
+/// Longest generation or lock hash: a git commit is 40 (SHA-1) or 64 (SHA-256) hex
+/// characters, a lock hash 64.
+const HASH_CHARS: usize = 128;
+/// Longest branch, repository URL or checkout path.
+const PLACE_CHARS: usize = 512;
+/// Longest location or device type: the bound `check_label` sets for the ones an admin
+/// types.
+const LABEL_CHARS: usize = 64;
+
+/// Text an agent reports, as the dashboard keeps and shows it: ANSI escape sequences
+/// (CSI `ESC [ … final`, OSC `ESC ] … BEL` or `ESC \`, and two-character ones) and every
+/// other control character removed, bidirectional overrides too (they reorder what an
+/// operator reads), then cut to `max` characters. Browsers, logs and terminals then never
+/// get a control sequence from an agent, and a report cannot grow the hub, the database or
+/// every snapshot without bound. Borrowed (no copy) when the text is already clean, as
+/// nearly every heartbeat's is.
+pub fn agent_text(value: &str, max: usize) -> Cow<'_, str> {
+    if value.chars().count() <= max && !value.chars().any(unwanted) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len().min(max * 4));
+    let mut kept = 0;
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (a window title, a hyperlink): up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            chars.next_if_eq(&'\\');
+                            break;
+                        }
+                    }
+                }
+                // Any other escape is two characters.
+                _ => {}
+            }
+            continue;
+        }
+        if unwanted(c) {
+            continue;
+        }
+        if kept == max {
+            break;
+        }
+        out.push(c);
+        kept += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// Control characters (C0, DEL, C1) and the bidirectional formatting characters.
+fn unwanted(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn clean(value: &mut String, max: usize) {
+    if let Cow::Owned(cleaned) = agent_text(value, max) {
+        *value = cleaned;
+    }
+}
+
+fn clean_opt(value: &mut Option<String>, max: usize) {
+    if let Some(v) = value {
+        clean(v, max);
+    }
+}
+
+/// A `register` as the dashboard takes it: every free-text field through `agent_text`,
+/// before the hub, the database or an enrollment sees it. The hostname is checked on its
+/// own (`host_id_for`: the contract's pattern, refused otherwise), the theme colour by
+/// `new_host` (`#rrggbb`, refused otherwise); the running command's id is only looked up.
+pub fn clean_register(reg: &mut Register) {
+    clean(&mut reg.agent_version, VERSION_CHARS);
+    clean_opt(&mut reg.os_version, VERSION_CHARS);
+    clean_opt(&mut reg.nixpkgs_version, VERSION_CHARS);
+    clean_opt(&mut reg.generation, HASH_CHARS);
+    clean_opt(&mut reg.lock_hash, HASH_CHARS);
+    clean_opt(&mut reg.repo_url, PLACE_CHARS);
+    clean_opt(&mut reg.repo_dir, PLACE_CHARS);
+    clean_opt(&mut reg.branch, PLACE_CHARS);
+    clean_opt(&mut reg.location, LABEL_CHARS);
+    clean_opt(&mut reg.device_type, LABEL_CHARS);
+}
+
+/// A heartbeat's text fields through `agent_text`; None when they were clean already (the
+/// usual case: no copy on this hot path).
+fn clean_heartbeat(hb: &Heartbeat) -> Option<Heartbeat> {
+    let dirty = |v: &Option<String>| {
+        v.as_deref()
+            .is_some_and(|v| matches!(agent_text(v, HASH_CHARS), Cow::Owned(_)))
+    };
+    if !dirty(&hb.generation) && !dirty(&hb.lock_hash) {
+        return None;
+    }
+    let mut hb = hb.clone();
+    clean_opt(&mut hb.generation, HASH_CHARS);
+    clean_opt(&mut hb.lock_hash, HASH_CHARS);
+    Some(hb)
+}
+
 /// Free-text host attributes (location, device type): short, printable.
 fn check_label(field: &str, value: Option<String>) -> Result<Option<String>> {
     let Some(v) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    if v.chars().count() > 64 || v.chars().any(char::is_control) {
+    if v.chars().count() > LABEL_CHARS || v.chars().any(char::is_control) {
         return Err(AppError::Invalid(format!(
             "{field} must be at most 64 printable characters."
         )));
@@ -166,6 +285,8 @@ pub fn snapshot(core: &Core, _viewer: &Viewer) -> Snapshot {
 /// A heartbeat from the agent link `conn_id` of `id`: live at once, stored with the next
 /// batch. A heartbeat from a replaced link changes nothing.
 pub fn heartbeat(core: &Core, id: &str, conn_id: u64, hb: &Heartbeat) {
+    let cleaned = clean_heartbeat(hb);
+    let hb = cleaned.as_ref().unwrap_or(hb);
     if let Some(now) = core.hub.heartbeat(id, conn_id, hb) {
         core.unsaved.lock().seen.insert(
             id.to_owned(),
@@ -419,4 +540,140 @@ pub async fn save_unsaved(core: &Core) -> Result<(), String> {
         .save_seen(&seen)
         .await
         .map_err(|e| format!("saving last-seen: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_core;
+
+    const HOSTILE: &str = "\u{1b}[31mred\u{1b}[0m \u{1b}]0;owned\u{7}title\u{1b}]8;;http://x\u{1b}\\link\u{1b}c\r\nnext\u{0}\u{7f}\u{9b}\u{202e}txt";
+
+    #[test]
+    fn agent_text_drops_escapes_and_control_characters_and_bounds_the_length() {
+        assert_eq!(agent_text(HOSTILE, 100), "red titlelinknexttxt");
+        assert_eq!(agent_text(&"é".repeat(1000), 5), "ééééé");
+        assert_eq!(
+            agent_text(&format!("{}\u{1b}[1mabc", "a".repeat(3)), 4),
+            "aaaa"
+        );
+        // Clean text is kept as it is, without a copy (the heartbeat's usual case).
+        assert!(matches!(
+            agent_text("NixOS 24.11 (Vicuna)", VERSION_CHARS),
+            Cow::Borrowed("NixOS 24.11 (Vicuna)")
+        ));
+        // An escape cut off at the end of the text takes nothing else with it.
+        assert_eq!(agent_text("ok\u{1b}[", 10), "ok");
+        assert_eq!(agent_text("ok\u{1b}", 10), "ok");
+    }
+
+    fn hostile_register() -> Register {
+        let long = "v".repeat(100_000);
+        let text = |s: &str| Some(format!("{s}{HOSTILE}{long}"));
+        serde_json::from_value(serde_json::json!({
+            "hostname": "web-1", "host_type": "nixos",
+            "agent_version": format!("0.1{HOSTILE}{long}"),
+            "os_version": text("NixOS"), "nixpkgs_version": text("24.11"),
+            "generation": text("abc"), "lock_hash": text("def"),
+            "repo_url": text("https://git.example/repo"), "repo_dir": text("/etc/nixos"),
+            "branch": text("main"), "location": text("rack 1"), "device_type": text("server"),
+        }))
+        .unwrap()
+    }
+
+    /// Every free-text field of a hostile `register` comes out bounded and without a
+    /// control character; the hostname is left to its own check.
+    #[test]
+    fn a_hostile_registration_is_cleaned_field_by_field() {
+        let mut reg = hostile_register();
+        clean_register(&mut reg);
+        let fields = [
+            (
+                "agent_version",
+                Some(&reg.agent_version),
+                VERSION_CHARS,
+                "0.1",
+            ),
+            (
+                "os_version",
+                reg.os_version.as_ref(),
+                VERSION_CHARS,
+                "NixOS",
+            ),
+            (
+                "nixpkgs_version",
+                reg.nixpkgs_version.as_ref(),
+                VERSION_CHARS,
+                "24.11",
+            ),
+            ("generation", reg.generation.as_ref(), HASH_CHARS, "abc"),
+            ("lock_hash", reg.lock_hash.as_ref(), HASH_CHARS, "def"),
+            (
+                "repo_url",
+                reg.repo_url.as_ref(),
+                PLACE_CHARS,
+                "https://git.example/repo",
+            ),
+            ("repo_dir", reg.repo_dir.as_ref(), PLACE_CHARS, "/etc/nixos"),
+            ("branch", reg.branch.as_ref(), PLACE_CHARS, "main"),
+            ("location", reg.location.as_ref(), LABEL_CHARS, "rack 1"),
+            (
+                "device_type",
+                reg.device_type.as_ref(),
+                LABEL_CHARS,
+                "server",
+            ),
+        ];
+        for (name, value, max, start) in fields {
+            let value = value.unwrap();
+            assert_eq!(value.chars().count(), max, "{name}");
+            assert!(!value.chars().any(unwanted), "{name}: {value:?}");
+            assert!(
+                value.starts_with(&format!("{start}red titlelinknexttxtvvv")),
+                "{name}: {value:?}"
+            );
+        }
+        assert_eq!(reg.hostname, "web-1");
+        // What an enrollment makes of it passes the labels' own check.
+        assert!(new_host(CreateHost {
+            hostname: reg.hostname.clone(),
+            host_type: reg.host_type,
+            theme_color: None,
+            location: reg.location.clone(),
+            device_type: reg.device_type.clone(),
+        })
+        .is_ok());
+    }
+
+    /// A heartbeat's generation and lock hash reach the hub (and so every browser) and
+    /// the batched write cleaned too.
+    #[tokio::test]
+    async fn a_hostile_heartbeat_reaches_the_hub_and_storage_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path(), &["web-1"], &["nixdeck"]).await;
+        let mut reg = hostile_register();
+        clean_register(&mut reg);
+        let link = core.hub.attach_agent("web-1", &reg, None).unwrap();
+        let long = format!("{HOSTILE}{}", "g".repeat(100_000));
+        let hb = Heartbeat {
+            metrics: None,
+            generation: Some(format!("new{long}")),
+            lock_hash: Some(format!("lock{long}")),
+            lock_updated_at: None,
+            pending_command: None,
+        };
+        heartbeat(&core, "web-1", link.conn_id, &hb);
+        let generation = core.hub.host("web-1").unwrap().generation.unwrap();
+        assert_eq!(generation.chars().count(), HASH_CHARS);
+        assert!(
+            generation.starts_with("newred titlelinknexttxtggg"),
+            "{generation:?}"
+        );
+        let unsaved = core.unsaved.lock();
+        let seen = &unsaved.seen["web-1"];
+        assert_eq!(seen.generation.as_ref(), Some(&generation));
+        let lock = seen.lock_hash.as_deref().unwrap();
+        assert_eq!(lock.chars().count(), HASH_CHARS);
+        assert!(lock.starts_with("lockred titlelinknexttxtggg"), "{lock:?}");
+    }
 }

@@ -61,3 +61,33 @@ pub fn stored_role(username: &str, role: &str) -> Role {
         Role::Viewer
     })
 }
+
+/// A `Core` over a fresh database in `dir`, with these hosts in the hub (offline) and the
+/// server's flags from `args` (the binary's name first).
+#[cfg(test)]
+pub(crate) async fn test_core(dir: &std::path::Path, hosts: &[&str], args: &[&str]) -> crate::Core {
+    use clap::Parser;
+    use std::sync::Arc;
+    let db = crate::storage::Db::connect(&format!("sqlite://{}/t.db", dir.display()))
+        .await
+        .unwrap();
+    let config = crate::config::Config::parse_from(args);
+    let hub = crate::hub::Hub::new(
+        hosts
+            .iter()
+            .map(|id| (protocol::Host::new(id, protocol::HostType::Nixos), None)),
+        5,
+        None,
+    );
+    crate::Core {
+        db,
+        hub: hub.clone(),
+        desired: Arc::new(crate::desired::Desired::new(&config.github, hub).unwrap()),
+        deploys: Arc::default(),
+        unsaved: Arc::default(),
+        refusals: Arc::default(),
+        enroll_until: None,
+        limits: Arc::new(limits::Limits::new(config.login_failures_per_min)),
+        config: Arc::new(config),
+    }
+}

@@ -24,6 +24,10 @@ pub struct CommandRow {
     pub finished_at: Option<Timestamp>,
     pub last_seq: u64,
     pub completed: bool,
+    /// Lines not stored because the command's output was over the bound.
+    pub dropped_lines: u64,
+    /// The seq of the marker line that says how many were dropped.
+    pub drop_marker_seq: Option<u64>,
 }
 
 impl CommandRow {
@@ -50,8 +54,8 @@ pub struct LogLine {
     pub at: Timestamp,
 }
 
-const COMMAND_COLUMNS: &str =
-    "id, host_id, command, status, exit_code, queued_at, started_at, finished_at, last_seq, completed";
+const COMMAND_COLUMNS: &str = "id, host_id, command, status, exit_code, queued_at, started_at, \
+     finished_at, last_seq, completed, dropped_lines, drop_marker_seq";
 
 /// The `COMMAND_COLUMNS` of a `commands` row.
 #[derive(sqlx::FromRow)]
@@ -66,6 +70,8 @@ struct CommandColumns {
     finished_at: Option<i64>,
     last_seq: i64,
     completed: bool,
+    dropped_lines: i64,
+    drop_marker_seq: Option<i64>,
 }
 
 impl From<CommandColumns> for CommandRow {
@@ -85,6 +91,8 @@ impl From<CommandColumns> for CommandRow {
             finished_at: r.finished_at.map(Timestamp),
             last_seq: r.last_seq.max(0) as u64,
             completed: r.completed,
+            dropped_lines: r.dropped_lines.max(0) as u64,
+            drop_marker_seq: r.drop_marker_seq.map(|s| s.max(0) as u64),
         }
     }
 }
@@ -108,6 +116,24 @@ impl From<OutputColumns> for LogLine {
             at: Timestamp(r.at),
         }
     }
+}
+
+/// What `store_output` reads of the command before a batch.
+#[derive(sqlx::FromRow)]
+struct OutputState {
+    last_seq: i64,
+    output_bytes: i64,
+    dropped_lines: i64,
+    drop_marker_seq: Option<i64>,
+}
+
+/// The text of the line that stands for a command's dropped output, worded as the agent's
+/// own marker (`agent/src/spool.rs`) with this server's name and limit.
+pub fn output_marker(dropped: u64, limit_bytes: u64) -> String {
+    format!(
+        "[nixdeck: {dropped} lines dropped: output over the {} MiB stored-output limit]",
+        limit_bytes.div_ceil(1024 * 1024)
+    )
 }
 
 /// Statuses in which a command still holds its host.
@@ -235,38 +261,66 @@ impl Db {
 
     /// Store a batch of output lines of one command in one transaction. Lines at or below
     /// the stored `last_seq` are duplicates (re-sent after a reconnect) and skipped.
-    /// Returns the lines that were new, and the new `last_seq`.
+    /// Returns the lines that were new and stored, and the new `last_seq`.
+    ///
+    /// The command's stored output is bounded by `limit_bytes` of line text. Past it, as in
+    /// the agent's spool (`agent/src/spool.rs`), lines are counted instead of stored, and
+    /// one marker line at the seq of the first dropped line says how many were dropped
+    /// (`output_marker`; rewritten as the count grows, so it is right whenever the log is
+    /// read). Dropped lines still advance `last_seq`, so the agent is acked for them and
+    /// does not send them again.
     pub async fn store_output(
         &self,
         command_id: &str,
         lines: &[Output],
         at: Timestamp,
+        limit_bytes: u64,
     ) -> DbResult<(Vec<Output>, u64)> {
         let mut tx = self.pool.begin().await?;
         // The first statement writes (and marks the command running): in SQLite a
         // transaction that reads first and writes later fails at once with SQLITE_BUSY when
         // another connection wrote in between, without waiting for the busy timeout. Found
         // under load: the line was not acked, and came minutes later than its completion.
-        let last: Option<i64> = sqlx::query_scalar(
+        let stored: Option<OutputState> = sqlx::query_as(
             "UPDATE commands SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END
-             WHERE id = $1 RETURNING last_seq",
+             WHERE id = $1 RETURNING last_seq, output_bytes, dropped_lines, drop_marker_seq",
         )
         .bind(command_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(last) = last else {
+        let Some(stored) = stored else {
             return Ok((Vec::new(), 0));
         };
-        let mut last = last.max(0) as u64;
+        let mut last = stored.last_seq.max(0) as u64;
+        let mut bytes = stored.output_bytes.max(0) as u64;
+        let mut dropped = stored.dropped_lines.max(0) as u64;
+        let mut marker = stored.drop_marker_seq.map(|s| s.max(0) as u64);
         let mut fresh = Vec::new();
         for line in lines {
             if line.seq <= last {
                 continue;
             }
             // Agents send in order; a gap would stop the acknowledged prefix here.
-            if line.seq == last + 1 {
+            let in_order = line.seq == last + 1;
+            let size = line.line.len() as u64;
+            if dropped > 0 || bytes + size > limit_bytes {
+                // Once over, stay over (as the spool does): a stored line after the gap
+                // would hide where it was. Only the next line in order is counted; one
+                // after a gap is neither stored nor acked, and is counted when re-sent in
+                // order, so no line is counted twice.
+                if in_order {
+                    last = line.seq;
+                    dropped += 1;
+                    marker.get_or_insert(line.seq);
+                }
+                continue;
+            }
+            if in_order {
                 last = line.seq;
             }
+            // A line stored after a gap and re-sent in order is counted twice here (the
+            // insert skips it): the bound then errs on the small side, never the large.
+            bytes += size;
             fresh.push(line);
         }
         // Many rows per statement: per-statement overhead, not SQLite, bounded the rate of
@@ -293,12 +347,34 @@ impl Db {
             }
             query.execute(&mut *tx).await?;
         }
-        let fresh: Vec<Output> = fresh.into_iter().cloned().collect();
-        sqlx::query("UPDATE commands SET last_seq = $2 WHERE id = $1")
+        if let Some(seq) = marker.filter(|_| dropped > stored.dropped_lines.max(0) as u64) {
+            // The marker takes the seq of the first dropped line (never stored, and never
+            // re-sent once acked); its count is rewritten in place, keeping the time of
+            // the first drop.
+            sqlx::query(
+                "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (command_id, seq) DO UPDATE SET stream = excluded.stream, line = excluded.line",
+            )
             .bind(command_id)
-            .bind(last as i64)
+            .bind(seq as i64)
+            .bind(OutputStream::Stderr.as_str())
+            .bind(output_marker(dropped, limit_bytes))
+            .bind(at.secs())
             .execute(&mut *tx)
             .await?;
+        }
+        let fresh: Vec<Output> = fresh.into_iter().cloned().collect();
+        sqlx::query(
+            "UPDATE commands SET last_seq = $2, output_bytes = $3, dropped_lines = $4, drop_marker_seq = $5
+             WHERE id = $1",
+        )
+        .bind(command_id)
+        .bind(last as i64)
+        .bind(bytes as i64)
+        .bind(dropped as i64)
+        .bind(marker.map(|s| s as i64))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok((fresh, last))
     }

@@ -23,7 +23,7 @@ mod settings;
 mod users;
 
 pub use audit::AuditFilter;
-pub use commands::{CommandRow, LogLine};
+pub use commands::{output_marker, CommandRow, LogLine};
 pub use hosts::{HostRecord, HostReport, SeenUpdate};
 pub use sessions::SessionRow;
 pub use users::{TotpRow, UserRow};
@@ -108,6 +108,9 @@ mod tests {
         (dir, db)
     }
 
+    /// No bound on a command's stored output (the tests of other things).
+    const NO_BOUND: u64 = u64::MAX / 2;
+
     fn line(command_id: &str, seq: u64) -> Output {
         Output {
             command_id: command_id.into(),
@@ -143,7 +146,7 @@ mod tests {
                 let id = format!("c{h}");
                 for seq in 1..=150u64 {
                     let (_, last) = db
-                        .store_output(&id, &[line(&id, seq)], Timestamp::now())
+                        .store_output(&id, &[line(&id, seq)], Timestamp::now(), NO_BOUND)
                         .await
                         .expect("an output batch failed");
                     assert_eq!(last, seq);
@@ -209,7 +212,12 @@ mod tests {
             .await
             .unwrap();
         let (fresh, last) = db
-            .store_output("c1", &[line("c1", 1), line("c1", 2)], Timestamp(2))
+            .store_output(
+                "c1",
+                &[line("c1", 1), line("c1", 2)],
+                Timestamp(2),
+                NO_BOUND,
+            )
             .await
             .unwrap();
         assert_eq!((fresh.len(), last), (2, 2));
@@ -219,6 +227,7 @@ mod tests {
                 "c1",
                 &[line("c1", 1), line("c1", 2), line("c1", 3)],
                 Timestamp(3),
+                NO_BOUND,
             )
             .await
             .unwrap();
@@ -231,11 +240,85 @@ mod tests {
         );
         // Output for an unknown command is not stored.
         assert_eq!(
-            db.store_output("nope", &[line("nope", 1)], Timestamp(3))
+            db.store_output("nope", &[line("nope", 1)], Timestamp(3), NO_BOUND)
                 .await
                 .unwrap()
                 .1,
             0
+        );
+    }
+
+    /// Past the bound a command's lines are counted, not stored: the ack moves over them
+    /// all the same, one marker line (at the first dropped seq) says how many, and
+    /// re-sends are neither stored nor counted twice.
+    #[tokio::test]
+    async fn output_past_the_bound_is_counted_and_marked_once() {
+        let (_dir, db) = db().await;
+        db.insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")
+            .await
+            .unwrap();
+        let lines = |seqs: std::ops::RangeInclusive<u64>| -> Vec<Output> {
+            seqs.map(|seq| line("c1", seq)).collect()
+        };
+        let seqs = |out: &[Output]| out.iter().map(|l| l.seq).collect::<Vec<_>>();
+        // "line N" is 6 bytes: 20 bytes hold three lines.
+        let bound = 20;
+        let (fresh, last) = db
+            .store_output("c1", &lines(1..=5), Timestamp(2), bound)
+            .await
+            .unwrap();
+        assert_eq!(seqs(&fresh), vec![1, 2, 3]);
+        assert_eq!(last, 5, "dropped lines are acked too");
+        // A re-send of all of it, and more.
+        let (fresh, last) = db
+            .store_output("c1", &lines(1..=8), Timestamp(3), bound)
+            .await
+            .unwrap();
+        assert!(fresh.is_empty());
+        assert_eq!(last, 8);
+        // A line that would fit is not stored either: once over, the log stays over.
+        let short = Output {
+            line: "x".into(),
+            ..line("c1", 9)
+        };
+        let (fresh, last) = db
+            .store_output("c1", &[short], Timestamp(4), bound)
+            .await
+            .unwrap();
+        assert!(fresh.is_empty());
+        assert_eq!(last, 9);
+        // A line after a gap is not counted (nor acked) until it comes again in order.
+        let (_, last) = db
+            .store_output("c1", &lines(11..=11), Timestamp(5), bound)
+            .await
+            .unwrap();
+        assert_eq!(last, 9);
+        let (_, last) = db
+            .store_output("c1", &lines(10..=11), Timestamp(6), bound)
+            .await
+            .unwrap();
+        assert_eq!(last, 11);
+
+        let page = db.output_page("c1", 0, 100).await.unwrap();
+        let stored: Vec<_> = page
+            .iter()
+            .map(|l| (l.seq, l.stream, l.line.as_str(), l.at))
+            .collect();
+        let marker = "[nixdeck: 8 lines dropped: output over the 1 MiB stored-output limit]";
+        assert_eq!(
+            stored,
+            vec![
+                (1, OutputStream::Stdout, "line 1", Timestamp(2)),
+                (2, OutputStream::Stdout, "line 2", Timestamp(2)),
+                (3, OutputStream::Stdout, "line 3", Timestamp(2)),
+                (4, OutputStream::Stderr, marker, Timestamp(2)),
+            ]
+        );
+        assert_eq!(output_marker(8, bound), marker);
+        let row = db.command("c1").await.unwrap().unwrap();
+        assert_eq!(
+            (row.last_seq, row.dropped_lines, row.drop_marker_seq),
+            (11, 8, Some(4))
         );
     }
 
@@ -276,7 +359,7 @@ mod tests {
             db.insert_command(id, "h", CommandKind::Pull, Timestamp(at), "admin")
                 .await
                 .unwrap();
-            db.store_output(id, &[line(id, 1)], Timestamp(at))
+            db.store_output(id, &[line(id, 1)], Timestamp(at), NO_BOUND)
                 .await
                 .unwrap();
         }
@@ -331,6 +414,7 @@ mod tests {
                     line: "x".into(),
                 }],
                 Timestamp(2),
+                NO_BOUND,
             )
             .await
             .unwrap();

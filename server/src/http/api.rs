@@ -2,7 +2,7 @@
 
 use super::error::{HttpResult, JsonBody};
 use super::session::{clear_cookie, session_cookie, set_cookie, ClientIp};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -197,15 +197,21 @@ pub async fn command_log(
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<Response> {
-    let (name, text) = service::commands::log_text(&app, &viewer, &id).await?;
+    let (name, pages) = service::commands::log_download(&app, &viewer, &id).await?;
     // The name is built from a validated host id, a command name and a number.
     let disposition = format!("attachment; filename=\"{name}\"");
+    // Streamed page by page: a page is read from the database only when the previous one
+    // was taken by the connection. A failed read ends the body with an error, so the
+    // client sees a broken download rather than a log that looks complete.
+    let body = Body::from_stream(futures::stream::try_unfold(pages, |mut pages| async move {
+        Ok::<_, AppError>(pages.next_page().await?.map(|text| (text, pages)))
+    }));
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        text,
+        body,
     )
         .into_response())
 }

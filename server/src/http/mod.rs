@@ -423,6 +423,91 @@ mod tests {
             .unwrap()
     }
 
+    /// The log download is streamed a page at a time (one body chunk per page read from
+    /// the database), and the bytes are those of the whole log built at once: every line,
+    /// in order, past several pages.
+    #[tokio::test]
+    async fn a_long_log_downloads_page_by_page_complete_and_in_order() {
+        use futures::StreamExt;
+        use nixdeck_core::service::commands::{log_line, LOG_PAGE_LINES};
+        use protocol::messages::Output;
+        use protocol::{CommandKind, OutputStream, Timestamp};
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let db = &state.core.db;
+        db.insert_command("c1", "web-1", CommandKind::Test, Timestamp(100), "admin")
+            .await
+            .unwrap();
+        let total = 2 * u64::from(LOG_PAGE_LINES) + 17;
+        let lines: Vec<Output> = (1..=total)
+            .map(|seq| Output {
+                command_id: "c1".into(),
+                seq,
+                stream: if seq % 3 == 0 {
+                    OutputStream::Stderr
+                } else {
+                    OutputStream::Stdout
+                },
+                line: format!("line {seq} ✓"),
+            })
+            .collect();
+        for batch in lines.chunks(512) {
+            db.store_output("c1", batch, Timestamp(3_725), u64::MAX / 2)
+                .await
+                .unwrap();
+        }
+        // The log as the download built it whole before it was streamed.
+        let whole: String = db
+            .output_page("c1", 0, u32::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| format!("{}\n", log_line(l)))
+            .collect();
+        assert_eq!(whole.lines().count() as u64, total);
+        assert!(whole
+            .starts_with("[01:02:05] line 1 ✓\n[01:02:05] line 2 ✓\n[01:02:05] [ERR] line 3 ✓\n"));
+
+        let app = router(state.clone());
+        let viewer = nixdeck_core::service::auth::login(
+            &state.core,
+            "viewer",
+            "viewer-password-1",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let req = Request::builder()
+            .uri("/api/commands/c1/log")
+            .header("host", "127.0.0.1:3000")
+            .header(
+                "cookie",
+                format!("{}={}", session::COOKIE, viewer.cookie_value),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(
+            resp.headers()["content-disposition"],
+            "attachment; filename=\"web-1-test-100.log\""
+        );
+        let chunks: Vec<_> = resp
+            .into_body()
+            .into_data_stream()
+            .map(|chunk| chunk.unwrap())
+            .collect()
+            .await;
+        assert_eq!(
+            chunks.len(),
+            3,
+            "one chunk per page of {LOG_PAGE_LINES} lines"
+        );
+        assert_eq!(chunks.concat(), whole.as_bytes());
+    }
+
     async fn login(app: &Router, origin: Option<&str>) -> axum::response::Response {
         let mut req = Request::builder()
             .method(Method::POST)

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use nixdeck_core::hub::{AgentAttached, AgentClose, AgentOut};
 use nixdeck_core::service::commands;
 use nixdeck_core::service::hosts::{
-    authenticate_agent, enroll, host_id_for, save_registration, AgentIdentity,
+    authenticate_agent, clean_register, enroll, host_id_for, save_registration, AgentIdentity,
 };
 use nixdeck_core::Core;
 use protocol::{decode, Decoded, AGENT_MAX_FRAME, MISSED_HEARTBEATS, VERSION};
@@ -120,7 +120,11 @@ pub fn is_too_big(err: &axum::Error) -> bool {
 async fn run(app: Core, identity: AgentIdentity, ip: Option<String>, mut socket: WebSocket) {
     let register = match timeout(REGISTER_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) => match decode::<AgentMessage>(&text) {
-            Decoded::Message(AgentMessage::Register(r)) => r,
+            Decoded::Message(AgentMessage::Register(mut r)) => {
+                // Before anything keeps, shows or logs what it says.
+                clean_register(&mut r);
+                r
+            }
             _ => return close(&mut socket, 1008, "the first frame must be register").await,
         },
         Ok(Some(Err(e))) if is_too_big(&e) => {

@@ -1,6 +1,8 @@
 //! `GET /ws`: one task per browser. It sends a snapshot, then every delta in order. A
 //! browser that falls behind is disconnected (it reconnects and gets a fresh snapshot); it
 //! can never slow the hub or other browsers, which only ever push into a broadcast ring.
+//! One user has at most `NIXDECK_MAX_SOCKETS_PER_USER` sockets open (the next is answered
+//! 429 before the upgrade) and at most half of the snapshot sends in flight (`Hub`).
 //!
 //! The upgrade is done here rather than by axum's `WebSocketUpgrade`, for one reason: the
 //! snapshot of a large fleet (≈ 1 kB per host) goes out as a fragmented message of 64 KiB
@@ -19,6 +21,7 @@ use common::Viewer;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use nixdeck_core::hub::BrowserSeat;
 use nixdeck_core::service::auth::session_alive;
 use nixdeck_core::Core;
 use protocol::BROWSER_MAX_FRAME;
@@ -41,6 +44,9 @@ const SESSION_CHECK: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// A snapshot of a large fleet is megabytes: give it longer than one event.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retry-After of a socket refused because its user has the most open: a tab that
+/// closes frees its seat at once.
+const SEAT_RETRY_S: u64 = 5;
 /// Frame size for a fragmented snapshot.
 const FRAGMENT: usize = 64 * 1024;
 
@@ -65,6 +71,21 @@ pub async fn handler(
         Ok(key) => key,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
+    // Before the upgrade, so a refusal is an ordinary answer: 429 with the contract's
+    // error body and Retry-After. The seat is held for the socket's life.
+    let Some(seat) = app
+        .hub
+        .browser_seat(&viewer.username, app.config.max_sockets_per_user as usize)
+    else {
+        tracing::info!(
+            user = viewer.username,
+            max = app.config.max_sockets_per_user,
+            "browser socket refused: the user has the most open"
+        );
+        return error_response(&AppError::RateLimited {
+            retry_after_s: SEAT_RETRY_S,
+        });
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (
             StatusCode::UPGRADE_REQUIRED,
@@ -85,7 +106,7 @@ pub async fn handler(
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        run(app, viewer, cookie.0, socket).await;
+        run(app, viewer, cookie.0, socket, seat).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -182,10 +203,10 @@ async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), Snapsho
     progress(sink.flush()).await
 }
 
-async fn run(app: Core, viewer: Viewer, cookie: String, socket: Socket) {
+async fn run(app: Core, viewer: Viewer, cookie: String, socket: Socket, seat: BrowserSeat) {
     let (mut sink, stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
-    let Some(start) = app.hub.subscribe_browser().await else {
+    let Some(start) = app.hub.subscribe_browser(&seat).await else {
         return;
     };
     // A browser that does not read its snapshot must not hold it (and its task) long: it is
