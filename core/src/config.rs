@@ -19,6 +19,14 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// File with the server's secret key (64 hex digits, 256 bits): it encrypts TOTP
+    /// secrets and keys the hashes of recovery codes in the database. Created with mode
+    /// 0600 on first start when missing, and never overwritten; with secrets sealed under
+    /// it, a missing or different key stops the start. Default: `secret.key` beside the
+    /// SQLite database. Back it up, but not in the same place as the database.
+    #[arg(long, env = "NIXDECK_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Password for the `admin` user created on first start, when no user exists yet.
     /// Without it a random password is generated and printed once.
     #[arg(long, env = "NIXDECK_ADMIN_PASSWORD", hide_env_values = true)]
@@ -237,6 +245,15 @@ impl Config {
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"))
+    }
+
+    /// The secret key file: `--secret-key-file`, or `secret.key` in the database's folder.
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.secret_key_file.clone().unwrap_or_else(|| {
+            crate::storage::database_file(&self.database_url)
+                .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
+                .unwrap_or_else(|| PathBuf::from("secret.key"))
+        })
     }
 
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {

@@ -53,6 +53,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", config.database_url))?;
+    // Before anyone is served: the key that seals TOTP secrets, checked against the database.
+    let secret_key = service::totp::prepare_key(&db, &config.secret_key_path()).await?;
     if let Some(password) = service::auth::ensure_admin(&db, config.admin_password.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
@@ -110,6 +112,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         deploys: Arc::default(),
         unsaved: Arc::default(),
         refusals: Arc::default(),
+        secret_key: Arc::new(secret_key),
     };
     service::deploy::recover(&core)
         .await

@@ -71,6 +71,13 @@ impl Db {
     }
 }
 
+/// The database file a SQLite URL names (None if the URL does not parse).
+pub fn database_file(url: &str) -> Option<std::path::PathBuf> {
+    SqliteConnectOptions::from_str(url)
+        .ok()
+        .map(|o| o.get_filename().to_path_buf())
+}
+
 /// Whether an error is a unique-constraint violation (one helper, not text matching at
 /// call sites).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -411,7 +418,9 @@ mod tests {
             (totp.secret, totp.pending, totp.last_step),
             (None, Some("secret".into()), None)
         );
-        db.confirm_totp("ann", 7, &["code".into()]).await.unwrap();
+        db.confirm_totp("ann", 7, &[("hash".into(), "salt".into())], "csrf")
+            .await
+            .unwrap();
         let totp = db.totp("ann").await.unwrap().unwrap();
         assert_eq!(
             (totp.secret, totp.pending, totp.last_step),
