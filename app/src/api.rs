@@ -133,10 +133,15 @@ pub async fn reauthenticate(password: String, totp: Option<String>) -> Result<()
     .await
 }
 
-/// Start two-factor enrollment for the logged-in user.
+/// Start two-factor enrollment for the logged-in user: their password, and while TOTP is
+/// on a current code or a recovery code (`AppError::TotpRequired` asks for it).
 #[server(client = CsrfClient)]
-pub async fn start_totp_setup() -> Result<TotpSetup, AppError> {
-    serve(|c, v| async move { service::totp::setup(&c, &v).await }).await
+pub async fn start_totp_setup(
+    password: String,
+    code: Option<String>,
+) -> Result<TotpSetup, AppError> {
+    serve(|c, v| async move { service::totp::setup(&c, &v, &password, code.as_deref()).await })
+        .await
 }
 
 /// Confirm two-factor enrollment with a first code; answers the recovery codes.

@@ -28,6 +28,14 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_ADMIN_PASSWORD_FILE")]
     pub admin_password_file: Option<PathBuf>,
 
+    /// File with the server's secret key (64 hex digits, 256 bits): it encrypts TOTP
+    /// secrets and keys the hashes of recovery codes in the database. Created with mode
+    /// 0600 on first start when missing, and never overwritten; with secrets sealed under
+    /// it, a missing or different key stops the start. Default: `secret.key` beside the
+    /// SQLite database. Back it up, but not in the same place as the database.
+    #[arg(long, env = "NIXDECK_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Enrollment token: lets an agent register a host that does not exist yet and receive
     /// its own host token. Unset disables enrollment.
     #[arg(long, env = "NIXDECK_ENROLL_TOKEN", hide_env_values = true)]
@@ -366,6 +374,15 @@ impl Config {
     /// `max_output_mb` in bytes.
     pub fn max_output_bytes(&self) -> u64 {
         self.max_output_mb * 1024 * 1024
+    }
+
+    /// The secret key file: `--secret-key-file`, or `secret.key` in the database's folder.
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.secret_key_file.clone().unwrap_or_else(|| {
+            crate::storage::database_file(&self.database_url)
+                .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
+                .unwrap_or_else(|| PathBuf::from("secret.key"))
+        })
     }
 
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {

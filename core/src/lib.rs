@@ -38,4 +38,7 @@ pub struct Core {
     pub refusals: Arc<service::audit::Refusals>,
     /// When the enrollment token stops working (None: no token, or no expiry).
     pub enroll_until: Option<protocol::Timestamp>,
+    /// The key from the key file: seals TOTP secrets, keys recovery-code hashes
+    /// (`service::totp::prepare_key` loads it at start).
+    pub secret_key: Arc<secret::SecretKey>,
 }

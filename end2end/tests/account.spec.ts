@@ -21,7 +21,7 @@ function totp(secretBase32: string, at = Date.now()): string {
   return code.toString().padStart(6, "0");
 }
 
-test("enroll TOTP on the account page; the next login asks for the code", async ({ page }) => {
+test("enroll TOTP on the account page; the next login asks for the code; enrolling again asks for one too", async ({ page }) => {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
   const user = `totp${Date.now() % 100000}`;
@@ -48,6 +48,8 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
   await login();
   await page.click(`a.account-link[href="/account"]`);
   await expect(page).toHaveURL(/\/account$/);
+  // Starting the setup needs the password.
+  await page.fill(".totp-start input[name=password]", password);
   await page.click("button.btn-totp-setup");
   await expect(page.locator("img.totp-qr")).toBeVisible();
   const secret = (await page.locator("code.totp-secret").textContent())!.trim();
@@ -55,6 +57,7 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
   await page.click(".totp-setup button[type=submit]");
   await expect(page.locator(".recovery-codes li")).toHaveCount(10);
   const recovery = (await page.locator(".recovery-codes li code").first().textContent())!.trim();
+  const another = (await page.locator(".recovery-codes li code").nth(1).textContent())!.trim();
 
   // Log out; the password alone now leads to the code field; a recovery code gets in.
   await page.goto("/");
@@ -62,6 +65,19 @@ test("enroll TOTP on the account page; the next login asks for the code", async 
   await page.click("button.logout");
   await expect(page).toHaveURL(/\/login$/);
   await login(recovery);
+
+  // Setting up again (a new phone) needs the password and, now, a current code: the
+  // field appears once the server asks for it; a recovery code does too.
+  await page.click(`a.account-link[href="/account"]`);
+  await expect(page).toHaveURL(/\/account$/);
+  await page.fill(".totp-start input[name=password]", password);
+  await page.click("button.btn-totp-setup");
+  await expect(page.locator(".totp-start input[name=current_code]")).toBeVisible();
+  await expect(page.locator(".account .form-error")).toContainText("current code");
+  await expect(page.locator("img.totp-qr")).toHaveCount(0);
+  await page.fill(".totp-start input[name=current_code]", another);
+  await page.click("button.btn-totp-setup");
+  await expect(page.locator("img.totp-qr")).toBeVisible();
   expect(errors).toEqual([]);
 });
 

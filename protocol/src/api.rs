@@ -208,6 +208,18 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// `POST /api/account/totp/setup`: the user's password, and while TOTP is on a current code
+/// or a recovery code. An addition to the contract, whose route had no body: an empty body
+/// still reads (as this with nothing in it) and is refused for the missing password.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpSetupRequest {
+    #[serde(default)]
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
 /// Starting TOTP enrollment: the secret, its `otpauth://` URI, and a QR code (SVG).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TotpSetup {

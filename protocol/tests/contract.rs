@@ -190,6 +190,11 @@ fn rest_bodies() {
     round_trip::<LoginRequest>(json!({"username": "admin", "password": "pw", "totp": "123456"}));
     // `role` is an addition; a body without it (the contract's minimum) still reads.
     round_trip::<LoginResponse>(json!({"csrf_token": "t", "role": "operator"}));
+    round_trip::<TotpSetupRequest>(json!({"password": "pw", "code": "123456"}));
+    round_trip::<TotpSetupRequest>(json!({"password": "pw"}));
+    // The route had no body before: an empty object still reads, with no password.
+    let bare: TotpSetupRequest = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(bare, TotpSetupRequest::default());
     let bare: LoginResponse = serde_json::from_value(json!({"csrf_token": "t"})).unwrap();
     // Without it the page assumes the least privileged role (the server still decides).
     assert_eq!(bare.role, Role::Viewer);

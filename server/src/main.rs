@@ -56,6 +56,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let admin_password = config.admin_password()?;
     // Read before anything starts, so a missing or empty token file stops the start.
     let metrics = http::metrics::Guard::from_config(&config)?;
+    // Before anyone is served: the key that seals TOTP secrets, checked against the database.
+    let secret_key = service::totp::prepare_key(&db, &config.secret_key_path()).await?;
     match service::auth::ensure_admin(&db, &admin_password)
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
@@ -120,6 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         deploys: Arc::default(),
         unsaved: Arc::default(),
         refusals: Arc::default(),
+        secret_key: Arc::new(secret_key),
     };
     service::deploy::recover(&core)
         .await

@@ -885,6 +885,7 @@ async fn totp_enrollment_then_wrong_reused_and_recovery_codes() {
     let admin = login(&server).await;
     let setup: Value = admin
         .post(&server, "/api/account/totp/setup")
+        .json(&json!({"password": PASSWORD}))
         .send()
         .await
         .unwrap()

@@ -293,7 +293,7 @@ async fn verify_credentials(
     // The second factor is asked for only after a right password; a wrong one counts as a
     // failed login, like a wrong password.
     let verdict = if password_ok && usable {
-        super::totp::second_factor(&core.db, username, totp).await
+        super::totp::second_factor(core, username, totp).await
     } else {
         Err(AppError::Unauthorized)
     };
@@ -356,6 +356,23 @@ pub fn require_recent_auth(core: &Core, viewer: &Viewer) -> Result<()> {
     } else {
         Err(AppError::ReauthRequired)
     }
+}
+
+/// Whether `password` is the user's (a user that is missing or disabled has none). For a
+/// logged-in user proving again who they are (`totp::setup`); the caller counts the attempt.
+/// Like a login, it waits for no Argon2 slot: 503 when all are busy.
+pub async fn password_matches(core: &Core, username: &str, password: &str) -> Result<bool> {
+    let user = core.db.user(username).await.or_internal("loading user")?;
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        return Ok(false);
+    };
+    let Ok(permit) = HASHING.clone().try_acquire_owned() else {
+        return Err(AppError::Unavailable {
+            retry_after_s: BUSY_RETRY_S,
+        });
+    };
+    Ok(password.len() <= MAX_PASSWORD
+        && verify_password(user.password_hash, password.to_owned(), permit).await)
 }
 
 async fn open_session(

@@ -86,6 +86,7 @@ pub(crate) async fn test_core(dir: &std::path::Path, hosts: &[&str], args: &[&st
         deploys: Arc::default(),
         unsaved: Arc::default(),
         refusals: Arc::default(),
+        secret_key: Arc::new(crate::secret::SecretKey::random()),
         enroll_until: None,
         limits: Arc::new(limits::Limits::new(config.login_failures_per_min)),
         config: Arc::new(config),

@@ -505,7 +505,9 @@ mod tests {
             (totp.secret, totp.pending, totp.last_step),
             (None, Some("secret".into()), None)
         );
-        db.confirm_totp("ann", 7, &["code".into()]).await.unwrap();
+        db.confirm_totp("ann", 7, &[("hash".into(), "salt".into())], "csrf")
+            .await
+            .unwrap();
         let totp = db.totp("ann").await.unwrap().unwrap();
         assert_eq!(
             (totp.secret, totp.pending, totp.last_step),

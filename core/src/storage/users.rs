@@ -1,6 +1,8 @@
 //! Users (the `users` table): accounts with their password hash, role and disabled flag,
-//! and each user's optional TOTP second factor (the `totp_*` columns of `users`) with its
-//! hashed recovery codes (`recovery_codes`).
+//! and each user's optional TOTP second factor (the `totp_*` columns of `users`, the secrets
+//! sealed with the server's key) with its keyed, salted recovery-code hashes
+//! (`recovery_codes`). The sealing and hashing are `crate::secret`'s; this module stores
+//! what it is given.
 
 use super::{Db, DbResult};
 use protocol::Timestamp;
@@ -21,7 +23,7 @@ struct ListedUser {
     created_at: i64,
 }
 
-/// A user's TOTP state.
+/// A user's TOTP state: the secrets as stored (sealed).
 #[derive(Clone, Debug, Default, sqlx::FromRow)]
 pub struct TotpRow {
     #[sqlx(rename = "totp_secret")]
@@ -102,21 +104,25 @@ impl Db {
         .await
     }
 
-    pub async fn set_totp_pending(&self, username: &str, secret: &str) -> DbResult<()> {
+    pub async fn set_totp_pending(&self, username: &str, sealed_secret: &str) -> DbResult<()> {
         sqlx::query("UPDATE users SET totp_pending = $2 WHERE username = $1")
             .bind(username)
-            .bind(secret)
+            .bind(sealed_secret)
             .execute(&self.pool)
             .await
             .map(|_| ())
     }
 
-    /// Make the pending secret the user's, with its first step used and new recovery codes.
+    /// Make the pending secret the user's, with its first step used and new recovery codes
+    /// (`(hash, salt)` each), and end every other session of the user: all but the one
+    /// whose CSRF token is `keep_session_csrf` (the session that confirmed). One
+    /// transaction, so no session opened with the password alone outlives the change.
     pub async fn confirm_totp(
         &self,
         username: &str,
         step: i64,
-        recovery_hashes: &[String],
+        recovery_codes: &[(String, String)],
+        keep_session_csrf: &str,
     ) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -130,15 +136,21 @@ impl Db {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        for hash in recovery_hashes {
+        for (hash, salt) in recovery_codes {
             sqlx::query(
-                "INSERT INTO recovery_codes (username, code_hash, used) VALUES ($1, $2, FALSE)",
+                "INSERT INTO recovery_codes (username, code_hash, salt, used) VALUES ($1, $2, $3, FALSE)",
             )
             .bind(username)
             .bind(hash)
+            .bind(salt)
             .execute(&mut *tx)
             .await?;
         }
+        sqlx::query("DELETE FROM sessions WHERE username = $1 AND csrf_token <> $2")
+            .bind(username)
+            .bind(keep_session_csrf)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 
@@ -154,7 +166,17 @@ impl Db {
         .map(|r| r.rows_affected() == 1)
     }
 
-    /// Spend a recovery code; false if unknown or used.
+    /// A user's unused recovery codes as `(hash, salt)`.
+    pub async fn recovery_codes(&self, username: &str) -> DbResult<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT code_hash, salt FROM recovery_codes WHERE username = $1 AND used = FALSE AND salt IS NOT NULL",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Spend a recovery code by its stored hash; false if unknown or used.
     pub async fn use_recovery_code(&self, username: &str, hash: &str) -> DbResult<bool> {
         sqlx::query("UPDATE recovery_codes SET used = TRUE WHERE username = $1 AND code_hash = $2 AND used = FALSE")
             .bind(username)
@@ -162,5 +184,76 @@ impl Db {
             .execute(&self.pool)
             .await
             .map(|r| r.rows_affected() == 1)
+    }
+
+    // ------------------------------------------- secrets from before they were sealed
+
+    /// Every stored TOTP secret, confirmed or pending, as `(username, secret, pending)`.
+    pub async fn totp_secrets(&self) -> DbResult<Vec<(String, Option<String>, Option<String>)>> {
+        sqlx::query_as(
+            "SELECT username, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Replace stored TOTP values, one transaction: each `(username, old, new)` replaces
+    /// `old` only if it is still there. `pending` picks the column.
+    pub async fn replace_totp_values(
+        &self,
+        secrets: &[(String, String, String)],
+        pendings: &[(String, String, String)],
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (column, rows) in [("totp_secret", secrets), ("totp_pending", pendings)] {
+            let sql =
+                format!("UPDATE users SET {column} = $3 WHERE username = $1 AND {column} = $2");
+            for (username, old, new) in rows {
+                sqlx::query(&sql)
+                    .bind(username)
+                    .bind(old)
+                    .bind(new)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Recovery codes stored as plain SHA-256 (no salt yet), as `(username, hash)`.
+    pub async fn unsalted_recovery_codes(&self) -> DbResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT username, code_hash FROM recovery_codes WHERE salt IS NULL")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Replace unsalted recovery-code hashes, one transaction: `(username, old, new, salt)`.
+    pub async fn salt_recovery_codes(
+        &self,
+        codes: &[(String, String, String, String)],
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (username, old, new, salt) in codes {
+            sqlx::query(
+                "UPDATE recovery_codes SET code_hash = $3, salt = $4 WHERE username = $1 AND code_hash = $2 AND salt IS NULL",
+            )
+            .bind(username)
+            .bind(old)
+            .bind(new)
+            .bind(salt)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// How many stored values need the secret key: TOTP secrets and recovery codes.
+    pub async fn count_keyed_values(&self) -> DbResult<i64> {
+        sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL)
+                  + (SELECT COUNT(*) FROM recovery_codes)",
+        )
+        .fetch_one(&self.pool)
+        .await
     }
 }

@@ -132,6 +132,7 @@ mod tests {
         ("GET", "/api/audit", Access::Admin),
         ("POST", "/api/account/totp/setup", Access::Viewer),
         ("POST", "/api/account/reauth", Access::Viewer),
+        ("POST", "/api/account/totp/confirm", Access::Viewer),
         ("GET", "/api/pending-pr", Access::Viewer),
         ("GET", "/api/desired", Access::Viewer),
         ("POST", "/api/pending-pr/check", Access::Operator),
@@ -164,6 +165,7 @@ mod tests {
             unsaved: Arc::default(),
             refusals: Arc::default(),
             enroll_until: None,
+            secret_key: Arc::new(nixdeck_core::secret::SecretKey::random()),
             limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,
             )),
@@ -233,7 +235,9 @@ mod tests {
             _ if server_fn("command_history") => (FORM, "host_id=nohost&limit=5"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
-            _ if server_fn("fleet_snapshot") || server_fn("start_totp_setup") => (FORM, ""),
+            _ if server_fn("fleet_snapshot") => (FORM, ""),
+            // A wrong password: refused with 422, after the access checks.
+            _ if server_fn("start_totp_setup") => (FORM, "password=not-the-password"),
             _ if server_fn("confirm_totp") => (FORM, "code=123456"),
             _ if server_fn("list_users") => (FORM, ""),
             _ if server_fn("add_user") => (

@@ -1,0 +1,12 @@
+-- Secrets at rest, under the server's secret key (the key file, `--secret-key-file`).
+--
+-- `users.totp_secret` and `users.totp_pending` hold values sealed with the key (`v1:` and
+-- the base64 of nonce, ciphertext and tag; `core/src/secret.rs`). Values written before
+-- this are plain base32: the server seals them at its first start with the key
+-- (`service::totp::prepare_key`), before it serves anyone.
+--
+-- Recovery codes are stored as HMAC-SHA256 under the key with a random salt per code, over
+-- the code's SHA-256. `salt` is NULL for a code stored as plain SHA-256 before this: the
+-- same first start turns those into salted keyed hashes (their SHA-256 is the input, so
+-- the codes users hold keep working).
+ALTER TABLE recovery_codes ADD COLUMN salt TEXT;
