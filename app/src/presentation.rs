@@ -483,6 +483,7 @@ mod tests {
             title: "bump".into(),
             url: "https://example.com".into(),
             mergeable: true,
+            head_sha: None,
         };
         assert_eq!(check_pr_text(Some(&pr)), "PR #7 found");
         assert_eq!(check_pr_text(None), "No flake.lock update PR is open");

@@ -614,6 +614,7 @@ pub(crate) mod tests {
                 title: "<script>alert(1)</script> flake.lock".into(),
                 url: "https://example.invalid/pr/7".into(),
                 mergeable: true,
+                head_sha: None,
             };
             store.apply(&BrowserEvent::PendingPr(PendingPrChanged {
                 pr: Some(pr.clone()),

@@ -257,8 +257,10 @@ pub struct GithubConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub pr_poll_s: u64,
 
-    /// Labels that mark a flake.lock update PR (comma-separated). A PR whose title mentions
-    /// flake.lock or "update flake" counts too.
+    /// Labels that mark a flake.lock update PR (comma-separated). Only an open PR from a
+    /// branch of this repository, against the deploy branch, by an allowed author
+    /// (NIXDECK_PR_AUTHORS) and changing only allowed files (NIXDECK_PR_ALLOWED_FILES) is
+    /// the update PR, and only that one can be merged by Merge & Deploy.
     #[arg(
         long,
         env = "NIXDECK_PR_LABELS",
@@ -266,6 +268,29 @@ pub struct GithubConfig {
         default_value = "dependencies,automated"
     )]
     pub pr_labels: Vec<String>,
+
+    /// Also take a PR whose title mentions flake.lock or "update flake" without a label.
+    /// Off by default: anyone who can open a PR chooses its title.
+    #[arg(long, env = "NIXDECK_PR_MATCH_TITLE", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub pr_match_title: bool,
+
+    /// The files an update PR may change (comma-separated paths from the repository's
+    /// root); a PR that changes any other file is not deployed.
+    #[arg(
+        long,
+        env = "NIXDECK_PR_ALLOWED_FILES",
+        value_delimiter = ',',
+        default_value = "flake.lock"
+    )]
+    pub pr_allowed_files: Vec<String>,
+
+    /// The GitHub logins whose PRs may be deployed (comma-separated, e.g.
+    /// `github-actions[bot],renovate[bot]`). Unset: any bot account (an app's user, such as
+    /// `github-actions[bot]`), never a person's.
+    #[arg(long, env = "NIXDECK_PR_AUTHORS", value_delimiter = ',')]
+    pub pr_authors: Vec<String>,
 
     /// How Merge & Deploy merges: merge, squash or rebase.
     #[arg(long, env = "NIXDECK_MERGE_METHOD", default_value = "merge",
@@ -447,5 +472,33 @@ mod tests {
     fn there_is_no_admin_password_flag() {
         let parsed = Config::try_parse_from(["nixdeck", "--admin-password", "secret-password-1"]);
         assert!(parsed.is_err());
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        github: GithubConfig,
+    }
+
+    #[test]
+    fn update_pr_rules_default_to_the_strict_ones() {
+        let g = Cli::parse_from(["x"]).github;
+        assert!(!g.pr_match_title);
+        assert_eq!(g.pr_allowed_files, ["flake.lock"]);
+        assert!(g.pr_authors.is_empty(), "bots only");
+        let g = Cli::parse_from([
+            "x",
+            "--pr-match-title",
+            "--pr-allowed-files",
+            "flake.lock,hosts/flake.lock",
+            "--pr-authors",
+            "renovate[bot],alice",
+        ])
+        .github;
+        assert!(g.pr_match_title);
+        assert_eq!(g.pr_allowed_files, ["flake.lock", "hosts/flake.lock"]);
+        assert_eq!(g.pr_authors, ["renovate[bot]", "alice"]);
+        let g = Cli::parse_from(["x", "--pr-match-title=false"]).github;
+        assert!(!g.pr_match_title);
     }
 }

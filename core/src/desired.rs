@@ -4,9 +4,10 @@
 //! which re-derives the git and lock compartments and tells browsers.
 
 use crate::config::GithubConfig;
-use crate::github::{self, Cached, Commit, GhError, GitHub, Pull};
+use crate::github::{self, Cached, Commit, GhError, GitHub, Pull, PullFile};
 use crate::hub::Hub;
 use protocol::{DesiredState, PendingPr, Timestamp};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
@@ -34,10 +35,178 @@ struct Polls {
     failures: u32,
 }
 
+/// Which open PR is the flake.lock update PR: the same rules pick it for the page and
+/// vet it again before Merge & Deploy merges it.
+#[derive(Debug, Clone)]
+pub struct PrRules {
+    /// `owner/name`: a PR whose head is in another repository comes from a fork.
+    pub repo: String,
+    /// The deploy branch, which the PR must target.
+    pub branch: String,
+    pub labels: Vec<String>,
+    pub match_title: bool,
+    pub allowed_files: Vec<String>,
+    /// Logins allowed to author it; empty: any bot account.
+    pub authors: Vec<String>,
+}
+
+/// Why a PR is not the update PR (so it is neither shown nor merged).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// A machine code, the 409's `code`: `pr_closed`, `pr_draft`, `not_update_pr`,
+    /// `pr_base`, `pr_fork`, `pr_author` or `pr_files`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn refuse(code: &'static str, message: String) -> Result<(), Refusal> {
+    Err(Refusal { code, message })
+}
+
+impl PrRules {
+    pub fn new(cfg: &GithubConfig) -> PrRules {
+        let list = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        PrRules {
+            repo: cfg.github_repo.clone().unwrap_or_default(),
+            branch: cfg.github_branch.clone(),
+            labels: list(&cfg.pr_labels),
+            match_title: cfg.pr_match_title,
+            allowed_files: list(&cfg.pr_allowed_files)
+                .into_iter()
+                .map(|f| f.trim_start_matches('/').to_owned())
+                .collect(),
+            authors: list(&cfg.pr_authors),
+        }
+    }
+
+    /// What a PR's entry in the list of open PRs shows: open and not a draft, marked as an
+    /// update PR, against the deploy branch, from this repository, by an allowed author.
+    pub fn check(&self, pull: &Pull) -> Result<(), Refusal> {
+        let n = pull.number;
+        if pull.state != "open" || pull.merged {
+            let state = if pull.merged { "merged" } else { "closed" };
+            return refuse("pr_closed", format!("PR #{n} is {state}."));
+        }
+        if pull.draft {
+            return refuse("pr_draft", format!("PR #{n} is a draft."));
+        }
+        if !github::is_lock_update(pull, &self.labels, self.match_title) {
+            return refuse(
+                "not_update_pr",
+                format!(
+                    "PR #{n} has none of the labels that mark a flake.lock update PR ({}){}.",
+                    self.labels.join(", "),
+                    if self.match_title {
+                        ", and its title does not name flake.lock"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        if pull.base.branch != self.branch {
+            return refuse(
+                "pr_base",
+                format!(
+                    "PR #{n} targets the branch {:?}, not the deploy branch {:?}.",
+                    pull.base.branch, self.branch
+                ),
+            );
+        }
+        // Against the base's own name (the configured one may be an old, redirected name).
+        let ours = pull
+            .base
+            .repo
+            .as_ref()
+            .map_or(self.repo.as_str(), |r| r.full_name.as_str());
+        match &pull.head.repo {
+            Some(head) if head.full_name.eq_ignore_ascii_case(ours) => {}
+            head => {
+                let from = head.as_ref().map_or("a deleted fork", |r| &r.full_name);
+                return refuse(
+                    "pr_fork",
+                    format!("PR #{n} comes from {from}, not from a branch of {ours}."),
+                );
+            }
+        }
+        let user = pull.user.clone().unwrap_or_default();
+        let allowed = if self.authors.is_empty() {
+            user.is_bot()
+        } else {
+            self.authors
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&user.login))
+        };
+        if !allowed {
+            let who = if self.authors.is_empty() {
+                "a bot account".to_owned()
+            } else {
+                self.authors.join(", ")
+            };
+            return refuse(
+                "pr_author",
+                format!(
+                    "PR #{n} is by {}, and only PRs by {who} are deployed (NIXDECK_PR_AUTHORS).",
+                    if user.login.is_empty() {
+                        "an unknown user"
+                    } else {
+                        &user.login
+                    }
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The files it changes: allowed ones only (a rename counts both names).
+    pub fn check_files(&self, pull: &Pull, files: &[PullFile]) -> Result<(), Refusal> {
+        let n = pull.number;
+        let listed = files.len() as u64;
+        if files.len() >= github::FILES_PAGE || pull.changed_files.is_some_and(|c| c > listed) {
+            return refuse(
+                "pr_files",
+                format!("PR #{n} changes too many files to be a flake.lock update."),
+            );
+        }
+        let mut other: Vec<&str> = files
+            .iter()
+            .flat_map(|f| std::iter::once(&f.filename).chain(f.previous_filename.as_ref()))
+            .map(String::as_str)
+            .filter(|f| !self.allowed_files.iter().any(|a| a == f))
+            .collect();
+        other.sort_unstable();
+        other.dedup();
+        if other.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = other.iter().take(5).copied().collect();
+        refuse(
+            "pr_files",
+            format!(
+                "PR #{n} changes {}{}, and an update PR may only change {} (NIXDECK_PR_ALLOWED_FILES).",
+                shown.join(", "),
+                if other.len() > shown.len() { ", …" } else { "" },
+                self.allowed_files.join(", ")
+            ),
+        )
+    }
+}
+
+/// The head and base a PR's files were checked at, and the verdict.
+type FilesVerdict = (String, String, Result<(), Refusal>);
+
 pub struct Desired {
     source: Option<Source>,
     branch: String,
-    pr_labels: Vec<String>,
+    rules: PrRules,
+    /// PR number → the head and base its files were checked at, and the verdict; a
+    /// commit's files do not change, so each head costs one request.
+    pr_files: std::sync::Mutex<HashMap<u64, FilesVerdict>>,
     poll: Duration,
     pr_poll: Duration,
     polls: Mutex<Polls>,
@@ -76,7 +245,8 @@ impl Desired {
         Ok(Desired {
             source,
             branch: cfg.github_branch.clone(),
-            pr_labels: cfg.pr_labels.clone(),
+            rules: PrRules::new(cfg),
+            pr_files: Default::default(),
             poll: Duration::from_secs(cfg.desired_poll_s),
             pr_poll: Duration::from_secs(cfg.pr_poll_s),
             polls: Mutex::new(Polls::default()),
@@ -226,6 +396,7 @@ impl Desired {
     }
 
     /// Look for the flake.lock update PR and tell the hub; also returns when to look next.
+    /// The newest open PR that passes every rule (`PrRules`) is it.
     pub async fn check_prs(&self) -> Result<(Option<PendingPr>, Duration), GhError> {
         let Some(gh) = self.github() else {
             return Ok((None, self.pr_poll));
@@ -234,20 +405,33 @@ impl Desired {
             let mut polls = self.polls.lock().await;
             gh.open_pulls(&mut polls.pulls).await?
         };
-        let Some(candidate) = open
-            .iter()
-            .find(|p| !p.draft && github::is_lock_update(p, &self.pr_labels))
-        else {
+        self.pr_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n, _| open.iter().any(|p| p.number == *n));
+        let mut found = None;
+        for entry in open.iter().filter(|p| self.rules.check(p).is_ok()) {
+            if self.files_allowed(gh, entry).await?.is_err() {
+                continue;
+            }
+            // The list does not say whether a PR is mergeable; the PR itself does. It may
+            // also have moved since the list was read: check it again as it is now.
+            let pull = gh.pull(entry.number).await?;
+            if self.rules.check(&pull).is_ok() && self.files_allowed(gh, &pull).await?.is_ok() {
+                found = Some(pull);
+                break;
+            }
+        }
+        let Some(pull) = found else {
             self.hub.set_pending_pr(None);
             return Ok((None, self.pr_poll));
         };
-        // The list does not say whether a PR is mergeable; the PR itself does.
-        let pull = gh.pull(candidate.number).await?;
         let pr = PendingPr {
             number: pull.number,
             title: pull.title.clone(),
             url: pull.html_url.clone(),
             mergeable: pull.can_merge(),
+            head_sha: pull.head_sha().map(str::to_owned),
         };
         self.hub.set_pending_pr(Some(pr.clone()));
         let next = if pull.mergeable.is_none() {
@@ -256,6 +440,55 @@ impl Desired {
             self.pr_poll
         };
         Ok((Some(pr), next))
+    }
+
+    /// Whether `pull`'s files pass, asked of GitHub once per head and base.
+    async fn files_allowed(
+        &self,
+        gh: &GitHub,
+        pull: &Pull,
+    ) -> Result<Result<(), Refusal>, GhError> {
+        let head = pull.head_sha().unwrap_or_default().to_owned();
+        let known = |cache: &HashMap<u64, FilesVerdict>| {
+            cache
+                .get(&pull.number)
+                .filter(|(h, b, _)| *h == head && *b == pull.base.branch)
+                .map(|(_, _, verdict)| verdict.clone())
+        };
+        if let Some(verdict) = known(&self.pr_files.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(verdict);
+        }
+        let files = gh.pull_files(pull.number).await?;
+        let verdict = self.rules.check_files(pull, &files);
+        if let Err(r) = &verdict {
+            tracing::info!(
+                pr = pull.number,
+                "not the flake.lock update PR: {}",
+                r.message
+            );
+        }
+        self.pr_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                pull.number,
+                (head, pull.base.branch.clone(), verdict.clone()),
+            );
+        Ok(verdict)
+    }
+
+    /// Merge & Deploy's second look: PR `number` as GitHub has it now, its files asked
+    /// afresh, against the same rules that picked it.
+    pub async fn recheck_pr(&self, number: u64) -> Result<Result<Pull, Refusal>, GhError> {
+        let Some(gh) = self.github() else {
+            return Err(GhError::Invalid("the source is not GitHub".into()));
+        };
+        let pull = gh.pull(number).await?;
+        if let Err(r) = self.rules.check(&pull) {
+            return Ok(Err(r));
+        }
+        let files = gh.pull_files(number).await?;
+        Ok(self.rules.check_files(&pull, &files).map(|()| pull))
     }
 }
 
@@ -382,6 +615,136 @@ fn parse_version_json(text: &str) -> Result<DesiredState, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::github::{Label, PullEnd, Repo, User};
+
+    fn rules() -> PrRules {
+        PrRules {
+            repo: "acme/cfg".into(),
+            branch: "main".into(),
+            labels: vec!["dependencies".into()],
+            match_title: false,
+            allowed_files: vec!["flake.lock".into()],
+            authors: vec![],
+        }
+    }
+
+    fn update_pr() -> Pull {
+        let end = |branch: &str| PullEnd {
+            branch: branch.into(),
+            sha: Some("abc".into()),
+            repo: Some(Repo {
+                full_name: "acme/cfg".into(),
+            }),
+        };
+        Pull {
+            number: 7,
+            title: "flake.lock: update".into(),
+            state: "open".into(),
+            labels: vec![Label {
+                name: "dependencies".into(),
+            }],
+            user: Some(User {
+                login: "github-actions[bot]".into(),
+                kind: "Bot".into(),
+            }),
+            head: end("update"),
+            base: end("main"),
+            ..Pull::default()
+        }
+    }
+
+    fn file(name: &str) -> PullFile {
+        PullFile {
+            filename: name.into(),
+            status: "modified".into(),
+            previous_filename: None,
+        }
+    }
+
+    fn code(r: Result<(), Refusal>) -> &'static str {
+        r.err().map_or("ok", |r| r.code)
+    }
+
+    #[test]
+    fn the_update_pr_is_a_bots_labelled_pr_from_this_repo_against_the_branch() {
+        let r = rules();
+        assert_eq!(code(r.check(&update_pr())), "ok");
+        let mut fork = update_pr();
+        fork.head.repo = Some(Repo {
+            full_name: "mallory/cfg".into(),
+        });
+        assert_eq!(code(r.check(&fork)), "pr_fork");
+        fork.head.repo = None;
+        assert_eq!(code(r.check(&fork)), "pr_fork", "a deleted fork");
+        let mut other_base = update_pr();
+        other_base.base.branch = "staging".into();
+        assert_eq!(code(r.check(&other_base)), "pr_base");
+        let mut human = update_pr();
+        human.user = Some(User {
+            login: "mallory".into(),
+            kind: "User".into(),
+        });
+        assert_eq!(code(r.check(&human)), "pr_author");
+        let listed = PrRules {
+            authors: vec!["Mallory".into()],
+            ..rules()
+        };
+        assert_eq!(code(listed.check(&human)), "ok");
+        assert_eq!(
+            code(listed.check(&update_pr())),
+            "pr_author",
+            "bots are not implied"
+        );
+        let mut title_only = update_pr();
+        title_only.labels.clear();
+        assert_eq!(code(r.check(&title_only)), "not_update_pr");
+        let by_title = PrRules {
+            match_title: true,
+            ..rules()
+        };
+        assert_eq!(code(by_title.check(&title_only)), "ok");
+        let mut draft = update_pr();
+        draft.draft = true;
+        assert_eq!(code(r.check(&draft)), "pr_draft");
+        let mut merged = update_pr();
+        merged.state = "closed".into();
+        merged.merged = true;
+        assert_eq!(code(r.check(&merged)), "pr_closed");
+    }
+
+    #[test]
+    fn an_update_pr_changes_only_the_allowed_files() {
+        let r = rules();
+        let pr = update_pr();
+        assert_eq!(code(r.check_files(&pr, &[file("flake.lock")])), "ok");
+        let extra = r.check_files(&pr, &[file("flake.lock"), file("hosts.nix")]);
+        assert!(
+            extra.as_ref().unwrap_err().message.contains("hosts.nix"),
+            "{extra:?}"
+        );
+        assert_eq!(code(extra), "pr_files");
+        let renamed = PullFile {
+            previous_filename: Some("evil.nix".into()),
+            ..file("flake.lock")
+        };
+        assert_eq!(code(r.check_files(&pr, &[renamed])), "pr_files");
+        assert_eq!(
+            code(r.check_files(&pr, &[file("sub/flake.lock")])),
+            "pr_files"
+        );
+        let mut counted = update_pr();
+        counted.changed_files = Some(2);
+        assert_eq!(
+            code(r.check_files(&counted, &[file("flake.lock")])),
+            "pr_files"
+        );
+        let more = PrRules {
+            allowed_files: vec!["flake.lock".into(), "hosts/flake.lock".into()],
+            ..rules()
+        };
+        let both = [file("flake.lock"), file("hosts/flake.lock")];
+        assert_eq!(code(more.check_files(&pr, &both)), "ok");
+    }
 
     #[test]
     fn version_json_is_read_strictly() {

@@ -1,5 +1,6 @@
 //! The GitHub REST client: the config repo's branch head and flake.lock, its open pull
-//! requests, and merging one. Nothing else in the server speaks to GitHub.
+//! requests and the files one changes, and merging one at a given head. Nothing else in
+//! the server speaks to GitHub.
 //!
 //! The base URL is configurable (`NIXDECK_GITHUB_API_URL`): GitHub Enterprise, and the
 //! tests' stand-in server. Reads use conditional requests (ETag), which GitHub does not
@@ -85,7 +86,38 @@ pub struct Label {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct User {
+    pub login: String,
+    /// `User`, `Bot` (GitHub Apps) or `Organization`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+impl User {
+    /// A bot account: an app's user (`type: Bot`, logins like `github-actions[bot]`).
+    pub fn is_bot(&self) -> bool {
+        self.kind == "Bot" || self.login.ends_with("[bot]")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Repo {
+    pub full_name: String,
+}
+
+/// A pull request's head or base: branch, commit and repository (null when a fork is gone).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct PullEnd {
+    #[serde(default, rename = "ref")]
+    pub branch: String,
+    #[serde(default)]
+    pub sha: Option<String>,
+    #[serde(default)]
+    pub repo: Option<Repo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct Pull {
     pub number: u64,
     pub title: String,
@@ -96,6 +128,15 @@ pub struct Pull {
     pub draft: bool,
     #[serde(default)]
     pub labels: Vec<Label>,
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(default)]
+    pub head: PullEnd,
+    #[serde(default)]
+    pub base: PullEnd,
+    /// Only in the single-PR answer.
+    #[serde(default)]
+    pub changed_files: Option<u64>,
     /// Only in the single-PR answer; null while GitHub is still computing it.
     #[serde(default)]
     pub mergeable: Option<bool>,
@@ -106,6 +147,10 @@ pub struct Pull {
 }
 
 impl Pull {
+    pub fn head_sha(&self) -> Option<&str> {
+        self.head.sha.as_deref()
+    }
+
     /// Mergeable now: open, not a draft, no conflicts and nothing blocking it.
     pub fn can_merge(&self) -> bool {
         self.state == "open"
@@ -118,6 +163,20 @@ impl Pull {
             )
     }
 }
+
+/// One file a pull request changes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PullFile {
+    pub filename: String,
+    #[serde(default)]
+    pub status: String,
+    /// The old name of a renamed file.
+    #[serde(default)]
+    pub previous_filename: Option<String>,
+}
+
+/// Files of a PR asked for in one page; a PR with this many is not a lock update.
+pub const FILES_PAGE: usize = 100;
 
 #[derive(Deserialize)]
 struct Contents {
@@ -288,11 +347,21 @@ impl GitHub {
         }
     }
 
-    /// Merge a pull request; the merge commit's sha.
-    pub async fn merge(&self, number: u64, method: &str) -> GhResult<String> {
+    /// The files a pull request changes (the first [`FILES_PAGE`] of them).
+    pub async fn pull_files(&self, number: u64) -> GhResult<Vec<PullFile>> {
+        let path = format!("pulls/{number}/files?per_page={FILES_PAGE}");
+        match self.get::<Vec<PullFile>>(&path, None).await? {
+            Fetched::Fresh(files, _) => Ok(files),
+            Fetched::NotModified => Err(GhError::Invalid("unexpected 304".into())),
+        }
+    }
+
+    /// Merge a pull request if its head is still `sha` (GitHub answers 409 when it moved);
+    /// the merge commit's sha.
+    pub async fn merge(&self, number: u64, method: &str, sha: &str) -> GhResult<String> {
         let resp = self
             .request(reqwest::Method::PUT, &format!("pulls/{number}/merge"))
-            .json(&serde_json::json!({ "merge_method": method }))
+            .json(&serde_json::json!({ "merge_method": method, "sha": sha }))
             .send()
             .await
             .map_err(unreachable)?;
@@ -381,9 +450,9 @@ async fn check(resp: reqwest::Response) -> GhResult<reqwest::Response> {
     })
 }
 
-/// A flake.lock update PR: by label, or by a title that says so. `labels` are compared
-/// case-insensitively.
-pub fn is_lock_update(pull: &Pull, labels: &[String]) -> bool {
+/// Marked as a flake.lock update PR: by label, or (with `by_title`) by a title that says so.
+/// `labels` are compared case-insensitively.
+pub fn is_lock_update(pull: &Pull, labels: &[String], by_title: bool) -> bool {
     let by_label = pull.labels.iter().any(|l| {
         labels
             .iter()
@@ -391,9 +460,10 @@ pub fn is_lock_update(pull: &Pull, labels: &[String]) -> bool {
     });
     let title = pull.title.to_ascii_lowercase();
     by_label
-        || ["flake.lock", "update flake", "bump flake"]
-            .iter()
-            .any(|t| title.contains(t))
+        || (by_title
+            && ["flake.lock", "update flake", "bump flake"]
+                .iter()
+                .any(|t| title.contains(t)))
 }
 
 #[cfg(test)]
@@ -404,32 +474,54 @@ mod tests {
         Pull {
             number: 1,
             title: title.into(),
-            html_url: String::new(),
             state: "open".into(),
-            draft: false,
             labels: labels.iter().map(|l| Label { name: (*l).into() }).collect(),
             mergeable: Some(true),
             mergeable_state: Some("clean".into()),
-            merged: false,
+            ..Pull::default()
         }
     }
 
     #[test]
     fn lock_update_prs_are_found_by_label_or_title() {
         let labels = vec!["dependencies".to_owned(), "automated".to_owned()];
-        assert!(is_lock_update(
-            &pull("chore: bump inputs", &["Dependencies"]),
-            &labels
-        ));
-        assert!(is_lock_update(&pull("Update flake.lock", &[]), &labels));
-        assert!(is_lock_update(
-            &pull("ci: Update Flake inputs", &[]),
-            &labels
-        ));
-        assert!(!is_lock_update(
-            &pull("Add host", &["enhancement"]),
-            &labels
-        ));
+        let by_label = pull("chore: bump inputs", &["Dependencies"]);
+        assert!(is_lock_update(&by_label, &labels, false));
+        for title in ["Update flake.lock", "ci: Update Flake inputs"] {
+            assert!(is_lock_update(&pull(title, &[]), &labels, true), "{title}");
+            assert!(
+                !is_lock_update(&pull(title, &[]), &labels, false),
+                "title only when asked: {title}"
+            );
+        }
+        let other = pull("Add host", &["enhancement"]);
+        assert!(!is_lock_update(&other, &labels, true));
+    }
+
+    #[test]
+    fn pulls_read_author_head_and_base() {
+        let p: Pull = serde_json::from_value(serde_json::json!({
+            "number": 3, "title": "t", "html_url": "u",
+            "user": {"login": "renovate[bot]", "type": "Bot"},
+            "head": {"ref": "lock", "sha": "abc", "repo": {"full_name": "evil/cfg"}},
+            "base": {"ref": "main", "sha": null, "repo": {"full_name": "acme/cfg"}},
+        }))
+        .unwrap();
+        assert_eq!(p.head_sha(), Some("abc"));
+        assert_eq!(p.base.branch, "main");
+        assert_eq!(p.head.repo.unwrap().full_name, "evil/cfg");
+        assert!(p.user.unwrap().is_bot());
+        let human = User {
+            login: "alice".into(),
+            kind: "User".into(),
+        };
+        assert!(!human.is_bot());
+        // A deleted fork: GitHub sends `repo: null`.
+        let p: Pull = serde_json::from_value(serde_json::json!({
+            "number": 4, "title": "t", "html_url": "u", "head": {"ref": "x", "sha": "1", "repo": null},
+        }))
+        .unwrap();
+        assert_eq!(p.head.repo, None);
     }
 
     #[test]

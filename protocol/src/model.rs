@@ -182,6 +182,10 @@ pub struct PendingPr {
     pub title: String,
     pub url: String,
     pub mergeable: bool,
+    /// Addition: the PR's head commit as the dashboard detected it. Merge & Deploy merges
+    /// this commit and nothing else (GitHub refuses when the branch has moved since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_sha: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

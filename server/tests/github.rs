@@ -16,6 +16,7 @@ use tokio::time::{sleep, Instant};
 
 const LOCK_V1: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v1\"}},\"version\":7}\n";
 const LOCK_V2: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v2\"}},\"version\":7}\n";
+const LOCK_V3: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v3\"}},\"version\":7}\n";
 const GH_TOKEN: &str = "gh-test-token";
 
 struct Deck {
@@ -160,6 +161,56 @@ impl Deck {
                    "head": "update-flake-lock", "mergeable": mergeable}),
         )
         .await;
+    }
+
+    /// A PR as `/_control/pr` takes it (author, fork, base and files as its fields say).
+    async fn open_pr(&self, body: Value) {
+        self.control(reqwest::Method::POST, "/_control/pr", body)
+            .await;
+    }
+
+    /// "Check for PR now": what the dashboard detects.
+    async fn check_now(&self) -> Value {
+        let r = self
+            .admin
+            .post(&self.server, "/api/pending-pr/check")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Wait until the dashboard shows PR `number` as the update PR.
+    async fn detected(&self, number: u64) -> Value {
+        self.wait_value("/api/pending-pr", "PR detected", |p| p["number"] == number)
+            .await
+    }
+
+    /// How many merges GitHub was asked for.
+    async fn merge_requests(&self) -> u64 {
+        let state = self
+            .control(reqwest::Method::GET, "/_control/state", Value::Null)
+            .await;
+        state["requests"]["PUT /repos/acme/nixcfg/pulls/{number}/merge"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// `(target, result)` of the audit log's deploy starts, newest first.
+    async fn deploy_audit(&self) -> Vec<(String, String)> {
+        let audit = self.get("/api/audit?action=deploy.start").await;
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["target"].as_str().unwrap().to_owned(),
+                    e["result"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -458,7 +509,7 @@ async fn version_json_without_a_lock_hash_judges_flake_lock_by_age() {
 
 #[tokio::test]
 async fn flake_lock_prs_are_found_by_label_and_by_title() {
-    let deck = Deck::start(&[], &[]).await;
+    let deck = Deck::start(&[], &[("NIXDECK_PR_MATCH_TITLE", "true")]).await;
     assert_eq!(deck.get("/api/pending-pr").await, Value::Null);
     // An unrelated PR is not it.
     deck.pr(1, "Add a host", &["enhancement"], true).await;
@@ -613,27 +664,24 @@ async fn a_staged_rollout_halts_after_the_canary_fails_and_a_refused_merge_says_
             ("b2", SWITCH_OK),
             ("canary", SWITCH_FAILS),
         ],
-        &[],
+        &[("NIXDECK_PR_MATCH_TITLE", "true")],
     )
     .await;
     let before = deck.head();
-    // Refused: GitHub says the PR cannot be merged; nothing runs, GitHub's reason shows.
+    // Refused: GitHub says the PR cannot be merged; nothing runs, the reason shows.
     deck.pr(4, "Update flake.lock", &[], false).await;
-    let job = deck.deploy_ok(json!({"pr_number": 4})).await;
-    let refused = deck.wait_job(&job).await;
-    assert_eq!(refused["phase"], "failed");
+    deck.detected(4).await;
+    let (code, refused) = deck.deploy(json!({"pr_number": 4})).await;
+    assert_eq!(code, 409, "{refused}");
+    assert_eq!(refused["code"], "not_mergeable");
     assert!(
-        refused["message"]
+        refused["error"]
             .as_str()
             .unwrap()
-            .contains("Pull Request is not mergeable"),
+            .contains("cannot be merged"),
         "{refused:#}"
     );
-    assert!(refused["hosts"]
-        .as_object()
-        .unwrap()
-        .values()
-        .all(|s| s == "skipped"));
+    assert_eq!(deck.merge_requests().await, 0);
     assert_eq!(deck.head(), before);
 
     // Staged: the canary goes first and fails; nobody else is touched.
@@ -671,6 +719,7 @@ async fn a_dashboard_restart_in_the_middle_of_a_deploy_marks_it_interrupted() {
     let mut deck = Deck::start(&[("slow", "sleep 4; true")], &[]).await;
     deck.pr(9, "Update flake.lock", &["dependencies"], true)
         .await;
+    deck.detected(9).await;
     let job = deck.deploy_ok(json!({"pr_number": 9})).await;
     deck.wait_value(&format!("/api/deploy/{job}"), "switching", |j| {
         j["phase"] == "switching"
@@ -699,14 +748,21 @@ async fn a_dashboard_restart_in_the_middle_of_a_deploy_marks_it_interrupted() {
         h["pending_command"].is_null()
     })
     .await;
+    // (Not `deploy_running`: the slot is checked first. PR #9 is merged, so it is refused.)
     let (code, reply) = deck.deploy(json!({"pr_number": 9})).await;
-    assert_eq!(code, 202, "{reply}");
+    assert_eq!(code, 409, "{reply}");
+    assert_eq!(reply["code"], "not_pending_pr", "{reply}");
 }
 
 #[tokio::test]
 async fn cancel_stops_launching_new_steps() {
-    let deck = Deck::start(&[("c1", "sleep 2; true"), ("c2", SWITCH_OK)], &[]).await;
+    let deck = Deck::start(
+        &[("c1", "sleep 2; true"), ("c2", SWITCH_OK)],
+        &[("NIXDECK_PR_MATCH_TITLE", "true")],
+    )
+    .await;
     deck.pr(11, "Update flake.lock", &[], true).await;
+    deck.detected(11).await;
     // Waves of one: c1 first, then c2.
     let job = deck
         .deploy_ok(json!({"pr_number": 11, "batch_size": 1}))
@@ -751,4 +807,192 @@ async fn cancel_stops_launching_new_steps() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+/// A flake.lock update PR by the default author (a bot), from a branch of the repository.
+fn lock_pr(number: u64, head: &str) -> Value {
+    json!({"number": number, "title": "flake.lock: update nixpkgs", "labels": ["dependencies"],
+           "head": head, "mergeable": true})
+}
+
+/// `base` with the fields of `extra` set.
+fn with(mut base: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    base
+}
+
+#[tokio::test]
+async fn merge_and_deploy_refuses_every_pr_but_the_detected_update_pr() {
+    let deck = Deck::start(&[("d1", SWITCH_OK)], &[]).await;
+    let before = deck.head();
+    let origin = &deck.origin;
+    origin.push_branch("add-host", &[("hosts.nix", "{ d2 = 1; }\n")], "add a host");
+    origin.push_branch(
+        "lock-and-more",
+        &[("flake.lock", LOCK_V2), ("hosts.nix", "{ evil = 1; }\n")],
+        "flake.lock: update nixpkgs",
+    );
+    origin.push_branch("staging", &[("hosts.nix", "{ staging = 1; }\n")], "staging");
+    let lock = || lock_pr(0, "update-flake-lock");
+    // Wrong number: an ordinary PR, mergeable as far as GitHub is concerned.
+    deck.open_pr(
+        json!({"number": 1, "title": "Add a host", "labels": ["enhancement"],
+                        "head": "add-host", "mergeable": true}),
+    )
+    .await;
+    // The update PR.
+    deck.open_pr(with(lock(), json!({"number": 2}))).await;
+    // Labelled like it, and each wrong in one way: from a fork, by a person, marked by
+    // its title alone, changing more than flake.lock, against another branch.
+    deck.open_pr(with(
+        lock(),
+        json!({"number": 3, "head_repo": "mallory/nixcfg"}),
+    ))
+    .await;
+    deck.open_pr(with(lock(), json!({"number": 4, "author": "mallory"})))
+        .await;
+    deck.open_pr(with(lock(), json!({"number": 5, "labels": []})))
+        .await;
+    deck.open_pr(with(lock(), json!({"number": 6, "head": "lock-and-more"})))
+        .await;
+    deck.open_pr(with(lock(), json!({"number": 7, "base": "staging"})))
+        .await;
+    // Newest first: each of #7 to #3 would be taken before #2 if it passed.
+    let pr = deck.check_now().await;
+    assert_eq!(pr["number"], 2, "{pr:#}");
+    assert_eq!(
+        pr["head_sha"],
+        git(&origin.bare, &["rev-parse", "update-flake-lock"]).as_str()
+    );
+    assert_eq!(deck.get("/api/pending-pr").await["number"], 2);
+
+    for n in [1, 3, 4, 5, 6, 7] {
+        let (code, reply) = deck.deploy(json!({"pr_number": n})).await;
+        assert_eq!(code, 409, "PR #{n}: {reply}");
+        assert_eq!(reply["code"], "not_pending_pr", "PR #{n}: {reply}");
+        let text = reply["error"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("PR #{n} is not")) && text.contains("PR #2"),
+            "{text}"
+        );
+    }
+    // Nothing ran: GitHub was asked for no merge, main did not move, the host ran nothing,
+    // and each refusal is in the audit log with its reason.
+    assert_eq!(deck.merge_requests().await, 0);
+    assert_eq!(deck.head(), before);
+    assert_eq!(deck.get("/api/hosts/d1/commands?limit=5").await, json!([]));
+    let audit = deck.deploy_audit().await;
+    let want: Vec<(String, String)> = [7, 6, 5, 4, 3, 1]
+        .iter()
+        .map(|n| (format!("PR #{n}"), "not_pending_pr".to_owned()))
+        .collect();
+    assert_eq!(audit, want);
+}
+
+#[tokio::test]
+async fn merge_and_deploy_reads_the_pr_again_and_merges_only_the_head_it_detected() {
+    // The dashboard's view of the PR changes only through "check now" here, so GitHub can
+    // change between that look and the click.
+    let deck = Deck::start(&[("e1", SWITCH_OK)], &[("NIXDECK_PR_POLL_S", "3600")]).await;
+    let before = deck.head();
+    let origin = &deck.origin;
+    origin.push_branch("staging", &[("hosts.nix", "{ staging = 1; }\n")], "staging");
+    let refused = |code: u16, reply: &Value, want: &str| {
+        assert_eq!(code, 409, "{reply}");
+        assert_eq!(reply["code"], want, "{reply}");
+        reply["error"].as_str().unwrap().to_owned()
+    };
+
+    // Retargeted onto another branch after it was detected.
+    origin.push_branch(
+        "lock-a",
+        &[("flake.lock", LOCK_V2)],
+        "flake.lock: update nixpkgs",
+    );
+    deck.open_pr(lock_pr(2, "lock-a")).await;
+    assert_eq!(deck.check_now().await["number"], 2);
+    deck.control(
+        reqwest::Method::PATCH,
+        "/_control/pr/2",
+        json!({"base": "staging"}),
+    )
+    .await;
+    let (code, reply) = deck.deploy(json!({"pr_number": 2})).await;
+    let text = refused(code, &reply, "pr_base");
+    assert!(text.contains("staging") && text.contains("main"), "{text}");
+    deck.control(
+        reqwest::Method::PATCH,
+        "/_control/pr/2",
+        json!({"state": "closed"}),
+    )
+    .await;
+
+    // Another file pushed onto its branch after it was detected.
+    origin.push_branch(
+        "lock-b",
+        &[("flake.lock", LOCK_V2)],
+        "flake.lock: update nixpkgs",
+    );
+    deck.open_pr(lock_pr(3, "lock-b")).await;
+    assert_eq!(deck.check_now().await["number"], 3);
+    origin.push_branch("lock-b", &[("hosts.nix", "{ evil = 1; }\n")], "and a host");
+    let (code, reply) = deck.deploy(json!({"pr_number": 3})).await;
+    let text = refused(code, &reply, "pr_files");
+    assert!(text.contains("hosts.nix"), "{text}");
+    deck.control(
+        reqwest::Method::PATCH,
+        "/_control/pr/3",
+        json!({"state": "closed"}),
+    )
+    .await;
+    assert_eq!(deck.merge_requests().await, 0);
+
+    // Its head moved after it was detected (flake.lock only, so every rule still holds):
+    // the merge names the detected head, GitHub refuses with 409, and its words show.
+    let seen = origin.push_branch(
+        "lock-c",
+        &[("flake.lock", LOCK_V2)],
+        "flake.lock: update nixpkgs",
+    );
+    deck.open_pr(lock_pr(4, "lock-c")).await;
+    let pr = deck.check_now().await;
+    assert_eq!(
+        (pr["number"].as_u64(), pr["head_sha"].as_str()),
+        (Some(4), Some(seen.as_str()))
+    );
+    let moved = origin.push_branch(
+        "lock-c",
+        &[("flake.lock", LOCK_V3)],
+        "flake.lock: update again",
+    );
+    let (code, reply) = deck.deploy(json!({"pr_number": 4})).await;
+    let text = refused(code, &reply, "head_moved");
+    assert!(
+        text.contains("Head branch was modified. Review and try the merge again."),
+        "{text}"
+    );
+    assert_eq!(deck.merge_requests().await, 1);
+    assert_eq!(deck.head(), before);
+    assert_eq!(deck.get("/api/hosts/e1/commands?limit=5").await, json!([]));
+
+    // Looked at again, the new head is the one merged and deployed.
+    assert_eq!(deck.check_now().await["head_sha"], moved.as_str());
+    let job = deck.deploy_ok(json!({"pr_number": 4})).await;
+    let done = deck.wait_job(&job).await;
+    assert_eq!(done["phase"], "done", "{done:#}");
+    assert_eq!(git(&origin.bare, &["rev-parse", "main^2"]), moved);
+
+    let audit = deck.deploy_audit().await;
+    let results: Vec<&str> = audit.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(results, ["ok", "head_moved", "pr_files", "pr_base"]);
+    let entries = deck.get("/api/audit?action=deploy.start").await;
+    assert!(
+        entries[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Head branch was modified"),
+        "{entries:#}"
+    );
 }

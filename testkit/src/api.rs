@@ -35,6 +35,16 @@ struct Pr {
     title: String,
     labels: Vec<String>,
     draft: bool,
+    /// The branch it merges into.
+    base_ref: String,
+    /// Base commit the merge went onto, for the files of a merged PR.
+    merged_onto: Option<String>,
+    /// `owner/name` of the head's repository when it is a fork (its branch still lives in
+    /// the one repository the fake serves).
+    head_repo: Option<String>,
+    author: String,
+    /// GitHub's `user.type`: `Bot` or `User`.
+    author_type: String,
     head_ref: String,
     /// Head commit when last known: reported once merged, or if the branch is deleted.
     head_sha: String,
@@ -106,15 +116,21 @@ impl App {
                 .cloned()
                 .unwrap_or_else(|| pr.head_sha.clone())
         };
+        let own = format!("{}/{}", c.owner, c.name);
+        let head_repo = pr.head_repo.clone().unwrap_or_else(|| own.clone());
+        let head_owner = head_repo.split('/').next().unwrap_or_default().to_owned();
         let mut v = json!({
             "number": pr.number,
             "title": pr.title,
             "html_url": format!("{}/{}/{}/pull/{}", c.base_url, c.owner, c.name, pr.number),
             "state": if pr.open { "open" } else { "closed" },
             "draft": pr.draft,
+            "user": { "login": pr.author, "type": pr.author_type },
             "labels": pr.labels.iter().map(|l| json!({ "name": l })).collect::<Vec<_>>(),
-            "head": { "ref": pr.head_ref, "sha": head_sha, "label": format!("{}:{}", c.owner, pr.head_ref) },
-            "base": { "ref": c.branch, "sha": heads.get(&c.branch), "label": format!("{}:{}", c.owner, c.branch) },
+            "head": { "ref": pr.head_ref, "sha": head_sha, "label": format!("{head_owner}:{}", pr.head_ref),
+                      "repo": { "full_name": head_repo, "fork": pr.head_repo.is_some() } },
+            "base": { "ref": pr.base_ref, "sha": heads.get(&pr.base_ref), "label": format!("{}:{}", c.owner, pr.base_ref),
+                      "repo": { "full_name": own, "fork": false } },
             "merge_commit_sha": pr.merge_commit_sha,
             "merged_at": pr.merged_at,
         });
@@ -142,6 +158,50 @@ impl App {
             v["mergeable_state"] = json!(state);
         }
         v
+    }
+
+    /// What a PR changes: its head against the merge base with its base branch (the
+    /// commit it was merged onto, once merged), like GitHub's three-dot comparison.
+    async fn pr_files(
+        &self,
+        pr: &Pr,
+        heads: &HashMap<String, String>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let head = if pr.merged {
+            pr.head_sha.clone()
+        } else {
+            heads
+                .get(&pr.head_ref)
+                .cloned()
+                .unwrap_or_else(|| pr.head_sha.clone())
+        };
+        let base = match (&pr.merged_onto, heads.get(&pr.base_ref)) {
+            (Some(onto), _) => onto.clone(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let c = &self.cfg;
+        let changes = self.git.changed_files(&base, &head).await?;
+        Ok(changes
+            .into_iter()
+            .map(|f| {
+                let blob = |kind: &str| format!("{}/{}/{}/{kind}/{head}/{}", c.base_url, c.owner, c.name, f.path);
+                let mut v = json!({
+                    "filename": f.path,
+                    "status": f.status,
+                    "additions": f.additions,
+                    "deletions": f.deletions,
+                    "changes": f.additions + f.deletions,
+                    "blob_url": blob("blob"),
+                    "raw_url": blob("raw"),
+                    "contents_url": format!("{}/repos/{}/{}/contents/{}?ref={head}", c.base_url, c.owner, c.name, f.path),
+                });
+                if let Some(old) = f.previous_path {
+                    v["previous_filename"] = json!(old);
+                }
+                v
+            })
+            .collect())
     }
 }
 
@@ -250,6 +310,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&format!("{repo}/contents/{{*path}}"), get(get_contents))
         .route(&format!("{repo}/pulls"), get(list_pulls))
         .route(&format!("{repo}/pulls/{{number}}"), get(get_pull))
+        .route(
+            &format!("{repo}/pulls/{{number}}/files"),
+            get(list_pull_files),
+        )
         .route(&format!("{repo}/pulls/{{number}}/merge"), put(merge_pull))
         .route("/_control/state", get(control_state))
         .route("/_control/pr", post(control_create_pr))
@@ -476,9 +540,40 @@ async fn list_pulls(State(app): State<Arc<App>>, Query(q): Query<PullsQuery>) ->
 
 async fn get_pull(State(app): State<Arc<App>>, Path(number): Path<u64>) -> ApiResult {
     let heads = app.git.branch_heads().await?;
-    let inner = app.inner();
-    let pr = inner.prs.get(&number).ok_or_else(ApiError::not_found)?;
-    Ok(Json(app.pr_json(pr, &heads, true, inner.merge_forbidden)).into_response())
+    let (pr, forbidden) = {
+        let inner = app.inner();
+        let pr = inner.prs.get(&number).ok_or_else(ApiError::not_found)?;
+        (pr.clone(), inner.merge_forbidden)
+    };
+    let files = app.pr_files(&pr, &heads).await?;
+    let mut v = app.pr_json(&pr, &heads, true, forbidden);
+    v["changed_files"] = json!(files.len());
+    Ok(Json(v).into_response())
+}
+
+/// `GET /pulls/{number}/files`: paginated like GitHub (30 a page by default, 100 at most).
+async fn list_pull_files(
+    State(app): State<Arc<App>>,
+    Path(number): Path<u64>,
+    Query(q): Query<PullsQuery>,
+) -> ApiResult {
+    let heads = app.git.branch_heads().await?;
+    let pr = app
+        .inner()
+        .prs
+        .get(&number)
+        .cloned()
+        .ok_or_else(ApiError::not_found)?;
+    let per_page = q.per_page.unwrap_or(30).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    let files: Vec<Value> = app
+        .pr_files(&pr, &heads)
+        .await?
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    Ok(Json(files).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -521,7 +616,7 @@ async fn merge_pull(
         }
         (pr.clone(), inner.merge_delay_ms)
     };
-    let base = app.cfg.branch.clone();
+    let base = pr.base_ref.clone();
     let base_sha = app.git.branch_head(&base).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -602,6 +697,7 @@ async fn merge_pull(
             p.open = false;
             p.merged = true;
             p.head_sha = head_sha;
+            p.merged_onto = Some(base_sha);
             p.merge_commit_sha = Some(merge_sha.clone());
             p.merged_at = Some(rfc3339(now_secs()));
         }
@@ -639,6 +735,14 @@ struct NewPr {
     labels: Vec<String>,
     #[serde(default)]
     head: String,
+    /// The branch it merges into (default: the served base branch).
+    base: Option<String>,
+    /// `owner/name` of a fork the head comes from (default: the served repository).
+    head_repo: Option<String>,
+    /// Login of its author (default `github-actions[bot]`).
+    author: Option<String>,
+    /// `Bot` or `User` (default: `Bot` for a login ending in `[bot]`, else `User`).
+    author_type: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     mergeable: Option<Option<bool>>,
     mergeable_state: Option<String>,
@@ -655,6 +759,23 @@ async fn control_create_pr(State(app): State<Arc<App>>, body: Bytes) -> ApiResul
             req.head
         )));
     };
+    let base_ref = req.base.unwrap_or_else(|| app.cfg.branch.clone());
+    if !heads.contains_key(&base_ref) {
+        return Err(ApiError::validation(format!(
+            "Validation Failed: base branch {base_ref:?} does not exist"
+        )));
+    }
+    let author = req
+        .author
+        .unwrap_or_else(|| "github-actions[bot]".to_owned());
+    let author_type = req.author_type.unwrap_or_else(|| {
+        if author.ends_with("[bot]") {
+            "Bot"
+        } else {
+            "User"
+        }
+        .to_owned()
+    });
     let mut inner = app.inner();
     let number = req
         .number
@@ -664,6 +785,11 @@ async fn control_create_pr(State(app): State<Arc<App>>, body: Bytes) -> ApiResul
         title: req.title.unwrap_or_else(|| format!("Update {}", req.head)),
         labels: req.labels,
         draft: req.draft,
+        base_ref,
+        merged_onto: None,
+        head_repo: req.head_repo,
+        author,
+        author_type,
         head_ref: req.head,
         head_sha,
         mergeable: req.mergeable.unwrap_or(Some(true)),
@@ -688,6 +814,8 @@ struct PatchPr {
     labels: Option<Vec<String>>,
     state: Option<String>,
     draft: Option<bool>,
+    /// Retarget the PR onto another existing branch (GitHub's "Edit" of the base).
+    base: Option<String>,
 }
 
 async fn control_patch_pr(
@@ -700,6 +828,19 @@ async fn control_patch_pr(
     let mut inner = app.inner();
     let forbidden = inner.merge_forbidden;
     let pr = inner.prs.get_mut(&number).ok_or_else(ApiError::not_found)?;
+    if let Some(base) = req.base {
+        if !heads.contains_key(&base) {
+            return Err(ApiError::validation(format!(
+                "Validation Failed: base branch {base:?} does not exist"
+            )));
+        }
+        if pr.merged {
+            return Err(ApiError::validation(
+                "a merged pull request cannot be retargeted",
+            ));
+        }
+        pr.base_ref = base;
+    }
     match req.state.as_deref() {
         None => {}
         Some("closed") => pr.open = false,

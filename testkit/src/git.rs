@@ -44,6 +44,17 @@ pub struct CommitInfo {
     pub message: String,
 }
 
+/// One file a comparison changes, as GitHub lists a PR's files.
+pub struct FileChange {
+    pub path: String,
+    /// The old path of a renamed file.
+    pub previous_path: Option<String>,
+    /// GitHub's word: added, removed, modified, renamed, copied or changed.
+    pub status: &'static str,
+    pub additions: u64,
+    pub deletions: u64,
+}
+
 pub struct Git {
     dir: PathBuf,
 }
@@ -254,6 +265,79 @@ impl Git {
         self.ok(&args).await
     }
 
+    /// The files `head` changes since its merge base with `base` (`git diff base...head`,
+    /// renames found), in git's order.
+    pub async fn changed_files(&self, base: &str, head: &str) -> Result<Vec<FileChange>, GitError> {
+        if !plausible_ref(base) || !plausible_ref(head) {
+            return Ok(Vec::new());
+        }
+        let range = format!("{base}...{head}");
+        let diff = |format: &'static str| {
+            let range = range.clone();
+            async move {
+                let out = self
+                    .run(&["diff", "-z", "-M", format, &range, "--"], None)
+                    .await?;
+                if out.code != Some(0) {
+                    return Err(GitError(format!(
+                        "git diff {format} {range}: {}",
+                        out.stderr
+                    )));
+                }
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+        };
+        // `--name-status -z`: STATUS\0PATH\0, or STATUS\0OLD\0NEW\0 for renames and copies.
+        let names = diff("--name-status").await?;
+        let mut fields = names.split('\0').filter(|f| !f.is_empty());
+        let mut changes = Vec::new();
+        while let Some(code) = fields.next() {
+            let two = code.starts_with('R') || code.starts_with('C');
+            let first = fields.next().unwrap_or_default().to_owned();
+            let (path, previous_path) = if two {
+                (fields.next().unwrap_or_default().to_owned(), Some(first))
+            } else {
+                (first, None)
+            };
+            let status = match code.as_bytes().first() {
+                Some(b'A') => "added",
+                Some(b'D') => "removed",
+                Some(b'R') => "renamed",
+                Some(b'C') => "copied",
+                Some(b'M') => "modified",
+                _ => "changed",
+            };
+            changes.push(FileChange {
+                path,
+                previous_path,
+                status,
+                additions: 0,
+                deletions: 0,
+            });
+        }
+        // `--numstat -z`: ADD\tDEL\tPATH\0, or ADD\tDEL\t\0OLD\0NEW\0 (binary files: -).
+        let counts = diff("--numstat").await?;
+        let mut fields = counts.split('\0');
+        while let Some(entry) = fields.next().filter(|f| !f.is_empty()) {
+            let mut parts = entry.splitn(3, '\t');
+            let add = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let del = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let path = match parts.next() {
+                Some("") => {
+                    fields.next();
+                    fields.next().unwrap_or_default()
+                }
+                Some(p) => p,
+                None => continue,
+            };
+            if let Some(c) = changes.iter_mut().find(|c| c.path == path) {
+                c.additions = add;
+                c.deletions = del;
+            }
+        }
+        Ok(changes)
+    }
+
     /// Compare-and-swap: fails if the branch moved since `old` was read.
     pub async fn update_branch(&self, branch: &str, new: &str, old: &str) -> Result<(), GitError> {
         let r = format!("refs/heads/{branch}");
@@ -336,6 +420,45 @@ impl Origin {
         git(&self.work, &["commit", "-qm", message]);
         git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
         self.head()
+    }
+
+    /// Writes `files` (path, content) on `branch` in the work clone, started from main when
+    /// the origin has no such branch yet, commits them (message `message`) and pushes the
+    /// branch; its new head. The work clone is back on main afterwards.
+    pub fn push_branch(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+        git(&self.work, &["fetch", "-q", "origin"]);
+        let remote = format!("origin/{branch}");
+        let exists = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.work)
+            .args(["rev-parse", "--verify", "--quiet", &remote])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let from = if exists {
+            remote
+        } else {
+            "origin/main".to_owned()
+        };
+        git(&self.work, &["checkout", "-q", "-B", branch, &from]);
+        for (file, content) in files {
+            let path = self.work.join(file);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).unwrap();
+            }
+            std::fs::write(path, content).unwrap();
+            git(&self.work, &["add", file]);
+        }
+        git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(
+            &self.work,
+            &["push", "-q", "origin", &format!("HEAD:refs/heads/{branch}")],
+        );
+        let head = git(&self.work, &["rev-parse", "HEAD"]);
+        git(&self.work, &["checkout", "-q", "main"]);
+        head
     }
 
     /// Main's head in the origin.

@@ -365,3 +365,145 @@ async fn auth_outages_conflicts_and_delayed_merge() {
     );
     assert_eq!(git(d, &["rev-parse", "main"]), sha);
 }
+
+#[tokio::test]
+async fn pull_files_authors_forks_bases_and_a_head_that_moved() {
+    let repo = make_repo();
+    let d = repo.path();
+    // `lock-and-more` changes flake.lock, adds hosts.nix and renames flake.nix.
+    git(
+        d,
+        &["checkout", "-q", "-b", "lock-and-more", "update-flake-lock"],
+    );
+    std::fs::write(d.join("hosts.nix"), "{ a = 1; }\n").unwrap();
+    git(d, &["mv", "flake.nix", "default.nix"]);
+    git(d, &["add", "."]);
+    git(d, &["commit", "-q", "-m", "more"]);
+    git(d, &["branch", "staging", "main"]);
+    git(d, &["checkout", "-q", "main"]);
+    let s = start(d, &[]);
+    let lock_head = git(d, &["rev-parse", "update-flake-lock"]);
+
+    // Defaults: a bot's PR from a branch of the repository into main.
+    s.control(
+        "/_control/pr",
+        json!({"number": 1, "head": "update-flake-lock"}),
+    )
+    .await;
+    let pr = s.get_json("/repos/o/r/pulls/1").await;
+    assert_eq!(
+        pr["user"],
+        json!({"login": "github-actions[bot]", "type": "Bot"})
+    );
+    assert_eq!(pr["head"]["repo"]["full_name"], "o/r");
+    assert_eq!(pr["base"]["repo"]["full_name"], "o/r");
+    assert_eq!(pr["base"]["ref"], "main");
+    assert_eq!(pr["changed_files"], 1);
+    let files = s.get_json("/repos/o/r/pulls/1/files").await;
+    assert_eq!(files.as_array().unwrap().len(), 1, "{files:#}");
+    assert_eq!(files[0]["filename"], "flake.lock");
+    assert_eq!(files[0]["status"], "modified");
+    assert!(files[0]["additions"].as_u64().unwrap() > 0);
+    assert!(files[0].get("previous_filename").is_none());
+
+    // A person's PR from a fork, changing more than the lock.
+    let r = s
+        .control(
+            "/_control/pr",
+            json!({"number": 2, "head": "lock-and-more", "author": "mallory", "head_repo": "mallory/r"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let pr = s.get_json("/repos/o/r/pulls/2").await;
+    assert_eq!(pr["user"], json!({"login": "mallory", "type": "User"}));
+    assert_eq!(pr["head"]["repo"]["full_name"], "mallory/r");
+    assert_eq!(pr["head"]["label"], "mallory:lock-and-more");
+    assert_eq!(pr["changed_files"], 3);
+    let files = s.get_json("/repos/o/r/pulls/2/files?per_page=100").await;
+    let mut names: Vec<(String, String)> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["filename"].as_str().unwrap().to_owned(),
+                f["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("default.nix".to_owned(), "renamed".to_owned()),
+            ("flake.lock".to_owned(), "modified".to_owned()),
+            ("hosts.nix".to_owned(), "added".to_owned()),
+        ]
+    );
+    let renamed = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["status"] == "renamed")
+        .unwrap();
+    assert_eq!(renamed["previous_filename"], "flake.nix");
+    let page2 = s
+        .get_json("/repos/o/r/pulls/2/files?per_page=2&page=2")
+        .await;
+    assert_eq!(page2.as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.get("/repos/o/r/pulls/9/files").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The merge names the head it expects: GitHub's 409 when the branch moved, and main
+    // stays where it was.
+    let main0 = git(d, &["rev-parse", "main"]);
+    git(d, &["checkout", "-q", "update-flake-lock"]);
+    std::fs::write(d.join("flake.lock"), NEW_LOCK.replace("new", "newer")).unwrap();
+    git(d, &["commit", "-q", "-am", "flake.lock: again"]);
+    git(d, &["checkout", "-q", "main"]);
+    let moved = git(d, &["rev-parse", "update-flake-lock"]);
+    let r = s.merge(1, json!({"sha": lock_head})).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "Head branch was modified. Review and try the merge again."
+    );
+    assert_eq!(git(d, &["rev-parse", "main"]), main0);
+    let r = s.merge(1, json!({"sha": moved})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(git(d, &["rev-parse", "main^2"]), moved);
+    // A merged PR still lists what it changed.
+    let files = s.get_json("/repos/o/r/pulls/1/files").await;
+    assert_eq!(files.as_array().unwrap().len(), 1, "{files:#}");
+
+    // Bases: unknown ones are refused; a retargeted PR merges into its new base only.
+    let r = s
+        .control(
+            "/_control/pr",
+            json!({"number": 3, "head": "lock-and-more", "base": "nope"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    s.control(
+        "/_control/pr",
+        json!({"number": 3, "head": "lock-and-more"}),
+    )
+    .await;
+    let r = s
+        .send(
+            reqwest::Method::PATCH,
+            "/_control/pr/3",
+            json!({"base": "staging"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let pr: Value = r.json().await.unwrap();
+    assert_eq!(pr["base"]["ref"], "staging");
+    let main1 = git(d, &["rev-parse", "main"]);
+    let staging0 = git(d, &["rev-parse", "staging"]);
+    assert_eq!(s.merge(3, json!({})).await.status(), StatusCode::OK);
+    assert_eq!(git(d, &["rev-parse", "main"]), main1);
+    assert_eq!(git(d, &["rev-parse", "staging^1"]), staging0);
+}

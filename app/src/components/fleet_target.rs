@@ -136,6 +136,7 @@ mod tests {
                 title: "<script>alert(1)</script>".into(),
                 url: "https://example.invalid/pr/7".into(),
                 mergeable: false,
+                head_sha: None,
             }),
         );
         assert!(!html.contains("<script>") && !html.contains("<img") && !html.contains("<b>"));

@@ -1160,6 +1160,7 @@ mod tests {
             title: "flake.lock: update".into(),
             url: String::new(),
             mergeable: true,
+            head_sha: None,
         }));
         assert!(hub.fleet_counts().pending_pr);
     }

@@ -1,11 +1,19 @@
 //! Merge & Deploy: merge the flake.lock PR on GitHub, wait for the branch to move, then
 //! pull and switch the target hosts, wave by wave (an optional canary wave, then batches).
 //!
+//! Only the update PR the dashboard detected is merged, and only at the head it was
+//! detected at: before merging, the PR is read again from GitHub and checked against the
+//! same rules (`desired::PrRules`: the deploy branch as base, no fork, an allowed author,
+//! allowed files only) and for mergeability, and the merge sends that head's sha, so
+//! GitHub refuses (409) if commits were pushed since. Every refusal is a 409 with its
+//! code, before any host is touched, and is in the audit log.
+//!
 //! One job at a time. Its progress is stored on every change and broadcast as
 //! `deploy_progress`; a dashboard restart marks a job that was running as interrupted.
 
 use super::commands;
 use super::{audit, require_operator, OrInternal, Result};
+use crate::github::GhError;
 use crate::secret::new_token;
 use crate::Core;
 use common::AppError;
@@ -47,11 +55,36 @@ impl Deploys {
     }
 }
 
+/// The job slot while a deploy is being started: freed when dropped, unless the job took it
+/// over (the job frees it when it ends).
+struct Claim {
+    deploys: Arc<Deploys>,
+    armed: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.armed {
+            *self.deploys.lock() = None;
+        }
+    }
+}
+
 /// `POST /api/deploy` and the Merge & Deploy button: 202 with the job id.
 pub async fn start(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<String> {
-    let target = format!("PR #{}", req.pr_number);
-    let result = begin(core, viewer, req).await;
-    audit::record(core, viewer, "deploy.start", Some(&target), result).await
+    // GitHub's answers (two reads and the merge) take a while: the start runs on its own
+    // task, so a client that goes away meanwhile leaves neither the slot taken, nor a
+    // merged PR without its job, nor a gap in the audit log.
+    let (core, viewer) = (core.clone(), viewer.clone());
+    let started = tokio::spawn(async move {
+        let target = format!("PR #{}", req.pr_number);
+        let result = begin(&core, &viewer, req).await;
+        audit::record(&core, &viewer, "deploy.start", Some(&target), result).await
+    });
+    started.await.unwrap_or_else(|e| {
+        tracing::error!("starting a deploy: {e}");
+        Err(AppError::Internal)
+    })
 }
 
 /// The hosts in the order they are deployed: canary wave first, then batches.
@@ -135,36 +168,133 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
             cancel: cancel.clone(),
         });
     }
+    let mut claim = Claim {
+        deploys: core.deploys.clone(),
+        armed: true,
+    };
+    let pr = req.pr_number;
+    let reviewed = vet(core, pr).await?;
+    let gh = core.desired.github().cloned().ok_or(AppError::Internal)?;
     let progress = DeployProgress {
         job_id: job_id.clone(),
-        pr_number: req.pr_number,
+        pr_number: pr,
         phase: DeployPhase::Merging,
         hosts: targets
             .iter()
             .map(|h| (h.clone(), DeployHostState::Pending))
             .collect(),
-        message: format!("Merging PR #{}…", req.pr_number),
+        message: format!("Merging PR #{pr} at {}…", short(&reviewed)),
         started_by: viewer.username.clone(),
         active: true,
     };
     let request = serde_json::to_string(&req).unwrap_or_default();
-    if let Err(e) = core.db.insert_deploy(&progress, &request).await {
-        *core.deploys.lock() = None;
-        return Err(e).or_internal("storing deploy job");
-    }
+    core.db
+        .insert_deploy(&progress, &request)
+        .await
+        .or_internal("storing deploy job")?;
+    // From here the job ends through `finish`, which frees the slot.
+    claim.armed = false;
     core.hub
         .publish(BrowserEvent::DeployProgress(progress.clone()));
-    tracing::info!(job_id, pr = req.pr_number, by = viewer.username, hosts = ?targets, "deploy started");
-    let waves = plan(&targets, &req);
-    let job = Job {
+    tracing::info!(job_id, pr, head = reviewed, by = viewer.username, hosts = ?targets, "deploy started");
+    let mut job = Job {
         core: core.clone(),
         viewer: viewer.clone(),
         progress,
         cancel,
         max_failures: req.max_failures,
     };
-    tokio::spawn(job.run(waves));
+    let method = core.config.github.merge_method.clone();
+    let sha = match gh.merge(pr, &method, &reviewed).await {
+        Ok(sha) => sha,
+        Err(e) => {
+            let refused = merge_refused(pr, e);
+            job.finish(DeployPhase::Failed, refused.to_string()).await;
+            return Err(refused);
+        }
+    };
+    core.desired.wake_prs();
+    job.progress.message = format!(
+        "Merged PR #{pr} as {}; waiting for the branch to reach it…",
+        short(&sha)
+    );
+    job.save().await;
+    tokio::spawn(job.run(sha, plan(&targets, &req)));
     Ok(job_id)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// PR `number` may be merged: it is the update PR the dashboard detected, GitHub's view
+/// of it now passes the rules, and (while its head is still the detected one) GitHub says
+/// it can be merged. The detected head's sha, which the merge must name.
+async fn vet(core: &Core, number: u64) -> Result<String> {
+    let pending = core.hub.pending_pr();
+    let detected = pending
+        .as_ref()
+        .filter(|p| p.number == number)
+        .and_then(|p| p.head_sha.clone());
+    let Some(reviewed) = detected else {
+        let shown = match &pending {
+            Some(p) if p.number != number => format!("the dashboard shows PR #{}", p.number),
+            Some(_) => "its head commit is not known; check for the PR again".to_owned(),
+            None => "the dashboard shows none".to_owned(),
+        };
+        return Err(AppError::conflict(
+            "not_pending_pr",
+            format!(
+                "PR #{number} is not the flake.lock update PR ({shown}); only that one can be merged and deployed."
+            ),
+        ));
+    };
+    let pull = match core.desired.recheck_pr(number).await {
+        Ok(Ok(pull)) => pull,
+        Ok(Err(refusal)) => return Err(AppError::conflict(refusal.code, refusal.message)),
+        Err(e) => {
+            return Err(AppError::Upstream(format!(
+                "Cannot read PR #{number} from GitHub: {e}"
+            )))
+        }
+    };
+    // A head that moved is GitHub's to refuse: the merge names the detected one.
+    if pull.head_sha() == Some(reviewed.as_str()) && !pull.can_merge() {
+        let why = match (pull.mergeable, pull.mergeable_state.as_deref()) {
+            (None, _) => format!(
+                "GitHub is still working out whether PR #{number} can be merged; try again in a moment."
+            ),
+            (_, Some(state)) if state != "unknown" => {
+                format!("GitHub says PR #{number} cannot be merged now ({state}).")
+            }
+            _ => format!("GitHub says PR #{number} cannot be merged now."),
+        };
+        return Err(AppError::conflict("not_mergeable", why));
+    }
+    Ok(reviewed)
+}
+
+/// GitHub's refusal to merge, as the answer to the deploy request.
+fn merge_refused(pr: u64, e: GhError) -> AppError {
+    match e {
+        // The head moved since the dashboard detected it (GitHub's "Head branch was
+        // modified. Review and try the merge again.").
+        GhError::Status {
+            status: 409,
+            message,
+        } => AppError::conflict(
+            "head_moved",
+            format!("GitHub refused to merge PR #{pr}: {message}"),
+        ),
+        GhError::Status {
+            status: 405,
+            message,
+        } => AppError::conflict(
+            "not_mergeable",
+            format!("GitHub refused to merge PR #{pr}: {message}"),
+        ),
+        e => AppError::Upstream(format!("GitHub refused to merge PR #{pr}: {e}")),
+    }
 }
 
 /// `POST /api/pending-pr/check` and "Check for PR now": look at GitHub now.
@@ -329,27 +459,10 @@ impl Job {
         })
     }
 
-    async fn run(mut self, waves: Vec<Vec<String>>) {
+    /// After the merge: wait for the branch to reach `sha`, then the waves.
+    async fn run(mut self, sha: String, waves: Vec<Vec<String>>) {
         let pr = self.progress.pr_number;
-        let gh = self
-            .core
-            .desired
-            .github()
-            .cloned()
-            .expect("checked in begin");
-        let method = self.core.config.github.merge_method.clone();
-        let sha = match gh.merge(pr, &method).await {
-            Ok(sha) => sha,
-            Err(e) => {
-                let message = format!("GitHub refused to merge PR #{pr}: {e}");
-                return self.finish(DeployPhase::Failed, message).await;
-            }
-        };
-        self.core.desired.wake_prs();
-        let short = sha[..sha.len().min(7)].to_owned();
-        self.progress.message =
-            format!("Merged PR #{pr} as {short}; waiting for the branch to reach it…");
-        self.save().await;
+        let short = short(&sha).to_owned();
         let wait = Duration::from_secs(self.core.config.github.merge_wait_s);
         if let Err(e) = self.core.desired.wait_for_head(&sha, wait).await {
             return self.finish(DeployPhase::Failed, e).await;
