@@ -195,6 +195,7 @@ pub async fn audit_log(
 pub async fn merge_and_deploy(
     pr_number: u64,
     host_ids: Option<Vec<String>>,
+    head_sha: Option<String>,
 ) -> Result<String, AppError> {
     let req = protocol::api::DeployRequest {
         pr_number,
@@ -202,6 +203,7 @@ pub async fn merge_and_deploy(
         canary: None,
         batch_size: None,
         max_failures: None,
+        head_sha,
     };
     serve(|c, v| async move { service::deploy::start(&c, &v, req).await }).await
 }

@@ -42,9 +42,9 @@ pub enum Confirm {
     Bulk(CommandKind, Option<Vec<String>>),
     /// Merge the update PR and roll it out.
     MergeDeploy(MergeDeploy),
-    /// The server asked for the password again before this Merge & Deploy (PR number and
-    /// hosts); the dialog asks, then starts it.
-    Reauth(u64, Option<Vec<String>>),
+    /// The server asked for the password again before this Merge & Deploy; the dialog
+    /// asks, then starts it.
+    Reauth(MergeDeploy),
 }
 
 /// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
@@ -57,6 +57,8 @@ pub struct MergeDeploy {
     pub host_ids: Option<Vec<String>>,
     /// The hosts it reaches as the page sees them, for the question.
     pub targets: Vec<String>,
+    /// The PR's head as the page showed it: the server refuses the deploy if it moved.
+    pub head_sha: Option<String>,
 }
 
 #[derive(Clone, Copy)]

@@ -188,6 +188,11 @@ pub struct DeployRequest {
     /// hosts failed (None: never stop early).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_failures: Option<u32>,
+    /// An addition: the PR's head commit as the operator saw it (`PendingPr.head_sha`). When
+    /// the dashboard has since detected another head, the deploy is refused (409
+    /// `head_moved`): what is merged is what was reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_sha: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

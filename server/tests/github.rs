@@ -977,19 +977,30 @@ async fn merge_and_deploy_reads_the_pr_again_and_merges_only_the_head_it_detecte
     assert_eq!(deck.head(), before);
     assert_eq!(deck.get("/api/hosts/e1/commands?limit=5").await, json!([]));
 
-    // Looked at again, the new head is the one merged and deployed.
+    // Looked at again, the dashboard has the new head; an operator whose page still shows
+    // the old one is refused before anything is asked of GitHub.
     assert_eq!(deck.check_now().await["head_sha"], moved.as_str());
-    let job = deck.deploy_ok(json!({"pr_number": 4})).await;
+    let (code, reply) = deck.deploy(json!({"pr_number": 4, "head_sha": seen})).await;
+    let text = refused(code, &reply, "head_moved");
+    assert!(text.contains(&moved[..7]), "{text}");
+    assert_eq!(deck.merge_requests().await, 1);
+    // The head the operator reviewed is the one merged and deployed.
+    let job = deck
+        .deploy_ok(json!({"pr_number": 4, "head_sha": moved}))
+        .await;
     let done = deck.wait_job(&job).await;
     assert_eq!(done["phase"], "done", "{done:#}");
     assert_eq!(git(&origin.bare, &["rev-parse", "main^2"]), moved);
 
     let audit = deck.deploy_audit().await;
     let results: Vec<&str> = audit.iter().map(|(_, r)| r.as_str()).collect();
-    assert_eq!(results, ["ok", "head_moved", "pr_files", "pr_base"]);
+    assert_eq!(
+        results,
+        ["ok", "head_moved", "head_moved", "pr_files", "pr_base"]
+    );
     let entries = deck.get("/api/audit?action=deploy.start").await;
     assert!(
-        entries[1]["detail"]
+        entries[2]["detail"]
             .as_str()
             .unwrap()
             .contains("Head branch was modified"),

@@ -158,14 +158,15 @@ pub fn bulk(page: PageState, kind: CommandKind, host_ids: Option<Vec<String>>) {
 
 /// Merge the PR and roll it out (after the operator confirmed). Progress arrives as
 /// `deploy_progress` events for the deploy panel; only a refusal needs a word here.
-pub fn merge_deploy(page: PageState, pr_number: u64, host_ids: Option<Vec<String>>) {
+pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
     leptos::task::spawn_local(async move {
-        match merge_and_deploy(pr_number, host_ids.clone()).await {
+        let pr_number = m.pr_number;
+        match merge_and_deploy(pr_number, m.host_ids.clone(), m.head_sha.clone()).await {
             Ok(_) => {}
             // The confirm dialog asks for the password, then runs this again.
-            Err(AppError::ReauthRequired) => page.confirm.set(Some(
-                crate::page_state::Confirm::Reauth(pr_number, host_ids),
-            )),
+            Err(AppError::ReauthRequired) => page
+                .confirm
+                .set(Some(crate::page_state::Confirm::Reauth(m))),
             Err(e) => page.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true),
         }
     });

@@ -116,6 +116,7 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             pr_title: pr.title,
             host_ids,
             targets,
+            head_sha: pr.head_sha,
         })));
         close(menu);
     };

@@ -68,7 +68,7 @@ fn ConfirmBody() -> impl IntoView {
         match page.confirm.get_untracked() {
             Some(Confirm::RemoveHost(id)) => actions::remove(store, page, id),
             Some(Confirm::Bulk(kind, ids)) => actions::bulk(page, kind, ids),
-            Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(page, m.pr_number, m.host_ids),
+            Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(page, m),
             Some(Confirm::Reauth(..)) | None => {}
         }
         close();
@@ -92,9 +92,9 @@ fn ConfirmBody() -> impl IntoView {
     };
     // After the password was accepted: start the deploy that asked for it.
     let reauthed = Callback::new(move |()| {
-        if let Some(Confirm::Reauth(pr, hosts)) = page.confirm.get_untracked() {
+        if let Some(Confirm::Reauth(m)) = page.confirm.get_untracked() {
             close();
-            actions::merge_deploy(page, pr, hosts);
+            actions::merge_deploy(page, m);
         }
     });
     let reauth = move || {
@@ -139,6 +139,7 @@ mod tests {
             pr_title: "<b>bump</b>".into(),
             host_ids: None,
             targets: vec!["a".into()],
+            head_sha: None,
         };
         let (title, body, button) = merge_wording(&m);
         assert_eq!(title, "Merge & Deploy PR #7");

@@ -173,7 +173,7 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
         armed: true,
     };
     let pr = req.pr_number;
-    let reviewed = vet(core, pr).await?;
+    let reviewed = vet(core, pr, req.head_sha.as_deref()).await?;
     let gh = core.desired.github().cloned().ok_or(AppError::Internal)?;
     let progress = DeployProgress {
         job_id: job_id.clone(),
@@ -230,7 +230,7 @@ fn short(sha: &str) -> &str {
 /// PR `number` may be merged: it is the update PR the dashboard detected, GitHub's view
 /// of it now passes the rules, and (while its head is still the detected one) GitHub says
 /// it can be merged. The detected head's sha, which the merge must name.
-async fn vet(core: &Core, number: u64) -> Result<String> {
+async fn vet(core: &Core, number: u64, seen: Option<&str>) -> Result<String> {
     let pending = core.hub.pending_pr();
     let detected = pending
         .as_ref()
@@ -249,6 +249,17 @@ async fn vet(core: &Core, number: u64) -> Result<String> {
             ),
         ));
     };
+    // The operator's page showed another head: they have not reviewed this one.
+    if let Some(seen) = seen.filter(|s| *s != reviewed) {
+        return Err(AppError::conflict(
+            "head_moved",
+            format!(
+                "PR #{number} changed since you looked at it ({} is now {}); look at it again, then deploy.",
+                short(seen),
+                short(&reviewed)
+            ),
+        ));
+    }
     let pull = match core.desired.recheck_pr(number).await {
         Ok(Ok(pull)) => pull,
         Ok(Err(refusal)) => return Err(AppError::conflict(refusal.code, refusal.message)),
@@ -619,6 +630,7 @@ mod tests {
             canary: None,
             batch_size: None,
             max_failures: None,
+            head_sha: None,
         };
         assert_eq!(plan(&targets, &req), vec![targets.clone()]);
         req.canary = Some(ids(&["c"]));
