@@ -694,8 +694,9 @@ mod tests {
                 None,
                 Some(&admin),
                 None,
-            ),
-            "",
+            )
+            .header("content-type", "application/json"),
+            r#"{"password":"admin-password-1"}"#,
         )
         .await;
         assert_eq!(setup.status(), StatusCode::OK);
@@ -962,8 +963,9 @@ mod tests {
                 None,
                 Some(&admin),
                 None,
-            ),
-            "",
+            )
+            .header("content-type", "application/json"),
+            r#"{"password":"admin-password-1"}"#,
         )
         .await;
         assert_eq!(token.status(), StatusCode::OK);
