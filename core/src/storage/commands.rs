@@ -174,7 +174,7 @@ impl Db {
 
     pub async fn command(&self, id: &str) -> DbResult<Option<CommandRow>> {
         let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
-        let row = sqlx::query_as::<_, CommandColumns>(&sql)
+        let row = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -185,7 +185,7 @@ impl Db {
     pub async fn holding_commands(&self) -> DbResult<Vec<CommandRow>> {
         let sql =
             format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE {HOLDING} ORDER BY queued_at");
-        let rows = sqlx::query_as::<_, CommandColumns>(&sql)
+        let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(CommandRow::from).collect())
@@ -337,7 +337,7 @@ impl Db {
                  ON CONFLICT (command_id, seq) DO NOTHING",
                 rows.join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(command_id);
+            let mut query = sqlx::query(super::composed(sql)).bind(command_id);
             for line in chunk {
                 query = query
                     .bind(line.seq as i64)
@@ -383,7 +383,7 @@ impl Db {
         let sql = format!(
             "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = $1 ORDER BY queued_at DESC, queued_order DESC LIMIT $2"
         );
-        let rows = sqlx::query_as::<_, CommandColumns>(&sql)
+        let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
             .bind(host_id)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -413,17 +413,19 @@ impl Db {
     pub async fn purge_commands(&self, before: Timestamp) -> DbResult<u64> {
         let mut tx = self.pool.begin().await?;
         let cond = format!("queued_at < $1 AND NOT {HOLDING}");
-        sqlx::query(&format!(
+        sqlx::query(super::composed(format!(
             "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
-        ))
+        )))
         .bind(before.secs())
         .execute(&mut *tx)
         .await?;
-        let n = sqlx::query(&format!("DELETE FROM commands WHERE {cond}"))
-            .bind(before.secs())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(super::composed(format!(
+            "DELETE FROM commands WHERE {cond}"
+        )))
+        .bind(before.secs())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(n)
     }

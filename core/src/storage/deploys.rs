@@ -83,26 +83,28 @@ impl Db {
 
     /// Jobs that were running when the dashboard stopped.
     pub async fn active_deploys(&self) -> DbResult<Vec<DeployProgress>> {
-        let rows = sqlx::query_as::<_, DeployColumns>(&format!(
+        let rows = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
             "{DEPLOY_SELECT} WHERE active ORDER BY created_at"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(DeployProgress::try_from).collect()
     }
 
     pub async fn deploy(&self, id: &str) -> DbResult<Option<DeployProgress>> {
-        let row = sqlx::query_as::<_, DeployColumns>(&format!("{DEPLOY_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
+            "{DEPLOY_SELECT} WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(DeployProgress::try_from).transpose()
     }
 
     pub async fn latest_deploy(&self) -> DbResult<Option<DeployProgress>> {
-        let row = sqlx::query_as::<_, DeployColumns>(&format!(
+        let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
             "{DEPLOY_SELECT} ORDER BY created_at DESC, updated_at DESC LIMIT 1"
-        ))
+        )))
         .fetch_optional(&self.pool)
         .await?;
         row.map(DeployProgress::try_from).transpose()

@@ -95,7 +95,7 @@ impl From<HostColumns> for HostRecord {
 impl Db {
     pub async fn hosts(&self) -> DbResult<Vec<HostRecord>> {
         let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id");
-        let rows = sqlx::query_as::<_, HostColumns>(&sql)
+        let rows = sqlx::query_as::<_, HostColumns>(super::composed(sql))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(HostRecord::from).collect())
@@ -103,7 +103,7 @@ impl Db {
 
     pub async fn host(&self, id: &str) -> DbResult<Option<HostRecord>> {
         let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1");
-        let row = sqlx::query_as::<_, HostColumns>(&sql)
+        let row = sqlx::query_as::<_, HostColumns>(super::composed(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -210,11 +210,11 @@ impl Db {
     }
 }
 
-fn report_query<'q>(
-    id: &'q str,
-    rep: &'q HostReport,
+fn report_query(
+    id: &str,
+    rep: &HostReport,
     seen: Timestamp,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     sqlx::query(
         "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
             generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,

@@ -13,6 +13,11 @@
 //! and writes later fails at once with SQLITE_BUSY when another connection wrote in
 //! between, without waiting for the busy timeout (`Db::store_output` is where this was
 //! found under load).
+//!
+//! Statements are `&'static str` literals where possible. The few put together with
+//! `format!` (a shared column list, a fixed condition, a run of `$n` placeholders, one of
+//! two column names) go through `composed`: their text comes from this module's constants
+//! only, every value is a bind parameter.
 
 mod audit;
 mod commands;
@@ -79,6 +84,14 @@ pub fn database_file(url: &str) -> Option<std::path::PathBuf> {
     }
     let options = SqliteConnectOptions::from_str(url).ok()?;
     Some(options.get_filename().to_owned())
+}
+
+/// SQL text put together in this module from its own constants (see the module docs), as
+/// sqlx takes it: sqlx accepts only literals unless a dynamic string is asserted
+/// injection-free. Never pass anything that holds a value here; bind it.
+fn composed(sql: String) -> sqlx::SqlStr {
+    use sqlx::SqlSafeStr;
+    sqlx::AssertSqlSafe(sql).into_sql_str()
 }
 
 /// Whether an error is a unique-constraint violation (one helper, not text matching at
@@ -203,6 +216,32 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(fk, 1);
+    }
+
+    /// CVE-2025-6965 (memory corruption from more aggregate terms than columns) is fixed in
+    /// SQLite 3.50.2. The library is the one libsqlite3-sys bundles (the workspace
+    /// Cargo.toml keeps it at 0.35 or newer); this checks what is actually linked, so a
+    /// lockfile or feature change that brings an older SQLite fails here.
+    #[tokio::test]
+    async fn bundled_sqlite_is_at_least_3_50_2() {
+        let (_dir, db) = db().await;
+        let version: String = sqlx::query("SELECT sqlite_version()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        let parts: Vec<u32> = version
+            .split('.')
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("SQLite version {version:?}"))
+            })
+            .collect();
+        // Numerically, part by part (as strings, "3.9.0" would pass).
+        assert!(
+            parts[..] >= [3, 50, 2][..],
+            "SQLite {version} is older than 3.50.2 (CVE-2025-6965)"
+        );
     }
 
     #[tokio::test]

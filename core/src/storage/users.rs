@@ -206,10 +206,11 @@ impl Db {
     ) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         for (column, rows) in [("totp_secret", secrets), ("totp_pending", pendings)] {
-            let sql =
-                format!("UPDATE users SET {column} = $3 WHERE username = $1 AND {column} = $2");
+            let sql = super::composed(format!(
+                "UPDATE users SET {column} = $3 WHERE username = $1 AND {column} = $2"
+            ));
             for (username, old, new) in rows {
-                sqlx::query(&sql)
+                sqlx::query(sql.clone())
                     .bind(username)
                     .bind(old)
                     .bind(new)
