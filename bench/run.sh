@@ -40,11 +40,11 @@ server_pid=
 
 start_nixdeck() { # $1: heartbeat interval the server asks for
   # fleet-sim's browsers are all one user (the admin): the per-user socket cap must not
-  # refuse them.
-  NIXDECK_MAX_SOCKETS_PER_USER=$((BROWSERS + 16)) \
+  # refuse them; its agents enroll themselves, ten thousand of them.
+  NIXDECK_MAX_SOCKETS_PER_USER=$((BROWSERS + 16)) NIXDECK_ENROLL_TOKEN_USES=0 \
   NIXDECK_LISTEN="127.0.0.1:$PORT" NIXDECK_DATABASE_URL="sqlite://$OUT/bench.db" \
     NIXDECK_ADMIN_PASSWORD="$password" NIXDECK_ENROLL_TOKEN="$enroll" \
-    NIXDECK_HEARTBEAT_INTERVAL_S="$1" NIXDECK_SITE_ROOT=target/site RUST_LOG=warn,nixdeck::hub::browser_socket=info \
+    NIXDECK_HEARTBEAT_INTERVAL_S="$1" NIXDECK_SITE_ROOT=target/site RUST_LOG=warn,nixdeck::http::ws_browser=info \
     target/release/nixdeck >>"$OUT/nixdeck.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
