@@ -15,7 +15,18 @@ use protocol::messages::BrowserEvent;
 use protocol::{decode, Decoded, Timestamp};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Whether the dashboard that started the link is still mounted. Leaving it for another
+/// page (the account page, say) disposes its store: the link, the clock and any frame
+/// already scheduled must stop touching it then.
+type Alive = Arc<AtomicBool>;
+
+fn alive(flag: &Alive) -> bool {
+    flag.load(Ordering::Relaxed)
+}
 
 /// Frames waiting for the next animation frame. A hidden tab gets no animation frames, so
 /// past this many we apply at once instead of letting the queue grow.
@@ -89,24 +100,36 @@ pub fn preconnect() {
     }
 }
 
-/// Start the link and the clock. Call once, from an effect, after hydration.
+/// Start the link and the clock. Call once, from an effect, after hydration; both stop
+/// when the effect's owner (the dashboard) is cleaned up.
 pub fn start(store: HostStore, page: PageState) {
+    let live: Alive = Arc::new(AtomicBool::new(true));
     // Offset between the server's clock and ours, fixed from each snapshot.
     let offset = Rc::new(RefCell::new(
         store.now.get_untracked().secs() as f64 - browser_now_s(),
     ));
-    {
+    let clock = {
         let offset = offset.clone();
-        set_interval(
+        set_interval_with_handle(
             move || store.tick(Timestamp((browser_now_s() + *offset.borrow()) as i64)),
             Duration::from_secs(1),
-        );
+        )
+        .ok()
+    };
+    {
+        let live = live.clone();
+        on_cleanup(move || {
+            live.store(false, Ordering::Relaxed);
+            if let Some(clock) = clock {
+                clock.clear();
+            }
+        });
     }
-    spawn_local(run(store, page, offset));
+    spawn_local(run(store, page, offset, live.clone()));
     // Once the page is up, fetch the dashboard's lazily loaded parts in the background.
     set_timeout(
         move || {
-            if !store.stale_build.get_untracked() {
+            if alive(&live) && !store.stale_build.get_untracked() {
                 crate::components::preload_lazy_parts();
             }
         },
@@ -114,23 +137,27 @@ pub fn start(store: HostStore, page: PageState) {
     );
 }
 
-async fn run(store: HostStore, page: PageState, offset: Rc<RefCell<f64>>) {
+async fn run(store: HostStore, page: PageState, offset: Rc<RefCell<f64>>, live: Alive) {
     let mut backoff = Backoff::default();
     let queue: Rc<RefCell<Vec<String>>> = Rc::default();
-    loop {
+    while alive(&live) {
         store.link.set(LinkState::Connecting);
         let early = EARLY.with(|early| early.borrow_mut().take());
         match early.map_or_else(|| WebSocket::open(&ws_url()), Ok) {
             Ok(ws) => {
                 let (_write, mut read) = ws.split();
                 while let Some(frame) = read.next().await {
+                    // The dashboard is gone: dropping the socket closes the link.
+                    if !alive(&live) {
+                        return;
+                    }
                     match frame {
                         Ok(Message::Text(text)) => {
                             if store.link.get_untracked() != LinkState::Connected {
                                 store.link.set(LinkState::Connected);
                                 backoff.reset();
                             }
-                            enqueue(store, page, &queue, &offset, text);
+                            enqueue(store, page, &queue, &offset, &live, text);
                         }
                         Ok(Message::Bytes(_)) => {
                             crate::console_debug("nixdeck: ignored a binary frame")
@@ -143,6 +170,9 @@ async fn run(store: HostStore, page: PageState, offset: Rc<RefCell<f64>>) {
                 }
             }
             Err(err) => crate::console_debug(&format!("nixdeck: cannot open link: {err}")),
+        }
+        if !alive(&live) {
+            return;
         }
         flush(store, page, &queue, &offset);
         let delay = backoff.next_delay_ms(js_sys::Math::random()).max(250);
@@ -159,6 +189,7 @@ fn enqueue(
     page: PageState,
     queue: &Rc<RefCell<Vec<String>>>,
     offset: &Rc<RefCell<f64>>,
+    live: &Alive,
     text: String,
 ) {
     let first = {
@@ -172,8 +203,12 @@ fn enqueue(
     if first >= MAX_QUEUED || !store.synced.get_untracked() {
         flush(store, page, queue, offset);
     } else if first == 1 {
-        let (queue, offset) = (queue.clone(), offset.clone());
-        request_animation_frame(move || flush(store, page, &queue, &offset));
+        let (queue, offset, live) = (queue.clone(), offset.clone(), live.clone());
+        request_animation_frame(move || {
+            if alive(&live) {
+                flush(store, page, &queue, &offset)
+            }
+        });
     }
 }
 
