@@ -317,17 +317,7 @@ pub async fn reauthenticate(
     password: &str,
     totp: Option<&str>,
 ) -> Result<()> {
-    use super::limits::{too_many, Source};
-    let source = viewer
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .map(Source::of);
-    let attempt = core
-        .limits
-        .login
-        .begin(&viewer.username, source)
-        .map_err(too_many)?;
+    let attempt = begin_attempt(core, viewer)?;
     let (checked, verdict) =
         verify_credentials(core, &viewer.username, password, totp, viewer.ip.as_deref()).await;
     core.limits.login.finish(attempt, verdict);
@@ -344,6 +334,21 @@ pub async fn reauthenticate(
         Err(e) => Err(e),
     };
     super::audit::record(core, viewer, "reauth", None, result).await
+}
+
+/// A logged-in user proving who they are again (re-authentication, a new TOTP setup) is
+/// counted like a login, per (account, source): a stolen session gets no extra guesses.
+pub(super) fn begin_attempt(core: &Core, viewer: &Viewer) -> Result<super::limits::Attempt> {
+    use super::limits::{too_many, Source};
+    let source = viewer
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .map(Source::of);
+    core.limits
+        .login
+        .begin(&viewer.username, source)
+        .map_err(too_many)
 }
 
 /// Token rotation, user management and Merge & Deploy need the user to have proved who

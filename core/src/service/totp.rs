@@ -8,7 +8,7 @@
 //! recovery code), so a session alone cannot replace the second factor; confirming one
 //! ends the user's other sessions.
 
-use super::limits::{too_many, Source, Verdict};
+use super::limits::Verdict;
 use super::{OrInternal, Result};
 use crate::secret::{constant_time_eq, new_salt, new_token, sha256_hex, SecretKey};
 use crate::storage::Db;
@@ -73,16 +73,7 @@ async fn reauthenticate(
             "Enter your password to set up two-factor authentication.".into(),
         ));
     }
-    let source = viewer
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .map(Source::of);
-    let attempt = core
-        .limits
-        .login
-        .begin(&viewer.username, source)
-        .map_err(too_many)?;
+    let attempt = super::auth::begin_attempt(core, viewer)?;
     let (result, verdict) = check_again(core, &viewer.username, password, code).await;
     core.limits.login.finish(attempt, verdict);
     result
