@@ -586,4 +586,98 @@ mod tests {
             Host::new("h", HostType::Macos)
         );
     }
+
+    /// A database made by the last release before this session's migrations (it shipped
+    /// up to `20261125000007`) upgrades in place when the server starts: every later
+    /// migration applies, the rows are kept, and the new columns read as their defaults.
+    #[tokio::test]
+    async fn a_database_from_the_previous_release_upgrades_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let released = dir.path().join("released-migrations");
+        std::fs::create_dir(&released).unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut copied = 0;
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.as_str() < "20261125000008" {
+                std::fs::copy(&path, released.join(&name)).unwrap();
+                copied += 1;
+            }
+        }
+        assert_eq!(copied, 7, "the previous release's migrations");
+        let url = format!("sqlite://{}/nixdeck.db", dir.path().display());
+        {
+            let options = SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            sqlx::migrate::Migrator::new(released.as_path())
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "INSERT INTO users (username, password_hash, role, disabled, created_at, totp_secret)
+                     VALUES ('ann', 'hash', 'operator', FALSE, 10, 'JBSWY3DPEHPK3PXP');
+                 INSERT INTO recovery_codes (username, code_hash) VALUES ('ann', 'abc123');
+                 INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at)
+                     VALUES ('s1', 'ann', 'csrf', 20, 30);
+                 INSERT INTO hosts (id, hostname, host_type, theme_color, token_hash, created_at, last_seen)
+                     VALUES ('web-1', 'web-1', 'nixos', '#7aa2f7', 'tok', 5, 40);
+                 INSERT INTO commands (id, host_id, command, status, queued_at, last_seq, completed, queued_order)
+                     VALUES ('c1', 'web-1', 'pull', 'ok', 50, 1, TRUE, 1);
+                 INSERT INTO command_output (command_id, seq, stream, line, at)
+                     VALUES ('c1', 1, 'stdout', 'Already up to date.', 51);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+
+        let db = Db::connect(&url).await.unwrap();
+        let hosts = db.hosts().await.unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].host.id, "web-1");
+        assert!(
+            !hosts[0].host.pending_approval,
+            "hosts from before were all approved"
+        );
+        assert_eq!(
+            db.host_for_token("tok").await.unwrap().as_deref(),
+            Some("web-1")
+        );
+        let session = db
+            .session("s1")
+            .await
+            .unwrap()
+            .expect("the session is kept");
+        assert_eq!(
+            (session.username.as_str(), session.role.as_str()),
+            ("ann", "operator")
+        );
+        assert_eq!(
+            session.authenticated_at, 0,
+            "an old login counts as long ago"
+        );
+        let user = db.user("ann").await.unwrap().expect("the user is kept");
+        assert_eq!(user.password_hash, "hash");
+        let totp = db.totp("ann").await.unwrap().unwrap();
+        assert_eq!(
+            totp.secret.as_deref(),
+            Some("JBSWY3DPEHPK3PXP"),
+            "sealed at start, not here"
+        );
+        let command = db
+            .command("c1")
+            .await
+            .unwrap()
+            .expect("the command is kept");
+        assert_eq!((command.status, command.last_seq), (CommandStatus::Ok, 1));
+        let lines = db.output_page("c1", 0, 10).await.unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].line, "Already up to date.");
+    }
 }
