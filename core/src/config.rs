@@ -393,7 +393,9 @@ impl Config {
             || self
                 .public_url
                 .as_deref()
-                .is_some_and(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"))
+                // `get`, not slicing: a multi-byte character there must not panic.
+                .and_then(|u| u.get(..8))
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
     }
 
     /// `max_output_mb` in bytes.
@@ -427,6 +429,17 @@ mod tests {
 
     /// A session can command every host as root: by default it lasts a working day, and
     /// the rarest, most powerful actions want the password again after ten minutes.
+    #[test]
+    fn an_https_public_url_makes_the_site_secure_and_odd_ones_do_not_panic() {
+        let secure = |url: &str| Config::parse_from(["nixdeck", "--public-url", url]).secure();
+        assert!(secure("https://deck.example.org"));
+        assert!(secure("HTTPS://deck.example.org"));
+        assert!(!secure("http://deck.example.org"));
+        assert!(!secure("httpséé://x"), "byte 8 inside a character");
+        assert!(!secure("https"));
+        assert!(!Config::parse_from(["nixdeck"]).secure());
+    }
+
     #[test]
     fn sessions_are_short_by_default() {
         let c = Config::parse_from(["nixdeck"]);
