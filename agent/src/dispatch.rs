@@ -207,6 +207,8 @@ impl Dispatch {
         }
         let checks = self.checks_unsent.then(|| StatusReport {
             checks: self.checks.current.clone(),
+            generations: None,
+            reboot_needed: None,
         });
         Due {
             frames,

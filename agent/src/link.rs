@@ -492,6 +492,8 @@ impl Link {
             device_type: cfg.device_type.clone(),
             // Any command not fully acked, so the dashboard does not mark it lost.
             running_command: self.dispatch.running_command(),
+            generations: None,
+            reboot_needed: None,
         }
     }
 
@@ -755,10 +757,7 @@ mod tests {
             .await
             .unwrap();
         // A command whose supervisor cannot start fails with the reason in its output.
-        let order = ServerMessage::Command(CommandOrder {
-            command_id: "cmd-1".into(),
-            command: CommandKind::Switch,
-        });
+        let order = ServerMessage::Command(CommandOrder::new("cmd-1", CommandKind::Switch));
         send_server(&mut ws, &order).await;
         let line = next_matching(&mut ws, Duration::from_secs(3), |m| match m {
             AgentMessage::Output(o) => Some(o),
@@ -779,10 +778,7 @@ mod tests {
         assert_eq!(done.status, AgentOutcome::Error);
         assert_eq!(done.last_seq, 1);
         // A command id that is not a plain name is refused, never used as a path.
-        let order = ServerMessage::Command(CommandOrder {
-            command_id: "../../etc".into(),
-            command: CommandKind::Refresh,
-        });
+        let order = ServerMessage::Command(CommandOrder::new("../../etc", CommandKind::Refresh));
         send_server(&mut ws, &order).await;
         let rejected = next_matching(&mut ws, Duration::from_secs(3), |m| match m {
             AgentMessage::CommandRejected(r) => Some(r),

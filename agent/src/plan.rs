@@ -187,6 +187,9 @@ impl PlanContext {
                     cwd: repo.to_owned(),
                 }])
             }
+            CommandKind::Preview | CommandKind::Boot => {
+                Err(format!("`{kind}` is not supported by this agent yet"))
+            }
             CommandKind::PullSwitch | CommandKind::Refresh | CommandKind::Restart => {
                 Err(format!("`{kind}` is not a basic command"))
             }

@@ -466,6 +466,7 @@ impl Runner {
                     exit_code: result.exit_code,
                     duration_ms: result.duration_ms,
                     last_seq: result.last_seq,
+                    result: None,
                 }));
                 held.complete_sent = true;
                 if !held.reported {

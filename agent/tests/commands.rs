@@ -753,10 +753,7 @@ async fn register(ws: &mut ServerSocket) -> Register {
 }
 
 fn command(id: &str, kind: CommandKind) -> ServerMessage {
-    ServerMessage::Command(CommandOrder {
-        command_id: id.into(),
-        command: kind,
-    })
+    ServerMessage::Command(CommandOrder::new(id, kind))
 }
 
 fn link_config(url: String, state: &Path) -> Config {

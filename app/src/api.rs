@@ -204,6 +204,8 @@ pub async fn merge_and_deploy(
         batch_size: None,
         max_failures: None,
         head_sha,
+        soak_s: None,
+        on_failure: None,
     };
     serve(|c, v| async move { service::deploy::start(&c, &v, req).await }).await
 }

@@ -263,6 +263,7 @@ pub fn deploy_host_mark(state: DeployHostState) -> &'static str {
         DeployHostState::Ok => "✓",
         DeployHostState::Error => "✗",
         DeployHostState::Skipped => "–",
+        DeployHostState::RolledBack => "↶",
     }
 }
 

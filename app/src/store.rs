@@ -603,6 +603,7 @@ pub(crate) mod tests {
                     status: CommandStatus::Ok,
                     exit_code: Some(0),
                     duration_ms: 1,
+                    result: None,
                 }),
             ];
             for e in &events {
@@ -689,6 +690,7 @@ pub(crate) mod tests {
                 status: CommandStatus::Ok,
                 exit_code: Some(0),
                 duration_ms: 3,
+                result: None,
             }));
             assert!(a.pending_command.get_untracked().is_none());
             assert_eq!(a.last_result.get_untracked(), Some(CommandStatus::Ok));
@@ -733,6 +735,7 @@ pub(crate) mod tests {
                 status: CommandStatus::Ok,
                 exit_code: Some(0),
                 duration_ms: 3,
+                result: None,
             }));
             let end = a.log.get_untracked().last().cloned().unwrap();
             assert!(end.end);

@@ -141,6 +141,8 @@ async fn session(
         location: None,
         device_type: None,
         running_command: None,
+        generations: None,
+        reboot_needed: None,
     });
     let Ok(text) = serde_json::to_string(&register) else {
         return false;

@@ -116,6 +116,13 @@ pub struct RefreshResult {
 pub struct CommandRequest {
     /// Kept as text so an unknown command gets the contract's 422 with a clear sentence.
     pub command: String,
+    /// `rollback` only: the generation to go to (None: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Addition, `switch` and `boot` only: the id of a finished `preview` of this host;
+    /// the command activates exactly the store path that preview built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +136,21 @@ pub struct CommandRecord {
     pub command: CommandKind,
     pub status: CommandStatus,
     pub exit_code: Option<i32>,
+    pub queued_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub line_count: u64,
+}
+
+/// `GET /api/commands/{id}`: one command with its result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandDetail {
+    pub command_id: String,
+    pub host_id: String,
+    pub command: CommandKind,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub result: Option<CommandResult>,
     pub queued_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
@@ -193,6 +215,25 @@ pub struct DeployRequest {
     /// `head_moved`): what is merged is what was reviewed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_sha: Option<String>,
+    /// Addition: seconds to wait after each wave succeeded before the next starts, to let
+    /// trouble show (None or 0: no wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_s: Option<u64>,
+    /// Addition: what a failed wave does (default `halt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+}
+
+wire_enum! {
+    /// What a deploy does when a wave fails.
+    #[derive(Default)]
+    pub enum OnFailure {
+        /// Stop; the hosts not yet started are skipped.
+        #[default]
+        Halt = "halt",
+        /// Also roll back the hosts of the failed wave that did switch.
+        RollbackAndHalt = "rollback-and-halt",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

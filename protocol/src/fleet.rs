@@ -244,6 +244,7 @@ mod tests {
             status: CommandStatus::Ok,
             exit_code: Some(0),
             duration_ms: 10,
+            result: None,
         }));
         assert!(!s.hosts["a"].is_busy());
         s.apply(&BrowserEvent::HostOffline(HostRef {
@@ -315,6 +316,7 @@ mod tests {
             status: CommandStatus::Ok,
             exit_code: Some(0),
             duration_ms: 1,
+            result: None,
         });
         assert_eq!(s.apply(&late), Changed::Nothing);
         assert!(s.hosts["a"].is_busy());

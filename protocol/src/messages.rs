@@ -113,6 +113,12 @@ pub struct Register {
     pub device_type: Option<String>,
     #[serde(default)]
     pub running_command: Option<RunningCommand>,
+    /// The system profile's generations (None: the agent has no profile to report, or is
+    /// older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generations: Option<Vec<Generation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_needed: Option<bool>,
 }
 
 fn default_interval() -> u32 {
@@ -150,6 +156,11 @@ pub struct StatusChecks {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub checks: StatusChecks,
+    /// Sent after every switch, boot and rollback (see `Register::generations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generations: Option<Vec<Generation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_needed: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -166,6 +177,7 @@ wire_enum! {
         Ok = "ok",
         Error = "error",
         Stopped = "stopped",
+        RolledBack = "rolled_back",
     }
 }
 
@@ -176,6 +188,8 @@ pub struct AgentCommandComplete {
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub last_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<CommandResult>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,6 +229,25 @@ pub struct Registered {
 pub struct CommandOrder {
     pub command_id: String,
     pub command: CommandKind,
+    /// `rollback`: the generation to go to (None: the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// `switch`/`boot` started from a preview: activate exactly this store path instead of
+    /// building the checkout again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_path: Option<String>,
+}
+
+impl CommandOrder {
+    /// A plain order: no generation, no store path.
+    pub fn new(command_id: impl Into<String>, command: CommandKind) -> Self {
+        CommandOrder {
+            command_id: command_id.into(),
+            command,
+            generation: None,
+            store_path: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -301,6 +334,8 @@ pub struct CommandComplete {
     pub status: CommandStatus,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<CommandResult>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -331,6 +366,9 @@ wire_enum! {
         Ok = "ok",
         Error = "error",
         Skipped = "skipped",
+        /// Addition: the host's switch failed its health gate and it put its previous
+        /// generation back. A failure.
+        RolledBack = "rolled_back",
     }
 }
 

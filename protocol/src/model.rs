@@ -117,6 +117,10 @@ wire_enum! {
         Rollback = "rollback",
         Refresh = "refresh",
         Restart = "restart",
+        /// Build the target and diff it against the current system; activate nothing.
+        Preview = "preview",
+        /// Build, set the system profile, activate at the next boot.
+        Boot = "boot",
     }
 }
 
@@ -131,6 +135,9 @@ wire_enum! {
         Timeout = "timeout",
         Lost = "lost",
         Abandoned = "abandoned",
+        /// The agent put the previous generation back: the activation or the health gate
+        /// failed. A failure wherever results are counted.
+        RolledBack = "rolled_back",
     }
 }
 
@@ -138,6 +145,83 @@ impl CommandStatus {
     pub fn is_final(self) -> bool {
         !matches!(self, CommandStatus::Queued | CommandStatus::Running)
     }
+
+    /// Whether a final status counts as success. Only `ok` does: `rolled_back` in
+    /// particular is a failure everywhere (counts, colours, deploy waves, notifications).
+    pub fn is_success(self) -> bool {
+        self == CommandStatus::Ok
+    }
+}
+
+/// One generation of the host's system profile (`<profile>-<number>-link`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub number: u64,
+    pub created_at: Timestamp,
+    pub store_path: String,
+    /// The profile points at it.
+    pub current: bool,
+    /// The machine booted it (`/run/booted-system`).
+    pub booted: bool,
+}
+
+wire_enum! {
+    /// How a package changes between two closures (`nix store diff-closures`).
+    pub enum ChangeKind {
+        Added = "added",
+        Removed = "removed",
+        Upgraded = "upgraded",
+        Downgraded = "downgraded",
+        /// Versions that do not order (several versions on a side, or the same version
+        /// rebuilt with another size).
+        Changed = "changed",
+    }
+}
+
+/// One line of `nix store diff-closures`: a package's versions before and after (None:
+/// absent on that side).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackageChange {
+    pub name: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// Addition: added, removed, upgraded, downgraded or changed (by Nix's version order).
+    pub kind: ChangeKind,
+}
+
+/// What a switch to the previewed target would change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClosureDiff {
+    pub changes: Vec<PackageChange>,
+    pub closure_bytes_before: u64,
+    pub closure_bytes_after: u64,
+    /// Addition: the target's kernel differs from the running one, so activating it
+    /// needs a reboot to take full effect.
+    #[serde(default)]
+    pub reboot_needed: bool,
+    /// Addition: changes left out to keep the frame under the agent frame limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truncated: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A command's structured result (`command_complete.result`, `GET /api/commands/{id}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// `preview`: the closure diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ClosureDiff>,
+    /// `switch`, `boot`, `rollback`: the generation the profile points at afterwards (for
+    /// `rolled_back`: the one it was put back to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Addition: the store path built (`preview`) or activated. A switch started from a
+    /// preview activates exactly this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_path: Option<String>,
 }
 
 wire_enum! {
@@ -213,6 +297,12 @@ pub struct Host {
     /// host, so their JSON is unchanged.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pending_approval: bool,
+    /// The system profile's generations, oldest first, as the agent last reported them.
+    #[serde(default)]
+    pub generations: Vec<Generation>,
+    /// The booted system's kernel differs from the current system's.
+    #[serde(default)]
+    pub reboot_needed: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -242,6 +332,8 @@ impl Host {
             repo_dir: None,
             update_status: UpdateStatus::default(),
             pending_approval: false,
+            generations: Vec::new(),
+            reboot_needed: false,
         }
     }
 

@@ -160,9 +160,11 @@ impl Visitor<'_> for VariantName {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::Role;
+    use crate::api::{OnFailure, Role};
     use crate::messages::{AgentOutcome, DeployHostState, DeployPhase};
-    use crate::model::{CheckStatus, CommandKind, CommandStatus, HostType, OutputStream};
+    use crate::model::{
+        ChangeKind, CheckStatus, CommandKind, CommandStatus, HostType, OutputStream,
+    };
     use std::collections::HashSet;
 
     /// For each enum: every variant's name parses back to it, serde writes and reads that
@@ -212,6 +214,8 @@ mod tests {
             DeployPhase,
             DeployHostState,
             Role,
+            ChangeKind,
+            OnFailure,
         );
     }
 
@@ -232,7 +236,9 @@ mod tests {
                 "update",
                 "rollback",
                 "refresh",
-                "restart"
+                "restart",
+                "preview",
+                "boot"
             ]
         );
         assert_eq!(
@@ -245,19 +251,35 @@ mod tests {
                 "stopped",
                 "timeout",
                 "lost",
-                "abandoned"
+                "abandoned",
+                "rolled_back"
             ]
         );
         assert_eq!(OutputStream::NAMES, ["stdout", "stderr"]);
-        assert_eq!(AgentOutcome::NAMES, ["ok", "error", "stopped"]);
+        assert_eq!(
+            AgentOutcome::NAMES,
+            ["ok", "error", "stopped", "rolled_back"]
+        );
         assert_eq!(
             DeployPhase::NAMES,
             ["merging", "pulling", "switching", "done", "failed"]
         );
         assert_eq!(
             DeployHostState::NAMES,
-            ["pending", "running", "ok", "error", "skipped"]
+            [
+                "pending",
+                "running",
+                "ok",
+                "error",
+                "skipped",
+                "rolled_back"
+            ]
         );
+        assert_eq!(
+            ChangeKind::NAMES,
+            ["added", "removed", "upgraded", "downgraded", "changed"]
+        );
+        assert_eq!(OnFailure::NAMES, ["halt", "rollback-and-halt"]);
         assert_eq!(Role::NAMES, ["viewer", "operator", "admin"]);
         assert_eq!(HostType::default(), HostType::Nixos);
         assert_eq!(CheckStatus::default(), CheckStatus::Unknown);

@@ -31,6 +31,11 @@ fn host_json() -> Value {
         "generation": "abc1234def", "agent_version": "0.1.0", "agent_outdated": false,
         "os_version": "24.11", "nixpkgs_version": "24.11.1234", "repo_url": null,
         "repo_dir": "/etc/nixos",
+        "generations": [
+            {"number": 41, "created_at": "2026-11-20T10:00:00Z", "store_path": "/nix/store/a-nixos-system-web-1-26.05.1", "current": false, "booted": true},
+            {"number": 42, "created_at": "2026-11-25T17:00:00Z", "store_path": "/nix/store/b-nixos-system-web-1-26.05.2", "current": true, "booted": false}
+        ],
+        "reboot_needed": true,
         "update_status": {"agent": check("ok"), "git": check("outdated"), "lock": check("error"),
                           "system": check("unknown"), "tests": {"status": "working", "message": "", "checked_at": null}}
     })
@@ -66,6 +71,20 @@ fn agent_messages() {
     round_trip::<AgentMessage>(
         json!({"type": "command_rejected", "payload": {"command_id": "c1", "reason": "busy"}}),
     );
+    // The next stage: results, rolled_back, generations after a switch.
+    round_trip::<AgentMessage>(json!({"type": "command_complete", "payload": {
+        "command_id": "c2", "status": "ok", "exit_code": 0, "duration_ms": 900, "last_seq": 9,
+        "result": {"diff": {"changes": [
+            {"name": "openssl", "old": "3.0.14", "new": "3.0.15", "kind": "upgraded"},
+            {"name": "zlib", "old": null, "new": "1.3", "kind": "added"},
+            {"name": "curl", "old": "8.1", "new": null, "kind": "removed"}],
+            "closure_bytes_before": 1416, "closure_bytes_after": 2048, "reboot_needed": false},
+            "store_path": "/nix/store/b-nixos-system-web-1-26.05.2"}}}));
+    round_trip::<AgentMessage>(json!({"type": "command_complete", "payload": {
+        "command_id": "c3", "status": "rolled_back", "exit_code": null, "duration_ms": 120000,
+        "last_seq": 20, "result": {"generation": 41}}}));
+    round_trip::<AgentMessage>(json!({"type": "status", "payload": {"checks": {},
+        "generations": host_json()["generations"].clone(), "reboot_needed": true}}));
 }
 
 #[test]
@@ -95,11 +114,17 @@ fn server_to_agent_messages() {
         "rollback",
         "refresh",
         "restart",
+        "preview",
+        "boot",
     ] {
         round_trip::<ServerMessage>(
             json!({"type": "command", "payload": {"command_id": "c", "command": c}}),
         );
     }
+    round_trip::<ServerMessage>(json!({"type": "command", "payload": {"command_id": "c",
+        "command": "rollback", "generation": 41}}));
+    round_trip::<ServerMessage>(json!({"type": "command", "payload": {"command_id": "c",
+        "command": "switch", "store_path": "/nix/store/b-nixos-system-web-1-26.05.2"}}));
     round_trip::<ServerMessage>(json!({"type": "stop", "payload": {"command_id": "c"}}));
     round_trip::<ServerMessage>(
         json!({"type": "ack", "payload": {"command_id": "c", "seq": 9, "complete": true}}),
@@ -133,7 +158,15 @@ fn browser_events() {
         "host_id": "web-1", "command_id": "c1", "command": "pull", "queued_at": "2026-11-25T17:46:03Z"}}));
     round_trip::<BrowserEvent>(json!({"type": "command_output", "payload": {
         "host_id": "web-1", "command_id": "c1", "seq": 2, "stream": "stdout", "line": "x"}}));
-    for s in ["ok", "error", "stopped", "timeout", "lost", "abandoned"] {
+    for s in [
+        "ok",
+        "error",
+        "stopped",
+        "timeout",
+        "lost",
+        "abandoned",
+        "rolled_back",
+    ] {
         round_trip::<BrowserEvent>(json!({"type": "command_complete", "payload": {
             "host_id": "web-1", "command_id": "c1", "status": s, "exit_code": 1, "duration_ms": 5}}));
     }
@@ -142,6 +175,9 @@ fn browser_events() {
         "job_id": "j1", "pr_number": 42, "phase": "switching",
         "hosts": {"a": "ok", "b": "running", "c": "pending", "d": "error", "e": "skipped"},
         "message": "2/5"}}));
+    round_trip::<BrowserEvent>(json!({"type": "command_complete", "payload": {
+        "host_id": "web-1", "command_id": "c1", "status": "ok", "exit_code": 0, "duration_ms": 5,
+        "result": {"generation": 43}}}));
 }
 
 #[test]
@@ -206,6 +242,15 @@ fn rest_bodies() {
     );
     round_trip::<HostCreated>(json!({"host": host_json(), "agent_token": "tok"}));
     round_trip::<CommandRequest>(json!({"command": "pull"}));
+    round_trip::<CommandRequest>(json!({"command": "rollback", "generation": 41}));
+    round_trip::<CommandRequest>(json!({"command": "switch", "preview_id": "c9"}));
+    round_trip::<CommandDetail>(
+        json!({"command_id": "c", "host_id": "web-1", "command": "preview",
+        "status": "ok", "exit_code": 0, "result": {"diff": {"changes": [], "closure_bytes_before": 1,
+        "closure_bytes_after": 1, "reboot_needed": false}, "store_path": "/nix/store/x"},
+        "queued_at": "2026-11-25T17:46:03Z", "started_at": "2026-11-25T17:46:04Z",
+        "finished_at": "2026-11-25T17:46:05Z", "line_count": 3}),
+    );
     round_trip::<CommandAccepted>(json!({"command_id": "c"}));
     round_trip::<AgentToken>(json!({"agent_token": "t"}));
     round_trip::<RefreshResult>(

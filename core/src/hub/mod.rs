@@ -1125,6 +1125,7 @@ mod tests {
             status: protocol::CommandStatus::Ok,
             exit_code: Some(0),
             duration_ms: 1,
+            result: None,
         });
         check(&hub, "release");
         assert_eq!(hub.fleet_counts().hosts.busy, 0);

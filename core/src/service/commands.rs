@@ -93,6 +93,8 @@ async fn start(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -
     let order = ServerMessage::Command(CommandOrder {
         command_id: command_id.clone(),
         command: kind,
+        generation: None,
+        store_path: None,
     });
     if !core.hub.send_to_agent(host_id, order) {
         let _ = core
@@ -128,6 +130,7 @@ fn release(
         status,
         exit_code,
         duration_ms,
+        result: None,
     });
 }
 
@@ -448,6 +451,7 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         AgentOutcome::Ok => CommandStatus::Ok,
         AgentOutcome::Error => CommandStatus::Error,
         AgentOutcome::Stopped => CommandStatus::Stopped,
+        AgentOutcome::RolledBack => CommandStatus::RolledBack,
     };
     let stored = match core
         .db
@@ -642,6 +646,7 @@ mod tests {
             exit_code: Some(0),
             duration_ms: 5,
             last_seq: 6,
+            result: None,
         };
         let ack = on_complete(&core, "h", &done).await.unwrap();
         assert!(ack.complete);

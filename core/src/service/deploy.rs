@@ -631,6 +631,8 @@ mod tests {
             batch_size: None,
             max_failures: None,
             head_sha: None,
+            soak_s: None,
+            on_failure: None,
         };
         assert_eq!(plan(&targets, &req), vec![targets.clone()]);
         req.canary = Some(ids(&["c"]));
