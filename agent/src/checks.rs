@@ -56,7 +56,7 @@ fn check(status: CheckStatus, message: String) -> Option<StatusCheck> {
 /// "working" while a command that decides a check runs.
 pub fn at_start(kind: CommandKind) -> StatusChecks {
     match kind {
-        CommandKind::Switch | CommandKind::PullSwitch => StatusChecks {
+        CommandKind::Switch | CommandKind::PullSwitch | CommandKind::Boot => StatusChecks {
             system: check(CheckStatus::Working, "switching".to_owned()),
             tests: None,
         },
@@ -74,8 +74,8 @@ pub fn at_start(kind: CommandKind) -> StatusChecks {
 
 /// The verdicts after a command, given the checkout's state now.
 pub fn after(spec: &Spec, result: &CommandResult, now: &RepoState) -> StatusChecks {
-    use AgentOutcome::{Error, Ok, Stopped};
-    use CommandKind::{Pull, PullSwitch, Rollback, Switch, Test, Update};
+    use AgentOutcome::{Error, Ok, RolledBack, Stopped};
+    use CommandKind::{Boot, Pull, PullSwitch, Rollback, Switch, Test, Update};
     let short = now
         .generation
         .as_deref()
@@ -102,10 +102,14 @@ pub fn after(spec: &Spec, result: &CommandResult, now: &RepoState) -> StatusChec
             CheckStatus::Outdated,
             "rolled back to the previous system generation".to_owned(),
         ),
-        (Switch | PullSwitch | Rollback, Error) => {
+        (Boot, Ok) => system(
+            CheckStatus::Outdated,
+            format!("{short} is set for the next boot, not running yet"),
+        ),
+        (Switch | PullSwitch | Rollback | Boot, Error | RolledBack) => {
             system(CheckStatus::Error, format!("{kind} failed: {why}"))
         }
-        (Switch | PullSwitch | Rollback, Stopped) => system(
+        (Switch | PullSwitch | Rollback | Boot, Stopped) => system(
             CheckStatus::Unknown,
             format!("{kind} was stopped; the system may be partly switched"),
         ),
@@ -158,6 +162,7 @@ mod tests {
             duration_ms: 1,
             last_seq: 0,
             message: message.into(),
+            result: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Command line, environment and the optional config file: the raw `Cli` and the checked
 //! `Config` the agent runs on.
 
+use crate::nix::{Activation, Health, SystemSettings};
 use crate::plan::{Checkout, CommandOverride};
 use crate::probes;
 use crate::token::{Secret, TokenSource};
@@ -124,6 +125,56 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=1_048_576)
     )]
     pub spool_limit_mb: u64,
+
+    /// How a built configuration is activated, which also picks the default flake
+    /// attribute and profile: nixos (`bin/switch-to-configuration`), darwin (nix-darwin's
+    /// `activate`) or home-manager (`activate`, as the user) [default: nixos on NixOS,
+    /// darwin on macOS]
+    #[arg(long, env = "NIXDECK_ACTIVATION", value_name = "KIND", value_parser = parse_activation)]
+    pub activation: Option<Activation>,
+
+    /// The profile switch, boot and rollback set [default: /nix/var/nix/profiles/system;
+    /// home-manager: ~/.local/state/nix/profiles/home-manager]. Its directory must exist
+    #[arg(long, env = "NIXDECK_SYSTEM_PROFILE", value_name = "PATH")]
+    pub system_profile: Option<PathBuf>,
+
+    /// The flake attribute built from the checkout; {hostname} is substituted [default:
+    /// nixosConfigurations.{hostname}.config.system.build.toplevel; darwin:
+    /// darwinConfigurations.{hostname}.system; home-manager:
+    /// homeConfigurations.{hostname}.activationPackage]
+    #[arg(long, env = "NIXDECK_FLAKE_ATTR", value_name = "ATTR")]
+    pub flake_attr: Option<String>,
+
+    /// After a switch's activation, the agent must reach the dashboard again and the
+    /// health checks must pass within this many seconds, or the previous generation is
+    /// put back
+    #[arg(
+        long,
+        env = "NIXDECK_CONFIRM_TIMEOUT_S",
+        value_name = "SECONDS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub confirm_timeout_s: u64,
+
+    /// The running system, what a preview diffs against [default: /run/current-system;
+    /// home-manager: the profile]
+    #[arg(long, env = "NIXDECK_CURRENT_SYSTEM", value_name = "PATH")]
+    pub current_system: Option<PathBuf>,
+
+    /// The system the machine booted, for reboot_needed and the booted generation
+    #[arg(
+        long,
+        env = "NIXDECK_BOOTED_SYSTEM",
+        value_name = "PATH",
+        default_value = "/run/booted-system"
+    )]
+    pub booted_system: PathBuf,
+}
+
+fn parse_activation(s: &str) -> Result<Activation, String> {
+    Activation::parse(s)
+        .ok_or_else(|| format!("`{s}` is not an activation; use nixos, darwin or home-manager"))
 }
 
 fn parse_host_type(s: &str) -> Result<HostType, String> {
@@ -151,6 +202,10 @@ pub enum ConfigError {
     NoHostname,
     #[error("cannot choose a state directory (no $HOME); set --state-dir")]
     NoStateDir,
+    #[error("cannot find the home-manager profile (no $HOME); set --system-profile")]
+    NoProfile,
+    #[error("--flake-attr is empty")]
+    EmptyFlakeAttr,
     #[error("--token is empty")]
     EmptyToken,
     #[error("`{0}` is not a branch name git would accept; set --branch")]
@@ -208,6 +263,8 @@ pub struct Config {
     pub spool_limit: u64,
     /// This binary, started again as `supervise` for each command.
     pub supervisor_exe: PathBuf,
+    /// The Nix-native switch, boot, preview and rollback (`sudo` is decided per plan).
+    pub system: SystemSettings,
 }
 
 impl Config {
@@ -269,16 +326,51 @@ impl Config {
             }),
             (None, None) => None,
         };
-        let commands = match &cli.config {
-            Some(path) => load_commands(path)?,
-            None => HashMap::new(),
+        let (commands, health) = match &cli.config {
+            Some(path) => load_file(path)?,
+            None => (HashMap::new(), Health::default()),
+        };
+        let host_type = cli.host_type.unwrap_or_else(probes::detect_host_type);
+        let activation = cli.activation.unwrap_or(match host_type {
+            HostType::Nixos => Activation::Nixos,
+            HostType::Macos => Activation::Darwin,
+        });
+        let profile = match cli.system_profile.filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => absolute(path),
+            None if activation == Activation::HomeManager => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .ok_or(ConfigError::NoProfile)?
+                .join(".local/state/nix/profiles/home-manager"),
+            None => PathBuf::from("/nix/var/nix/profiles/system"),
+        };
+        let flake_attr = match cli.flake_attr {
+            Some(attr) if attr.trim().is_empty() => return Err(ConfigError::EmptyFlakeAttr),
+            Some(attr) => attr.trim().to_owned(),
+            None => activation.default_flake_attr().to_owned(),
+        };
+        let current_system = match cli.current_system.filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => absolute(path),
+            // Home Manager has no system link: what runs is what its profile points at.
+            None if activation == Activation::HomeManager => profile.clone(),
+            None => PathBuf::from("/run/current-system"),
+        };
+        let system = SystemSettings {
+            activation,
+            profile,
+            flake_attr,
+            confirm_timeout_s: cli.confirm_timeout_s.max(1),
+            current_system,
+            booted_system: absolute(cli.booted_system),
+            health,
+            sudo: false,
         };
 
         Ok(Config {
             ws_url,
             token,
             hostname,
-            host_type: cli.host_type.unwrap_or_else(probes::detect_host_type),
+            host_type,
             interval_s: cli.interval.max(1),
             theme_color: non_empty(cli.theme_color),
             location: non_empty(cli.location),
@@ -291,6 +383,7 @@ impl Config {
             spool_limit: cli.spool_limit_mb * 1024 * 1024,
             supervisor_exe: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("nixdeck-agent")),
+            system,
         })
     }
 }
@@ -358,6 +451,9 @@ fn user_name(uid: u32) -> Option<String> {
 struct ConfigFile {
     #[serde(default)]
     commands: BTreeMap<String, CommandEntry>,
+    /// What a switch's health gate checks besides `hosts/<host>/tests/`.
+    #[serde(default)]
+    health: Health,
 }
 
 /// `switch = ["argv", …]` or `switch = { argv = […], timeout_s = 600 }`.
@@ -377,16 +473,48 @@ struct CommandTable {
 
 /// Reads `[commands]` from the config file.
 pub fn load_commands(path: &Path) -> Result<HashMap<CommandKind, CommandOverride>, ConfigError> {
+    load_file(path).map(|(commands, _)| commands)
+}
+
+/// Reads `[commands]` and `[health]` from the config file.
+pub fn load_file(
+    path: &Path,
+) -> Result<(HashMap<CommandKind, CommandOverride>, Health), ConfigError> {
     let err = |reason: String| ConfigError::File {
         path: path.display().to_string(),
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    parse_commands(&text).map_err(err)
+    let file: ConfigFile =
+        toml::from_str(&text).map_err(|e| err(e.to_string().trim().to_owned()))?;
+    check_health(&file.health).map_err(err)?;
+    let health = file.health.clone();
+    Ok((commands_of(file).map_err(err)?, health))
 }
 
+fn check_health(health: &Health) -> Result<(), String> {
+    for unit in &health.units {
+        if unit.trim().is_empty() || unit.starts_with('-') || unit.contains(char::is_whitespace) {
+            return Err(format!("health.units: `{unit}` is not a unit name"));
+        }
+    }
+    for url in &health.urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "health.urls: `{url}` is not an http:// or https:// URL"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
 fn parse_commands(text: &str) -> Result<HashMap<CommandKind, CommandOverride>, String> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+    commands_of(file)
+}
+
+fn commands_of(file: ConfigFile) -> Result<HashMap<CommandKind, CommandOverride>, String> {
     let mut commands = HashMap::new();
     for (name, entry) in file.commands {
         let kind = CommandKind::parse(&name).ok_or_else(|| {
@@ -418,13 +546,14 @@ fn parse_commands(text: &str) -> Result<HashMap<CommandKind, CommandOverride>, S
     Ok(commands)
 }
 
-const CONFIGURABLE: [CommandKind; 6] = [
+const CONFIGURABLE: [CommandKind; 7] = [
     CommandKind::Pull,
     CommandKind::Switch,
     CommandKind::PullSwitch,
     CommandKind::Test,
     CommandKind::Update,
     CommandKind::Rollback,
+    CommandKind::Boot,
 ];
 
 /// What `git check-ref-format --branch` would refuse, and anything that could pass for an

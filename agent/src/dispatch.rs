@@ -53,6 +53,9 @@ pub struct Dispatch {
     checks: Checks,
     /// The checks changed since the dashboard last heard them.
     checks_unsent: bool,
+    /// The profile's generations may have changed (a switch, boot or rollback ended):
+    /// the next `status` carries them.
+    generations_unsent: bool,
     /// Send a heartbeat with the next batch (after a command changed the checkout).
     beat_now: bool,
     restart: Option<PendingRestart>,
@@ -75,6 +78,7 @@ impl Dispatch {
             spool_limit: cfg.spool_limit,
             // SAFETY: geteuid has no preconditions and cannot fail.
             is_root: unsafe { libc::geteuid() } == 0,
+            system: cfg.system.clone(),
         };
         let checks = Checks::load(&cfg.state_dir);
         Dispatch {
@@ -82,6 +86,7 @@ impl Dispatch {
             plans,
             checks,
             checks_unsent: false,
+            generations_unsent: false,
             beat_now: false,
             restart: None,
             cloning: None,
@@ -118,7 +123,7 @@ impl Dispatch {
 
     /// Nothing to read from the spools or to send: the link need not poll.
     pub fn is_idle(&self) -> bool {
-        self.runner.is_empty() && !self.checks_unsent && !self.beat_now
+        self.runner.is_empty() && !self.checks_unsent && !self.generations_unsent && !self.beat_now
     }
 
     /// When a `restart` stops waiting for its ack and exits anyway.
@@ -205,10 +210,17 @@ impl Dispatch {
         for done in finished {
             self.on_finished(done, host).await;
         }
-        let checks = self.checks_unsent.then(|| StatusReport {
-            checks: self.checks.current.clone(),
-            generations: None,
-            reboot_needed: None,
+        let checks = (self.checks_unsent || self.generations_unsent).then(|| {
+            let (generations, reboot_needed) = if self.generations_unsent {
+                self.generations()
+            } else {
+                (None, None)
+            };
+            StatusReport {
+                checks: self.checks.current.clone(),
+                generations,
+                reboot_needed,
+            }
         });
         Due {
             frames,
@@ -221,6 +233,18 @@ impl Dispatch {
     /// The `Due::checks` went out.
     pub fn checks_sent(&mut self) {
         self.checks_unsent = false;
+        self.generations_unsent = false;
+    }
+
+    /// The system profile's generations and whether the booted kernel differs from the
+    /// running one, for `register` and `status`; None when there is no profile.
+    pub fn generations(&self) -> (Option<Vec<protocol::Generation>>, Option<bool>) {
+        let system = &self.plans.system;
+        let generations = crate::nix::generations(&system.profile, &system.booted_system);
+        let reboot_needed = generations
+            .is_some()
+            .then(|| crate::nix::reboot_needed(&system.booted_system, &system.current_system));
+        (generations, reboot_needed)
     }
 
     /// The heartbeat `Due::heartbeat` asked for went out.
@@ -245,6 +269,14 @@ impl Dispatch {
         // refresh re-sends them even when nothing changed: that is what it is for.
         self.checks_unsent |=
             changed || (spec.command == CommandKind::Refresh && !self.checks.is_empty());
+        // Whatever the outcome: even a failed switch may have rolled the profile back.
+        self.generations_unsent |= matches!(
+            spec.command,
+            CommandKind::Switch
+                | CommandKind::PullSwitch
+                | CommandKind::Boot
+                | CommandKind::Rollback
+        );
         self.beat_now = true;
     }
 
@@ -272,7 +304,7 @@ impl Dispatch {
             lock_before: before.lock_hash.clone(),
             plan: None,
         };
-        match self.plans.action(order.command) {
+        match self.plans.action_for(order) {
             Ok(Action::Supervised(plan)) => {
                 spec.plan = Some(plan);
                 self.runner.start(spec)?;

@@ -13,6 +13,7 @@ pub mod checks;
 pub mod config;
 pub mod dispatch;
 pub mod link;
+pub mod nix;
 pub mod plan;
 pub mod probes;
 pub mod repo;

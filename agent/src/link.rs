@@ -473,6 +473,7 @@ impl Link {
     async fn register_message(&mut self) -> Register {
         let (repo, nixpkgs_version) =
             tokio::join!(self.host.repo_state(), probes::nixpkgs_version());
+        let (generations, reboot_needed) = self.dispatch.generations();
         let cfg = &self.cfg;
         Register {
             hostname: cfg.hostname.clone(),
@@ -492,8 +493,8 @@ impl Link {
             device_type: cfg.device_type.clone(),
             // Any command not fully acked, so the dashboard does not mark it lost.
             running_command: self.dispatch.running_command(),
-            generations: None,
-            reboot_needed: None,
+            generations,
+            reboot_needed,
         }
     }
 
@@ -635,6 +636,7 @@ mod tests {
             // Unit tests have no agent binary to run as supervisor (tests/ do); a command
             // then fails visibly instead of running.
             supervisor_exe: dir.join("no-such-agent"),
+            system: crate::nix::SystemSettings::nixos(),
         }
     }
 

@@ -3,7 +3,9 @@
 //! `[commands]` table of the config file or from the defaults below; placeholders are
 //! substituted per element and nothing goes through a shell.
 
+use crate::nix::{Activation, SystemSettings};
 use crate::repo;
+use protocol::messages::CommandOrder;
 use protocol::{CommandKind, HostType};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +29,28 @@ pub enum Step {
     },
     /// Run every executable file in `dir`, in name order; fails if any fails.
     Tests { dir: PathBuf, cwd: PathBuf },
+    /// `nix build --no-link --json <installable>`: the built path becomes the target of
+    /// the steps that follow.
+    Build { installable: String },
+    /// Use this already built store path as the target (a switch from a preview); fails,
+    /// switching nothing, when it is gone or has no activation entry point.
+    UseStorePath { store_path: String },
+    /// `nix-env -p <profile> --set <target>`.
+    SetProfile,
+    /// Run the target's activation entry point (`bin/switch-to-configuration <mode>` on
+    /// NixOS, `activate` otherwise).
+    Activate { mode: Option<String> },
+    /// The health gate: the agent must reach the dashboard again and the checks must pass
+    /// within the confirm timeout, or the supervisor rolls back.
+    Confirm {
+        tests: Option<PathBuf>,
+        cwd: Option<PathBuf>,
+    },
+    /// Diff the target's closure against the current system (`preview`).
+    Diff,
+    /// `nix-env -p <profile> --switch-generation N`, or `--rollback` without N; the
+    /// generation it lands on becomes the target.
+    SwitchGeneration { generation: Option<u64> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +69,9 @@ pub struct Plan {
     pub timeout_s: Option<u64>,
     /// Most bytes of output kept on disk.
     pub spool_limit: u64,
+    /// For the Nix-native steps: the profile, activation and health gate settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemSettings>,
 }
 
 /// One `[commands]` entry of the config file: an argv, a timeout, or both.
@@ -72,6 +99,8 @@ pub struct PlanContext {
     pub overrides: HashMap<CommandKind, CommandOverride>,
     pub spool_limit: u64,
     pub is_root: bool,
+    /// The Nix-native switch, boot, preview and rollback.
+    pub system: SystemSettings,
 }
 
 /// How the agent carries out a command.
@@ -88,19 +117,28 @@ const NO_CHECKOUT: &str =
     "no configuration checkout: start the agent with --repo-dir or --repo-url";
 
 impl PlanContext {
-    /// The action for a command, or a sentence saying why it cannot run here.
+    /// The action for a plain command (no generation, no store path), or a sentence
+    /// saying why it cannot run here.
     pub fn action(&self, kind: CommandKind) -> Result<Action, String> {
-        let steps = match kind {
+        self.action_for(&CommandOrder::new(String::new(), kind))
+    }
+
+    /// The action for a `command` order, or a sentence saying why it cannot run here.
+    pub fn action_for(&self, order: &CommandOrder) -> Result<Action, String> {
+        let kind = order.command;
+        let (steps, native) = match kind {
             CommandKind::Refresh => return Ok(Action::Refresh),
             CommandKind::Restart => return Ok(Action::Restart),
+            CommandKind::PullSwitch if self.configured(kind) => self.steps(kind, order)?,
             CommandKind::PullSwitch => {
-                let mut steps = self.steps(CommandKind::Pull)?;
-                steps.extend(self.steps(CommandKind::Switch)?);
-                steps
+                let (mut steps, _) = self.steps(CommandKind::Pull, order)?;
+                let (switch, native) = self.steps(CommandKind::Switch, order)?;
+                steps.extend(switch);
+                (steps, native)
             }
-            kind => self.steps(kind)?,
+            kind => self.steps(kind, order)?,
         };
-        let configured = self.overrides.get(&kind).is_some_and(|o| o.argv.is_some());
+        let configured = self.configured(kind);
         let mut env = BTreeMap::new();
         // git must never wait for a password nobody can type.
         env.insert("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned());
@@ -113,12 +151,26 @@ impl PlanContext {
             );
         }
         Ok(Action::Supervised(Plan {
-            echo: !configured && steps.len() > 1,
+            echo: !configured && (native || steps.len() > 1),
             steps,
             env,
             timeout_s: self.overrides.get(&kind).and_then(|o| o.timeout_s),
             spool_limit: self.spool_limit,
+            system: native.then(|| self.system_settings()),
         }))
+    }
+
+    /// An argv in the config file replaces the default of this command.
+    fn configured(&self, kind: CommandKind) -> bool {
+        self.overrides.get(&kind).is_some_and(|o| o.argv.is_some())
+    }
+
+    /// The settings as the supervisor needs them: the attribute with the host's name in it.
+    fn system_settings(&self) -> SystemSettings {
+        let mut system = self.system.clone();
+        system.flake_attr = system.flake_attr.replace("{hostname}", &self.hostname);
+        system.sudo = !self.is_root && system.activation.needs_root();
+        system
     }
 
     fn repo_dir(&self) -> Result<&Path, String> {
@@ -128,23 +180,54 @@ impl PlanContext {
             .ok_or_else(|| NO_CHECKOUT.to_owned())
     }
 
-    /// The steps of one basic command: its configured argv, or the default.
-    fn steps(&self, kind: CommandKind) -> Result<Vec<Step>, String> {
-        if let Some(argv) = self.overrides.get(&kind).and_then(|o| o.argv.as_ref()) {
-            return Ok(vec![Step::Run {
-                argv: self.substitute(argv)?,
-                cwd: self.checkout.as_ref().map(|c| c.dir.clone()),
-            }]);
+    /// `<repo>#<attribute>`: what the Nix-native commands build.
+    fn installable(&self) -> Result<String, String> {
+        let attr = self.system.flake_attr.replace("{hostname}", &self.hostname);
+        Ok(format!("{}#{attr}", self.repo_dir()?.display()))
+    }
+
+    /// Where the target comes from: built from the checkout, or a preview's store path.
+    fn target(&self, order: &CommandOrder) -> Result<Step, String> {
+        match &order.store_path {
+            Some(store_path) => Ok(Step::UseStorePath {
+                store_path: store_path.clone(),
+            }),
+            None => Ok(Step::Build {
+                installable: self.installable()?,
+            }),
         }
-        let run_in_repo = |argv: Vec<String>| -> Result<Vec<Step>, String> {
-            Ok(vec![Step::Run {
-                argv,
-                cwd: Some(self.repo_dir()?.to_owned()),
-            }])
+    }
+
+    /// The steps of one basic command: its configured argv, or the default; and whether
+    /// they are the Nix-native steps (which need `Plan::system`).
+    fn steps(&self, kind: CommandKind, order: &CommandOrder) -> Result<(Vec<Step>, bool), String> {
+        if let Some(argv) = self.overrides.get(&kind).and_then(|o| o.argv.as_ref()) {
+            if order.store_path.is_some() {
+                // The configured command would build the checkout, not the previewed path.
+                return Err(format!(
+                    "a {kind} of a previewed store path needs the agent's own {kind}, but \
+                     [commands] in the agent's config file sets `{kind}`"
+                ));
+            }
+            return Ok((
+                vec![Step::Run {
+                    argv: self.substitute(argv)?,
+                    cwd: self.checkout.as_ref().map(|c| c.dir.clone()),
+                }],
+                false,
+            ));
+        }
+        let run_in_repo = |argv: Vec<String>| -> Result<(Vec<Step>, bool), String> {
+            Ok((
+                vec![Step::Run {
+                    argv,
+                    cwd: Some(self.repo_dir()?.to_owned()),
+                }],
+                false,
+            ))
         };
-        let flake = || -> Result<String, String> {
-            Ok(format!("{}#{}", self.repo_dir()?.display(), self.hostname))
-        };
+        let activation = self.system.activation;
+        let switch_mode = (activation == Activation::Nixos).then(|| "switch".to_owned());
         match kind {
             CommandKind::Pull => {
                 let checkout = self.checkout.as_ref().ok_or(NO_CHECKOUT)?;
@@ -161,50 +244,78 @@ impl PlanContext {
                         .into_iter()
                         .map(|argv| Step::Run { argv, cwd: None }),
                 );
-                Ok(steps)
+                Ok((steps, false))
             }
-            CommandKind::Switch => match self.host_type {
-                HostType::Nixos => {
-                    run_in_repo(self.as_root(&["nixos-rebuild", "switch", "--flake", &flake()?]))
+            CommandKind::Switch => {
+                let (tests, cwd) = match &self.checkout {
+                    Some(c) => (
+                        Some(c.dir.join("hosts").join(&self.hostname).join("tests")),
+                        Some(c.dir.clone()),
+                    ),
+                    None => (None, None),
+                };
+                Ok((
+                    vec![
+                        self.target(order)?,
+                        Step::SetProfile,
+                        Step::Activate { mode: switch_mode },
+                        Step::Confirm { tests, cwd },
+                    ],
+                    true,
+                ))
+            }
+            CommandKind::Boot => {
+                if activation != Activation::Nixos {
+                    return Err(format!(
+                        "`boot` activates a NixOS system at the next boot; this agent \
+                         activates {} configurations (--activation)",
+                        activation.as_str()
+                    ));
                 }
-                HostType::Macos => {
-                    run_in_repo(strings(&["home-manager", "switch", "--flake", &flake()?]))
-                }
-            },
-            CommandKind::Rollback => match self.host_type {
-                HostType::Nixos => {
-                    run_in_repo(self.as_root(&["nixos-rebuild", "switch", "--rollback"]))
-                }
-                HostType::Macos => Err("there is no default rollback on macOS; \
-                     set `rollback` in the [commands] table of the agent's config file"
-                    .to_owned()),
-            },
+                Ok((
+                    vec![
+                        self.target(order)?,
+                        Step::SetProfile,
+                        Step::Activate {
+                            mode: Some("boot".to_owned()),
+                        },
+                    ],
+                    true,
+                ))
+            }
+            CommandKind::Preview => Ok((
+                vec![
+                    Step::Build {
+                        installable: self.installable()?,
+                    },
+                    Step::Diff,
+                ],
+                true,
+            )),
+            CommandKind::Rollback => Ok((
+                vec![
+                    Step::SwitchGeneration {
+                        generation: order.generation,
+                    },
+                    Step::Activate { mode: switch_mode },
+                ],
+                true,
+            )),
             CommandKind::Update => run_in_repo(strings(&["nix", "flake", "update"])),
             CommandKind::Test => {
                 let repo = self.repo_dir()?;
-                Ok(vec![Step::Tests {
-                    dir: repo.join("hosts").join(&self.hostname).join("tests"),
-                    cwd: repo.to_owned(),
-                }])
-            }
-            CommandKind::Preview | CommandKind::Boot => {
-                Err(format!("`{kind}` is not supported by this agent yet"))
+                Ok((
+                    vec![Step::Tests {
+                        dir: repo.join("hosts").join(&self.hostname).join("tests"),
+                        cwd: repo.to_owned(),
+                    }],
+                    false,
+                ))
             }
             CommandKind::PullSwitch | CommandKind::Refresh | CommandKind::Restart => {
                 Err(format!("`{kind}` is not a basic command"))
             }
         }
-    }
-
-    /// `sudo -n` first when not root: -n fails at once instead of asking for a password.
-    fn as_root(&self, argv: &[&str]) -> Vec<String> {
-        let mut full = if self.is_root {
-            Vec::new()
-        } else {
-            vec!["sudo".to_owned(), "-n".to_owned()]
-        };
-        full.extend(strings(argv));
-        full
     }
 
     fn substitute(&self, argv: &[String]) -> Result<Vec<String>, String> {
@@ -257,6 +368,10 @@ mod tests {
     use super::*;
 
     fn ctx(host_type: HostType, is_root: bool) -> PlanContext {
+        let activation = match host_type {
+            HostType::Nixos => Activation::Nixos,
+            HostType::Macos => Activation::Darwin,
+        };
         PlanContext {
             hostname: "web-1".into(),
             host_type,
@@ -268,6 +383,16 @@ mod tests {
             overrides: HashMap::new(),
             spool_limit: 1 << 20,
             is_root,
+            system: SystemSettings {
+                activation,
+                profile: "/nix/var/nix/profiles/system".into(),
+                flake_attr: activation.default_flake_attr().into(),
+                confirm_timeout_s: 120,
+                current_system: "/run/current-system".into(),
+                booted_system: "/run/booted-system".into(),
+                health: Default::default(),
+                sudo: false,
+            },
         }
     }
 
@@ -290,34 +415,158 @@ mod tests {
 
     #[test]
     fn switch_defaults_per_host_type_and_user() {
-        let p = plan(&ctx(HostType::Nixos, false), CommandKind::Switch);
+        let c = ctx(HostType::Nixos, false);
+        let p = plan(&c, CommandKind::Switch);
         assert_eq!(
-            argvs(&p),
-            vec!["sudo -n nixos-rebuild switch --flake /etc/nixos#web-1"]
+            p.steps,
+            vec![
+                Step::Build {
+                    installable:
+                        "/etc/nixos#nixosConfigurations.web-1.config.system.build.toplevel".into()
+                },
+                Step::SetProfile,
+                Step::Activate {
+                    mode: Some("switch".into())
+                },
+                Step::Confirm {
+                    tests: Some("/etc/nixos/hosts/web-1/tests".into()),
+                    cwd: Some("/etc/nixos".into()),
+                },
+            ]
         );
-        assert!(!p.echo);
+        assert!(p.echo);
+        let system = p.system.unwrap();
+        assert!(
+            system.sudo,
+            "not root: the profile and activation need sudo -n"
+        );
+        assert_eq!(
+            system.flake_attr,
+            "nixosConfigurations.web-1.config.system.build.toplevel"
+        );
+        assert!(
+            !plan(&ctx(HostType::Nixos, true), CommandKind::Switch)
+                .system
+                .unwrap()
+                .sudo
+        );
+
         let p = plan(&ctx(HostType::Nixos, true), CommandKind::Rollback);
-        assert_eq!(argvs(&p), vec!["nixos-rebuild switch --rollback"]);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::SwitchGeneration { generation: None },
+                Step::Activate {
+                    mode: Some("switch".into())
+                },
+            ]
+        );
         let p = plan(&ctx(HostType::Macos, false), CommandKind::Switch);
         assert_eq!(
-            argvs(&p),
-            vec!["home-manager switch --flake /etc/nixos#web-1"]
+            p.steps[0],
+            Step::Build {
+                installable: "/etc/nixos#darwinConfigurations.web-1.system".into()
+            }
         );
+        assert_eq!(p.steps[2], Step::Activate { mode: None });
         assert!(ctx(HostType::Macos, false)
-            .action(CommandKind::Rollback)
+            .action(CommandKind::Boot)
             .is_err());
+        let mut hm = ctx(HostType::Macos, false);
+        hm.system.activation = Activation::HomeManager;
+        hm.system.flake_attr = Activation::HomeManager.default_flake_attr().into();
+        let p = plan(&hm, CommandKind::Switch);
+        assert_eq!(
+            p.steps[0],
+            Step::Build {
+                installable: "/etc/nixos#homeConfigurations.web-1.activationPackage".into()
+            }
+        );
+        assert!(
+            !p.system.unwrap().sudo,
+            "a home-manager profile is the user's"
+        );
     }
 
     #[test]
-    fn pull_switch_is_pull_then_switch_with_headers() {
-        let p = plan(&ctx(HostType::Nixos, true), CommandKind::PullSwitch);
-        let all = argvs(&p);
-        assert_eq!(all.len(), 4, "{all:?}");
-        assert!(all[0].contains(" fetch origin "), "{all:?}");
-        assert!(all[1].contains(" reset --hard origin/main"), "{all:?}");
-        assert!(all[2].contains(" clean -fd"), "{all:?}");
-        assert!(all[3].starts_with("nixos-rebuild switch"), "{all:?}");
-        assert!(p.echo);
+    fn boot_preview_and_orders_with_a_generation_or_a_store_path() {
+        let c = ctx(HostType::Nixos, true);
+        let p = plan(&c, CommandKind::Boot);
+        assert_eq!(
+            p.steps[1..],
+            [
+                Step::SetProfile,
+                Step::Activate {
+                    mode: Some("boot".into())
+                }
+            ]
+        );
+        let p = plan(&c, CommandKind::Preview);
+        assert!(matches!(p.steps[0], Step::Build { .. }));
+        assert_eq!(p.steps[1], Step::Diff);
+
+        let mut order = CommandOrder::new("x", CommandKind::Rollback);
+        order.generation = Some(7);
+        let Action::Supervised(p) = c.action_for(&order).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            p.steps[0],
+            Step::SwitchGeneration {
+                generation: Some(7)
+            }
+        );
+        let mut order = CommandOrder::new("x", CommandKind::Switch);
+        order.store_path = Some("/nix/store/abc-nixos-system".into());
+        let Action::Supervised(p) = c.action_for(&order).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            p.steps[0],
+            Step::UseStorePath {
+                store_path: "/nix/store/abc-nixos-system".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_argv_override_still_wins_over_the_nix_native_switch() {
+        let mut c = ctx(HostType::Nixos, false);
+        for kind in [CommandKind::Switch, CommandKind::Rollback] {
+            let argv = match kind {
+                CommandKind::Switch => strings(&[
+                    "nixos-rebuild",
+                    "switch",
+                    "--flake",
+                    "{repo_dir}#{hostname}",
+                ]),
+                _ => strings(&["nixos-rebuild", "switch", "--rollback"]),
+            };
+            c.overrides.insert(
+                kind,
+                CommandOverride {
+                    argv: Some(argv),
+                    timeout_s: None,
+                },
+            );
+        }
+        let p = plan(&c, CommandKind::Switch);
+        assert_eq!(
+            argvs(&p),
+            vec!["nixos-rebuild switch --flake /etc/nixos#web-1"]
+        );
+        assert!(!p.echo);
+        assert_eq!(p.system, None, "no health gate around a configured command");
+        let p = plan(&c, CommandKind::Rollback);
+        assert_eq!(argvs(&p), vec!["nixos-rebuild switch --rollback"]);
+        // pull-switch: the pull steps, then the configured switch.
+        let p = plan(&c, CommandKind::PullSwitch);
+        assert_eq!(p.steps.len(), 4);
+        assert_eq!(p.system, None);
+        // A previewed store path cannot go through a configured command.
+        let mut order = CommandOrder::new("x", CommandKind::Switch);
+        order.store_path = Some("/nix/store/abc".into());
+        assert!(c.action_for(&order).unwrap_err().contains("[commands]"));
     }
 
     #[test]

@@ -353,6 +353,9 @@ impl Runner {
             if let Err(e) = spool::write_acked(&held.dir, ack.seq) {
                 tracing::warn!(command_id = %ack.command_id, "cannot persist the ack: {e}");
             }
+            if held.is_running() {
+                confirm_reached(&held.dir, ack.seq);
+            }
         }
         if !ack.complete {
             return None;
@@ -466,7 +469,7 @@ impl Runner {
                     exit_code: result.exit_code,
                     duration_ms: result.duration_ms,
                     last_seq: result.last_seq,
-                    result: None,
+                    result: result.result.clone(),
                 }));
                 held.complete_sent = true;
                 if !held.reported {
@@ -497,6 +500,27 @@ fn adopt(dir: &Path) -> io::Result<Option<Held>> {
     Ok(Some(held))
 }
 
+/// The health gate of a switch: the supervisor wrote the seq of a line it wrote after the
+/// activation into `awaiting`. The dashboard acking that line (or a later one) proves the
+/// host reaches it after the activation, through this agent process or a restarted one;
+/// `reached` tells the supervisor so.
+fn confirm_reached(dir: &Path, acked: u64) {
+    let Ok(text) = fs::read_to_string(dir.join(spool::AWAITING)) else {
+        return;
+    };
+    let Ok(awaiting) = text.trim().parse::<u64>() else {
+        return;
+    };
+    if acked >= awaiting && !dir.join(spool::REACHED).exists() {
+        tracing::info!(dir = %dir.display(), "the dashboard has the first line after the activation");
+        if let Err(e) =
+            spool::write_atomic(&dir.join(spool::REACHED), format!("{acked}\n").as_bytes())
+        {
+            tracing::error!(dir = %dir.display(), "cannot confirm the activation: {e}");
+        }
+    }
+}
+
 /// The supervisor is gone without a result: close its spool with a visible line and an
 /// error result, so the dashboard hears the outcome instead of waiting forever.
 fn bury(held: &mut Held) -> Option<CommandResult> {
@@ -518,6 +542,7 @@ fn bury(held: &mut Held) -> Option<CommandResult> {
             duration_ms: spool::now_ms().saturating_sub(held.spec.created_ms),
             last_seq,
             message: "the command's supervisor died".to_owned(),
+            result: None,
         };
         spool::write_result(&held.dir, &result)?;
         Ok::<_, io::Error>(result)
@@ -571,6 +596,7 @@ fn finish_with_lines(
         duration_ms: spool::now_ms().saturating_sub(spec.created_ms),
         last_seq,
         message,
+        result: None,
     };
     spool::write_result(dir, &result)?;
     Ok(result)

@@ -11,6 +11,8 @@
 //! | `stop` | agent | exists = stop requested |
 //! | `acked` | agent | the last seq the dashboard acked |
 //! | `supervisor.log` | supervisor | its own diagnostics (stderr) |
+//! | `awaiting` | supervisor | health gate: the seq of the line written after the activation |
+//! | `reached` | agent | health gate: the dashboard acked that line (or a later one) |
 
 use crate::plan::Plan;
 use protocol::messages::AgentOutcome;
@@ -29,6 +31,8 @@ pub const RESULT: &str = "result";
 pub const STOP: &str = "stop";
 pub const ACKED: &str = "acked";
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
+pub const AWAITING: &str = "awaiting";
+pub const REACHED: &str = "reached";
 
 /// The longest line sent in one record; longer lines become several records.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -69,6 +73,10 @@ pub struct CommandResult {
     /// One sentence for the status checks: what failed, or how many tests passed.
     #[serde(default)]
     pub message: String,
+    /// The structured result for `command_complete.result` (closure diff, generation,
+    /// store path), kept here so it survives agent restarts like the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<protocol::CommandResult>,
 }
 
 pub fn now_ms() -> u64 {

@@ -9,17 +9,18 @@
 //! die with it. Whatever a step leaves behind in its group is ended the same way when the
 //! step finishes.
 
+use crate::nix::{self, SystemSettings};
 use crate::plan::{display_argv, Plan, Step};
 use crate::repo;
 use crate::spool::{self, CommandResult, Spec, SpoolWriter};
 use protocol::messages::AgentOutcome;
-use protocol::OutputStream;
+use protocol::{ClosureDiff, OutputStream};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,10 +158,14 @@ async fn supervise(dir: &Path) -> io::Result<CommandResult> {
         halt,
         env: plan.env.clone(),
         _halt_tx: halt_tx,
+        dir: dir.to_owned(),
+        sys: plan.system.clone().map(SystemRun::new),
+        unhaltable: false,
     };
+    run.record_previous();
     let end = run.plan(&plan).await;
 
-    let (status, exit_code, message) = match end {
+    let (mut status, mut exit_code, mut message) = match end {
         StepEnd::Ok { exit_code, message } => {
             (AgentOutcome::Ok, exit_code, message.unwrap_or_default())
         }
@@ -184,6 +189,15 @@ async fn supervise(dir: &Path) -> io::Result<CommandResult> {
             (AgentOutcome::Error, exit_code, message)
         }
     };
+    if status != AgentOutcome::Ok && run.sys.as_ref().is_some_and(|s| s.moved) {
+        // Nothing half-switched stays: the profile (and the activation, if one ran) go
+        // back to the generation current when the command started.
+        (status, message) = run.undo(status, message).await;
+        if status == AgentOutcome::RolledBack {
+            exit_code = exit_code.or(Some(1));
+        }
+    }
+    let result = run.sys.as_ref().map(|sys| sys.result(status));
     let last_seq = run.writer.finish()?;
     Ok(CommandResult {
         status,
@@ -191,6 +205,7 @@ async fn supervise(dir: &Path) -> io::Result<CommandResult> {
         duration_ms: started.elapsed().as_millis() as u64,
         last_seq,
         message,
+        result,
     })
 }
 
@@ -244,6 +259,84 @@ struct Supervisor {
     env: BTreeMap<String, String>,
     /// Keeps the channel open, so `halt` never reports "closed".
     _halt_tx: Arc<watch::Sender<Option<Halt>>>,
+    /// The command's directory (the health gate's `awaiting` and `reached` files).
+    dir: PathBuf,
+    /// The Nix-native steps' state, for a plan that has them.
+    sys: Option<SystemRun>,
+    /// Set while rolling back: a stop or timeout must not cut the rollback short, or the
+    /// host would be left half-switched.
+    unhaltable: bool,
+}
+
+/// What the Nix-native steps of one command did so far.
+struct SystemRun {
+    settings: SystemSettings,
+    /// The generation current when the command started, and its store path: what a
+    /// failed switch goes back to.
+    previous: Option<(u64, PathBuf)>,
+    /// The store path the steps work on (built, previewed, or the generation switched to).
+    target: Option<String>,
+    /// The activation mode used (`switch`, `boot`; None for `activate`).
+    mode: Option<String>,
+    /// The profile was changed by this command.
+    moved: bool,
+    /// An activation was started.
+    activated: bool,
+    diff: Option<ClosureDiff>,
+}
+
+impl SystemRun {
+    fn new(settings: SystemSettings) -> Self {
+        SystemRun {
+            settings,
+            previous: None,
+            target: None,
+            mode: None,
+            moved: false,
+            activated: false,
+            diff: None,
+        }
+    }
+
+    /// `sudo -n` first when the profile and activation need root and we are not.
+    fn argv(&self, argv: &[&str]) -> Vec<String> {
+        let mut full = Vec::new();
+        if self.settings.sudo {
+            full.extend(["sudo".to_owned(), "-n".to_owned()]);
+        }
+        full.extend(argv.iter().map(|s| (*s).to_owned()));
+        full
+    }
+
+    fn activation_argv(&self, path: &str, mode: Option<&str>) -> Vec<String> {
+        let entry = format!(
+            "{}/{}",
+            path.trim_end_matches('/'),
+            self.settings.activation.entry_point()
+        );
+        let mut argv = vec![entry.as_str()];
+        argv.extend(mode);
+        self.argv(&argv)
+    }
+
+    /// The structured result: the generation the profile is at now and its store path
+    /// (the built target for a preview, with the diff).
+    fn result(&self, status: AgentOutcome) -> protocol::CommandResult {
+        let now = nix::current_generation(&self.settings.profile);
+        let store_path = match (&self.diff, status) {
+            (Some(_), _) => self.target.clone(),
+            _ => now.as_ref().map(|(_, p)| p.display().to_string()),
+        };
+        protocol::CommandResult {
+            diff: self.diff.clone(),
+            generation: if self.diff.is_some() {
+                None
+            } else {
+                now.map(|(n, _)| n)
+            },
+            store_path,
+        }
+    }
 }
 
 impl Supervisor {
@@ -268,6 +361,17 @@ impl Supervisor {
                 }
                 Step::Clone { url, branch, dir } => self.clone(url, branch, dir, plan.echo).await,
                 Step::Tests { dir, cwd } => self.tests(dir, cwd).await,
+                Step::Build { installable } => self.build(installable, plan.echo).await,
+                Step::UseStorePath { store_path } => self.use_store_path(store_path),
+                Step::SetProfile => self.set_profile(plan.echo).await,
+                Step::Activate { mode } => self.activate(mode.as_deref(), plan.echo).await,
+                Step::Confirm { tests, cwd } => {
+                    self.confirm(tests.as_deref(), cwd.as_deref()).await
+                }
+                Step::Diff => self.diff(plan.echo).await,
+                Step::SwitchGeneration { generation } => {
+                    self.switch_generation(*generation, plan.echo).await
+                }
             };
             match end {
                 StepEnd::Ok { .. } => last = end,
@@ -291,7 +395,7 @@ impl Supervisor {
     }
 
     async fn run_step(&mut self, argv: &[String], cwd: Option<&Path>) -> StepEnd {
-        match self.run(argv, cwd).await {
+        match self.run(argv, cwd, None).await {
             Ran::Exited(status) if status.success() => StepEnd::Ok {
                 exit_code: Some(0),
                 message: None,
@@ -415,7 +519,7 @@ impl Supervisor {
         for (name, path) in &tests {
             let argv = vec![path.display().to_string()];
             self.header(&argv);
-            match self.run(&argv, Some(cwd)).await {
+            match self.run(&argv, Some(cwd), None).await {
                 Ran::Exited(status) if status.success() => {}
                 Ran::Exited(status) => {
                     self.note(&format!(
@@ -464,8 +568,13 @@ impl Supervisor {
     }
 
     /// Runs one process in its own group, writing its output line by line, until it and
-    /// its pipes are done; ends the group on halt.
-    async fn run(&mut self, argv: &[String], cwd: Option<&Path>) -> Ran {
+    /// its pipes are done; ends the group on halt. `capture` gets a copy of every line.
+    async fn run(
+        &mut self,
+        argv: &[String],
+        cwd: Option<&Path>,
+        mut capture: Option<&mut Vec<(OutputStream, String)>>,
+    ) -> Ran {
         let Some(program) = argv.first() else {
             return Ran::CannotStart("empty command line".to_owned());
         };
@@ -500,6 +609,7 @@ impl Supervisor {
             tokio::spawn(read_lines(err, OutputStream::Stderr, tx));
         }
 
+        let unhaltable = self.unhaltable;
         let halt_rx = &mut self.halt;
         let writer = &mut self.writer;
         let mut status: Option<ExitStatus> = None;
@@ -519,6 +629,9 @@ impl Supervisor {
                     Some((stream, bytes)) => {
                         let text = String::from_utf8_lossy(&bytes);
                         let text = text.strip_suffix('\r').unwrap_or(&text);
+                        if let Some(capture) = capture.as_mut() {
+                            capture.push((stream, text.to_owned()));
+                        }
                         if let Err(err) = writer.line(stream, text) {
                             // Keep the command going: a full disk must not break a switch.
                             if !write_failed {
@@ -533,7 +646,7 @@ impl Supervisor {
                     status = Some(exited.unwrap_or_else(|_| ExitStatus::from_raw(1 << 8)));
                     linger_until = Some(Instant::now() + LINGER);
                 }
-                why = halt_rx.wait_for(Option::is_some), if halted.is_none() => {
+                why = halt_rx.wait_for(Option::is_some), if halted.is_none() && !unhaltable => {
                     halted = why.ok().and_then(|h| *h);
                     signal_group(group, libc::SIGTERM);
                     kill_at = Some(Instant::now() + KILL_AFTER);
@@ -650,4 +763,611 @@ fn short(argv: &[String]) -> String {
         let cut: String = full.chars().take(197).collect();
         format!("{cut}...")
     }
+}
+
+// ---------------------------------------------------------------- Nix-native steps
+
+/// How often the health gate looks for the agent's `reached` file.
+const REACHED_POLL: Duration = Duration::from_millis(200);
+/// A health URL must answer within this.
+const URL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The last `error:` line Nix printed (its message), else the last line of stderr.
+fn nix_error(lines: &[(OutputStream, String)]) -> Option<String> {
+    let stderr = || lines.iter().filter(|(s, _)| *s == OutputStream::Stderr);
+    let line = stderr()
+        .map(|(_, l)| nix::strip_ansi(l))
+        .filter(|l| l.trim_start().starts_with("error:"))
+        .last()
+        .or_else(|| stderr().map(|(_, l)| nix::strip_ansi(l)).last())?;
+    let line = line.trim();
+    Some(line.chars().take(300).collect())
+}
+
+fn stdout_text(lines: &[(OutputStream, String)]) -> String {
+    lines
+        .iter()
+        .filter(|(s, _)| *s == OutputStream::Stdout)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect()
+}
+
+impl Supervisor {
+    fn sys(&self) -> &SystemRun {
+        self.sys
+            .as_ref()
+            .expect("Nix-native steps come only in plans with system settings")
+    }
+
+    fn sys_mut(&mut self) -> &mut SystemRun {
+        self.sys
+            .as_mut()
+            .expect("Nix-native steps come only in plans with system settings")
+    }
+
+    /// Notes the generation current at the start: "previous" for a failed switch is
+    /// this one, not merely the next lower number (an operator may have rolled back).
+    fn record_previous(&mut self) {
+        let Some(sys) = self.sys.as_mut() else {
+            return;
+        };
+        sys.previous = nix::current_generation(&sys.settings.profile);
+        let line = match &sys.previous {
+            Some((n, path)) => format!(
+                "[nixdeck-agent: {} is at generation {n} ({})]",
+                sys.settings.profile.display(),
+                path.display()
+            ),
+            None => format!(
+                "[nixdeck-agent: {} has no generation yet]",
+                sys.settings.profile.display()
+            ),
+        };
+        self.note(&line);
+    }
+
+    /// Runs one Nix process, its output in the log and captured; a failure names the
+    /// command and Nix's own error line.
+    async fn nix_run(
+        &mut self,
+        argv: &[String],
+        echo: bool,
+    ) -> Result<Vec<(OutputStream, String)>, StepEnd> {
+        if echo {
+            self.header(argv);
+        }
+        let mut lines = Vec::new();
+        match self.run(argv, None, Some(&mut lines)).await {
+            Ran::Exited(status) if status.success() => Ok(lines),
+            Ran::Exited(status) => {
+                let mut message = format!("`{}` {}", short(argv), describe(status));
+                if let Some(error) = nix_error(&lines) {
+                    message = format!("{message}: {error}");
+                }
+                Err(StepEnd::Failed {
+                    exit_code: status.code(),
+                    message,
+                })
+            }
+            Ran::CannotStart(message) => Err(StepEnd::Failed {
+                exit_code: None,
+                message,
+            }),
+            Ran::Halted(halt, status) => Err(StepEnd::Halted {
+                halt,
+                exit_code: status.and_then(|s| s.code()),
+            }),
+        }
+    }
+
+    fn ok() -> StepEnd {
+        StepEnd::Ok {
+            exit_code: Some(0),
+            message: None,
+        }
+    }
+
+    fn failed(message: String) -> StepEnd {
+        StepEnd::Failed {
+            exit_code: None,
+            message,
+        }
+    }
+
+    /// `nix build --no-link --json`: the one form every Nix since 2.4 has (2.8 lacks
+    /// `--print-out-paths`); the path is `[0].outputs.out` of its JSON.
+    async fn build(&mut self, installable: &str, echo: bool) -> StepEnd {
+        let argv: Vec<String> = ["nix", "build", "--no-link", "--json", installable]
+            .map(str::to_owned)
+            .to_vec();
+        let lines = match self.nix_run(&argv, echo).await {
+            Ok(lines) => lines,
+            Err(end) => return end,
+        };
+        let json = stdout_text(&lines);
+        let path = serde_json::from_str::<serde_json::Value>(&json)
+            .ok()
+            .and_then(|v| v[0]["outputs"]["out"].as_str().map(str::to_owned));
+        match path {
+            Some(path) => {
+                self.note(&format!("[nixdeck-agent: built {path}]"));
+                self.sys_mut().target = Some(path);
+                Self::ok()
+            }
+            None => Self::failed(format!(
+                "`nix build` printed no output path: {}",
+                json.trim().chars().take(300).collect::<String>()
+            )),
+        }
+    }
+
+    /// A preview's store path: activated as it is, never rebuilt, so what was reviewed
+    /// is what runs. Checked before anything changes.
+    fn use_store_path(&mut self, store_path: &str) -> StepEnd {
+        let path = Path::new(store_path);
+        let entry = self.sys().settings.activation.entry_point();
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Self::failed(format!(
+                "the previewed store path `{store_path}` is not an absolute store path; nothing was switched"
+            ));
+        }
+        if !path.exists() {
+            return Self::failed(format!(
+                "the previewed store path {store_path} does not exist (garbage-collected?); \
+                 nothing was switched: run the preview again"
+            ));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let executable = fs::metadata(path.join(entry))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            return Self::failed(format!(
+                "{store_path} has no executable {entry}, so it is not a system this agent can \
+                 activate; nothing was switched"
+            ));
+        }
+        self.note(&format!(
+            "[nixdeck-agent: activating the previewed {store_path}; not building]"
+        ));
+        self.sys_mut().target = Some(store_path.to_owned());
+        Self::ok()
+    }
+
+    /// `nix-env -p <profile> --set <target>`. A profile whose directory is missing is
+    /// Nix's error, never created here: a typo must not become a new profile.
+    async fn set_profile(&mut self, echo: bool) -> StepEnd {
+        let sys = self.sys();
+        let Some(target) = sys.target.clone() else {
+            return Self::failed("nothing was built to set the profile to".to_owned());
+        };
+        let profile = sys.settings.profile.display().to_string();
+        let argv = sys.argv(&["nix-env", "-p", &profile, "--set", &target]);
+        if let Err(end) = self.nix_run(&argv, echo).await {
+            return end;
+        }
+        self.sys_mut().moved = true;
+        match nix::current_generation(&self.sys().settings.profile) {
+            Some((n, _)) => self.note(&format!("[nixdeck-agent: {profile} is now generation {n}]")),
+            None => self.note(&format!("[nixdeck-agent: {profile} is set]")),
+        }
+        Self::ok()
+    }
+
+    async fn activate(&mut self, mode: Option<&str>, echo: bool) -> StepEnd {
+        let Some(target) = self.sys().target.clone() else {
+            return Self::failed("nothing to activate".to_owned());
+        };
+        let argv = self.sys().activation_argv(&target, mode);
+        {
+            let sys = self.sys_mut();
+            sys.mode = mode.map(str::to_owned);
+            sys.activated = true;
+        }
+        match self.nix_run(&argv, echo).await {
+            Ok(_) => Self::ok(),
+            Err(StepEnd::Failed { exit_code, message }) => StepEnd::Failed {
+                exit_code,
+                message: format!("the activation failed: {message}"),
+            },
+            Err(end) => end,
+        }
+    }
+
+    /// `nix-env -p <profile> --switch-generation N` (or `--rollback`); the generation
+    /// it lands on becomes the target to activate.
+    async fn switch_generation(&mut self, generation: Option<u64>, echo: bool) -> StepEnd {
+        let sys = self.sys();
+        let profile = sys.settings.profile.display().to_string();
+        let number = generation.map(|n| n.to_string());
+        let argv = match &number {
+            Some(n) => sys.argv(&["nix-env", "-p", &profile, "--switch-generation", n]),
+            None => sys.argv(&["nix-env", "-p", &profile, "--rollback"]),
+        };
+        if let Err(end) = self.nix_run(&argv, echo).await {
+            return end;
+        }
+        let now = nix::current_generation(&self.sys().settings.profile);
+        let moved = now.as_ref().map(|(n, _)| *n) != self.sys().previous.as_ref().map(|(n, _)| *n);
+        match now {
+            Some((n, path)) => {
+                self.note(&format!(
+                    "[nixdeck-agent: {profile} is now generation {n} ({})]",
+                    path.display()
+                ));
+                let sys = self.sys_mut();
+                sys.moved |= moved;
+                sys.target = Some(path.display().to_string());
+                Self::ok()
+            }
+            None => Self::failed(format!("{profile} points at no generation")),
+        }
+    }
+
+    /// The health gate. Writes a line after the activation and its seq to `awaiting`;
+    /// the agent writes `reached` once the dashboard acked it. Meanwhile the host's
+    /// checks run. Both must succeed within the confirm timeout, or the step fails and
+    /// the command rolls back (see `undo`), with or without an agent.
+    async fn confirm(&mut self, tests: Option<&Path>, cwd: Option<&Path>) -> StepEnd {
+        let timeout_s = self.sys().settings.confirm_timeout_s;
+        let deadline = Instant::now() + Duration::from_secs(timeout_s);
+        let generation = nix::current_generation(&self.sys().settings.profile)
+            .map_or_else(|| "?".to_owned(), |(n, _)| n.to_string());
+        let _ = fs::remove_file(self.dir.join(spool::REACHED));
+        self.note(&format!(
+            "[nixdeck-agent: activated generation {generation}; waiting up to {timeout_s} s for \
+             the agent to reach the dashboard and the health checks to pass]"
+        ));
+        let seq = self.writer.last_seq();
+        let _ = self.writer.flush();
+        if let Err(err) = spool::write_atomic(
+            &self.dir.join(spool::AWAITING),
+            format!("{seq}\n").as_bytes(),
+        ) {
+            return Self::failed(format!("cannot start the health gate: {err}"));
+        }
+
+        if let Err(end) = self.health_checks(tests, cwd).await {
+            return end;
+        }
+
+        while !self.dir.join(spool::REACHED).exists() {
+            if let Some(halt) = *self.halt.borrow() {
+                return StepEnd::Halted {
+                    halt,
+                    exit_code: None,
+                };
+            }
+            if Instant::now() >= deadline {
+                return Self::failed(format!(
+                    "the agent did not reach the dashboard within {timeout_s} s after the activation"
+                ));
+            }
+            time::sleep(REACHED_POLL).await;
+        }
+        self.note(&format!(
+            "[nixdeck-agent: generation {generation} confirmed: the agent reached the dashboard \
+             and the health checks passed]"
+        ));
+        Self::ok()
+    }
+
+    /// The tests in `hosts/<host>/tests/` (when the directory exists), then the units
+    /// and URLs of `[health]`.
+    async fn health_checks(
+        &mut self,
+        tests: Option<&Path>,
+        cwd: Option<&Path>,
+    ) -> Result<(), StepEnd> {
+        if let (Some(dir), Some(cwd)) = (tests, cwd) {
+            if dir.is_dir() {
+                match self.tests(dir, cwd).await {
+                    StepEnd::Ok { .. } => {}
+                    StepEnd::Failed { exit_code, message } => {
+                        return Err(StepEnd::Failed {
+                            exit_code,
+                            message: format!("health check failed: {message}"),
+                        })
+                    }
+                    halted => return Err(halted),
+                }
+            }
+        }
+        let health = self.sys().settings.health.clone();
+        for unit in &health.units {
+            let argv: Vec<String> = vec!["systemctl".into(), "is-active".into(), unit.clone()];
+            self.header(&argv);
+            match self.run(&argv, None, None).await {
+                Ran::Exited(status) if status.success() => {}
+                Ran::Exited(_) | Ran::CannotStart(_) => {
+                    return Err(Self::failed(format!(
+                        "health check failed: unit {unit} is not active"
+                    )))
+                }
+                Ran::Halted(halt, status) => {
+                    return Err(StepEnd::Halted {
+                        halt,
+                        exit_code: status.and_then(|s| s.code()),
+                    })
+                }
+            }
+        }
+        for url in &health.urls {
+            let verdict = if url.starts_with("http://") {
+                http_get(url).await
+            } else {
+                // TLS needs a client the agent does not carry: curl does it.
+                let argv: Vec<String> =
+                    ["curl", "-fsS", "--max-time", "10", "-o", "/dev/null", url]
+                        .map(str::to_owned)
+                        .to_vec();
+                self.header(&argv);
+                match self.run(&argv, None, None).await {
+                    Ran::Exited(status) if status.success() => Ok("2xx".to_owned()),
+                    Ran::Exited(status) => Err(format!("curl {}", describe(status))),
+                    Ran::CannotStart(message) => Err(message),
+                    Ran::Halted(halt, status) => {
+                        return Err(StepEnd::Halted {
+                            halt,
+                            exit_code: status.and_then(|s| s.code()),
+                        })
+                    }
+                }
+            };
+            match verdict {
+                Ok(status) => {
+                    self.note(&format!("[nixdeck-agent: health: {url} answered {status}]"))
+                }
+                Err(why) => {
+                    return Err(Self::failed(format!(
+                        "health check failed: {url} did not answer 2xx ({why})"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A preview: `nix store diff-closures <current> <target>`, closure sizes, and whether
+    /// the kernel changes. No current system: everything is added, from nothing.
+    async fn diff(&mut self, echo: bool) -> StepEnd {
+        let Some(target) = self.sys().target.clone() else {
+            return Self::failed("nothing was built to diff".to_owned());
+        };
+        let current = fs::canonicalize(&self.sys().settings.current_system).ok();
+        let current_text = current.as_ref().map(|p| p.display().to_string());
+        let nix = |args: &[&str]| -> Vec<String> {
+            std::iter::once("nix")
+                .chain(args.iter().copied())
+                .map(str::to_owned)
+                .collect()
+        };
+        let changes = match &current_text {
+            Some(current) => {
+                let lines = match self
+                    .nix_run(&nix(&["store", "diff-closures", current, &target]), echo)
+                    .await
+                {
+                    Ok(lines) => lines,
+                    Err(end) => return end,
+                };
+                match nix::parse_diff_closures(&stdout_text(&lines)) {
+                    Ok(changes) => changes,
+                    Err(bad) => {
+                        return Self::failed(format!(
+                            "cannot read this line of `nix store diff-closures`: {bad}"
+                        ))
+                    }
+                }
+            }
+            None => {
+                self.note(&format!(
+                    "[nixdeck-agent: {} does not exist: everything in the closure is new]",
+                    self.sys().settings.current_system.display()
+                ));
+                let lines = match self
+                    .nix_run(&nix(&["path-info", "-r", &target]), echo)
+                    .await
+                {
+                    Ok(lines) => lines,
+                    Err(end) => return end,
+                };
+                nix::all_added(&stdout_text(&lines))
+            }
+        };
+        let mut sizes = Vec::new();
+        for path in current_text.iter().chain(std::iter::once(&target)) {
+            let lines = match self.nix_run(&nix(&["path-info", "-S", path]), echo).await {
+                Ok(lines) => lines,
+                Err(end) => return end,
+            };
+            let text = stdout_text(&lines);
+            match nix::parse_path_info_size(&text) {
+                Some(size) => sizes.push(size),
+                None => {
+                    return Self::failed(format!(
+                        "cannot read the closure size from `nix path-info -S`: {}",
+                        text.trim()
+                    ))
+                }
+            }
+        }
+        let (before, after) = match sizes[..] {
+            [before, after] => (before, after),
+            [after] => (0, after),
+            _ => (0, 0),
+        };
+        let reboot_needed = current
+            .as_deref()
+            .is_some_and(|c| nix::boot_differs(c, Path::new(&target)));
+        let mut diff = ClosureDiff {
+            changes,
+            closure_bytes_before: before,
+            closure_bytes_after: after,
+            reboot_needed,
+            truncated: 0,
+        };
+        nix::cap_changes(&mut diff);
+        let mut summary = format!(
+            "[nixdeck-agent: {} package changes; closure {} → {} bytes",
+            diff.changes.len() as u64 + diff.truncated,
+            before,
+            after
+        );
+        if reboot_needed {
+            summary.push_str("; the kernel changes: a reboot is needed");
+        }
+        summary.push(']');
+        self.note(&summary);
+        self.sys_mut().diff = Some(diff);
+        StepEnd::Ok {
+            exit_code: Some(0),
+            message: None,
+        }
+    }
+
+    /// Puts the generation current at the start back after a failure, and its
+    /// activation if an activation ran. Returns the final status and message:
+    /// `rolled_back` when an activation ran and was undone, `error` when only the
+    /// profile had moved (nothing ran that needed undoing) or the undo failed.
+    async fn undo(&mut self, status: AgentOutcome, message: String) -> (AgentOutcome, String) {
+        self.unhaltable = true;
+        let sys = self.sys();
+        let Some((previous, previous_path)) = sys.previous.clone() else {
+            self.note(
+                "[nixdeck-agent: the profile had no generation before this command, so there \
+                 is nothing to roll back to]",
+            );
+            return (
+                AgentOutcome::Error,
+                format!(
+                    "{message}; nothing to roll back to: the profile had no earlier generation"
+                ),
+            );
+        };
+        let activated = sys.activated;
+        let mode = sys.mode.clone();
+        let profile = sys.settings.profile.display().to_string();
+        let why = match status {
+            AgentOutcome::Stopped => "the command was stopped".to_owned(),
+            _ => message.clone(),
+        };
+        self.note(&format!(
+            "[nixdeck-agent: {why}; rolling back to generation {previous}]"
+        ));
+        let n = previous.to_string();
+        let argv = self
+            .sys()
+            .argv(&["nix-env", "-p", &profile, "--switch-generation", &n]);
+        if let Err(end) = self.nix_run(&argv, true).await {
+            let reason = match end {
+                StepEnd::Failed { message, .. } => message,
+                _ => "interrupted".to_owned(),
+            };
+            self.note(&format!("[nixdeck-agent: the rollback failed: {reason}]"));
+            return (
+                AgentOutcome::Error,
+                format!("{message}; putting generation {previous} back failed: {reason}"),
+            );
+        }
+        if !activated {
+            self.note(&format!(
+                "[nixdeck-agent: {profile} is back at generation {previous}; nothing had been activated]"
+            ));
+            return (
+                if status == AgentOutcome::Stopped {
+                    AgentOutcome::Stopped
+                } else {
+                    AgentOutcome::Error
+                },
+                format!("{message}; the profile was put back to generation {previous}"),
+            );
+        }
+        let path = previous_path.display().to_string();
+        let argv = self.sys().activation_argv(&path, mode.as_deref());
+        if let Err(end) = self.nix_run(&argv, true).await {
+            let reason = match end {
+                StepEnd::Failed { message, .. } => message,
+                _ => "interrupted".to_owned(),
+            };
+            self.note(&format!(
+                "[nixdeck-agent: the profile is back at generation {previous}, but its activation failed: {reason}]"
+            ));
+            return (
+                AgentOutcome::Error,
+                format!(
+                    "{message}; generation {previous} is set again but its activation failed: {reason}"
+                ),
+            );
+        }
+        self.note(&format!(
+            "[nixdeck-agent: rolled back to generation {previous}]"
+        ));
+        (
+            AgentOutcome::RolledBack,
+            format!("{why}; rolled back to generation {previous}"),
+        )
+    }
+}
+
+/// A plain-HTTP GET with a 10 s limit; Ok with the status line's code when it is 2xx.
+/// Small on purpose: the agent carries no HTTP client, and a health URL on the host
+/// itself needs no more (https:// goes through curl).
+async fn http_get(url: &str) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    };
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let address = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: nixdeck-agent\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.contains(&b'\n') && head.len() < 8192 {
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&head);
+        let status = line
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| "no HTTP status line".to_owned())?;
+        if (200..300).contains(&status) {
+            Ok(status.to_string())
+        } else {
+            Err(format!("status {status}"))
+        }
+    };
+    time::timeout(URL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} s", URL_TIMEOUT.as_secs()))?
 }

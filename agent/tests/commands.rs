@@ -45,6 +45,7 @@ fn plan(steps: Vec<Step>, spool_limit: u64) -> Plan {
         env: Default::default(),
         timeout_s: None,
         spool_limit,
+        system: None,
     }
 }
 
@@ -454,6 +455,7 @@ fn context(checkout: Checkout) -> PlanContext {
         overrides: HashMap::new(),
         spool_limit: 64 << 20,
         is_root: false,
+        system: nixdeck_agent::nix::SystemSettings::nixos(),
     }
 }
 
@@ -794,6 +796,7 @@ fn link_config(url: String, state: &Path) -> Config {
         commands,
         spool_limit: 64 << 20,
         supervisor_exe: PathBuf::from(AGENT),
+        system: nixdeck_agent::nix::SystemSettings::nixos(),
     }
 }
 
