@@ -9,4 +9,5 @@ pub mod client;
 pub mod fake_github;
 pub mod fixtures;
 pub mod git;
+pub mod nix;
 pub mod proc;
