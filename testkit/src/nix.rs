@@ -245,7 +245,13 @@ impl TestFlake {
 
     /// Writes a file (executable or not) and commits it with everything else; the sha.
     /// For `hosts/<host>/tests/<name>` scripts, or a broken flake.nix.
-    pub fn commit_file(&self, path: &str, content: &str, executable: bool, message: &str) -> String {
+    pub fn commit_file(
+        &self,
+        path: &str,
+        content: &str,
+        executable: bool,
+        message: &str,
+    ) -> String {
         let file = self.dir.join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, content).unwrap();
@@ -316,7 +322,12 @@ mod tests {
                 .args(["store", "diff-closures", &old, &new])
                 .envs(nix_env()),
         );
-        for want in ["openssl: 3.0.14 → 3.0.15", "zlib: ∅ → 1.3", "curl: 8.1 → ∅", "linux: 6.6.1 → 6.6.2"] {
+        for want in [
+            "openssl: 3.0.14 → 3.0.15",
+            "zlib: ∅ → 1.3",
+            "curl: 8.1 → ∅",
+            "linux: 6.6.1 → 6.6.2",
+        ] {
             assert!(diff.contains(want), "{want} missing in:\n{diff}");
         }
         let out = crate::proc::run(Command::new(format!("{new}/activate")).arg("switch"));
