@@ -955,6 +955,109 @@ mod tests {
     }
 
     #[test]
+    fn system_settings_defaults_and_flags() {
+        let base = [
+            "--url",
+            "http://127.0.0.1:3000",
+            "--token",
+            "t",
+            "--hostname",
+            "web-1",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let sys = with(&["--host-type", "nixos"]).unwrap().system;
+        assert_eq!(sys.activation, Activation::Nixos);
+        assert_eq!(sys.profile, Path::new("/nix/var/nix/profiles/system"));
+        assert_eq!(
+            sys.flake_attr,
+            "nixosConfigurations.{hostname}.config.system.build.toplevel"
+        );
+        assert_eq!(sys.confirm_timeout_s, 120);
+        assert_eq!(sys.current_system, Path::new("/run/current-system"));
+        assert_eq!(sys.booted_system, Path::new("/run/booted-system"));
+        assert_eq!(sys.health, Health::default());
+
+        let sys = with(&["--host-type", "macos"]).unwrap().system;
+        assert_eq!(sys.activation, Activation::Darwin);
+        assert_eq!(sys.flake_attr, "darwinConfigurations.{hostname}.system");
+        assert_eq!(sys.profile, Path::new("/nix/var/nix/profiles/system"));
+
+        let sys = with(&[
+            "--host-type",
+            "macos",
+            "--activation",
+            "home-manager",
+            "--system-profile",
+            "/home/a/.local/state/nix/profiles/home-manager",
+        ])
+        .unwrap()
+        .system;
+        assert_eq!(sys.activation, Activation::HomeManager);
+        assert_eq!(
+            sys.flake_attr,
+            "homeConfigurations.{hostname}.activationPackage"
+        );
+        // Home Manager has no /run/current-system: a preview diffs against its profile.
+        assert_eq!(sys.current_system, sys.profile);
+
+        let sys = with(&[
+            "--system-profile",
+            "/p/system",
+            "--flake-attr",
+            "hosts.{hostname}.toplevel",
+            "--confirm-timeout-s",
+            "5",
+            "--current-system",
+            "/c",
+            "--booted-system",
+            "/b",
+        ])
+        .unwrap()
+        .system;
+        assert_eq!(sys.profile, Path::new("/p/system"));
+        assert_eq!(sys.flake_attr, "hosts.{hostname}.toplevel");
+        assert_eq!(sys.confirm_timeout_s, 5);
+        assert_eq!(sys.current_system, Path::new("/c"));
+        assert_eq!(sys.booted_system, Path::new("/b"));
+
+        for bad in [
+            &["--activation", "nixops"][..],
+            &["--confirm-timeout-s", "0"],
+            &["--flake-attr", " "],
+        ] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_file_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "[health]\nunits = [\"nginx.service\"]\nurls = [\"http://127.0.0.1:8080/health\"]\n",
+        )
+        .unwrap();
+        let (commands, health) = load_file(&path).unwrap();
+        assert!(commands.is_empty());
+        assert_eq!(health.units, ["nginx.service"]);
+        assert_eq!(health.urls, ["http://127.0.0.1:8080/health"]);
+        for (bad, says) in [
+            ("[health]\nurl = [\"http://x\"]\n", "unknown field"),
+            ("[health]\nurls = [\"ftp://x\"]\n", "not an http"),
+            ("[health]\nunits = [\"--now\"]\n", "not a unit name"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = load_file(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn config_file_commands() {
         let cmds = parse_commands(
             r#"

@@ -253,9 +253,9 @@ fn component_lt(c1: &str, c2: &str) -> bool {
     let (n1, n2) = (is_number(c1), is_number(c2));
     if n1 && n2 {
         compare_numbers(c1, c2) == Ordering::Less
-    } else if c1.is_empty() && n2 {
-        true
-    } else if c1 == "pre" && c2 != "pre" {
+    } else if (c1.is_empty() && n2) || (c1 == "pre" && c2 != "pre") {
+        // A version that ends early is older than one that goes on with a number;
+        // `pre` is older than anything else.
         true
     } else if c2 == "pre" {
         false

@@ -104,6 +104,8 @@ pub struct PlanContext {
 }
 
 /// How the agent carries out a command.
+// Made once per command and consumed at once: boxing the plan would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     /// Run by a supervisor process.

@@ -777,9 +777,9 @@ fn nix_error(lines: &[(OutputStream, String)]) -> Option<String> {
     let stderr = || lines.iter().filter(|(s, _)| *s == OutputStream::Stderr);
     let line = stderr()
         .map(|(_, l)| nix::strip_ansi(l))
-        .filter(|l| l.trim_start().starts_with("error:"))
-        .last()
-        .or_else(|| stderr().map(|(_, l)| nix::strip_ansi(l)).last())?;
+        .rev()
+        .find(|l| l.trim_start().starts_with("error:"))
+        .or_else(|| stderr().map(|(_, l)| nix::strip_ansi(l)).next_back())?;
     let line = line.trim();
     Some(line.chars().take(300).collect())
 }
