@@ -9,7 +9,8 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v git >/dev/null || need_apt+=(git)
-# Real Nix for the agent's Nix tests (docs/NIX-TESTING.md): Debian's nix-bin, no daemon.
+# Real Nix for the agent's Nix tests (agent/README.md, "Testing with real Nix"): Debian's
+# nix-bin, no daemon; the tests set NIX_CONFIG for an offline store without nixbld.
 command -v nix >/dev/null || need_apt+=(nix-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"
