@@ -390,6 +390,11 @@ impl Runner {
         }
         let mut delivered = Vec::new();
         for (index, held) in self.held.iter_mut().enumerate() {
+            if held.result.is_none() && check_liveness && held.acked > 0 {
+                // An agent that died between persisting an ack and confirming it: the
+                // ack on disk is as good a proof as a new one.
+                confirm_reached(&held.dir, held.acked);
+            }
             if held.result.is_none() {
                 match spool::read_result(&held.dir) {
                     Ok(result) => held.result = result,

@@ -1017,18 +1017,21 @@ impl Supervisor {
         let generation = nix::current_generation(&self.sys().settings.profile)
             .map_or_else(|| "?".to_owned(), |(n, _)| n.to_string());
         let _ = fs::remove_file(self.dir.join(spool::REACHED));
-        self.note(&format!(
-            "[nixdeck-agent: activated generation {generation}; waiting up to {timeout_s} s for \
-             the agent to reach the dashboard and the health checks to pass]"
-        ));
-        let seq = self.writer.last_seq();
-        let _ = self.writer.flush();
+        // `awaiting` goes first: were the line first, the agent could send it and see
+        // its ack before knowing it is the one awaited, and nothing later might follow.
+        // The note is one record, so its seq is the next one.
+        let seq = self.writer.last_seq() + 1;
         if let Err(err) = spool::write_atomic(
             &self.dir.join(spool::AWAITING),
             format!("{seq}\n").as_bytes(),
         ) {
             return Self::failed(format!("cannot start the health gate: {err}"));
         }
+        self.note(&format!(
+            "[nixdeck-agent: activated generation {generation}; waiting up to {timeout_s} s for \
+             the agent to reach the dashboard and the health checks to pass]"
+        ));
+        let _ = self.writer.flush();
 
         if let Err(end) = self.health_checks(tests, cwd).await {
             return end;
