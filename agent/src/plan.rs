@@ -204,6 +204,12 @@ impl PlanContext {
     /// they are the Nix-native steps (which need `Plan::system`).
     fn steps(&self, kind: CommandKind, order: &CommandOrder) -> Result<(Vec<Step>, bool), String> {
         if let Some(argv) = self.overrides.get(&kind).and_then(|o| o.argv.as_ref()) {
+            if order.generation.is_some() && kind == CommandKind::Rollback {
+                // The configured command knows nothing of the chosen generation.
+                return Err("a rollback to a chosen generation needs the agent's own \
+                     rollback, but [commands] in the agent's config file sets `rollback`"
+                    .to_owned());
+            }
             if order.store_path.is_some() {
                 // The configured command would build the checkout, not the previewed path.
                 return Err(format!(
@@ -568,6 +574,9 @@ mod tests {
         // A previewed store path cannot go through a configured command.
         let mut order = CommandOrder::new("x", CommandKind::Switch);
         order.store_path = Some("/nix/store/abc".into());
+        assert!(c.action_for(&order).unwrap_err().contains("[commands]"));
+        let mut order = CommandOrder::new("x", CommandKind::Rollback);
+        order.generation = Some(3);
         assert!(c.action_for(&order).unwrap_err().contains("[commands]"));
     }
 

@@ -906,13 +906,22 @@ impl Supervisor {
     fn use_store_path(&mut self, store_path: &str) -> StepEnd {
         let path = Path::new(store_path);
         let entry = self.sys().settings.activation.entry_point();
-        if !path.is_absolute()
-            || path
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        // Only a store object, never any directory: the activation runs as root, and a
+        // path elsewhere could have been written by anyone.
+        let store = std::env::var_os("NIX_STORE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/nix/store"));
+        let in_store = path.parent() == Some(store.as_path())
+            && !path.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            });
+        if !in_store {
             return Self::failed(format!(
-                "the previewed store path `{store_path}` is not an absolute store path; nothing was switched"
+                "`{store_path}` is not a path in {}; nothing was switched",
+                store.display()
             ));
         }
         if !path.exists() {

@@ -525,6 +525,15 @@ async fn preview_diffs_and_a_switch_activates_exactly_the_previewed_path() {
     assert_eq!(result.generation, Some(2));
     assert_eq!(m.current_path(), previewed);
 
+    // A path outside the store: nothing switched.
+    let mut order = CommandOrder::new("sw-tmp", CommandKind::Switch);
+    order.store_path = Some(m.flake.dir.display().to_string());
+    s.order(order).await;
+    let done = s.run_to_end("sw-tmp").await;
+    assert_eq!(done.complete.status, AgentOutcome::Error, "{}", done.log());
+    done.assert_has("is not a path in /nix/store; nothing was switched");
+    assert_eq!(m.generation(), 2);
+
     // A store path that is not a system: nothing switched.
     let mut order = CommandOrder::new("sw-bad", CommandKind::Switch);
     order.store_path = Some("/nix/store/00000000000000000000000000000000-gone".into());
@@ -895,6 +904,16 @@ async fn a_profile_whose_directory_is_missing_is_an_error_not_a_new_profile() {
     done.assert_has("no-such-dir");
     assert!(!done.has("activating"), "{}", done.log());
     assert!(!m.root.join("no-such-dir").exists());
+}
+
+#[tokio::test]
+async fn a_failed_first_switch_has_nothing_to_roll_back_to() {
+    let mut m = Machine::new(&[FlakeHost::new(HOST, "26.05.1").activation(Activation::Fail)]).await;
+    let mut s = m.start().await;
+    let done = s.command("sw-1", CommandKind::Switch).await;
+    assert_eq!(done.complete.status, AgentOutcome::Error, "{}", done.log());
+    done.assert_has("activation of web-1 26.05.1 failed");
+    done.assert_has("nothing to roll back to");
 }
 
 // ---------------------------------------------------------------- nix-darwin, Home Manager
