@@ -241,9 +241,12 @@ impl Dispatch {
     pub fn generations(&self) -> (Option<Vec<protocol::Generation>>, Option<bool>) {
         let system = &self.plans.system;
         let generations = crate::nix::generations(&system.profile, &system.booted_system);
-        let reboot_needed = generations
-            .is_some()
-            .then(|| crate::nix::reboot_needed(&system.booted_system, &system.current_system));
+        // A Home Manager generation has no kernel: comparing it with the booted NixOS
+        // system would always claim a reboot.
+        let reboot_needed = generations.is_some().then(|| {
+            system.activation != crate::nix::Activation::HomeManager
+                && crate::nix::reboot_needed(&system.booted_system, &system.current_system)
+        });
         (generations, reboot_needed)
     }
 

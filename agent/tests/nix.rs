@@ -24,7 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 const AGENT: &str = env!("CARGO_BIN_EXE_nixdeck-agent");
 const HOST: &str = "web-1";
 /// Short, so the tests that wait it out stay quick.
-const CONFIRM_S: u64 = 3;
+const CONFIRM_S: u64 = 5;
 
 type ServerSocket = WebSocketStream<TcpStream>;
 
@@ -39,6 +39,8 @@ struct Machine {
     pid_file: PathBuf,
     /// Extra agent arguments.
     args: Vec<String>,
+    /// The agent's checkout (default: the flake's repository itself).
+    checkout: Option<PathBuf>,
     confirm_s: u64,
     listener: TcpListener,
     agent: Option<Child>,
@@ -61,6 +63,7 @@ impl Machine {
             root,
             _tmp: tmp,
             args: Vec::new(),
+            checkout: None,
             confirm_s: CONFIRM_S,
             listener,
             agent: None,
@@ -116,7 +119,7 @@ impl Machine {
         .arg("--state-dir")
         .arg(&self.state)
         .arg("--repo-dir")
-        .arg(&self.flake.dir)
+        .arg(self.checkout.as_ref().unwrap_or(&self.flake.dir))
         .arg("--system-profile")
         .arg(&self.profile)
         .arg("--current-system")
@@ -373,7 +376,7 @@ async fn switch_builds_sets_the_profile_activates_and_is_confirmed() {
     ));
     done.assert_has("/bin/switch-to-configuration switch");
     done.assert_has("activating web-1 26.05.2 (switch)");
-    done.assert_has("waiting up to 3 s for the agent to reach the dashboard");
+    done.assert_has("waiting up to 5 s for the agent to reach the dashboard");
     done.assert_has("generation 2 confirmed");
     assert_eq!(m.generation(), 2);
 
@@ -450,6 +453,35 @@ async fn rollback_to_the_previous_and_to_a_chosen_generation() {
     let done = s.run_to_end("rb-3").await;
     assert_eq!(done.complete.status, AgentOutcome::Error, "{}", done.log());
     assert_eq!(m.generation(), 1);
+}
+
+#[tokio::test]
+async fn pull_switch_pulls_then_switches_through_the_gate() {
+    let v1 = FlakeHost::new(HOST, "26.05.1");
+    let mut m = Machine::new(std::slice::from_ref(&v1)).await;
+    m.set_generation();
+    // The host's checkout is a clone; the flake's repository plays the remote.
+    let checkout = m.root.join("checkout");
+    testkit::git::git(
+        &m.root,
+        &[
+            "clone",
+            "-q",
+            &m.flake.dir.display().to_string(),
+            "checkout",
+        ],
+    );
+    m.checkout = Some(checkout.clone());
+    let mut s = m.start().await;
+    let head = m.flake.commit(&[v1.with_version("26.05.2")], "v2");
+    let done = s.command("ps-1", CommandKind::PullSwitch).await;
+    assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
+    assert_eq!(testkit::git::git(&checkout, &["rev-parse", "HEAD"]), head);
+    done.assert_has("reset --hard origin/main");
+    done.assert_has("activating web-1 26.05.2 (switch)");
+    done.assert_has("generation 2 confirmed");
+    assert_eq!(done.generation(), Some(2));
+    assert!(s.generations_status().await.generations.is_some());
 }
 
 // ---------------------------------------------------------------- preview
