@@ -689,6 +689,20 @@ mod tests {
         assert!(gens[0].store_path.ends_with("/sys1"));
         assert!((gens[0].created_at.secs() - Timestamp::now().secs()).abs() < 60);
         assert_eq!(current_generation(&profile).unwrap().0, 2);
+
+        // Only the newest MAX_GENERATIONS, oldest first.
+        for n in (4..=105).filter(|&n| n != 9) {
+            symlink(
+                store.join("sys1"),
+                tmp.path().join(format!("system-{n}-link")),
+            )
+            .unwrap();
+        }
+        let gens = generations(&profile, &booted).unwrap();
+        assert_eq!(gens.len(), MAX_GENERATIONS);
+        // 104 usable (9 was collected): 1 to 4 drop out.
+        assert_eq!(gens.first().unwrap().number, 5);
+        assert_eq!(gens.last().unwrap().number, 105);
         assert!(generation_path(&profile, 3).unwrap().ends_with("sys3"));
     }
 }

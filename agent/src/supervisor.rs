@@ -197,7 +197,7 @@ async fn supervise(dir: &Path) -> io::Result<CommandResult> {
             exit_code = exit_code.or(Some(1));
         }
     }
-    let result = run.sys.as_ref().map(|sys| sys.result(status));
+    let result = run.sys.as_ref().map(SystemRun::result);
     let last_seq = run.writer.finish()?;
     Ok(CommandResult {
         status,
@@ -319,22 +319,22 @@ impl SystemRun {
         self.argv(&argv)
     }
 
-    /// The structured result: the generation the profile is at now and its store path
-    /// (the built target for a preview, with the diff).
-    fn result(&self, status: AgentOutcome) -> protocol::CommandResult {
+    /// The structured result. A preview: its diff and the built target. Otherwise: the
+    /// generation the profile is at now and its store path, whatever the outcome (after
+    /// a rollback, the generation put back; after an early failure, the unchanged one).
+    fn result(&self) -> protocol::CommandResult {
+        if self.diff.is_some() {
+            return protocol::CommandResult {
+                diff: self.diff.clone(),
+                generation: None,
+                store_path: self.target.clone(),
+            };
+        }
         let now = nix::current_generation(&self.settings.profile);
-        let store_path = match (&self.diff, status) {
-            (Some(_), _) => self.target.clone(),
-            _ => now.as_ref().map(|(_, p)| p.display().to_string()),
-        };
         protocol::CommandResult {
-            diff: self.diff.clone(),
-            generation: if self.diff.is_some() {
-                None
-            } else {
-                now.map(|(n, _)| n)
-            },
-            store_path,
+            diff: None,
+            store_path: now.as_ref().map(|(_, p)| p.display().to_string()),
+            generation: now.map(|(n, _)| n),
         }
     }
 }
