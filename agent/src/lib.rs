@@ -6,7 +6,9 @@
 //! stop and ack frames do; which output, completions and checks are due), `plan` (what
 //! each command runs), `runner` (the agent's side of commands), `supervisor` (the
 //! detached process that runs one command), `spool` (a command's on-disk state, kept
-//! until acked), `repo` (git) and `checks` (system/tests verdicts).
+//! until acked), `repo` (git), `checks` (system/tests verdicts) and `nix` (profiles,
+//! generations, version order and the parsers of Nix's output for the Nix-native
+//! switch, boot, preview and rollback).
 //! A library as well as a binary so that tests/ can drive it against the real binary.
 
 pub mod checks;

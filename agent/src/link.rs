@@ -636,7 +636,13 @@ mod tests {
             // Unit tests have no agent binary to run as supervisor (tests/ do); a command
             // then fails visibly instead of running.
             supervisor_exe: dir.join("no-such-agent"),
-            system: crate::nix::SystemSettings::nixos(),
+            // Not this machine's profile: the tests must not depend on what it has.
+            system: crate::nix::SystemSettings {
+                profile: dir.join("profiles/system"),
+                current_system: dir.join("current-system"),
+                booted_system: dir.join("booted-system"),
+                ..crate::nix::SystemSettings::nixos()
+            },
         }
     }
 

@@ -8,6 +8,11 @@
 //! supervisor) sends SIGTERM to that group and SIGKILL 5 s later, so background children
 //! die with it. Whatever a step leaves behind in its group is ended the same way when the
 //! step finishes.
+//!
+//! The Nix-native steps (build, profile, activate, health gate, diff, switch generation)
+//! run here too, so a switch never depends on the agent being alive: when the activation
+//! or the health gate fails, or the agent does not reach the dashboard again in time, the
+//! supervisor itself puts the generation current at the start back (`undo`).
 
 use crate::nix::{self, SystemSettings};
 use crate::plan::{display_argv, Plan, Step};

@@ -796,7 +796,13 @@ fn link_config(url: String, state: &Path) -> Config {
         commands,
         spool_limit: 64 << 20,
         supervisor_exe: PathBuf::from(AGENT),
-        system: nixdeck_agent::nix::SystemSettings::nixos(),
+        // Not this machine's profile: the tests must not depend on what it has.
+        system: nixdeck_agent::nix::SystemSettings {
+            profile: state.join("profiles/system"),
+            current_system: state.join("current-system"),
+            booted_system: state.join("booted-system"),
+            ..nixdeck_agent::nix::SystemSettings::nixos()
+        },
     }
 }
 
