@@ -360,6 +360,13 @@ async fn switch_builds_sets_the_profile_activates_and_is_confirmed() {
     // A new kernel too: booted ≠ current afterwards.
     m.flake
         .commit(&[v1.clone().with_version("26.05.2").kernel("6.6.2")], "v2");
+    let preview = s.command("pv-1", CommandKind::Preview).await;
+    let diff = preview.complete.result.unwrap().diff.unwrap();
+    assert!(diff.reboot_needed, "the preview sees the kernel change");
+    assert!(diff
+        .changes
+        .iter()
+        .any(|c| c.name == "linux" && c.kind == ChangeKind::Upgraded));
     let done = s.command("sw-1", CommandKind::Switch).await;
     assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
     assert_eq!(done.generation(), Some(2));
