@@ -173,7 +173,8 @@ pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
             None,
             None,
         )
-        .await {
+        .await
+        {
             Ok(_) => {}
             // The confirm dialog asks for the password, then runs this again.
             Err(AppError::ReauthRequired) => page

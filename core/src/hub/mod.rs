@@ -13,8 +13,8 @@ use protocol::messages::{
     PendingPrChanged, Register, Snapshot, StatusChecks,
 };
 use protocol::{
-    BrowserEvent, Changed, CheckStatus, CommandStatus, DesiredState, FleetState, Host, PendingCommand, PendingPr,
-    ServerMessage, StatusCheck, Timestamp, UpdateStatus, VERSION,
+    BrowserEvent, Changed, CheckStatus, CommandStatus, DesiredState, FleetState, Host,
+    PendingCommand, PendingPr, ServerMessage, StatusCheck, Timestamp, UpdateStatus, VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -174,7 +174,15 @@ async fn start(
         .await
     {
         tracing::error!("storing command: {e}");
-        release(core, host_id, &command_id, CommandStatus::Error, None, 0, None);
+        release(
+            core,
+            host_id,
+            &command_id,
+            CommandStatus::Error,
+            None,
+            0,
+            None,
+        );
         return Err(AppError::Internal);
     }
     if !core
@@ -185,7 +193,15 @@ async fn start(
             .db
             .release_command(&command_id, CommandStatus::Lost, now)
             .await;
-        release(core, host_id, &command_id, CommandStatus::Lost, None, 0, None);
+        release(
+            core,
+            host_id,
+            &command_id,
+            CommandStatus::Lost,
+            None,
+            0,
+            None,
+        );
         return Err(AppError::conflict(
             "offline",
             format!("{host_id} went offline."),
@@ -412,17 +428,19 @@ pub async fn bulk(
     let ids = host_ids.unwrap_or_else(|| core.hub.online_ids());
     let mut results = Vec::with_capacity(ids.len());
     for host_id in ids {
-        results.push(match run(core, viewer, &host_id, kind, RunOptions::default()).await {
-            Ok(command_id) => BulkResult::Queued(BulkQueued {
-                host_id,
-                command_id,
-            }),
-            Err(e) => BulkResult::Failed(BulkFailed {
-                error: e.to_string(),
-                code: e.code().to_owned(),
-                host_id,
-            }),
-        });
+        results.push(
+            match run(core, viewer, &host_id, kind, RunOptions::default()).await {
+                Ok(command_id) => BulkResult::Queued(BulkQueued {
+                    host_id,
+                    command_id,
+                }),
+                Err(e) => BulkResult::Failed(BulkFailed {
+                    error: e.to_string(),
+                    code: e.code().to_owned(),
+                    host_id,
+                }),
+            },
+        );
     }
     Ok(results)
 }
@@ -444,7 +462,15 @@ pub async fn on_register(core: &Core, host_id: &str, running: Option<&RunningCom
                 .db
                 .release_command(&p.command_id, CommandStatus::Lost, Timestamp::now())
                 .await;
-            release(core, host_id, &p.command_id, CommandStatus::Lost, None, 0, None);
+            release(
+                core,
+                host_id,
+                &p.command_id,
+                CommandStatus::Lost,
+                None,
+                0,
+                None,
+            );
         }
     }
     let Some(r) = running else { return };
@@ -558,9 +584,7 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         .result
         .as_ref()
         .and_then(|r| kept_result(host_id, &row.id, r));
-    let result_json = result
-        .as_ref()
-        .map(|(_, json)| json.as_str());
+    let result_json = result.as_ref().map(|(_, json)| json.as_str());
     let stored = match core
         .db
         .complete_command(
@@ -627,7 +651,11 @@ const PACKAGE_CHARS: usize = 256;
 /// An agent's result as the dashboard keeps it, with its JSON: every text through
 /// `agent_text` (store paths through `clean_store_path`), and None, with a warning, when
 /// it is larger than `MAX_RESULT_BYTES` serialised.
-fn kept_result(host_id: &str, command_id: &str, result: &CommandResult) -> Option<(CommandResult, String)> {
+fn kept_result(
+    host_id: &str,
+    command_id: &str,
+    result: &CommandResult,
+) -> Option<(CommandResult, String)> {
     use super::hosts::{agent_text, clean_store_path};
     let mut result = result.clone();
     result.store_path = result.store_path.as_deref().and_then(clean_store_path);
@@ -952,9 +980,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(order(&mut h).command, CommandKind::Preview);
-        on_complete(&core, "h", &done(&preview, AgentOutcome::Ok, Some(preview_result(path))))
-            .await
-            .unwrap();
+        on_complete(
+            &core,
+            "h",
+            &done(&preview, AgentOutcome::Ok, Some(preview_result(path))),
+        )
+        .await
+        .unwrap();
         let detail = detail(&core, &viewer(), &preview).await.unwrap();
         assert_eq!(detail.status, CommandStatus::Ok);
         assert_eq!(detail.host_id, "h");
@@ -982,7 +1014,10 @@ mod tests {
             .await
             .unwrap();
         let sent = order(&mut h);
-        assert_eq!((sent.command, sent.store_path.as_deref()), (CommandKind::Switch, Some(path)));
+        assert_eq!(
+            (sent.command, sent.store_path.as_deref()),
+            (CommandKind::Switch, Some(path))
+        );
         assert_eq!(sent.generation, None);
         on_complete(&core, "h", &done(&switch, AgentOutcome::Ok, None)).await;
 
@@ -1009,15 +1044,30 @@ mod tests {
         };
         let e = invalid(run(&core, &op, "h", CommandKind::Pull, to(3)).await);
         assert!(e.contains("only to rollback"), "{e}");
-        assert!(core.hub.pending("h").is_none(), "a refusal reserves nothing");
+        assert!(
+            core.hub.pending("h").is_none(),
+            "a refusal reserves nothing"
+        );
 
-        let rollback = run(&core, &op, "h", CommandKind::Rollback, to(3)).await.unwrap();
+        let rollback = run(&core, &op, "h", CommandKind::Rollback, to(3))
+            .await
+            .unwrap();
         let sent = order(&mut h);
-        assert_eq!((sent.command, sent.generation), (CommandKind::Rollback, Some(3)));
+        assert_eq!(
+            (sent.command, sent.generation),
+            (CommandKind::Rollback, Some(3))
+        );
         assert_eq!(sent.command_id, rollback);
         // A viewer may read a command, but not run one.
         assert!(matches!(
-            run(&core, &viewer(), "g", CommandKind::Preview, RunOptions::default()).await,
+            run(
+                &core,
+                &viewer(),
+                "g",
+                CommandKind::Preview,
+                RunOptions::default()
+            )
+            .await,
             Err(AppError::Forbidden(_))
         ));
     }
@@ -1038,9 +1088,13 @@ mod tests {
             generation: Some(41),
             ..CommandResult::default()
         };
-        on_complete(&core, "h", &done(&switch, AgentOutcome::RolledBack, Some(result)))
-            .await
-            .unwrap();
+        on_complete(
+            &core,
+            "h",
+            &done(&switch, AgentOutcome::RolledBack, Some(result)),
+        )
+        .await
+        .unwrap();
         assert!(core.hub.pending("h").is_none(), "the host is free");
         let history = history(&core, &op, "h", 5).await.unwrap();
         assert_eq!(history[0].status, CommandStatus::RolledBack);
@@ -1051,10 +1105,19 @@ mod tests {
             let i = CommandStatus::ALL.iter().position(|x| *x == s).unwrap();
             core.hub.counters().commands_ended[i].load(std::sync::atomic::Ordering::Relaxed)
         };
-        assert_eq!((ended(CommandStatus::RolledBack), ended(CommandStatus::Ok)), (1, 0));
+        assert_eq!(
+            (ended(CommandStatus::RolledBack), ended(CommandStatus::Ok)),
+            (1, 0)
+        );
         let system = || core.hub.host("h").unwrap().update_status.system;
         assert_eq!(system().status, CheckStatus::Error);
-        assert!(system().message.contains("switch rolled back to generation 41"), "{:?}", system());
+        assert!(
+            system()
+                .message
+                .contains("switch rolled back to generation 41"),
+            "{:?}",
+            system()
+        );
         // The agent's verdict of the generation it went back to does not hide it.
         core.hub.report_checks(
             "h",
@@ -1078,9 +1141,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let core = test_core(dir.path(), &["h"], &["nixdeck"]).await;
         let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
-        let preview = run(&core, &operator(), "h", CommandKind::Preview, RunOptions::default())
-            .await
-            .unwrap();
+        let preview = run(
+            &core,
+            &operator(),
+            "h",
+            CommandKind::Preview,
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
         let mut big = preview_result("/nix/store/x");
         let change = big.diff.as_ref().unwrap().changes[0].clone();
         big.diff.as_mut().unwrap().changes = vec![change; 2000];

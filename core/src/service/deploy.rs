@@ -539,7 +539,9 @@ impl Job {
             }
             self.progress.phase = DeployPhase::Switching;
             self.progress.message = format!("Switching {}{label}…", pulled.join(", "));
-            let switched = self.step(&pulled, CommandKind::Switch, &HashMap::new()).await;
+            let switched = self
+                .step(&pulled, CommandKind::Switch, &HashMap::new())
+                .await;
             let wave_failed: Vec<String> = wave
                 .iter()
                 .filter(|h| self.progress.hosts.get(*h).copied().is_some_and(failed))
@@ -549,8 +551,7 @@ impl Job {
             let allowed = self
                 .max_failures
                 .is_some_and(|max| failed_all.len() <= max as usize);
-            let roll_back =
-                self.on_failure == OnFailure::RollbackAndHalt && !switched.is_empty();
+            let roll_back = self.on_failure == OnFailure::RollbackAndHalt && !switched.is_empty();
             // After the last wave there is nothing left to halt: the summary below names
             // the failed hosts, unless a rollback has to run first.
             if !wave_failed.is_empty() && !allowed && (n + 1 < waves.len() || roll_back) {
@@ -560,10 +561,7 @@ impl Job {
                         failed_all.len(),
                         failed_all.join(", ")
                     ),
-                    None => format!(
-                        "Stopped: {} failed{label}",
-                        wave_failed.join(", ")
-                    ),
+                    None => format!("Stopped: {} failed{label}", wave_failed.join(", ")),
                 };
                 if roll_back {
                     message.push_str(&self.roll_back(&switched, &before).await);
@@ -768,5 +766,281 @@ mod tests {
             plan(&targets, &req),
             vec![ids(&["c"]), ids(&["a", "b"]), ids(&["d", "e"])]
         );
+    }
+
+    use crate::hub::AgentOut;
+    use crate::service::test_core;
+    use crate::Core;
+    use protocol::messages::{AgentCommandComplete, AgentOutcome, CommandOrder};
+    use protocol::ServerMessage;
+
+    /// How a fake agent ends each order: by host and command kind.
+    type Script = fn(&str, CommandKind) -> AgentOutcome;
+
+    /// The hosts, connected through the hub to fake agents that end every order at once
+    /// as `script` says, reporting generation 7 as current. Returns what each agent got.
+    async fn fleet(
+        dir: &std::path::Path,
+        hosts: &[&str],
+        script: Script,
+    ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
+        let core = test_core(dir, hosts, &["nixdeck"]).await;
+        let orders = Arc::new(Mutex::new(Vec::new()));
+        for host in hosts {
+            let reg = serde_json::from_value(serde_json::json!({
+                "hostname": host, "host_type": "nixos", "agent_version": protocol::VERSION,
+                "generations": [
+                    {"number": 6, "created_at": "2026-12-01T00:00:00Z", "store_path": "/nix/store/a", "current": false, "booted": false},
+                    {"number": 7, "created_at": "2026-12-02T00:00:00Z", "store_path": "/nix/store/b", "current": true, "booted": true}
+                ]
+            }))
+            .unwrap();
+            let mut link = core.hub.attach_agent(host, &reg, None).unwrap();
+            let (core, orders, host) = (core.clone(), orders.clone(), host.to_string());
+            tokio::spawn(async move {
+                while let Some(AgentOut::Frame(msg)) = link.outbox.recv().await {
+                    let ServerMessage::Command(order) = msg else {
+                        continue;
+                    };
+                    orders.lock().unwrap().push((host.clone(), order.clone()));
+                    let done = AgentCommandComplete {
+                        command_id: order.command_id.clone(),
+                        status: script(&host, order.command),
+                        exit_code: Some(0),
+                        duration_ms: 1,
+                        last_seq: 0,
+                        result: None,
+                    };
+                    // Not at once: the deploy records the command as sent first.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    commands::on_complete(&core, &host, &done).await;
+                }
+            });
+        }
+        (core, orders)
+    }
+
+    fn new_job(core: &Core, hosts: &[&str], req: &DeployRequest) -> (Job, Arc<Cancel>) {
+        let cancel = Arc::new(Cancel::default());
+        let job = Job {
+            core: core.clone(),
+            viewer: Viewer {
+                username: "olga".into(),
+                role: protocol::api::Role::Operator,
+                csrf_token: String::new(),
+                ip: None,
+                session_hash: String::new(),
+                authenticated_at: 0,
+            },
+            progress: DeployProgress {
+                job_id: "j1".into(),
+                pr_number: 1,
+                phase: DeployPhase::Merging,
+                hosts: hosts
+                    .iter()
+                    .map(|h| (h.to_string(), DeployHostState::Pending))
+                    .collect(),
+                message: String::new(),
+                started_by: "olga".into(),
+                active: true,
+            },
+            cancel: cancel.clone(),
+            max_failures: req.max_failures,
+            soak_s: req.soak_s.unwrap_or(0),
+            on_failure: req.on_failure.unwrap_or_default(),
+        };
+        (job, cancel)
+    }
+
+    fn request(canary: &[&str], batch_size: u32) -> DeployRequest {
+        DeployRequest {
+            pr_number: 1,
+            host_ids: None,
+            canary: Some(ids(canary)),
+            batch_size: Some(batch_size),
+            max_failures: None,
+            head_sha: None,
+            soak_s: None,
+            on_failure: None,
+        }
+    }
+
+    /// Runs the job's waves to the end; the job as stored, and every message it showed.
+    async fn roll_out(
+        core: &Core,
+        job: Job,
+        waves: Vec<Vec<String>>,
+    ) -> (DeployProgress, Vec<String>) {
+        let seat = core.hub.browser_seat("ann", 1).unwrap();
+        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+        let db = core.db.clone();
+        db.insert_deploy(&job.progress, "{}").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), job.roll_out("abcdef0123", waves))
+            .await
+            .expect("the deploy ends");
+        let mut messages = Vec::new();
+        while let Ok(text) = events.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["type"] == "deploy_progress" {
+                messages.push(v["payload"]["message"].as_str().unwrap().to_owned());
+            }
+        }
+        (db.deploy("j1").await.unwrap().unwrap(), messages)
+    }
+
+    fn rolls_back_canary(host: &str, kind: CommandKind) -> AgentOutcome {
+        match (host, kind) {
+            ("c", CommandKind::Switch) => AgentOutcome::RolledBack,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    /// A canary whose switch was rolled back halts the deploy, without max_failures: the
+    /// canary is rolled back (never ok, never error) and nobody else is touched.
+    #[tokio::test]
+    async fn a_rolled_back_canary_halts_the_deploy() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b", "c"];
+        let (core, orders) = fleet(dir.path(), &hosts, rolls_back_canary).await;
+        let req = request(&["c"], 2);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert!(!end.active);
+        assert_eq!(end.hosts["c"], DeployHostState::RolledBack);
+        assert_eq!(end.hosts["a"], DeployHostState::Skipped);
+        assert_eq!(end.hosts["b"], DeployHostState::Skipped);
+        assert!(
+            end.message.starts_with("Stopped: c failed"),
+            "{}",
+            end.message
+        );
+        let touched: Vec<String> = orders
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect();
+        assert_eq!(
+            touched,
+            ids(&["c", "c"]),
+            "pull and switch on the canary only"
+        );
+        assert!(core.deploys.lock().is_none(), "the slot is free");
+    }
+
+    fn b_fails(host: &str, kind: CommandKind) -> AgentOutcome {
+        match (host, kind) {
+            ("b", CommandKind::Switch) => AgentOutcome::Error,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    /// `rollback-and-halt`: the hosts of the failed wave whose switch went through go back
+    /// to the generation they ran before the wave; the deploy fails naming them.
+    #[tokio::test]
+    async fn rollback_and_halt_puts_the_wave_back_to_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b", "c", "d"];
+        let (core, orders) = fleet(dir.path(), &hosts, b_fails).await;
+        let mut req = request(&[], 2);
+        req.on_failure = Some(OnFailure::RollbackAndHalt);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(end.hosts["a"], DeployHostState::RolledBack);
+        assert_eq!(end.hosts["b"], DeployHostState::Error);
+        assert_eq!(end.hosts["c"], DeployHostState::Skipped);
+        assert_eq!(end.hosts["d"], DeployHostState::Skipped);
+        assert!(
+            end.message
+                .contains("rolled back a to the generation from before the wave"),
+            "{}",
+            end.message
+        );
+        let rollbacks: Vec<(String, Option<u64>)> = orders
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, o)| o.command == CommandKind::Rollback)
+            .map(|(h, o)| (h.clone(), o.generation))
+            .collect();
+        assert_eq!(rollbacks, vec![("a".to_owned(), Some(7))]);
+        // With halt (the default) nothing is rolled back.
+        let dir = tempfile::tempdir().unwrap();
+        let (core, orders) = fleet(dir.path(), &hosts, b_fails).await;
+        let req = request(&[], 2);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.hosts["a"], DeployHostState::Ok);
+        assert_eq!(end.hosts["c"], DeployHostState::Skipped);
+        assert!(orders
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, o)| o.command != CommandKind::Rollback));
+    }
+
+    /// max_failures lets a wave with failures go on; without it the same wave halts.
+    #[tokio::test]
+    async fn max_failures_lets_a_failed_wave_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b", "c", "d"];
+        let (core, _) = fleet(dir.path(), &hosts, b_fails).await;
+        let mut req = request(&[], 2);
+        req.max_failures = Some(1);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(end.hosts["b"], DeployHostState::Error);
+        for h in ["a", "c", "d"] {
+            assert_eq!(end.hosts[h], DeployHostState::Ok, "{h}");
+        }
+    }
+
+    fn all_ok(_: &str, _: CommandKind) -> AgentOutcome {
+        AgentOutcome::Ok
+    }
+
+    /// soak_s: after a healthy wave the deploy waits, saying so, before the next; a
+    /// cancel during the soak ends it before the next wave starts.
+    #[tokio::test]
+    async fn a_healthy_wave_soaks_before_the_next_and_a_cancel_ends_the_soak() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b"];
+        let (core, _) = fleet(dir.path(), &hosts, all_ok).await;
+        let mut req = request(&["a"], 1);
+        req.soak_s = Some(1);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let started = Instant::now();
+        let (end, messages) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Done, "{}", end.message);
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("soaking 1 s before wave 2 of 2")),
+            "{messages:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let (core, orders) = fleet(dir.path(), &hosts, all_ok).await;
+        req.soak_s = Some(3600);
+        let (job, cancel) = new_job(&core, &hosts, &req);
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            *cancel.by.lock().unwrap() = "olga".into();
+            cancel.requested.store(true, Ordering::SeqCst);
+        });
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        canceller.await.unwrap();
+        assert!(
+            end.message.starts_with("Cancelled by olga while soaking"),
+            "{}",
+            end.message
+        );
+        assert_eq!(end.hosts["a"], DeployHostState::Ok);
+        assert_eq!(end.hosts["b"], DeployHostState::Skipped);
+        assert!(orders.lock().unwrap().iter().all(|(h, _)| h == "a"));
     }
 }

@@ -804,7 +804,10 @@ mod tests {
         let host = core.hub.host("web-1").unwrap();
         let numbers: Vec<u64> = host.generations.iter().map(|g| g.number).collect();
         let expected: Vec<u64> = (51..=150).filter(|n| *n != 149).collect();
-        assert_eq!(numbers, expected, "the newest 100, oldest first, without 149");
+        assert_eq!(
+            numbers, expected,
+            "the newest 100, oldest first, without 149"
+        );
         let newest = host.generations.last().unwrap();
         assert_eq!(newest.store_path, "/nix/store/g-150red titlelinknexttxt");
         assert!(newest.current);
@@ -817,8 +820,29 @@ mod tests {
         assert!(!stored.reboot_needed);
 
         // A status without generations changes none of it.
-        status(&core, "web-1", StatusReport { checks: Default::default(), generations: None, reboot_needed: None }).await;
-        assert_eq!(core.hub.host("web-1").unwrap().generations, host.generations);
-        assert_eq!(core.db.host("web-1").await.unwrap().unwrap().host.generations, host.generations);
+        status(
+            &core,
+            "web-1",
+            StatusReport {
+                checks: Default::default(),
+                generations: None,
+                reboot_needed: None,
+            },
+        )
+        .await;
+        assert_eq!(
+            core.hub.host("web-1").unwrap().generations,
+            host.generations
+        );
+        assert_eq!(
+            core.db
+                .host("web-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .host
+                .generations,
+            host.generations
+        );
     }
 }

@@ -378,7 +378,14 @@ mod tests {
             "a timed-out command holds its host"
         );
         let row = db
-            .complete_command("c1", CommandStatus::Stopped, Some(143), 10, Timestamp(4), None)
+            .complete_command(
+                "c1",
+                CommandStatus::Stopped,
+                Some(143),
+                10,
+                Timestamp(4),
+                None,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -402,12 +409,26 @@ mod tests {
                 .await
                 .unwrap();
         }
-        db.complete_command("old-done", CommandStatus::Ok, Some(0), 1, Timestamp(101), None)
-            .await
-            .unwrap();
-        db.complete_command("new-done", CommandStatus::Ok, Some(0), 1, Timestamp(10_001), None)
-            .await
-            .unwrap();
+        db.complete_command(
+            "old-done",
+            CommandStatus::Ok,
+            Some(0),
+            1,
+            Timestamp(101),
+            None,
+        )
+        .await
+        .unwrap();
+        db.complete_command(
+            "new-done",
+            CommandStatus::Ok,
+            Some(0),
+            1,
+            Timestamp(10_001),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(db.purge_commands(Timestamp(5_000)).await.unwrap(), 1);
         assert!(db.command("old-done").await.unwrap().is_none());
         assert!(db.output_page("old-done", 0, 10).await.unwrap().is_empty());

@@ -12,10 +12,10 @@ use common::Viewer;
 use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::{
-    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandRecord,
-    CommandDetail, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted, LoginRequest,
-    LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm,
-    TotpSetup, TotpSetupRequest,
+    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
+    CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted,
+    LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo,
+    TotpConfirm, TotpSetup, TotpSetupRequest,
 };
 use protocol::Host;
 
@@ -169,9 +169,7 @@ pub async fn command_detail(
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> HttpResult<Json<CommandDetail>> {
-    Ok(Json(
-        service::commands::detail(&app, &viewer, &id).await?,
-    ))
+    Ok(Json(service::commands::detail(&app, &viewer, &id).await?))
 }
 
 pub async fn stop_command(
