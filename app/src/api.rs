@@ -85,8 +85,9 @@ pub async fn run_command(
         .await
 }
 
-/// One command with its result (a preview's closure diff, the generation reached).
-#[server(client = CsrfClient)]
+/// One command with its result (a preview's closure diff, the generation reached). The
+/// macro's struct gets its own name: by default it would be `CommandDetail`, the answer's.
+#[server(name = CommandDetailCall, client = CsrfClient)]
 pub async fn command_detail(command_id: String) -> Result<CommandDetail, AppError> {
     serve(|c, v| async move { service::commands::detail(&c, &v, &command_id).await }).await
 }
