@@ -3,6 +3,11 @@
 //! and CSRF layer guards them exactly like the REST routes; `CsrfClient` adds the page's
 //! token to each call.
 
+// A server function's parameters are its request's fields, so one with many options has
+// many parameters (`merge_and_deploy`). Allowed for the file: `#[server]` does not carry an
+// attribute on the function over to the client function it generates for the browser.
+#![allow(clippy::too_many_arguments)]
+
 use common::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
@@ -213,7 +218,6 @@ pub async fn audit_log(
 /// (`canary` first, then batches of `batch_size`), waiting `soak_s` after each wave that
 /// succeeded, and on a failed wave doing `on_failure` (default: halt). The job's progress
 /// arrives as `deploy_progress` events.
-#[allow(clippy::too_many_arguments)]
 #[server(client = CsrfClient)]
 pub async fn merge_and_deploy(
     pr_number: u64,
