@@ -608,10 +608,7 @@ impl Job {
     /// Wait `soak_s` before wave `next` of `of`, saying so; the name of whoever cancelled
     /// meanwhile, if anyone did.
     async fn soak(&mut self, next: usize, of: usize) -> Option<String> {
-        self.progress.message = format!(
-            "All hosts healthy; soaking {} s before wave {next} of {of}…",
-            self.soak_s
-        );
+        self.progress.message = format!("Soaking {} s before wave {next} of {of}…", self.soak_s);
         self.save().await;
         let until = tokio::time::Instant::now() + Duration::from_secs(self.soak_s);
         loop {
@@ -1019,7 +1016,7 @@ mod tests {
         assert!(
             messages
                 .iter()
-                .any(|m| m.contains("soaking 1 s before wave 2 of 2")),
+                .any(|m| m == "Soaking 1 s before wave 2 of 2…"),
             "{messages:?}"
         );
 
