@@ -267,7 +267,8 @@ pub fn deploy_host_mark(state: DeployHostState) -> &'static str {
     }
 }
 
-/// How far a deploy got: hosts finished (ok, error or skipped) of all, and the failures.
+/// How far a deploy got: hosts finished (ok, error, rolled back or skipped) of all, and the
+/// failures (error or rolled back).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeployCounts {
     pub finished: usize,
@@ -282,13 +283,16 @@ impl DeployCounts {
             .filter(|s| {
                 matches!(
                     s,
-                    DeployHostState::Ok | DeployHostState::Error | DeployHostState::Skipped
+                    DeployHostState::Ok
+                        | DeployHostState::Error
+                        | DeployHostState::RolledBack
+                        | DeployHostState::Skipped
                 )
             })
             .count();
         let failed = hosts
             .values()
-            .filter(|s| **s == DeployHostState::Error)
+            .filter(|s| matches!(s, DeployHostState::Error | DeployHostState::RolledBack))
             .count();
         DeployCounts {
             finished,
@@ -524,6 +528,7 @@ mod tests {
             ("d", Running),
             ("e", Pending),
             ("f", Ok),
+            ("g", RolledBack),
         ]
         .into_iter()
         .map(|(id, s)| (id.to_owned(), s))
@@ -532,13 +537,13 @@ mod tests {
         assert_eq!(
             c,
             DeployCounts {
-                finished: 4,
-                failed: 1,
-                total: 6
+                finished: 5,
+                failed: 2,
+                total: 7
             }
         );
-        assert_eq!(c.percent(), "66%");
-        assert_eq!(c.text(), "4 of 6 hosts done, 1 failed");
+        assert_eq!(c.percent(), "71%");
+        assert_eq!(c.text(), "5 of 7 hosts done, 2 failed");
         let none = DeployCounts::of(&BTreeMap::new());
         assert_eq!(none.percent(), "0%");
         assert_eq!(none.text(), "0 of 0 hosts done");

@@ -81,7 +81,8 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_TIMEOUT_PULL_S", default_value_t = 300)]
     pub timeout_pull_s: u64,
 
-    /// Hard timeout of `switch` and `pull-switch`, in seconds.
+    /// Hard timeout of the commands that build or activate a system (`switch`,
+    /// `pull-switch`, `boot`, `preview`, `rollback`), in seconds.
     #[arg(long, env = "NIXDECK_TIMEOUT_SWITCH_S", default_value_t = 1800)]
     pub timeout_switch_s: u64,
 
@@ -416,7 +417,9 @@ impl Config {
         use protocol::CommandKind::*;
         match kind {
             Pull => self.timeout_pull_s,
-            Switch | PullSwitch => self.timeout_switch_s,
+            // A build can take as long as a switch's, and an activation's confirm window
+            // (the agent's health gate, 120 s by default) runs inside the command.
+            Switch | PullSwitch | Boot | Preview | Rollback => self.timeout_switch_s,
             Test => self.timeout_test_s,
             _ => self.timeout_other_s,
         }

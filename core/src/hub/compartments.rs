@@ -18,6 +18,10 @@ pub struct Reported {
     pub lock_updated_at: Option<Timestamp>,
     /// The system/tests checks as the agent last reported them, before gating.
     pub checks: StatusChecks,
+    /// Set when an activating command (switch, boot, rollback) was rolled back: the system
+    /// compartment shows this error instead of the agent's verdicts until an activating
+    /// command ends ok (the service layer sets and clears it).
+    pub rolled_back: Option<StatusCheck>,
 }
 
 /// Re-derive everything that follows from other fields: the agent, git and lock
@@ -38,7 +42,9 @@ pub fn derive(
     keep_time(&mut u.agent, agent, Some(now));
     keep_time(&mut u.git, git, at);
     keep_time(&mut u.lock, lock, at);
-    if let Some(system) = &reported.checks.system {
+    if let Some(rolled_back) = &reported.rolled_back {
+        u.system = rolled_back.clone();
+    } else if let Some(system) = &reported.checks.system {
         u.system = gate(system, &u.git, &u.lock);
     }
     if let Some(tests) = &reported.checks.tests {
@@ -242,7 +248,23 @@ mod tests {
                 system: Some(StatusCheck::new(Ok, "switched", Some(NOW))),
                 tests: Some(StatusCheck::new(Ok, "2 passed", Some(NOW))),
             },
+            rolled_back: None,
         }
+    }
+
+    /// A rolled-back switch shows as a system error over the agent's own `ok` (the old
+    /// generation runs fine; the target did not take), and leaves tests alone.
+    #[test]
+    fn a_rolled_back_switch_is_a_system_error_over_a_reported_ok() {
+        let d = desired(Some("l1"));
+        let mut r = reported(Some("l1"), None);
+        assert_eq!(run(&mut host(Some(HEAD)), &r, Some(&d)), [Ok, Ok, Ok, Ok]);
+        r.rolled_back = Some(StatusCheck::new(Error, "switch rolled back", Some(NOW)));
+        let mut h = host(Some(HEAD));
+        assert_eq!(run(&mut h, &r, Some(&d)), [Ok, Ok, Error, Ok]);
+        assert_eq!(h.update_status.system.message, "switch rolled back");
+        // Also while git or lock are not ok: the error is not gated away.
+        assert_eq!(run(&mut host(Some(OLD)), &r, Some(&d))[2], Error);
     }
 
     fn run(h: &mut Host, r: &Reported, d: Option<&DesiredState>) -> [CheckStatus; 4] {

@@ -13,8 +13,8 @@ use protocol::messages::{
     PendingPrChanged, Register, Snapshot, StatusChecks,
 };
 use protocol::{
-    BrowserEvent, Changed, CheckStatus, DesiredState, FleetState, Host, PendingCommand, PendingPr,
-    ServerMessage, Timestamp, UpdateStatus, VERSION,
+    BrowserEvent, Changed, CheckStatus, CommandStatus, DesiredState, FleetState, Host,
+    PendingCommand, PendingPr, ServerMessage, StatusCheck, Timestamp, UpdateStatus, VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,6 +203,9 @@ pub struct Counters {
     pub unknown_frames: AtomicU64,
     pub malformed_frames: AtomicU64,
     pub lagged_browsers: AtomicU64,
+    /// Commands ended, by final status (`CommandStatus::ALL` order), counted as each
+    /// frees its host (`Hub::release`).
+    pub commands_ended: [AtomicU64; CommandStatus::ALL.len()],
 }
 
 #[derive(Clone)]
@@ -450,6 +453,17 @@ impl Hub {
         self.update_host(id, |_| {});
     }
 
+    /// An activating command was rolled back (Some: the system compartment shows this
+    /// error) or ended ok (None: the agent's verdicts show again).
+    pub fn set_activation_check(&self, id: &str, check: Option<StatusCheck>) {
+        let mut state = self.lock();
+        let Some(reported) = state.reported.get_mut(id) else {
+            return;
+        };
+        reported.rolled_back = check;
+        self.update_locked(&mut state, id, |_| {});
+    }
+
     /// Mark a command that survived a restart (or a reconnect) as pending again.
     pub fn restore_pending(&self, id: &str, pending: PendingCommand) {
         self.update_host(id, |h| h.pending_command = Some(pending));
@@ -460,6 +474,9 @@ impl Hub {
     pub fn release(&self, done: CommandComplete) {
         let mut state = self.lock();
         let host_id = done.host_id.clone();
+        if let Some(i) = CommandStatus::ALL.iter().position(|s| *s == done.status) {
+            self.inner.counters.commands_ended[i].fetch_add(1, Ordering::Relaxed);
+        }
         let _ = self.inner.completions.send(done.clone());
         self.publish_locked(&mut state, BrowserEvent::CommandComplete(done));
         if let Some(host) = state.fleet.hosts.get(&host_id).cloned() {
@@ -712,6 +729,13 @@ impl Hub {
             host.generation = reg.generation.clone();
             host.repo_url = reg.repo_url.clone();
             host.repo_dir = reg.repo_dir.clone();
+            // Not reported (an older agent, or no profile): what is known stands.
+            if let Some(generations) = &reg.generations {
+                host.generations = generations.clone();
+            }
+            if let Some(reboot_needed) = reg.reboot_needed {
+                host.reboot_needed = reboot_needed;
+            }
         });
         Ok(AgentAttached {
             conn_id,

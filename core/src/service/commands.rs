@@ -8,14 +8,14 @@ use crate::storage::{CommandRow, LogLine};
 use crate::Core;
 use common::AppError;
 use common::Viewer;
-use protocol::api::{BulkFailed, BulkQueued, BulkResult, CommandRecord};
+use protocol::api::{BulkFailed, BulkQueued, BulkResult, CommandDetail, CommandRecord};
 use protocol::messages::{
     Ack, AgentCommandComplete, AgentOutcome, CommandComplete, CommandOrder, CommandOutput,
     CommandRejected, Output, RunningCommand, StopOrder,
 };
 use protocol::{
-    BrowserEvent, CommandKind, CommandStatus, OutputStream, PendingCommand, ServerMessage,
-    Timestamp,
+    BrowserEvent, CheckStatus, CommandKind, CommandResult, CommandStatus, OutputStream,
+    PendingCommand, ServerMessage, StatusCheck, Timestamp,
 };
 use std::fmt::Write;
 
@@ -33,9 +33,26 @@ fn new_command_id() -> String {
     new_token()[..32].to_owned()
 }
 
-/// Run `kind` on a host: 202 with the id, 404 unknown host, 409 `offline` or `busy`.
-pub async fn run(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -> Result<String> {
-    let result = start(core, viewer, host_id, kind).await;
+/// What a command may carry besides its kind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOptions {
+    /// `rollback` only: the generation to go to (None: the previous one).
+    pub generation: Option<u64>,
+    /// `switch` and `boot` only: a finished `preview` of the same host, whose built store
+    /// path the command activates instead of building the checkout again.
+    pub preview_id: Option<String>,
+}
+
+/// Run `kind` on a host: 202 with the id, 404 unknown host (or unknown preview), 409
+/// `offline` or `busy`, 422 `invalid` for options that do not fit the command.
+pub async fn run(
+    core: &Core,
+    viewer: &Viewer,
+    host_id: &str,
+    kind: CommandKind,
+    options: RunOptions,
+) -> Result<String> {
+    let result = start(core, viewer, host_id, kind, options).await;
     audit::record(
         core,
         viewer,
@@ -46,9 +63,79 @@ pub async fn run(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind)
     .await
 }
 
-async fn start(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -> Result<String> {
+/// The order for the agent: the options checked against the command and, for a preview,
+/// against what the preview recorded. Read before the host is reserved, so a refusal
+/// leaves the host as it was.
+async fn order_for(
+    core: &Core,
+    host_id: &str,
+    command_id: &str,
+    kind: CommandKind,
+    options: &RunOptions,
+) -> Result<CommandOrder> {
+    let mut order = CommandOrder::new(command_id, kind);
+    if let Some(generation) = options.generation {
+        if kind != CommandKind::Rollback {
+            return Err(AppError::Invalid(format!(
+                "generation applies only to rollback, not to {kind}."
+            )));
+        }
+        order.generation = Some(generation);
+    }
+    let Some(preview_id) = &options.preview_id else {
+        return Ok(order);
+    };
+    if !matches!(kind, CommandKind::Switch | CommandKind::Boot) {
+        return Err(AppError::Invalid(format!(
+            "preview_id applies only to switch and boot, not to {kind}."
+        )));
+    }
+    let shown: String = preview_id.chars().take(40).collect();
+    let Some(preview) = core
+        .db
+        .command(preview_id)
+        .await
+        .or_internal("loading preview")?
+    else {
+        return Err(AppError::NotFound(format!("command {shown}")));
+    };
+    if preview.host_id != host_id {
+        return Err(AppError::Invalid(format!(
+            "Command {shown} ran on {}, not on {host_id}: a preview only applies to its own host.",
+            preview.host_id
+        )));
+    }
+    if preview.command != CommandKind::Preview {
+        return Err(AppError::Invalid(format!(
+            "Command {shown} is a {}, not a preview.",
+            preview.command
+        )));
+    }
+    if !preview.status.is_success() {
+        return Err(AppError::Invalid(format!(
+            "Preview {shown} ended {}; only a preview that ended ok can be applied.",
+            preview.status
+        )));
+    }
+    let Some(store_path) = preview.result.and_then(|r| r.store_path) else {
+        return Err(AppError::Invalid(format!(
+            "Preview {shown} recorded no store path to apply; run a new preview."
+        )));
+    };
+    order.store_path = Some(store_path);
+    Ok(order)
+}
+
+async fn start(
+    core: &Core,
+    viewer: &Viewer,
+    host_id: &str,
+    kind: CommandKind,
+    options: RunOptions,
+) -> Result<String> {
     require_operator(viewer)?;
     let command_id = new_command_id();
+    let order = order_for(core, host_id, &command_id, kind, &options).await?;
     let now = Timestamp::now();
     let pending = PendingCommand {
         command_id: command_id.clone(),
@@ -87,21 +174,34 @@ async fn start(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -
         .await
     {
         tracing::error!("storing command: {e}");
-        release(core, host_id, &command_id, CommandStatus::Error, None, 0);
+        release(
+            core,
+            host_id,
+            &command_id,
+            CommandStatus::Error,
+            None,
+            0,
+            None,
+        );
         return Err(AppError::Internal);
     }
-    let order = ServerMessage::Command(CommandOrder {
-        command_id: command_id.clone(),
-        command: kind,
-        generation: None,
-        store_path: None,
-    });
-    if !core.hub.send_to_agent(host_id, order) {
+    if !core
+        .hub
+        .send_to_agent(host_id, ServerMessage::Command(order))
+    {
         let _ = core
             .db
             .release_command(&command_id, CommandStatus::Lost, now)
             .await;
-        release(core, host_id, &command_id, CommandStatus::Lost, None, 0);
+        release(
+            core,
+            host_id,
+            &command_id,
+            CommandStatus::Lost,
+            None,
+            0,
+            None,
+        );
         return Err(AppError::conflict(
             "offline",
             format!("{host_id} went offline."),
@@ -123,6 +223,7 @@ fn release(
     status: CommandStatus,
     exit_code: Option<i32>,
     duration_ms: u64,
+    result: Option<CommandResult>,
 ) {
     core.hub.release(CommandComplete {
         host_id: host_id.to_owned(),
@@ -130,7 +231,7 @@ fn release(
         status,
         exit_code,
         duration_ms,
-        result: None,
+        result,
     });
 }
 
@@ -203,6 +304,7 @@ async fn release_stuck(core: &Core, viewer: &Viewer, host_id: &str) -> Result<()
             CommandStatus::Abandoned,
             None,
             0,
+            None,
         );
         tracing::info!(
             host = host_id,
@@ -229,6 +331,21 @@ pub async fn history(
         .await
         .or_internal("loading command history")?;
     Ok(rows.iter().map(CommandRow::record).collect())
+}
+
+/// `GET /api/commands/{id}`: one command with its result, for any signed-in role.
+pub async fn detail(core: &Core, _viewer: &Viewer, command_id: &str) -> Result<CommandDetail> {
+    core.db
+        .command(command_id)
+        .await
+        .or_internal("loading command")?
+        .map(|row| row.detail())
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "command {}",
+                command_id.chars().take(40).collect::<String>()
+            ))
+        })
 }
 
 /// One output line as the log download shows it.
@@ -311,17 +428,19 @@ pub async fn bulk(
     let ids = host_ids.unwrap_or_else(|| core.hub.online_ids());
     let mut results = Vec::with_capacity(ids.len());
     for host_id in ids {
-        results.push(match run(core, viewer, &host_id, kind).await {
-            Ok(command_id) => BulkResult::Queued(BulkQueued {
-                host_id,
-                command_id,
-            }),
-            Err(e) => BulkResult::Failed(BulkFailed {
-                error: e.to_string(),
-                code: e.code().to_owned(),
-                host_id,
-            }),
-        });
+        results.push(
+            match run(core, viewer, &host_id, kind, RunOptions::default()).await {
+                Ok(command_id) => BulkResult::Queued(BulkQueued {
+                    host_id,
+                    command_id,
+                }),
+                Err(e) => BulkResult::Failed(BulkFailed {
+                    error: e.to_string(),
+                    code: e.code().to_owned(),
+                    host_id,
+                }),
+            },
+        );
     }
     Ok(results)
 }
@@ -343,7 +462,15 @@ pub async fn on_register(core: &Core, host_id: &str, running: Option<&RunningCom
                 .db
                 .release_command(&p.command_id, CommandStatus::Lost, Timestamp::now())
                 .await;
-            release(core, host_id, &p.command_id, CommandStatus::Lost, None, 0);
+            release(
+                core,
+                host_id,
+                &p.command_id,
+                CommandStatus::Lost,
+                None,
+                0,
+                None,
+            );
         }
     }
     let Some(r) = running else { return };
@@ -453,6 +580,11 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         AgentOutcome::Stopped => CommandStatus::Stopped,
         AgentOutcome::RolledBack => CommandStatus::RolledBack,
     };
+    let result = done
+        .result
+        .as_ref()
+        .and_then(|r| kept_result(host_id, &row.id, r));
+    let result_json = result.as_ref().map(|(_, json)| json.as_str());
     let stored = match core
         .db
         .complete_command(
@@ -461,6 +593,7 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
             done.exit_code,
             done.duration_ms,
             Timestamp::now(),
+            result_json,
         )
         .await
     {
@@ -479,6 +612,17 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         || !row.completed
     {
         publish_drop_marker(core, host_id, &stored).await;
+        // By the agent's own outcome: the machine was rolled back even when the server
+        // had recorded a timeout first.
+        if activates(row.command) {
+            match done.status {
+                AgentOutcome::RolledBack => core
+                    .hub
+                    .set_activation_check(host_id, Some(rolled_back_check(row.command, done))),
+                AgentOutcome::Ok => core.hub.set_activation_check(host_id, None),
+                AgentOutcome::Error | AgentOutcome::Stopped => {}
+            }
+        }
         release(
             core,
             host_id,
@@ -486,6 +630,7 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
             stored.status,
             done.exit_code,
             done.duration_ms,
+            stored.result.clone(),
         );
     }
     tracing::info!(host = host_id, command_id = row.id, status = ?stored.status, "command complete");
@@ -494,6 +639,71 @@ pub async fn on_complete(core: &Core, host_id: &str, done: &AgentCommandComplete
         seq: stored.last_seq,
         complete: stored.last_seq >= done.last_seq,
     })
+}
+
+/// Largest result kept with a command, serialised. An agent's frames are bounded already;
+/// this bounds what every later `GET /api/commands/{id}` and the database carry, whatever
+/// an agent puts in one.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Longest package name or version kept from a closure diff.
+const PACKAGE_CHARS: usize = 256;
+
+/// An agent's result as the dashboard keeps it, with its JSON: every text through
+/// `agent_text` (store paths through `clean_store_path`), and None, with a warning, when
+/// it is larger than `MAX_RESULT_BYTES` serialised.
+fn kept_result(
+    host_id: &str,
+    command_id: &str,
+    result: &CommandResult,
+) -> Option<(CommandResult, String)> {
+    use super::hosts::{agent_text, clean_store_path};
+    let mut result = result.clone();
+    result.store_path = result.store_path.as_deref().and_then(clean_store_path);
+    if let Some(diff) = &mut result.diff {
+        for change in &mut diff.changes {
+            change.name = agent_text(&change.name, PACKAGE_CHARS).into_owned();
+            for version in [&mut change.old, &mut change.new].into_iter().flatten() {
+                *version = agent_text(version, PACKAGE_CHARS).into_owned();
+            }
+        }
+    }
+    let json = serde_json::to_string(&result).ok()?;
+    if json.len() > MAX_RESULT_BYTES {
+        tracing::warn!(
+            host = host_id,
+            command_id,
+            bytes = json.len(),
+            "dropped a command result over {MAX_RESULT_BYTES} bytes"
+        );
+        return None;
+    }
+    Some((result, json))
+}
+
+/// Commands that activate a system (or set the one to boot): their end decides the
+/// system compartment until the next one.
+fn activates(kind: CommandKind) -> bool {
+    matches!(
+        kind,
+        CommandKind::Switch | CommandKind::PullSwitch | CommandKind::Boot | CommandKind::Rollback
+    )
+}
+
+/// The system compartment after an activating command was rolled back: an error that
+/// stands over the agent's later `ok` verdicts (the old generation runs fine, but the
+/// target did not take) until an activating command ends ok.
+fn rolled_back_check(kind: CommandKind, done: &AgentCommandComplete) -> StatusCheck {
+    let to = done
+        .result
+        .as_ref()
+        .and_then(|r| r.generation)
+        .map(|g| format!(" to generation {g}"))
+        .unwrap_or_default();
+    StatusCheck::new(
+        CheckStatus::Error,
+        format!("{kind} rolled back{to}: the activation or the health gate failed (see the command's log)."),
+        Some(Timestamp::now()),
+    )
 }
 
 /// Output over the bound was not stored (`Db::store_output`), nor sent to browsers: their
@@ -535,7 +745,7 @@ pub async fn on_rejected(core: &Core, host_id: &str, rej: &CommandRejected) {
                 .db
                 .release_command(&row.id, CommandStatus::Error, Timestamp::now())
                 .await;
-            release(core, host_id, &row.id, CommandStatus::Error, None, 0);
+            release(core, host_id, &row.id, CommandStatus::Error, None, 0, None);
         }
     }
 }
@@ -680,5 +890,273 @@ mod tests {
         assert_eq!(text.lines().count(), 3);
         assert!(text.ends_with(&format!("[ERR] {marker}\n")));
         assert_eq!(pages.next_page().await.unwrap(), None);
+    }
+
+    fn operator() -> Viewer {
+        Viewer {
+            username: "olga".into(),
+            role: protocol::api::Role::Operator,
+            ..viewer()
+        }
+    }
+
+    fn register(name: &str) -> protocol::messages::Register {
+        serde_json::from_value(serde_json::json!({
+            "hostname": name, "host_type": "nixos", "agent_version": protocol::VERSION
+        }))
+        .unwrap()
+    }
+
+    /// The order the agent got last.
+    fn order(link: &mut crate::hub::AgentAttached) -> CommandOrder {
+        let mut last = None;
+        while let Ok(crate::hub::AgentOut::Frame(msg)) = link.outbox.try_recv() {
+            if let ServerMessage::Command(o) = msg {
+                last = Some(o);
+            }
+        }
+        last.expect("a command order")
+    }
+
+    fn done(
+        command_id: &str,
+        status: AgentOutcome,
+        result: Option<CommandResult>,
+    ) -> AgentCommandComplete {
+        AgentCommandComplete {
+            command_id: command_id.into(),
+            status,
+            exit_code: Some(0),
+            duration_ms: 5,
+            last_seq: 0,
+            result,
+        }
+    }
+
+    fn preview_result(store_path: &str) -> CommandResult {
+        CommandResult {
+            diff: Some(protocol::ClosureDiff {
+                changes: vec![protocol::PackageChange {
+                    name: "openssl\u{1b}[31m".into(),
+                    old: Some("3.0.14".into()),
+                    new: Some("3.0.15".into()),
+                    kind: protocol::ChangeKind::Upgraded,
+                }],
+                closure_bytes_before: 1,
+                closure_bytes_after: 2,
+                reboot_needed: false,
+                truncated: 0,
+            }),
+            generation: None,
+            store_path: Some(store_path.into()),
+        }
+    }
+
+    fn invalid(r: Result<String>) -> String {
+        match r {
+            Err(e @ AppError::Invalid(_)) => {
+                assert_eq!(e.code(), "invalid");
+                e.to_string()
+            }
+            other => panic!("expected 422 invalid, got {other:?}"),
+        }
+    }
+
+    /// A preview's result is stored (cleaned), returned by `detail` and sent to browsers
+    /// with the completion; a switch from it carries its store path to the agent, and the
+    /// options are refused where they do not fit, before the host is reserved.
+    #[tokio::test]
+    async fn a_switch_from_a_preview_activates_its_store_path_and_options_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path(), &["h", "g"], &["nixdeck"]).await;
+        let mut h = core.hub.attach_agent("h", &register("h"), None).unwrap();
+        let _g = core.hub.attach_agent("g", &register("g"), None).unwrap();
+        let op = operator();
+        let seat = core.hub.browser_seat("ann", 1).unwrap();
+        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+        let path = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-h-26.05";
+
+        let preview = run(&core, &op, "h", CommandKind::Preview, RunOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(order(&mut h).command, CommandKind::Preview);
+        on_complete(
+            &core,
+            "h",
+            &done(&preview, AgentOutcome::Ok, Some(preview_result(path))),
+        )
+        .await
+        .unwrap();
+        let detail = detail(&core, &viewer(), &preview).await.unwrap();
+        assert_eq!(detail.status, CommandStatus::Ok);
+        assert_eq!(detail.host_id, "h");
+        let result = detail.result.expect("the stored result");
+        assert_eq!(result.store_path.as_deref(), Some(path));
+        assert_eq!(result.diff.unwrap().changes[0].name, "openssl", "cleaned");
+        let mut sent = None;
+        while let Ok(text) = events.try_recv() {
+            let (kind, p) = event(&text);
+            if kind == "command_complete" {
+                sent = Some(p);
+            }
+        }
+        assert_eq!(sent.unwrap()["result"]["store_path"], path);
+        assert!(matches!(
+            super::detail(&core, &viewer(), "nope").await,
+            Err(AppError::NotFound(_))
+        ));
+
+        let from = |id: &str| RunOptions {
+            generation: None,
+            preview_id: Some(id.into()),
+        };
+        let switch = run(&core, &op, "h", CommandKind::Switch, from(&preview))
+            .await
+            .unwrap();
+        let sent = order(&mut h);
+        assert_eq!(
+            (sent.command, sent.store_path.as_deref()),
+            (CommandKind::Switch, Some(path))
+        );
+        assert_eq!(sent.generation, None);
+        on_complete(&core, "h", &done(&switch, AgentOutcome::Ok, None)).await;
+
+        // Refused before the host is touched.
+        let e = invalid(run(&core, &op, "g", CommandKind::Switch, from(&preview)).await);
+        assert!(e.contains("ran on h, not on g"), "{e}");
+        let e = invalid(run(&core, &op, "h", CommandKind::Test, from(&preview)).await);
+        assert!(e.contains("only to switch and boot"), "{e}");
+        let e = invalid(run(&core, &op, "h", CommandKind::Switch, from(&switch)).await);
+        assert!(e.contains("not a preview"), "{e}");
+        assert!(matches!(
+            run(&core, &op, "h", CommandKind::Boot, from("unknown")).await,
+            Err(AppError::NotFound(_))
+        ));
+        let failed = run(&core, &op, "h", CommandKind::Preview, RunOptions::default())
+            .await
+            .unwrap();
+        on_complete(&core, "h", &done(&failed, AgentOutcome::Error, None)).await;
+        let e = invalid(run(&core, &op, "h", CommandKind::Boot, from(&failed)).await);
+        assert!(e.contains("ended error"), "{e}");
+        let to = |n: u64| RunOptions {
+            generation: Some(n),
+            preview_id: None,
+        };
+        let e = invalid(run(&core, &op, "h", CommandKind::Pull, to(3)).await);
+        assert!(e.contains("only to rollback"), "{e}");
+        assert!(
+            core.hub.pending("h").is_none(),
+            "a refusal reserves nothing"
+        );
+
+        let rollback = run(&core, &op, "h", CommandKind::Rollback, to(3))
+            .await
+            .unwrap();
+        let sent = order(&mut h);
+        assert_eq!(
+            (sent.command, sent.generation),
+            (CommandKind::Rollback, Some(3))
+        );
+        assert_eq!(sent.command_id, rollback);
+        // A viewer may read a command, but not run one.
+        assert!(matches!(
+            run(
+                &core,
+                &viewer(),
+                "g",
+                CommandKind::Preview,
+                RunOptions::default()
+            )
+            .await,
+            Err(AppError::Forbidden(_))
+        ));
+    }
+
+    /// A rolled-back switch is a failure: recorded as such, the host freed, counted as a
+    /// failed end, and the system compartment an error until an activation ends ok, even
+    /// over the agent's own `ok` verdict of the old generation.
+    #[tokio::test]
+    async fn a_rolled_back_switch_is_a_failure_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path(), &["h"], &["nixdeck"]).await;
+        let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
+        let op = operator();
+        let switch = run(&core, &op, "h", CommandKind::Switch, RunOptions::default())
+            .await
+            .unwrap();
+        let result = CommandResult {
+            generation: Some(41),
+            ..CommandResult::default()
+        };
+        on_complete(
+            &core,
+            "h",
+            &done(&switch, AgentOutcome::RolledBack, Some(result)),
+        )
+        .await
+        .unwrap();
+        assert!(core.hub.pending("h").is_none(), "the host is free");
+        let history = history(&core, &op, "h", 5).await.unwrap();
+        assert_eq!(history[0].status, CommandStatus::RolledBack);
+        let detail = super::detail(&core, &op, &switch).await.unwrap();
+        assert_eq!(detail.status, CommandStatus::RolledBack);
+        assert_eq!(detail.result.unwrap().generation, Some(41));
+        let ended = |s: CommandStatus| {
+            let i = CommandStatus::ALL.iter().position(|x| *x == s).unwrap();
+            core.hub.counters().commands_ended[i].load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(
+            (ended(CommandStatus::RolledBack), ended(CommandStatus::Ok)),
+            (1, 0)
+        );
+        let system = || core.hub.host("h").unwrap().update_status.system;
+        assert_eq!(system().status, CheckStatus::Error);
+        assert!(
+            system()
+                .message
+                .contains("switch rolled back to generation 41"),
+            "{:?}",
+            system()
+        );
+        // The agent's verdict of the generation it went back to does not hide it.
+        core.hub.report_checks(
+            "h",
+            protocol::messages::StatusChecks {
+                system: Some(StatusCheck::new(CheckStatus::Ok, "running", None)),
+                tests: None,
+            },
+        );
+        assert_eq!(system().status, CheckStatus::Error);
+        // A switch that ends ok lets the agent's verdicts speak again.
+        let again = run(&core, &op, "h", CommandKind::Switch, RunOptions::default())
+            .await
+            .unwrap();
+        on_complete(&core, "h", &done(&again, AgentOutcome::Ok, None)).await;
+        assert_ne!(system().status, CheckStatus::Error, "{:?}", system());
+    }
+
+    /// A result over the bound is dropped; the completion itself is stored.
+    #[tokio::test]
+    async fn a_result_over_64_kib_is_dropped_and_the_command_still_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path(), &["h"], &["nixdeck"]).await;
+        let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
+        let preview = run(
+            &core,
+            &operator(),
+            "h",
+            CommandKind::Preview,
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut big = preview_result("/nix/store/x");
+        let change = big.diff.as_ref().unwrap().changes[0].clone();
+        big.diff.as_mut().unwrap().changes = vec![change; 2000];
+        on_complete(&core, "h", &done(&preview, AgentOutcome::Ok, Some(big)))
+            .await
+            .unwrap();
+        let detail = detail(&core, &viewer(), &preview).await.unwrap();
+        assert_eq!((detail.status, detail.result), (CommandStatus::Ok, None));
     }
 }

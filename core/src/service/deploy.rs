@@ -11,14 +11,14 @@
 //! One job at a time. Its progress is stored on every change and broadcast as
 //! `deploy_progress`; a dashboard restart marks a job that was running as interrupted.
 
-use super::commands;
+use super::commands::{self, RunOptions};
 use super::{audit, require_operator, OrInternal, Result};
 use crate::github::GhError;
 use crate::secret::new_token;
 use crate::Core;
 use common::AppError;
 use common::Viewer;
-use protocol::api::DeployRequest;
+use protocol::api::{DeployRequest, OnFailure};
 use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
 use protocol::{CommandKind, CommandStatus, PendingPr};
 use std::collections::HashMap;
@@ -203,6 +203,8 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
         progress,
         cancel,
         max_failures: req.max_failures,
+        soak_s: req.soak_s.unwrap_or(0),
+        on_failure: req.on_failure.unwrap_or_default(),
     };
     let method = core.config.github.merge_method.clone();
     let sha = match gh.merge(pr, &method, &reviewed).await {
@@ -391,6 +393,24 @@ pub async fn recover(core: &Core) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A host's state in a deploy after its `kind` command ended with `status`. Only `ok`
+/// succeeds; `rolled_back` is a failure of its own, never ok.
+fn host_state(kind: CommandKind, status: CommandStatus) -> DeployHostState {
+    match (kind, status) {
+        (CommandKind::Switch, CommandStatus::Ok) => DeployHostState::Ok,
+        // The deploy's own rollback of a host whose switch went through.
+        (CommandKind::Rollback, CommandStatus::Ok) => DeployHostState::RolledBack,
+        (_, CommandStatus::Ok) => DeployHostState::Running,
+        (_, CommandStatus::RolledBack) => DeployHostState::RolledBack,
+        _ => DeployHostState::Error,
+    }
+}
+
+/// A host state that counts as failed.
+fn failed(state: DeployHostState) -> bool {
+    matches!(state, DeployHostState::Error | DeployHostState::RolledBack)
+}
+
 fn phase_verb(phase: DeployPhase) -> &'static str {
     match phase {
         DeployPhase::Merging => "merging",
@@ -406,7 +426,13 @@ struct Job {
     progress: DeployProgress,
     cancel: Arc<Cancel>,
     max_failures: Option<u32>,
+    /// Seconds to wait after a wave before the next one starts.
+    soak_s: u64,
+    on_failure: OnFailure,
 }
+
+/// How often a soak looks for a cancel.
+const SOAK_TICK: Duration = Duration::from_millis(250);
 
 impl Job {
     /// Store and broadcast the progress as it is now.
@@ -431,11 +457,12 @@ impl Job {
             .count()
     }
 
+    /// Hosts that failed: an error, or a switch that was rolled back.
     fn failed_hosts(&self) -> Vec<String> {
         self.progress
             .hosts
             .iter()
-            .filter(|(_, s)| **s == DeployHostState::Error)
+            .filter(|(_, s)| failed(**s))
             .map(|(h, _)| h.clone())
             .collect()
     }
@@ -471,13 +498,21 @@ impl Job {
     }
 
     /// After the merge: wait for the branch to reach `sha`, then the waves.
-    async fn run(mut self, sha: String, waves: Vec<Vec<String>>) {
-        let pr = self.progress.pr_number;
-        let short = short(&sha).to_owned();
+    async fn run(self, sha: String, waves: Vec<Vec<String>>) {
         let wait = Duration::from_secs(self.core.config.github.merge_wait_s);
         if let Err(e) = self.core.desired.wait_for_head(&sha, wait).await {
             return self.finish(DeployPhase::Failed, e).await;
         }
+        self.roll_out(&sha, waves).await
+    }
+
+    /// The waves, one after the other. A wave with any failure halts the deploy unless
+    /// `max_failures` allows that many in all: a wave only proceeds when its hosts are
+    /// confirmed healthy. With `rollback-and-halt`, the hosts of a failed wave whose
+    /// switch went through are put back to the generation they ran before the wave.
+    async fn roll_out(mut self, sha: &str, waves: Vec<Vec<String>>) {
+        let pr = self.progress.pr_number;
+        let short = short(sha).to_owned();
         let total = self.progress.hosts.len();
         for (n, wave) in waves.iter().enumerate() {
             if let Some(by) = self.cancelled_by() {
@@ -492,9 +527,11 @@ impl Job {
             } else {
                 String::new()
             };
+            // Read before anything of this wave runs: what a rollback goes back to.
+            let before = self.current_generations(wave);
             self.progress.phase = DeployPhase::Pulling;
             self.progress.message = format!("Pulling {short} on {}{label}…", wave.join(", "));
-            let pulled = self.step(wave, CommandKind::Pull).await;
+            let pulled = self.step(wave, CommandKind::Pull, &HashMap::new()).await;
             if let Some(by) = self.cancelled_by() {
                 let message =
                     format!("Cancelled by {by} after pulling; nothing was switched in this wave.");
@@ -502,14 +539,41 @@ impl Job {
             }
             self.progress.phase = DeployPhase::Switching;
             self.progress.message = format!("Switching {}{label}…", pulled.join(", "));
-            self.step(&pulled, CommandKind::Switch).await;
-            let failed = self.failed_hosts();
-            if let Some(max) = self.max_failures {
-                if failed.len() > max as usize && n + 1 < waves.len() {
+            let switched = self
+                .step(&pulled, CommandKind::Switch, &HashMap::new())
+                .await;
+            let wave_failed: Vec<String> = wave
+                .iter()
+                .filter(|h| self.progress.hosts.get(*h).copied().is_some_and(failed))
+                .cloned()
+                .collect();
+            let failed_all = self.failed_hosts();
+            let allowed = self
+                .max_failures
+                .is_some_and(|max| failed_all.len() <= max as usize);
+            let roll_back = self.on_failure == OnFailure::RollbackAndHalt && !switched.is_empty();
+            // After the last wave there is nothing left to halt: the summary below names
+            // the failed hosts, unless a rollback has to run first.
+            if !wave_failed.is_empty() && !allowed && (n + 1 < waves.len() || roll_back) {
+                let mut message = match self.max_failures {
+                    Some(max) => format!(
+                        "Stopped: {} host(s) failed ({}), more than the {max} allowed",
+                        failed_all.len(),
+                        failed_all.join(", ")
+                    ),
+                    None => format!("Stopped: {} failed{label}", wave_failed.join(", ")),
+                };
+                if roll_back {
+                    message.push_str(&self.roll_back(&switched, &before).await);
+                }
+                message.push_str("; the rest were skipped.");
+                return self.finish(DeployPhase::Failed, message).await;
+            }
+            if n + 1 < waves.len() && self.soak_s > 0 {
+                if let Some(by) = self.soak(n + 2, waves.len()).await {
                     let message = format!(
-                        "Stopped: {} host(s) failed ({}), more than the {max} allowed; the rest were skipped.",
-                        failed.len(),
-                        failed.join(", ")
+                        "Cancelled by {by} while soaking; {} of {total} hosts deployed.",
+                        self.count(DeployHostState::Ok)
                     );
                     return self.finish(DeployPhase::Failed, message).await;
                 }
@@ -529,9 +593,68 @@ impl Job {
         }
     }
 
+    /// The generation each host's profile points at now, where its agent reported one.
+    fn current_generations(&self, hosts: &[String]) -> HashMap<String, u64> {
+        hosts
+            .iter()
+            .filter_map(|h| {
+                let host = self.core.hub.host(h)?;
+                let current = host.generations.iter().find(|g| g.current)?;
+                Some((h.clone(), current.number))
+            })
+            .collect()
+    }
+
+    /// Wait `soak_s` before wave `next` of `of`, saying so; the name of whoever cancelled
+    /// meanwhile, if anyone did.
+    async fn soak(&mut self, next: usize, of: usize) -> Option<String> {
+        self.progress.message = format!("Soaking {} s before wave {next} of {of}…", self.soak_s);
+        self.save().await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(self.soak_s);
+        loop {
+            if let Some(by) = self.cancelled_by() {
+                return Some(by);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return None;
+            }
+            tokio::time::sleep(SOAK_TICK.min(until - now)).await;
+        }
+    }
+
+    /// `rollback-and-halt`: put `hosts` (their switch went through) back to the generation
+    /// they ran before the wave (`before`; a plain rollback where none was reported), wait
+    /// for them, and say how it went, for the job's message.
+    async fn roll_back(&mut self, hosts: &[String], before: &HashMap<String, u64>) -> String {
+        self.progress.message = format!("Rolling back {}…", hosts.join(", "));
+        let back = self.step(hosts, CommandKind::Rollback, before).await;
+        let failed: Vec<&String> = hosts.iter().filter(|h| !back.contains(h)).collect();
+        let mut text = format!(
+            "; rolled back {} to the generation from before the wave",
+            if back.is_empty() {
+                "none".to_owned()
+            } else {
+                back.join(", ")
+            }
+        );
+        if !failed.is_empty() {
+            let failed: Vec<&str> = failed.iter().map(|h| h.as_str()).collect();
+            text.push_str(&format!(" (the rollback failed on {})", failed.join(", ")));
+        }
+        text
+    }
+
     /// Run `kind` on `hosts` at once and wait for all of them; returns the hosts where it
-    /// succeeded. A switch that succeeds marks the host ok; any failure marks it error.
-    async fn step(&mut self, hosts: &[String], kind: CommandKind) -> Vec<String> {
+    /// succeeded. A switch that succeeds marks the host ok, one that was rolled back marks
+    /// it rolled back, any other failure marks it error; a rollback the deploy sent marks
+    /// the host rolled back when it succeeds. `generations` is what a rollback goes to.
+    async fn step(
+        &mut self,
+        hosts: &[String],
+        kind: CommandKind,
+        generations: &HashMap<String, u64>,
+    ) -> Vec<String> {
         if hosts.is_empty() {
             return Vec::new();
         }
@@ -539,7 +662,11 @@ impl Job {
         let mut completions = self.core.hub.completions();
         let mut waiting: HashMap<String, String> = HashMap::new();
         for host in hosts {
-            match commands::run(&self.core, &self.viewer, host, kind).await {
+            let options = RunOptions {
+                generation: generations.get(host).copied(),
+                preview_id: None,
+            };
+            match commands::run(&self.core, &self.viewer, host, kind, options).await {
                 Ok(command_id) => {
                     waiting.insert(command_id, host.clone());
                     self.set(host, DeployHostState::Running);
@@ -580,13 +707,8 @@ impl Job {
             // Publish each host's end as it happens (a pull that worked stays running:
             // its switch comes next).
             for (host, status) in finished {
-                let state = match (status, kind) {
-                    (CommandStatus::Ok, CommandKind::Switch) => DeployHostState::Ok,
-                    (CommandStatus::Ok, _) => DeployHostState::Running,
-                    _ => DeployHostState::Error,
-                };
-                self.set(&host, state);
-                if status == CommandStatus::Ok {
+                self.set(&host, host_state(kind, status));
+                if status.is_success() {
                     succeeded.push(host);
                 }
             }
@@ -641,5 +763,281 @@ mod tests {
             plan(&targets, &req),
             vec![ids(&["c"]), ids(&["a", "b"]), ids(&["d", "e"])]
         );
+    }
+
+    use crate::hub::AgentOut;
+    use crate::service::test_core;
+    use crate::Core;
+    use protocol::messages::{AgentCommandComplete, AgentOutcome, CommandOrder};
+    use protocol::ServerMessage;
+
+    /// How a fake agent ends each order: by host and command kind.
+    type Script = fn(&str, CommandKind) -> AgentOutcome;
+
+    /// The hosts, connected through the hub to fake agents that end every order at once
+    /// as `script` says, reporting generation 7 as current. Returns what each agent got.
+    async fn fleet(
+        dir: &std::path::Path,
+        hosts: &[&str],
+        script: Script,
+    ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
+        let core = test_core(dir, hosts, &["nixdeck"]).await;
+        let orders = Arc::new(Mutex::new(Vec::new()));
+        for host in hosts {
+            let reg = serde_json::from_value(serde_json::json!({
+                "hostname": host, "host_type": "nixos", "agent_version": protocol::VERSION,
+                "generations": [
+                    {"number": 6, "created_at": "2026-12-01T00:00:00Z", "store_path": "/nix/store/a", "current": false, "booted": false},
+                    {"number": 7, "created_at": "2026-12-02T00:00:00Z", "store_path": "/nix/store/b", "current": true, "booted": true}
+                ]
+            }))
+            .unwrap();
+            let mut link = core.hub.attach_agent(host, &reg, None).unwrap();
+            let (core, orders, host) = (core.clone(), orders.clone(), host.to_string());
+            tokio::spawn(async move {
+                while let Some(AgentOut::Frame(msg)) = link.outbox.recv().await {
+                    let ServerMessage::Command(order) = msg else {
+                        continue;
+                    };
+                    orders.lock().unwrap().push((host.clone(), order.clone()));
+                    let done = AgentCommandComplete {
+                        command_id: order.command_id.clone(),
+                        status: script(&host, order.command),
+                        exit_code: Some(0),
+                        duration_ms: 1,
+                        last_seq: 0,
+                        result: None,
+                    };
+                    // Not at once: the deploy records the command as sent first.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    commands::on_complete(&core, &host, &done).await;
+                }
+            });
+        }
+        (core, orders)
+    }
+
+    fn new_job(core: &Core, hosts: &[&str], req: &DeployRequest) -> (Job, Arc<Cancel>) {
+        let cancel = Arc::new(Cancel::default());
+        let job = Job {
+            core: core.clone(),
+            viewer: Viewer {
+                username: "olga".into(),
+                role: protocol::api::Role::Operator,
+                csrf_token: String::new(),
+                ip: None,
+                session_hash: String::new(),
+                authenticated_at: 0,
+            },
+            progress: DeployProgress {
+                job_id: "j1".into(),
+                pr_number: 1,
+                phase: DeployPhase::Merging,
+                hosts: hosts
+                    .iter()
+                    .map(|h| (h.to_string(), DeployHostState::Pending))
+                    .collect(),
+                message: String::new(),
+                started_by: "olga".into(),
+                active: true,
+            },
+            cancel: cancel.clone(),
+            max_failures: req.max_failures,
+            soak_s: req.soak_s.unwrap_or(0),
+            on_failure: req.on_failure.unwrap_or_default(),
+        };
+        (job, cancel)
+    }
+
+    fn request(canary: &[&str], batch_size: u32) -> DeployRequest {
+        DeployRequest {
+            pr_number: 1,
+            host_ids: None,
+            canary: Some(ids(canary)),
+            batch_size: Some(batch_size),
+            max_failures: None,
+            head_sha: None,
+            soak_s: None,
+            on_failure: None,
+        }
+    }
+
+    /// Runs the job's waves to the end; the job as stored, and every message it showed.
+    async fn roll_out(
+        core: &Core,
+        job: Job,
+        waves: Vec<Vec<String>>,
+    ) -> (DeployProgress, Vec<String>) {
+        let seat = core.hub.browser_seat("ann", 1).unwrap();
+        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+        let db = core.db.clone();
+        db.insert_deploy(&job.progress, "{}").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), job.roll_out("abcdef0123", waves))
+            .await
+            .expect("the deploy ends");
+        let mut messages = Vec::new();
+        while let Ok(text) = events.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["type"] == "deploy_progress" {
+                messages.push(v["payload"]["message"].as_str().unwrap().to_owned());
+            }
+        }
+        (db.deploy("j1").await.unwrap().unwrap(), messages)
+    }
+
+    fn rolls_back_canary(host: &str, kind: CommandKind) -> AgentOutcome {
+        match (host, kind) {
+            ("c", CommandKind::Switch) => AgentOutcome::RolledBack,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    /// A canary whose switch was rolled back halts the deploy, without max_failures: the
+    /// canary is rolled back (never ok, never error) and nobody else is touched.
+    #[tokio::test]
+    async fn a_rolled_back_canary_halts_the_deploy() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b", "c"];
+        let (core, orders) = fleet(dir.path(), &hosts, rolls_back_canary).await;
+        let req = request(&["c"], 2);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert!(!end.active);
+        assert_eq!(end.hosts["c"], DeployHostState::RolledBack);
+        assert_eq!(end.hosts["a"], DeployHostState::Skipped);
+        assert_eq!(end.hosts["b"], DeployHostState::Skipped);
+        assert!(
+            end.message.starts_with("Stopped: c failed"),
+            "{}",
+            end.message
+        );
+        let touched: Vec<String> = orders
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect();
+        assert_eq!(
+            touched,
+            ids(&["c", "c"]),
+            "pull and switch on the canary only"
+        );
+        assert!(core.deploys.lock().is_none(), "the slot is free");
+    }
+
+    fn b_fails(host: &str, kind: CommandKind) -> AgentOutcome {
+        match (host, kind) {
+            ("b", CommandKind::Switch) => AgentOutcome::Error,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    /// `rollback-and-halt`: the hosts of the failed wave whose switch went through go back
+    /// to the generation they ran before the wave; the deploy fails naming them.
+    #[tokio::test]
+    async fn rollback_and_halt_puts_the_wave_back_to_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b", "c", "d"];
+        let (core, orders) = fleet(dir.path(), &hosts, b_fails).await;
+        let mut req = request(&[], 2);
+        req.on_failure = Some(OnFailure::RollbackAndHalt);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(end.hosts["a"], DeployHostState::RolledBack);
+        assert_eq!(end.hosts["b"], DeployHostState::Error);
+        assert_eq!(end.hosts["c"], DeployHostState::Skipped);
+        assert_eq!(end.hosts["d"], DeployHostState::Skipped);
+        assert!(
+            end.message
+                .contains("rolled back a to the generation from before the wave"),
+            "{}",
+            end.message
+        );
+        let rollbacks: Vec<(String, Option<u64>)> = orders
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, o)| o.command == CommandKind::Rollback)
+            .map(|(h, o)| (h.clone(), o.generation))
+            .collect();
+        assert_eq!(rollbacks, vec![("a".to_owned(), Some(7))]);
+        // With halt (the default) nothing is rolled back.
+        let dir = tempfile::tempdir().unwrap();
+        let (core, orders) = fleet(dir.path(), &hosts, b_fails).await;
+        let req = request(&[], 2);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.hosts["a"], DeployHostState::Ok);
+        assert_eq!(end.hosts["c"], DeployHostState::Skipped);
+        assert!(orders
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, o)| o.command != CommandKind::Rollback));
+    }
+
+    /// max_failures lets a wave with failures go on; without it the same wave halts.
+    #[tokio::test]
+    async fn max_failures_lets_a_failed_wave_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b", "c", "d"];
+        let (core, _) = fleet(dir.path(), &hosts, b_fails).await;
+        let mut req = request(&[], 2);
+        req.max_failures = Some(1);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(end.hosts["b"], DeployHostState::Error);
+        for h in ["a", "c", "d"] {
+            assert_eq!(end.hosts[h], DeployHostState::Ok, "{h}");
+        }
+    }
+
+    fn all_ok(_: &str, _: CommandKind) -> AgentOutcome {
+        AgentOutcome::Ok
+    }
+
+    /// soak_s: after a healthy wave the deploy waits, saying so, before the next; a
+    /// cancel during the soak ends it before the next wave starts.
+    #[tokio::test]
+    async fn a_healthy_wave_soaks_before_the_next_and_a_cancel_ends_the_soak() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b"];
+        let (core, _) = fleet(dir.path(), &hosts, all_ok).await;
+        let mut req = request(&["a"], 1);
+        req.soak_s = Some(1);
+        let (job, _) = new_job(&core, &hosts, &req);
+        let started = Instant::now();
+        let (end, messages) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        assert_eq!(end.phase, DeployPhase::Done, "{}", end.message);
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m == "Soaking 1 s before wave 2 of 2…"),
+            "{messages:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let (core, orders) = fleet(dir.path(), &hosts, all_ok).await;
+        req.soak_s = Some(3600);
+        let (job, cancel) = new_job(&core, &hosts, &req);
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            *cancel.by.lock().unwrap() = "olga".into();
+            cancel.requested.store(true, Ordering::SeqCst);
+        });
+        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+        canceller.await.unwrap();
+        assert!(
+            end.message.starts_with("Cancelled by olga while soaking"),
+            "{}",
+            end.message
+        );
+        assert_eq!(end.hosts["a"], DeployHostState::Ok);
+        assert_eq!(end.hosts["b"], DeployHostState::Skipped);
+        assert!(orders.lock().unwrap().iter().all(|(h, _)| h == "a"));
     }
 }

@@ -6,8 +6,8 @@ use crate::storage::{is_unique_violation, HostReport, SeenUpdate};
 use crate::Core;
 use common::{AppError, Viewer};
 use protocol::api::{CreateHost, HostCreated, RefreshResult};
-use protocol::messages::{Heartbeat, Register, Snapshot};
-use protocol::{is_valid_host_id, is_valid_theme_color, Host, Timestamp};
+use protocol::messages::{Heartbeat, Register, Snapshot, StatusReport};
+use protocol::{is_valid_host_id, is_valid_theme_color, Generation, Host, Timestamp};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -59,6 +59,13 @@ const VERSION_CHARS: usize = 128;
 const HASH_CHARS: usize = 128;
 /// Longest branch, repository URL or checkout path.
 const PLACE_CHARS: usize = 512;
+/// Longest store path kept, in bytes. A Nix store path is `/nix/store/<32 chars>-<name>`
+/// with a name of at most 211 characters; twice that leaves room for another store
+/// directory and still bounds what one generation costs every snapshot.
+pub const STORE_PATH_BYTES: usize = 512;
+/// Generations kept per host, the newest. A profile rarely holds more; an agent reporting
+/// thousands would otherwise grow the hub, the database and every snapshot.
+pub const MAX_GENERATIONS: usize = 100;
 /// Longest location or device type: the bound `check_label` sets for the ones an admin
 /// types.
 const LABEL_CHARS: usize = 64;
@@ -150,6 +157,40 @@ pub fn clean_register(reg: &mut Register) {
     clean_opt(&mut reg.branch, PLACE_CHARS);
     clean_opt(&mut reg.location, LABEL_CHARS);
     clean_opt(&mut reg.device_type, LABEL_CHARS);
+    if let Some(generations) = &mut reg.generations {
+        clean_generations(generations);
+    }
+}
+
+/// A store path an agent reported, cleaned like its other text; None when it is longer
+/// than `STORE_PATH_BYTES` (a cut path would name another path, so it is dropped whole).
+pub fn clean_store_path(path: &str) -> Option<String> {
+    let cleaned = agent_text(path, path.len());
+    (cleaned.len() <= STORE_PATH_BYTES).then(|| cleaned.into_owned())
+}
+
+/// Reported generations as the dashboard keeps them: one per number, oldest first, the
+/// newest `MAX_GENERATIONS`, each store path cleaned. A generation whose store path is too
+/// long to keep is dropped, with a warning, rather than shown with a wrong path.
+pub fn clean_generations(generations: &mut Vec<Generation>) {
+    generations.sort_by_key(|g| g.number);
+    generations.dedup_by_key(|g| g.number);
+    if generations.len() > MAX_GENERATIONS {
+        generations.drain(..generations.len() - MAX_GENERATIONS);
+    }
+    generations.retain_mut(|g| match clean_store_path(&g.store_path) {
+        Some(path) => {
+            g.store_path = path;
+            true
+        }
+        None => {
+            tracing::warn!(
+                generation = g.number,
+                "dropped a reported generation: its store path is over {STORE_PATH_BYTES} bytes"
+            );
+            false
+        }
+    });
 }
 
 /// A heartbeat's text fields through `agent_text`; None when they were clean already (the
@@ -514,11 +555,51 @@ pub fn save_registration(core: &Core, id: &str, reg: &Register) {
         repo_dir: reg.repo_dir.clone(),
         branch: reg.branch.clone(),
         heartbeat_interval_s: Some(reg.heartbeat_interval_s),
+        generations: reg.generations.clone(),
+        reboot_needed: reg.reboot_needed,
     };
     core.unsaved
         .lock()
         .reports
         .insert(id.to_owned(), (report, Timestamp::now()));
+}
+
+/// A `status` frame: the agent's system/tests verdicts, and (after a switch, boot or
+/// rollback) its generations and whether a reboot is needed. Those are live at once (a
+/// `host_updated` to browsers) and written at once: they change rarely, and a registration
+/// still waiting in the batch must not put older ones back, so it takes the new ones too.
+pub async fn status(core: &Core, id: &str, mut report: StatusReport) {
+    core.hub.report_checks(id, report.checks);
+    if report.generations.is_none() && report.reboot_needed.is_none() {
+        return;
+    }
+    if let Some(generations) = &mut report.generations {
+        clean_generations(generations);
+    }
+    let (generations, reboot_needed) = (report.generations, report.reboot_needed);
+    core.hub.update_host(id, |h| {
+        if let Some(g) = &generations {
+            h.generations = g.clone();
+        }
+        if let Some(r) = reboot_needed {
+            h.reboot_needed = r;
+        }
+    });
+    if let Some((waiting, _)) = core.unsaved.lock().reports.get_mut(id) {
+        if generations.is_some() {
+            waiting.generations = generations.clone();
+        }
+        if reboot_needed.is_some() {
+            waiting.reboot_needed = reboot_needed;
+        }
+    }
+    if let Err(e) = core
+        .db
+        .save_generations(id, generations.as_deref(), reboot_needed)
+        .await
+    {
+        tracing::warn!(host = id, "saving generations: {e}");
+    }
 }
 
 /// Write the batched registrations and heartbeats (every few seconds, when an agent
@@ -675,5 +756,93 @@ mod tests {
         let lock = seen.lock_hash.as_deref().unwrap();
         assert_eq!(lock.chars().count(), HASH_CHARS);
         assert!(lock.starts_with("lockred titlelinknexttxtggg"), "{lock:?}");
+    }
+
+    fn generation(number: u64, store_path: String, current: bool) -> Generation {
+        Generation {
+            number,
+            created_at: Timestamp(number as i64),
+            store_path,
+            current,
+            booted: false,
+        }
+    }
+
+    /// Generations from `register` and from `status` reach the hub (browsers) and the
+    /// database: the newest 100 at most, store paths cleaned, an over-long one dropped.
+    /// A status that reports none leaves them as they were.
+    #[tokio::test]
+    async fn reported_generations_are_bounded_cleaned_live_and_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path(), &["web-1"], &["nixdeck"]).await;
+        let mut reg = hostile_register();
+        reg.generations = Some(vec![generation(7, "/nix/store/a-7".into(), true)]);
+        reg.reboot_needed = Some(true);
+        clean_register(&mut reg);
+        core.db
+            .insert_host(&Host::new("web-1", protocol::HostType::Nixos), "t")
+            .await
+            .unwrap();
+        let _link = core.hub.attach_agent("web-1", &reg, None).unwrap();
+        save_registration(&core, "web-1", &reg);
+        let host = core.hub.host("web-1").unwrap();
+        assert_eq!((host.generations.len(), host.reboot_needed), (1, true));
+
+        // 150 generations, newest first, one with a hostile path and one far too long.
+        let mut many: Vec<Generation> = (1..=150)
+            .rev()
+            .map(|n| generation(n, format!("/nix/store/g-{n}"), n == 150))
+            .collect();
+        many[0].store_path = format!("/nix/store/g-150{HOSTILE}");
+        many[1].store_path = format!("/nix/store/{}", "x".repeat(600));
+        let report = StatusReport {
+            checks: Default::default(),
+            generations: Some(many),
+            reboot_needed: Some(false),
+        };
+        status(&core, "web-1", report).await;
+        let host = core.hub.host("web-1").unwrap();
+        let numbers: Vec<u64> = host.generations.iter().map(|g| g.number).collect();
+        let expected: Vec<u64> = (51..=150).filter(|n| *n != 149).collect();
+        assert_eq!(
+            numbers, expected,
+            "the newest 100, oldest first, without 149"
+        );
+        let newest = host.generations.last().unwrap();
+        assert_eq!(newest.store_path, "/nix/store/g-150red titlelinknexttxt");
+        assert!(newest.current);
+        assert!(!host.reboot_needed);
+        // The registration still waiting for its batch takes the newer report, so the
+        // batch cannot put the older generations back.
+        flush_reports(&core).await;
+        let stored = core.db.host("web-1").await.unwrap().unwrap().host;
+        assert_eq!(stored.generations, host.generations);
+        assert!(!stored.reboot_needed);
+
+        // A status without generations changes none of it.
+        status(
+            &core,
+            "web-1",
+            StatusReport {
+                checks: Default::default(),
+                generations: None,
+                reboot_needed: None,
+            },
+        )
+        .await;
+        assert_eq!(
+            core.hub.host("web-1").unwrap().generations,
+            host.generations
+        );
+        assert_eq!(
+            core.db
+                .host("web-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .host
+                .generations,
+            host.generations
+        );
     }
 }

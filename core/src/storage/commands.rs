@@ -4,9 +4,9 @@
 //! retention.
 
 use super::{Db, DbResult};
-use protocol::api::CommandRecord;
+use protocol::api::{CommandDetail, CommandRecord};
 use protocol::messages::Output;
-use protocol::{CommandKind, CommandStatus, OutputStream, Timestamp};
+use protocol::{CommandKind, CommandResult, CommandStatus, OutputStream, Timestamp};
 
 /// Output rows per INSERT statement (4 parameters each, well under SQLite's limit).
 const OUTPUT_ROWS_PER_INSERT: usize = 128;
@@ -28,6 +28,8 @@ pub struct CommandRow {
     pub dropped_lines: u64,
     /// The seq of the marker line that says how many were dropped.
     pub drop_marker_seq: Option<u64>,
+    /// The agent's structured result (a preview's diff, the generation reached).
+    pub result: Option<CommandResult>,
 }
 
 impl CommandRow {
@@ -37,6 +39,21 @@ impl CommandRow {
             command: self.command,
             status: self.status,
             exit_code: self.exit_code,
+            queued_at: self.queued_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            line_count: self.last_seq,
+        }
+    }
+
+    pub fn detail(&self) -> CommandDetail {
+        CommandDetail {
+            command_id: self.id.clone(),
+            host_id: self.host_id.clone(),
+            command: self.command,
+            status: self.status,
+            exit_code: self.exit_code,
+            result: self.result.clone(),
             queued_at: self.queued_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
@@ -55,7 +72,7 @@ pub struct LogLine {
 }
 
 const COMMAND_COLUMNS: &str = "id, host_id, command, status, exit_code, queued_at, started_at, \
-     finished_at, last_seq, completed, dropped_lines, drop_marker_seq";
+     finished_at, last_seq, completed, dropped_lines, drop_marker_seq, result";
 
 /// The `COMMAND_COLUMNS` of a `commands` row.
 #[derive(sqlx::FromRow)]
@@ -72,6 +89,8 @@ struct CommandColumns {
     completed: bool,
     dropped_lines: i64,
     drop_marker_seq: Option<i64>,
+    /// `CommandResult` as JSON.
+    result: Option<String>,
 }
 
 impl From<CommandColumns> for CommandRow {
@@ -93,6 +112,9 @@ impl From<CommandColumns> for CommandRow {
             completed: r.completed,
             dropped_lines: r.dropped_lines.max(0) as u64,
             drop_marker_seq: r.drop_marker_seq.map(|s| s.max(0) as u64),
+            // A result this build cannot read (a newer agent's shape) reads as none: the
+            // command's status and log still stand on their own.
+            result: r.result.and_then(|j| serde_json::from_str(&j).ok()),
         }
     }
 }
@@ -232,8 +254,8 @@ impl Db {
     }
 
     /// Store the agent's completion. A status the server already decided (timeout,
-    /// abandoned, lost) stands; the agent's exit code and duration are kept either way.
-    /// Returns the row after the update.
+    /// abandoned, lost) stands; the agent's exit code, duration and result (`result`, the
+    /// `CommandResult` as JSON) are kept either way. Returns the row after the update.
     pub async fn complete_command(
         &self,
         id: &str,
@@ -241,12 +263,14 @@ impl Db {
         exit_code: Option<i32>,
         duration_ms: u64,
         at: Timestamp,
+        result: Option<&str>,
     ) -> DbResult<Option<CommandRow>> {
         sqlx::query(
             "UPDATE commands SET
                 status = CASE WHEN status IN ('queued', 'running') THEN $2 ELSE status END,
                 exit_code = $3, duration_ms = $4, finished_at = COALESCE(finished_at, $5),
-                started_at = COALESCE(started_at, $5), completed = TRUE
+                started_at = COALESCE(started_at, $5), completed = TRUE,
+                result = COALESCE($6, result)
              WHERE id = $1",
         )
         .bind(id)
@@ -254,6 +278,7 @@ impl Db {
         .bind(exit_code)
         .bind(duration_ms as i64)
         .bind(at.secs())
+        .bind(result)
         .execute(&self.pool)
         .await?;
         self.command(id).await

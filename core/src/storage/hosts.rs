@@ -3,7 +3,7 @@
 //! heartbeats are written in batches, one transaction each, rather than one per frame.
 
 use super::{Db, DbResult};
-use protocol::{Host, HostType, Metrics, Timestamp};
+use protocol::{Generation, Host, HostType, Metrics, Timestamp};
 
 /// What a `register` frame tells us about a host; written once per connection.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +18,10 @@ pub struct HostReport {
     pub repo_dir: Option<String>,
     pub branch: Option<String>,
     pub heartbeat_interval_s: Option<u32>,
+    /// The system profile's generations (None: not reported, the stored ones stand).
+    pub generations: Option<Vec<Generation>>,
+    /// None: not reported, the stored value stands.
+    pub reboot_needed: Option<bool>,
 }
 
 /// A host as stored: the wire `Host` (offline, no pending command) plus server-only fields.
@@ -40,7 +44,7 @@ pub struct SeenUpdate {
 
 const HOST_COLUMNS: &str = "id, hostname, host_type, theme_color, location, device_type, \
     agent_version, os_version, nixpkgs_version, generation, lock_hash, repo_url, repo_dir, \
-    branch, last_seen, metrics, pending_approval";
+    branch, last_seen, metrics, pending_approval, generations, reboot_needed";
 
 /// The `HOST_COLUMNS` of a `hosts` row.
 #[derive(sqlx::FromRow)]
@@ -63,6 +67,9 @@ struct HostColumns {
     /// `Metrics` as JSON.
     metrics: Option<String>,
     pending_approval: bool,
+    /// `[Generation]` as JSON.
+    generations: Option<String>,
+    reboot_needed: bool,
 }
 
 impl From<HostColumns> for HostRecord {
@@ -84,6 +91,13 @@ impl From<HostColumns> for HostRecord {
         host.last_seen = r.last_seen.map(Timestamp);
         host.metrics = r.metrics.and_then(|m| serde_json::from_str(&m).ok());
         host.pending_approval = r.pending_approval;
+        // Generations that do not parse read as none, like metrics: the agent reports
+        // them again on its next registration.
+        host.generations = r
+            .generations
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or_default();
+        host.reboot_needed = r.reboot_needed;
         HostRecord {
             host,
             lock_hash: r.lock_hash,
@@ -192,6 +206,26 @@ impl Db {
         tx.commit().await
     }
 
+    /// What a `status` frame reported of the system profile, written at once: it comes
+    /// after a switch, boot or rollback, rarely. None keeps the stored value.
+    pub async fn save_generations(
+        &self,
+        id: &str,
+        generations: Option<&[Generation]>,
+        reboot_needed: Option<bool>,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE hosts SET generations = COALESCE($2, generations),
+                reboot_needed = COALESCE($3, reboot_needed) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(generations.map(generations_json))
+        .bind(reboot_needed)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
     pub async fn set_token_hash(&self, id: &str, token_hash: &str) -> DbResult<bool> {
         sqlx::query("UPDATE hosts SET token_hash = $2 WHERE id = $1")
             .bind(id)
@@ -218,7 +252,8 @@ fn report_query(
     sqlx::query(
         "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
             generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
-            heartbeat_interval_s = $11, last_seen = $12
+            heartbeat_interval_s = $11, last_seen = $12,
+            generations = COALESCE($13, generations), reboot_needed = COALESCE($14, reboot_needed)
          WHERE id = $1",
     )
     .bind(id)
@@ -233,4 +268,10 @@ fn report_query(
     .bind(&rep.branch)
     .bind(rep.heartbeat_interval_s.map(i64::from))
     .bind(seen.secs())
+    .bind(rep.generations.as_deref().map(generations_json))
+    .bind(rep.reboot_needed)
+}
+
+fn generations_json(generations: &[Generation]) -> String {
+    serde_json::to_string(generations).unwrap_or_default()
 }

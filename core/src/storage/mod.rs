@@ -378,7 +378,14 @@ mod tests {
             "a timed-out command holds its host"
         );
         let row = db
-            .complete_command("c1", CommandStatus::Stopped, Some(143), 10, Timestamp(4))
+            .complete_command(
+                "c1",
+                CommandStatus::Stopped,
+                Some(143),
+                10,
+                Timestamp(4),
+                None,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -402,12 +409,26 @@ mod tests {
                 .await
                 .unwrap();
         }
-        db.complete_command("old-done", CommandStatus::Ok, Some(0), 1, Timestamp(101))
-            .await
-            .unwrap();
-        db.complete_command("new-done", CommandStatus::Ok, Some(0), 1, Timestamp(10_001))
-            .await
-            .unwrap();
+        db.complete_command(
+            "old-done",
+            CommandStatus::Ok,
+            Some(0),
+            1,
+            Timestamp(101),
+            None,
+        )
+        .await
+        .unwrap();
+        db.complete_command(
+            "new-done",
+            CommandStatus::Ok,
+            Some(0),
+            1,
+            Timestamp(10_001),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(db.purge_commands(Timestamp(5_000)).await.unwrap(), 1);
         assert!(db.command("old-done").await.unwrap().is_none());
         assert!(db.output_page("old-done", 0, 10).await.unwrap().is_empty());
@@ -462,7 +483,7 @@ mod tests {
                 CommandStatus::Running
             );
             let row = db
-                .complete_command(&id, status, Some(0), 1, Timestamp(3))
+                .complete_command(&id, status, Some(0), 1, Timestamp(3), None)
                 .await
                 .unwrap()
                 .unwrap();
@@ -646,6 +667,11 @@ mod tests {
             "hosts from before were all approved"
         );
         assert_eq!(
+            (hosts[0].host.generations.len(), hosts[0].host.reboot_needed),
+            (0, false),
+            "no generations reported yet"
+        );
+        assert_eq!(
             db.host_for_token("tok").await.unwrap().as_deref(),
             Some("web-1")
         );
@@ -676,6 +702,7 @@ mod tests {
             .unwrap()
             .expect("the command is kept");
         assert_eq!((command.status, command.last_seq), (CommandStatus::Ok, 1));
+        assert_eq!(command.result, None, "commands from before have no result");
         let lines = db.output_page("c1", 0, 10).await.unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].line, "Already up to date.");

@@ -12,10 +12,10 @@ use common::Viewer;
 use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::{
-    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandRecord,
-    CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted, LoginRequest,
-    LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm,
-    TotpSetup, TotpSetupRequest,
+    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
+    CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted,
+    LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo,
+    TotpConfirm, TotpSetup, TotpSetupRequest,
 };
 use protocol::Host;
 
@@ -155,8 +155,21 @@ pub async fn run_command(
     JsonBody(req): JsonBody<CommandRequest>,
 ) -> HttpResult<(StatusCode, Json<CommandAccepted>)> {
     let kind = service::commands::parse_kind(&req.command)?;
-    let command_id = service::commands::run(&app, &viewer, &id, kind).await?;
+    let options = service::commands::RunOptions {
+        generation: req.generation,
+        preview_id: req.preview_id,
+    };
+    let command_id = service::commands::run(&app, &viewer, &id, kind, options).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
+}
+
+/// Addition: one command with its result.
+pub async fn command_detail(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<CommandDetail>> {
+    Ok(Json(service::commands::detail(&app, &viewer, &id).await?))
 }
 
 pub async fn stop_command(

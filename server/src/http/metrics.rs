@@ -11,7 +11,7 @@ use axum::Extension;
 use nixdeck_core::config::{Config, MetricsAccess};
 use nixdeck_core::secret::constant_time_eq;
 use nixdeck_core::Core;
-use protocol::{CheckStatus, UpdateStatus};
+use protocol::{CheckStatus, CommandStatus, UpdateStatus};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -176,6 +176,31 @@ pub async fn metrics(
             value.load(Ordering::Relaxed)
         );
     }
+    // Every final status, and whether it counts as a success: only `ok` does, so a
+    // rolled-back switch is a failure here as everywhere.
+    let _ = writeln!(
+        out,
+        "# HELP nixdeck_commands_ended_total Commands ended, by final status.\n# TYPE nixdeck_commands_ended_total counter"
+    );
+    let mut failures = 0;
+    for (i, status) in CommandStatus::ALL.into_iter().enumerate() {
+        if !status.is_final() {
+            continue;
+        }
+        let n = c.commands_ended[i].load(Ordering::Relaxed);
+        if !status.is_success() {
+            failures += n;
+        }
+        let _ = writeln!(
+            out,
+            "nixdeck_commands_ended_total{{status=\"{}\"}} {n}",
+            status.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nixdeck_command_failures_total Commands that ended other than ok.\n# TYPE nixdeck_command_failures_total counter\nnixdeck_command_failures_total {failures}"
+    );
     let _ = writeln!(
         out,
         "# HELP nixdeck_build_info The running version.\n# TYPE nixdeck_build_info gauge\nnixdeck_build_info{{version=\"{}\"}} 1",

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts/{id}/stop", post(api::stop_command))
         .route("/api/hosts/{id}/refresh", post(api::refresh_host))
         .route("/api/hosts/{id}/unlock", post(api::unlock_host))
+        .route("/api/commands/{id}", get(api::command_detail))
         .route("/api/commands/{id}/log", get(api::command_log))
         .route("/api/bulk", post(api::bulk))
         .route("/api/desired", get(api::desired))
@@ -127,6 +128,7 @@ mod tests {
         ("POST", "/api/hosts/nohost/stop", Access::Operator),
         ("POST", "/api/hosts/nohost/refresh", Access::Viewer),
         ("POST", "/api/hosts/nohost/unlock", Access::Operator),
+        ("GET", "/api/commands/nocommand", Access::Viewer),
         ("GET", "/api/commands/nocommand/log", Access::Viewer),
         ("POST", "/api/bulk", Access::Operator),
         ("GET", "/api/audit", Access::Admin),
@@ -192,6 +194,7 @@ mod tests {
                     "fleet_snapshot",
                     "refresh_host",
                     "command_history",
+                    "command_detail",
                     "totp",
                     "reauthenticate",
                 ]
@@ -233,6 +236,7 @@ mod tests {
             }
             _ if server_fn("run_command") => (FORM, "host_id=nohost&command=pull"),
             _ if server_fn("command_history") => (FORM, "host_id=nohost&limit=5"),
+            _ if server_fn("command_detail") => (FORM, "command_id=nocommand"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
             _ if server_fn("fleet_snapshot") => (FORM, ""),

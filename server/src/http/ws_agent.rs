@@ -345,7 +345,7 @@ impl AgentSession<'_> {
                 commands::on_rejected(app, host_id, &rej).await
             }
             Decoded::Message(AgentMessage::Status(report)) => {
-                app.hub.report_checks(host_id, report.checks)
+                nixdeck_core::service::hosts::status(app, host_id, report).await
             }
             Decoded::Message(AgentMessage::Register(_)) => {
                 tracing::debug!(host = host_id, "ignored a second register");
