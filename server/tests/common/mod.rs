@@ -205,6 +205,18 @@ pub fn spawn_agent_with(
     state: &Path,
     extra: &[&str],
 ) -> Child {
+    spawn_agent_env(server, hostname, token, state, extra, &[])
+}
+
+/// `spawn_agent_with`, plus environment (the test's Nix settings).
+pub fn spawn_agent_env(
+    server: &Server,
+    hostname: &str,
+    token: &str,
+    state: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -222,6 +234,7 @@ pub fn spawn_agent_with(
         .args(extra)
         .env("NIXDECK_TOKEN", token)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
