@@ -201,9 +201,14 @@ pub fn flake_nix(hosts: &[FlakeHost]) -> String {
       "/bin/mkdir -p $out; echo ${{name}} ${{version}} > $out/version";
     linux = version: sh "linux-${{version}}"
       "/bin/mkdir -p $out; echo ${{version}} > $out/bzImage";
+    # A flake.lock update changes every system, as a new nixpkgs would: the lock's hash
+    # goes into each system's derivation (Nix ignores lock fields it does not know).
+    lock = if builtins.pathExists ./flake.lock
+      then builtins.hashFile "sha256" ./flake.lock else "none";
     system = prefix: host: version: kernel: packages: activate: let
       entry = builtins.toFile "activate" activate;
     in sh "${{prefix}}-${{version}}" ''
+      # lock ${{lock}}
       /bin/mkdir -p $out/bin
       echo ${{toString packages}} > $out/packages
       /bin/ln -s ${{linux kernel}}/bzImage $out/kernel
@@ -239,7 +244,7 @@ impl TestFlake {
 
     /// Rewrites flake.nix for `hosts` and commits it; the new commit's sha.
     pub fn commit(&self, hosts: &[FlakeHost], message: &str) -> String {
-        std::fs::write(self.dir.join("flake.nix"), flake_nix(hosts)).unwrap();
+        self.write(hosts);
         self.commit_all(message)
     }
 
@@ -252,16 +257,34 @@ impl TestFlake {
         executable: bool,
         message: &str,
     ) -> String {
+        self.write_file(path, content, executable);
+        self.commit_all(message)
+    }
+
+    /// An existing repository (one `TestFlake::new` made, or any git work tree).
+    pub fn open(dir: &Path) -> TestFlake {
+        TestFlake {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Writes flake.nix for `hosts` without committing.
+    pub fn write(&self, hosts: &[FlakeHost]) {
+        std::fs::write(self.dir.join("flake.nix"), flake_nix(hosts)).unwrap();
+    }
+
+    /// Writes a file (executable or not) without committing.
+    pub fn write_file(&self, path: &str, content: &str, executable: bool) {
         let file = self.dir.join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, content).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = if executable { 0o755 } else { 0o644 };
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
-        self.commit_all(message)
     }
 
-    fn commit_all(&self, message: &str) -> String {
+    /// Commits everything in the work tree; the new commit's sha.
+    pub fn commit_all(&self, message: &str) -> String {
         git(&self.dir, &["add", "-A"]);
         git(&self.dir, &["commit", "-q", "--allow-empty", "-m", message]);
         git(&self.dir, &["rev-parse", "HEAD"])
@@ -285,6 +308,16 @@ impl TestFlake {
             .expect("an output path")
             .to_owned()
     }
+}
+
+/// A host test for `hosts/<host>/tests/`: it passes while the file `<dir>/<host>` exists,
+/// so a test can make one host of a fleet unhealthy without a new commit.
+pub fn health_script(dir: &Path, host: &str) -> String {
+    let flag = dir.join(host).display().to_string();
+    assert!(!flag.contains(['\'', '\\']), "a plain health file path");
+    format!(
+        "#!/bin/sh\n[ -e '{flag}' ] && exit 0\necho '{host} is unhealthy: {flag} is missing' >&2\nexit 1\n"
+    )
 }
 
 /// `nixosConfigurations.<host>.config.system.build.toplevel`.
