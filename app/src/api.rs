@@ -6,6 +6,7 @@
 use common::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
+use protocol::api::OnFailure;
 use protocol::api::{
     BulkResult, CommandRecord, CreateHost, HostCreated, RecoveryCodes, RefreshResult, TotpSetup,
 };
@@ -67,9 +68,27 @@ pub async fn fleet_snapshot() -> Result<Snapshot, AppError> {
 }
 
 /// Run a command on a host (the row's Pull / Switch / Test buttons and the ⋮ menu).
+/// `generation`: the one a rollback goes to (None: the previous one); `preview_id`: the
+/// finished preview whose build a switch or boot activates.
 #[server(client = CsrfClient)]
-pub async fn run_command(host_id: String, command: CommandKind) -> Result<String, AppError> {
-    serve(|c, v| async move { service::commands::run(&c, &v, &host_id, command).await }).await
+pub async fn run_command(
+    host_id: String,
+    command: CommandKind,
+    generation: Option<u64>,
+    preview_id: Option<String>,
+) -> Result<String, AppError> {
+    let options = service::commands::RunOptions {
+        generation,
+        preview_id,
+    };
+    serve(|c, v| async move { service::commands::run(&c, &v, &host_id, command, options).await })
+        .await
+}
+
+/// One command with its result (a preview's closure diff, the generation a switch made).
+#[server(client = CsrfClient)]
+pub async fn command_detail(command_id: String) -> Result<protocol::api::CommandDetail, AppError> {
+    serve(|c, v| async move { service::commands::detail(&c, &v, &command_id).await }).await
 }
 
 /// Stop the host's running command.
@@ -189,23 +208,30 @@ pub async fn audit_log(
     serve(|c, v| async move { service::audit::read(&c, &v, filter).await }).await
 }
 
-/// Merge the flake.lock PR and roll it out: to `host_ids`, or every online host. The
-/// job's progress arrives as `deploy_progress` events.
+/// Merge the flake.lock PR and roll it out: to `host_ids`, or every online host, in
+/// waves (`canary` first, then batches) as `DeployRequest` describes. The job's progress
+/// arrives as `deploy_progress` events.
+#[allow(clippy::too_many_arguments)]
 #[server(client = CsrfClient)]
 pub async fn merge_and_deploy(
     pr_number: u64,
     host_ids: Option<Vec<String>>,
     head_sha: Option<String>,
+    canary: Option<Vec<String>>,
+    batch_size: Option<u32>,
+    max_failures: Option<u32>,
+    soak_s: Option<u64>,
+    on_failure: Option<OnFailure>,
 ) -> Result<String, AppError> {
     let req = protocol::api::DeployRequest {
         pr_number,
         host_ids,
-        canary: None,
-        batch_size: None,
-        max_failures: None,
+        canary,
+        batch_size,
+        max_failures,
         head_sha,
-        soak_s: None,
-        on_failure: None,
+        soak_s,
+        on_failure,
     };
     serve(|c, v| async move { service::deploy::start(&c, &v, req).await }).await
 }

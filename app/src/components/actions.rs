@@ -35,7 +35,9 @@ impl Action {
 pub fn perform(page: PageState, host_id: String, action: Action) {
     leptos::task::spawn_local(async move {
         let result = match action {
-            Action::Run(kind) => run_command(host_id.clone(), kind).await.map(drop),
+            Action::Run(kind) => run_command(host_id.clone(), kind, None, None)
+                .await
+                .map(drop),
             Action::Stop => stop_command(host_id.clone()).await.map(drop),
             Action::Unlock => unlock_host(host_id.clone()).await,
         };
@@ -161,7 +163,18 @@ pub fn bulk(page: PageState, kind: CommandKind, host_ids: Option<Vec<String>>) {
 pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
     leptos::task::spawn_local(async move {
         let pr_number = m.pr_number;
-        match merge_and_deploy(pr_number, m.host_ids.clone(), m.head_sha.clone()).await {
+        match merge_and_deploy(
+            pr_number,
+            m.host_ids.clone(),
+            m.head_sha.clone(),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        .await
+        {
             Ok(_) => {}
             // The confirm dialog asks for the password, then runs this again.
             Err(AppError::ReauthRequired) => page

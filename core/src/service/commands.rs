@@ -19,6 +19,16 @@ use protocol::{
 };
 use std::fmt::Write;
 
+/// One command with its result (`GET /api/commands/{id}`). Not stored yet: NotFound.
+pub async fn detail(
+    _core: &Core,
+    viewer: &Viewer,
+    command_id: &str,
+) -> Result<protocol::api::CommandDetail> {
+    let _ = viewer;
+    Err(AppError::NotFound(format!("command {command_id}")))
+}
+
 pub fn parse_kind(command: &str) -> Result<CommandKind> {
     CommandKind::parse(command).ok_or_else(|| {
         AppError::Invalid(format!(
@@ -33,8 +43,22 @@ fn new_command_id() -> String {
     new_token()[..32].to_owned()
 }
 
+/// What a command may carry besides its kind: the generation a rollback goes to, the
+/// preview a switch or boot activates.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub generation: Option<u64>,
+    pub preview_id: Option<String>,
+}
+
 /// Run `kind` on a host: 202 with the id, 404 unknown host, 409 `offline` or `busy`.
-pub async fn run(core: &Core, viewer: &Viewer, host_id: &str, kind: CommandKind) -> Result<String> {
+pub async fn run(
+    core: &Core,
+    viewer: &Viewer,
+    host_id: &str,
+    kind: CommandKind,
+    _options: RunOptions,
+) -> Result<String> {
     let result = start(core, viewer, host_id, kind).await;
     audit::record(
         core,
@@ -311,17 +335,19 @@ pub async fn bulk(
     let ids = host_ids.unwrap_or_else(|| core.hub.online_ids());
     let mut results = Vec::with_capacity(ids.len());
     for host_id in ids {
-        results.push(match run(core, viewer, &host_id, kind).await {
-            Ok(command_id) => BulkResult::Queued(BulkQueued {
-                host_id,
-                command_id,
-            }),
-            Err(e) => BulkResult::Failed(BulkFailed {
-                error: e.to_string(),
-                code: e.code().to_owned(),
-                host_id,
-            }),
-        });
+        results.push(
+            match run(core, viewer, &host_id, kind, RunOptions::default()).await {
+                Ok(command_id) => BulkResult::Queued(BulkQueued {
+                    host_id,
+                    command_id,
+                }),
+                Err(e) => BulkResult::Failed(BulkFailed {
+                    error: e.to_string(),
+                    code: e.code().to_owned(),
+                    host_id,
+                }),
+            },
+        );
     }
     Ok(results)
 }

@@ -539,7 +539,7 @@ impl Job {
         let mut completions = self.core.hub.completions();
         let mut waiting: HashMap<String, String> = HashMap::new();
         for host in hosts {
-            match commands::run(&self.core, &self.viewer, host, kind).await {
+            match commands::run(&self.core, &self.viewer, host, kind, Default::default()).await {
                 Ok(command_id) => {
                     waiting.insert(command_id, host.clone());
                     self.set(host, DeployHostState::Running);

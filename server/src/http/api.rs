@@ -155,7 +155,7 @@ pub async fn run_command(
     JsonBody(req): JsonBody<CommandRequest>,
 ) -> HttpResult<(StatusCode, Json<CommandAccepted>)> {
     let kind = service::commands::parse_kind(&req.command)?;
-    let command_id = service::commands::run(&app, &viewer, &id, kind).await?;
+    let command_id = service::commands::run(&app, &viewer, &id, kind, Default::default()).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
 }
 

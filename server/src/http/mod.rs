@@ -192,6 +192,7 @@ mod tests {
                     "fleet_snapshot",
                     "refresh_host",
                     "command_history",
+                    "command_detail",
                     "totp",
                     "reauthenticate",
                 ]
@@ -233,6 +234,7 @@ mod tests {
             }
             _ if server_fn("run_command") => (FORM, "host_id=nohost&command=pull"),
             _ if server_fn("command_history") => (FORM, "host_id=nohost&limit=5"),
+            _ if server_fn("command_detail") => (FORM, "command_id=nocommand"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
             _ if server_fn("fleet_snapshot") => (FORM, ""),
