@@ -5,7 +5,7 @@ use crate::api::{
     approve_host, bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy,
     refresh_host, remove_host, run_command, stop_command, unlock_host,
 };
-use crate::page_state::PageState;
+use crate::page_state::{HostCommand, PageState};
 use crate::store::HostStore;
 use common::AppError;
 use leptos::prelude::*;
@@ -49,6 +49,25 @@ pub fn perform(page: PageState, host_id: String, action: Action) {
             Err(e) => page.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
         }
     });
+}
+
+/// Run confirmed commands (boot, a rollback to a generation, switches to previewed
+/// builds), each on its own host; each failure is its own notice, so one refused host
+/// does not hide the others.
+pub fn run_host_commands(page: PageState, commands: Vec<HostCommand>) {
+    for c in commands {
+        leptos::task::spawn_local(async move {
+            let HostCommand {
+                host_id,
+                kind,
+                generation,
+                preview_id,
+            } = c;
+            if let Err(e) = run_command(host_id.clone(), kind, generation, preview_id).await {
+                page.notify(format!("{host_id}: cannot {}: {e}", kind.as_str()), true);
+            }
+        });
+    }
 }
 
 /// Refresh one host from the server. A 404 means it is gone: drop it with a notice. Any
@@ -163,15 +182,16 @@ pub fn bulk(page: PageState, kind: CommandKind, host_ids: Option<Vec<String>>) {
 pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
     leptos::task::spawn_local(async move {
         let pr_number = m.pr_number;
+        let o = m.options.clone();
         match merge_and_deploy(
             pr_number,
             m.host_ids.clone(),
             m.head_sha.clone(),
-            None,
-            None,
-            None,
-            None,
-            None,
+            o.canary,
+            o.batch_size,
+            o.max_failures,
+            o.soak_s,
+            o.on_failure,
         )
         .await
         {

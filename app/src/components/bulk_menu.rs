@@ -117,6 +117,7 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             host_ids,
             targets,
             head_sha: pr.head_sha,
+            options: Default::default(),
         })));
         close(menu);
     };
