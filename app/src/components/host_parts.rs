@@ -5,7 +5,7 @@
 use crate::components::actions::{perform, Action};
 use crate::components::lazy_view;
 use crate::components::menu::want;
-use crate::page_state::{Confirm, PageState};
+use crate::page_state::{Confirm, HostCommand, PageState};
 use crate::presentation::*;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
@@ -56,6 +56,7 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
         theme_color,
         pending_command,
         pending_approval,
+        reboot_needed,
         ..
     } = host;
     view! {
@@ -66,6 +67,12 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
         <span class="pending-approval" hidden=move || !pending_approval.get()
             title="This host enrolled itself; an admin must approve it before it takes commands">
             "awaiting approval"
+        </span>
+        // Static text and one `hidden` binding, like the approval badge: a row costs one
+        // reactive node more, not a view built per change.
+        <span class="reboot-needed" data-testid="reboot-needed" hidden=move || !reboot_needed.get()
+            title="The running kernel is not the current generation's: reboot for it to take full effect">
+            "reboot needed"
         </span>
         {move || {
             pending_command
@@ -287,14 +294,34 @@ fn HostMenuItems(host: HostSignals) -> impl IntoView {
             </button>
         }
     };
+    let ask = move |kind: CommandKind| {
+        move |_| {
+            page.confirm
+                .set(Some(Confirm::Commands(vec![HostCommand::new(
+                    host_id(),
+                    kind,
+                )])))
+        }
+    };
     view! {
         <button type="button" role="menuitem" data-command="approve" hidden=move || !pending_approval.get()
             on:click=move |_| crate::components::actions::approve(page, host_id())>
             "Approve host"
         </button>
+        // Builds and diffs, activates nothing: no confirm. The diff shows in the fleet
+        // diff panel when it ends.
+        {menu_item(CommandKind::Preview, "Preview switch")}
         {menu_item(CommandKind::PullSwitch, "Pull + switch")}
+        <button type="button" role="menuitem" data-command="boot" disabled=move || !can_run()
+            on:click=ask(CommandKind::Boot)>
+            "Boot into new build…"
+        </button>
         {menu_item(CommandKind::Update, "Update flake.lock")}
         {menu_item(CommandKind::Rollback, "Rollback")}
+        <button type="button" role="menuitem" data-command="generations"
+            on:click=move |_| page.generations_host.set(Some(host_id()))>
+            "Generations…"
+        </button>
         {menu_item(CommandKind::Restart, "Restart agent")}
         <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
             on:click=move |_| perform(page, host_id(), Action::Unlock)>

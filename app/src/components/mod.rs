@@ -9,7 +9,9 @@ pub mod bulk_menu;
 pub mod confirm;
 pub mod dashboard;
 pub mod deploy_panel;
+pub mod fleet_diff_panel;
 pub mod fleet_target;
+pub mod generations;
 pub mod host_list;
 pub mod host_parts;
 pub mod host_row;
@@ -37,6 +39,8 @@ pub fn preload_lazy_parts() {
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;
         deploy_panel::__preload_deploy_panel().await;
+        fleet_diff_panel::__preload_fleet_diff_panel().await;
+        generations::__preload_generations_panel().await;
         host_parts::__preload_host_menu_items().await;
         log_panel::__preload_log_panel().await;
         notices::__preload_notice_list().await;

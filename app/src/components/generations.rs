@@ -1,0 +1,123 @@
+//! A host's generations: the system profile's generations as its agent last reported
+//! them, newest first, with the current and the booted one marked, and a rollback to any
+//! other (after a confirm).
+
+use crate::components::lazy_view;
+use crate::components::viewer::MayRun;
+use crate::page_state::{Confirm, HostCommand, PageState};
+use crate::presentation::{absolute_time, age_text, store_path_name};
+use crate::store::{HostSignals, HostStore};
+use leptos::prelude::*;
+use protocol::{CommandKind, Generation};
+
+/// The panel's code is a separate wasm chunk, fetched the first time it opens (P5).
+#[component]
+pub fn GenerationsPanel() -> impl IntoView {
+    let page = expect_context::<PageState>();
+    view! {
+        {lazy_view(move || page.generations_host.with(Option::is_some), generations_panel)}
+    }
+}
+
+#[lazy]
+pub(crate) fn generations_panel() -> AnyView {
+    view! { <GenerationsBody /> }.into_any()
+}
+
+#[component]
+fn GenerationsBody() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
+    let host = move || page.generations_host.get().and_then(|id| store.host(&id));
+    view! {
+        {move || host().map(|host| view! { <HostGenerations host /> })}
+    }
+}
+
+#[component]
+fn HostGenerations(host: HostSignals) -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
+    let may_run = MayRun::get();
+    let HostSignals {
+        id,
+        hostname,
+        online,
+        pending_command,
+        generations,
+        reboot_needed,
+        ..
+    } = host;
+    let can_run = move || online.get() && pending_command.with(Option::is_none);
+    let ask = move |generation: Option<u64>| {
+        page.confirm.set(Some(Confirm::Commands(vec![HostCommand {
+            generation,
+            ..HostCommand::new(id.get_value(), CommandKind::Rollback)
+        }])))
+    };
+    // Newest first; the list changes only when the agent reports new generations.
+    let newest_first = move || {
+        let mut list = generations.get();
+        list.reverse();
+        list
+    };
+    let row = move |g: Generation| {
+        let n = g.number;
+        let created = g.created_at;
+        let age = move || age_text(created, store.now.get());
+        view! {
+            <tr class="generation" data-testid="generation" data-generation=n
+                data-current=g.current.to_string() data-booted=g.booted.to_string()>
+                <td class="generation-number">{n}</td>
+                <td class="generation-created" title=absolute_time(created) data-timestamp=created.to_string()>{age}</td>
+                <td class="generation-name" title=g.store_path.clone()>{store_path_name(&g.store_path).to_owned()}</td>
+                <td class="generation-marks">
+                    {g.current.then(|| view! { <span class="generation-current" title="The system profile points at it">"● current"</span> })}
+                    {g.booted.then(|| view! { <span class="generation-booted" title="The machine booted it">"⏻ booted"</span> })}
+                </td>
+                <td class="generation-actions">
+                    {(may_run && !g.current).then(|| view! {
+                        <button type="button" class="generation-rollback" data-testid="generation-rollback" data-generation=n
+                            disabled=move || !can_run()
+                            on:click=move |_| ask(Some(n))>
+                            "Roll back to this"
+                        </button>
+                    })}
+                </td>
+            </tr>
+        }
+    };
+    view! {
+        <section class="generations-panel" data-testid="generations-panel" data-host=id.get_value()
+            aria-label="Generations">
+            <header class="generations-head">
+                <h2>"Generations of " {move || hostname.get()}</h2>
+                <span class="reboot-needed" hidden=move || !reboot_needed.get()>"reboot needed"</span>
+                <span class="spacer"></span>
+                <Show when=move || may_run>
+                    <button type="button" data-testid="generations-rollback" data-command="rollback"
+                        title="Switch back to the generation before the current one"
+                        disabled=move || !can_run()
+                        on:click=move |_| ask(None)>
+                        "Rollback (previous)"
+                    </button>
+                </Show>
+                <button type="button" class="generations-close" data-testid="generations-close"
+                    aria-label="Close the generations" on:click=move |_| page.generations_host.set(None)>
+                    "×"
+                </button>
+            </header>
+            <Show when=move || generations.with(|g| !g.is_empty())
+                fallback=|| view! { <p class="empty">"No generations reported yet: the agent sends them after each switch, boot or rollback."</p> }>
+                <table class="generations">
+                    <thead>
+                        <tr><th>"#"</th><th>"Created"</th><th>"System"</th><th></th><th></th></tr>
+                    </thead>
+                    <tbody>
+                        {move || newest_first().into_iter().map(row).collect_view()}
+                    </tbody>
+                </table>
+            </Show>
+        </section>
+    }
+}
