@@ -36,6 +36,11 @@ macro_rules! host_signals {
             pub log: RwSignal<Vec<LogEntry>>,
             /// How the host's latest command ended, once it has.
             pub last_result: RwSignal<Option<CommandStatus>>,
+            /// Changes when the host's generations do (`generations_key`); readers take the
+            /// list itself from the plain state. A `Vec<Generation>` signal would put its
+            /// own signal and comparison code into the first download for a list that only
+            /// the lazily loaded panels read (P5).
+            pub generations_key: RwSignal<u64>,
         }
 
         impl HostSignals {
@@ -46,12 +51,17 @@ macro_rules! host_signals {
                     beats: RwSignal::new(0),
                     log: RwSignal::new(Vec::new()),
                     last_result: RwSignal::new(None),
+                    generations_key: RwSignal::new(generations_key(&host.generations)),
                 }
             }
 
             /// Bring every signal up to `host`; returns how many signals were written.
             fn sync(&self, host: &Host) -> usize {
                 0 $(+ usize::from(set_if_changed(self.$field, host.$field.clone())))*
+                    + usize::from(set_if_changed(
+                        self.generations_key,
+                        generations_key(&host.generations),
+                    ))
             }
         }
     };
@@ -74,7 +84,6 @@ host_signals! {
     nixpkgs_version: Option<String>,
     update_status: UpdateStatus,
     pending_approval: bool,
-    generations: Vec<Generation>,
     reboot_needed: bool,
 }
 
@@ -112,6 +121,7 @@ pub fn end_line(c: &protocol::messages::CommandComplete) -> String {
 /// Page state, kept beside the fleet's (the hub has no use for it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preview {
+    pub host_id: String,
     pub command_id: String,
     pub diff: ClosureDiff,
     /// The build it made; "Switch to previewed" activates exactly this.
@@ -119,6 +129,18 @@ pub struct Preview {
     /// The host's current generation when the preview ended: the diff is against it, so
     /// once the host runs another one the preview is stale.
     pub base_generation: Option<u64>,
+}
+
+/// A fingerprint of a generation list: its length and each generation's number, time and
+/// marks. Generations never change once made (a number is not reused), so two
+/// consecutive reports of a host differ exactly when this does.
+pub fn generations_key(generations: &[Generation]) -> u64 {
+    generations.iter().fold(generations.len() as u64, |key, g| {
+        let marks = u64::from(g.current) << 1 | u64::from(g.booted);
+        key.wrapping_mul(1_000_003)
+            .wrapping_add(g.number << 2 | marks)
+            .wrapping_add((g.created_at.secs() as u64).wrapping_mul(31))
+    })
 }
 
 /// The number of the generation the host's system profile points at.
@@ -168,8 +190,10 @@ pub struct HostStore {
     /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
     pub now: RwSignal<Timestamp>,
     pub link: RwSignal<LinkState>,
-    /// Each host's latest finished preview, by host id (see `follow_previews`).
-    pub previews: RwSignal<BTreeMap<String, Preview>>,
+    /// Each host's latest finished preview, at most one per host, in the order they
+    /// ended (see `follow_previews`). A list, not a map: a new map type in the first
+    /// download costs its whole B-tree code (P5), and previews are few.
+    pub previews: RwSignal<Vec<Preview>>,
 }
 
 impl HostStore {
@@ -219,7 +243,7 @@ impl HostStore {
             stale_build: RwSignal::new(false),
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
-            previews: RwSignal::new(BTreeMap::new()),
+            previews: RwSignal::new(Vec::new()),
             state,
             signals: StoredValue::new(BTreeMap::new()),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
@@ -358,13 +382,15 @@ impl HostStore {
                             .and_then(|h| current_generation(&h.generations))
                     });
                     let preview = Preview {
+                        host_id: c.host_id.clone(),
                         command_id: c.command_id.clone(),
                         diff,
                         store_path: result.store_path.clone(),
                         base_generation,
                     };
                     self.previews.update(|p| {
-                        p.insert(c.host_id.clone(), preview);
+                        p.retain(|old| old.host_id != c.host_id);
+                        p.push(preview);
                     });
                 }
                 Some(CommandKind::Switch | CommandKind::PullSwitch | CommandKind::Rollback) => {
@@ -374,15 +400,10 @@ impl HostStore {
             },
             BrowserEvent::HostRemoved(r) => self.drop_preview(&r.host_id),
             BrowserEvent::Snapshot(_) => {
-                let gone = self.previews.with_untracked(|p| {
-                    self.state
-                        .with_value(|s| p.keys().any(|id| !s.hosts.contains_key(id)))
-                });
-                if gone {
-                    self.previews.update(|p| {
-                        self.state
-                            .with_value(|s| p.retain(|id, _| s.hosts.contains_key(id)))
-                    });
+                let known =
+                    |p: &Preview| self.state.with_value(|s| s.hosts.contains_key(&p.host_id));
+                if !self.previews.with_untracked(|p| p.iter().all(known)) {
+                    self.previews.update(|p| p.retain(known));
                 }
             }
             _ => {}
@@ -391,10 +412,11 @@ impl HostStore {
 
     /// Forget a host's preview (a switch made it stale, or the operator dismissed it).
     pub fn drop_preview(&self, host_id: &str) {
-        if self.previews.with_untracked(|p| p.contains_key(host_id)) {
-            self.previews.update(|p| {
-                p.remove(host_id);
-            });
+        if self
+            .previews
+            .with_untracked(|p| p.iter().any(|x| x.host_id == host_id))
+        {
+            self.previews.update(|p| p.retain(|x| x.host_id != host_id));
         }
     }
 
@@ -879,9 +901,11 @@ pub(crate) mod tests {
     }
 
     fn preview_of(store: &HostStore, host: &str) -> Option<String> {
-        store
-            .previews
-            .with_untracked(|p| p.get(host).map(|p| p.command_id.clone()))
+        store.previews.with_untracked(|p| {
+            p.iter()
+                .find(|p| p.host_id == host)
+                .map(|p| p.command_id.clone())
+        })
     }
 
     #[test]
@@ -901,7 +925,8 @@ pub(crate) mod tests {
             store.apply(&queue_on("a", "p1", CommandKind::Preview));
             store.apply(&complete("a", "p1", CommandStatus::Ok, true));
             assert_eq!(preview_of(&store, "a").as_deref(), Some("p1"));
-            let kept = store.previews.with_untracked(|p| p["a"].clone());
+            let kept = store.previews.with_untracked(|p| p[0].clone());
+            assert_eq!(kept.host_id, "a");
             assert_eq!(kept.base_generation, Some(41));
             assert_eq!(kept.store_path.as_deref(), Some("/nix/store/x-p1"));
             assert_eq!(kept.diff.changes.len(), 1);
@@ -953,6 +978,33 @@ pub(crate) mod tests {
             assert_eq!(preview_of(&store, "a").as_deref(), Some("p7"));
             store.apply(&BrowserEvent::Snapshot(snapshot(&["c"])));
             assert_eq!(preview_of(&store, "a"), None);
+        });
+    }
+
+    #[test]
+    fn the_generations_key_follows_the_list() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            let a = store.host("a").unwrap();
+            let empty = a.generations_key.get_untracked();
+            let generation = |number, current| Generation {
+                number,
+                created_at: Timestamp(50 + number as i64),
+                store_path: format!("/nix/store/h-{number}"),
+                current,
+                booted: false,
+            };
+            let mut host = store.host_state("a").unwrap();
+            host.generations = vec![generation(1, false), generation(2, true)];
+            store.apply(&BrowserEvent::HostUpdated(HostBody { host: host.clone() }));
+            let two = a.generations_key.get_untracked();
+            assert_ne!(two, empty);
+            // The same list again writes nothing; the current mark moving does.
+            assert_eq!(store.sync_host("a"), 0);
+            host.generations = vec![generation(1, true), generation(2, false)];
+            store.apply(&BrowserEvent::HostUpdated(HostBody { host }));
+            assert_ne!(a.generations_key.get_untracked(), two);
         });
     }
 

@@ -33,22 +33,27 @@ impl Action {
 /// Fire `action` on `host_id`. Progress shows up through the store (the hub broadcasts
 /// `command_queued` and friends); only failures need a word here.
 pub fn perform(page: PageState, host_id: String, action: Action) {
-    leptos::task::spawn_local(async move {
-        let result = match action {
-            Action::Run(kind) => run_command(host_id.clone(), kind, None, None)
-                .await
-                .map(drop),
-            Action::Stop => stop_command(host_id.clone()).await.map(drop),
-            Action::Unlock => unlock_host(host_id.clone()).await,
-        };
-        match result {
-            Ok(()) if action == Action::Unlock => {
-                page.notify(format!("{host_id}: unlocked"), false)
-            }
-            Ok(()) => {}
-            Err(e) => page.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
-        }
-    });
+    leptos::task::spawn_local(run_host_action(page, host_id, action));
+}
+
+/// `perform`'s work. A separate wasm chunk, like `refresh_host_now`: the row's buttons
+/// are on the first screen, but the server-function client behind them (query encoding,
+/// fetch, error decoding) is not needed until a click, and it cost the first download
+/// several kB (P5). Loaded with the other lazy parts 1 s after the page starts.
+#[lazy]
+pub(crate) async fn run_host_action(page: PageState, host_id: String, action: Action) {
+    let result = match action {
+        Action::Run(kind) => run_command(host_id.clone(), kind, None, None)
+            .await
+            .map(drop),
+        Action::Stop => stop_command(host_id.clone()).await.map(drop),
+        Action::Unlock => unlock_host(host_id.clone()).await,
+    };
+    match result {
+        Ok(()) if action == Action::Unlock => page.notify(format!("{host_id}: unlocked"), false),
+        Ok(()) => {}
+        Err(e) => page.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
+    }
 }
 
 /// Run confirmed commands (boot, a rollback to a generation, switches to previewed
@@ -73,34 +78,43 @@ pub fn run_host_commands(page: PageState, commands: Vec<HostCommand>) {
 /// Refresh one host from the server. A 404 means it is gone: drop it with a notice. Any
 /// other failure keeps the data on screen and says why.
 pub fn refresh(store: HostStore, page: PageState, host_id: String, refreshing: RwSignal<bool>) {
-    leptos::task::spawn_local(async move {
-        match refresh_host(host_id.clone()).await {
-            Ok(fresh) => {
-                if let Some(mut host) = store.host_state(&host_id) {
-                    host.online = fresh.online;
-                    host.generation = fresh.generation;
-                    host.agent_version = fresh.agent_version;
-                    host.agent_outdated = fresh.agent_outdated;
-                    host.update_status = fresh.update_status;
-                    page.apply(store, &BrowserEvent::HostUpdated(HostBody { host }));
-                }
+    leptos::task::spawn_local(refresh_host_now(store, page, host_id, refreshing));
+}
+
+/// `refresh`'s work, a separate wasm chunk for the reason `run_host_action` is.
+#[lazy]
+pub(crate) async fn refresh_host_now(
+    store: HostStore,
+    page: PageState,
+    host_id: String,
+    refreshing: RwSignal<bool>,
+) {
+    match refresh_host(host_id.clone()).await {
+        Ok(fresh) => {
+            if let Some(mut host) = store.host_state(&host_id) {
+                host.online = fresh.online;
+                host.generation = fresh.generation;
+                host.agent_version = fresh.agent_version;
+                host.agent_outdated = fresh.agent_outdated;
+                host.update_status = fresh.update_status;
+                page.apply(store, &BrowserEvent::HostUpdated(HostBody { host }));
             }
-            Err(AppError::NotFound(_)) => {
-                page.apply(
-                    store,
-                    &BrowserEvent::HostRemoved(HostRef {
-                        host_id: host_id.clone(),
-                    }),
-                );
-                page.notify(
-                    format!("{host_id} no longer exists; removed from the list."),
-                    false,
-                );
-            }
-            Err(e) => page.notify(format!("{host_id}: refresh failed: {e}"), true),
         }
-        refreshing.set(false);
-    });
+        Err(AppError::NotFound(_)) => {
+            page.apply(
+                store,
+                &BrowserEvent::HostRemoved(HostRef {
+                    host_id: host_id.clone(),
+                }),
+            );
+            page.notify(
+                format!("{host_id} no longer exists; removed from the list."),
+                false,
+            );
+        }
+        Err(e) => page.notify(format!("{host_id}: refresh failed: {e}"), true),
+    }
+    refreshing.set(false);
 }
 
 /// Approve a self-enrolled host (admins; the ⋮ menu). The row updates through the hub's

@@ -8,7 +8,7 @@ use crate::fleet_diff::{
     aggregate, change_mark, change_text, on_hosts, reboot_text, size_change, FleetDiff,
 };
 use crate::page_state::{Confirm, HostCommand, PageState};
-use crate::store::{current_generation, HostStore};
+use crate::store::{current_generation, HostStore, Preview};
 use leptos::prelude::*;
 use protocol::CommandKind;
 
@@ -56,27 +56,35 @@ fn FleetDiffBody() -> impl IntoView {
     let may_run = MayRun::get();
     let model = Memo::new(move |_| {
         store.previews.with(|previews| {
-            let selected: Vec<&String> = page.selection.with(|s| {
+            let selected: Vec<&Preview> = page.selection.with(|s| {
                 previews
-                    .keys()
-                    .filter(|id| s.ids.contains(*id))
-                    .collect::<Vec<_>>()
+                    .iter()
+                    .filter(|p| s.ids.contains(&p.host_id))
+                    .collect()
             });
             let selected_only = !selected.is_empty();
-            let ids: Vec<&String> = if selected_only {
+            let mut shown: Vec<&Preview> = if selected_only {
                 selected
             } else {
-                previews.keys().collect()
+                previews.iter().collect()
             };
-            let rows = ids
+            shown.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+            let rows = shown
                 .iter()
-                .map(|id| {
-                    let p = &previews[*id];
+                .map(|p| {
+                    let id = &p.host_id;
                     let host = store.host(id);
-                    let current = host.and_then(|h| h.generations.with(|g| current_generation(g)));
+                    if let Some(h) = host {
+                        h.generations_key.track();
+                    }
+                    let current = store.with_state(|s| {
+                        s.hosts
+                            .get(id)
+                            .and_then(|h| current_generation(&h.generations))
+                    });
                     PreviewRow {
-                        id: (*id).clone(),
-                        name: host.map_or_else(|| (*id).clone(), |h| h.hostname.get()),
+                        id: id.clone(),
+                        name: host.map_or_else(|| id.clone(), |h| h.hostname.get()),
                         preview_id: p.command_id.clone(),
                         size: size_change(p.diff.closure_bytes_before, p.diff.closure_bytes_after),
                         changes: p.diff.changes.len(),
@@ -88,7 +96,7 @@ fn FleetDiffBody() -> impl IntoView {
                     }
                 })
                 .collect();
-            let fleet = aggregate(ids.iter().map(|id| (id.as_str(), &previews[*id].diff)));
+            let fleet = aggregate(shown.iter().map(|p| (p.host_id.as_str(), &p.diff)));
             Model {
                 rows,
                 fleet,

@@ -44,10 +44,18 @@ fn HostGenerations(host: HostSignals) -> impl IntoView {
         hostname,
         online,
         pending_command,
-        generations,
+        generations_key,
         reboot_needed,
         ..
     } = host;
+    // The list from the plain state, re-read when the agent reports another one.
+    let generations = Memo::new(move |_| {
+        generations_key.track();
+        store
+            .host_state(&id.get_value())
+            .map(|h| h.generations)
+            .unwrap_or_default()
+    });
     let can_run = move || online.get() && pending_command.with(Option::is_none);
     let ask = move |generation: Option<u64>| {
         page.confirm.set(Some(Confirm::Commands(vec![HostCommand {

@@ -60,7 +60,11 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
         ..
     } = host;
     view! {
-        <span class="hostname" style:color=move || theme_color.get()>
+        // "reboot needed" is this attribute and CSS (`.hostname[data-reboot-needed]::after`):
+        // one attribute binding on an element the row has anyway, the smallest addition to
+        // every row's build and to the first download (P4, P5).
+        <span class="hostname" style:color=move || theme_color.get()
+            data-reboot-needed=move || reboot_needed.get().then_some("true")>
             {move || hostname.get()}
         </span>
         // Enrolled by itself: no commands until an admin approves it (⋮ → Approve).
@@ -68,12 +72,7 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
             title="This host enrolled itself; an admin must approve it before it takes commands">
             "awaiting approval"
         </span>
-        // Static text and one `hidden` binding, like the approval badge: a row costs one
-        // reactive node more, not a view built per change.
-        <span class="reboot-needed" data-testid="reboot-needed" hidden=move || !reboot_needed.get()
-            title="The running kernel is not the current generation's: reboot for it to take full effect">
-            "reboot needed"
-        </span>
+
         {move || {
             pending_command
                 .get()

@@ -35,6 +35,8 @@ use std::sync::Arc;
 pub fn preload_lazy_parts() {
     // One task for all (the `__preload_*` functions come with each `#[lazy]` function).
     leptos::task::spawn_local(async {
+        actions::__preload_run_host_action().await;
+        actions::__preload_refresh_host_now().await;
         add_host::__preload_add_host_dialog().await;
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;
