@@ -253,3 +253,84 @@ fn DiffHostRow(row: PreviewRow, may_run: bool) -> impl IntoView {
         </tr>
     }
 }
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use crate::store::tests::snapshot;
+    use protocol::{ChangeKind, ClosureDiff, Generation, PackageChange, Timestamp};
+
+    fn preview(host: &str, changes: Vec<PackageChange>, reboot: bool, base: u64) -> Preview {
+        Preview {
+            host_id: host.into(),
+            command_id: format!("p-{host}"),
+            diff: ClosureDiff {
+                changes,
+                closure_bytes_before: 1024,
+                closure_bytes_after: 2048,
+                reboot_needed: reboot,
+                truncated: 0,
+            },
+            store_path: None,
+            base_generation: Some(base),
+        }
+    }
+
+    #[test]
+    fn the_panel_groups_changes_and_marks_a_stale_preview() {
+        let html = Owner::new().with(|| {
+            provide_context(MayRun(true));
+            let mut snap = snapshot(&["a", "b", "c"]);
+            for h in &mut snap.hosts {
+                h.online = true;
+                h.generations = vec![Generation {
+                    number: 7,
+                    created_at: Timestamp(1),
+                    store_path: "/nix/store/h-x".into(),
+                    current: true,
+                    booted: true,
+                }];
+            }
+            let store = HostStore::new(snap);
+            provide_context(store);
+            provide_context(PageState::new(store));
+            let openssl = PackageChange {
+                name: "openssl".into(),
+                old: Some("3.0.14".into()),
+                new: Some("3.0.15".into()),
+                kind: ChangeKind::Upgraded,
+            };
+            let zlib = PackageChange {
+                name: "zlib".into(),
+                old: None,
+                new: Some("1.3".into()),
+                kind: ChangeKind::Added,
+            };
+            store.previews.set(vec![
+                preview("a", vec![openssl.clone(), zlib], true, 7),
+                preview("b", vec![openssl], false, 7),
+                // Made against generation 6: the host has switched since.
+                preview("c", vec![], false, 6),
+            ]);
+            view! { <FleetDiffBody /> }.to_html()
+        });
+        assert!(html.contains("Preview of 3 hosts"), "{html}");
+        assert!(html.contains("openssl 3.0.14 → 3.0.15"), "{html}");
+        assert!(html.contains(" on 2 hosts"), "{html}");
+        assert!(html.contains("zlib added (1.3)"), "{html}");
+        assert!(html.contains(r#"data-kind="upgraded""#), "{html}");
+        assert!(html.contains("reboot needed on 1: a"), "{html}");
+        assert!(html.contains("3.0 KiB → 6.0 KiB (+3.0 KiB)"), "{html}");
+        assert!(html.contains(r#"data-testid="diff-switch-all""#), "{html}");
+        // Two fresh previews to switch; c's is stale.
+        assert!(html.contains("Switch all previewed (<!>2"), "{html}");
+        assert!(
+            html.contains(r#"data-host="c" data-stale="true""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"data-host="a" data-stale="false""#),
+            "{html}"
+        );
+    }
+}

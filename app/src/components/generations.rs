@@ -129,3 +129,70 @@ fn HostGenerations(host: HostSignals) -> impl IntoView {
         </section>
     }
 }
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use crate::store::tests::snapshot;
+    use protocol::Timestamp;
+
+    #[test]
+    fn the_list_is_newest_first_with_marks_and_rollbacks_to_the_others() {
+        let html = Owner::new().with(|| {
+            provide_context(MayRun(true));
+            let mut snap = snapshot(&["web-1"]);
+            snap.hosts[0].online = true;
+            snap.hosts[0].reboot_needed = true;
+            snap.hosts[0].generations = vec![
+                Generation {
+                    number: 41,
+                    created_at: Timestamp(40),
+                    store_path: "/nix/store/abc-nixos-system-web-1-26.05.1".into(),
+                    current: false,
+                    booted: true,
+                },
+                Generation {
+                    number: 42,
+                    created_at: Timestamp(90),
+                    store_path: "/nix/store/def-nixos-system-web-1-26.05.2".into(),
+                    current: true,
+                    booted: false,
+                },
+            ];
+            let store = HostStore::new(snap);
+            provide_context(store);
+            provide_context(PageState::new(store));
+            let host = store.host("web-1").unwrap();
+            view! { <HostGenerations host /> }.to_html()
+        });
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {html}"))
+        };
+        assert!(at(r#"data-generation="42""#) < at(r#"data-generation="41""#));
+        assert!(html.contains("nixos-system-web-1-26.05.2"), "{html}");
+        assert!(!html.contains(">/nix/store/def"), "{html}");
+        assert!(
+            html.contains("● current") && html.contains("⏻ booted"),
+            "{html}"
+        );
+        // The clock is at 100: 10 s and 60 s ago, the absolute time in the tooltip.
+        assert!(
+            html.contains("10s ago") && html.contains("1m ago"),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"title="1970-01-01 00:01:30 UTC""#),
+            "{html}"
+        );
+        // Only the generation that is not current can be rolled back to.
+        assert_eq!(
+            html.matches(r#"data-testid="generation-rollback""#).count(),
+            1
+        );
+        assert!(
+            html.contains(r#"data-testid="generation-rollback" data-generation="41""#),
+            "{html}"
+        );
+    }
+}
