@@ -71,7 +71,7 @@ pub fn aggregate<'a>(previews: impl IntoIterator<Item = (&'a str, &'a ClosureDif
         })
         .collect();
     // Stable: equal counts keep the map's order (name, then versions).
-    out.groups.sort_by(|a, b| b.hosts.len().cmp(&a.hosts.len()));
+    out.groups.sort_by_key(|g| std::cmp::Reverse(g.hosts.len()));
     out
 }
 

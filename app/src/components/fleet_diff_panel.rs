@@ -118,7 +118,7 @@ fn FleetDiffBody() -> impl IntoView {
             m.rows
                 .iter()
                 .filter(|r| !r.stale)
-                .map(|r| switch_command(r))
+                .map(switch_command)
                 .collect()
         });
         if !commands.is_empty() {
