@@ -256,6 +256,14 @@ pub fn deploy_host_state_name(state: DeployHostState) -> &'static str {
     state.as_str()
 }
 
+/// A host's state in the chip's tooltip: "rolled back" in words, like everywhere else.
+pub fn deploy_host_state_text(state: DeployHostState) -> &'static str {
+    match state {
+        DeployHostState::RolledBack => "rolled back",
+        state => state.as_str(),
+    }
+}
+
 /// A mark beside the chip's colour, so the state does not rest on colour alone.
 pub fn deploy_host_mark(state: DeployHostState) -> &'static str {
     match state {
@@ -608,6 +616,8 @@ mod tests {
         assert_eq!((c.finished, c.failed, c.total), (3, 2, 4));
         assert_eq!(c.text(), "3 of 4 hosts done, 2 failed");
         assert_eq!(deploy_host_state_name(RolledBack), "rolled_back");
+        assert_eq!(deploy_host_state_text(RolledBack), "rolled back");
+        assert_eq!(deploy_host_state_text(Error), "error");
         let marks: std::collections::BTreeSet<_> = DeployHostState::ALL
             .into_iter()
             .map(deploy_host_mark)

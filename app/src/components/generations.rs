@@ -95,9 +95,16 @@ fn HostGenerations(host: HostSignals) -> impl IntoView {
             </tr>
         }
     };
+    // Opened from a row's menu, possibly far above: bring the panel into view.
+    let panel = NodeRef::<leptos::html::Section>::new();
+    Effect::new(move |_| {
+        if let Some(el) = panel.get() {
+            request_animation_frame(move || el.scroll_into_view());
+        }
+    });
     view! {
         <section class="generations-panel" data-testid="generations-panel" data-host=id.get_value()
-            aria-label="Generations">
+            aria-label="Generations" node_ref=panel>
             <header class="generations-head">
                 <h2>"Generations of " {move || hostname.get()}</h2>
                 <span class="reboot-needed" hidden=move || !reboot_needed.get()>"reboot needed"</span>
