@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod components;
+pub mod fleet_diff;
 pub mod list_window;
 #[cfg(feature = "hydrate")]
 pub mod page_meta;

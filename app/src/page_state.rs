@@ -6,8 +6,9 @@
 use crate::selection::Selection;
 use crate::store::HostStore;
 use leptos::prelude::*;
+use protocol::api::OnFailure;
 use protocol::messages::BrowserEvent;
-use protocol::{Changed, CommandKind, Host};
+use protocol::{Changed, CommandKind, CommandStatus, Host};
 
 /// Whether a host matches a filter query (already trimmed and lower-cased): any word of
 /// the query found in its name, type, location or device type, all words needed.
@@ -45,6 +46,86 @@ pub enum Confirm {
     /// The server asked for the password again before this Merge & Deploy; the dialog
     /// asks, then starts it.
     Reauth(MergeDeploy),
+    /// Commands that change what hosts run or boot: boot, a rollback to a generation, a
+    /// switch to a previewed build (one per host).
+    Commands(Vec<HostCommand>),
+}
+
+/// One command for one host, with what it carries besides its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostCommand {
+    pub host_id: String,
+    pub kind: CommandKind,
+    /// A rollback's target generation (None: the previous one).
+    pub generation: Option<u64>,
+    /// The finished preview whose build a switch activates.
+    pub preview_id: Option<String>,
+}
+
+impl HostCommand {
+    pub fn new(host_id: impl Into<String>, kind: CommandKind) -> Self {
+        HostCommand {
+            host_id: host_id.into(),
+            kind,
+            generation: None,
+            preview_id: None,
+        }
+    }
+}
+
+/// How Merge & Deploy rolls out (`DeployRequest`): None everywhere is the server's
+/// default, one wave for every target and halt on the first failure.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeployOptions {
+    /// Hosts that go first, alone.
+    pub canary: Option<Vec<String>>,
+    pub batch_size: Option<u32>,
+    pub max_failures: Option<u32>,
+    pub soak_s: Option<u64>,
+    pub on_failure: Option<OnFailure>,
+}
+
+impl DeployOptions {
+    /// Read the Merge & Deploy form: canary hosts separated by commas or spaces; whole
+    /// numbers (batch size at least 1); an empty field is None. Says which field is wrong.
+    pub fn parse(
+        canary: &str,
+        batch_size: &str,
+        max_failures: &str,
+        soak_s: &str,
+        on_failure: &str,
+    ) -> Result<Self, String> {
+        fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<Option<T>, String> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse()
+                .map(Some)
+                .map_err(|_| format!("{field}: “{text}” is not a whole number"))
+        }
+        let canary: Vec<String> = canary
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let batch_size = number::<u32>("Batch size", batch_size)?;
+        if batch_size == Some(0) {
+            return Err("Batch size: at least 1".into());
+        }
+        Ok(DeployOptions {
+            canary: (!canary.is_empty()).then_some(canary),
+            batch_size,
+            max_failures: number("Max failures", max_failures)?,
+            soak_s: number("Soak", soak_s)?,
+            on_failure: match on_failure {
+                "" => None,
+                name => {
+                    Some(OnFailure::parse(name).ok_or_else(|| format!("On failure: “{name}”?"))?)
+                }
+            },
+        })
+    }
 }
 
 /// A Merge & Deploy waiting for the operator's word. It carries the PR as it was when the
@@ -59,6 +140,8 @@ pub struct MergeDeploy {
     pub targets: Vec<String>,
     /// The PR's head as the page showed it: the server refuses the deploy if it moved.
     pub head_sha: Option<String>,
+    /// Canary, batches, soak and what a failure does, as the operator set them.
+    pub options: DeployOptions,
 }
 
 #[derive(Clone, Copy)]
@@ -77,6 +160,8 @@ pub struct PageState {
     pub confirm: RwSignal<Option<Confirm>>,
     /// Hosts checked for bulk actions.
     pub selection: RwSignal<Selection>,
+    /// The host whose generations panel is open.
+    pub generations_host: RwSignal<Option<String>>,
 }
 
 impl PageState {
@@ -106,6 +191,7 @@ impl PageState {
             notices: RwSignal::new(Vec::new()),
             confirm: RwSignal::new(None),
             selection: RwSignal::new(Default::default()),
+            generations_host: RwSignal::new(None),
         }
     }
 
@@ -125,6 +211,15 @@ impl PageState {
                 }
             }
             (_, BrowserEvent::CommandQueued(q)) => self.show_log(&q.host_id),
+            // Easy to miss in a log: the new generation did not stay.
+            (_, BrowserEvent::CommandComplete(c)) if c.status == CommandStatus::RolledBack => self
+                .notify(
+                    format!(
+                        "{}: rolled back: the new generation failed, the previous one runs again",
+                        c.host_id
+                    ),
+                    true,
+                ),
             _ => {}
         }
         changed
@@ -263,6 +358,78 @@ mod tests {
             );
             assert_eq!(selected(), 1);
         });
+    }
+
+    #[test]
+    fn a_rolled_back_command_is_an_error_notice() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            let page = PageState::new(store);
+            let done = |id: &str, status| {
+                BrowserEvent::CommandComplete(protocol::messages::CommandComplete {
+                    host_id: "a".into(),
+                    command_id: id.into(),
+                    status,
+                    exit_code: None,
+                    duration_ms: 1,
+                    result: None,
+                })
+            };
+            let queue = |id: &str| {
+                BrowserEvent::CommandQueued(CommandQueued {
+                    host_id: "a".into(),
+                    command_id: id.into(),
+                    command: protocol::CommandKind::Switch,
+                    queued_at: Timestamp(101),
+                })
+            };
+            page.apply(store, &queue("s1"));
+            page.apply(store, &done("s1", CommandStatus::Ok));
+            assert!(page.notices.with_untracked(Vec::is_empty));
+            page.apply(store, &queue("s2"));
+            page.apply(store, &done("s2", CommandStatus::RolledBack));
+            let notices = page.notices.get_untracked();
+            assert_eq!(notices.len(), 1);
+            assert!(notices[0].error);
+            assert!(
+                notices[0].text.starts_with("a: rolled back"),
+                "{}",
+                notices[0].text
+            );
+        });
+    }
+
+    #[test]
+    fn deploy_options_from_the_form() {
+        assert_eq!(
+            DeployOptions::parse("", "", "", "", ""),
+            Ok(DeployOptions::default())
+        );
+        assert_eq!(
+            DeployOptions::parse(" web-1, web-2  db-1,", "5", "1", "60", "rollback-and-halt"),
+            Ok(DeployOptions {
+                canary: Some(vec!["web-1".into(), "web-2".into(), "db-1".into()]),
+                batch_size: Some(5),
+                max_failures: Some(1),
+                soak_s: Some(60),
+                on_failure: Some(OnFailure::RollbackAndHalt),
+            })
+        );
+        assert_eq!(
+            DeployOptions::parse("", "", " 0 ", "", "halt").map(|o| (o.max_failures, o.on_failure)),
+            Ok((Some(0), Some(OnFailure::Halt)))
+        );
+        assert!(DeployOptions::parse("", "0", "", "", "")
+            .unwrap_err()
+            .starts_with("Batch size"));
+        assert!(DeployOptions::parse("", "", "-1", "", "")
+            .unwrap_err()
+            .starts_with("Max failures"));
+        assert!(DeployOptions::parse("", "", "", "1.5", "")
+            .unwrap_err()
+            .starts_with("Soak"));
+        assert!(DeployOptions::parse("", "", "", "", "retry").is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use protocol::api::Role;
 use protocol::messages::{DeployHostState, DeployPhase};
 use protocol::time::format_age;
-use protocol::{CheckStatus, DesiredState, Metrics, PendingPr, StatusCheck, Timestamp};
+use protocol::{
+    CheckStatus, CommandStatus, DesiredState, Metrics, PendingPr, StatusCheck, Timestamp,
+};
 use std::collections::BTreeMap;
 
 /// Status indicator: ripple when online and idle, a running dot when busy, an offline dot.
@@ -158,8 +160,7 @@ pub fn compartment_title(label: &str, check: &StatusCheck) -> String {
         title.push_str(&check.message);
     }
     if let Some(at) = check.checked_at {
-        let when = at.to_string().replacen('T', " ", 1).replace('Z', " UTC");
-        title.push_str(&format!(" (checked {when})"));
+        title.push_str(&format!(" (checked {})", absolute_time(at)));
     }
     title
 }
@@ -255,6 +256,14 @@ pub fn deploy_host_state_name(state: DeployHostState) -> &'static str {
     state.as_str()
 }
 
+/// A host's state in the chip's tooltip: "rolled back" in words, like everywhere else.
+pub fn deploy_host_state_text(state: DeployHostState) -> &'static str {
+    match state {
+        DeployHostState::RolledBack => "rolled back",
+        state => state.as_str(),
+    }
+}
+
 /// A mark beside the chip's colour, so the state does not rest on colour alone.
 pub fn deploy_host_mark(state: DeployHostState) -> &'static str {
     match state {
@@ -267,8 +276,52 @@ pub fn deploy_host_mark(state: DeployHostState) -> &'static str {
     }
 }
 
-/// How far a deploy got: hosts finished (ok, error, rolled back or skipped) of all, and the
-/// failures (error or rolled back).
+/// A command's status in words, the same in the log panel, its tabs, the history and
+/// notices. `rolled_back` is a failure (the new generation did not stay), never success.
+pub fn command_status_text(status: CommandStatus) -> &'static str {
+    match status {
+        CommandStatus::Queued => "queued",
+        CommandStatus::Running => "running",
+        CommandStatus::Ok => "ok",
+        CommandStatus::Error => "error",
+        CommandStatus::Stopped => "stopped",
+        CommandStatus::Timeout => "timed out",
+        CommandStatus::Lost => "lost",
+        CommandStatus::Abandoned => "abandoned",
+        CommandStatus::RolledBack => "rolled back",
+    }
+}
+
+/// "2026-11-20 10:00:00 UTC": an absolute time for tooltips.
+pub fn absolute_time(at: Timestamp) -> String {
+    at.to_string().replacen('T', " ", 1).replace('Z', " UTC")
+}
+
+/// A system's name from its store path: "/nix/store/<hash>-nixos-system-web-1-26.05.2"
+/// → "nixos-system-web-1-26.05.2". Anything else is shown whole.
+pub fn store_path_name(path: &str) -> &str {
+    path.strip_prefix("/nix/store/")
+        .and_then(|rest| rest.split_once('-'))
+        .map_or(path, |(_, name)| name)
+}
+
+/// Bytes in binary units with one decimal: "812 B", "1.5 KiB", "2.3 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", fixed(value, 1), UNITS[unit])
+}
+
+/// How far a deploy got: hosts finished (ok, error, rolled back or skipped) of all, and
+/// the failures (error and rolled back).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeployCounts {
     pub finished: usize,
@@ -528,7 +581,6 @@ mod tests {
             ("d", Running),
             ("e", Pending),
             ("f", Ok),
-            ("g", RolledBack),
         ]
         .into_iter()
         .map(|(id, s)| (id.to_owned(), s))
@@ -537,19 +589,76 @@ mod tests {
         assert_eq!(
             c,
             DeployCounts {
-                finished: 5,
-                failed: 2,
-                total: 7
+                finished: 4,
+                failed: 1,
+                total: 6
             }
         );
-        assert_eq!(c.percent(), "71%");
-        assert_eq!(c.text(), "5 of 7 hosts done, 2 failed");
+        assert_eq!(c.percent(), "66%");
+        assert_eq!(c.text(), "4 of 6 hosts done, 1 failed");
         let none = DeployCounts::of(&BTreeMap::new());
         assert_eq!(none.percent(), "0%");
         assert_eq!(none.text(), "0 of 0 hosts done");
         assert_eq!(deploy_phase_name(DeployPhase::Switching), "switching");
         assert_eq!(deploy_host_state_name(Skipped), "skipped");
         assert_eq!(deploy_host_mark(Error), "✗");
+    }
+
+    #[test]
+    fn a_rolled_back_host_is_a_failure_with_its_own_mark() {
+        use DeployHostState::*;
+        let hosts: BTreeMap<String, DeployHostState> =
+            [("a", Ok), ("b", RolledBack), ("c", Error), ("d", Running)]
+                .into_iter()
+                .map(|(id, s)| (id.to_owned(), s))
+                .collect();
+        let c = DeployCounts::of(&hosts);
+        assert_eq!((c.finished, c.failed, c.total), (3, 2, 4));
+        assert_eq!(c.text(), "3 of 4 hosts done, 2 failed");
+        assert_eq!(deploy_host_state_name(RolledBack), "rolled_back");
+        assert_eq!(deploy_host_state_text(RolledBack), "rolled back");
+        assert_eq!(deploy_host_state_text(Error), "error");
+        let marks: std::collections::BTreeSet<_> = DeployHostState::ALL
+            .into_iter()
+            .map(deploy_host_mark)
+            .collect();
+        assert_eq!(
+            marks.len(),
+            DeployHostState::ALL.len(),
+            "each state its own mark"
+        );
+        assert_ne!(deploy_host_mark(RolledBack), deploy_host_mark(Ok));
+    }
+
+    #[test]
+    fn rolled_back_reads_as_a_failure() {
+        assert_eq!(
+            command_status_text(CommandStatus::RolledBack),
+            "rolled back"
+        );
+        assert!(!CommandStatus::RolledBack.is_success());
+        assert_eq!(command_status_text(CommandStatus::Timeout), "timed out");
+        // Every status has its own words.
+        let texts: std::collections::BTreeSet<_> = CommandStatus::ALL
+            .into_iter()
+            .map(command_status_text)
+            .collect();
+        assert_eq!(texts.len(), CommandStatus::ALL.len());
+    }
+
+    #[test]
+    fn store_paths_and_sizes() {
+        assert_eq!(
+            store_path_name("/nix/store/b3x9-nixos-system-web-1-26.05.2"),
+            "nixos-system-web-1-26.05.2"
+        );
+        assert_eq!(store_path_name("/etc/foo"), "/etc/foo");
+        assert_eq!(store_path_name("/nix/store/nohash"), "/nix/store/nohash");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024 / 2), "2.5 GiB");
+        assert_eq!(absolute_time(Timestamp(100)), "1970-01-01 00:01:40 UTC");
     }
 
     #[test]

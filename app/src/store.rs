@@ -6,8 +6,8 @@
 use leptos::prelude::*;
 use protocol::messages::{BrowserEvent, DeployProgress, Snapshot};
 use protocol::{
-    Changed, CommandStatus, DesiredState, FleetState, Host, HostType, Metrics, OutputStream,
-    PendingCommand, PendingPr, Timestamp, UpdateStatus,
+    Changed, ClosureDiff, CommandKind, CommandStatus, DesiredState, FleetState, Generation, Host,
+    HostType, Metrics, OutputStream, PendingCommand, PendingPr, Timestamp, UpdateStatus,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +36,11 @@ macro_rules! host_signals {
             pub log: RwSignal<Vec<LogEntry>>,
             /// How the host's latest command ended, once it has.
             pub last_result: RwSignal<Option<CommandStatus>>,
+            /// Changes when the host's generations do (`generations_key`); readers take the
+            /// list itself from the plain state. A `Vec<Generation>` signal would put its
+            /// own signal and comparison code into the first download for a list that only
+            /// the lazily loaded panels read (P5).
+            pub generations_key: RwSignal<u64>,
         }
 
         impl HostSignals {
@@ -46,12 +51,17 @@ macro_rules! host_signals {
                     beats: RwSignal::new(0),
                     log: RwSignal::new(Vec::new()),
                     last_result: RwSignal::new(None),
+                    generations_key: RwSignal::new(generations_key(&host.generations)),
                 }
             }
 
             /// Bring every signal up to `host`; returns how many signals were written.
             fn sync(&self, host: &Host) -> usize {
                 0 $(+ usize::from(set_if_changed(self.$field, host.$field.clone())))*
+                    + usize::from(set_if_changed(
+                        self.generations_key,
+                        generations_key(&host.generations),
+                    ))
             }
         }
     };
@@ -74,6 +84,7 @@ host_signals! {
     nixpkgs_version: Option<String>,
     update_status: UpdateStatus,
     pending_approval: bool,
+    reboot_needed: bool,
 }
 
 impl HostSignals {
@@ -97,13 +108,44 @@ pub struct LogEntry {
 
 /// The closing line of a run, e.g. "— ok, exit 0, 1.2 s".
 pub fn end_line(c: &protocol::messages::CommandComplete) -> String {
-    let status = c.status.as_str();
+    let status = crate::presentation::command_status_text(c.status);
     let exit = c
         .exit_code
         .map(|code| format!(", exit {code}"))
         .unwrap_or_default();
     let seconds = crate::presentation::fixed(c.duration_ms as f64 / 1000.0, 1);
     format!("— {status}{exit}, {seconds} s")
+}
+
+/// A host's latest finished preview: what a switch to the build it made would change.
+/// Page state, kept beside the fleet's (the hub has no use for it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub host_id: String,
+    pub command_id: String,
+    pub diff: ClosureDiff,
+    /// The build it made; "Switch to previewed" activates exactly this.
+    pub store_path: Option<String>,
+    /// The host's current generation when the preview ended: the diff is against it, so
+    /// once the host runs another one the preview is stale.
+    pub base_generation: Option<u64>,
+}
+
+/// A fingerprint of a generation list: its length and each generation's number, time and
+/// marks. Generations never change once made (a number is not reused), so two
+/// consecutive reports of a host differ exactly when this does.
+pub fn generations_key(generations: &[Generation]) -> u64 {
+    generations.iter().fold(generations.len() as u64, |key, g| {
+        let marks = u64::from(g.current) << 1 | u64::from(g.booted);
+        key.wrapping_mul(1_000_003)
+            .wrapping_add(g.number << 2 | marks)
+            .wrapping_add((g.created_at.secs() as u64).wrapping_mul(31))
+    })
+}
+
+/// The number of the generation the host's system profile points at.
+pub fn current_generation(generations: &[Generation]) -> Option<u64> {
+    generations.iter().find(|g| g.current).map(|g| g.number)
 }
 
 /// The WebSocket link as the footer shows it.
@@ -148,6 +190,10 @@ pub struct HostStore {
     /// snapshot's `server_time`, so SSR and hydration render identical "last seen" text.
     pub now: RwSignal<Timestamp>,
     pub link: RwSignal<LinkState>,
+    /// Each host's latest finished preview, at most one per host, in the order they
+    /// ended (see `follow_previews`). A list, not a map: a new map type in the first
+    /// download costs its whole B-tree code (P5), and previews are few.
+    pub previews: RwSignal<Vec<Preview>>,
 }
 
 impl HostStore {
@@ -197,6 +243,7 @@ impl HostStore {
             stale_build: RwSignal::new(false),
             now: RwSignal::new(now),
             link: RwSignal::new(LinkState::Connecting),
+            previews: RwSignal::new(Vec::new()),
             state,
             signals: StoredValue::new(BTreeMap::new()),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
@@ -247,6 +294,17 @@ impl HostStore {
     /// Apply one event from the hub. The only writer of host state. The page applies
     /// events through `PageState::apply`, which also keeps its own state in step.
     pub fn apply(&self, event: &BrowserEvent) -> Changed {
+        // The kind of the command a completion ends, read before the state forgets it.
+        let finished = match event {
+            BrowserEvent::CommandComplete(c) => self.state.with_value(|s| {
+                s.hosts
+                    .get(&c.host_id)
+                    .and_then(|h| h.pending_command.as_ref())
+                    .filter(|p| p.command_id == c.command_id)
+                    .map(|p| p.command)
+            }),
+            _ => None,
+        };
         let changed = self
             .state
             .try_update_value(|s| s.apply(event))
@@ -300,7 +358,66 @@ impl HostStore {
             }
         }
         self.follow_command(event, &changed);
+        self.follow_previews(event, finished);
         changed
+    }
+
+    /// Keep each host's latest preview: a preview that ends ok with a diff replaces the
+    /// host's previous one; a switch, pull + switch or rollback that ends ok changes the
+    /// system the diff was made against, so it drops it (a failed or rolled-back one left
+    /// the system as it was); hosts that go take theirs along.
+    fn follow_previews(&self, event: &BrowserEvent, finished: Option<CommandKind>) {
+        match event {
+            BrowserEvent::CommandComplete(c) if c.status.is_success() => match finished {
+                Some(CommandKind::Preview) => {
+                    let Some(result) = c.result.as_ref() else {
+                        return;
+                    };
+                    let Some(diff) = result.diff.clone() else {
+                        return;
+                    };
+                    let base_generation = self.state.with_value(|s| {
+                        s.hosts
+                            .get(&c.host_id)
+                            .and_then(|h| current_generation(&h.generations))
+                    });
+                    let preview = Preview {
+                        host_id: c.host_id.clone(),
+                        command_id: c.command_id.clone(),
+                        diff,
+                        store_path: result.store_path.clone(),
+                        base_generation,
+                    };
+                    self.previews.update(|p| {
+                        p.retain(|old| old.host_id != c.host_id);
+                        p.push(preview);
+                    });
+                }
+                Some(CommandKind::Switch | CommandKind::PullSwitch | CommandKind::Rollback) => {
+                    self.drop_preview(&c.host_id)
+                }
+                _ => {}
+            },
+            BrowserEvent::HostRemoved(r) => self.drop_preview(&r.host_id),
+            BrowserEvent::Snapshot(_) => {
+                let known =
+                    |p: &Preview| self.state.with_value(|s| s.hosts.contains_key(&p.host_id));
+                if !self.previews.with_untracked(|p| p.iter().all(known)) {
+                    self.previews.update(|p| p.retain(known));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forget a host's preview (a switch made it stale, or the operator dismissed it).
+    pub fn drop_preview(&self, host_id: &str) {
+        if self
+            .previews
+            .with_untracked(|p| p.iter().any(|x| x.host_id == host_id))
+        {
+            self.previews.update(|p| p.retain(|x| x.host_id != host_id));
+        }
     }
 
     /// Keep the per-host command logs: a new command starts a fresh log, output lines
@@ -744,6 +861,167 @@ pub(crate) mod tests {
             store.apply(&queue("c2"));
             assert!(a.log.get_untracked().is_empty());
             assert_eq!(a.last_result.get_untracked(), None);
+        });
+    }
+
+    fn queue_on(host: &str, id: &str, kind: CommandKind) -> BrowserEvent {
+        BrowserEvent::CommandQueued(CommandQueued {
+            host_id: host.into(),
+            command_id: id.into(),
+            command: kind,
+            queued_at: Timestamp(101),
+        })
+    }
+
+    fn complete(host: &str, id: &str, status: CommandStatus, diff: bool) -> BrowserEvent {
+        let result = diff.then(|| protocol::CommandResult {
+            diff: Some(ClosureDiff {
+                changes: vec![protocol::PackageChange {
+                    name: "openssl".into(),
+                    old: Some("3.0.14".into()),
+                    new: Some("3.0.15".into()),
+                    kind: protocol::ChangeKind::Upgraded,
+                }],
+                closure_bytes_before: 10,
+                closure_bytes_after: 20,
+                reboot_needed: false,
+                truncated: 0,
+            }),
+            generation: None,
+            store_path: Some(format!("/nix/store/x-{id}")),
+        });
+        BrowserEvent::CommandComplete(CommandComplete {
+            host_id: host.into(),
+            command_id: id.into(),
+            status,
+            exit_code: Some(0),
+            duration_ms: 3,
+            result,
+        })
+    }
+
+    fn preview_of(store: &HostStore, host: &str) -> Option<String> {
+        store.previews.with_untracked(|p| {
+            p.iter()
+                .find(|p| p.host_id == host)
+                .map(|p| p.command_id.clone())
+        })
+    }
+
+    #[test]
+    fn a_finished_preview_is_kept_per_host_until_a_switch_makes_it_stale() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let mut snap = snapshot(&["a", "b"]);
+            snap.hosts[0].generations = vec![Generation {
+                number: 41,
+                created_at: Timestamp(50),
+                store_path: "/nix/store/h-nixos-system-a-1".into(),
+                current: true,
+                booted: true,
+            }];
+            let store = HostStore::new(snap);
+            // Kept: a preview that ends ok with a diff, with the generation it is against.
+            store.apply(&queue_on("a", "p1", CommandKind::Preview));
+            store.apply(&complete("a", "p1", CommandStatus::Ok, true));
+            assert_eq!(preview_of(&store, "a").as_deref(), Some("p1"));
+            let kept = store.previews.with_untracked(|p| p[0].clone());
+            assert_eq!(kept.host_id, "a");
+            assert_eq!(kept.base_generation, Some(41));
+            assert_eq!(kept.store_path.as_deref(), Some("/nix/store/x-p1"));
+            assert_eq!(kept.diff.changes.len(), 1);
+            // Not kept: a failed preview, a preview without a diff, another command's diff,
+            // and a late completion of a command the host no longer runs.
+            store.apply(&queue_on("b", "p2", CommandKind::Preview));
+            store.apply(&complete("b", "p2", CommandStatus::Error, true));
+            store.apply(&queue_on("b", "p3", CommandKind::Preview));
+            store.apply(&complete("b", "p3", CommandStatus::Ok, false));
+            store.apply(&queue_on("b", "t1", CommandKind::Test));
+            store.apply(&complete("b", "t1", CommandStatus::Ok, true));
+            store.apply(&complete("b", "p9", CommandStatus::Ok, true));
+            assert_eq!(preview_of(&store, "b"), None);
+            // A newer preview replaces the older one.
+            store.apply(&queue_on("a", "p4", CommandKind::Preview));
+            store.apply(&complete("a", "p4", CommandStatus::Ok, true));
+            assert_eq!(preview_of(&store, "a").as_deref(), Some("p4"));
+            // A test, or a switch that failed or rolled back, leaves it.
+            for (id, kind, status) in [
+                ("t2", CommandKind::Test, CommandStatus::Ok),
+                ("s1", CommandKind::Switch, CommandStatus::Error),
+                ("s2", CommandKind::Switch, CommandStatus::RolledBack),
+                ("b1", CommandKind::Boot, CommandStatus::Ok),
+            ] {
+                store.apply(&queue_on("a", id, kind));
+                store.apply(&complete("a", id, status, false));
+                assert_eq!(preview_of(&store, "a").as_deref(), Some("p4"), "{id}");
+            }
+            // A switch that took drops it.
+            store.apply(&queue_on("a", "s3", CommandKind::Switch));
+            store.apply(&complete("a", "s3", CommandStatus::Ok, false));
+            assert_eq!(preview_of(&store, "a"), None);
+            // So does a rollback, and a host that goes takes its preview along.
+            store.apply(&queue_on("a", "p5", CommandKind::Preview));
+            store.apply(&complete("a", "p5", CommandStatus::Ok, true));
+            store.apply(&queue_on("a", "r1", CommandKind::Rollback));
+            store.apply(&complete("a", "r1", CommandStatus::Ok, false));
+            assert_eq!(preview_of(&store, "a"), None);
+            store.apply(&queue_on("b", "p6", CommandKind::Preview));
+            store.apply(&complete("b", "p6", CommandStatus::Ok, true));
+            store.apply(&queue_on("a", "p7", CommandKind::Preview));
+            store.apply(&complete("a", "p7", CommandStatus::Ok, true));
+            store.apply(&BrowserEvent::HostRemoved(HostRef {
+                host_id: "b".into(),
+            }));
+            assert_eq!(preview_of(&store, "b"), None);
+            // A snapshot without the host drops its preview; one with it keeps it.
+            store.apply(&BrowserEvent::Snapshot(snapshot(&["a", "c"])));
+            assert_eq!(preview_of(&store, "a").as_deref(), Some("p7"));
+            store.apply(&BrowserEvent::Snapshot(snapshot(&["c"])));
+            assert_eq!(preview_of(&store, "a"), None);
+        });
+    }
+
+    #[test]
+    fn the_generations_key_follows_the_list() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            let a = store.host("a").unwrap();
+            let empty = a.generations_key.get_untracked();
+            let generation = |number, current| Generation {
+                number,
+                created_at: Timestamp(50 + number as i64),
+                store_path: format!("/nix/store/h-{number}"),
+                current,
+                booted: false,
+            };
+            let mut host = store.host_state("a").unwrap();
+            host.generations = vec![generation(1, false), generation(2, true)];
+            store.apply(&BrowserEvent::HostUpdated(HostBody { host: host.clone() }));
+            let two = a.generations_key.get_untracked();
+            assert_ne!(two, empty);
+            // The same list again writes nothing; the current mark moving does.
+            assert_eq!(store.sync_host("a"), 0);
+            host.generations = vec![generation(1, true), generation(2, false)];
+            store.apply(&BrowserEvent::HostUpdated(HostBody { host }));
+            assert_ne!(a.generations_key.get_untracked(), two);
+        });
+    }
+
+    #[test]
+    fn a_rolled_back_command_closes_its_log_as_rolled_back() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a"]));
+            let a = store.host("a").unwrap();
+            store.apply(&queue_on("a", "s1", CommandKind::Switch));
+            store.apply(&complete("a", "s1", CommandStatus::RolledBack, false));
+            assert_eq!(
+                a.last_result.get_untracked(),
+                Some(CommandStatus::RolledBack)
+            );
+            let end = a.log.get_untracked().last().cloned().unwrap();
+            assert_eq!(end.line, "— rolled back, exit 0, 0.0 s");
         });
     }
 }

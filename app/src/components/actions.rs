@@ -5,7 +5,7 @@ use crate::api::{
     approve_host, bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy,
     refresh_host, remove_host, run_command, stop_command, unlock_host,
 };
-use crate::page_state::PageState;
+use crate::page_state::{HostCommand, PageState};
 use crate::store::HostStore;
 use common::AppError;
 use leptos::prelude::*;
@@ -33,55 +33,88 @@ impl Action {
 /// Fire `action` on `host_id`. Progress shows up through the store (the hub broadcasts
 /// `command_queued` and friends); only failures need a word here.
 pub fn perform(page: PageState, host_id: String, action: Action) {
-    leptos::task::spawn_local(async move {
-        let result = match action {
-            Action::Run(kind) => run_command(host_id.clone(), kind, None, None)
-                .await
-                .map(drop),
-            Action::Stop => stop_command(host_id.clone()).await.map(drop),
-            Action::Unlock => unlock_host(host_id.clone()).await,
-        };
-        match result {
-            Ok(()) if action == Action::Unlock => {
-                page.notify(format!("{host_id}: unlocked"), false)
+    leptos::task::spawn_local(run_host_action(page, host_id, action));
+}
+
+/// `perform`'s work. A separate wasm chunk, like `refresh_host_now`: the row's buttons
+/// are on the first screen, but the server-function client behind them (query encoding,
+/// fetch, error decoding) is not needed until a click, and it cost the first download
+/// several kB (P5). Loaded with the other lazy parts 1 s after the page starts.
+#[lazy]
+pub(crate) async fn run_host_action(page: PageState, host_id: String, action: Action) {
+    let result = match action {
+        Action::Run(kind) => run_command(host_id.clone(), kind, None, None)
+            .await
+            .map(drop),
+        Action::Stop => stop_command(host_id.clone()).await.map(drop),
+        Action::Unlock => unlock_host(host_id.clone()).await,
+    };
+    match result {
+        Ok(()) if action == Action::Unlock => page.notify(format!("{host_id}: unlocked"), false),
+        Ok(()) => {}
+        Err(e) => page.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
+    }
+}
+
+/// Run confirmed commands (boot, a rollback to a generation, switches to previewed
+/// builds), each on its own host; each failure is its own notice, so one refused host
+/// does not hide the others.
+pub fn run_host_commands(page: PageState, commands: Vec<HostCommand>) {
+    for c in commands {
+        leptos::task::spawn_local(async move {
+            let HostCommand {
+                host_id,
+                kind,
+                generation,
+                preview_id,
+            } = c;
+            if let Err(e) = run_command(host_id.clone(), kind, generation, preview_id).await {
+                page.notify(format!("{host_id}: cannot {}: {e}", kind.as_str()), true);
             }
-            Ok(()) => {}
-            Err(e) => page.notify(format!("{host_id}: cannot {}: {e}", action.verb()), true),
-        }
-    });
+        });
+    }
 }
 
 /// Refresh one host from the server. A 404 means it is gone: drop it with a notice. Any
 /// other failure keeps the data on screen and says why.
 pub fn refresh(store: HostStore, page: PageState, host_id: String, refreshing: RwSignal<bool>) {
-    leptos::task::spawn_local(async move {
-        match refresh_host(host_id.clone()).await {
-            Ok(fresh) => {
-                if let Some(mut host) = store.host_state(&host_id) {
-                    host.online = fresh.online;
-                    host.generation = fresh.generation;
-                    host.agent_version = fresh.agent_version;
-                    host.agent_outdated = fresh.agent_outdated;
-                    host.update_status = fresh.update_status;
-                    page.apply(store, &BrowserEvent::HostUpdated(HostBody { host }));
-                }
+    leptos::task::spawn_local(refresh_host_now(store, page, host_id, refreshing));
+}
+
+/// `refresh`'s work, a separate wasm chunk for the reason `run_host_action` is.
+#[lazy]
+pub(crate) async fn refresh_host_now(
+    store: HostStore,
+    page: PageState,
+    host_id: String,
+    refreshing: RwSignal<bool>,
+) {
+    match refresh_host(host_id.clone()).await {
+        Ok(fresh) => {
+            if let Some(mut host) = store.host_state(&host_id) {
+                host.online = fresh.online;
+                host.generation = fresh.generation;
+                host.agent_version = fresh.agent_version;
+                host.agent_outdated = fresh.agent_outdated;
+                host.update_status = fresh.update_status;
+                page.apply(store, &BrowserEvent::HostUpdated(HostBody { host }));
             }
-            Err(AppError::NotFound(_)) => {
-                page.apply(
-                    store,
-                    &BrowserEvent::HostRemoved(HostRef {
-                        host_id: host_id.clone(),
-                    }),
-                );
-                page.notify(
-                    format!("{host_id} no longer exists; removed from the list."),
-                    false,
-                );
-            }
-            Err(e) => page.notify(format!("{host_id}: refresh failed: {e}"), true),
         }
-        refreshing.set(false);
-    });
+        Err(AppError::NotFound(_)) => {
+            page.apply(
+                store,
+                &BrowserEvent::HostRemoved(HostRef {
+                    host_id: host_id.clone(),
+                }),
+            );
+            page.notify(
+                format!("{host_id} no longer exists; removed from the list."),
+                false,
+            );
+        }
+        Err(e) => page.notify(format!("{host_id}: refresh failed: {e}"), true),
+    }
+    refreshing.set(false);
 }
 
 /// Approve a self-enrolled host (admins; the ⋮ menu). The row updates through the hub's
@@ -163,15 +196,16 @@ pub fn bulk(page: PageState, kind: CommandKind, host_ids: Option<Vec<String>>) {
 pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
     leptos::task::spawn_local(async move {
         let pr_number = m.pr_number;
+        let o = m.options.clone();
         match merge_and_deploy(
             pr_number,
             m.host_ids.clone(),
             m.head_sha.clone(),
-            None,
-            None,
-            None,
-            None,
-            None,
+            o.canary,
+            o.batch_size,
+            o.max_failures,
+            o.soak_s,
+            o.on_failure,
         )
         .await
         {

@@ -71,8 +71,26 @@ fn BulkMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             </button>
         }
     });
+    // A preview activates nothing, so it runs without a confirm, on the selection (or
+    // every online host when nothing is selected).
+    let preview = move |_| {
+        actions::bulk(
+            page,
+            CommandKind::Preview,
+            chosen().filter(|ids| !ids.is_empty()),
+        );
+        close(menu);
+    };
     view! {
         {items.into_iter().collect_view()}
+        <button type="button" role="menuitem" data-command="preview" data-scope=move || if selected() == 0 { "online" } else { "selected" }
+            disabled=move || selected() == 0 && store.counts().0 == 0
+            on:click=preview>
+            {move || match selected() {
+                0 => "Preview all online".to_owned(),
+                n => format!("Preview selected ({n})"),
+            }}
+        </button>
         <button type="button" role="menuitem" data-command="clear-selection"
             disabled=move || selected() == 0
             on:click=move |_| page.selection.update(|s| s.clear())>
@@ -117,6 +135,7 @@ fn PrMenuItems(menu: NodeRef<Details>) -> impl IntoView {
             host_ids,
             targets,
             head_sha: pr.head_sha,
+            options: Default::default(),
         })));
         close(menu);
     };

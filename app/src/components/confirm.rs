@@ -3,10 +3,11 @@
 use crate::components::actions;
 use crate::components::lazy_view;
 use crate::components::reauth::ReauthPrompt;
-use crate::page_state::{Confirm, MergeDeploy, PageState};
+use crate::page_state::{Confirm, DeployOptions, HostCommand, MergeDeploy, PageState};
 use crate::presentation::merge_deploy_question;
 use crate::store::HostStore;
 use leptos::prelude::*;
+use protocol::CommandKind;
 
 fn merge_wording(m: &MergeDeploy) -> (String, String, &'static str) {
     (
@@ -16,8 +17,62 @@ fn merge_wording(m: &MergeDeploy) -> (String, String, &'static str) {
     )
 }
 
+/// "a, b, c" up to five names, else just the count's words.
+fn names(ids: &[&str]) -> String {
+    match ids.len() {
+        1..=5 => format!(" ({})", ids.join(", ")),
+        _ => String::new(),
+    }
+}
+
+fn commands_wording(commands: &[HostCommand]) -> (String, String, &'static str) {
+    let ids: Vec<&str> = commands.iter().map(|c| c.host_id.as_str()).collect();
+    let count = ids.len();
+    let only = |kind| commands.iter().all(|c| c.kind == kind);
+    match commands {
+        [c] if c.kind == CommandKind::Boot => (
+            format!("Boot {} into its new build", c.host_id),
+            format!(
+                "Build {} and make it the system for the next boot? What runs now stays until the host reboots.",
+                c.host_id
+            ),
+            "Boot",
+        ),
+        [c] if c.kind == CommandKind::Rollback => (
+            format!("Roll back {}", c.host_id),
+            match c.generation {
+                Some(n) => format!("Switch {} to generation {n} now?", c.host_id),
+                None => format!("Switch {} back to its previous generation now?", c.host_id),
+            },
+            "Roll back",
+        ),
+        [c] if c.kind == CommandKind::Switch => (
+            format!("Switch {} to its preview", c.host_id),
+            format!(
+                "Activate the build the preview of {} made? The diff shown is what changes.",
+                c.host_id
+            ),
+            "Switch",
+        ),
+        _ if only(CommandKind::Switch) => (
+            format!("Switch {count} hosts to their previews"),
+            format!(
+                "Activate the previewed build on {count} hosts{}?",
+                names(&ids)
+            ),
+            "Switch",
+        ),
+        _ => (
+            format!("Run on {count} hosts"),
+            format!("Run these commands on {count} hosts{}?", names(&ids)),
+            "Run",
+        ),
+    }
+}
+
 fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
     match confirm {
+        Confirm::Commands(commands) => commands_wording(commands),
         Confirm::RemoveHost(id) => (
             "Remove host".into(),
             format!("Remove {id}? Its token stops working at once and its agent is disconnected. Its command history is kept."),
@@ -64,14 +119,29 @@ fn ConfirmBody() -> impl IntoView {
             .unwrap_or_else(|| (String::new(), String::new(), ""))
     };
     let close = move || page.confirm.set(None);
+    // The Merge & Deploy rollout options, as typed (read when the operator confirms).
+    let form = DeployForm::default();
+    let form_error = RwSignal::new(None::<String>);
     let proceed = move |_| {
         match page.confirm.get_untracked() {
             Some(Confirm::RemoveHost(id)) => actions::remove(store, page, id),
             Some(Confirm::Bulk(kind, ids)) => actions::bulk(page, kind, ids),
-            Some(Confirm::MergeDeploy(m)) => actions::merge_deploy(page, m),
+            Some(Confirm::MergeDeploy(mut m)) => match form.read() {
+                Ok(options) => {
+                    m.options = options;
+                    actions::merge_deploy(page, m);
+                }
+                // Stay open, saying which field is wrong.
+                Err(e) => return form_error.set(Some(e)),
+            },
+            Some(Confirm::Commands(commands)) => actions::run_host_commands(page, commands),
             Some(Confirm::Reauth(..)) | None => {}
         }
         close();
+    };
+    let merging = move || {
+        page.confirm
+            .with(|c| matches!(c, Some(Confirm::MergeDeploy(..))))
     };
     // Focus starts on Cancel, the safe choice, so Enter never confirms by accident and
     // Escape closes from anywhere in the dialog.
@@ -107,6 +177,9 @@ fn ConfirmBody() -> impl IntoView {
                 <Show when=reauth fallback=move || view! {
                     <h2 id="confirm-title">{move || text().0}</h2>
                     <p>{move || text().1}</p>
+                    <Show when=merging>
+                        <DeployOptionsForm form error=form_error />
+                    </Show>
                     <div class="modal-actions">
                         <button type="button" class="cancel" node_ref=cancel_ref on:click=move |_| close()>"Cancel"</button>
                         <button type="button" class="danger confirm" on:click=proceed>{move || text().2}</button>
@@ -118,10 +191,82 @@ fn ConfirmBody() -> impl IntoView {
     }
 }
 
+/// The rollout options' fields as typed.
+#[derive(Clone, Copy, Default)]
+struct DeployForm {
+    canary: RwSignal<String>,
+    batch_size: RwSignal<String>,
+    max_failures: RwSignal<String>,
+    soak_s: RwSignal<String>,
+    on_failure: RwSignal<String>,
+}
+
+impl DeployForm {
+    fn read(self) -> Result<DeployOptions, String> {
+        DeployOptions::parse(
+            &self.canary.get_untracked(),
+            &self.batch_size.get_untracked(),
+            &self.max_failures.get_untracked(),
+            &self.soak_s.get_untracked(),
+            &self.on_failure.get_untracked(),
+        )
+    }
+}
+
+/// Canary hosts, batch size, max failures, soak time and what a failure does, for Merge &
+/// Deploy. Empty fields keep the server's defaults: one wave, halt on the first failure.
+#[component]
+fn DeployOptionsForm(form: DeployForm, error: RwSignal<Option<String>>) -> impl IntoView {
+    let field = move |label: &'static str,
+                      testid: &'static str,
+                      value: RwSignal<String>,
+                      placeholder: &'static str,
+                      numeric: bool| {
+        view! {
+            <label class="deploy-option">
+                <span>{label}</span>
+                <input
+                    type=if numeric { "number" } else { "text" }
+                    min=numeric.then_some("0")
+                    inputmode=numeric.then_some("numeric")
+                    data-testid=testid
+                    placeholder=placeholder
+                    prop:value=move || value.get()
+                    on:input=move |ev| {
+                        value.set(event_target_value(&ev));
+                        error.set(None);
+                    }
+                />
+            </label>
+        }
+    };
+    let on_failure = form.on_failure;
+    view! {
+        <details class="deploy-options" data-testid="deploy-options">
+            <summary>"Rollout options"</summary>
+            <div class="deploy-options-grid">
+                {field("Canary hosts", "deploy-canary", form.canary, "first, alone: web-1, web-2", false)}
+                {field("Batch size", "deploy-batch-size", form.batch_size, "all at once", true)}
+                {field("Max failures", "deploy-max-failures", form.max_failures, "0", true)}
+                {field("Soak (seconds)", "deploy-soak", form.soak_s, "0", true)}
+                <label class="deploy-option">
+                    <span>"On failure"</span>
+                    <select data-testid="deploy-on-failure"
+                        prop:value=move || on_failure.get()
+                        on:change=move |ev| on_failure.set(event_target_value(&ev))>
+                        <option value="">"halt"</option>
+                        <option value="rollback-and-halt">"roll back the failed wave, then halt"</option>
+                    </select>
+                </label>
+            </div>
+        </details>
+        {move || error.get().map(|e| view! { <p class="error deploy-options-error" data-testid="deploy-options-error">{e}</p> })}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::CommandKind;
 
     #[test]
     fn bulk_wording_counts_hosts() {
@@ -140,6 +285,7 @@ mod tests {
             host_ids: None,
             targets: vec!["a".into()],
             head_sha: None,
+            options: DeployOptions::default(),
         };
         let (title, body, button) = merge_wording(&m);
         assert_eq!(title, "Merge & Deploy PR #7");
@@ -148,5 +294,31 @@ mod tests {
             "Merge PR #7 “<b>bump</b>” on GitHub, then pull and switch on 1 host (a)?"
         );
         assert_eq!(button, "Merge & Deploy");
+    }
+
+    #[test]
+    fn commands_wording_says_what_changes() {
+        let mut boot = HostCommand::new("web-1", CommandKind::Boot);
+        let (title, body, button) = commands_wording(std::slice::from_ref(&boot));
+        assert_eq!(title, "Boot web-1 into its new build");
+        assert!(body.contains("next boot"), "{body}");
+        assert_eq!(button, "Boot");
+        boot.kind = CommandKind::Rollback;
+        boot.generation = Some(41);
+        let (_, body, button) = commands_wording(std::slice::from_ref(&boot));
+        assert_eq!(body, "Switch web-1 to generation 41 now?");
+        assert_eq!(button, "Roll back");
+        let switch = |id: &str| HostCommand {
+            preview_id: Some(format!("p-{id}")),
+            ..HostCommand::new(id, CommandKind::Switch)
+        };
+        let (title, _, button) = commands_wording(&[switch("a")]);
+        assert_eq!(
+            (title.as_str(), button),
+            ("Switch a to its preview", "Switch")
+        );
+        let (title, body, _) = commands_wording(&[switch("a"), switch("b")]);
+        assert_eq!(title, "Switch 2 hosts to their previews");
+        assert_eq!(body, "Activate the previewed build on 2 hosts (a, b)?");
     }
 }

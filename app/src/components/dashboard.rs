@@ -5,7 +5,9 @@ use crate::components::add_host::AddHostButton;
 use crate::components::bulk_menu::BulkMenu;
 use crate::components::confirm::ConfirmDialog;
 use crate::components::deploy_panel::DeployPanel;
+use crate::components::fleet_diff_panel::FleetDiffPanel;
 use crate::components::fleet_target::FleetTarget;
+use crate::components::generations::GenerationsPanel;
 use crate::components::host_list::HostTable;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
@@ -95,6 +97,7 @@ pub(crate) fn FleetView() -> impl IntoView {
         </header>
         <main class="fleet">
             <DeployPanel />
+            <FleetDiffPanel />
             <HostTable />
             <Show when=move || !store.synced.get()>
                 <p class="loading">"Loading the fleet…"</p>
@@ -105,6 +108,7 @@ pub(crate) fn FleetView() -> impl IntoView {
             <Show when=move || page.shown.with(Vec::is_empty) && !store.ids.with(Vec::is_empty)>
                 <p class="empty">"No host matches “" {move || page.filter.get()} "”."</p>
             </Show>
+            <GenerationsPanel />
             <LogPanel />
         </main>
         <Notices />

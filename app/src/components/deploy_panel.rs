@@ -142,7 +142,7 @@ fn DeployChip(id: String) -> impl IntoView {
     };
     let title = {
         let label = label.clone();
-        move || format!("{}: {}", label(), name())
+        move || format!("{}: {}", label(), deploy_host_state_text(state.get()))
     };
     view! {
         <span class=move || format!("deploy-host deploy-host--{}", name())

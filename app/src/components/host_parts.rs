@@ -5,7 +5,7 @@
 use crate::components::actions::{perform, Action};
 use crate::components::lazy_view;
 use crate::components::menu::want;
-use crate::page_state::{Confirm, PageState};
+use crate::page_state::{Confirm, HostCommand, PageState};
 use crate::presentation::*;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
@@ -56,10 +56,15 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
         theme_color,
         pending_command,
         pending_approval,
+        reboot_needed,
         ..
     } = host;
     view! {
-        <span class="hostname" style:color=move || theme_color.get()>
+        // "reboot needed" is this attribute and CSS (`.hostname[data-reboot-needed]::after`):
+        // one attribute binding on an element the row has anyway, the smallest addition to
+        // every row's build and to the first download (P4, P5).
+        <span class="hostname" style:color=move || theme_color.get()
+            data-reboot-needed=move || reboot_needed.get().then_some("true")>
             {move || hostname.get()}
         </span>
         // Enrolled by itself: no commands until an admin approves it (⋮ → Approve).
@@ -67,6 +72,7 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
             title="This host enrolled itself; an admin must approve it before it takes commands">
             "awaiting approval"
         </span>
+
         {move || {
             pending_command
                 .get()
@@ -287,14 +293,34 @@ fn HostMenuItems(host: HostSignals) -> impl IntoView {
             </button>
         }
     };
+    let ask = move |kind: CommandKind| {
+        move |_| {
+            page.confirm
+                .set(Some(Confirm::Commands(vec![HostCommand::new(
+                    host_id(),
+                    kind,
+                )])))
+        }
+    };
     view! {
         <button type="button" role="menuitem" data-command="approve" hidden=move || !pending_approval.get()
             on:click=move |_| crate::components::actions::approve(page, host_id())>
             "Approve host"
         </button>
+        // Builds and diffs, activates nothing: no confirm. The diff shows in the fleet
+        // diff panel when it ends.
+        {menu_item(CommandKind::Preview, "Preview switch")}
         {menu_item(CommandKind::PullSwitch, "Pull + switch")}
+        <button type="button" role="menuitem" data-command="boot" disabled=move || !can_run()
+            on:click=ask(CommandKind::Boot)>
+            "Boot into new build…"
+        </button>
         {menu_item(CommandKind::Update, "Update flake.lock")}
         {menu_item(CommandKind::Rollback, "Rollback")}
+        <button type="button" role="menuitem" data-command="generations"
+            on:click=move |_| page.generations_host.set(Some(host_id()))>
+            "Generations…"
+        </button>
         {menu_item(CommandKind::Restart, "Restart agent")}
         <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()
             on:click=move |_| perform(page, host_id(), Action::Unlock)>

@@ -5,21 +5,18 @@
 use crate::api::command_history;
 use crate::components::lazy_view;
 use crate::page_state::PageState;
+use crate::presentation::command_status_text;
 use crate::store::{HostSignals, HostStore};
 use leptos::prelude::*;
 use protocol::api::CommandRecord;
 use protocol::{CommandStatus, OutputStream};
 
+/// The header's and tab's status: what the host's latest command here did.
 fn result_text(status: Option<CommandStatus>, running: bool) -> &'static str {
     match (status, running) {
         (_, true) => "running",
-        (Some(CommandStatus::Ok), _) => "ok",
-        (Some(CommandStatus::Error), _) => "error",
-        (Some(CommandStatus::Stopped), _) => "stopped",
-        (Some(CommandStatus::Timeout), _) => "timed out",
-        (Some(CommandStatus::Lost), _) => "lost",
-        (Some(CommandStatus::Abandoned), _) => "abandoned",
-        _ => "idle",
+        (Some(status), _) => command_status_text(status),
+        (None, _) => "idle",
     }
 }
 
@@ -145,12 +142,10 @@ fn LogTab(id: String) -> impl IntoView {
 fn History(host_id: String) -> impl IntoView {
     let list = Resource::new(move || host_id.clone(), |id| command_history(id, 20));
     let row = |c: CommandRecord| {
-        let status = c.status.as_str();
-        let status_attr = status;
         view! {
-            <li class="history-item" data-status=status_attr>
+            <li class="history-item" data-status=c.status.as_str()>
                 <span class="history-command">{c.command.as_str()}</span>
-                <span class="history-status">{status}</span>
+                <span class="history-status">{command_status_text(c.status)}</span>
                 <span class="history-when">{c.queued_at.to_string()}</span>
                 <span class="history-lines">{format!("{} lines", c.line_count)}</span>
                 <a class="history-download" href=format!("/api/commands/{}/log", c.command_id) download="">"Download"</a>
@@ -167,5 +162,28 @@ fn History(host_id: String) -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_says_rolled_back_not_ok() {
+        assert_eq!(
+            result_text(Some(CommandStatus::RolledBack), false),
+            "rolled back"
+        );
+        assert_eq!(
+            result_text(Some(CommandStatus::RolledBack), true),
+            "running"
+        );
+        assert_eq!(result_text(Some(CommandStatus::Ok), false), "ok");
+        assert_eq!(
+            result_text(Some(CommandStatus::Timeout), false),
+            "timed out"
+        );
+        assert_eq!(result_text(None, false), "idle");
     }
 }

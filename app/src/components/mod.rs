@@ -9,7 +9,9 @@ pub mod bulk_menu;
 pub mod confirm;
 pub mod dashboard;
 pub mod deploy_panel;
+pub mod fleet_diff_panel;
 pub mod fleet_target;
+pub mod generations;
 pub mod host_list;
 pub mod host_parts;
 pub mod host_row;
@@ -33,10 +35,14 @@ use std::sync::Arc;
 pub fn preload_lazy_parts() {
     // One task for all (the `__preload_*` functions come with each `#[lazy]` function).
     leptos::task::spawn_local(async {
+        actions::__preload_run_host_action().await;
+        actions::__preload_refresh_host_now().await;
         add_host::__preload_add_host_dialog().await;
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;
         deploy_panel::__preload_deploy_panel().await;
+        fleet_diff_panel::__preload_fleet_diff_panel().await;
+        generations::__preload_generations_panel().await;
         host_parts::__preload_host_menu_items().await;
         log_panel::__preload_log_panel().await;
         notices::__preload_notice_list().await;
