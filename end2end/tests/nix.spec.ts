@@ -1,164 +1,286 @@
-// DRAFT, not run yet: Nix-native switching from the page (previews and the fleet diff,
-// generations and rollback to one, boot, rolled_back, reboot needed). It needs the server
-// side of the next stage (results stored and broadcast, generations and reboot_needed taken
-// from `register`/`status`); finish and run it once that is merged.
-//
-// The hosts here are hand-driven links (`RawAgent`): they register with generations, and the
-// test answers each command with the `command_complete` a real agent would send, with its
-// `result`. Command ids come from the host's history, newest first.
+// Nix-native switching from the page, on real Nix (Debian's nix-bin): real agents build the
+// offline test flake (`test-flake`, testkit::nix), set profiles in temp dirs, activate, pass
+// or fail their health gate and roll back. Previews and the fleet diff, a switch started
+// from a preview, the generations list and a rollback to one, a rolled-back switch, and a
+// deploy that halts after its canary rolled back.
 import { expect, Page, test } from "@playwright/test";
-import { Admin, BASE, createHost, loginApi, loginUi, RawAgent } from "./fleet";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Admin, Agent, BASE, createHost, FakeGitHub, loginApi, loginUi, Server } from "./fleet";
 
-const generations = [
-  { number: 41, created_at: "2026-11-20T10:00:00Z", store_path: "/nix/store/a1-nixos-system-h-26.05.1", current: false, booted: true },
-  { number: 42, created_at: "2026-11-25T17:00:00Z", store_path: "/nix/store/b2-nixos-system-h-26.05.2", current: true, booted: false },
-];
+const TEST_FLAKE = process.env.NIXDECK_TEST_FLAKE_BIN ?? join(__dirname, "../../target/debug/test-flake");
+// The agents pass their environment on to nix: the test settings of a machine with no
+// network, no daemon and no nixbld group (never the product's defaults).
+process.env.NIX_CONFIG = "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group =\n";
 
-async function rawHost(admin: Admin, prefix: string, extra: Record<string, unknown> = {}): Promise<{ id: string; link: RawAgent }> {
-  const id = `${prefix}-${Date.now()}-${Math.floor(Math.random() * 1000)}`;
-  const link = await RawAgent.connect(BASE, await createHost(admin, { hostname: id }));
-  link.send({
-    type: "register",
-    payload: { hostname: id, host_type: "nixos", agent_version: process.env.NIXDECK_VERSION ?? "0.1.0", generations, ...extra },
-  });
-  link.send({ type: "heartbeat", payload: { metrics: null } });
-  return { id, link };
+interface Version {
+  version: string;
+  packages: string[];
+  kernel: string;
+}
+const V1: Version = { version: "26.05.1", packages: ["openssl=3.0.14", "curl=8.1"], kernel: "6.6.1" };
+const V2: Version = { version: "26.05.2", packages: ["openssl=3.0.15", "zlib=1.3", "jq=1.7"], kernel: "6.6.2" };
+const V3: Version = { version: "26.05.3", packages: ["openssl=3.0.16", "zlib=1.3"], kernel: "6.6.2" };
+
+/** Writes the test flake for `hosts` at `v` into `dir`; commits unless `commit` is false. */
+function flake(dir: string, hosts: string[], v: Version, opts: { healthDir?: string; commit?: boolean } = {}): void {
+  const args = [dir, "--version", v.version, "--kernel", v.kernel];
+  for (const h of hosts) args.push("--host", h);
+  for (const p of v.packages) args.push("--package", p);
+  if (opts.healthDir) args.push("--health-dir", opts.healthDir);
+  if (opts.commit !== false) args.push("--commit", `v${v.version}`);
+  execFileSync(TEST_FLAKE, args, { stdio: ["ignore", "pipe", "inherit"] });
 }
 
-/** The id of the host's newest command, once there is one of this kind. */
-async function latestCommand(admin: Admin, host: string, kind: string): Promise<string> {
+/** A host's machine: profile and "booted system" in a temp dir, and its real agent. */
+class NixHost {
+  readonly dir = mkdtempSync(join(tmpdir(), "nixdeck-nixhost-"));
+  readonly profile = join(this.dir, "profiles", "system");
+  readonly booted = join(this.dir, "booted-system");
+  agent!: Agent;
+
+  constructor(readonly name: string) {
+    mkdirSync(join(this.dir, "profiles"));
+  }
+
+  start(token: string, repo: string, base: string = BASE, extra: string[] = []): void {
+    this.agent = new Agent(this.name, token, base, [
+      "--repo-dir", repo,
+      "--system-profile", this.profile,
+      "--current-system", this.profile,
+      "--booted-system", this.booted,
+      "--confirm-timeout-s", "15",
+      ...extra,
+    ]);
+    this.agent.start();
+  }
+
+  /** "Boots" the current generation: the booted system is what the profile is now. */
+  bootCurrent(): void {
+    const target = readlinkSync(join(this.dir, "profiles", readlinkSync(this.profile)));
+    rmSync(this.booted, { force: true });
+    symlinkSync(target, this.booted);
+  }
+}
+
+async function waitOnline(admin: Admin, host: string): Promise<void> {
+  await expect
+    .poll(async () => (await (await admin.api.get("/api/hosts")).json()).find((h: any) => h.id === host)?.online, {
+      timeout: 20_000,
+    })
+    .toBe(true);
+}
+
+/** Runs a command through REST and waits for its end; its `GET /api/commands/{id}`. */
+async function run(admin: Admin, host: string, body: Record<string, unknown>): Promise<any> {
+  const r = await admin.api.post(`/api/hosts/${host}/commands`, { headers: { "X-CSRF-Token": admin.csrf }, data: body });
+  expect(r.status(), await r.text()).toBe(202);
+  return finished(admin, (await r.json()).command_id);
+}
+
+async function finished(admin: Admin, id: string): Promise<any> {
+  let detail: any = null;
+  await expect
+    .poll(
+      async () => {
+        detail = await (await admin.api.get(`/api/commands/${id}`)).json();
+        return detail.status;
+      },
+      { timeout: 60_000 },
+    )
+    .not.toMatch(/^(queued|running)$/);
+  return detail;
+}
+
+/** The host's newest command of `kind` (other than `not`, an earlier one), once it ended. */
+async function latest(admin: Admin, host: string, kind: string, not = ""): Promise<any> {
   let id = "";
   await expect
     .poll(async () => {
       const list = await (await admin.api.get(`/api/hosts/${host}/commands?limit=1`)).json();
-      id = list[0]?.command === kind ? list[0].command_id : "";
+      id = list[0]?.command === kind && list[0].command_id !== not ? list[0].command_id : "";
       return id;
-    }, { timeout: 10_000 })
+    })
     .not.toBe("");
-  return id;
-}
-
-function complete(link: RawAgent, command_id: string, status: string, result?: unknown): void {
-  link.send({ type: "command_complete", payload: { command_id, status, exit_code: status === "ok" ? 0 : 1, duration_ms: 5, last_seq: 0, result } });
+  return finished(admin, id);
 }
 
 async function openMenu(page: Page, host: string): Promise<void> {
   await page.locator(`tr[data-host-id="${host}"] details.host-menu > summary`).click();
 }
 
-const diff = (reboot: boolean) => ({
-  diff: {
-    changes: [
-      { name: "openssl", old: "3.0.14", new: "3.0.15", kind: "upgraded" },
-      { name: "zlib", old: null, new: "1.3", kind: "added" },
-    ],
-    closure_bytes_before: 1_000_000_000,
-    closure_bytes_after: 1_100_000_000,
-    reboot_needed: reboot,
-  },
-  store_path: "/nix/store/c3-nixos-system-h-26.05.3",
-});
-
-test("previews of two hosts make one fleet diff; Switch to previewed asks, then switches that host", async ({ page }) => {
+test("a preview of the selection shows one fleet diff; Switch to previewed activates exactly that build", async ({ page }) => {
   const admin = await loginApi();
-  const a = await rawHost(admin, "pva");
-  const b = await rawHost(admin, "pvb");
+  const names = ["nix-pa", "nix-pb"];
+  const repo = mkdtempSync(join(tmpdir(), "nixdeck-flake-"));
+  flake(repo, names, V1);
+  const hosts = names.map((n) => new NixHost(n));
   try {
+    for (const h of hosts) {
+      h.start(await createHost(admin, { hostname: h.name }), repo);
+      await waitOnline(admin, h.name);
+      expect((await run(admin, h.name, { command: "switch" })).status).toBe("ok");
+      h.bootCurrent();
+    }
+    flake(repo, names, V2);
     await loginUi(page);
-    // Preview from the ⋮ menu: no confirm.
-    await openMenu(page, a.id);
-    await page.locator(`tr[data-host-id="${a.id}"] button[data-command=preview]`).click();
-    complete(a.link, await latestCommand(admin, a.id, "preview"), "ok", diff(true));
-    // And from the bulk menu, for the selection.
-    await page.locator(`tr[data-host-id="${b.id}"] input.select-host`).click();
+    for (const n of names) await page.locator(`tr[data-host-id="${n}"] input.select-host`).click();
     await page.locator("#bulk-actions-menu > summary").click();
     await page.locator('#bulk-actions-menu button[data-command="preview"][data-scope="selected"]').click();
-    complete(b.link, await latestCommand(admin, b.id, "preview"), "ok", diff(false));
-    await page.locator(`tr[data-host-id="${b.id}"] input.select-host`).click(); // unselect: all previews
 
     const panel = page.locator('[data-testid="diff-panel"]');
-    await expect(panel).toBeVisible();
     const openssl = panel.locator('[data-testid="diff-change"][data-package="openssl"]');
+    await expect(openssl).toContainText("openssl 3.0.14 → 3.0.15 on 2 hosts", { timeout: 30_000 });
     await expect(openssl).toHaveAttribute("data-kind", "upgraded");
-    await expect(openssl).toContainText("openssl 3.0.14 → 3.0.15 on 2 hosts");
-    await openssl.locator("summary").click();
-    await expect(openssl.locator(".diff-change-hosts")).toContainText(a.id);
-    await expect(panel.locator('[data-testid="diff-reboot"]')).toContainText(`reboot needed on 1: ${a.id}`);
+    await expect(panel.locator('[data-testid="diff-change"][data-package="zlib"]')).toHaveAttribute("data-kind", "added");
+    await expect(panel.locator('[data-testid="diff-change"][data-package="curl"]')).toHaveAttribute("data-kind", "removed");
+    await expect(panel.locator('[data-testid="diff-reboot"]')).toContainText("reboot needed on 2");
     await expect(panel.locator('[data-testid="diff-switch-all"]')).toContainText("(2)");
+    const preview = await latest(admin, "nix-pa", "preview");
+    expect(preview.result.diff.closure_bytes_after).not.toBe(preview.result.diff.closure_bytes_before);
 
-    await panel.locator(`[data-testid="diff-switch-host"][data-host="${a.id}"]`).click();
-    await expect(page.locator(".modal h2")).toHaveText(`Switch ${a.id} to its preview`);
+    // The checkout moves on; the switch started from the preview still activates the
+    // previewed build, not a new one.
+    flake(repo, names, V3);
+    await panel.locator('[data-testid="diff-switch-host"][data-host="nix-pa"]').click();
+    await expect(page.locator(".modal h2")).toHaveText("Switch nix-pa to its preview");
     await page.locator(".modal button.confirm").click();
-    const switchId = await latestCommand(admin, a.id, "switch");
-    // TODO once merged: GET /api/commands/{switchId} names the preview's store path.
-    complete(a.link, switchId, "ok", { generation: 43 });
-    // A switch that took makes the host's preview stale: it leaves the panel.
-    await expect(panel.locator(`[data-testid="diff-host"][data-host="${a.id}"]`)).toHaveCount(0);
-    await expect(panel.locator(`[data-testid="diff-host"][data-host="${b.id}"]`)).toBeVisible();
+    const sw = await latest(admin, "nix-pa", "switch");
+    expect(sw.status).toBe("ok");
+    expect(sw.result.store_path).toBe(preview.result.store_path);
+    expect(sw.result.store_path).toContain("26.05.2");
+    // The switched host's preview is used up; the other one's stays.
+    await expect(panel.locator('[data-testid="diff-host"][data-host="nix-pa"]')).toHaveCount(0);
+    await expect(panel.locator('[data-testid="diff-host"][data-host="nix-pb"]')).toBeVisible();
+    await expect(page.locator('tr[data-host-id="nix-pa"] .hostname[data-reboot-needed]')).toBeVisible();
   } finally {
-    a.link.close();
-    b.link.close();
+    for (const h of hosts) await h.agent?.stop("SIGKILL");
   }
 });
 
-test("Generations… lists them newest first and rolls back to one after a confirm", async ({ page }) => {
+test("Generations… lists the profile's generations and rolls back to a chosen one", async ({ page }) => {
   const admin = await loginApi();
-  const h = await rawHost(admin, "gens", { reboot_needed: true });
+  const h = new NixHost("nix-gen");
+  const repo = mkdtempSync(join(tmpdir(), "nixdeck-flake-"));
+  flake(repo, [h.name], V1);
   try {
+    h.start(await createHost(admin, { hostname: h.name }), repo);
+    await waitOnline(admin, h.name);
+    expect((await run(admin, h.name, { command: "switch" })).status).toBe("ok");
+    h.bootCurrent();
+    flake(repo, [h.name], V2);
+    expect((await run(admin, h.name, { command: "switch" })).status).toBe("ok");
+
     await loginUi(page);
-    const row = page.locator(`tr[data-host-id="${h.id}"]`);
-    await expect(row.locator(".hostname[data-reboot-needed]")).toBeVisible({ timeout: 15_000 });
-    await openMenu(page, h.id);
+    const row = page.locator(`tr[data-host-id="${h.name}"]`);
+    // Booted 6.6.1, running 6.6.2.
+    await expect(row.locator(".hostname[data-reboot-needed]")).toBeVisible();
+    await openMenu(page, h.name);
     await row.locator("button[data-command=generations]").click();
-    const panel = page.locator(`[data-testid="generations-panel"][data-host="${h.id}"]`);
+    const panel = page.locator(`[data-testid="generations-panel"][data-host="${h.name}"]`);
     const rows = panel.locator('[data-testid="generation"]');
     await expect(rows).toHaveCount(2);
-    await expect(rows.first()).toHaveAttribute("data-generation", "42");
+    await expect(rows.first()).toHaveAttribute("data-generation", "2");
     await expect(rows.first()).toHaveAttribute("data-current", "true");
-    await expect(rows.first().locator(".generation-name")).toHaveText("nixos-system-h-26.05.2");
-    // Only the other generation offers a rollback.
-    await expect(panel.locator('[data-testid="generation-rollback"]')).toHaveCount(1);
-    await panel.locator('[data-testid="generation-rollback"][data-generation="41"]').click();
-    await expect(page.locator(".modal p")).toHaveText(`Switch ${h.id} to generation 41 now?`);
+    await expect(rows.first().locator(".generation-name")).toContainText("nixos-system-nix-gen-26.05.2");
+    await expect(rows.nth(1)).toHaveAttribute("data-booted", "true");
+    await panel.locator('[data-testid="generation-rollback"][data-generation="1"]').click();
+    await expect(page.locator(".modal p")).toHaveText(`Switch ${h.name} to generation 1 now?`);
     await page.locator(".modal button.confirm").click();
-    await latestCommand(admin, h.id, "rollback");
-    // TODO once merged: the command's detail carries generation 41.
-    await panel.locator('[data-testid="generations-close"]').click();
-    await expect(panel).toHaveCount(0);
+    const rb = await latest(admin, h.name, "rollback");
+    expect(rb.status).toBe("ok");
+    expect(rb.result.generation).toBe(1);
+    // The agent reports the profile after the rollback; the page follows without a reload.
+    await expect(panel.locator('[data-testid="generation"][data-generation="1"]')).toHaveAttribute("data-current", "true");
+    await expect(row.locator(".hostname[data-reboot-needed]")).toHaveCount(0);
   } finally {
-    h.link.close();
+    await h.agent?.stop("SIGKILL");
   }
 });
 
-test("Boot asks first; a rolled-back switch reads as a failure in the log, its notice and the history", async ({ page }) => {
+test("a switch that fails its health check rolls back and reads as a failure everywhere", async ({ page }) => {
   const admin = await loginApi();
-  const h = await rawHost(admin, "rb");
+  const h = new NixHost("nix-rb");
+  const repo = mkdtempSync(join(tmpdir(), "nixdeck-flake-"));
+  const health = mkdtempSync(join(tmpdir(), "nixdeck-health-"));
+  writeFileSync(join(health, h.name), "");
+  flake(repo, [h.name], V1, { healthDir: health });
   try {
-    await loginUi(page);
-    const row = page.locator(`tr[data-host-id="${h.id}"]`);
-    await openMenu(page, h.id);
-    await row.locator("button[data-command=boot]").click();
-    await expect(page.locator(".modal h2")).toHaveText(`Boot ${h.id} into its new build`);
-    await page.locator(".modal button.confirm").click();
-    complete(h.link, await latestCommand(admin, h.id, "boot"), "ok", { generation: 43 });
+    h.start(await createHost(admin, { hostname: h.name }), repo);
+    await waitOnline(admin, h.name);
+    const first = await run(admin, h.name, { command: "switch" });
+    expect(first.status).toBe("ok");
+    flake(repo, [h.name], V2, { healthDir: health });
+    rmSync(join(health, h.name));
 
+    await loginUi(page);
+    const row = page.locator(`tr[data-host-id="${h.name}"]`);
     await row.locator("button.btn-switch").click();
-    complete(h.link, await latestCommand(admin, h.id, "switch"), "rolled_back", { generation: 42 });
-    const panel = page.locator(".log-panel");
-    await expect(panel.locator(".log-status")).toHaveText("rolled back");
-    await expect(panel.locator(".log-status")).toHaveAttribute("data-status", "rolled back");
-    await expect(panel.locator(".log-line.log-end")).toContainText("— rolled back");
-    await expect(page.locator(".notice.error")).toContainText(`${h.id}: rolled back`);
-    await panel.locator(".log-history-toggle").click();
-    await expect(panel.locator('.history-item[data-status="rolled_back"] .history-status').first()).toHaveText("rolled back");
+    const confirm = page.locator(".modal button.confirm");
+    if (await confirm.isVisible()) await confirm.click();
+    const done = await latest(admin, h.name, "switch", first.command_id);
+    expect(done.status).toBe("rolled_back");
+    expect(done.result.generation).toBe(1);
+    const log = page.locator(".log-panel");
+    await expect(log.locator(".log-status")).toHaveText("rolled back");
+    await expect(log.locator(".log-lines")).toContainText("nix-rb is unhealthy");
+    await expect(page.locator(".notice.error")).toContainText(`${h.name}: rolled back`);
+    await expect(row.locator('[data-compartment="system"] .compartment-indicator--error')).toBeVisible();
   } finally {
-    h.link.close();
+    await h.agent?.stop("SIGKILL");
   }
 });
 
-// TODO: Merge & Deploy with rollout options (needs deploy.spec.ts's FakeGitHub set-up): open
-// `[data-testid="menu-merge-deploy"]`, open `[data-testid="deploy-options"]`, fill
-// `deploy-canary`, `deploy-batch-size`, `deploy-max-failures`, `deploy-soak`, choose
-// `deploy-on-failure` = rollback-and-halt, confirm, and check the job's waves; a batch size of
-// 0 keeps the dialog open with `[data-testid="deploy-options-error"]`. A rolled-back host's
-// chip is `[data-testid="deploy-host"][data-state="rolled_back"]` and counts as failed.
+test("Merge & Deploy with a canary: the canary fails its health gate, rolls back, and the deploy halts", async ({ page }) => {
+  const names = ["dn-canary", "dn-b", "dn-c"];
+  const health = mkdtempSync(join(tmpdir(), "nixdeck-health-"));
+  for (const n of names) writeFileSync(join(health, n), "");
+  const gh = new FakeGitHub();
+  await gh.start({
+    prepare: (work) => flake(work, names, V1, { healthDir: health, commit: false }),
+    locks: ["v1", "v2"].map((v) => JSON.stringify({ nodes: { root: {} }, root: "root", version: 7, "nixdeck-test": v }) + "\n"),
+  });
+  await gh.pr({ number: 9, title: "flake.lock: Update", labels: ["dependencies"], mergeable: true });
+  const server = new Server(Number(process.env.E2E_NIX_DEPLOY_PORT ?? 3903), gh.env());
+  await server.start();
+  const admin = await loginApi(server.base);
+  const hosts = names.map((n) => new NixHost(n));
+  try {
+    for (const h of hosts) {
+      h.start(await createHost(admin, { hostname: h.name }), gh.checkout(h.name), server.base);
+      await waitOnline(admin, h.name);
+      expect((await run(admin, h.name, { command: "switch" })).status).toBe("ok");
+    }
+    // The update breaks the canary.
+    rmSync(join(health, "dn-canary"));
+
+    await loginUi(page, server.base);
+    await expect(page.getByTestId("pending-pr").first()).toContainText("PR #9", { timeout: 15_000 });
+    await page.locator("#bulk-actions-menu > summary").click();
+    await page.getByTestId("menu-merge-deploy").click();
+    await page.getByTestId("deploy-options").locator("summary").click();
+    await page.getByTestId("deploy-canary").fill("dn-canary");
+    await page.getByTestId("deploy-batch-size").fill("1");
+    await page.locator(".modal button.confirm").click();
+
+    const panel = page.getByTestId("deploy-panel");
+    await expect(panel).toHaveAttribute("data-phase", "failed", { timeout: 60_000 });
+    const chip = (n: string) => panel.locator(`[data-testid="deploy-host"][data-host="${n}"]`);
+    await expect(chip("dn-canary")).toHaveAttribute("data-state", "rolled_back");
+    await expect(chip("dn-b")).toHaveAttribute("data-state", "skipped");
+    await expect(chip("dn-c")).toHaveAttribute("data-state", "skipped");
+    const history = await (await admin.api.get("/api/hosts/dn-canary/commands?limit=1")).json();
+    expect(history[0].status).toBe("rolled_back");
+    // The others were never touched: still on their first generation.
+    for (const n of ["dn-b", "dn-c"]) {
+      const h = (await (await admin.api.get("/api/hosts")).json()).find((x: any) => x.id === n);
+      expect(h.generations.filter((g: any) => g.current).map((g: any) => g.number)).toEqual([1]);
+    }
+  } finally {
+    for (const h of hosts) await h.agent?.stop("SIGKILL");
+    await server.stop();
+    gh.stop();
+  }
+});
