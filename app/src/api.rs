@@ -217,7 +217,8 @@ pub async fn audit_log(
 /// Merge the flake.lock PR and roll it out: to `host_ids`, or every online host; in waves
 /// (`canary` first, then batches of `batch_size`), waiting `soak_s` after each wave that
 /// succeeded, and on a failed wave doing `on_failure` (default: halt). The job's progress
-/// arrives as `deploy_progress` events.
+/// arrives as `deploy_progress` events. With `preview`, the PR's head is previewed on the
+/// targets first and nothing is merged until `confirm_deploy`.
 #[server(client = CsrfClient)]
 pub async fn merge_and_deploy(
     pr_number: u64,
@@ -228,6 +229,7 @@ pub async fn merge_and_deploy(
     max_failures: Option<u32>,
     soak_s: Option<u64>,
     on_failure: Option<OnFailure>,
+    preview: bool,
 ) -> Result<String, AppError> {
     let req = protocol::api::DeployRequest {
         pr_number,
@@ -238,6 +240,7 @@ pub async fn merge_and_deploy(
         head_sha,
         soak_s,
         on_failure,
+        preview,
     };
     serve(|c, v| async move { service::deploy::start(&c, &v, req).await }).await
 }

@@ -746,6 +746,7 @@ pub(crate) mod tests {
                 message: "pulling".into(),
                 started_by: "op".into(),
                 active: true,
+                previews: Default::default(),
             };
             store.apply(&BrowserEvent::DeployProgress(progress.clone()));
             assert_eq!(store.deploy.get_untracked(), Some(progress));

@@ -222,6 +222,11 @@ pub struct DeployRequest {
     /// Addition: what a failed wave does (default `halt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
+    /// Addition: before merging, preview the PR's head on every target (phase
+    /// `previewing`), then wait in `awaiting_confirmation` until an operator confirms
+    /// (`POST /api/deploy/{job_id}/confirm`) or cancels.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
 }
 
 wire_enum! {

@@ -236,6 +236,10 @@ pub struct CommandOrder {
     /// building the checkout again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_path: Option<String>,
+    /// `preview` of a commit that is not checked out (a deploy's PR head): the agent fetches
+    /// it from the checkout's origin and builds the flake at it; the checkout stays as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
 }
 
 impl CommandOrder {
@@ -246,6 +250,7 @@ impl CommandOrder {
             command,
             generation: None,
             store_path: None,
+            rev: None,
         }
     }
 }
@@ -351,6 +356,11 @@ pub struct DesiredChanged {
 
 wire_enum! {
     pub enum DeployPhase {
+        /// Addition: building the PR's head on the targets and diffing it (`preview`).
+        Previewing = "previewing",
+        /// Addition: the previews are in; nothing happens until an operator confirms
+        /// (`POST /api/deploy/{job_id}/confirm`) or cancels.
+        AwaitingConfirmation = "awaiting_confirmation",
         Merging = "merging",
         Pulling = "pulling",
         Switching = "switching",
@@ -384,6 +394,10 @@ pub struct DeployProgress {
     pub started_by: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub active: bool,
+    /// Addition: a deploy that previews first: each target's `preview` command id, whose
+    /// result (`GET /api/commands/{id}`, `command_complete.result`) holds its diff.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previews: BTreeMap<String, String>,
 }
 
 frames! {

@@ -262,7 +262,15 @@ mod tests {
         );
         assert_eq!(
             DeployPhase::NAMES,
-            ["merging", "pulling", "switching", "done", "failed"]
+            [
+                "previewing",
+                "awaiting_confirmation",
+                "merging",
+                "pulling",
+                "switching",
+                "done",
+                "failed"
+            ]
         );
         assert_eq!(
             DeployHostState::NAMES,

@@ -206,6 +206,7 @@ pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
             o.max_failures,
             o.soak_s,
             o.on_failure,
+            false,
         )
         .await
         {

@@ -182,6 +182,7 @@ mod tests {
                     message: "<i>pulling</i>".into(),
                     started_by: "op".into(),
                     active,
+                    previews: Default::default(),
                 }),
             });
             provide_context(store);

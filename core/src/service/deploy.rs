@@ -186,6 +186,7 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
         message: format!("Merging PR #{pr} at {}…", short(&reviewed)),
         started_by: viewer.username.clone(),
         active: true,
+        previews: Default::default(),
     };
     let request = serde_json::to_string(&req).unwrap_or_default();
     core.db
@@ -413,6 +414,8 @@ fn failed(state: DeployHostState) -> bool {
 
 fn phase_verb(phase: DeployPhase) -> &'static str {
     match phase {
+        DeployPhase::Previewing => "previewing",
+        DeployPhase::AwaitingConfirmation => "waiting for confirmation",
         DeployPhase::Merging => "merging",
         DeployPhase::Pulling => "pulling",
         DeployPhase::Switching => "switching",

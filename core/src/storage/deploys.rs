@@ -37,6 +37,7 @@ impl TryFrom<DeployColumns> for DeployProgress {
             hosts: serde_json::from_str(&r.hosts).map_err(decode_error)?,
             message: r.message,
             active: r.active,
+            previews: Default::default(),
         })
     }
 }
