@@ -758,6 +758,7 @@ mod tests {
             head_sha: None,
             soak_s: None,
             on_failure: None,
+            preview: false,
         };
         assert_eq!(plan(&targets, &req), vec![targets.clone()]);
         req.canary = Some(ids(&["c"]));
@@ -843,6 +844,7 @@ mod tests {
                 message: String::new(),
                 started_by: "olga".into(),
                 active: true,
+                previews: Default::default(),
             },
             cancel: cancel.clone(),
             max_failures: req.max_failures,
@@ -862,6 +864,7 @@ mod tests {
             head_sha: None,
             soak_s: None,
             on_failure: None,
+            preview: false,
         }
     }
 

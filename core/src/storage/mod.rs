@@ -513,6 +513,7 @@ mod tests {
             assert_eq!(db.deploy(&job.job_id).await.unwrap(), Some(job.clone()));
             let saved = DeployProgress {
                 active: false,
+                previews: Default::default(),
                 ..job
             };
             db.save_deploy(&saved).await.unwrap();
