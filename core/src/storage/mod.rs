@@ -508,6 +508,7 @@ mod tests {
                 message: format!("job {i}"),
                 started_by: "admin".into(),
                 active: true,
+                previews: Default::default(),
             };
             db.insert_deploy(&job, "{}").await.unwrap();
             assert_eq!(db.deploy(&job.job_id).await.unwrap(), Some(job.clone()));
