@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 cargo leptos build --split   # --split: admin pages are separate wasm chunks (lazy routes)
-cargo build -p nixdeck-agent
+cargo build -p nixdeck-agent -p testkit   # testkit: test-flake, the demo's Nix flake
 
 listen=${NIXDECK_LISTEN:-127.0.0.1:3000}
 url="http://$listen"
@@ -44,32 +44,46 @@ if [ ! -s data/agent.token ]; then
   rm -f "$jar"
   (umask 077; printf '%s' "$token" > data/agent.token)
 fi
-# A demo config repository (a local bare repo and a checkout), so Pull, Switch and Test do
-# real, harmless work here: git, and shell scripts standing in for nixos-rebuild.
+# A demo config repository (a local bare repo and a checkout) holding a small offline Nix
+# flake (testkit's test flake: no inputs, /bin/sh builders), so Pull, Preview, Switch,
+# Generations, Rollback and Test do real work here: git, and real Nix on a profile in
+# data/demo/profiles instead of the machine's system profile. origin is one commit ahead
+# of the checkout (an openssl update, zlib added, curl dropped, a new kernel): Pull, then
+# Preview shows what Switch would change.
 demo=data/demo
-if [ ! -d "$demo/checkout/.git" ]; then
-  mkdir -p "$demo"
-  g() { git -c user.name=nixdeck -c user.email=demo@nixdeck.invalid -c init.defaultBranch=main "$@"; }
+g() { git -c user.name=nixdeck -c user.email=demo@nixdeck.invalid -c init.defaultBranch=main "$@"; }
+flake() { # version, then test-flake flags
+  local version=$1
+  shift
+  target/debug/test-flake "$demo/work" --host "$host" --version "$version" "$@" \
+    --commit "demo: the fleet's configuration, version $version" >/dev/null
+  g -C "$demo/work" push -q origin HEAD:main
+}
+if [ ! -f "$demo/work/flake.nix" ]; then
+  rm -rf "$demo"
+  mkdir -p "$demo/profiles"
   g init -q --bare "$demo/origin.git"
-  g clone -q "$demo/origin.git" "$demo/work"
+  g clone -q "$demo/origin.git" "$demo/work" 2>/dev/null
   mkdir -p "$demo/work/hosts/$host/tests"
-  echo '{"nodes": {}, "version": 7}' > "$demo/work/flake.lock"
+  echo '{"nodes": {"root": {}}, "root": "root", "version": 7}' > "$demo/work/flake.lock"
   printf '#!/bin/sh\necho "checking disk space"; df -h / | tail -1\n' > "$demo/work/hosts/$host/tests/10-disk.sh"
   printf '#!/bin/sh\necho "checking the clock"; date -u\n' > "$demo/work/hosts/$host/tests/20-clock.sh"
   chmod +x "$demo/work/hosts/$host/tests/"*.sh
-  g -C "$demo/work" add -A
-  g -C "$demo/work" commit -qm "demo fleet configuration"
-  g -C "$demo/work" push -q origin HEAD:main
+  flake 26.05.1 --package openssl=3.0.14 --package curl=8.1 --kernel 6.12.9
   g clone -q "$demo/origin.git" "$demo/checkout"
+  flake 26.05.2 --package openssl=3.0.15 --package zlib=1.3 --kernel 6.12.10
 fi
 cat > data/agent.toml <<TOML
 [commands]
-switch = ["sh", "-c", "echo 'building the system for $host (demo)'; for i in 1 2 3 4 5; do echo \"step \$i/5\"; sleep 0.5; done; echo 'activated'"]
-rollback = ["sh", "-c", "echo 'rolling back (demo)'; sleep 1; echo 'done'"]
-update = ["sh", "-c", "echo 'nix flake update (demo): nothing to do'"]
+update = ["sh", "-c", "echo 'nix flake update (demo): the demo flake has no inputs'"]
 TOML
+# Nix here has no daemon, no network and no nixbld group: the settings of the tests
+# (agent/README.md, "Testing with real Nix"). A real host needs none of this.
+export NIX_CONFIG=$'experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group =\n'
 target/debug/nixdeck-agent --url "$url" --token-file data/agent.token --hostname "$host" \
-  --state-dir data/agent-state --repo-dir "$demo/checkout" --config data/agent.toml &
+  --state-dir data/agent-state --repo-dir "$demo/checkout" --config data/agent.toml \
+  --system-profile "$demo/profiles/system" --current-system "$demo/profiles/system" \
+  --booted-system "$demo/booted-system" &
 pids+=($!)
 
 cat <<MSG
@@ -78,7 +92,9 @@ cat <<MSG
   user:      admin
   password:  $password
   (a local agent for host '$host' is connected; its config checkout is a demo repo in
-   $demo, so Pull, Switch and Test run real, harmless commands; Ctrl-C stops everything)
+   $demo with a small Nix flake, one commit behind its origin: Pull, then Preview,
+   Switch, Generations and Rollback run real Nix on a profile in $demo/profiles,
+   never the machine's own; Ctrl-C stops everything)
 
 MSG
 wait
