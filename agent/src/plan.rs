@@ -27,6 +27,9 @@ pub enum Step {
         branch: String,
         dir: PathBuf,
     },
+    /// Make commit `rev` present in the repository `dir`: nothing when it is there
+    /// already, else `git fetch origin <rev>`, which moves no branch and no work tree.
+    FetchRev { dir: PathBuf, rev: String },
     /// Run every executable file in `dir`, in name order; fails if any fails.
     Tests { dir: PathBuf, cwd: PathBuf },
     /// `nix build --no-link --json <installable>`: the built path becomes the target of
@@ -128,6 +131,9 @@ impl PlanContext {
     /// The action for a `command` order, or a sentence saying why it cannot run here.
     pub fn action_for(&self, order: &CommandOrder) -> Result<Action, String> {
         let kind = order.command;
+        if let Some(rev) = &order.rev {
+            check_rev(kind, rev)?;
+        }
         let (steps, native) = match kind {
             CommandKind::Refresh => return Ok(Action::Refresh),
             CommandKind::Restart => return Ok(Action::Restart),
@@ -188,6 +194,29 @@ impl PlanContext {
         Ok(format!("{}#{attr}", self.repo_dir()?.display()))
     }
 
+    /// `git+file://<repo>?rev=<rev>#<attribute>`: the flake at commit `rev`, which Nix
+    /// reads from the repository's objects, so the work tree and branch stay as they are
+    /// (Nix 2.8 builds a commit no branch points at this way, as current Nix does).
+    fn installable_at(&self, rev: &str) -> Result<String, String> {
+        let dir = self.repo_dir()?;
+        let path = dir.display().to_string();
+        // The path goes into a URL unescaped: `?`, `#`, `%` or a space would change what
+        // Nix reads, so such a path is refused rather than built from elsewhere.
+        let plain = path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-+~@:=,".contains(&b));
+        if !plain {
+            return Err(format!(
+                "a preview of a commit builds git+file://<checkout>?rev=…, and the checkout's \
+                 path {} has characters a URL would read differently",
+                display_argv(&[path])
+            ));
+        }
+        let attr = self.system.flake_attr.replace("{hostname}", &self.hostname);
+        Ok(format!("git+file://{path}?rev={rev}#{attr}"))
+    }
+
     /// Where the target comes from: built from the checkout, or a preview's store path.
     fn target(&self, order: &CommandOrder) -> Result<Step, String> {
         match &order.store_path {
@@ -209,6 +238,13 @@ impl PlanContext {
                 return Err("a rollback to a chosen generation needs the agent's own \
                      rollback, but [commands] in the agent's config file sets `rollback`"
                     .to_owned());
+            }
+            if order.rev.is_some() {
+                // The configured command would build the checkout, not the commit.
+                return Err(format!(
+                    "a {kind} of a commit that is not checked out needs the agent's own \
+                     {kind}, but [commands] in the agent's config file sets `{kind}`"
+                ));
             }
             if order.store_path.is_some() {
                 // The configured command would build the checkout, not the previewed path.
@@ -291,15 +327,21 @@ impl PlanContext {
                     true,
                 ))
             }
-            CommandKind::Preview => Ok((
-                vec![
-                    Step::Build {
-                        installable: self.installable()?,
-                    },
-                    Step::Diff,
-                ],
-                true,
-            )),
+            CommandKind::Preview => {
+                let mut steps = Vec::new();
+                let installable = match &order.rev {
+                    Some(rev) => {
+                        steps.push(Step::FetchRev {
+                            dir: self.repo_dir()?.to_owned(),
+                            rev: rev.clone(),
+                        });
+                        self.installable_at(rev)?
+                    }
+                    None => self.installable()?,
+                };
+                steps.extend([Step::Build { installable }, Step::Diff]);
+                Ok((steps, true))
+            }
             CommandKind::Rollback => Ok((
                 vec![
                     Step::SwitchGeneration {
@@ -347,6 +389,26 @@ impl PlanContext {
             })
             .collect())
     }
+}
+
+/// Refuses an order's `rev` before anything runs: it belongs to `preview` only (the
+/// other commands act on the checkout as it is), and must be a full commit id, so no
+/// other text ever reaches git's argv or Nix's URL.
+fn check_rev(kind: CommandKind, rev: &str) -> Result<(), String> {
+    if kind != CommandKind::Preview {
+        return Err(format!(
+            "`rev` (a commit to build) goes only with `preview`; a `{kind}` works on the \
+             checkout as it is"
+        ));
+    }
+    if !repo::is_commit_id(rev) {
+        // Debug quoting: control characters in the order cannot break the log line.
+        let shown: String = rev.chars().take(80).collect();
+        return Err(format!(
+            "`rev` must be a full commit id (40 or 64 lowercase hex digits), not {shown:?}"
+        ));
+    }
+    Ok(())
 }
 
 fn strings(argv: &[&str]) -> Vec<String> {
@@ -634,6 +696,111 @@ mod tests {
         let p = plan(&c, CommandKind::Pull);
         assert!(matches!(&p.steps[0], Step::Clone { url, .. } if url.ends_with("cfg.git")));
         assert_eq!(p.steps.len(), 4);
+    }
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn preview_of(rev: &str) -> CommandOrder {
+        let mut order = CommandOrder::new("x", CommandKind::Preview);
+        order.rev = Some(rev.into());
+        order
+    }
+
+    #[test]
+    fn a_preview_of_a_commit_fetches_it_and_builds_it_from_git() {
+        let c = ctx(HostType::Nixos, true);
+        let Action::Supervised(p) = c.action_for(&preview_of(SHA)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::FetchRev {
+                    dir: "/etc/nixos".into(),
+                    rev: SHA.into()
+                },
+                Step::Build {
+                    installable: format!(
+                        "git+file:///etc/nixos?rev={SHA}#\
+                         nixosConfigurations.web-1.config.system.build.toplevel"
+                    )
+                },
+                Step::Diff,
+            ]
+        );
+        assert!(p.echo && p.system.is_some());
+        assert_eq!(
+            display_argv(&repo::fetch_rev_argv(Path::new("/etc/nixos"), SHA)),
+            format!("git -c safe.directory=* -C /etc/nixos fetch origin {SHA}")
+        );
+        // SHA-256 repositories have 64-digit ids.
+        assert!(c.action_for(&preview_of(&"ab".repeat(32))).is_ok());
+
+        // Isolated mode: the agent's own clone.
+        let mut iso = ctx(HostType::Nixos, true);
+        iso.checkout = Some(Checkout {
+            dir: "/var/lib/nixdeck-agent/repo".into(),
+            clone_url: Some("https://example.org/cfg.git".into()),
+        });
+        let Action::Supervised(p) = iso.action_for(&preview_of(SHA)).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(&p.steps[0], Step::FetchRev { dir, .. }
+            if dir == Path::new("/var/lib/nixdeck-agent/repo")));
+        assert!(matches!(&p.steps[1], Step::Build { installable }
+            if installable.starts_with("git+file:///var/lib/nixdeck-agent/repo?rev=")));
+    }
+
+    #[test]
+    fn a_rev_that_is_not_a_full_commit_id_or_not_on_a_preview_is_refused() {
+        let c = ctx(HostType::Nixos, true);
+        for bad in [
+            "main; rm -rf /",
+            "main",
+            &SHA[..12],
+            &SHA.to_uppercase(),
+            &format!("{SHA}0"),
+            &format!("--upload-pack=touch /tmp/x{}", &SHA[..14]),
+            "",
+        ] {
+            let err = c.action_for(&preview_of(bad)).unwrap_err();
+            assert!(err.contains("full commit id"), "{bad}: {err}");
+        }
+        let err = c.action_for(&preview_of("a\nb")).unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        for kind in [
+            CommandKind::Switch,
+            CommandKind::Boot,
+            CommandKind::PullSwitch,
+            CommandKind::Pull,
+            CommandKind::Refresh,
+        ] {
+            let mut order = CommandOrder::new("x", kind);
+            order.rev = Some(SHA.into());
+            let err = c.action_for(&order).unwrap_err();
+            assert!(err.contains("only with `preview`"), "{kind}: {err}");
+        }
+        // A path a URL would read differently is not built from somewhere else.
+        let mut odd = ctx(HostType::Nixos, true);
+        odd.checkout = Some(Checkout {
+            dir: "/etc/nix os#x".into(),
+            clone_url: None,
+        });
+        assert!(odd
+            .action_for(&preview_of(SHA))
+            .unwrap_err()
+            .contains("URL"));
+        // A configured preview (were one allowed) knows nothing of the commit.
+        let mut configured = ctx(HostType::Nixos, true);
+        configured.overrides.insert(
+            CommandKind::Preview,
+            CommandOverride {
+                argv: Some(strings(&["true"])),
+                timeout_s: None,
+            },
+        );
+        let err = configured.action_for(&preview_of(SHA)).unwrap_err();
+        assert!(err.contains("[commands]"), "{err}");
     }
 
     #[test]

@@ -90,6 +90,39 @@ pub fn pull_argvs(dir: &Path, branch: &str) -> Vec<Vec<String>> {
     ]
 }
 
+/// A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits. A preview's `rev`
+/// must be one before it reaches git or Nix: then it cannot be an option (`--upload-pack`),
+/// a ref name that moves, or anything a URL would read differently.
+pub fn is_commit_id(rev: &str) -> bool {
+    matches!(rev.len(), 40 | 64) && rev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Fetches commit `rev` (a full id, `is_commit_id`) from `origin` into the object store
+/// only: no refspec destination, so no branch, remote-tracking ref or work tree moves
+/// (git records it in FETCH_HEAD alone). Servers with protocol v2, GitHub's and local
+/// remotes among them, hand out a commit by its id.
+pub fn fetch_rev_argv(dir: &Path, rev: &str) -> Vec<String> {
+    with(git_in(dir), &["fetch", "origin", rev])
+}
+
+/// Whether the repository in `dir` holds commit `rev` already (`git cat-file -e`), so a
+/// preview of it needs no fetch. Quiet: a missing commit is the usual case, not an error
+/// for the log. Any failure to ask counts as "no"; the fetch then says what is wrong.
+pub fn has_commit(dir: &Path, rev: &str) -> bool {
+    let argv = with(
+        git_in(dir),
+        &["cat-file", "-e", &format!("{rev}^{{commit}}")],
+    );
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Clones `url` into `into` (a fresh path), following only `branch`.
 pub fn clone_argv(url: &str, branch: &str, into: &Path) -> Vec<String> {
     vec![

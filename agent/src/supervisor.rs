@@ -365,6 +365,7 @@ impl Supervisor {
                     self.run_step(argv, cwd.as_deref()).await
                 }
                 Step::Clone { url, branch, dir } => self.clone(url, branch, dir, plan.echo).await,
+                Step::FetchRev { dir, rev } => self.fetch_rev(dir, rev, plan.echo).await,
                 Step::Tests { dir, cwd } => self.tests(dir, cwd).await,
                 Step::Build { installable } => self.build(installable, plan.echo).await,
                 Step::UseStorePath { store_path } => self.use_store_path(store_path),
@@ -466,6 +467,31 @@ impl Supervisor {
                 message: format!("cannot put the new clone in place: {err}"),
             },
         }
+    }
+
+    /// A preview of commit `rev`: fetch it from the checkout's `origin` unless the
+    /// repository has it already. Only the object store and FETCH_HEAD change.
+    async fn fetch_rev(&mut self, dir: &Path, rev: &str, echo: bool) -> StepEnd {
+        // The agent checked it when it made the plan; spec.json is a file on disk, so
+        // nothing but a full commit id reaches git's argv here either.
+        if !repo::is_commit_id(rev) {
+            return Self::failed(format!("`{rev}` is not a full commit id; nothing was run"));
+        }
+        let (dir_owned, rev_owned) = (dir.to_owned(), rev.to_owned());
+        let present =
+            tokio::task::spawn_blocking(move || repo::has_commit(&dir_owned, &rev_owned)).await;
+        if present.unwrap_or(false) {
+            self.note(&format!(
+                "[nixdeck-agent: {} has commit {rev} already; not fetching]",
+                dir.display()
+            ));
+            return Self::ok();
+        }
+        let argv = repo::fetch_rev_argv(dir, rev);
+        if echo {
+            self.header(&argv);
+        }
+        self.run_step(&argv, None).await
     }
 
     /// Every executable file in `dir`, in name order, each to the end; the step fails if

@@ -607,6 +607,153 @@ async fn preview_without_a_current_system_lists_everything_as_added() {
         .any(|c| c.name == "linux" && c.new.as_deref() == Some("6.1.0")));
 }
 
+// ---------------------------------------------------------------- preview of a commit
+
+/// Whether the repository in `dir` holds commit `sha`.
+fn has_commit(dir: &std::path::Path, sha: &str) -> bool {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The checkout is a clone of a bare origin whose main has v1; v2 sits on another branch
+/// of the origin that the checkout never fetched, as a pull request's head does.
+#[tokio::test]
+async fn preview_of_a_commit_fetches_and_builds_it_and_leaves_the_checkout_alone() {
+    use testkit::git::git;
+    let v1 = FlakeHost::new(HOST, "26.05.1").package("curl", "8.1");
+    let mut m = Machine::new(std::slice::from_ref(&v1)).await;
+    let first = m.set_generation();
+    let origin = m.root.join("origin.git").display().to_string();
+    git(&m.root, &["init", "-q", "--bare", "-b", "main", &origin]);
+    git(&m.flake.dir, &["remote", "add", "origin", &origin]);
+    git(&m.flake.dir, &["push", "-q", "origin", "main"]);
+    let checkout = m.root.join("checkout");
+    git(&m.root, &["clone", "-q", &origin, "checkout"]);
+    m.checkout = Some(checkout.clone());
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    let v2 = FlakeHost::new(HOST, "26.05.2")
+        .package("openssl", "3.0.15")
+        .package("zlib", "1.3")
+        .package("bash", "5.2");
+    let sha = m.flake.commit(&[v2], "v2");
+    git(
+        &m.flake.dir,
+        &["push", "-q", "origin", "HEAD:refs/heads/pr-7"],
+    );
+    assert!(!has_commit(&checkout, &sha), "the checkout has not seen v2");
+    let mut s = m.start().await;
+
+    let preview = |id: &str, rev: &str| {
+        let mut order = CommandOrder::new(id, CommandKind::Preview);
+        order.rev = Some(rev.to_owned());
+        order
+    };
+    let unchanged = |m: &Machine| {
+        assert_eq!(git(&checkout, &["rev-parse", "HEAD"]), head);
+        assert_eq!(
+            git(&checkout, &["rev-parse", "--abbrev-ref", "HEAD"]),
+            "main"
+        );
+        assert_eq!(git(&checkout, &["status", "--porcelain"]), "");
+        assert_eq!(m.generation(), 1, "a preview activates nothing");
+        assert_eq!(m.current_path(), first);
+    };
+
+    s.order(preview("pv-rev", &sha)).await;
+    let done = s.run_to_end("pv-rev").await;
+    assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
+    done.assert_has(&format!(
+        "$ git -c safe.directory=* -C {} fetch origin {sha}",
+        checkout.display()
+    ));
+    done.assert_has(&format!(
+        "$ nix build --no-link --json 'git+file://{}?rev={sha}#{}'",
+        checkout.display(),
+        nixos_attr(HOST)
+    ));
+    let result = done.complete.result.clone().unwrap();
+    let diff = result.diff.expect("a diff");
+    let mut packages: Vec<_> = diff
+        .changes
+        .iter()
+        .filter(|c| !c.name.starts_with("nixos-system"))
+        .map(|c| (c.name.as_str(), c.old.as_deref(), c.new.as_deref(), c.kind))
+        .collect();
+    packages.sort_by_key(|p| p.0);
+    assert_eq!(
+        packages,
+        [
+            ("bash", None, Some("5.2"), ChangeKind::Added),
+            ("curl", Some("8.1"), None, ChangeKind::Removed),
+            (
+                "openssl",
+                Some("3.0.14"),
+                Some("3.0.15"),
+                ChangeKind::Upgraded
+            ),
+            ("zlib", None, Some("1.3"), ChangeKind::Added),
+        ]
+    );
+    let store_path = result.store_path.expect("the built path");
+    assert!(
+        store_path.ends_with("-nixos-system-web-1-26.05.2"),
+        "{store_path}"
+    );
+    unchanged(&m);
+    assert!(has_commit(&checkout, &sha), "fetched into the object store");
+
+    // Present now: no second fetch.
+    s.order(preview("pv-again", &sha)).await;
+    let done = s.run_to_end("pv-again").await;
+    assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
+    done.assert_has("not fetching");
+    assert!(!done.has("fetch origin"), "{}", done.log());
+    assert_eq!(
+        done.complete.result.unwrap().store_path.as_deref(),
+        Some(store_path.as_str())
+    );
+
+    // Not a full commit id: refused before git or nix run.
+    let bad = [
+        "main; rm -rf /".to_owned(),
+        sha[..12].to_owned(),
+        sha.to_uppercase(),
+    ];
+    for (i, rev) in bad.iter().enumerate() {
+        let id = format!("pv-bad-{i}");
+        s.order(preview(&id, rev)).await;
+        let done = s.run_to_end(&id).await;
+        assert_eq!(done.complete.status, AgentOutcome::Error, "{}", done.log());
+        done.assert_has("must be a full commit id (40 or 64 lowercase hex digits)");
+        assert_eq!(done.lines.len(), 1, "nothing ran: {}", done.log());
+        assert!(!done.has("$ "), "{}", done.log());
+    }
+    // Only a preview takes a commit.
+    let mut order = CommandOrder::new("sw-rev", CommandKind::Switch);
+    order.rev = Some(sha.clone());
+    s.order(order).await;
+    let done = s.run_to_end("sw-rev").await;
+    assert_eq!(done.complete.status, AgentOutcome::Error, "{}", done.log());
+    done.assert_has("goes only with `preview`");
+    assert!(!done.has("$ "), "{}", done.log());
+
+    // A commit the origin does not have: git says so, nothing is built.
+    let missing = "0123456789abcdef".repeat(3)[..40].to_owned();
+    s.order(preview("pv-missing", &missing)).await;
+    let done = s.run_to_end("pv-missing").await;
+    assert_eq!(done.complete.status, AgentOutcome::Error, "{}", done.log());
+    done.assert_has(&format!("fetch origin {missing}"));
+    done.assert_has("not our ref");
+    assert!(!done.has("$ nix build"), "{}", done.log());
+    unchanged(&m);
+}
+
 // ---------------------------------------------------------------- the health gate
 
 #[tokio::test]
