@@ -534,12 +534,7 @@ mod tests {
     }
 
     fn change(name: &str, old: Option<&str>, new: Option<&str>, kind: ChangeKind) -> PackageChange {
-        PackageChange {
-            name: name.into(),
-            old: old.map(Into::into),
-            new: new.map(Into::into),
-            kind,
-        }
+        PackageChange::new(name, old, new, kind)
     }
 
     #[test]

@@ -127,12 +127,7 @@ mod tests {
     use protocol::PackageChange;
 
     fn change(name: &str, old: Option<&str>, new: Option<&str>, kind: ChangeKind) -> PackageChange {
-        PackageChange {
-            name: name.into(),
-            old: old.map(Into::into),
-            new: new.map(Into::into),
-            kind,
-        }
+        PackageChange::new(name, old, new, kind)
     }
 
     fn diff(changes: Vec<PackageChange>, before: u64, after: u64, reboot: bool) -> ClosureDiff {

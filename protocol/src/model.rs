@@ -189,6 +189,17 @@ pub struct PackageChange {
     pub kind: ChangeKind,
 }
 
+impl PackageChange {
+    pub fn new(name: &str, old: Option<&str>, new: Option<&str>, kind: ChangeKind) -> Self {
+        PackageChange {
+            name: name.to_owned(),
+            old: old.map(str::to_owned),
+            new: new.map(str::to_owned),
+            kind,
+        }
+    }
+}
+
 /// What a switch to the previewed target would change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClosureDiff {

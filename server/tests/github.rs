@@ -400,12 +400,7 @@ async fn compartments_follow_the_desired_state_and_an_unreachable_remote_is_an_e
         .unwrap();
     assert_eq!(refreshed["update_status"]["git"]["status"], "ok");
     // Prometheus sees the same, without a session.
-    let metrics = reqwest::get(deck.server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = deck.server.metrics().await;
     assert!(
         metrics.contains("nixdeck_compartments{compartment=\"git\",status=\"ok\"} 1"),
         "{metrics}"

@@ -337,12 +337,7 @@ async fn a_switch_that_fails_its_health_check_is_rolled_back_and_never_counted_a
         .get_json(&server, &format!("/api/hosts/{HOST}/commands?limit=1"))
         .await;
     assert_eq!(history[0]["status"], "rolled_back");
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("nixdeck_commands_ended_total{status=\"rolled_back\"} 1"),
         "{metrics}"

@@ -164,12 +164,7 @@ async fn previews_rollbacks_and_generations_reach_the_api_and_survive_a_restart(
     let h = host(&server, &admin, "web-1").await;
     assert_eq!(h["pending_command"], Value::Null, "the host is free: {h:#}");
     assert_eq!(h["update_status"]["system"]["status"], "error", "{h:#}");
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("nixdeck_commands_ended_total{status=\"rolled_back\"} 1"),
         "{metrics}"

@@ -151,6 +151,16 @@ impl Server {
         }
     }
 
+    /// `GET /metrics` as text (loopback, so no token).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("server-{}.log", self.port)))
             .unwrap_or_default()
