@@ -85,6 +85,7 @@ pub async fn run_command(
     let options = service::commands::RunOptions {
         generation,
         preview_id,
+        rev: None,
     };
     serve(|c, v| async move { service::commands::run(&c, &v, &host_id, command, options).await })
         .await

@@ -158,6 +158,7 @@ pub async fn run_command(
     let options = service::commands::RunOptions {
         generation: req.generation,
         preview_id: req.preview_id,
+        rev: None,
     };
     let command_id = service::commands::run(&app, &viewer, &id, kind, options).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
