@@ -28,8 +28,8 @@ use common::AppError;
 use common::Viewer;
 use protocol::api::{DeployRequest, OnFailure};
 use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
-use protocol::{CommandKind, CommandStatus, PendingPr};
 use protocol::Timestamp;
+use protocol::{CommandKind, CommandStatus, PendingPr};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -444,14 +444,17 @@ async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<(
     super::auth::require_recent_auth(core, viewer)?;
     let answer = {
         let running = core.deploys.lock();
-        running.as_ref().filter(|r| r.job_id == job_id).and_then(|r| {
-            let mut gate = r.gate.lock();
-            matches!(*gate, GateState::Open).then(|| {
-                let (reply, answer) = oneshot::channel();
-                *gate = GateState::Confirmed(viewer.clone(), reply);
-                answer
+        running
+            .as_ref()
+            .filter(|r| r.job_id == job_id)
+            .and_then(|r| {
+                let mut gate = r.gate.lock();
+                matches!(*gate, GateState::Open).then(|| {
+                    let (reply, answer) = oneshot::channel();
+                    *gate = GateState::Confirmed(viewer.clone(), reply);
+                    answer
+                })
             })
-        })
     };
     if let Some(answer) = answer {
         return answer.await.unwrap_or_else(|_| {
@@ -595,7 +598,11 @@ async fn resume(core: &Core, mut progress: DeployProgress) -> std::result::Resul
             _ => {}
         }
     }
-    tracing::info!(job_id = progress.job_id, ?phase, "deploy resumed after a restart");
+    tracing::info!(
+        job_id = progress.job_id,
+        ?phase,
+        "deploy resumed after a restart"
+    );
     let job = Job::new(core, viewer, progress, cancel, gate, &req);
     match phase {
         DeployPhase::Previewing => {
@@ -678,7 +685,12 @@ impl Job {
     /// Merge the PR at `reviewed` (GitHub refuses if its head moved); the merge commit.
     async fn merge(&mut self, reviewed: &str) -> Result<String> {
         let pr = self.progress.pr_number;
-        let gh = self.core.desired.github().cloned().ok_or(AppError::Internal)?;
+        let gh = self
+            .core
+            .desired
+            .github()
+            .cloned()
+            .ok_or(AppError::Internal)?;
         let method = self.core.config.github.merge_method.clone();
         let sha = gh
             .merge(pr, &method, reviewed)
@@ -789,8 +801,8 @@ impl Job {
             return self.finish(DeployPhase::Failed, message).await;
         }
         let timeout = self.core.config.github.deploy_confirm_timeout_s;
-        let confirm_by = confirm_by
-            .unwrap_or_else(|| Timestamp::now().secs().saturating_add(timeout as i64));
+        let confirm_by =
+            confirm_by.unwrap_or_else(|| Timestamp::now().secs().saturating_add(timeout as i64));
         if let Err(e) = self
             .core
             .db
@@ -839,9 +851,8 @@ impl Job {
             match next {
                 Next::Wait => tokio::time::sleep(SOAK_TICK).await,
                 Next::Cancelled(by) => {
-                    let message = format!(
-                        "Cancelled by {by} before the merge; nothing was merged."
-                    );
+                    let message =
+                        format!("Cancelled by {by} before the merge; nothing was merged.");
                     return self.finish(DeployPhase::Failed, message).await;
                 }
                 Next::Expired => {
@@ -866,7 +877,11 @@ impl Job {
             short(&sha)
         );
         self.save().await;
-        tracing::info!(job_id = self.progress.job_id, by = self.viewer.username, "deploy confirmed");
+        tracing::info!(
+            job_id = self.progress.job_id,
+            by = self.viewer.username,
+            "deploy confirmed"
+        );
         // Read again: the PR may have changed in the hour it waited.
         let merged = match vet(&self.core, pr, Some(&sha)).await {
             Ok(_) => self.merge(&sha).await,
@@ -1268,7 +1283,19 @@ mod tests {
         hosts: &[&str],
         script: Script,
     ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
-        let core = test_core(dir, hosts, &["nixdeck"]).await;
+        fleet_with(dir, hosts, &[], &["nixdeck"], script).await
+    }
+
+    /// `fleet`, with `offline` hosts known but without an agent, and the dashboard's `args`.
+    async fn fleet_with(
+        dir: &std::path::Path,
+        hosts: &[&str],
+        offline: &[&str],
+        args: &[&str],
+        script: Script,
+    ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
+        let known: Vec<&str> = hosts.iter().chain(offline).copied().collect();
+        let core = test_core(dir, &known, args).await;
         let orders = Arc::new(Mutex::new(Vec::new()));
         for host in hosts {
             let reg = serde_json::from_value(serde_json::json!({
@@ -1529,5 +1556,236 @@ mod tests {
         assert_eq!(end.hosts["a"], DeployHostState::Ok);
         assert_eq!(end.hosts["b"], DeployHostState::Skipped);
         assert!(orders.lock().unwrap().iter().all(|(h, _)| h == "a"));
+    }
+
+    const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn preview_b_fails(host: &str, kind: CommandKind) -> AgentOutcome {
+        match (host, kind) {
+            ("b", CommandKind::Preview) => AgentOutcome::Error,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    fn previews_fail(_: &str, kind: CommandKind) -> AgentOutcome {
+        match kind {
+            CommandKind::Preview => AgentOutcome::Error,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    /// The job as stored once `pred` holds (30 s at most).
+    async fn stored_when(
+        core: &Core,
+        what: &str,
+        pred: impl Fn(&DeployProgress) -> bool,
+    ) -> DeployProgress {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = core.db.deploy("j1").await.unwrap().unwrap();
+            if pred(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "{what} not reached: {job:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A previewing job (as `begin` stores it) that takes the slot; its gate.
+    async fn previewing(
+        core: &Core,
+        hosts: &[&str],
+        req: &DeployRequest,
+    ) -> (Job, Arc<Cancel>, Arc<Gate>) {
+        let (mut job, cancel) = new_job(core, hosts, req);
+        job.progress.phase = DeployPhase::Previewing;
+        let gate = job.gate.clone();
+        *core.deploys.lock() = Some(Running {
+            job_id: "j1".into(),
+            pr_number: 1,
+            cancel: cancel.clone(),
+            gate: gate.clone(),
+        });
+        let stored = serde_json::to_string(req).unwrap();
+        core.db.insert_deploy(&job.progress, &stored).await.unwrap();
+        (job, cancel, gate)
+    }
+
+    /// Previews go to every target at once, carrying the PR head as `rev`; their ids are
+    /// in the progress; the job then waits, naming the failed and the unreachable hosts,
+    /// and sends nothing more. A cancel while it waits ends it without a merge.
+    #[tokio::test]
+    async fn previews_every_target_then_waits_and_a_cancel_merges_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, orders) = fleet_with(
+            dir.path(),
+            &["a", "b", "c"],
+            &["d"],
+            &["nixdeck"],
+            preview_b_fails,
+        )
+        .await;
+        let hosts = ["a", "b", "c", "d"];
+        let mut req = request(&[], 0);
+        req.preview = true;
+        req.head_sha = Some(HEAD.into());
+        let (job, cancel, gate) = previewing(&core, &hosts, &req).await;
+        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+        let waiting = stored_when(&core, "awaiting", |j| {
+            j.phase == DeployPhase::AwaitingConfirmation
+        })
+        .await;
+        assert!(matches!(*gate.lock(), GateState::Open));
+        let sent = orders.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        for (host, order) in &sent {
+            assert_eq!(order.command, CommandKind::Preview);
+            assert_eq!(order.rev.as_deref(), Some(HEAD));
+            assert_eq!(waiting.previews[host], order.command_id);
+        }
+        assert!(!waiting.previews.contains_key("d"));
+        assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
+        assert_eq!(waiting.hosts["b"], DeployHostState::Error);
+        assert_eq!(waiting.hosts["c"], DeployHostState::Ok);
+        assert_eq!(waiting.hosts["d"], DeployHostState::Skipped);
+        assert_eq!(
+            waiting.message,
+            "Previewed PR #1 at 0123456 on 2 of 4 hosts (preview failed: b; not previewed: d (offline)); confirm to merge and deploy."
+        );
+        let deadline = core
+            .db
+            .deploy_resume("j1")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirm_by;
+        let now = Timestamp::now().secs();
+        assert!(
+            deadline.is_some_and(|d| (now + 3590..=now + 3600).contains(&d)),
+            "{deadline:?}"
+        );
+        // Waiting sends nothing, however long.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(orders.lock().unwrap().len(), 3);
+
+        *cancel.by.lock().unwrap() = "olga".into();
+        cancel.requested.store(true, Ordering::SeqCst);
+        let end = stored_when(&core, "ended", |j| !j.active).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(
+            end.message,
+            "Cancelled by olga before the merge; nothing was merged."
+        );
+        assert_eq!(end.previews, waiting.previews, "the previews stay readable");
+        assert_eq!(orders.lock().unwrap().len(), 3, "no pull, no switch");
+        assert!(core.deploys.lock().is_none(), "the slot is free");
+        assert!(matches!(*gate.lock(), GateState::Closed));
+    }
+
+    /// When no preview succeeds there is nothing to confirm: the job fails at once; an
+    /// unconfirmed job ends when its deadline passes. Neither merges.
+    #[tokio::test]
+    async fn a_job_without_a_good_preview_fails_and_an_unconfirmed_one_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b"];
+        let (core, orders) = fleet(dir.path(), &hosts, previews_fail).await;
+        let mut req = request(&[], 0);
+        req.preview = true;
+        let (job, _, _) = previewing(&core, &hosts, &req).await;
+        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+        let end = stored_when(&core, "ended", |j| !j.active).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(
+            end.message,
+            "No preview of PR #1 at 0123456 succeeded (preview failed: a, b); nothing was merged."
+        );
+        assert_eq!(orders.lock().unwrap().len(), 2);
+        assert!(core.deploys.lock().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["nixdeck", "--deploy-confirm-timeout-s", "1"];
+        let (core, orders) = fleet_with(dir.path(), &hosts, &[], &args, all_ok).await;
+        let (job, _, gate) = previewing(&core, &hosts, &req).await;
+        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+        stored_when(&core, "awaiting", |j| {
+            j.phase == DeployPhase::AwaitingConfirmation
+        })
+        .await;
+        let end = stored_when(&core, "expired", |j| !j.active).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert!(
+            end.message.starts_with("Not confirmed in time"),
+            "{}",
+            end.message
+        );
+        assert_eq!(orders.lock().unwrap().len(), 2);
+        assert!(
+            matches!(*gate.lock(), GateState::Closed),
+            "a late confirm is refused"
+        );
+        assert!(core.deploys.lock().is_none());
+    }
+
+    /// After a restart, a job that was previewing takes the slot again, learns how its
+    /// previews ended and waits for confirmation (a host never sent its preview is
+    /// skipped); a cancel through the service ends it. A job that was rolling out is
+    /// marked interrupted as before.
+    #[tokio::test]
+    async fn a_restart_resumes_a_previewing_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, _) = fleet(dir.path(), &["a", "b"], all_ok).await;
+        let op = Viewer {
+            authenticated_at: Timestamp::now().secs(),
+            ..new_job(&core, &[], &request(&[], 0)).0.viewer
+        };
+        let preview = commands::run(&core, &op, "a", CommandKind::Preview, RunOptions::default())
+            .await
+            .unwrap();
+        let mut req = request(&[], 0);
+        req.preview = true;
+        req.head_sha = Some(HEAD.into());
+        let (job, _) = new_job(&core, &["a", "b"], &req);
+        let mut progress = job.progress.clone();
+        progress.phase = DeployPhase::Previewing;
+        progress.hosts.insert("a".into(), DeployHostState::Running);
+        progress.previews.insert("a".into(), preview.clone());
+        core.db
+            .insert_deploy(&progress, &serde_json::to_string(&req).unwrap())
+            .await
+            .unwrap();
+        recover(&core).await.unwrap();
+        let waiting = stored_when(&core, "awaiting", |j| {
+            j.phase == DeployPhase::AwaitingConfirmation
+        })
+        .await;
+        assert!(waiting.active);
+        assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
+        assert_eq!(waiting.hosts["b"], DeployHostState::Skipped);
+        assert!(
+            waiting
+                .message
+                .contains("on 1 of 2 hosts (not previewed: b (interrupted by a restart))"),
+            "{}",
+            waiting.message
+        );
+        assert_eq!(waiting.previews["a"], preview);
+        // The slot is the job's: another deploy is refused, a cancel reaches it.
+        assert!(core
+            .deploys
+            .lock()
+            .as_ref()
+            .is_some_and(|r| r.job_id == "j1"));
+        cancel(&core, &op, "j1").await.unwrap();
+        let end = stored_when(&core, "ended", |j| !j.active).await;
+        assert!(
+            end.message.starts_with("Cancelled by olga"),
+            "{}",
+            end.message
+        );
+        assert!(core.deploys.lock().is_none());
+        let e = request_confirm(&core, &op, "j1").await.unwrap_err();
+        assert_eq!(e.code(), "not_awaiting", "{e}");
+        let e = request_confirm(&core, &op, "nope").await.unwrap_err();
+        assert!(matches!(e, AppError::NotFound(_)), "{e}");
     }
 }

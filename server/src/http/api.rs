@@ -274,6 +274,17 @@ pub async fn deploy_status(
     Ok(Json(service::deploy::status(&app, &id).await?))
 }
 
+/// Addition: a deploy that previewed first merges and rolls out (202 {job_id} once GitHub
+/// merged; the rollout follows as `deploy_progress`).
+pub async fn deploy_confirm(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<(StatusCode, Json<JobAccepted>)> {
+    service::deploy::confirm(&app, &viewer, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id: id })))
+}
+
 /// Addition: stop launching new steps of a deploy.
 pub async fn deploy_cancel(
     State(app): State<Core>,
