@@ -185,7 +185,7 @@ async fn preview_switch_from_the_preview_and_rollback_through_the_dashboard() {
         .package("openssl", "3.0.14")
         .package("curl", "8.1")
         .kernel("6.12.9");
-    let mut machine = Machine::new(&dir.path().join("web-1"), &[v1.clone()]);
+    let mut machine = Machine::new(&dir.path().join("web-1"), std::slice::from_ref(&v1));
     machine.start(&server, &token);
     wait_online(&server, &admin, &machine).await;
 
