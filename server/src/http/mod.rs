@@ -253,7 +253,9 @@ mod tests {
             _ if server_fn("set_user_disabled") => (FORM, "username=nouser&disabled=true"),
             _ if server_fn("reset_user_password") => (FORM, "username=nouser"),
             _ if server_fn("audit_log") => (FORM, "limit=5"),
-            _ if server_fn("merge_and_deploy") => (FORM, "pr_number=1&host_ids[0]=nohost"),
+            _ if server_fn("merge_and_deploy") => {
+                (FORM, "pr_number=1&host_ids[0]=nohost&preview=false")
+            }
             _ if server_fn("cancel_deploy") => (FORM, "job_id=nojob"),
             _ if server_fn("confirm_deploy") => (FORM, "job_id=nojob"),
             _ if server_fn("check_pr_now") => (FORM, ""),
