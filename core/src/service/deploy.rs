@@ -489,8 +489,10 @@ pub async fn status(core: &Core, job_id: &str) -> Result<DeployProgress> {
         .ok_or_else(|| AppError::NotFound(format!("deploy job {job_id}")))
 }
 
-/// At start: a job that was running when the dashboard stopped is marked interrupted
-/// (the commands it sent keep running and report as usual); the newest job is shown.
+/// At start: a job that was previewing or waiting for its confirmation is resumed (see
+/// `resume`); any other job that was running when the dashboard stopped is marked
+/// interrupted (the commands it sent keep running and report as usual); the newest job is
+/// shown.
 pub async fn recover(core: &Core) -> anyhow::Result<()> {
     for mut job in core.db.active_deploys().await? {
         if matches!(
