@@ -85,6 +85,7 @@ pub async fn run_command(
     let options = service::commands::RunOptions {
         generation,
         preview_id,
+        rev: None,
     };
     serve(|c, v| async move { service::commands::run(&c, &v, &host_id, command, options).await })
         .await
@@ -243,6 +244,14 @@ pub async fn merge_and_deploy(
         preview,
     };
     serve(|c, v| async move { service::deploy::start(&c, &v, req).await }).await
+}
+
+/// A deploy that previewed first (phase `awaiting_confirmation`) merges the head it
+/// previewed and rolls out. Returns once GitHub merged; a head that moved since the preview
+/// is refused (`head_moved`), a job in another phase is `not_awaiting`.
+#[server(client = CsrfClient)]
+pub async fn confirm_deploy(job_id: String) -> Result<(), AppError> {
+    serve(|c, v| async move { service::deploy::confirm(&c, &v, &job_id).await }).await
 }
 
 /// Stop launching new steps of a deploy; running commands finish.

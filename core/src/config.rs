@@ -301,6 +301,11 @@ pub struct GithubConfig {
     /// Seconds Merge & Deploy waits for the branch head to become the merge commit.
     #[arg(long, env = "NIXDECK_MERGE_WAIT_S", default_value_t = 120)]
     pub merge_wait_s: u64,
+
+    /// Seconds a deploy that previewed first waits for an operator's confirmation before it
+    /// ends without merging: what was previewed grows stale.
+    #[arg(long, env = "NIXDECK_DEPLOY_CONFIRM_TIMEOUT_S", default_value_t = 3600)]
+    pub deploy_confirm_timeout_s: u64,
 }
 
 impl GithubConfig {

@@ -41,6 +41,10 @@ pub struct RunOptions {
     /// `switch` and `boot` only: a finished `preview` of the same host, whose built store
     /// path the command activates instead of building the checkout again.
     pub preview_id: Option<String>,
+    /// `preview` only: the commit to build instead of the checkout (a deploy previewing its
+    /// PR's head before merging). Not offered to REST or the page: only the deploy, which
+    /// vetted the commit, sets it.
+    pub rev: Option<String>,
 }
 
 /// Run `kind` on a host: 202 with the id, 404 unknown host (or unknown preview), 409
@@ -81,6 +85,14 @@ async fn order_for(
             )));
         }
         order.generation = Some(generation);
+    }
+    if let Some(rev) = &options.rev {
+        if kind != CommandKind::Preview {
+            return Err(AppError::Invalid(format!(
+                "rev applies only to preview, not to {kind}."
+            )));
+        }
+        order.rev = Some(rev.clone());
     }
     let Some(preview_id) = &options.preview_id else {
         return Ok(order);
@@ -1007,8 +1019,8 @@ mod tests {
         ));
 
         let from = |id: &str| RunOptions {
-            generation: None,
             preview_id: Some(id.into()),
+            ..RunOptions::default()
         };
         let switch = run(&core, &op, "h", CommandKind::Switch, from(&preview))
             .await
@@ -1040,10 +1052,16 @@ mod tests {
         assert!(e.contains("ended error"), "{e}");
         let to = |n: u64| RunOptions {
             generation: Some(n),
-            preview_id: None,
+            ..RunOptions::default()
         };
         let e = invalid(run(&core, &op, "h", CommandKind::Pull, to(3)).await);
         assert!(e.contains("only to rollback"), "{e}");
+        let at = RunOptions {
+            rev: Some("abc".into()),
+            ..RunOptions::default()
+        };
+        let e = invalid(run(&core, &op, "h", CommandKind::Switch, at).await);
+        assert!(e.contains("only to preview"), "{e}");
         assert!(
             core.hub.pending("h").is_none(),
             "a refusal reserves nothing"

@@ -8,8 +8,16 @@
 //! GitHub refuses (409) if commits were pushed since. Every refusal is a 409 with its
 //! code, before any host is touched, and is in the audit log.
 //!
+//! With `preview`, nothing is merged at first: the vetted head is previewed on every target
+//! (`preview` with `rev`, phase `previewing`), then the job waits in `awaiting_confirmation`
+//! until an operator confirms (`confirm`), cancels, or `NIXDECK_DEPLOY_CONFIRM_TIMEOUT_S`
+//! passes. A confirmed job vets the PR again and merges the head that was previewed, so a
+//! head that moved meanwhile is refused, then goes on as a deploy without preview.
+//!
 //! One job at a time. Its progress is stored on every change and broadcast as
-//! `deploy_progress`; a dashboard restart marks a job that was running as interrupted.
+//! `deploy_progress`; a dashboard restart marks a job that was merging or rolling out as
+//! interrupted, and resumes one that was previewing or waiting for its confirmation (nothing
+//! of it was merged, and its previews report as usual).
 
 use super::commands::{self, RunOptions};
 use super::{audit, require_operator, OrInternal, Result};
@@ -20,12 +28,14 @@ use common::AppError;
 use common::Viewer;
 use protocol::api::{DeployRequest, OnFailure};
 use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
+use protocol::Timestamp;
 use protocol::{CommandKind, CommandStatus, PendingPr};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, oneshot};
 
 /// While waiting for a wave's commands, look in the database this often (for ends that
 /// free no host, like a timeout whose agent is gone).
@@ -41,12 +51,36 @@ struct Running {
     job_id: String,
     pr_number: u64,
     cancel: Arc<Cancel>,
+    gate: Arc<Gate>,
 }
 
 #[derive(Default)]
 struct Cancel {
     requested: AtomicBool,
     by: Mutex<String>,
+}
+
+/// A previewed job's confirmation: `confirm` may only pass while the job waits for it, and
+/// the job closes the gate when it stops waiting (cancelled, expired), so a confirmation
+/// either reaches the job or is refused, never lost.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+enum GateState {
+    #[default]
+    Closed,
+    Open,
+    /// Who confirmed, and where the job answers whether the merge went through.
+    Confirmed(Viewer, oneshot::Sender<Result<()>>),
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Deploys {
@@ -151,21 +185,25 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
     }
     let job_id = new_token()[..16].to_owned();
     let cancel = Arc::new(Cancel::default());
+    let gate = Arc::new(Gate::default());
     {
         let mut running = core.deploys.lock();
         if let Some(r) = running.as_ref() {
+            let what = if matches!(*r.gate.lock(), GateState::Closed) {
+                "is still running"
+            } else {
+                "waits for its confirmation"
+            };
             return Err(AppError::conflict(
                 "deploy_running",
-                format!(
-                    "A deploy of PR #{} is still running (job {}).",
-                    r.pr_number, r.job_id
-                ),
+                format!("A deploy of PR #{} {what} (job {}).", r.pr_number, r.job_id),
             ));
         }
         *running = Some(Running {
             job_id: job_id.clone(),
             pr_number: req.pr_number,
             cancel: cancel.clone(),
+            gate: gate.clone(),
         });
     }
     let mut claim = Claim {
@@ -174,16 +212,36 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
     };
     let pr = req.pr_number;
     let reviewed = vet(core, pr, req.head_sha.as_deref()).await?;
-    let gh = core.desired.github().cloned().ok_or(AppError::Internal)?;
+    // Stored with the head that was vetted: the one a confirmation merges, after a restart
+    // too.
+    let req = DeployRequest {
+        head_sha: Some(reviewed.clone()),
+        ..req
+    };
+    let (phase, message) = if req.preview {
+        (
+            DeployPhase::Previewing,
+            format!(
+                "Previewing PR #{pr} at {} on {}…",
+                short(&reviewed),
+                targets.join(", ")
+            ),
+        )
+    } else {
+        (
+            DeployPhase::Merging,
+            format!("Merging PR #{pr} at {}…", short(&reviewed)),
+        )
+    };
     let progress = DeployProgress {
         job_id: job_id.clone(),
         pr_number: pr,
-        phase: DeployPhase::Merging,
+        phase,
         hosts: targets
             .iter()
             .map(|h| (h.clone(), DeployHostState::Pending))
             .collect(),
-        message: format!("Merging PR #{pr} at {}…", short(&reviewed)),
+        message,
         started_by: viewer.username.clone(),
         active: true,
         previews: Default::default(),
@@ -197,33 +255,23 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
     claim.armed = false;
     core.hub
         .publish(BrowserEvent::DeployProgress(progress.clone()));
-    tracing::info!(job_id, pr, head = reviewed, by = viewer.username, hosts = ?targets, "deploy started");
-    let mut job = Job {
-        core: core.clone(),
-        viewer: viewer.clone(),
-        progress,
-        cancel,
-        max_failures: req.max_failures,
-        soak_s: req.soak_s.unwrap_or(0),
-        on_failure: req.on_failure.unwrap_or_default(),
-    };
-    let method = core.config.github.merge_method.clone();
-    let sha = match gh.merge(pr, &method, &reviewed).await {
-        Ok(sha) => sha,
-        Err(e) => {
-            let refused = merge_refused(pr, e);
-            job.finish(DeployPhase::Failed, refused.to_string()).await;
-            return Err(refused);
+    tracing::info!(job_id, pr, head = reviewed, by = viewer.username, hosts = ?targets, preview = req.preview, "deploy started");
+    let waves = plan(&targets, &req);
+    let mut job = Job::new(core, viewer.clone(), progress, cancel, gate, &req);
+    if req.preview {
+        tokio::spawn(job.preview(reviewed, waves));
+        return Ok(job_id);
+    }
+    match job.merge(&reviewed).await {
+        Ok(sha) => {
+            tokio::spawn(job.run(sha, waves));
+            Ok(job_id)
         }
-    };
-    core.desired.wake_prs();
-    job.progress.message = format!(
-        "Merged PR #{pr} as {}; waiting for the branch to reach it…",
-        short(&sha)
-    );
-    job.save().await;
-    tokio::spawn(job.run(sha, plan(&targets, &req)));
-    Ok(job_id)
+        Err(refused) => {
+            job.finish(DeployPhase::Failed, refused.to_string()).await;
+            Err(refused)
+        }
+    }
 }
 
 fn short(sha: &str) -> &str {
@@ -311,6 +359,27 @@ fn merge_refused(pr: u64, e: GhError) -> AppError {
     }
 }
 
+/// A refusal to merge after a preview, saying that nothing was merged; a head that moved
+/// since the preview says so first.
+fn after_preview(pr: u64, previewed: &str, e: AppError) -> AppError {
+    match e {
+        AppError::Conflict { code, message } if code == "head_moved" => AppError::conflict(
+            "head_moved",
+            format!(
+                "PR #{pr} changed since it was previewed at {}; nothing was merged. Start a new deploy to preview its new head. ({message})",
+                short(previewed)
+            ),
+        ),
+        AppError::Conflict { code, message } => {
+            AppError::conflict(&code, format!("{message} Nothing was merged."))
+        }
+        AppError::Upstream(message) => {
+            AppError::Upstream(format!("{message} Nothing was merged."))
+        }
+        e => e,
+    }
+}
+
 /// `POST /api/pending-pr/check` and "Check for PR now": look at GitHub now.
 pub async fn check_pr(core: &Core, viewer: &Viewer) -> Result<Option<PendingPr>> {
     require_operator(viewer)?;
@@ -351,6 +420,66 @@ async fn request_cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()
     }
 }
 
+/// `POST /api/deploy/{id}/confirm`: a job that previewed first and waits in
+/// `awaiting_confirmation` vets the PR again and merges the head it previewed, then rolls
+/// out as a deploy without preview does. Answers once GitHub merged (or refused: the 409 of
+/// a deploy's start, e.g. `head_moved`); 409 `not_awaiting` for a job in any other phase.
+pub async fn confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
+    // The merge takes a while: a client that goes away meanwhile leaves no gap in the
+    // audit log (the merge itself runs on the job's task).
+    let (core, viewer, job_id) = (core.clone(), viewer.clone(), job_id.to_owned());
+    let confirmed = tokio::spawn(async move {
+        let result = request_confirm(&core, &viewer, &job_id).await;
+        audit::record(&core, &viewer, "deploy.confirm", Some(&job_id), result).await
+    });
+    confirmed.await.unwrap_or_else(|e| {
+        tracing::error!("confirming a deploy: {e}");
+        Err(AppError::Internal)
+    })
+}
+
+async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
+    require_operator(viewer)?;
+    // The confirmation is what merges: as fresh a login as starting a deploy.
+    super::auth::require_recent_auth(core, viewer)?;
+    let answer = {
+        let running = core.deploys.lock();
+        running
+            .as_ref()
+            .filter(|r| r.job_id == job_id)
+            .and_then(|r| {
+                let mut gate = r.gate.lock();
+                matches!(*gate, GateState::Open).then(|| {
+                    let (reply, answer) = oneshot::channel();
+                    *gate = GateState::Confirmed(viewer.clone(), reply);
+                    answer
+                })
+            })
+    };
+    if let Some(answer) = answer {
+        return answer.await.unwrap_or_else(|_| {
+            Err(AppError::conflict(
+                "not_awaiting",
+                format!("Deploy {job_id} ended before it merged."),
+            ))
+        });
+    }
+    match core.db.deploy(job_id).await.or_internal("loading deploy")? {
+        Some(job) => Err(AppError::conflict(
+            "not_awaiting",
+            format!(
+                "Deploy {job_id} is not waiting for confirmation (it is {}).",
+                if job.active {
+                    job.phase.as_str()
+                } else {
+                    "over"
+                }
+            ),
+        )),
+        None => Err(AppError::NotFound(format!("deploy job {job_id}"))),
+    }
+}
+
 /// One job's progress, running or finished.
 pub async fn status(core: &Core, job_id: &str) -> Result<DeployProgress> {
     core.db
@@ -360,10 +489,23 @@ pub async fn status(core: &Core, job_id: &str) -> Result<DeployProgress> {
         .ok_or_else(|| AppError::NotFound(format!("deploy job {job_id}")))
 }
 
-/// At start: a job that was running when the dashboard stopped is marked interrupted
-/// (the commands it sent keep running and report as usual); the newest job is shown.
+/// At start: a job that was previewing or waiting for its confirmation is resumed (see
+/// `resume`); any other job that was running when the dashboard stopped is marked
+/// interrupted (the commands it sent keep running and report as usual); the newest job is
+/// shown.
 pub async fn recover(core: &Core) -> anyhow::Result<()> {
     for mut job in core.db.active_deploys().await? {
+        if matches!(
+            job.phase,
+            DeployPhase::Previewing | DeployPhase::AwaitingConfirmation
+        ) {
+            match resume(core, job.clone()).await {
+                Ok(()) => continue,
+                Err(why) => {
+                    tracing::warn!(job_id = job.job_id, "deploy not resumed: {why}");
+                }
+            }
+        }
         let unfinished: Vec<String> = job
             .hosts
             .iter()
@@ -383,6 +525,12 @@ pub async fn recover(core: &Core) -> anyhow::Result<()> {
             phase_verb(job.phase),
             if unfinished.is_empty() { "none".to_owned() } else { unfinished.join(", ") }
         );
+        if matches!(
+            job.phase,
+            DeployPhase::Previewing | DeployPhase::AwaitingConfirmation
+        ) {
+            job.message.push_str(" Nothing was merged.");
+        }
         job.phase = DeployPhase::Failed;
         job.active = false;
         core.db.save_deploy(&job).await?;
@@ -394,11 +542,88 @@ pub async fn recover(core: &Core) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Take a job that was previewing or waiting for its confirmation up again: nothing of it
+/// was merged, so it can go on where it was. A preview still running when the dashboard
+/// stopped is waited for (its agent reports it as usual, or the database already has its
+/// end); a host whose preview was never sent is `skipped`. The confirmation deadline is
+/// the stored one. Why not, when it cannot be resumed.
+async fn resume(core: &Core, mut progress: DeployProgress) -> std::result::Result<(), String> {
+    let stored = core
+        .db
+        .deploy_resume(&progress.job_id)
+        .await
+        .map_err(|e| format!("loading it: {e}"))?
+        .ok_or("it is not stored")?;
+    let req: DeployRequest = serde_json::from_str(&stored.request)
+        .map_err(|e| format!("its stored request does not read: {e}"))?;
+    let sha = req
+        .head_sha
+        .clone()
+        .ok_or("its stored request names no head")?;
+    let cancel = Arc::new(Cancel::default());
+    let gate = Arc::new(Gate::default());
+    {
+        let mut running = core.deploys.lock();
+        if let Some(r) = running.as_ref() {
+            return Err(format!("job {} was resumed first", r.job_id));
+        }
+        *running = Some(Running {
+            job_id: progress.job_id.clone(),
+            pr_number: progress.pr_number,
+            cancel: cancel.clone(),
+            gate: gate.clone(),
+        });
+    }
+    // Sends nothing as this user: a confirmation brings its own.
+    let viewer = Viewer {
+        username: progress.started_by.clone(),
+        role: protocol::api::Role::Operator,
+        csrf_token: String::new(),
+        ip: None,
+        session_hash: String::new(),
+        authenticated_at: 0,
+    };
+    let targets: Vec<String> = progress.hosts.keys().cloned().collect();
+    let waves = plan(&targets, &req);
+    let phase = progress.phase;
+    let mut waiting = HashMap::new();
+    let mut reasons = HashMap::new();
+    for (host, state) in progress.hosts.iter_mut() {
+        match (*state, progress.previews.get(host)) {
+            (DeployHostState::Running, Some(id)) => {
+                waiting.insert(id.clone(), host.clone());
+            }
+            (DeployHostState::Pending | DeployHostState::Running, _) => {
+                *state = DeployHostState::Skipped;
+                reasons.insert(host.clone(), "interrupted by a restart".to_owned());
+            }
+            _ => {}
+        }
+    }
+    tracing::info!(
+        job_id = progress.job_id,
+        ?phase,
+        "deploy resumed after a restart"
+    );
+    let job = Job::new(core, viewer, progress, cancel, gate, &req);
+    match phase {
+        DeployPhase::Previewing => {
+            let completions = core.hub.completions();
+            tokio::spawn(job.previewed(sha, waves, completions, waiting, reasons));
+        }
+        _ => {
+            tokio::spawn(job.await_confirmation(sha, waves, reasons, stored.confirm_by));
+        }
+    }
+    Ok(())
+}
+
 /// A host's state in a deploy after its `kind` command ended with `status`. Only `ok`
 /// succeeds; `rolled_back` is a failure of its own, never ok.
 fn host_state(kind: CommandKind, status: CommandStatus) -> DeployHostState {
     match (kind, status) {
-        (CommandKind::Switch, CommandStatus::Ok) => DeployHostState::Ok,
+        (CommandKind::Switch | CommandKind::Preview, CommandStatus::Ok) => DeployHostState::Ok,
+        (CommandKind::Preview, _) => DeployHostState::Error,
         // The deploy's own rollback of a host whose switch went through.
         (CommandKind::Rollback, CommandStatus::Ok) => DeployHostState::RolledBack,
         (_, CommandStatus::Ok) => DeployHostState::Running,
@@ -428,6 +653,7 @@ struct Job {
     viewer: Viewer,
     progress: DeployProgress,
     cancel: Arc<Cancel>,
+    gate: Arc<Gate>,
     max_failures: Option<u32>,
     /// Seconds to wait after a wave before the next one starts.
     soak_s: u64,
@@ -438,6 +664,243 @@ struct Job {
 const SOAK_TICK: Duration = Duration::from_millis(250);
 
 impl Job {
+    fn new(
+        core: &Core,
+        viewer: Viewer,
+        progress: DeployProgress,
+        cancel: Arc<Cancel>,
+        gate: Arc<Gate>,
+        req: &DeployRequest,
+    ) -> Job {
+        Job {
+            core: core.clone(),
+            viewer,
+            progress,
+            cancel,
+            gate,
+            max_failures: req.max_failures,
+            soak_s: req.soak_s.unwrap_or(0),
+            on_failure: req.on_failure.unwrap_or_default(),
+        }
+    }
+
+    /// Merge the PR at `reviewed` (GitHub refuses if its head moved); the merge commit.
+    async fn merge(&mut self, reviewed: &str) -> Result<String> {
+        let pr = self.progress.pr_number;
+        let gh = self
+            .core
+            .desired
+            .github()
+            .cloned()
+            .ok_or(AppError::Internal)?;
+        let method = self.core.config.github.merge_method.clone();
+        let sha = gh
+            .merge(pr, &method, reviewed)
+            .await
+            .map_err(|e| merge_refused(pr, e))?;
+        self.core.desired.wake_prs();
+        self.progress.message = format!(
+            "Merged PR #{pr} as {}; waiting for the branch to reach it…",
+            short(&sha)
+        );
+        self.save().await;
+        Ok(sha)
+    }
+
+    /// `previewing`: a `preview` of `sha` (the vetted PR head, not checked out anywhere)
+    /// on every target at once. A host where it cannot start (offline, busy) is `skipped`,
+    /// with the reason in the message; the others run, then end `ok` or `error`.
+    async fn preview(mut self, sha: String, waves: Vec<Vec<String>>) {
+        let hosts: Vec<String> = self.progress.hosts.keys().cloned().collect();
+        // Subscribed before sending, so even an instant completion is seen.
+        let completions = self.core.hub.completions();
+        let (waiting, refused) = self
+            .send(&hosts, CommandKind::Preview, |_| RunOptions {
+                rev: Some(sha.clone()),
+                ..RunOptions::default()
+            })
+            .await;
+        for (id, host) in &waiting {
+            self.progress.previews.insert(host.clone(), id.clone());
+        }
+        let mut reasons = HashMap::new();
+        for (host, e) in refused {
+            self.set(&host, DeployHostState::Skipped);
+            reasons.insert(host, e.code().to_owned());
+        }
+        self.save().await;
+        self.previewed(sha, waves, completions, waiting, reasons)
+            .await
+    }
+
+    /// Wait for the previews in `waiting` (a cancel ends the job at once: previews change
+    /// nothing, so there is nothing to wait for), then for the confirmation.
+    async fn previewed(
+        mut self,
+        sha: String,
+        waves: Vec<Vec<String>>,
+        completions: broadcast::Receiver<protocol::messages::CommandComplete>,
+        waiting: HashMap<String, String>,
+        reasons: HashMap<String, String>,
+    ) {
+        self.wait(CommandKind::Preview, completions, waiting, true)
+            .await;
+        if let Some(by) = self.cancelled_by() {
+            let message = format!(
+                "Cancelled by {by} while previewing; nothing was merged. Previews already sent finish on their hosts."
+            );
+            return self.finish(DeployPhase::Failed, message).await;
+        }
+        self.await_confirmation(sha, waves, reasons, None).await
+    }
+
+    /// " (preview failed: b; not previewed: c (offline))", or "" when every host previewed.
+    fn preview_summary(&self, reasons: &HashMap<String, String>) -> String {
+        let failed = self.failed_hosts();
+        let skipped: Vec<String> = self
+            .progress
+            .hosts
+            .iter()
+            .filter(|(_, s)| **s == DeployHostState::Skipped)
+            .map(|(h, _)| match reasons.get(h) {
+                Some(why) => format!("{h} ({why})"),
+                None => h.clone(),
+            })
+            .collect();
+        let mut parts = Vec::new();
+        if !failed.is_empty() {
+            parts.push(format!("preview failed: {}", failed.join(", ")));
+        }
+        if !skipped.is_empty() {
+            parts.push(format!("not previewed: {}", skipped.join(", ")));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
+
+    /// `awaiting_confirmation`: wait until an operator confirms (then vet the PR again,
+    /// merge `sha` and roll out `waves`), cancels, or `confirm_by` (unix seconds; None:
+    /// the configured timeout from now) passes. Fails at once when no preview succeeded.
+    async fn await_confirmation(
+        mut self,
+        sha: String,
+        waves: Vec<Vec<String>>,
+        reasons: HashMap<String, String>,
+        confirm_by: Option<i64>,
+    ) {
+        let pr = self.progress.pr_number;
+        let total = self.progress.hosts.len();
+        let ok = self.count(DeployHostState::Ok);
+        let summary = self.preview_summary(&reasons);
+        if ok == 0 {
+            let message = format!(
+                "No preview of PR #{pr} at {} succeeded{summary}; nothing was merged.",
+                short(&sha)
+            );
+            return self.finish(DeployPhase::Failed, message).await;
+        }
+        let timeout = self.core.config.github.deploy_confirm_timeout_s;
+        let confirm_by =
+            confirm_by.unwrap_or_else(|| Timestamp::now().secs().saturating_add(timeout as i64));
+        if let Err(e) = self
+            .core
+            .db
+            .set_deploy_confirm_by(&self.progress.job_id, Some(confirm_by))
+            .await
+        {
+            tracing::error!(job_id = self.progress.job_id, "saving the deadline: {e}");
+        }
+        self.progress.phase = DeployPhase::AwaitingConfirmation;
+        self.progress.message = format!(
+            "Previewed PR #{pr} at {} on {ok} of {total} hosts{summary}; confirm to merge and deploy.",
+            short(&sha)
+        );
+        *self.gate.lock() = GateState::Open;
+        self.save().await;
+        enum Next {
+            Wait,
+            Cancelled(String),
+            Expired,
+            Confirmed(Viewer, oneshot::Sender<Result<()>>),
+        }
+        let (confirmer, reply) = loop {
+            let next = {
+                let mut gate = self.gate.lock();
+                // A cancel wins over a confirmation that came with it: nothing is merged.
+                if let Some(by) = self.cancelled_by() {
+                    if let GateState::Confirmed(_, reply) = std::mem::take(&mut *gate) {
+                        let _ = reply.send(Err(AppError::conflict(
+                            "not_awaiting",
+                            format!("The deploy was cancelled by {by}; nothing was merged."),
+                        )));
+                    }
+                    Next::Cancelled(by)
+                } else if matches!(*gate, GateState::Confirmed(..)) {
+                    match std::mem::take(&mut *gate) {
+                        GateState::Confirmed(viewer, reply) => Next::Confirmed(viewer, reply),
+                        _ => Next::Wait,
+                    }
+                } else if Timestamp::now().secs() >= confirm_by {
+                    *gate = GateState::Closed;
+                    Next::Expired
+                } else {
+                    Next::Wait
+                }
+            };
+            match next {
+                Next::Wait => tokio::time::sleep(SOAK_TICK).await,
+                Next::Cancelled(by) => {
+                    let message =
+                        format!("Cancelled by {by} before the merge; nothing was merged.");
+                    return self.finish(DeployPhase::Failed, message).await;
+                }
+                Next::Expired => {
+                    let message = format!(
+                        "Not confirmed in time (NIXDECK_DEPLOY_CONFIRM_TIMEOUT_S, {timeout} s); nothing was merged. Start a new deploy to preview again."
+                    );
+                    return self.finish(DeployPhase::Failed, message).await;
+                }
+                Next::Confirmed(viewer, reply) => break (viewer, reply),
+            }
+        };
+        // The rollout is the confirmer's: the merge and every command are theirs in the
+        // audit log.
+        self.viewer = confirmer;
+        for state in self.progress.hosts.values_mut() {
+            *state = DeployHostState::Pending;
+        }
+        self.progress.phase = DeployPhase::Merging;
+        self.progress.message = format!(
+            "Confirmed by {}; merging PR #{pr} at {}…",
+            self.viewer.username,
+            short(&sha)
+        );
+        self.save().await;
+        tracing::info!(
+            job_id = self.progress.job_id,
+            by = self.viewer.username,
+            "deploy confirmed"
+        );
+        // Read again: the PR may have changed in the hour it waited.
+        let merged = match vet(&self.core, pr, Some(&sha)).await {
+            Ok(_) => self.merge(&sha).await,
+            Err(e) => Err(e),
+        };
+        match merged.map_err(|e| after_preview(pr, &sha, e)) {
+            Ok(merge) => {
+                let _ = reply.send(Ok(()));
+                self.run(merge, waves).await
+            }
+            Err(refused) => {
+                let _ = reply.send(Err(refused.clone()));
+                self.finish(DeployPhase::Failed, refused.to_string()).await
+            }
+        }
+    }
+
     /// Store and broadcast the progress as it is now.
     async fn save(&self) {
         if let Err(e) = self.core.db.save_deploy(&self.progress).await {
@@ -662,28 +1125,65 @@ impl Job {
             return Vec::new();
         }
         // Subscribed before sending, so even an instant completion is seen.
-        let mut completions = self.core.hub.completions();
-        let mut waiting: HashMap<String, String> = HashMap::new();
-        for host in hosts {
-            let options = RunOptions {
+        let completions = self.core.hub.completions();
+        let (waiting, refused) = self
+            .send(hosts, kind, |host| RunOptions {
                 generation: generations.get(host).copied(),
-                preview_id: None,
-            };
-            match commands::run(&self.core, &self.viewer, host, kind, options).await {
+                ..RunOptions::default()
+            })
+            .await;
+        for (host, _) in refused {
+            self.set(&host, DeployHostState::Error);
+        }
+        self.save().await;
+        self.wait(kind, completions, waiting, false).await
+    }
+
+    /// Send `kind` to each of `hosts`, with `options` for each; the commands sent (command
+    /// id → host, now `running`) and the hosts where it could not start, with why.
+    async fn send(
+        &mut self,
+        hosts: &[String],
+        kind: CommandKind,
+        options: impl Fn(&str) -> RunOptions,
+    ) -> (HashMap<String, String>, Vec<(String, AppError)>) {
+        let mut waiting = HashMap::new();
+        let mut refused = Vec::new();
+        for host in hosts {
+            match commands::run(&self.core, &self.viewer, host, kind, options(host)).await {
                 Ok(command_id) => {
                     waiting.insert(command_id, host.clone());
                     self.set(host, DeployHostState::Running);
                 }
                 Err(e) => {
                     tracing::warn!(host, %kind, "deploy step not started: {e}");
-                    self.set(host, DeployHostState::Error);
+                    refused.push((host.clone(), e));
                 }
             }
         }
-        self.save().await;
+        (waiting, refused)
+    }
+
+    /// Wait for the commands in `waiting` (command id → host), setting each host's state
+    /// as its command ends; the hosts where it succeeded. `cancellable`: a cancel stops the
+    /// wait (the commands still run; their hosts end `skipped`).
+    async fn wait(
+        &mut self,
+        kind: CommandKind,
+        mut completions: broadcast::Receiver<protocol::messages::CommandComplete>,
+        mut waiting: HashMap<String, String>,
+        cancellable: bool,
+    ) -> Vec<String> {
         let mut succeeded = Vec::new();
-        let mut last_check = Instant::now();
+        // The first quiet spell already looks in the database: a job resumed after a
+        // restart waits for commands that may have ended meanwhile.
+        let mut last_check = Instant::now()
+            .checked_sub(DB_CHECK)
+            .unwrap_or_else(Instant::now);
         while !waiting.is_empty() {
+            if cancellable && self.cancelled_by().is_some() {
+                break;
+            }
             let finished =
                 match tokio::time::timeout(Duration::from_secs(2), completions.recv()).await {
                     Ok(Ok(c)) => waiting
@@ -785,7 +1285,19 @@ mod tests {
         hosts: &[&str],
         script: Script,
     ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
-        let core = test_core(dir, hosts, &["nixdeck"]).await;
+        fleet_with(dir, hosts, &[], &["nixdeck"], script).await
+    }
+
+    /// `fleet`, with `offline` hosts known but without an agent, and the dashboard's `args`.
+    async fn fleet_with(
+        dir: &std::path::Path,
+        hosts: &[&str],
+        offline: &[&str],
+        args: &[&str],
+        script: Script,
+    ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
+        let known: Vec<&str> = hosts.iter().chain(offline).copied().collect();
+        let core = test_core(dir, &known, args).await;
         let orders = Arc::new(Mutex::new(Vec::new()));
         for host in hosts {
             let reg = serde_json::from_value(serde_json::json!({
@@ -847,6 +1359,7 @@ mod tests {
                 previews: Default::default(),
             },
             cancel: cancel.clone(),
+            gate: Arc::default(),
             max_failures: req.max_failures,
             soak_s: req.soak_s.unwrap_or(0),
             on_failure: req.on_failure.unwrap_or_default(),
@@ -1045,5 +1558,236 @@ mod tests {
         assert_eq!(end.hosts["a"], DeployHostState::Ok);
         assert_eq!(end.hosts["b"], DeployHostState::Skipped);
         assert!(orders.lock().unwrap().iter().all(|(h, _)| h == "a"));
+    }
+
+    const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn preview_b_fails(host: &str, kind: CommandKind) -> AgentOutcome {
+        match (host, kind) {
+            ("b", CommandKind::Preview) => AgentOutcome::Error,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    fn previews_fail(_: &str, kind: CommandKind) -> AgentOutcome {
+        match kind {
+            CommandKind::Preview => AgentOutcome::Error,
+            _ => AgentOutcome::Ok,
+        }
+    }
+
+    /// The job as stored once `pred` holds (30 s at most).
+    async fn stored_when(
+        core: &Core,
+        what: &str,
+        pred: impl Fn(&DeployProgress) -> bool,
+    ) -> DeployProgress {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = core.db.deploy("j1").await.unwrap().unwrap();
+            if pred(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "{what} not reached: {job:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A previewing job (as `begin` stores it) that takes the slot; its gate.
+    async fn previewing(
+        core: &Core,
+        hosts: &[&str],
+        req: &DeployRequest,
+    ) -> (Job, Arc<Cancel>, Arc<Gate>) {
+        let (mut job, cancel) = new_job(core, hosts, req);
+        job.progress.phase = DeployPhase::Previewing;
+        let gate = job.gate.clone();
+        *core.deploys.lock() = Some(Running {
+            job_id: "j1".into(),
+            pr_number: 1,
+            cancel: cancel.clone(),
+            gate: gate.clone(),
+        });
+        let stored = serde_json::to_string(req).unwrap();
+        core.db.insert_deploy(&job.progress, &stored).await.unwrap();
+        (job, cancel, gate)
+    }
+
+    /// Previews go to every target at once, carrying the PR head as `rev`; their ids are
+    /// in the progress; the job then waits, naming the failed and the unreachable hosts,
+    /// and sends nothing more. A cancel while it waits ends it without a merge.
+    #[tokio::test]
+    async fn previews_every_target_then_waits_and_a_cancel_merges_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, orders) = fleet_with(
+            dir.path(),
+            &["a", "b", "c"],
+            &["d"],
+            &["nixdeck"],
+            preview_b_fails,
+        )
+        .await;
+        let hosts = ["a", "b", "c", "d"];
+        let mut req = request(&[], 0);
+        req.preview = true;
+        req.head_sha = Some(HEAD.into());
+        let (job, cancel, gate) = previewing(&core, &hosts, &req).await;
+        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+        let waiting = stored_when(&core, "awaiting", |j| {
+            j.phase == DeployPhase::AwaitingConfirmation
+        })
+        .await;
+        assert!(matches!(*gate.lock(), GateState::Open));
+        let sent = orders.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        for (host, order) in &sent {
+            assert_eq!(order.command, CommandKind::Preview);
+            assert_eq!(order.rev.as_deref(), Some(HEAD));
+            assert_eq!(waiting.previews[host], order.command_id);
+        }
+        assert!(!waiting.previews.contains_key("d"));
+        assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
+        assert_eq!(waiting.hosts["b"], DeployHostState::Error);
+        assert_eq!(waiting.hosts["c"], DeployHostState::Ok);
+        assert_eq!(waiting.hosts["d"], DeployHostState::Skipped);
+        assert_eq!(
+            waiting.message,
+            "Previewed PR #1 at 0123456 on 2 of 4 hosts (preview failed: b; not previewed: d (offline)); confirm to merge and deploy."
+        );
+        let deadline = core
+            .db
+            .deploy_resume("j1")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirm_by;
+        let now = Timestamp::now().secs();
+        assert!(
+            deadline.is_some_and(|d| (now + 3590..=now + 3600).contains(&d)),
+            "{deadline:?}"
+        );
+        // Waiting sends nothing, however long.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(orders.lock().unwrap().len(), 3);
+
+        *cancel.by.lock().unwrap() = "olga".into();
+        cancel.requested.store(true, Ordering::SeqCst);
+        let end = stored_when(&core, "ended", |j| !j.active).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(
+            end.message,
+            "Cancelled by olga before the merge; nothing was merged."
+        );
+        assert_eq!(end.previews, waiting.previews, "the previews stay readable");
+        assert_eq!(orders.lock().unwrap().len(), 3, "no pull, no switch");
+        assert!(core.deploys.lock().is_none(), "the slot is free");
+        assert!(matches!(*gate.lock(), GateState::Closed));
+    }
+
+    /// When no preview succeeds there is nothing to confirm: the job fails at once; an
+    /// unconfirmed job ends when its deadline passes. Neither merges.
+    #[tokio::test]
+    async fn a_job_without_a_good_preview_fails_and_an_unconfirmed_one_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["a", "b"];
+        let (core, orders) = fleet(dir.path(), &hosts, previews_fail).await;
+        let mut req = request(&[], 0);
+        req.preview = true;
+        let (job, _, _) = previewing(&core, &hosts, &req).await;
+        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+        let end = stored_when(&core, "ended", |j| !j.active).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert_eq!(
+            end.message,
+            "No preview of PR #1 at 0123456 succeeded (preview failed: a, b); nothing was merged."
+        );
+        assert_eq!(orders.lock().unwrap().len(), 2);
+        assert!(core.deploys.lock().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["nixdeck", "--deploy-confirm-timeout-s", "1"];
+        let (core, orders) = fleet_with(dir.path(), &hosts, &[], &args, all_ok).await;
+        let (job, _, gate) = previewing(&core, &hosts, &req).await;
+        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+        stored_when(&core, "awaiting", |j| {
+            j.phase == DeployPhase::AwaitingConfirmation
+        })
+        .await;
+        let end = stored_when(&core, "expired", |j| !j.active).await;
+        assert_eq!(end.phase, DeployPhase::Failed);
+        assert!(
+            end.message.starts_with("Not confirmed in time"),
+            "{}",
+            end.message
+        );
+        assert_eq!(orders.lock().unwrap().len(), 2);
+        assert!(
+            matches!(*gate.lock(), GateState::Closed),
+            "a late confirm is refused"
+        );
+        assert!(core.deploys.lock().is_none());
+    }
+
+    /// After a restart, a job that was previewing takes the slot again, learns how its
+    /// previews ended and waits for confirmation (a host never sent its preview is
+    /// skipped); a cancel through the service ends it. A job that was rolling out is
+    /// marked interrupted as before.
+    #[tokio::test]
+    async fn a_restart_resumes_a_previewing_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, _) = fleet(dir.path(), &["a", "b"], all_ok).await;
+        let op = Viewer {
+            authenticated_at: Timestamp::now().secs(),
+            ..new_job(&core, &[], &request(&[], 0)).0.viewer
+        };
+        let preview = commands::run(&core, &op, "a", CommandKind::Preview, RunOptions::default())
+            .await
+            .unwrap();
+        let mut req = request(&[], 0);
+        req.preview = true;
+        req.head_sha = Some(HEAD.into());
+        let (job, _) = new_job(&core, &["a", "b"], &req);
+        let mut progress = job.progress.clone();
+        progress.phase = DeployPhase::Previewing;
+        progress.hosts.insert("a".into(), DeployHostState::Running);
+        progress.previews.insert("a".into(), preview.clone());
+        core.db
+            .insert_deploy(&progress, &serde_json::to_string(&req).unwrap())
+            .await
+            .unwrap();
+        recover(&core).await.unwrap();
+        let waiting = stored_when(&core, "awaiting", |j| {
+            j.phase == DeployPhase::AwaitingConfirmation
+        })
+        .await;
+        assert!(waiting.active);
+        assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
+        assert_eq!(waiting.hosts["b"], DeployHostState::Skipped);
+        assert!(
+            waiting
+                .message
+                .contains("on 1 of 2 hosts (not previewed: b (interrupted by a restart))"),
+            "{}",
+            waiting.message
+        );
+        assert_eq!(waiting.previews["a"], preview);
+        // The slot is the job's: another deploy is refused, a cancel reaches it.
+        assert!(core
+            .deploys
+            .lock()
+            .as_ref()
+            .is_some_and(|r| r.job_id == "j1"));
+        cancel(&core, &op, "j1").await.unwrap();
+        let end = stored_when(&core, "ended", |j| !j.active).await;
+        assert!(
+            end.message.starts_with("Cancelled by olga"),
+            "{}",
+            end.message
+        );
+        assert!(core.deploys.lock().is_none());
+        let e = request_confirm(&core, &op, "j1").await.unwrap_err();
+        assert_eq!(e.code(), "not_awaiting", "{e}");
+        let e = request_confirm(&core, &op, "nope").await.unwrap_err();
+        assert!(matches!(e, AppError::NotFound(_)), "{e}");
     }
 }

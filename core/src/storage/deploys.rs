@@ -1,13 +1,14 @@
 //! Merge & Deploy jobs (the `deploy_jobs` table): each job's request, phase, per-host
 //! states and message, saved as it progresses so that a restart finds the jobs that were
-//! running. The phase is stored as its wire name, the host map as JSON.
+//! running. The phase is stored as its wire name, the host and preview maps as JSON. A job
+//! that previews first also keeps its confirmation deadline, so a restart can resume it.
 
 use super::{decode_error, Db, DbResult};
 use protocol::messages::{DeployPhase, DeployProgress};
 use protocol::Timestamp;
 
 const DEPLOY_SELECT: &str =
-    "SELECT id, pr_number, started_by, phase, hosts, message, active FROM deploy_jobs";
+    "SELECT id, pr_number, started_by, phase, hosts, message, active, previews FROM deploy_jobs";
 
 /// The columns `DEPLOY_SELECT` reads.
 #[derive(sqlx::FromRow)]
@@ -20,6 +21,8 @@ struct DeployColumns {
     hosts: String,
     message: String,
     active: bool,
+    /// `{host_id: preview command_id}` as JSON.
+    previews: String,
 }
 
 impl TryFrom<DeployColumns> for DeployProgress {
@@ -37,7 +40,7 @@ impl TryFrom<DeployColumns> for DeployProgress {
             hosts: serde_json::from_str(&r.hosts).map_err(decode_error)?,
             message: r.message,
             active: r.active,
-            previews: Default::default(),
+            previews: serde_json::from_str(&r.previews).map_err(decode_error)?,
         })
     }
 }
@@ -46,12 +49,25 @@ fn hosts_json(job: &DeployProgress) -> String {
     serde_json::to_string(&job.hosts).unwrap_or_default()
 }
 
+fn previews_json(job: &DeployProgress) -> String {
+    serde_json::to_string(&job.previews).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// What resuming a job after a restart needs besides its progress.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct DeployResume {
+    /// The `DeployRequest` as JSON, as stored when the job started.
+    pub request: String,
+    /// When an unconfirmed job expires (unix seconds), once it waits for confirmation.
+    pub confirm_by: Option<i64>,
+}
+
 impl Db {
     pub async fn insert_deploy(&self, job: &DeployProgress, request: &str) -> DbResult<()> {
         let now = Timestamp::now().secs();
         sqlx::query(
-            "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, previews, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
         )
         .bind(&job.job_id)
         .bind(job.pr_number as i64)
@@ -61,6 +77,7 @@ impl Db {
         .bind(hosts_json(job))
         .bind(&job.message)
         .bind(job.active)
+        .bind(previews_json(job))
         .bind(now)
         .execute(&self.pool)
         .await
@@ -69,17 +86,38 @@ impl Db {
 
     pub async fn save_deploy(&self, job: &DeployProgress) -> DbResult<()> {
         sqlx::query(
-            "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, updated_at = $6 WHERE id = $1",
+            "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, previews = $6, updated_at = $7 WHERE id = $1",
         )
         .bind(&job.job_id)
         .bind(job.phase.as_str())
         .bind(hosts_json(job))
         .bind(&job.message)
         .bind(job.active)
+        .bind(previews_json(job))
         .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await
         .map(|_| ())
+    }
+
+    /// Set (or clear) when an unconfirmed job expires.
+    pub async fn set_deploy_confirm_by(&self, id: &str, confirm_by: Option<i64>) -> DbResult<()> {
+        sqlx::query("UPDATE deploy_jobs SET confirm_by = $2 WHERE id = $1")
+            .bind(id)
+            .bind(confirm_by)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// The stored request and confirmation deadline of a job.
+    pub async fn deploy_resume(&self, id: &str) -> DbResult<Option<DeployResume>> {
+        sqlx::query_as::<_, DeployResume>(
+            "SELECT request, confirm_by FROM deploy_jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Jobs that were running when the dashboard stopped.

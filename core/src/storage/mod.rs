@@ -29,6 +29,7 @@ mod users;
 
 pub use audit::AuditFilter;
 pub use commands::{output_marker, CommandRow, LogLine};
+pub use deploys::DeployResume;
 pub use hosts::{HostRecord, HostReport, SeenUpdate};
 pub use sessions::SessionRow;
 pub use users::{TotpRow, UserRow};
@@ -508,18 +509,36 @@ mod tests {
                 message: format!("job {i}"),
                 started_by: "admin".into(),
                 active: true,
-                previews: Default::default(),
+                previews: [("h0".to_owned(), format!("p{i}"))].into(),
             };
-            db.insert_deploy(&job, "{}").await.unwrap();
+            db.insert_deploy(&job, r#"{"pr_number":1}"#).await.unwrap();
             assert_eq!(db.deploy(&job.job_id).await.unwrap(), Some(job.clone()));
             let saved = DeployProgress {
                 active: false,
-                previews: Default::default(),
+                previews: [("h0", "q"), ("h1", "r")]
+                    .map(|(h, c)| (h.to_owned(), c.to_owned()))
+                    .into(),
                 ..job
             };
             db.save_deploy(&saved).await.unwrap();
-            assert_eq!(db.deploy(&saved.job_id).await.unwrap(), Some(saved));
+            assert_eq!(db.deploy(&saved.job_id).await.unwrap(), Some(saved.clone()));
+            let resume = |confirm_by| DeployResume {
+                request: r#"{"pr_number":1}"#.to_owned(),
+                confirm_by,
+            };
+            assert_eq!(
+                db.deploy_resume(&saved.job_id).await.unwrap(),
+                Some(resume(None))
+            );
+            db.set_deploy_confirm_by(&saved.job_id, Some(1000 + i as i64))
+                .await
+                .unwrap();
+            assert_eq!(
+                db.deploy_resume(&saved.job_id).await.unwrap(),
+                Some(resume(Some(1000 + i as i64)))
+            );
         }
+        assert_eq!(db.deploy_resume("nope").await.unwrap(), None);
     }
 
     /// The rows no other test reads (users, sessions, TOTP, audit, settings) come back by
@@ -652,7 +671,9 @@ mod tests {
                  INSERT INTO commands (id, host_id, command, status, queued_at, last_seq, completed, queued_order)
                      VALUES ('c1', 'web-1', 'pull', 'ok', 50, 1, TRUE, 1);
                  INSERT INTO command_output (command_id, seq, stream, line, at)
-                     VALUES ('c1', 1, 'stdout', 'Already up to date.', 51);",
+                     VALUES ('c1', 1, 'stdout', 'Already up to date.', 51);
+                 INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, created_at, updated_at)
+                     VALUES ('j1', 7, 'ann', '{\"pr_number\":7}', 'done', '{\"web-1\":\"ok\"}', 'Deployed', FALSE, 60, 61);",
             )
             .execute(&pool)
             .await
@@ -708,5 +729,18 @@ mod tests {
         let lines = db.output_page("c1", 0, 10).await.unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].line, "Already up to date.");
+        let job = db.deploy("j1").await.unwrap().expect("the deploy is kept");
+        assert_eq!(
+            (job.phase, job.hosts["web-1"], job.previews.len()),
+            (DeployPhase::Done, DeployHostState::Ok, 0),
+            "deploys from before previewed nothing"
+        );
+        assert_eq!(
+            db.deploy_resume("j1").await.unwrap(),
+            Some(DeployResume {
+                request: r#"{"pr_number":7}"#.to_owned(),
+                confirm_by: None
+            })
+        );
     }
 }

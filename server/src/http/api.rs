@@ -158,6 +158,7 @@ pub async fn run_command(
     let options = service::commands::RunOptions {
         generation: req.generation,
         preview_id: req.preview_id,
+        rev: None,
     };
     let command_id = service::commands::run(&app, &viewer, &id, kind, options).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
@@ -271,6 +272,17 @@ pub async fn deploy_status(
     Path(id): Path<String>,
 ) -> HttpResult<Json<protocol::messages::DeployProgress>> {
     Ok(Json(service::deploy::status(&app, &id).await?))
+}
+
+/// Addition: a deploy that previewed first merges and rolls out (202 {job_id} once GitHub
+/// merged; the rollout follows as `deploy_progress`).
+pub async fn deploy_confirm(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<(StatusCode, Json<JobAccepted>)> {
+    service::deploy::confirm(&app, &viewer, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id: id })))
 }
 
 /// Addition: stop launching new steps of a deploy.

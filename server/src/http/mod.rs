@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deploy", post(api::deploy))
         .route("/api/deploy/{id}", get(api::deploy_status))
         .route("/api/deploy/{id}/cancel", post(api::deploy_cancel))
+        .route("/api/deploy/{id}/confirm", post(api::deploy_confirm))
         .route("/api/audit", get(api::audit))
         .route("/api/account/reauth", post(api::reauth))
         .route("/api/account/totp/setup", post(api::totp_setup))
@@ -141,6 +142,7 @@ mod tests {
         ("POST", "/api/deploy", Access::Operator),
         ("GET", "/api/deploy/nojob", Access::Viewer),
         ("POST", "/api/deploy/nojob/cancel", Access::Operator),
+        ("POST", "/api/deploy/nojob/confirm", Access::Operator),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
@@ -251,8 +253,11 @@ mod tests {
             _ if server_fn("set_user_disabled") => (FORM, "username=nouser&disabled=true"),
             _ if server_fn("reset_user_password") => (FORM, "username=nouser"),
             _ if server_fn("audit_log") => (FORM, "limit=5"),
-            _ if server_fn("merge_and_deploy") => (FORM, "pr_number=1&host_ids[0]=nohost"),
+            _ if server_fn("merge_and_deploy") => {
+                (FORM, "pr_number=1&host_ids[0]=nohost&preview=false")
+            }
             _ if server_fn("cancel_deploy") => (FORM, "job_id=nojob"),
+            _ if server_fn("confirm_deploy") => (FORM, "job_id=nojob"),
             _ if server_fn("check_pr_now") => (FORM, ""),
             _ if !path.starts_with("/api/hosts")
                 && !path.starts_with("/api/commands")
