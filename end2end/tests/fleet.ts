@@ -98,6 +98,11 @@ export class Server {
     return `http://127.0.0.1:${this.port}`;
   }
 
+  /** The server process's pid (for its CPU time in /proc), once started. */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   async start(): Promise<void> {
     this.proc = spawn(SERVER_BIN, [], {
       env: {

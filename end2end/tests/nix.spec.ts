@@ -4,66 +4,11 @@
 // from a preview, the generations list and a rollback to one, a rolled-back switch, and a
 // deploy that halts after its canary rolled back.
 import { expect, Page, test } from "@playwright/test";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Admin, Agent, BASE, createHost, FakeGitHub, loginApi, loginUi, Server } from "./fleet";
-
-const TEST_FLAKE = process.env.NIXDECK_TEST_FLAKE_BIN ?? join(__dirname, "../../target/debug/test-flake");
-// The agents pass their environment on to nix: the test settings of a machine with no
-// network, no daemon and no nixbld group (never the product's defaults).
-process.env.NIX_CONFIG = "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group =\n";
-
-interface Version {
-  version: string;
-  packages: string[];
-  kernel: string;
-}
-const V1: Version = { version: "26.05.1", packages: ["openssl=3.0.14", "curl=8.1"], kernel: "6.6.1" };
-const V2: Version = { version: "26.05.2", packages: ["openssl=3.0.15", "zlib=1.3", "jq=1.7"], kernel: "6.6.2" };
-const V3: Version = { version: "26.05.3", packages: ["openssl=3.0.16", "zlib=1.3"], kernel: "6.6.2" };
-
-/** Writes the test flake for `hosts` at `v` into `dir`; commits unless `commit` is false. */
-function flake(dir: string, hosts: string[], v: Version, opts: { healthDir?: string; commit?: boolean } = {}): void {
-  const args = [dir, "--version", v.version, "--kernel", v.kernel];
-  for (const h of hosts) args.push("--host", h);
-  for (const p of v.packages) args.push("--package", p);
-  if (opts.healthDir) args.push("--health-dir", opts.healthDir);
-  if (opts.commit !== false) args.push("--commit", `v${v.version}`);
-  execFileSync(TEST_FLAKE, args, { stdio: ["ignore", "pipe", "inherit"] });
-}
-
-/** A host's machine: profile and "booted system" in a temp dir, and its real agent. */
-class NixHost {
-  readonly dir = mkdtempSync(join(tmpdir(), "nixdeck-nixhost-"));
-  readonly profile = join(this.dir, "profiles", "system");
-  readonly booted = join(this.dir, "booted-system");
-  agent!: Agent;
-
-  constructor(readonly name: string) {
-    mkdirSync(join(this.dir, "profiles"));
-  }
-
-  start(token: string, repo: string, base: string = BASE, extra: string[] = []): void {
-    this.agent = new Agent(this.name, token, base, [
-      "--repo-dir", repo,
-      "--system-profile", this.profile,
-      "--current-system", this.profile,
-      "--booted-system", this.booted,
-      "--confirm-timeout-s", "15",
-      ...extra,
-    ]);
-    this.agent.start();
-  }
-
-  /** "Boots" the current generation: the booted system is what the profile is now. */
-  bootCurrent(): void {
-    const target = readlinkSync(join(this.dir, "profiles", readlinkSync(this.profile)));
-    rmSync(this.booted, { force: true });
-    symlinkSync(target, this.booted);
-  }
-}
+import { Admin, createHost, FakeGitHub, loginApi, loginUi, Server } from "./fleet";
+import { flake, NixHost, V1, V2, V3 } from "./nix";
 
 async function waitOnline(admin: Admin, host: string): Promise<void> {
   await expect
