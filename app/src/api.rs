@@ -251,6 +251,12 @@ pub async fn cancel_deploy(job_id: String) -> Result<(), AppError> {
     serve(|c, v| async move { service::deploy::cancel(&c, &v, &job_id).await }).await
 }
 
+/// Merge and roll out a deploy that previewed first and waits in `awaiting_confirmation`.
+#[server(client = CsrfClient)]
+pub async fn confirm_deploy(job_id: String) -> Result<(), AppError> {
+    serve(|c, v| async move { service::deploy::confirm(&c, &v, &job_id).await }).await
+}
+
 /// Look for the flake.lock update PR now instead of at the next poll.
 #[server(client = CsrfClient)]
 pub async fn check_pr_now() -> Result<Option<protocol::PendingPr>, AppError> {

@@ -351,6 +351,16 @@ async fn request_cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()
     }
 }
 
+/// `POST /api/deploy/{id}/confirm`: merge and roll out a deploy that previewed first.
+/// A stub so the page's branch builds; the server side replaces it.
+pub async fn confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
+    let _ = (core, viewer);
+    Err(AppError::conflict(
+        "not_implemented",
+        format!("Confirming deploy {job_id} is not implemented yet."),
+    ))
+}
+
 /// One job's progress, running or finished.
 pub async fn status(core: &Core, job_id: &str) -> Result<DeployProgress> {
     core.db
