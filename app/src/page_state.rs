@@ -43,12 +43,21 @@ pub enum Confirm {
     Bulk(CommandKind, Option<Vec<String>>),
     /// Merge the update PR and roll it out.
     MergeDeploy(MergeDeploy),
-    /// The server asked for the password again before this Merge & Deploy; the dialog
-    /// asks, then starts it.
-    Reauth(MergeDeploy),
+    /// The server asked for the password again before this step of a deploy; the dialog
+    /// asks, then runs it.
+    Reauth(AfterReauth),
     /// Commands that change what hosts run or boot: boot, a rollback to a generation, a
     /// switch to a previewed build (one per host).
     Commands(Vec<HostCommand>),
+}
+
+/// A deploy step that needs a recent login, waiting for the password.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterReauth {
+    /// Start Merge & Deploy.
+    MergeDeploy(MergeDeploy),
+    /// Confirm the deploy with this job id after its previews: this merges the PR.
+    ConfirmDeploy(String),
 }
 
 /// One command for one host, with what it carries besides its kind.
@@ -83,6 +92,9 @@ pub struct DeployOptions {
     pub max_failures: Option<u32>,
     pub soak_s: Option<u64>,
     pub on_failure: Option<OnFailure>,
+    /// Build the PR on every target and show the diff first; merge only once an operator
+    /// confirms.
+    pub preview: bool,
 }
 
 impl DeployOptions {
@@ -124,6 +136,7 @@ impl DeployOptions {
                     Some(OnFailure::parse(name).ok_or_else(|| format!("On failure: “{name}”?"))?)
                 }
             },
+            preview: false,
         })
     }
 }
@@ -414,6 +427,7 @@ mod tests {
                 max_failures: Some(1),
                 soak_s: Some(60),
                 on_failure: Some(OnFailure::RollbackAndHalt),
+                preview: false,
             })
         );
         assert_eq!(

@@ -234,8 +234,8 @@ pub fn check_pr_text(pr: Option<&PendingPr>) -> String {
 /// Hosts named in the Merge & Deploy question up to this many; beyond, just the count.
 const NAMED_TARGETS: usize = 5;
 
-/// "Merge PR #7 “bump” on GitHub, then pull and switch on 2 hosts (a, b)?"
-pub fn merge_deploy_question(number: u64, title: &str, targets: &[String]) -> String {
+/// "2 hosts (a, b)", "6 hosts": the targets as the Merge & Deploy questions name them.
+fn targets_text(targets: &[String]) -> String {
     let count = targets.len();
     let plural = if count == 1 { "" } else { "s" };
     let names = if (1..=NAMED_TARGETS).contains(&count) {
@@ -243,12 +243,50 @@ pub fn merge_deploy_question(number: u64, title: &str, targets: &[String]) -> St
     } else {
         String::new()
     };
-    format!("Merge PR #{number} “{title}” on GitHub, then pull and switch on {count} host{plural}{names}?")
+    format!("{count} host{plural}{names}")
 }
 
-/// The phase as the panel's `data-phase` and label.
+/// "Merge PR #7 “bump” on GitHub, then pull and switch on 2 hosts (a, b)?"
+pub fn merge_deploy_question(number: u64, title: &str, targets: &[String]) -> String {
+    let targets = targets_text(targets);
+    format!("Merge PR #{number} “{title}” on GitHub, then pull and switch on {targets}?")
+}
+
+/// The same question when the deploy previews first: nothing is merged by this click.
+pub fn preview_deploy_question(number: u64, title: &str, targets: &[String]) -> String {
+    let targets = targets_text(targets);
+    format!(
+        "Build PR #{number} “{title}” on {targets} and show what it changes? Nothing is merged until you confirm."
+    )
+}
+
+/// The phase as the panel's `data-phase`.
 pub fn deploy_phase_name(phase: DeployPhase) -> &'static str {
     phase.as_str()
+}
+
+/// The phase as the panel's label. The two phases of a deploy that previews first say
+/// what is happening and what the operator is expected to do; the rest are the phase's
+/// name, as they always were.
+pub fn deploy_phase_text(phase: DeployPhase, pr_number: u64) -> String {
+    match phase {
+        DeployPhase::Previewing => format!("Previewing PR #{pr_number}…"),
+        DeployPhase::AwaitingConfirmation => "Review the changes, then confirm".to_owned(),
+        DeployPhase::Merging
+        | DeployPhase::Pulling
+        | DeployPhase::Switching
+        | DeployPhase::Done
+        | DeployPhase::Failed => phase.as_str().to_owned(),
+    }
+}
+
+/// Whether the deploy is still before its merge: its chips follow the previews, and the
+/// PR can still be dropped without anything having changed.
+pub fn deploy_before_merge(phase: DeployPhase) -> bool {
+    matches!(
+        phase,
+        DeployPhase::Previewing | DeployPhase::AwaitingConfirmation
+    )
 }
 
 /// A host's state as its chip's `data-state` and class suffix.
@@ -362,6 +400,11 @@ impl DeployCounts {
 
     /// "3 of 5 hosts done, 1 failed", for the bar's text and screen readers.
     pub fn text(self) -> String {
+        self.text_as("done")
+    }
+
+    /// "3 of 5 hosts previewed, 1 failed": the bar while the deploy previews first.
+    pub fn text_as(self, finished: &str) -> String {
         let plural = if self.total == 1 { "" } else { "s" };
         let failed = if self.failed > 0 {
             format!(", {} failed", self.failed)
@@ -369,7 +412,7 @@ impl DeployCounts {
             String::new()
         };
         format!(
-            "{} of {} host{plural} done{failed}",
+            "{} of {} host{plural} {finished}{failed}",
             self.finished, self.total
         )
     }
@@ -569,6 +612,33 @@ mod tests {
             merge_deploy_question(7, "bump", &many),
             "Merge PR #7 “bump” on GitHub, then pull and switch on 6 hosts?"
         );
+        assert_eq!(
+            preview_deploy_question(7, "bump", &few),
+            "Build PR #7 “bump” on 2 hosts (a, b) and show what it changes? Nothing is merged until you confirm."
+        );
+    }
+
+    #[test]
+    fn a_deploy_that_previews_first_says_what_it_waits_for() {
+        assert_eq!(
+            deploy_phase_text(DeployPhase::Previewing, 7),
+            "Previewing PR #7…"
+        );
+        assert_eq!(
+            deploy_phase_text(DeployPhase::AwaitingConfirmation, 7),
+            "Review the changes, then confirm"
+        );
+        assert_eq!(deploy_phase_text(DeployPhase::Pulling, 7), "pulling");
+        assert_eq!(
+            deploy_phase_name(DeployPhase::AwaitingConfirmation),
+            "awaiting_confirmation"
+        );
+        let before: Vec<&str> = DeployPhase::ALL
+            .into_iter()
+            .filter(|p| deploy_before_merge(*p))
+            .map(DeployPhase::as_str)
+            .collect();
+        assert_eq!(before, ["previewing", "awaiting_confirmation"]);
     }
 
     #[test]
@@ -600,6 +670,7 @@ mod tests {
         assert_eq!(none.percent(), "0%");
         assert_eq!(none.text(), "0 of 0 hosts done");
         assert_eq!(deploy_phase_name(DeployPhase::Switching), "switching");
+        assert_eq!(c.text_as("previewed"), "4 of 6 hosts previewed, 1 failed");
         assert_eq!(deploy_host_state_name(Skipped), "skipped");
         assert_eq!(deploy_host_mark(Error), "✗");
     }

@@ -131,6 +131,15 @@ pub struct Preview {
     pub base_generation: Option<u64>,
 }
 
+impl Preview {
+    /// Whether `deploy` made this preview: a build of its PR's head, which is not merged
+    /// (and, if the deploy was cancelled, never will be). Shown in the deploy panel for
+    /// review; never a build to switch to, even after the deploy ended.
+    pub fn of_deploy(&self, deploy: Option<&DeployProgress>) -> bool {
+        deploy.is_some_and(|d| d.previews.get(&self.host_id) == Some(&self.command_id))
+    }
+}
+
 /// A fingerprint of a generation list: its length and each generation's number, time and
 /// marks. Generations never change once made (a number is not reused), so two
 /// consecutive reports of a host differ exactly when this does.
@@ -979,6 +988,61 @@ pub(crate) mod tests {
             assert_eq!(preview_of(&store, "a").as_deref(), Some("p7"));
             store.apply(&BrowserEvent::Snapshot(snapshot(&["c"])));
             assert_eq!(preview_of(&store, "a"), None);
+        });
+    }
+
+    #[test]
+    fn a_deploys_previews_are_kept_but_not_switchable() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let store = HostStore::new(snapshot(&["a", "b"]));
+            // b's own preview, then the deploy's preview of the PR on a (and, on b, one
+            // that is still running when the progress names it).
+            store.apply(&queue_on("b", "p1", CommandKind::Preview));
+            store.apply(&complete("b", "p1", CommandStatus::Ok, true));
+            store.apply(&queue_on("a", "d-a", CommandKind::Preview));
+            store.apply(&complete("a", "d-a", CommandStatus::Ok, true));
+            let mut progress = DeployProgress {
+                job_id: "j".into(),
+                pr_number: 7,
+                phase: DeployPhase::AwaitingConfirmation,
+                hosts: [
+                    ("a".to_owned(), DeployHostState::Ok),
+                    ("b".to_owned(), DeployHostState::Running),
+                ]
+                .into(),
+                message: String::new(),
+                started_by: "op".into(),
+                active: true,
+                previews: [
+                    ("a".to_owned(), "d-a".to_owned()),
+                    ("b".to_owned(), "d-b".to_owned()),
+                ]
+                .into(),
+            };
+            store.apply(&BrowserEvent::DeployProgress(progress.clone()));
+            let switchable = |store: &HostStore| {
+                let deploy = store.deploy.get_untracked();
+                store.previews.with_untracked(|p| {
+                    p.iter()
+                        .filter(|p| !p.of_deploy(deploy.as_ref()))
+                        .map(|p| p.command_id.clone())
+                        .collect::<Vec<_>>()
+                })
+            };
+            // The store keeps the deploy's preview (the deploy panel shows it) ...
+            assert_eq!(preview_of(&store, "a").as_deref(), Some("d-a"));
+            // ... but only b's own preview may be switched to.
+            assert_eq!(switchable(&store), ["p1"]);
+            // Nor once the deploy was cancelled: the PR it built is not merged.
+            progress.active = false;
+            progress.phase = DeployPhase::Failed;
+            store.apply(&BrowserEvent::DeployProgress(progress));
+            assert_eq!(switchable(&store), ["p1"]);
+            // A preview of a host's own, made later, is switchable again.
+            store.apply(&queue_on("a", "p2", CommandKind::Preview));
+            store.apply(&complete("a", "p2", CommandStatus::Ok, true));
+            assert_eq!(switchable(&store), ["p1", "p2"]);
         });
     }
 

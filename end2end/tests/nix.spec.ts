@@ -229,3 +229,35 @@ test("Merge & Deploy with a canary: the canary fails its health gate, rolls back
     gh.stop();
   }
 });
+
+// Planned, to be written against the real server once `confirm_deploy` lands:
+// "Merge & Deploy with a preview first: the PR's diff per host, nothing merged until the
+// operator confirms, then the usual rollout".
+//
+// Setup as in the canary test above: FakeGitHub with locks v1 → v2 (v2 changes a package
+// the flake builds, so each host's diff has at least one change), PR #9 mergeable, two or
+// three NixHosts switched to v1, the page logged in.
+//
+//  1. "#bulk-actions-menu > summary" → [data-testid=menu-merge-deploy]; open
+//     [data-testid=deploy-options] > summary; check [data-testid=deploy-preview]. The
+//     dialog's button (".modal button.confirm") now reads "Preview" and the question says
+//     "Nothing is merged until you confirm."; click it.
+//  2. [data-testid=deploy-panel] has data-phase="previewing"; .deploy-phase reads
+//     "Previewing PR #9…"; each chip [data-testid=deploy-host][data-host=…] goes
+//     data-state running → ok.
+//  3. data-phase="awaiting_confirmation" (60 s); .deploy-phase reads "Review the changes,
+//     then confirm". Inside the panel, [data-testid=deploy-diff] (data-mode="deploy") shows
+//     "What PR #9 changes on N hosts", [data-testid=diff-change] rows for the changed
+//     package, and one [data-testid=diff-host] per target; it has no
+//     [data-testid=diff-switch-host], [data-testid=diff-switch-all],
+//     [data-testid=diff-dismiss-host] or [data-testid=diff-clear]. The ordinary
+//     [data-testid=diff-panel] does not exist (the deploy's previews are not switchable).
+//  4. Nothing merged yet: FakeGitHub's branch head is unchanged, every host's current
+//     generation is still 1 (GET /api/hosts).
+//  5. Reload the page: [data-testid=deploy-diff] shows the same hosts again (read through
+//     command_detail, the page never saw the previews end).
+//  6. Click [data-testid=deploy-confirm] ("Confirm and deploy"; a viewer's page has neither
+//     it nor [data-testid=deploy-cancel]). data-phase goes merging → … → "done"; the
+//     deploy-diff disappears; every chip ends data-state="ok"; FakeGitHub's branch moved.
+//  7. Variant: at step 6 click [data-testid=deploy-cancel] instead: data-phase="failed",
+//     PR not merged, generations unchanged, and still no [data-testid=diff-panel].

@@ -5,7 +5,7 @@ use crate::api::{
     approve_host, bulk_command, cancel_deploy, check_pr_now, command_history, merge_and_deploy,
     refresh_host, remove_host, run_command, stop_command, unlock_host,
 };
-use crate::page_state::{HostCommand, PageState};
+use crate::page_state::{AfterReauth, Confirm, HostCommand, PageState};
 use crate::store::HostStore;
 use common::AppError;
 use leptos::prelude::*;
@@ -206,7 +206,7 @@ pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
             o.max_failures,
             o.soak_s,
             o.on_failure,
-            false,
+            o.preview,
         )
         .await
         {
@@ -214,8 +214,28 @@ pub fn merge_deploy(page: PageState, m: crate::page_state::MergeDeploy) {
             // The confirm dialog asks for the password, then runs this again.
             Err(AppError::ReauthRequired) => page
                 .confirm
-                .set(Some(crate::page_state::Confirm::Reauth(m))),
+                .set(Some(Confirm::Reauth(AfterReauth::MergeDeploy(m)))),
             Err(e) => page.notify(format!("Merge & Deploy PR #{pr_number}: {e}"), true),
+        }
+    });
+}
+
+/// Merge and roll out a deploy whose previews the operator reviewed; `sent` is cleared
+/// when it was refused, so the button comes back. The merge is a powerful step that can
+/// come long after the login: the server may ask for the password first.
+pub fn confirm_deploy(page: PageState, job_id: String, sent: RwSignal<Option<String>>) {
+    leptos::task::spawn_local(async move {
+        match crate::api::confirm_deploy(job_id.clone()).await {
+            Ok(()) => {}
+            Err(AppError::ReauthRequired) => {
+                sent.set(None);
+                page.confirm
+                    .set(Some(Confirm::Reauth(AfterReauth::ConfirmDeploy(job_id))));
+            }
+            Err(e) => {
+                sent.set(None);
+                page.notify(format!("Cannot confirm the deploy: {e}"), true);
+            }
         }
     });
 }

@@ -3,18 +3,28 @@
 use crate::components::actions;
 use crate::components::lazy_view;
 use crate::components::reauth::ReauthPrompt;
-use crate::page_state::{Confirm, DeployOptions, HostCommand, MergeDeploy, PageState};
-use crate::presentation::merge_deploy_question;
+use crate::page_state::{AfterReauth, Confirm, DeployOptions, HostCommand, MergeDeploy, PageState};
+use crate::presentation::{merge_deploy_question, preview_deploy_question};
 use crate::store::HostStore;
 use leptos::prelude::*;
 use protocol::CommandKind;
 
-fn merge_wording(m: &MergeDeploy) -> (String, String, &'static str) {
-    (
-        format!("Merge & Deploy PR #{}", m.pr_number),
-        merge_deploy_question(m.pr_number, &m.pr_title, &m.targets),
-        "Merge & Deploy",
-    )
+/// With `preview` the button only starts the previews, and says so.
+fn merge_wording(m: &MergeDeploy, preview: bool) -> (String, String, &'static str) {
+    let title = format!("Merge & Deploy PR #{}", m.pr_number);
+    if preview {
+        (
+            title,
+            preview_deploy_question(m.pr_number, &m.pr_title, &m.targets),
+            "Preview",
+        )
+    } else {
+        (
+            title,
+            merge_deploy_question(m.pr_number, &m.pr_title, &m.targets),
+            "Merge & Deploy",
+        )
+    }
 }
 
 /// "a, b, c" up to five names, else just the count's words.
@@ -70,7 +80,7 @@ fn commands_wording(commands: &[HostCommand]) -> (String, String, &'static str) 
     }
 }
 
-fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
+fn wording(confirm: &Confirm, online: usize, preview: bool) -> (String, String, &'static str) {
     match confirm {
         Confirm::Commands(commands) => commands_wording(commands),
         Confirm::RemoveHost(id) => (
@@ -78,7 +88,7 @@ fn wording(confirm: &Confirm, online: usize) -> (String, String, &'static str) {
             format!("Remove {id}? Its token stops working at once and its agent is disconnected. Its command history is kept."),
             "Remove",
         ),
-        Confirm::MergeDeploy(m) => merge_wording(m),
+        Confirm::MergeDeploy(m) => merge_wording(m, preview),
         // The dialog shows the password form instead (`ConfirmBody`).
         Confirm::Reauth(..) => (String::new(), String::new(), ""),
         Confirm::Bulk(kind, ids) => {
@@ -112,15 +122,15 @@ pub(crate) fn confirm_dialog() -> AnyView {
 fn ConfirmBody() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let page = expect_context::<PageState>();
+    // The Merge & Deploy rollout options, as typed (read when the operator confirms).
+    let form = DeployForm::default();
     let text = move || {
         page.confirm
             .get()
-            .map(|c| wording(&c, store.counts().0))
+            .map(|c| wording(&c, store.counts().0, form.preview.get()))
             .unwrap_or_else(|| (String::new(), String::new(), ""))
     };
     let close = move || page.confirm.set(None);
-    // The Merge & Deploy rollout options, as typed (read when the operator confirms).
-    let form = DeployForm::default();
     let form_error = RwSignal::new(None::<String>);
     let proceed = move |_| {
         match page.confirm.get_untracked() {
@@ -160,11 +170,20 @@ fn ConfirmBody() -> impl IntoView {
             close();
         }
     };
-    // After the password was accepted: start the deploy that asked for it.
+    // After the password was accepted: run the deploy step that asked for it.
     let reauthed = Callback::new(move |()| {
-        if let Some(Confirm::Reauth(m)) = page.confirm.get_untracked() {
-            close();
-            actions::merge_deploy(page, m);
+        match page.confirm.get_untracked() {
+            Some(Confirm::Reauth(AfterReauth::MergeDeploy(m))) => {
+                close();
+                actions::merge_deploy(page, m);
+            }
+            Some(Confirm::Reauth(AfterReauth::ConfirmDeploy(job_id))) => {
+                close();
+                // The panel's button came back when the password was asked for; the
+                // server refuses a second confirm of the same job, so nothing to guard.
+                actions::confirm_deploy(page, job_id, RwSignal::new(None));
+            }
+            _ => {}
         }
     });
     let reauth = move || {
@@ -199,17 +218,25 @@ struct DeployForm {
     max_failures: RwSignal<String>,
     soak_s: RwSignal<String>,
     on_failure: RwSignal<String>,
+    /// Off unless ticked: previews build every target's system before anything is merged,
+    /// which takes a while on each host, and a deploy that goes straight on is what the
+    /// button has always done.
+    preview: RwSignal<bool>,
 }
 
 impl DeployForm {
     fn read(self) -> Result<DeployOptions, String> {
-        DeployOptions::parse(
+        let options = DeployOptions::parse(
             &self.canary.get_untracked(),
             &self.batch_size.get_untracked(),
             &self.max_failures.get_untracked(),
             &self.soak_s.get_untracked(),
             &self.on_failure.get_untracked(),
-        )
+        )?;
+        Ok(DeployOptions {
+            preview: self.preview.get_untracked(),
+            ..options
+        })
     }
 }
 
@@ -241,9 +268,17 @@ fn DeployOptionsForm(form: DeployForm, error: RwSignal<Option<String>>) -> impl 
         }
     };
     let on_failure = form.on_failure;
+    let preview = form.preview;
     view! {
         <details class="deploy-options" data-testid="deploy-options">
             <summary>"Rollout options"</summary>
+            <label class="deploy-option deploy-option-preview">
+                <input type="checkbox" data-testid="deploy-preview"
+                    prop:checked=move || preview.get()
+                    on:change=move |ev| preview.set(event_target_checked(&ev))
+                />
+                <span>"Preview first (build the PR on every target and show what changes before merging)"</span>
+            </label>
             <div class="deploy-options-grid">
                 {field("Canary hosts", "deploy-canary", form.canary, "first, alone: web-1, web-2", false)}
                 {field("Batch size", "deploy-batch-size", form.batch_size, "all at once", true)}
@@ -270,10 +305,14 @@ mod tests {
 
     #[test]
     fn bulk_wording_counts_hosts() {
-        let (title, body, _) = wording(&Confirm::Bulk(CommandKind::Pull, None), 3);
+        let (title, body, _) = wording(&Confirm::Bulk(CommandKind::Pull, None), 3, false);
         assert_eq!(title, "pull on 3 hosts");
         assert_eq!(body, "Run pull on 3 online hosts?");
-        let (_, body, _) = wording(&Confirm::Bulk(CommandKind::Test, Some(vec!["a".into()])), 3);
+        let (_, body, _) = wording(
+            &Confirm::Bulk(CommandKind::Test, Some(vec!["a".into()])),
+            3,
+            false,
+        );
         assert_eq!(body, "Run test on 1 selected host?");
     }
 
@@ -287,13 +326,21 @@ mod tests {
             head_sha: None,
             options: DeployOptions::default(),
         };
-        let (title, body, button) = merge_wording(&m);
+        let (title, body, button) = merge_wording(&m, false);
         assert_eq!(title, "Merge & Deploy PR #7");
         assert_eq!(
             body,
             "Merge PR #7 “<b>bump</b>” on GitHub, then pull and switch on 1 host (a)?"
         );
         assert_eq!(button, "Merge & Deploy");
+        // Previewing first merges nothing yet, and the button says so.
+        let (_, body, button) = merge_wording(&m, true);
+        assert!(body.starts_with("Build PR #7"), "{body}");
+        assert!(
+            body.ends_with("Nothing is merged until you confirm."),
+            "{body}"
+        );
+        assert_eq!(button, "Preview");
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The Merge & Deploy panel: the job's phase, its message, a progress bar and a chip per
 //! host, all derived from `store.deploy`. Cancel while it runs; Dismiss once it ended hides
-//! it in this page only, until the job or its phase changes.
+//! it in this page only, until the job or its phase changes. A deploy that previews first
+//! shows what its PR changes on the targets (the fleet diff of its previews) and waits
+//! for "Confirm and deploy" before anything is merged.
 
 use crate::components::actions;
+use crate::components::fleet_diff_panel;
 use crate::components::lazy_view;
 use crate::components::viewer::MayRun;
 use crate::page_state::PageState;
@@ -40,6 +43,22 @@ fn DeployPanelBody() -> impl IntoView {
     let job_id = Memo::new(move |_| key.with(|k| k.as_ref().map(|k| k.0.clone())));
     let phase = Memo::new(move |_| key.with(|k| k.as_ref().map(|k| deploy_phase_name(k.1))));
     let pr_number = Memo::new(move |_| deploy.with(|d| d.as_ref().map(|d| d.pr_number)));
+    let phase_text = move || {
+        key.with(|k| {
+            k.as_ref()
+                .map(|k| deploy_phase_text(k.1, pr_number.get().unwrap_or_default()))
+        })
+    };
+    let before_merge =
+        Memo::new(move |_| key.with(|k| k.as_ref().is_some_and(|k| deploy_before_merge(k.1))));
+    let awaiting = Memo::new(move |_| {
+        key.with(|k| {
+            k.as_ref()
+                .is_some_and(|k| k.1 == DeployPhase::AwaitingConfirmation)
+        })
+    });
+    let has_previews =
+        Memo::new(move |_| deploy.with(|d| d.as_ref().is_some_and(|d| !d.previews.is_empty())));
     let message = Memo::new(move |_| deploy.with(|d| d.as_ref().map(|d| d.message.clone())));
     let started_by = Memo::new(move |_| {
         deploy.with(|d| {
@@ -75,6 +94,28 @@ fn DeployPanelBody() -> impl IntoView {
         actions::cancel(page, id, cancel_sent);
     };
     let dismiss = move |_| dismissed.set(key.get_untracked());
+    // The job a confirm was sent for: like Cancel, disabled until the phase moves on (or
+    // the server refused, which brings it back).
+    let confirm_sent = RwSignal::new(None::<String>);
+    let confirm = move |_| {
+        let Some(id) = job_id.get_untracked() else {
+            return;
+        };
+        confirm_sent.set(Some(id.clone()));
+        actions::confirm_deploy(page, id, confirm_sent);
+    };
+    let sent_for_this_job = move |sent: RwSignal<Option<String>>| {
+        sent.get().is_some_and(|sent| Some(sent) == job_id.get())
+    };
+    // While previewing, the chips and the bar follow the previews.
+    let count_text = move || {
+        let counts = counts.get();
+        if before_merge.get() {
+            counts.text_as("previewed")
+        } else {
+            counts.text()
+        }
+    };
 
     view! {
         <Show when=visible>
@@ -82,12 +123,22 @@ fn DeployPanelBody() -> impl IntoView {
                 data-phase=move || phase.get() data-active=move || active.get().to_string()>
                 <header class="deploy-head">
                     <h2 class="deploy-title">"Merge & Deploy PR #" {move || pr_number.get()}</h2>
-                    <span class="deploy-phase" data-phase=move || phase.get()>{move || phase.get()}</span>
+                    <span class="deploy-phase" data-phase=move || phase.get()>{phase_text}</span>
                     {move || started_by.get().map(|by| view! { <span class="deploy-by">"by " {by}</span> })}
                     <span class="spacer"></span>
+                    // No second dialog: the operator confirmed the deploy when starting it,
+                    // and this button is the answer to the diff shown below it.
+                    <Show when=move || may_run && active.get() && awaiting.get()>
+                        <button type="button" class="deploy-confirm" data-testid="deploy-confirm"
+                            title="Merge the PR, then pull and switch on the targets"
+                            disabled=move || sent_for_this_job(confirm_sent) || sent_for_this_job(cancel_sent)
+                            on:click=confirm>
+                            "Confirm and deploy"
+                        </button>
+                    </Show>
                     <Show when=move || may_run && active.get()>
                         <button type="button" class="deploy-cancel danger" data-testid="deploy-cancel"
-                            disabled=move || cancel_sent.get().is_some_and(|sent| Some(sent) == job_id.get())
+                            disabled=move || sent_for_this_job(cancel_sent)
                             on:click=cancel>
                             "Cancel"
                         </button>
@@ -104,16 +155,18 @@ fn DeployPanelBody() -> impl IntoView {
                         aria-label="Hosts finished" aria-valuemin="0"
                         aria-valuenow=move || counts.get().finished.to_string()
                         aria-valuemax=move || counts.get().total.to_string()
-                        aria-valuetext=move || counts.get().text()>
+                        aria-valuetext=count_text>
                         <div class="deploy-progress-fill" style:width=move || counts.get().percent()></div>
                     </div>
-                    <span class="deploy-count">{move || counts.get().text()}</span>
+                    <span class="deploy-count">{count_text}</span>
                 </div>
                 <div class="deploy-hosts">
                     <For each=move || host_ids.get() key=|id| id.clone() let:id>
                         <DeployChip id />
                     </For>
                 </div>
+                // Once merging starts, the switches are the news; the diff was for deciding.
+                {lazy_view(move || before_merge.get() && has_previews.get(), fleet_diff_panel::deploy_diff_panel)}
             </section>
         </Show>
     }
@@ -160,6 +213,10 @@ mod tests {
     use protocol::Timestamp;
 
     fn render(may_run: bool, active: bool) -> String {
+        render_in(may_run, active, DeployPhase::Pulling)
+    }
+
+    fn render_in(may_run: bool, active: bool, phase: DeployPhase) -> String {
         Owner::new().with(|| {
             provide_context(MayRun(may_run));
             let store = HostStore::new(Snapshot {
@@ -172,7 +229,7 @@ mod tests {
                 deploy: Some(DeployProgress {
                     job_id: "j1".into(),
                     pr_number: 7,
-                    phase: DeployPhase::Pulling,
+                    phase,
                     hosts: [
                         ("a".to_owned(), DeployHostState::Ok),
                         ("b".to_owned(), DeployHostState::Running),
@@ -207,5 +264,33 @@ mod tests {
         assert!(!render(false, true).contains("deploy-cancel"));
         let ended = render(true, false);
         assert!(ended.contains("deploy-dismiss") && !ended.contains("deploy-cancel"));
+        // Nothing to confirm once the deploy is past its previews.
+        assert!(!render(true, true).contains("deploy-confirm"));
+    }
+
+    #[test]
+    fn a_deploy_that_previewed_waits_for_the_operators_confirm() {
+        let html = render_in(true, true, DeployPhase::AwaitingConfirmation);
+        assert!(
+            html.contains(r#"data-phase="awaiting_confirmation""#),
+            "{html}"
+        );
+        assert!(html.contains("Review the changes, then confirm"), "{html}");
+        assert!(html.contains(r#"data-testid="deploy-confirm""#), "{html}");
+        assert!(html.contains("Confirm and deploy"), "{html}");
+        assert!(html.contains(r#"data-testid="deploy-cancel""#), "{html}");
+        assert!(html.contains("1 of 3 hosts previewed"), "{html}");
+        // Viewers see the wait, not the buttons.
+        let viewer = render_in(false, true, DeployPhase::AwaitingConfirmation);
+        assert!(
+            viewer.contains("Review the changes, then confirm"),
+            "{viewer}"
+        );
+        assert!(!viewer.contains("deploy-confirm") && !viewer.contains("deploy-cancel"));
+        // While previewing there is nothing to confirm yet.
+        let previewing = render_in(true, true, DeployPhase::Previewing);
+        assert!(previewing.contains("Previewing PR #7…"), "{previewing}");
+        assert!(!previewing.contains("deploy-confirm"), "{previewing}");
+        assert!(previewing.contains("deploy-cancel"), "{previewing}");
     }
 }

@@ -42,6 +42,7 @@ pub fn preload_lazy_parts() {
         confirm::__preload_confirm_dialog().await;
         deploy_panel::__preload_deploy_panel().await;
         fleet_diff_panel::__preload_fleet_diff_panel().await;
+        fleet_diff_panel::__preload_deploy_diff_panel().await;
         generations::__preload_generations_panel().await;
         host_parts::__preload_host_menu_items().await;
         log_panel::__preload_log_panel().await;
