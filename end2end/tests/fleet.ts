@@ -185,10 +185,12 @@ export class FakeGitHub {
 
   /**
    * main has flake.lock v1; branch `update-flake-lock` has v2. `prepare` writes more files
-   * into the first commit (a flake); `locks` replaces the two flake.lock texts (a lock Nix
-   * can read, for a real flake).
+   * into the first commit (a flake), `preparePr` into the PR's; `locks` replaces the two
+   * flake.lock texts (a lock Nix can read, for a real flake).
    */
-  async start(opts: { prepare?: (work: string) => void; locks?: string[] } = {}): Promise<void> {
+  async start(
+    opts: { prepare?: (work: string) => void; preparePr?: (work: string) => void; locks?: string[] } = {},
+  ): Promise<void> {
     const work = join(this.dir, "work");
     const [lock1, lock2] = opts.locks ?? ['{"nodes":{"nixpkgs":{"rev":"v1"}},"version":7}\n', '{"nodes":{"nixpkgs":{"rev":"v2"}},"version":7}\n'];
     git(this.dir, "init", "-q", "--bare", "-b", "main", this.origin);
@@ -201,6 +203,7 @@ export class FakeGitHub {
     git(work, "push", "-q", "origin", "HEAD:main");
     git(work, "checkout", "-qb", "update-flake-lock");
     writeFileSync(join(work, "flake.lock"), lock2);
+    opts.preparePr?.(work);
     git(work, "commit", "-qam", "flake.lock: update nixpkgs");
     git(work, "push", "-q", "origin", "update-flake-lock");
     this.proc = spawn(FAKE_GITHUB_BIN, ["--repo-dir", this.origin, "--owner", "acme", "--name", "nixcfg"], {

@@ -230,34 +230,78 @@ test("Merge & Deploy with a canary: the canary fails its health gate, rolls back
   }
 });
 
-// Planned, to be written against the real server once `confirm_deploy` lands:
-// "Merge & Deploy with a preview first: the PR's diff per host, nothing merged until the
-// operator confirms, then the usual rollout".
-//
-// Setup as in the canary test above: FakeGitHub with locks v1 → v2 (v2 changes a package
-// the flake builds, so each host's diff has at least one change), PR #9 mergeable, two or
-// three NixHosts switched to v1, the page logged in.
-//
-//  1. "#bulk-actions-menu > summary" → [data-testid=menu-merge-deploy]; open
-//     [data-testid=deploy-options] > summary; check [data-testid=deploy-preview]. The
-//     dialog's button (".modal button.confirm") now reads "Preview" and the question says
-//     "Nothing is merged until you confirm."; click it.
-//  2. [data-testid=deploy-panel] has data-phase="previewing"; .deploy-phase reads
-//     "Previewing PR #9…"; each chip [data-testid=deploy-host][data-host=…] goes
-//     data-state running → ok.
-//  3. data-phase="awaiting_confirmation" (60 s); .deploy-phase reads "Review the changes,
-//     then confirm". Inside the panel, [data-testid=deploy-diff] (data-mode="deploy") shows
-//     "What PR #9 changes on N hosts", [data-testid=diff-change] rows for the changed
-//     package, and one [data-testid=diff-host] per target; it has no
-//     [data-testid=diff-switch-host], [data-testid=diff-switch-all],
-//     [data-testid=diff-dismiss-host] or [data-testid=diff-clear]. The ordinary
-//     [data-testid=diff-panel] does not exist (the deploy's previews are not switchable).
-//  4. Nothing merged yet: FakeGitHub's branch head is unchanged, every host's current
-//     generation is still 1 (GET /api/hosts).
-//  5. Reload the page: [data-testid=deploy-diff] shows the same hosts again (read through
-//     command_detail, the page never saw the previews end).
-//  6. Click [data-testid=deploy-confirm] ("Confirm and deploy"; a viewer's page has neither
-//     it nor [data-testid=deploy-cancel]). data-phase goes merging → … → "done"; the
-//     deploy-diff disappears; every chip ends data-state="ok"; FakeGitHub's branch moved.
-//  7. Variant: at step 6 click [data-testid=deploy-cancel] instead: data-phase="failed",
-//     PR not merged, generations unchanged, and still no [data-testid=diff-panel].
+test("Merge & Deploy previewing first: the PR's diff per host, nothing merged until confirmed, then the rollout", async ({ page }) => {
+  const names = ["dp-a", "dp-b"];
+  const gh = new FakeGitHub();
+  await gh.start({
+    prepare: (work) => flake(work, names, V1, { commit: false }),
+    // An update that moves packages, as a nixpkgs bump does (flake.nix is allowed below).
+    preparePr: (work) => flake(work, names, V2, { commit: false }),
+    locks: ["v1", "v2"].map((v) => JSON.stringify({ nodes: { root: {} }, root: "root", version: 7, "nixdeck-test": v }) + "\n"),
+  });
+  await gh.pr({ number: 11, title: "flake.lock: Update", labels: ["dependencies"], mergeable: true });
+  const server = new Server(Number(process.env.E2E_NIX_DEPLOY_PORT ?? 3903) + 1, {
+    ...gh.env(),
+    NIXDECK_PR_ALLOWED_FILES: "flake.lock,flake.nix",
+  });
+  await server.start();
+  const admin = await loginApi(server.base);
+  const hosts = names.map((n) => new NixHost(n));
+  try {
+    for (const h of hosts) {
+      h.start(await createHost(admin, { hostname: h.name }), gh.checkout(h.name), server.base);
+      await waitOnline(admin, h.name);
+      expect((await run(admin, h.name, { command: "switch" })).status).toBe("ok");
+    }
+    const before = gh.head();
+
+    await loginUi(page, server.base);
+    await expect(page.getByTestId("pending-pr").first()).toContainText("PR #11", { timeout: 15_000 });
+    await page.locator("#bulk-actions-menu > summary").click();
+    await page.getByTestId("menu-merge-deploy").click();
+    await page.getByTestId("deploy-options").locator("summary").click();
+    await page.getByTestId("deploy-preview").check();
+    await expect(page.locator(".modal")).toContainText("Nothing is merged until you confirm.");
+    await page.locator(".modal button.confirm").click();
+
+    const panel = page.getByTestId("deploy-panel");
+    await expect(panel).toHaveAttribute("data-phase", "awaiting_confirmation", { timeout: 60_000 });
+    await expect(panel.locator(".deploy-phase")).toHaveText("Review the changes, then confirm");
+    const diff = panel.getByTestId("deploy-diff");
+    const openssl = diff.locator('[data-testid="diff-change"][data-package="openssl"]');
+    await expect(openssl).toContainText("openssl 3.0.14 → 3.0.15 on 2 hosts");
+    for (const n of names) await expect(diff.locator(`[data-testid="diff-host"][data-host="${n}"]`)).toBeVisible();
+    // An unmerged PR's build is never offered as a switch.
+    for (const id of ["diff-switch-host", "diff-switch-all", "diff-dismiss-host", "diff-clear"]) {
+      await expect(page.getByTestId(id)).toHaveCount(0);
+    }
+    await expect(page.getByTestId("diff-panel")).toHaveCount(0);
+    // Nothing merged, nothing switched.
+    expect(gh.head()).toBe(before);
+    for (const n of names) {
+      const h = (await (await admin.api.get("/api/hosts")).json()).find((x: any) => x.id === n);
+      expect(h.generations.filter((g: any) => g.current).map((g: any) => g.number)).toEqual([1]);
+    }
+    // A page opened now shows the same diff (read back through the previews' results).
+    await page.reload();
+    await page.waitForFunction(() => (window as any).__nixdeck_hydrated === true);
+    await expect(openssl).toContainText("on 2 hosts");
+
+    await panel.getByTestId("deploy-confirm").click();
+    await expect(panel).toHaveAttribute("data-phase", "done", { timeout: 60_000 });
+    for (const n of names) {
+      await expect(panel.locator(`[data-testid="deploy-host"][data-host="${n}"]`)).toHaveAttribute("data-state", "ok");
+    }
+    await expect(diff).toHaveCount(0);
+    expect(gh.head()).not.toBe(before);
+    for (const n of names) {
+      const sw = await latest(admin, n, "switch");
+      expect(sw.status).toBe("ok");
+      expect(sw.result.store_path).toContain("26.05.2");
+    }
+  } finally {
+    for (const h of hosts) await h.agent?.stop("SIGKILL");
+    await server.stop();
+    gh.stop();
+  }
+});
