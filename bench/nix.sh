@@ -2,25 +2,19 @@
 # The Nix figures of docs/BENCHMARKS.md, on real Nix (Debian's nix-bin) and the offline test
 # flake (`test-flake`, testkit::nix). Prints figures; never fails on them.
 #
-#   bench/nix.sh                       # both steps
-#   STEPS=switch ROUNDS=20 bench/nix.sh
+#   ROUNDS=20 bench/nix.sh
 #
-# Steps:
-#   switch   the switch path's overhead: per round, a new version of the flake is switched
-#            by nixdeck (REST POST → the command's end, seen through GET /api/commands/{id}:
-#            dispatch, supervisor, build, profile, activation, health gate, delivery) and
-#            another new version by the plain steps nixos-rebuild runs (nix build, nix-env
-#            --set, switch-to-configuration) in a shell. Both build one new system each round.
-#   preview  HOSTS agents (default 50) on this machine, each with its own profile; one bulk
-#            `preview` through REST; time until every preview's result is stored, and the
-#            dashboard's CPU time meanwhile. (The page's half, click → fleet diff shown, is
-#            end2end/bench/preview.bench.ts.)
+# The switch path's overhead: per round, a new version of the flake is switched by
+# nixdeck (REST POST → the command's end, seen through GET /api/commands/{id}: dispatch,
+# supervisor, build, profile, activation, health gate, delivery) and another new version
+# by the plain steps nixos-rebuild runs (nix build, nix-env --set, switch-to-configuration).
+# Both build one new system each round (bench/nix_switch.py times them).
+# The bulk preview figure (50 hosts, click → fleet diff in the page) is
+# `BENCHES=preview bench/browser.sh` (end2end/bench/preview.bench.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-10}
-HOSTS=${HOSTS:-50}
-STEPS=${STEPS:-"switch preview"}
 PORT=${PORT:-3970}
 OUT=${OUT:-$(mktemp -d /tmp/nixdeck-nix-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -91,60 +85,13 @@ wait_online() { # count
   exit 1
 }
 
-# Waits for a command's end; prints its status.
-wait_done() { # command_id
-  while :; do
-    local s
-    s=$(api GET "/api/commands/$1" | field 'd["status"]')
-    case $s in queued | running) sleep 0.01 ;; *) echo "$s"; return ;; esac
-  done
-}
-
-has() { [[ " $STEPS " == *" $1 "* ]]; }
 echo "machine: $(nproc) cores; nix $(nix --version | awk '{print $3}'); $(date -u +%Y-%m-%dT%H:%MZ); results in $OUT" >&2
 
-if has switch; then
-  repo="$OUT/switch-repo"
-  $bin/test-flake "$repo" --host bench-0 --version 0.0 --commit init >/dev/null
-  machine bench-0 "$repo"
-  wait_online 1
-  plain_profile="$OUT/plain/system"
-  mkdir -p "$OUT/plain"
-  python3 bench/nix_switch.py "$url" "$password" "$repo" "$bin/test-flake" bench-0 \
-    "$plain_profile" "$ROUNDS"
-fi
-
-if has preview; then
-  repo="$OUT/preview-repo"
-  names=()
-  for i in $(seq 1 "$HOSTS"); do names+=(--host "fleet-$i"); done
-  $bin/test-flake "$repo" "${names[@]}" --version 1.0 --package openssl=3.0.14 \
-    --package curl=8.1 --commit v1 >/dev/null
-  for i in $(seq 1 "$HOSTS"); do machine "fleet-$i" "$repo"; done
-  wait_online "$HOSTS"
-  # The systems the previews compare against: version 1 on every host.
-  for i in $(seq 1 "$HOSTS"); do
-    p=$(nix build --no-link --json "$repo#nixosConfigurations.fleet-$i.config.system.build.toplevel" 2>/dev/null |
-      field 'd[0]["outputs"]["out"]')
-    nix-env -p "$OUT/hosts/fleet-$i/profiles/system" --set "$p" >/dev/null
-  done
-  $bin/test-flake "$repo" "${names[@]}" --version 1.1 --package openssl=3.0.15 \
-    --package zlib=1.3 --commit v2 >/dev/null
-  ticks=$(getconf CLK_TCK)
-  cpu() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
-  c0=$(cpu)
-  t0=$(now_ms)
-  hosts_json=$(seq 1 "$HOSTS" | sed 's/.*/"fleet-&"/' | paste -sd, -)
-  ids=$(api POST /api/bulk "{\"command\":\"preview\",\"host_ids\":[$hosts_json]}" |
-    field '" ".join(r["command_id"] for r in d["results"] if "command_id" in r)')
-  n=$(wc -w <<<"$ids")
-  [ "$n" -eq "$HOSTS" ] || { echo "bulk queued $n of $HOSTS previews" >&2; exit 1; }
-  for id in $ids; do
-    status=$(wait_done "$id")
-    [ "$status" = ok ] || { echo "preview $id ended $status" >&2; exit 1; }
-  done
-  t1=$(now_ms)
-  c1=$(cpu)
-  echo "bulk preview of $HOSTS hosts: $((t1 - t0)) ms until every result was stored;" \
-    "dashboard CPU $(((c1 - c0) * 1000 / ticks)) ms of $((t1 - t0)) ms wall"
-fi
+repo="$OUT/switch-repo"
+$bin/test-flake "$repo" --host bench-0 --version 0.0 --commit init >/dev/null
+machine bench-0 "$repo"
+wait_online 1
+plain_profile="$OUT/plain/system"
+mkdir -p "$OUT/plain"
+python3 bench/nix_switch.py "$url" "$password" "$repo" "$bin/test-flake" bench-0 \
+  "$plain_profile" "$ROUNDS"

@@ -9,15 +9,23 @@
 //   cd end2end && npx playwright test -c bench/playwright.bench.config.ts preview
 //
 // Knobs: PREVIEW_HOSTS (50), PREVIEW_PORT (3964).
-import { expect, test } from "@playwright/test";
+import { expect, request, test } from "@playwright/test";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createHost, loginApi, loginUi, Server } from "../tests/fleet";
+import { Admin, createHost, loginUi, Server } from "../tests/fleet";
 import { flake, NixHost, V1, V2 } from "../tests/nix";
 
 const HOSTS = Number(process.env.PREVIEW_HOSTS ?? 50);
 const PORT = Number(process.env.PREVIEW_PORT ?? 3964);
+const PASSWORD = "preview-bench-password";
+
+async function login(base: string): Promise<Admin> {
+  const api = await request.newContext({ baseURL: base });
+  const r = await api.post("/api/login", { data: { username: "admin", password: PASSWORD } });
+  expect(r.status()).toBe(200);
+  return { api, csrf: (await r.json()).csrf_token };
+}
 
 /** User + system CPU time of a process, in ms. */
 function cpuMs(pid: number): number {
@@ -28,9 +36,9 @@ function cpuMs(pid: number): number {
 
 test("bulk preview of the fleet: click → fleet diff shown", async ({ page }) => {
   test.setTimeout(15 * 60_000);
-  const server = new Server(PORT, { NIXDECK_MAX_SOCKETS_PER_USER: "64" });
+  const server = new Server(PORT, { NIXDECK_ADMIN_PASSWORD: PASSWORD, NIXDECK_MAX_SOCKETS_PER_USER: "64" });
   await server.start();
-  const admin = await loginApi(server.base);
+  const admin = await login(server.base);
   const names = Array.from({ length: HOSTS }, (_, i) => `pv-${String(i).padStart(3, "0")}`);
   const repo = mkdtempSync(join(tmpdir(), "nixdeck-flake-"));
   flake(repo, names, V1);
@@ -58,7 +66,7 @@ test("bulk preview of the fleet: click → fleet diff shown", async ({ page }) =
       .toBe(HOSTS);
     flake(repo, names, V2);
 
-    await loginUi(page, server.base);
+    await loginUi(page, server.base, "admin", PASSWORD);
     await page.locator("#bulk-actions-menu > summary").click();
     const click = page.locator('#bulk-actions-menu button[data-command="preview"][data-scope="online"]');
     const cpu0 = cpuMs(server.pid!);
