@@ -1,7 +1,7 @@
 //! Command line, environment and the optional config file: the raw `Cli` and the checked
 //! `Config` the agent runs on.
 
-use crate::nix::{Activation, Health, SystemSettings};
+use crate::nix::{Activation, Health, SwitchAction, SystemSettings};
 use crate::plan::{Checkout, CommandOverride};
 use crate::probes;
 use crate::token::{Secret, TokenSource};
@@ -157,6 +157,20 @@ pub struct Cli {
     )]
     pub confirm_timeout_s: u64,
 
+    /// What a switch does with the built system (NixOS only): `switch` makes it a new
+    /// generation of the profile, the boot default, and activates it; `test` only
+    /// activates it (`switch-to-configuration test`, as `nixos-rebuild test`), so the
+    /// profile and the boot default stay, and a failed health gate re-activates the
+    /// system that was running before
+    #[arg(
+        long,
+        env = "NIXDECK_SWITCH_ACTION",
+        value_name = "ACTION",
+        value_enum,
+        default_value_t = SwitchAction::Switch
+    )]
+    pub switch_action: SwitchAction,
+
     /// The running system, what a preview diffs against [default: /run/current-system;
     /// home-manager: the profile]
     #[arg(long, env = "NIXDECK_CURRENT_SYSTEM", value_name = "PATH")]
@@ -204,6 +218,11 @@ pub enum ConfigError {
     NoStateDir,
     #[error("cannot find the home-manager profile (no $HOME); set --system-profile")]
     NoProfile,
+    #[error(
+        "--switch-action test activates with NixOS's `switch-to-configuration test`, which \
+         {0} configurations do not have; use --switch-action switch with --activation {0}"
+    )]
+    SwitchActionNeedsNixos(&'static str),
     #[error("--flake-attr is empty")]
     EmptyFlakeAttr,
     #[error("--token is empty")]
@@ -335,6 +354,12 @@ impl Config {
             HostType::Nixos => Activation::Nixos,
             HostType::Macos => Activation::Darwin,
         });
+        // nix-darwin and Home Manager have only `activate`: there is no "activate without
+        // making it the default" to offer, so asking for one is refused at start rather
+        // than silently switching for real.
+        if cli.switch_action == SwitchAction::Test && activation != Activation::Nixos {
+            return Err(ConfigError::SwitchActionNeedsNixos(activation.as_str()));
+        }
         let profile = match cli.system_profile.filter(|p| !p.as_os_str().is_empty()) {
             Some(path) => absolute(path),
             None if activation == Activation::HomeManager => std::env::var_os("HOME")
@@ -360,6 +385,7 @@ impl Config {
             profile,
             flake_attr,
             confirm_timeout_s: cli.confirm_timeout_s.max(1),
+            switch_action: cli.switch_action,
             current_system,
             booted_system: absolute(cli.booted_system),
             health,
@@ -1031,6 +1057,70 @@ mod tests {
         ] {
             assert!(with(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn switch_action_flag_env_and_the_non_nixos_refusal() {
+        let base = [
+            "--url",
+            "http://127.0.0.1:3000",
+            "--token",
+            "t",
+            "--hostname",
+            "web-1",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let sys = with(&["--host-type", "nixos"]).unwrap().system;
+        assert_eq!(sys.switch_action, SwitchAction::Switch);
+        let sys = with(&["--host-type", "nixos", "--switch-action", "test"])
+            .unwrap()
+            .system;
+        assert_eq!(sys.switch_action, SwitchAction::Test);
+        let sys = with(&["--switch-action", "switch", "--activation", "darwin"])
+            .unwrap()
+            .system;
+        assert_eq!(sys.switch_action, SwitchAction::Switch);
+
+        let err = with(&["--switch-action", "boot"]).unwrap_err();
+        assert!(err.contains("switch") && err.contains("test"), "{err}");
+
+        // nix-darwin and Home Manager have no "activate without making it the default".
+        for extra in [
+            &["--host-type", "macos"][..],
+            &["--activation", "darwin"],
+            &[
+                "--activation",
+                "home-manager",
+                "--system-profile",
+                "/home/a/.local/state/nix/profiles/home-manager",
+            ],
+        ] {
+            let mut args = extra.to_vec();
+            args.extend_from_slice(&["--switch-action", "test"]);
+            let err = with(&args).unwrap_err();
+            assert!(
+                err.starts_with("--switch-action test activates with NixOS's")
+                    && err.contains("--switch-action switch"),
+                "{extra:?}: {err}"
+            );
+        }
+
+        // The environment variable: read from the process environment, which other tests
+        // share, so checked on the declaration (tests/commands.rs starts the binary with it).
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "switch_action")
+            .unwrap();
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some("NIXDECK_SWITCH_ACTION")
+        );
     }
 
     #[test]

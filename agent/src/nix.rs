@@ -76,6 +76,29 @@ impl Activation {
     }
 }
 
+/// What `switch` (and `pull-switch`, and a switch of a preview) does with a built NixOS
+/// system: the two activations of `nixos-rebuild` that take effect now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwitchAction {
+    /// A new generation in the profile, the boot default, activated now.
+    #[default]
+    Switch,
+    /// Activated now only (`switch-to-configuration test`): no generation, no boot entry,
+    /// so a reboot returns to the profile's system. A failed gate re-activates the system
+    /// that was running before, the same way.
+    Test,
+}
+
+impl SwitchAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchAction::Switch => "switch",
+            SwitchAction::Test => "test",
+        }
+    }
+}
+
 /// `[health]` of the config file: what must hold after a switch's activation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +121,9 @@ pub struct SystemSettings {
     /// The flake attribute, `{hostname}` not yet substituted.
     pub flake_attr: String,
     pub confirm_timeout_s: u64,
+    /// `switch` or `test` (NixOS only); absent in a spec written before it existed.
+    #[serde(default)]
+    pub switch_action: SwitchAction,
     /// What runs now (`/run/current-system`); a preview diffs against it.
     pub current_system: PathBuf,
     /// What the machine booted (`/run/booted-system`).
@@ -118,6 +144,7 @@ impl SystemSettings {
             profile: PathBuf::from("/nix/var/nix/profiles/system"),
             flake_attr: Activation::Nixos.default_flake_attr().to_owned(),
             confirm_timeout_s: 120,
+            switch_action: SwitchAction::Switch,
             current_system: PathBuf::from("/run/current-system"),
             booted_system: PathBuf::from("/run/booted-system"),
             health: Health::default(),

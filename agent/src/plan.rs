@@ -3,7 +3,7 @@
 //! `[commands]` table of the config file or from the defaults below; placeholders are
 //! substituted per element and nothing goes through a shell.
 
-use crate::nix::{Activation, SystemSettings};
+use crate::nix::{Activation, SwitchAction, SystemSettings};
 use crate::repo;
 use protocol::messages::CommandOrder;
 use protocol::{CommandKind, HostType};
@@ -41,7 +41,8 @@ pub enum Step {
     /// `nix-env -p <profile> --set <target>`.
     SetProfile,
     /// Run the target's activation entry point (`bin/switch-to-configuration <mode>` on
-    /// NixOS, `activate` otherwise).
+    /// NixOS, `activate` otherwise). Mode `test` (`TEST_MODE`) leaves the profile alone,
+    /// so undoing it means activating the system that ran before, with `test` too.
     Activate { mode: Option<String> },
     /// The health gate: the agent must reach the dashboard again and the checks must pass
     /// within the confirm timeout, or the supervisor rolls back.
@@ -55,6 +56,10 @@ pub enum Step {
     /// generation it lands on becomes the target.
     SwitchGeneration { generation: Option<u64> },
 }
+
+/// The activation mode of `--switch-action test`: the supervisor tells such a switch
+/// from one that moved the profile by it.
+pub const TEST_MODE: &str = "test";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -298,15 +303,34 @@ impl PlanContext {
                     ),
                     None => (None, None),
                 };
-                Ok((
-                    vec![
+                let steps = match self.system.switch_action {
+                    SwitchAction::Switch => vec![
                         self.target(order)?,
                         Step::SetProfile,
                         Step::Activate { mode: switch_mode },
                         Step::Confirm { tests, cwd },
                     ],
-                    true,
-                ))
+                    // `nixos-rebuild test`: no profile step, so no generation and no
+                    // boot entry; the supervisor undoes a failed gate by activating what
+                    // ran before, the same way (see `Step::Activate`).
+                    SwitchAction::Test => {
+                        if activation != Activation::Nixos {
+                            return Err(format!(
+                                "--switch-action test needs NixOS's switch-to-configuration; \
+                                 this agent activates {} configurations (--activation)",
+                                activation.as_str()
+                            ));
+                        }
+                        vec![
+                            self.target(order)?,
+                            Step::Activate {
+                                mode: Some(TEST_MODE.to_owned()),
+                            },
+                            Step::Confirm { tests, cwd },
+                        ]
+                    }
+                };
+                Ok((steps, true))
             }
             CommandKind::Boot => {
                 if activation != Activation::Nixos {
@@ -458,6 +482,7 @@ mod tests {
                 profile: "/nix/var/nix/profiles/system".into(),
                 flake_attr: activation.default_flake_attr().into(),
                 confirm_timeout_s: 120,
+                switch_action: SwitchAction::Switch,
                 current_system: "/run/current-system".into(),
                 booted_system: "/run/booted-system".into(),
                 health: Default::default(),
@@ -597,6 +622,74 @@ mod tests {
                 store_path: "/nix/store/abc-nixos-system".into()
             }
         );
+    }
+
+    /// `nixos-rebuild test`: activated now, the profile untouched; boot and rollback are
+    /// what they always are, and a pull-switch or a previewed path switch the same way.
+    #[test]
+    fn switch_action_test_activates_without_the_profile() {
+        let mut c = ctx(HostType::Nixos, true);
+        c.system.switch_action = SwitchAction::Test;
+        let test_steps = |p: &Plan| -> Vec<Step> { p.steps[p.steps.len() - 3..].to_vec() };
+        let p = plan(&c, CommandKind::Switch);
+        assert_eq!(p.steps.len(), 3);
+        assert!(matches!(p.steps[0], Step::Build { .. }));
+        assert_eq!(
+            p.steps[1],
+            Step::Activate {
+                mode: Some("test".into())
+            }
+        );
+        assert!(matches!(p.steps[2], Step::Confirm { .. }));
+        assert!(!p.steps.contains(&Step::SetProfile));
+        assert_eq!(p.system.unwrap().switch_action, SwitchAction::Test);
+
+        let p = plan(&c, CommandKind::PullSwitch);
+        assert!(!p.steps.contains(&Step::SetProfile));
+        assert_eq!(
+            test_steps(&p)[1],
+            Step::Activate {
+                mode: Some("test".into())
+            }
+        );
+
+        let mut order = CommandOrder::new("x", CommandKind::Switch);
+        order.store_path = Some("/nix/store/abc-nixos-system".into());
+        let Action::Supervised(p) = c.action_for(&order).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(p.steps[0], Step::UseStorePath { .. }));
+        assert_eq!(
+            p.steps[1],
+            Step::Activate {
+                mode: Some("test".into())
+            }
+        );
+        assert!(!p.steps.contains(&Step::SetProfile));
+
+        let p = plan(&c, CommandKind::Boot);
+        assert_eq!(p.steps[1], Step::SetProfile);
+        assert_eq!(
+            p.steps[2],
+            Step::Activate {
+                mode: Some("boot".into())
+            }
+        );
+        let p = plan(&c, CommandKind::Rollback);
+        assert_eq!(
+            p.steps[1],
+            Step::Activate {
+                mode: Some("switch".into())
+            }
+        );
+
+        // The config refuses it at start; a plan made anyway says why.
+        let mut darwin = ctx(HostType::Macos, true);
+        darwin.system.switch_action = SwitchAction::Test;
+        assert!(darwin
+            .action(CommandKind::Switch)
+            .unwrap_err()
+            .contains("--switch-action test"));
     }
 
     #[test]

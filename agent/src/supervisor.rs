@@ -12,10 +12,11 @@
 //! The Nix-native steps (build, profile, activate, health gate, diff, switch generation)
 //! run here too, so a switch never depends on the agent being alive: when the activation
 //! or the health gate fails, or the agent does not reach the dashboard again in time, the
-//! supervisor itself puts the generation current at the start back (`undo`).
+//! supervisor itself puts the generation current at the start back (`undo`), or, after a
+//! `--switch-action test` activation, activates the system that was running again.
 
 use crate::nix::{self, SystemSettings};
-use crate::plan::{display_argv, Plan, Step};
+use crate::plan::{display_argv, Plan, Step, TEST_MODE};
 use crate::repo;
 use crate::spool::{self, CommandResult, Spec, SpoolWriter};
 use protocol::messages::AgentOutcome;
@@ -167,7 +168,7 @@ async fn supervise(dir: &Path) -> io::Result<CommandResult> {
         sys: plan.system.clone().map(SystemRun::new),
         unhaltable: false,
     };
-    run.record_previous();
+    run.record_previous(&plan);
     let end = run.plan(&plan).await;
 
     let (mut status, mut exit_code, mut message) = match end {
@@ -194,9 +195,10 @@ async fn supervise(dir: &Path) -> io::Result<CommandResult> {
             (AgentOutcome::Error, exit_code, message)
         }
     };
-    if status != AgentOutcome::Ok && run.sys.as_ref().is_some_and(|s| s.moved) {
+    if status != AgentOutcome::Ok && run.sys.as_ref().is_some_and(SystemRun::changed) {
         // Nothing half-switched stays: the profile (and the activation, if one ran) go
-        // back to the generation current when the command started.
+        // back to the generation current when the command started; after a `test`
+        // activation, the system running then is activated again.
         (status, message) = run.undo(status, message).await;
         if status == AgentOutcome::RolledBack {
             exit_code = exit_code.or(Some(1));
@@ -288,6 +290,14 @@ struct SystemRun {
     /// An activation was started.
     activated: bool,
     diff: Option<ClosureDiff>,
+    /// A `--switch-action test` switch: the profile is never touched, so what a failure
+    /// goes back to is `before`, and there is no generation to report.
+    test_switch: bool,
+    /// `--current-system` resolved when the command started: the system running then.
+    before: Option<PathBuf>,
+    /// A test switch: the system running as far as this command knows (`before`, the
+    /// target once activated, `before` again once rolled back).
+    running: Option<String>,
 }
 
 impl SystemRun {
@@ -300,7 +310,15 @@ impl SystemRun {
             moved: false,
             activated: false,
             diff: None,
+            test_switch: false,
+            before: None,
+            running: None,
         }
+    }
+
+    /// Whether this command changed the host so that a failure must be undone.
+    fn changed(&self) -> bool {
+        self.moved || (self.test_switch && self.activated)
     }
 
     /// `sudo -n` first when the profile and activation need root and we are not.
@@ -333,6 +351,14 @@ impl SystemRun {
                 diff: self.diff.clone(),
                 generation: None,
                 store_path: self.target.clone(),
+            };
+        }
+        if self.test_switch {
+            // No generation was made: the profile's would name another system.
+            return protocol::CommandResult {
+                diff: None,
+                generation: None,
+                store_path: self.running.clone(),
             };
         }
         let now = nix::current_generation(&self.settings.profile);
@@ -840,10 +866,35 @@ impl Supervisor {
 
     /// Notes the generation current at the start: "previous" for a failed switch is
     /// this one, not merely the next lower number (an operator may have rolled back).
-    fn record_previous(&mut self) {
+    /// A test switch notes the running system instead: after an earlier test activation
+    /// it is not the profile's.
+    fn record_previous(&mut self, plan: &Plan) {
         let Some(sys) = self.sys.as_mut() else {
             return;
         };
+        sys.test_switch = plan
+            .steps
+            .iter()
+            .any(|step| matches!(step, Step::Activate { mode: Some(mode) } if mode == TEST_MODE));
+        if sys.test_switch {
+            let current = &sys.settings.current_system;
+            sys.before = fs::canonicalize(current).ok();
+            sys.running = sys.before.as_ref().map(|p| p.display().to_string());
+            let line = match &sys.before {
+                Some(path) => format!(
+                    "[nixdeck-agent: running {} ({}); a test activation leaves {} as it is]",
+                    path.display(),
+                    current.display(),
+                    sys.settings.profile.display()
+                ),
+                None => format!(
+                    "[nixdeck-agent: {} does not exist: no running system to go back to]",
+                    current.display()
+                ),
+            };
+            self.note(&line);
+            return;
+        }
         sys.previous = nix::current_generation(&sys.settings.profile);
         let line = match &sys.previous {
             Some((n, path)) => format!(
@@ -1008,6 +1059,7 @@ impl Supervisor {
             let sys = self.sys_mut();
             sys.mode = mode.map(str::to_owned);
             sys.activated = true;
+            sys.running = Some(target.clone());
         }
         match self.nix_run(&argv, echo).await {
             Ok(_) => Self::ok(),
@@ -1056,8 +1108,17 @@ impl Supervisor {
     async fn confirm(&mut self, tests: Option<&Path>, cwd: Option<&Path>) -> StepEnd {
         let timeout_s = self.sys().settings.confirm_timeout_s;
         let deadline = Instant::now() + Duration::from_secs(timeout_s);
-        let generation = nix::current_generation(&self.sys().settings.profile)
-            .map_or_else(|| "?".to_owned(), |(n, _)| n.to_string());
+        // A test activation made no generation: name the system instead.
+        let activated = if self.sys().test_switch {
+            format!(
+                "{} (test: not the boot default, no new generation)",
+                self.sys().target.as_deref().unwrap_or("?")
+            )
+        } else {
+            let generation = nix::current_generation(&self.sys().settings.profile)
+                .map_or_else(|| "?".to_owned(), |(n, _)| n.to_string());
+            format!("generation {generation}")
+        };
         let _ = fs::remove_file(self.dir.join(spool::REACHED));
         // `awaiting` goes first: were the line first, the agent could send it and see
         // its ack before knowing it is the one awaited, and nothing later might follow.
@@ -1070,7 +1131,7 @@ impl Supervisor {
             return Self::failed(format!("cannot start the health gate: {err}"));
         }
         self.note(&format!(
-            "[nixdeck-agent: activated generation {generation}; waiting up to {timeout_s} s for \
+            "[nixdeck-agent: activated {activated}; waiting up to {timeout_s} s for \
              the agent to reach the dashboard and the health checks to pass]"
         ));
         let _ = self.writer.flush();
@@ -1094,7 +1155,7 @@ impl Supervisor {
             time::sleep(REACHED_POLL).await;
         }
         self.note(&format!(
-            "[nixdeck-agent: generation {generation} confirmed: the agent reached the dashboard \
+            "[nixdeck-agent: {activated} confirmed: the agent reached the dashboard \
              and the health checks passed]"
         ));
         Self::ok()
@@ -1280,6 +1341,9 @@ impl Supervisor {
     /// profile had moved (nothing ran that needed undoing) or the undo failed.
     async fn undo(&mut self, status: AgentOutcome, message: String) -> (AgentOutcome, String) {
         self.unhaltable = true;
+        if self.sys().test_switch {
+            return self.undo_test(status, message).await;
+        }
         let sys = self.sys();
         let Some((previous, previous_path)) = sys.previous.clone() else {
             self.note(
@@ -1354,6 +1418,56 @@ impl Supervisor {
         (
             AgentOutcome::RolledBack,
             format!("{why}; rolled back to generation {previous}"),
+        )
+    }
+}
+
+impl Supervisor {
+    /// Undoes a test activation as NixOS would: `switch-to-configuration test` of the
+    /// system that ran when the command started. The profile was never touched, so
+    /// there is no generation to put back and none to report.
+    async fn undo_test(&mut self, status: AgentOutcome, message: String) -> (AgentOutcome, String) {
+        let why = match status {
+            AgentOutcome::Stopped => "the command was stopped".to_owned(),
+            _ => message.clone(),
+        };
+        let Some(before) = self.sys().before.clone() else {
+            let current = self.sys().settings.current_system.display().to_string();
+            self.note(&format!(
+                "[nixdeck-agent: {current} did not exist when this command started, so there \
+                 is no running system to go back to]"
+            ));
+            return (
+                AgentOutcome::Error,
+                format!("{message}; nothing to roll back to: {current} did not exist"),
+            );
+        };
+        let path = before.display().to_string();
+        self.note(&format!(
+            "[nixdeck-agent: {why}; rolling back to the system running before, {path} \
+             (test activation; the profile is not touched)]"
+        ));
+        let argv = self.sys().activation_argv(&path, Some(TEST_MODE));
+        if let Err(end) = self.nix_run(&argv, true).await {
+            let reason = match end {
+                StepEnd::Failed { message, .. } => message,
+                _ => "interrupted".to_owned(),
+            };
+            self.note(&format!(
+                "[nixdeck-agent: the rollback failed: activating {path} again: {reason}]"
+            ));
+            return (
+                AgentOutcome::Error,
+                format!("{message}; activating the previous system {path} again failed: {reason}"),
+            );
+        }
+        self.sys_mut().running = Some(path.clone());
+        self.note(&format!(
+            "[nixdeck-agent: rolled back to the system running before, {path}]"
+        ));
+        (
+            AgentOutcome::RolledBack,
+            format!("{why}; rolled back to the system running before ({path})"),
         )
     }
 }

@@ -985,3 +985,46 @@ async fn the_link_streams_resends_after_a_reconnect_rejects_when_busy_and_restar
     assert!(!state.path().join("commands/cmd-4").exists());
     drop(stop);
 }
+
+/// `NIXDECK_SWITCH_ACTION` as the service would set it: `test` with an activation that
+/// has no test mode stops the agent at start, saying why, before it connects anywhere.
+#[test]
+fn switch_action_from_the_environment_is_checked_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    let run = |action: &str, activation: &str| {
+        let mut cmd = std::process::Command::new(AGENT);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("NIXDECK_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .args(["--url", "http://127.0.0.1:1", "--token", "t"])
+            .args(["--hostname", "web-1", "--activation", activation])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("NIXDECK_SWITCH_ACTION", action)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for activation in ["darwin", "home-manager"] {
+        let (code, stderr) = run("test", activation);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--switch-action test activates with NixOS's")
+                && stderr.contains(&format!("--activation {activation}")),
+            "{stderr}"
+        );
+    }
+    let (code, stderr) = run("reboot", "nixos");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("NIXDECK_SWITCH_ACTION") || stderr.contains("switch-action"),
+        "{stderr}"
+    );
+}

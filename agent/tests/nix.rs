@@ -888,6 +888,155 @@ async fn failing_health_checks_roll_back() {
     assert_eq!(m.generation(), 2);
 }
 
+// ---------------------------------------------------------------- --switch-action test
+
+impl Machine {
+    /// The profile's generation links, by number: a test activation must add none.
+    fn generation_numbers(&self) -> Vec<u64> {
+        let mut found: Vec<u64> = std::fs::read_dir(self.profile.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_owned();
+                name.strip_prefix("system-")?
+                    .strip_suffix("-link")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+#[tokio::test]
+async fn switch_action_test_activates_without_touching_the_profile() {
+    let v1 = FlakeHost::new(HOST, "26.05.1");
+    let mut m = Machine::new(std::slice::from_ref(&v1)).await;
+    let first = m.set_generation();
+    m.boot_from(&first);
+    m.args = vec!["--switch-action".into(), "test".into()];
+    let mut s = m.start().await;
+
+    m.flake.commit(&[v1.clone().with_version("26.05.2")], "v2");
+    let done = s.command("sw-t", CommandKind::Switch).await;
+    assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
+    done.assert_has("$ nix build --no-link --json");
+    done.assert_has("/bin/switch-to-configuration test");
+    done.assert_has("activating web-1 26.05.2 (test)");
+    done.assert_has("(test: not the boot default, no new generation)");
+    done.assert_has("confirmed: the agent reached the dashboard");
+    assert!(!done.has("nix-env"), "{}", done.log());
+    let result = done.complete.result.clone().unwrap();
+    assert!(result
+        .store_path
+        .as_deref()
+        .unwrap()
+        .ends_with("nixos-system-web-1-26.05.2"));
+    assert_eq!(
+        result.generation, None,
+        "a test activation makes no generation"
+    );
+    assert_eq!(m.generation(), 1);
+    assert_eq!(m.generation_numbers(), [1]);
+    assert_eq!(m.current_path(), first);
+    let status = s.generations_status().await;
+    assert_eq!(
+        numbers(status.generations.as_ref().unwrap()),
+        [(1, true, true)]
+    );
+
+    // A previewed path: the same activation (a pull-switch's plan is in plan.rs's tests).
+    m.flake.commit(&[v1.with_version("26.05.3")], "v3");
+    let preview = s.command("pv-t", CommandKind::Preview).await;
+    let previewed = preview.complete.result.unwrap().store_path.unwrap();
+    let mut order = CommandOrder::new("sw-pt", CommandKind::Switch);
+    order.store_path = Some(previewed.clone());
+    s.order(order).await;
+    let done = s.run_to_end("sw-pt").await;
+    assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
+    assert!(!done.has("$ nix build"), "{}", done.log());
+    done.assert_has("activating web-1 26.05.3 (test)");
+    let result = done.complete.result.clone().unwrap();
+    assert_eq!(result.store_path.as_deref(), Some(previewed.as_str()));
+    assert_eq!(result.generation, None);
+    assert_eq!(m.generation_numbers(), [1]);
+    assert_eq!(m.current_path(), first);
+
+    // boot is unchanged: it sets the profile, as with --switch-action switch.
+    let done = s.command("boot-t", CommandKind::Boot).await;
+    assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
+    done.assert_has("activating web-1 26.05.3 (boot)");
+    assert_eq!(done.generation(), Some(2));
+    assert_eq!(m.generation_numbers(), [1, 2]);
+}
+
+#[tokio::test]
+async fn switch_action_test_rolls_back_by_activating_the_previous_system_again() {
+    let v1 = FlakeHost::new(HOST, "26.05.1");
+    let mut m = Machine::new(std::slice::from_ref(&v1)).await;
+    let first = m.set_generation();
+    m.args = vec!["--switch-action".into(), "test".into()];
+    let mut s = m.start().await;
+
+    // A failing health check.
+    m.flake.commit(&[v1.clone().with_version("26.05.2")], "v2");
+    m.flake.commit_file(
+        "hosts/web-1/tests/10-web",
+        "#!/bin/sh\necho 'web answers 502' >&2\nexit 1\n",
+        true,
+        "a failing test",
+    );
+    let done = s.command("sw-tf", CommandKind::Switch).await;
+    assert_eq!(
+        done.complete.status,
+        AgentOutcome::RolledBack,
+        "{}",
+        done.log()
+    );
+    done.assert_has("activating web-1 26.05.2 (test)");
+    done.assert_has("health check failed: 1 of 1 tests failed: 10-web");
+    done.assert_has(&format!(
+        "rolling back to the system running before, {first}"
+    ));
+    done.assert_has(&format!("$ {first}/bin/switch-to-configuration test"));
+    done.assert_has("activating web-1 26.05.1 (test)");
+    done.assert_has(&format!(
+        "rolled back to the system running before, {first}"
+    ));
+    assert!(!done.has("nix-env"), "{}", done.log());
+    let result = done.complete.result.clone().unwrap();
+    assert_eq!(result.store_path.as_deref(), Some(first.as_str()));
+    assert_eq!(result.generation, None);
+    assert_eq!(m.generation(), 1);
+    assert_eq!(m.generation_numbers(), [1]);
+    let status = s.generations_status().await;
+    assert_eq!(
+        numbers(status.generations.as_ref().unwrap()),
+        [(1, true, false)]
+    );
+
+    // A failing activation: the same.
+    m.flake.commit(
+        &[v1.with_version("26.05.3").activation(Activation::Fail)],
+        "v3 fails",
+    );
+    let done = s.command("sw-ta", CommandKind::Switch).await;
+    assert_eq!(
+        done.complete.status,
+        AgentOutcome::RolledBack,
+        "{}",
+        done.log()
+    );
+    done.assert_has("activation of web-1 26.05.3 failed");
+    done.assert_has("activating web-1 26.05.1 (test)");
+    assert_eq!(
+        done.complete.result.clone().unwrap().store_path.as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(m.generation_numbers(), [1]);
+}
+
 impl Machine {
     fn reap_and_kill(&mut self) {
         if let Some(mut child) = self.agent.take() {
