@@ -155,8 +155,11 @@ test("menus and the confirm dialog work from the keyboard", async ({ page }) => 
     await page.keyboard.press("Escape");
     await expect(menu).not.toHaveAttribute("open", "");
     await expect(menu.locator("summary")).toBeFocused();
-    // Open again; Tab reaches the first enabled item ("Pull all online"); Enter asks.
+    // Open again; Tab reaches the first enabled item ("Pull all online"); Enter asks. The
+    // items are built when the menu opens (a lazy part), so Tab waits until they show, as
+    // a person's would: with a long fleet on the page that takes a few frames.
     await page.keyboard.press("Enter");
+    await expect(menu.locator('button[data-command="pull"][data-scope="online"]')).toBeVisible();
     await page.keyboard.press("Tab");
     await expect(menu.locator('button[data-command="pull"][data-scope="online"]')).toBeFocused();
     await page.keyboard.press("Enter");
