@@ -11,7 +11,9 @@ use protocol::messages::{
     Ack, AgentCommandComplete, AgentOutcome, CommandOrder, Register, Registered, StatusReport,
     StopOrder,
 };
-use protocol::{decode, AgentMessage, ChangeKind, CommandKind, Decoded, ServerMessage};
+use protocol::{
+    decode, AgentMessage, ChangeKind, ClosureDiff, CommandKind, Decoded, ServerMessage,
+};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -510,13 +512,7 @@ async fn preview_diffs_and_a_switch_activates_exactly_the_previewed_path() {
     assert_eq!(done.complete.status, AgentOutcome::Ok, "{}", done.log());
     let result = done.complete.result.clone().unwrap();
     let diff = result.diff.expect("a diff");
-    let mut packages: Vec<_> = diff
-        .changes
-        .iter()
-        .filter(|c| !c.name.starts_with("nixos-system"))
-        .map(|c| (c.name.as_str(), c.old.as_deref(), c.new.as_deref(), c.kind))
-        .collect();
-    packages.sort_by_key(|p| p.0);
+    let packages = package_changes(&diff);
     assert_eq!(
         packages,
         [
@@ -679,13 +675,7 @@ async fn preview_of_a_commit_fetches_and_builds_it_and_leaves_the_checkout_alone
     ));
     let result = done.complete.result.clone().unwrap();
     let diff = result.diff.expect("a diff");
-    let mut packages: Vec<_> = diff
-        .changes
-        .iter()
-        .filter(|c| !c.name.starts_with("nixos-system"))
-        .map(|c| (c.name.as_str(), c.old.as_deref(), c.new.as_deref(), c.kind))
-        .collect();
-    packages.sort_by_key(|p| p.0);
+    let packages = package_changes(&diff);
     assert_eq!(
         packages,
         [
@@ -1289,4 +1279,17 @@ async fn darwin_and_home_manager_switch_through_activate() {
             [(1, true, false)]
         );
     }
+}
+
+/// A diff's package changes (the toplevel's own line left out), sorted by name, as
+/// (name, old, new, kind) for one comparison.
+fn package_changes(diff: &ClosureDiff) -> Vec<(&str, Option<&str>, Option<&str>, ChangeKind)> {
+    let mut packages: Vec<_> = diff
+        .changes
+        .iter()
+        .filter(|c| !c.name.starts_with("nixos-system"))
+        .map(|c| (c.name.as_str(), c.old.as_deref(), c.new.as_deref(), c.kind))
+        .collect();
+    packages.sort_by_key(|p| p.0);
+    packages
 }

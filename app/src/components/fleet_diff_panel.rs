@@ -476,18 +476,13 @@ mod tests {
             let store = HostStore::new(snap);
             provide_context(store);
             provide_context(PageState::new(store));
-            let openssl = PackageChange {
-                name: "openssl".into(),
-                old: Some("3.0.14".into()),
-                new: Some("3.0.15".into()),
-                kind: ChangeKind::Upgraded,
-            };
-            let zlib = PackageChange {
-                name: "zlib".into(),
-                old: None,
-                new: Some("1.3".into()),
-                kind: ChangeKind::Added,
-            };
+            let openssl = PackageChange::new(
+                "openssl",
+                Some("3.0.14"),
+                Some("3.0.15"),
+                ChangeKind::Upgraded,
+            );
+            let zlib = PackageChange::new("zlib", None, Some("1.3"), ChangeKind::Added);
             store.previews.set(vec![
                 preview("a", vec![openssl.clone(), zlib], true, 7),
                 preview("b", vec![openssl], false, 7),
@@ -546,18 +541,13 @@ mod tests {
             let store = HostStore::new(snap);
             provide_context(store);
             provide_context(PageState::new(store));
-            let openssl = PackageChange {
-                name: "openssl".into(),
-                old: Some("3.0.14".into()),
-                new: Some("3.0.15".into()),
-                kind: ChangeKind::Upgraded,
-            };
-            let curl = PackageChange {
-                name: "curl".into(),
-                old: Some("8.1".into()),
-                new: Some("8.2".into()),
-                kind: ChangeKind::Upgraded,
-            };
+            let openssl = PackageChange::new(
+                "openssl",
+                Some("3.0.14"),
+                Some("3.0.15"),
+                ChangeKind::Upgraded,
+            );
+            let curl = PackageChange::new("curl", Some("8.1"), Some("8.2"), ChangeKind::Upgraded);
             store.previews.set(vec![
                 preview("a", vec![openssl.clone()], true, 7),
                 preview("b", vec![openssl], false, 7),
