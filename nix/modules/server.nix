@@ -21,7 +21,7 @@ let
   # Below 1024 the dynamic user needs this one capability to bind; else it gets none.
   privilegedPort = port < 1024;
 
-  # name in the credentials directory -> [ flag of `nixdeck serve`, the file on the host ]
+  # name in the credentials directory -> [ flag of `nixdeck`, the file on the host ]
   credentials = lib.filterAttrs (_: v: builtins.elemAt v 1 != null) {
     admin-password = [
       "admin-password-file"
@@ -45,9 +45,10 @@ let
     ];
   };
 
+  # No `serve`: it is the default command, and the flags belong to `nixdeck` itself
+  # (`nixdeck serve --listen` is refused).
   argv = [
     (lib.getExe cfg.package)
-    "serve"
     "--listen"
     cfg.listen
     "--database-url"
@@ -155,7 +156,7 @@ in
         retention-days = 90;
       };
       description = ''
-        Further flags of `nixdeck serve`, named as in `nixdeck --help` without the dashes
+        Further flags of `nixdeck`, named as in `nixdeck --help` without the dashes
         (`true` gives a bare flag, `false` leaves it out). No secrets here: see
         `environmentFile` and the `*File` options.
       '';
