@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -318,12 +319,22 @@ def to_toml(data, prefix=()):
     return "\n".join(l for l in lines if l)
 
 
+_accepted_configs = {}
+
+
 def check_agent_config(where, settings, agent):
-    """The agent reads --config at start and exits 2 on any error in it; an accepted file
-    lets it go on to connect (here: to a closed loopback port, retrying), so a run that is
-    still alive after a moment accepted the file."""
+    """The agent reads --config at start and exits 2 on any error in it. An accepted file
+    lets it go on: it logs its start and connects (here to a closed loopback port, and
+    retries). So: the run is alive after its first log line -> accepted."""
     text = to_toml(settings)
     check(tomllib.loads(text) == settings, f"{where}: settings render as TOML", text)
+    if text not in _accepted_configs:
+        _accepted_configs[text] = run_agent_with_config(agent, text)
+    ok, err = _accepted_configs[text]
+    check(ok, f"{where}: nixdeck-agent accepts the rendered --config", err)
+
+
+def run_agent_with_config(agent, text):
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "agent.toml"
         conf.write_text(text)
@@ -333,15 +344,21 @@ def check_agent_config(where, settings, agent):
              "--config", str(conf)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV,
         )
-        try:
-            rc = proc.wait(timeout=2)
-            err = proc.stderr.read()
-        except subprocess.TimeoutExpired:
-            rc, err = None, ""
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and not lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # an error exit follows its message at once
+        rc = proc.poll()
+        if rc is None:
             proc.kill()
-            proc.wait()
-        check(rc is None, f"{where}: nixdeck-agent accepts the rendered --config",
-              err.strip() or f"exit {rc}")
+        proc.wait()
+        reader.join(timeout=5)
+        if rc is None and lines:
+            return True, ""
+        return False, "".join(lines).strip() or f"exit {rc}, nothing logged"
 
 
 # ---- the checks -----------------------------------------------------------------------
