@@ -374,9 +374,12 @@ def nix_files():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--server-bin", default=ROOT / "target/debug/nixdeck")
-    ap.add_argument("--agent-bin", default=ROOT / "target/debug/nixdeck-agent")
+    ap.add_argument("--server-bin", type=Path, default=ROOT / "target/debug/nixdeck")
+    ap.add_argument("--agent-bin", type=Path, default=ROOT / "target/debug/nixdeck-agent")
     args = ap.parse_args()
+    # Absolute: the units are verified from a temporary directory, and systemd wants an
+    # absolute ExecStart.
+    args.server_bin, args.agent_bin = args.server_bin.resolve(), args.agent_bin.resolve()
     for tool in ("nix-instantiate", "systemd-analyze"):
         if not shutil.which(tool):
             sys.exit(f"check-packaging: {tool} is missing; run scripts/setup.sh")
