@@ -144,8 +144,9 @@ pub async fn bulk_command(
         .await
 }
 
-/// Change a host's location, device type, colour or tags; every open page sees it.
-#[server(client = CsrfClient)]
+/// Change a host's location, device type, colour or tags; every open page sees it. JSON,
+/// because a form cannot say "no tags" (an empty list encodes to nothing) or `null`.
+#[server(client = CsrfClient, input = server_fn::codec::Json)]
 pub async fn edit_host(host_id: String, edit: HostEdit) -> Result<Host, AppError> {
     serve(|c, v| async move { service::hosts::edit(&c, &v, &host_id, edit).await }).await
 }

@@ -245,7 +245,7 @@ mod tests {
             _ if server_fn("command_detail") => (FORM, "command_id=nocommand"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
-            _ if server_fn("edit_host") => (FORM, "host_id=nohost&edit[location]=rack"),
+            _ if server_fn("edit_host") => (JSON, r#"{"host_id":"nohost","edit":{"tags":[]}}"#),
             _ if server_fn("fleet_snapshot") => (FORM, ""),
             // A wrong password: refused with 422, after the access checks.
             _ if server_fn("start_totp_setup") => (FORM, "password=not-the-password"),
