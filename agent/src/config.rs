@@ -77,6 +77,12 @@ pub struct Cli {
     #[arg(long, env = "NIXDECK_DEVICE_TYPE", value_name = "TEXT")]
     pub device_type: Option<String>,
 
+    /// Tags of this host, comma-separated (e.g. "web,canary"): lower-case letters, digits,
+    /// `.`, `_`, `-`, at most 32 characters each and 32 tags. Shown on the dashboard beside
+    /// the ones set there; bulk actions, deploys and notification rules can name them
+    #[arg(long, env = "NIXDECK_TAGS", value_name = "TAG,…", value_delimiter = ',', value_parser = parse_tag)]
+    pub tags: Vec<String>,
+
     /// Checkout of the configuration repository (legacy mode: the operator's own checkout):
     /// its HEAD is reported as the generation and the SHA-256 of its flake.lock as the lock
     /// hash; commands run on it
@@ -195,6 +201,18 @@ fn parse_host_type(s: &str) -> Result<HostType, String> {
     HostType::parse(s).ok_or_else(|| format!("`{s}` is not a host type; use nixos or macos"))
 }
 
+fn parse_tag(s: &str) -> Result<String, String> {
+    let tag = s.trim();
+    if protocol::is_valid_tag(tag) {
+        Ok(tag.to_owned())
+    } else {
+        Err(format!(
+            "`{tag}` is not a tag (lower-case letters, digits, `.`, `_`, `-`, starting with \
+             a letter or digit, at most 32 characters)"
+        ))
+    }
+}
+
 fn parse_theme_color(s: &str) -> Result<String, String> {
     if is_valid_theme_color(s) {
         Ok(s.to_owned())
@@ -225,6 +243,8 @@ pub enum ConfigError {
     SwitchActionNeedsNixos(&'static str),
     #[error("--flake-attr is empty")]
     EmptyFlakeAttr,
+    #[error("--tags names {0} tags; a host carries at most 32")]
+    TooManyTags(usize),
     #[error("--token is empty")]
     EmptyToken,
     #[error("`{0}` is not a branch name git would accept; set --branch")]
@@ -271,6 +291,8 @@ pub struct Config {
     pub theme_color: Option<String>,
     pub location: Option<String>,
     pub device_type: Option<String>,
+    /// `--tags`, sorted, each once.
+    pub tags: Vec<String>,
     /// The checkout commands work on and the generation is read from, if any.
     pub checkout: Option<Checkout>,
     pub repo_url: Option<String>,
@@ -380,6 +402,12 @@ impl Config {
             None if activation == Activation::HomeManager => profile.clone(),
             None => PathBuf::from("/run/current-system"),
         };
+        let mut tags = cli.tags;
+        tags.sort();
+        tags.dedup();
+        if tags.len() > protocol::MAX_TAGS {
+            return Err(ConfigError::TooManyTags(tags.len()));
+        }
         let system = SystemSettings {
             activation,
             profile,
@@ -401,6 +429,7 @@ impl Config {
             theme_color: non_empty(cli.theme_color),
             location: non_empty(cli.location),
             device_type: non_empty(cli.device_type),
+            tags,
             checkout,
             repo_url,
             branch,
@@ -804,6 +833,35 @@ mod tests {
         assert_eq!(cfg.location, None);
         assert_eq!(cfg.theme_color.as_deref(), Some("#7aa2f7"));
         assert!(matches!(cfg.token, TokenSource::Inline(ref s) if s.expose() == "t0k"));
+        assert!(cfg.tags.is_empty());
+    }
+
+    /// Tags are checked at start: one bad tag stops it, naming the tag.
+    #[test]
+    fn tags_are_checked_sorted_and_bounded() {
+        let with = |tags: &str| {
+            parse(&[
+                "--url",
+                "http://127.0.0.1:3000",
+                "--token",
+                "t",
+                "--hostname",
+                "web-1",
+                "--state-dir",
+                "/tmp/nd",
+                "--tags",
+                tags,
+            ])
+        };
+        assert_eq!(with("web,canary,web").unwrap().tags, ["canary", "web"]);
+        let err = with("web,Bad Tag").unwrap_err();
+        assert!(err.contains("`Bad Tag` is not a tag"), "{err}");
+        let many = (0..33)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let err = with(&many).unwrap_err();
+        assert!(err.contains("names 33 tags"), "{err}");
     }
 
     /// The token and the commands must not cross a network in clear: plaintext only to

@@ -495,6 +495,7 @@ impl Link {
             running_command: self.dispatch.running_command(),
             generations,
             reboot_needed,
+            tags: Some(cfg.tags.clone()),
         }
     }
 
@@ -624,6 +625,7 @@ mod tests {
             theme_color: None,
             location: Some("lab".into()),
             device_type: None,
+            tags: vec!["canary".into(), "web".into()],
             checkout: Some(crate::plan::Checkout {
                 dir: dir.join("repo"),
                 clone_url: None,
@@ -742,6 +744,7 @@ mod tests {
         assert!((protocol::Timestamp::now().secs() - lock_time.secs()).abs() < 60);
         assert_eq!(register.branch.as_deref(), Some("main"));
         assert_eq!(register.location.as_deref(), Some("lab"));
+        assert_eq!(register.tags, Some(vec!["canary".into(), "web".into()]));
         assert_eq!(register.running_command, None);
 
         send_server(&mut ws, &registered(None)).await;

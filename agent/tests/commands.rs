@@ -789,6 +789,7 @@ fn link_config(url: String, state: &Path) -> Config {
         theme_color: None,
         location: None,
         device_type: None,
+        tags: Vec::new(),
         checkout: None,
         repo_url: None,
         branch: "main".into(),

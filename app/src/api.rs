@@ -12,11 +12,11 @@ use common::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
 use protocol::api::{
-    BulkResult, CommandDetail, CommandRecord, CreateHost, HostCreated, OnFailure, RecoveryCodes,
-    RefreshResult, TotpSetup,
+    BulkResult, CommandDetail, CommandRecord, CreateHost, HostCreated, HostEdit, OnFailure,
+    RecoveryCodes, RefreshResult, TotpSetup,
 };
 use protocol::messages::Snapshot;
-use protocol::CommandKind;
+use protocol::{CommandKind, Host};
 use server_fn::client::{browser::BrowserClient, Client};
 use server_fn::error::FromServerFnError;
 use server_fn::request::browser::BrowserRequest;
@@ -140,7 +140,15 @@ pub async fn bulk_command(
     command: CommandKind,
     host_ids: Option<Vec<String>>,
 ) -> Result<Vec<BulkResult>, AppError> {
-    serve(|c, v| async move { service::commands::bulk(&c, &v, command, host_ids).await }).await
+    serve(|c, v| async move { service::commands::bulk(&c, &v, command, host_ids, None).await })
+        .await
+}
+
+/// Change a host's location, device type, colour or tags; every open page sees it. JSON,
+/// because a form cannot say "no tags" (an empty list encodes to nothing) or `null`.
+#[server(client = CsrfClient, input = server_fn::codec::Json)]
+pub async fn edit_host(host_id: String, edit: HostEdit) -> Result<Host, AppError> {
+    serve(|c, v| async move { service::hosts::edit(&c, &v, &host_id, edit).await }).await
 }
 
 /// Add a host; its agent token is in the answer, shown once.
@@ -235,6 +243,7 @@ pub async fn merge_and_deploy(
     let req = protocol::api::DeployRequest {
         pr_number,
         host_ids,
+        tags: None,
         canary,
         batch_size,
         max_failures,

@@ -10,8 +10,9 @@ use protocol::api::OnFailure;
 use protocol::messages::BrowserEvent;
 use protocol::{Changed, CommandKind, CommandStatus, Host};
 
-/// Whether a host matches a filter query (already trimmed and lower-cased): any word of
-/// the query found in its name, type, location or device type, all words needed.
+/// Whether a host matches a filter query (already trimmed and lower-cased): every word of
+/// the query found in its name, type, location, device type or tags; a `tag:web` word
+/// needs that exact tag.
 pub fn host_matches(host: &Host, query: &str) -> bool {
     let fields = [
         Some(host.hostname.as_str()),
@@ -19,12 +20,18 @@ pub fn host_matches(host: &Host, query: &str) -> bool {
         host.location.as_deref(),
         host.device_type.as_deref(),
     ];
-    query.split_whitespace().all(|word| {
-        fields
-            .iter()
-            .flatten()
-            .any(|f| f.to_lowercase().contains(word))
-    })
+    query
+        .split_whitespace()
+        .all(|word| match word.strip_prefix("tag:") {
+            Some(tag) => host.tags.iter().any(|t| t == tag),
+            None => {
+                fields
+                    .iter()
+                    .flatten()
+                    .any(|f| f.to_lowercase().contains(word))
+                    || host.tags.iter().any(|t| t.contains(word))
+            }
+        })
 }
 
 /// A message for the operator: an action failed, or something they should know.
@@ -175,6 +182,8 @@ pub struct PageState {
     pub selection: RwSignal<Selection>,
     /// The host whose generations panel is open.
     pub generations_host: RwSignal<Option<String>>,
+    /// The host being edited (location, device type, colour, tags).
+    pub edit_host: RwSignal<Option<String>>,
 }
 
 impl PageState {
@@ -182,13 +191,21 @@ impl PageState {
     pub fn new(store: HostStore) -> Self {
         let filter = RwSignal::new(String::new());
         let ids = store.ids;
-        // Tracks the ids and the filter only: the fields it matches on (name, type,
-        // location) come with `host_added` and snapshots, which change `ids` or resync.
+        // Tracks the ids and the filter; while a filter is set, also the fields an edit can
+        // change (location, device type, tags), so an edited host joins or leaves the list
+        // at once. Name and type come only with `host_added` and snapshots (`ids`).
         let shown = Memo::new(move |_| {
             let query = filter.with(|f| f.trim().to_lowercase());
             let ids = ids.get();
             if query.is_empty() {
                 return ids;
+            }
+            for id in &ids {
+                if let Some(h) = store.host(id) {
+                    h.location.track();
+                    h.device_type.track();
+                    h.tags.track();
+                }
             }
             store.with_state(|s| {
                 ids.into_iter()
@@ -205,6 +222,7 @@ impl PageState {
             confirm: RwSignal::new(None),
             selection: RwSignal::new(Default::default()),
             generations_host: RwSignal::new(None),
+            edit_host: RwSignal::new(None),
         }
     }
 
@@ -310,6 +328,31 @@ mod tests {
             assert_eq!(page.shown.get_untracked(), vec!["web-1", "web-2", "web-3"]);
             page.filter.set(String::new());
             assert_eq!(page.shown.get_untracked().len(), 5);
+        });
+    }
+
+    #[test]
+    fn the_filter_takes_tags_and_follows_an_edit() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let mut snap = snapshot(&["web-1", "web-2", "db-1"]);
+            snap.hosts[0].tags = vec!["canary".into(), "web".into()];
+            snap.hosts[1].tags = vec!["web".into()];
+            snap.hosts[2].tags = vec!["webhooks".into()];
+            let store = HostStore::new(snap);
+            let page = PageState::new(store);
+            page.filter.set("tag:web".into());
+            assert_eq!(page.shown.get_untracked(), vec!["web-1", "web-2"]);
+            // A plain word matches part of a tag too; `tag:` only the whole tag.
+            page.filter.set("hooks".into());
+            assert_eq!(page.shown.get_untracked(), vec!["db-1"]);
+            page.filter.set("tag:canary".into());
+            assert_eq!(page.shown.get_untracked(), vec!["web-1"]);
+            // An edit that tags another host brings it into the list at once.
+            let mut edited = store.host_state("web-2").unwrap();
+            edited.tags = vec!["canary".into(), "web".into()];
+            page.apply(store, &BrowserEvent::HostUpdated(HostBody { host: edited }));
+            assert_eq!(page.shown.get_untracked(), vec!["web-1", "web-2"]);
         });
     }
 

@@ -85,6 +85,7 @@ host_signals! {
     update_status: UpdateStatus,
     pending_approval: bool,
     reboot_needed: bool,
+    tags: Vec<String>,
 }
 
 impl HostSignals {

@@ -143,6 +143,7 @@ async fn session(
         running_command: None,
         generations: None,
         reboot_needed: None,
+        tags: None,
     });
     let Ok(text) = serde_json::to_string(&register) else {
         return false;

@@ -87,6 +87,41 @@ pub struct CreateHost {
     pub location: Option<String>,
     #[serde(default)]
     pub device_type: Option<String>,
+    /// An addition: the host's first tags (set in the dashboard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// `PATCH /api/hosts/{id}`: each field given is changed, each absent one stays. An empty
+/// `location` or `device_type` (or `null`) clears it; `tags` replaces the tags set in the
+/// dashboard (the agent's own, `Host::agent_tags`, stay: they change in its configuration).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEdit {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub location: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub device_type: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme_color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A field that is present, even as `null`, is `Some` (serde's `Option` alone reads a
+/// `null` as absent, and then "clear the location" could not be said).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +198,9 @@ pub struct BulkRequest {
     pub command: String,
     /// `null` means every online host.
     pub host_ids: Option<Vec<String>>,
+    /// Instead of `host_ids`: every host carrying any of these tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
 }
 
 /// One host's answer in a bulk run. Untagged, so both arms deny unknown fields: otherwise
@@ -200,6 +238,9 @@ pub struct DeployRequest {
     pub pr_number: u64,
     #[serde(default)]
     pub host_ids: Option<Vec<String>>,
+    /// Instead of `host_ids`: every host carrying any of these tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
     /// Additions: a staged rollout. These hosts go first, alone (the canary wave)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Vec<String>>,

@@ -119,6 +119,10 @@ pub struct Register {
     pub generations: Option<Vec<Generation>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_needed: Option<bool>,
+    /// An addition: the tags of the agent's configuration (`--tags`). None from agents
+    /// older than this field: the tags known stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
 }
 
 fn default_interval() -> u32 {

@@ -16,6 +16,28 @@ pub fn is_valid_host_id(id: &str) -> bool {
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
 }
 
+/// Most tags a host carries (the contract's bound).
+pub const MAX_TAGS: usize = 32;
+
+/// A tag as the contract writes it: `[a-z0-9][a-z0-9._-]{0,31}`.
+pub fn is_valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && matches!(bytes[0], b'a'..=b'z' | b'0'..=b'9')
+        && bytes[1..]
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+}
+
+/// A host's tags: the dashboard's and the agent's together, sorted, each once.
+pub fn merge_tags(dashboard: &[String], agent: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = dashboard.iter().chain(agent).cloned().collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
 /// `#rrggbb`, the only colour form the contract allows.
 pub fn is_valid_theme_color(c: &str) -> bool {
     let b = c.as_bytes();
@@ -314,6 +336,13 @@ pub struct Host {
     /// The booted system's kernel differs from the current system's.
     #[serde(default)]
     pub reboot_needed: bool,
+    /// Every tag of the host, sorted: the ones set in the dashboard and the agent's own.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// An addition: the tags that come from the agent's configuration (a subset of
+    /// `tags`); they change there, not in the dashboard. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_tags: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -345,11 +374,27 @@ impl Host {
             pending_approval: false,
             generations: Vec::new(),
             reboot_needed: false,
+            tags: Vec::new(),
+            agent_tags: Vec::new(),
         }
     }
 
     pub fn is_busy(&self) -> bool {
         self.pending_command.is_some()
+    }
+
+    /// The tags set in the dashboard: all but the agent's own.
+    pub fn dashboard_tags(&self) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter(|t| !self.agent_tags.contains(t))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the host carries any of `tags`.
+    pub fn has_any_tag(&self, tags: &[String]) -> bool {
+        self.tags.iter().any(|t| tags.contains(t))
     }
 }
 
@@ -367,6 +412,36 @@ mod tests {
             assert!(!is_valid_host_id(bad), "{bad}");
         }
         assert!(is_valid_host_id(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn tags() {
+        for ok in ["web", "0", "canary", "eu-west.1", "a_b", &"a".repeat(32)] {
+            assert!(is_valid_tag(ok), "{ok}");
+        }
+        let long = "a".repeat(33);
+        for bad in [
+            "",
+            "Web",
+            "-a",
+            ".a",
+            "_a",
+            "a b",
+            "a/b",
+            "a:b",
+            "ä",
+            long.as_str(),
+        ] {
+            assert!(!is_valid_tag(bad), "{bad}");
+        }
+        let merged = merge_tags(&["web".into(), "db".into()], &["web".into(), "eu".into()]);
+        assert_eq!(merged, ["db", "eu", "web"]);
+        let mut host = Host::new("a", HostType::Nixos);
+        host.tags = merged;
+        host.agent_tags = vec!["eu".into(), "web".into()];
+        assert_eq!(host.dashboard_tags(), ["db"]);
+        assert!(host.has_any_tag(&["x".into(), "db".into()]));
+        assert!(!host.has_any_tag(&["x".into()]));
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn AddHostDialog(open: RwSignal<bool>) -> impl IntoView {
             theme_color: Some(color.get_untracked()),
             location: optional(location.get_untracked()),
             device_type: optional(device_type.get_untracked()),
+            tags: None,
         };
         pending.set(true);
         error.set(None);

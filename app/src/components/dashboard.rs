@@ -8,6 +8,7 @@ use crate::components::deploy_panel::DeployPanel;
 use crate::components::fleet_diff_panel::FleetDiffPanel;
 use crate::components::fleet_target::FleetTarget;
 use crate::components::generations::GenerationsPanel;
+use crate::components::host_edit::HostEditPanel;
 use crate::components::host_list::HostTable;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
@@ -109,6 +110,7 @@ pub(crate) fn FleetView() -> impl IntoView {
                 <p class="empty">"No host matches “" {move || page.filter.get()} "”."</p>
             </Show>
             <GenerationsPanel />
+            <HostEditPanel />
             <LogPanel />
         </main>
         <Notices />

@@ -86,11 +86,15 @@ pub fn HostKind(host: HostSignals) -> impl IntoView {
     let HostSignals {
         host_type,
         location,
+        tags,
         ..
     } = host;
     view! {
         <span class="host-type">{move || host_type.get().as_str()}</span>
         <span class="location">{move || location.get().unwrap_or_default()}</span>
+        <span class="tags" data-cell="tags">
+            {move || tags.get().into_iter().map(|t| view! { <span class="tag">{t}</span> }).collect_view()}
+        </span>
     }
 }
 
@@ -320,6 +324,10 @@ fn HostMenuItems(host: HostSignals) -> impl IntoView {
         <button type="button" role="menuitem" data-command="generations"
             on:click=move |_| page.generations_host.set(Some(host_id()))>
             "Generations…"
+        </button>
+        <button type="button" role="menuitem" data-command="edit"
+            on:click=move |_| page.edit_host.set(Some(host_id()))>
+            "Edit host…"
         </button>
         {menu_item(CommandKind::Restart, "Restart agent")}
         <button type="button" role="menuitem" data-command="unlock" disabled=move || !busy.get()

@@ -12,6 +12,7 @@ pub mod deploy_panel;
 pub mod fleet_diff_panel;
 pub mod fleet_target;
 pub mod generations;
+pub mod host_edit;
 pub mod host_list;
 pub mod host_parts;
 pub mod host_row;
@@ -44,6 +45,7 @@ pub fn preload_lazy_parts() {
         fleet_diff_panel::__preload_fleet_diff_panel().await;
         fleet_diff_panel::__preload_deploy_diff_panel().await;
         generations::__preload_generations_panel().await;
+        host_edit::__preload_host_edit_dialog().await;
         host_parts::__preload_host_menu_items().await;
         log_panel::__preload_log_panel().await;
         notices::__preload_notice_list().await;

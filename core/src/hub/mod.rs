@@ -504,6 +504,18 @@ impl Hub {
     }
 
     /// Hosts whose agents are connected, for bulk runs over "all online".
+    /// The ids of the hosts that `keep` accepts, online or not.
+    pub fn ids_where(&self, keep: impl Fn(&Host) -> bool) -> Vec<String> {
+        let state = self.lock();
+        state
+            .fleet
+            .hosts
+            .values()
+            .filter(|h| keep(h))
+            .map(|h| h.id.clone())
+            .collect()
+    }
+
     pub fn online_ids(&self) -> Vec<String> {
         let state = self.lock();
         state
@@ -735,6 +747,12 @@ impl Hub {
             }
             if let Some(reboot_needed) = reg.reboot_needed {
                 host.reboot_needed = reboot_needed;
+            }
+            // The agent's tags replace its earlier ones; the dashboard's stay.
+            if let Some(tags) = &reg.tags {
+                let dashboard = host.dashboard_tags();
+                host.tags = protocol::merge_tags(&dashboard, tags);
+                host.agent_tags = tags.clone();
             }
         });
         Ok(AgentAttached {

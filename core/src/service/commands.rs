@@ -435,9 +435,10 @@ pub async fn bulk(
     viewer: &Viewer,
     kind: CommandKind,
     host_ids: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
 ) -> Result<Vec<BulkResult>> {
     require_operator(viewer)?;
-    let ids = host_ids.unwrap_or_else(|| core.hub.online_ids());
+    let ids = super::hosts::targets(core, host_ids, tags)?.unwrap_or_else(|| core.hub.online_ids());
     let mut results = Vec::with_capacity(ids.len());
     for host_id in ids {
         results.push(

@@ -156,7 +156,8 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
             "Merge & Deploy needs the GitHub source (NIXDECK_GITHUB_REPO).",
         ));
     }
-    let mut targets = match &req.host_ids {
+    let named = super::hosts::targets(core, req.host_ids.clone(), req.tags.clone())?;
+    let mut targets = match &named {
         Some(ids) => {
             for id in ids {
                 if !core.hub.contains(id) {
@@ -1252,6 +1253,7 @@ mod tests {
         let mut req = DeployRequest {
             pr_number: 1,
             host_ids: None,
+            tags: None,
             canary: None,
             batch_size: None,
             max_failures: None,
@@ -1371,6 +1373,7 @@ mod tests {
         DeployRequest {
             pr_number: 1,
             host_ids: None,
+            tags: None,
             canary: Some(ids(canary)),
             batch_size: Some(batch_size),
             max_failures: None,

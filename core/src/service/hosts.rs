@@ -1,13 +1,16 @@
 //! Hosts and their agent tokens.
 
-use super::{audit, require_admin, OrInternal, Result};
+use super::{audit, require_admin, require_operator, OrInternal, Result};
 use crate::secret::{constant_time_eq, new_token, sha256_hex};
-use crate::storage::{is_unique_violation, HostReport, SeenUpdate};
+use crate::storage::{is_unique_violation, HostFields, HostReport, SeenUpdate};
 use crate::Core;
 use common::{AppError, Viewer};
-use protocol::api::{CreateHost, HostCreated, RefreshResult};
+use protocol::api::{CreateHost, HostCreated, HostEdit, RefreshResult};
 use protocol::messages::{Heartbeat, Register, Snapshot, StatusReport};
-use protocol::{is_valid_host_id, is_valid_theme_color, Generation, Host, Timestamp};
+use protocol::{
+    is_valid_host_id, is_valid_tag, is_valid_theme_color, merge_tags, Generation, Host, Timestamp,
+    MAX_TAGS,
+};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +21,12 @@ use std::sync::Mutex;
 /// agent re-sends its registration on every connect, so a crash between batches loses
 /// nothing.
 #[derive(Default)]
-pub struct Unsaved(Mutex<Pending>);
+pub struct Unsaved {
+    pending: Mutex<Pending>,
+    /// Held while a batch is written: a write at shutdown waits for one still under way
+    /// (an agent that just left) instead of finding the maps empty and exiting before it.
+    writing: tokio::sync::Mutex<()>,
+}
 
 #[derive(Default)]
 struct Pending {
@@ -29,7 +37,7 @@ struct Pending {
 impl Unsaved {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // Plain maps: a panic elsewhere leaves them consistent.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn take(&self) -> (Vec<(String, HostReport, Timestamp)>, Vec<SeenUpdate>) {
@@ -160,6 +168,74 @@ pub fn clean_register(reg: &mut Register) {
     if let Some(generations) = &mut reg.generations {
         clean_generations(generations);
     }
+    if let Some(tags) = &mut reg.tags {
+        clean_agent_tags(tags);
+    }
+}
+
+/// An agent's tags as the dashboard keeps them: valid ones only (the agent checks them at
+/// start, so an invalid one is an old or foreign agent), sorted, each once, at most
+/// `MAX_TAGS`.
+fn clean_agent_tags(tags: &mut Vec<String>) {
+    let before = tags.len();
+    tags.retain(|t| is_valid_tag(t));
+    tags.sort();
+    tags.dedup();
+    tags.truncate(MAX_TAGS);
+    if tags.len() < before {
+        tracing::warn!(
+            dropped = before - tags.len(),
+            "dropped reported tags that are invalid, repeated or over {MAX_TAGS}"
+        );
+    }
+}
+
+/// Tags as an operator gave them: each valid, at most `MAX_TAGS`; sorted, each once.
+pub fn check_tags(mut tags: Vec<String>) -> Result<Vec<String>> {
+    if let Some(bad) = tags.iter().find(|t| !is_valid_tag(t)) {
+        return Err(AppError::Invalid(format!(
+            "Invalid tag {:?}: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit, at most 32 characters.",
+            bad.chars().take(40).collect::<String>()
+        )));
+    }
+    tags.sort();
+    tags.dedup();
+    if tags.len() > MAX_TAGS {
+        return Err(AppError::Invalid(format!(
+            "A host carries at most {MAX_TAGS} tags ({} given).",
+            tags.len()
+        )));
+    }
+    Ok(tags)
+}
+
+/// The hosts a bulk run or a deploy names: its `host_ids`, or with `tags` every host
+/// carrying any of them, online or not (an offline one answers for itself, rather than
+/// being left out unseen). None when neither is given (the caller's default). Tags are
+/// checked like an edit's, so a malformed one is an error rather than an empty selection.
+pub fn targets(
+    core: &Core,
+    host_ids: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>> {
+    let Some(tags) = tags else {
+        return Ok(host_ids);
+    };
+    if host_ids.is_some() {
+        return Err(AppError::Invalid("Give host_ids or tags, not both.".into()));
+    }
+    let tags = check_tags(tags)?;
+    if tags.is_empty() {
+        return Err(AppError::Invalid("tags must name at least one tag.".into()));
+    }
+    let ids = core.hub.ids_where(|h| h.has_any_tag(&tags));
+    if ids.is_empty() {
+        return Err(AppError::conflict(
+            "no_hosts",
+            format!("No host carries the tag {}.", tags.join(" or ")),
+        ));
+    }
+    Ok(Some(ids))
 }
 
 /// A store path an agent reported, cleaned like its other text; None when it is longer
@@ -251,6 +327,7 @@ fn new_host(req: CreateHost) -> Result<Host> {
     }
     host.location = check_label("location", req.location)?;
     host.device_type = check_label("device_type", req.device_type)?;
+    host.tags = check_tags(req.tags.unwrap_or_default())?;
     Ok(host)
 }
 
@@ -312,6 +389,72 @@ pub async fn refresh(core: &Core, _viewer: &Viewer, id: &str) -> Result<RefreshR
         update_status: host.update_status,
         pending_pr: core.hub.pending_pr(),
     })
+}
+
+/// `PATCH /api/hosts/{id}`: an operator changes a host's location, device type, colour or
+/// the tags set in the dashboard. Every open page sees the change at once.
+pub async fn edit(core: &Core, viewer: &Viewer, id: &str, req: HostEdit) -> Result<Host> {
+    let result = apply_edit(core, viewer, id, req).await;
+    audit::record(core, viewer, "host.edit", Some(id), result).await
+}
+
+/// Edits are applied one at a time: each reads the host, merges its fields and writes the
+/// whole set, so two at once could otherwise undo each other.
+static EDITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn apply_edit(core: &Core, viewer: &Viewer, id: &str, req: HostEdit) -> Result<Host> {
+    require_operator(viewer)?;
+    let _turn = EDITING.lock().await;
+    let host = core
+        .hub
+        .host(id)
+        .ok_or_else(|| AppError::NotFound(format!("host {id}")))?;
+    let mut fields = HostFields {
+        location: host.location.clone(),
+        device_type: host.device_type.clone(),
+        theme_color: host.theme_color.clone(),
+        tags: host.dashboard_tags(),
+    };
+    if let Some(location) = req.location {
+        fields.location = check_label("location", location)?;
+    }
+    if let Some(device_type) = req.device_type {
+        fields.device_type = check_label("device_type", device_type)?;
+    }
+    if let Some(color) = req.theme_color {
+        if !is_valid_theme_color(&color) {
+            return Err(AppError::Invalid(
+                "theme_color must look like #rrggbb.".into(),
+            ));
+        }
+        fields.theme_color = color.to_ascii_lowercase();
+    }
+    if let Some(tags) = req.tags {
+        fields.tags = check_tags(tags)?;
+        let all = merge_tags(&fields.tags, &host.agent_tags);
+        if all.len() > MAX_TAGS {
+            return Err(AppError::Invalid(format!(
+                "A host carries at most {MAX_TAGS} tags: these and the agent's own make {}.",
+                all.len()
+            )));
+        }
+    }
+    if !core
+        .db
+        .set_host_fields(id, &fields)
+        .await
+        .or_internal("editing host")?
+    {
+        return Err(AppError::NotFound(format!("host {id}")));
+    }
+    core.hub
+        .update_host(id, |h| {
+            h.location = fields.location;
+            h.device_type = fields.device_type;
+            h.theme_color = fields.theme_color;
+            h.tags = merge_tags(&fields.tags, &h.agent_tags);
+        })
+        .ok_or_else(|| AppError::NotFound(format!("host {id}")))
 }
 
 pub fn list(core: &Core, _viewer: &Viewer) -> Vec<Host> {
@@ -484,6 +627,7 @@ async fn enroll_host(core: &Core, reg: &Register) -> Result<(String, String)> {
         theme_color: reg.theme_color.clone(),
         location: reg.location.clone(),
         device_type: reg.device_type.clone(),
+        tags: None,
     })?;
     host.pending_approval = true;
     let _turn = ENROLLING.lock().await;
@@ -557,6 +701,7 @@ pub fn save_registration(core: &Core, id: &str, reg: &Register) {
         heartbeat_interval_s: Some(reg.heartbeat_interval_s),
         generations: reg.generations.clone(),
         reboot_needed: reg.reboot_needed,
+        agent_tags: reg.tags.clone(),
     };
     core.unsaved
         .lock()
@@ -612,6 +757,7 @@ pub async fn flush_reports(core: &Core) {
 
 /// The same write, failing loudly (at shutdown, where nothing accepted may be lost).
 pub async fn save_unsaved(core: &Core) -> Result<(), String> {
+    let _writing = core.unsaved.writing.lock().await;
     let (reports, seen) = core.unsaved.take();
     core.db
         .save_reports(&reports)
@@ -722,6 +868,7 @@ mod tests {
             theme_color: None,
             location: reg.location.clone(),
             device_type: reg.device_type.clone(),
+            tags: None,
         })
         .is_ok());
     }

@@ -22,6 +22,19 @@ pub struct HostReport {
     pub generations: Option<Vec<Generation>>,
     /// None: not reported, the stored value stands.
     pub reboot_needed: Option<bool>,
+    /// The agent's own tags (None: not reported, the stored ones stand).
+    pub agent_tags: Option<Vec<String>>,
+}
+
+/// What an operator may change of a host after it was created (`PATCH /api/hosts/{id}`),
+/// checked: the whole set is written, the caller having merged the edit into the host.
+#[derive(Clone, Debug)]
+pub struct HostFields {
+    pub location: Option<String>,
+    pub device_type: Option<String>,
+    pub theme_color: String,
+    /// The tags set in the dashboard (not the agent's).
+    pub tags: Vec<String>,
 }
 
 /// A host as stored: the wire `Host` (offline, no pending command) plus server-only fields.
@@ -44,7 +57,7 @@ pub struct SeenUpdate {
 
 const HOST_COLUMNS: &str = "id, hostname, host_type, theme_color, location, device_type, \
     agent_version, os_version, nixpkgs_version, generation, lock_hash, repo_url, repo_dir, \
-    branch, last_seen, metrics, pending_approval, generations, reboot_needed";
+    branch, last_seen, metrics, pending_approval, generations, reboot_needed, tags, agent_tags";
 
 /// The `HOST_COLUMNS` of a `hosts` row.
 #[derive(sqlx::FromRow)]
@@ -70,6 +83,10 @@ struct HostColumns {
     /// `[Generation]` as JSON.
     generations: Option<String>,
     reboot_needed: bool,
+    /// The dashboard's tags, a JSON array.
+    tags: String,
+    /// The agent's tags, a JSON array.
+    agent_tags: String,
 }
 
 impl From<HostColumns> for HostRecord {
@@ -98,6 +115,11 @@ impl From<HostColumns> for HostRecord {
             .and_then(|g| serde_json::from_str(&g).ok())
             .unwrap_or_default();
         host.reboot_needed = r.reboot_needed;
+        // Tags that do not parse read as none; the agent's come again with its next
+        // registration.
+        let tags = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
+        host.agent_tags = tags(&r.agent_tags);
+        host.tags = protocol::merge_tags(&tags(&r.tags), &host.agent_tags);
         HostRecord {
             host,
             lock_hash: r.lock_hash,
@@ -135,8 +157,8 @@ impl Db {
     /// Insert a new host; a duplicate id is a unique violation the caller maps to 409.
     pub async fn insert_host(&self, host: &Host, token_hash: &str) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at, pending_approval)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at, pending_approval, tags)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&host.id)
         .bind(&host.hostname)
@@ -147,9 +169,26 @@ impl Db {
         .bind(token_hash)
         .bind(Timestamp::now().secs())
         .bind(host.pending_approval)
+        .bind(tags_json(&host.dashboard_tags()))
         .execute(&self.pool)
         .await
         .map(|_| ())
+    }
+
+    /// An operator's edit of a host; false when there is no such host.
+    pub async fn set_host_fields(&self, id: &str, fields: &HostFields) -> DbResult<bool> {
+        sqlx::query(
+            "UPDATE hosts SET location = $2, device_type = $3, theme_color = $4, tags = $5
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&fields.location)
+        .bind(&fields.device_type)
+        .bind(&fields.theme_color)
+        .bind(tags_json(&fields.tags))
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
     }
 
     /// An admin approved a self-enrolled host; false when there is no such host.
@@ -253,7 +292,8 @@ fn report_query(
         "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
             generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
             heartbeat_interval_s = $11, last_seen = $12,
-            generations = COALESCE($13, generations), reboot_needed = COALESCE($14, reboot_needed)
+            generations = COALESCE($13, generations), reboot_needed = COALESCE($14, reboot_needed),
+            agent_tags = COALESCE($15, agent_tags)
          WHERE id = $1",
     )
     .bind(id)
@@ -270,6 +310,11 @@ fn report_query(
     .bind(seen.secs())
     .bind(rep.generations.as_deref().map(generations_json))
     .bind(rep.reboot_needed)
+    .bind(rep.agent_tags.as_deref().map(tags_json))
+}
+
+fn tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| "[]".into())
 }
 
 fn generations_json(generations: &[Generation]) -> String {

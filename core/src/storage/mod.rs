@@ -30,7 +30,7 @@ mod users;
 pub use audit::AuditFilter;
 pub use commands::{output_marker, CommandRow, LogLine};
 pub use deploys::DeployResume;
-pub use hosts::{HostRecord, HostReport, SeenUpdate};
+pub use hosts::{HostFields, HostRecord, HostReport, SeenUpdate};
 pub use sessions::SessionRow;
 pub use users::{TotpRow, UserRow};
 

@@ -13,9 +13,9 @@ use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::{
     AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
-    CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted,
-    LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo,
-    TotpConfirm, TotpSetup, TotpSetupRequest,
+    CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, HostEdit,
+    JobAccepted, LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult,
+    SessionInfo, TotpConfirm, TotpSetup, TotpSetupRequest,
 };
 use protocol::Host;
 
@@ -111,6 +111,16 @@ pub async fn create_host(
 ) -> HttpResult<(StatusCode, Json<HostCreated>)> {
     let created = service::hosts::create(&app, &viewer, req).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `PATCH /api/hosts/{id}`: location, device type, colour, tags.
+pub async fn edit_host(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<HostEdit>,
+) -> HttpResult<Json<Host>> {
+    Ok(Json(service::hosts::edit(&app, &viewer, &id, req).await?))
 }
 
 pub async fn delete_host(
@@ -236,7 +246,7 @@ pub async fn bulk(
     JsonBody(req): JsonBody<BulkRequest>,
 ) -> HttpResult<Json<BulkResponse>> {
     let kind = service::commands::parse_kind(&req.command)?;
-    let results = service::commands::bulk(&app, &viewer, kind, req.host_ids).await?;
+    let results = service::commands::bulk(&app, &viewer, kind, req.host_ids, req.tags).await?;
     Ok(Json(BulkResponse { results }))
 }
 

@@ -34,7 +34,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/logout", post(api::logout))
         .route("/api/session", get(api::session))
         .route("/api/hosts", get(api::list_hosts).post(api::create_host))
-        .route("/api/hosts/{id}", delete(api::delete_host))
+        .route(
+            "/api/hosts/{id}",
+            delete(api::delete_host).patch(api::edit_host),
+        )
         .route("/api/hosts/{id}/token", post(api::rotate_token))
         .route("/api/hosts/{id}/approve", post(api::approve_host))
         .route(
@@ -122,6 +125,7 @@ mod tests {
         ("GET", "/api/hosts", Access::Viewer),
         ("POST", "/api/hosts", Access::Admin),
         ("DELETE", "/api/hosts/nohost", Access::Admin),
+        ("PATCH", "/api/hosts/nohost", Access::Operator),
         ("POST", "/api/hosts/nohost/token", Access::Admin),
         ("POST", "/api/hosts/nohost/approve", Access::Admin),
         ("GET", "/api/hosts/nohost/commands", Access::Viewer),
@@ -241,6 +245,7 @@ mod tests {
             _ if server_fn("command_detail") => (FORM, "command_id=nocommand"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
+            _ if server_fn("edit_host") => (JSON, r#"{"host_id":"nohost","edit":{"tags":[]}}"#),
             _ if server_fn("fleet_snapshot") => (FORM, ""),
             // A wrong password: refused with 422, after the access checks.
             _ if server_fn("start_totp_setup") => (FORM, "password=not-the-password"),

@@ -1,0 +1,72 @@
+// Host tags in the page: the agent's --tags show in the row, `tag:` filters, and an edit
+// from the ⋮ menu (location and tags) reaches every open page without a reload.
+import { expect, test } from "@playwright/test";
+import { Agent, BASE, createHost, loginApi, loginUi } from "./fleet";
+
+test("tags show in the row, filter with tag:, and an edit reaches another page live", async ({ browser }) => {
+  const admin = await loginApi();
+  const stamp = Date.now();
+  const web = `tagweb-${stamp}`;
+  const db = `tagdb-${stamp}`;
+  const agents = [
+    new Agent(web, await createHost(admin, { hostname: web }), BASE, ["--tags", `web,c${stamp}`]),
+    new Agent(db, await createHost(admin, { hostname: db }), BASE, []),
+  ];
+  agents.forEach((a) => a.start());
+  const editor = await browser.newPage();
+  const watcher = await browser.newPage();
+  const errors: string[] = [];
+  for (const p of [editor, watcher]) p.on("pageerror", (e) => errors.push(e.message));
+  try {
+    await loginUi(editor);
+    await loginUi(watcher);
+    const webRow = editor.locator(`tr[data-host-id="${web}"]`);
+    // The agent's tags, sorted, as chips in the row.
+    await expect(webRow.locator(".tag")).toHaveText([`c${stamp}`, "web"], { timeout: 15_000 });
+    await expect(editor.locator(`tr[data-host-id="${db}"] .tag`)).toHaveCount(0);
+
+    // tag: matches whole tags only.
+    await watcher.locator("input.host-filter").fill(`tag:c${stamp}`);
+    await expect(watcher.locator("tr[data-host-id]")).toHaveCount(1);
+    await expect(watcher.locator(`tr[data-host-id="${web}"]`)).toBeVisible();
+    await watcher.locator("input.host-filter").fill(`tag:db-${stamp}`);
+    await expect(watcher.locator("tr[data-host-id]")).toHaveCount(0);
+
+    // Edit the db host from the ⋮ menu: a bad tag is refused inline, nothing saved.
+    const dbRow = editor.locator(`tr[data-host-id="${db}"]`);
+    await dbRow.locator("details.host-menu summary").click();
+    await dbRow.locator('button[data-command="edit"]').click();
+    const dialog = editor.locator('[data-testid="host-edit"]');
+    await expect(dialog).toBeVisible();
+    await dialog.locator("input[name=tags]").fill("ok no/slash");
+    await dialog.locator("button[type=submit]").click();
+    await expect(dialog.locator(".form-error")).toContainText("“no/slash” is not a tag");
+    await dialog.locator("input[name=tags]").fill(`db-${stamp}, primary`);
+    await dialog.locator("input[name=location]").fill("rack 9");
+    await dialog.locator("button[type=submit]").click();
+    await expect(dialog).toBeHidden();
+
+    // Both pages show it without a reload; the watcher's filter now finds the host.
+    await expect(dbRow.locator(".tag")).toHaveText([`db-${stamp}`, "primary"]);
+    await expect(dbRow.locator(".location")).toHaveText("rack 9");
+    await expect(watcher.locator(`tr[data-host-id="${db}"]`)).toBeVisible();
+    await expect(watcher.locator(`tr[data-host-id="${db}"] .tag`)).toHaveText([`db-${stamp}`, "primary"]);
+
+    // The agent's own tags are shown in the dialog, not editable there.
+    await webRow.locator("details.host-menu summary").click();
+    await webRow.locator('button[data-command="edit"]').click();
+    await expect(dialog.locator('[data-testid="agent-tags"]')).toContainText(`c${stamp}, web`);
+    await expect(dialog.locator("input[name=tags]")).toHaveValue("");
+    await dialog.locator("button.cancel").click();
+    await expect(dialog).toBeHidden();
+
+    // The REST view agrees.
+    const r = await admin.api.get("/api/hosts");
+    const host = (await r.json()).find((h: { id: string }) => h.id === db);
+    expect(host.tags).toEqual([`db-${stamp}`, "primary"]);
+    expect(host.location).toBe("rack 9");
+  } finally {
+    await Promise.all(agents.map((a) => a.stop("SIGKILL")));
+  }
+  expect(errors).toEqual([]);
+});
