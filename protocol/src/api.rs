@@ -30,17 +30,20 @@ impl Role {
 
 /// Every JSON error body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: String,
     pub code: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -56,6 +59,7 @@ pub struct LoginRequest {
 /// An addition: `POST /api/account/reauth`, the logged-in user's password (and TOTP or
 /// recovery code with 2FA) once more.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReauthRequest {
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +67,7 @@ pub struct ReauthRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub csrf_token: String,
     /// An addition to the contract: the user's role (viewer, operator, admin).
@@ -71,12 +76,14 @@ pub struct LoginResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub username: String,
     pub csrf_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateHost {
     pub hostname: String,
@@ -90,17 +97,20 @@ pub struct CreateHost {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostCreated {
     pub host: Host,
     pub agent_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentToken {
     pub agent_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshResult {
     pub host_id: String,
     pub online: bool,
@@ -112,9 +122,11 @@ pub struct RefreshResult {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     /// Kept as text so an unknown command gets the contract's 422 with a clear sentence.
+    #[cfg_attr(feature = "openapi", schema(value_type = CommandKind))]
     pub command: String,
     /// `rollback` only: the generation to go to (None: the previous one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,11 +138,13 @@ pub struct CommandRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandAccepted {
     pub command_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandRecord {
     pub command_id: String,
     pub command: CommandKind,
@@ -144,6 +158,7 @@ pub struct CommandRecord {
 
 /// `GET /api/commands/{id}`: one command with its result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandDetail {
     pub command_id: String,
     pub host_id: String,
@@ -158,8 +173,10 @@ pub struct CommandDetail {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = CommandKind))]
     pub command: String,
     /// `null` means every online host.
     pub host_ids: Option<Vec<String>>,
@@ -168,6 +185,7 @@ pub struct BulkRequest {
 /// One host's answer in a bulk run. Untagged, so both arms deny unknown fields: otherwise
 /// an error row could be read as a success row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum BulkResult {
     Queued(BulkQueued),
@@ -175,6 +193,7 @@ pub enum BulkResult {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkQueued {
     pub host_id: String,
@@ -182,6 +201,7 @@ pub struct BulkQueued {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkFailed {
     pub host_id: String,
@@ -190,11 +210,13 @@ pub struct BulkFailed {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkResponse {
     pub results: Vec<BulkResult>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub pr_number: u64,
@@ -242,12 +264,14 @@ wire_enum! {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     pub job_id: String,
 }
 
 /// One audit log entry (`GET /api/audit`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub at: Timestamp,
     pub actor: String,
@@ -263,6 +287,7 @@ pub struct AuditEntry {
 /// or a recovery code. An addition to the contract, whose route had no body: an empty body
 /// still reads (as this with nothing in it) and is refused for the missing password.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TotpSetupRequest {
     #[serde(default)]
@@ -273,6 +298,7 @@ pub struct TotpSetupRequest {
 
 /// Starting TOTP enrollment: the secret, its `otpauth://` URI, and a QR code (SVG).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TotpSetup {
     pub secret: String,
     pub otpauth_uri: String,
@@ -282,6 +308,7 @@ pub struct TotpSetup {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TotpConfirm {
     pub code: String,
@@ -289,12 +316,14 @@ pub struct TotpConfirm {
 
 /// Shown once after TOTP is confirmed; each code works once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
 
 /// A user as the Users page lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub username: String,
     pub role: Role,
