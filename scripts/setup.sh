@@ -12,6 +12,8 @@ command -v git >/dev/null || need_apt+=(git)
 # Real Nix for the agent's Nix tests (agent/README.md, "Testing with real Nix"): Debian's
 # nix-bin, no daemon; the tests set NIX_CONFIG for an offline store without nixbld.
 command -v nix >/dev/null || need_apt+=(nix-bin)
+# scripts/check_packaging.py verifies the systemd units with systemd-analyze.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"
   apt-get update -qq

@@ -18,6 +18,8 @@ echo "== build: wasm (hydrate) + server"
 cargo leptos build --split   # --split: admin pages are separate wasm chunks (lazy routes)
 echo "== build: agent and the GitHub stand-in"
 cargo build -p nixdeck-agent -p testkit
+echo "== packaging (flake outputs, Nix modules and plain units, held against the binaries just built)"
+python3 scripts/check_packaging.py   # docs/INSTALL.md, "What was checked here"
 echo "== cargo test"
 cargo test --workspace --exclude frontend
 echo "== playwright"
