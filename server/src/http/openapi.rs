@@ -129,6 +129,20 @@ pub async fn openapi_json() -> Response {
         .into_response()
 }
 
+// The answers `conventions` adds to every route they apply to. The route reference in
+// docs/API.md leaves them out (its preamble says them once).
+const NO_SESSION: &str = "No session, or an expired or revoked token (`unauthorized`)";
+const REFUSED: &str = "No or a wrong CSRF token, a cross-site request, a role that may not \
+                       (`forbidden`), or a login too old for this (`reauth_required`)";
+const MALFORMED: &str = "The body is not JSON (`malformed`)";
+const NOT_JSON: &str = "The body is not sent as JSON (`unsupported_media_type`)";
+const INVALID: &str = "The body does not fit the request (`invalid`)";
+const TOO_LARGE: &str = "The body is over NIXDECK_MAX_BODY_KB";
+const INTERNAL: &str = "An internal error; the details are in the server log";
+const CONVENTIONAL: [&str; 7] = [
+    NO_SESSION, REFUSED, MALFORMED, NOT_JSON, INVALID, TOO_LARGE, INTERNAL,
+];
+
 /// A route the session layer lets through without a session.
 fn is_public(path: &str) -> bool {
     !path.starts_with("/api/") || path == "/api/login" || path == PATH
@@ -208,45 +222,25 @@ fn conventions(doc: &mut OpenApi) {
                     session,
                     SecurityRequirement::new("bearer", Vec::<String>::new()),
                 ]);
-                add(
-                    op,
-                    "401",
-                    "No session, or an expired or revoked token (`unauthorized`)",
-                );
+                add(op, "401", NO_SESSION);
                 if mutating {
-                    add(
-                        op,
-                        "403",
-                        "No or a wrong CSRF token, a cross-site request, a role that may not \
-                         (`forbidden`), or a login too old for this (`reauth_required`)",
-                    );
+                    add(op, "403", REFUSED);
                 }
             }
             if op.request_body.is_some() {
-                add(op, "400", "The body is not JSON (`malformed`)");
-                add(
-                    op,
-                    "415",
-                    "The body is not sent as JSON (`unsupported_media_type`)",
-                );
-                add(op, "422", "The body does not fit the request (`invalid`)");
+                add(op, "400", MALFORMED);
+                add(op, "415", NOT_JSON);
+                add(op, "422", INVALID);
                 // The body limit answers before any handler, in plain text.
                 op.responses
                     .responses
                     .entry("413".into())
                     .or_insert_with(|| {
-                        ResponseBuilder::new()
-                            .description("The body is over NIXDECK_MAX_BODY_KB")
-                            .build()
-                            .into()
+                        ResponseBuilder::new().description(TOO_LARGE).build().into()
                     });
             }
             if path.starts_with("/api/") && path != PATH {
-                add(
-                    op,
-                    "500",
-                    "An internal error; the details are in the server log",
-                );
+                add(op, "500", INTERNAL);
             }
         }
     }
@@ -299,6 +293,9 @@ pub fn markdown() -> String {
                 .as_object()
                 .map(|rs| {
                     rs.iter()
+                        .filter(|(_, r)| {
+                            !CONVENTIONAL.contains(&r["description"].as_str().unwrap_or(""))
+                        })
                         .map(|(status, r)| match r["content"].as_object() {
                             Some(c) => {
                                 let (media, c) = c.iter().next().expect("a content");
@@ -319,8 +316,16 @@ pub fn markdown() -> String {
                 .as_str()
                 .or(op["summary"].as_str())
                 .unwrap_or("")
+                .trim_start_matches("Addition: ")
                 .replace('\n', " ")
                 .replace('|', "\\|");
+            let mut chars = what.chars();
+            let what: String = chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect())
+                .unwrap_or_default();
+            // `PendingPr|null` in a table cell would end the cell.
+            let (request, responses) = (request.replace('|', "\\|"), responses.replace('|', "\\|"));
             out.push_str(&format!(
                 "| {} `{path}` | {auth} | {request} | {responses} | {what} |\n",
                 method.to_uppercase()
