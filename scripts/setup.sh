@@ -45,3 +45,13 @@ fi
 if [ ! -x end2end/node_modules/.bin/playwright ] || [ ! -x end2end/node_modules/.bin/wasm-opt ]; then
   (cd end2end && npm ci --no-audit --no-fund)
 fi
+
+# openapi-core in .venv/ for the test that validates real answers against the OpenAPI
+# document (server/tests/openapi.rs runs scripts/openapi_check.py). Pinned; reinstalled only
+# when the requirements file changes.
+if ! cmp -s scripts/openapi-requirements.txt .venv/openapi-requirements.txt 2>/dev/null; then
+  echo "setup: installing openapi-core in .venv (scripts/openapi-requirements.txt)"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/openapi-requirements.txt
+  cp scripts/openapi-requirements.txt .venv/openapi-requirements.txt
+fi

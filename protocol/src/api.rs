@@ -30,17 +30,20 @@ impl Role {
 
 /// Every JSON error body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: String,
     pub code: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -56,6 +59,7 @@ pub struct LoginRequest {
 /// An addition: `POST /api/account/reauth`, the logged-in user's password (and TOTP or
 /// recovery code with 2FA) once more.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReauthRequest {
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +67,7 @@ pub struct ReauthRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub csrf_token: String,
     /// An addition to the contract: the user's role (viewer, operator, admin).
@@ -71,12 +76,14 @@ pub struct LoginResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub username: String,
     pub csrf_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateHost {
     pub hostname: String,
@@ -96,6 +103,7 @@ pub struct CreateHost {
 /// `location` or `device_type` (or `null`) clears it; `tags` replaces the tags set in the
 /// dashboard (the agent's own, `Host::agent_tags`, stay: they change in its configuration).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HostEdit {
     #[serde(
@@ -125,17 +133,20 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostCreated {
     pub host: Host,
     pub agent_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentToken {
     pub agent_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshResult {
     pub host_id: String,
     pub online: bool,
@@ -147,9 +158,11 @@ pub struct RefreshResult {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     /// Kept as text so an unknown command gets the contract's 422 with a clear sentence.
+    #[cfg_attr(feature = "openapi", schema(value_type = CommandKind))]
     pub command: String,
     /// `rollback` only: the generation to go to (None: the previous one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,11 +174,13 @@ pub struct CommandRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandAccepted {
     pub command_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandRecord {
     pub command_id: String,
     pub command: CommandKind,
@@ -179,6 +194,7 @@ pub struct CommandRecord {
 
 /// `GET /api/commands/{id}`: one command with its result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandDetail {
     pub command_id: String,
     pub host_id: String,
@@ -193,8 +209,10 @@ pub struct CommandDetail {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = CommandKind))]
     pub command: String,
     /// `null` means every online host.
     pub host_ids: Option<Vec<String>>,
@@ -206,6 +224,7 @@ pub struct BulkRequest {
 /// One host's answer in a bulk run. Untagged, so both arms deny unknown fields: otherwise
 /// an error row could be read as a success row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum BulkResult {
     Queued(BulkQueued),
@@ -213,6 +232,7 @@ pub enum BulkResult {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkQueued {
     pub host_id: String,
@@ -220,6 +240,7 @@ pub struct BulkQueued {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkFailed {
     pub host_id: String,
@@ -228,11 +249,13 @@ pub struct BulkFailed {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkResponse {
     pub results: Vec<BulkResult>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub pr_number: u64,
@@ -283,12 +306,14 @@ wire_enum! {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     pub job_id: String,
 }
 
 /// One audit log entry (`GET /api/audit`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub at: Timestamp,
     pub actor: String,
@@ -304,6 +329,7 @@ pub struct AuditEntry {
 /// or a recovery code. An addition to the contract, whose route had no body: an empty body
 /// still reads (as this with nothing in it) and is refused for the missing password.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TotpSetupRequest {
     #[serde(default)]
@@ -314,6 +340,7 @@ pub struct TotpSetupRequest {
 
 /// Starting TOTP enrollment: the secret, its `otpauth://` URI, and a QR code (SVG).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TotpSetup {
     pub secret: String,
     pub otpauth_uri: String,
@@ -323,6 +350,7 @@ pub struct TotpSetup {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TotpConfirm {
     pub code: String,
@@ -330,12 +358,14 @@ pub struct TotpConfirm {
 
 /// Shown once after TOTP is confirmed; each code works once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
 
 /// A user as the Users page lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub username: String,
     pub role: Role,

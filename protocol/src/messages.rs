@@ -15,11 +15,14 @@ use std::fmt;
 /// With `tag = Name` (for a hand-written decoder, see `BrowserEvent`), also a private
 /// fieldless `Name` with the same names, read like the derive reads a frame's `type`, and
 /// `Name::payload`, which reads the payload of the variant it names.
+// `$wire` is a `tt`, not a `literal`: a `literal` fragment reaches derive macros wrapped in
+// an invisible group, which serde reads but utoipa's `ToSchema` (feature `openapi`) does
+// not, and the frames' schemas would then carry the Rust names as their `type`.
 macro_rules! frames {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:literal,)+
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:tt,)+
         }
     ) => {
         frames!(@enum $(#[$meta])* $name { $($(#[$vmeta])* $variant($payload) = $wire,)+ });
@@ -31,7 +34,7 @@ macro_rules! frames {
     (
         $(#[$meta:meta])*
         pub enum $name:ident (tag = $tag:ident) {
-            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:literal,)+
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:tt,)+
         }
     ) => {
         frames!(@enum $(#[$meta])* $name { $($(#[$vmeta])* $variant($payload) = $wire,)+ });
@@ -59,7 +62,7 @@ macro_rules! frames {
     (@enum
         $(#[$meta:meta])*
         $name:ident {
-            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:literal,)+
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $wire:tt,)+
         }
     ) => {
         $(#[$meta])*
@@ -73,6 +76,7 @@ macro_rules! frames {
 // ---------------------------------------------------------------- agent -> server
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunningCommand {
     pub command_id: String,
     pub command: CommandKind,
@@ -81,6 +85,7 @@ pub struct RunningCommand {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Register {
     pub hostname: String,
     pub host_type: HostType,
@@ -130,12 +135,14 @@ fn default_interval() -> u32 {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatCommand {
     pub command_id: String,
     pub command: CommandKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     pub metrics: Option<Metrics>,
     #[serde(default)]
@@ -150,6 +157,7 @@ pub struct Heartbeat {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusChecks {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<StatusCheck>,
@@ -158,6 +166,7 @@ pub struct StatusChecks {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusReport {
     pub checks: StatusChecks,
     /// Sent after every switch, boot and rollback (see `Register::generations`).
@@ -168,6 +177,7 @@ pub struct StatusReport {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Output {
     pub command_id: String,
     pub seq: u64,
@@ -186,6 +196,7 @@ wire_enum! {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentCommandComplete {
     pub command_id: String,
     pub status: AgentOutcome,
@@ -197,6 +208,7 @@ pub struct AgentCommandComplete {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandRejected {
     pub command_id: String,
     pub reason: String,
@@ -207,6 +219,7 @@ frames! {
     // `register` variant costs nothing worth a Box.
     #[allow(clippy::large_enum_variant)]
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub enum AgentMessage {
         Register(Register) = "register",
         Heartbeat(Heartbeat) = "heartbeat",
@@ -220,6 +233,7 @@ frames! {
 // ---------------------------------------------------------------- server -> agent
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
     pub host_id: String,
     pub dashboard_version: String,
@@ -230,6 +244,7 @@ pub struct Registered {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandOrder {
     pub command_id: String,
     pub command: CommandKind,
@@ -260,11 +275,13 @@ impl CommandOrder {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopOrder {
     pub command_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ack {
     pub command_id: String,
     pub seq: u64,
@@ -273,6 +290,7 @@ pub struct Ack {
 
 frames! {
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub enum ServerMessage {
         Registered(Registered) = "registered",
         Command(CommandOrder) = "command",
@@ -284,6 +302,7 @@ frames! {
 // ---------------------------------------------------------------- server -> browser
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub hosts: Vec<Host>,
     pub pending_pr: Option<PendingPr>,
@@ -302,6 +321,7 @@ pub struct Snapshot {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostHeartbeat {
     pub host_id: String,
     pub online: bool,
@@ -310,16 +330,19 @@ pub struct HostHeartbeat {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRef {
     pub host_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostBody {
     pub host: Host,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandQueued {
     pub host_id: String,
     pub command_id: String,
@@ -328,6 +351,7 @@ pub struct CommandQueued {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandOutput {
     pub host_id: String,
     pub command_id: String,
@@ -337,6 +361,7 @@ pub struct CommandOutput {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandComplete {
     pub host_id: String,
     pub command_id: String,
@@ -348,12 +373,14 @@ pub struct CommandComplete {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingPrChanged {
     pub pr: Option<PendingPr>,
 }
 
 /// Addition: the desired state changed (`desired_state`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DesiredChanged {
     pub desired: Option<DesiredState>,
 }
@@ -387,6 +414,7 @@ wire_enum! {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeployProgress {
     pub job_id: String,
     pub pr_number: u64,
@@ -409,6 +437,7 @@ frames! {
     /// accepts the same JSON as `#[derive(Deserialize)]` with the same attributes) because
     /// it runs in the browser, where the derive's buffering path costs a lot of wasm.
     #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub enum BrowserEvent (tag = BrowserEventType) {
         Snapshot(Snapshot) = "snapshot",
         HostHeartbeat(HostHeartbeat) = "host_heartbeat",

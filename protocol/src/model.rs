@@ -76,6 +76,7 @@ wire_enum! {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusCheck {
     pub status: CheckStatus,
     pub message: String,
@@ -96,6 +97,7 @@ impl StatusCheck {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateStatus {
     pub agent: StatusCheck,
     pub git: StatusCheck,
@@ -122,6 +124,7 @@ impl UpdateStatus {
 
 /// Host metrics in percent (cpu, ram, swap) and the 1-minute load average.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metrics {
     pub cpu: f64,
     pub ram: f64,
@@ -177,6 +180,7 @@ impl CommandStatus {
 
 /// One generation of the host's system profile (`<profile>-<number>-link`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Generation {
     pub number: u64,
     pub created_at: Timestamp,
@@ -203,6 +207,7 @@ wire_enum! {
 /// One line of `nix store diff-closures`: a package's versions before and after (None:
 /// absent on that side).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageChange {
     pub name: String,
     pub old: Option<String>,
@@ -224,6 +229,7 @@ impl PackageChange {
 
 /// What a switch to the previewed target would change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClosureDiff {
     pub changes: Vec<PackageChange>,
     pub closure_bytes_before: u64,
@@ -243,6 +249,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// A command's structured result (`command_complete.result`, `GET /api/commands/{id}`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandResult {
     /// `preview`: the closure diff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +272,7 @@ wire_enum! {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingCommand {
     pub command_id: String,
     pub command: CommandKind,
@@ -274,6 +282,7 @@ pub struct PendingCommand {
 /// The config repository's desired state, as the dashboard last read it (addition to the
 /// contract: the header shows it, and the git and lock compartments compare against it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DesiredState {
     /// Where it comes from: `github:owner/name` or the version.json URL.
     pub source: String,
@@ -294,6 +303,7 @@ pub struct DesiredState {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingPr {
     pub number: u64,
     pub title: String,
@@ -306,6 +316,7 @@ pub struct PendingPr {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Host {
     pub id: String,
     pub hostname: String,

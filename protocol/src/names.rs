@@ -80,10 +80,33 @@ macro_rules! wire_enum {
                 $crate::names::deserialize(d, stringify!($name), &Self::NAMES).map(|i| Self::ALL[i])
             }
         }
+
+        // The schema says what `Serialize` above writes: one of `NAMES`, as a string.
+        #[cfg(feature = "openapi")]
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                $crate::names::string_enum_schema(&Self::NAMES)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl ::utoipa::ToSchema for $name {}
     };
 }
 
 pub(crate) use wire_enum;
+
+/// A `wire_enum!`'s OpenAPI schema: a string that is one of `names`.
+#[cfg(feature = "openapi")]
+pub(crate) fn string_enum_schema(
+    names: &[&str],
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names.iter().copied()))
+        .into()
+}
 
 /// Where `s` is in `names`.
 pub(crate) fn position(names: &[&str], s: &str) -> Option<usize> {

@@ -184,6 +184,24 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// On the wire a time is a string (see `Serialize` above), so that is its schema.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some(
+                "RFC 3339 UTC with whole seconds, e.g. 2026-11-25T17:46:03Z",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Timestamp {}
+
 /// "5s", "3m", "2h", "4d": the seed's relative age, one home for it.
 pub fn format_age(seconds: i64) -> String {
     let s = seconds.max(0);

@@ -1,5 +1,5 @@
-//! The binary's command line: `nixdeck [serve]` and `nixdeck user …`, around the
-//! server's configuration (`nixdeck_core::config::Config`).
+//! The binary's command line: `nixdeck [serve]`, `nixdeck user …` and `nixdeck openapi`,
+//! around the server's configuration (`nixdeck_core::config::Config`).
 
 use clap::{Parser, Subcommand};
 use nixdeck_core::config::Config;
@@ -27,6 +27,12 @@ pub enum Command {
     /// Manage users in the database (works while the dashboard runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Print the OpenAPI 3.1 document of the REST API (what GET /api/openapi.json serves).
+    Openapi {
+        /// Print the route reference of docs/API.md (Markdown) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

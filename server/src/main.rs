@@ -38,6 +38,14 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None | Some(cli::Command::Serve) => serve(cli.config).await,
         Some(cli::Command::User(action)) => user_command(&cli.config, action).await,
+        Some(cli::Command::Openapi { markdown }) => {
+            if markdown {
+                print!("{}", http::openapi::markdown());
+            } else {
+                print!("{}", http::openapi::document_json());
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,13 +12,21 @@ use common::Viewer;
 use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::{
-    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
+    AgentToken, ApiError, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
     CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, HostEdit,
     JobAccepted, LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult,
     SessionInfo, TotpConfirm, TotpSetup, TotpSetupRequest,
 };
-use protocol::Host;
+use protocol::messages::{DeployProgress, HostRef};
+use protocol::{DesiredState, Host, PendingPr};
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "server", security(()),
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = Health),
+    )
+)]
 pub async fn healthz(State(app): State<Core>) -> Response {
     match app.db.ping().await {
         Ok(()) => Json(Health {
@@ -40,6 +48,24 @@ pub async fn healthz(State(app): State<Core>) -> Response {
 
 /// `POST /api/login`, JSON or form. A form that names a `next` page gets a redirect there
 /// (the no-JavaScript login page); everyone else gets `{csrf_token}`.
+#[utoipa::path(
+    post, path = "/api/login", tag = "session", security(()),
+    description = "Log in. JSON or a form; a form naming a same-site `next` page is redirected there (303). Needs no CSRF token, but a same-site `Origin`.",
+    request_body(content(
+        (LoginRequest = "application/json"),
+        (LoginRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
+         headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 303, description = "A form login with `next`: logged in, go there"),
+        (status = 401, description = "Unknown user, wrong password (the same answer), or `totp_required`", body = ApiError),
+        (status = 403, description = "A cross-site request", body = ApiError),
+        (status = 422, description = "A body that is not a login", body = ApiError),
+        (status = 429, description = "Too many failed logins; see Retry-After", body = ApiError),
+        (status = 503, description = "Every password check slot is busy; see Retry-After", body = ApiError),
+    )
+)]
 pub async fn login(
     State(app): State<Core>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
@@ -79,6 +105,10 @@ pub async fn login(
     Ok(resp)
 }
 
+#[utoipa::path(
+    post, path = "/api/logout", tag = "session",
+    responses((status = 204, description = "The session is deleted on the server and the cookie cleared"))
+)]
 pub async fn logout(State(app): State<Core>, headers: HeaderMap) -> HttpResult<Response> {
     if let Some(cookie) = session_cookie(&headers, app.config.secure()) {
         service::auth::logout(&app, &cookie).await?;
@@ -90,6 +120,10 @@ pub async fn logout(State(app): State<Core>, headers: HeaderMap) -> HttpResult<R
     Ok(resp)
 }
 
+#[utoipa::path(
+    get, path = "/api/session", tag = "session",
+    responses((status = 200, description = "Who is logged in", body = SessionInfo))
+)]
 pub async fn session(Extension(viewer): Extension<Viewer>) -> Json<SessionInfo> {
     Json(SessionInfo {
         username: viewer.username,
@@ -97,6 +131,10 @@ pub async fn session(Extension(viewer): Extension<Viewer>) -> Json<SessionInfo> 
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/hosts", tag = "hosts",
+    responses((status = 200, description = "Every host", body = Vec<Host>))
+)]
 pub async fn list_hosts(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -104,6 +142,14 @@ pub async fn list_hosts(
     Json(service::hosts::list(&app, &viewer))
 }
 
+#[utoipa::path(
+    post, path = "/api/hosts", tag = "hosts", description = "Admin.",
+    request_body = CreateHost,
+    responses(
+        (status = 201, description = "The host and its agent token (shown once)", body = HostCreated),
+        (status = 409, description = "A host with this id exists (`exists`)", body = ApiError),
+    )
+)]
 pub async fn create_host(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -113,6 +159,16 @@ pub async fn create_host(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    patch, path = "/api/hosts/{id}", tag = "hosts",
+    description = "Operator. Changes the fields given (an empty or null location or device type clears it); `tags` replaces the tags set in the dashboard, the agent's own stay.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    request_body = HostEdit,
+    responses(
+        (status = 200, description = "The host as it is now", body = Host),
+        (status = 404, description = "No such host", body = ApiError),
+    )
+)]
 /// `PATCH /api/hosts/{id}`: location, device type, colour, tags.
 pub async fn edit_host(
     State(app): State<Core>,
@@ -123,6 +179,14 @@ pub async fn edit_host(
     Ok(Json(service::hosts::edit(&app, &viewer, &id, req).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/hosts/{id}", tag = "hosts", description = "Admin. Revokes the host's token and closes its agent's socket.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such host", body = ApiError),
+    )
+)]
 pub async fn delete_host(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -133,6 +197,15 @@ pub async fn delete_host(
 }
 
 /// Addition: an admin approves a host that enrolled itself.
+#[utoipa::path(
+    post, path = "/api/hosts/{id}/approve", tag = "hosts", description = "Admin: approve a host that enrolled itself.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    responses(
+        (status = 200, description = "The approved host", body = Host),
+        (status = 404, description = "No such host", body = ApiError),
+        (status = 409, description = "Not waiting for approval", body = ApiError),
+    )
+)]
 pub async fn approve_host(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -141,6 +214,14 @@ pub async fn approve_host(
     Ok(Json(service::hosts::approve(&app, &viewer, &id).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/hosts/{id}/token", tag = "hosts", description = "Admin. The old token stops working at once.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    responses(
+        (status = 200, description = "The new agent token (shown once)", body = AgentToken),
+        (status = 404, description = "No such host", body = ApiError),
+    )
+)]
 pub async fn rotate_token(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -150,6 +231,14 @@ pub async fn rotate_token(
     Ok(Json(AgentToken { agent_token }))
 }
 
+#[utoipa::path(
+    post, path = "/api/hosts/{id}/refresh", tag = "hosts",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    responses(
+        (status = 200, description = "The host's state, fresh from the database and the desired-state source", body = RefreshResult),
+        (status = 404, description = "No such host", body = ApiError),
+    )
+)]
 pub async fn refresh_host(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -158,6 +247,16 @@ pub async fn refresh_host(
     Ok(Json(service::hosts::refresh(&app, &viewer, &id).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/hosts/{id}/commands", tag = "commands", description = "Operator.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    request_body = CommandRequest,
+    responses(
+        (status = 202, description = "Queued", body = CommandAccepted),
+        (status = 404, description = "No such host, or no such preview", body = ApiError),
+        (status = 409, description = "`offline`, `busy` or `pending_approval`", body = ApiError),
+    )
+)]
 pub async fn run_command(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -175,6 +274,14 @@ pub async fn run_command(
 }
 
 /// Addition: one command with its result.
+#[utoipa::path(
+    get, path = "/api/commands/{id}", tag = "commands",
+    params(("id" = String, Path, description = "Command id")),
+    responses(
+        (status = 200, description = "The command with its result", body = CommandDetail),
+        (status = 404, description = "No such command", body = ApiError),
+    )
+)]
 pub async fn command_detail(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -183,6 +290,15 @@ pub async fn command_detail(
     Ok(Json(service::commands::detail(&app, &viewer, &id).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/hosts/{id}/stop", tag = "commands", description = "Operator: SIGTERM to the running command's process group, SIGKILL 5 s later.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    responses(
+        (status = 202, description = "The stop is sent", body = CommandAccepted),
+        (status = 404, description = "No such host", body = ApiError),
+        (status = 409, description = "Nothing runs (`idle`)", body = ApiError),
+    )
+)]
 pub async fn stop_command(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -192,20 +308,38 @@ pub async fn stop_command(
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
 }
 
+#[utoipa::path(
+    post, path = "/api/hosts/{id}/unlock", tag = "commands", description = "Operator: a stuck pending command is marked `abandoned`.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)")),
+    responses(
+        (status = 200, description = "Unlocked", body = HostRef),
+        (status = 404, description = "No such host", body = ApiError),
+    )
+)]
 pub async fn unlock_host(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
-) -> HttpResult<Json<serde_json::Value>> {
+) -> HttpResult<Json<HostRef>> {
     service::commands::unlock(&app, &viewer, &id).await?;
-    Ok(Json(serde_json::json!({ "host_id": id })))
+    Ok(Json(HostRef { host_id: id }))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// At most this many (default 20).
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get, path = "/api/hosts/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)"), HistoryQuery),
+    responses(
+        (status = 200, description = "The host's commands, newest first", body = Vec<CommandRecord>),
+        (status = 404, description = "No such host", body = ApiError),
+    )
+)]
 pub async fn command_history(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -216,6 +350,16 @@ pub async fn command_history(
     Ok(Json(rows))
 }
 
+#[utoipa::path(
+    get, path = "/api/commands/{id}/log", tag = "commands",
+    params(("id" = String, Path, description = "Command id")),
+    responses(
+        (status = 200, description = "An attachment, one line per output line: `[HH:MM:SS] line`, stderr as `[HH:MM:SS] [ERR] line`",
+         content_type = "text/plain; charset=utf-8", body = String,
+         headers(("Content-Disposition" = String, description = "attachment; filename=…"))),
+        (status = 404, description = "No such command", body = ApiError),
+    )
+)]
 pub async fn command_log(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -240,6 +384,11 @@ pub async fn command_log(
         .into_response())
 }
 
+#[utoipa::path(
+    post, path = "/api/bulk", tag = "commands", description = "Operator: one command on many hosts (`host_ids: null`: every online host).",
+    request_body = BulkRequest,
+    responses((status = 200, description = "One result per host", body = BulkResponse))
+)]
 pub async fn bulk(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -251,22 +400,47 @@ pub async fn bulk(
 }
 
 /// Addition: the desired state as the dashboard last read it (null: not configured).
-pub async fn desired(State(app): State<Core>) -> Json<Option<protocol::DesiredState>> {
+#[utoipa::path(
+    get, path = "/api/desired", tag = "deploy",
+    responses((status = 200, description = "The desired state as last read (null: no source configured)", body = Option<DesiredState>))
+)]
+pub async fn desired(State(app): State<Core>) -> Json<Option<DesiredState>> {
     Json(app.hub.desired())
 }
 
-pub async fn pending_pr(State(app): State<Core>) -> Json<Option<protocol::PendingPr>> {
+#[utoipa::path(
+    get, path = "/api/pending-pr", tag = "deploy",
+    responses((status = 200, description = "The open flake.lock PR, or null", body = Option<PendingPr>))
+)]
+pub async fn pending_pr(State(app): State<Core>) -> Json<Option<PendingPr>> {
     Json(app.hub.pending_pr())
 }
 
 /// Addition: look for the flake.lock PR now ("check now").
+#[utoipa::path(
+    post, path = "/api/pending-pr/check", tag = "deploy", description = "Operator: look for the flake.lock PR now.",
+    responses(
+        (status = 200, description = "The open flake.lock PR, or null", body = Option<PendingPr>),
+        (status = 502, description = "GitHub could not be asked", body = ApiError),
+    )
+)]
 pub async fn check_pr(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
-) -> HttpResult<Json<Option<protocol::PendingPr>>> {
+) -> HttpResult<Json<Option<PendingPr>>> {
     Ok(Json(service::deploy::check_pr(&app, &viewer).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/deploy", tag = "deploy", description = "Operator, with a recent login or re-authentication: merge the PR, then pull and switch the hosts; progress as `deploy_progress`.",
+    request_body = DeployRequest,
+    responses(
+        (status = 202, description = "Started", body = JobAccepted),
+        (status = 404, description = "No such PR, or an unknown host", body = ApiError),
+        (status = 409, description = "A deploy runs (`deploy_running`), the PR moved (`head_moved`), …", body = ApiError),
+        (status = 502, description = "GitHub refused or could not be reached", body = ApiError),
+    )
+)]
 pub async fn deploy(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -277,15 +451,33 @@ pub async fn deploy(
 }
 
 /// Addition: the state of a deploy job.
+#[utoipa::path(
+    get, path = "/api/deploy/{id}", tag = "deploy",
+    params(("id" = String, Path, description = "Deploy job id")),
+    responses(
+        (status = 200, description = "The job's progress", body = DeployProgress),
+        (status = 404, description = "No such job", body = ApiError),
+    )
+)]
 pub async fn deploy_status(
     State(app): State<Core>,
     Path(id): Path<String>,
-) -> HttpResult<Json<protocol::messages::DeployProgress>> {
+) -> HttpResult<Json<DeployProgress>> {
     Ok(Json(service::deploy::status(&app, &id).await?))
 }
 
 /// Addition: a deploy that previewed first merges and rolls out (202 {job_id} once GitHub
 /// merged; the rollout follows as `deploy_progress`).
+#[utoipa::path(
+    post, path = "/api/deploy/{id}/confirm", tag = "deploy", description = "Operator, with a recent login: merge and roll out a deploy that previewed first.",
+    params(("id" = String, Path, description = "Deploy job id")),
+    responses(
+        (status = 202, description = "Merged; the rollout follows as `deploy_progress`", body = JobAccepted),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 409, description = "`not_awaiting`, `head_moved`, …", body = ApiError),
+        (status = 502, description = "GitHub refused or could not be reached", body = ApiError),
+    )
+)]
 pub async fn deploy_confirm(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -296,6 +488,15 @@ pub async fn deploy_confirm(
 }
 
 /// Addition: stop launching new steps of a deploy.
+#[utoipa::path(
+    post, path = "/api/deploy/{id}/cancel", tag = "deploy", description = "Operator: launch no new steps.",
+    params(("id" = String, Path, description = "Deploy job id")),
+    responses(
+        (status = 202, description = "Cancelling"),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 409, description = "The job has ended (`finished`)", body = ApiError),
+    )
+)]
 pub async fn deploy_cancel(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -305,14 +506,24 @@ pub async fn deploy_cancel(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only this user's entries.
     actor: Option<String>,
+    /// Only this action (`deploy.start`, `user.add`, …).
     action: Option<String>,
+    /// Only entries about this target (a host id, a user name, …).
     target: Option<String>,
+    /// At most this many (default 100).
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get, path = "/api/audit", tag = "audit", description = "Admin.",
+    params(AuditQuery),
+    responses((status = 200, description = "Audit entries, newest first", body = Vec<AuditEntry>))
+)]
 pub async fn audit(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -330,6 +541,15 @@ pub async fn audit(
 /// Addition: prove who you are again (password, and the code with 2FA) before token
 /// rotation, user management or Merge & Deploy, when the login is older than
 /// `NIXDECK_REAUTH_WINDOW_S`.
+#[utoipa::path(
+    post, path = "/api/account/reauth", tag = "account", description = "Prove who you are again before token rotation, user management or a deploy.",
+    request_body = ReauthRequest,
+    responses(
+        (status = 204, description = "Confirmed"),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = ApiError),
+        (status = 503, description = "Every password check slot is busy; see Retry-After", body = ApiError),
+    )
+)]
 pub async fn reauth(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -342,6 +562,15 @@ pub async fn reauth(
 /// `POST /api/account/totp/setup`: `{password, code?}` as JSON (`code` is needed while
 /// TOTP is on: a current code or a recovery code). A request without a body, as the route
 /// had before, reads as one without a password and is refused for it (422).
+#[utoipa::path(
+    post, path = "/api/account/totp/setup", tag = "account", description = "Start TOTP enrollment (`code` is needed while TOTP is on).",
+    request_body(content = TotpSetupRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The secret and its QR code", body = TotpSetup),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = ApiError),
+        (status = 503, description = "Every password check slot is busy; see Retry-After", body = ApiError),
+    )
+)]
 pub async fn totp_setup(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,
@@ -357,6 +586,14 @@ pub async fn totp_setup(
     Ok(Json(setup))
 }
 
+#[utoipa::path(
+    post, path = "/api/account/totp/confirm", tag = "account",
+    request_body = TotpConfirm,
+    responses(
+        (status = 200, description = "TOTP is on; the recovery codes, shown once", body = RecoveryCodes),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = ApiError),
+    )
+)]
 pub async fn totp_confirm(
     State(app): State<Core>,
     Extension(viewer): Extension<Viewer>,

@@ -76,6 +76,17 @@ fn is_local(client: Option<std::net::IpAddr>, headers: &HeaderMap) -> bool {
     !forwarded && client.is_some_and(|ip| ip.to_canonical().is_loopback())
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "server",
+    description = "Fleet-wide counts. Who may read it is NIXDECK_METRICS (default: loopback peers only) and, with NIXDECK_METRICS_TOKEN_FILE, a bearer token.",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "The bearer token is missing or wrong", content_type = "text/plain", body = String),
+        (status = 403, description = "Not a loopback peer", content_type = "text/plain", body = String),
+        (status = 404, description = "NIXDECK_METRICS=off"),
+    )
+)]
 pub async fn metrics(
     State(app): State<Core>,
     State(guard): State<Guard>,

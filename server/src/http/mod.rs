@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod security;
 pub mod session;
 pub mod ws_agent;
@@ -12,7 +13,7 @@ pub mod ws_browser;
 use crate::state::AppState;
 use app::{shell, App};
 use axum::http::StatusCode;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, get};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -28,39 +29,8 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
 
     Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/api/login", post(api::login))
-        .route("/api/logout", post(api::logout))
-        .route("/api/session", get(api::session))
-        .route("/api/hosts", get(api::list_hosts).post(api::create_host))
-        .route(
-            "/api/hosts/{id}",
-            delete(api::delete_host).patch(api::edit_host),
-        )
-        .route("/api/hosts/{id}/token", post(api::rotate_token))
-        .route("/api/hosts/{id}/approve", post(api::approve_host))
-        .route(
-            "/api/hosts/{id}/commands",
-            get(api::command_history).post(api::run_command),
-        )
-        .route("/api/hosts/{id}/stop", post(api::stop_command))
-        .route("/api/hosts/{id}/refresh", post(api::refresh_host))
-        .route("/api/hosts/{id}/unlock", post(api::unlock_host))
-        .route("/api/commands/{id}", get(api::command_detail))
-        .route("/api/commands/{id}/log", get(api::command_log))
-        .route("/api/bulk", post(api::bulk))
-        .route("/api/desired", get(api::desired))
-        .route("/api/pending-pr", get(api::pending_pr))
-        .route("/api/pending-pr/check", post(api::check_pr))
-        .route("/api/deploy", post(api::deploy))
-        .route("/api/deploy/{id}", get(api::deploy_status))
-        .route("/api/deploy/{id}/cancel", post(api::deploy_cancel))
-        .route("/api/deploy/{id}/confirm", post(api::deploy_confirm))
-        .route("/api/audit", get(api::audit))
-        .route("/api/account/reauth", post(api::reauth))
-        .route("/api/account/totp/setup", post(api::totp_setup))
-        .route("/api/account/totp/confirm", post(api::totp_confirm))
+        // Every REST route, as documented in /api/openapi.json (http/openapi.rs).
+        .merge(openapi::routes().split_for_parts().0)
         .route("/ws", get(ws_browser::handler))
         .route("/ws/agent", get(ws_agent::handler))
         .leptos_routes_with_context(
@@ -116,7 +86,8 @@ mod tests {
         Admin,
     }
 
-    /// Every REST route under `/api` but login, with a sample id, and who may use it. The
+    /// Every REST route under `/api` but login and the OpenAPI document (both open), with a
+    /// sample id, and who may use it. The
     /// session layer guards all of `/api` whatever is listed; the access matrix test walks
     /// this list and every registered server function, so a route that slips through fails.
     const API_ROUTES: &[(&str, &str, Access)] = &[
@@ -435,6 +406,105 @@ mod tests {
     }
 
     /// A fresh session of the test's admin.
+    /// Whether a documented path template (`/api/hosts/{id}`) names `path`.
+    fn template_matches(template: &str, path: &str) -> bool {
+        let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len()
+            && t.iter()
+                .zip(&p)
+                .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
+    }
+
+    /// The OpenAPI document and the router cannot drift: routes are registered with their
+    /// documentation (`openapi::routes`), and here every route of `API_ROUTES` is
+    /// documented, every documented `/api` route is in `API_ROUTES` (so it is in the access
+    /// matrix), and every documented route is really served: it answers other than the
+    /// `/api/{*rest}` fallback, the page fallback or 405.
+    #[tokio::test]
+    async fn every_route_is_documented_and_every_documented_route_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let app = router(state.clone());
+        let doc = serde_json::to_value(openapi::document()).unwrap();
+        let mut documented = Vec::new();
+        for (template, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if let Ok(m) = method.to_uppercase().parse::<Method>() {
+                    if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
+                        documented.push((m, template.clone()));
+                    }
+                }
+            }
+        }
+        assert!(documented.len() > API_ROUTES.len(), "{documented:?}");
+        for (method, path, _) in API_ROUTES {
+            assert!(
+                documented
+                    .iter()
+                    .any(|(m, t)| m == method && template_matches(t, path)),
+                "{method} {path} is served but not in the OpenAPI document"
+            );
+        }
+        for (method, template) in &documented {
+            let open = ["/api/login", openapi::PATH].contains(&template.as_str());
+            if template.starts_with("/api/") && !open {
+                assert!(
+                    API_ROUTES
+                        .iter()
+                        .any(|(m, p, _)| m == method && template_matches(template, p)),
+                    "{method} {template} is documented but not in API_ROUTES (the access matrix)"
+                );
+            }
+        }
+        // Served: as the admin, with sample ids; logout last, as it ends the session.
+        let admin = admin_session(&state).await;
+        documented.sort_by_key(|(_, t)| t.ends_with("/logout"));
+        for (method, template) in &documented {
+            let path = template.replace("{id}", "nohost");
+            assert!(!path.contains('{'), "a sample value for {template}");
+            let mut req = request(
+                method.clone(),
+                &path,
+                Some("127.0.0.1:40000"),
+                Some(&admin),
+                None,
+            );
+            let (content_type, body) = request_body(&path);
+            req = req.header("content-type", content_type);
+            let resp = send(&app, req, body).await;
+            let status = resp.status();
+            let html = resp
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/html"));
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {template}"
+            );
+            assert!(
+                !text.contains("no such API route") && !html,
+                "{method} {template} is documented but not served: {status} {text}"
+            );
+        }
+        // The document itself needs no session.
+        let resp = send(
+            &app,
+            request(Method::GET, openapi::PATH, None, None, None),
+            "",
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        assert_eq!(body, openapi::document_json().as_bytes());
+    }
+
     async fn admin_session(state: &AppState) -> nixdeck_core::service::auth::NewSession {
         nixdeck_core::service::auth::login(&state.core, "admin", "admin-password-1", None, None)
             .await

@@ -168,6 +168,10 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
             }
             return next.run(req).await;
         }
+        // The API's description holds no secret; tools fetch it before they can log in.
+        if path == super::openapi::PATH && req.method() == axum::http::Method::GET {
+            return next.run(req).await;
+        }
         let Some(viewer) = viewer else {
             return error_response(&AppError::Unauthorized);
         };
