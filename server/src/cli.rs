@@ -1,7 +1,7 @@
-//! The binary's command line: `nixdeck [serve]` and `nixdeck user …`, around the
-//! server's configuration (`nixdeck_core::config::Config`).
+//! The binary's command line: `nixdeck [serve]`, `nixdeck user …` and `nixdeck ctl …`,
+//! around the server's configuration (`nixdeck_core::config::Config`).
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use nixdeck_core::config::Config;
 
 #[derive(Parser, Debug, Clone)]
@@ -18,6 +18,15 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub config: Config,
+    /// Log lines on stderr: text, or json (one object per line, for a log collector)
+    #[arg(long, env = "NIXDECK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -27,6 +36,8 @@ pub enum Command {
     /// Manage users in the database (works while the dashboard runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Drive a dashboard over its REST API, for scripts (needs an API token)
+    Ctl(crate::ctl::CtlArgs),
 }
 
 #[derive(Subcommand, Debug, Clone)]

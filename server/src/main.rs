@@ -1,6 +1,7 @@
 //! The nixdeck server binary.
 
 mod cli;
+mod ctl;
 mod http;
 mod listen;
 mod state;
@@ -26,18 +27,14 @@ const SEEN_FLUSH: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr (colour only on a terminal); stdout says where the first admin's
-    // password was written, never the password itself.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `ctl` is a client: it prints its own errors, exits with its own codes, logs nothing.
+    if !matches!(cli.command, Some(cli::Command::Ctl(_))) {
+        init_logs(cli.log_format);
+    }
     let result = match cli.command {
         None | Some(cli::Command::Serve) => serve(cli.config).await,
         Some(cli::Command::User(action)) => user_command(&cli.config, action).await,
+        Some(cli::Command::Ctl(args)) => return ctl::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,6 +43,23 @@ async fn main() -> ExitCode {
             eprintln!("nixdeck: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr (colour only on a terminal); stdout says where the first admin's
+/// password was written, never the password itself.
+fn init_logs(format: cli::LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields at the top level, beside timestamp, level and target.
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 
