@@ -34,6 +34,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None | Some(cli::Command::Serve) => serve(cli.config).await,
         Some(cli::Command::User(action)) => user_command(&cli.config, action).await,
+        Some(cli::Command::Token(action)) => token_command(&cli.config, action).await,
         Some(cli::Command::Ctl(args)) => return ctl::run(args).await,
     };
     match result {
@@ -285,6 +286,70 @@ async fn user_command(config: &Config, action: cli::UserCommand) -> anyhow::Resu
                     protocol::Timestamp(created)
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `nixdeck token …`: personal API tokens from the command line, audited as `cli`.
+async fn token_command(config: &Config, action: cli::TokenCommand) -> anyhow::Result<()> {
+    use cli::TokenCommand::*;
+    use service::tokens;
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let fail = |e: common::AppError| anyhow::anyhow!("{e}");
+    let when = |t: Option<protocol::Timestamp>, none: &str| {
+        t.map_or_else(|| none.to_owned(), |t| t.to_string())
+    };
+    match action {
+        Create {
+            user,
+            role,
+            expires,
+            name,
+        } => {
+            let role = service::users::parse_role(&role).map_err(fail)?;
+            let days = cli::parse_expires(&expires).map_err(anyhow::Error::msg)?;
+            let now = protocol::Timestamp::now().secs();
+            let expires_at = tokens::expiry(now, days).map_err(fail)?;
+            let name = name.unwrap_or_else(|| format!("cli-{now}"));
+            let made = tokens::mint(&db, "cli", None, &user, &name, role, expires_at)
+                .await
+                .map_err(fail)?;
+            let until = when(expires_at.map(protocol::Timestamp), "never");
+            eprintln!(
+                "Created token {} ({name:?}, {role}) for {user}, expires {until}. It is shown this once:",
+                made.id
+            );
+            println!("{}", made.token);
+        }
+        List { user } => {
+            println!(
+                "{:<16} {:<16} {:<24} {:<8} {:<20} {:<20} last used",
+                "id", "user", "name", "role", "created", "expires"
+            );
+            for t in tokens::list_of(&db, user.as_deref()).await.map_err(fail)? {
+                let expires = if t.expired {
+                    format!("expired {}", when(t.expires_at, ""))
+                } else {
+                    when(t.expires_at, "never")
+                };
+                println!(
+                    "{:<16} {:<16} {:<24} {:<8} {:<20} {:<20} {}",
+                    t.id,
+                    t.username,
+                    t.name,
+                    t.role,
+                    t.created_at,
+                    expires,
+                    when(t.last_used_at, "never")
+                );
+            }
+        }
+        Revoke { id } => {
+            tokens::revoke_cli(&db, &id).await.map_err(fail)?;
+            println!("Revoked token {id}; requests with it now get 401.");
         }
     }
     Ok(())

@@ -317,6 +317,7 @@ pub async fn reauthenticate(
     password: &str,
     totp: Option<&str>,
 ) -> Result<()> {
+    require_login(viewer)?;
     let attempt = begin_attempt(core, viewer)?;
     let (checked, verdict) =
         verify_credentials(core, &viewer.username, password, totp, viewer.ip.as_deref()).await;
@@ -351,10 +352,23 @@ pub(super) fn begin_attempt(core: &Core, viewer: &Viewer) -> Result<super::limit
         .map_err(too_many)
 }
 
+/// The request comes from a person's login, not an API token: for re-authentication, TOTP
+/// changes and everything behind `require_recent_auth`. A script has no password to prove
+/// again, and a token that could re-authenticate would be as good as the password.
+pub fn require_login(viewer: &Viewer) -> Result<()> {
+    match &viewer.api_token {
+        None => Ok(()),
+        Some(name) => Err(AppError::Forbidden(format!(
+            "this needs a person logged in to the dashboard; API tokens (here {name:?}) cannot do it"
+        ))),
+    }
+}
+
 /// Token rotation, user management and Merge & Deploy need the user to have proved who
 /// they are within `NIXDECK_REAUTH_WINDOW_S`: a session left open, or a stolen cookie,
 /// cannot do them long after the login.
 pub fn require_recent_auth(core: &Core, viewer: &Viewer) -> Result<()> {
+    require_login(viewer)?;
     let age = Timestamp::now().secs() - viewer.authenticated_at;
     if age <= core.config.reauth_window_s as i64 {
         Ok(())
@@ -441,6 +455,7 @@ pub async fn session(core: &Core, cookie_value: &str) -> Result<Option<Viewer>> 
         ip: None,
         session_hash: id_hash,
         authenticated_at: row.authenticated_at,
+        api_token: None,
     }))
 }
 

@@ -582,6 +582,7 @@ async fn resume(core: &Core, mut progress: DeployProgress) -> std::result::Resul
         ip: None,
         session_hash: String::new(),
         authenticated_at: 0,
+        api_token: None,
     };
     let targets: Vec<String> = progress.hosts.keys().cloned().collect();
     let waves = plan(&targets, &req);
@@ -1344,6 +1345,7 @@ mod tests {
                 ip: None,
                 session_hash: String::new(),
                 authenticated_at: 0,
+                api_token: None,
             },
             progress: DeployProgress {
                 job_id: "j1".into(),
@@ -1738,6 +1740,7 @@ mod tests {
         let (core, _) = fleet(dir.path(), &["a", "b"], all_ok).await;
         let op = Viewer {
             authenticated_at: Timestamp::now().secs(),
+            api_token: None,
             ..new_job(&core, &[], &request(&[], 0)).0.viewer
         };
         let preview = commands::run(&core, &op, "a", CommandKind::Preview, RunOptions::default())

@@ -1,7 +1,7 @@
 //! REST handlers: each parses its request, calls one service function, and shapes the reply.
 
 use super::error::{HttpResult, JsonBody};
-use super::session::{clear_cookie, session_cookie, set_cookie, ClientIp};
+use super::session::{clear_cookie, session_cookie, set_cookie, BearerToken, ClientIp};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,10 +12,10 @@ use common::Viewer;
 use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::{
-    AgentToken, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
-    CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, JobAccepted,
-    LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo,
-    TotpConfirm, TotpSetup, TotpSetupRequest,
+    AgentToken, ApiTokenCreated, ApiTokenInfo, AuditEntry, BulkRequest, BulkResponse,
+    CommandAccepted, CommandDetail, CommandRecord, CommandRequest, CreateApiToken, CreateHost,
+    DeployRequest, Health, HostCreated, JobAccepted, LoginRequest, LoginResponse, ReauthRequest,
+    RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm, TotpSetup, TotpSetupRequest,
 };
 use protocol::Host;
 
@@ -79,8 +79,14 @@ pub async fn login(
     Ok(resp)
 }
 
-pub async fn logout(State(app): State<Core>, headers: HeaderMap) -> HttpResult<Response> {
-    if let Some(cookie) = session_cookie(&headers, app.config.secure()) {
+pub async fn logout(
+    State(app): State<Core>,
+    bearer: Option<Extension<BearerToken>>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    // A request with a token never acts on a cookie that came along with it.
+    if let Some(cookie) = session_cookie(&headers, app.config.secure()).filter(|_| bearer.is_none())
+    {
         service::auth::logout(&app, &cookie).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -396,4 +402,40 @@ mod tests {
             assert!(!is_local_path(evil), "{evil:?}");
         }
     }
+}
+
+/// Addition: `POST /api/tokens` → 201 `{id, token}`, the token shown this once.
+pub async fn create_api_token(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<CreateApiToken>,
+) -> HttpResult<(StatusCode, Json<ApiTokenCreated>)> {
+    let created = service::tokens::create(&app, &viewer, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct TokensQuery {
+    /// Admins only: everyone's tokens.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Addition: `GET /api/tokens[?all=true]`.
+pub async fn list_api_tokens(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<TokensQuery>,
+) -> HttpResult<Json<Vec<ApiTokenInfo>>> {
+    Ok(Json(service::tokens::list(&app, &viewer, q.all).await?))
+}
+
+/// Addition: `DELETE /api/tokens/{id}` → 204; the token stops working at once.
+pub async fn revoke_api_token(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    service::tokens::revoke(&app, &viewer, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -58,6 +58,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/account/reauth", post(api::reauth))
         .route("/api/account/totp/setup", post(api::totp_setup))
         .route("/api/account/totp/confirm", post(api::totp_confirm))
+        .route(
+            "/api/tokens",
+            get(api::list_api_tokens).post(api::create_api_token),
+        )
+        .route("/api/tokens/{id}", delete(api::revoke_api_token))
         .route("/ws", get(ws_browser::handler))
         .route("/ws/agent", get(ws_agent::handler))
         .leptos_routes_with_context(
@@ -143,6 +148,10 @@ mod tests {
         ("GET", "/api/deploy/nojob", Access::Viewer),
         ("POST", "/api/deploy/nojob/cancel", Access::Operator),
         ("POST", "/api/deploy/nojob/confirm", Access::Operator),
+        ("GET", "/api/tokens", Access::Viewer),
+        ("GET", "/api/tokens?all=true", Access::Admin),
+        ("POST", "/api/tokens", Access::Viewer),
+        ("DELETE", "/api/tokens/notoken", Access::Viewer),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
@@ -199,6 +208,7 @@ mod tests {
                     "command_detail",
                     "totp",
                     "reauthenticate",
+                    "api_token",
                 ]
                 .iter()
                 .any(|f| p.contains(f)) =>
@@ -233,6 +243,10 @@ mod tests {
             "/api/bulk" => (JSON, r#"{"command":"pull","host_ids":["nohost"]}"#),
             "/api/deploy" => (JSON, r#"{"pr_number":1,"host_ids":["nohost"]}"#),
             "/api/hosts" => (JSON, r#"{"hostname":"newhost","host_type":"nixos"}"#),
+            "/api/tokens" => (JSON, r#"{"name":"matrix","role":"viewer"}"#),
+            _ if server_fn("create_api_token") => (FORM, "req[name]=matrix-fn&req[role]=viewer"),
+            _ if server_fn("list_api_tokens") => (FORM, "all=false"),
+            _ if server_fn("revoke_api_token") => (FORM, "id=notoken"),
             p if p.starts_with("/api/hosts/") && p.ends_with("/commands") => {
                 (JSON, r#"{"command":"pull"}"#)
             }
@@ -366,6 +380,7 @@ mod tests {
         let about_nothing = |p: &str| {
             p.contains("nohost")
                 || p.contains("nocommand")
+                || p.contains("notoken")
                 || [
                     "run_command",
                     "stop_command",
@@ -373,6 +388,7 @@ mod tests {
                     "refresh_host",
                     "remove_host",
                     "command_history",
+                    "revoke_api_token",
                 ]
                 .iter()
                 .any(|f| p.contains(f))
