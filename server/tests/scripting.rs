@@ -15,6 +15,12 @@ switch = ["sh", "-c", "echo building; echo 'warning: slow mirror' >&2; sleep 1; 
 test = ["sh", "-c", "echo checking; exit 3"]
 "#;
 
+/// The failing test's log: its line, and the agent's word on how it ended.
+const FAILED_LOG: [&str; 2] = [
+    "checking",
+    "[ERR] [nixdeck-agent: `sh -c 'echo checking; exit 3'` exited with code 3]",
+];
+
 /// A server, its host `web-1` with a real agent online, and an operator's API token.
 struct Fleet {
     _dir: tempfile::TempDir,
@@ -98,7 +104,7 @@ async fn ctl_lists_hosts_and_runs_commands_with_exit_codes_a_script_can_trust() 
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(
         out.lines().map(without_clock).collect::<Vec<_>>(),
-        ["checking"]
+        FAILED_LOG
     );
     assert!(
         err.contains("test on web-1 ended error (exit code 3)"),
@@ -127,7 +133,7 @@ async fn ctl_lists_hosts_and_runs_commands_with_exit_codes_a_script_can_trust() 
     assert_eq!(code, 0);
     assert_eq!(
         log.lines().map(without_clock).collect::<Vec<_>>(),
-        ["checking"]
+        FAILED_LOG
     );
     let (code, text, _) = fleet.ctl(&["status", &id]).await;
     assert_eq!(code, 0);

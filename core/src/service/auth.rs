@@ -377,6 +377,17 @@ pub fn require_recent_auth(core: &Core, viewer: &Viewer) -> Result<()> {
     }
 }
 
+/// Merge & Deploy (its start and its confirmation): a person must have proved who they
+/// are recently (`require_recent_auth`); an API token may, as its role allows. A token has
+/// no password to prove again, and is itself the script's proof, made for it by an admin,
+/// capped in role, expiring and revocable; the issue's `nixdeck ctl deploy` needs this.
+pub fn require_recent_auth_or_token(core: &Core, viewer: &Viewer) -> Result<()> {
+    if viewer.api_token.is_some() {
+        return Ok(());
+    }
+    require_recent_auth(core, viewer)
+}
+
 /// Whether `password` is the user's (a user that is missing or disabled has none). For a
 /// logged-in user proving again who they are (`totp::setup`); the caller counts the attempt.
 /// Like a login, it waits for no Argon2 slot: 503 when all are busy.

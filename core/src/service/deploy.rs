@@ -149,7 +149,7 @@ fn plan(targets: &[String], req: &DeployRequest) -> Vec<Vec<String>> {
 
 async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<String> {
     require_operator(viewer)?;
-    super::auth::require_recent_auth(core, viewer)?;
+    super::auth::require_recent_auth_or_token(core, viewer)?;
     if core.desired.github().is_none() {
         return Err(AppError::conflict(
             "not_configured",
@@ -441,7 +441,7 @@ pub async fn confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
 async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
     require_operator(viewer)?;
     // The confirmation is what merges: as fresh a login as starting a deploy.
-    super::auth::require_recent_auth(core, viewer)?;
+    super::auth::require_recent_auth_or_token(core, viewer)?;
     let answer = {
         let running = core.deploys.lock();
         running

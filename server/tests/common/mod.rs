@@ -344,17 +344,15 @@ pub async fn ctl(server: &Server, token: &str, args: &[&str]) -> (i32, String, S
 /// A personal API token of the admin with `role`, made as an admin would:
 /// `nixdeck token create` on the server's database.
 pub fn api_token(server: &Server, role: &str) -> String {
+    // Names are unique per user; the default name is the time, to the second.
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "test-{role}-{}",
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
-        .args([
-            "token",
-            "create",
-            "--user",
-            "admin",
-            "--role",
-            role,
-            "--expires",
-            "90d",
-        ])
+        .args(["token", "create", "--user", "admin", "--role", role])
+        .args(["--expires", "90d", "--name", &name])
         .env(
             "NIXDECK_DATABASE_URL",
             format!("sqlite://{}/test.db", server.dir.display()),
