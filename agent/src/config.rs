@@ -5,7 +5,7 @@ use crate::nix::{Activation, Health, SwitchAction, SystemSettings};
 use crate::plan::{Checkout, CommandOverride};
 use crate::probes;
 use crate::token::{Secret, TokenSource};
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Parser, ValueEnum};
 use protocol::{is_valid_host_id, is_valid_theme_color, CommandKind, HostType};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -190,6 +190,16 @@ pub struct Cli {
         default_value = "/run/booted-system"
     )]
     pub booted_system: PathBuf,
+
+    /// Log lines on stderr: text, or json (one object per line, for a log collector)
+    #[arg(long, env = "NIXDECK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_activation(s: &str) -> Result<Activation, String> {

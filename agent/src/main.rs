@@ -26,12 +26,16 @@ fn main() -> ExitCode {
         return supervisor::main(&cli.dir);
     }
     let cli = config::Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        config::LogFormat::Text => logs.init(),
+        // The event's fields at the top level, beside timestamp, level and target.
+        config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let cfg = match config::Config::from_cli(cli) {
         Ok(cfg) => cfg,

@@ -323,6 +323,10 @@ pub struct AuditEntry {
     /// `ok`, or the error code (`forbidden`, `busy`, `unauthorized`, …).
     pub result: String,
     pub detail: Option<String>,
+    /// Addition: the name of the actor's API token the action came through; absent for a
+    /// browser session or the CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `POST /api/account/totp/setup`: the user's password, and while TOTP is on a current code
@@ -371,4 +375,43 @@ pub struct UserInfo {
     pub role: Role,
     pub disabled: bool,
     pub created_at: Timestamp,
+}
+
+/// `POST /api/tokens`: a personal API token for the logged-in user. `role` may not be above
+/// the user's; `expires_in_days` (1 to 3650) absent means the token never expires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+}
+
+/// `201` to `POST /api/tokens`: the token itself, shown this once (only its hash is kept).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiTokenCreated {
+    pub id: String,
+    pub token: String,
+}
+
+/// A token as `GET /api/tokens` lists it: never the token or its hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiTokenInfo {
+    pub id: String,
+    /// The owner (the listing is the caller's own unless an admin asks for `?all=true`).
+    pub username: String,
+    pub name: String,
+    /// The role the token was made with; a request acts with the lower of it and the
+    /// owner's current role.
+    pub role: Role,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// Updated at most about once a minute.
+    pub last_used_at: Option<Timestamp>,
+    /// Whether `expires_at` has passed (by the server's clock).
+    pub expired: bool,
 }

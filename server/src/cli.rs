@@ -1,7 +1,8 @@
-//! The binary's command line: `nixdeck [serve]`, `nixdeck user …` and `nixdeck openapi`,
-//! around the server's configuration (`nixdeck_core::config::Config`).
+//! The binary's command line: `nixdeck [serve]`, `nixdeck user …`, `nixdeck token …`,
+//! `nixdeck ctl …` and `nixdeck openapi`, around the server's configuration
+//! (`nixdeck_core::config::Config`).
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use nixdeck_core::config::Config;
 
 #[derive(Parser, Debug, Clone)]
@@ -18,6 +19,15 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub config: Config,
+    /// Log lines on stderr: text, or json (one object per line, for a log collector)
+    #[arg(long, env = "NIXDECK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -33,6 +43,52 @@ pub enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Manage personal API tokens in the database (works while the dashboard runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Drive a dashboard over its REST API, for scripts (needs an API token)
+    Ctl(crate::ctl::CtlArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum TokenCommand {
+    /// Make a token for a user. The token alone goes to stdout, shown this once
+    /// (`TOKEN=$(nixdeck token create …)`); what was made goes to stderr.
+    Create {
+        /// The token's owner; requests with it act as this user.
+        #[arg(long)]
+        user: String,
+        /// viewer, operator or admin; not above the owner's role. A request acts with the
+        /// lower of this and the owner's role at the time.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// How long it works: days as `90d` (1d to 3650d), or `never`.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// A name unique among the owner's tokens, shown in the page and the audit log
+        /// (default: `cli-` and the time).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by its id: the next request with it gets 401.
+    Revoke { id: String },
+}
+
+/// `--expires`: `never`, or whole days as `90d`.
+pub fn parse_expires(text: &str) -> Result<Option<u32>, String> {
+    if text == "never" {
+        return Ok(None);
+    }
+    text.strip_suffix('d')
+        .and_then(|d| d.parse::<u32>().ok())
+        .map(Some)
+        .ok_or_else(|| format!("--expires takes days as 90d, or never (not {text:?})"))
 }
 
 #[derive(Subcommand, Debug, Clone)]

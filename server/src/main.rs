@@ -1,6 +1,7 @@
 //! The nixdeck server binary.
 
 mod cli;
+mod ctl;
 mod http;
 mod listen;
 mod state;
@@ -26,15 +27,10 @@ const SEEN_FLUSH: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr (colour only on a terminal); stdout says where the first admin's
-    // password was written, never the password itself.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `ctl` is a client: it prints its own errors, exits with its own codes, logs nothing.
+    if !matches!(cli.command, Some(cli::Command::Ctl(_))) {
+        init_logs(cli.log_format);
+    }
     let result = match cli.command {
         None | Some(cli::Command::Serve) => serve(cli.config).await,
         Some(cli::Command::User(action)) => user_command(&cli.config, action).await,
@@ -46,6 +42,8 @@ async fn main() -> ExitCode {
             }
             Ok(())
         }
+        Some(cli::Command::Token(action)) => token_command(&cli.config, action).await,
+        Some(cli::Command::Ctl(args)) => return ctl::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +52,23 @@ async fn main() -> ExitCode {
             eprintln!("nixdeck: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr (colour only on a terminal); stdout says where the first admin's
+/// password was written, never the password itself.
+fn init_logs(format: cli::LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields at the top level, beside timestamp, level and target.
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 
@@ -279,6 +294,70 @@ async fn user_command(config: &Config, action: cli::UserCommand) -> anyhow::Resu
                     protocol::Timestamp(created)
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `nixdeck token …`: personal API tokens from the command line, audited as `cli`.
+async fn token_command(config: &Config, action: cli::TokenCommand) -> anyhow::Result<()> {
+    use cli::TokenCommand::*;
+    use service::tokens;
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let fail = |e: common::AppError| anyhow::anyhow!("{e}");
+    let when = |t: Option<protocol::Timestamp>, none: &str| {
+        t.map_or_else(|| none.to_owned(), |t| t.to_string())
+    };
+    match action {
+        Create {
+            user,
+            role,
+            expires,
+            name,
+        } => {
+            let role = service::users::parse_role(&role).map_err(fail)?;
+            let days = cli::parse_expires(&expires).map_err(anyhow::Error::msg)?;
+            let now = protocol::Timestamp::now().secs();
+            let expires_at = tokens::expiry(now, days).map_err(fail)?;
+            let name = name.unwrap_or_else(|| format!("cli-{now}"));
+            let made = tokens::mint(&db, "cli", None, &user, &name, role, expires_at)
+                .await
+                .map_err(fail)?;
+            let until = when(expires_at.map(protocol::Timestamp), "never");
+            eprintln!(
+                "Created token {} ({name:?}, {role}) for {user}, expires {until}. It is shown this once:",
+                made.id
+            );
+            println!("{}", made.token);
+        }
+        List { user } => {
+            println!(
+                "{:<16} {:<16} {:<24} {:<8} {:<20} {:<20} last used",
+                "id", "user", "name", "role", "created", "expires"
+            );
+            for t in tokens::list_of(&db, user.as_deref()).await.map_err(fail)? {
+                let expires = if t.expired {
+                    format!("expired {}", when(t.expires_at, ""))
+                } else {
+                    when(t.expires_at, "never")
+                };
+                println!(
+                    "{:<16} {:<16} {:<24} {:<8} {:<20} {:<20} {}",
+                    t.id,
+                    t.username,
+                    t.name,
+                    t.role,
+                    t.created_at,
+                    expires,
+                    when(t.last_used_at, "never")
+                );
+            }
+        }
+        Revoke { id } => {
+            tokens::revoke_cli(&db, &id).await.map_err(fail)?;
+            println!("Revoked token {id}; requests with it now get 401.");
         }
     }
     Ok(())

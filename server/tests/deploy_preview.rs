@@ -405,3 +405,45 @@ async fn a_previewed_deploy_that_is_cancelled_or_whose_head_moved_merges_nothing
     assert_eq!(deck.orders("pull"), []);
     assert_eq!(deck.orders("switch"), []);
 }
+
+#[tokio::test]
+async fn ctl_deploy_preview_prints_what_would_change_and_confirm_rolls_it_out() {
+    let deck = Deck::start(&["q1", "q2"]).await;
+    let token = api_token(&deck.server, "operator");
+    deck.open_pr(7, "update-flake-lock").await;
+    deck.wait_value("/api/pending-pr", "PR #7", |p| p["number"] == 7)
+        .await;
+
+    // Previews, then stops and says how to go on; nothing merged.
+    let (code, out, err) = ctl(&deck.server, &token, &["deploy", "--pr", "7", "--preview"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let job = out.lines().last().unwrap().trim().to_owned();
+    for host in ["q1", "q2"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("  {host}: preview ok")))
+            .unwrap_or_else(|| panic!("no preview line for {host}: {out}"));
+        assert!(
+            line.contains("1 package changed, closure +0.0 MiB"),
+            "{line}"
+        );
+    }
+    assert!(
+        out.contains(&format!("nixdeck ctl deploy confirm {job}")),
+        "{out}"
+    );
+    assert_eq!(deck.merge_requests().await, 0);
+    let waiting = deck.get(&format!("/api/deploy/{job}")).await;
+    assert_eq!(waiting["phase"], "awaiting_confirmation", "{waiting:#}");
+
+    let (code, out, err) = ctl(
+        &deck.server,
+        &token,
+        &["deploy", "confirm", &job, "--follow"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("phase done"), "{out}");
+    assert_eq!(deck.merge_requests().await, 1);
+    assert_eq!(deck.orders("switch").len(), 2);
+}

@@ -1002,3 +1002,57 @@ async fn merge_and_deploy_reads_the_pr_again_and_merges_only_the_head_it_detecte
         "{entries:#}"
     );
 }
+
+#[tokio::test]
+async fn ctl_deploy_follows_a_rollout_and_its_exit_code_says_how_it_ended() {
+    let deck = Deck::start(&[("g1", SWITCH_OK), ("g2", SWITCH_FAILS)], &[]).await;
+    // A script's token: no login, no re-authentication.
+    let token = api_token(&deck.server, "operator");
+    deck.pr(7, "flake.lock: update nixpkgs", &["automated"], true)
+        .await;
+    deck.detected(7).await;
+
+    let (code, out, err) = ctl(
+        &deck.server,
+        &token,
+        &["deploy", "--pr", "7", "--hosts", "g1", "--follow"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  g1: ok") && out.contains("phase done"),
+        "{out}"
+    );
+    assert!(!out.contains("g2"), "{out}");
+    assert!(err.contains("of PR #7 done"), "{err}");
+    let merged = deck.head();
+    deck.wait_host("g1", "at the merge", |h| h["generation"] == merged.as_str())
+        .await;
+
+    // The next update PR, its canary failing: the deploy halts, the other host untouched.
+    deck.origin.push_branch(
+        "update-flake-lock",
+        &[("flake.lock", LOCK_V3)],
+        "flake.lock: update nixpkgs again",
+    );
+    deck.pr(8, "flake.lock: update nixpkgs", &["automated"], true)
+        .await;
+    deck.detected(8).await;
+    let (code, out, err) = ctl(
+        &deck.server,
+        &token,
+        &[
+            "deploy", "--pr", "8", "--canary", "g2", "--follow", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    // --json: the final progress alone on stdout, the commentary on stderr.
+    let end: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(end["phase"], "failed", "{end:#}");
+    assert_eq!(end["hosts"]["g2"], "error");
+    assert_eq!(end["hosts"]["g1"], "skipped");
+    assert!(err.contains("  g2: error"), "{err}");
+    assert!(err.contains("of PR #8 ended failed: Stopped"), "{err}");
+    assert_eq!(deck.host("g1").await["generation"], merged.as_str());
+}

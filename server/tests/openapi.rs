@@ -746,6 +746,69 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert!(!audit.as_array().unwrap().is_empty(), "{audit}");
     r.call("GET", "/api/audit", "/api/audit", Session, Body::None, 200)
         .await;
+    // API tokens: made, listed (own and everyone's), refused when malformed, revoked.
+    let tokens = "/api/tokens";
+    let made = r
+        .call(
+            "POST",
+            tokens,
+            tokens,
+            Session,
+            Body::Json(json!({"name": "ci", "role": "operator", "expires_in_days": 30})),
+            201,
+        )
+        .await;
+    let token_id = made["id"].as_str().unwrap().to_owned();
+    r.call(
+        "POST",
+        tokens,
+        tokens,
+        Session,
+        Body::Json(json!({"name": "ci", "role": "operator"})),
+        409,
+    )
+    .await;
+    r.call(
+        "POST",
+        tokens,
+        tokens,
+        Session,
+        Body::Json(json!({"name": "bad", "role": "operator", "expires_in_days": 0})),
+        422,
+    )
+    .await;
+    let listed = r
+        .call("GET", tokens, tokens, Session, Body::None, 200)
+        .await;
+    assert_eq!(listed[0]["name"], "ci", "{listed}");
+    r.call(
+        "GET",
+        "/api/tokens?all=true",
+        tokens,
+        Session,
+        Body::None,
+        200,
+    )
+    .await;
+    let one = "/api/tokens/{id}";
+    r.call(
+        "DELETE",
+        &format!("/api/tokens/{token_id}"),
+        one,
+        Session,
+        Body::None,
+        204,
+    )
+    .await;
+    r.call(
+        "DELETE",
+        &format!("/api/tokens/{token_id}"),
+        one,
+        Session,
+        Body::None,
+        404,
+    )
+    .await;
     let reauth = "/api/account/reauth";
     r.call(
         "POST",

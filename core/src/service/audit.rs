@@ -27,21 +27,34 @@ pub async fn write(
     result: String,
     detail: Option<String>,
 ) {
-    let entry = AuditEntry {
-        at: Timestamp::now(),
-        actor: actor.to_owned(),
-        ip: ip.map(str::to_owned),
-        action: action.to_owned(),
-        target: target.map(str::to_owned),
-        result,
-        detail,
-    };
+    write_entry(
+        db,
+        AuditEntry {
+            at: Timestamp::now(),
+            actor: actor.to_owned(),
+            ip: ip.map(str::to_owned),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            result,
+            detail,
+            token: None,
+        },
+    )
+    .await
+}
+
+async fn write_entry(db: &Db, entry: AuditEntry) {
     if let Err(e) = db.insert_audit(&entry).await {
-        tracing::error!(action, actor, "writing the audit log: {e}");
+        tracing::error!(
+            action = entry.action,
+            actor = entry.actor,
+            "writing the audit log: {e}"
+        );
     }
 }
 
-/// Record what `viewer` did and how it ended, and hand the result on.
+/// Record what `viewer` did and how it ended, and hand the result on. A request that came
+/// with an API token names the token too.
 pub async fn record<T>(
     core: &Core,
     viewer: &Viewer,
@@ -50,14 +63,18 @@ pub async fn record<T>(
     result: Result<T>,
 ) -> Result<T> {
     let detail = result.as_ref().err().map(|e| e.to_string());
-    write(
+    write_entry(
         &core.db,
-        &viewer.username,
-        viewer.ip.as_deref(),
-        action,
-        target,
-        outcome(&result),
-        detail,
+        AuditEntry {
+            at: Timestamp::now(),
+            actor: viewer.username.clone(),
+            ip: viewer.ip.clone(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            result: outcome(&result),
+            detail,
+            token: viewer.api_token.clone(),
+        },
     )
     .await;
     result

@@ -317,6 +317,7 @@ pub async fn reauthenticate(
     password: &str,
     totp: Option<&str>,
 ) -> Result<()> {
+    require_login(viewer)?;
     let attempt = begin_attempt(core, viewer)?;
     let (checked, verdict) =
         verify_credentials(core, &viewer.username, password, totp, viewer.ip.as_deref()).await;
@@ -351,16 +352,40 @@ pub(super) fn begin_attempt(core: &Core, viewer: &Viewer) -> Result<super::limit
         .map_err(too_many)
 }
 
+/// The request comes from a person's login, not an API token: for re-authentication, TOTP
+/// changes and everything behind `require_recent_auth`. A script has no password to prove
+/// again, and a token that could re-authenticate would be as good as the password.
+pub fn require_login(viewer: &Viewer) -> Result<()> {
+    match &viewer.api_token {
+        None => Ok(()),
+        Some(name) => Err(AppError::Forbidden(format!(
+            "this needs a person logged in to the dashboard; API tokens (here {name:?}) cannot do it"
+        ))),
+    }
+}
+
 /// Token rotation, user management and Merge & Deploy need the user to have proved who
 /// they are within `NIXDECK_REAUTH_WINDOW_S`: a session left open, or a stolen cookie,
 /// cannot do them long after the login.
 pub fn require_recent_auth(core: &Core, viewer: &Viewer) -> Result<()> {
+    require_login(viewer)?;
     let age = Timestamp::now().secs() - viewer.authenticated_at;
     if age <= core.config.reauth_window_s as i64 {
         Ok(())
     } else {
         Err(AppError::ReauthRequired)
     }
+}
+
+/// Merge & Deploy (its start and its confirmation): a person must have proved who they
+/// are recently (`require_recent_auth`); an API token may, as its role allows. A token has
+/// no password to prove again, and is itself the script's proof, made for it by an admin,
+/// capped in role, expiring and revocable; the issue's `nixdeck ctl deploy` needs this.
+pub fn require_recent_auth_or_token(core: &Core, viewer: &Viewer) -> Result<()> {
+    if viewer.api_token.is_some() {
+        return Ok(());
+    }
+    require_recent_auth(core, viewer)
 }
 
 /// Whether `password` is the user's (a user that is missing or disabled has none). For a
@@ -441,6 +466,7 @@ pub async fn session(core: &Core, cookie_value: &str) -> Result<Option<Viewer>> 
         ip: None,
         session_hash: id_hash,
         authenticated_at: row.authenticated_at,
+        api_token: None,
     }))
 }
 

@@ -832,6 +832,7 @@ mod tests {
             ip: None,
             session_hash: String::new(),
             authenticated_at: 0,
+            api_token: None,
         }
     }
 

@@ -149,7 +149,7 @@ fn plan(targets: &[String], req: &DeployRequest) -> Vec<Vec<String>> {
 
 async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<String> {
     require_operator(viewer)?;
-    super::auth::require_recent_auth(core, viewer)?;
+    super::auth::require_recent_auth_or_token(core, viewer)?;
     if core.desired.github().is_none() {
         return Err(AppError::conflict(
             "not_configured",
@@ -442,7 +442,7 @@ pub async fn confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
 async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
     require_operator(viewer)?;
     // The confirmation is what merges: as fresh a login as starting a deploy.
-    super::auth::require_recent_auth(core, viewer)?;
+    super::auth::require_recent_auth_or_token(core, viewer)?;
     let answer = {
         let running = core.deploys.lock();
         running
@@ -583,6 +583,7 @@ async fn resume(core: &Core, mut progress: DeployProgress) -> std::result::Resul
         ip: None,
         session_hash: String::new(),
         authenticated_at: 0,
+        api_token: None,
     };
     let targets: Vec<String> = progress.hosts.keys().cloned().collect();
     let waves = plan(&targets, &req);
@@ -1346,6 +1347,7 @@ mod tests {
                 ip: None,
                 session_hash: String::new(),
                 authenticated_at: 0,
+                api_token: None,
             },
             progress: DeployProgress {
                 job_id: "j1".into(),
@@ -1741,6 +1743,7 @@ mod tests {
         let (core, _) = fleet(dir.path(), &["a", "b"], all_ok).await;
         let op = Viewer {
             authenticated_at: Timestamp::now().secs(),
+            api_token: None,
             ..new_job(&core, &[], &request(&[], 0)).0.viewer
         };
         let preview = commands::run(&core, &op, "a", CommandKind::Preview, RunOptions::default())

@@ -51,7 +51,11 @@ pub async fn setup(
     password: &str,
     code: Option<&str>,
 ) -> Result<TotpSetup> {
-    let result = match reauthenticate(core, viewer, password, code).await {
+    let result = match super::auth::require_login(viewer) {
+        Ok(()) => reauthenticate(core, viewer, password, code).await,
+        Err(e) => Err(e),
+    };
+    let result = match result {
         Ok(()) => new_secret(core, viewer).await,
         Err(e) => Err(e),
     };
@@ -140,7 +144,10 @@ async fn new_secret(core: &Core, viewer: &Viewer) -> Result<TotpSetup> {
 /// Confirm enrollment with a first code; answers the recovery codes, shown once. Every
 /// other session of the user ends.
 pub async fn confirm(core: &Core, viewer: &Viewer, code: &str) -> Result<RecoveryCodes> {
-    let result = enable(core, viewer, code).await;
+    let result = match super::auth::require_login(viewer) {
+        Ok(()) => enable(core, viewer, code).await,
+        Err(e) => Err(e),
+    };
     super::audit::record(core, viewer, "totp.confirm", None, result).await
 }
 

@@ -24,6 +24,7 @@ struct AuditColumns {
     target: Option<String>,
     result: String,
     detail: Option<String>,
+    token: Option<String>,
 }
 
 impl From<AuditColumns> for AuditEntry {
@@ -36,6 +37,7 @@ impl From<AuditColumns> for AuditEntry {
             target: r.target,
             result: r.result,
             detail: r.detail,
+            token: r.token,
         }
     }
 }
@@ -43,7 +45,7 @@ impl From<AuditColumns> for AuditEntry {
 impl Db {
     pub async fn insert_audit(&self, e: &AuditEntry) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO audit (at, actor, ip, action, target, result, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO audit (at, actor, ip, action, target, result, detail, token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(e.at.secs())
         .bind(&e.actor)
@@ -52,6 +54,7 @@ impl Db {
         .bind(&e.target)
         .bind(&e.result)
         .bind(&e.detail)
+        .bind(&e.token)
         .execute(&self.pool)
         .await
         .map(|_| ())
@@ -60,7 +63,7 @@ impl Db {
     /// Newest first; each filter is an exact match when given.
     pub async fn audit(&self, f: &AuditFilter) -> DbResult<Vec<AuditEntry>> {
         let rows: Vec<AuditColumns> = sqlx::query_as(
-            "SELECT at, actor, ip, action, target, result, detail FROM audit
+            "SELECT at, actor, ip, action, target, result, detail, token FROM audit
              WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target = $3)
              ORDER BY at DESC, id DESC LIMIT $4",
         )

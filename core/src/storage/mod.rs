@@ -5,7 +5,8 @@
 //!
 //! `Db` is one SQLite pool. Each submodule is an `impl Db` block for its table(s) with its
 //! row structs: `users` (accounts, TOTP and recovery codes), `sessions`, `hosts`,
-//! `commands` (commands and their output), `deploys`, `audit` and `settings`. Rows are
+//! `commands` (commands and their output), `deploys`, `audit`, `settings` and `tokens`
+//! (personal API tokens). Rows are
 //! read by column name into `sqlx::FromRow` structs; an enum is stored as its wire name
 //! (`as_str`) and read back with `parse`.
 //!
@@ -25,6 +26,7 @@ mod deploys;
 mod hosts;
 mod sessions;
 mod settings;
+mod tokens;
 mod users;
 
 pub use audit::AuditFilter;
@@ -32,6 +34,7 @@ pub use commands::{output_marker, CommandRow, LogLine};
 pub use deploys::DeployResume;
 pub use hosts::{HostFields, HostRecord, HostReport, SeenUpdate};
 pub use sessions::SessionRow;
+pub use tokens::{ApiTokenRow, BearerRow};
 pub use users::{TotpRow, UserRow};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -67,6 +70,13 @@ impl Db {
         // Relative to the crate's Cargo.toml, not to this file.
         sqlx::migrate!("../migrations").run(&pool).await?;
         Ok(Db { pool })
+    }
+
+    /// The pool itself, for tests that set up what no method writes (a role change, a
+    /// deleted user).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub async fn ping(&self) -> DbResult<()> {
@@ -603,6 +613,7 @@ mod tests {
             target: None,
             result: "ok".into(),
             detail: Some("d".into()),
+            token: Some("ci".into()),
         };
         db.insert_audit(&entry).await.unwrap();
         let filter = AuditFilter {

@@ -1,7 +1,7 @@
 //! REST handlers: each parses its request, calls one service function, and shapes the reply.
 
 use super::error::{HttpResult, JsonBody};
-use super::session::{clear_cookie, session_cookie, set_cookie, ClientIp};
+use super::session::{clear_cookie, session_cookie, set_cookie, BearerToken, ClientIp};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,10 +12,11 @@ use common::Viewer;
 use nixdeck_core::service;
 use nixdeck_core::Core;
 use protocol::api::{
-    AgentToken, ApiError, AuditEntry, BulkRequest, BulkResponse, CommandAccepted, CommandDetail,
-    CommandRecord, CommandRequest, CreateHost, DeployRequest, Health, HostCreated, HostEdit,
-    JobAccepted, LoginRequest, LoginResponse, ReauthRequest, RecoveryCodes, RefreshResult,
-    SessionInfo, TotpConfirm, TotpSetup, TotpSetupRequest,
+    AgentToken, ApiError, ApiTokenCreated, ApiTokenInfo, AuditEntry, BulkRequest, BulkResponse,
+    CommandAccepted, CommandDetail, CommandRecord, CommandRequest, CreateApiToken, CreateHost,
+    DeployRequest, Health, HostCreated, HostEdit, JobAccepted, LoginRequest, LoginResponse,
+    ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm, TotpSetup,
+    TotpSetupRequest,
 };
 use protocol::messages::{DeployProgress, HostRef};
 use protocol::{DesiredState, Host, PendingPr};
@@ -109,8 +110,14 @@ pub async fn login(
     post, path = "/api/logout", tag = "session",
     responses((status = 204, description = "The session is deleted on the server and the cookie cleared"))
 )]
-pub async fn logout(State(app): State<Core>, headers: HeaderMap) -> HttpResult<Response> {
-    if let Some(cookie) = session_cookie(&headers, app.config.secure()) {
+pub async fn logout(
+    State(app): State<Core>,
+    bearer: Option<Extension<BearerToken>>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    // A request with a token never acts on a cookie that came along with it.
+    if let Some(cookie) = session_cookie(&headers, app.config.secure()).filter(|_| bearer.is_none())
+    {
         service::auth::logout(&app, &cookie).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -618,6 +625,67 @@ fn is_local_path(next: &str) -> bool {
 /// Unknown `/api` paths answer in JSON too.
 pub async fn not_found() -> Response {
     super::error::error_response(&AppError::NotFound("no such API route".into()))
+}
+
+/// Addition: `POST /api/tokens` → 201 `{id, token}`, the token shown this once.
+#[utoipa::path(
+    post, path = "/api/tokens", tag = "tokens",
+    description = "A personal API token for the caller, with a role no higher than the caller's. Needs a logged-in person (a token cannot make tokens).",
+    request_body = CreateApiToken,
+    responses(
+        (status = 201, description = "The token, shown this once", body = ApiTokenCreated),
+        (status = 409, description = "The caller has a token of that name", body = ApiError),
+    )
+)]
+pub async fn create_api_token(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<CreateApiToken>,
+) -> HttpResult<(StatusCode, Json<ApiTokenCreated>)> {
+    let created = service::tokens::create(&app, &viewer, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokensQuery {
+    /// Admins only: everyone's tokens.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Addition: `GET /api/tokens[?all=true]`.
+#[utoipa::path(
+    get, path = "/api/tokens", tag = "tokens",
+    description = "The caller's tokens (never the tokens themselves); `all=true` (admins): everyone's.",
+    params(TokensQuery),
+    responses((status = 200, description = "Tokens, newest first", body = Vec<ApiTokenInfo>))
+)]
+pub async fn list_api_tokens(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<TokensQuery>,
+) -> HttpResult<Json<Vec<ApiTokenInfo>>> {
+    Ok(Json(service::tokens::list(&app, &viewer, q.all).await?))
+}
+
+/// Addition: `DELETE /api/tokens/{id}` → 204; the token stops working at once.
+#[utoipa::path(
+    delete, path = "/api/tokens/{id}", tag = "tokens",
+    description = "One's own token, or anyone's for an admin.",
+    params(("id" = String, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such token of the caller's", body = ApiError),
+    )
+)]
+pub async fn revoke_api_token(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    service::tokens::revoke(&app, &viewer, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ pub const PATH: &str = "/api/openapi.json";
         (name = "deploy", description = "The desired state, the flake.lock PR, deploys"),
         (name = "audit", description = "Who did what"),
         (name = "account", description = "The logged-in user's own account"),
+        (name = "tokens", description = "Personal API tokens, for scripts (Authorization: Bearer)"),
         (name = "server", description = "Health, metrics and this document"),
     )
 )]
@@ -88,6 +89,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::reauth))
         .routes(routes!(api::totp_setup))
         .routes(routes!(api::totp_confirm))
+        .routes(routes!(api::list_api_tokens, api::create_api_token))
+        .routes(routes!(api::revoke_api_token))
 }
 
 /// The document: the routes' own parts plus the shared conventions.

@@ -1,6 +1,12 @@
 //! The session layer in front of every route: it resolves the session cookie into a
 //! `Viewer`, sends pages without one to /login, and guards `/api`: 401 without a session,
 //! 403 for a state-changing request without the session's CSRF token or from another site.
+//!
+//! A request to `/api` or `/ws` with `Authorization: Bearer <token>` is a script with a
+//! personal API token (`service::tokens`) instead: the token alone decides (401 when it is
+//! unknown, revoked or expired; a cookie beside it is never used instead), and there is no
+//! CSRF or same-site check, since no cookie is involved that another site could ride on.
+//! `/ws/agent` (host tokens) and `/metrics` (its token file) read their own bearer tokens.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -26,6 +32,33 @@ const FORM_LIMIT: usize = 64 * 1024;
 /// The raw session cookie of a request, kept so sockets can re-check the session.
 #[derive(Clone, Debug)]
 pub struct SessionCookie(pub String);
+
+/// The personal API token a request came with, kept so sockets can re-check it. Its
+/// `Debug` hides the value: a request's extensions must never print a secret.
+#[derive(Clone)]
+pub struct BearerToken(pub String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(…)")
+    }
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme in any case), if the request
+/// has one; another scheme is not ours and leaves the request to its cookie.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().unwrap_or("");
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// Where an API token is read: the REST API and server functions (not the login), and the
+/// browser socket.
+fn takes_api_token(path: &str) -> bool {
+    (path.starts_with("/api/") && path != "/api/login") || path == "/ws"
+}
 
 /// The client's address, as rate limits and the audit log see it (`client_ip`); put into
 /// every request by the session layer. None only where no connection exists (tests that
@@ -138,6 +171,23 @@ fn is_open_path(path: &str) -> bool {
 }
 
 pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| client_ip(c.0.ip(), req.headers(), &app.config.trusted_proxies));
+    req.extensions_mut().insert(ClientIp(ip));
+    if let Some(token) = bearer_token(req.headers()).filter(|_| takes_api_token(&path)) {
+        let mut viewer = match service::tokens::authenticate(&app, &token).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return error_response(&AppError::Unauthorized),
+            Err(e) => return error_response(&e),
+        };
+        viewer.ip = ip.map(|ip| ip.to_string());
+        req.extensions_mut().insert(viewer);
+        req.extensions_mut().insert(BearerToken(token));
+        return next.run(req).await;
+    }
     let cookie = session_cookie(req.headers(), app.config.secure());
     let viewer = match &cookie {
         Some(c) => match service::auth::session(&app, c).await {
@@ -146,18 +196,12 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
         },
         None => None,
     };
-    let ip = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| client_ip(c.0.ip(), req.headers(), &app.config.trusted_proxies));
-    req.extensions_mut().insert(ClientIp(ip));
     if let (Some(v), Some(c)) = (&viewer, cookie) {
         let mut v = v.clone();
         v.ip = ip.map(|ip| ip.to_string());
         req.extensions_mut().insert(v);
         req.extensions_mut().insert(SessionCookie(c));
     }
-    let path = req.uri().path().to_owned();
 
     if path.starts_with("/api/") {
         if path == "/api/login" {

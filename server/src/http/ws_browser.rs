@@ -10,7 +10,7 @@
 //! that capacity for the socket's life (10 MB per browser at 10 000 hosts).
 
 use crate::http::error::error_response;
-use crate::http::session::{origin_matches, SessionCookie};
+use crate::http::session::{origin_matches, BearerToken, SessionCookie};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -55,16 +55,26 @@ pub async fn handler(
     headers: HeaderMap,
     viewer: Option<Extension<Viewer>>,
     cookie: Option<Extension<SessionCookie>>,
+    bearer: Option<Extension<BearerToken>>,
     mut req: Request,
 ) -> Response {
-    let (Some(Extension(viewer)), Some(Extension(cookie))) = (viewer, cookie) else {
+    let credential = match (bearer, cookie) {
+        (Some(Extension(BearerToken(t))), _) => Credential::Token(t),
+        (None, Some(Extension(SessionCookie(c)))) => Credential::Session(c),
+        (None, None) => return error_response(&AppError::Unauthorized),
+    };
+    let Some(Extension(viewer)) = viewer else {
         return error_response(&AppError::Unauthorized);
     };
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .unwrap_or("");
-    if !origin_matches(origin, &headers, app.config.public_url.as_deref()) {
+    // The Origin check stops another site's page riding on the browser's cookie. A script
+    // with a token (browsers cannot put one on a WebSocket) has no cookie to ride on.
+    if matches!(credential, Credential::Session(_))
+        && !origin_matches(origin, &headers, app.config.public_url.as_deref())
+    {
         return error_response(&AppError::Forbidden("WebSocket from another origin".into()));
     }
     let key = match upgrade_key(req.method(), &headers) {
@@ -106,7 +116,7 @@ pub async fn handler(
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        run(app, viewer, cookie.0, socket, seat).await;
+        run(app, viewer, credential, socket, seat).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -203,7 +213,31 @@ async fn send_fragmented(sink: &mut Sink, text: Utf8Bytes) -> Result<(), Snapsho
     progress(sink.flush()).await
 }
 
-async fn run(app: Core, viewer: Viewer, cookie: String, socket: Socket, seat: BrowserSeat) {
+/// What a socket was opened with, re-checked every `SESSION_CHECK`.
+enum Credential {
+    /// A browser's session cookie.
+    Session(String),
+    /// A script's personal API token.
+    Token(String),
+}
+
+impl Credential {
+    async fn alive(&self, app: &Core) -> bool {
+        match self {
+            Credential::Session(cookie) => session_alive(app, cookie).await,
+            Credential::Token(token) => nixdeck_core::service::tokens::alive(app, token).await,
+        }
+    }
+
+    fn ended(&self) -> &'static str {
+        match self {
+            Credential::Session(_) => "session ended",
+            Credential::Token(_) => "token revoked or expired",
+        }
+    }
+}
+
+async fn run(app: Core, viewer: Viewer, credential: Credential, socket: Socket, seat: BrowserSeat) {
     let (mut sink, stream) = socket.split();
     tracing::debug!(user = viewer.username, "browser connected");
     let Some(start) = app.hub.subscribe_browser(&seat).await else {
@@ -227,13 +261,13 @@ async fn run(app: Core, viewer: Viewer, cookie: String, socket: Socket, seat: Br
         }
     }
     drop(start.sending);
-    serve(app, viewer, cookie, sink, stream, start.events).await;
+    serve(app, viewer, credential, sink, stream, start.events).await;
 }
 
 async fn serve(
     app: Core,
     viewer: Viewer,
-    cookie: String,
+    credential: Credential,
     mut sink: Sink,
     mut stream: SplitStream<Socket>,
     mut events: tokio::sync::broadcast::Receiver<Utf8Bytes>,
@@ -275,8 +309,8 @@ async fn serve(
                 Some(Ok(_)) => {}
             },
             _ = check.tick() => {
-                if !session_alive(&app, &cookie).await {
-                    return close(&mut sink, 4401, "session ended").await;
+                if !credential.alive(&app).await {
+                    return close(&mut sink, 4401, credential.ended()).await;
                 }
             }
         }

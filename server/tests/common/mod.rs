@@ -317,3 +317,59 @@ pub async fn registered_agent(server: &Server, token: &str, hostname: &str) -> W
     assert_eq!(reply["type"], "registered", "{reply}");
     ws
 }
+
+/// `nixdeck ctl ARGS` against `server`, as a script runs it: the token in `NIXDECK_TOKEN`.
+/// Its exit code, stdout and stderr.
+pub async fn ctl(server: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        .arg("ctl")
+        .args(args)
+        .env("NIXDECK_URL", server.url(""))
+        .env("NIXDECK_TOKEN", token)
+        .env_remove("NIXDECK_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("nixdeck ctl {args:?} did not end in 120 s"))
+        .expect("running nixdeck ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A personal API token of the admin with `role`, made as an admin would:
+/// `nixdeck token create` on the server's database.
+pub fn api_token(server: &Server, role: &str) -> String {
+    // Names are unique per user; the default name is the time, to the second.
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "test-{role}-{}",
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        .args(["token", "create", "--user", "admin", "--role", role])
+        .args(["--expires", "90d", "--name", &name])
+        .env(
+            "NIXDECK_DATABASE_URL",
+            format!("sqlite://{}/test.db", server.dir.display()),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("running nixdeck token create");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nixdeck token create: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .expect("a token")
+        .to_owned()
+}
