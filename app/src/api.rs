@@ -12,8 +12,8 @@ use common::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
 use protocol::api::{
-    BulkResult, CommandDetail, CommandRecord, CreateHost, HostCreated, HostEdit, OnFailure,
-    RecoveryCodes, RefreshResult, TotpSetup,
+    ApiTokenCreated, ApiTokenInfo, BulkResult, CommandDetail, CommandRecord, CreateApiToken,
+    CreateHost, HostCreated, HostEdit, OnFailure, RecoveryCodes, RefreshResult, TotpSetup,
 };
 use protocol::messages::Snapshot;
 use protocol::{CommandKind, Host};
@@ -185,6 +185,23 @@ pub async fn confirm_totp(code: String) -> Result<RecoveryCodes, AppError> {
 }
 
 /// Every user (admins only).
+/// The caller's personal API tokens (`all`: everyone's, admins only).
+#[server(client = CsrfClient)]
+pub async fn list_api_tokens(all: bool) -> Result<Vec<ApiTokenInfo>, AppError> {
+    serve(|c, v| async move { service::tokens::list(&c, &v, all).await }).await
+}
+
+/// A personal API token for the caller, shown once.
+#[server(client = CsrfClient)]
+pub async fn make_api_token(req: CreateApiToken) -> Result<ApiTokenCreated, AppError> {
+    serve(|c, v| async move { service::tokens::create(&c, &v, req).await }).await
+}
+
+#[server(client = CsrfClient)]
+pub async fn revoke_api_token(id: String) -> Result<(), AppError> {
+    serve(|c, v| async move { service::tokens::revoke(&c, &v, &id).await }).await
+}
+
 #[server(client = CsrfClient)]
 pub async fn list_users() -> Result<Vec<protocol::api::UserInfo>, AppError> {
     serve(|c, v| async move { service::users::list_for(&c, &v).await }).await

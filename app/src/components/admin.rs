@@ -212,7 +212,10 @@ pub fn AuditPage() -> impl IntoView {
                                         view! {
                                         <tr class="audit-entry" data-result=result>
                                             <td>{e.at.to_string()}</td>
-                                            <td>{e.actor}</td>
+                                            <td>{match e.token {
+                                                Some(token) => format!("{} (token {token})", e.actor),
+                                                None => e.actor,
+                                            }}</td>
                                             <td>{e.ip.unwrap_or_default()}</td>
                                             <td>{e.action}</td>
                                             <td>{e.target.unwrap_or_default()}</td>

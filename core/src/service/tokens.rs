@@ -10,7 +10,8 @@
 //!   server): a request that itself came with a token may not make one. Nor may it reach
 //!   what needs a recent re-authentication (`auth::require_recent_auth`), TOTP changes or
 //!   the re-authentication itself: a script has no password to prove, and a token that
-//!   could re-authenticate would be a password.
+//!   could re-authenticate would be a password. The one exception is Merge & Deploy
+//!   (`auth::require_recent_auth_or_token`): deploying from CI is what tokens are for.
 //! - The last use is written at most once a minute per token, so a busy script does not
 //!   write on every request.
 
@@ -487,5 +488,13 @@ mod tests {
                 .status(),
             403
         );
+        // Merge & Deploy is the exception: a token passes, a stale session does not.
+        assert!(super::super::auth::require_recent_auth_or_token(&core, &viewer).is_ok());
+        let stale_session = Viewer {
+            api_token: None,
+            authenticated_at: 0,
+            ..viewer.clone()
+        };
+        assert!(super::super::auth::require_recent_auth_or_token(&core, &stale_session).is_err());
     }
 }

@@ -214,7 +214,7 @@ mod tests {
             "/api/deploy" => (JSON, r#"{"pr_number":1,"host_ids":["nohost"]}"#),
             "/api/hosts" => (JSON, r#"{"hostname":"newhost","host_type":"nixos"}"#),
             "/api/tokens" => (JSON, r#"{"name":"matrix","role":"viewer"}"#),
-            _ if server_fn("create_api_token") => (FORM, "req[name]=matrix-fn&req[role]=viewer"),
+            _ if server_fn("make_api_token") => (FORM, "req[name]=matrix-fn&req[role]=viewer"),
             _ if server_fn("list_api_tokens") => (FORM, "all=false"),
             _ if server_fn("revoke_api_token") => (FORM, "id=notoken"),
             p if p.starts_with("/api/hosts/") && p.ends_with("/commands") => {
