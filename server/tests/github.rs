@@ -1011,11 +1011,23 @@ async fn ctl_deploy_follows_a_rollout_and_its_exit_code_says_how_it_ended() {
     deck.pr(7, "flake.lock: update nixpkgs", &["automated"], true)
         .await;
     deck.detected(7).await;
+    // The script tags the hosts (a bearer PATCH, no CSRF), then deploys by tag.
+    let http = reqwest::Client::new();
+    for (host, tags) in [("g1", json!(["web"])), ("g2", json!(["canary"]))] {
+        let resp = http
+            .patch(deck.server.url(&format!("/api/hosts/{host}")))
+            .bearer_auth(&token)
+            .json(&json!({ "tags": tags }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
 
     let (code, out, err) = ctl(
         &deck.server,
         &token,
-        &["deploy", "--pr", "7", "--hosts", "g1", "--follow"],
+        &["deploy", "--pr", "7", "--tags", "web", "--follow"],
     )
     .await;
     assert_eq!(code, 0, "{out}{err}");
@@ -1042,7 +1054,13 @@ async fn ctl_deploy_follows_a_rollout_and_its_exit_code_says_how_it_ended() {
         &deck.server,
         &token,
         &[
-            "deploy", "--pr", "8", "--canary", "g2", "--follow", "--json",
+            "deploy",
+            "--pr",
+            "8",
+            "--canary",
+            "tag:canary",
+            "--follow",
+            "--json",
         ],
     )
     .await;
