@@ -523,32 +523,10 @@ async fn a_slow_browser_is_dropped_without_slowing_the_others() {
 
 /// Runs `nixdeck user …` against the server's database, with `stdin` as input.
 fn user_cli(server: &Server, args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
-        .arg("user")
-        .args(args)
-        .env(
-            "NIXDECK_DATABASE_URL",
-            format!("sqlite://{}/test.db", server.dir.display()),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut argv = vec!["user"];
+    argv.extend_from_slice(args);
+    let (ok, out, err) = common::nixdeck_cli(server, &argv, stdin);
+    (ok, format!("{out}{err}"))
 }
 
 #[tokio::test]

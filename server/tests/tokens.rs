@@ -5,37 +5,9 @@
 
 mod common;
 
-use common::{create_host, login, Server, PASSWORD};
+use common::{create_host, login, nixdeck_cli as cli, Server, PASSWORD};
 use serde_json::{json, Value};
 use testkit::client::Session;
-
-/// `nixdeck <args>` against the server's database: (success, stdout, stderr).
-fn cli(server: &Server, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
-        .args(args)
-        .env(
-            "NIXDECK_DATABASE_URL",
-            format!("sqlite://{}/test.db", server.dir.display()),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn add_user(server: &Server, name: &str, role: &str) {
     let (ok, out, err) = cli(

@@ -343,6 +343,36 @@ pub async fn ctl(server: &Server, token: &str, args: &[&str]) -> (i32, String, S
 
 /// A personal API token of the admin with `role`, made as an admin would:
 /// `nixdeck token create` on the server's database.
+/// `nixdeck <args>` against the server's database, with `stdin` (the CLI works while the
+/// dashboard runs): (success, stdout trimmed, stderr).
+pub fn nixdeck_cli(server: &Server, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        .args(args)
+        .env(
+            "NIXDECK_DATABASE_URL",
+            format!("sqlite://{}/test.db", server.dir.display()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running nixdeck");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An API token of the admin's with `role`, made with `nixdeck token create`.
 pub fn api_token(server: &Server, role: &str) -> String {
     // Names are unique per user; the default name is the time, to the second.
     static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -350,24 +380,24 @@ pub fn api_token(server: &Server, role: &str) -> String {
         "test-{role}-{}",
         MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
-        .args(["token", "create", "--user", "admin", "--role", role])
-        .args(["--expires", "90d", "--name", &name])
-        .env(
-            "NIXDECK_DATABASE_URL",
-            format!("sqlite://{}/test.db", server.dir.display()),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("running nixdeck token create");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nixdeck token create: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, out, err) = nixdeck_cli(
+        server,
+        &[
+            "token",
+            "create",
+            "--user",
+            "admin",
+            "--role",
+            role,
+            "--expires",
+            "90d",
+            "--name",
+            &name,
+        ],
+        "",
     );
-    stdout
-        .lines()
+    assert!(ok, "nixdeck token create: {out}{err}");
+    out.lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .expect("a token")
