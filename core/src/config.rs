@@ -11,11 +11,13 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
-    /// Database URL. The SQLite file and its folder are created when missing.
+    /// Database URL: sqlite://PATH (sqlite:PATH and sqlite::memory: too). The SQLite file
+    /// and its folder are created when missing. Any other scheme stops the start
     #[arg(
         long,
         env = "NIXDECK_DATABASE_URL",
-        default_value = "sqlite://data/nixdeck.db"
+        default_value = "sqlite://data/nixdeck.db",
+        value_parser = parse_database_url
     )]
     pub database_url: String,
 
@@ -431,9 +433,58 @@ impl Config {
     }
 }
 
+/// `--database-url`: only SQLite's URLs. sqlx reads anything without its `sqlite:` prefix
+/// as a file name, so a PostgreSQL URL would silently become a SQLite file named
+/// `postgres:/…` in the working directory; it is refused here instead, with the reason.
+fn parse_database_url(url: &str) -> Result<String, String> {
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.starts_with("sqlite:") {
+        return Ok(url.trim().to_owned());
+    }
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return Err(
+            "PostgreSQL is not supported by this version of nixdeck; use sqlite://PATH".into(),
+        );
+    }
+    match lower.split_once("://") {
+        Some((scheme, _)) if !scheme.is_empty() => Err(format!(
+            "unknown database scheme `{scheme}`; use sqlite://PATH"
+        )),
+        _ => Err("not a database URL; use sqlite://PATH (e.g. sqlite://data/nixdeck.db)".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URL that is not SQLite's stops the start, saying why, rather than becoming a
+    /// SQLite file of that name.
+    #[test]
+    fn database_urls_other_than_sqlite_are_refused() {
+        let parse = |url: &str| Config::try_parse_from(["nixdeck", "--database-url", url]);
+        for ok in [
+            "sqlite://data/nixdeck.db",
+            "sqlite:x.db",
+            "sqlite::memory:",
+            "SQLITE:///abs.db",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "PostgreSQL is not supported",
+            ),
+            ("postgresql://h/db", "PostgreSQL is not supported"),
+            ("mysql://h/db", "unknown database scheme `mysql`"),
+            ("data/nixdeck.db", "not a database URL"),
+            ("", "not a database URL"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 
     /// A session can command every host as root: by default it lasts a working day, and
     /// the rarest, most powerful actions want the password again after ten minutes.

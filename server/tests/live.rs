@@ -1101,3 +1101,29 @@ async fn a_large_snapshot_arrives_whole() {
     .await;
     assert_eq!(added["payload"]["host"]["id"], "after-the-snapshot");
 }
+
+/// A PostgreSQL (or any non-SQLite) URL stops the start with the reason, and no SQLite file
+/// named after it appears in the working directory (sqlx would read it as a file name).
+#[test]
+fn a_database_url_that_is_not_sqlite_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, says) in [
+        (
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "PostgreSQL is not supported",
+        ),
+        ("mysql://h/db", "unknown database scheme"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+            .current_dir(dir.path())
+            .env("NIXDECK_DATABASE_URL", url)
+            .env("NIXDECK_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{url}: {err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files were created: {left:?}");
+}
