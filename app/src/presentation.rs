@@ -134,14 +134,16 @@ pub fn compartment_class(status: CheckStatus) -> &'static str {
     }
 }
 
-/// A two-letter code beside the colour, so the state does not rest on colour alone.
+/// The state as a word beside the colour, so it rests on neither colour nor a code to
+/// learn: "ok", "behind" (the host is behind the desired state), "error", "unknown" (not
+/// checked yet, or nothing to check against), "…" (being checked).
 pub fn compartment_code(status: CheckStatus) -> &'static str {
     match status {
-        CheckStatus::Ok => "OK",
-        CheckStatus::Outdated => "UP",
-        CheckStatus::Error => "ER",
-        CheckStatus::Unknown => "??",
-        CheckStatus::Working => "..",
+        CheckStatus::Ok => "ok",
+        CheckStatus::Outdated => "behind",
+        CheckStatus::Error => "error",
+        CheckStatus::Unknown => "unknown",
+        CheckStatus::Working => "…",
     }
 }
 
@@ -487,7 +489,9 @@ mod tests {
             compartment_class(CheckStatus::Unknown),
             "update-compartment unknown"
         );
-        assert_eq!(compartment_code(CheckStatus::Working), "..");
+        assert_eq!(compartment_code(CheckStatus::Working), "…");
+        assert_eq!(compartment_code(CheckStatus::Outdated), "behind");
+        assert_eq!(compartment_code(CheckStatus::Unknown), "unknown");
         let check = StatusCheck::new(
             CheckStatus::Outdated,
             "behind by 2 commits",

@@ -11,6 +11,27 @@ async function liveHost(prefix: string): Promise<{ hostname: string; agent: Agen
   return { hostname, agent };
 }
 
+test("compartments read at a glance: a name and a state word each, and an accessible name", async ({ page }) => {
+  const { hostname, agent } = await liveHost("words");
+  try {
+    await loginUi(page);
+    const row = page.locator(`tr.host-row[data-host-id="${hostname}"]`);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
+    const parts = row.locator(".update-compartment");
+    await expect(parts.locator(".compartment-name")).toHaveText(["agent", "git", "lock", "system", "tests"]);
+    for (const code of await parts.locator(".compartment-code").allTextContents()) {
+      expect(["ok", "behind", "error", "unknown", "…"]).toContain(code);
+    }
+    await expect(row.locator('[data-compartment="agent"] .compartment-code')).toHaveText("ok");
+    await expect(row.locator('[data-compartment="agent"]')).toHaveAttribute("aria-label", /^Agent: ok/);
+    // A state change keeps the pill's width: the word has the width of the longest one.
+    const widths = await parts.evaluateAll((els) => els.map((e) => (e as HTMLElement).querySelector(".compartment-code")!.getBoundingClientRect().width));
+    expect(Math.min(...widths)).toBeCloseTo(Math.max(...widths), 0);
+  } finally {
+    await agent.stop("SIGKILL");
+  }
+});
+
 test("below 768 px the rows become cards with the same live content", async ({ page }) => {
   const { hostname, agent } = await liveHost("card");
   try {

@@ -178,6 +178,7 @@ pub fn Compartments(host: HostSignals) -> impl IntoView {
                 let status = check.status.as_str();
                 view! {
                     <span class=class data-compartment=name title=title.clone() aria-label=title>
+                        <span class="compartment-name">{name}</span>
                         <span class=format!("compartment-indicator compartment-indicator--{status}")></span>
                         <span class="compartment-code">{compartment_code(check.status)}</span>
                         {(is_lock && outdated).then(|| view! {
