@@ -36,6 +36,7 @@ fn host_json() -> Value {
             {"number": 42, "created_at": "2026-11-25T17:00:00Z", "store_path": "/nix/store/b-nixos-system-web-1-26.05.2", "current": true, "booted": false}
         ],
         "reboot_needed": true,
+        "tags": ["canary", "web"], "agent_tags": ["web"],
         "update_status": {"agent": check("ok"), "git": check("outdated"), "lock": check("error"),
                           "system": check("unknown"), "tests": {"status": "working", "message": "", "checked_at": null}}
     })
@@ -48,10 +49,12 @@ fn agent_messages() {
         "nixpkgs_version": null, "generation": "abc", "lock_hash": "ff", "repo_url": "https://x/y.git",
         "repo_dir": "/r", "branch": "main", "heartbeat_interval_s": 5, "theme_color": "#bb9af7",
         "location": "work", "device_type": "laptop",
-        "running_command": {"command_id": "c1", "command": "switch", "next_seq": 7}}}));
+        "running_command": {"command_id": "c1", "command": "switch", "next_seq": 7},
+        "tags": ["laptops"]}}));
     match reg {
         AgentMessage::Register(r) => {
             assert_eq!(r.host_type, HostType::Macos);
+            assert_eq!(r.tags, Some(vec!["laptops".to_owned()]));
             assert_eq!(r.running_command.unwrap().next_seq, 7);
         }
         other => panic!("{other:?}"),
