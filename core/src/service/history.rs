@@ -237,10 +237,10 @@ pub async fn read_at(
     range_name: Option<&str>,
     now: i64,
 ) -> Result<MetricsHistory> {
-    let (name, length, tier) = range(range_name)?;
     if core.hub.host(host_id).is_none() {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
+    let (name, length, tier) = range(range_name)?;
     let step = tier.step_s;
     let count = length / step;
     let from = (now.div_euclid(step) - count + 1) * step;
@@ -508,15 +508,18 @@ mod tests {
         assert_eq!(prune_at(&core, now).await.unwrap(), 0);
     }
 
-    /// An absurd range is refused before anything is read; an unknown host is a 404; a
-    /// removed host's history goes with it, and a late write for it adds nothing.
+    /// An absurd range is refused before anything is read; an unknown host is a 404 (whatever
+    /// the range); a removed host's history goes with it, and a late write for it adds
+    /// nothing.
     #[tokio::test]
     async fn bad_ranges_unknown_and_removed_hosts() {
         let (_dir, core) = core_with_host().await;
         let err = read_at(&core, "web-1", Some("5y"), T0).await.unwrap_err();
         assert!(matches!(err, AppError::Invalid(_)));
-        let err = read_at(&core, "nohost", Some("1h"), T0).await.unwrap_err();
-        assert!(matches!(err, AppError::NotFound(_)));
+        for range in [Some("1h"), None] {
+            let err = read_at(&core, "nohost", range, T0).await.unwrap_err();
+            assert!(matches!(err, AppError::NotFound(_)));
+        }
 
         core.unsaved
             .history

@@ -104,6 +104,7 @@ mod tests {
         ("POST", "/api/hosts/nohost/stop", Access::Operator),
         ("POST", "/api/hosts/nohost/refresh", Access::Viewer),
         ("POST", "/api/hosts/nohost/unlock", Access::Operator),
+        ("GET", "/api/hosts/nohost/metrics", Access::Viewer),
         ("GET", "/api/commands/nocommand", Access::Viewer),
         ("GET", "/api/commands/nocommand/log", Access::Viewer),
         ("POST", "/api/bulk", Access::Operator),
