@@ -557,4 +557,158 @@ mod tests {
         assert_eq!(core.hub.host("web-1").unwrap().metrics, hb.metrics);
         assert!(core.unsaved.history.take(i64::MAX / 2, true).is_empty());
     }
+
+    /// The figures of docs/BENCHMARKS.md ("Metrics history"): a temp SQLite database with
+    /// every tier full at the default retention for `HISTORY_HOSTS` hosts (1 000), its bytes
+    /// per host, the 1-year (and 7-day, 30-day) query's latency, and a minute of heartbeats'
+    /// write cost with history on and off. Run with
+    /// `cargo test -p nixdeck-core --lib history_figures -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a benchmark: prints figures, takes a minute"]
+    async fn history_figures() {
+        use std::time::Instant;
+        let hosts: usize = std::env::var("HISTORY_HOSTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..hosts).map(|i| format!("host-{i:04}")).collect();
+        let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+        let core = test_core(dir.path(), &ids, &["nixdeck"]).await;
+        let pool = core.db.pool().clone();
+        for id in &ids {
+            core.db
+                .insert_host(&Host::new(id, HostType::Nixos), id)
+                .await
+                .unwrap();
+        }
+        let size = || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("VACUUM").execute(&pool).await.unwrap();
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pages * page
+            }
+        };
+        let base = size().await;
+        // Steady state at the default retention, a heartbeat every 5 s: 1 440 minutes,
+        // 1 008 ten-minute buckets, 2 160 hours and 730 days per host, with varied values.
+        let now = T0 + 730 * 86_400;
+        let started = Instant::now();
+        for (tier, keep) in retention_s(&core.config) {
+            let count = keep / tier.step_s;
+            let n = tier.step_s / 5;
+            let start = (now.div_euclid(tier.step_s) - count + 1) * tier.step_s;
+            sqlx::query(
+                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < $1 - 1)
+                 INSERT INTO metrics_history
+                    (host_id, tier, bucket_start, n, cpu, ram, swap, load, disk_n, disk)
+                 SELECT h.id, $2, $3 + k.i * $4, $5, $5 * (abs(random()) % 10000),
+                    $5 * (2000 + abs(random()) % 6000), $5 * (abs(random()) % 1000),
+                    $5 * (abs(random()) % 400), $5, $5 * (3000 + abs(random()) % 5000)
+                 FROM hosts h CROSS JOIN k",
+            )
+            .bind(count)
+            .bind(tier.id)
+            .bind(start)
+            .bind(tier.step_s)
+            .bind(n)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics_history")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let fill = started.elapsed();
+        let full = size().await;
+        let per_host = (full - base) / hosts as i64;
+        println!(
+            "{hosts} hosts, {rows} rows ({} per host), filled in {fill:.1?}",
+            rows / hosts as i64
+        );
+        println!(
+            "bytes: {base} without history, {full} with; {per_host} per host ({:.1} per row)",
+            per_host as f64 / (rows as f64 / hosts as f64)
+        );
+
+        for (range, queries) in [("1y", 2000), ("30d", 500), ("7d", 500)] {
+            let mut took = Vec::with_capacity(queries);
+            for q in 0..queries {
+                let id = ids[q * 7919 % hosts];
+                let t = Instant::now();
+                let h = read_at(&core, id, Some(range), now).await.unwrap();
+                took.push(t.elapsed());
+                assert!(!h.points.is_empty());
+            }
+            took.sort();
+            let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
+            println!(
+                "{range} query ({} points): p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+                read_at(&core, ids[0], Some(range), now)
+                    .await
+                    .unwrap()
+                    .points
+                    .len(),
+                at(0.5),
+                at(0.99),
+                took[took.len() - 1]
+            );
+        }
+
+        // A minute of the fleet's heartbeats (every 5 s, a batch every 10 s): the last-seen
+        // writes alone (history off), and the history's recording and write on top.
+        let minutes = 5;
+        let (mut seen_t, mut record_t, mut write_t) = Default::default();
+        for minute in 0..minutes {
+            let start = now + 60 + minute * 60;
+            for batch in 0..6 {
+                let at = start + batch * 10;
+                let mut seen = Vec::with_capacity(hosts);
+                let t = Instant::now();
+                for (i, id) in ids.iter().enumerate() {
+                    for beat in 0..2 {
+                        let m = metrics((i % 100) as f64, Some(50.0));
+                        core.unsaved.history.record(id, at + beat * 5, &m);
+                    }
+                }
+                record_t += t.elapsed();
+                for id in &ids {
+                    seen.push(crate::storage::SeenUpdate {
+                        host_id: id.to_string(),
+                        last_seen: Timestamp(at + 5),
+                        metrics: Some(metrics(1.0, Some(50.0))),
+                        generation: None,
+                        lock_hash: None,
+                    });
+                }
+                let t = Instant::now();
+                core.db.save_seen(&seen).await.unwrap();
+                seen_t += t.elapsed();
+                let t = Instant::now();
+                write(&core, at + 10, false).await.unwrap();
+                write_t += t.elapsed();
+            }
+        }
+        let per_min = |d: std::time::Duration| d / minutes as u32;
+        println!(
+            "a minute of {hosts} hosts' heartbeats: last-seen writes {:.1?}; history on adds \
+             {:.1?} recording and {:.1?} writing",
+            per_min(seen_t),
+            per_min(record_t),
+            per_min(write_t)
+        );
+    }
 }
