@@ -1,6 +1,11 @@
 //! `metrics_history`: heartbeat metrics as bucket sums, one row per host, tier and bucket.
 
-use super::{Db, DbResult};
+use super::{composed, Db, DbResult};
+use std::collections::BTreeMap;
+
+/// Buckets per upsert statement: 10 parameters each, so 1 000 parameters, well inside
+/// SQLite's and PostgreSQL's limits.
+const HISTORY_ROWS: usize = 100;
 
 /// A bucket's heartbeat count and the sums of their values, in hundredths (of a percent;
 /// of the load). Sums rather than averages: buckets add up by plain addition, in SQL too.
@@ -48,41 +53,63 @@ pub struct MinuteSums {
 impl Db {
     /// Adds each minute to the bucket holding it in every tier (`tiers`: id and step in
     /// seconds), in one transaction. A minute of a host that no longer exists adds nothing.
+    /// The batch is summed per bucket first (so no statement names a bucket twice, which
+    /// PostgreSQL's upsert refuses) and written `HISTORY_ROWS` buckets per statement.
     pub async fn add_history(&self, batch: &[MinuteSums], tiers: &[(i16, i64)]) -> DbResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
+        let mut buckets: BTreeMap<(&str, i16, i64), MetricSums> = BTreeMap::new();
         for m in batch {
             for &(tier, step) in tiers {
-                let s = &m.sums;
-                sqlx::query(
-                    "INSERT INTO metrics_history
-                        (host_id, tier, bucket_start, n, cpu, ram, swap, load, disk_n, disk)
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
-                     WHERE EXISTS (SELECT 1 FROM hosts WHERE id = $1)
-                     ON CONFLICT (host_id, tier, bucket_start) DO UPDATE SET
-                        n = metrics_history.n + excluded.n,
-                        cpu = metrics_history.cpu + excluded.cpu,
-                        ram = metrics_history.ram + excluded.ram,
-                        swap = metrics_history.swap + excluded.swap,
-                        load = metrics_history.load + excluded.load,
-                        disk_n = metrics_history.disk_n + excluded.disk_n,
-                        disk = metrics_history.disk + excluded.disk",
-                )
-                .bind(&m.host_id)
-                .bind(tier)
-                .bind(m.minute.div_euclid(step) * step)
-                .bind(s.n)
-                .bind(s.cpu)
-                .bind(s.ram)
-                .bind(s.swap)
-                .bind(s.load)
-                .bind(s.disk_n)
-                .bind(s.disk)
-                .execute(&mut *tx)
-                .await?;
+                let start = m.minute.div_euclid(step) * step;
+                buckets
+                    .entry((&m.host_id, tier, start))
+                    .or_default()
+                    .merge(&m.sums);
             }
+        }
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let buckets: Vec<_> = buckets.into_iter().collect();
+        let mut tx = self.pool.begin().await?;
+        for chunk in buckets.chunks(HISTORY_ROWS) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let p: Vec<String> = (1..=10).map(|k| format!("${}", i * 10 + k)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO metrics_history
+                    (host_id, tier, bucket_start, n, cpu, ram, swap, load, disk_n, disk)
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6,
+                    v.column7, v.column8, v.column9, v.column10
+                 FROM (VALUES {values}) AS v
+                 WHERE EXISTS (SELECT 1 FROM hosts WHERE id = v.column1)
+                 ON CONFLICT (host_id, tier, bucket_start) DO UPDATE SET
+                    n = metrics_history.n + excluded.n,
+                    cpu = metrics_history.cpu + excluded.cpu,
+                    ram = metrics_history.ram + excluded.ram,
+                    swap = metrics_history.swap + excluded.swap,
+                    load = metrics_history.load + excluded.load,
+                    disk_n = metrics_history.disk_n + excluded.disk_n,
+                    disk = metrics_history.disk + excluded.disk"
+            );
+            let mut query = sqlx::query(composed(sql));
+            for ((host_id, tier, start), s) in chunk {
+                query = query
+                    .bind(*host_id)
+                    .bind(*tier)
+                    .bind(*start)
+                    .bind(s.n)
+                    .bind(s.cpu)
+                    .bind(s.ram)
+                    .bind(s.swap)
+                    .bind(s.load)
+                    .bind(s.disk_n)
+                    .bind(s.disk);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
