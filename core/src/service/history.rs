@@ -237,7 +237,7 @@ pub async fn read_at(
     range_name: Option<&str>,
     now: i64,
 ) -> Result<MetricsHistory> {
-    if core.hub.host(host_id).is_none() {
+    if !core.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
     let (name, length, tier) = range(range_name)?;
