@@ -37,8 +37,25 @@ impl MetricsProbe {
             ram: round1(percent(s.used_memory(), s.total_memory())),
             swap: round1(percent(s.used_swap(), s.total_swap())),
             load: round1(System::load_average().one.max(0.0)),
+            disk: disk_usage(Path::new("/")).map(round1),
         }
     }
+}
+
+/// How full the filesystem holding `path` is, in percent, as `df` counts it: used blocks
+/// over the blocks an unprivileged user could have (used plus available; the blocks kept
+/// for root are left out). None when it cannot be read.
+pub fn disk_usage(path: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs the call fills in.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let blocks = stat.f_blocks as u64;
+    let used = blocks.saturating_sub(stat.f_bfree as u64);
+    Some(percent(used, used + stat.f_bavail as u64))
 }
 
 impl Default for MetricsProbe {
@@ -304,6 +321,10 @@ mod tests {
         assert!(m.load >= 0.0);
         // Any machine running this test uses some memory.
         assert!(m.ram > 0.0, "ram = {}", m.ram);
+        // And has a root filesystem with something on it.
+        let disk = m.disk.expect("the root filesystem's usage");
+        assert!(disk > 0.0 && disk <= 100.0, "disk = {disk}");
+        assert_eq!(disk_usage(Path::new("/no/such/path")), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use futures::{Sink, Stream};
 use leptos::prelude::*;
 use protocol::api::{
     ApiTokenCreated, ApiTokenInfo, BulkResult, CommandDetail, CommandRecord, CreateApiToken,
-    CreateHost, HostCreated, HostEdit, OnFailure, RecoveryCodes, RefreshResult, TotpSetup,
+    CreateHost, HostCreated, HostEdit, MetricsHistory, OnFailure, RecoveryCodes, RefreshResult,
+    TotpSetup,
 };
 use protocol::messages::Snapshot;
 use protocol::{CommandKind, Host};
@@ -132,6 +133,13 @@ pub async fn approve_host(host_id: String) -> Result<(), AppError> {
 #[server(client = CsrfClient)]
 pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandRecord>, AppError> {
     serve(|c, v| async move { service::commands::history(&c, &v, &host_id, limit).await }).await
+}
+
+/// A host's metrics over `range` (`1h`, `24h`, `7d`, `30d` or `1y`), oldest first: the
+/// host detail view's charts and the row's sparkline.
+#[server(client = CsrfClient)]
+pub async fn host_metrics(host_id: String, range: String) -> Result<MetricsHistory, AppError> {
+    serve(|c, v| async move { service::history::read(&c, &v, &host_id, Some(&range)).await }).await
 }
 
 /// The same command on many hosts (`None`: every online host).

@@ -775,7 +775,8 @@ mod tests {
                 cpu: 1.0,
                 ram: 50.4,
                 swap: 0.0,
-                load: 1.234
+                load: 1.234,
+                disk: None,
             })),
             "RAM 50% · Swap 0% · Load 1.23"
         );

@@ -550,6 +550,7 @@ pub(crate) mod tests {
                 ram: 10.0,
                 swap: 0.0,
                 load: 0.1,
+                disk: None,
             }),
         })
     }

@@ -196,7 +196,7 @@ where
             },
             _ = tick.tick() => {
                 let heartbeat = AgentMessage::Heartbeat(Heartbeat {
-                    metrics: Some(Metrics { cpu, ram: 42.0, swap: 0.0, load: now_ms() }),
+                    metrics: Some(Metrics { cpu, ram: 42.0, swap: 0.0, load: now_ms(), disk: None }),
                     generation: None,
                     lock_hash: None,
                     lock_updated_at: None,

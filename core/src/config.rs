@@ -109,6 +109,34 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_AUDIT_RETENTION_DAYS", default_value_t = 365)]
     pub audit_retention_days: u32,
 
+    /// Keep heartbeat metrics over time (`GET /api/hosts/{id}/metrics`), downsampled to
+    /// 1-minute, 10-minute, 1-hour and 1-day averages. Off: nothing new is recorded; what
+    /// was stored is still shown until its retention ends.
+    #[arg(long, env = "NIXDECK_HISTORY", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub history: bool,
+
+    /// Hours the 1-minute metrics are kept.
+    #[arg(long, env = "NIXDECK_HISTORY_MINUTE_H", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 31))]
+    pub history_minute_h: u64,
+
+    /// Days the 10-minute metrics are kept.
+    #[arg(long, env = "NIXDECK_HISTORY_10MIN_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=366))]
+    pub history_10min_days: u64,
+
+    /// Days the 1-hour metrics are kept.
+    #[arg(long, env = "NIXDECK_HISTORY_HOUR_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3660))]
+    pub history_hour_days: u64,
+
+    /// Days the 1-day metrics are kept.
+    #[arg(long, env = "NIXDECK_HISTORY_DAY_DAYS", default_value_t = 730,
+          value_parser = clap::value_parser!(u64).range(1..=3660))]
+    pub history_day_days: u64,
+
     /// PEM certificate chain: with --tls-key, the server speaks HTTPS itself (for setups
     /// without a reverse proxy). Then the session cookie is `__Host-` and `Secure`, and
     /// responses carry HSTS.

@@ -145,6 +145,31 @@ pub struct AgentToken {
     pub agent_token: String,
 }
 
+/// `GET /api/hosts/{id}/metrics?range=…`: a host's metrics over a range, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MetricsHistory {
+    /// The range asked for: `1h`, `24h`, `7d`, `30d` or `1y`.
+    pub range: String,
+    /// Seconds between points (each point is the average over one step).
+    pub step_s: u32,
+    pub points: Vec<MetricsPoint>,
+}
+
+/// One step of a host's metrics history: the averages of the heartbeats in it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MetricsPoint {
+    /// The start of the step.
+    pub t: Timestamp,
+    pub cpu: f64,
+    pub ram: f64,
+    pub swap: f64,
+    pub load: f64,
+    /// Null when no heartbeat in the step reported it (an older agent).
+    pub disk: Option<f64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshResult {

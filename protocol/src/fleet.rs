@@ -199,6 +199,7 @@ mod tests {
                 ram: 50.0,
                 swap: 0.0,
                 load: 0.5,
+                disk: None,
             }),
         })
     }
@@ -228,6 +229,7 @@ mod tests {
             ram: 50.0,
             swap: 0.0,
             load: 0.5,
+            disk: None,
         });
         expected_a.pending_command = Some(PendingCommand {
             command_id: "cmd1".into(),

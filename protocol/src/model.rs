@@ -122,7 +122,7 @@ impl UpdateStatus {
     }
 }
 
-/// Host metrics in percent (cpu, ram, swap) and the 1-minute load average.
+/// Host metrics in percent (cpu, ram, swap, disk) and the 1-minute load average.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metrics {
@@ -130,6 +130,10 @@ pub struct Metrics {
     pub ram: f64,
     pub swap: f64,
     pub load: f64,
+    /// An addition: how full the root filesystem is, in percent. Absent from older agents
+    /// (and left out of the JSON when unknown, so theirs is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<f64>,
 }
 
 wire_enum! {

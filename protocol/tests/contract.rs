@@ -279,6 +279,25 @@ fn rest_bodies() {
     round_trip::<Option<PendingPr>>(json!(null));
 }
 
+/// `disk` is an addition to `Metrics`: an older agent's heartbeat without it parses (and
+/// stays without it), a newer one's keeps it; the history's answer is the contract's shape.
+#[test]
+fn metrics_disk_and_history() {
+    let old: Metrics = round_trip(json!({"cpu": 1.5, "ram": 40.0, "swap": 0.0, "load": 0.42}));
+    assert_eq!(old.disk, None);
+    let new: Metrics =
+        round_trip(json!({"cpu": 1.5, "ram": 40.0, "swap": 0.0, "load": 0.42, "disk": 71.3}));
+    assert_eq!(new.disk, Some(71.3));
+    let h: MetricsHistory = round_trip(json!({
+        "range": "1h", "step_s": 60,
+        "points": [
+            {"t": "2026-12-06T15:39:00Z", "cpu": 7.5, "ram": 40.0, "swap": 0.0, "load": 0.42, "disk": 71.3},
+            {"t": "2026-12-06T15:40:00Z", "cpu": 7.5, "ram": 40.0, "swap": 0.0, "load": 0.42, "disk": null}
+        ]
+    }));
+    assert_eq!((h.points.len(), h.points[1].disk), (2, None));
+}
+
 #[test]
 fn ambiguous_request_bodies_reject_unknown_fields() {
     assert!(

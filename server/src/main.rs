@@ -391,6 +391,7 @@ fn spawn_background(core: Core) {
                 service::commands::purge_old(&core).await;
                 core.limits.forget_old();
                 service::audit::purge_old(&core).await;
+                service::history::prune(&core).await;
             }
         }
     });

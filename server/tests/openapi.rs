@@ -493,6 +493,26 @@ async fn every_route_answers_as_the_openapi_document_says() {
         404,
     )
     .await;
+    let metrics = "/api/hosts/{id}/metrics";
+    let history = r
+        .call(
+            "GET",
+            "/api/hosts/a1/metrics?range=1h",
+            metrics,
+            Session,
+            Body::None,
+            200,
+        )
+        .await;
+    assert_eq!(history["step_s"], 60, "{history}");
+    for (path, status) in [
+        ("/api/hosts/a1/metrics?range=5y", 422),
+        ("/api/hosts/a1/metrics", 422),
+        ("/api/hosts/nohost/metrics?range=24h", 404),
+    ] {
+        r.call("GET", path, metrics, Session, Body::None, status)
+            .await;
+    }
     // Both kinds of result in one answer: a1 queued, nohost refused.
     let bulk = r
         .call(

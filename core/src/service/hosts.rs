@@ -26,6 +26,8 @@ pub struct Unsaved {
     /// Held while a batch is written: a write at shutdown waits for one still under way
     /// (an agent that just left) instead of finding the maps empty and exiting before it.
     writing: tokio::sync::Mutex<()>,
+    /// Heartbeat metrics by minute, for the metrics history.
+    pub history: super::history::Recorder,
 }
 
 #[derive(Default)]
@@ -55,6 +57,8 @@ impl Unsaved {
         let mut pending = self.lock();
         pending.seen.remove(id);
         pending.reports.remove(id);
+        drop(pending);
+        self.history.forget(id);
     }
 }
 
@@ -472,6 +476,9 @@ pub fn heartbeat(core: &Core, id: &str, conn_id: u64, hb: &Heartbeat) {
     let cleaned = clean_heartbeat(hb);
     let hb = cleaned.as_ref().unwrap_or(hb);
     if let Some(now) = core.hub.heartbeat(id, conn_id, hb) {
+        if let Some(metrics) = hb.metrics.as_ref().filter(|_| core.config.history) {
+            core.unsaved.history.record(id, now.secs(), metrics);
+        }
         core.unsaved.lock().seen.insert(
             id.to_owned(),
             SeenUpdate {
@@ -748,16 +755,23 @@ pub async fn status(core: &Core, id: &str, mut report: StatusReport) {
 }
 
 /// Write the batched registrations and heartbeats (every few seconds, when an agent
-/// leaves, and at shutdown). Registrations first, so a newer last-seen wins.
+/// leaves, and at shutdown). Registrations first, so a newer last-seen wins. The metrics
+/// history takes its finished minutes.
 pub async fn flush_reports(core: &Core) {
-    if let Err(e) = save_unsaved(core).await {
+    if let Err(e) = write_unsaved(core, false).await {
         tracing::warn!("{e}");
     }
 }
 
-/// The same write, failing loudly (at shutdown, where nothing accepted may be lost).
+/// The same write, failing loudly (at shutdown, where nothing accepted may be lost), with
+/// the metrics of the unfinished minutes too.
 pub async fn save_unsaved(core: &Core) -> Result<(), String> {
+    write_unsaved(core, true).await
+}
+
+async fn write_unsaved(core: &Core, all_minutes: bool) -> Result<(), String> {
     let _writing = core.unsaved.writing.lock().await;
+    super::history::write(core, Timestamp::now().secs(), all_minutes).await?;
     let (reports, seen) = core.unsaved.take();
     core.db
         .save_reports(&reports)

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod commands;
 pub mod deploy;
+pub mod history;
 pub mod hosts;
 pub mod limits;
 pub mod tokens;

@@ -274,12 +274,21 @@ impl Db {
             .map(|r| r.rows_affected() == 1)
     }
 
+    /// The host and its metrics history.
     pub async fn delete_host(&self, id: &str) -> DbResult<bool> {
-        sqlx::query("DELETE FROM hosts WHERE id = $1")
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM hosts WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        sqlx::query("DELETE FROM metrics_history WHERE host_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

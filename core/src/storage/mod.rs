@@ -5,8 +5,8 @@
 //!
 //! `Db` is one SQLite pool. Each submodule is an `impl Db` block for its table(s) with its
 //! row structs: `users` (accounts, TOTP and recovery codes), `sessions`, `hosts`,
-//! `commands` (commands and their output), `deploys`, `audit`, `settings` and `tokens`
-//! (personal API tokens). Rows are
+//! `history` (heartbeat metrics over time), `commands` (commands and their output),
+//! `deploys`, `audit`, `settings` and `tokens` (personal API tokens). Rows are
 //! read by column name into `sqlx::FromRow` structs; an enum is stored as its wire name
 //! (`as_str`) and read back with `parse`.
 //!
@@ -23,6 +23,7 @@
 mod audit;
 mod commands;
 mod deploys;
+mod history;
 mod hosts;
 mod sessions;
 mod settings;
@@ -32,6 +33,7 @@ mod users;
 pub use audit::AuditFilter;
 pub use commands::{output_marker, CommandRow, LogLine};
 pub use deploys::DeployResume;
+pub use history::{HistoryRow, MetricSums, MinuteSums};
 pub use hosts::{HostFields, HostRecord, HostReport, SeenUpdate};
 pub use sessions::SessionRow;
 pub use tokens::{ApiTokenRow, BearerRow};

@@ -15,8 +15,8 @@ use protocol::api::{
     AgentToken, ApiError, ApiTokenCreated, ApiTokenInfo, AuditEntry, BulkRequest, BulkResponse,
     CommandAccepted, CommandDetail, CommandRecord, CommandRequest, CreateApiToken, CreateHost,
     DeployRequest, Health, HostCreated, HostEdit, JobAccepted, LoginRequest, LoginResponse,
-    ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm, TotpSetup,
-    TotpSetupRequest,
+    MetricsHistory, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm,
+    TotpSetup, TotpSetupRequest,
 };
 use protocol::messages::{DeployProgress, HostRef};
 use protocol::{DesiredState, Host, PendingPr};
@@ -355,6 +355,33 @@ pub async fn command_history(
 ) -> HttpResult<Json<Vec<CommandRecord>>> {
     let rows = service::commands::history(&app, &viewer, &id, q.limit.unwrap_or(20)).await?;
     Ok(Json(rows))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsQuery {
+    /// `1h`, `24h`, `7d`, `30d` or `1y`; anything else is a 422.
+    range: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/hosts/{id}/metrics", tag = "hosts",
+    description = "Viewer. The host's heartbeat metrics over the range, oldest first: the average of each step (1h: 1 minute, 24h and 7d: 10 minutes, 30d: 1 hour, 1y: 1 day), up to the current minute. Steps without a heartbeat have no point.",
+    params(("id" = String, Path, description = "Host id (the lower-cased hostname)"), MetricsQuery),
+    responses(
+        (status = 200, description = "The points", body = MetricsHistory),
+        (status = 404, description = "No such host", body = ApiError),
+        (status = 422, description = "Not one of the five ranges", body = ApiError),
+    )
+)]
+pub async fn host_metrics(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> HttpResult<Json<MetricsHistory>> {
+    let history = service::history::read(&app, &viewer, &id, q.range.as_deref()).await?;
+    Ok(Json(history))
 }
 
 #[utoipa::path(

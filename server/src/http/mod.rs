@@ -104,6 +104,7 @@ mod tests {
         ("POST", "/api/hosts/nohost/stop", Access::Operator),
         ("POST", "/api/hosts/nohost/refresh", Access::Viewer),
         ("POST", "/api/hosts/nohost/unlock", Access::Operator),
+        ("GET", "/api/hosts/nohost/metrics", Access::Viewer),
         ("GET", "/api/commands/nocommand", Access::Viewer),
         ("GET", "/api/commands/nocommand/log", Access::Viewer),
         ("POST", "/api/bulk", Access::Operator),
@@ -174,6 +175,7 @@ mod tests {
                 p if [
                     "fleet_snapshot",
                     "refresh_host",
+                    "host_metrics",
                     "command_history",
                     "command_detail",
                     "totp",
@@ -222,6 +224,7 @@ mod tests {
             }
             _ if server_fn("run_command") => (FORM, "host_id=nohost&command=pull"),
             _ if server_fn("command_history") => (FORM, "host_id=nohost&limit=5"),
+            _ if server_fn("host_metrics") => (FORM, "host_id=nohost&range=1h"),
             _ if server_fn("command_detail") => (FORM, "command_id=nocommand"),
             _ if server_fn("bulk_command") => (FORM, "command=pull"),
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),

@@ -75,6 +75,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::stop_command))
         .routes(routes!(api::refresh_host))
         .routes(routes!(api::unlock_host))
+        .routes(routes!(api::host_metrics))
         .routes(routes!(api::command_detail))
         .routes(routes!(api::command_log))
         .routes(routes!(api::bulk))
