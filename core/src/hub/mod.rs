@@ -871,6 +871,12 @@ impl Hub {
         self.lock().fleet.pending_pr.clone()
     }
 
+    /// Every published event from now on, as browsers get it (the notifier reads the few
+    /// kinds it needs; it handles `Lagged` itself).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Utf8Bytes> {
+        self.inner.events.subscribe()
+    }
+
     /// Typed command completions from now on (for Merge & Deploy's waits).
     pub fn completions(&self) -> broadcast::Receiver<CommandComplete> {
         self.inner.completions.subscribe()

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod deploy;
 pub mod hosts;
 pub mod limits;
+pub mod notify;
 pub mod tokens;
 pub mod totp;
 pub mod users;

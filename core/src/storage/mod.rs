@@ -5,8 +5,8 @@
 //!
 //! `Db` is one SQLite pool. Each submodule is an `impl Db` block for its table(s) with its
 //! row structs: `users` (accounts, TOTP and recovery codes), `sessions`, `hosts`,
-//! `commands` (commands and their output), `deploys`, `audit`, `settings` and `tokens`
-//! (personal API tokens). Rows are
+//! `commands` (commands and their output), `deploys`, `audit`, `settings`, `tokens`
+//! (personal API tokens) and `notify` (notification targets, rules, outbox, deliveries). Rows are
 //! read by column name into `sqlx::FromRow` structs; an enum is stored as its wire name
 //! (`as_str`) and read back with `parse`.
 //!
@@ -24,6 +24,7 @@ mod audit;
 mod commands;
 mod deploys;
 mod hosts;
+mod notify;
 mod sessions;
 mod settings;
 mod tokens;
@@ -33,6 +34,7 @@ pub use audit::AuditFilter;
 pub use commands::{output_marker, CommandRow, LogLine};
 pub use deploys::DeployResume;
 pub use hosts::{HostFields, HostRecord, HostReport, SeenUpdate};
+pub use notify::{DeliveryRow, NotifyRuleRow, NotifyTargetRow, OutboxRow, DELIVERIES_KEPT};
 pub use sessions::SessionRow;
 pub use tokens::{ApiTokenRow, BearerRow};
 pub use users::{TotpRow, UserRow};

@@ -122,6 +122,14 @@ mod tests {
         ("GET", "/api/tokens?all=true", Access::Admin),
         ("POST", "/api/tokens", Access::Viewer),
         ("DELETE", "/api/tokens/notoken", Access::Viewer),
+        ("GET", "/api/notifications/targets", Access::Admin),
+        ("POST", "/api/notifications/targets", Access::Admin),
+        ("DELETE", "/api/notifications/targets/notarget", Access::Admin),
+        ("POST", "/api/notifications/targets/notarget/test", Access::Admin),
+        ("GET", "/api/notifications/targets/notarget/deliveries", Access::Admin),
+        ("GET", "/api/notifications/rules", Access::Admin),
+        ("POST", "/api/notifications/rules", Access::Admin),
+        ("DELETE", "/api/notifications/rules/norule", Access::Admin),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
@@ -214,6 +222,14 @@ mod tests {
             "/api/deploy" => (JSON, r#"{"pr_number":1,"host_ids":["nohost"]}"#),
             "/api/hosts" => (JSON, r#"{"hostname":"newhost","host_type":"nixos"}"#),
             "/api/tokens" => (JSON, r#"{"name":"matrix","role":"viewer"}"#),
+            "/api/notifications/targets" => (
+                JSON,
+                r#"{"name":"matrix","kind":"webhook","url":"http://127.0.0.1:9/hook"}"#,
+            ),
+            "/api/notifications/rules" => (
+                JSON,
+                r#"{"event":"host_offline","target_ids":["notarget"]}"#,
+            ),
             _ if server_fn("make_api_token") => (FORM, "req[name]=matrix-fn&req[role]=viewer"),
             _ if server_fn("list_api_tokens") => (FORM, "all=false"),
             _ if server_fn("revoke_api_token") => (FORM, "id=notoken"),
