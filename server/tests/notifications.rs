@@ -102,7 +102,8 @@ async fn send_test(server: &Server, admin: &testkit::client::Session, target: &s
 #[tokio::test]
 async fn offline_hosts_make_one_message_delivered_once_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), common::free_port(), &[("RUST_LOG", "debug")]).await;
+    let server =
+        Server::start_with(dir.path(), common::free_port(), &[("RUST_LOG", "debug")]).await;
     let admin = login(&server).await;
     let port = common::free_port();
     // The first three attempts fail: the target is down for a while.
@@ -122,7 +123,10 @@ async fn offline_hosts_make_one_message_delivered_once_and_in_order() {
     assert_eq!(resp.status(), 201);
     let rule: Value = resp.json().await.unwrap();
     assert_eq!(rule["event"], "host_offline");
-    assert_eq!(admin.get_json(&server, "/api/notifications/rules").await[0]["id"], rule["id"]);
+    assert_eq!(
+        admin.get_json(&server, "/api/notifications/rules").await[0]["id"],
+        rule["id"]
+    );
 
     let (ta, tb) = (
         create_host(&server, &admin, "web-a").await,
@@ -144,7 +148,11 @@ async fn offline_hosts_make_one_message_delivered_once_and_in_order() {
     assert_eq!(got[0]["idempotency_key"], first, "in order: {got:?}");
     assert_eq!(got[0]["event"], "test");
     assert_eq!(got[1]["event"], "host_offline");
-    assert_eq!(got[1]["hosts"], json!(["web-a", "web-b"]), "one message naming both");
+    assert_eq!(
+        got[1]["hosts"],
+        json!(["web-a", "web-b"]),
+        "one message naming both"
+    );
     assert!(got[1]["summary"].as_str().unwrap().contains("web-a, web-b"));
     assert!(got[1]["at"].is_string());
     // Nothing more comes: each message once.
@@ -153,7 +161,10 @@ async fn offline_hosts_make_one_message_delivered_once_and_in_order() {
     assert_eq!(rx.refused.load(Ordering::SeqCst), 3);
 
     let log = admin
-        .get_json(&server, &format!("/api/notifications/targets/{target}/deliveries"))
+        .get_json(
+            &server,
+            &format!("/api/notifications/targets/{target}/deliveries"),
+        )
         .await;
     let statuses: Vec<&str> = log
         .as_array()
@@ -161,7 +172,11 @@ async fn offline_hosts_make_one_message_delivered_once_and_in_order() {
         .iter()
         .map(|d| d["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["sent", "sent", "retrying", "retrying", "retrying"], "{log}");
+    assert_eq!(
+        statuses,
+        ["sent", "sent", "retrying", "retrying", "retrying"],
+        "{log}"
+    );
     assert!(log[2]["error"].as_str().unwrap().contains("500"), "{log}");
     assert!(!log.to_string().contains(SECRET));
 
@@ -202,15 +217,27 @@ async fn targets_are_for_admins_and_bad_input_says_why() {
     let server = Server::start(dir.path()).await;
     let admin = login(&server).await;
     for (body, says) in [
-        (json!({"name": "x", "kind": "webhook", "url": "not a url"}), "not valid"),
-        (json!({"name": "x", "kind": "slack", "url": "ftp://hooks.example/x"}), "http://"),
+        (
+            json!({"name": "x", "kind": "webhook", "url": "not a url"}),
+            "not valid",
+        ),
+        (
+            json!({"name": "x", "kind": "slack", "url": "ftp://hooks.example/x"}),
+            "http://",
+        ),
         (json!({"name": "x", "kind": "discord"}), "needs a `url`"),
-        (json!({"name": "x", "kind": "gotify", "url": "https://g.example"}), "settings.token"),
+        (
+            json!({"name": "x", "kind": "gotify", "url": "https://g.example"}),
+            "settings.token",
+        ),
         (
             json!({"name": "x", "kind": "email", "settings": {"host": "mail.example", "from": "a@b.example", "to": ["c@d.example"], "tls": "none"}}),
             "localhost",
         ),
-        (json!({"name": "x", "kind": "webhook", "url": "https://h.example/", "settings": {"token": "t"}}), "no setting"),
+        (
+            json!({"name": "x", "kind": "webhook", "url": "https://h.example/", "settings": {"token": "t"}}),
+            "no setting",
+        ),
     ] {
         let resp = admin
             .post(&server, "/api/notifications/targets")
@@ -220,7 +247,10 @@ async fn targets_are_for_admins_and_bad_input_says_why() {
             .unwrap();
         assert_eq!(resp.status(), 422, "{body}");
         let err: Value = resp.json().await.unwrap();
-        assert!(err["error"].as_str().unwrap().contains(says), "{err} lacks {says:?}");
+        assert!(
+            err["error"].as_str().unwrap().contains(says),
+            "{err} lacks {says:?}"
+        );
     }
     let resp = admin
         .post(&server, "/api/notifications/rules")
@@ -258,4 +288,58 @@ async fn targets_are_for_admins_and_bad_input_says_why() {
             .unwrap();
         assert_eq!(resp.status(), 403, "{method} {path}");
     }
+}
+
+#[tokio::test]
+async fn mail_reaches_a_local_smtp_sink_and_an_unreachable_server_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let sink = testkit::smtp::SmtpSink::start().await;
+    let password_file = dir.path().join("smtp-password");
+    std::fs::write(&password_file, "smtp-SECRET-pw\n").unwrap();
+    let mut ids = Vec::new();
+    for (name, port) in [("mail", sink.port), ("nowhere", common::free_port())] {
+        let resp = admin
+            .post(&server, "/api/notifications/targets")
+            .json(&json!({"name": name, "kind": "email", "settings": {
+                "host": "127.0.0.1", "port": port, "tls": "none", "user": "deck",
+                "password_file": password_file, "from": "nixdeck <deck@example.org>",
+                "to": ["ops@example.org"]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let body: Value = resp.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let key = send_test(&server, &admin, &ids[0]).await;
+    send_test(&server, &admin, &ids[1]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.mails().is_empty() {
+        assert!(Instant::now() < deadline, "no mail");
+        sleep(Duration::from_millis(100)).await;
+    }
+    let mail = &sink.mails()[0];
+    assert!(mail.to[0].contains("ops@example.org"), "{mail:?}");
+    // Quoted-printable: soft line breaks joined.
+    assert!(mail.data.replace("=\r\n", "").contains(&key), "{mail:?}");
+    assert!(
+        mail.data.contains("Subject: [nixdeck] Test message"),
+        "{mail:?}"
+    );
+
+    let path = format!("/api/notifications/targets/{}/deliveries", ids[1]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = admin.get_json(&server, &path).await;
+        if !log.as_array().unwrap().is_empty() {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no attempt logged");
+        sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(log[0]["status"], "retrying", "{log}");
+    assert!(log[0]["error"].as_str().unwrap().contains("SMTP"), "{log}");
+    assert!(!server.log().contains("smtp-SECRET-pw"));
 }

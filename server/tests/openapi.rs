@@ -817,7 +817,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
             targets,
             targets,
             Session,
-            Body::Json(json!({"name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/hook"})),
+            Body::Json(
+                json!({"name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/hook"}),
+            ),
             201,
         )
         .await;

@@ -96,7 +96,11 @@ impl Db {
     }
 
     /// A rule and its targets, in one transaction.
-    pub async fn insert_notify_rule(&self, row: &NotifyRuleRow, targets: &[String]) -> DbResult<()> {
+    pub async fn insert_notify_rule(
+        &self,
+        row: &NotifyRuleRow,
+        targets: &[String],
+    ) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO notify_rules (id, event, after_s, scope, cooldown_s, quiet_from, quiet_to, created_at)

@@ -128,7 +128,10 @@ impl Rendered {
     fn with_url(self, new: String) -> Rendered {
         match self {
             Rendered::Http {
-                headers, body, json, ..
+                headers,
+                body,
+                json,
+                ..
             } => Rendered::Http {
                 url: new,
                 headers,
@@ -166,14 +169,20 @@ pub fn spawn(core: Core) {
                 }
             };
             for row in due {
-                if !busy.lock().unwrap_or_else(|e| e.into_inner()).insert(row.target_id.clone()) {
+                if !busy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(row.target_id.clone())
+                {
                     continue;
                 }
                 let (core, client, busy) = (core.clone(), client.clone(), busy.clone());
                 tokio::spawn(async move {
                     let target = row.target_id.clone();
                     attempt(&core, &client, row).await;
-                    busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&target);
+                    busy.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&target);
                 });
             }
         }
@@ -231,7 +240,11 @@ async fn attempt(core: &Core, client: &reqwest::Client, row: OutboxRow) {
         Err(error) => {
             let unit: f64 = rand::random();
             let next = now + retry_delay_ms(attempt as u32, unit) as i64;
-            tracing::info!(target = row.target_id, attempt, "notification failed, will retry: {error}");
+            tracing::info!(
+                target = row.target_id,
+                attempt,
+                "notification failed, will retry: {error}"
+            );
             log("retrying", Some(error)).await;
             core.db
                 .notify_retry_at(&row.message_id, &row.target_id, attempt, next)
@@ -316,7 +329,12 @@ async fn send_mail(
     use lettre::message::Mailbox;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-    let get = |key: &str| settings.get(key).and_then(Value::as_str).unwrap_or_default();
+    let get = |key: &str| {
+        settings
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
     let host = get("host");
     let from: Mailbox = get("from").parse().map_err(|e| format!("from: {e}"))?;
     let mut builder = Message::builder().from(from).subject(subject);
@@ -334,7 +352,9 @@ async fn send_mail(
         .map_err(|e| format!("cannot build the mail: {e}"))?;
     let mut transport = match get("tls") {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
-        "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)),
+        "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host,
+        )),
         _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
     }
     .map_err(|e| format!("SMTP: {e}"))?
@@ -406,8 +426,20 @@ mod tests {
         assert_eq!(url, "https://g/message");
         assert!(headers.contains(&("X-Gotify-Key", "tok".into())));
         assert_eq!(body(&gotify)["message"], "web-1 is offline");
-        let ntfy = render(NotifyKind::Ntfy, "https://n/topic", Some("t"), &json!({"priority": 4}), &m);
-        let Rendered::Http { body, headers, json, .. } = ntfy else {
+        let ntfy = render(
+            NotifyKind::Ntfy,
+            "https://n/topic",
+            Some("t"),
+            &json!({"priority": 4}),
+            &m,
+        );
+        let Rendered::Http {
+            body,
+            headers,
+            json,
+            ..
+        } = ntfy
+        else {
             panic!()
         };
         assert!(!json);

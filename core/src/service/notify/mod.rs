@@ -102,7 +102,15 @@ pub fn check_settings(
             }
         )));
     }
-    for key in ["host", "user", "password", "password_file", "from", "token", "tls"] {
+    for key in [
+        "host",
+        "user",
+        "password",
+        "password_file",
+        "from",
+        "token",
+        "tls",
+    ] {
         if map.get(key).is_some_and(|v| !v.is_string()) {
             return Err(invalid(format!("`settings.{key}` must be a string.")));
         }
@@ -124,16 +132,20 @@ pub fn check_settings(
         }
     }
     if kind == NotifyKind::Email {
-        let host = text(&map, "host").ok_or_else(|| invalid("An email target needs `settings.host` (the SMTP server)."))?;
+        let host = text(&map, "host")
+            .ok_or_else(|| invalid("An email target needs `settings.host` (the SMTP server)."))?;
         if host.contains(['/', ' ', ':']) {
-            return Err(invalid("`settings.host` is a host name, without scheme or port."));
+            return Err(invalid(
+                "`settings.host` is a host name, without scheme or port.",
+            ));
         }
         if let Some(port) = map.get("port") {
             if !port.as_u64().is_some_and(|p| (1..=65535).contains(&p)) {
                 return Err(invalid("`settings.port` is a number from 1 to 65535."));
             }
         }
-        let from = text(&map, "from").ok_or_else(|| invalid("An email target needs `settings.from`."))?;
+        let from =
+            text(&map, "from").ok_or_else(|| invalid("An email target needs `settings.from`."))?;
         from.parse::<lettre::message::Mailbox>()
             .map_err(|e| invalid(format!("`settings.from` is not an address ({e}).")))?;
         let to = match map.get("to") {
@@ -143,19 +155,26 @@ pub fn check_settings(
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| invalid("`settings.to` is a list of addresses."))?,
-            _ => return Err(invalid("An email target needs `settings.to` (a list of addresses).")),
+            _ => {
+                return Err(invalid(
+                    "An email target needs `settings.to` (a list of addresses).",
+                ))
+            }
         };
         if to.is_empty() {
             return Err(invalid("`settings.to` names no address."));
         }
         for addr in &to {
-            addr.parse::<lettre::message::Mailbox>()
-                .map_err(|e| invalid(format!("`settings.to`: {addr:?} is not an address ({e}).")))?;
+            addr.parse::<lettre::message::Mailbox>().map_err(|e| {
+                invalid(format!("`settings.to`: {addr:?} is not an address ({e})."))
+            })?;
         }
         map.insert("to".into(), Value::from(to));
         let tls = text(&map, "tls").unwrap_or_else(|| "starttls".into());
         if !["starttls", "tls", "none"].contains(&tls.as_str()) {
-            return Err(invalid("`settings.tls` is `starttls` (the default), `tls` or `none`."));
+            return Err(invalid(
+                "`settings.tls` is `starttls` (the default), `tls` or `none`.",
+            ));
         }
         if tls == "none" && !deliver::is_loopback(&host) {
             return Err(invalid(
@@ -163,7 +182,9 @@ pub fn check_settings(
             ));
         }
         if map.contains_key("password") && map.contains_key("password_file") {
-            return Err(invalid("Give `settings.password` or `settings.password_file`, not both."));
+            return Err(invalid(
+                "Give `settings.password` or `settings.password_file`, not both.",
+            ));
         }
         if let Some(path) = text(&map, "password_file") {
             if !std::path::Path::new(&path).is_absolute() {
@@ -342,7 +363,9 @@ pub async fn enqueue(
                     message.event.as_str(),
                     0,
                     "dropped",
-                    Some(&format!("{MAX_QUEUED} messages wait for this target already")),
+                    Some(&format!(
+                        "{MAX_QUEUED} messages wait for this target already"
+                    )),
                     now_ms,
                 )
                 .await;
@@ -389,11 +412,22 @@ pub fn rule_info(row: NotifyRuleRow) -> NotifyRule {
 /// The longest `after_s` and `cooldown_s`: a week.
 const MAX_DELAY_S: u32 = 7 * 86_400;
 
-pub async fn create_rule(core: &Core, viewer: &Viewer, req: CreateNotifyRule) -> Result<NotifyRule> {
+pub async fn create_rule(
+    core: &Core,
+    viewer: &Viewer,
+    req: CreateNotifyRule,
+) -> Result<NotifyRule> {
     require_admin(viewer)?;
     let event = req.event;
     let result = insert_rule(core, req).await;
-    audit::record(core, viewer, "notify.rule.create", Some(event.as_str()), result).await
+    audit::record(
+        core,
+        viewer,
+        "notify.rule.create",
+        Some(event.as_str()),
+        result,
+    )
+    .await
 }
 
 async fn insert_rule(core: &Core, req: CreateNotifyRule) -> Result<NotifyRule> {

@@ -160,7 +160,10 @@ mod tests {
         assert!(g.offer("r", "h1", &hosts(&["h1"]), json!({}), 60_000, 0));
         g.due(GROUP_MS, 1 << 40);
         assert!(!g.offer("r", "h1", &hosts(&["h1"]), json!({}), 60_000, 30_000));
-        assert!(g.offer("r", "h2", &hosts(&["h2"]), json!({}), 60_000, 30_000), "others pass");
+        assert!(
+            g.offer("r", "h2", &hosts(&["h2"]), json!({}), 60_000, 30_000),
+            "others pass"
+        );
         assert!(g.offer("r", "h1", &hosts(&["h1"]), json!({}), 60_000, 60_000));
         let due = g.due(60_000 + GROUP_MS, 1 << 40);
         assert_eq!(due[0].1.hosts, ["h1".to_owned(), "h2".to_owned()].into());
@@ -175,15 +178,25 @@ mod tests {
         .unwrap();
         let day0 = 20_000 * 86_400;
         assert_eq!(night.ends_after(day0 + 12 * 3600), None);
-        assert_eq!(night.ends_after(day0 + 23 * 3600), Some(day0 + 86_400 + 7 * 3600));
+        assert_eq!(
+            night.ends_after(day0 + 23 * 3600),
+            Some(day0 + 86_400 + 7 * 3600)
+        );
         assert_eq!(night.ends_after(day0 + 3 * 3600), Some(day0 + 7 * 3600));
-        assert_eq!(night.ends_after(day0 + 7 * 3600), None, "the end is not quiet");
+        assert_eq!(
+            night.ends_after(day0 + 7 * 3600),
+            None,
+            "the end is not quiet"
+        );
         let lunch = Quiet::parse(&QuietHours {
             from: "12:00".into(),
             to: "13:30".into(),
         })
         .unwrap();
-        assert_eq!(lunch.ends_after(day0 + 12 * 3600 + 5), Some(day0 + 13 * 3600 + 1800));
+        assert_eq!(
+            lunch.ends_after(day0 + 12 * 3600 + 5),
+            Some(day0 + 13 * 3600 + 1800)
+        );
         assert_eq!(lunch.ends_after(day0 + 14 * 3600), None);
         for bad in ["7:00", "24:00", "12:60", "noon", ""] {
             assert!(Quiet::parse(&QuietHours {

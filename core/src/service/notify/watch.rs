@@ -99,7 +99,13 @@ pub fn spawn(core: Core) {
     });
 }
 
-fn deploy(rules: &[NotifyRule], watch: &mut Watch, grouper: &mut Grouper, p: DeployProgress, now: i64) {
+fn deploy(
+    rules: &[NotifyRule],
+    watch: &mut Watch,
+    grouper: &mut Grouper,
+    p: DeployProgress,
+    now: i64,
+) {
     let event = match p.phase {
         DeployPhase::Done => NotifyEvent::DeployFinished,
         DeployPhase::Failed => NotifyEvent::DeployFailed,
@@ -143,9 +149,14 @@ fn scan(core: &Core, rules: &[NotifyRule], watch: &mut Watch, grouper: &mut Grou
                     r.event == NotifyEvent::HostOnline && in_scope(&r.scope, id, &host.tags)
                 }) {
                     if now - since >= i64::from(rule.after_s) * 1000 {
-                        grouper.offer(&rule.id, id, std::slice::from_ref(id),
+                        grouper.offer(
+                            &rule.id,
+                            id,
+                            std::slice::from_ref(id),
                             json!({"host_id": id, "offline_s": (now - since) / 1000}),
-                            i64::from(rule.cooldown_s) * 1000, now);
+                            i64::from(rule.cooldown_s) * 1000,
+                            now,
+                        );
                     }
                 }
                 watch.fired.retain(|(_, h)| h != id);
@@ -171,9 +182,14 @@ fn scan(core: &Core, rules: &[NotifyRule], watch: &mut Watch, grouper: &mut Grou
                 if now - since > i64::from(rule.after_s) * 1000
                     && watch.fired.insert((rule.id.clone(), id.clone()))
                 {
-                    grouper.offer(&rule.id, id, std::slice::from_ref(id),
+                    grouper.offer(
+                        &rule.id,
+                        id,
+                        std::slice::from_ref(id),
                         json!({"host_id": id, "last_seen": host.last_seen}),
-                        i64::from(rule.cooldown_s) * 1000, now);
+                        i64::from(rule.cooldown_s) * 1000,
+                        now,
+                    );
                 }
             }
         }
@@ -192,9 +208,14 @@ fn scan(core: &Core, rules: &[NotifyRule], watch: &mut Watch, grouper: &mut Grou
                         .filter(|(_, c)| c.status == CheckStatus::Error)
                         .map(|(n, _)| *n)
                         .collect();
-                    grouper.offer(&rule.id, id, std::slice::from_ref(id),
+                    grouper.offer(
+                        &rule.id,
+                        id,
+                        std::slice::from_ref(id),
                         json!({"host_id": id, "compartments": red}),
-                        i64::from(rule.cooldown_s) * 1000, now);
+                        i64::from(rule.cooldown_s) * 1000,
+                        now,
+                    );
                 }
             }
         } else if watch.red.remove(id).is_some() {
@@ -207,9 +228,14 @@ fn scan(core: &Core, rules: &[NotifyRule], watch: &mut Watch, grouper: &mut Grou
                 for rule in rules.iter().filter(|r| {
                     r.event == NotifyEvent::AgentOutdated && in_scope(&r.scope, id, &host.tags)
                 }) {
-                    grouper.offer(&rule.id, id, std::slice::from_ref(id),
+                    grouper.offer(
+                        &rule.id,
+                        id,
+                        std::slice::from_ref(id),
                         json!({"host_id": id, "agent_version": host.agent_version}),
-                        i64::from(rule.cooldown_s) * 1000, now);
+                        i64::from(rule.cooldown_s) * 1000,
+                        now,
+                    );
                 }
             }
         } else {
@@ -220,13 +246,21 @@ fn scan(core: &Core, rules: &[NotifyRule], watch: &mut Watch, grouper: &mut Grou
     watch.offline.retain(|id, _| hosts.contains_key(id));
     watch.red.retain(|id, _| hosts.contains_key(id));
     watch.outdated.retain(|id| hosts.contains_key(id));
-    watch.fired.retain(|(_, h)| hosts.contains_key(h.trim_start_matches("red:")));
+    watch
+        .fired
+        .retain(|(_, h)| hosts.contains_key(h.trim_start_matches("red:")));
 }
 
 fn summary(rule: &NotifyRule, hosts: &[String]) -> String {
     let names = hosts.join(", ");
     let n = hosts.len();
-    let many = |one: &str, more: &str| if n == 1 { one.to_owned() } else { format!("{n} {more}") };
+    let many = |one: &str, more: &str| {
+        if n == 1 {
+            one.to_owned()
+        } else {
+            format!("{n} {more}")
+        }
+    };
     match rule.event {
         NotifyEvent::HostOffline => format!(
             "{} offline for more than {} s: {names}",
