@@ -127,7 +127,7 @@ pub fn check_settings(
         ));
     }
     if let Some(p) = map.get("priority") {
-        if !p.as_u64().is_some_and(|p| p <= 10) {
+        if p.as_u64().is_none_or(|p| p > 10) {
             return Err(invalid("`settings.priority` is a number from 0 to 10."));
         }
     }

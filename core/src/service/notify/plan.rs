@@ -137,7 +137,14 @@ mod tests {
         let mut g = Grouper::default();
         for i in 0..40 {
             let id = format!("web-{i:02}");
-            assert!(g.offer("r1", &id, &[id.clone()], json!({}), 0, 1_000 + i));
+            assert!(g.offer(
+                "r1",
+                &id,
+                std::slice::from_ref(&id),
+                json!({}),
+                0,
+                1_000 + i
+            ));
         }
         assert!(g.due(1_000 + GROUP_MS - 1, 1 << 40).is_empty());
         let due = g.due(1_000 + GROUP_MS + 40, 1 << 40);
