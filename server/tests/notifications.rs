@@ -343,3 +343,74 @@ async fn mail_reaches_a_local_smtp_sink_and_an_unreachable_server_is_logged() {
     assert!(log[0]["error"].as_str().unwrap().contains("SMTP"), "{log}");
     assert!(!server.log().contains("smtp-SECRET-pw"));
 }
+
+#[tokio::test]
+async fn failed_commands_and_hosts_back_online_are_reported_within_scope() {
+    use futures::SinkExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let admin = login(&server).await;
+    let port = common::free_port();
+    let rx = Receiver::start(port, 0).await;
+    let target = add_webhook(&server, &admin, port).await;
+    for rule in [
+        json!({"event": "command_failed", "scope": {"host_ids": ["web-c"]}, "target_ids": [target]}),
+        json!({"event": "host_online", "after_s": 1, "target_ids": [target]}),
+        // Out of scope: web-c has no tag `db`.
+        json!({"event": "host_offline", "scope": {"tags": ["db"]}, "target_ids": [target]}),
+    ] {
+        let resp = admin
+            .post(&server, "/api/notifications/rules")
+            .json(&rule)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{rule}");
+    }
+    let token = create_host(&server, &admin, "web-c").await;
+    let mut ws = registered_agent(&server, &token, "web-c").await;
+    sleep(Duration::from_secs(2)).await;
+
+    let resp = admin
+        .post(&server, "/api/hosts/web-c/commands")
+        .json(&json!({"command": "pull"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let command_id = resp.json::<Value>().await.unwrap()["command_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    loop {
+        let v = common::next_json(&mut ws, Duration::from_secs(5)).await;
+        if v["type"] == "command" {
+            break;
+        }
+    }
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"type": "command_complete", "payload": {"command_id": command_id,
+            "status": "error", "exit_code": 1, "duration_ms": 10, "last_seq": 0}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0]["event"], "command_failed");
+    assert_eq!(got[0]["hosts"], json!(["web-c"]));
+    assert_eq!(got[0]["details"]["events"][0]["status"], "error", "{got:?}");
+
+    drop(ws);
+    sleep(Duration::from_millis(2500)).await;
+    let _ws = registered_agent(&server, &token, "web-c").await;
+    let got = rx.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[1]["event"], "host_online");
+    assert_eq!(got[1]["hosts"], json!(["web-c"]));
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rx.got().len(),
+        2,
+        "no host_offline out of scope: {:?}",
+        rx.got()
+    );
+}
