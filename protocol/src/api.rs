@@ -445,6 +445,8 @@ wire_enum! {
         HostOnline = "host_online",
         /// A command ended `error`, `timeout`, `lost` or `rolled_back`.
         CommandFailed = "command_failed",
+        /// Addition: a deploy job started (its first phase, `previewing` or `merging`).
+        DeployStarted = "deploy_started",
         /// A deploy job finished (phase `done`).
         DeployFinished = "deploy_finished",
         /// A deploy job failed or was halted (phase `failed`).

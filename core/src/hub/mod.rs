@@ -516,6 +516,12 @@ impl Hub {
             .collect()
     }
 
+    /// `view` of every host, under one lock (the notifier's once-a-second look, without
+    /// copying the fleet).
+    pub fn map_hosts<T>(&self, view: impl Fn(&Host) -> T) -> Vec<T> {
+        self.lock().fleet.hosts.values().map(view).collect()
+    }
+
     pub fn online_ids(&self) -> Vec<String> {
         let state = self.lock();
         state
