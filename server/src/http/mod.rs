@@ -211,6 +211,7 @@ mod tests {
                     "approve_host",
                     "user",
                     "audit_log",
+                    "notify",
                 ]
                 .iter()
                 .any(|f| p.contains(f)) =>
@@ -244,6 +245,16 @@ mod tests {
             ),
             _ if server_fn("make_api_token") => (FORM, "req[name]=matrix-fn&req[role]=viewer"),
             _ if server_fn("list_api_tokens") => (FORM, "all=false"),
+            _ if server_fn("add_notify_target") => (
+                JSON,
+                r#"{"req":{"name":"matrix-fn","kind":"webhook","url":"http://127.0.0.1:9/h"}}"#,
+            ),
+            _ if server_fn("add_notify_rule") => (
+                JSON,
+                r#"{"req":{"event":"host_offline","target_ids":["notarget"]}}"#,
+            ),
+            _ if server_fn("list_notify") => (FORM, ""),
+            _ if server_fn("notify") => (FORM, "id=notarget"),
             _ if server_fn("revoke_api_token") => (FORM, "id=notoken"),
             p if p.starts_with("/api/hosts/") && p.ends_with("/commands") => {
                 (JSON, r#"{"command":"pull"}"#)
