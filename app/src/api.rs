@@ -210,6 +210,56 @@ pub async fn revoke_api_token(id: String) -> Result<(), AppError> {
     serve(|c, v| async move { service::tokens::revoke(&c, &v, &id).await }).await
 }
 
+/// Notification targets (admin), without secrets.
+#[server(client = CsrfClient)]
+pub async fn list_notify_targets() -> Result<Vec<protocol::api::NotifyTarget>, AppError> {
+    serve(|c, v| async move { service::notify::list_targets(&c, &v).await }).await
+}
+
+/// JSON, because `settings` is free-form.
+#[server(client = CsrfClient, input = server_fn::codec::Json)]
+pub async fn add_notify_target(
+    req: protocol::api::CreateNotifyTarget,
+) -> Result<protocol::api::NotifyTarget, AppError> {
+    serve(|c, v| async move { service::notify::create_target(&c, &v, req).await }).await
+}
+
+#[server(client = CsrfClient)]
+pub async fn remove_notify_target(id: String) -> Result<(), AppError> {
+    serve(|c, v| async move { service::notify::delete_target(&c, &v, &id).await }).await
+}
+
+/// Queue a test message; the answer is its idempotency key.
+#[server(client = CsrfClient)]
+pub async fn test_notify_target(id: String) -> Result<String, AppError> {
+    serve(|c, v| async move { service::notify::test_target(&c, &v, &id).await }).await
+}
+
+#[server(client = CsrfClient)]
+pub async fn notify_delivery_log(
+    id: String,
+) -> Result<Vec<protocol::api::NotifyDelivery>, AppError> {
+    serve(|c, v| async move { service::notify::deliveries(&c, &v, &id).await }).await
+}
+
+#[server(client = CsrfClient)]
+pub async fn list_notify_rules() -> Result<Vec<protocol::api::NotifyRule>, AppError> {
+    serve(|c, v| async move { service::notify::list_rules(&c, &v).await }).await
+}
+
+/// JSON, because empty lists (no tags) do not survive a form.
+#[server(client = CsrfClient, input = server_fn::codec::Json)]
+pub async fn add_notify_rule(
+    req: protocol::api::CreateNotifyRule,
+) -> Result<protocol::api::NotifyRule, AppError> {
+    serve(|c, v| async move { service::notify::create_rule(&c, &v, req).await }).await
+}
+
+#[server(client = CsrfClient)]
+pub async fn remove_notify_rule(id: String) -> Result<(), AppError> {
+    serve(|c, v| async move { service::notify::delete_rule(&c, &v, &id).await }).await
+}
+
 #[server(client = CsrfClient)]
 pub async fn list_users() -> Result<Vec<protocol::api::UserInfo>, AppError> {
     serve(|c, v| async move { service::users::list_for(&c, &v).await }).await

@@ -440,3 +440,165 @@ pub struct ApiTokenInfo {
     /// Whether `expires_at` has passed (by the server's clock).
     pub expired: bool,
 }
+
+// ------------------------------------------------------------------------ notifications
+
+wire_enum! {
+    /// Where a notification goes (`POST /api/notifications/targets`).
+    pub enum NotifyKind {
+        /// `POST` of the JSON message (`docs/API.md`, "Notifications").
+        Webhook = "webhook",
+        /// `POST` of the text to an ntfy topic URL.
+        Ntfy = "ntfy",
+        /// `POST /message` of a Gotify server, with an application token.
+        Gotify = "gotify",
+        /// A Slack-compatible incoming webhook (`{"text"}`).
+        Slack = "slack",
+        /// A Discord-compatible webhook (`{"content"}`).
+        Discord = "discord",
+        /// Mail over SMTP.
+        Email = "email",
+    }
+}
+
+wire_enum! {
+    /// What a notification rule waits for.
+    pub enum NotifyEvent {
+        /// A host has been offline for more than `after_s` seconds.
+        HostOffline = "host_offline",
+        /// A host is back after being offline for at least `after_s` seconds (default 60).
+        HostOnline = "host_online",
+        /// A command ended `error`, `timeout`, `lost` or `rolled_back`.
+        CommandFailed = "command_failed",
+        /// Addition: a deploy job started (its first phase, `previewing` or `merging`).
+        DeployStarted = "deploy_started",
+        /// A deploy job finished (phase `done`).
+        DeployFinished = "deploy_finished",
+        /// A deploy job failed or was halted (phase `failed`).
+        DeployFailed = "deploy_failed",
+        /// A host's compartment has been red for more than `after_s` seconds.
+        CompartmentRed = "compartment_red",
+        /// A host's agent is older than the dashboard.
+        AgentOutdated = "agent_outdated",
+        /// Addition: the message of a target's "send test" (never a rule's event).
+        Test = "test",
+    }
+}
+
+/// `POST /api/notifications/targets`. `url` is required for every kind but `email`;
+/// `settings` holds what the kind needs besides (see `docs/API.md`). Secrets (the URL,
+/// `settings.token`, `settings.password`) are sealed at rest and never shown again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateNotifyTarget {
+    pub name: String,
+    pub kind: NotifyKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub settings: Option<serde_json::Value>,
+}
+
+/// A target as listed: its URL shortened to scheme and host (`https://hooks.example/…`),
+/// its settings without secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotifyTarget {
+    pub id: String,
+    pub name: String,
+    pub kind: NotifyKind,
+    /// The URL's scheme and host only; None for `email`.
+    pub url: Option<String>,
+    /// The settings without `token` or `password`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub settings: serde_json::Value,
+    /// Whether a secret (token or password) is stored for it.
+    pub has_secret: bool,
+    pub created_at: Timestamp,
+}
+
+/// Which hosts a rule watches: all (absent or both lists empty), those with any of
+/// `tags`, or those named in `host_ids`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NotifyScope {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ids: Vec<String>,
+}
+
+/// Quiet hours, `HH:MM` in UTC; `from` after `to` spans midnight. A message made in them
+/// is held and sent when they end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    pub from: String,
+    pub to: String,
+}
+
+/// `POST /api/notifications/rules`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateNotifyRule {
+    pub event: NotifyEvent,
+    /// `host_offline`, `compartment_red`: for more than this many seconds (default 0);
+    /// `host_online`: after an absence of at least this long (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<NotifyScope>,
+    pub target_ids: Vec<String>,
+    /// A host named in a message of this rule is left out of the rule's messages for
+    /// this many seconds (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<QuietHours>,
+}
+
+/// A rule as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotifyRule {
+    pub id: String,
+    pub event: NotifyEvent,
+    pub after_s: u32,
+    pub scope: NotifyScope,
+    pub target_ids: Vec<String>,
+    pub cooldown_s: u32,
+    pub quiet: Option<QuietHours>,
+    pub created_at: Timestamp,
+}
+
+/// What a target receives (a `webhook` gets exactly this as JSON). `idempotency_key` is
+/// the same on every attempt of one message to one target, also across restarts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotifyMessage {
+    pub event: NotifyEvent,
+    pub idempotency_key: String,
+    pub at: Timestamp,
+    pub hosts: Vec<String>,
+    pub summary: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub details: serde_json::Value,
+}
+
+/// One delivery attempt (`GET /api/notifications/targets/{id}/deliveries`, the last 100).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotifyDelivery {
+    pub at: Timestamp,
+    pub idempotency_key: String,
+    pub event: NotifyEvent,
+    pub attempt: u32,
+    /// `sent`, `retrying` or `given_up`.
+    pub status: String,
+    pub error: Option<String>,
+}

@@ -152,6 +152,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("recovering deploy jobs")?;
     desired.spawn();
     spawn_background(core.clone());
+    service::notify::watch::spawn(core.clone());
+    service::notify::deliver::spawn(core.clone());
     let state = AppState {
         core: core.clone(),
         leptos_options,

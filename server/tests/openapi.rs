@@ -829,6 +829,80 @@ async fn every_route_answers_as_the_openapi_document_says() {
         404,
     )
     .await;
+    // Notifications: a target, its test and log, a rule; both deleted.
+    let targets = "/api/notifications/targets";
+    let target = r
+        .call(
+            "POST",
+            targets,
+            targets,
+            Session,
+            Body::Json(
+                json!({"name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/hook"}),
+            ),
+            201,
+        )
+        .await;
+    let target_id = target["id"].as_str().unwrap().to_owned();
+    r.call(
+        "POST",
+        targets,
+        targets,
+        Session,
+        Body::Json(json!({"name": "bad", "kind": "webhook", "url": "ftp://x"})),
+        422,
+    )
+    .await;
+    r.call("GET", targets, targets, Session, Body::None, 200)
+        .await;
+    r.call(
+        "POST",
+        &format!("{targets}/{target_id}/test"),
+        "/api/notifications/targets/{id}/test",
+        Session,
+        Body::None,
+        202,
+    )
+    .await;
+    r.call(
+        "GET",
+        &format!("{targets}/{target_id}/deliveries"),
+        "/api/notifications/targets/{id}/deliveries",
+        Session,
+        Body::None,
+        200,
+    )
+    .await;
+    let rules = "/api/notifications/rules";
+    let rule = r
+        .call(
+            "POST",
+            rules,
+            rules,
+            Session,
+            Body::Json(json!({"event": "host_offline", "after_s": 60, "scope": {"tags": ["web"]}, "target_ids": [target_id]})),
+            201,
+        )
+        .await;
+    r.call("GET", rules, rules, Session, Body::None, 200).await;
+    r.call(
+        "DELETE",
+        &format!("{rules}/{}", rule["id"].as_str().unwrap()),
+        "/api/notifications/rules/{id}",
+        Session,
+        Body::None,
+        204,
+    )
+    .await;
+    r.call(
+        "DELETE",
+        &format!("{targets}/{target_id}"),
+        "/api/notifications/targets/{id}",
+        Session,
+        Body::None,
+        204,
+    )
+    .await;
     let reauth = "/api/account/reauth";
     r.call(
         "POST",

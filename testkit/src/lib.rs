@@ -11,3 +11,4 @@ pub mod fixtures;
 pub mod git;
 pub mod nix;
 pub mod proc;
+pub mod smtp;

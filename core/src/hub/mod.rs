@@ -516,6 +516,12 @@ impl Hub {
             .collect()
     }
 
+    /// `view` of every host, under one lock (the notifier's once-a-second look, without
+    /// copying the fleet).
+    pub fn map_hosts<T>(&self, view: impl Fn(&Host) -> T) -> Vec<T> {
+        self.lock().fleet.hosts.values().map(view).collect()
+    }
+
     pub fn online_ids(&self) -> Vec<String> {
         let state = self.lock();
         state
@@ -869,6 +875,12 @@ impl Hub {
 
     pub fn pending_pr(&self) -> Option<PendingPr> {
         self.lock().fleet.pending_pr.clone()
+    }
+
+    /// Every published event from now on, as browsers get it (the notifier reads the few
+    /// kinds it needs; it handles `Lagged` itself).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Utf8Bytes> {
+        self.inner.events.subscribe()
     }
 
     /// Typed command completions from now on (for Merge & Deploy's waits).

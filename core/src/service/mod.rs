@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod history;
 pub mod hosts;
 pub mod limits;
+pub mod notify;
 pub mod tokens;
 pub mod totp;
 pub mod users;

@@ -6,7 +6,8 @@
 //! `Db` is one SQLite pool. Each submodule is an `impl Db` block for its table(s) with its
 //! row structs: `users` (accounts, TOTP and recovery codes), `sessions`, `hosts`,
 //! `history` (heartbeat metrics over time), `commands` (commands and their output),
-//! `deploys`, `audit`, `settings` and `tokens` (personal API tokens). Rows are
+//! `deploys`, `audit`, `settings`, `tokens` (personal API tokens) and `notify`
+//! (notification targets, rules, outbox, deliveries). Rows are
 //! read by column name into `sqlx::FromRow` structs; an enum is stored as its wire name
 //! (`as_str`) and read back with `parse`.
 //!
@@ -25,6 +26,7 @@ mod commands;
 mod deploys;
 mod history;
 mod hosts;
+mod notify;
 mod sessions;
 mod settings;
 mod tokens;
@@ -35,6 +37,7 @@ pub use commands::{output_marker, CommandRow, LogLine};
 pub use deploys::DeployResume;
 pub use history::{HistoryRow, MetricSums, MinuteSums};
 pub use hosts::{HostFields, HostRecord, HostReport, SeenUpdate};
+pub use notify::{DeliveryRow, NotifyRuleRow, NotifyTargetRow, OutboxRow, DELIVERIES_KEPT};
 pub use sessions::SessionRow;
 pub use tokens::{ApiTokenRow, BearerRow};
 pub use users::{TotpRow, UserRow};

@@ -18,6 +18,9 @@ use protocol::api::{
     MetricsHistory, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm,
     TotpSetup, TotpSetupRequest,
 };
+use protocol::api::{
+    CreateNotifyRule, CreateNotifyTarget, NotifyDelivery, NotifyRule, NotifyTarget,
+};
 use protocol::messages::{DeployProgress, HostRef};
 use protocol::{DesiredState, Host, PendingPr};
 
@@ -712,6 +715,141 @@ pub async fn revoke_api_token(
     Path(id): Path<String>,
 ) -> HttpResult<StatusCode> {
     service::tokens::revoke(&app, &viewer, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Addition: `POST /api/notifications/targets` → 201 (the contract's route).
+#[utoipa::path(
+    post, path = "/api/notifications/targets", tag = "notifications",
+    description = "Admin. A notification target; its URL, token and password are sealed and never shown again.",
+    request_body = CreateNotifyTarget,
+    responses(
+        (status = 201, description = "The target (URL shortened, no secrets)", body = NotifyTarget),
+        (status = 409, description = "A target of that name exists", body = ApiError),
+    )
+)]
+pub async fn create_notify_target(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<CreateNotifyTarget>,
+) -> HttpResult<(StatusCode, Json<NotifyTarget>)> {
+    let target = service::notify::create_target(&app, &viewer, req).await?;
+    Ok((StatusCode::CREATED, Json(target)))
+}
+
+#[utoipa::path(
+    get, path = "/api/notifications/targets", tag = "notifications",
+    description = "Admin. Every target, without secrets.",
+    responses((status = 200, description = "Targets, oldest first", body = Vec<NotifyTarget>))
+)]
+pub async fn list_notify_targets(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+) -> HttpResult<Json<Vec<NotifyTarget>>> {
+    Ok(Json(service::notify::list_targets(&app, &viewer).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/api/notifications/targets/{id}", tag = "notifications",
+    description = "Admin. The target, its queued messages and its log.",
+    params(("id" = String, Path, description = "Target id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such target", body = ApiError),
+    )
+)]
+pub async fn delete_notify_target(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    service::notify::delete_target(&app, &viewer, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TestQueued {
+    /// The test message's key, as its delivery log shows it.
+    pub idempotency_key: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/targets/{id}/test", tag = "notifications",
+    description = "Admin. Queue a test message; its delivery shows in the target's log.",
+    params(("id" = String, Path, description = "Target id")),
+    responses(
+        (status = 202, description = "Queued", body = TestQueued),
+        (status = 404, description = "No such target", body = ApiError),
+    )
+)]
+pub async fn test_notify_target(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<(StatusCode, Json<TestQueued>)> {
+    let idempotency_key = service::notify::test_target(&app, &viewer, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { idempotency_key })))
+}
+
+#[utoipa::path(
+    get, path = "/api/notifications/targets/{id}/deliveries", tag = "notifications",
+    description = "Admin. The target's last 100 delivery attempts, newest first.",
+    params(("id" = String, Path, description = "Target id")),
+    responses(
+        (status = 200, description = "Attempts", body = Vec<NotifyDelivery>),
+        (status = 404, description = "No such target", body = ApiError),
+    )
+)]
+pub async fn notify_deliveries(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Vec<NotifyDelivery>>> {
+    Ok(Json(service::notify::deliveries(&app, &viewer, &id).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/rules", tag = "notifications",
+    description = "Admin. A rule: an event, its scope and delay, and the targets to tell.",
+    request_body = CreateNotifyRule,
+    responses((status = 201, description = "The rule", body = NotifyRule))
+)]
+pub async fn create_notify_rule(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<CreateNotifyRule>,
+) -> HttpResult<(StatusCode, Json<NotifyRule>)> {
+    let rule = service::notify::create_rule(&app, &viewer, req).await?;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+#[utoipa::path(
+    get, path = "/api/notifications/rules", tag = "notifications",
+    description = "Admin. Every rule.",
+    responses((status = 200, description = "Rules, oldest first", body = Vec<NotifyRule>))
+)]
+pub async fn list_notify_rules(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+) -> HttpResult<Json<Vec<NotifyRule>>> {
+    Ok(Json(service::notify::list_rules(&app, &viewer).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/api/notifications/rules/{id}", tag = "notifications",
+    description = "Admin.",
+    params(("id" = String, Path, description = "Rule id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such rule", body = ApiError),
+    )
+)]
+pub async fn delete_notify_rule(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    service::notify::delete_rule(&app, &viewer, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

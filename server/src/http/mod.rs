@@ -123,6 +123,26 @@ mod tests {
         ("GET", "/api/tokens?all=true", Access::Admin),
         ("POST", "/api/tokens", Access::Viewer),
         ("DELETE", "/api/tokens/notoken", Access::Viewer),
+        ("GET", "/api/notifications/targets", Access::Admin),
+        ("POST", "/api/notifications/targets", Access::Admin),
+        (
+            "DELETE",
+            "/api/notifications/targets/notarget",
+            Access::Admin,
+        ),
+        (
+            "POST",
+            "/api/notifications/targets/notarget/test",
+            Access::Admin,
+        ),
+        (
+            "GET",
+            "/api/notifications/targets/notarget/deliveries",
+            Access::Admin,
+        ),
+        ("GET", "/api/notifications/rules", Access::Admin),
+        ("POST", "/api/notifications/rules", Access::Admin),
+        ("DELETE", "/api/notifications/rules/norule", Access::Admin),
     ];
 
     async fn state(dir: &std::path::Path) -> AppState {
@@ -193,6 +213,7 @@ mod tests {
                     "approve_host",
                     "user",
                     "audit_log",
+                    "notify",
                 ]
                 .iter()
                 .any(|f| p.contains(f)) =>
@@ -216,8 +237,26 @@ mod tests {
             "/api/deploy" => (JSON, r#"{"pr_number":1,"host_ids":["nohost"]}"#),
             "/api/hosts" => (JSON, r#"{"hostname":"newhost","host_type":"nixos"}"#),
             "/api/tokens" => (JSON, r#"{"name":"matrix","role":"viewer"}"#),
+            "/api/notifications/targets" => (
+                JSON,
+                r#"{"name":"matrix","kind":"webhook","url":"http://127.0.0.1:9/hook"}"#,
+            ),
+            "/api/notifications/rules" => (
+                JSON,
+                r#"{"event":"host_offline","target_ids":["notarget"]}"#,
+            ),
             _ if server_fn("make_api_token") => (FORM, "req[name]=matrix-fn&req[role]=viewer"),
             _ if server_fn("list_api_tokens") => (FORM, "all=false"),
+            _ if server_fn("add_notify_target") => (
+                JSON,
+                r#"{"req":{"name":"matrix-fn","kind":"webhook","url":"http://127.0.0.1:9/h"}}"#,
+            ),
+            _ if server_fn("add_notify_rule") => (
+                JSON,
+                r#"{"req":{"event":"host_offline","target_ids":["notarget"]}}"#,
+            ),
+            _ if server_fn("list_notify") => (FORM, ""),
+            _ if server_fn("notify") => (FORM, "id=notarget"),
             _ if server_fn("revoke_api_token") => (FORM, "id=notoken"),
             p if p.starts_with("/api/hosts/") && p.ends_with("/commands") => {
                 (JSON, r#"{"command":"pull"}"#)

@@ -52,6 +52,7 @@ pub const PATH: &str = "/api/openapi.json";
         (name = "audit", description = "Who did what"),
         (name = "account", description = "The logged-in user's own account"),
         (name = "tokens", description = "Personal API tokens, for scripts (Authorization: Bearer)"),
+        (name = "notifications", description = "Notification targets, rules and delivery logs (admin)"),
         (name = "server", description = "Health, metrics and this document"),
     )
 )]
@@ -92,6 +93,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::totp_confirm))
         .routes(routes!(api::list_api_tokens, api::create_api_token))
         .routes(routes!(api::revoke_api_token))
+        .routes(routes!(api::list_notify_targets, api::create_notify_target))
+        .routes(routes!(api::delete_notify_target))
+        .routes(routes!(api::test_notify_target))
+        .routes(routes!(api::notify_deliveries))
+        .routes(routes!(api::list_notify_rules, api::create_notify_rule))
+        .routes(routes!(api::delete_notify_rule))
 }
 
 /// The document: the routes' own parts plus the shared conventions.
