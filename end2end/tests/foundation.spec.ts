@@ -163,6 +163,9 @@ test("a dashboard restart: the footer shows the lost link, then the page resyncs
     const row = page.locator(`tr[data-host-id="${hostname}"]`);
     await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     await expect(page.locator(".link-state")).toHaveAttribute("data-state", "connected");
+    // The lazy parts are fetched a moment after the page starts; stopping the dashboard
+    // before they are all here would only show the browser's fetch errors.
+    await page.waitForFunction(() => (window as any).__nixdeck_preloaded === true);
 
     await server.stop();
     await expect(page.locator(".link-state")).toHaveAttribute("data-state", "disconnected");
