@@ -1,6 +1,6 @@
 // The dashboard's parts: cards on small screens, refresh and its failures, the ⋮ menu.
 import { expect, Page, test } from "@playwright/test";
-import { Agent, BASE, createHost, loginApi, loginUi, RawAgent } from "./fleet";
+import { Agent, BASE, commandConfig, createHost, loginApi, loginUi, RawAgent } from "./fleet";
 
 
 async function liveHost(prefix: string): Promise<{ hostname: string; agent: Agent }> {
@@ -27,6 +27,39 @@ test("compartments read at a glance: a name and a state word each, and an access
     // A state change keeps the pill's width: the word has the width of the longest one.
     const widths = await parts.evaluateAll((els) => els.map((e) => (e as HTMLElement).querySelector(".compartment-code")!.getBoundingClientRect().width));
     expect(Math.min(...widths)).toBeCloseTo(Math.max(...widths), 0);
+  } finally {
+    await agent.stop("SIGKILL");
+  }
+});
+
+test("the table's columns stay put before, during and after a command", async ({ page }) => {
+  const admin = await loginApi();
+  const hostname = `steady-${Date.now()}`;
+  const config = commandConfig({ "pull-switch": "echo switching; sleep 3; echo done" });
+  const agent = new Agent(hostname, await createHost(admin, { hostname }), BASE, ["--config", config]);
+  agent.start();
+  try {
+    await page.setViewportSize({ width: 1600, height: 900 });
+    await loginUi(page);
+    // This host alone, so that only its own row decides the widths.
+    await page.locator("input.host-filter").fill(hostname);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
+    // Relative to the row: the menu's click may scroll the table sideways.
+    const columns = () =>
+      row.locator("td").evaluateAll((cells) => {
+        const left = cells[0].parentElement!.getBoundingClientRect().left;
+        return cells.map((c) => Math.round(c.getBoundingClientRect().left - left));
+      });
+    const before = await columns();
+    await row.locator("details.host-menu summary").click();
+    await row.locator('button[data-command="pull-switch"]').click();
+    await expect(row.locator(".progress-badge-mini")).toHaveText("pull-switch");
+    await expect(row.locator("button[data-command=stop]")).toBeVisible();
+    expect(await columns()).toEqual(before);
+    await expect(row.locator(".progress-badge-mini")).toHaveCount(0, { timeout: 15_000 });
+    await expect(row.locator("button[data-command=test]")).toBeVisible();
+    expect(await columns()).toEqual(before);
   } finally {
     await agent.stop("SIGKILL");
   }
