@@ -816,6 +816,22 @@ mod tests {
         Config::from_cli(cli).map_err(|e| e.to_string())
     }
 
+    /// `parse` with a URL, token, hostname and state directory, plus `extra`.
+    fn parse_with(extra: &[&str]) -> Result<Config, String> {
+        let mut args = vec![
+            "--url",
+            "http://127.0.0.1:3000",
+            "--token",
+            "t",
+            "--hostname",
+            "web-1",
+            "--state-dir",
+            "/tmp/nd",
+        ];
+        args.extend_from_slice(extra);
+        parse(&args)
+    }
+
     #[test]
     fn cli_resolves() {
         let cfg = parse(&[
@@ -849,20 +865,7 @@ mod tests {
     /// Tags are checked at start: one bad tag stops it, naming the tag.
     #[test]
     fn tags_are_checked_sorted_and_bounded() {
-        let with = |tags: &str| {
-            parse(&[
-                "--url",
-                "http://127.0.0.1:3000",
-                "--token",
-                "t",
-                "--hostname",
-                "web-1",
-                "--state-dir",
-                "/tmp/nd",
-                "--tags",
-                tags,
-            ])
-        };
+        let with = |tags: &str| parse_with(&["--tags", tags]);
         assert_eq!(with("web,canary,web").unwrap().tags, ["canary", "web"]);
         let err = with("web,Bad Tag").unwrap_err();
         assert!(err.contains("`Bad Tag` is not a tag"), "{err}");
@@ -942,20 +945,7 @@ mod tests {
 
     #[test]
     fn checkout_modes() {
-        let base = [
-            "--url",
-            "http://127.0.0.1:1",
-            "--token",
-            "x",
-            "--hostname",
-            "a",
-        ];
-        let with = |extra: &[&str]| {
-            let mut v = base.to_vec();
-            v.extend_from_slice(&["--state-dir", "/tmp/nd"]);
-            v.extend_from_slice(extra);
-            parse(&v).unwrap()
-        };
+        let with = |extra: &[&str]| parse_with(extra).unwrap();
         assert_eq!(with(&[]).checkout, None);
         let checkout = tempfile::tempdir().unwrap();
         let dir = checkout.path().to_str().unwrap();
@@ -1050,19 +1040,7 @@ mod tests {
 
     #[test]
     fn system_settings_defaults_and_flags() {
-        let base = [
-            "--url",
-            "http://127.0.0.1:3000",
-            "--token",
-            "t",
-            "--hostname",
-            "web-1",
-        ];
-        let with = |extra: &[&str]| {
-            let mut args = base.to_vec();
-            args.extend_from_slice(extra);
-            parse(&args)
-        };
+        let with = parse_with;
         let sys = with(&["--host-type", "nixos"]).unwrap().system;
         assert_eq!(sys.activation, Activation::Nixos);
         assert_eq!(sys.profile, Path::new("/nix/var/nix/profiles/system"));
@@ -1129,19 +1107,7 @@ mod tests {
 
     #[test]
     fn switch_action_flag_env_and_the_non_nixos_refusal() {
-        let base = [
-            "--url",
-            "http://127.0.0.1:3000",
-            "--token",
-            "t",
-            "--hostname",
-            "web-1",
-        ];
-        let with = |extra: &[&str]| {
-            let mut args = base.to_vec();
-            args.extend_from_slice(extra);
-            parse(&args)
-        };
+        let with = parse_with;
         let sys = with(&["--host-type", "nixos"]).unwrap().system;
         assert_eq!(sys.switch_action, SwitchAction::Switch);
         let sys = with(&["--host-type", "nixos", "--switch-action", "test"])
