@@ -137,6 +137,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3660))]
     pub history_day_days: u64,
 
+    /// Longest wait, in seconds, between two attempts to deliver a notification. Retries
+    /// start after about a second and double up to this; a message is given up after a day.
+    #[arg(long, env = "NIXDECK_NOTIFY_RETRY_MAX_S", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub notify_retry_max_s: u64,
+
     /// PEM certificate chain: with --tls-key, the server speaks HTTPS itself (for setups
     /// without a reverse proxy). Then the session cookie is `__Host-` and `Secure`, and
     /// responses carry HSTS.

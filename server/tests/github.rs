@@ -1074,3 +1074,121 @@ async fn ctl_deploy_follows_a_rollout_and_its_exit_code_says_how_it_ended() {
     assert!(err.contains("of PR #8 ended failed: Stopped"), "{err}");
     assert_eq!(deck.host("g1").await["generation"], merged.as_str());
 }
+
+/// Notification rules on deploys, red compartments and outdated agents, end to end with a
+/// local webhook receiver: a deploy that ends well and one that fails on one host, red
+/// compartments while GitHub is down (reported only for the host in the rule's scope, once
+/// it has been red for a second), and an agent of another version than the dashboard.
+#[tokio::test]
+async fn notifications_report_deploys_red_compartments_and_outdated_agents() {
+    use common::webhook::{add_webhook, Receiver};
+    let deck = Deck::start(&[("n1", SWITCH_OK), ("n2", SWITCH_FAILS)], &[]).await;
+    let port = free_port();
+    let rx = Receiver::start(port, 0).await;
+    let target = add_webhook(&deck.server, &deck.admin, port).await;
+    for rule in [
+        json!({"event": "deploy_finished"}),
+        json!({"event": "deploy_failed"}),
+        json!({"event": "compartment_red", "after_s": 1, "scope": {"host_ids": ["n1"]}}),
+        json!({"event": "agent_outdated"}),
+    ] {
+        let r = deck
+            .admin
+            .post(&deck.server, "/api/notifications/rules")
+            .json(&with(rule, json!({"target_ids": [target]})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let within = Duration::from_secs(30);
+
+    // A deploy to n1 alone ends well.
+    deck.pr(7, "flake.lock: update nixpkgs", &["automated"], true)
+        .await;
+    deck.detected(7).await;
+    let job = deck
+        .deploy_ok(json!({"pr_number": 7, "host_ids": ["n1"]}))
+        .await;
+    assert_eq!(deck.wait_job(&job).await["phase"], "done");
+    let done = rx.wait_event("deploy_finished", within).await;
+    assert_eq!(done["hosts"], json!(["n1"]), "{done}");
+    assert_eq!(done["details"]["events"][0]["pr_number"], 7, "{done}");
+
+    // The next update PR, to both: n2's switch fails.
+    deck.origin.push_branch(
+        "lock-v3",
+        &[("flake.lock", LOCK_V3)],
+        "flake.lock: update nixpkgs",
+    );
+    deck.open_pr(lock_pr(8, "lock-v3")).await;
+    deck.detected(8).await;
+    let job = deck
+        .deploy_ok(json!({"pr_number": 8, "host_ids": ["n1", "n2"]}))
+        .await;
+    assert_eq!(deck.wait_job(&job).await["phase"], "failed");
+    let failed = rx.wait_event("deploy_failed", within).await;
+    assert_eq!(failed["hosts"], json!(["n1", "n2"]), "{failed}");
+    assert!(
+        failed["summary"].as_str().unwrap().contains("n2"),
+        "{failed}"
+    );
+
+    // GitHub down: git and lock turn red on both hosts; the rule names n1 only.
+    deck.control(
+        reqwest::Method::POST,
+        "/_control/fail",
+        json!({"mode": "down"}),
+    )
+    .await;
+    deck.wait_host("n2", "git error", |h| status(h, "git") == "error")
+        .await;
+    let red = rx.wait_event("compartment_red", within).await;
+    assert_eq!(red["hosts"], json!(["n1"]), "scoped to n1: {red}");
+    let compartments = red["details"]["events"][0]["compartments"].to_string();
+    assert!(compartments.contains("git"), "{red}");
+    deck.control(
+        reqwest::Method::POST,
+        "/_control/fail",
+        json!({"mode": "none"}),
+    )
+    .await;
+
+    // An agent of another version.
+    let token = create_host(&deck.server, &deck.admin, "old").await;
+    let mut old = agent_socket(&deck.server, &token).await.unwrap();
+    {
+        use futures::SinkExt;
+        let register = json!({"type": "register", "payload": {"hostname": "old",
+            "host_type": "nixos", "agent_version": "0.0.1", "heartbeat_interval_s": 1}});
+        old.send(tokio_tungstenite::tungstenite::Message::text(
+            register.to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let outdated = rx.wait_event("agent_outdated", within).await;
+    assert_eq!(outdated["hosts"], json!(["old"]), "{outdated}");
+    assert_eq!(
+        outdated["details"]["events"][0]["agent_version"], "0.0.1",
+        "{outdated}"
+    );
+    // n1's and n2's agents are the dashboard's version: never reported.
+    assert!(
+        rx.got()
+            .iter()
+            .filter(|m| m["event"] == "agent_outdated")
+            .all(|m| m["hosts"] == json!(["old"])),
+        "{:?}",
+        rx.got()
+    );
+    // Each event once: no message repeats an idempotency key.
+    let got = rx.got();
+    let mut keys: Vec<&str> = got
+        .iter()
+        .map(|m| m["idempotency_key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), got.len(), "{got:?}");
+}

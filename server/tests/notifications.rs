@@ -1,92 +1,17 @@
 //! Notifications against the real server: a local HTTP receiver stands in for the webhook
 //! target. Hosts going offline together make one message naming both; a target that fails
-//! for a while gets each message once and in order; a message in the outbox survives a
+//! for a while, or is down for two minutes, gets each message once and in order; a message in the outbox survives a
 //! kill -9; the target's URL secret is in no answer and no log line; only admins manage
 //! targets; a bad URL is a 422 saying why.
 
 mod common;
 
+use common::webhook::{add_webhook, Receiver, SECRET};
 use common::{create_host, login, registered_agent, Server};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
-
-const SECRET: &str = "SECRET-hook-path-7f3a9c";
-
-/// A webhook receiver: answers 500 to the first `fail` requests, then 200, and keeps
-/// every body it accepted.
-#[derive(Clone, Default)]
-struct Receiver {
-    fail: Arc<AtomicUsize>,
-    got: Arc<Mutex<Vec<Value>>>,
-    refused: Arc<AtomicUsize>,
-}
-
-impl Receiver {
-    async fn start(port: u16, fail: usize) -> Receiver {
-        use axum::routing::post;
-        let rx = Receiver::default();
-        rx.fail.store(fail, Ordering::SeqCst);
-        let state = rx.clone();
-        let app = axum::Router::new().route(
-            "/hook/{secret}",
-            post(move |body: axum::Json<Value>| {
-                let state = state.clone();
-                async move {
-                    if state
-                        .fail
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok()
-                    {
-                        state.refused.fetch_add(1, Ordering::SeqCst);
-                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    state.got.lock().unwrap().push(body.0);
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        rx
-    }
-
-    fn got(&self) -> Vec<Value> {
-        self.got.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        while self.got().len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{n} messages expected, got {:?}",
-                self.got()
-            );
-            sleep(Duration::from_millis(100)).await;
-        }
-        self.got()
-    }
-}
-
-async fn add_webhook(server: &Server, admin: &testkit::client::Session, port: u16) -> String {
-    let resp = admin
-        .post(server, "/api/notifications/targets")
-        .json(&json!({"name": "hook", "kind": "webhook",
-                      "url": format!("http://127.0.0.1:{port}/hook/{SECRET}")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let body: Value = resp.json().await.unwrap();
-    assert!(!body.to_string().contains(SECRET), "{body}");
-    assert_eq!(body["url"], format!("http://127.0.0.1:{port}/…"));
-    body["id"].as_str().unwrap().to_owned()
-}
 
 async fn send_test(server: &Server, admin: &testkit::client::Session, target: &str) -> String {
     let resp = admin
@@ -413,4 +338,62 @@ async fn failed_commands_and_hosts_back_online_are_reported_within_scope() {
         "no host_offline out of scope: {:?}",
         rx.got()
     );
+}
+
+/// A target that is down (nothing listens on its port) for two minutes gets, once it is
+/// back, everything queued in that time: once each and in the order it was queued. The
+/// retries' longest wait is 10 s here (`NIXDECK_NOTIFY_RETRY_MAX_S`; 300 s by default), so
+/// delivery follows the target's return within about that.
+#[tokio::test]
+async fn a_target_down_for_two_minutes_gets_every_message_once_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        common::free_port(),
+        &[("NIXDECK_NOTIFY_RETRY_MAX_S", "10")],
+    )
+    .await;
+    let admin = login(&server).await;
+    let port = common::free_port();
+    let target = add_webhook(&server, &admin, port).await;
+    let resp = admin
+        .post(&server, "/api/notifications/rules")
+        .json(&json!({"event": "host_offline", "after_s": 1, "target_ids": [target]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let token = create_host(&server, &admin, "db-1").await;
+    let agent = registered_agent(&server, &token, "db-1").await;
+    sleep(Duration::from_secs(2)).await;
+
+    let down_since = Instant::now();
+    let first = send_test(&server, &admin, &target).await;
+    drop(agent);
+    // The host_offline message is queued once the host has been away for a second and its
+    // group has closed (5 s), before the second test message.
+    sleep(Duration::from_secs(10)).await;
+    let last = send_test(&server, &admin, &target).await;
+    sleep(Duration::from_secs(120).saturating_sub(down_since.elapsed())).await;
+
+    // Tried all along, refused each time, nothing lost yet.
+    let log = admin
+        .get_json(
+            &server,
+            &format!("/api/notifications/targets/{target}/deliveries"),
+        )
+        .await;
+    let attempts = log.as_array().unwrap();
+    assert!(attempts.len() >= 10, "retried during the outage: {log}");
+    assert!(attempts.iter().all(|a| a["status"] == "retrying"), "{log}");
+
+    let rx = Receiver::start(port, 0).await;
+    let got = rx.wait_for(3, Duration::from_secs(30)).await;
+    let events: Vec<&str> = got.iter().map(|m| m["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["test", "host_offline", "test"], "{got:?}");
+    assert_eq!(got[0]["idempotency_key"], first);
+    assert_eq!(got[1]["hosts"], json!(["db-1"]));
+    assert_eq!(got[2]["idempotency_key"], last);
+    sleep(Duration::from_secs(12)).await;
+    assert_eq!(rx.got().len(), 3, "each once: {:?}", rx.got());
 }

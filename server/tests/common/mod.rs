@@ -3,6 +3,8 @@
 //! server (running git, processes, the logged-in client, agent frames) is in `testkit`.
 #![allow(dead_code)]
 
+pub mod webhook;
+
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

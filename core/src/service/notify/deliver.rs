@@ -239,7 +239,8 @@ async fn attempt(core: &Core, client: &reqwest::Client, row: OutboxRow) {
         }
         Err(error) => {
             let unit: f64 = rand::random();
-            let next = now + retry_delay_ms(attempt as u32, unit) as i64;
+            let cap_ms = core.config.notify_retry_max_s.saturating_mul(1000);
+            let next = now + retry_delay_ms(attempt as u32, unit, cap_ms) as i64;
             tracing::info!(
                 target = row.target_id,
                 attempt,

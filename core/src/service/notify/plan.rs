@@ -7,15 +7,15 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Events of one rule this close together become one message.
 pub const GROUP_MS: i64 = 5_000;
-/// The first retry comes after about this long, doubling up to `RETRY_CAP_MS`.
+/// The first retry comes after about this long, doubling up to the cap
+/// (`NIXDECK_NOTIFY_RETRY_MAX_S`, 300 s by default).
 pub const RETRY_BASE_MS: u64 = 1_000;
-pub const RETRY_CAP_MS: u64 = 300_000;
 
 /// The delay before attempt `attempt + 1` (`attempt` ≥ 1 failed ones): exponential with
 /// equal jitter, so between half the ceiling and the ceiling. `unit` is in [0, 1).
-pub fn retry_delay_ms(attempt: u32, unit: f64) -> u64 {
+pub fn retry_delay_ms(attempt: u32, unit: f64, cap_ms: u64) -> u64 {
     let exp = RETRY_BASE_MS.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
-    let ceiling = exp.min(RETRY_CAP_MS);
+    let ceiling = exp.min(cap_ms);
     ceiling / 2 + ((ceiling / 2) as f64 * unit.clamp(0.0, 1.0)) as u64
 }
 
@@ -216,11 +216,15 @@ mod tests {
 
     #[test]
     fn retries_back_off_with_jitter_up_to_the_cap() {
-        assert_eq!(retry_delay_ms(1, 0.0), 500);
-        assert_eq!(retry_delay_ms(1, 0.999_999), 999);
-        assert_eq!(retry_delay_ms(2, 0.0), 1_000);
-        assert_eq!(retry_delay_ms(4, 0.0), 4_000);
-        assert_eq!(retry_delay_ms(30, 0.0), RETRY_CAP_MS / 2);
-        assert!(retry_delay_ms(60, 1.0) <= RETRY_CAP_MS);
+        const CAP: u64 = 300_000;
+        assert_eq!(retry_delay_ms(1, 0.0, CAP), 500);
+        assert_eq!(retry_delay_ms(1, 0.999_999, CAP), 999);
+        assert_eq!(retry_delay_ms(2, 0.0, CAP), 1_000);
+        assert_eq!(retry_delay_ms(4, 0.0, CAP), 4_000);
+        assert_eq!(retry_delay_ms(30, 0.0, CAP), CAP / 2);
+        assert!(retry_delay_ms(60, 1.0, CAP) <= CAP);
+        // A lower cap (NIXDECK_NOTIFY_RETRY_MAX_S) bounds the wait after a long outage.
+        assert_eq!(retry_delay_ms(9, 0.0, 10_000), 5_000);
+        assert!(retry_delay_ms(9, 1.0, 10_000) <= 10_000);
     }
 }
