@@ -1,8 +1,9 @@
 //! Notifications against the real server: a local HTTP receiver stands in for the webhook
 //! target. Hosts going offline together make one message naming both; a target that fails
-//! for a while, or is down for two minutes, gets each message once and in order; a message in the outbox survives a
-//! kill -9; the target's URL secret is in no answer and no log line; only admins manage
-//! targets; a bad URL is a 422 saying why.
+//! for a while, or is down for two minutes, gets each message once and in order; a message
+//! in the outbox survives a kill -9; the target's URL secret is in no answer and no log
+//! line; only admins manage targets; a bad URL is a 422 saying why. Deploys, red
+//! compartments and outdated agents: `github.rs`, which has the fake GitHub they need.
 
 mod common;
 
