@@ -8,7 +8,10 @@
 #
 # Steps: p1 (nixdeck), relay (raw-relay, same sizes), slow (nixdeck, SLOW_PCT % of the
 # browsers stop reading), p2 (RSS with no agents vs AGENTS idle agents), storm (restart
-# the server under AGENTS connected agents, time until all are registered again).
+# the server under AGENTS connected agents, time until all are registered again), history
+# (the p1 load with NIXDECK_HISTORY off and on, alternated twice: the metrics history's
+# share of the server's CPU; HISTORY_BROWSERS browsers, default 0, so that only ingest is
+# measured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,6 +98,16 @@ if has p1; then
   stop_server
 fi
 
+if has history; then
+  for round in 1 2; do
+    for h in false true; do
+      NIXDECK_HISTORY=$h start_nixdeck 5
+      browsers=${HISTORY_BROWSERS:-0} sim "history-$h-$round"
+      stop_server
+    done
+  done
+fi
+
 if has relay; then
   start_relay 5
   url_saved=$url
@@ -150,6 +163,14 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 row nixdeck nixdeck
 row relay raw-relay
 row slow "nixdeck, slow browsers"
+for f in history-false-1 history-true-1 history-false-2 history-true-2; do row "$f" "$f"; done
+if [ -s "$OUT/history-false-1.json" ] && [ -s "$OUT/history-true-2.json" ]; then
+  jq -rn --slurpfile a "$OUT/history-false-1.json" --slurpfile b "$OUT/history-true-1.json" \
+    --slurpfile c "$OUT/history-false-2.json" --slurpfile d "$OUT/history-true-2.json" \
+    '(($a[0].server.cpu_pct + $c[0].server.cpu_pct) / 2) as $off
+     | (($b[0].server.cpu_pct + $d[0].server.cpu_pct) / 2) as $on
+     | "\nserver CPU with history off vs on (mean of two runs each): \($off*10|round/10) % vs \($on*10|round/10) % (\((($on / $off) - 1)*1000|round/10) %)"'
+fi
 if [ -s "$OUT/nixdeck.json" ] && [ -s "$OUT/relay.json" ]; then
   jq -rn --slurpfile n "$OUT/nixdeck.json" --slurpfile r "$OUT/relay.json" \
     '"\nthroughput ratio nixdeck / raw-relay (events read per s): \(($n[0].events_per_s / $r[0].events_per_s)*1000|round/1000)"'

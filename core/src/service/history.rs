@@ -1,12 +1,18 @@
 //! Heartbeat metrics over time (`GET /api/hosts/{id}/metrics`).
 //!
 //! Heartbeats are summed per host and minute in memory (`Recorder`). A finished minute is
-//! written with the next batch of last-seen writes (`hosts::flush_reports`), added by one
-//! upsert to the bucket holding it in each tier: 1 minute, 10 minutes, 1 hour, 1 day.
+//! written with the next batch of last-seen writes (`hosts::flush_reports`) to the 1-minute
+//! tier, and summed further into its host's 10-minute window; a finished window is added by
+//! one upsert to the bucket holding it in each coarser tier: 10 minutes, 1 hour, 1 day (a
+//! window lies in exactly one bucket of each). So a host costs 1.3 row writes a minute
+//! instead of 4: writing every minute to every tier made history cost 15 % more server CPU
+//! at 10 000 agents (docs/BENCHMARKS.md, "Metrics history: ingest CPU").
 //! Buckets hold sums and counts, so a point is the average of the heartbeats in its step,
-//! weighted by heartbeat; at shutdown the unfinished minutes are written too and add up
-//! with the rest of their minute after the restart. Each tier keeps its buckets for its own
-//! retention (`NIXDECK_HISTORY_*`); `prune` deletes the older ones.
+//! weighted by heartbeat; at shutdown the unfinished minutes and windows are written too and
+//! add up with their rest after the restart. A kill -9 loses the current minute, and up to
+//! ten minutes of the coarser tiers: their averages stay right, built from fewer heartbeats.
+//! Each tier keeps its buckets for its own retention (`NIXDECK_HISTORY_*`); `prune` deletes
+//! the older ones.
 //!
 //! Values are stored as integers in hundredths (of a percent; of the load).
 
@@ -88,8 +94,10 @@ pub fn sums_of(m: &Metrics) -> MetricSums {
     }
 }
 
-/// The minutes being summed, per host, and the finished ones waiting for the next batch.
-/// Bounded: one current minute per host, and the finished ones of one batch interval.
+/// The minutes being summed, per host, the finished ones waiting for the next batch, and
+/// each host's 10-minute window of written minutes waiting for the coarser tiers.
+/// Bounded: one current minute and one window per host, and the finished minutes of one
+/// batch interval.
 #[derive(Default)]
 pub struct Recorder {
     minutes: Mutex<Minutes>,
@@ -99,6 +107,21 @@ pub struct Recorder {
 struct Minutes {
     current: HashMap<String, (i64, MetricSums)>,
     finished: Vec<MinuteSums>,
+    window: HashMap<String, (i64, MetricSums)>,
+}
+
+/// What `Recorder::take` hands over: minutes for the 1-minute tier, and finished 10-minute
+/// windows (`minute` is the window's start) for the coarser tiers.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub minutes: Vec<MinuteSums>,
+    pub windows: Vec<MinuteSums>,
+}
+
+impl Taken {
+    pub fn is_empty(&self) -> bool {
+        self.minutes.is_empty() && self.windows.is_empty()
+    }
 }
 
 impl Recorder {
@@ -112,7 +135,9 @@ impl Recorder {
         let minute = now.div_euclid(60) * 60;
         let sums = sums_of(m);
         let mut minutes = self.lock();
-        let Minutes { current, finished } = &mut *minutes;
+        let Minutes {
+            current, finished, ..
+        } = &mut *minutes;
         match current.get_mut(host_id) {
             Some((start, acc)) if *start == minute => acc.merge(&sums),
             Some(entry) => {
@@ -131,10 +156,16 @@ impl Recorder {
 
     /// The minutes to write now: the finished ones, those that ended before `now` without
     /// a later heartbeat (a host gone quiet), and with `all` the unfinished ones too (at
-    /// shutdown).
-    pub fn take(&self, now: i64, all: bool) -> Vec<MinuteSums> {
+    /// shutdown); and the windows finished by those minutes or by the clock (all of them
+    /// with `all`).
+    pub fn take(&self, now: i64, all: bool) -> Taken {
+        let step = TEN_MINUTES.step_s;
         let mut minutes = self.lock();
-        let Minutes { current, finished } = &mut *minutes;
+        let Minutes {
+            current,
+            finished,
+            window,
+        } = &mut *minutes;
         let mut out = std::mem::take(finished);
         current.retain(|id, (start, acc)| {
             let done = all || *start + 60 <= now;
@@ -147,7 +178,39 @@ impl Recorder {
             }
             !done
         });
-        out
+        let mut windows = Vec::new();
+        for m in &out {
+            let start = m.minute.div_euclid(step) * step;
+            match window.get_mut(&m.host_id) {
+                Some((s, acc)) if *s == start => acc.merge(&m.sums),
+                Some(entry) => {
+                    let (s, acc) = std::mem::replace(entry, (start, m.sums));
+                    windows.push(MinuteSums {
+                        host_id: m.host_id.clone(),
+                        minute: s,
+                        sums: acc,
+                    });
+                }
+                None => {
+                    window.insert(m.host_id.clone(), (start, m.sums));
+                }
+            }
+        }
+        window.retain(|id, (start, acc)| {
+            let done = all || *start + step <= now;
+            if done {
+                windows.push(MinuteSums {
+                    host_id: id.clone(),
+                    minute: *start,
+                    sums: *acc,
+                });
+            }
+            !done
+        });
+        Taken {
+            minutes: out,
+            windows,
+        }
     }
 
     /// A removed host's minutes are dropped.
@@ -155,10 +218,12 @@ impl Recorder {
         let mut minutes = self.lock();
         minutes.current.remove(host_id);
         minutes.finished.retain(|m| m.host_id != host_id);
+        minutes.window.remove(host_id);
     }
 
-    /// The host's minutes not written yet, finished or not.
-    fn unwritten(&self, host_id: &str) -> Vec<(i64, MetricSums)> {
+    /// The host's sums not written yet to `tier`, finished or not: its minutes, and for the
+    /// coarser tiers its window too.
+    fn unwritten(&self, host_id: &str, tier: Tier) -> Vec<(i64, MetricSums)> {
         let minutes = self.lock();
         let mut out: Vec<_> = minutes
             .finished
@@ -167,22 +232,22 @@ impl Recorder {
             .map(|m| (m.minute, m.sums))
             .collect();
         out.extend(minutes.current.get(host_id).copied());
+        if tier != MINUTE {
+            out.extend(minutes.window.get(host_id).copied());
+        }
         out
     }
 }
 
-/// The tiers as the storage takes them.
-fn tier_steps() -> Vec<(i16, i64)> {
-    TIERS.iter().map(|t| (t.id, t.step_s)).collect()
-}
-
-/// Write the minutes due at `now` (see `Recorder::take`). Called with the batched
-/// last-seen writes.
+/// Write the minutes and windows due at `now` (see `Recorder::take`). Called with the
+/// batched last-seen writes.
 pub async fn write(core: &Core, now: i64, all: bool) -> Result<(), String> {
-    let batch = core.unsaved.history.take(now, all);
+    let taken = core.unsaved.history.take(now, all);
+    let coarse: Vec<(i16, i64)> = TIERS[1..].iter().map(|t| (t.id, t.step_s)).collect();
     core.db
-        .add_history(&batch, &tier_steps())
+        .add_history(&taken.minutes, &[(MINUTE.id, MINUTE.step_s)])
         .await
+        .and(core.db.add_history(&taken.windows, &coarse).await)
         .map_err(|e| format!("saving metrics history: {e}"))
 }
 
@@ -251,7 +316,7 @@ pub async fn read_at(
         .or_internal("reading metrics history")?;
     let mut buckets: BTreeMap<i64, MetricSums> =
         rows.into_iter().map(|r| (r.bucket_start, r.sums)).collect();
-    for (minute, sums) in core.unsaved.history.unwritten(host_id) {
+    for (minute, sums) in core.unsaved.history.unwritten(host_id, tier) {
         let start = minute.div_euclid(step) * step;
         if start >= from {
             buckets.entry(start).or_default().merge(&sums);
@@ -355,7 +420,7 @@ mod tests {
         rec.record("b", T0 + 5, &metrics(1.0, None));
         assert!(rec.take(T0 + 59, false).is_empty());
         rec.record("a", T0 + 61, &metrics(50.0, None));
-        let mut taken = rec.take(T0 + 62, false);
+        let mut taken = rec.take(T0 + 62, false).minutes;
         taken.sort_by(|x, y| x.host_id.cmp(&y.host_id));
         let a = &taken[0];
         assert_eq!((a.host_id.as_str(), a.minute), ("a", T0));
@@ -365,11 +430,52 @@ mod tests {
         assert_eq!(taken.len(), 2);
         // a's second minute is still running.
         assert!(rec.take(T0 + 62, false).is_empty());
-        let rest = rec.take(T0 + 62, true);
+        let rest = rec.take(T0 + 62, true).minutes;
         assert_eq!((rest.len(), rest[0].minute), (1, T0 + 60));
         rec.record("a", T0 + 70, &metrics(1.0, None));
         rec.forget("a");
         assert!(rec.take(T0 + 1000, true).is_empty());
+    }
+
+    /// The coarser tiers get a host's minutes once per 10-minute window: when a minute of
+    /// the next window is handed over, or by the clock, or at shutdown (all of them).
+    #[test]
+    fn windows_are_handed_over_once_per_ten_minutes() {
+        let rec = Recorder::default();
+        let mut windows = Vec::new();
+        let mut minutes = 0;
+        for m in 0..25 {
+            for s in [0, 20, 40] {
+                rec.record("a", T0 + m * 60 + s, &metrics(m as f64, None));
+            }
+            let taken = rec.take(T0 + m * 60 + 59, false);
+            minutes += taken.minutes.len();
+            windows.extend(taken.windows);
+        }
+        assert_eq!(minutes, 24, "the 25th minute is still running");
+        let starts: Vec<i64> = windows.iter().map(|w| w.minute - T0).collect();
+        assert_eq!(starts, [0, 600]);
+        for (w, first) in windows.iter().zip([0, 10]) {
+            assert_eq!(w.sums.n, 30);
+            assert_eq!(
+                w.sums.cpu,
+                (first..first + 10).map(|m| 3 * m * 100).sum::<i64>()
+            );
+        }
+        // Quiet from here: the third window ends by the clock, with its four minutes
+        // (20–23 handed over, 24 finished by the clock with it).
+        let taken = rec.take(T0 + 30 * 60, false);
+        assert_eq!(taken.minutes.len(), 1);
+        assert_eq!(taken.windows.len(), 1);
+        assert_eq!(
+            (taken.windows[0].minute, taken.windows[0].sums.n),
+            (T0 + 1200, 15)
+        );
+        // At shutdown a running window goes too.
+        rec.record("a", T0 + 31 * 60, &metrics(1.0, None));
+        let last = rec.take(T0 + 31 * 60 + 1, true);
+        assert_eq!((last.minutes.len(), last.windows.len()), (1, 1));
+        assert!(rec.take(T0 + 40 * 60, true).is_empty());
     }
 
     /// Two hours of heartbeats every 20 s: each tier's points are the averages of their
@@ -524,14 +630,14 @@ mod tests {
         core.unsaved
             .history
             .record("web-1", T0, &metrics(1.0, None));
-        write(&core, T0 + 60, false).await.unwrap();
-        assert_eq!(rows(&core).await, 4);
+        write(&core, T0 + 600, false).await.unwrap();
+        assert_eq!(rows(&core).await, 4, "the minute, and its window in three tiers");
         assert!(core.db.delete_host("web-1").await.unwrap());
         assert_eq!(rows(&core).await, 0);
         core.unsaved
             .history
-            .record("web-1", T0 + 60, &metrics(1.0, None));
-        write(&core, T0 + 120, false).await.unwrap();
+            .record("web-1", T0 + 660, &metrics(1.0, None));
+        write(&core, T0 + 1200, false).await.unwrap();
         assert_eq!(rows(&core).await, 0);
     }
 
