@@ -9,9 +9,10 @@
 # Steps: p1 (nixdeck), relay (raw-relay, same sizes), slow (nixdeck, SLOW_PCT % of the
 # browsers stop reading), p2 (RSS with no agents vs AGENTS idle agents), storm (restart
 # the server under AGENTS connected agents, time until all are registered again), history
-# (the p1 load with NIXDECK_HISTORY off and on, alternated twice: the metrics history's
-# share of the server's CPU; HISTORY_BROWSERS browsers, default 0, so that only ingest is
-# measured).
+# (the p1 load with NIXDECK_HISTORY off and on, alternated HISTORY_ROUNDS times, default 2:
+# the metrics history's share of the server's CPU; HISTORY_BROWSERS browsers, default 0, so
+# that only ingest is measured; DURATION=600 or more holds one write of the coarser tiers,
+# which happens every 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,7 +100,7 @@ if has p1; then
 fi
 
 if has history; then
-  for round in 1 2; do
+  for round in $(seq 1 "${HISTORY_ROUNDS:-2}"); do
     for h in false true; do
       NIXDECK_HISTORY=$h start_nixdeck 5
       browsers=${HISTORY_BROWSERS:-0} sim "history-$h-$round"
@@ -164,6 +165,10 @@ row nixdeck nixdeck
 row relay raw-relay
 row slow "nixdeck, slow browsers"
 for f in history-false-1 history-true-1 history-false-2 history-true-2; do row "$f" "$f"; done
+if [ -s "$OUT/history-false-1.json" ] && [ -s "$OUT/history-true-1.json" ] && [ ! -s "$OUT/history-true-2.json" ]; then
+  jq -rn --slurpfile off "$OUT/history-false-1.json" --slurpfile on "$OUT/history-true-1.json" \
+    '"\nserver CPU with history off vs on: \($off[0].server.cpu_pct*10|round/10) % vs \($on[0].server.cpu_pct*10|round/10) % (\((($on[0].server.cpu_pct / $off[0].server.cpu_pct) - 1)*1000|round/10) %)"'
+fi
 if [ -s "$OUT/history-false-1.json" ] && [ -s "$OUT/history-true-2.json" ]; then
   jq -rn --slurpfile a "$OUT/history-false-1.json" --slurpfile b "$OUT/history-true-1.json" \
     --slurpfile c "$OUT/history-false-2.json" --slurpfile d "$OUT/history-true-2.json" \
