@@ -11,8 +11,11 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
-    /// Database URL: sqlite://PATH (sqlite:PATH and sqlite::memory: too). The SQLite file
-    /// and its folder are created when missing. Any other scheme stops the start
+    /// Database URL: sqlite://PATH (sqlite:PATH and sqlite::memory: too), or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (postgresql:// too; `?host=/run/postgresql`
+    /// for a Unix socket). The SQLite file and its folder are created when missing; a
+    /// PostgreSQL database must exist (the server creates its tables). Any other scheme stops
+    /// the start
     #[arg(
         long,
         env = "NIXDECK_DATABASE_URL",
@@ -389,7 +392,7 @@ impl Config {
             anyhow::anyhow!(
                 "the database {} has no folder for the admin password file: set \
                  NIXDECK_ADMIN_PASSWORD_FILE or {ADMIN_PASSWORD_ENV}",
-                self.database_url
+                crate::storage::shown_url(&self.database_url)
             )
         })?;
         Ok(AdminPassword::File(
@@ -461,24 +464,26 @@ impl Config {
     }
 }
 
-/// `--database-url`: only SQLite's URLs. sqlx reads anything without its `sqlite:` prefix
-/// as a file name, so a PostgreSQL URL would silently become a SQLite file named
-/// `postgres:/…` in the working directory; it is refused here instead, with the reason.
+/// `--database-url`: SQLite's URLs and PostgreSQL's. sqlx's SQLite driver reads anything
+/// without its `sqlite:` prefix as a file name, so a URL of another database (or a typo)
+/// would silently become a SQLite file of that name in the working directory; it is refused
+/// here instead, with the reason.
 fn parse_database_url(url: &str) -> Result<String, String> {
     let lower = url.trim().to_ascii_lowercase();
-    if lower.starts_with("sqlite:") {
+    if lower.starts_with("sqlite:")
+        || lower.starts_with("postgres://")
+        || lower.starts_with("postgresql://")
+    {
         return Ok(url.trim().to_owned());
     }
-    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        return Err(
-            "PostgreSQL is not supported by this version of nixdeck; use sqlite://PATH".into(),
-        );
-    }
+    const USE: &str = "use sqlite://PATH or postgres://USER@HOST/DATABASE";
     match lower.split_once("://") {
-        Some((scheme, _)) if !scheme.is_empty() => Err(format!(
-            "unknown database scheme `{scheme}`; use sqlite://PATH"
+        Some((scheme, _)) if !scheme.is_empty() => {
+            Err(format!("unknown database scheme `{scheme}`; {USE}"))
+        }
+        _ => Err(format!(
+            "not a database URL; {USE} (e.g. sqlite://data/nixdeck.db)"
         )),
-        _ => Err("not a database URL; use sqlite://PATH (e.g. sqlite://data/nixdeck.db)".into()),
     }
 }
 
@@ -486,26 +491,29 @@ fn parse_database_url(url: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    /// A URL that is not SQLite's stops the start, saying why, rather than becoming a
-    /// SQLite file of that name.
+    /// A URL that is neither SQLite's nor PostgreSQL's stops the start, saying why, rather
+    /// than becoming a SQLite file of that name.
     #[test]
-    fn database_urls_other_than_sqlite_are_refused() {
+    fn database_urls_other_than_sqlite_and_postgres_are_refused() {
         let parse = |url: &str| Config::try_parse_from(["nixdeck", "--database-url", url]);
         for ok in [
             "sqlite://data/nixdeck.db",
             "sqlite:x.db",
             "sqlite::memory:",
             "SQLITE:///abs.db",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "postgresql://h/db",
+            "POSTGRES://nixdeck@localhost/nixdeck?host=/run/postgresql",
         ] {
-            assert!(parse(ok).is_ok(), "{ok}");
+            assert_eq!(
+                parse(ok).map(|c| c.database_url).ok().as_deref(),
+                Some(ok),
+                "{ok}"
+            );
         }
         for (bad, says) in [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "PostgreSQL is not supported",
-            ),
-            ("postgresql://h/db", "PostgreSQL is not supported"),
             ("mysql://h/db", "unknown database scheme `mysql`"),
+            ("postgres:/h/db", "not a database URL"),
             ("data/nixdeck.db", "not a database URL"),
             ("", "not a database URL"),
         ] {

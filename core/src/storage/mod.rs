@@ -232,6 +232,36 @@ pub fn database_file(url: &str) -> Option<std::path::PathBuf> {
     Some(options.get_filename().to_owned())
 }
 
+/// The database URL as it may be shown in logs and errors: a PostgreSQL URL's password (in
+/// the user part or as `?password=`) replaced by `***`. A URL that does not parse is shown
+/// as its scheme only.
+pub fn shown_url(url: &str) -> String {
+    if Backend::of_url(url) == Backend::Sqlite {
+        return url.to_owned();
+    }
+    let Ok(mut parsed) = url::Url::parse(url.trim()) else {
+        return format!("{}://…", url.split("://").next().unwrap_or_default());
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// SQL text put together in this module from its own constants (see the module docs), as
 /// sqlx takes it: sqlx accepts only literals unless a dynamic string is asserted
 /// injection-free. Never pass anything that holds a value here; bind it.
@@ -790,6 +820,149 @@ mod tests {
                 Host::new("h", HostType::Macos)
             );
         }
+    }
+
+    /// Two servers on one database queue commands and notifications at once: every
+    /// command gets its own `queued_order` and every outbox row its own `seq`, so a target's
+    /// messages have one order (`Backend::next_queued_order`, `Backend::outbox_lock`).
+    db_test! {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn two_servers_queueing_at_once_never_share_a_number(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let url = backend.fresh_url(dir.path()).await;
+            let servers = [Db::connect(&url).await.unwrap(), Db::connect(&url).await.unwrap()];
+            servers[0]
+                .insert_notify_target(&NotifyTargetRow {
+                    id: "t".into(),
+                    name: "hook".into(),
+                    kind: "webhook".into(),
+                    url_sealed: None,
+                    url_shown: None,
+                    settings: "{}".into(),
+                    secret_sealed: None,
+                    created_at: 1,
+                })
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for (s, db) in servers.iter().enumerate() {
+                for task in 0..4 {
+                    let db = db.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..25 {
+                            let id = format!("{s}-{task}-{i}");
+                            db.insert_command(&id, "h", CommandKind::Test, Timestamp(1), "t")
+                                .await
+                                .unwrap();
+                            db.enqueue_notify(&id, "{}", &["t".to_owned()], 1, 0)
+                                .await
+                                .unwrap();
+                        }
+                    }));
+                }
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let db = &servers[0];
+            let (orders, seqs): (Vec<i64>, Vec<i64>) = on_pool!(db, pool => (
+                sqlx::query_scalar("SELECT queued_order FROM commands").fetch_all(pool).await.unwrap(),
+                sqlx::query_scalar("SELECT seq FROM notify_outbox").fetch_all(pool).await.unwrap(),
+            ));
+            for (what, mut numbers) in [("queued_order", orders), ("seq", seqs)] {
+                assert_eq!(numbers.len(), 200, "{what}");
+                numbers.sort_unstable();
+                numbers.dedup();
+                assert_eq!(numbers.len(), 200, "{what}: some rows share a number");
+            }
+        }
+    }
+
+    /// The two migration folders make the same tables with the same columns: the same
+    /// names, nullability and kind (integer, text, boolean). A column added in one
+    /// folder only, or read as an integer in one and text in the other, fails here.
+    #[tokio::test]
+    async fn both_schemas_have_the_same_columns() {
+        type Columns = std::collections::BTreeSet<(String, String, bool, &'static str)>;
+        fn kind(declared: &str) -> &'static str {
+            let t = declared.to_ascii_lowercase();
+            if t.contains("int") {
+                "integer"
+            } else if t.contains("bool") {
+                "boolean"
+            } else if t == "text" {
+                "text"
+            } else {
+                panic!("a column of type {declared}: say here which kind it is")
+            }
+        }
+        let Some(postgres) = TestBackend::postgres() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut schemas: Vec<Columns> = Vec::new();
+        for backend in [TestBackend::Sqlite, postgres] {
+            let db = Db::connect(&backend.fresh_url(dir.path()).await)
+                .await
+                .unwrap();
+            // Table, column, NOT NULL (a primary key's columns count as NOT NULL: SQLite
+            // allows NULL in them, PostgreSQL does not), declared type.
+            let rows: Vec<(String, String, bool, String)> = on_pool!(db, pool => {
+                let sql = match db.backend() {
+                    Backend::Sqlite => {
+                        "SELECT m.name, p.name, p.\"notnull\" = 1 OR p.pk > 0, p.type
+                         FROM sqlite_master m JOIN pragma_table_info(m.name) p
+                         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite%' AND m.name NOT LIKE '\\_sqlx%' ESCAPE '\\'"
+                    }
+                    Backend::Postgres => {
+                        "SELECT table_name::text, column_name::text, is_nullable = 'NO', data_type::text
+                         FROM information_schema.columns
+                         WHERE table_schema = 'public' AND table_name NOT LIKE '\\_sqlx%' ESCAPE '\\'"
+                    }
+                };
+                sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+            });
+            assert!(rows.len() > 100, "{} columns read", rows.len());
+            schemas.push(
+                rows.into_iter()
+                    .map(|(table, column, not_null, declared)| {
+                        (table, column, not_null, kind(&declared))
+                    })
+                    .collect(),
+            );
+        }
+        let only = |a: &Columns, b: &Columns| a.difference(b).cloned().collect::<Vec<_>>();
+        assert_eq!(
+            (
+                only(&schemas[0], &schemas[1]),
+                only(&schemas[1], &schemas[0])
+            ),
+            (vec![], vec![]),
+            "(only on SQLite, only on PostgreSQL)"
+        );
+    }
+
+    #[test]
+    fn a_postgres_password_is_never_shown() {
+        for (url, shown) in [
+            ("sqlite://data/nixdeck.db", "sqlite://data/nixdeck.db"),
+            (
+                "postgres://deck:s3cret@db.example:5432/nixdeck",
+                "postgres://deck:***@db.example:5432/nixdeck",
+            ),
+            (
+                "postgresql://deck@localhost/nixdeck?host=/run/postgresql&password=s3cret",
+                "postgresql://deck@localhost/nixdeck?host=%2Frun%2Fpostgresql&password=***",
+            ),
+            ("postgres://deck:s3cret@[bad", "postgres://…"),
+            ("postgres://deck:s3cret@/nixdeck", "postgres://…"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+            assert!(!shown_url(url).contains("s3cret"));
+        }
+        assert_eq!(Backend::of_url("PostgreSQL://h/d"), Backend::Postgres);
+        assert_eq!(Backend::of_url("sqlite::memory:"), Backend::Sqlite);
+        assert_eq!(database_file("postgres://h/d"), None);
     }
 
     /// A database made by the last release before this session's migrations (it shipped
