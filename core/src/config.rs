@@ -37,7 +37,8 @@ pub struct Config {
     /// secrets and keys the hashes of recovery codes in the database. Created with mode
     /// 0600 on first start when missing, and never overwritten; with secrets sealed under
     /// it, a missing or different key stops the start. Default: `secret.key` beside the
-    /// SQLite database. Back it up, but not in the same place as the database.
+    /// SQLite database; required with PostgreSQL. Back it up, but not in the same place as
+    /// the database.
     #[arg(long, env = "NIXDECK_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 
@@ -442,13 +443,21 @@ impl Config {
         self.max_output_mb * 1024 * 1024
     }
 
-    /// The secret key file: `--secret-key-file`, or `secret.key` in the database's folder.
-    pub fn secret_key_path(&self) -> PathBuf {
-        self.secret_key_file.clone().unwrap_or_else(|| {
-            crate::storage::database_file(&self.database_url)
-                .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
-                .unwrap_or_else(|| PathBuf::from("secret.key"))
-        })
+    /// The secret key file: `--secret-key-file`, or `secret.key` in the SQLite database's
+    /// folder (the working directory for an in-memory one). A PostgreSQL database has no
+    /// folder here, and every server on it needs the same key: there the flag is required.
+    pub fn secret_key_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.secret_key_file {
+            return Ok(path.clone());
+        }
+        anyhow::ensure!(
+            crate::storage::Backend::of_url(&self.database_url) == crate::storage::Backend::Sqlite,
+            "with a PostgreSQL database, set NIXDECK_SECRET_KEY_FILE (--secret-key-file): the \
+             same key file on every server that uses the database (docs/SCALING.md)"
+        );
+        Ok(crate::storage::database_file(&self.database_url)
+            .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
+            .unwrap_or_else(|| PathBuf::from("secret.key")))
     }
 
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {
@@ -573,6 +582,30 @@ mod tests {
         assert!(config(&["--database-url", "sqlite::memory:"])
             .admin_password_with(None)
             .is_err());
+    }
+
+    /// Every server on one PostgreSQL database needs the same key, and a PostgreSQL URL has
+    /// no folder to put one in: the key file must be named there.
+    #[test]
+    fn the_secret_key_sits_next_to_sqlite_and_is_named_for_postgres() {
+        let sqlite = config(&["--database-url", "sqlite://var/lib/deck/nixdeck.db"]);
+        assert_eq!(
+            sqlite.secret_key_path().unwrap(),
+            PathBuf::from("var/lib/deck/secret.key")
+        );
+        let postgres = config(&["--database-url", "postgres://deck@db/nixdeck"]);
+        let err = postgres.secret_key_path().unwrap_err().to_string();
+        assert!(err.contains("NIXDECK_SECRET_KEY_FILE"), "{err}");
+        let named = config(&[
+            "--database-url",
+            "postgres://deck@db/nixdeck",
+            "--secret-key-file",
+            "/run/secrets/nixdeck.key",
+        ]);
+        assert_eq!(
+            named.secret_key_path().unwrap(),
+            PathBuf::from("/run/secrets/nixdeck.key")
+        );
     }
 
     /// A command line shows in `ps`: the password has no flag, only the environment.

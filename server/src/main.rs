@@ -73,6 +73,8 @@ fn init_logs(format: cli::LogFormat) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Settings first: a missing one stops the start before the database is touched.
+    let secret_key_path = config.secret_key_path()?;
     let db = Db::connect(&config.database_url).await.with_context(|| {
         format!(
             "opening the database {}",
@@ -83,7 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Read before anything starts, so a missing or empty token file stops the start.
     let metrics = http::metrics::Guard::from_config(&config)?;
     // Before anyone is served: the key that seals TOTP secrets, checked against the database.
-    let secret_key = service::totp::prepare_key(&db, &config.secret_key_path()).await?;
+    let secret_key = service::totp::prepare_key(&db, &secret_key_path).await?;
     match service::auth::ensure_admin(&db, &admin_password)
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
