@@ -1031,16 +1031,23 @@ async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
     drop(ws);
     server.stop();
     // Two hours later (the first sighting is stored, so a restart does not renew it).
-    let db = dir.path().join("test.db");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let sql = format!(
-        "UPDATE settings SET value = substr(value, 1, instr(value, ':')) || '{}' WHERE key = 'enroll_token';",
-        now - 7200
+    // `<token hash>:<first seen, Unix seconds>`
+    let seen = sql(
+        dir.path(),
+        "SELECT value FROM settings WHERE key = 'enroll_token'",
     );
-    run(std::process::Command::new("sqlite3").arg(&db).arg(sql));
+    let (hash, _) = seen.split_once(':').expect("hash:secs");
+    sql(
+        dir.path(),
+        &format!(
+            "UPDATE settings SET value = '{hash}:{}' WHERE key = 'enroll_token'",
+            now - 7200
+        ),
+    );
     let server = Server::start_with(dir.path(), port, &env).await;
     match agent_socket(&server, "enroll-secret-token-0123456789").await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),

@@ -81,7 +81,11 @@ pub async fn fresh_postgres_database(server: &str) -> Result<String, sqlx::Error
         .execute(&mut admin)
         .await?;
     sqlx::Connection::close(admin).await?;
-    Ok(options.database(&name).to_url_lossy().to_string())
+    // The server's URL with the new database's name as its path: a URL as a person writes
+    // it, which `psql` reads too (sqlx's own rendering adds parameters only sqlx knows).
+    let mut url = url::Url::parse(server).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
 }
 
 /// `db_test! { #[tokio::test] async fn name(backend) { … } }`: the test twice, as

@@ -109,6 +109,34 @@ pub async fn database_url(dir: &Path) -> String {
     url
 }
 
+/// Runs one SQL statement on the database of the server whose files are in `dir` (started
+/// before), with the database's own shell (`sqlite3` or `psql`): what a test sets up that
+/// no request can (a session grown old, a token expired). Its output, trimmed: the rows,
+/// one a line, columns separated by `|`.
+pub fn sql(dir: &Path, statement: &str) -> String {
+    let url = started_database_url(dir);
+    let mut cmd = if url.starts_with("postgres") {
+        let mut psql = Command::new("psql");
+        psql.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+        ]);
+        psql
+    } else {
+        let mut sqlite3 = Command::new("sqlite3");
+        sqlite3.arg(dir.join("test.db"));
+        sqlite3
+    };
+    testkit::proc::run(cmd.arg(statement))
+}
+
 /// `database_url` of a server that started already.
 pub fn started_database_url(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("database-url")).expect("the server started")
