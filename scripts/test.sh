@@ -20,8 +20,14 @@ echo "== build: agent and the GitHub stand-in"
 cargo build -p nixdeck-agent -p testkit
 echo "== packaging (flake outputs, Nix modules and plain units, held against the binaries just built)"
 python3 scripts/check_packaging.py   # docs/INSTALL.md, "What was checked here"
-echo "== cargo test"
+echo "== cargo test (storage on SQLite and on a throw-away PostgreSQL: scripts/pg.sh)"
+NIXDECK_TEST_POSTGRES_URL=$(scripts/pg.sh start)
+export NIXDECK_TEST_POSTGRES_URL
+trap 'scripts/pg.sh stop "$NIXDECK_TEST_POSTGRES_URL"' EXIT
 cargo test --workspace --exclude frontend
+echo "== cargo test: server integration tests with the server on PostgreSQL"
+NIXDECK_TEST_SERVER_DATABASE=postgres cargo test -p nixdeck \
+  --test live --test commands --test reauth --test tokens
 echo "== playwright"
 scripts/e2e.sh
 echo "== fuzz (briefly; scripts/fuzz.sh 300 for a real session)"
