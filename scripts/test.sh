@@ -2,7 +2,8 @@
 # Every test: the lint first (rustfmt and clippy, native and wasm32: fails fast), the
 # supply-chain checks (cargo deny, deny.toml), the wasm32 hydrate build and the server
 # (cargo leptos build), the native tests (protocol, store, hub, server integration with
-# real binaries), Playwright in Chromium, then a short run of every fuzz target (with the
+# real binaries; storage and services on SQLite and on a throw-away PostgreSQL, and four
+# server test files again with the server on PostgreSQL), Playwright in Chromium, then a short run of every fuzz target (with the
 # known crash inputs replayed). The builds and tests share one profile (dev), so nothing
 # but clippy's check pass is compiled twice.
 set -euo pipefail
