@@ -822,10 +822,11 @@ mod tests {
         }
     }
 
-    /// Two servers on one database queue commands and notifications at once: every
-    /// command gets its own `queued_order` and every outbox row its own `seq`, so a target's
-    /// messages have one order (`Backend::next_queued_order`, `Backend::outbox_lock`).
     db_test! {
+        /// Two servers on one database queue commands and notifications at once: every
+        /// command gets its own `queued_order` and every outbox row its own `seq`, so a
+        /// target's messages have one order (`Backend::next_queued_order`,
+        /// `Backend::outbox_lock`).
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn two_servers_queueing_at_once_never_share_a_number(backend) {
             let dir = tempfile::tempdir().unwrap();
