@@ -2,8 +2,8 @@
 # Every test: the lint first (rustfmt and clippy, native and wasm32: fails fast), the
 # supply-chain checks (cargo deny, deny.toml), the wasm32 hydrate build and the server
 # (cargo leptos build), the native tests (protocol, store, hub, server integration with
-# real binaries; storage and services on SQLite and on a throw-away PostgreSQL, and four
-# server test files again with the server on PostgreSQL), Playwright in Chromium, then a short run of every fuzz target (with the
+# real binaries; storage and services on SQLite and on a throw-away PostgreSQL, and the
+# server's integration tests again with the server on PostgreSQL), Playwright in Chromium, then a short run of every fuzz target (with the
 # known crash inputs replayed). The builds and tests share one profile (dev), so nothing
 # but clippy's check pass is compiled twice.
 set -euo pipefail
@@ -26,9 +26,8 @@ NIXDECK_TEST_POSTGRES_URL=$(scripts/pg.sh start)
 export NIXDECK_TEST_POSTGRES_URL
 trap 'scripts/pg.sh stop "$NIXDECK_TEST_POSTGRES_URL"' EXIT
 cargo test --workspace --exclude frontend
-echo "== cargo test: server integration tests with the server on PostgreSQL"
-NIXDECK_TEST_SERVER_DATABASE=postgres cargo test -p nixdeck \
-  --test live --test commands --test reauth --test tokens
+echo "== cargo test: the server's integration tests again, the server on PostgreSQL"
+NIXDECK_TEST_SERVER_DATABASE=postgres cargo test -p nixdeck --test '*'
 echo "== playwright"
 scripts/e2e.sh
 echo "== fuzz (briefly; scripts/fuzz.sh 300 for a real session)"
