@@ -615,71 +615,70 @@ mod tests {
         }
     }
 
-    /// A database from before sealing: a plain base32 secret (and a pending one) and recovery
-    /// codes as plain SHA-256. The first start seals and keys them; they keep working.
-    #[tokio::test]
-    async fn secrets_and_codes_stored_before_sealing_are_sealed_at_the_first_start() {
-        // SQLite only: it writes through a SQLite pool of its own.
-        let backend = TestBackend::Sqlite;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&url(&backend, dir.path()).await).await.unwrap();
-        let hash = auth::hash_password(PASSWORD.into()).await.unwrap();
-        db.insert_user("ann", &hash, "viewer").await.unwrap();
-        db.insert_user("bob", &hash, "viewer").await.unwrap();
-        let secret = Secret::generate().to_base32();
-        let bob_pending = Secret::generate().to_base32();
-        let codes = ["aaaaa-11111", "bbbbb-22222"];
-        // As the previous version wrote them.
-        let raw = sqlx::SqlitePool::connect(&url(&backend, dir.path()).await)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE users SET totp_secret = $1, totp_last_step = 0 WHERE username = 'ann'")
-            .bind(&secret)
-            .execute(&raw)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE users SET totp_pending = $1 WHERE username = 'bob'")
-            .bind(&bob_pending)
-            .execute(&raw)
-            .await
-            .unwrap();
-        for code in codes {
-            sqlx::query(
-                "INSERT INTO recovery_codes (username, code_hash, used) VALUES ('ann', $1, FALSE)",
-            )
-            .bind(sha256_hex(code))
-            .execute(&raw)
-            .await
-            .unwrap();
-        }
-        drop(db);
+    db_test! {
+        /// A database from before sealing: a plain base32 secret (and a pending one) and recovery
+        /// codes as plain SHA-256. The first start seals and keys them; they keep working.
+        #[tokio::test]
+        async fn secrets_and_codes_stored_before_sealing_are_sealed_at_the_first_start(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::connect(&url(&backend, dir.path()).await).await.unwrap();
+            let hash = auth::hash_password(PASSWORD.into()).await.unwrap();
+            db.insert_user("ann", &hash, "viewer").await.unwrap();
+            db.insert_user("bob", &hash, "viewer").await.unwrap();
+            let secret = Secret::generate().to_base32();
+            let bob_pending = Secret::generate().to_base32();
+            let codes = ["aaaaa-11111", "bbbbb-22222"];
+            // As the previous version wrote them.
+            crate::storage::on_pool!(db, pool => {
+                sqlx::query("UPDATE users SET totp_secret = $1, totp_last_step = 0 WHERE username = 'ann'")
+                    .bind(&secret)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE users SET totp_pending = $1 WHERE username = 'bob'")
+                    .bind(&bob_pending)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                for code in codes {
+                    sqlx::query(
+                        "INSERT INTO recovery_codes (username, code_hash, used) VALUES ('ann', $1, FALSE)",
+                    )
+                    .bind(sha256_hex(code))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                }
+            });
+            drop(db);
 
-        let core = start(&backend, dir.path(), "secret.key").await;
-        let ann = core.db.totp("ann").await.unwrap().unwrap().secret.unwrap();
-        assert!(
-            SecretKey::is_sealed(&ann) && !ann.contains(&secret),
-            "{ann}"
-        );
-        assert_eq!(core.secret_key.open("ann", &ann).unwrap(), secret);
-        let bob = core.db.totp("bob").await.unwrap().unwrap().pending.unwrap();
-        assert_eq!(core.secret_key.open("bob", &bob).unwrap(), bob_pending);
-        let keyed = core.db.recovery_codes("ann").await.unwrap();
-        assert_eq!(keyed.len(), 2);
-        assert!(keyed
-            .iter()
-            .all(|(h, _)| codes.iter().all(|c| *h != sha256_hex(c))));
-        // Idempotent: a second start leaves sealed values alone.
-        let core = start(&backend, dir.path(), "secret.key").await;
-        assert_eq!(
-            core.db.totp("ann").await.unwrap().unwrap().secret.unwrap(),
-            ann
-        );
-        assert_eq!(core.db.recovery_codes("ann").await.unwrap(), keyed);
-        // The same secret and the same codes log ann in.
-        let code = totp(&secret, "ann").unwrap().generate(now()).to_string();
-        log_in(&core, "ann", Some(&code)).await;
-        log_in(&core, "ann", Some(codes[0])).await;
-        log_in(&core, "ann", Some(codes[1])).await;
+            let core = start(&backend, dir.path(), "secret.key").await;
+            let ann = core.db.totp("ann").await.unwrap().unwrap().secret.unwrap();
+            assert!(
+                SecretKey::is_sealed(&ann) && !ann.contains(&secret),
+                "{ann}"
+            );
+            assert_eq!(core.secret_key.open("ann", &ann).unwrap(), secret);
+            let bob = core.db.totp("bob").await.unwrap().unwrap().pending.unwrap();
+            assert_eq!(core.secret_key.open("bob", &bob).unwrap(), bob_pending);
+            let keyed = core.db.recovery_codes("ann").await.unwrap();
+            assert_eq!(keyed.len(), 2);
+            assert!(keyed
+                .iter()
+                .all(|(h, _)| codes.iter().all(|c| *h != sha256_hex(c))));
+            // Idempotent: a second start leaves sealed values alone.
+            let core = start(&backend, dir.path(), "secret.key").await;
+            assert_eq!(
+                core.db.totp("ann").await.unwrap().unwrap().secret.unwrap(),
+                ann
+            );
+            assert_eq!(core.db.recovery_codes("ann").await.unwrap(), keyed);
+            // The same secret and the same codes log ann in.
+            let code = totp(&secret, "ann").unwrap().generate(now()).to_string();
+            log_in(&core, "ann", Some(&code)).await;
+            log_in(&core, "ann", Some(codes[0])).await;
+            log_in(&core, "ann", Some(codes[1])).await;
+        }
     }
 
     db_test! {
