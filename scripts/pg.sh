@@ -16,7 +16,12 @@
 # the folder until `stop` removes it.
 set -euo pipefail
 
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+# Debian keeps the server's programs off PATH, in /usr/lib/postgresql/VERSION/bin (the
+# newest wins); elsewhere (a Nix shell, another distribution) they are on PATH.
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+if [ -z "$bin" ] && command -v initdb >/dev/null; then
+  bin=$(dirname "$(command -v initdb)")
+fi
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
   echo "pg.sh: PostgreSQL is not installed (scripts/setup.sh installs it)" >&2
   exit 1
