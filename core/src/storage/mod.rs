@@ -137,12 +137,17 @@ impl Backend {
     /// and a number drawn from a sequence can commit after a higher one was already sent.
     /// SQLite's writers take turns (the INSERT is the transaction's first statement, so it
     /// holds the write lock while it reads the highest). On PostgreSQL the transaction
-    /// first locks the table against other writers (SHARE ROW EXCLUSIVE: readers and the
-    /// delivery worker's reads go on; a second queueing transaction waits for the commit).
+    /// first takes an advisory lock held until it ends: a second queueing transaction
+    /// waits for the commit, then reads the highest with the first one's rows in it.
+    /// Advisory rather than a table lock: the delivery worker's deletes and a target's
+    /// removal do not wait for it, and cannot deadlock with it (a table lock against a
+    /// removal that holds the target's row while it deletes the target's outbox rows can).
     fn outbox_lock(self) -> Option<&'static str> {
         match self {
             Backend::Sqlite => None,
-            Backend::Postgres => Some("LOCK TABLE notify_outbox IN SHARE ROW EXCLUSIVE MODE"),
+            Backend::Postgres => {
+                Some("SELECT pg_advisory_xact_lock(hashtext('nixdeck.notify_outbox.seq'))")
+            }
         }
     }
 }
