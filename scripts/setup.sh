@@ -12,6 +12,10 @@ command -v git >/dev/null || need_apt+=(git)
 # Real Nix for the agent's Nix tests (agent/README.md, "Testing with real Nix"): Debian's
 # nix-bin, no daemon; the tests set NIX_CONFIG for an offline store without nixbld.
 command -v nix >/dev/null || need_apt+=(nix-bin)
+# PostgreSQL for the storage tests on PostgreSQL: scripts/pg.sh runs a throw-away server
+# from Debian's binaries (not on PATH: /usr/lib/postgresql/VERSION/bin), psql for the
+# server tests' set-up statements.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && command -v psql >/dev/null || need_apt+=(postgresql)
 # scripts/check_packaging.py verifies the systemd units with systemd-analyze.
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then

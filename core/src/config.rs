@@ -11,8 +11,11 @@ pub struct Config {
     #[arg(long, env = "NIXDECK_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
-    /// Database URL: sqlite://PATH (sqlite:PATH and sqlite::memory: too). The SQLite file
-    /// and its folder are created when missing. Any other scheme stops the start
+    /// Database URL: sqlite://PATH (sqlite:PATH and sqlite::memory: too), or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (postgresql:// too; `?host=/run/postgresql`
+    /// for a Unix socket). The SQLite file and its folder are created when missing; a
+    /// PostgreSQL database must exist (the server creates its tables). Any other scheme stops
+    /// the start
     #[arg(
         long,
         env = "NIXDECK_DATABASE_URL",
@@ -34,7 +37,8 @@ pub struct Config {
     /// secrets and keys the hashes of recovery codes in the database. Created with mode
     /// 0600 on first start when missing, and never overwritten; with secrets sealed under
     /// it, a missing or different key stops the start. Default: `secret.key` beside the
-    /// SQLite database. Back it up, but not in the same place as the database.
+    /// SQLite database; required with PostgreSQL. Back it up, but not in the same place as
+    /// the database.
     #[arg(long, env = "NIXDECK_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 
@@ -395,7 +399,7 @@ impl Config {
             anyhow::anyhow!(
                 "the database {} has no folder for the admin password file: set \
                  NIXDECK_ADMIN_PASSWORD_FILE or {ADMIN_PASSWORD_ENV}",
-                self.database_url
+                crate::storage::shown_url(&self.database_url)
             )
         })?;
         Ok(AdminPassword::File(
@@ -445,13 +449,21 @@ impl Config {
         self.max_output_mb * 1024 * 1024
     }
 
-    /// The secret key file: `--secret-key-file`, or `secret.key` in the database's folder.
-    pub fn secret_key_path(&self) -> PathBuf {
-        self.secret_key_file.clone().unwrap_or_else(|| {
-            crate::storage::database_file(&self.database_url)
-                .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
-                .unwrap_or_else(|| PathBuf::from("secret.key"))
-        })
+    /// The secret key file: `--secret-key-file`, or `secret.key` in the SQLite database's
+    /// folder (the working directory for an in-memory one). A PostgreSQL database has no
+    /// folder here, and every server on it needs the same key: there the flag is required.
+    pub fn secret_key_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.secret_key_file {
+            return Ok(path.clone());
+        }
+        anyhow::ensure!(
+            crate::storage::Backend::of_url(&self.database_url) == crate::storage::Backend::Sqlite,
+            "with a PostgreSQL database, set NIXDECK_SECRET_KEY_FILE (--secret-key-file): the \
+             same key file on every server that uses the database (docs/SCALING.md)"
+        );
+        Ok(crate::storage::database_file(&self.database_url)
+            .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
+            .unwrap_or_else(|| PathBuf::from("secret.key")))
     }
 
     pub fn timeout_s(&self, kind: protocol::CommandKind) -> u64 {
@@ -467,24 +479,26 @@ impl Config {
     }
 }
 
-/// `--database-url`: only SQLite's URLs. sqlx reads anything without its `sqlite:` prefix
-/// as a file name, so a PostgreSQL URL would silently become a SQLite file named
-/// `postgres:/…` in the working directory; it is refused here instead, with the reason.
+/// `--database-url`: SQLite's URLs and PostgreSQL's. sqlx's SQLite driver reads anything
+/// without its `sqlite:` prefix as a file name, so a URL of another database (or a typo)
+/// would silently become a SQLite file of that name in the working directory; it is refused
+/// here instead, with the reason.
 fn parse_database_url(url: &str) -> Result<String, String> {
     let lower = url.trim().to_ascii_lowercase();
-    if lower.starts_with("sqlite:") {
+    if lower.starts_with("sqlite:")
+        || lower.starts_with("postgres://")
+        || lower.starts_with("postgresql://")
+    {
         return Ok(url.trim().to_owned());
     }
-    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        return Err(
-            "PostgreSQL is not supported by this version of nixdeck; use sqlite://PATH".into(),
-        );
-    }
+    const USE: &str = "use sqlite://PATH or postgres://USER@HOST/DATABASE";
     match lower.split_once("://") {
-        Some((scheme, _)) if !scheme.is_empty() => Err(format!(
-            "unknown database scheme `{scheme}`; use sqlite://PATH"
+        Some((scheme, _)) if !scheme.is_empty() => {
+            Err(format!("unknown database scheme `{scheme}`; {USE}"))
+        }
+        _ => Err(format!(
+            "not a database URL; {USE} (e.g. sqlite://data/nixdeck.db)"
         )),
-        _ => Err("not a database URL; use sqlite://PATH (e.g. sqlite://data/nixdeck.db)".into()),
     }
 }
 
@@ -492,26 +506,29 @@ fn parse_database_url(url: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    /// A URL that is not SQLite's stops the start, saying why, rather than becoming a
-    /// SQLite file of that name.
+    /// A URL that is neither SQLite's nor PostgreSQL's stops the start, saying why, rather
+    /// than becoming a SQLite file of that name.
     #[test]
-    fn database_urls_other_than_sqlite_are_refused() {
+    fn database_urls_other_than_sqlite_and_postgres_are_refused() {
         let parse = |url: &str| Config::try_parse_from(["nixdeck", "--database-url", url]);
         for ok in [
             "sqlite://data/nixdeck.db",
             "sqlite:x.db",
             "sqlite::memory:",
             "SQLITE:///abs.db",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "postgresql://h/db",
+            "POSTGRES://nixdeck@localhost/nixdeck?host=/run/postgresql",
         ] {
-            assert!(parse(ok).is_ok(), "{ok}");
+            assert_eq!(
+                parse(ok).map(|c| c.database_url).ok().as_deref(),
+                Some(ok),
+                "{ok}"
+            );
         }
         for (bad, says) in [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "PostgreSQL is not supported",
-            ),
-            ("postgresql://h/db", "PostgreSQL is not supported"),
             ("mysql://h/db", "unknown database scheme `mysql`"),
+            ("postgres:/h/db", "not a database URL"),
             ("data/nixdeck.db", "not a database URL"),
             ("", "not a database URL"),
         ] {
@@ -571,6 +588,30 @@ mod tests {
         assert!(config(&["--database-url", "sqlite::memory:"])
             .admin_password_with(None)
             .is_err());
+    }
+
+    /// Every server on one PostgreSQL database needs the same key, and a PostgreSQL URL has
+    /// no folder to put one in: the key file must be named there.
+    #[test]
+    fn the_secret_key_sits_next_to_sqlite_and_is_named_for_postgres() {
+        let sqlite = config(&["--database-url", "sqlite://var/lib/deck/nixdeck.db"]);
+        assert_eq!(
+            sqlite.secret_key_path().unwrap(),
+            PathBuf::from("var/lib/deck/secret.key")
+        );
+        let postgres = config(&["--database-url", "postgres://deck@db/nixdeck"]);
+        let err = postgres.secret_key_path().unwrap_err().to_string();
+        assert!(err.contains("NIXDECK_SECRET_KEY_FILE"), "{err}");
+        let named = config(&[
+            "--database-url",
+            "postgres://deck@db/nixdeck",
+            "--secret-key-file",
+            "/run/secrets/nixdeck.key",
+        ]);
+        assert_eq!(
+            named.secret_key_path().unwrap(),
+            PathBuf::from("/run/secrets/nixdeck.key")
+        );
     }
 
     /// A command line shows in `ps`: the password has no flag, only the environment.

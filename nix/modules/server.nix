@@ -82,7 +82,9 @@ in
       default = "sqlite://${stateDir}/nixdeck.db";
       description = ''
         The database (`--database-url`). The default lies in the service's state directory;
-        the admin password file and the secret key are created beside it.
+        the admin password file and the secret key are created beside it. A PostgreSQL URL
+        (`postgres://nixdeck@localhost/nixdeck?host=/run/postgresql`) needs
+        `settings.secret-key-file` and `adminPasswordFile` too (docs/SCALING.md).
       '';
     };
 

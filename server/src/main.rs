@@ -12,7 +12,7 @@ use cli::Cli;
 use leptos::config::LeptosOptions;
 use nixdeck_core::config::Config;
 use nixdeck_core::hub::Hub;
-use nixdeck_core::storage::Db;
+use nixdeck_core::storage::{self, Db};
 use nixdeck_core::{desired, service, Core};
 use state::AppState;
 use std::net::SocketAddr;
@@ -73,14 +73,19 @@ fn init_logs(format: cli::LogFormat) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let db = Db::connect(&config.database_url)
-        .await
-        .with_context(|| format!("opening the database {}", config.database_url))?;
+    // Settings first: a missing one stops the start before the database is touched.
+    let secret_key_path = config.secret_key_path()?;
+    let db = Db::connect(&config.database_url).await.with_context(|| {
+        format!(
+            "opening the database {}",
+            storage::shown_url(&config.database_url)
+        )
+    })?;
     let admin_password = config.admin_password()?;
     // Read before anything starts, so a missing or empty token file stops the start.
     let metrics = http::metrics::Guard::from_config(&config)?;
     // Before anyone is served: the key that seals TOTP secrets, checked against the database.
-    let secret_key = service::totp::prepare_key(&db, &config.secret_key_path()).await?;
+    let secret_key = service::totp::prepare_key(&db, &secret_key_path).await?;
     match service::auth::ensure_admin(&db, &admin_password)
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
@@ -228,9 +233,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn user_command(config: &Config, action: cli::UserCommand) -> anyhow::Result<()> {
     use cli::UserCommand::*;
     use service::users;
-    let db = Db::connect(&config.database_url)
-        .await
-        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let db = Db::connect(&config.database_url).await.with_context(|| {
+        format!(
+            "opening the database {}",
+            storage::shown_url(&config.database_url)
+        )
+    })?;
     let fail = |e: common::AppError| anyhow::anyhow!("{e}");
     let read_password = |from_stdin: bool| -> anyhow::Result<Option<String>> {
         if !from_stdin {
@@ -305,9 +313,12 @@ async fn user_command(config: &Config, action: cli::UserCommand) -> anyhow::Resu
 async fn token_command(config: &Config, action: cli::TokenCommand) -> anyhow::Result<()> {
     use cli::TokenCommand::*;
     use service::tokens;
-    let db = Db::connect(&config.database_url)
-        .await
-        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let db = Db::connect(&config.database_url).await.with_context(|| {
+        format!(
+            "opening the database {}",
+            storage::shown_url(&config.database_url)
+        )
+    })?;
     let fail = |e: common::AppError| anyhow::anyhow!("{e}");
     let when = |t: Option<protocol::Timestamp>, none: &str| {
         t.map_or_else(|| none.to_owned(), |t| t.to_string())

@@ -1031,16 +1031,23 @@ async fn the_enrollment_token_expires_and_failed_agent_logins_are_limited() {
     drop(ws);
     server.stop();
     // Two hours later (the first sighting is stored, so a restart does not renew it).
-    let db = dir.path().join("test.db");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let sql = format!(
-        "UPDATE settings SET value = substr(value, 1, instr(value, ':')) || '{}' WHERE key = 'enroll_token';",
-        now - 7200
+    // `<token hash>:<first seen, Unix seconds>`
+    let seen = sql(
+        dir.path(),
+        "SELECT value FROM settings WHERE key = 'enroll_token'",
     );
-    run(std::process::Command::new("sqlite3").arg(&db).arg(sql));
+    let (hash, _) = seen.split_once(':').expect("hash:secs");
+    sql(
+        dir.path(),
+        &format!(
+            "UPDATE settings SET value = '{hash}:{}' WHERE key = 'enroll_token'",
+            now - 7200
+        ),
+    );
     let server = Server::start_with(dir.path(), port, &env).await;
     match agent_socket(&server, "enroll-secret-token-0123456789").await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
@@ -1102,28 +1109,88 @@ async fn a_large_snapshot_arrives_whole() {
     assert_eq!(added["payload"]["host"]["id"], "after-the-snapshot");
 }
 
-/// A PostgreSQL (or any non-SQLite) URL stops the start with the reason, and no SQLite file
-/// named after it appears in the working directory (sqlx would read it as a file name).
+/// A URL of an unknown database stops the start with the reason, and no SQLite file named
+/// after it appears in the working directory (sqlx would read it as a file name). So does a
+/// PostgreSQL URL without the secret key file every server on that database must share.
 #[test]
-fn a_database_url_that_is_not_sqlite_stops_the_start() {
+fn an_unknown_database_or_a_postgres_without_its_key_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     for (url, says) in [
+        ("mysql://h/db", "unknown database scheme `mysql`"),
+        ("postgres:/h/db", "not a database URL"),
+        // Refused before any connection is tried (nothing listens there).
         (
-            "postgres://postgres@127.0.0.1:5432/postgres",
-            "PostgreSQL is not supported",
+            "postgres://deck:s3cret@127.0.0.1:9/nixdeck",
+            "NIXDECK_SECRET_KEY_FILE",
         ),
-        ("mysql://h/db", "unknown database scheme"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
             .current_dir(dir.path())
             .env("NIXDECK_DATABASE_URL", url)
             .env("NIXDECK_LISTEN", "127.0.0.1:0")
+            .env("NIXDECK_ADMIN_PASSWORD", PASSWORD)
+            .env_remove("NIXDECK_SECRET_KEY_FILE")
             .output()
             .unwrap();
         assert!(!out.status.success(), "{url}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("s3cret"), "{url}: {err}");
     }
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "files were created: {left:?}");
+}
+
+/// The binary on a PostgreSQL URL: it creates its tables in the empty database, serves,
+/// and after a restart finds its hosts, sessions and tokens there (no SQLite file is made).
+/// Needs the tests' PostgreSQL server (`NIXDECK_TEST_POSTGRES_URL`, scripts/pg.sh); without
+/// it this fails in CI and is skipped elsewhere.
+#[tokio::test]
+async fn the_server_migrates_serves_and_restarts_on_postgres() {
+    let Some(postgres) = nixdeck_core::storage::testing::TestBackend::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = postgres.fresh_url(dir.path()).await;
+    assert!(url.starts_with("postgres://"), "{url}");
+    std::fs::write(dir.path().join("database-url"), &url).unwrap();
+    let key = dir.path().join("keys/secret.key");
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let key_env = [("NIXDECK_SECRET_KEY_FILE", key.to_str().unwrap())];
+    let port = free_port();
+    let mut server = Server::start_with(dir.path(), port, &key_env).await;
+    let admin = login(&server).await;
+    let token = create_host(&server, &admin, "pg-host").await;
+    let mut ws = agent_socket(&server, &token).await.unwrap();
+    ws.send(Message::text(register("pg-host"))).await.unwrap();
+    next_json(&mut ws, Duration::from_secs(5)).await;
+    ws.send(Message::text(heartbeat(42.0, 0.1))).await.unwrap();
+    sleep(Duration::from_millis(300)).await;
+    server.stop();
+    assert!(server.log().contains("stopped"), "graceful stop");
+
+    let server = Server::start_with(dir.path(), port, &key_env).await;
+    let hosts: Value = admin
+        .http
+        .get(server.url("/api/hosts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hosts[0]["id"], "pg-host", "{hosts}");
+    assert_eq!(hosts[0]["metrics"]["cpu"], 42.0);
+    let _ws = registered_agent(&server, &token, "pg-host").await;
+    assert!(key.exists(), "the key file was made where it was named");
+    let sqlite_files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".db"))
+        .collect();
+    assert!(sqlite_files.is_empty(), "{sqlite_files:?}");
+    // The tables are in PostgreSQL: the migrations were recorded there.
+    let db = nixdeck_core::storage::Db::connect(&url).await.unwrap();
+    assert_eq!(db.backend(), nixdeck_core::storage::Backend::Postgres);
+    assert_eq!(db.hosts().await.unwrap()[0].host.id, "pg-host");
 }

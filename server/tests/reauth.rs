@@ -4,22 +4,21 @@
 
 mod common;
 
-use common::{create_host, login, Server, PASSWORD};
+use common::{create_host, login, sql, Server, PASSWORD};
 use serde_json::{json, Value};
-use testkit::proc::run;
 
 /// Make every session's last authentication an hour old, as if the operator logged in
 /// long ago.
 fn age_sessions(server: &Server) {
-    let db = server.dir.join("test.db");
     let hour_ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         - 3600;
-    run(std::process::Command::new("sqlite3").arg(&db).arg(format!(
-        "UPDATE sessions SET authenticated_at = {hour_ago};"
-    )));
+    sql(
+        &server.dir,
+        &format!("UPDATE sessions SET authenticated_at = {hour_ago}"),
+    );
 }
 
 async fn code_of(resp: reqwest::Response) -> (u16, String) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{create_host, login, nixdeck_cli as cli, Server, PASSWORD};
+use common::{create_host, login, nixdeck_cli as cli, sql, Server, PASSWORD};
 use serde_json::{json, Value};
 use testkit::client::Session;
 
@@ -260,13 +260,12 @@ async fn api_tokens_end_to_end() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    testkit::proc::run(
-        std::process::Command::new("sqlite3")
-            .arg(server.dir.join("test.db"))
-            .arg(format!(
-                "UPDATE api_tokens SET expires_at = {} WHERE name = 'ro';",
-                now - 1
-            )),
+    sql(
+        &server.dir,
+        &format!(
+            "UPDATE api_tokens SET expires_at = {} WHERE name = 'ro'",
+            now - 1
+        ),
     );
     assert_eq!(bearer_get(&server, &ro, "/api/hosts").await, 401);
     let vics = vic.get_json(&server, "/api/tokens").await;

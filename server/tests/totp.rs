@@ -162,10 +162,7 @@ async fn turning_totp_on_ends_the_other_sessions_of_the_user() {
 async fn refused_start(dir: &Path, key_file: &Path) -> String {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nixdeck"))
         .env("NIXDECK_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env(
-            "NIXDECK_DATABASE_URL",
-            format!("sqlite://{}/test.db", dir.display()),
-        )
+        .env("NIXDECK_DATABASE_URL", started_database_url(dir))
         .env("NIXDECK_ADMIN_PASSWORD", PASSWORD)
         .env("NIXDECK_SECRET_KEY_FILE", key_file)
         .stdout(std::process::Stdio::null())
@@ -215,10 +212,9 @@ async fn totp_secrets_are_sealed_at_rest_and_work_after_a_restart_with_the_same_
         assert_eq!(mode & 0o777, 0o600);
     }
     // What the database holds: neither the secret nor the codes' plain SHA-256.
-    let db =
-        nixdeck_core::storage::Db::connect(&format!("sqlite://{}/test.db", dir.path().display()))
-            .await
-            .unwrap();
+    let db = nixdeck_core::storage::Db::connect(&started_database_url(dir.path()))
+        .await
+        .unwrap();
     let stored = db.totp("admin").await.unwrap().unwrap().secret.unwrap();
     assert!(!stored.contains(&secret), "{stored}");
     assert!(

@@ -485,6 +485,7 @@ pub async fn session_alive(core: &Core, cookie_value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::db_test;
 
     async fn admin_hash(db: &Db) -> String {
         db.user("admin").await.unwrap().unwrap().password_hash
@@ -496,42 +497,44 @@ mod tests {
             .is_ok()
     }
 
-    #[tokio::test]
-    async fn a_generated_admin_password_goes_to_a_new_private_file_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("admin-password");
-        let source = AdminPassword::File(file.clone());
-        let first = Db::connect(&format!("sqlite://{}/a.db", dir.path().display()))
-            .await
-            .unwrap();
-        assert_eq!(
-            ensure_admin(&first, &source).await.unwrap(),
-            Some(AdminCreated::Generated(file.clone()))
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let written = std::fs::read_to_string(&file).unwrap();
-        let password = written.trim_end();
-        assert!(password.len() >= MIN_PASSWORD);
-        assert!(checks(&admin_hash(&first).await, password));
-        // Users exist: nothing happens, the file stays as it is.
-        assert_eq!(ensure_admin(&first, &source).await.unwrap(), None);
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    db_test! {
+        #[tokio::test]
+        async fn a_generated_admin_password_goes_to_a_new_private_file_only(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("admin-password");
+            let source = AdminPassword::File(file.clone());
+            let first = Db::connect(&backend.fresh_url(&dir.path().join("a")).await)
+                .await
+                .unwrap();
+            assert_eq!(
+                ensure_admin(&first, &source).await.unwrap(),
+                Some(AdminCreated::Generated(file.clone()))
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            let written = std::fs::read_to_string(&file).unwrap();
+            let password = written.trim_end();
+            assert!(password.len() >= MIN_PASSWORD);
+            assert!(checks(&admin_hash(&first).await, password));
+            // Users exist: nothing happens, the file stays as it is.
+            assert_eq!(ensure_admin(&first, &source).await.unwrap(), None);
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
 
-        // A fresh database with the file already there: its password is used, and the
-        // file is not overwritten.
-        let second = Db::connect(&format!("sqlite://{}/b.db", dir.path().display()))
-            .await
-            .unwrap();
-        assert_eq!(
-            ensure_admin(&second, &source).await.unwrap(),
-            Some(AdminCreated::FromFile(file.clone()))
-        );
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
-        assert!(checks(&admin_hash(&second).await, password));
+            // A fresh database with the file already there: its password is used, and the
+            // file is not overwritten.
+            let second = Db::connect(&backend.fresh_url(&dir.path().join("b")).await)
+                .await
+                .unwrap();
+            assert_eq!(
+                ensure_admin(&second, &source).await.unwrap(),
+                Some(AdminCreated::FromFile(file.clone()))
+            );
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+            assert!(checks(&admin_hash(&second).await, password));
+        }
     }
 }

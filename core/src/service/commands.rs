@@ -813,6 +813,7 @@ pub async fn purge_old(core: &Core) {
 mod tests {
     use super::*;
     use crate::service::test_core;
+    use crate::storage::testing::db_test;
     use tungstenite::Utf8Bytes;
 
     fn output(command_id: &str, seq: u64, line: String) -> Output {
@@ -841,69 +842,71 @@ mod tests {
         (v["type"].as_str().unwrap().to_owned(), v["payload"].clone())
     }
 
-    /// With a 1 MiB bound, 400 KiB lines: two are stored and sent to browsers, the rest
-    /// are acked but counted instead, and browsers get the one marker line with the final
-    /// count when the command ends; the download ends with it too.
-    #[tokio::test]
-    async fn output_past_the_bound_is_acked_counted_and_marked() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["h"], &["nixdeck", "--max-output-mb", "1"]).await;
-        core.db
-            .insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")
-            .await
-            .unwrap();
-        let seat = core.hub.browser_seat("ann", 1).unwrap();
-        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+    db_test! {
+        /// With a 1 MiB bound, 400 KiB lines: two are stored and sent to browsers, the rest
+        /// are acked but counted instead, and browsers get the one marker line with the final
+        /// count when the command ends; the download ends with it too.
+        #[tokio::test]
+        async fn output_past_the_bound_is_acked_counted_and_marked(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["h"], &["nixdeck", "--max-output-mb", "1"]).await;
+            core.db
+                .insert_command("c1", "h", CommandKind::Test, Timestamp(1), "admin")
+                .await
+                .unwrap();
+            let seat = core.hub.browser_seat("ann", 1).unwrap();
+            let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
 
-        let big = |seq: u64| output("c1", seq, format!("{seq}{}", "x".repeat(400 * 1024)));
-        let acks = ingest_output(&core, "h", (1..=3).map(big).collect()).await;
-        assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![3]);
-        let acks = ingest_output(&core, "h", (4..=6).map(big).collect()).await;
-        assert_eq!(
-            acks.iter().map(|a| a.seq).collect::<Vec<_>>(),
-            vec![6],
-            "dropped lines are acked, or the agent would send them forever"
-        );
-        let done = AgentCommandComplete {
-            command_id: "c1".into(),
-            status: AgentOutcome::Ok,
-            exit_code: Some(0),
-            duration_ms: 5,
-            last_seq: 6,
-            result: None,
-        };
-        let ack = on_complete(&core, "h", &done).await.unwrap();
-        assert!(ack.complete);
+            let big = |seq: u64| output("c1", seq, format!("{seq}{}", "x".repeat(400 * 1024)));
+            let acks = ingest_output(&core, "h", (1..=3).map(big).collect()).await;
+            assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![3]);
+            let acks = ingest_output(&core, "h", (4..=6).map(big).collect()).await;
+            assert_eq!(
+                acks.iter().map(|a| a.seq).collect::<Vec<_>>(),
+                vec![6],
+                "dropped lines are acked, or the agent would send them forever"
+            );
+            let done = AgentCommandComplete {
+                command_id: "c1".into(),
+                status: AgentOutcome::Ok,
+                exit_code: Some(0),
+                duration_ms: 5,
+                last_seq: 6,
+                result: None,
+            };
+            let ack = on_complete(&core, "h", &done).await.unwrap();
+            assert!(ack.complete);
 
-        let marker = "[nixdeck: 4 lines dropped: output over the 1 MiB stored-output limit]";
-        let mut seen = Vec::new();
-        while let Ok(text) = events.try_recv() {
-            let (kind, p) = event(&text);
-            match kind.as_str() {
-                "command_output" => seen.push((
-                    p["seq"].as_u64().unwrap(),
-                    p["stream"].as_str().unwrap().to_owned(),
-                    p["line"].as_str().unwrap().to_owned(),
-                )),
-                "command_complete" => seen.push((0, "complete".into(), String::new())),
-                _ => {}
+            let marker = "[nixdeck: 4 lines dropped: output over the 1 MiB stored-output limit]";
+            let mut seen = Vec::new();
+            while let Ok(text) = events.try_recv() {
+                let (kind, p) = event(&text);
+                match kind.as_str() {
+                    "command_output" => seen.push((
+                        p["seq"].as_u64().unwrap(),
+                        p["stream"].as_str().unwrap().to_owned(),
+                        p["line"].as_str().unwrap().to_owned(),
+                    )),
+                    "command_complete" => seen.push((0, "complete".into(), String::new())),
+                    _ => {}
+                }
             }
-        }
-        assert_eq!(
-            seen,
-            vec![
-                (1, "stdout".into(), big(1).line),
-                (2, "stdout".into(), big(2).line),
-                (3, "stderr".into(), marker.into()),
-                (0, "complete".into(), String::new()),
-            ]
-        );
+            assert_eq!(
+                seen,
+                vec![
+                    (1, "stdout".into(), big(1).line),
+                    (2, "stdout".into(), big(2).line),
+                    (3, "stderr".into(), marker.into()),
+                    (0, "complete".into(), String::new()),
+                ]
+            );
 
-        let (_, mut pages) = log_download(&core, &viewer(), "c1").await.unwrap();
-        let text = pages.next_page().await.unwrap().unwrap();
-        assert_eq!(text.lines().count(), 3);
-        assert!(text.ends_with(&format!("[ERR] {marker}\n")));
-        assert_eq!(pages.next_page().await.unwrap(), None);
+            let (_, mut pages) = log_download(&core, &viewer(), "c1").await.unwrap();
+            let text = pages.next_page().await.unwrap().unwrap();
+            assert_eq!(text.lines().count(), 3);
+            assert!(text.ends_with(&format!("[ERR] {marker}\n")));
+            assert_eq!(pages.next_page().await.unwrap(), None);
+        }
     }
 
     fn operator() -> Viewer {
@@ -976,207 +979,213 @@ mod tests {
         }
     }
 
-    /// A preview's result is stored (cleaned), returned by `detail` and sent to browsers
-    /// with the completion; a switch from it carries its store path to the agent, and the
-    /// options are refused where they do not fit, before the host is reserved.
-    #[tokio::test]
-    async fn a_switch_from_a_preview_activates_its_store_path_and_options_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["h", "g"], &["nixdeck"]).await;
-        let mut h = core.hub.attach_agent("h", &register("h"), None).unwrap();
-        let _g = core.hub.attach_agent("g", &register("g"), None).unwrap();
-        let op = operator();
-        let seat = core.hub.browser_seat("ann", 1).unwrap();
-        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
-        let path = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-h-26.05";
+    db_test! {
+        /// A preview's result is stored (cleaned), returned by `detail` and sent to browsers
+        /// with the completion; a switch from it carries its store path to the agent, and the
+        /// options are refused where they do not fit, before the host is reserved.
+        #[tokio::test]
+        async fn a_switch_from_a_preview_activates_its_store_path_and_options_are_checked(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["h", "g"], &["nixdeck"]).await;
+            let mut h = core.hub.attach_agent("h", &register("h"), None).unwrap();
+            let _g = core.hub.attach_agent("g", &register("g"), None).unwrap();
+            let op = operator();
+            let seat = core.hub.browser_seat("ann", 1).unwrap();
+            let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+            let path = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-h-26.05";
 
-        let preview = run(&core, &op, "h", CommandKind::Preview, RunOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(order(&mut h).command, CommandKind::Preview);
-        on_complete(
-            &core,
-            "h",
-            &done(&preview, AgentOutcome::Ok, Some(preview_result(path))),
-        )
-        .await
-        .unwrap();
-        let detail = detail(&core, &viewer(), &preview).await.unwrap();
-        assert_eq!(detail.status, CommandStatus::Ok);
-        assert_eq!(detail.host_id, "h");
-        let result = detail.result.expect("the stored result");
-        assert_eq!(result.store_path.as_deref(), Some(path));
-        assert_eq!(result.diff.unwrap().changes[0].name, "openssl", "cleaned");
-        let mut sent = None;
-        while let Ok(text) = events.try_recv() {
-            let (kind, p) = event(&text);
-            if kind == "command_complete" {
-                sent = Some(p);
-            }
-        }
-        assert_eq!(sent.unwrap()["result"]["store_path"], path);
-        assert!(matches!(
-            super::detail(&core, &viewer(), "nope").await,
-            Err(AppError::NotFound(_))
-        ));
-
-        let from = |id: &str| RunOptions {
-            preview_id: Some(id.into()),
-            ..RunOptions::default()
-        };
-        let switch = run(&core, &op, "h", CommandKind::Switch, from(&preview))
-            .await
-            .unwrap();
-        let sent = order(&mut h);
-        assert_eq!(
-            (sent.command, sent.store_path.as_deref()),
-            (CommandKind::Switch, Some(path))
-        );
-        assert_eq!(sent.generation, None);
-        on_complete(&core, "h", &done(&switch, AgentOutcome::Ok, None)).await;
-
-        // Refused before the host is touched.
-        let e = invalid(run(&core, &op, "g", CommandKind::Switch, from(&preview)).await);
-        assert!(e.contains("ran on h, not on g"), "{e}");
-        let e = invalid(run(&core, &op, "h", CommandKind::Test, from(&preview)).await);
-        assert!(e.contains("only to switch and boot"), "{e}");
-        let e = invalid(run(&core, &op, "h", CommandKind::Switch, from(&switch)).await);
-        assert!(e.contains("not a preview"), "{e}");
-        assert!(matches!(
-            run(&core, &op, "h", CommandKind::Boot, from("unknown")).await,
-            Err(AppError::NotFound(_))
-        ));
-        let failed = run(&core, &op, "h", CommandKind::Preview, RunOptions::default())
-            .await
-            .unwrap();
-        on_complete(&core, "h", &done(&failed, AgentOutcome::Error, None)).await;
-        let e = invalid(run(&core, &op, "h", CommandKind::Boot, from(&failed)).await);
-        assert!(e.contains("ended error"), "{e}");
-        let to = |n: u64| RunOptions {
-            generation: Some(n),
-            ..RunOptions::default()
-        };
-        let e = invalid(run(&core, &op, "h", CommandKind::Pull, to(3)).await);
-        assert!(e.contains("only to rollback"), "{e}");
-        let at = RunOptions {
-            rev: Some("abc".into()),
-            ..RunOptions::default()
-        };
-        let e = invalid(run(&core, &op, "h", CommandKind::Switch, at).await);
-        assert!(e.contains("only to preview"), "{e}");
-        assert!(
-            core.hub.pending("h").is_none(),
-            "a refusal reserves nothing"
-        );
-
-        let rollback = run(&core, &op, "h", CommandKind::Rollback, to(3))
-            .await
-            .unwrap();
-        let sent = order(&mut h);
-        assert_eq!(
-            (sent.command, sent.generation),
-            (CommandKind::Rollback, Some(3))
-        );
-        assert_eq!(sent.command_id, rollback);
-        // A viewer may read a command, but not run one.
-        assert!(matches!(
-            run(
+            let preview = run(&core, &op, "h", CommandKind::Preview, RunOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(order(&mut h).command, CommandKind::Preview);
+            on_complete(
                 &core,
-                &viewer(),
-                "g",
-                CommandKind::Preview,
-                RunOptions::default()
+                "h",
+                &done(&preview, AgentOutcome::Ok, Some(preview_result(path))),
             )
-            .await,
-            Err(AppError::Forbidden(_))
-        ));
+            .await
+            .unwrap();
+            let detail = detail(&core, &viewer(), &preview).await.unwrap();
+            assert_eq!(detail.status, CommandStatus::Ok);
+            assert_eq!(detail.host_id, "h");
+            let result = detail.result.expect("the stored result");
+            assert_eq!(result.store_path.as_deref(), Some(path));
+            assert_eq!(result.diff.unwrap().changes[0].name, "openssl", "cleaned");
+            let mut sent = None;
+            while let Ok(text) = events.try_recv() {
+                let (kind, p) = event(&text);
+                if kind == "command_complete" {
+                    sent = Some(p);
+                }
+            }
+            assert_eq!(sent.unwrap()["result"]["store_path"], path);
+            assert!(matches!(
+                super::detail(&core, &viewer(), "nope").await,
+                Err(AppError::NotFound(_))
+            ));
+
+            let from = |id: &str| RunOptions {
+                preview_id: Some(id.into()),
+                ..RunOptions::default()
+            };
+            let switch = run(&core, &op, "h", CommandKind::Switch, from(&preview))
+                .await
+                .unwrap();
+            let sent = order(&mut h);
+            assert_eq!(
+                (sent.command, sent.store_path.as_deref()),
+                (CommandKind::Switch, Some(path))
+            );
+            assert_eq!(sent.generation, None);
+            on_complete(&core, "h", &done(&switch, AgentOutcome::Ok, None)).await;
+
+            // Refused before the host is touched.
+            let e = invalid(run(&core, &op, "g", CommandKind::Switch, from(&preview)).await);
+            assert!(e.contains("ran on h, not on g"), "{e}");
+            let e = invalid(run(&core, &op, "h", CommandKind::Test, from(&preview)).await);
+            assert!(e.contains("only to switch and boot"), "{e}");
+            let e = invalid(run(&core, &op, "h", CommandKind::Switch, from(&switch)).await);
+            assert!(e.contains("not a preview"), "{e}");
+            assert!(matches!(
+                run(&core, &op, "h", CommandKind::Boot, from("unknown")).await,
+                Err(AppError::NotFound(_))
+            ));
+            let failed = run(&core, &op, "h", CommandKind::Preview, RunOptions::default())
+                .await
+                .unwrap();
+            on_complete(&core, "h", &done(&failed, AgentOutcome::Error, None)).await;
+            let e = invalid(run(&core, &op, "h", CommandKind::Boot, from(&failed)).await);
+            assert!(e.contains("ended error"), "{e}");
+            let to = |n: u64| RunOptions {
+                generation: Some(n),
+                ..RunOptions::default()
+            };
+            let e = invalid(run(&core, &op, "h", CommandKind::Pull, to(3)).await);
+            assert!(e.contains("only to rollback"), "{e}");
+            let at = RunOptions {
+                rev: Some("abc".into()),
+                ..RunOptions::default()
+            };
+            let e = invalid(run(&core, &op, "h", CommandKind::Switch, at).await);
+            assert!(e.contains("only to preview"), "{e}");
+            assert!(
+                core.hub.pending("h").is_none(),
+                "a refusal reserves nothing"
+            );
+
+            let rollback = run(&core, &op, "h", CommandKind::Rollback, to(3))
+                .await
+                .unwrap();
+            let sent = order(&mut h);
+            assert_eq!(
+                (sent.command, sent.generation),
+                (CommandKind::Rollback, Some(3))
+            );
+            assert_eq!(sent.command_id, rollback);
+            // A viewer may read a command, but not run one.
+            assert!(matches!(
+                run(
+                    &core,
+                    &viewer(),
+                    "g",
+                    CommandKind::Preview,
+                    RunOptions::default()
+                )
+                .await,
+                Err(AppError::Forbidden(_))
+            ));
+        }
     }
 
-    /// A rolled-back switch is a failure: recorded as such, the host freed, counted as a
-    /// failed end, and the system compartment an error until an activation ends ok, even
-    /// over the agent's own `ok` verdict of the old generation.
-    #[tokio::test]
-    async fn a_rolled_back_switch_is_a_failure_everywhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["h"], &["nixdeck"]).await;
-        let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
-        let op = operator();
-        let switch = run(&core, &op, "h", CommandKind::Switch, RunOptions::default())
+    db_test! {
+        /// A rolled-back switch is a failure: recorded as such, the host freed, counted as a
+        /// failed end, and the system compartment an error until an activation ends ok, even
+        /// over the agent's own `ok` verdict of the old generation.
+        #[tokio::test]
+        async fn a_rolled_back_switch_is_a_failure_everywhere(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["h"], &["nixdeck"]).await;
+            let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
+            let op = operator();
+            let switch = run(&core, &op, "h", CommandKind::Switch, RunOptions::default())
+                .await
+                .unwrap();
+            let result = CommandResult {
+                generation: Some(41),
+                ..CommandResult::default()
+            };
+            on_complete(
+                &core,
+                "h",
+                &done(&switch, AgentOutcome::RolledBack, Some(result)),
+            )
             .await
             .unwrap();
-        let result = CommandResult {
-            generation: Some(41),
-            ..CommandResult::default()
-        };
-        on_complete(
-            &core,
-            "h",
-            &done(&switch, AgentOutcome::RolledBack, Some(result)),
-        )
-        .await
-        .unwrap();
-        assert!(core.hub.pending("h").is_none(), "the host is free");
-        let history = history(&core, &op, "h", 5).await.unwrap();
-        assert_eq!(history[0].status, CommandStatus::RolledBack);
-        let detail = super::detail(&core, &op, &switch).await.unwrap();
-        assert_eq!(detail.status, CommandStatus::RolledBack);
-        assert_eq!(detail.result.unwrap().generation, Some(41));
-        let ended = |s: CommandStatus| {
-            let i = CommandStatus::ALL.iter().position(|x| *x == s).unwrap();
-            core.hub.counters().commands_ended[i].load(std::sync::atomic::Ordering::Relaxed)
-        };
-        assert_eq!(
-            (ended(CommandStatus::RolledBack), ended(CommandStatus::Ok)),
-            (1, 0)
-        );
-        let system = || core.hub.host("h").unwrap().update_status.system;
-        assert_eq!(system().status, CheckStatus::Error);
-        assert!(
-            system()
-                .message
-                .contains("switch rolled back to generation 41"),
-            "{:?}",
-            system()
-        );
-        // The agent's verdict of the generation it went back to does not hide it.
-        core.hub.report_checks(
-            "h",
-            protocol::messages::StatusChecks {
-                system: Some(StatusCheck::new(CheckStatus::Ok, "running", None)),
-                tests: None,
-            },
-        );
-        assert_eq!(system().status, CheckStatus::Error);
-        // A switch that ends ok lets the agent's verdicts speak again.
-        let again = run(&core, &op, "h", CommandKind::Switch, RunOptions::default())
-            .await
-            .unwrap();
-        on_complete(&core, "h", &done(&again, AgentOutcome::Ok, None)).await;
-        assert_ne!(system().status, CheckStatus::Error, "{:?}", system());
+            assert!(core.hub.pending("h").is_none(), "the host is free");
+            let history = history(&core, &op, "h", 5).await.unwrap();
+            assert_eq!(history[0].status, CommandStatus::RolledBack);
+            let detail = super::detail(&core, &op, &switch).await.unwrap();
+            assert_eq!(detail.status, CommandStatus::RolledBack);
+            assert_eq!(detail.result.unwrap().generation, Some(41));
+            let ended = |s: CommandStatus| {
+                let i = CommandStatus::ALL.iter().position(|x| *x == s).unwrap();
+                core.hub.counters().commands_ended[i].load(std::sync::atomic::Ordering::Relaxed)
+            };
+            assert_eq!(
+                (ended(CommandStatus::RolledBack), ended(CommandStatus::Ok)),
+                (1, 0)
+            );
+            let system = || core.hub.host("h").unwrap().update_status.system;
+            assert_eq!(system().status, CheckStatus::Error);
+            assert!(
+                system()
+                    .message
+                    .contains("switch rolled back to generation 41"),
+                "{:?}",
+                system()
+            );
+            // The agent's verdict of the generation it went back to does not hide it.
+            core.hub.report_checks(
+                "h",
+                protocol::messages::StatusChecks {
+                    system: Some(StatusCheck::new(CheckStatus::Ok, "running", None)),
+                    tests: None,
+                },
+            );
+            assert_eq!(system().status, CheckStatus::Error);
+            // A switch that ends ok lets the agent's verdicts speak again.
+            let again = run(&core, &op, "h", CommandKind::Switch, RunOptions::default())
+                .await
+                .unwrap();
+            on_complete(&core, "h", &done(&again, AgentOutcome::Ok, None)).await;
+            assert_ne!(system().status, CheckStatus::Error, "{:?}", system());
+        }
     }
 
-    /// A result over the bound is dropped; the completion itself is stored.
-    #[tokio::test]
-    async fn a_result_over_64_kib_is_dropped_and_the_command_still_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["h"], &["nixdeck"]).await;
-        let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
-        let preview = run(
-            &core,
-            &operator(),
-            "h",
-            CommandKind::Preview,
-            RunOptions::default(),
-        )
-        .await
-        .unwrap();
-        let mut big = preview_result("/nix/store/x");
-        let change = big.diff.as_ref().unwrap().changes[0].clone();
-        big.diff.as_mut().unwrap().changes = vec![change; 2000];
-        on_complete(&core, "h", &done(&preview, AgentOutcome::Ok, Some(big)))
+    db_test! {
+        /// A result over the bound is dropped; the completion itself is stored.
+        #[tokio::test]
+        async fn a_result_over_64_kib_is_dropped_and_the_command_still_ends(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["h"], &["nixdeck"]).await;
+            let _h = core.hub.attach_agent("h", &register("h"), None).unwrap();
+            let preview = run(
+                &core,
+                &operator(),
+                "h",
+                CommandKind::Preview,
+                RunOptions::default(),
+            )
             .await
             .unwrap();
-        let detail = detail(&core, &viewer(), &preview).await.unwrap();
-        assert_eq!((detail.status, detail.result), (CommandStatus::Ok, None));
+            let mut big = preview_result("/nix/store/x");
+            let change = big.diff.as_ref().unwrap().changes[0].clone();
+            big.diff.as_mut().unwrap().changes = vec![change; 2000];
+            on_complete(&core, "h", &done(&preview, AgentOutcome::Ok, Some(big)))
+                .await
+                .unwrap();
+            let detail = detail(&core, &viewer(), &preview).await.unwrap();
+            assert_eq!((detail.status, detail.result), (CommandStatus::Ok, None));
+        }
     }
 }

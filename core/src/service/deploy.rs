@@ -1274,6 +1274,7 @@ mod tests {
 
     use crate::hub::AgentOut;
     use crate::service::test_core;
+    use crate::storage::testing::{db_test, TestBackend};
     use crate::Core;
     use protocol::messages::{AgentCommandComplete, AgentOutcome, CommandOrder};
     use protocol::ServerMessage;
@@ -1284,15 +1285,17 @@ mod tests {
     /// The hosts, connected through the hub to fake agents that end every order at once
     /// as `script` says, reporting generation 7 as current. Returns what each agent got.
     async fn fleet(
+        backend: &TestBackend,
         dir: &std::path::Path,
         hosts: &[&str],
         script: Script,
     ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
-        fleet_with(dir, hosts, &[], &["nixdeck"], script).await
+        fleet_with(backend, dir, hosts, &[], &["nixdeck"], script).await
     }
 
     /// `fleet`, with `offline` hosts known but without an agent, and the dashboard's `args`.
     async fn fleet_with(
+        backend: &TestBackend,
         dir: &std::path::Path,
         hosts: &[&str],
         offline: &[&str],
@@ -1300,7 +1303,7 @@ mod tests {
         script: Script,
     ) -> (Core, Arc<Mutex<Vec<(String, CommandOrder)>>>) {
         let known: Vec<&str> = hosts.iter().chain(offline).copied().collect();
-        let core = test_core(dir, &known, args).await;
+        let core = test_core(backend, dir, &known, args).await;
         let orders = Arc::new(Mutex::new(Vec::new()));
         for host in hosts {
             let reg = serde_json::from_value(serde_json::json!({
@@ -1416,38 +1419,40 @@ mod tests {
         }
     }
 
-    /// A canary whose switch was rolled back halts the deploy, without max_failures: the
-    /// canary is rolled back (never ok, never error) and nobody else is touched.
-    #[tokio::test]
-    async fn a_rolled_back_canary_halts_the_deploy() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = ["a", "b", "c"];
-        let (core, orders) = fleet(dir.path(), &hosts, rolls_back_canary).await;
-        let req = request(&["c"], 2);
-        let (job, _) = new_job(&core, &hosts, &req);
-        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
-        assert_eq!(end.phase, DeployPhase::Failed);
-        assert!(!end.active);
-        assert_eq!(end.hosts["c"], DeployHostState::RolledBack);
-        assert_eq!(end.hosts["a"], DeployHostState::Skipped);
-        assert_eq!(end.hosts["b"], DeployHostState::Skipped);
-        assert!(
-            end.message.starts_with("Stopped: c failed"),
-            "{}",
-            end.message
-        );
-        let touched: Vec<String> = orders
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(h, _)| h.clone())
-            .collect();
-        assert_eq!(
-            touched,
-            ids(&["c", "c"]),
-            "pull and switch on the canary only"
-        );
-        assert!(core.deploys.lock().is_none(), "the slot is free");
+    db_test! {
+        /// A canary whose switch was rolled back halts the deploy, without max_failures: the
+        /// canary is rolled back (never ok, never error) and nobody else is touched.
+        #[tokio::test]
+        async fn a_rolled_back_canary_halts_the_deploy(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let hosts = ["a", "b", "c"];
+            let (core, orders) = fleet(&backend, dir.path(), &hosts, rolls_back_canary).await;
+            let req = request(&["c"], 2);
+            let (job, _) = new_job(&core, &hosts, &req);
+            let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert!(!end.active);
+            assert_eq!(end.hosts["c"], DeployHostState::RolledBack);
+            assert_eq!(end.hosts["a"], DeployHostState::Skipped);
+            assert_eq!(end.hosts["b"], DeployHostState::Skipped);
+            assert!(
+                end.message.starts_with("Stopped: c failed"),
+                "{}",
+                end.message
+            );
+            let touched: Vec<String> = orders
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(h, _)| h.clone())
+                .collect();
+            assert_eq!(
+                touched,
+                ids(&["c", "c"]),
+                "pull and switch on the canary only"
+            );
+            assert!(core.deploys.lock().is_none(), "the slot is free");
+        }
     }
 
     fn b_fails(host: &str, kind: CommandKind) -> AgentOutcome {
@@ -1457,65 +1462,69 @@ mod tests {
         }
     }
 
-    /// `rollback-and-halt`: the hosts of the failed wave whose switch went through go back
-    /// to the generation they ran before the wave; the deploy fails naming them.
-    #[tokio::test]
-    async fn rollback_and_halt_puts_the_wave_back_to_its_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = ["a", "b", "c", "d"];
-        let (core, orders) = fleet(dir.path(), &hosts, b_fails).await;
-        let mut req = request(&[], 2);
-        req.on_failure = Some(OnFailure::RollbackAndHalt);
-        let (job, _) = new_job(&core, &hosts, &req);
-        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
-        assert_eq!(end.phase, DeployPhase::Failed);
-        assert_eq!(end.hosts["a"], DeployHostState::RolledBack);
-        assert_eq!(end.hosts["b"], DeployHostState::Error);
-        assert_eq!(end.hosts["c"], DeployHostState::Skipped);
-        assert_eq!(end.hosts["d"], DeployHostState::Skipped);
-        assert!(
-            end.message
-                .contains("rolled back a to the generation from before the wave"),
-            "{}",
-            end.message
-        );
-        let rollbacks: Vec<(String, Option<u64>)> = orders
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, o)| o.command == CommandKind::Rollback)
-            .map(|(h, o)| (h.clone(), o.generation))
-            .collect();
-        assert_eq!(rollbacks, vec![("a".to_owned(), Some(7))]);
-        // With halt (the default) nothing is rolled back.
-        let dir = tempfile::tempdir().unwrap();
-        let (core, orders) = fleet(dir.path(), &hosts, b_fails).await;
-        let req = request(&[], 2);
-        let (job, _) = new_job(&core, &hosts, &req);
-        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
-        assert_eq!(end.hosts["a"], DeployHostState::Ok);
-        assert_eq!(end.hosts["c"], DeployHostState::Skipped);
-        assert!(orders
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|(_, o)| o.command != CommandKind::Rollback));
+    db_test! {
+        /// `rollback-and-halt`: the hosts of the failed wave whose switch went through go back
+        /// to the generation they ran before the wave; the deploy fails naming them.
+        #[tokio::test]
+        async fn rollback_and_halt_puts_the_wave_back_to_its_generation(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let hosts = ["a", "b", "c", "d"];
+            let (core, orders) = fleet(&backend, dir.path(), &hosts, b_fails).await;
+            let mut req = request(&[], 2);
+            req.on_failure = Some(OnFailure::RollbackAndHalt);
+            let (job, _) = new_job(&core, &hosts, &req);
+            let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert_eq!(end.hosts["a"], DeployHostState::RolledBack);
+            assert_eq!(end.hosts["b"], DeployHostState::Error);
+            assert_eq!(end.hosts["c"], DeployHostState::Skipped);
+            assert_eq!(end.hosts["d"], DeployHostState::Skipped);
+            assert!(
+                end.message
+                    .contains("rolled back a to the generation from before the wave"),
+                "{}",
+                end.message
+            );
+            let rollbacks: Vec<(String, Option<u64>)> = orders
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, o)| o.command == CommandKind::Rollback)
+                .map(|(h, o)| (h.clone(), o.generation))
+                .collect();
+            assert_eq!(rollbacks, vec![("a".to_owned(), Some(7))]);
+            // With halt (the default) nothing is rolled back.
+            let dir = tempfile::tempdir().unwrap();
+            let (core, orders) = fleet(&backend, dir.path(), &hosts, b_fails).await;
+            let req = request(&[], 2);
+            let (job, _) = new_job(&core, &hosts, &req);
+            let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+            assert_eq!(end.hosts["a"], DeployHostState::Ok);
+            assert_eq!(end.hosts["c"], DeployHostState::Skipped);
+            assert!(orders
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, o)| o.command != CommandKind::Rollback));
+        }
     }
 
-    /// max_failures lets a wave with failures go on; without it the same wave halts.
-    #[tokio::test]
-    async fn max_failures_lets_a_failed_wave_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = ["a", "b", "c", "d"];
-        let (core, _) = fleet(dir.path(), &hosts, b_fails).await;
-        let mut req = request(&[], 2);
-        req.max_failures = Some(1);
-        let (job, _) = new_job(&core, &hosts, &req);
-        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
-        assert_eq!(end.phase, DeployPhase::Failed);
-        assert_eq!(end.hosts["b"], DeployHostState::Error);
-        for h in ["a", "c", "d"] {
-            assert_eq!(end.hosts[h], DeployHostState::Ok, "{h}");
+    db_test! {
+        /// max_failures lets a wave with failures go on; without it the same wave halts.
+        #[tokio::test]
+        async fn max_failures_lets_a_failed_wave_go_on(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let hosts = ["a", "b", "c", "d"];
+            let (core, _) = fleet(&backend, dir.path(), &hosts, b_fails).await;
+            let mut req = request(&[], 2);
+            req.max_failures = Some(1);
+            let (job, _) = new_job(&core, &hosts, &req);
+            let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert_eq!(end.hosts["b"], DeployHostState::Error);
+            for h in ["a", "c", "d"] {
+                assert_eq!(end.hosts[h], DeployHostState::Ok, "{h}");
+            }
         }
     }
 
@@ -1523,46 +1532,48 @@ mod tests {
         AgentOutcome::Ok
     }
 
-    /// soak_s: after a healthy wave the deploy waits, saying so, before the next; a
-    /// cancel during the soak ends it before the next wave starts.
-    #[tokio::test]
-    async fn a_healthy_wave_soaks_before_the_next_and_a_cancel_ends_the_soak() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = ["a", "b"];
-        let (core, _) = fleet(dir.path(), &hosts, all_ok).await;
-        let mut req = request(&["a"], 1);
-        req.soak_s = Some(1);
-        let (job, _) = new_job(&core, &hosts, &req);
-        let started = Instant::now();
-        let (end, messages) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
-        assert_eq!(end.phase, DeployPhase::Done, "{}", end.message);
-        assert!(started.elapsed() >= Duration::from_secs(1));
-        assert!(
-            messages
-                .iter()
-                .any(|m| m == "Soaking 1 s before wave 2 of 2…"),
-            "{messages:?}"
-        );
+    db_test! {
+        /// soak_s: after a healthy wave the deploy waits, saying so, before the next; a
+        /// cancel during the soak ends it before the next wave starts.
+        #[tokio::test]
+        async fn a_healthy_wave_soaks_before_the_next_and_a_cancel_ends_the_soak(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let hosts = ["a", "b"];
+            let (core, _) = fleet(&backend, dir.path(), &hosts, all_ok).await;
+            let mut req = request(&["a"], 1);
+            req.soak_s = Some(1);
+            let (job, _) = new_job(&core, &hosts, &req);
+            let started = Instant::now();
+            let (end, messages) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+            assert_eq!(end.phase, DeployPhase::Done, "{}", end.message);
+            assert!(started.elapsed() >= Duration::from_secs(1));
+            assert!(
+                messages
+                    .iter()
+                    .any(|m| m == "Soaking 1 s before wave 2 of 2…"),
+                "{messages:?}"
+            );
 
-        let dir = tempfile::tempdir().unwrap();
-        let (core, orders) = fleet(dir.path(), &hosts, all_ok).await;
-        req.soak_s = Some(3600);
-        let (job, cancel) = new_job(&core, &hosts, &req);
-        let canceller = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            *cancel.by.lock().unwrap() = "olga".into();
-            cancel.requested.store(true, Ordering::SeqCst);
-        });
-        let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
-        canceller.await.unwrap();
-        assert!(
-            end.message.starts_with("Cancelled by olga while soaking"),
-            "{}",
-            end.message
-        );
-        assert_eq!(end.hosts["a"], DeployHostState::Ok);
-        assert_eq!(end.hosts["b"], DeployHostState::Skipped);
-        assert!(orders.lock().unwrap().iter().all(|(h, _)| h == "a"));
+            let dir = tempfile::tempdir().unwrap();
+            let (core, orders) = fleet(&backend, dir.path(), &hosts, all_ok).await;
+            req.soak_s = Some(3600);
+            let (job, cancel) = new_job(&core, &hosts, &req);
+            let canceller = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                *cancel.by.lock().unwrap() = "olga".into();
+                cancel.requested.store(true, Ordering::SeqCst);
+            });
+            let (end, _) = roll_out(&core, job, plan(&ids(&hosts), &req)).await;
+            canceller.await.unwrap();
+            assert!(
+                end.message.starts_with("Cancelled by olga while soaking"),
+                "{}",
+                end.message
+            );
+            assert_eq!(end.hosts["a"], DeployHostState::Ok);
+            assert_eq!(end.hosts["b"], DeployHostState::Skipped);
+            assert!(orders.lock().unwrap().iter().all(|(h, _)| h == "a"));
+        }
     }
 
     const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -1618,182 +1629,189 @@ mod tests {
         (job, cancel, gate)
     }
 
-    /// Previews go to every target at once, carrying the PR head as `rev`; their ids are
-    /// in the progress; the job then waits, naming the failed and the unreachable hosts,
-    /// and sends nothing more. A cancel while it waits ends it without a merge.
-    #[tokio::test]
-    async fn previews_every_target_then_waits_and_a_cancel_merges_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (core, orders) = fleet_with(
-            dir.path(),
-            &["a", "b", "c"],
-            &["d"],
-            &["nixdeck"],
-            preview_b_fails,
-        )
-        .await;
-        let hosts = ["a", "b", "c", "d"];
-        let mut req = request(&[], 0);
-        req.preview = true;
-        req.head_sha = Some(HEAD.into());
-        let (job, cancel, gate) = previewing(&core, &hosts, &req).await;
-        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
-        let waiting = stored_when(&core, "awaiting", |j| {
-            j.phase == DeployPhase::AwaitingConfirmation
-        })
-        .await;
-        assert!(matches!(*gate.lock(), GateState::Open));
-        let sent = orders.lock().unwrap().clone();
-        assert_eq!(sent.len(), 3, "{sent:?}");
-        for (host, order) in &sent {
-            assert_eq!(order.command, CommandKind::Preview);
-            assert_eq!(order.rev.as_deref(), Some(HEAD));
-            assert_eq!(waiting.previews[host], order.command_id);
+    db_test! {
+        /// Previews go to every target at once, carrying the PR head as `rev`; their ids are
+        /// in the progress; the job then waits, naming the failed and the unreachable hosts,
+        /// and sends nothing more. A cancel while it waits ends it without a merge.
+        #[tokio::test]
+        async fn previews_every_target_then_waits_and_a_cancel_merges_nothing(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let (core, orders) = fleet_with(
+                &backend,
+                dir.path(),
+                &["a", "b", "c"],
+                &["d"],
+                &["nixdeck"],
+                preview_b_fails,
+            )
+            .await;
+            let hosts = ["a", "b", "c", "d"];
+            let mut req = request(&[], 0);
+            req.preview = true;
+            req.head_sha = Some(HEAD.into());
+            let (job, cancel, gate) = previewing(&core, &hosts, &req).await;
+            tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+            let waiting = stored_when(&core, "awaiting", |j| {
+                j.phase == DeployPhase::AwaitingConfirmation
+            })
+            .await;
+            assert!(matches!(*gate.lock(), GateState::Open));
+            let sent = orders.lock().unwrap().clone();
+            assert_eq!(sent.len(), 3, "{sent:?}");
+            for (host, order) in &sent {
+                assert_eq!(order.command, CommandKind::Preview);
+                assert_eq!(order.rev.as_deref(), Some(HEAD));
+                assert_eq!(waiting.previews[host], order.command_id);
+            }
+            assert!(!waiting.previews.contains_key("d"));
+            assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
+            assert_eq!(waiting.hosts["b"], DeployHostState::Error);
+            assert_eq!(waiting.hosts["c"], DeployHostState::Ok);
+            assert_eq!(waiting.hosts["d"], DeployHostState::Skipped);
+            assert_eq!(
+                waiting.message,
+                "Previewed PR #1 at 0123456 on 2 of 4 hosts (preview failed: b; not previewed: d (offline)); confirm to merge and deploy."
+            );
+            let deadline = core
+                .db
+                .deploy_resume("j1")
+                .await
+                .unwrap()
+                .unwrap()
+                .confirm_by;
+            let now = Timestamp::now().secs();
+            assert!(
+                deadline.is_some_and(|d| (now + 3590..=now + 3600).contains(&d)),
+                "{deadline:?}"
+            );
+            // Waiting sends nothing, however long.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(orders.lock().unwrap().len(), 3);
+
+            *cancel.by.lock().unwrap() = "olga".into();
+            cancel.requested.store(true, Ordering::SeqCst);
+            let end = stored_when(&core, "ended", |j| !j.active).await;
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert_eq!(
+                end.message,
+                "Cancelled by olga before the merge; nothing was merged."
+            );
+            assert_eq!(end.previews, waiting.previews, "the previews stay readable");
+            assert_eq!(orders.lock().unwrap().len(), 3, "no pull, no switch");
+            assert!(core.deploys.lock().is_none(), "the slot is free");
+            assert!(matches!(*gate.lock(), GateState::Closed));
         }
-        assert!(!waiting.previews.contains_key("d"));
-        assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
-        assert_eq!(waiting.hosts["b"], DeployHostState::Error);
-        assert_eq!(waiting.hosts["c"], DeployHostState::Ok);
-        assert_eq!(waiting.hosts["d"], DeployHostState::Skipped);
-        assert_eq!(
-            waiting.message,
-            "Previewed PR #1 at 0123456 on 2 of 4 hosts (preview failed: b; not previewed: d (offline)); confirm to merge and deploy."
-        );
-        let deadline = core
-            .db
-            .deploy_resume("j1")
-            .await
-            .unwrap()
-            .unwrap()
-            .confirm_by;
-        let now = Timestamp::now().secs();
-        assert!(
-            deadline.is_some_and(|d| (now + 3590..=now + 3600).contains(&d)),
-            "{deadline:?}"
-        );
-        // Waiting sends nothing, however long.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(orders.lock().unwrap().len(), 3);
-
-        *cancel.by.lock().unwrap() = "olga".into();
-        cancel.requested.store(true, Ordering::SeqCst);
-        let end = stored_when(&core, "ended", |j| !j.active).await;
-        assert_eq!(end.phase, DeployPhase::Failed);
-        assert_eq!(
-            end.message,
-            "Cancelled by olga before the merge; nothing was merged."
-        );
-        assert_eq!(end.previews, waiting.previews, "the previews stay readable");
-        assert_eq!(orders.lock().unwrap().len(), 3, "no pull, no switch");
-        assert!(core.deploys.lock().is_none(), "the slot is free");
-        assert!(matches!(*gate.lock(), GateState::Closed));
     }
 
-    /// When no preview succeeds there is nothing to confirm: the job fails at once; an
-    /// unconfirmed job ends when its deadline passes. Neither merges.
-    #[tokio::test]
-    async fn a_job_without_a_good_preview_fails_and_an_unconfirmed_one_expires() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = ["a", "b"];
-        let (core, orders) = fleet(dir.path(), &hosts, previews_fail).await;
-        let mut req = request(&[], 0);
-        req.preview = true;
-        let (job, _, _) = previewing(&core, &hosts, &req).await;
-        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
-        let end = stored_when(&core, "ended", |j| !j.active).await;
-        assert_eq!(end.phase, DeployPhase::Failed);
-        assert_eq!(
-            end.message,
-            "No preview of PR #1 at 0123456 succeeded (preview failed: a, b); nothing was merged."
-        );
-        assert_eq!(orders.lock().unwrap().len(), 2);
-        assert!(core.deploys.lock().is_none());
+    db_test! {
+        /// When no preview succeeds there is nothing to confirm: the job fails at once; an
+        /// unconfirmed job ends when its deadline passes. Neither merges.
+        #[tokio::test]
+        async fn a_job_without_a_good_preview_fails_and_an_unconfirmed_one_expires(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let hosts = ["a", "b"];
+            let (core, orders) = fleet(&backend, dir.path(), &hosts, previews_fail).await;
+            let mut req = request(&[], 0);
+            req.preview = true;
+            let (job, _, _) = previewing(&core, &hosts, &req).await;
+            tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+            let end = stored_when(&core, "ended", |j| !j.active).await;
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert_eq!(
+                end.message,
+                "No preview of PR #1 at 0123456 succeeded (preview failed: a, b); nothing was merged."
+            );
+            assert_eq!(orders.lock().unwrap().len(), 2);
+            assert!(core.deploys.lock().is_none());
 
-        let dir = tempfile::tempdir().unwrap();
-        let args = ["nixdeck", "--deploy-confirm-timeout-s", "1"];
-        let (core, orders) = fleet_with(dir.path(), &hosts, &[], &args, all_ok).await;
-        let (job, _, gate) = previewing(&core, &hosts, &req).await;
-        tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
-        stored_when(&core, "awaiting", |j| {
-            j.phase == DeployPhase::AwaitingConfirmation
-        })
-        .await;
-        let end = stored_when(&core, "expired", |j| !j.active).await;
-        assert_eq!(end.phase, DeployPhase::Failed);
-        assert!(
-            end.message.starts_with("Not confirmed in time"),
-            "{}",
-            end.message
-        );
-        assert_eq!(orders.lock().unwrap().len(), 2);
-        assert!(
-            matches!(*gate.lock(), GateState::Closed),
-            "a late confirm is refused"
-        );
-        assert!(core.deploys.lock().is_none());
+            let dir = tempfile::tempdir().unwrap();
+            let args = ["nixdeck", "--deploy-confirm-timeout-s", "1"];
+            let (core, orders) = fleet_with(&backend, dir.path(), &hosts, &[], &args, all_ok).await;
+            let (job, _, gate) = previewing(&core, &hosts, &req).await;
+            tokio::spawn(job.preview(HEAD.into(), plan(&ids(&hosts), &req)));
+            stored_when(&core, "awaiting", |j| {
+                j.phase == DeployPhase::AwaitingConfirmation
+            })
+            .await;
+            let end = stored_when(&core, "expired", |j| !j.active).await;
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert!(
+                end.message.starts_with("Not confirmed in time"),
+                "{}",
+                end.message
+            );
+            assert_eq!(orders.lock().unwrap().len(), 2);
+            assert!(
+                matches!(*gate.lock(), GateState::Closed),
+                "a late confirm is refused"
+            );
+            assert!(core.deploys.lock().is_none());
+        }
     }
 
-    /// After a restart, a job that was previewing takes the slot again, learns how its
-    /// previews ended and waits for confirmation (a host never sent its preview is
-    /// skipped); a cancel through the service ends it. A job that was rolling out is
-    /// marked interrupted as before.
-    #[tokio::test]
-    async fn a_restart_resumes_a_previewing_job() {
-        let dir = tempfile::tempdir().unwrap();
-        let (core, _) = fleet(dir.path(), &["a", "b"], all_ok).await;
-        let op = Viewer {
-            authenticated_at: Timestamp::now().secs(),
-            api_token: None,
-            ..new_job(&core, &[], &request(&[], 0)).0.viewer
-        };
-        let preview = commands::run(&core, &op, "a", CommandKind::Preview, RunOptions::default())
-            .await
-            .unwrap();
-        let mut req = request(&[], 0);
-        req.preview = true;
-        req.head_sha = Some(HEAD.into());
-        let (job, _) = new_job(&core, &["a", "b"], &req);
-        let mut progress = job.progress.clone();
-        progress.phase = DeployPhase::Previewing;
-        progress.hosts.insert("a".into(), DeployHostState::Running);
-        progress.previews.insert("a".into(), preview.clone());
-        core.db
-            .insert_deploy(&progress, &serde_json::to_string(&req).unwrap())
-            .await
-            .unwrap();
-        recover(&core).await.unwrap();
-        let waiting = stored_when(&core, "awaiting", |j| {
-            j.phase == DeployPhase::AwaitingConfirmation
-        })
-        .await;
-        assert!(waiting.active);
-        assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
-        assert_eq!(waiting.hosts["b"], DeployHostState::Skipped);
-        assert!(
-            waiting
-                .message
-                .contains("on 1 of 2 hosts (not previewed: b (interrupted by a restart))"),
-            "{}",
-            waiting.message
-        );
-        assert_eq!(waiting.previews["a"], preview);
-        // The slot is the job's: another deploy is refused, a cancel reaches it.
-        assert!(core
-            .deploys
-            .lock()
-            .as_ref()
-            .is_some_and(|r| r.job_id == "j1"));
-        cancel(&core, &op, "j1").await.unwrap();
-        let end = stored_when(&core, "ended", |j| !j.active).await;
-        assert!(
-            end.message.starts_with("Cancelled by olga"),
-            "{}",
-            end.message
-        );
-        assert!(core.deploys.lock().is_none());
-        let e = request_confirm(&core, &op, "j1").await.unwrap_err();
-        assert_eq!(e.code(), "not_awaiting", "{e}");
-        let e = request_confirm(&core, &op, "nope").await.unwrap_err();
-        assert!(matches!(e, AppError::NotFound(_)), "{e}");
+    db_test! {
+        /// After a restart, a job that was previewing takes the slot again, learns how its
+        /// previews ended and waits for confirmation (a host never sent its preview is
+        /// skipped); a cancel through the service ends it. A job that was rolling out is
+        /// marked interrupted as before.
+        #[tokio::test]
+        async fn a_restart_resumes_a_previewing_job(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let (core, _) = fleet(&backend, dir.path(), &["a", "b"], all_ok).await;
+            let op = Viewer {
+                authenticated_at: Timestamp::now().secs(),
+                api_token: None,
+                ..new_job(&core, &[], &request(&[], 0)).0.viewer
+            };
+            let preview = commands::run(&core, &op, "a", CommandKind::Preview, RunOptions::default())
+                .await
+                .unwrap();
+            let mut req = request(&[], 0);
+            req.preview = true;
+            req.head_sha = Some(HEAD.into());
+            let (job, _) = new_job(&core, &["a", "b"], &req);
+            let mut progress = job.progress.clone();
+            progress.phase = DeployPhase::Previewing;
+            progress.hosts.insert("a".into(), DeployHostState::Running);
+            progress.previews.insert("a".into(), preview.clone());
+            core.db
+                .insert_deploy(&progress, &serde_json::to_string(&req).unwrap())
+                .await
+                .unwrap();
+            recover(&core).await.unwrap();
+            let waiting = stored_when(&core, "awaiting", |j| {
+                j.phase == DeployPhase::AwaitingConfirmation
+            })
+            .await;
+            assert!(waiting.active);
+            assert_eq!(waiting.hosts["a"], DeployHostState::Ok);
+            assert_eq!(waiting.hosts["b"], DeployHostState::Skipped);
+            assert!(
+                waiting
+                    .message
+                    .contains("on 1 of 2 hosts (not previewed: b (interrupted by a restart))"),
+                "{}",
+                waiting.message
+            );
+            assert_eq!(waiting.previews["a"], preview);
+            // The slot is the job's: another deploy is refused, a cancel reaches it.
+            assert!(core
+                .deploys
+                .lock()
+                .as_ref()
+                .is_some_and(|r| r.job_id == "j1"));
+            cancel(&core, &op, "j1").await.unwrap();
+            let end = stored_when(&core, "ended", |j| !j.active).await;
+            assert!(
+                end.message.starts_with("Cancelled by olga"),
+                "{}",
+                end.message
+            );
+            assert!(core.deploys.lock().is_none());
+            let e = request_confirm(&core, &op, "j1").await.unwrap_err();
+            assert_eq!(e.code(), "not_awaiting", "{e}");
+            let e = request_confirm(&core, &op, "nope").await.unwrap_err();
+            assert!(matches!(e, AppError::NotFound(_)), "{e}");
+        }
     }
 }

@@ -350,6 +350,7 @@ fn point(t: i64, s: &MetricSums) -> MetricsPoint {
 mod tests {
     use super::*;
     use crate::service::test_core;
+    use crate::storage::testing::{db_test, TestBackend};
     use protocol::{Host, HostType};
 
     fn metrics(cpu: f64, disk: Option<f64>) -> Metrics {
@@ -365,9 +366,9 @@ mod tests {
     /// A day boundary, so that every tier's buckets start at `T0`.
     const T0: i64 = 1_796_083_200;
 
-    async fn core_with_host() -> (tempfile::TempDir, Core) {
+    async fn core_with_host(backend: &TestBackend) -> (tempfile::TempDir, Core) {
         let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["web-1"], &["nixdeck"]).await;
+        let core = test_core(backend, dir.path(), &["web-1"], &["nixdeck"]).await;
         core.db
             .insert_host(&Host::new("web-1", HostType::Nixos), "t")
             .await
@@ -376,10 +377,10 @@ mod tests {
     }
 
     async fn rows(core: &Core) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM metrics_history")
-            .fetch_one(core.db.pool())
+        crate::storage::on_pool!(core.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM metrics_history")
+            .fetch_one(pool)
             .await
-            .unwrap()
+            .unwrap())
     }
 
     #[test]
@@ -478,190 +479,205 @@ mod tests {
         assert!(rec.take(T0 + 40 * 60, true).is_empty());
     }
 
-    /// Two hours of heartbeats every 20 s: each tier's points are the averages of their
-    /// step, oldest first; the minutes not yet written are in the answer too.
-    #[tokio::test]
-    async fn each_range_reads_its_tier_with_averages_and_the_unwritten_minutes() {
-        let (_dir, core) = core_with_host().await;
-        let rec = &core.unsaved.history;
-        // Minute m has cpu m % 10 at all three heartbeats; disk only from minute 60.
-        for m in 0..120 {
-            for s in [0, 20, 40] {
-                let disk = (m >= 60).then_some(70.0);
-                rec.record("web-1", T0 + m * 60 + s, &metrics((m % 10) as f64, disk));
+    db_test! {
+        /// Two hours of heartbeats every 20 s: each tier's points are the averages of their
+        /// step, oldest first; the minutes not yet written are in the answer too.
+        #[tokio::test]
+        async fn each_range_reads_its_tier_with_averages_and_the_unwritten_minutes(backend) {
+            let (_dir, core) = core_with_host(&backend).await;
+            let rec = &core.unsaved.history;
+            // Minute m has cpu m % 10 at all three heartbeats; disk only from minute 60.
+            for m in 0..120 {
+                for s in [0, 20, 40] {
+                    let disk = (m >= 60).then_some(70.0);
+                    rec.record("web-1", T0 + m * 60 + s, &metrics((m % 10) as f64, disk));
+                }
+                if m % 7 == 0 {
+                    write(&core, T0 + m * 60 + 59, false).await.unwrap();
+                }
             }
-            if m % 7 == 0 {
-                write(&core, T0 + m * 60 + 59, false).await.unwrap();
+            let now = T0 + 119 * 60 + 50;
+            let hour = read_at(&core, "web-1", Some("1h"), now).await.unwrap();
+            assert_eq!((hour.range.as_str(), hour.step_s), ("1h", 60));
+            assert_eq!(hour.points.len(), 60);
+            assert_eq!(hour.points[0].t, Timestamp(T0 + 60 * 60));
+            assert_eq!(hour.points[59].t, Timestamp(T0 + 119 * 60));
+            for p in &hour.points {
+                let m = (p.t.secs() - T0) / 60;
+                assert_eq!(p.cpu, (m % 10) as f64, "minute {m}");
+                assert_eq!(
+                    (p.ram, p.swap, p.load, p.disk),
+                    (50.0, 1.0, 0.25, Some(70.0))
+                );
             }
-        }
-        let now = T0 + 119 * 60 + 50;
-        let hour = read_at(&core, "web-1", Some("1h"), now).await.unwrap();
-        assert_eq!((hour.range.as_str(), hour.step_s), ("1h", 60));
-        assert_eq!(hour.points.len(), 60);
-        assert_eq!(hour.points[0].t, Timestamp(T0 + 60 * 60));
-        assert_eq!(hour.points[59].t, Timestamp(T0 + 119 * 60));
-        for p in &hour.points {
-            let m = (p.t.secs() - T0) / 60;
-            assert_eq!(p.cpu, (m % 10) as f64, "minute {m}");
+
+            let day = read_at(&core, "web-1", Some("24h"), now).await.unwrap();
+            assert_eq!(day.step_s, 600);
+            assert_eq!(day.points.len(), 12);
+            assert!(day.points.iter().all(|p| p.cpu == 4.5));
+            assert_eq!(day.points[0].disk, None);
+            assert_eq!(day.points[11].disk, Some(70.0));
+            assert_eq!(day.points[0].t, Timestamp(T0));
+
+            let year = read_at(&core, "web-1", Some("1y"), now).await.unwrap();
+            assert_eq!((year.step_s, year.points.len()), (86_400, 1));
+            assert_eq!(year.points[0].cpu, 4.5);
+            assert_eq!(year.points[0].disk, Some(70.0));
+            let month = read_at(&core, "web-1", Some("30d"), now).await.unwrap();
+            assert_eq!((month.step_s, month.points.len()), (3600, 2));
+
+            // Once everything is written the answer is the same.
+            write(&core, now, true).await.unwrap();
             assert_eq!(
-                (p.ram, p.swap, p.load, p.disk),
-                (50.0, 1.0, 0.25, Some(70.0))
+                read_at(&core, "web-1", Some("1h"), now).await.unwrap(),
+                hour
             );
-        }
-
-        let day = read_at(&core, "web-1", Some("24h"), now).await.unwrap();
-        assert_eq!(day.step_s, 600);
-        assert_eq!(day.points.len(), 12);
-        assert!(day.points.iter().all(|p| p.cpu == 4.5));
-        assert_eq!(day.points[0].disk, None);
-        assert_eq!(day.points[11].disk, Some(70.0));
-        assert_eq!(day.points[0].t, Timestamp(T0));
-
-        let year = read_at(&core, "web-1", Some("1y"), now).await.unwrap();
-        assert_eq!((year.step_s, year.points.len()), (86_400, 1));
-        assert_eq!(year.points[0].cpu, 4.5);
-        assert_eq!(year.points[0].disk, Some(70.0));
-        let month = read_at(&core, "web-1", Some("30d"), now).await.unwrap();
-        assert_eq!((month.step_s, month.points.len()), (3600, 2));
-
-        // Once everything is written the answer is the same.
-        write(&core, now, true).await.unwrap();
-        assert_eq!(
-            read_at(&core, "web-1", Some("1h"), now).await.unwrap(),
-            hour
-        );
-        // A year later the 1-hour range is empty, the 1-year one still has the day.
-        let later = now + 300 * 86_400;
-        assert!(read_at(&core, "web-1", Some("1h"), later)
-            .await
-            .unwrap()
-            .points
-            .is_empty());
-        assert_eq!(
-            read_at(&core, "web-1", Some("1y"), later)
+            // A year later the 1-hour range is empty, the 1-year one still has the day.
+            let later = now + 300 * 86_400;
+            assert!(read_at(&core, "web-1", Some("1h"), later)
                 .await
                 .unwrap()
-                .points,
-            year.points
-        );
-    }
-
-    /// A minute written half at shutdown and half after the restart is one point.
-    #[tokio::test]
-    async fn a_partial_minute_adds_up_with_its_rest() {
-        let (_dir, core) = core_with_host().await;
-        core.unsaved
-            .history
-            .record("web-1", T0 + 1, &metrics(10.0, None));
-        write(&core, T0 + 2, true).await.unwrap();
-        core.unsaved
-            .history
-            .record("web-1", T0 + 30, &metrics(30.0, Some(5.0)));
-        write(&core, T0 + 61, false).await.unwrap();
-        let h = read_at(&core, "web-1", Some("1h"), T0 + 61).await.unwrap();
-        assert_eq!(h.points.len(), 1);
-        assert_eq!((h.points[0].cpu, h.points[0].disk), (20.0, Some(5.0)));
-        assert_eq!(rows(&core).await, 4, "one bucket per tier");
-    }
-
-    /// Each tier keeps its buckets for its own retention, and no longer.
-    #[tokio::test]
-    async fn retention_deletes_per_tier() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(
-            dir.path(),
-            &["web-1"],
-            &[
-                "nixdeck",
-                "--history-minute-h",
-                "2",
-                "--history-day-days",
-                "3",
-            ],
-        )
-        .await;
-        core.db
-            .insert_host(&Host::new("web-1", HostType::Nixos), "t")
-            .await
-            .unwrap();
-        // One heartbeat a minute for 5 days.
-        for m in 0..5 * 1440 {
-            core.unsaved
-                .history
-                .record("web-1", T0 + m * 60, &metrics(1.0, None));
-        }
-        write(&core, T0 + 5 * 86_400, true).await.unwrap();
-        let count = |tier: i16| {
-            let pool = core.db.pool().clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM metrics_history WHERE tier = $1")
-                    .bind(tier)
-                    .fetch_one(&pool)
+                .points
+                .is_empty());
+            assert_eq!(
+                read_at(&core, "web-1", Some("1y"), later)
                     .await
                     .unwrap()
-            }
-        };
-        assert_eq!(count(0).await, 5 * 1440);
-        assert_eq!(count(3).await, 5);
-        let now = T0 + 5 * 86_400;
-        let deleted = prune_at(&core, now).await.unwrap();
-        assert_eq!(count(0).await, 120, "2 hours of minutes");
-        assert_eq!(count(1).await, 5 * 144, "7 days of 10-minute buckets");
-        assert_eq!(count(2).await, 5 * 24, "90 days of hours");
-        assert_eq!(count(3).await, 3, "3 days");
-        assert_eq!(deleted as i64, 5 * 1440 - 120 + 2);
-        // Nothing left to delete a second time.
-        assert_eq!(prune_at(&core, now).await.unwrap(), 0);
-    }
-
-    /// An absurd range is refused before anything is read; an unknown host is a 404 (whatever
-    /// the range); a removed host's history goes with it, and a late write for it adds
-    /// nothing.
-    #[tokio::test]
-    async fn bad_ranges_unknown_and_removed_hosts() {
-        let (_dir, core) = core_with_host().await;
-        let err = read_at(&core, "web-1", Some("5y"), T0).await.unwrap_err();
-        assert!(matches!(err, AppError::Invalid(_)));
-        for range in [Some("1h"), None] {
-            let err = read_at(&core, "nohost", range, T0).await.unwrap_err();
-            assert!(matches!(err, AppError::NotFound(_)));
+                    .points,
+                year.points
+            );
         }
-
-        core.unsaved
-            .history
-            .record("web-1", T0, &metrics(1.0, None));
-        write(&core, T0 + 600, false).await.unwrap();
-        assert_eq!(rows(&core).await, 4, "the minute, and its window in three tiers");
-        assert!(core.db.delete_host("web-1").await.unwrap());
-        assert_eq!(rows(&core).await, 0);
-        core.unsaved
-            .history
-            .record("web-1", T0 + 660, &metrics(1.0, None));
-        write(&core, T0 + 1200, false).await.unwrap();
-        assert_eq!(rows(&core).await, 0);
     }
 
-    /// With NIXDECK_HISTORY off, heartbeats leave no history.
-    #[tokio::test]
-    async fn history_off_records_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["web-1"], &["nixdeck", "--history", "false"]).await;
-        let reg: protocol::messages::Register = serde_json::from_value(serde_json::json!({
-            "hostname": "web-1", "host_type": "nixos", "agent_version": "0.1",
-        }))
-        .unwrap();
-        let link = core.hub.attach_agent("web-1", &reg, None).unwrap();
-        let hb = protocol::messages::Heartbeat {
-            metrics: Some(metrics(5.0, None)),
-            generation: None,
-            lock_hash: None,
-            lock_updated_at: None,
-            pending_command: None,
-        };
-        super::super::hosts::heartbeat(&core, "web-1", link.conn_id, &hb);
-        // Taken (live), not recorded.
-        assert_eq!(core.hub.host("web-1").unwrap().metrics, hb.metrics);
-        assert!(core.unsaved.history.take(i64::MAX / 2, true).is_empty());
+    db_test! {
+        /// A minute written half at shutdown and half after the restart is one point.
+        #[tokio::test]
+        async fn a_partial_minute_adds_up_with_its_rest(backend) {
+            let (_dir, core) = core_with_host(&backend).await;
+            core.unsaved
+                .history
+                .record("web-1", T0 + 1, &metrics(10.0, None));
+            write(&core, T0 + 2, true).await.unwrap();
+            core.unsaved
+                .history
+                .record("web-1", T0 + 30, &metrics(30.0, Some(5.0)));
+            write(&core, T0 + 61, false).await.unwrap();
+            let h = read_at(&core, "web-1", Some("1h"), T0 + 61).await.unwrap();
+            assert_eq!(h.points.len(), 1);
+            assert_eq!((h.points[0].cpu, h.points[0].disk), (20.0, Some(5.0)));
+            assert_eq!(rows(&core).await, 4, "one bucket per tier");
+        }
+    }
+
+    db_test! {
+        /// Each tier keeps its buckets for its own retention, and no longer.
+        #[tokio::test]
+        async fn retention_deletes_per_tier(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(
+                &backend,
+                dir.path(),
+                &["web-1"],
+                &[
+                    "nixdeck",
+                    "--history-minute-h",
+                    "2",
+                    "--history-day-days",
+                    "3",
+                ],
+            )
+            .await;
+            core.db
+                .insert_host(&Host::new("web-1", HostType::Nixos), "t")
+                .await
+                .unwrap();
+            // One heartbeat a minute for 5 days.
+            for m in 0..5 * 1440 {
+                core.unsaved
+                    .history
+                    .record("web-1", T0 + m * 60, &metrics(1.0, None));
+            }
+            write(&core, T0 + 5 * 86_400, true).await.unwrap();
+            let count = |tier: i16| {
+                let db = core.db.clone();
+                async move {
+                    crate::storage::on_pool!(db, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM metrics_history WHERE tier = $1")
+                        .bind(tier)
+                        .fetch_one(pool)
+                        .await
+                        .unwrap())
+                }
+            };
+            assert_eq!(count(0).await, 5 * 1440);
+            assert_eq!(count(3).await, 5);
+            let now = T0 + 5 * 86_400;
+            let deleted = prune_at(&core, now).await.unwrap();
+            assert_eq!(count(0).await, 120, "2 hours of minutes");
+            assert_eq!(count(1).await, 5 * 144, "7 days of 10-minute buckets");
+            assert_eq!(count(2).await, 5 * 24, "90 days of hours");
+            assert_eq!(count(3).await, 3, "3 days");
+            assert_eq!(deleted as i64, 5 * 1440 - 120 + 2);
+            // Nothing left to delete a second time.
+            assert_eq!(prune_at(&core, now).await.unwrap(), 0);
+        }
+    }
+
+    db_test! {
+        /// An absurd range is refused before anything is read; an unknown host is a 404 (whatever
+        /// the range); a removed host's history goes with it, and a late write for it adds
+        /// nothing.
+        #[tokio::test]
+        async fn bad_ranges_unknown_and_removed_hosts(backend) {
+            let (_dir, core) = core_with_host(&backend).await;
+            let err = read_at(&core, "web-1", Some("5y"), T0).await.unwrap_err();
+            assert!(matches!(err, AppError::Invalid(_)));
+            for range in [Some("1h"), None] {
+                let err = read_at(&core, "nohost", range, T0).await.unwrap_err();
+                assert!(matches!(err, AppError::NotFound(_)));
+            }
+
+            core.unsaved
+                .history
+                .record("web-1", T0, &metrics(1.0, None));
+            write(&core, T0 + 600, false).await.unwrap();
+            assert_eq!(
+                rows(&core).await,
+                4,
+                "the minute, and its window in three tiers"
+            );
+            assert!(core.db.delete_host("web-1").await.unwrap());
+            assert_eq!(rows(&core).await, 0);
+            core.unsaved
+                .history
+                .record("web-1", T0 + 660, &metrics(1.0, None));
+            write(&core, T0 + 1200, false).await.unwrap();
+            assert_eq!(rows(&core).await, 0);
+        }
+    }
+
+    db_test! {
+        /// With NIXDECK_HISTORY off, heartbeats leave no history.
+        #[tokio::test]
+        async fn history_off_records_nothing(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["web-1"], &["nixdeck", "--history", "false"]).await;
+            let reg: protocol::messages::Register = serde_json::from_value(serde_json::json!({
+                "hostname": "web-1", "host_type": "nixos", "agent_version": "0.1",
+            }))
+            .unwrap();
+            let link = core.hub.attach_agent("web-1", &reg, None).unwrap();
+            let hb = protocol::messages::Heartbeat {
+                metrics: Some(metrics(5.0, None)),
+                generation: None,
+                lock_hash: None,
+                lock_updated_at: None,
+                pending_command: None,
+            };
+            crate::service::hosts::heartbeat(&core, "web-1", link.conn_id, &hb);
+            // Taken (live), not recorded.
+            assert_eq!(core.hub.host("web-1").unwrap().metrics, hb.metrics);
+            assert!(core.unsaved.history.take(i64::MAX / 2, true).is_empty());
+        }
     }
 
     /// The figures of docs/BENCHMARKS.md ("Metrics history"): a temp SQLite database with
@@ -680,8 +696,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (0..hosts).map(|i| format!("host-{i:04}")).collect();
         let ids: Vec<&str> = names.iter().map(String::as_str).collect();
-        let core = test_core(dir.path(), &ids, &["nixdeck"]).await;
-        let pool = core.db.pool().clone();
+        let core = test_core(&TestBackend::Sqlite, dir.path(), &ids, &["nixdeck"]).await;
+        let pool = crate::storage::testing::sqlite_pool(&core.db).clone();
         for id in &ids {
             core.db
                 .insert_host(&Host::new(id, HostType::Nixos), id)

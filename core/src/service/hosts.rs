@@ -787,6 +787,7 @@ async fn write_unsaved(core: &Core, all_minutes: bool) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::service::test_core;
+    use crate::storage::testing::db_test;
 
     const HOSTILE: &str = "\u{1b}[31mred\u{1b}[0m \u{1b}]0;owned\u{7}title\u{1b}]8;;http://x\u{1b}\\link\u{1b}c\r\nnext\u{0}\u{7f}\u{9b}\u{202e}txt";
 
@@ -887,36 +888,38 @@ mod tests {
         .is_ok());
     }
 
-    /// A heartbeat's generation and lock hash reach the hub (and so every browser) and
-    /// the batched write cleaned too.
-    #[tokio::test]
-    async fn a_hostile_heartbeat_reaches_the_hub_and_storage_cleaned() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["web-1"], &["nixdeck"]).await;
-        let mut reg = hostile_register();
-        clean_register(&mut reg);
-        let link = core.hub.attach_agent("web-1", &reg, None).unwrap();
-        let long = format!("{HOSTILE}{}", "g".repeat(100_000));
-        let hb = Heartbeat {
-            metrics: None,
-            generation: Some(format!("new{long}")),
-            lock_hash: Some(format!("lock{long}")),
-            lock_updated_at: None,
-            pending_command: None,
-        };
-        heartbeat(&core, "web-1", link.conn_id, &hb);
-        let generation = core.hub.host("web-1").unwrap().generation.unwrap();
-        assert_eq!(generation.chars().count(), HASH_CHARS);
-        assert!(
-            generation.starts_with("newred titlelinknexttxtggg"),
-            "{generation:?}"
-        );
-        let unsaved = core.unsaved.lock();
-        let seen = &unsaved.seen["web-1"];
-        assert_eq!(seen.generation.as_ref(), Some(&generation));
-        let lock = seen.lock_hash.as_deref().unwrap();
-        assert_eq!(lock.chars().count(), HASH_CHARS);
-        assert!(lock.starts_with("lockred titlelinknexttxtggg"), "{lock:?}");
+    db_test! {
+        /// A heartbeat's generation and lock hash reach the hub (and so every browser) and
+        /// the batched write cleaned too.
+        #[tokio::test]
+        async fn a_hostile_heartbeat_reaches_the_hub_and_storage_cleaned(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["web-1"], &["nixdeck"]).await;
+            let mut reg = hostile_register();
+            clean_register(&mut reg);
+            let link = core.hub.attach_agent("web-1", &reg, None).unwrap();
+            let long = format!("{HOSTILE}{}", "g".repeat(100_000));
+            let hb = Heartbeat {
+                metrics: None,
+                generation: Some(format!("new{long}")),
+                lock_hash: Some(format!("lock{long}")),
+                lock_updated_at: None,
+                pending_command: None,
+            };
+            heartbeat(&core, "web-1", link.conn_id, &hb);
+            let generation = core.hub.host("web-1").unwrap().generation.unwrap();
+            assert_eq!(generation.chars().count(), HASH_CHARS);
+            assert!(
+                generation.starts_with("newred titlelinknexttxtggg"),
+                "{generation:?}"
+            );
+            let unsaved = core.unsaved.lock();
+            let seen = &unsaved.seen["web-1"];
+            assert_eq!(seen.generation.as_ref(), Some(&generation));
+            let lock = seen.lock_hash.as_deref().unwrap();
+            assert_eq!(lock.chars().count(), HASH_CHARS);
+            assert!(lock.starts_with("lockred titlelinknexttxtggg"), "{lock:?}");
+        }
     }
 
     fn generation(number: u64, store_path: String, current: bool) -> Generation {
@@ -929,81 +932,83 @@ mod tests {
         }
     }
 
-    /// Generations from `register` and from `status` reach the hub (browsers) and the
-    /// database: the newest 100 at most, store paths cleaned, an over-long one dropped.
-    /// A status that reports none leaves them as they were.
-    #[tokio::test]
-    async fn reported_generations_are_bounded_cleaned_live_and_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = test_core(dir.path(), &["web-1"], &["nixdeck"]).await;
-        let mut reg = hostile_register();
-        reg.generations = Some(vec![generation(7, "/nix/store/a-7".into(), true)]);
-        reg.reboot_needed = Some(true);
-        clean_register(&mut reg);
-        core.db
-            .insert_host(&Host::new("web-1", protocol::HostType::Nixos), "t")
-            .await
-            .unwrap();
-        let _link = core.hub.attach_agent("web-1", &reg, None).unwrap();
-        save_registration(&core, "web-1", &reg);
-        let host = core.hub.host("web-1").unwrap();
-        assert_eq!((host.generations.len(), host.reboot_needed), (1, true));
-
-        // 150 generations, newest first, one with a hostile path and one far too long.
-        let mut many: Vec<Generation> = (1..=150)
-            .rev()
-            .map(|n| generation(n, format!("/nix/store/g-{n}"), n == 150))
-            .collect();
-        many[0].store_path = format!("/nix/store/g-150{HOSTILE}");
-        many[1].store_path = format!("/nix/store/{}", "x".repeat(600));
-        let report = StatusReport {
-            checks: Default::default(),
-            generations: Some(many),
-            reboot_needed: Some(false),
-        };
-        status(&core, "web-1", report).await;
-        let host = core.hub.host("web-1").unwrap();
-        let numbers: Vec<u64> = host.generations.iter().map(|g| g.number).collect();
-        let expected: Vec<u64> = (51..=150).filter(|n| *n != 149).collect();
-        assert_eq!(
-            numbers, expected,
-            "the newest 100, oldest first, without 149"
-        );
-        let newest = host.generations.last().unwrap();
-        assert_eq!(newest.store_path, "/nix/store/g-150red titlelinknexttxt");
-        assert!(newest.current);
-        assert!(!host.reboot_needed);
-        // The registration still waiting for its batch takes the newer report, so the
-        // batch cannot put the older generations back.
-        flush_reports(&core).await;
-        let stored = core.db.host("web-1").await.unwrap().unwrap().host;
-        assert_eq!(stored.generations, host.generations);
-        assert!(!stored.reboot_needed);
-
-        // A status without generations changes none of it.
-        status(
-            &core,
-            "web-1",
-            StatusReport {
-                checks: Default::default(),
-                generations: None,
-                reboot_needed: None,
-            },
-        )
-        .await;
-        assert_eq!(
-            core.hub.host("web-1").unwrap().generations,
-            host.generations
-        );
-        assert_eq!(
+    db_test! {
+        /// Generations from `register` and from `status` reach the hub (browsers) and the
+        /// database: the newest 100 at most, store paths cleaned, an over-long one dropped.
+        /// A status that reports none leaves them as they were.
+        #[tokio::test]
+        async fn reported_generations_are_bounded_cleaned_live_and_stored(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = test_core(&backend, dir.path(), &["web-1"], &["nixdeck"]).await;
+            let mut reg = hostile_register();
+            reg.generations = Some(vec![generation(7, "/nix/store/a-7".into(), true)]);
+            reg.reboot_needed = Some(true);
+            clean_register(&mut reg);
             core.db
-                .host("web-1")
+                .insert_host(&Host::new("web-1", protocol::HostType::Nixos), "t")
                 .await
-                .unwrap()
-                .unwrap()
-                .host
-                .generations,
-            host.generations
-        );
+                .unwrap();
+            let _link = core.hub.attach_agent("web-1", &reg, None).unwrap();
+            save_registration(&core, "web-1", &reg);
+            let host = core.hub.host("web-1").unwrap();
+            assert_eq!((host.generations.len(), host.reboot_needed), (1, true));
+
+            // 150 generations, newest first, one with a hostile path and one far too long.
+            let mut many: Vec<Generation> = (1..=150)
+                .rev()
+                .map(|n| generation(n, format!("/nix/store/g-{n}"), n == 150))
+                .collect();
+            many[0].store_path = format!("/nix/store/g-150{HOSTILE}");
+            many[1].store_path = format!("/nix/store/{}", "x".repeat(600));
+            let report = StatusReport {
+                checks: Default::default(),
+                generations: Some(many),
+                reboot_needed: Some(false),
+            };
+            status(&core, "web-1", report).await;
+            let host = core.hub.host("web-1").unwrap();
+            let numbers: Vec<u64> = host.generations.iter().map(|g| g.number).collect();
+            let expected: Vec<u64> = (51..=150).filter(|n| *n != 149).collect();
+            assert_eq!(
+                numbers, expected,
+                "the newest 100, oldest first, without 149"
+            );
+            let newest = host.generations.last().unwrap();
+            assert_eq!(newest.store_path, "/nix/store/g-150red titlelinknexttxt");
+            assert!(newest.current);
+            assert!(!host.reboot_needed);
+            // The registration still waiting for its batch takes the newer report, so the
+            // batch cannot put the older generations back.
+            flush_reports(&core).await;
+            let stored = core.db.host("web-1").await.unwrap().unwrap().host;
+            assert_eq!(stored.generations, host.generations);
+            assert!(!stored.reboot_needed);
+
+            // A status without generations changes none of it.
+            status(
+                &core,
+                "web-1",
+                StatusReport {
+                    checks: Default::default(),
+                    generations: None,
+                    reboot_needed: None,
+                },
+            )
+            .await;
+            assert_eq!(
+                core.hub.host("web-1").unwrap().generations,
+                host.generations
+            );
+            assert_eq!(
+                core.db
+                    .host("web-1")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .host
+                    .generations,
+                host.generations
+            );
+        }
     }
 }

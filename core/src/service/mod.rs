@@ -65,13 +65,18 @@ pub fn stored_role(username: &str, role: &str) -> Role {
     })
 }
 
-/// A `Core` over a fresh database in `dir`, with these hosts in the hub (offline) and the
+/// A `Core` over a fresh database of `backend` (SQLite: in `dir`), with these hosts in the hub (offline) and the
 /// server's flags from `args` (the binary's name first).
 #[cfg(test)]
-pub(crate) async fn test_core(dir: &std::path::Path, hosts: &[&str], args: &[&str]) -> crate::Core {
+pub(crate) async fn test_core(
+    backend: &crate::storage::testing::TestBackend,
+    dir: &std::path::Path,
+    hosts: &[&str],
+    args: &[&str],
+) -> crate::Core {
     use clap::Parser;
     use std::sync::Arc;
-    let db = crate::storage::Db::connect(&format!("sqlite://{}/t.db", dir.display()))
+    let db = crate::storage::Db::connect(&backend.fresh_url(dir).await)
         .await
         .unwrap();
     let config = crate::config::Config::parse_from(args);

@@ -307,6 +307,7 @@ pub async fn alive(core: &Core, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::{db_test, TestBackend};
 
     #[test]
     fn a_token_role_is_capped_at_its_owners() {
@@ -359,142 +360,140 @@ mod tests {
         assert!(expiry(100, Some(MAX_DAYS + 1)).is_err());
     }
 
-    async fn core_with_users(dir: &std::path::Path) -> Core {
-        let core = super::super::test_core(dir, &[], &["nixdeck"]).await;
+    async fn core_with_users(backend: &TestBackend, dir: &std::path::Path) -> Core {
+        let core = crate::service::test_core(backend, dir, &[], &["nixdeck"]).await;
         for (user, role) in [("ann", "operator"), ("bob", "viewer")] {
             core.db.insert_user(user, "x", role).await.unwrap();
         }
         core
     }
 
-    /// Stored, found by the token, refused once expired, revoked or its owner disabled,
-    /// and capped when the owner's role drops.
-    #[tokio::test]
-    async fn a_token_works_until_it_expires_is_revoked_or_its_owner_is_disabled() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = core_with_users(dir.path()).await;
-        let db = &core.db;
-        let made = mint(db, "cli", None, "ann", "ci", Role::Operator, None)
-            .await
-            .unwrap();
-        let viewer = authenticate(&core, &made.token).await.unwrap().unwrap();
-        assert_eq!(
-            (
-                viewer.username.as_str(),
-                viewer.role,
-                viewer.api_token.as_deref()
-            ),
-            ("ann", Role::Operator, Some("ci"))
-        );
-        let listed = list_of(db, Some("ann")).await.unwrap();
-        assert_eq!(listed.len(), 1);
-        assert!(listed[0].last_used_at.is_some(), "the first use is written");
-        assert_eq!(
-            mint(db, "cli", None, "ann", "ci", Role::Viewer, None)
+    db_test! {
+        /// Stored, found by the token, refused once expired, revoked or its owner disabled,
+        /// and capped when the owner's role drops.
+        #[tokio::test]
+        async fn a_token_works_until_it_expires_is_revoked_or_its_owner_is_disabled(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = core_with_users(&backend, dir.path()).await;
+            let db = &core.db;
+            let made = mint(db, "cli", None, "ann", "ci", Role::Operator, None)
                 .await
-                .unwrap_err()
-                .status(),
-            409,
-            "one name per owner"
-        );
-        assert_eq!(
-            mint(db, "cli", None, "bob", "up", Role::Operator, None)
+                .unwrap();
+            let viewer = authenticate(&core, &made.token).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    viewer.username.as_str(),
+                    viewer.role,
+                    viewer.api_token.as_deref()
+                ),
+                ("ann", Role::Operator, Some("ci"))
+            );
+            let listed = list_of(db, Some("ann")).await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert!(listed[0].last_used_at.is_some(), "the first use is written");
+            assert_eq!(
+                mint(db, "cli", None, "ann", "ci", Role::Viewer, None)
+                    .await
+                    .unwrap_err()
+                    .status(),
+                409,
+                "one name per owner"
+            );
+            assert_eq!(
+                mint(db, "cli", None, "bob", "up", Role::Operator, None)
+                    .await
+                    .unwrap_err()
+                    .status(),
+                403
+            );
+
+            // The owner's role drops: the token acts as a viewer.
+            crate::storage::on_pool!(db, pool => sqlx::query("UPDATE users SET role = 'viewer' WHERE username = 'ann'").execute(pool).await.map(|_| ()).unwrap());
+            let lowered = authenticate(&core, &made.token).await.unwrap().unwrap();
+            assert_eq!(lowered.role, Role::Viewer);
+
+            crate::service::users::set_disabled(db, "cli", "ann", true)
                 .await
-                .unwrap_err()
-                .status(),
-            403
-        );
+                .unwrap();
+            assert!(authenticate(&core, &made.token).await.unwrap().is_none());
+            crate::service::users::set_disabled(db, "cli", "ann", false)
+                .await
+                .unwrap();
+            assert!(alive(&core, &made.token).await);
 
-        // The owner's role drops: the token acts as a viewer.
-        sqlx::query("UPDATE users SET role = 'viewer' WHERE username = 'ann'")
-            .execute(db.pool())
+            revoke_cli(db, &made.id).await.unwrap();
+            assert!(!alive(&core, &made.token).await);
+            assert_eq!(revoke_cli(db, &made.id).await.unwrap_err().status(), 404);
+
+            // Expired a second ago: refused, and listed as expired.
+            let old = mint(
+                db,
+                "cli",
+                None,
+                "ann",
+                "old",
+                Role::Viewer,
+                Some(Timestamp::now().secs() - 1),
+            )
             .await
             .unwrap();
-        let lowered = authenticate(&core, &made.token).await.unwrap().unwrap();
-        assert_eq!(lowered.role, Role::Viewer);
+            assert!(!alive(&core, &old.token).await);
+            assert!(list_of(db, Some("ann")).await.unwrap()[0].expired);
 
-        super::super::users::set_disabled(db, "cli", "ann", true)
-            .await
-            .unwrap();
-        assert!(authenticate(&core, &made.token).await.unwrap().is_none());
-        super::super::users::set_disabled(db, "cli", "ann", false)
-            .await
-            .unwrap();
-        assert!(alive(&core, &made.token).await);
-
-        revoke_cli(db, &made.id).await.unwrap();
-        assert!(!alive(&core, &made.token).await);
-        assert_eq!(revoke_cli(db, &made.id).await.unwrap_err().status(), 404);
-
-        // Expired a second ago: refused, and listed as expired.
-        let old = mint(
-            db,
-            "cli",
-            None,
-            "ann",
-            "old",
-            Role::Viewer,
-            Some(Timestamp::now().secs() - 1),
-        )
-        .await
-        .unwrap();
-        assert!(!alive(&core, &old.token).await);
-        assert!(list_of(db, Some("ann")).await.unwrap()[0].expired);
-
-        // A deleted owner takes their tokens along.
-        let bobs = mint(db, "cli", None, "bob", "b", Role::Viewer, None)
-            .await
-            .unwrap();
-        assert!(alive(&core, &bobs.token).await);
-        sqlx::query("DELETE FROM users WHERE username = 'bob'")
-            .execute(db.pool())
-            .await
-            .unwrap();
-        assert!(!alive(&core, &bobs.token).await);
+            // A deleted owner takes their tokens along.
+            let bobs = mint(db, "cli", None, "bob", "b", Role::Viewer, None)
+                .await
+                .unwrap();
+            assert!(alive(&core, &bobs.token).await);
+            crate::storage::on_pool!(db, pool => sqlx::query("DELETE FROM users WHERE username = 'bob'").execute(pool).await.map(|_| ()).unwrap());
+            assert!(!alive(&core, &bobs.token).await);
+        }
     }
 
-    /// A request with a token may not make tokens, re-authenticate, or pass the recent-login
-    /// check, whatever its role.
-    #[tokio::test]
-    async fn a_token_cannot_make_tokens_or_reach_reauthenticated_actions() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = core_with_users(dir.path()).await;
-        let made = mint(&core.db, "cli", None, "ann", "ci", Role::Operator, None)
-            .await
-            .unwrap();
-        let viewer = authenticate(&core, &made.token).await.unwrap().unwrap();
-        let req = CreateApiToken {
-            name: "more".into(),
-            role: Role::Viewer,
-            expires_in_days: None,
-        };
-        assert_eq!(create(&core, &viewer, req).await.unwrap_err().status(), 403);
-        assert!(super::super::auth::require_recent_auth(&core, &viewer).is_err());
-        let fresh = Viewer {
-            authenticated_at: Timestamp::now().secs(),
-            ..viewer.clone()
-        };
-        assert_eq!(
-            super::super::auth::require_recent_auth(&core, &fresh)
-                .unwrap_err()
-                .status(),
-            403,
-            "a token is refused even with a recent time"
-        );
-        assert_eq!(
-            super::super::auth::reauthenticate(&core, &viewer, "x", None)
+    db_test! {
+        /// A request with a token may not make tokens, re-authenticate, or pass the recent-login
+        /// check, whatever its role.
+        #[tokio::test]
+        async fn a_token_cannot_make_tokens_or_reach_reauthenticated_actions(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = core_with_users(&backend, dir.path()).await;
+            let made = mint(&core.db, "cli", None, "ann", "ci", Role::Operator, None)
                 .await
-                .unwrap_err()
-                .status(),
-            403
-        );
-        // Merge & Deploy is the exception: a token passes, a stale session does not.
-        assert!(super::super::auth::require_recent_auth_or_token(&core, &viewer).is_ok());
-        let stale_session = Viewer {
-            api_token: None,
-            authenticated_at: 0,
-            ..viewer.clone()
-        };
-        assert!(super::super::auth::require_recent_auth_or_token(&core, &stale_session).is_err());
+                .unwrap();
+            let viewer = authenticate(&core, &made.token).await.unwrap().unwrap();
+            let req = CreateApiToken {
+                name: "more".into(),
+                role: Role::Viewer,
+                expires_in_days: None,
+            };
+            assert_eq!(create(&core, &viewer, req).await.unwrap_err().status(), 403);
+            assert!(crate::service::auth::require_recent_auth(&core, &viewer).is_err());
+            let fresh = Viewer {
+                authenticated_at: Timestamp::now().secs(),
+                ..viewer.clone()
+            };
+            assert_eq!(
+                crate::service::auth::require_recent_auth(&core, &fresh)
+                    .unwrap_err()
+                    .status(),
+                403,
+                "a token is refused even with a recent time"
+            );
+            assert_eq!(
+                crate::service::auth::reauthenticate(&core, &viewer, "x", None)
+                    .await
+                    .unwrap_err()
+                    .status(),
+                403
+            );
+            // Merge & Deploy is the exception: a token passes, a stale session does not.
+            assert!(crate::service::auth::require_recent_auth_or_token(&core, &viewer).is_ok());
+            let stale_session = Viewer {
+                api_token: None,
+                authenticated_at: 0,
+                ..viewer.clone()
+            };
+            assert!(crate::service::auth::require_recent_auth_or_token(&core, &stale_session).is_err());
+        }
     }
 }

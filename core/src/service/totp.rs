@@ -357,18 +357,28 @@ async fn seal_unsealed(db: &Db, key: &SecretKey) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::service::auth;
+    use crate::storage::testing::{db_test, TestBackend};
     use std::sync::Arc;
 
     const PASSWORD: &str = "ann-password-1";
 
-    fn url(dir: &Path) -> String {
-        format!("sqlite://{}/t.db", dir.display())
+    /// The URL of the test's database of `backend`: made at the first call for `dir`, then
+    /// the same (kept in `dir/database-url`), so a restart finds what was stored.
+    async fn url(backend: &TestBackend, dir: &Path) -> String {
+        let file = dir.join("database-url");
+        if let Ok(url) = std::fs::read_to_string(&file) {
+            return url;
+        }
+        let url = backend.fresh_url(dir).await;
+        std::fs::write(&file, &url).unwrap();
+        url
     }
 
-    /// A `Core` on the database in `dir`, with the key file `key` (a start of the server).
-    async fn start(dir: &Path, key: &str) -> Core {
+    /// A `Core` on the test's database, with the key file `key` in `dir` (a start of the
+    /// server).
+    async fn start(backend: &TestBackend, dir: &Path, key: &str) -> Core {
         use clap::Parser;
-        let db = Db::connect(&url(dir)).await.unwrap();
+        let db = Db::connect(&url(backend, dir).await).await.unwrap();
         let secret_key = prepare_key(&db, &dir.join(key)).await.unwrap();
         let config = crate::config::Config::parse_from(["nixdeck"]);
         let hub = crate::hub::Hub::new(Vec::new(), 5, None);
@@ -426,246 +436,261 @@ mod tests {
         r.expect_err("refused").status()
     }
 
-    #[tokio::test]
-    async fn a_setup_needs_the_password_and_once_totp_is_on_a_current_code() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = start(dir.path(), "secret.key").await;
-        add_user(&core, "ann").await;
-        let (_, ann) = log_in(&core, "ann", None).await;
-        // First enrollment: the password, nothing else.
-        assert_eq!(status(setup(&core, &ann, "", None).await), 422);
-        let wrong = setup(&core, &ann, "not-the-password", None).await;
-        assert_eq!(
-            wrong,
-            Err(AppError::Invalid("That password is not right.".into()))
-        );
-        assert_eq!(core.db.totp("ann").await.unwrap().unwrap().pending, None);
-        let (first, codes) = enroll(&core, &ann).await;
-
-        // TOTP is on: the password alone is asked for a code, as a login is.
-        assert_eq!(
-            setup(&core, &ann, PASSWORD, None).await,
-            Err(AppError::TotpRequired)
-        );
-        assert_eq!(status(setup(&core, &ann, "", Some("123456")).await), 422);
-        let wrong_code = format!(
-            "{:06}",
-            (next_code(&first).parse::<u32>().unwrap() + 1) % 1_000_000
-        );
-        assert_eq!(
-            status(setup(&core, &ann, PASSWORD, Some(&wrong_code)).await),
-            422
-        );
-        assert_eq!(
-            status(setup(&core, &ann, "not-the-password", Some(&next_code(&first))).await),
-            422
-        );
-        assert_eq!(core.db.totp("ann").await.unwrap().unwrap().pending, None);
-        // The right password and a current code: a new secret waits for its first code.
-        // The same code string twice: computing it again could cross into the next 30 s step
-        // and give a new, unused code (the test then flaked on a slow machine).
-        let used = next_code(&first);
-        let again = setup(&core, &ann, PASSWORD, Some(&used)).await.unwrap();
-        assert_ne!(again.secret, first.secret);
-        // A code works once, here as at login.
-        assert_eq!(status(setup(&core, &ann, PASSWORD, Some(&used)).await), 422);
-        // A recovery code instead of the code, once.
-        setup(&core, &ann, PASSWORD, Some(&codes[0])).await.unwrap();
-        assert_eq!(
-            status(setup(&core, &ann, PASSWORD, Some(&codes[0])).await),
-            422
-        );
-    }
-
-    #[tokio::test]
-    async fn wrong_passwords_at_setup_count_with_failed_logins() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = start(dir.path(), "secret.key").await;
-        add_user(&core, "ann").await;
-        let (_, ann) = log_in(&core, "ann", None).await;
-        for _ in 0..5 {
+    db_test! {
+        #[tokio::test]
+        async fn a_setup_needs_the_password_and_once_totp_is_on_a_current_code(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = start(&backend, dir.path(), "secret.key").await;
+            add_user(&core, "ann").await;
+            let (_, ann) = log_in(&core, "ann", None).await;
+            // First enrollment: the password, nothing else.
+            assert_eq!(status(setup(&core, &ann, "", None).await), 422);
+            let wrong = setup(&core, &ann, "not-the-password", None).await;
             assert_eq!(
-                status(setup(&core, &ann, "not-the-password", None).await),
+                wrong,
+                Err(AppError::Invalid("That password is not right.".into()))
+            );
+            assert_eq!(core.db.totp("ann").await.unwrap().unwrap().pending, None);
+            let (first, codes) = enroll(&core, &ann).await;
+
+            // TOTP is on: the password alone is asked for a code, as a login is.
+            assert_eq!(
+                setup(&core, &ann, PASSWORD, None).await,
+                Err(AppError::TotpRequired)
+            );
+            assert_eq!(status(setup(&core, &ann, "", Some("123456")).await), 422);
+            let wrong_code = format!(
+                "{:06}",
+                (next_code(&first).parse::<u32>().unwrap() + 1) % 1_000_000
+            );
+            assert_eq!(
+                status(setup(&core, &ann, PASSWORD, Some(&wrong_code)).await),
+                422
+            );
+            assert_eq!(
+                status(setup(&core, &ann, "not-the-password", Some(&next_code(&first))).await),
+                422
+            );
+            assert_eq!(core.db.totp("ann").await.unwrap().unwrap().pending, None);
+            // The right password and a current code: a new secret waits for its first code.
+            // The same code string twice: computing it again could cross into the next 30 s step
+            // and give a new, unused code (the test then flaked on a slow machine).
+            let used = next_code(&first);
+            let again = setup(&core, &ann, PASSWORD, Some(&used)).await.unwrap();
+            assert_ne!(again.secret, first.secret);
+            // A code works once, here as at login.
+            assert_eq!(status(setup(&core, &ann, PASSWORD, Some(&used)).await), 422);
+            // A recovery code instead of the code, once.
+            setup(&core, &ann, PASSWORD, Some(&codes[0])).await.unwrap();
+            assert_eq!(
+                status(setup(&core, &ann, PASSWORD, Some(&codes[0])).await),
                 422
             );
         }
-        // Out of free guesses: the right password waits too, at setup and at login.
-        assert_eq!(status(setup(&core, &ann, PASSWORD, None).await), 429);
-        let login = auth::login(&core, "ann", PASSWORD, None, None).await;
-        assert_eq!(status(login.map(|_| ())), 429);
     }
 
-    #[tokio::test]
-    async fn turning_totp_on_ends_the_users_other_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = start(dir.path(), "secret.key").await;
-        add_user(&core, "ann").await;
-        add_user(&core, "bob").await;
-        let (_, ann) = log_in(&core, "ann", None).await;
-        let (other, _) = log_in(&core, "ann", None).await;
-        let (bob, _) = log_in(&core, "bob", None).await;
-        let (setup, _) = enroll(&core, &ann).await;
-        assert!(
-            !auth::session_alive(&core, &other).await,
-            "ann's other session"
-        );
-        assert!(auth::session_alive(&core, &bob).await, "bob's session");
-        // The session that confirmed goes on.
-        let next = next_code(&setup);
-        let again = super::setup(&core, &ann, PASSWORD, Some(&next)).await;
-        assert!(again.is_ok(), "{again:?}");
+    db_test! {
+        #[tokio::test]
+        async fn wrong_passwords_at_setup_count_with_failed_logins(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = start(&backend, dir.path(), "secret.key").await;
+            add_user(&core, "ann").await;
+            let (_, ann) = log_in(&core, "ann", None).await;
+            for _ in 0..5 {
+                assert_eq!(
+                    status(setup(&core, &ann, "not-the-password", None).await),
+                    422
+                );
+            }
+            // Out of free guesses: the right password waits too, at setup and at login.
+            assert_eq!(status(setup(&core, &ann, PASSWORD, None).await), 429);
+            let login = auth::login(&core, "ann", PASSWORD, None, None).await;
+            assert_eq!(status(login.map(|_| ())), 429);
+        }
     }
 
-    #[tokio::test]
-    async fn secrets_are_sealed_at_rest_and_open_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = start(dir.path(), "secret.key").await;
-        add_user(&core, "ann").await;
-        let (_, ann) = log_in(&core, "ann", None).await;
-        let pending = setup(&core, &ann, PASSWORD, None).await.unwrap();
-        let row = core.db.totp("ann").await.unwrap().unwrap();
-        let stored = row.pending.unwrap();
-        assert!(SecretKey::is_sealed(&stored), "{stored}");
-        assert!(!stored.contains(&pending.secret));
-        let code = Totp::from_url(&pending.otpauth_uri)
-            .unwrap()
-            .generate(now())
-            .to_string();
-        confirm(&core, &ann, &code).await.unwrap();
-        let stored = core.db.totp("ann").await.unwrap().unwrap().secret.unwrap();
-        assert!(SecretKey::is_sealed(&stored), "{stored}");
-        assert!(!stored.contains(&pending.secret));
-        drop(core);
-
-        // Started again with the same key file: the secret opens, logins work.
-        let core = start(dir.path(), "secret.key").await;
-        log_in(&core, "ann", Some(&next_code(&pending))).await;
-        // Another key file: the start stops with a clear error, and nothing is replaced.
-        let db = Db::connect(&url(dir.path())).await.unwrap();
-        let err = prepare_key(&db, &dir.path().join("other.key"))
-            .await
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("is missing"), "{err:#}");
-        assert!(!dir.path().join("other.key").exists());
-        std::fs::write(
-            dir.path().join("other.key"),
-            format!("{}\n", "11".repeat(32)),
-        )
-        .unwrap();
-        let err = prepare_key(&db, &dir.path().join("other.key"))
-            .await
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("holds another key"), "{err:#}");
-        assert_eq!(
-            core.db.totp("ann").await.unwrap().unwrap().secret.unwrap(),
-            stored
-        );
-    }
-
-    #[tokio::test]
-    async fn recovery_codes_are_stored_as_salted_keyed_hashes() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = start(dir.path(), "secret.key").await;
-        add_user(&core, "ann").await;
-        let (_, ann) = log_in(&core, "ann", None).await;
-        let (_, codes) = enroll(&core, &ann).await;
-        let stored = core.db.recovery_codes("ann").await.unwrap();
-        assert_eq!(stored.len(), 10);
-        let salts: std::collections::HashSet<_> = stored.iter().map(|(_, s)| s).collect();
-        assert_eq!(salts.len(), 10, "a salt per code");
-        for code in &codes {
+    db_test! {
+        #[tokio::test]
+        async fn turning_totp_on_ends_the_users_other_sessions(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = start(&backend, dir.path(), "secret.key").await;
+            add_user(&core, "ann").await;
+            add_user(&core, "bob").await;
+            let (_, ann) = log_in(&core, "ann", None).await;
+            let (other, _) = log_in(&core, "ann", None).await;
+            let (bob, _) = log_in(&core, "bob", None).await;
+            let (setup, _) = enroll(&core, &ann).await;
             assert!(
-                stored.iter().all(|(h, _)| *h != sha256_hex(code)),
-                "a code's plain SHA-256 is not stored"
+                !auth::session_alive(&core, &other).await,
+                "ann's other session"
+            );
+            assert!(auth::session_alive(&core, &bob).await, "bob's session");
+            // The session that confirmed goes on.
+            let next = next_code(&setup);
+            let again = super::setup(&core, &ann, PASSWORD, Some(&next)).await;
+            assert!(again.is_ok(), "{again:?}");
+        }
+    }
+
+    db_test! {
+        #[tokio::test]
+        async fn secrets_are_sealed_at_rest_and_open_after_a_restart(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = start(&backend, dir.path(), "secret.key").await;
+            add_user(&core, "ann").await;
+            let (_, ann) = log_in(&core, "ann", None).await;
+            let pending = setup(&core, &ann, PASSWORD, None).await.unwrap();
+            let row = core.db.totp("ann").await.unwrap().unwrap();
+            let stored = row.pending.unwrap();
+            assert!(SecretKey::is_sealed(&stored), "{stored}");
+            assert!(!stored.contains(&pending.secret));
+            let code = Totp::from_url(&pending.otpauth_uri)
+                .unwrap()
+                .generate(now())
+                .to_string();
+            confirm(&core, &ann, &code).await.unwrap();
+            let stored = core.db.totp("ann").await.unwrap().unwrap().secret.unwrap();
+            assert!(SecretKey::is_sealed(&stored), "{stored}");
+            assert!(!stored.contains(&pending.secret));
+            drop(core);
+
+            // Started again with the same key file: the secret opens, logins work.
+            let core = start(&backend, dir.path(), "secret.key").await;
+            log_in(&core, "ann", Some(&next_code(&pending))).await;
+            // Another key file: the start stops with a clear error, and nothing is replaced.
+            let db = Db::connect(&url(&backend, dir.path()).await).await.unwrap();
+            let err = prepare_key(&db, &dir.path().join("other.key"))
+                .await
+                .unwrap_err();
+            assert!(format!("{err:#}").contains("is missing"), "{err:#}");
+            assert!(!dir.path().join("other.key").exists());
+            std::fs::write(
+                dir.path().join("other.key"),
+                format!("{}\n", "11".repeat(32)),
+            )
+            .unwrap();
+            let err = prepare_key(&db, &dir.path().join("other.key"))
+                .await
+                .unwrap_err();
+            assert!(format!("{err:#}").contains("holds another key"), "{err:#}");
+            assert_eq!(
+                core.db.totp("ann").await.unwrap().unwrap().secret.unwrap(),
+                stored
             );
         }
-        // Without the key the hashes are no use: another key knows no code.
-        let mut keyless = core.clone();
-        keyless.secret_key = Arc::new(SecretKey::random());
-        assert_eq!(
-            second_factor(&keyless, "ann", Some(&codes[0])).await,
-            Err(AppError::Unauthorized)
-        );
-        // With it each code works once.
-        second_factor(&core, "ann", Some(&codes[0])).await.unwrap();
-        assert_eq!(
-            second_factor(&core, "ann", Some(&codes[0])).await,
-            Err(AppError::Unauthorized)
-        );
-        second_factor(&core, "ann", Some(&codes[1])).await.unwrap();
     }
 
-    /// A database from before sealing: a plain base32 secret (and a pending one) and recovery
-    /// codes as plain SHA-256. The first start seals and keys them; they keep working.
-    #[tokio::test]
-    async fn secrets_and_codes_stored_before_sealing_are_sealed_at_the_first_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&url(dir.path())).await.unwrap();
-        let hash = auth::hash_password(PASSWORD.into()).await.unwrap();
-        db.insert_user("ann", &hash, "viewer").await.unwrap();
-        db.insert_user("bob", &hash, "viewer").await.unwrap();
-        let secret = Secret::generate().to_base32();
-        let bob_pending = Secret::generate().to_base32();
-        let codes = ["aaaaa-11111", "bbbbb-22222"];
-        // As the previous version wrote them.
-        let raw = sqlx::SqlitePool::connect(&url(dir.path())).await.unwrap();
-        sqlx::query("UPDATE users SET totp_secret = $1, totp_last_step = 0 WHERE username = 'ann'")
-            .bind(&secret)
-            .execute(&raw)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE users SET totp_pending = $1 WHERE username = 'bob'")
-            .bind(&bob_pending)
-            .execute(&raw)
-            .await
-            .unwrap();
-        for code in codes {
-            sqlx::query(
-                "INSERT INTO recovery_codes (username, code_hash, used) VALUES ('ann', $1, FALSE)",
-            )
-            .bind(sha256_hex(code))
-            .execute(&raw)
-            .await
-            .unwrap();
+    db_test! {
+        #[tokio::test]
+        async fn recovery_codes_are_stored_as_salted_keyed_hashes(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = start(&backend, dir.path(), "secret.key").await;
+            add_user(&core, "ann").await;
+            let (_, ann) = log_in(&core, "ann", None).await;
+            let (_, codes) = enroll(&core, &ann).await;
+            let stored = core.db.recovery_codes("ann").await.unwrap();
+            assert_eq!(stored.len(), 10);
+            let salts: std::collections::HashSet<_> = stored.iter().map(|(_, s)| s).collect();
+            assert_eq!(salts.len(), 10, "a salt per code");
+            for code in &codes {
+                assert!(
+                    stored.iter().all(|(h, _)| *h != sha256_hex(code)),
+                    "a code's plain SHA-256 is not stored"
+                );
+            }
+            // Without the key the hashes are no use: another key knows no code.
+            let mut keyless = core.clone();
+            keyless.secret_key = Arc::new(SecretKey::random());
+            assert_eq!(
+                second_factor(&keyless, "ann", Some(&codes[0])).await,
+                Err(AppError::Unauthorized)
+            );
+            // With it each code works once.
+            second_factor(&core, "ann", Some(&codes[0])).await.unwrap();
+            assert_eq!(
+                second_factor(&core, "ann", Some(&codes[0])).await,
+                Err(AppError::Unauthorized)
+            );
+            second_factor(&core, "ann", Some(&codes[1])).await.unwrap();
         }
-        drop(db);
-
-        let core = start(dir.path(), "secret.key").await;
-        let ann = core.db.totp("ann").await.unwrap().unwrap().secret.unwrap();
-        assert!(
-            SecretKey::is_sealed(&ann) && !ann.contains(&secret),
-            "{ann}"
-        );
-        assert_eq!(core.secret_key.open("ann", &ann).unwrap(), secret);
-        let bob = core.db.totp("bob").await.unwrap().unwrap().pending.unwrap();
-        assert_eq!(core.secret_key.open("bob", &bob).unwrap(), bob_pending);
-        let keyed = core.db.recovery_codes("ann").await.unwrap();
-        assert_eq!(keyed.len(), 2);
-        assert!(keyed
-            .iter()
-            .all(|(h, _)| codes.iter().all(|c| *h != sha256_hex(c))));
-        // Idempotent: a second start leaves sealed values alone.
-        let core = start(dir.path(), "secret.key").await;
-        assert_eq!(
-            core.db.totp("ann").await.unwrap().unwrap().secret.unwrap(),
-            ann
-        );
-        assert_eq!(core.db.recovery_codes("ann").await.unwrap(), keyed);
-        // The same secret and the same codes log ann in.
-        let code = totp(&secret, "ann").unwrap().generate(now()).to_string();
-        log_in(&core, "ann", Some(&code)).await;
-        log_in(&core, "ann", Some(codes[0])).await;
-        log_in(&core, "ann", Some(codes[1])).await;
     }
 
-    /// With nothing sealed yet, a lost key file is simply replaced by a new key.
-    #[tokio::test]
-    async fn a_new_key_is_taken_while_nothing_is_sealed() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&url(dir.path())).await.unwrap();
-        let first = prepare_key(&db, &dir.path().join("a.key")).await.unwrap();
-        let second = prepare_key(&db, &dir.path().join("b.key")).await.unwrap();
-        assert_ne!(first.check_value(), second.check_value());
-        assert!(dir.path().join("b.key").exists());
+    db_test! {
+        /// A database from before sealing: a plain base32 secret (and a pending one) and recovery
+        /// codes as plain SHA-256. The first start seals and keys them; they keep working.
+        #[tokio::test]
+        async fn secrets_and_codes_stored_before_sealing_are_sealed_at_the_first_start(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::connect(&url(&backend, dir.path()).await).await.unwrap();
+            let hash = auth::hash_password(PASSWORD.into()).await.unwrap();
+            db.insert_user("ann", &hash, "viewer").await.unwrap();
+            db.insert_user("bob", &hash, "viewer").await.unwrap();
+            let secret = Secret::generate().to_base32();
+            let bob_pending = Secret::generate().to_base32();
+            let codes = ["aaaaa-11111", "bbbbb-22222"];
+            // As the previous version wrote them.
+            crate::storage::on_pool!(db, pool => {
+                sqlx::query("UPDATE users SET totp_secret = $1, totp_last_step = 0 WHERE username = 'ann'")
+                    .bind(&secret)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE users SET totp_pending = $1 WHERE username = 'bob'")
+                    .bind(&bob_pending)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                for code in codes {
+                    sqlx::query(
+                        "INSERT INTO recovery_codes (username, code_hash, used) VALUES ('ann', $1, FALSE)",
+                    )
+                    .bind(sha256_hex(code))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                }
+            });
+            drop(db);
+
+            let core = start(&backend, dir.path(), "secret.key").await;
+            let ann = core.db.totp("ann").await.unwrap().unwrap().secret.unwrap();
+            assert!(
+                SecretKey::is_sealed(&ann) && !ann.contains(&secret),
+                "{ann}"
+            );
+            assert_eq!(core.secret_key.open("ann", &ann).unwrap(), secret);
+            let bob = core.db.totp("bob").await.unwrap().unwrap().pending.unwrap();
+            assert_eq!(core.secret_key.open("bob", &bob).unwrap(), bob_pending);
+            let keyed = core.db.recovery_codes("ann").await.unwrap();
+            assert_eq!(keyed.len(), 2);
+            assert!(keyed
+                .iter()
+                .all(|(h, _)| codes.iter().all(|c| *h != sha256_hex(c))));
+            // Idempotent: a second start leaves sealed values alone.
+            let core = start(&backend, dir.path(), "secret.key").await;
+            assert_eq!(
+                core.db.totp("ann").await.unwrap().unwrap().secret.unwrap(),
+                ann
+            );
+            assert_eq!(core.db.recovery_codes("ann").await.unwrap(), keyed);
+            // The same secret and the same codes log ann in.
+            let code = totp(&secret, "ann").unwrap().generate(now()).to_string();
+            log_in(&core, "ann", Some(&code)).await;
+            log_in(&core, "ann", Some(codes[0])).await;
+            log_in(&core, "ann", Some(codes[1])).await;
+        }
+    }
+
+    db_test! {
+        /// With nothing sealed yet, a lost key file is simply replaced by a new key.
+        #[tokio::test]
+        async fn a_new_key_is_taken_while_nothing_is_sealed(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::connect(&url(&backend, dir.path()).await).await.unwrap();
+            let first = prepare_key(&db, &dir.path().join("a.key")).await.unwrap();
+            let second = prepare_key(&db, &dir.path().join("b.key")).await.unwrap();
+            assert_ne!(first.check_value(), second.check_value());
+            assert!(dir.path().join("b.key").exists());
+        }
     }
 }

@@ -44,43 +44,49 @@ impl From<AuditColumns> for AuditEntry {
 
 impl Db {
     pub async fn insert_audit(&self, e: &AuditEntry) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, actor, ip, action, target, result, detail, token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.at.secs())
-        .bind(&e.actor)
-        .bind(&e.ip)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.result)
-        .bind(&e.detail)
-        .bind(&e.token)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO audit (at, actor, ip, action, target, result, detail, token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(e.at.secs())
+            .bind(&e.actor)
+            .bind(&e.ip)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(&e.result)
+            .bind(&e.detail)
+            .bind(&e.token)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Newest first; each filter is an exact match when given.
     pub async fn audit(&self, f: &AuditFilter) -> DbResult<Vec<AuditEntry>> {
-        let rows: Vec<AuditColumns> = sqlx::query_as(
-            "SELECT at, actor, ip, action, target, result, detail, token FROM audit
-             WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target = $3)
-             ORDER BY at DESC, id DESC LIMIT $4",
-        )
-        .bind(&f.actor)
-        .bind(&f.action)
-        .bind(&f.target)
-        .bind(i64::from(f.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(AuditEntry::from).collect())
+        on_pool!(self, pool => {
+            let rows: Vec<AuditColumns> = sqlx::query_as(
+                "SELECT at, actor, ip, action, target, result, detail, token FROM audit
+                 WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target = $3)
+                 ORDER BY at DESC, id DESC LIMIT $4",
+            )
+            .bind(&f.actor)
+            .bind(&f.action)
+            .bind(&f.target)
+            .bind(i64::from(f.limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(AuditEntry::from).collect())
+        })
     }
 
     pub async fn purge_audit(&self, before: Timestamp) -> DbResult<u64> {
-        sqlx::query("DELETE FROM audit WHERE at < $1")
-            .bind(before.secs())
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected())
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM audit WHERE at < $1")
+                .bind(before.secs())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
     }
 }

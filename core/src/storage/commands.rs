@@ -171,46 +171,56 @@ impl Db {
         at: Timestamp,
         by: &str,
     ) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO commands (id, host_id, command, status, queued_at, requested_by, queued_order)
-             VALUES ($1, $2, $3, 'queued', $4, $5, (SELECT COALESCE(MAX(queued_order), 0) + 1 FROM commands))",
-        )
-        .bind(id)
-        .bind(host_id)
-        .bind(kind.as_str())
-        .bind(at.secs())
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            let sql = format!(
+                "INSERT INTO commands (id, host_id, command, status, queued_at, requested_by, queued_order)
+                 VALUES ($1, $2, $3, 'queued', $4, $5, {})",
+                self.backend().next_queued_order()
+            );
+            sqlx::query(super::composed(sql))
+            .bind(id)
+            .bind(host_id)
+            .bind(kind.as_str())
+            .bind(at.secs())
+            .bind(by)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn mark_running(&self, id: &str, at: Timestamp) -> DbResult<()> {
-        sqlx::query("UPDATE commands SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'")
-            .bind(id)
-            .bind(at.secs())
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE commands SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'")
+                .bind(id)
+                .bind(at.secs())
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
     }
 
     pub async fn command(&self, id: &str) -> DbResult<Option<CommandRow>> {
-        let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
-        let row = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(CommandRow::from))
+        on_pool!(self, pool => {
+            let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
+            let row = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(CommandRow::from))
+        })
     }
 
     /// Commands that still hold their host, one per host at most.
     pub async fn holding_commands(&self) -> DbResult<Vec<CommandRow>> {
-        let sql =
-            format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE {HOLDING} ORDER BY queued_at");
-        let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(CommandRow::from).collect())
+        on_pool!(self, pool => {
+            let sql =
+                format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE {HOLDING} ORDER BY queued_at");
+            let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(CommandRow::from).collect())
+        })
     }
 
     /// Set a server-decided status (timeout, lost, abandoned, error) on an unfinished command.
@@ -221,16 +231,18 @@ impl Db {
         status: CommandStatus,
         at: Timestamp,
     ) -> DbResult<bool> {
-        sqlx::query(
-            "UPDATE commands SET status = $2, finished_at = COALESCE(finished_at, $3)
-             WHERE id = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(at.secs())
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE commands SET status = $2, finished_at = COALESCE(finished_at, $3)
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(id)
+            .bind(status.as_str())
+            .bind(at.secs())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+        })
     }
 
     /// Mark a command as no longer holding its host, whatever its status.
@@ -240,17 +252,19 @@ impl Db {
         status: CommandStatus,
         at: Timestamp,
     ) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE commands SET status = CASE WHEN status IN ('queued', 'running', 'timeout') THEN $2 ELSE status END,
-                finished_at = COALESCE(finished_at, $3), completed = TRUE
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(at.secs())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE commands SET status = CASE WHEN status IN ('queued', 'running', 'timeout') THEN $2 ELSE status END,
+                    finished_at = COALESCE(finished_at, $3), completed = TRUE
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status.as_str())
+            .bind(at.secs())
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Store the agent's completion. A status the server already decided (timeout,
@@ -265,23 +279,25 @@ impl Db {
         at: Timestamp,
         result: Option<&str>,
     ) -> DbResult<Option<CommandRow>> {
-        sqlx::query(
-            "UPDATE commands SET
-                status = CASE WHEN status IN ('queued', 'running') THEN $2 ELSE status END,
-                exit_code = $3, duration_ms = $4, finished_at = COALESCE(finished_at, $5),
-                started_at = COALESCE(started_at, $5), completed = TRUE,
-                result = COALESCE($6, result)
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(exit_code)
-        .bind(duration_ms as i64)
-        .bind(at.secs())
-        .bind(result)
-        .execute(&self.pool)
-        .await?;
-        self.command(id).await
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE commands SET
+                    status = CASE WHEN status IN ('queued', 'running') THEN $2 ELSE status END,
+                    exit_code = $3, duration_ms = $4, finished_at = COALESCE(finished_at, $5),
+                    started_at = COALESCE(started_at, $5), completed = TRUE,
+                    result = COALESCE($6, result)
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status.as_str())
+            .bind(exit_code)
+            .bind(duration_ms as i64)
+            .bind(at.secs())
+            .bind(result)
+            .execute(pool)
+            .await?;
+            self.command(id).await
+        })
     }
 
     /// Store a batch of output lines of one command in one transaction. Lines at or below
@@ -301,119 +317,123 @@ impl Db {
         at: Timestamp,
         limit_bytes: u64,
     ) -> DbResult<(Vec<Output>, u64)> {
-        let mut tx = self.pool.begin().await?;
-        // The first statement writes (and marks the command running): in SQLite a
-        // transaction that reads first and writes later fails at once with SQLITE_BUSY when
-        // another connection wrote in between, without waiting for the busy timeout. Found
-        // under load: the line was not acked, and came minutes later than its completion.
-        let stored: Option<OutputState> = sqlx::query_as(
-            "UPDATE commands SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END
-             WHERE id = $1 RETURNING last_seq, output_bytes, dropped_lines, drop_marker_seq",
-        )
-        .bind(command_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(stored) = stored else {
-            return Ok((Vec::new(), 0));
-        };
-        let mut last = stored.last_seq.max(0) as u64;
-        let mut bytes = stored.output_bytes.max(0) as u64;
-        let mut dropped = stored.dropped_lines.max(0) as u64;
-        let mut marker = stored.drop_marker_seq.map(|s| s.max(0) as u64);
-        let mut fresh = Vec::new();
-        for line in lines {
-            if line.seq <= last {
-                continue;
-            }
-            // Agents send in order; a gap would stop the acknowledged prefix here.
-            let in_order = line.seq == last + 1;
-            let size = line.line.len() as u64;
-            if dropped > 0 || bytes + size > limit_bytes {
-                // Once over, stay over (as the spool does): a stored line after the gap
-                // would hide where it was. Only the next line in order is counted; one
-                // after a gap is neither stored nor acked, and is counted when re-sent in
-                // order, so no line is counted twice.
-                if in_order {
-                    last = line.seq;
-                    dropped += 1;
-                    marker.get_or_insert(line.seq);
-                }
-                continue;
-            }
-            if in_order {
-                last = line.seq;
-            }
-            // A line stored after a gap and re-sent in order is counted twice here (the
-            // insert skips it): the bound then errs on the small side, never the large.
-            bytes += size;
-            fresh.push(line);
-        }
-        // Many rows per statement: per-statement overhead, not SQLite, bounded the rate of
-        // a chatty command (the output-throughput measure P6 in docs/BENCHMARKS.md).
-        for chunk in fresh.chunks(OUTPUT_ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let n = i * 4;
-                    format!("($1, ${}, ${}, ${}, ${})", n + 2, n + 3, n + 4, n + 5)
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES {}
-                 ON CONFLICT (command_id, seq) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut query = sqlx::query(super::composed(sql)).bind(command_id);
-            for line in chunk {
-                query = query
-                    .bind(line.seq as i64)
-                    .bind(line.stream.as_str())
-                    .bind(&line.line)
-                    .bind(at.secs());
-            }
-            query.execute(&mut *tx).await?;
-        }
-        if let Some(seq) = marker.filter(|_| dropped > stored.dropped_lines.max(0) as u64) {
-            // The marker takes the seq of the first dropped line (never stored, and never
-            // re-sent once acked); its count is rewritten in place, keeping the time of
-            // the first drop.
-            sqlx::query(
-                "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (command_id, seq) DO UPDATE SET stream = excluded.stream, line = excluded.line",
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // The first statement writes (and marks the command running): in SQLite a
+            // transaction that reads first and writes later fails at once with SQLITE_BUSY when
+            // another connection wrote in between, without waiting for the busy timeout. Found
+            // under load: the line was not acked, and came minutes later than its completion.
+            let stored: Option<OutputState> = sqlx::query_as(
+                "UPDATE commands SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END
+                 WHERE id = $1 RETURNING last_seq, output_bytes, dropped_lines, drop_marker_seq",
             )
             .bind(command_id)
-            .bind(seq as i64)
-            .bind(OutputStream::Stderr.as_str())
-            .bind(output_marker(dropped, limit_bytes))
-            .bind(at.secs())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(stored) = stored else {
+                return Ok((Vec::new(), 0));
+            };
+            let mut last = stored.last_seq.max(0) as u64;
+            let mut bytes = stored.output_bytes.max(0) as u64;
+            let mut dropped = stored.dropped_lines.max(0) as u64;
+            let mut marker = stored.drop_marker_seq.map(|s| s.max(0) as u64);
+            let mut fresh = Vec::new();
+            for line in lines {
+                if line.seq <= last {
+                    continue;
+                }
+                // Agents send in order; a gap would stop the acknowledged prefix here.
+                let in_order = line.seq == last + 1;
+                let size = line.line.len() as u64;
+                if dropped > 0 || bytes + size > limit_bytes {
+                    // Once over, stay over (as the spool does): a stored line after the gap
+                    // would hide where it was. Only the next line in order is counted; one
+                    // after a gap is neither stored nor acked, and is counted when re-sent in
+                    // order, so no line is counted twice.
+                    if in_order {
+                        last = line.seq;
+                        dropped += 1;
+                        marker.get_or_insert(line.seq);
+                    }
+                    continue;
+                }
+                if in_order {
+                    last = line.seq;
+                }
+                // A line stored after a gap and re-sent in order is counted twice here (the
+                // insert skips it): the bound then errs on the small side, never the large.
+                bytes += size;
+                fresh.push(line);
+            }
+            // Many rows per statement: per-statement overhead, not SQLite, bounded the rate of
+            // a chatty command (the output-throughput measure P6 in docs/BENCHMARKS.md).
+            for chunk in fresh.chunks(OUTPUT_ROWS_PER_INSERT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let n = i * 4;
+                        format!("($1, ${}, ${}, ${}, ${})", n + 2, n + 3, n + 4, n + 5)
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES {}
+                     ON CONFLICT (command_id, seq) DO NOTHING",
+                    rows.join(", ")
+                );
+                let mut query = sqlx::query(super::composed(sql)).bind(command_id);
+                for line in chunk {
+                    query = query
+                        .bind(line.seq as i64)
+                        .bind(line.stream.as_str())
+                        .bind(&line.line)
+                        .bind(at.secs());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            if let Some(seq) = marker.filter(|_| dropped > stored.dropped_lines.max(0) as u64) {
+                // The marker takes the seq of the first dropped line (never stored, and never
+                // re-sent once acked); its count is rewritten in place, keeping the time of
+                // the first drop.
+                sqlx::query(
+                    "INSERT INTO command_output (command_id, seq, stream, line, at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (command_id, seq) DO UPDATE SET stream = excluded.stream, line = excluded.line",
+                )
+                .bind(command_id)
+                .bind(seq as i64)
+                .bind(OutputStream::Stderr.as_str())
+                .bind(output_marker(dropped, limit_bytes))
+                .bind(at.secs())
+                .execute(&mut *tx)
+                .await?;
+            }
+            let fresh: Vec<Output> = fresh.into_iter().cloned().collect();
+            sqlx::query(
+                "UPDATE commands SET last_seq = $2, output_bytes = $3, dropped_lines = $4, drop_marker_seq = $5
+                 WHERE id = $1",
+            )
+            .bind(command_id)
+            .bind(last as i64)
+            .bind(bytes as i64)
+            .bind(dropped as i64)
+            .bind(marker.map(|s| s as i64))
             .execute(&mut *tx)
             .await?;
-        }
-        let fresh: Vec<Output> = fresh.into_iter().cloned().collect();
-        sqlx::query(
-            "UPDATE commands SET last_seq = $2, output_bytes = $3, dropped_lines = $4, drop_marker_seq = $5
-             WHERE id = $1",
-        )
-        .bind(command_id)
-        .bind(last as i64)
-        .bind(bytes as i64)
-        .bind(dropped as i64)
-        .bind(marker.map(|s| s as i64))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((fresh, last))
+            tx.commit().await?;
+            Ok((fresh, last))
+        })
     }
 
     pub async fn history(&self, host_id: &str, limit: u32) -> DbResult<Vec<CommandRow>> {
-        let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = $1 ORDER BY queued_at DESC, queued_order DESC LIMIT $2"
-        );
-        let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
-            .bind(host_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(CommandRow::from).collect())
+        on_pool!(self, pool => {
+            let sql = format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = $1 ORDER BY queued_at DESC, queued_order DESC LIMIT $2"
+            );
+            let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
+                .bind(host_id)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(CommandRow::from).collect())
+        })
     }
 
     /// Output lines of a command with seq after `after`, at most `limit`, in order.
@@ -423,35 +443,39 @@ impl Db {
         after: u64,
         limit: u32,
     ) -> DbResult<Vec<LogLine>> {
-        let rows = sqlx::query_as::<_, OutputColumns>(
-            "SELECT seq, stream, line, at FROM command_output WHERE command_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(command_id)
-        .bind(after as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(LogLine::from).collect())
+        on_pool!(self, pool => {
+            let rows = sqlx::query_as::<_, OutputColumns>(
+                "SELECT seq, stream, line, at FROM command_output WHERE command_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(command_id)
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(LogLine::from).collect())
+        })
     }
 
     /// Retention: drop finished commands (and their output) queued before `before`.
     pub async fn purge_commands(&self, before: Timestamp) -> DbResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let cond = format!("queued_at < $1 AND NOT {HOLDING}");
-        sqlx::query(super::composed(format!(
-            "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
-        )))
-        .bind(before.secs())
-        .execute(&mut *tx)
-        .await?;
-        let n = sqlx::query(super::composed(format!(
-            "DELETE FROM commands WHERE {cond}"
-        )))
-        .bind(before.secs())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let cond = format!("queued_at < $1 AND NOT {HOLDING}");
+            sqlx::query(super::composed(format!(
+                "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
+            )))
+            .bind(before.secs())
+            .execute(&mut *tx)
+            .await?;
+            let n = sqlx::query(super::composed(format!(
+                "DELETE FROM commands WHERE {cond}"
+            )))
+            .bind(before.secs())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(n)
+        })
     }
 }

@@ -64,88 +64,102 @@ pub struct DeployResume {
 
 impl Db {
     pub async fn insert_deploy(&self, job: &DeployProgress, request: &str) -> DbResult<()> {
-        let now = Timestamp::now().secs();
-        sqlx::query(
-            "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, previews, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-        )
-        .bind(&job.job_id)
-        .bind(job.pr_number as i64)
-        .bind(&job.started_by)
-        .bind(request)
-        .bind(job.phase.as_str())
-        .bind(hosts_json(job))
-        .bind(&job.message)
-        .bind(job.active)
-        .bind(previews_json(job))
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            let now = Timestamp::now().secs();
+            sqlx::query(
+                "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, previews, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            )
+            .bind(&job.job_id)
+            .bind(job.pr_number as i64)
+            .bind(&job.started_by)
+            .bind(request)
+            .bind(job.phase.as_str())
+            .bind(hosts_json(job))
+            .bind(&job.message)
+            .bind(job.active)
+            .bind(previews_json(job))
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn save_deploy(&self, job: &DeployProgress) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, previews = $6, updated_at = $7 WHERE id = $1",
-        )
-        .bind(&job.job_id)
-        .bind(job.phase.as_str())
-        .bind(hosts_json(job))
-        .bind(&job.message)
-        .bind(job.active)
-        .bind(previews_json(job))
-        .bind(Timestamp::now().secs())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE deploy_jobs SET phase = $2, hosts = $3, message = $4, active = $5, previews = $6, updated_at = $7 WHERE id = $1",
+            )
+            .bind(&job.job_id)
+            .bind(job.phase.as_str())
+            .bind(hosts_json(job))
+            .bind(&job.message)
+            .bind(job.active)
+            .bind(previews_json(job))
+            .bind(Timestamp::now().secs())
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Set (or clear) when an unconfirmed job expires.
     pub async fn set_deploy_confirm_by(&self, id: &str, confirm_by: Option<i64>) -> DbResult<()> {
-        sqlx::query("UPDATE deploy_jobs SET confirm_by = $2 WHERE id = $1")
-            .bind(id)
-            .bind(confirm_by)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE deploy_jobs SET confirm_by = $2 WHERE id = $1")
+                .bind(id)
+                .bind(confirm_by)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
     }
 
     /// The stored request and confirmation deadline of a job.
     pub async fn deploy_resume(&self, id: &str) -> DbResult<Option<DeployResume>> {
-        sqlx::query_as::<_, DeployResume>(
-            "SELECT request, confirm_by FROM deploy_jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, DeployResume>(
+                "SELECT request, confirm_by FROM deploy_jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })
     }
 
     /// Jobs that were running when the dashboard stopped.
     pub async fn active_deploys(&self) -> DbResult<Vec<DeployProgress>> {
-        let rows = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
-            "{DEPLOY_SELECT} WHERE active ORDER BY created_at"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(DeployProgress::try_from).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
+                "{DEPLOY_SELECT} WHERE active ORDER BY created_at"
+            )))
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(DeployProgress::try_from).collect()
+        })
     }
 
     pub async fn deploy(&self, id: &str) -> DbResult<Option<DeployProgress>> {
-        let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
-            "{DEPLOY_SELECT} WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(DeployProgress::try_from).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
+                "{DEPLOY_SELECT} WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(DeployProgress::try_from).transpose()
+        })
     }
 
     pub async fn latest_deploy(&self) -> DbResult<Option<DeployProgress>> {
-        let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
-            "{DEPLOY_SELECT} ORDER BY created_at DESC, updated_at DESC LIMIT 1"
-        )))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(DeployProgress::try_from).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
+                "{DEPLOY_SELECT} ORDER BY created_at DESC, updated_at DESC LIMIT 1"
+            )))
+            .fetch_optional(pool)
+            .await?;
+            row.map(DeployProgress::try_from).transpose()
+        })
     }
 }

@@ -56,62 +56,64 @@ impl Db {
     /// The batch is summed per bucket first (so no statement names a bucket twice, which
     /// PostgreSQL's upsert refuses) and written `HISTORY_ROWS` buckets per statement.
     pub async fn add_history(&self, batch: &[MinuteSums], tiers: &[(i16, i64)]) -> DbResult<()> {
-        let mut buckets: BTreeMap<(&str, i16, i64), MetricSums> = BTreeMap::new();
-        for m in batch {
-            for &(tier, step) in tiers {
-                let start = m.minute.div_euclid(step) * step;
-                buckets
-                    .entry((&m.host_id, tier, start))
-                    .or_default()
-                    .merge(&m.sums);
+        on_pool!(self, pool => {
+            let mut buckets: BTreeMap<(&str, i16, i64), MetricSums> = BTreeMap::new();
+            for m in batch {
+                for &(tier, step) in tiers {
+                    let start = m.minute.div_euclid(step) * step;
+                    buckets
+                        .entry((&m.host_id, tier, start))
+                        .or_default()
+                        .merge(&m.sums);
+                }
             }
-        }
-        if buckets.is_empty() {
-            return Ok(());
-        }
-        let buckets: Vec<_> = buckets.into_iter().collect();
-        let mut tx = self.pool.begin().await?;
-        for chunk in buckets.chunks(HISTORY_ROWS) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let p: Vec<String> = (1..=10).map(|k| format!("${}", i * 10 + k)).collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO metrics_history
-                    (host_id, tier, bucket_start, n, cpu, ram, swap, load, disk_n, disk)
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6,
-                    v.column7, v.column8, v.column9, v.column10
-                 FROM (VALUES {values}) AS v
-                 WHERE EXISTS (SELECT 1 FROM hosts WHERE id = v.column1)
-                 ON CONFLICT (host_id, tier, bucket_start) DO UPDATE SET
-                    n = metrics_history.n + excluded.n,
-                    cpu = metrics_history.cpu + excluded.cpu,
-                    ram = metrics_history.ram + excluded.ram,
-                    swap = metrics_history.swap + excluded.swap,
-                    load = metrics_history.load + excluded.load,
-                    disk_n = metrics_history.disk_n + excluded.disk_n,
-                    disk = metrics_history.disk + excluded.disk"
-            );
-            let mut query = sqlx::query(composed(sql));
-            for ((host_id, tier, start), s) in chunk {
-                query = query
-                    .bind(*host_id)
-                    .bind(*tier)
-                    .bind(*start)
-                    .bind(s.n)
-                    .bind(s.cpu)
-                    .bind(s.ram)
-                    .bind(s.swap)
-                    .bind(s.load)
-                    .bind(s.disk_n)
-                    .bind(s.disk);
+            if buckets.is_empty() {
+                return Ok(());
             }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await
+            let buckets: Vec<_> = buckets.into_iter().collect();
+            let mut tx = pool.begin().await?;
+            for chunk in buckets.chunks(HISTORY_ROWS) {
+                let values = (0..chunk.len())
+                    .map(|i| {
+                        let p: Vec<String> = (1..=10).map(|k| format!("${}", i * 10 + k)).collect();
+                        format!("({})", p.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "INSERT INTO metrics_history
+                        (host_id, tier, bucket_start, n, cpu, ram, swap, load, disk_n, disk)
+                     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6,
+                        v.column7, v.column8, v.column9, v.column10
+                     FROM (VALUES {values}) AS v
+                     WHERE EXISTS (SELECT 1 FROM hosts WHERE id = v.column1)
+                     ON CONFLICT (host_id, tier, bucket_start) DO UPDATE SET
+                        n = metrics_history.n + excluded.n,
+                        cpu = metrics_history.cpu + excluded.cpu,
+                        ram = metrics_history.ram + excluded.ram,
+                        swap = metrics_history.swap + excluded.swap,
+                        load = metrics_history.load + excluded.load,
+                        disk_n = metrics_history.disk_n + excluded.disk_n,
+                        disk = metrics_history.disk + excluded.disk"
+                );
+                let mut query = sqlx::query(composed(sql));
+                for ((host_id, tier, start), s) in chunk {
+                    query = query
+                        .bind(*host_id)
+                        .bind(*tier)
+                        .bind(*start)
+                        .bind(s.n)
+                        .bind(s.cpu)
+                        .bind(s.ram)
+                        .bind(s.swap)
+                        .bind(s.load)
+                        .bind(s.disk_n)
+                        .bind(s.disk);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
     }
 
     /// One host's buckets of `tier` starting at `from` or later, oldest first.
@@ -121,15 +123,17 @@ impl Db {
         tier: i16,
         from: i64,
     ) -> DbResult<Vec<HistoryRow>> {
-        sqlx::query_as(
-            "SELECT bucket_start, n, cpu, ram, swap, load, disk_n, disk FROM metrics_history
-             WHERE host_id = $1 AND tier = $2 AND bucket_start >= $3 ORDER BY bucket_start",
-        )
-        .bind(host_id)
-        .bind(tier)
-        .bind(from)
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT bucket_start, n, cpu, ram, swap, load, disk_n, disk FROM metrics_history
+                 WHERE host_id = $1 AND tier = $2 AND bucket_start >= $3 ORDER BY bucket_start",
+            )
+            .bind(host_id)
+            .bind(tier)
+            .bind(from)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// Deletes the buckets that start before each tier's cutoff (`cutoffs`: tier id and
@@ -140,25 +144,27 @@ impl Db {
         host_ids: &[String],
         cutoffs: &[(i16, i64)],
     ) -> DbResult<u64> {
-        let mut deleted = 0;
-        for chunk in host_ids.chunks(100) {
-            let mut tx = self.pool.begin().await?;
-            for id in chunk {
-                for &(tier, cutoff) in cutoffs {
-                    deleted += sqlx::query(
-                        "DELETE FROM metrics_history
-                         WHERE host_id = $1 AND tier = $2 AND bucket_start < $3",
-                    )
-                    .bind(id)
-                    .bind(tier)
-                    .bind(cutoff)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+        on_pool!(self, pool => {
+            let mut deleted = 0;
+            for chunk in host_ids.chunks(100) {
+                let mut tx = pool.begin().await?;
+                for id in chunk {
+                    for &(tier, cutoff) in cutoffs {
+                        deleted += sqlx::query(
+                            "DELETE FROM metrics_history
+                             WHERE host_id = $1 AND tier = $2 AND bucket_start < $3",
+                        )
+                        .bind(id)
+                        .bind(tier)
+                        .bind(cutoff)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
                 }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        }
-        Ok(deleted)
+            Ok(deleted)
+        })
     }
 }

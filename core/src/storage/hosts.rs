@@ -130,119 +130,151 @@ impl From<HostColumns> for HostRecord {
 
 impl Db {
     pub async fn hosts(&self) -> DbResult<Vec<HostRecord>> {
-        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id");
-        let rows = sqlx::query_as::<_, HostColumns>(super::composed(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(HostRecord::from).collect())
+        on_pool!(self, pool => {
+            let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id");
+            let rows = sqlx::query_as::<_, HostColumns>(super::composed(sql))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(HostRecord::from).collect())
+        })
     }
 
     pub async fn host(&self, id: &str) -> DbResult<Option<HostRecord>> {
-        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1");
-        let row = sqlx::query_as::<_, HostColumns>(super::composed(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(HostRecord::from))
+        on_pool!(self, pool => {
+            let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1");
+            let row = sqlx::query_as::<_, HostColumns>(super::composed(sql))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(HostRecord::from))
+        })
     }
 
     /// The host id a token hash belongs to.
     pub async fn host_for_token(&self, token_hash: &str) -> DbResult<Option<String>> {
-        sqlx::query_scalar("SELECT id FROM hosts WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
+        on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT id FROM hosts WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(pool)
+                .await
+        })
     }
 
     /// Insert a new host; a duplicate id is a unique violation the caller maps to 409.
     pub async fn insert_host(&self, host: &Host, token_hash: &str) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at, pending_approval, tags)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&host.id)
-        .bind(&host.hostname)
-        .bind(host.host_type.as_str())
-        .bind(&host.theme_color)
-        .bind(&host.location)
-        .bind(&host.device_type)
-        .bind(token_hash)
-        .bind(Timestamp::now().secs())
-        .bind(host.pending_approval)
-        .bind(tags_json(&host.dashboard_tags()))
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO hosts (id, hostname, host_type, theme_color, location, device_type, token_hash, created_at, pending_approval, tags)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&host.id)
+            .bind(&host.hostname)
+            .bind(host.host_type.as_str())
+            .bind(&host.theme_color)
+            .bind(&host.location)
+            .bind(&host.device_type)
+            .bind(token_hash)
+            .bind(Timestamp::now().secs())
+            .bind(host.pending_approval)
+            .bind(tags_json(&host.dashboard_tags()))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// An operator's edit of a host; false when there is no such host.
     pub async fn set_host_fields(&self, id: &str, fields: &HostFields) -> DbResult<bool> {
-        sqlx::query(
-            "UPDATE hosts SET location = $2, device_type = $3, theme_color = $4, tags = $5
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&fields.location)
-        .bind(&fields.device_type)
-        .bind(&fields.theme_color)
-        .bind(tags_json(&fields.tags))
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE hosts SET location = $2, device_type = $3, theme_color = $4, tags = $5
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&fields.location)
+            .bind(&fields.device_type)
+            .bind(&fields.theme_color)
+            .bind(tags_json(&fields.tags))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+        })
     }
 
     /// An admin approved a self-enrolled host; false when there is no such host.
     pub async fn approve_host(&self, id: &str) -> DbResult<bool> {
-        let done = sqlx::query("UPDATE hosts SET pending_approval = FALSE WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        on_pool!(self, pool => {
+            let done = sqlx::query("UPDATE hosts SET pending_approval = FALSE WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     /// Registrations gathered since the last batch, in one transaction (a reconnect wave of
     /// thousands of agents must not mean thousands of synchronous commits).
     pub async fn save_reports(&self, batch: &[(String, HostReport, Timestamp)]) -> DbResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for (id, rep, seen) in batch {
-            report_query(id, rep, *seen).execute(&mut *tx).await?;
-        }
-        tx.commit().await
-    }
-
-    pub async fn save_report(&self, id: &str, rep: &HostReport, seen: Timestamp) -> DbResult<()> {
-        report_query(id, rep, seen)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        on_pool!(self, pool => {
+                    if batch.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = pool.begin().await?;
+                    for (id, rep, seen) in batch {
+        sqlx::query(
+                        "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
+                    generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
+                    heartbeat_interval_s = $11, last_seen = $12,
+                    generations = COALESCE($13, generations), reboot_needed = COALESCE($14, reboot_needed),
+                    agent_tags = COALESCE($15, agent_tags)
+                 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&rep.hostname)
+                    .bind(&rep.agent_version)
+                    .bind(&rep.os_version)
+                    .bind(&rep.nixpkgs_version)
+                    .bind(&rep.generation)
+                    .bind(&rep.lock_hash)
+                    .bind(&rep.repo_url)
+                    .bind(&rep.repo_dir)
+                    .bind(&rep.branch)
+                    .bind(rep.heartbeat_interval_s.map(i64::from))
+                    .bind(seen.secs())
+                    .bind(rep.generations.as_deref().map(generations_json))
+                    .bind(rep.reboot_needed)
+                    .bind(rep.agent_tags.as_deref().map(tags_json))
+                    .execute(&mut *tx).await?;
+                    }
+                    tx.commit().await
+                })
     }
 
     /// One transaction for a whole batch of heartbeats.
     pub async fn save_seen(&self, batch: &[SeenUpdate]) -> DbResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for u in batch {
-            let metrics = u
-                .metrics
-                .map(|m| serde_json::to_string(&m).unwrap_or_default());
-            sqlx::query(
-                "UPDATE hosts SET last_seen = $2, metrics = $3, generation = COALESCE($4, generation),
-                    lock_hash = COALESCE($5, lock_hash) WHERE id = $1",
-            )
-            .bind(&u.host_id)
-            .bind(u.last_seen.secs())
-            .bind(metrics)
-            .bind(&u.generation)
-            .bind(&u.lock_hash)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
+        on_pool!(self, pool => {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut tx = pool.begin().await?;
+            for u in batch {
+                let metrics = u
+                    .metrics
+                    .map(|m| serde_json::to_string(&m).unwrap_or_default());
+                sqlx::query(
+                    "UPDATE hosts SET last_seen = $2, metrics = $3, generation = COALESCE($4, generation),
+                        lock_hash = COALESCE($5, lock_hash) WHERE id = $1",
+                )
+                .bind(&u.host_id)
+                .bind(u.last_seen.secs())
+                .bind(metrics)
+                .bind(&u.generation)
+                .bind(&u.lock_hash)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
     }
 
     /// What a `status` frame reported of the system profile, written at once: it comes
@@ -253,73 +285,49 @@ impl Db {
         generations: Option<&[Generation]>,
         reboot_needed: Option<bool>,
     ) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE hosts SET generations = COALESCE($2, generations),
-                reboot_needed = COALESCE($3, reboot_needed) WHERE id = $1",
-        )
-        .bind(id)
-        .bind(generations.map(generations_json))
-        .bind(reboot_needed)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE hosts SET generations = COALESCE($2, generations),
+                    reboot_needed = COALESCE($3, reboot_needed) WHERE id = $1",
+            )
+            .bind(id)
+            .bind(generations.map(generations_json))
+            .bind(reboot_needed)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn set_token_hash(&self, id: &str, token_hash: &str) -> DbResult<bool> {
-        sqlx::query("UPDATE hosts SET token_hash = $2 WHERE id = $1")
-            .bind(id)
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE hosts SET token_hash = $2 WHERE id = $1")
+                .bind(id)
+                .bind(token_hash)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
     }
 
     /// The host and its metrics history.
     pub async fn delete_host(&self, id: &str) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM hosts WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        sqlx::query("DELETE FROM metrics_history WHERE host_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(deleted)
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM hosts WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            sqlx::query("DELETE FROM metrics_history WHERE host_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
     }
-}
-
-fn report_query(
-    id: &str,
-    rep: &HostReport,
-    seen: Timestamp,
-) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query(
-        "UPDATE hosts SET hostname = $2, agent_version = $3, os_version = $4, nixpkgs_version = $5,
-            generation = $6, lock_hash = $7, repo_url = $8, repo_dir = $9, branch = $10,
-            heartbeat_interval_s = $11, last_seen = $12,
-            generations = COALESCE($13, generations), reboot_needed = COALESCE($14, reboot_needed),
-            agent_tags = COALESCE($15, agent_tags)
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&rep.hostname)
-    .bind(&rep.agent_version)
-    .bind(&rep.os_version)
-    .bind(&rep.nixpkgs_version)
-    .bind(&rep.generation)
-    .bind(&rep.lock_hash)
-    .bind(&rep.repo_url)
-    .bind(&rep.repo_dir)
-    .bind(&rep.branch)
-    .bind(rep.heartbeat_interval_s.map(i64::from))
-    .bind(seen.secs())
-    .bind(rep.generations.as_deref().map(generations_json))
-    .bind(rep.reboot_needed)
-    .bind(rep.agent_tags.as_deref().map(tags_json))
 }
 
 fn tags_json(tags: &[String]) -> String {

@@ -56,43 +56,51 @@ pub const DELIVERIES_KEPT: i64 = 100;
 
 impl Db {
     pub async fn insert_notify_target(&self, row: &NotifyTargetRow) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO notify_targets (id, name, kind, url_sealed, url_shown, settings, secret_sealed, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&row.id)
-        .bind(&row.name)
-        .bind(&row.kind)
-        .bind(&row.url_sealed)
-        .bind(&row.url_shown)
-        .bind(&row.settings)
-        .bind(&row.secret_sealed)
-        .bind(row.created_at)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO notify_targets (id, name, kind, url_sealed, url_shown, settings, secret_sealed, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(&row.kind)
+            .bind(&row.url_sealed)
+            .bind(&row.url_shown)
+            .bind(&row.settings)
+            .bind(&row.secret_sealed)
+            .bind(row.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn notify_targets(&self) -> DbResult<Vec<NotifyTargetRow>> {
-        sqlx::query_as("SELECT * FROM notify_targets ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
+        on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM notify_targets ORDER BY created_at, id")
+                .fetch_all(pool)
+                .await
+        })
     }
 
     pub async fn notify_target(&self, id: &str) -> DbResult<Option<NotifyTargetRow>> {
-        sqlx::query_as("SELECT * FROM notify_targets WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM notify_targets WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })
     }
 
     /// Its rules' links, queued messages and log go with it.
     pub async fn delete_notify_target(&self, id: &str) -> DbResult<bool> {
-        sqlx::query("DELETE FROM notify_targets WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM notify_targets WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
     }
 
     /// A rule and its targets, in one transaction.
@@ -101,63 +109,69 @@ impl Db {
         row: &NotifyRuleRow,
         targets: &[String],
     ) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO notify_rules (id, event, after_s, scope, cooldown_s, quiet_from, quiet_to, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&row.id)
-        .bind(&row.event)
-        .bind(row.after_s)
-        .bind(&row.scope)
-        .bind(row.cooldown_s)
-        .bind(&row.quiet_from)
-        .bind(&row.quiet_to)
-        .bind(row.created_at)
-        .execute(&mut *tx)
-        .await?;
-        for target in targets {
-            sqlx::query("INSERT INTO notify_rule_targets (rule_id, target_id) VALUES ($1, $2)")
-                .bind(&row.id)
-                .bind(target)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO notify_rules (id, event, after_s, scope, cooldown_s, quiet_from, quiet_to, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&row.id)
+            .bind(&row.event)
+            .bind(row.after_s)
+            .bind(&row.scope)
+            .bind(row.cooldown_s)
+            .bind(&row.quiet_from)
+            .bind(&row.quiet_to)
+            .bind(row.created_at)
+            .execute(&mut *tx)
+            .await?;
+            for target in targets {
+                sqlx::query("INSERT INTO notify_rule_targets (rule_id, target_id) VALUES ($1, $2)")
+                    .bind(&row.id)
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
     }
 
     /// Every rule with its targets (a rule whose targets are all deleted has none).
     pub async fn notify_rules(&self) -> DbResult<Vec<NotifyRuleRow>> {
-        let mut rules: Vec<NotifyRuleRow> =
-            sqlx::query_as("SELECT * FROM notify_rules ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
-        let links: Vec<(String, String)> = sqlx::query_as(
-            "SELECT rule_id, target_id FROM notify_rule_targets ORDER BY rule_id, target_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for rule in &mut rules {
-            let ids: Vec<&str> = links
-                .iter()
-                .filter(|(r, _)| *r == rule.id)
-                .map(|(_, t)| t.as_str())
-                .collect();
-            rule.target_ids = Some(ids.join(","));
-        }
-        Ok(rules)
+        on_pool!(self, pool => {
+            let mut rules: Vec<NotifyRuleRow> =
+                sqlx::query_as("SELECT * FROM notify_rules ORDER BY created_at, id")
+                    .fetch_all(pool)
+                    .await?;
+            let links: Vec<(String, String)> = sqlx::query_as(
+                "SELECT rule_id, target_id FROM notify_rule_targets ORDER BY rule_id, target_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            for rule in &mut rules {
+                let ids: Vec<&str> = links
+                    .iter()
+                    .filter(|(r, _)| *r == rule.id)
+                    .map(|(_, t)| t.as_str())
+                    .collect();
+                rule.target_ids = Some(ids.join(","));
+            }
+            Ok(rules)
+        })
     }
 
     pub async fn delete_notify_rule(&self, id: &str) -> DbResult<bool> {
-        sqlx::query("DELETE FROM notify_rules WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM notify_rules WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
     }
 
     /// Queue one message for some targets, in one transaction; each row's `seq` follows
-    /// every row queued before it.
+    /// every row queued before it, with several writers too (`Backend::outbox_lock`).
     pub async fn enqueue_notify(
         &self,
         message_id: &str,
@@ -166,63 +180,77 @@ impl Db {
         now: i64,
         due_ms: i64,
     ) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for target in targets {
-            sqlx::query(
-                "INSERT INTO notify_outbox (message_id, target_id, seq, body, attempts, created_at, next_attempt_ms)
-                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, 0, $4, $5 FROM notify_outbox WHERE TRUE
-                 ON CONFLICT (message_id, target_id) DO NOTHING",
-            )
-            .bind(message_id)
-            .bind(target)
-            .bind(body)
-            .bind(now)
-            .bind(due_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(lock) = self.backend().outbox_lock() {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            for target in targets {
+                // `WHERE TRUE`: without a WHERE, SQLite would read `ON` as a join's.
+                sqlx::query(
+                    "INSERT INTO notify_outbox (message_id, target_id, seq, body, attempts, created_at, next_attempt_ms)
+                     SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, 0, $4, $5 FROM notify_outbox WHERE TRUE
+                     ON CONFLICT (message_id, target_id) DO NOTHING",
+                )
+                .bind(message_id)
+                .bind(target)
+                .bind(body)
+                .bind(now)
+                .bind(due_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
     }
 
     /// Messages queued for a target.
     pub async fn notify_queued(&self, target_id: &str) -> DbResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM notify_outbox WHERE target_id = $1")
-            .bind(target_id)
-            .fetch_one(&self.pool)
-            .await
+        on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM notify_outbox WHERE target_id = $1")
+                .bind(target_id)
+                .fetch_one(pool)
+                .await
+        })
     }
 
     /// The first queued message of every target whose turn has come (`next_attempt_ms`
     /// reached): one per target, so a target's messages go out in order.
     pub async fn notify_due(&self, now_ms: i64) -> DbResult<Vec<OutboxRow>> {
-        sqlx::query_as(
-            "SELECT o.* FROM notify_outbox o
-             WHERE o.seq = (SELECT MIN(seq) FROM notify_outbox f WHERE f.target_id = o.target_id)
-               AND o.next_attempt_ms <= $1
-             ORDER BY o.seq",
-        )
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT o.* FROM notify_outbox o
+                 WHERE o.seq = (SELECT MIN(seq) FROM notify_outbox f WHERE f.target_id = o.target_id)
+                   AND o.next_attempt_ms <= $1
+                 ORDER BY o.seq",
+            )
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// The earliest time any target's first message is due.
     pub async fn notify_next_due(&self) -> DbResult<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT MIN(o.next_attempt_ms) FROM notify_outbox o
-             WHERE o.seq = (SELECT MIN(seq) FROM notify_outbox f WHERE f.target_id = o.target_id)",
-        )
-        .fetch_one(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT MIN(o.next_attempt_ms) FROM notify_outbox o
+                 WHERE o.seq = (SELECT MIN(seq) FROM notify_outbox f WHERE f.target_id = o.target_id)",
+            )
+            .fetch_one(pool)
+            .await
+        })
     }
 
     pub async fn notify_done(&self, message_id: &str, target_id: &str) -> DbResult<()> {
-        sqlx::query("DELETE FROM notify_outbox WHERE message_id = $1 AND target_id = $2")
-            .bind(message_id)
-            .bind(target_id)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM notify_outbox WHERE message_id = $1 AND target_id = $2")
+                .bind(message_id)
+                .bind(target_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
     }
 
     pub async fn notify_retry_at(
@@ -232,17 +260,19 @@ impl Db {
         attempts: i64,
         next_ms: i64,
     ) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE notify_outbox SET attempts = $3, next_attempt_ms = $4
-             WHERE message_id = $1 AND target_id = $2",
-        )
-        .bind(message_id)
-        .bind(target_id)
-        .bind(attempts)
-        .bind(next_ms)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE notify_outbox SET attempts = $3, next_attempt_ms = $4
+                 WHERE message_id = $1 AND target_id = $2",
+            )
+            .bind(message_id)
+            .bind(target_id)
+            .bind(attempts)
+            .bind(next_ms)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Log one attempt and keep the last `DELIVERIES_KEPT` of the target.
@@ -258,42 +288,46 @@ impl Db {
         error: Option<&str>,
         at_ms: i64,
     ) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO notify_deliveries (id, target_id, message_id, event, attempt, status, error, at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id)
-        .bind(target_id)
-        .bind(message_id)
-        .bind(event)
-        .bind(attempt)
-        .bind(status)
-        .bind(error)
-        .bind(at_ms)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM notify_deliveries WHERE target_id = $1 AND id NOT IN
-             (SELECT id FROM notify_deliveries WHERE target_id = $1
-              ORDER BY at_ms DESC, id DESC LIMIT $2)",
-        )
-        .bind(target_id)
-        .bind(DELIVERIES_KEPT)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO notify_deliveries (id, target_id, message_id, event, attempt, status, error, at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(target_id)
+            .bind(message_id)
+            .bind(event)
+            .bind(attempt)
+            .bind(status)
+            .bind(error)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM notify_deliveries WHERE target_id = $1 AND id NOT IN
+                 (SELECT id FROM notify_deliveries WHERE target_id = $1
+                  ORDER BY at_ms DESC, id DESC LIMIT $2)",
+            )
+            .bind(target_id)
+            .bind(DELIVERIES_KEPT)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
     }
 
     /// A target's logged attempts, newest first.
     pub async fn notify_deliveries(&self, target_id: &str) -> DbResult<Vec<DeliveryRow>> {
-        sqlx::query_as(
-            "SELECT message_id, event, attempt, status, error, at_ms FROM notify_deliveries
-             WHERE target_id = $1 ORDER BY at_ms DESC, id DESC LIMIT $2",
-        )
-        .bind(target_id)
-        .bind(DELIVERIES_KEPT)
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT message_id, event, attempt, status, error, at_ms FROM notify_deliveries
+                 WHERE target_id = $1 ORDER BY at_ms DESC, id DESC LIMIT $2",
+            )
+            .bind(target_id)
+            .bind(DELIVERIES_KEPT)
+            .fetch_all(pool)
+            .await
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! Shared harness for the integration tests: the real server and agent binaries on
-//! loopback ports, each test with its own temporary SQLite file. What is not about this
-//! server (running git, processes, the logged-in client, agent frames) is in `testkit`.
+//! loopback ports, each test with its own temporary database (a SQLite file, or with
+//! `NIXDECK_TEST_SERVER_DATABASE=postgres` a PostgreSQL database of its own: see
+//! `database_url`). What is not about this server (running git, processes, the logged-in
+//! client, agent frames) is in `testkit`.
 #![allow(dead_code)]
 
 pub mod webhook;
@@ -73,6 +75,75 @@ pub fn kill_child(child: &mut Child, signal: &str) {
     let _ = child.wait();
 }
 
+/// `postgres` puts every test's server on PostgreSQL (a database of its own on the server
+/// in `NIXDECK_TEST_POSTGRES_URL`, `scripts/pg.sh`); unset or `sqlite`, on a SQLite file.
+pub const SERVER_DATABASE_ENV: &str = "NIXDECK_TEST_SERVER_DATABASE";
+
+/// Whether the servers of this run are on PostgreSQL (`SERVER_DATABASE_ENV`).
+pub fn on_postgres() -> bool {
+    match std::env::var(SERVER_DATABASE_ENV).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("{SERVER_DATABASE_ENV}={other}: say sqlite or postgres"),
+    }
+}
+
+/// The database URL of the server whose files are in `dir`: made at its first start and
+/// kept in `dir/database-url`, so a restart finds its data and `nixdeck_cli` the same
+/// database.
+pub async fn database_url(dir: &Path) -> String {
+    let file = dir.join("database-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return url;
+    }
+    let url = if on_postgres() {
+        let env = nixdeck_core::storage::testing::POSTGRES_URL_ENV;
+        let server = std::env::var(env).unwrap_or_else(|_| {
+            panic!("{SERVER_DATABASE_ENV}=postgres needs {env} (scripts/pg.sh start)")
+        });
+        nixdeck_core::storage::testing::fresh_postgres_database(&server)
+            .await
+            .unwrap()
+    } else {
+        format!("sqlite://{}/test.db", dir.display())
+    };
+    std::fs::write(&file, &url).unwrap();
+    url
+}
+
+/// Runs one SQL statement on the database of the server whose files are in `dir` (started
+/// before), with the database's own shell (`sqlite3` or `psql`): what a test sets up that
+/// no request can (a session grown old, a token expired). Its output, trimmed: the rows,
+/// one a line, columns separated by `|`.
+pub fn sql(dir: &Path, statement: &str) -> String {
+    let url = started_database_url(dir);
+    let mut cmd = if url.starts_with("postgres") {
+        let mut psql = Command::new("psql");
+        psql.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+        ]);
+        psql
+    } else {
+        let mut sqlite3 = Command::new("sqlite3");
+        sqlite3.arg(dir.join("test.db"));
+        sqlite3
+    };
+    testkit::proc::run(cmd.arg(statement))
+}
+
+/// `database_url` of a server that started already.
+pub fn started_database_url(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("database-url")).expect("the server started")
+}
+
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
@@ -98,10 +169,9 @@ impl Server {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
             .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "NIXDECK_DATABASE_URL",
-                format!("sqlite://{}/test.db", dir.display()),
-            )
+            .env("NIXDECK_DATABASE_URL", database_url(dir).await)
+            // Where it is by default with SQLite; PostgreSQL needs it named.
+            .envs(on_postgres().then(|| ("NIXDECK_SECRET_KEY_FILE", dir.join("secret.key"))))
             .env("NIXDECK_ADMIN_PASSWORD", PASSWORD)
             .env("NIXDECK_HEARTBEAT_INTERVAL_S", INTERVAL_S.to_string())
             .env("NIXDECK_ENROLL_TOKEN", "enroll-secret-token-0123456789")
@@ -351,10 +421,8 @@ pub fn nixdeck_cli(server: &Server, args: &[&str], stdin: &str) -> (bool, String
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
         .args(args)
-        .env(
-            "NIXDECK_DATABASE_URL",
-            format!("sqlite://{}/test.db", server.dir.display()),
-        )
+        .env("NIXDECK_DATABASE_URL", started_database_url(&server.dir))
+        .envs(on_postgres().then(|| ("NIXDECK_SECRET_KEY_FILE", server.dir.join("secret.key"))))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

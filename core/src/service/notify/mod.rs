@@ -513,6 +513,7 @@ pub fn in_scope(scope: &NotifyScope, host_id: &str, tags: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::db_test;
     use protocol::api::Role;
 
     fn admin() -> Viewer {
@@ -538,70 +539,72 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_outbox_goes_in_order_holds_quiet_messages_and_keeps_100_attempts() {
-        let dir = tempfile::tempdir().unwrap();
-        let core = super::super::test_core(dir.path(), &[], &["nixdeck"]).await;
-        let target = create_target(
-            &core,
-            &admin(),
-            CreateNotifyTarget {
-                name: "hook".into(),
-                kind: NotifyKind::Webhook,
-                url: Some("https://hooks.example/T0/secret-path".into()),
-                settings: None,
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(target.url.as_deref(), Some("https://hooks.example/…"));
-        let ids = [target.id.clone()];
-        let now = deliver::now_ms();
-        for key in ["m1", "m2", "m3"] {
-            enqueue(&core, &message(key), &ids, None).await.unwrap();
-        }
-        // The same key again is the same message.
-        enqueue(&core, &message("m1"), &ids, None).await.unwrap();
-        assert_eq!(core.db.notify_queued(&target.id).await.unwrap(), 3);
-        let due = core.db.notify_due(now + 1_000).await.unwrap();
-        assert_eq!(due.len(), 1, "one at a time per target");
-        assert_eq!(due[0].message_id, "m1");
-        core.db.notify_done("m1", &target.id).await.unwrap();
-        assert_eq!(
-            core.db.notify_due(now + 1_000).await.unwrap()[0].message_id,
-            "m2"
-        );
-        // A message held (quiet hours) holds the ones after it too.
-        core.db
-            .notify_retry_at("m2", &target.id, 1, now + 3_600_000)
+    db_test! {
+        #[tokio::test]
+        async fn the_outbox_goes_in_order_holds_quiet_messages_and_keeps_100_attempts(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let core = crate::service::test_core(&backend, dir.path(), &[], &["nixdeck"]).await;
+            let target = create_target(
+                &core,
+                &admin(),
+                CreateNotifyTarget {
+                    name: "hook".into(),
+                    kind: NotifyKind::Webhook,
+                    url: Some("https://hooks.example/T0/secret-path".into()),
+                    settings: None,
+                },
+            )
             .await
             .unwrap();
-        assert!(core.db.notify_due(now + 1_000).await.unwrap().is_empty());
-
-        for i in 0..120 {
+            assert_eq!(target.url.as_deref(), Some("https://hooks.example/…"));
+            let ids = [target.id.clone()];
+            let now = deliver::now_ms();
+            for key in ["m1", "m2", "m3"] {
+                enqueue(&core, &message(key), &ids, None).await.unwrap();
+            }
+            // The same key again is the same message.
+            enqueue(&core, &message("m1"), &ids, None).await.unwrap();
+            assert_eq!(core.db.notify_queued(&target.id).await.unwrap(), 3);
+            let due = core.db.notify_due(now + 1_000).await.unwrap();
+            assert_eq!(due.len(), 1, "one at a time per target");
+            assert_eq!(due[0].message_id, "m1");
+            core.db.notify_done("m1", &target.id).await.unwrap();
+            assert_eq!(
+                core.db.notify_due(now + 1_000).await.unwrap()[0].message_id,
+                "m2"
+            );
+            // A message held (quiet hours) holds the ones after it too.
             core.db
-                .log_notify_delivery(
-                    &new_id(),
-                    &target.id,
-                    "m2",
-                    "test",
-                    i,
-                    "retrying",
-                    Some("e"),
-                    now + i,
-                )
+                .notify_retry_at("m2", &target.id, 1, now + 3_600_000)
                 .await
                 .unwrap();
-        }
-        let log = deliveries(&core, &admin(), &target.id).await.unwrap();
-        assert_eq!(log.len(), 100);
-        assert_eq!(log[0].attempt, 119, "newest first");
+            assert!(core.db.notify_due(now + 1_000).await.unwrap().is_empty());
 
-        // The URL is sealed at rest.
-        let row = core.db.notify_target(&target.id).await.unwrap().unwrap();
-        assert!(!row.url_sealed.unwrap().contains("secret-path"));
-        // Deleting the target takes its queue and log.
-        delete_target(&core, &admin(), &target.id).await.unwrap();
-        assert_eq!(core.db.notify_queued(&target.id).await.unwrap(), 0);
+            for i in 0..120 {
+                core.db
+                    .log_notify_delivery(
+                        &new_id(),
+                        &target.id,
+                        "m2",
+                        "test",
+                        i,
+                        "retrying",
+                        Some("e"),
+                        now + i,
+                    )
+                    .await
+                    .unwrap();
+            }
+            let log = deliveries(&core, &admin(), &target.id).await.unwrap();
+            assert_eq!(log.len(), 100);
+            assert_eq!(log[0].attempt, 119, "newest first");
+
+            // The URL is sealed at rest.
+            let row = core.db.notify_target(&target.id).await.unwrap().unwrap();
+            assert!(!row.url_sealed.unwrap().contains("secret-path"));
+            // Deleting the target takes its queue and log.
+            delete_target(&core, &admin(), &target.id).await.unwrap();
+            assert_eq!(core.db.notify_queued(&target.id).await.unwrap(), 0);
+        }
     }
 }
