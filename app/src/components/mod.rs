@@ -21,6 +21,7 @@ pub mod log_panel;
 pub mod login;
 pub mod menu;
 pub mod notices;
+pub mod notifications;
 pub mod reauth;
 pub mod viewer;
 
