@@ -78,6 +78,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
                 <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
                 <Route path=path!("/notifications") view={Lazy::<NotificationsRoute>::new()} />
+                <Route path=path!("/deploys") view={Lazy::<DeploysRoute>::new()} />
             </Routes>
         </Router>
     }
@@ -111,6 +112,7 @@ lazy_page!(
     NotificationsRoute,
     components::notifications::NotificationsPage
 );
+lazy_page!(DeploysRoute, components::deploys::DeploysPage);
 
 /// A debug line in the browser console (ignored frames and the like).
 pub fn console_debug(message: &str) {

@@ -9,6 +9,7 @@ pub mod bulk_menu;
 pub mod confirm;
 pub mod dashboard;
 pub mod deploy_panel;
+pub mod deploys;
 pub mod fleet_diff_panel;
 pub mod fleet_target;
 pub mod generations;

@@ -416,6 +416,21 @@ impl Db {
         Ok(rows.into_iter().map(CommandRow::from).collect())
     }
 
+    /// The commands a Merge & Deploy job started (`deploy_commands`), in the order they
+    /// were queued. A command that retention deleted is simply not there.
+    pub async fn deploy_commands(&self, deploy_id: &str) -> DbResult<Vec<CommandRow>> {
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id IN \
+             (SELECT command_id FROM deploy_commands WHERE deploy_id = $1) \
+             ORDER BY queued_at, queued_order"
+        );
+        let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
+            .bind(deploy_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(CommandRow::from).collect())
+    }
+
     /// Output lines of a command with seq after `after`, at most `limit`, in order.
     pub async fn output_page(
         &self,

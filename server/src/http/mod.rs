@@ -117,6 +117,7 @@ mod tests {
         ("POST", "/api/pending-pr/check", Access::Operator),
         ("POST", "/api/deploy", Access::Operator),
         ("GET", "/api/deploy/nojob", Access::Viewer),
+        ("GET", "/api/deploys", Access::Viewer),
         ("POST", "/api/deploy/nojob/cancel", Access::Operator),
         ("POST", "/api/deploy/nojob/confirm", Access::Operator),
         ("GET", "/api/tokens", Access::Viewer),
