@@ -199,6 +199,7 @@ mod tests {
                     "host_metrics",
                     "command_history",
                     "command_detail",
+                    "deploy_history",
                     "totp",
                     "reauthenticate",
                     "api_token",
@@ -285,6 +286,7 @@ mod tests {
                 (FORM, "pr_number=1&host_ids[0]=nohost&preview=false")
             }
             _ if server_fn("cancel_deploy") => (FORM, "job_id=nojob"),
+            _ if server_fn("deploy_history") => (FORM, "limit=5"),
             _ if server_fn("confirm_deploy") => (FORM, "job_id=nojob"),
             _ if server_fn("check_pr_now") => (FORM, ""),
             _ if !path.starts_with("/api/hosts")
