@@ -459,6 +459,13 @@ impl Db {
         .bind(before.secs())
         .execute(&mut *tx)
         .await?;
+        // The Deploys page's links to these commands go with them.
+        sqlx::query(super::composed(format!(
+            "DELETE FROM deploy_commands WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
+        )))
+        .bind(before.secs())
+        .execute(&mut *tx)
+        .await?;
         let n = sqlx::query(super::composed(format!(
             "DELETE FROM commands WHERE {cond}"
         )))
