@@ -4,13 +4,14 @@
 # command configured as `true`), run one after another through a release dashboard.
 #
 #   COMMANDS=10000 bench/agent_memory.sh
+#   NO_BUILD=1 …      use target/release as it is
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMANDS=${COMMANDS:-10000}
 PORT=${PORT:-3970}
 OUT=${OUT:-$(mktemp -d /tmp/nixdeck-agent-memory.XXXXXX)}
 mkdir -p "$OUT"
-cargo build --release -p nixdeck -p nixdeck-agent
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release -p nixdeck -p nixdeck-agent
 bin=target/release
 url="http://127.0.0.1:$PORT"
 password=bench-admin-password

@@ -43,3 +43,36 @@ for f in "$pkg/nixdeck.wasm" $(ls "$pkg"/*.wasm | grep -v '/nixdeck.wasm$' | sor
 done
 printf '%-62s %10s %10s %10s\n' "all chunks together" "$total_raw" "" "$total_br"
 echo "P5 (the dashboard's download, nixdeck.wasm): brotli q11 $(brotli_size "$pkg/nixdeck.wasm") B"
+
+# wasm-split (cargo-leptos 0.3.11, wasm_split_cli_support 0.2.3) gives each chunk its own
+# part of the .rodata segment, padding every chunk's part to the segment's alignment (8). If
+# the padded parts come out longer than the input segment, it gives up and leaves the WHOLE
+# segment, every chunk's strings and tables, in nixdeck.wasm: ≈ 48 kB raw, ≈ 14 kB brotli
+# (docs/BENCHMARKS.md, "Session 10: why a lazy page cost 14 kB"). Whether it happens hangs
+# on a few hundred bytes of padding, so any change can flip it: say so loudly.
+python3 - "$pkg" <<'PY'
+import glob, os, sys
+def data_size(path):
+    b = open(path, "rb").read()
+    i, total = 8, 0
+    while i < len(b):
+        sid = b[i]; i += 1
+        size = shift = 0
+        while True:
+            x = b[i]; i += 1
+            size |= (x & 0x7F) << shift; shift += 7
+            if x < 0x80: break
+        if sid == 11: total += size
+        i += size
+    return total
+pkg = sys.argv[1]
+main = data_size(os.path.join(pkg, "nixdeck.wasm"))
+chunks = sum(data_size(f) for f in glob.glob(os.path.join(pkg, "*.wasm")) if not f.endswith("/nixdeck.wasm"))
+print(f"data section: nixdeck.wasm {main} B, the chunks {chunks} B")
+# A good split leaves about a third of all data in the chunks (47 845 of 143 874 B at
+# 2bf4b6e); the fallback leaves them only segment headers.
+if chunks < 0.15 * (main + chunks):
+    print("FAILED: wasm-split left every chunk's data in nixdeck.wasm (its overlong-segment "
+          "fallback); see docs/BENCHMARKS.md, \"Session 10: why a lazy page cost 14 kB\"")
+    sys.exit(1)
+PY

@@ -338,6 +338,13 @@ pub async fn confirm_deploy(job_id: String) -> Result<(), AppError> {
     serve(|c, v| async move { service::deploy::confirm(&c, &v, &job_id).await }).await
 }
 
+/// Past and running Merge & Deploy jobs, newest first, with each host's commands (the
+/// Deploys page).
+#[server(client = CsrfClient)]
+pub async fn deploy_history(limit: u32) -> Result<Vec<protocol::api::DeployRecord>, AppError> {
+    serve(|c, v| async move { service::deploy::history(&c, &v, limit).await }).await
+}
+
 /// Stop launching new steps of a deploy; running commands finish.
 #[server(client = CsrfClient)]
 pub async fn cancel_deploy(job_id: String) -> Result<(), AppError> {

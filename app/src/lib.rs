@@ -77,6 +77,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
                 <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
                 <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
+                <Route path=path!("/notifications") view={Lazy::<NotificationsRoute>::new()} />
+                <Route path=path!("/deploys") view={Lazy::<DeploysRoute>::new()} />
             </Routes>
         </Router>
     }
@@ -106,6 +108,11 @@ lazy_page!(LoginRoute, components::login::LoginPage);
 lazy_page!(AccountRoute, components::account::AccountPage);
 lazy_page!(UsersRoute, components::admin::UsersPage);
 lazy_page!(AuditRoute, components::admin::AuditPage);
+lazy_page!(
+    NotificationsRoute,
+    components::notifications::NotificationsPage
+);
+lazy_page!(DeploysRoute, components::deploys::DeploysPage);
 
 /// A debug line in the browser console (ignored frames and the like).
 pub fn console_debug(message: &str) {

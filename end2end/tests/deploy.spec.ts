@@ -105,6 +105,27 @@ test("Merge & Deploy from the bulk menu: the PR mark, live progress per host, an
     await expect(panel).toHaveAttribute("data-phase", "done");
     await panel.getByTestId("deploy-dismiss").click();
     await expect(panel).toHaveCount(0);
+
+    // The Deploys page (a lazy chunk, linked from the header) lists the job: its PR, who
+    // started it, and per host the outcome and the commands it ran, each linked to its log.
+    await page.locator("header").getByRole("link", { name: "Deploys" }).click();
+    await expect(page).toHaveURL(/\/deploys$/);
+    const record = page.getByTestId("deploy-record").first();
+    await expect(record).toBeVisible({ timeout: 15_000 });
+    await expect(record.locator("h3")).toContainText("PR #5");
+    await expect(record).toHaveAttribute("data-phase", "done");
+    await expect(record.getByTestId("deploy-starter")).toHaveText("admin");
+    for (const n of names) {
+      const host = record.locator(`[data-testid="deploys-host"][data-host="${n}"]`);
+      await expect(host).toHaveAttribute("data-state", "ok");
+      const steps = host.getByTestId("deploy-command");
+      await expect(steps).toHaveCount(2);
+      await expect(steps.nth(0)).toContainText("pull ok");
+      await expect(steps.nth(1)).toContainText("switch ok");
+      const href = await steps.nth(1).getAttribute("href");
+      expect(href).toMatch(/^\/api\/commands\/[^/]+\/log$/);
+      expect(await (await admin.api.get(href!)).text()).toContain("activated");
+    }
     expect(errors).toEqual([]);
   } finally {
     for (const a of agents) await a.stop("SIGKILL");

@@ -336,6 +336,29 @@ pub struct JobAccepted {
     pub job_id: String,
 }
 
+/// `GET /api/deploys`: one Merge & Deploy job, past or running (newest first), with the
+/// commands it started on each host (pull, switch, preview, rollback), whose log is
+/// `GET /api/commands/{id}/log`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeployRecord {
+    pub job: crate::messages::DeployProgress,
+    pub started_at: Timestamp,
+    /// The last change of its progress: its end, once it is no longer active.
+    pub updated_at: Timestamp,
+    /// The job's commands in the order they were queued (their duration is
+    /// `finished_at - started_at`). A command that retention deleted is not listed.
+    pub commands: Vec<DeployCommand>,
+}
+
+/// One command a deploy started: the host it ran on and its record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeployCommand {
+    pub host_id: String,
+    pub record: CommandRecord,
+}
+
 /// One audit log entry (`GET /api/audit`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -624,6 +624,29 @@ async fn every_route_answers_as_the_openapi_document_says() {
     .await;
     r.call("GET", "/api/deploy/nojob", status, Session, Body::None, 404)
         .await;
+    // The history names the job with the commands it ran on its host (pull, then switch).
+    let list = r
+        .call(
+            "GET",
+            "/api/deploys?limit=5",
+            "/api/deploys",
+            Session,
+            Body::None,
+            200,
+        )
+        .await;
+    assert_eq!(list[0]["job"]["job_id"], job, "{list:#}");
+    let kinds: Vec<_> = list[0]["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .map(|c| (c["host_id"].clone(), c["record"]["command"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(json!("a1"), json!("pull")), (json!("a1"), json!("switch"))],
+        "{list:#}"
+    );
     r.call(
         "POST",
         &format!("/api/deploy/{job}/cancel"),

@@ -78,7 +78,7 @@ fn reset(ctx: UsersCtx, user: String) {
 }
 
 #[component]
-fn AdminHeader(title: &'static str) -> impl IntoView {
+pub fn AdminHeader(title: &'static str) -> impl IntoView {
     view! {
         <header class="topbar">
             <a class="brand" href="/">"nixdeck"</a>
@@ -86,6 +86,7 @@ fn AdminHeader(title: &'static str) -> impl IntoView {
             <span class="spacer"></span>
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit log"</a>
+            <a class="account-link" href="/notifications">"Notifications"</a>
             <a class="account-link" href="/account">"Account"</a>
         </header>
     }

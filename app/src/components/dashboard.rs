@@ -91,6 +91,7 @@ pub(crate) fn FleetView() -> impl IntoView {
             <HostFilter />
             <BulkMenu />
             <AddHostButton />
+            <a class="account-link" href="/deploys">"Deploys"</a>
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit"</a>
             <a class="account-link" href="/account">"Account"</a>

@@ -9,6 +9,7 @@ pub mod bulk_menu;
 pub mod confirm;
 pub mod dashboard;
 pub mod deploy_panel;
+pub mod deploys;
 pub mod fleet_diff_panel;
 pub mod fleet_target;
 pub mod generations;
@@ -21,6 +22,7 @@ pub mod log_panel;
 pub mod login;
 pub mod menu;
 pub mod notices;
+pub mod notifications;
 pub mod reauth;
 pub mod viewer;
 

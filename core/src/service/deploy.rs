@@ -26,7 +26,7 @@ use crate::secret::new_token;
 use crate::Core;
 use common::AppError;
 use common::Viewer;
-use protocol::api::{DeployRequest, OnFailure};
+use protocol::api::{DeployCommand, DeployRecord, DeployRequest, OnFailure};
 use protocol::messages::{BrowserEvent, DeployHostState, DeployPhase, DeployProgress};
 use protocol::Timestamp;
 use protocol::{CommandKind, CommandStatus, PendingPr};
@@ -488,6 +488,37 @@ pub async fn status(core: &Core, job_id: &str) -> Result<DeployProgress> {
         .await
         .or_internal("loading deploy")?
         .ok_or_else(|| AppError::NotFound(format!("deploy job {job_id}")))
+}
+
+/// `GET /api/deploys`: the newest `limit` jobs (1 to 200), newest first, each with the
+/// commands it started; for any signed-in role, like a job's status.
+pub async fn history(core: &Core, _viewer: &Viewer, limit: u32) -> Result<Vec<DeployRecord>> {
+    let jobs = core
+        .db
+        .recent_deploys(limit.clamp(1, 200))
+        .await
+        .or_internal("loading deploys")?;
+    let mut records = Vec::with_capacity(jobs.len());
+    for (job, started_at, updated_at) in jobs {
+        let commands = core
+            .db
+            .deploy_commands(&job.job_id)
+            .await
+            .or_internal("loading a deploy's commands")?
+            .iter()
+            .map(|row| DeployCommand {
+                host_id: row.host_id.clone(),
+                record: row.record(),
+            })
+            .collect();
+        records.push(DeployRecord {
+            job,
+            started_at,
+            updated_at,
+            commands,
+        });
+    }
+    Ok(records)
 }
 
 /// At start: a job that was previewing or waiting for its confirmation is resumed (see
@@ -1154,6 +1185,16 @@ impl Job {
         for host in hosts {
             match commands::run(&self.core, &self.viewer, host, kind, options(host)).await {
                 Ok(command_id) => {
+                    // For the Deploys page; losing this row loses a link, not the deploy.
+                    if let Err(e) = (self.core.db)
+                        .add_deploy_command(&self.progress.job_id, &command_id)
+                        .await
+                    {
+                        tracing::error!(
+                            job_id = self.progress.job_id,
+                            "saving a deploy's command: {e}"
+                        );
+                    }
                     waiting.insert(command_id, host.clone());
                     self.set(host, DeployHostState::Running);
                 }

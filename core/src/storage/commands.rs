@@ -436,6 +436,23 @@ impl Db {
         })
     }
 
+    /// The commands a Merge & Deploy job started (`deploy_commands`), in the order they
+    /// were queued. A command that retention deleted is simply not there.
+    pub async fn deploy_commands(&self, deploy_id: &str) -> DbResult<Vec<CommandRow>> {
+        on_pool!(self, pool => {
+            let sql = format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id IN \
+                 (SELECT command_id FROM deploy_commands WHERE deploy_id = $1) \
+                 ORDER BY queued_at, queued_order"
+            );
+            let rows = sqlx::query_as::<_, CommandColumns>(super::composed(sql))
+                .bind(deploy_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(CommandRow::from).collect())
+        })
+    }
+
     /// Output lines of a command with seq after `after`, at most `limit`, in order.
     pub async fn output_page(
         &self,
@@ -463,6 +480,13 @@ impl Db {
             let cond = format!("queued_at < $1 AND NOT {HOLDING}");
             sqlx::query(super::composed(format!(
                 "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
+            )))
+            .bind(before.secs())
+            .execute(&mut *tx)
+            .await?;
+            // The Deploys page's links to these commands go with them.
+            sqlx::query(super::composed(format!(
+                "DELETE FROM deploy_commands WHERE command_id IN (SELECT id FROM commands WHERE {cond})"
             )))
             .bind(before.secs())
             .execute(&mut *tx)

@@ -8,7 +8,7 @@ use protocol::messages::{DeployPhase, DeployProgress};
 use protocol::Timestamp;
 
 const DEPLOY_SELECT: &str =
-    "SELECT id, pr_number, started_by, phase, hosts, message, active, previews FROM deploy_jobs";
+    "SELECT id, pr_number, started_by, phase, hosts, message, active, previews, created_at, updated_at FROM deploy_jobs";
 
 /// The columns `DEPLOY_SELECT` reads.
 #[derive(sqlx::FromRow)]
@@ -23,6 +23,8 @@ struct DeployColumns {
     active: bool,
     /// `{host_id: preview command_id}` as JSON.
     previews: String,
+    created_at: i64,
+    updated_at: i64,
 }
 
 impl TryFrom<DeployColumns> for DeployProgress {
@@ -149,6 +151,45 @@ impl Db {
             .fetch_optional(pool)
             .await?;
             row.map(DeployProgress::try_from).transpose()
+        })
+    }
+
+    /// Record that a job started `command_id` (the Deploys page lists each job's commands).
+    pub async fn add_deploy_command(&self, deploy_id: &str, command_id: &str) -> DbResult<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO deploy_commands (deploy_id, command_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(deploy_id)
+            .bind(command_id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// The newest jobs first, at most `limit`, each with when it started and last changed.
+    pub async fn recent_deploys(
+        &self,
+        limit: u32,
+    ) -> DbResult<Vec<(DeployProgress, Timestamp, Timestamp)>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
+                "{DEPLOY_SELECT} ORDER BY created_at DESC, updated_at DESC LIMIT $1"
+            )))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let (created, updated) = (r.created_at, r.updated_at);
+                    Ok((
+                        DeployProgress::try_from(r)?,
+                        Timestamp(created),
+                        Timestamp(updated),
+                    ))
+                })
+                .collect()
         })
     }
 

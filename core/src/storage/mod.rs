@@ -622,7 +622,32 @@ mod tests {
             )
             .await
             .unwrap();
+            // A deploy that ran two of them lists both until retention takes the old one.
+            let job = DeployProgress {
+                job_id: "d1".into(),
+                pr_number: 7,
+                phase: DeployPhase::Done,
+                hosts: [("h".to_owned(), DeployHostState::Ok)].into(),
+                message: String::new(),
+                started_by: "admin".into(),
+                active: false,
+                previews: Default::default(),
+            };
+            db.insert_deploy(&job, "{}").await.unwrap();
+            for id in ["new-done", "old-done", "new-done"] {
+                db.add_deploy_command("d1", id).await.unwrap();
+            }
+            let ids = |rows: Vec<CommandRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(db.deploy_commands("d1").await.unwrap()),
+                ["old-done", "new-done"],
+                "once each, in the order queued"
+            );
+            let recent = db.recent_deploys(5).await.unwrap();
+            assert_eq!(recent.len(), 1);
+            assert_eq!(recent[0].0, job);
             assert_eq!(db.purge_commands(Timestamp(5_000)).await.unwrap(), 1);
+            assert_eq!(ids(db.deploy_commands("d1").await.unwrap()), ["new-done"]);
             assert!(db.command("old-done").await.unwrap().is_none());
             assert!(db.output_page("old-done", 0, 10).await.unwrap().is_empty());
             assert!(

@@ -14,9 +14,9 @@ use nixdeck_core::Core;
 use protocol::api::{
     AgentToken, ApiError, ApiTokenCreated, ApiTokenInfo, AuditEntry, BulkRequest, BulkResponse,
     CommandAccepted, CommandDetail, CommandRecord, CommandRequest, CreateApiToken, CreateHost,
-    DeployRequest, Health, HostCreated, HostEdit, JobAccepted, LoginRequest, LoginResponse,
-    MetricsHistory, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo, TotpConfirm,
-    TotpSetup, TotpSetupRequest,
+    DeployRecord, DeployRequest, Health, HostCreated, HostEdit, JobAccepted, LoginRequest,
+    LoginResponse, MetricsHistory, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo,
+    TotpConfirm, TotpSetup, TotpSetupRequest,
 };
 use protocol::api::{
     CreateNotifyRule, CreateNotifyTarget, NotifyDelivery, NotifyRule, NotifyTarget,
@@ -501,6 +501,24 @@ pub async fn deploy_status(
     Path(id): Path<String>,
 ) -> HttpResult<Json<DeployProgress>> {
     Ok(Json(service::deploy::status(&app, &id).await?))
+}
+
+/// Addition: past and running deploys, newest first, with the commands each started.
+#[utoipa::path(
+    get, path = "/api/deploys", tag = "deploy",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "Deploy jobs, newest first, each with its hosts' commands", body = Vec<DeployRecord>),
+    )
+)]
+pub async fn deploy_history(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<HistoryQuery>,
+) -> HttpResult<Json<Vec<DeployRecord>>> {
+    Ok(Json(
+        service::deploy::history(&app, &viewer, q.limit.unwrap_or(20)).await?,
+    ))
 }
 
 /// Addition: a deploy that previewed first merges and rolls out (202 {job_id} once GitHub

@@ -117,6 +117,7 @@ mod tests {
         ("POST", "/api/pending-pr/check", Access::Operator),
         ("POST", "/api/deploy", Access::Operator),
         ("GET", "/api/deploy/nojob", Access::Viewer),
+        ("GET", "/api/deploys", Access::Viewer),
         ("POST", "/api/deploy/nojob/cancel", Access::Operator),
         ("POST", "/api/deploy/nojob/confirm", Access::Operator),
         ("GET", "/api/tokens", Access::Viewer),
@@ -198,6 +199,7 @@ mod tests {
                     "host_metrics",
                     "command_history",
                     "command_detail",
+                    "deploy_history",
                     "totp",
                     "reauthenticate",
                     "api_token",
@@ -284,6 +286,7 @@ mod tests {
                 (FORM, "pr_number=1&host_ids[0]=nohost&preview=false")
             }
             _ if server_fn("cancel_deploy") => (FORM, "job_id=nojob"),
+            _ if server_fn("deploy_history") => (FORM, "limit=5"),
             _ if server_fn("confirm_deploy") => (FORM, "job_id=nojob"),
             _ if server_fn("check_pr_now") => (FORM, ""),
             _ if !path.starts_with("/api/hosts")

@@ -85,6 +85,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::check_pr))
         .routes(routes!(api::deploy))
         .routes(routes!(api::deploy_status))
+        .routes(routes!(api::deploy_history))
         .routes(routes!(api::deploy_cancel))
         .routes(routes!(api::deploy_confirm))
         .routes(routes!(api::audit))
