@@ -22,6 +22,7 @@ pub mod login;
 pub mod menu;
 pub mod notices;
 pub mod reauth;
+pub mod theme;
 pub mod viewer;
 
 use leptos::prelude::*;
@@ -38,6 +39,7 @@ pub fn preload_lazy_parts() {
     leptos::task::spawn_local(async {
         actions::__preload_run_host_action().await;
         actions::__preload_refresh_host_now().await;
+        theme::__preload_save_theme().await;
         add_host::__preload_add_host_dialog().await;
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;
