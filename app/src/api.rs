@@ -73,12 +73,6 @@ pub async fn fleet_snapshot() -> Result<Snapshot, AppError> {
     serve(|c, v| async move { Ok(service::hosts::snapshot(&c, &v)) }).await
 }
 
-/// Keep the viewer's colour theme (the header's theme menu).
-#[server(client = CsrfClient)]
-pub async fn set_theme(theme: protocol::api::Theme) -> Result<protocol::api::Theme, AppError> {
-    serve(|c, v| async move { service::users::set_theme(&c, &v, theme).await }).await
-}
-
 /// Run a command on a host (the row's Pull / Switch / Test buttons and the ⋮ menu).
 /// `generation`: for `rollback`, the generation to go to; `preview_id`: for `switch` and
 /// `boot`, a finished preview of this host whose build is activated.

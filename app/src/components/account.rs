@@ -63,7 +63,7 @@ pub fn AccountPage() -> impl IntoView {
             <a class="brand" href="/">"nixdeck"</a>
             <span class="fleet-count">"Account"</span>
             <span class="spacer"></span>
-            <crate::components::theme::ThemeSelect />
+            <crate::components::theme::ThemeMenu />
         </header>
         <main class="account">
             <h2>"Two-factor authentication"</h2>

@@ -87,7 +87,7 @@ fn AdminHeader(title: &'static str) -> impl IntoView {
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit log"</a>
             <a class="account-link" href="/account">"Account"</a>
-            <crate::components::theme::ThemeSelect />
+            <crate::components::theme::ThemeMenu />
         </header>
     }
 }

@@ -94,7 +94,7 @@ pub(crate) fn FleetView() -> impl IntoView {
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit"</a>
             <a class="account-link" href="/account">"Account"</a>
-            <crate::components::theme::ThemeSelect />
+            <crate::components::theme::ThemeMenu />
             <LogoutButton />
         </header>
         <main class="fleet">

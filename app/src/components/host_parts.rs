@@ -63,7 +63,7 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
         // "reboot needed" is this attribute and CSS (`.hostname[data-reboot-needed]::after`):
         // one attribute binding on an element the row has anyway, the smallest addition to
         // every row's build and to the first download (P4, P5).
-        <span class="hostname" style:--host-color=move || theme_color.get()
+        <span class="hostname" style:color=move || theme_color.get()
             data-reboot-needed=move || reboot_needed.get().then_some("true")>
             {move || hostname.get()}
         </span>

@@ -39,7 +39,6 @@ pub fn preload_lazy_parts() {
     leptos::task::spawn_local(async {
         actions::__preload_run_host_action().await;
         actions::__preload_refresh_host_now().await;
-        theme::__preload_save_theme().await;
         add_host::__preload_add_host_dialog().await;
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;

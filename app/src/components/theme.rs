@@ -1,28 +1,25 @@
 //! The colour theme: system (the browser's `prefers-color-scheme`), light or dark, kept
-//! per user on the server. The colours themselves are CSS only (style/main.css, one
-//! palette per theme on `<html data-theme>`); the shell renders the attribute from the
-//! user's stored choice, so a page paints in its theme from the first frame. What this
-//! costs the first wasm download (P5) is one `<select>` and a handler that sets the
-//! attribute; the call that stores the choice is a lazily loaded chunk.
+//! per user on the server. The colours themselves are CSS only (style/main.css, both
+//! palettes paired with `light-dark()`, picked by `<html data-theme>`); the shell renders
+//! the attribute from the user's stored choice, so a page paints in its theme from the
+//! first frame, and the menu's button shows the choice through CSS too. What the first
+//! wasm download (P5) pays for is a `<details>` like the bulk menu's: the items, and the
+//! call that stores a pick, are a lazily loaded chunk built on the first sign of use.
 
+use crate::components::lazy_view;
+use crate::components::menu::{close, escape_closes, want};
+use leptos::html::Details;
 use leptos::prelude::*;
 use protocol::api::Theme;
 
-/// The theme the page is shown in: on the server the user's stored one, in the browser
-/// the one `<html data-theme>` carries (the shell's, or the login's, or the last pick).
+/// The theme `<html data-theme>` carries now (the shell's, the login's, or the last pick).
+#[cfg(feature = "hydrate")]
 fn shown_theme() -> Theme {
-    #[cfg(feature = "ssr")]
-    {
-        crate::request::current_theme()
-    }
-    #[cfg(not(feature = "ssr"))]
-    {
-        document()
-            .document_element()
-            .and_then(|html| html.get_attribute("data-theme"))
-            .and_then(|t| Theme::parse(&t))
-            .unwrap_or_default()
-    }
+    document()
+        .document_element()
+        .and_then(|html| html.get_attribute("data-theme"))
+        .and_then(|t| Theme::parse(&t))
+        .unwrap_or_default()
 }
 
 /// Show the page in `theme` at once (no reload: the CSS follows the attribute).
@@ -35,45 +32,85 @@ pub fn apply_theme(theme: Theme) {
     let _ = theme;
 }
 
-/// The header's theme menu: three states, the current one selected.
+/// The header's theme menu: three choices, the current one checked.
 #[component]
-pub fn ThemeSelect() -> impl IntoView {
-    let current = shown_theme();
-    // The dashboard's notices, for a failure to keep the pick (other pages have none).
-    let page = use_context::<crate::page_state::PageState>();
-    let on_change = move |ev: leptos::ev::Event| {
-        let Some(theme) = Theme::parse(&event_target_value(&ev)) else {
-            return;
-        };
-        apply_theme(theme);
-        leptos::task::spawn_local(save_theme(theme, page));
-    };
+pub fn ThemeMenu() -> impl IntoView {
+    let menu = NodeRef::<Details>::new();
+    let wanted = RwSignal::new(false);
     view! {
-        <select class="theme-select" data-testid="theme-select" aria-label="Colour theme"
-            title="Colour theme (system follows your browser)" on:change=on_change>
-            {Theme::ALL
-                .iter()
-                .map(|t| {
-                    view! {
-                        <option value=t.as_str() selected=*t == current>
-                            {t.as_str()}
-                        </option>
-                    }
-                })
-                .collect_view()}
-        </select>
+        <details class="theme-menu" data-testid="theme-menu" node_ref=menu on:keydown=escape_closes(menu)
+            on:toggle=want(wanted) on:pointerenter=want(wanted) on:focusin=want(wanted)>
+            // The current choice follows in CSS (`.theme-menu > summary::after`).
+            <summary title="Colour theme (system follows your browser)">"Theme"</summary>
+            <div class="menu" role="menu">
+                {lazy_view(move || wanted.get(), move || theme_menu_items(menu))}
+            </div>
+        </details>
     }
 }
 
-/// Store the pick. Its own wasm chunk: the server-function call is needed only when the
-/// theme changes, not on the first screen (P5). A failure is a notice on the dashboard;
-/// the page keeps the picked colours until it reloads.
 #[lazy]
-pub(crate) async fn save_theme(theme: Theme, page: Option<crate::page_state::PageState>) {
-    if let Err(e) = crate::api::set_theme(theme).await {
-        match page {
-            Some(page) => page.notify(format!("Cannot keep the theme: {e}"), true),
-            None => leptos::logging::warn!("cannot keep the theme: {e}"),
+pub(crate) fn theme_menu_items(menu: NodeRef<Details>) -> AnyView {
+    view! { <ThemeMenuItems menu /> }.into_any()
+}
+
+#[component]
+fn ThemeMenuItems(menu: NodeRef<Details>) -> impl IntoView {
+    // The dashboard's notices, for a failure to keep the pick (other pages have none).
+    let page = use_context::<crate::page_state::PageState>();
+    #[cfg(feature = "hydrate")]
+    let shown = RwSignal::new(shown_theme());
+    #[cfg(not(feature = "hydrate"))]
+    let shown = RwSignal::new(Theme::default());
+    let pick = move |theme: Theme| {
+        apply_theme(theme);
+        shown.set(theme);
+        close(menu);
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async move {
+            if let Err(e) = put_theme(theme).await {
+                // The page keeps the picked colours until it reloads.
+                match page {
+                    Some(page) => page.notify(format!("Cannot keep the theme: {e}"), true),
+                    None => leptos::logging::warn!("cannot keep the theme: {e}"),
+                }
+            }
+        });
+        #[cfg(not(feature = "hydrate"))]
+        let _ = page;
+    };
+    Theme::ALL.map(|theme| {
+        view! {
+            <button role="menuitemradio" data-theme-choice=theme.as_str()
+                aria-checked=move || if shown.get() == theme { "true" } else { "false" }
+                on:click=move |_| pick(theme)>
+                {match theme {
+                    Theme::System => "System (follow the browser)",
+                    Theme::Light => "Light",
+                    Theme::Dark => "Dark",
+                }}
+            </button>
         }
+    })
+}
+
+/// `PUT /api/account/theme`, the REST door, as the login form uses `POST /api/login`: a
+/// server function for this one call cost the first download ~14 kB (P5, docs/BENCHMARKS.md).
+#[cfg(feature = "hydrate")]
+async fn put_theme(theme: Theme) -> Result<(), String> {
+    let token = crate::page_meta::csrf_token().unwrap_or_default();
+    let resp = gloo_net::http::Request::put("/api/account/theme")
+        .header("X-CSRF-Token", &token)
+        .json(&protocol::api::ThemeSetting { theme })
+        .map_err(|e| e.to_string())?
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.ok() {
+        return Ok(());
     }
+    let text = resp.text().await.unwrap_or_default();
+    Err(serde_json::from_str::<protocol::api::ApiError>(&text)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| format!("HTTP {}", resp.status())))
 }

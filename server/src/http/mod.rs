@@ -202,7 +202,6 @@ mod tests {
                     "totp",
                     "reauthenticate",
                     "api_token",
-                    "set_theme",
                 ]
                 .iter()
                 .any(|f| p.contains(f)) =>
@@ -271,7 +270,6 @@ mod tests {
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
             _ if server_fn("edit_host") => (JSON, r#"{"host_id":"nohost","edit":{"tags":[]}}"#),
             _ if server_fn("fleet_snapshot") => (FORM, ""),
-            _ if server_fn("set_theme") => (FORM, "theme=dark"),
             _ if path == "/api/account/theme" => (JSON, r#"{"theme":"dark"}"#),
             // A wrong password: refused with 422, after the access checks.
             _ if server_fn("start_totp_setup") => (FORM, "password=not-the-password"),
