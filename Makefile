@@ -1,5 +1,5 @@
 # The two commands of the README. Everything else lives in scripts/.
-.PHONY: run test setup fmt lint deny bench bench-browser
+.PHONY: run test setup fmt lint deny bench bench-browser screenshots
 
 run:
 	scripts/run.sh
@@ -19,6 +19,10 @@ bench:
 # P4 (login → dashboard) and P3 in headless Chromium, on a release build.
 bench-browser:
 	bench/browser.sh
+
+# The README's pictures (docs/screenshots/), from the real app; not part of `make test`.
+screenshots:
+	scripts/screenshots.sh
 
 fmt:
 	cargo fmt --all

@@ -32,9 +32,12 @@ use leptos_router::{
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     request::provide_request_nonce();
     let viewer = request::current_viewer();
+    // The user's colour theme, from the server, so the first paint has it (style/main.css:
+    // `system` follows the browser's prefers-color-scheme).
+    let theme = request::current_theme().as_str();
     view! {
         <!DOCTYPE html>
-        <html lang="en">
+        <html lang="en" data-theme=theme>
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />

@@ -26,6 +26,15 @@ pub fn provide_request_nonce() {
     }
 }
 
+/// The colour theme of the request's user (`system` without one), which the session layer
+/// read for a page.
+pub fn current_theme() -> protocol::api::Theme {
+    use leptos::prelude::use_context;
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<protocol::api::Theme>().copied())
+        .unwrap_or_default()
+}
+
 /// The viewer of the request being served, if any.
 pub fn current_viewer() -> Option<Viewer> {
     use leptos::prelude::use_context;

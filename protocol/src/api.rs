@@ -73,6 +73,29 @@ pub struct LoginResponse {
     /// An addition to the contract: the user's role (viewer, operator, admin).
     #[serde(default)]
     pub role: Role,
+    /// An addition: the user's colour theme, so a page that logged in without a reload
+    /// shows it at once.
+    #[serde(default)]
+    pub theme: Theme,
+}
+
+wire_enum! {
+    /// A user's colour theme for the pages: the browser's preference
+    /// (`prefers-color-scheme`), or always light, or always dark.
+    #[derive(Default)]
+    pub enum Theme {
+        #[default]
+        System = "system",
+        Light = "light",
+        Dark = "dark",
+    }
+}
+
+/// `PUT /api/account/theme` (addition): the user's colour theme, kept per user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThemeSetting {
+    pub theme: Theme,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -62,6 +62,8 @@ pub fn AccountPage() -> impl IntoView {
         <header class="topbar">
             <a class="brand" href="/">"nixdeck"</a>
             <span class="fleet-count">"Account"</span>
+            <span class="spacer"></span>
+            <crate::components::theme::ThemeMenu />
         </header>
         <main class="account">
             <h2>"Two-factor authentication"</h2>

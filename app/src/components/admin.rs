@@ -88,6 +88,7 @@ pub fn AdminHeader(title: &'static str) -> impl IntoView {
             <a class="account-link" href="/audit">"Audit log"</a>
             <a class="account-link" href="/notifications">"Notifications"</a>
             <a class="account-link" href="/account">"Account"</a>
+            <crate::components::theme::ThemeMenu />
         </header>
     }
 }

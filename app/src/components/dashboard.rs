@@ -95,6 +95,7 @@ pub(crate) fn FleetView() -> impl IntoView {
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit"</a>
             <a class="account-link" href="/account">"Account"</a>
+            <crate::components::theme::ThemeMenu />
             <LogoutButton />
         </header>
         <main class="fleet">

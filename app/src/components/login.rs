@@ -44,6 +44,7 @@ pub fn LoginPage() -> impl IntoView {
                     Ok(Ok(login)) => {
                         set_meta("csrf-token", &login.csrf_token);
                         set_meta("viewer-role", login.role.as_str());
+                        crate::components::theme::apply_theme(login.theme);
                         // The session cookie is set: the snapshot can travel while the
                         // dashboard is built.
                         crate::socket::preconnect();

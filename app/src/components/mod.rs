@@ -24,6 +24,7 @@ pub mod menu;
 pub mod notices;
 pub mod notifications;
 pub mod reauth;
+pub mod theme;
 pub mod viewer;
 
 use leptos::prelude::*;

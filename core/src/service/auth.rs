@@ -161,6 +161,8 @@ pub struct NewSession {
     pub csrf_token: String,
     /// The user's role, so a page that logged in can show the right buttons at once.
     pub role: Role,
+    /// The user's colour theme, for the same page.
+    pub theme: protocol::api::Theme,
 }
 
 /// Check credentials and open a session with a fresh id. Unknown user and wrong password
@@ -417,6 +419,7 @@ async fn open_session(
         role: user
             .map(|u| super::stored_role(&u.username, &u.role))
             .unwrap_or_default(),
+        theme: super::users::theme(core, username).await?,
     };
     core.db
         .insert_session(

@@ -8,7 +8,7 @@ use super::{audit, require_admin, OrInternal, Result};
 use crate::storage::{is_unique_violation, Db, UserRow};
 use crate::Core;
 use common::{AppError, Viewer};
-use protocol::api::{Role, UserInfo};
+use protocol::api::{Role, Theme, UserInfo};
 
 pub fn check_username(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -254,6 +254,30 @@ pub async fn reset_password(core: &Core, viewer: &Viewer, username: &str) -> Res
     )
     .await?;
     Ok(password)
+}
+
+/// The colour theme the pages use for `username`: the stored one, `system` for a name
+/// with no row, or one the database holds that this build does not know.
+pub async fn theme(core: &Core, username: &str) -> Result<Theme> {
+    let stored = core
+        .db
+        .user_theme(username)
+        .await
+        .or_internal("reading the theme")?;
+    Ok(stored.and_then(|t| Theme::parse(&t)).unwrap_or_default())
+}
+
+/// Keep the viewer's own colour theme (any role: it changes nothing but their pages).
+pub async fn set_theme(core: &Core, viewer: &Viewer, theme: Theme) -> Result<Theme> {
+    let found = core
+        .db
+        .set_user_theme(&viewer.username, theme.as_str())
+        .await
+        .or_internal("setting the theme")?;
+    if !found {
+        return Err(AppError::NotFound(format!("user {}", viewer.username)));
+    }
+    Ok(theme)
 }
 
 #[cfg(test)]

@@ -94,6 +94,27 @@ impl Db {
         })
     }
 
+    /// The user's colour theme as stored (a `Theme` wire name); None for no such user.
+    pub async fn user_theme(&self, username: &str) -> DbResult<Option<String>> {
+        on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT theme FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
+    pub async fn set_user_theme(&self, username: &str, theme: &str) -> DbResult<bool> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE users SET theme = $2 WHERE username = $1")
+                .bind(username)
+                .bind(theme)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
+    }
+
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> DbResult<bool> {
         on_pool!(self, pool => {
             sqlx::query("UPDATE users SET disabled = $2 WHERE username = $1")

@@ -16,7 +16,7 @@ use protocol::api::{
     CommandAccepted, CommandDetail, CommandRecord, CommandRequest, CreateApiToken, CreateHost,
     DeployRecord, DeployRequest, Health, HostCreated, HostEdit, JobAccepted, LoginRequest,
     LoginResponse, MetricsHistory, ReauthRequest, RecoveryCodes, RefreshResult, SessionInfo,
-    TotpConfirm, TotpSetup, TotpSetupRequest,
+    ThemeSetting, TotpConfirm, TotpSetup, TotpSetupRequest,
 };
 use protocol::api::{
     CreateNotifyRule, CreateNotifyTarget, NotifyDelivery, NotifyRule, NotifyTarget,
@@ -100,6 +100,7 @@ pub async fn login(
         None => Json(LoginResponse {
             csrf_token: session.csrf_token,
             role: session.role,
+            theme: session.theme,
         })
         .into_response(),
     };
@@ -612,6 +613,25 @@ pub async fn reauth(
 ) -> HttpResult<StatusCode> {
     service::auth::reauthenticate(&app, &viewer, &req.password, req.totp.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Addition: keep the user's colour theme (`system` follows the browser's
+/// `prefers-color-scheme`); every page the user opens afterwards is rendered with it.
+#[utoipa::path(
+    put, path = "/api/account/theme", tag = "account", description = "Keep your colour theme for the pages: system, light or dark.",
+    request_body = ThemeSetting,
+    responses(
+        (status = 200, description = "Kept", body = ThemeSetting),
+        (status = 422, description = "Not a theme", body = ApiError),
+    )
+)]
+pub async fn set_theme(
+    State(app): State<Core>,
+    Extension(viewer): Extension<Viewer>,
+    JsonBody(req): JsonBody<ThemeSetting>,
+) -> HttpResult<Json<ThemeSetting>> {
+    let theme = service::users::set_theme(&app, &viewer, req.theme).await?;
+    Ok(Json(ThemeSetting { theme }))
 }
 
 /// `POST /api/account/totp/setup`: `{password, code?}` as JSON (`code` is needed while

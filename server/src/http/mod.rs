@@ -111,6 +111,7 @@ mod tests {
         ("GET", "/api/audit", Access::Admin),
         ("POST", "/api/account/totp/setup", Access::Viewer),
         ("POST", "/api/account/reauth", Access::Viewer),
+        ("PUT", "/api/account/theme", Access::Viewer),
         ("POST", "/api/account/totp/confirm", Access::Viewer),
         ("GET", "/api/pending-pr", Access::Viewer),
         ("GET", "/api/desired", Access::Viewer),
@@ -271,6 +272,7 @@ mod tests {
             _ if server_fn("add_host") => (FORM, "host[hostname]=newhost2&host[host_type]=nixos"),
             _ if server_fn("edit_host") => (JSON, r#"{"host_id":"nohost","edit":{"tags":[]}}"#),
             _ if server_fn("fleet_snapshot") => (FORM, ""),
+            _ if path == "/api/account/theme" => (JSON, r#"{"theme":"dark"}"#),
             // A wrong password: refused with 422, after the access checks.
             _ if server_fn("start_totp_setup") => (FORM, "password=not-the-password"),
             _ if server_fn("confirm_totp") => (FORM, "code=123456"),

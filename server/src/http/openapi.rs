@@ -90,6 +90,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::deploy_confirm))
         .routes(routes!(api::audit))
         .routes(routes!(api::reauth))
+        .routes(routes!(api::set_theme))
         .routes(routes!(api::totp_setup))
         .routes(routes!(api::totp_confirm))
         .routes(routes!(api::list_api_tokens, api::create_api_token))

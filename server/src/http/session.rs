@@ -233,7 +233,14 @@ pub async fn session_layer(State(app): State<Core>, mut req: Request, next: Next
     if is_open_path(&path) {
         return next.run(req).await;
     }
-    // Pages.
+    // Pages, rendered in the user's colour theme (the shell's `<html data-theme>`). A
+    // theme that cannot be read is no reason to refuse the page: it follows the browser.
+    if let Some(v) = &viewer {
+        let theme = service::users::theme(&app, &v.username)
+            .await
+            .unwrap_or_default();
+        req.extensions_mut().insert(theme);
+    }
     match (path.as_str(), viewer.is_some()) {
         ("/login", true) => Redirect::to("/").into_response(),
         ("/login", false) | (_, true) => next.run(req).await,
