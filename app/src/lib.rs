@@ -1,6 +1,7 @@
 //! nixdeck's Leptos app, compiled for the server (`ssr`) and the browser (`hydrate`).
 
 pub mod api;
+pub mod chart;
 pub mod components;
 pub mod fleet_diff;
 pub mod list_window;
@@ -77,6 +78,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
                 <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
                 <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
+                // Async like the dashboard: the page waits for the fleet's snapshot.
+                <Route path=path!("/hosts/:id") view={Lazy::<HostRoute>::new()} ssr=SsrMode::Async />
             </Routes>
         </Router>
     }
@@ -106,6 +109,7 @@ lazy_page!(LoginRoute, components::login::LoginPage);
 lazy_page!(AccountRoute, components::account::AccountPage);
 lazy_page!(UsersRoute, components::admin::UsersPage);
 lazy_page!(AuditRoute, components::admin::AuditPage);
+lazy_page!(HostRoute, components::host_page::HostPage);
 
 /// A debug line in the browser console (ignored frames and the like).
 pub fn console_debug(message: &str) {

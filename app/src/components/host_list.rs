@@ -32,6 +32,8 @@ pub fn HostTable() -> impl IntoView {
     let body = NodeRef::<leptos::html::Tbody>::new();
     #[cfg(feature = "hydrate")]
     follow_scroll(page.shown, body, window, row_px);
+    #[cfg(feature = "hydrate")]
+    follow_sparks(page, shown);
 
     view! {
         <table class="host-table">
@@ -60,6 +62,35 @@ pub fn HostTable() -> impl IntoView {
             </tbody>
         </table>
     }
+}
+
+/// Keep the rows' CPU sparklines (`PageState::sparks`) current: one request for the rows
+/// in view when rows without one appear, and for all of them every minute (a sparkline
+/// point is a minute).
+#[cfg(feature = "hydrate")]
+fn follow_sparks(page: PageState, shown: Memo<Vec<String>>) {
+    let minute = RwSignal::new(0u32);
+    if let Ok(h) = set_interval_with_handle(
+        move || minute.update(|m| *m += 1),
+        std::time::Duration::from_secs(60),
+    ) {
+        on_cleanup(move || h.clear());
+    }
+    Effect::new(move |last: Option<u32>| {
+        let now = minute.get();
+        let ids = shown.get();
+        let missing = page
+            .sparks
+            .with_untracked(|s| ids.iter().any(|id| !s.iter().any(|x| x.host_id == *id)));
+        if !ids.is_empty() && (missing || last != Some(now)) {
+            leptos::task::spawn_local(async move {
+                if let Ok(sparks) = crate::api::cpu_sparklines(ids).await {
+                    page.sparks.set(sparks);
+                }
+            });
+        }
+        now
+    });
 }
 
 /// The browser window's height in CSS pixels (0 where there is none: the server).

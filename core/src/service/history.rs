@@ -14,7 +14,7 @@ use super::{OrInternal, Result};
 use crate::storage::{MetricSums, MinuteSums};
 use crate::Core;
 use common::{AppError, Viewer};
-use protocol::api::{MetricsHistory, MetricsPoint};
+use protocol::api::{CpuSparkline, MetricsHistory, MetricsPoint};
 use protocol::{Metrics, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -266,6 +266,53 @@ pub async fn read_at(
             .map(|(t, s)| point(t, &s))
             .collect(),
     })
+}
+
+/// Minutes in a row's sparkline: the last hour.
+pub const SPARK_MINUTES: i64 = 60;
+/// Hosts one sparkline request may name: the rows in view are far fewer.
+pub const SPARK_HOSTS: usize = 200;
+
+/// The rows' sparklines: the last hour of CPU of each of `host_ids` that exists (a row
+/// may have gone meanwhile), one whole percent per minute, so fifty rows cost one small
+/// answer rather than fifty chart requests. Any role may read.
+pub async fn cpu_sparklines(
+    core: &Core,
+    _viewer: &Viewer,
+    host_ids: Vec<String>,
+) -> Result<Vec<CpuSparkline>> {
+    cpu_sparklines_at(core, host_ids, Timestamp::now().secs()).await
+}
+
+/// `cpu_sparklines` ending at `now`.
+pub async fn cpu_sparklines_at(
+    core: &Core,
+    host_ids: Vec<String>,
+    now: i64,
+) -> Result<Vec<CpuSparkline>> {
+    if host_ids.len() > SPARK_HOSTS {
+        return Err(AppError::Invalid(format!(
+            "at most {SPARK_HOSTS} hosts per sparkline request (got {}).",
+            host_ids.len()
+        )));
+    }
+    let first = (now.div_euclid(60) - SPARK_MINUTES + 1) * 60;
+    let mut out = Vec::with_capacity(host_ids.len());
+    for id in host_ids {
+        if !core.hub.contains(&id) || out.iter().any(|s: &CpuSparkline| s.host_id == id) {
+            continue;
+        }
+        let history = read_at(core, &id, Some("1h"), now).await?;
+        let mut cpu = vec![None; SPARK_MINUTES as usize];
+        for p in &history.points {
+            let slot = (p.t.secs() - first).div_euclid(60);
+            if let Some(v) = usize::try_from(slot).ok().and_then(|i| cpu.get_mut(i)) {
+                *v = Some(p.cpu.round().clamp(0.0, 100.0) as u8);
+            }
+        }
+        out.push(CpuSparkline { host_id: id, cpu });
+    }
+    Ok(out)
 }
 
 /// A bucket's averages, in percent (and load) to two decimals.
