@@ -78,8 +78,10 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
                 <Route path=path!("/users") view={Lazy::<UsersRoute>::new()} />
                 <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
-                // Async like the dashboard: the page waits for the fleet's snapshot.
-                <Route path=path!("/hosts/:id") view={Lazy::<HostRoute>::new()} ssr=SsrMode::Async />
+                // A host's page: the dashboard's live fleet, the page's own code a lazily
+                // loaded part (`host_page`) rather than a lazy route, which costs the first
+                // download more (P5 in docs/BENCHMARKS.md).
+                <Route path=path!("/hosts/:id") view=components::host_page::HostPageRoute ssr=SsrMode::Async />
             </Routes>
         </Router>
     }
@@ -109,7 +111,6 @@ lazy_page!(LoginRoute, components::login::LoginPage);
 lazy_page!(AccountRoute, components::account::AccountPage);
 lazy_page!(UsersRoute, components::admin::UsersPage);
 lazy_page!(AuditRoute, components::admin::AuditPage);
-lazy_page!(HostRoute, components::host_page::HostPage);
 
 /// A debug line in the browser console (ignored frames and the like).
 pub fn console_debug(message: &str) {

@@ -187,8 +187,9 @@ pub struct PageState {
     /// A past command whose stored log the log panel shows instead of the live output
     /// (opened from the host page's history); any `show_log` returns to the live one.
     pub past_log: RwSignal<Option<String>>,
-    /// The rows' CPU sparklines (`api::cpu_sparklines`), for the rows in view.
-    pub sparks: RwSignal<Vec<protocol::api::CpuSparkline>>,
+    /// The rows' CPU sparklines as SVG paths (host id, `d`), for the rows in view
+    /// (`host_list::follow_sparks`).
+    pub sparks: RwSignal<Vec<(String, String)>>,
 }
 
 impl PageState {

@@ -64,6 +64,19 @@ pub fn HostTable() -> impl IntoView {
     }
 }
 
+/// The sparklines of `ids` as SVG paths: the request, its answer's decoding and the path
+/// building are a separate wasm chunk, out of the first download (P5).
+#[lazy]
+async fn spark_paths(ids: Vec<String>) -> Option<Vec<(String, String)>> {
+    let sparks = crate::api::cpu_sparklines(ids).await.ok()?;
+    Some(
+        sparks
+            .into_iter()
+            .map(|s| (s.host_id, crate::chart::sparkline_path(&s.cpu)))
+            .collect(),
+    )
+}
+
 /// Keep the rows' CPU sparklines (`PageState::sparks`) current: one request for the rows
 /// in view when rows without one appear, and for all of them every minute (a sparkline
 /// point is a minute).
@@ -81,11 +94,11 @@ fn follow_sparks(page: PageState, shown: Memo<Vec<String>>) {
         let ids = shown.get();
         let missing = page
             .sparks
-            .with_untracked(|s| ids.iter().any(|id| !s.iter().any(|x| x.host_id == *id)));
+            .with_untracked(|s| ids.iter().any(|id| !s.iter().any(|(h, _)| h == id)));
         if !ids.is_empty() && (missing || last != Some(now)) {
             leptos::task::spawn_local(async move {
-                if let Ok(sparks) = crate::api::cpu_sparklines(ids).await {
-                    page.sparks.set(sparks);
+                if let Some(paths) = spark_paths(ids).await {
+                    page.sparks.set(paths);
                 }
             });
         }

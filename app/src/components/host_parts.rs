@@ -108,8 +108,8 @@ pub fn MetricsView(host: HostSignals) -> impl IntoView {
     // rows in view, one request for all).
     let spark = move || {
         page.sparks.with(|all| {
-            id.with_value(|id| all.iter().find(|s| s.host_id == *id))
-                .map(|s| crate::chart::sparkline_path(&s.cpu))
+            id.with_value(|id| all.iter().find(|(host, _)| host == id))
+                .map(|(_, d)| d.clone())
         })
     };
     let metrics = host.metrics;
