@@ -66,6 +66,7 @@ pub fn HostTable() -> impl IntoView {
 
 /// The sparklines of `ids` as SVG paths: the request, its answer's decoding and the path
 /// building are a separate wasm chunk, out of the first download (P5).
+#[cfg(feature = "hydrate")]
 #[lazy]
 async fn spark_paths(ids: Vec<String>) -> Option<Vec<(String, String)>> {
     let sparks = crate::api::cpu_sparklines(ids).await.ok()?;
