@@ -2,7 +2,7 @@
 //! agent reports, the compartments explained, the metrics history as charts with the
 //! host's commands on the same time axis, the command history (any past log opens in the
 //! log panel), the generations, token rotation and the Edit host dialog. A route of its
-//! own wasm chunk (`host_page`, a `#[lazy]` part), so none of this is in the dashboard's
+//! own wasm chunk (a `Lazy` route in `lib.rs`), so none of this is in the dashboard's
 //! first download (P5).
 //! It reads the same live `HostStore` as the dashboard (`dashboard::fleet_page`), so it
 //! changes with every heartbeat without a reload; the dialogs and panels are the
@@ -16,7 +16,6 @@ use crate::components::fleet_diff_panel::FleetDiffPanel;
 use crate::components::generations::GenerationsPanel;
 use crate::components::host_edit::HostEditPanel;
 use crate::components::host_parts::{HostActions, StatusIndicator};
-use crate::components::lazy_view;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
@@ -42,18 +41,12 @@ const RANGES: [(&str, i64); 5] = [
 /// Commands the history lists, and marks on the charts.
 const HISTORY_LIMIT: u32 = 50;
 
-/// The route's view, in the first download: the live fleet, and the page itself as a
-/// lazily loaded part built in the browser (the server renders the page's frame, the
-/// browser fills it once hydrated).
 #[component]
-pub fn HostPageRoute() -> impl IntoView {
-    fleet_page(|| lazy_view(|| true, host_page))
-}
-
-#[lazy]
-fn host_page() -> AnyView {
-    let id = use_params_map().with_untracked(|p| p.get("id").unwrap_or_default());
-    view! { <HostView id /> }.into_any()
+pub fn HostPage() -> impl IntoView {
+    fleet_page(|| {
+        let id = use_params_map().with_untracked(|p| p.get("id").unwrap_or_default());
+        view! { <HostView id /> }.into_any()
+    })
 }
 
 #[component]

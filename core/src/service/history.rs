@@ -555,6 +555,42 @@ mod tests {
         assert_eq!(prune_at(&core, now).await.unwrap(), 0);
     }
 
+    /// A sparkline is the last hour of CPU, a whole percent per minute with the current
+    /// minute last and holes left empty; unknown hosts are left out, repeats answered once,
+    /// and too many hosts at once refused.
+    #[tokio::test]
+    async fn sparklines_are_the_last_hour_per_minute_with_holes() {
+        let (_dir, core) = core_with_host().await;
+        let rec = &core.unsaved.history;
+        // Minutes 0..90, but none in 70..80; cpu = minute + 0.4 (rounds down).
+        for m in (0..90).filter(|m| !(70..80).contains(m)) {
+            rec.record("web-1", T0 + m * 60, &metrics(m as f64 + 0.4, None));
+            if m % 11 == 0 {
+                write(&core, T0 + m * 60 + 30, false).await.unwrap();
+            }
+        }
+        let now = T0 + 89 * 60 + 10;
+        let ids = vec!["web-1".into(), "nohost".into(), "web-1".into()];
+        let sparks = cpu_sparklines_at(&core, ids, now).await.unwrap();
+        assert_eq!(sparks.len(), 1);
+        let cpu = &sparks[0].cpu;
+        assert_eq!((sparks[0].host_id.as_str(), cpu.len()), ("web-1", 60));
+        // Slot 0 is minute 30, slot 59 the current minute, 89.
+        assert_eq!(cpu[0], Some(30));
+        assert_eq!(cpu[59], Some(89));
+        assert!(cpu[40..50].iter().all(Option::is_none), "{cpu:?}");
+        assert_eq!(cpu[39], Some(69));
+        assert_eq!(cpu[50], Some(80));
+
+        let many: Vec<String> = (0..=SPARK_HOSTS).map(|i| format!("h{i}")).collect();
+        let err = cpu_sparklines_at(&core, many, now).await.unwrap_err();
+        assert!(matches!(err, AppError::Invalid(_)), "{err}");
+        assert!(cpu_sparklines_at(&core, Vec::new(), now)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     /// An absurd range is refused before anything is read; an unknown host is a 404 (whatever
     /// the range); a removed host's history goes with it, and a late write for it adds
     /// nothing.
