@@ -78,32 +78,33 @@ async fn spark_paths(ids: Vec<String>) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// Keep the rows' CPU sparklines (`PageState::sparks`) current: one request for the rows
-/// in view when rows without one appear, and for all of them every minute (a sparkline
-/// point is a minute).
+/// Keep the rows' CPU sparklines (`PageState::sparks`) current with one request for the
+/// rows in view: at once when rows without one appear, every 10 s while a row in view has
+/// none drawn yet (its first heartbeats are on their way), else every minute (a point is a
+/// minute).
 #[cfg(feature = "hydrate")]
 fn follow_sparks(page: PageState, shown: Memo<Vec<String>>) {
-    let minute = RwSignal::new(0u32);
+    let ticks = RwSignal::new(0u32);
     if let Ok(h) = set_interval_with_handle(
-        move || minute.update(|m| *m += 1),
-        std::time::Duration::from_secs(60),
+        move || ticks.update(|t| *t += 1),
+        std::time::Duration::from_secs(10),
     ) {
         on_cleanup(move || h.clear());
     }
-    Effect::new(move |last: Option<u32>| {
-        let now = minute.get();
+    Effect::new(move |_| {
+        let tick = ticks.get();
         let ids = shown.get();
-        let missing = page
-            .sparks
-            .with_untracked(|s| ids.iter().any(|id| !s.iter().any(|(h, _)| h == id)));
-        if !ids.is_empty() && (missing || last != Some(now)) {
+        let missing = page.sparks.with_untracked(|s| {
+            ids.iter()
+                .any(|id| !s.iter().any(|(h, d)| h == id && !d.is_empty()))
+        });
+        if !ids.is_empty() && (missing || tick % 6 == 0) {
             leptos::task::spawn_local(async move {
                 if let Some(paths) = spark_paths(ids).await {
                     page.sparks.set(paths);
                 }
             });
         }
-        now
     });
 }
 
