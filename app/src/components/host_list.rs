@@ -33,7 +33,7 @@ pub fn HostTable() -> impl IntoView {
     #[cfg(feature = "hydrate")]
     follow_scroll(page.shown, body, window, row_px);
     #[cfg(feature = "hydrate")]
-    follow_sparks(page, shown);
+    follow_sparks(store, page, shown);
 
     view! {
         <table class="host-table">
@@ -79,11 +79,11 @@ async fn spark_paths(ids: Vec<String>) -> Option<Vec<(String, String)>> {
 }
 
 /// Keep the rows' CPU sparklines (`PageState::sparks`) current with one request for the
-/// rows in view: at once when rows without one appear, every 10 s while a row in view has
+/// rows in view, once the page's link is up: at once when rows without one appear, every 10 s while a row in view has
 /// none drawn yet (its first heartbeats are on their way), else every minute (a point is a
 /// minute).
 #[cfg(feature = "hydrate")]
-fn follow_sparks(page: PageState, shown: Memo<Vec<String>>) {
+fn follow_sparks(store: HostStore, page: PageState, shown: Memo<Vec<String>>) {
     let ticks = RwSignal::new(0u32);
     if let Ok(h) = set_interval_with_handle(
         move || ticks.update(|t| *t += 1),
@@ -93,6 +93,14 @@ fn follow_sparks(page: PageState, shown: Memo<Vec<String>>) {
     }
     Effect::new(move |_| {
         let tick = ticks.get();
+        // Only a page with a live link asks: not the login page's warm-up build of the
+        // dashboard (`warm_up`), which has none and no session either.
+        if !store
+            .link
+            .with(|l| *l == crate::store::LinkState::Connected)
+        {
+            return;
+        }
         let ids = shown.get();
         let missing = page.sparks.with_untracked(|s| {
             ids.iter()
