@@ -127,10 +127,12 @@ pub fn MetricsView(host: HostSignals) -> impl IntoView {
             {metric("cpu", "CPU", cpu)}
             " "
             {metric("ram", "RAM", ram)}
-            <svg class="spark" data-testid="sparkline" viewBox="0 0 600 100" preserveAspectRatio="none" aria-hidden="true">
-                <path d=spark />
-            </svg>
         </span>
+        // Beside the figures, not inside their box: that box is as wide as its longest text
+        // (a stable table), and the sparkline has a fixed width of its own.
+        <svg class="spark" data-testid="sparkline" viewBox="0 0 600 100" preserveAspectRatio="none" aria-hidden="true">
+            <path d=spark />
+        </svg>
     }
 }
 
