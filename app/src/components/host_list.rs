@@ -106,7 +106,7 @@ fn follow_sparks(store: HostStore, page: PageState, shown: Memo<Vec<String>>) {
             ids.iter()
                 .any(|id| !s.iter().any(|(h, d)| h == id && !d.is_empty()))
         });
-        if !ids.is_empty() && (missing || tick % 6 == 0) {
+        if !ids.is_empty() && (missing || tick.is_multiple_of(6)) {
             leptos::task::spawn_local(async move {
                 if let Some(paths) = spark_paths(ids).await {
                     page.sparks.set(paths);
