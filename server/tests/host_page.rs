@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{api_token, create_host, login, spawn_agent_with, Server};
+use common::{api_token, create_host, kill_child, login, spawn_agent_with, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -28,7 +28,7 @@ async fn the_host_page_reads_who_ran_what_its_stored_log_and_the_rows_cpu() {
     let token = create_host(&server, &admin, "web-1").await;
     create_host(&server, &admin, "web-2").await;
     let config = agent_config(dir.path());
-    let _agent = spawn_agent_with(
+    let mut agent = spawn_agent_with(
         &server,
         "web-1",
         &token,
@@ -161,4 +161,5 @@ async fn the_host_page_reads_who_ran_what_its_stored_log_and_the_rows_cpu() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    kill_child(&mut agent, "-KILL");
 }
