@@ -22,13 +22,16 @@ use protocol::messages::Snapshot;
 
 #[component]
 pub fn DashboardPage() -> impl IntoView {
-    fleet_page(|| view! { <FleetView /> }.into_any())
+    fleet_page(|| view! { <FleetView /> })
 }
 
 /// A page over the live fleet: the `HostStore` and `PageState` in context, filled from the
 /// server's snapshot and kept current by the socket; `inner` is the page itself (the
-/// dashboard, the host page). Not generic: one copy of this code serves every such page.
-pub fn fleet_page(inner: fn() -> AnyView) -> impl IntoView {
+/// dashboard, the host page). Generic, not `fn() -> AnyView`: erasing the dashboard's view
+/// type cost its first download ≈ 9 kB (P5 in docs/BENCHMARKS.md, session 10).
+pub fn fleet_page<V: IntoView + 'static>(
+    inner: impl Fn() -> V + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     // On the server this is the snapshot the page renders from, and hydration reads it back
     // from the page. In the browser the fetcher runs only after a navigation inside the app
     // (from the login form, say): there the socket's first frame is the same snapshot, so

@@ -45,7 +45,7 @@ const HISTORY_LIMIT: u32 = 50;
 pub fn HostPage() -> impl IntoView {
     fleet_page(|| {
         let id = use_params_map().with_untracked(|p| p.get("id").unwrap_or_default());
-        view! { <HostView id /> }.into_any()
+        view! { <HostView id /> }
     })
 }
 
