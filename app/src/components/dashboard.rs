@@ -28,7 +28,7 @@ pub fn DashboardPage() -> impl IntoView {
 /// A page over the live fleet: the `HostStore` and `PageState` in context, filled from the
 /// server's snapshot and kept current by the socket; `inner` is the page itself (the
 /// dashboard, the host page). Generic, not `fn() -> AnyView`: erasing the dashboard's view
-/// type cost its first download ≈ 9 kB (P5 in docs/BENCHMARKS.md, session 10).
+/// type cost its first download ≈ 0.9 kB (P5 in docs/BENCHMARKS.md, session 10).
 pub fn fleet_page<V: IntoView + 'static>(
     inner: impl Fn() -> V + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
