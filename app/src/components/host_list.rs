@@ -64,6 +64,20 @@ pub fn HostTable() -> impl IntoView {
     }
 }
 
+/// The sparklines of `ids` as SVG paths: the request, its answer's decoding and the path
+/// building are a separate wasm chunk, out of the first download (P5).
+#[cfg(feature = "hydrate")]
+#[lazy]
+async fn spark_paths(ids: Vec<String>) -> Option<Vec<(String, String)>> {
+    let sparks = crate::api::cpu_sparklines(ids).await.ok()?;
+    Some(
+        sparks
+            .into_iter()
+            .map(|s| (s.host_id, crate::chart::sparkline_path(&s.cpu)))
+            .collect(),
+    )
+}
+
 /// Keep the rows' CPU sparklines (`PageState::sparks`) current with one request for the
 /// rows in view, once the page's link is up: at once when rows without one appear, every 10 s while a row in view has
 /// none drawn yet (its first heartbeats are on their way), else every minute (a point is a
@@ -94,11 +108,7 @@ fn follow_sparks(store: HostStore, page: PageState, shown: Memo<Vec<String>>) {
         });
         if !ids.is_empty() && (missing || tick.is_multiple_of(6)) {
             leptos::task::spawn_local(async move {
-                if let Ok(sparks) = crate::api::cpu_sparklines(ids).await {
-                    let paths = sparks
-                        .into_iter()
-                        .map(|s| (s.host_id, crate::chart::sparkline_path(&s.cpu)))
-                        .collect();
+                if let Some(paths) = spark_paths(ids).await {
                     page.sparks.set(paths);
                 }
             });
