@@ -12,9 +12,9 @@ use common::AppError;
 use futures::{Sink, Stream};
 use leptos::prelude::*;
 use protocol::api::{
-    ApiTokenCreated, ApiTokenInfo, BulkResult, CommandDetail, CommandRecord, CreateApiToken,
-    CreateHost, HostCreated, HostEdit, MetricsHistory, OnFailure, RecoveryCodes, RefreshResult,
-    TotpSetup,
+    ApiTokenCreated, ApiTokenInfo, BulkResult, CommandDetail, CommandRecord, CpuSparkline,
+    CreateApiToken, CreateHost, HostCreated, HostEdit, MetricsHistory, OnFailure, RecoveryCodes,
+    RefreshResult, TotpSetup,
 };
 use protocol::messages::Snapshot;
 use protocol::{CommandKind, Host};
@@ -140,6 +140,28 @@ pub async fn command_history(host_id: String, limit: u32) -> Result<Vec<CommandR
 #[server(client = CsrfClient)]
 pub async fn host_metrics(host_id: String, range: String) -> Result<MetricsHistory, AppError> {
     serve(|c, v| async move { service::history::read(&c, &v, &host_id, Some(&range)).await }).await
+}
+
+/// The end of a past command's stored log, a line each as the download writes them: the
+/// log panel shows it when a command is opened from the host page's history. A fixed
+/// endpoint, so the server tests can call it (`/api/command_log_tail`).
+#[server(endpoint = "command_log_tail", client = CsrfClient)]
+pub async fn command_log_tail(command_id: String) -> Result<Vec<String>, AppError> {
+    serve(|c, v| async move { service::commands::log_tail(&c, &v, &command_id).await }).await
+}
+
+/// The last hour of CPU of the rows in view, one request for all of them (the rows'
+/// sparklines). JSON, because a form cannot say "no hosts".
+#[server(endpoint = "cpu_sparklines", client = CsrfClient, input = server_fn::codec::Json)]
+pub async fn cpu_sparklines(host_ids: Vec<String>) -> Result<Vec<CpuSparkline>, AppError> {
+    serve(|c, v| async move { service::history::cpu_sparklines(&c, &v, host_ids).await }).await
+}
+
+/// A new agent token for the host, shown once; the old one stops working at once (admins,
+/// with a recent authentication: `AppError::ReauthRequired` asks for the password).
+#[server(client = CsrfClient)]
+pub async fn rotate_host_token(host_id: String) -> Result<String, AppError> {
+    serve(|c, v| async move { service::hosts::rotate_token(&c, &v, &host_id).await }).await
 }
 
 /// The same command on many hosts (`None`: every online host).

@@ -1,6 +1,7 @@
 //! nixdeck's Leptos app, compiled for the server (`ssr`) and the browser (`hydrate`).
 
 pub mod api;
+pub mod chart;
 pub mod components;
 pub mod fleet_diff;
 pub mod list_window;
@@ -82,6 +83,10 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
                 <Route path=path!("/notifications") view={Lazy::<NotificationsRoute>::new()} />
                 <Route path=path!("/deploys") view={Lazy::<DeploysRoute>::new()} />
+                // Async like the dashboard: the page waits for the fleet's snapshot. A lazy
+                // route cost the first download less than a plain route with a `#[lazy]`
+                // body (307 156 B against 316 948 B, P5 in docs/BENCHMARKS.md).
+                <Route path=path!("/hosts/:id") view={Lazy::<HostRoute>::new()} ssr=SsrMode::Async />
             </Routes>
         </Router>
     }
@@ -116,6 +121,7 @@ lazy_page!(
     components::notifications::NotificationsPage
 );
 lazy_page!(DeploysRoute, components::deploys::DeploysPage);
+lazy_page!(HostRoute, components::host_page::HostPage);
 
 /// A debug line in the browser console (ignored frames and the like).
 pub fn console_debug(message: &str) {

@@ -184,6 +184,12 @@ pub struct PageState {
     pub generations_host: RwSignal<Option<String>>,
     /// The host being edited (location, device type, colour, tags).
     pub edit_host: RwSignal<Option<String>>,
+    /// A past command whose stored log the log panel shows instead of the live output
+    /// (opened from the host page's history); any `show_log` returns to the live one.
+    pub past_log: RwSignal<Option<String>>,
+    /// The rows' CPU sparklines as SVG paths (host id, `d`), for the rows in view
+    /// (`host_list::follow_sparks`).
+    pub sparks: RwSignal<Vec<(String, String)>>,
 }
 
 impl PageState {
@@ -223,6 +229,8 @@ impl PageState {
             selection: RwSignal::new(Default::default()),
             generations_host: RwSignal::new(None),
             edit_host: RwSignal::new(None),
+            past_log: RwSignal::new(None),
+            sparks: RwSignal::new(Vec::new()),
         }
     }
 
@@ -264,7 +272,16 @@ impl PageState {
         {
             self.log_tabs.update(|t| t.push(host_id.to_owned()));
         }
+        if self.past_log.with_untracked(Option::is_some) {
+            self.past_log.set(None);
+        }
         self.log_host.set(Some(host_id.to_owned()));
+    }
+
+    /// Show a past command's stored log in the log panel, in its host's tab.
+    pub fn show_past_log(&self, host_id: &str, command_id: &str) {
+        self.show_log(host_id);
+        self.past_log.set(Some(command_id.to_owned()));
     }
 
     /// Close a host's tab; the panel moves to the last remaining one.

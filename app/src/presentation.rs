@@ -167,6 +167,38 @@ pub fn compartment_title(label: &str, check: &StatusCheck) -> String {
     title
 }
 
+/// What a compartment checks, in a sentence: the host page's explanation beside each
+/// compartment's state. By wire name (`UpdateStatus::NAMES`).
+pub fn compartment_meaning(name: &str) -> &'static str {
+    match name {
+        "agent" => "The nixdeck agent on the host: its version against the dashboard's.",
+        "git" => "The host's checkout of the config repository against the branch's head (the desired state).",
+        "lock" => "The host's flake.lock against the one on the branch; a waiting update PR is marked here.",
+        "system" => "The running system: whether the last switch, boot or rollback activated and stayed.",
+        "tests" => "The host's own checks (the Test button): whether the last run passed.",
+        _ => "",
+    }
+}
+
+/// "3m 20s": a command's duration from its start to its end (or to `now` while it runs).
+pub fn duration_text(
+    started: Option<Timestamp>,
+    finished: Option<Timestamp>,
+    now: Timestamp,
+) -> String {
+    match started {
+        Some(s) => {
+            let secs = (finished.unwrap_or(now).secs() - s.secs()).max(0);
+            match secs {
+                0..60 => format!("{secs}s"),
+                60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+                _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+            }
+        }
+        None => "—".to_owned(),
+    }
+}
+
 /// Only operators and admins may run commands. The service layer enforces this; the page
 /// uses it just to spare viewers buttons that would be refused. Compared as wire names
 /// rather than through `Role::parse`, which costs the first download more code (P5 in
@@ -472,6 +504,23 @@ mod tests {
         assert_eq!(last_seen(None, now, 5).0, "never");
         // A clock slightly behind the heartbeat never shows a negative age.
         assert_eq!(last_seen(Some(Timestamp(1_002)), now, 5).0, "0s ago");
+    }
+
+    #[test]
+    fn durations_read_as_a_person_would() {
+        let t = Timestamp(1_000);
+        assert_eq!(duration_text(None, None, t), "—");
+        assert_eq!(duration_text(Some(t), Some(Timestamp(1_042)), t), "42s");
+        assert_eq!(duration_text(Some(t), Some(Timestamp(1_200)), t), "3m 20s");
+        assert_eq!(
+            duration_text(Some(t), None, Timestamp(1_000 + 7_380)),
+            "2h 3m"
+        );
+        // A clock that went back shows no negative time.
+        assert_eq!(duration_text(Some(t), Some(Timestamp(900)), t), "0s");
+        for name in protocol::UpdateStatus::NAMES {
+            assert!(!compartment_meaning(name).is_empty(), "{name}");
+        }
     }
 
     #[test]

@@ -193,6 +193,15 @@ pub struct MetricsPoint {
     pub disk: Option<f64>,
 }
 
+/// A row's sparkline: a host's CPU over the last hour, one whole percent per minute,
+/// oldest first, the last slot being the current minute; `null` where no heartbeat came.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CpuSparkline {
+    pub host_id: String,
+    pub cpu: Vec<Option<u8>>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshResult {
@@ -238,6 +247,10 @@ pub struct CommandRecord {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub line_count: u64,
+    /// An addition: who started the command (a username; `deploy:<job id>` for a deploy's
+    /// steps). Absent for commands stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// `GET /api/commands/{id}`: one command with its result.
@@ -254,6 +267,10 @@ pub struct CommandDetail {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub line_count: u64,
+    /// An addition: who started the command (a username; `deploy:<job id>` for a deploy's
+    /// steps). Absent for commands stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub fn HostTable() -> impl IntoView {
     let body = NodeRef::<leptos::html::Tbody>::new();
     #[cfg(feature = "hydrate")]
     follow_scroll(page.shown, body, window, row_px);
+    #[cfg(feature = "hydrate")]
+    follow_sparks(store, page, shown);
 
     view! {
         <table class="host-table">
@@ -60,6 +62,58 @@ pub fn HostTable() -> impl IntoView {
             </tbody>
         </table>
     }
+}
+
+/// The sparklines of `ids` as SVG paths: the request, its answer's decoding and the path
+/// building are a separate wasm chunk, out of the first download (P5).
+#[cfg(feature = "hydrate")]
+#[lazy]
+async fn spark_paths(ids: Vec<String>) -> Option<Vec<(String, String)>> {
+    let sparks = crate::api::cpu_sparklines(ids).await.ok()?;
+    Some(
+        sparks
+            .into_iter()
+            .map(|s| (s.host_id, crate::chart::sparkline_path(&s.cpu)))
+            .collect(),
+    )
+}
+
+/// Keep the rows' CPU sparklines (`PageState::sparks`) current with one request for the
+/// rows in view, once the page's link is up: at once when rows without one appear, every 10 s while a row in view has
+/// none drawn yet (its first heartbeats are on their way), else every minute (a point is a
+/// minute).
+#[cfg(feature = "hydrate")]
+fn follow_sparks(store: HostStore, page: PageState, shown: Memo<Vec<String>>) {
+    let ticks = RwSignal::new(0u32);
+    if let Ok(h) = set_interval_with_handle(
+        move || ticks.update(|t| *t += 1),
+        std::time::Duration::from_secs(10),
+    ) {
+        on_cleanup(move || h.clear());
+    }
+    Effect::new(move |_| {
+        let tick = ticks.get();
+        // Only a page with a live link asks: not the login page's warm-up build of the
+        // dashboard (`warm_up`), which has none and no session either.
+        if !store
+            .link
+            .with(|l| *l == crate::store::LinkState::Connected)
+        {
+            return;
+        }
+        let ids = shown.get();
+        let missing = page.sparks.with_untracked(|s| {
+            ids.iter()
+                .any(|id| !s.iter().any(|(h, d)| h == id && !d.is_empty()))
+        });
+        if !ids.is_empty() && (missing || tick.is_multiple_of(6)) {
+            leptos::task::spawn_local(async move {
+                if let Some(paths) = spark_paths(ids).await {
+                    page.sparks.set(paths);
+                }
+            });
+        }
+    });
 }
 
 /// The browser window's height in CSS pixels (0 where there is none: the server).

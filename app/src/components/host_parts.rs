@@ -52,6 +52,7 @@ pub fn StatusIndicator(host: HostSignals) -> impl IntoView {
 #[component]
 pub fn HostName(host: HostSignals) -> impl IntoView {
     let HostSignals {
+        id,
         hostname,
         theme_color,
         pending_command,
@@ -62,11 +63,12 @@ pub fn HostName(host: HostSignals) -> impl IntoView {
     view! {
         // "reboot needed" is this attribute and CSS (`.hostname[data-reboot-needed]::after`):
         // one attribute binding on an element the row has anyway, the smallest addition to
-        // every row's build and to the first download (P4, P5).
-        <span class="hostname" style:color=move || theme_color.get()
+        // every row's build and to the first download (P4, P5). The name links to the
+        // host's page (`/hosts/{id}`, a lazily loaded route).
+        <a class="hostname" href=format!("/hosts/{}", id.get_value()) style:color=move || theme_color.get()
             data-reboot-needed=move || reboot_needed.get().then_some("true")>
             {move || hostname.get()}
-        </span>
+        </a>
         // Enrolled by itself: no commands until an admin approves it (⋮ → Approve).
         <span class="pending-approval" hidden=move || !pending_approval.get()
             title="This host enrolled itself; an admin must approve it before it takes commands">
@@ -100,6 +102,16 @@ pub fn HostKind(host: HostSignals) -> impl IntoView {
 
 #[component]
 pub fn MetricsView(host: HostSignals) -> impl IntoView {
+    let page = expect_context::<PageState>();
+    let id = host.id;
+    // The last hour of CPU, from the page's sparklines (`HostTable` fetches them for the
+    // rows in view, one request for all).
+    let spark = move || {
+        page.sparks.with(|all| {
+            id.with_value(|id| all.iter().find(|(host, _)| host == id))
+                .map(|(_, d)| d.clone())
+        })
+    };
     let metrics = host.metrics;
     let cpu = Memo::new(move |_| metrics.with(|m| m.map(|m| m.cpu)));
     let ram = Memo::new(move |_| metrics.with(|m| m.map(|m| m.ram)));
@@ -116,6 +128,11 @@ pub fn MetricsView(host: HostSignals) -> impl IntoView {
             " "
             {metric("ram", "RAM", ram)}
         </span>
+        // Beside the figures, not inside their box: that box is as wide as its longest text
+        // (a stable table), and the sparkline has a fixed width of its own.
+        <svg class="spark" data-testid="sparkline" viewBox="0 0 600 100" preserveAspectRatio="none" aria-hidden="true">
+            <path d=spark />
+        </svg>
     }
 }
 

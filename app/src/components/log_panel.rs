@@ -2,7 +2,7 @@
 //! a closing status line), following the output unless the operator scrolled up, and the
 //! host's command history with downloads of the full logs.
 
-use crate::api::command_history;
+use crate::api::{command_history, command_log_tail};
 use crate::components::lazy_view;
 use crate::page_state::PageState;
 use crate::presentation::command_status_text;
@@ -100,7 +100,8 @@ fn LogPanelBody() -> impl IntoView {
                 <Show when=move || show_history.get()>
                     {move || page.log_host.get().map(|id| view! { <History host_id=id /> })}
                 </Show>
-                <div class="log-lines" node_ref=lines_ref on:scroll=on_scroll>
+                {move || page.past_log.get().map(|id| view! { <PastLog command_id=id /> })}
+                <div class="log-lines" node_ref=lines_ref on:scroll=on_scroll hidden=move || page.past_log.with(Option::is_some)>
                     <For each=move || host().map(|h| h.log.get()).unwrap_or_default() key=|entry| entry.seq let:entry>
                         <div class="log-line" class:stderr=entry.stream == OutputStream::Stderr class:log-end=entry.end>
                             {entry.line}
@@ -134,6 +135,40 @@ fn LogTab(id: String) -> impl IntoView {
                 "×"
             </button>
         </span>
+    }
+}
+
+/// A past command's stored log (its last `LOG_TAIL_LINES` lines; the download has all),
+/// shown in place of the live output until the operator goes back to it.
+#[component]
+fn PastLog(command_id: String) -> impl IntoView {
+    let page = expect_context::<PageState>();
+    let id = command_id.clone();
+    let lines = Resource::new(move || id.clone(), command_log_tail);
+    view! {
+        <div class="past-log" data-testid="past-log" data-command-id=command_id.clone()>
+            <p class="past-log-head">
+                "Stored log of command " <code>{command_id.clone()}</code> " "
+                <a class="history-download" href=format!("/api/commands/{command_id}/log") download="">"Download"</a>
+                " "
+                <button type="button" class="past-log-close" on:click=move |_| page.past_log.set(None)>"Back to live output"</button>
+            </p>
+            <div class="log-lines">
+                <Suspense fallback=|| view! { <p class="loading">"Loading the log…"</p> }>
+                    {move || Suspend::new(async move {
+                        match lines.await {
+                            Ok(lines) if lines.is_empty() => view! { <p class="empty">"This command wrote no output."</p> }.into_any(),
+                            Ok(lines) => lines.into_iter().map(|line| {
+                                // The download's format: "[HH:MM:SS] [ERR] …" for stderr.
+                                let stderr = line.get(10..16) == Some(" [ERR]");
+                                view! { <div class="log-line" class:stderr=stderr>{line}</div> }
+                            }).collect_view().into_any(),
+                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </div>
+        </div>
     }
 }
 

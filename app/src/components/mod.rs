@@ -15,6 +15,7 @@ pub mod fleet_target;
 pub mod generations;
 pub mod host_edit;
 pub mod host_list;
+pub mod host_page;
 pub mod host_parts;
 pub mod host_row;
 pub mod link_footer;

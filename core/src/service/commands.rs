@@ -368,6 +368,33 @@ pub fn log_line(line: &LogLine) -> String {
     }
 }
 
+/// Lines of a stored log the page shows (`log_tail`): as many as the log panel keeps of a
+/// live command (`app::store::LOG_LINES`); the rest is in the download.
+pub const LOG_TAIL_LINES: u32 = 2_000;
+
+/// The end of a command's stored log, as the download writes each line, for the log panel
+/// to show a past command (the host page's history). Any signed-in role, like the download.
+pub async fn log_tail(core: &Core, _viewer: &Viewer, command_id: &str) -> Result<Vec<String>> {
+    if core
+        .db
+        .command(command_id)
+        .await
+        .or_internal("loading command")?
+        .is_none()
+    {
+        return Err(AppError::NotFound(format!(
+            "command {}",
+            command_id.chars().take(40).collect::<String>()
+        )));
+    }
+    let lines = core
+        .db
+        .output_tail(command_id, LOG_TAIL_LINES)
+        .await
+        .or_internal("loading output")?;
+    Ok(lines.iter().map(log_line).collect())
+}
+
 /// Output lines read from the database per page of a log download.
 pub const LOG_PAGE_LINES: u32 = 5_000;
 

@@ -20,7 +20,7 @@ use super::{OrInternal, Result};
 use crate::storage::{MetricSums, MinuteSums};
 use crate::Core;
 use common::{AppError, Viewer};
-use protocol::api::{MetricsHistory, MetricsPoint};
+use protocol::api::{CpuSparkline, MetricsHistory, MetricsPoint};
 use protocol::{Metrics, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -333,6 +333,53 @@ pub async fn read_at(
     })
 }
 
+/// Minutes in a row's sparkline: the last hour.
+pub const SPARK_MINUTES: i64 = 60;
+/// Hosts one sparkline request may name: the rows in view are far fewer.
+pub const SPARK_HOSTS: usize = 200;
+
+/// The rows' sparklines: the last hour of CPU of each of `host_ids` that exists (a row
+/// may have gone meanwhile), one whole percent per minute, so fifty rows cost one small
+/// answer rather than fifty chart requests. Any role may read.
+pub async fn cpu_sparklines(
+    core: &Core,
+    _viewer: &Viewer,
+    host_ids: Vec<String>,
+) -> Result<Vec<CpuSparkline>> {
+    cpu_sparklines_at(core, host_ids, Timestamp::now().secs()).await
+}
+
+/// `cpu_sparklines` ending at `now`.
+pub async fn cpu_sparklines_at(
+    core: &Core,
+    host_ids: Vec<String>,
+    now: i64,
+) -> Result<Vec<CpuSparkline>> {
+    if host_ids.len() > SPARK_HOSTS {
+        return Err(AppError::Invalid(format!(
+            "at most {SPARK_HOSTS} hosts per sparkline request (got {}).",
+            host_ids.len()
+        )));
+    }
+    let first = (now.div_euclid(60) - SPARK_MINUTES + 1) * 60;
+    let mut out = Vec::with_capacity(host_ids.len());
+    for id in host_ids {
+        if !core.hub.contains(&id) || out.iter().any(|s: &CpuSparkline| s.host_id == id) {
+            continue;
+        }
+        let history = read_at(core, &id, Some("1h"), now).await?;
+        let mut cpu = vec![None; SPARK_MINUTES as usize];
+        for p in &history.points {
+            let slot = (p.t.secs() - first).div_euclid(60);
+            if let Some(v) = usize::try_from(slot).ok().and_then(|i| cpu.get_mut(i)) {
+                *v = Some(p.cpu.round().clamp(0.0, 100.0) as u8);
+            }
+        }
+        out.push(CpuSparkline { host_id: id, cpu });
+    }
+    Ok(out)
+}
+
 /// A bucket's averages, in percent (and load) to two decimals.
 fn point(t: i64, s: &MetricSums) -> MetricsPoint {
     let avg = |sum: i64, n: i64| (sum as f64 / n as f64).round() / 100.0;
@@ -619,6 +666,44 @@ mod tests {
             assert_eq!(deleted as i64, 5 * 1440 - 120 + 2);
             // Nothing left to delete a second time.
             assert_eq!(prune_at(&core, now).await.unwrap(), 0);
+        }
+    }
+
+    db_test! {
+        /// A sparkline is the last hour of CPU, a whole percent per minute with the current
+        /// minute last and holes left empty; unknown hosts are left out, repeats answered once,
+        /// and too many hosts at once refused.
+        #[tokio::test]
+        async fn sparklines_are_the_last_hour_per_minute_with_holes(backend) {
+            let (_dir, core) = core_with_host(&backend).await;
+            let rec = &core.unsaved.history;
+            // Minutes 0..90, but none in 70..80; cpu = minute + 0.4 (rounds down).
+            for m in (0..90).filter(|m| !(70..80).contains(m)) {
+                rec.record("web-1", T0 + m * 60, &metrics(m as f64 + 0.4, None));
+                if m % 11 == 0 {
+                    write(&core, T0 + m * 60 + 30, false).await.unwrap();
+                }
+            }
+            let now = T0 + 89 * 60 + 10;
+            let ids = vec!["web-1".into(), "nohost".into(), "web-1".into()];
+            let sparks = cpu_sparklines_at(&core, ids, now).await.unwrap();
+            assert_eq!(sparks.len(), 1);
+            let cpu = &sparks[0].cpu;
+            assert_eq!((sparks[0].host_id.as_str(), cpu.len()), ("web-1", 60));
+            // Slot 0 is minute 30, slot 59 the current minute, 89.
+            assert_eq!(cpu[0], Some(30));
+            assert_eq!(cpu[59], Some(89));
+            assert!(cpu[40..50].iter().all(Option::is_none), "{cpu:?}");
+            assert_eq!(cpu[39], Some(69));
+            assert_eq!(cpu[50], Some(80));
+
+            let many: Vec<String> = (0..=SPARK_HOSTS).map(|i| format!("h{i}")).collect();
+            let err = cpu_sparklines_at(&core, many, now).await.unwrap_err();
+            assert!(matches!(err, AppError::Invalid(_)), "{err}");
+            assert!(cpu_sparklines_at(&core, Vec::new(), now)
+                .await
+                .unwrap()
+                .is_empty());
         }
     }
 

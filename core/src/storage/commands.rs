@@ -30,6 +30,9 @@ pub struct CommandRow {
     pub drop_marker_seq: Option<u64>,
     /// The agent's structured result (a preview's diff, the generation reached).
     pub result: Option<CommandResult>,
+    /// Who started it: a username, `deploy:<job>` and the like (none in rows older than
+    /// the column's use).
+    pub requested_by: Option<String>,
 }
 
 impl CommandRow {
@@ -43,6 +46,7 @@ impl CommandRow {
             started_at: self.started_at,
             finished_at: self.finished_at,
             line_count: self.last_seq,
+            requested_by: self.requested_by.clone(),
         }
     }
 
@@ -58,6 +62,7 @@ impl CommandRow {
             started_at: self.started_at,
             finished_at: self.finished_at,
             line_count: self.last_seq,
+            requested_by: self.requested_by.clone(),
         }
     }
 }
@@ -72,7 +77,7 @@ pub struct LogLine {
 }
 
 const COMMAND_COLUMNS: &str = "id, host_id, command, status, exit_code, queued_at, started_at, \
-     finished_at, last_seq, completed, dropped_lines, drop_marker_seq, result";
+     finished_at, last_seq, completed, dropped_lines, drop_marker_seq, result, requested_by";
 
 /// The `COMMAND_COLUMNS` of a `commands` row.
 #[derive(sqlx::FromRow)]
@@ -91,6 +96,7 @@ struct CommandColumns {
     drop_marker_seq: Option<i64>,
     /// `CommandResult` as JSON.
     result: Option<String>,
+    requested_by: Option<String>,
 }
 
 impl From<CommandColumns> for CommandRow {
@@ -115,6 +121,7 @@ impl From<CommandColumns> for CommandRow {
             // A result this build cannot read (a newer agent's shape) reads as none: the
             // command's status and log still stand on their own.
             result: r.result.and_then(|j| serde_json::from_str(&j).ok()),
+            requested_by: r.requested_by,
         }
     }
 }
@@ -469,6 +476,22 @@ impl Db {
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await?;
+            Ok(rows.into_iter().map(LogLine::from).collect())
+        })
+    }
+
+    /// The last `limit` output lines of a command, in order (the end of a log is where a
+    /// failure shows).
+    pub async fn output_tail(&self, command_id: &str, limit: u32) -> DbResult<Vec<LogLine>> {
+        on_pool!(self, pool => {
+            let mut rows = sqlx::query_as::<_, OutputColumns>(
+                "SELECT seq, stream, line, at FROM command_output WHERE command_id = $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(command_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.reverse();
             Ok(rows.into_iter().map(LogLine::from).collect())
         })
     }

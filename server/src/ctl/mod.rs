@@ -743,6 +743,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             line_count: 0,
+            requested_by: None,
         };
         assert_eq!(
             command_summary(&d),
