@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # P5 in docs/BENCHMARKS.md: the release wasm as shipped, brotli q11. `cargo leptos build --release
 # --split --frontend-only` (the `wasm-release` profile, wasm-bindgen, wasm-split, then
-# cargo-leptos's `wasm-opt -Oz`), then the size of every wasm file in the site's pkg/:
+# wasm-opt with the arguments of Cargo.toml's `wasm-opt-features`), then the size of every wasm file in the site's pkg/:
 # the dashboard's own download (nixdeck.wasm) and the chunks loaded on demand.
 #
 # Environment:
