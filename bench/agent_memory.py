@@ -7,22 +7,11 @@ binary's clean pages, which the page cache decides."""
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
+
+from deck_api import Deck
 
 url, password, host, agent_pid, commands = sys.argv[1:6]
 commands = int(commands)
-
-
-def request(method, path, body=None, headers=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    req.add_header("Origin", url)
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    with urllib.request.urlopen(req) as resp:
-        return resp.headers, json.loads(resp.read() or b"null")
 
 
 def memory():
@@ -41,8 +30,7 @@ def memory():
     return out
 
 
-headers, login = request("POST", "/api/login", {"username": "admin", "password": password})
-auth = {"Cookie": headers["Set-Cookie"].split(";", 1)[0], "X-CSRF-Token": login["csrf_token"]}
+deck = Deck(url, password)
 
 time.sleep(10)  # settled: registered, a few heartbeats sent
 idle = memory()
@@ -51,20 +39,7 @@ print(f"idle: {json.dumps(idle)}", file=sys.stderr)
 failed = 0
 t0 = time.monotonic()
 for i in range(commands):
-    while True:
-        try:
-            _, started = request("POST", f"/api/hosts/{host}/commands", {"command": "test"}, auth)
-            break
-        except urllib.error.HTTPError as e:
-            if e.code != 409:  # busy: the last one's end not seen by the dashboard yet
-                raise
-            time.sleep(0.005)
-    cid = started["command_id"]
-    while True:
-        _, c = request("GET", f"/api/commands/{cid}", None, auth)
-        if c["status"] not in ("pending", "running"):
-            break
-        time.sleep(0.005)
+    c = deck.run(host, "test")
     if c["status"] != "ok":
         failed += 1
     if (i + 1) % 1000 == 0:

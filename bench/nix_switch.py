@@ -8,27 +8,13 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
+
+from deck_api import Deck
 
 url, password, repo, test_flake, host, plain_profile, rounds = sys.argv[1:8]
 rounds = int(rounds)
 attr = f"nixosConfigurations.{host}.config.system.build.toplevel"
-
-
-def request(method, path, body=None, headers=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    req.add_header("Origin", url)
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    with urllib.request.urlopen(req) as resp:
-        return resp.headers, json.loads(resp.read() or b"null")
-
-
-headers, login = request("POST", "/api/login", {"username": "admin", "password": password})
-cookie = headers["Set-Cookie"].split(";", 1)[0]
-auth = {"Cookie": cookie, "X-CSRF-Token": login["csrf_token"]}
+deck = Deck(url, password)
 
 
 def flake(version, message):
@@ -38,12 +24,7 @@ def flake(version, message):
 
 def nixdeck_switch():
     t0 = time.monotonic()
-    _, accepted = request("POST", f"/api/hosts/{host}/commands", {"command": "switch"}, auth)
-    while True:
-        _, detail = request("GET", f"/api/commands/{accepted['command_id']}", None, auth)
-        if detail["status"] not in ("queued", "running"):
-            break
-        time.sleep(0.005)
+    detail = deck.run(host, "switch")
     took = (time.monotonic() - t0) * 1000
     if detail["status"] != "ok":
         sys.exit(f"nixdeck's switch ended {detail['status']}")
