@@ -337,11 +337,21 @@ pub async fn merge_and_deploy(
     on_failure: Option<OnFailure>,
     preview: bool,
 ) -> Result<String, AppError> {
+    // The form's canary field takes host ids and `tag:NAME`s alike.
+    let (canary_tags, canary): (Vec<String>, Vec<String>) = canary
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|c| c.starts_with("tag:"));
+    let canary_tags: Vec<String> = canary_tags
+        .into_iter()
+        .map(|t| t["tag:".len()..].to_owned())
+        .collect();
     let req = protocol::api::DeployRequest {
         pr_number,
         host_ids,
         tags: None,
-        canary,
+        canary: (!canary.is_empty()).then_some(canary),
+        canary_tags: (!canary_tags.is_empty()).then_some(canary_tags),
         batch_size,
         max_failures,
         head_sha,

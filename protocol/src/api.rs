@@ -332,6 +332,10 @@ pub struct DeployRequest {
     /// Additions: a staged rollout. These hosts go first, alone (the canary wave)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Vec<String>>,
+    /// Addition: the canary wave by tag, besides or instead of `canary`: every target host
+    /// carrying any of these tags goes first (`canary = a tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_tags: Option<Vec<String>>,
     /// ...then the rest in waves of this many (None or 0: all at once)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,

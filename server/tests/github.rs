@@ -686,9 +686,24 @@ async fn a_staged_rollout_halts_after_the_canary_fails_and_a_refused_merge_says_
         json!({"mergeable": true}),
     )
     .await;
+    // The canary wave named by a tag (`canary_tags`); a tag nobody carries is refused.
+    let tagged = deck
+        .admin
+        .http
+        .patch(deck.server.url("/api/hosts/canary"))
+        .header("X-CSRF-Token", &deck.admin.csrf)
+        .json(&json!({"tags": ["canary"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tagged.status(), 200);
+    let (code, refused) = deck
+        .deploy(json!({"pr_number": 4, "canary_tags": ["nobody"]}))
+        .await;
+    assert_eq!((code, refused["code"].as_str()), (409, Some("no_hosts")));
     let job = deck
         .deploy_ok(
-            json!({"pr_number": 4, "canary": ["canary"], "batch_size": 1, "max_failures": 0}),
+            json!({"pr_number": 4, "canary_tags": ["canary"], "batch_size": 1, "max_failures": 0}),
         )
         .await;
     let halted = deck.wait_job(&job).await;

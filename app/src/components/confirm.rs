@@ -280,7 +280,7 @@ fn DeployOptionsForm(form: DeployForm, error: RwSignal<Option<String>>) -> impl 
                 <span>"Preview first (build the PR on every target and show what changes before merging)"</span>
             </label>
             <div class="deploy-options-grid">
-                {field("Canary hosts", "deploy-canary", form.canary, "first, alone: web-1, web-2", false)}
+                {field("Canary hosts", "deploy-canary", form.canary, "first, alone: web-1, tag:canary", false)}
                 {field("Batch size", "deploy-batch-size", form.batch_size, "all at once", true)}
                 {field("Max failures", "deploy-max-failures", form.max_failures, "0", true)}
                 {field("Soak (seconds)", "deploy-soak", form.soak_s, "0", true)}

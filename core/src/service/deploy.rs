@@ -157,6 +157,13 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
         ));
     }
     let named = super::hosts::targets(core, req.host_ids.clone(), req.tags.clone())?;
+    // A canary wave named by tag: the targets carrying it, as ids from here on (stored so,
+    // for a restart).
+    let mut req = req;
+    let tagged = match req.canary_tags.take() {
+        Some(tags) => super::hosts::targets(core, None, Some(tags))?.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut targets = match &named {
         Some(ids) => {
             for id in ids {
@@ -178,6 +185,12 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
     }
     targets.sort();
     targets.dedup();
+    for id in tagged.into_iter().filter(|id| targets.contains(id)) {
+        let canary = req.canary.get_or_insert_with(Vec::new);
+        if !canary.contains(&id) {
+            canary.push(id);
+        }
+    }
     if targets.is_empty() {
         return Err(AppError::conflict(
             "no_hosts",
@@ -1297,6 +1310,7 @@ mod tests {
             host_ids: None,
             tags: None,
             canary: None,
+            canary_tags: None,
             batch_size: None,
             max_failures: None,
             head_sha: None,
@@ -1421,6 +1435,7 @@ mod tests {
             host_ids: None,
             tags: None,
             canary: Some(ids(canary)),
+            canary_tags: None,
             batch_size: Some(batch_size),
             max_failures: None,
             head_sha: None,

@@ -457,6 +457,7 @@ async fn deploy_request(c: &Client, d: &DeployArgs) -> Result<DeployRequest> {
         host_ids,
         tags,
         canary,
+        canary_tags: None,
         batch_size: d.batch_size,
         max_failures: d.max_failures,
         head_sha: None,
