@@ -81,6 +81,18 @@ test("below 768 px the rows become cards with the same live content", async ({ p
     expect(box.x + box.width).toBeLessThanOrEqual(390);
     const pull = (await card.locator("button[data-command=pull]").boundingBox())!;
     expect(pull.x + pull.width).toBeLessThanOrEqual(box.x + box.width);
+    // Nothing runs past the card's edge or over another cell: every compartment inside,
+    // the figures clear of the last-seen age.
+    for (const c of await card.locator(".update-compartment").all()) {
+      const b = (await c.boundingBox())!;
+      expect(b.x + b.width).toBeLessThanOrEqual(box.x + box.width);
+    }
+    const figures = (await card.locator(".cell-metrics").boundingBox())!;
+    const seen = (await card.locator(".cell-last-seen").boundingBox())!;
+    const apart =
+      figures.y + figures.height <= seen.y || seen.y + seen.height <= figures.y ||
+      figures.x + figures.width <= seen.x || seen.x + seen.width <= figures.x;
+    expect(apart, `figures ${JSON.stringify(figures)} and last seen ${JSON.stringify(seen)} overlap`).toBe(true);
     await expect(card.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
     await expect(card.locator('[data-metric="cpu"] .metric-val')).toHaveText(/^\d+%$/);
     await expect(card.locator('.update-compartment[data-compartment="agent"]')).not.toHaveClass(/unknown/);
