@@ -43,6 +43,7 @@ pub fn preload_lazy_parts() {
         add_host::__preload_add_host_dialog().await;
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;
+        dashboard::__preload_tag_counts().await;
         deploy_panel::__preload_deploy_panel().await;
         fleet_diff_panel::__preload_fleet_diff_panel().await;
         fleet_diff_panel::__preload_deploy_diff_panel().await;
