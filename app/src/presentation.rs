@@ -134,9 +134,34 @@ pub fn compartment_class(status: CheckStatus) -> &'static str {
     }
 }
 
+/// What each compartment checks, for the legend, in the order of `UpdateStatus::NAMES`
+/// (the rules are `core/src/hub/compartments.rs`).
+pub const COMPARTMENT_MEANINGS: [&str; 5] = [
+    "The agent's version against the dashboard's: behind when the agent is older.",
+    "The commit of the host's config checkout against the head of the desired branch.",
+    "The host's flake.lock against the desired branch's (without a desired hash: its age, \
+     fresh up to 7 days).",
+    "The agent's verdict on the running system; a rolled-back switch is an error. Confirmed \
+     only while git and lock are ok.",
+    "The agent's tests of the host. Confirmed only while git and lock are ok.",
+];
+
+/// What a compartment's state word (`compartment_code`) means, for the legend.
+pub fn status_meaning(status: CheckStatus) -> &'static str {
+    match status {
+        CheckStatus::Ok => "Matches the desired state, or the check passed.",
+        CheckStatus::Outdated => "The host is behind the desired state: pull, or update the agent.",
+        CheckStatus::Error => "The check failed, or the desired state cannot be read.",
+        CheckStatus::Unknown => {
+            "Not checked yet, or nothing to check against (no desired-state source, no \
+             checkout, git or lock not ok)."
+        }
+        CheckStatus::Working => "Being checked now.",
+    }
+}
+
 /// The state as a word beside the colour, so it rests on neither colour nor a code to
-/// learn: "ok", "behind" (the host is behind the desired state), "error", "unknown" (not
-/// checked yet, or nothing to check against), "…" (being checked).
+/// learn (each word's meaning is `status_meaning`).
 pub fn compartment_code(status: CheckStatus) -> &'static str {
     match status {
         CheckStatus::Ok => "ok",

@@ -11,6 +11,7 @@ use crate::components::generations::GenerationsPanel;
 use crate::components::host_edit::HostEditPanel;
 use crate::components::host_list::HostTable;
 use crate::components::lazy_view;
+use crate::components::legend::LegendButton;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
@@ -93,6 +94,7 @@ pub(crate) fn FleetView() -> impl IntoView {
             <HostFilter />
             <BulkMenu />
             <AddHostButton />
+            <LegendButton />
             <a class="account-link" href="/deploys">"Deploys"</a>
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit"</a>

@@ -17,6 +17,7 @@ pub mod host_edit;
 pub mod host_list;
 pub mod host_parts;
 pub mod host_row;
+pub mod legend;
 pub mod link_footer;
 pub mod log_panel;
 pub mod login;
@@ -50,6 +51,7 @@ pub fn preload_lazy_parts() {
         generations::__preload_generations_panel().await;
         host_edit::__preload_host_edit_dialog().await;
         host_parts::__preload_host_menu_items().await;
+        legend::__preload_legend_panel().await;
         log_panel::__preload_log_panel().await;
         notices::__preload_notice_list().await;
         // A marker for tests: every part is here (a dashboard stopped before this point
