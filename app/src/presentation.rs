@@ -134,9 +134,22 @@ pub fn compartment_class(status: CheckStatus) -> &'static str {
     }
 }
 
+/// What a compartment's state word (`compartment_code`) means, for the legend.
+pub fn status_meaning(status: CheckStatus) -> &'static str {
+    match status {
+        CheckStatus::Ok => "Matches the desired state, or the check passed.",
+        CheckStatus::Outdated => "The host is behind the desired state: pull, or update the agent.",
+        CheckStatus::Error => "The check failed, or the desired state cannot be read.",
+        CheckStatus::Unknown => {
+            "Not checked yet, or nothing to check against (no desired-state source, no \
+             checkout, git or lock not ok)."
+        }
+        CheckStatus::Working => "Being checked now.",
+    }
+}
+
 /// The state as a word beside the colour, so it rests on neither colour nor a code to
-/// learn: "ok", "behind" (the host is behind the desired state), "error", "unknown" (not
-/// checked yet, or nothing to check against), "…" (being checked).
+/// learn (each word's meaning is `status_meaning`).
 pub fn compartment_code(status: CheckStatus) -> &'static str {
     match status {
         CheckStatus::Ok => "ok",
@@ -167,15 +180,28 @@ pub fn compartment_title(label: &str, check: &StatusCheck) -> String {
     title
 }
 
-/// What a compartment checks, in a sentence: the host page's explanation beside each
-/// compartment's state. By wire name (`UpdateStatus::NAMES`).
+/// What a compartment checks, in a sentence: the legend's and the host page's explanation
+/// of each compartment. By wire name (`UpdateStatus::NAMES`); the rules are
+/// `core/src/hub/compartments.rs`.
 pub fn compartment_meaning(name: &str) -> &'static str {
     match name {
         "agent" => "The nixdeck agent on the host: its version against the dashboard's.",
-        "git" => "The host's checkout of the config repository against the branch's head (the desired state).",
-        "lock" => "The host's flake.lock against the one on the branch; a waiting update PR is marked here.",
-        "system" => "The running system: whether the last switch, boot or rollback activated and stayed.",
-        "tests" => "The host's own checks (the Test button): whether the last run passed.",
+        "git" => {
+            "The host's checkout of the config repository against the head of the desired \
+             branch."
+        }
+        "lock" => {
+            "The host's flake.lock against the desired branch's (without a desired hash: its \
+             age, fresh up to 7 days); a waiting update PR is marked here."
+        }
+        "system" => {
+            "The running system: whether the last switch, boot or rollback activated and \
+             stayed (a rolled-back switch is an error). Confirmed only while git and lock are ok."
+        }
+        "tests" => {
+            "The host's own checks (the Test button): whether the last run passed. Confirmed \
+             only while git and lock are ok."
+        }
         _ => "",
     }
 }

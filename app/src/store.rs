@@ -158,6 +158,40 @@ pub fn current_generation(generations: &[Generation]) -> Option<u64> {
     generations.iter().find(|g| g.current).map(|g| g.number)
 }
 
+/// One tag in the header: how many of the hosts carrying it are online.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagCount {
+    pub tag: String,
+    pub online: usize,
+    pub total: usize,
+}
+
+/// Hosts online / total per tag (every tag, the agent's too, as `tag:` filters), sorted
+/// by tag. A sorted `Vec` rather than a map: a new map type costs the first download its
+/// B-tree code (P5), and a fleet has few tags.
+pub fn count_tags<'a>(hosts: impl Iterator<Item = &'a Host>) -> Vec<TagCount> {
+    let mut counts: Vec<TagCount> = Vec::new();
+    for host in hosts {
+        for tag in &host.tags {
+            let i = match counts.binary_search_by(|c| c.tag.as_str().cmp(tag)) {
+                Ok(i) => i,
+                Err(i) => {
+                    let count = TagCount {
+                        tag: tag.clone(),
+                        online: 0,
+                        total: 0,
+                    };
+                    counts.insert(i, count);
+                    i
+                }
+            };
+            counts[i].total += 1;
+            counts[i].online += usize::from(host.online);
+        }
+    }
+    counts
+}
+
 /// The WebSocket link as the footer shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LinkState {
@@ -180,6 +214,10 @@ pub struct HostStore {
     online_ids: StoredValue<BTreeSet<String>>,
     /// How many hosts are online.
     pub online: RwSignal<usize>,
+    /// Bumped when a host's tags may have changed without the ids or the online set
+    /// changing (an edit, an agent's new `--tags`, a snapshot): with `ids` and `online`,
+    /// what the header's per-tag counts (`tag_counts`) depend on.
+    pub retagged: RwSignal<u64>,
     /// Whether the store holds a snapshot yet (false while a page opened inside the app
     /// waits for the socket's first frame).
     pub synced: RwSignal<bool>,
@@ -244,6 +282,7 @@ impl HostStore {
         HostStore {
             synced: RwSignal::new(true),
             online: RwSignal::new(online_ids.len()),
+            retagged: RwSignal::new(0),
             online_ids: StoredValue::new(online_ids),
             ids,
             pending_pr,
@@ -301,9 +340,28 @@ impl HostStore {
         (self.online.get(), self.ids.with(Vec::len))
     }
 
+    /// Hosts online / total per tag, sorted by tag, for the header. Tracks what can
+    /// change them: hosts coming or going, one going on- or offline, a tag edit.
+    pub fn tag_counts(&self) -> Vec<TagCount> {
+        self.ids.track();
+        self.online.track();
+        self.retagged.track();
+        self.state.with_value(|s| count_tags(s.hosts.values()))
+    }
+
     /// Apply one event from the hub. The only writer of host state. The page applies
     /// events through `PageState::apply`, which also keeps its own state in step.
     pub fn apply(&self, event: &BrowserEvent) -> Changed {
+        // Whether the event changes a known host's tags (a new host changes `ids`).
+        let retagged = match event {
+            BrowserEvent::HostUpdated(b) => self.state.with_value(|s| {
+                s.hosts
+                    .get(&b.host.id)
+                    .is_some_and(|h| h.tags != b.host.tags)
+            }),
+            BrowserEvent::Snapshot(_) => true,
+            _ => false,
+        };
         // The kind of the command a completion ends, read before the state forgets it.
         let finished = match event {
             BrowserEvent::CommandComplete(c) => self.state.with_value(|s| {
@@ -366,6 +424,9 @@ impl HostStore {
                 self.state
                     .with_value(|s| set_if_changed(self.desired, s.desired.clone()));
             }
+        }
+        if retagged && changed != Changed::Nothing {
+            self.retagged.update(|n| *n += 1);
         }
         self.follow_command(event, &changed);
         self.follow_previews(event, finished);
@@ -572,6 +633,57 @@ pub(crate) mod tests {
             store.apply(&beat("a", 102, 5.0));
             assert_eq!(a.last_seen.get_untracked(), Some(Timestamp(102)));
             assert_eq!(store.sync_host("a"), 0);
+        });
+    }
+
+    #[test]
+    fn tag_counts_follow_online_changes_and_tag_edits_and_nothing_else() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let mut snap = snapshot(&["a", "b", "c"]);
+            snap.hosts[0].tags = vec!["web".into()];
+            snap.hosts[1].tags = vec!["db".into(), "web".into()];
+            let store = HostStore::new(snap);
+            let runs = StoredValue::new(0);
+            let counts = Memo::new(move |_| {
+                runs.update_value(|n| *n += 1);
+                store.tag_counts()
+            });
+            let count = |tag: &str, online, total| TagCount {
+                tag: tag.into(),
+                online,
+                total,
+            };
+            assert_eq!(
+                counts.get_untracked(),
+                [count("db", 0, 1), count("web", 0, 2)]
+            );
+            store.apply(&beat("b", 101, 5.0));
+            assert_eq!(
+                counts.get_untracked(),
+                [count("db", 1, 1), count("web", 1, 2)]
+            );
+            // A heartbeat of a host already online changes no count: no recount.
+            let before = runs.get_value();
+            store.apply(&beat("b", 102, 6.0));
+            store.apply(&beat("b", 103, 6.0));
+            let _ = counts.get_untracked();
+            assert_eq!(runs.get_value(), before);
+            // An edit of an off-screen host (no signals) recounts.
+            let mut c = store.host_state("c").unwrap();
+            c.tags = vec!["db".into()];
+            store.apply(&BrowserEvent::HostUpdated(HostBody { host: c }));
+            assert_eq!(
+                counts.get_untracked(),
+                [count("db", 1, 2), count("web", 1, 2)]
+            );
+            store.apply(&BrowserEvent::HostOffline(HostRef {
+                host_id: "b".into(),
+            }));
+            assert_eq!(
+                counts.get_untracked(),
+                [count("db", 0, 2), count("web", 0, 2)]
+            );
         });
     }
 

@@ -1,9 +1,10 @@
 // Host tags in the page: the agent's --tags show in the row, `tag:` filters, and an edit
-// from the ⋮ menu (location and tags) reaches every open page without a reload.
+// from the ⋮ menu (location and tags) reaches every open page without a reload. The header
+// counts hosts online / tagged per tag, live, and a count sets the tag: filter (issue 18).
 import { expect, test } from "@playwright/test";
 import { Agent, BASE, createHost, loginApi, loginUi } from "./fleet";
 
-test("tags show in the row, filter with tag:, and an edit reaches another page live", async ({ browser }) => {
+test("tags show in the row and in the header's counts, filter with tag:, and an edit reaches another page live", async ({ browser }) => {
   const admin = await loginApi();
   const stamp = Date.now();
   const web = `tagweb-${stamp}`;
@@ -24,6 +25,16 @@ test("tags show in the row, filter with tag:, and an edit reaches another page l
     // The agent's tags, sorted, as chips in the row.
     await expect(webRow.locator(".tag")).toHaveText([`c${stamp}`, "web"], { timeout: 15_000 });
     await expect(editor.locator(`tr[data-host-id="${db}"] .tag`)).toHaveCount(0);
+
+    // The header counts the tag's hosts online / in all; a click filters the list to them.
+    const counts = watcher.locator(".tag-counts");
+    const cCount = counts.locator(`button[data-tag="c${stamp}"]`);
+    await expect(cCount).toHaveText(`c${stamp} 1/1`, { timeout: 15_000 });
+    await expect(counts.locator(`button[data-tag="db-${stamp}"]`)).toHaveCount(0);
+    await cCount.click();
+    await expect(watcher.locator("input.host-filter")).toHaveValue(`tag:c${stamp}`);
+    await expect(watcher.locator("tr[data-host-id]")).toHaveCount(1);
+    await expect(watcher.locator(`tr[data-host-id="${web}"]`)).toBeVisible();
 
     // tag: matches whole tags only.
     await watcher.locator("input.host-filter").fill(`tag:c${stamp}`);
@@ -51,6 +62,8 @@ test("tags show in the row, filter with tag:, and an edit reaches another page l
     await expect(dbRow.locator(".location")).toHaveText("rack 9");
     await expect(watcher.locator(`tr[data-host-id="${db}"]`)).toBeVisible();
     await expect(watcher.locator(`tr[data-host-id="${db}"] .tag`)).toHaveText([`db-${stamp}`, "primary"]);
+    // The edit reaches the header's counts too: the db host's agent runs, so 1/1.
+    await expect(counts.locator(`button[data-tag="db-${stamp}"]`)).toHaveText(`db-${stamp} 1/1`);
 
     // The agent's own tags are shown in the dialog, not editable there.
     await webRow.locator("details.host-menu summary").click();
@@ -65,6 +78,11 @@ test("tags show in the row, filter with tag:, and an edit reaches another page l
     const host = (await r.json()).find((h: { id: string }) => h.id === db);
     expect(host.tags).toEqual([`db-${stamp}`, "primary"]);
     expect(host.location).toBe("rack 9");
+
+    // The web host's agent stops: its tags' counts drop to 0 online, the host still counted.
+    await agents[0].stop();
+    await expect(cCount).toHaveText(`c${stamp} 0/1`, { timeout: 15_000 });
+    await expect(counts.locator(`button[data-tag="db-${stamp}"]`)).toHaveText(`db-${stamp} 1/1`);
   } finally {
     await Promise.all(agents.map((a) => a.stop("SIGKILL")));
   }

@@ -10,6 +10,8 @@ use crate::components::fleet_target::FleetTarget;
 use crate::components::generations::GenerationsPanel;
 use crate::components::host_edit::HostEditPanel;
 use crate::components::host_list::HostTable;
+use crate::components::lazy_view;
+use crate::components::legend::LegendButton;
 use crate::components::link_footer::LinkFooter;
 use crate::components::log_panel::LogPanel;
 use crate::components::notices::Notices;
@@ -97,6 +99,7 @@ pub(crate) fn FleetView() -> impl IntoView {
         <header class="topbar">
             <h1 class="brand">"nixdeck"</h1>
             <span class="fleet-count">{counts}</span>
+            {lazy_view(move || store.synced.get(), tag_counts)}
             <Show when=move || store.synced.get()>
                 <FleetTarget />
             </Show>
@@ -104,6 +107,7 @@ pub(crate) fn FleetView() -> impl IntoView {
             <HostFilter />
             <BulkMenu />
             <AddHostButton />
+            <LegendButton />
             <a class="account-link" href="/deploys">"Deploys"</a>
             <a class="account-link" href="/users">"Users"</a>
             <a class="account-link" href="/audit">"Audit"</a>
@@ -131,6 +135,48 @@ pub(crate) fn FleetView() -> impl IntoView {
         <Notices />
         <ConfirmDialog />
         <LinkFooter />
+    }
+}
+
+/// Tags shown in the header; the rest are summed up as "+N more", so a fleet with many
+/// tags does not push the header's controls off the line.
+const HEADER_TAGS: usize = 8;
+
+/// The header's counts per tag are a separate wasm chunk, shown once the page is hydrated:
+/// in the first download they took ≈ 3–4 kB brotli of a P5 budget with < 1 kB left
+/// (docs/BENCHMARKS.md).
+#[lazy]
+pub(crate) fn tag_counts() -> AnyView {
+    view! { <TagCounts /> }.into_any()
+}
+
+/// Online / total per tag, e.g. "web 3/4"; a click sets the `tag:` filter (one click
+/// handler for all the buttons, each names its tag in `data-tag`).
+#[component]
+fn TagCounts() -> impl IntoView {
+    let store = expect_context::<HostStore>();
+    let page = expect_context::<PageState>();
+    let counts = Memo::new(move |_| store.tag_counts());
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        let tag = event_target::<leptos::web_sys::Element>(&ev).get_attribute("data-tag");
+        if let Some(tag) = tag {
+            page.filter.set(format!("tag:{tag}"));
+        }
+    };
+    let buttons = move || {
+        counts.with(|counts| {
+            let more = counts.len().saturating_sub(HEADER_TAGS);
+            let buttons = counts.iter().take(HEADER_TAGS).map(|c| {
+                let text = format!("{} {}/{}", c.tag, c.online, c.total);
+                view! { <button type="button" class="tag-count" data-tag=c.tag.clone()>{text}</button> }
+            });
+            (buttons.collect_view(), (more > 0).then(|| format!("+{more} more")))
+        })
+    };
+    view! {
+        <span class="tag-counts" title="Hosts online / tagged; click one to filter" on:click=on_click>
+            {buttons}
+        </span>
     }
 }
 

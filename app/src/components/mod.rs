@@ -18,6 +18,7 @@ pub mod host_list;
 pub mod host_page;
 pub mod host_parts;
 pub mod host_row;
+pub mod legend;
 pub mod link_footer;
 pub mod log_panel;
 pub mod login;
@@ -45,12 +46,14 @@ pub fn preload_lazy_parts() {
         add_host::__preload_add_host_dialog().await;
         bulk_menu::__preload_bulk_menu_items().await;
         confirm::__preload_confirm_dialog().await;
+        dashboard::__preload_tag_counts().await;
         deploy_panel::__preload_deploy_panel().await;
         fleet_diff_panel::__preload_fleet_diff_panel().await;
         fleet_diff_panel::__preload_deploy_diff_panel().await;
         generations::__preload_generations_panel().await;
         host_edit::__preload_host_edit_dialog().await;
         host_parts::__preload_host_menu_items().await;
+        legend::__preload_legend_panel().await;
         log_panel::__preload_log_panel().await;
         notices::__preload_notice_list().await;
         // A marker for tests: every part is here (a dashboard stopped before this point
