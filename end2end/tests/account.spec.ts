@@ -104,7 +104,7 @@ test("admins manage users and read the audit log in the page", async ({ page }) 
   await expect(page.locator("tr.host-row, p.empty").first()).toBeVisible();
   await expect
     .poll(() => [...parts].sort())
-    .toEqual(["add_host_dialog", "bulk_menu_items", "confirm_dialog", "deploy_diff_panel", "deploy_panel", "fleet_diff_panel", "generations_panel", "host_edit_dialog", "host_menu_items", "log_panel", "notice_list", "refresh_host_now", "run_host_action"]);
+    .toEqual(["add_host_dialog", "bulk_menu_items", "confirm_dialog", "deploy_diff_panel", "deploy_panel", "fleet_diff_panel", "generations_panel", "host_edit_dialog", "host_menu_items", "legend_panel", "log_panel", "notice_list", "refresh_host_now", "run_host_action", "tag_counts"]);
   // (The login page is a chunk of its own too, fetched by /login.)
   expect(chunks).toEqual(["login"]);
 
