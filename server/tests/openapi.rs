@@ -926,6 +926,28 @@ async fn every_route_answers_as_the_openapi_document_says() {
         204,
     )
     .await;
+    // The viewer's own colour theme: kept, and anything but system, light or dark refused.
+    let theme = "/api/account/theme";
+    let kept = r
+        .call(
+            "PUT",
+            theme,
+            theme,
+            Session,
+            Body::Json(json!({"theme": "dark"})),
+            200,
+        )
+        .await;
+    assert_eq!(kept["theme"], "dark", "{kept}");
+    r.call(
+        "PUT",
+        theme,
+        theme,
+        Session,
+        Body::Json(json!({"theme": "purple"})),
+        422,
+    )
+    .await;
     let reauth = "/api/account/reauth";
     r.call(
         "POST",
