@@ -227,16 +227,19 @@ fn every_known_type_is_listed() {
 fn rest_bodies() {
     round_trip::<LoginRequest>(json!({"username": "admin", "password": "pw"}));
     round_trip::<LoginRequest>(json!({"username": "admin", "password": "pw", "totp": "123456"}));
-    // `role` is an addition; a body without it (the contract's minimum) still reads.
-    round_trip::<LoginResponse>(json!({"csrf_token": "t", "role": "operator"}));
+    // `role` and `theme` are additions; a body without them (the contract's minimum) still
+    // reads.
+    round_trip::<LoginResponse>(json!({"csrf_token": "t", "role": "operator", "theme": "dark"}));
     round_trip::<TotpSetupRequest>(json!({"password": "pw", "code": "123456"}));
     round_trip::<TotpSetupRequest>(json!({"password": "pw"}));
     // The route had no body before: an empty object still reads, with no password.
     let bare: TotpSetupRequest = serde_json::from_value(json!({})).unwrap();
     assert_eq!(bare, TotpSetupRequest::default());
     let bare: LoginResponse = serde_json::from_value(json!({"csrf_token": "t"})).unwrap();
-    // Without it the page assumes the least privileged role (the server still decides).
+    // Without it the page assumes the least privileged role (the server still decides),
+    // and the browser's own colour scheme.
     assert_eq!(bare.role, Role::Viewer);
+    assert_eq!(bare.theme, protocol::api::Theme::System);
     round_trip::<SessionInfo>(json!({"username": "admin", "csrf_token": "t"}));
     round_trip::<ApiError>(json!({"error": "Host is busy.", "code": "busy"}));
     round_trip::<CreateHost>(
