@@ -41,4 +41,15 @@ pub struct Core {
     /// The key from the key file: seals TOTP secrets, keys recovery-code hashes
     /// (`service::totp::prepare_key` loads it at start).
     pub secret_key: Arc<secret::SecretKey>,
+    /// This process's name among the servers that share one database (`replica_name`):
+    /// it tells replicas apart in leases, presence and the event bus between them.
+    pub replica: Arc<str>,
+}
+
+/// A name for this server process, new at every start: the process id and 32 random
+/// bits, so two processes never share one, even on one machine or after a restart with
+/// the same pid.
+pub fn replica_name() -> Arc<str> {
+    let tag: u32 = rand::random();
+    Arc::from(format!("{}-{tag:08x}", std::process::id()))
 }

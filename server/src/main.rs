@@ -151,6 +151,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         unsaved: Arc::default(),
         refusals: Arc::default(),
         secret_key: Arc::new(secret_key),
+        replica: nixdeck_core::replica_name(),
     };
     service::deploy::recover(&core)
         .await

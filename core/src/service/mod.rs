@@ -95,6 +95,7 @@ pub(crate) async fn test_core(
         unsaved: Arc::default(),
         refusals: Arc::default(),
         secret_key: Arc::new(crate::secret::SecretKey::random()),
+        replica: crate::replica_name(),
         enroll_until: None,
         limits: Arc::new(limits::Limits::new(config.login_failures_per_min)),
         config: Arc::new(config),

@@ -393,6 +393,7 @@ mod tests {
             limits: Arc::new(super::super::limits::Limits::new(5)),
             config: Arc::new(config),
             secret_key: Arc::new(secret_key),
+            replica: crate::replica_name(),
         }
     }
 

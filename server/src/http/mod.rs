@@ -172,6 +172,7 @@ mod tests {
             refusals: Arc::default(),
             enroll_until: None,
             secret_key: Arc::new(nixdeck_core::secret::SecretKey::random()),
+            replica: nixdeck_core::replica_name(),
             limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,
             )),
