@@ -338,14 +338,7 @@ pub async fn merge_and_deploy(
     preview: bool,
 ) -> Result<String, AppError> {
     // The form's canary field takes host ids and `tag:NAME`s alike.
-    let (canary_tags, canary): (Vec<String>, Vec<String>) = canary
-        .unwrap_or_default()
-        .into_iter()
-        .partition(|c| c.starts_with("tag:"));
-    let canary_tags: Vec<String> = canary_tags
-        .into_iter()
-        .map(|t| t["tag:".len()..].to_owned())
-        .collect();
+    let (canary, canary_tags) = protocol::api::split_canary(&canary.unwrap_or_default());
     let req = protocol::api::DeployRequest {
         pr_number,
         host_ids,

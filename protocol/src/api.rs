@@ -319,6 +319,28 @@ pub struct BulkResponse {
     pub results: Vec<BulkResult>,
 }
 
+/// A canary list as people type it (the page's canary field, `nixdeck ctl deploy
+/// --canary`): host ids or names and `tag:NAME`s mixed. Split into what goes in `canary`
+/// and in `canary_tags`, each item trimmed, empty items dropped, each kept once in the
+/// order given. `tag:` with no name stays, as an empty tag the dashboard refuses.
+pub fn split_canary<S: AsRef<str>>(items: &[S]) -> (Vec<String>, Vec<String>) {
+    let (mut hosts, mut tags): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for item in items
+        .iter()
+        .map(|i| i.as_ref().trim())
+        .filter(|i| !i.is_empty())
+    {
+        let (list, value) = match item.strip_prefix("tag:") {
+            Some(tag) => (&mut tags, tag.trim()),
+            None => (&mut hosts, item),
+        };
+        if !list.iter().any(|v| v == value) {
+            list.push(value.to_owned());
+        }
+    }
+    (hosts, tags)
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -668,4 +690,28 @@ pub struct NotifyDelivery {
     /// `sent`, `retrying` or `given_up`.
     pub status: String,
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_canary_list_splits_into_hosts_and_tags() {
+        let (hosts, tags) = split_canary(&[
+            "web-2",
+            " tag:canary",
+            "web-1",
+            "",
+            "tag: db ",
+            "web-2",
+            "tag:canary",
+        ]);
+        assert_eq!(hosts, ["web-2", "web-1"]);
+        assert_eq!(tags, ["canary", "db"]);
+        let (hosts, tags) = split_canary(&["tag:"]);
+        assert!(hosts.is_empty());
+        assert_eq!(tags, [""]);
+        assert_eq!(split_canary::<&str>(&[]), (vec![], vec![]));
+    }
 }

@@ -1039,10 +1039,21 @@ async fn ctl_deploy_follows_a_rollout_and_its_exit_code_says_how_it_ended() {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     }
 
+    // A canary tag picks among the deploy's hosts (`canary_tags`, resolved by the
+    // dashboard): g2 carries it but not `web`, so it stays out of this deploy.
     let (code, out, err) = ctl(
         &deck.server,
         &token,
-        &["deploy", "--pr", "7", "--tags", "web", "--follow"],
+        &[
+            "deploy",
+            "--pr",
+            "7",
+            "--tags",
+            "web",
+            "--canary",
+            "tag:canary",
+            "--follow",
+        ],
     )
     .await;
     assert_eq!(code, 0, "{out}{err}");

@@ -84,7 +84,8 @@ pub struct DeployArgs {
     /// Deploy to the hosts with any of these tags
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,
-    /// Hosts that go first, alone: names or ids, and `tag:NAME` for every host with that tag
+    /// Hosts that go first, alone: names or ids (added to the targets), and `tag:NAME` for
+    /// every target host with that tag
     #[arg(long, value_delimiter = ',')]
     pub canary: Vec<String>,
     /// After the canaries, hosts go in waves of this many (default: all at once)

@@ -434,30 +434,32 @@ async fn start_deploy(c: &Client, out: Out, d: &DeployArgs) -> Result<()> {
     deploy_outcome(out, &end)
 }
 
-/// The request, with host names and tags turned into ids.
+/// The request, with host names turned into ids. Tags go as they are (`tags`,
+/// `canary_tags`): the dashboard picks the hosts, so a canary tag picks only hosts that
+/// are targets anyway, and a tag no host carries is refused there.
 async fn deploy_request(c: &Client, d: &DeployArgs) -> Result<DeployRequest> {
     let pr_number =
         d.pr.ok_or_else(|| Failure::new(Exit::Usage, "deploy needs --pr N"))?;
-    let named = !(d.hosts.is_empty() && d.canary.is_empty());
+    let (canary, canary_tags) = protocol::api::split_canary(&d.canary);
+    let named = !(d.hosts.is_empty() && canary.is_empty());
     let hosts = if named { fleet(c).await?.1 } else { Vec::new() };
     let host_ids = if d.hosts.is_empty() {
         None
     } else {
         Some(fleet::select(&hosts, &d.hosts)?)
     };
-    // Tags go as they are: the dashboard picks the hosts (and says when none carries them).
     let tags = (!d.tags.is_empty()).then(|| d.tags.clone());
-    let canary = if d.canary.is_empty() {
+    let canary = if canary.is_empty() {
         None
     } else {
-        Some(fleet::select(&hosts, &d.canary)?)
+        Some(fleet::select(&hosts, &canary)?)
     };
     Ok(DeployRequest {
         pr_number,
         host_ids,
         tags,
         canary,
-        canary_tags: None,
+        canary_tags: (!canary_tags.is_empty()).then_some(canary_tags),
         batch_size: d.batch_size,
         max_failures: d.max_failures,
         head_sha: None,
