@@ -18,8 +18,6 @@ ROUNDS=${ROUNDS:-10}
 PORT=${PORT:-3970}
 OUT=${OUT:-$(mktemp -d /tmp/nixdeck-nix-bench.XXXXXX)}
 mkdir -p "$OUT"
-url="http://127.0.0.1:$PORT"
-password=bench-admin-password
 
 command -v nix >/dev/null || { echo "nix is missing: run scripts/setup.sh" >&2; exit 1; }
 # Tests' and benches' Nix settings (no network, no daemon, no nixbld group).
@@ -33,33 +31,10 @@ else
   cargo build -p nixdeck -p nixdeck-agent -p testkit
 fi
 bin=target/$PROFILE
+. bench/lib.sh
 
-pids=()
-server_pid=
-cleanup() {
-  for p in "${pids[@]}" $server_pid; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-now_ms() { date +%s%3N; }
-
-NIXDECK_LISTEN="127.0.0.1:$PORT" NIXDECK_DATABASE_URL="sqlite://$OUT/bench.db" \
-  NIXDECK_ADMIN_PASSWORD="$password" NIXDECK_HEARTBEAT_INTERVAL_S=5 \
-  NIXDECK_SITE_ROOT=target/site RUST_LOG=warn \
-  $bin/nixdeck >>"$OUT/nixdeck.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 300); do curl -sf -o /dev/null "$url/healthz" && break; sleep 0.1; done
-
-jar="$OUT/cookies"
-csrf=$(curl -sf -c "$jar" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$password\"}" "$url/api/login" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])')
-api() { # method path [json]
-  curl -sf -b "$jar" -H "X-CSRF-Token: $csrf" -H 'Content-Type: application/json' \
-    -H "Origin: $url" -X "$1" "$url$2" ${3:+-d "$3"}
-}
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+start_dashboard
+login
 
 # A host with its own checkout, profile and agent.
 machine() { # name repo
