@@ -5,6 +5,17 @@
 #
 #   AGENTS=10000 BROWSERS=100 DURATION=60 bench/run.sh
 #   STEPS="p1 relay" AGENTS=500 BROWSERS=10 DURATION=20 bench/run.sh   # a subset
+#   PROCS=3 AGENTS=40000 …   fleet-sim as 3 processes (each under the open-file limit), each
+#                            with a third of the agents and browsers, their measured windows
+#                            aligned, one merged report ($OUT/<step>.json; fleet-sim merge)
+#   STEPS=ext URLS=http://127.0.0.1:3951,http://127.0.0.1:3952 SERVER_PIDS=pid1,pid2 …
+#                            fleet-sim against dashboards started by you (replicas of one
+#                            dashboard: agents and browsers spread over them round-robin);
+#                            start them with NIXDECK_ADMIN_PASSWORD=bench-admin-password,
+#                            NIXDECK_ENROLL_TOKEN=bench-enroll-token-0123456789abcdef,
+#                            NIXDECK_ENROLL_TOKEN_USES=0, NIXDECK_MAX_SOCKETS_PER_USER above
+#                            the browsers; SERVER_PIDS (optional) are sampled for CPU and RSS
+#   PROFILE=debug …          the debug binaries (a quick try of the script; not the figures)
 #
 # Steps: p1 (nixdeck), relay (raw-relay, same sizes), slow (nixdeck, SLOW_PCT % of the
 # browsers stop reading), p2 (RSS with no agents vs AGENTS idle agents), storm (restart
@@ -22,6 +33,8 @@ DURATION=${DURATION:-60}
 WARMUP=${WARMUP:-10}
 SLOW_PCT=${SLOW_PCT:-5}
 STEPS=${STEPS:-"p1 relay slow p2 storm"}
+PROCS=${PROCS:-1}
+PROFILE=${PROFILE:-release}
 PORT=${PORT:-3950}
 RELAY_PORT=${RELAY_PORT:-3960}
 OUT=${OUT:-$(mktemp -d /tmp/nixdeck-bench.XXXXXX)}
@@ -34,7 +47,12 @@ if [ "$(ulimit -n)" -lt $((AGENTS + BROWSERS + 256)) ]; then
   exit 1
 fi
 
-cargo build --release -p nixdeck -p fleet-sim
+if [ "$PROFILE" = release ]; then
+  cargo build --release -p nixdeck -p fleet-sim
+else
+  cargo build -p nixdeck -p fleet-sim
+fi
+bin=target/$PROFILE
 
 url="http://127.0.0.1:$PORT"
 password=bench-admin-password
@@ -49,7 +67,7 @@ start_nixdeck() { # $1: heartbeat interval the server asks for
   NIXDECK_LISTEN="127.0.0.1:$PORT" NIXDECK_DATABASE_URL="sqlite://$OUT/bench.db" \
     NIXDECK_ADMIN_PASSWORD="$password" NIXDECK_ENROLL_TOKEN="$enroll" \
     NIXDECK_HEARTBEAT_INTERVAL_S="$1" NIXDECK_SITE_ROOT=target/site RUST_LOG=warn,nixdeck::http::ws_browser=info \
-    target/release/nixdeck >>"$OUT/nixdeck.log" 2>&1 &
+    $bin/nixdeck >>"$OUT/nixdeck.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
     curl -sf -o /dev/null "$url/healthz" && return 0
@@ -60,7 +78,7 @@ start_nixdeck() { # $1: heartbeat interval the server asks for
 }
 
 start_relay() { # $1: heartbeat interval
-  target/release/raw-relay --listen "127.0.0.1:$RELAY_PORT" --heartbeat-interval-s "$1" \
+  $bin/raw-relay --listen "127.0.0.1:$RELAY_PORT" --heartbeat-interval-s "$1" \
     >>"$OUT/relay.log" 2>&1 &
   server_pid=$!
   sleep 0.5
@@ -77,16 +95,35 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# `browsers=0 sim name …` etc. override the sizes for one run.
+# `browsers=0 sim name …` etc. override the sizes for one run. With PROCS > 1, fleet-sim
+# runs as PROCS shards (`--shard P/PROCS`), each with its own tokens file, the server
+# sampled by shard 0 only; `fleet-sim merge` makes $OUT/$name.json of their reports.
 sim() { # $1: output name; the rest: extra fleet-sim flags
   local name=$1
   shift
   local b=${browsers:-$BROWSERS} d=${duration:-$DURATION} w=${warmup:-$WARMUP} i=${interval:-5}
-  echo "== $name: fleet-sim --agents $AGENTS --browsers $b --duration-s $d --warmup-s $w --interval-s $i $*" >&2
-  NIXDECK_ADMIN_PASSWORD="$password" target/release/fleet-sim --json --url "$url" \
-    --agents "$AGENTS" --browsers "$b" --duration-s "$d" --warmup-s "$w" --interval-s "$i" \
-    --enroll-token "$enroll" --tokens-file "$tokens" --server-pid "$server_pid" "$@" \
-    >"$OUT/$name.json"
+  local pids_flag=${sample_pids:-$server_pid}
+  local args=(--json --url "$url" --agents "$AGENTS" --browsers "$b" --duration-s "$d"
+    --warmup-s "$w" --interval-s "$i" --enroll-token "$enroll")
+  echo "== $name: fleet-sim ${args[*]:1} (PROCS=$PROCS) $*" >&2
+  if [ "$PROCS" = 1 ]; then
+    NIXDECK_ADMIN_PASSWORD="$password" $bin/fleet-sim "${args[@]}" --tokens-file "$tokens" \
+      ${pids_flag:+--server-pid "$pids_flag"} "$@" >"$OUT/$name.json"
+    return
+  fi
+  rm -rf "$OUT/sync-$name" "$OUT/$name"-[0-9]*.json
+  local p shards=()
+  for p in $(seq 0 $((PROCS - 1))); do
+    local sampled=()
+    [ "$p" = 0 ] && [ -n "$pids_flag" ] && sampled=(--server-pid "$pids_flag")
+    NIXDECK_ADMIN_PASSWORD="$password" $bin/fleet-sim "${args[@]}" --shard "$p/$PROCS" \
+      --sync-dir "$OUT/sync-$name" --samples-file "$OUT/$name-$p.samples" \
+      --tokens-file "$OUT/tokens-$p.json" "${sampled[@]}" "$@" >"$OUT/$name-$p.json" &
+    shards+=($!)
+  done
+  for p in "${shards[@]}"; do wait "$p"; done
+  $bin/fleet-sim merge --json "$OUT/$name"-[0-9]*.json >"$OUT/$name.json"
+  rm -f "$OUT/$name"-[0-9]*.samples
 }
 
 has() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -107,6 +144,14 @@ if has history; then
       stop_server
     done
   done
+fi
+
+if has ext; then
+  [ -n "${URLS:-}" ] || { echo "STEPS=ext needs URLS (the dashboards to aim at)" >&2; exit 1; }
+  url_saved=$url
+  url=$URLS
+  sample_pids=${SERVER_PIDS:-} sim external
+  url=$url_saved
 fi
 
 if has relay; then
@@ -141,10 +186,14 @@ fi
 
 if has storm; then
   start_nixdeck 5
-  rm -f "$OUT/ready"
+  rm -f "$OUT"/ready*
   browsers=0 duration=5 sim storm --storm --ready-file "$OUT/ready" &
   sim_pid=$!
-  for _ in $(seq 1 6000); do [ -e "$OUT/ready" ] && break; sleep 0.1; done
+  # Every shard steady (`ready`, or `ready.P` for each of PROCS shards).
+  for _ in $(seq 1 6000); do
+    [ "$(find "$OUT" -maxdepth 1 -name 'ready*' | wc -l)" -ge "$PROCS" ] && break
+    sleep 0.1
+  done
   t0=$(date +%s.%N)
   stop_server
   start_nixdeck 5
@@ -162,6 +211,7 @@ echo
 echo "| run | agents | browsers | heartbeats/s | events/s | delivery | p50 ms | p90 ms | p99 ms | max ms | browser drops (in window) | server CPU | server RSS max | fleet-sim CPU | machine busy |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 row nixdeck nixdeck
+row external "external (${URLS:-})"
 row relay raw-relay
 row slow "nixdeck, slow browsers"
 for f in history-false-1 history-true-1 history-false-2 history-true-2; do row "$f" "$f"; done

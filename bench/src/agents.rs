@@ -16,9 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-/// What every agent shares: where to connect, the schedule, and the counters.
+/// What every agent of this process shares: the schedule and the counters.
 pub struct Fleet {
-    pub ws_url: String,
     pub agents: usize,
     pub interval: Duration,
     /// Agent i sends at `phase_start + i * interval / agents + k * interval`, so the load
@@ -41,9 +40,8 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(ws_url: String, agents: usize, interval: Duration, ramp: usize) -> Fleet {
+    pub fn new(agents: usize, interval: Duration, ramp: usize) -> Fleet {
         Fleet {
-            ws_url,
             agents,
             interval,
             phase_start: Instant::now(),
@@ -77,8 +75,9 @@ pub fn hostname(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i:05}")
 }
 
-/// One agent, forever: the caller aborts it at the end of the run.
-pub async fn run(fleet: Arc<Fleet>, i: usize, hostname: String, mut token: String) {
+/// One agent (the process's `i`th), on the dashboard at `ws_url`, forever: the caller
+/// aborts it at the end of the run.
+pub async fn run(fleet: Arc<Fleet>, i: usize, ws_url: String, hostname: String, mut token: String) {
     let mut backoff = Backoff::default();
     let mut first = true;
     loop {
@@ -90,7 +89,7 @@ pub async fn run(fleet: Arc<Fleet>, i: usize, hostname: String, mut token: Strin
             None
         };
         first = false;
-        let registered = session(&fleet, i, &hostname, &mut token, permit).await;
+        let registered = session(&fleet, i, &ws_url, &hostname, &mut token, permit).await;
         if registered {
             backoff.reset();
         } else {
@@ -105,11 +104,12 @@ pub async fn run(fleet: Arc<Fleet>, i: usize, hostname: String, mut token: Strin
 async fn session(
     fleet: &Fleet,
     i: usize,
+    ws_url: &str,
     hostname: &str,
     token: &mut String,
     permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> bool {
-    let Ok(mut request) = fleet.ws_url.as_str().into_client_request() else {
+    let Ok(mut request) = ws_url.into_client_request() else {
         return false;
     };
     let Ok(auth) = format!("Bearer {token}").parse() else {

@@ -1,6 +1,9 @@
-//! `fleet-sim`: N agents and M browsers against a nixdeck server (or the raw relay), in
-//! one process, so heartbeat-to-browser latency is measured on one clock. A benchmark:
-//! it prints figures and never fails on them.
+//! `fleet-sim`: N agents and M browsers against a nixdeck server (or the raw relay), or
+//! against several replicas of one dashboard (`--url` repeated: agents and browsers spread
+//! round-robin). Heartbeat-to-browser latency is measured on the machine's monotonic
+//! clock, so a fleet too big for one process's open files runs as several processes
+//! (`--shard P/N`, their windows aligned through `--sync-dir`), whose reports
+//! `fleet-sim merge` combines. A benchmark: it prints figures and never fails on them.
 
 mod agents;
 mod browsers;
@@ -10,16 +13,16 @@ mod stats;
 
 use agents::{lock, Fleet};
 use clap::{Parser, ValueEnum};
-use serde::Serialize;
-use stats::{cpu_pct, machine_ticks, sample, Latency, ProcSample};
-use std::path::PathBuf;
+use serde::{Deserialize, Serialize};
+use stats::{cpu_pct, machine_ticks, sample, sample_all, Latency, ProcSample};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::time::sleep;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Mode {
     /// The real server: login, host tokens or enrollment, session cookie and Origin.
@@ -31,9 +34,24 @@ enum Mode {
 #[derive(Parser, Debug)]
 #[command(about = "Simulate a fleet of agents and browsers against nixdeck or raw-relay")]
 struct Args {
-    /// The server's origin, e.g. http://127.0.0.1:3950.
+    /// The server's origin, e.g. http://127.0.0.1:3950. Several replicas of one dashboard:
+    /// repeat --url or separate them with commas; agent i and browser i use the (i mod n)th,
+    /// each browser with a session of its own replica.
+    #[arg(long, required = true, value_delimiter = ',')]
+    url: Vec<String>,
+    /// This process's part of the fleet, `P/N`: of `--agents` and `--browsers` (the whole
+    /// fleet's), it runs those whose index is P modulo N. Hostnames are the fleet's, so
+    /// the N processes together are one fleet
+    #[arg(long, default_value = "0/1", value_parser = parse_shard)]
+    shard: Shard,
+    /// With `--shard P/N`: a directory the N processes share. Each writes when its agents
+    /// are registered and its browsers connected, and all start the measured window at
+    /// once, a warm-up after the last of them is ready, so that their counts add up
     #[arg(long)]
-    url: String,
+    sync_dir: Option<PathBuf>,
+    /// Write the latency samples (f32, little-endian) here, for `fleet-sim merge`.
+    #[arg(long)]
+    samples_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "nixdeck")]
     mode: Mode,
     #[arg(long, default_value_t = 100)]
@@ -56,9 +74,10 @@ struct Args {
     /// Share of browser sockets (%) that stop reading once connected.
     #[arg(long, default_value_t = 0.0)]
     slow_browsers_pct: f64,
-    /// The server process, to sample its CPU and RSS from /proc every second.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server process, to sample its CPU and RSS from /proc every second; several
+    /// (repeated or comma-separated): their sums
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Host tokens by hostname (JSON), read and extended: reruns on the same database
     /// skip host creation and enrollment.
     #[arg(long)]
@@ -78,7 +97,7 @@ struct Args {
     #[arg(long)]
     storm: bool,
     /// Storm: this file is created once the fleet is steady (the harness then restarts
-    /// the server).
+    /// the server); with `--shard P/N`, N > 1, the file is `<file>.P`.
     #[arg(long)]
     ready_file: Option<PathBuf>,
     #[arg(long, default_value_t = 240)]
@@ -88,7 +107,32 @@ struct Args {
     json: bool,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl Shard {
+    fn has(&self, i: usize) -> bool {
+        i % self.count == self.index
+    }
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let bad = || format!("`{s}` is not P/N with 0 <= P < N");
+    let (p, n) = s.split_once('/').ok_or_else(bad)?;
+    let (index, count) = (
+        p.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if count == 0 || index >= count {
+        return Err(bad());
+    }
+    Ok(Shard { index, count })
+}
+
+#[derive(Serialize, Deserialize, Default, Clone)]
 struct ServerFigures {
     cpu_pct: Option<f64>,
     rss_kib_start: Option<u64>,
@@ -101,9 +145,15 @@ struct ServerFigures {
     kib_per_agent: Option<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Storm {
     agents_back: usize,
+    /// The first dropped link (ms of the monotonic clock), and when each agent was back
+    /// after it (s): what `fleet-sim merge` needs to time the whole fleet.
+    #[serde(default)]
+    first_drop_ms: f64,
+    #[serde(default)]
+    back_s: Vec<f64>,
     /// From the first dropped link to the first and to the last new registration.
     first_back_s: Option<f64>,
     all_back_s: Option<f64>,
@@ -112,9 +162,14 @@ struct Storm {
     p99_s: Option<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Report {
     mode: Mode,
+    /// `P/N` of `--shard`, or how many reports `fleet-sim merge` combined (`merged of N`).
+    #[serde(default)]
+    shard: String,
+    #[serde(default)]
+    urls: usize,
     agents: usize,
     browsers: usize,
     slow_browsers: usize,
@@ -132,6 +187,18 @@ struct Report {
     events_per_s_slowest_browser: f64,
     /// events read / (heartbeats sent × reading browsers): 1.0 when nothing is lost.
     delivery: f64,
+    /// The counts behind the rates, for `fleet-sim merge`: heartbeats sent and events read
+    /// in the window, by this process's agents and browsers.
+    #[serde(default)]
+    sent: u64,
+    #[serde(default)]
+    events: u64,
+    #[serde(default)]
+    reading_browsers: usize,
+    #[serde(default)]
+    window_s: f64,
+    #[serde(default)]
+    samples_file: Option<PathBuf>,
     latency: Latency,
     /// Until every browser had its socket open (snapshots included).
     browsers_connected_s: f64,
@@ -173,46 +240,71 @@ fn fd_limit() -> u64 {
     lim.rlim_cur
 }
 
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 fn say(msg: impl AsRef<str>) {
     eprintln!(
         "[fleet-sim {:7.1}s] {}",
-        clock::now_ms() / 1000.0,
+        STARTED.get_or_init(Instant::now).elapsed().as_secs_f64(),
         msg.as_ref()
     );
 }
 
 #[tokio::main]
 async fn main() -> Result<(), setup::Error> {
+    STARTED.get_or_init(Instant::now);
+    // `fleet-sim merge [--json] REPORT.json…`: one report from those of the shards.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("merge") {
+        return merge_main(&argv[2..]);
+    }
     let args = Args::parse();
-    clock::now_ms(); // start the process clock
     raise_fd_limit();
-    let wanted = (args.agents + args.browsers + 64) as u64;
+    let shard = args.shard;
+    // The fleet's indices this process runs (`--shard`); hostnames and URLs follow them.
+    let my_agents: Vec<usize> = (0..args.agents).filter(|&i| shard.has(i)).collect();
+    let my_browsers: Vec<usize> = (0..args.browsers).filter(|&b| shard.has(b)).collect();
+    let wanted = (my_agents.len() + my_browsers.len() + 64) as u64;
     if fd_limit() < wanted {
         say(format!(
             "warning: open-file limit {} < {wanted}; run `ulimit -n {wanted}` first",
             fd_limit()
         ));
     }
-    let base = args.url.trim_end_matches('/').to_owned();
-    let ws_base = base.replacen("http", "ws", 1);
+    let bases: Vec<String> = args
+        .url
+        .iter()
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if bases.is_empty() {
+        return Err("--url names no URL".into());
+    }
+    let ws_bases: Vec<String> = bases.iter().map(|b| b.replacen("http", "ws", 1)).collect();
+    let base = bases[0].clone();
     let http = reqwest::Client::new();
 
-    // --- tokens and session
-    let names: Vec<String> = (0..args.agents)
-        .map(|i| agents::hostname(&args.host_prefix, i))
+    // --- tokens and sessions
+    let names: Vec<String> = my_agents
+        .iter()
+        .map(|&i| agents::hostname(&args.host_prefix, i))
         .collect();
     let mut tokens = args
         .tokens_file
         .as_deref()
         .map(setup::load_tokens)
         .unwrap_or_default();
-    let mut session = None;
+    // One session per replica: each browser signs in where it connects.
+    let mut sessions: Vec<Option<setup::Session>> = vec![None; bases.len()];
     if args.mode == Mode::Nixdeck {
         let password = args
             .password
             .as_deref()
             .ok_or("--password (or NIXDECK_ADMIN_PASSWORD) is needed")?;
-        let s = setup::login(&http, &base, &args.username, password).await?;
+        for (session, b) in sessions.iter_mut().zip(&bases) {
+            *session = Some(setup::login(&http, b, &args.username, password).await?);
+        }
+        let s = sessions[0].clone().expect("signed in above");
         let missing: Vec<String> = names
             .iter()
             .filter(|n| !tokens.contains_key(*n))
@@ -226,43 +318,45 @@ async fn main() -> Result<(), setup::Error> {
             tokens.extend(created);
             save(&args, &tokens)?;
         }
-        session = Some(s);
     }
 
     // --- agents
-    let server_start = args.server_pid.and_then(|p| sample(Some(p)));
+    let server_start = sample_all(&args.server_pid);
+    let agent_count = my_agents.len();
     let fleet = Arc::new(Fleet::new(
-        format!("{ws_base}/ws/agent"),
-        args.agents,
+        agent_count,
         Duration::from_secs_f64(args.interval_s),
         args.ramp,
     ));
     let t_ramp = Instant::now();
-    let mut agent_tasks = Vec::with_capacity(args.agents);
-    for (i, name) in names.iter().enumerate() {
+    let mut agent_tasks = Vec::with_capacity(agent_count);
+    for ((i, name), &global) in names.iter().enumerate().zip(&my_agents) {
         let token = match (args.mode, tokens.get(name), &args.enroll_token) {
             (Mode::Relay, _, _) => "relay".to_owned(),
             (_, Some(t), _) => t.clone(),
             (_, None, Some(enroll)) => enroll.clone(),
             (_, None, None) => unreachable!("hosts without a token were created above"),
         };
+        let ws_url = format!("{}/ws/agent", ws_bases[global % ws_bases.len()]);
         agent_tasks.push(tokio::spawn(agents::run(
             fleet.clone(),
             i,
+            ws_url,
             name.clone(),
             token,
         )));
     }
-    let ramp_deadline = Instant::now() + Duration::from_secs(60 + args.agents as u64 / 20);
+    let ramp_deadline = Instant::now() + Duration::from_secs(60 + agent_count as u64 / 20);
     let mut last_say = Instant::now();
-    while fleet.registered.load(Ordering::Relaxed) < args.agents && Instant::now() < ramp_deadline {
+    while fleet.registered.load(Ordering::Relaxed) < agent_count && Instant::now() < ramp_deadline
+    {
         sleep(Duration::from_millis(100)).await;
         if last_say.elapsed() >= Duration::from_secs(5) {
             last_say = Instant::now();
             say(format!(
                 "agents registered: {}/{} (failed attempts {})",
                 fleet.registered.load(Ordering::Relaxed),
-                args.agents,
+                agent_count,
                 fleet.failed_attempts.load(Ordering::Relaxed)
             ));
         }
@@ -271,46 +365,62 @@ async fn main() -> Result<(), setup::Error> {
     say(format!(
         "{}/{} agents registered in {ramp_s:.1}s",
         fleet.registered.load(Ordering::Relaxed),
-        args.agents
+        agent_count
     ));
     tokens.extend(std::mem::take(&mut *lock(&fleet.new_tokens)));
     save(&args, &tokens)?;
     // Let the connects' garbage settle before reading the fleet's memory.
     sleep(Duration::from_secs(3)).await;
-    let server_agents = args.server_pid.and_then(|p| sample(Some(p)));
+    let server_agents = sample_all(&args.server_pid);
 
     // --- browsers
-    let slow_browsers = ((args.browsers as f64 * args.slow_browsers_pct / 100.0).round() as usize)
+    // The fleet's last ones are the slow ones.
+    let slow_total = ((args.browsers as f64 * args.slow_browsers_pct / 100.0).round() as usize)
         .min(args.browsers);
-    let target = Arc::new(browsers::Target {
-        ws_url: format!("{ws_base}/ws"),
-        origin: session.as_ref().map(|_| base.clone()),
-        cookie: session.as_ref().map(|s| s.cookie.clone()),
-        connected: Default::default(),
-    });
+    let is_slow = |b: usize| b >= args.browsers - slow_total;
+    let slow_browsers = my_browsers.iter().filter(|&&b| is_slow(b)).count();
+    let targets: Vec<Arc<browsers::Target>> = ws_bases
+        .iter()
+        .zip(&bases)
+        .zip(&sessions)
+        .map(|((ws_base, base), session)| {
+            Arc::new(browsers::Target {
+                ws_url: format!("{ws_base}/ws"),
+                origin: session.as_ref().map(|_| base.clone()),
+                cookie: session.as_ref().map(|s| s.cookie.clone()),
+                connected: Default::default(),
+            })
+        })
+        .collect();
+    let connected = || -> usize {
+        targets
+            .iter()
+            .map(|t| t.connected.load(Ordering::Relaxed))
+            .sum()
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut browser_tasks = Vec::with_capacity(args.browsers);
-    for b in 0..args.browsers {
-        // The last ones are the slow ones.
-        let slow = b >= args.browsers - slow_browsers;
-        let (target, stop) = (target.clone(), stop_rx.clone());
+    let mut browser_tasks = Vec::with_capacity(my_browsers.len());
+    for &b in &my_browsers {
+        let slow = is_slow(b);
+        let (target, stop) = (targets[b % targets.len()].clone(), stop_rx.clone());
         browser_tasks.push(tokio::spawn(async move {
             browsers::run(&target, slow, stop).await
         }));
     }
     let t_browsers = Instant::now();
     let deadline = t_browsers + Duration::from_secs(120);
-    while target.connected.load(Ordering::Relaxed) < args.browsers && Instant::now() < deadline {
+    while connected() < my_browsers.len() && Instant::now() < deadline {
         sleep(Duration::from_millis(50)).await;
     }
     let browsers_connected_s = t_browsers.elapsed().as_secs_f64();
     say(format!(
         "{}/{} browsers connected ({slow_browsers} slow); warming up {}s",
-        target.connected.load(Ordering::Relaxed),
-        args.browsers,
+        connected(),
+        my_browsers.len(),
         args.warmup_s
     ));
-    sleep(Duration::from_secs(args.warmup_s)).await;
+    let start = window_start(&args).await?;
+    sleep_until_ms(start).await;
 
     // --- measured window
     let mut samples: Vec<(Option<ProcSample>, Option<ProcSample>)> = Vec::new();
@@ -319,11 +429,13 @@ async fn main() -> Result<(), setup::Error> {
     let t_measure = Instant::now();
     clock::set_measuring(true);
     say(format!("measuring {}s", args.duration_s));
-    let end = t_measure + Duration::from_secs(args.duration_s);
-    samples.push((args.server_pid.and_then(|p| sample(Some(p))), sample(None)));
-    while Instant::now() < end {
-        sleep(Duration::from_secs(1).min(end - Instant::now())).await;
-        samples.push((args.server_pid.and_then(|p| sample(Some(p))), sample(None)));
+    // The window's end on the shared clock, so that all shards stop together too.
+    let end_ms = start + args.duration_s as f64 * 1000.0;
+    samples.push((sample_all(&args.server_pid), sample(None)));
+    while clock::now_ms() < end_ms {
+        let left = Duration::from_secs_f64(((end_ms - clock::now_ms()) / 1000.0).max(0.0));
+        sleep(Duration::from_secs(1).min(left)).await;
+        samples.push((sample_all(&args.server_pid), sample(None)));
     }
     clock::set_measuring(false);
     let window = t_measure.elapsed().as_secs_f64();
@@ -332,7 +444,7 @@ async fn main() -> Result<(), setup::Error> {
 
     // --- storm
     let storm = if args.storm {
-        Some(storm(&args, &fleet).await?)
+        Some(storm(&args, &fleet, agent_count).await?)
     } else {
         None
     };
@@ -353,6 +465,9 @@ async fn main() -> Result<(), setup::Error> {
         .iter_mut()
         .flat_map(|o| std::mem::take(&mut o.samples))
         .collect();
+    if let Some(path) = &args.samples_file {
+        stats::write_samples(path, &all_samples)?;
+    }
     let reading: Vec<&browsers::Outcome> = outcomes.iter().filter(|o| !o.slow).collect();
     let events: u64 = reading.iter().map(|o| o.events).sum();
     let slowest = reading.iter().map(|o| o.events).min().unwrap_or(0);
@@ -365,14 +480,21 @@ async fn main() -> Result<(), setup::Error> {
     let me = |i: usize| samples.get(i).and_then(|s| s.1);
     let report = Report {
         mode: args.mode,
-        agents: args.agents,
-        browsers: args.browsers,
+        shard: format!("{}/{}", shard.index, shard.count),
+        urls: bases.len(),
+        agents: agent_count,
+        browsers: my_browsers.len(),
         slow_browsers,
         interval_s: args.interval_s,
         warmup_s: args.warmup_s,
         duration_s: args.duration_s,
         ramp_s,
         agents_registered: fleet.registered.load(Ordering::Relaxed),
+        sent,
+        events,
+        reading_browsers: reading.len(),
+        window_s: window,
+        samples_file: args.samples_file.clone(),
         failed_attempts: fleet.failed_attempts.load(Ordering::Relaxed),
         link_drops: fleet.drops.load(Ordering::Relaxed),
         heartbeats_per_s: sent as f64 / window,
@@ -401,7 +523,7 @@ async fn main() -> Result<(), setup::Error> {
             rss_kib_end: last.map(|s| s.rss_kib),
             kib_per_agent: server_start
                 .zip(server_agents)
-                .map(|(a, b)| (b.rss_kib as f64 - a.rss_kib as f64) / args.agents.max(1) as f64),
+                .map(|(a, b)| (b.rss_kib as f64 - a.rss_kib as f64) / agent_count.max(1) as f64),
         },
         sim_cpu_pct: me(0)
             .zip(me(samples.len().saturating_sub(1)))
@@ -411,12 +533,179 @@ async fn main() -> Result<(), setup::Error> {
             .map(|((b0, t0), (b1, t1))| (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0),
         storm,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(&report, args.json)
+}
+
+fn print_report(report: &Report, json: bool) -> Result<(), setup::Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print_human(&report);
+        print_human(report);
     }
     Ok(())
+}
+
+/// When the measured window starts, on the shared clock: a warm-up from now, or with
+/// `--sync-dir` and several shards, a warm-up after the last shard is ready.
+async fn window_start(args: &Args) -> Result<f64, setup::Error> {
+    let warmup_ms = args.warmup_s as f64 * 1000.0;
+    let Some(dir) = args.sync_dir.as_deref().filter(|_| args.shard.count > 1) else {
+        return Ok(clock::now_ms() + warmup_ms);
+    };
+    std::fs::create_dir_all(dir)?;
+    let mine = dir.join(format!("ready-{}", args.shard.index));
+    let tmp = mine.with_extension("tmp");
+    std::fs::write(&tmp, clock::now_ms().to_string())?;
+    std::fs::rename(&tmp, &mine)?;
+    say(format!("waiting for the other {} shards", args.shard.count - 1));
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let ready: Vec<f64> = (0..args.shard.count)
+            .filter_map(|p| std::fs::read_to_string(dir.join(format!("ready-{p}"))).ok())
+            .filter_map(|t| t.trim().parse().ok())
+            .collect();
+        if ready.len() == args.shard.count {
+            return Ok(ready.into_iter().fold(0.0, f64::max) + warmup_ms);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {}/{} shards ready in {}",
+                ready.len(),
+                args.shard.count,
+                dir.display()
+            )
+            .into());
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sleep_until_ms(at_ms: f64) {
+    let left = (at_ms - clock::now_ms()) / 1000.0;
+    if left > 0.0 {
+        sleep(Duration::from_secs_f64(left)).await;
+    }
+}
+
+/// `fleet-sim merge [--json] REPORT.json…`
+fn merge_main(argv: &[String]) -> Result<(), setup::Error> {
+    let json = argv.iter().any(|a| a == "--json");
+    let files: Vec<&Path> = argv
+        .iter()
+        .filter(|a| *a != "--json")
+        .map(Path::new)
+        .collect();
+    if files.is_empty() {
+        return Err("usage: fleet-sim merge [--json] REPORT.json…".into());
+    }
+    let mut reports = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let report: Report =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        reports.push(report);
+    }
+    let mut samples = Vec::new();
+    for r in &reports {
+        match &r.samples_file {
+            Some(path) => samples.extend(
+                stats::read_samples(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            None if reports.len() > 1 => {
+                return Err("a report without samples_file: run the shards with --samples-file"
+                    .into())
+            }
+            None => {}
+        }
+    }
+    let latency = if reports.len() == 1 && reports[0].samples_file.is_none() {
+        reports[0].latency
+    } else {
+        Latency::of(samples)
+    };
+    print_report(&merge(reports, latency), json)
+}
+
+/// One report for the shards of one run: counts add up; delivery is the events read over
+/// the heartbeats the whole fleet sent times the browsers that read (each browser sees
+/// every shard's agents); latency comes from the shards' samples together (`latency`),
+/// since percentiles do not add; the server figures are the first shard's that has them
+/// (give `--server-pid` to one shard); sizes and times are their maximum.
+fn merge(reports: Vec<Report>, latency: Latency) -> Report {
+    let n = reports.len();
+    let sum = |f: fn(&Report) -> f64| reports.iter().map(f).sum::<f64>();
+    let max = |f: fn(&Report) -> f64| reports.iter().map(f).fold(0.0, f64::max);
+    let sent: u64 = reports.iter().map(|r| r.sent).sum();
+    let events: u64 = reports.iter().map(|r| r.events).sum();
+    let reading: usize = reports.iter().map(|r| r.reading_browsers).sum();
+    // The shards' windows are one window (`--sync-dir`); their lengths differ by a tick.
+    let window = reports.iter().map(|r| r.window_s).fold(0.0, f64::max).max(1e-9);
+    let storms: Vec<&Storm> = reports.iter().filter_map(|r| r.storm.as_ref()).collect();
+    let agents: usize = reports.iter().map(|r| r.agents).sum();
+    let storm = (!storms.is_empty()).then(|| {
+        let first = storms.iter().map(|s| s.first_drop_ms).fold(f64::MAX, f64::min);
+        let back: Vec<f64> = storms
+            .iter()
+            .flat_map(|s| {
+                let shift = (s.first_drop_ms - first) / 1000.0;
+                s.back_s.iter().map(move |b| b + shift)
+            })
+            .collect();
+        storm_figures(first, back, agents)
+    });
+    let server = reports
+        .iter()
+        .find(|r| r.server.cpu_pct.is_some())
+        .map(|r| r.server.clone())
+        .unwrap_or_default();
+    let first = &reports[0];
+    Report {
+        mode: first.mode,
+        shard: format!("merged of {n}"),
+        urls: first.urls,
+        agents,
+        browsers: reports.iter().map(|r| r.browsers).sum(),
+        slow_browsers: reports.iter().map(|r| r.slow_browsers).sum(),
+        interval_s: first.interval_s,
+        warmup_s: first.warmup_s,
+        duration_s: first.duration_s,
+        ramp_s: max(|r| r.ramp_s),
+        agents_registered: reports.iter().map(|r| r.agents_registered).sum(),
+        failed_attempts: reports.iter().map(|r| r.failed_attempts).sum(),
+        link_drops: reports.iter().map(|r| r.link_drops).sum(),
+        heartbeats_per_s: sent as f64 / window,
+        events_per_s: events as f64 / window,
+        events_per_s_per_browser: events as f64 / window / reading.max(1) as f64,
+        events_per_s_slowest_browser: reports
+            .iter()
+            .filter(|r| r.reading_browsers > 0)
+            .map(|r| r.events_per_s_slowest_browser)
+            .reduce(f64::min)
+            .unwrap_or(0.0),
+        delivery: if sent == 0 || reading == 0 {
+            0.0
+        } else {
+            events as f64 / (sent as f64 * reading as f64)
+        },
+        sent,
+        events,
+        reading_browsers: reading,
+        window_s: window,
+        samples_file: None,
+        latency,
+        browsers_connected_s: max(|r| r.browsers_connected_s),
+        browser_connects: reports.iter().map(|r| r.browser_connects).sum(),
+        browser_drops: reports.iter().map(|r| r.browser_drops).sum(),
+        browser_drops_measured: reports.iter().map(|r| r.browser_drops_measured).sum(),
+        browser_lag_closes: reports.iter().map(|r| r.browser_lag_closes).sum(),
+        snapshot_bytes: reports.iter().map(|r| r.snapshot_bytes).max().unwrap_or(0),
+        snapshot_ms_max: max(|r| r.snapshot_ms_max),
+        server,
+        sim_cpu_pct: Some(sum(|r| r.sim_cpu_pct.unwrap_or(0.0))),
+        machine_busy_pct: first.machine_busy_pct,
+        storm,
+    }
 }
 
 fn save(args: &Args, tokens: &setup::Tokens) -> Result<(), setup::Error> {
@@ -428,9 +717,17 @@ fn save(args: &Args, tokens: &setup::Tokens) -> Result<(), setup::Error> {
 
 /// The fleet is steady: signal the harness, wait for the links to drop, then time the
 /// re-registrations.
-async fn storm(args: &Args, fleet: &Fleet) -> Result<Storm, setup::Error> {
+async fn storm(args: &Args, fleet: &Fleet, agents: usize) -> Result<Storm, setup::Error> {
     fleet.storm_armed.store(true, Ordering::Relaxed);
     if let Some(path) = &args.ready_file {
+        // One file per shard (`<file>.P`): the harness waits for all of them.
+        let path = if args.shard.count > 1 {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".{}", args.shard.index));
+            PathBuf::from(name)
+        } else {
+            path.clone()
+        };
         std::fs::write(path, b"ready\n")?;
     }
     say("storm: steady; waiting for the server to restart");
@@ -455,28 +752,35 @@ async fn storm(args: &Args, fleet: &Fleet) -> Result<Storm, setup::Error> {
             .collect()
     };
     let mut last_say = Instant::now();
-    while back_times().len() < args.agents && Instant::now() < deadline {
+    while back_times().len() < agents && Instant::now() < deadline {
         sleep(Duration::from_millis(100)).await;
         if last_say.elapsed() >= Duration::from_secs(5) {
             last_say = Instant::now();
             say(format!(
                 "storm: {}/{} back",
                 back_times().len(),
-                args.agents
+                agents
             ));
         }
     }
-    let back = back_times();
+    Ok(storm_figures(drop_ms, back_times(), agents))
+}
+
+/// The storm's figures from when each agent was back (s after the first drop, at
+/// `first_drop_ms`), `agents` of them expected.
+fn storm_figures(first_drop_ms: f64, back: Vec<f64>, agents: usize) -> Storm {
     let lat = Latency::of(back.iter().map(|&s| s as f32).collect());
-    let all = back.len() == args.agents;
-    Ok(Storm {
+    let all = back.len() == agents;
+    Storm {
         agents_back: back.len(),
+        first_drop_ms,
         first_back_s: back.iter().copied().reduce(f64::min),
         all_back_s: all.then_some(lat.max_ms),
         p50_s: (!back.is_empty()).then_some(lat.p50_ms),
         p90_s: (!back.is_empty()).then_some(lat.p90_ms),
         p99_s: (!back.is_empty()).then_some(lat.p99_ms),
-    })
+        back_s: back,
+    }
 }
 
 fn print_human(r: &Report) {
@@ -531,5 +835,93 @@ fn print_human(r: &Report) {
             opt(st.p99_s, "s"),
             opt(st.all_back_s, "s")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_fleet_by_index() {
+        let s = parse_shard("1/3").unwrap();
+        assert_eq!((s.index, s.count), (1, 3));
+        let mine: Vec<usize> = (0..8).filter(|&i| s.has(i)).collect();
+        assert_eq!(mine, [1, 4, 7]);
+        for bad in ["3/3", "0/0", "1", "a/2", "-1/2"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn shard(agents: usize, reading: usize, sent: u64, events: u64, slowest: f64) -> Report {
+        Report {
+            mode: Mode::Nixdeck,
+            shard: String::new(),
+            urls: 2,
+            agents,
+            browsers: reading,
+            slow_browsers: 0,
+            interval_s: 5.0,
+            warmup_s: 1,
+            duration_s: 10,
+            ramp_s: agents as f64 / 100.0,
+            agents_registered: agents,
+            failed_attempts: 1,
+            link_drops: 0,
+            heartbeats_per_s: sent as f64 / 10.0,
+            events_per_s: events as f64 / 10.0,
+            events_per_s_per_browser: 0.0,
+            events_per_s_slowest_browser: slowest,
+            delivery: 0.0,
+            sent,
+            events,
+            reading_browsers: reading,
+            window_s: 10.0,
+            samples_file: None,
+            latency: Latency::default(),
+            browsers_connected_s: 1.0,
+            browser_connects: reading as u64,
+            browser_drops: 0,
+            browser_drops_measured: 0,
+            browser_lag_closes: 0,
+            snapshot_bytes: 100,
+            snapshot_ms_max: 3.0,
+            server: ServerFigures::default(),
+            sim_cpu_pct: Some(10.0),
+            machine_busy_pct: Some(50.0),
+            storm: None,
+        }
+    }
+
+    /// Each shard's browsers read every shard's heartbeats: delivery is the events over
+    /// the whole fleet's sends times all reading browsers, not a mean of the shards'.
+    #[test]
+    fn merged_counts_add_up_and_delivery_is_the_fleets() {
+        // 300 + 200 heartbeats sent; 3 + 2 browsers each read all 500 but 10.
+        let a = shard(60, 3, 300, 3 * 500 - 10, 49.0);
+        let b = shard(40, 2, 200, 2 * 500, 50.0);
+        let m = merge(vec![a, b], Latency::default());
+        assert_eq!((m.agents, m.reading_browsers, m.sent), (100, 5, 500));
+        assert_eq!(m.events, 2490);
+        assert!((m.delivery - 2490.0 / 2500.0).abs() < 1e-12, "{}", m.delivery);
+        assert!((m.heartbeats_per_s - 50.0).abs() < 1e-9);
+        assert_eq!(m.events_per_s_slowest_browser, 49.0);
+        assert_eq!(m.ramp_s, 0.6);
+        assert_eq!(m.failed_attempts, 2);
+        assert_eq!(m.sim_cpu_pct, Some(20.0));
+        assert_eq!(m.shard, "merged of 2");
+    }
+
+    /// The storm of several shards is timed from the first link that dropped anywhere.
+    #[test]
+    fn merged_storm_counts_from_the_first_drop() {
+        let mut a = shard(2, 0, 0, 0, 0.0);
+        a.storm = Some(storm_figures(1_000.0, vec![1.0, 2.0], 2));
+        let mut b = shard(2, 0, 0, 0, 0.0);
+        b.storm = Some(storm_figures(1_500.0, vec![0.5, 3.5], 2));
+        let s = merge(vec![a, b], Latency::default()).storm.unwrap();
+        assert_eq!(s.agents_back, 4);
+        assert_eq!(s.first_back_s, Some(1.0));
+        assert_eq!(s.all_back_s, Some(4.0));
     }
 }

@@ -1,10 +1,11 @@
 //! Figures: latency percentiles and what /proc says about the server (and this process).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::time::Instant;
 
 /// p50/p90/p99/max of a set of latencies in milliseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub samples: usize,
     pub p50_ms: f64,
@@ -79,6 +80,32 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     })
 }
 
+/// The processes `pids` together (CPU ticks and RSS summed: several replicas of the
+/// dashboard); None when none of them can be read.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    pids.iter()
+        .filter_map(|&p| sample(Some(p)))
+        .reduce(|a, b| ProcSample {
+            at: a.at,
+            cpu_ticks: a.cpu_ticks + b.cpu_ticks,
+            rss_kib: a.rss_kib + b.rss_kib,
+        })
+}
+
+/// Latency samples as `fleet-sim merge` reads them: f32, little-endian, one after another.
+pub fn write_samples(path: &Path, samples: &[f32]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(path, bytes)
+}
+
+pub fn read_samples(path: &Path) -> std::io::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
 /// CPU use between two samples, in % of one core.
 pub fn cpu_pct(a: &ProcSample, b: &ProcSample) -> f64 {
     let secs = b.at.duration_since(a.at).as_secs_f64();
@@ -114,6 +141,15 @@ mod tests {
             (50.0, 90.0, 99.0, 100.0)
         );
         assert_eq!(Latency::of(vec![]).samples, 0);
+    }
+
+    #[test]
+    fn samples_round_trip_through_a_file() {
+        let dir = std::env::temp_dir().join(format!("fleet-sim-test-{}", std::process::id()));
+        let samples = vec![0.25_f32, 1.5, 1234.125, f32::MAX];
+        write_samples(&dir, &samples).unwrap();
+        assert_eq!(read_samples(&dir).unwrap(), samples);
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]
