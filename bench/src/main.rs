@@ -348,8 +348,7 @@ async fn main() -> Result<(), setup::Error> {
     }
     let ramp_deadline = Instant::now() + Duration::from_secs(60 + agent_count as u64 / 20);
     let mut last_say = Instant::now();
-    while fleet.registered.load(Ordering::Relaxed) < agent_count && Instant::now() < ramp_deadline
-    {
+    while fleet.registered.load(Ordering::Relaxed) < agent_count && Instant::now() < ramp_deadline {
         sleep(Duration::from_millis(100)).await;
         if last_say.elapsed() >= Duration::from_secs(5) {
             last_say = Instant::now();
@@ -557,7 +556,10 @@ async fn window_start(args: &Args) -> Result<f64, setup::Error> {
     let tmp = mine.with_extension("tmp");
     std::fs::write(&tmp, clock::now_ms().to_string())?;
     std::fs::rename(&tmp, &mine)?;
-    say(format!("waiting for the other {} shards", args.shard.count - 1));
+    say(format!(
+        "waiting for the other {} shards",
+        args.shard.count - 1
+    ));
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let ready: Vec<f64> = (0..args.shard.count)
@@ -600,8 +602,7 @@ fn merge_main(argv: &[String]) -> Result<(), setup::Error> {
     }
     let mut reports = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let report: Report =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
         reports.push(report);
@@ -609,12 +610,12 @@ fn merge_main(argv: &[String]) -> Result<(), setup::Error> {
     let mut samples = Vec::new();
     for r in &reports {
         match &r.samples_file {
-            Some(path) => samples.extend(
-                stats::read_samples(path).map_err(|e| format!("{}: {e}", path.display()))?,
-            ),
+            Some(path) => samples
+                .extend(stats::read_samples(path).map_err(|e| format!("{}: {e}", path.display()))?),
             None if reports.len() > 1 => {
-                return Err("a report without samples_file: run the shards with --samples-file"
-                    .into())
+                return Err(
+                    "a report without samples_file: run the shards with --samples-file".into(),
+                )
             }
             None => {}
         }
@@ -640,11 +641,18 @@ fn merge(reports: Vec<Report>, latency: Latency) -> Report {
     let events: u64 = reports.iter().map(|r| r.events).sum();
     let reading: usize = reports.iter().map(|r| r.reading_browsers).sum();
     // The shards' windows are one window (`--sync-dir`); their lengths differ by a tick.
-    let window = reports.iter().map(|r| r.window_s).fold(0.0, f64::max).max(1e-9);
+    let window = reports
+        .iter()
+        .map(|r| r.window_s)
+        .fold(0.0, f64::max)
+        .max(1e-9);
     let storms: Vec<&Storm> = reports.iter().filter_map(|r| r.storm.as_ref()).collect();
     let agents: usize = reports.iter().map(|r| r.agents).sum();
     let storm = (!storms.is_empty()).then(|| {
-        let first = storms.iter().map(|s| s.first_drop_ms).fold(f64::MAX, f64::min);
+        let first = storms
+            .iter()
+            .map(|s| s.first_drop_ms)
+            .fold(f64::MAX, f64::min);
         let back: Vec<f64> = storms
             .iter()
             .flat_map(|s| {
@@ -756,11 +764,7 @@ async fn storm(args: &Args, fleet: &Fleet, agents: usize) -> Result<Storm, setup
         sleep(Duration::from_millis(100)).await;
         if last_say.elapsed() >= Duration::from_secs(5) {
             last_say = Instant::now();
-            say(format!(
-                "storm: {}/{} back",
-                back_times().len(),
-                agents
-            ));
+            say(format!("storm: {}/{} back", back_times().len(), agents));
         }
     }
     Ok(storm_figures(drop_ms, back_times(), agents))
@@ -903,7 +907,11 @@ mod tests {
         let m = merge(vec![a, b], Latency::default());
         assert_eq!((m.agents, m.reading_browsers, m.sent), (100, 5, 500));
         assert_eq!(m.events, 2490);
-        assert!((m.delivery - 2490.0 / 2500.0).abs() < 1e-12, "{}", m.delivery);
+        assert!(
+            (m.delivery - 2490.0 / 2500.0).abs() < 1e-12,
+            "{}",
+            m.delivery
+        );
         assert!((m.heartbeats_per_s - 50.0).abs() < 1e-9);
         assert_eq!(m.events_per_s_slowest_browser, 49.0);
         assert_eq!(m.ramp_s, 0.6);
