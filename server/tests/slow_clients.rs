@@ -11,6 +11,12 @@ use tokio::time::{sleep, timeout, Instant};
 
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off() {
+    if common::skip_on_postgres(
+        "the HTTP layer's header deadline; the /healthz database ping at its end is how \
+         every test's server start is awaited",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),

@@ -88,6 +88,19 @@ pub fn on_postgres() -> bool {
     }
 }
 
+/// True, after saying so on stderr, when this run's servers are on PostgreSQL: for a test
+/// whose subject is not storage (timing, the HTTP layer), which the second pass of
+/// `scripts/test.sh` (the same tests, the server on PostgreSQL) would only repeat. `what`
+/// names what covers its storage on PostgreSQL, so the skip can be checked. Keep a test
+/// that stores or reads anything of its own in both passes.
+pub fn skip_on_postgres(what: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("skipped on PostgreSQL: {what}");
+    }
+    skip
+}
+
 /// The database URL of the server whose files are in `dir`: made at its first start and
 /// kept in `dir/database-url`, so a restart finds its data and `nixdeck_cli` the same
 /// database.
