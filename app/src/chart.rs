@@ -115,8 +115,9 @@ pub fn deploy_marks<'a>(
     commands: impl IntoIterator<Item = (i64, &'a str, Option<u64>, &'a str)>,
     frame: &Frame,
 ) -> Vec<DeployMark> {
-    // (first time, id, PR, steps in time order)
-    let mut deploys: Vec<(i64, &str, Option<u64>, Vec<(i64, &str)>)> = Vec::new();
+    /// One deploy's first time, id, PR and steps (time, command kind).
+    type Deploy<'a> = (i64, &'a str, Option<u64>, Vec<(i64, &'a str)>);
+    let mut deploys: Vec<Deploy> = Vec::new();
     for (t, id, pr, kind) in commands {
         match deploys.iter_mut().find(|d| d.1 == id) {
             Some(d) => {
