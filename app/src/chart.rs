@@ -96,6 +96,55 @@ pub fn sparkline_path(cpu: &[Option<u8>]) -> String {
     )
 }
 
+/// A Merge & Deploy on a chart's time axis: one mark per deploy, at its first command in
+/// the range (its pull and switch are seconds apart, one place on any range's axis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployMark {
+    /// In `viewBox` units across the width (0 to `WIDTH`).
+    pub x: i64,
+    pub deploy_id: String,
+    /// "PR #5", or "deploy" for a job whose PR is not known.
+    pub label: String,
+    /// What the mark says on hover: the deploy, its PR and the steps it ran on the host.
+    pub title: String,
+}
+
+/// The deploy marks of a host's commands: `(time, deploy id, PR, command kind)` of each
+/// command a deploy started, in any order; one mark per deploy, ordered by x.
+pub fn deploy_marks<'a>(
+    commands: impl IntoIterator<Item = (i64, &'a str, Option<u64>, &'a str)>,
+    frame: &Frame,
+) -> Vec<DeployMark> {
+    /// One deploy's first time, id, PR and steps (time, command kind).
+    type Deploy<'a> = (i64, &'a str, Option<u64>, Vec<(i64, &'a str)>);
+    let mut deploys: Vec<Deploy> = Vec::new();
+    for (t, id, pr, kind) in commands {
+        match deploys.iter_mut().find(|d| d.1 == id) {
+            Some(d) => {
+                d.0 = d.0.min(t);
+                d.3.push((t, kind));
+            }
+            None => deploys.push((t, id, pr, vec![(t, kind)])),
+        }
+    }
+    deploys.sort_by_key(|d| (d.0, d.1));
+    deploys
+        .into_iter()
+        .map(|(t, id, pr, mut steps)| {
+            steps.sort();
+            let label = pr.map_or_else(|| "deploy".to_owned(), |n| format!("PR #{n}"));
+            let what = pr.map_or_else(String::new, |n| format!(" of PR #{n}"));
+            let steps: Vec<&str> = steps.iter().map(|s| s.1).collect();
+            DeployMark {
+                x: frame.x(t as f64),
+                deploy_id: id.to_owned(),
+                title: format!("Merge & Deploy{what} (deploy {id}): {}", steps.join(", ")),
+                label,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +213,41 @@ mod tests {
             y_max: 0.0,
         };
         assert_eq!(line_path([(5.0, Some(3.0))], &flat, 1.0), "M0 100h0");
+    }
+
+    #[test]
+    fn a_deploys_commands_make_one_mark_at_its_first_step() {
+        let frame = Frame {
+            x0: 0.0,
+            x1: 600.0,
+            y_max: 100.0,
+        };
+        let marks = deploy_marks(
+            [
+                (312, "d-2", None, "switch"),
+                (300, "d-1", Some(5), "switch"),
+                (120, "d-1", Some(5), "pull"),
+                (310, "d-2", None, "pull"),
+            ],
+            &frame,
+        );
+        assert_eq!(
+            marks,
+            [
+                DeployMark {
+                    x: 120,
+                    deploy_id: "d-1".into(),
+                    label: "PR #5".into(),
+                    title: "Merge & Deploy of PR #5 (deploy d-1): pull, switch".into(),
+                },
+                DeployMark {
+                    x: 310,
+                    deploy_id: "d-2".into(),
+                    label: "deploy".into(),
+                    title: "Merge & Deploy (deploy d-2): pull, switch".into(),
+                },
+            ]
+        );
+        assert!(deploy_marks([], &frame).is_empty());
     }
 }

@@ -8,36 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Admin, createHost, FakeGitHub, loginApi, loginUi, Server } from "./fleet";
-import { flake, NixHost, V1, V2, V3 } from "./nix";
-
-async function waitOnline(admin: Admin, host: string): Promise<void> {
-  await expect
-    .poll(async () => (await (await admin.api.get("/api/hosts")).json()).find((h: any) => h.id === host)?.online, {
-      timeout: 20_000,
-    })
-    .toBe(true);
-}
-
-/** Runs a command through REST and waits for its end; its `GET /api/commands/{id}`. */
-async function run(admin: Admin, host: string, body: Record<string, unknown>): Promise<any> {
-  const r = await admin.api.post(`/api/hosts/${host}/commands`, { headers: { "X-CSRF-Token": admin.csrf }, data: body });
-  expect(r.status(), await r.text()).toBe(202);
-  return finished(admin, (await r.json()).command_id);
-}
-
-async function finished(admin: Admin, id: string): Promise<any> {
-  let detail: any = null;
-  await expect
-    .poll(
-      async () => {
-        detail = await (await admin.api.get(`/api/commands/${id}`)).json();
-        return detail.status;
-      },
-      { timeout: 60_000 },
-    )
-    .not.toMatch(/^(queued|running)$/);
-  return detail;
-}
+import { finished, flake, NixHost, run, V1, V2, V3, waitOnline } from "./nix";
 
 /** The host's newest command of `kind` (other than `not`, an earlier one), once it ended. */
 async function latest(admin: Admin, host: string, kind: string, not = ""): Promise<any> {

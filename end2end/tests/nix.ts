@@ -1,10 +1,11 @@
 // Real Nix for the Playwright suite and the browser benches: the offline test flake
 // (`test-flake`, testkit::nix) and a host whose real agent switches a profile in a temp dir.
+import { expect } from "@playwright/test";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Agent, BASE } from "./fleet";
+import { Admin, Agent, BASE } from "./fleet";
 
 const TEST_FLAKE = process.env.NIXDECK_TEST_FLAKE_BIN ?? join(__dirname, "../../target/debug/test-flake");
 // The agents pass their environment on to nix: the test settings of a machine with no
@@ -61,3 +62,31 @@ export class NixHost {
   }
 }
 
+export async function waitOnline(admin: Admin, host: string): Promise<void> {
+  await expect
+    .poll(async () => (await (await admin.api.get("/api/hosts")).json()).find((h: any) => h.id === host)?.online, {
+      timeout: 20_000,
+    })
+    .toBe(true);
+}
+
+/** Runs a command through REST and waits for its end; its `GET /api/commands/{id}`. */
+export async function run(admin: Admin, host: string, body: Record<string, unknown>): Promise<any> {
+  const r = await admin.api.post(`/api/hosts/${host}/commands`, { headers: { "X-CSRF-Token": admin.csrf }, data: body });
+  expect(r.status(), await r.text()).toBe(202);
+  return finished(admin, (await r.json()).command_id);
+}
+
+export async function finished(admin: Admin, id: string): Promise<any> {
+  let detail: any = null;
+  await expect
+    .poll(
+      async () => {
+        detail = await (await admin.api.get(`/api/commands/${id}`)).json();
+        return detail.status;
+      },
+      { timeout: 60_000 },
+    )
+    .not.toMatch(/^(queued|running)$/);
+  return detail;
+}

@@ -13,6 +13,10 @@ test("tags show in the row and in the header's counts, filter with tag:, and an 
     new Agent(web, await createHost(admin, { hostname: web }), BASE, ["--tags", `web,c${stamp}`]),
     new Agent(db, await createHost(admin, { hostname: db }), BASE, []),
   ];
+  // Nine more tags, sorting after the others: past the header's first 8.
+  const many = `tagmany-${stamp}`;
+  const extra = Array.from({ length: 9 }, (_, i) => `z${stamp}-${i + 1}`);
+  agents.push(new Agent(many, await createHost(admin, { hostname: many }), BASE, ["--tags", extra.join(",")]));
   agents.forEach((a) => a.start());
   const editor = await browser.newPage();
   const watcher = await browser.newPage();
@@ -26,8 +30,31 @@ test("tags show in the row and in the header's counts, filter with tag:, and an 
     await expect(webRow.locator(".tag")).toHaveText([`c${stamp}`, "web"], { timeout: 15_000 });
     await expect(editor.locator(`tr[data-host-id="${db}"] .tag`)).toHaveCount(0);
 
-    // The header counts the tag's hosts online / in all; a click filters the list to them.
+    // The header shows the first 8 counts, then "+N more", which shows the rest in place,
+    // each a count like the others; "fewer" hides them again.
     const counts = watcher.locator(".tag-counts");
+    const more = counts.locator("button.tag-more");
+    const last = counts.locator(`button[data-tag="${extra[8]}"]`);
+    await expect(more).toHaveText(/^\+\d+ more$/, { timeout: 15_000 });
+    await expect(more).toHaveAttribute("aria-expanded", "false");
+    await expect(last).toHaveCount(0);
+    const hidden = Number((await more.textContent())!.match(/\d+/)![0]);
+    await more.click();
+    await expect(more).toHaveText("fewer");
+    await expect(more).toHaveAttribute("aria-expanded", "true");
+    await expect(counts.locator("button.tag-count")).toHaveCount(8 + hidden);
+    await expect(last).toHaveText(`${extra[8]} 1/1`);
+    await last.click();
+    await expect(watcher.locator("input.host-filter")).toHaveValue(`tag:${extra[8]}`);
+    await expect(watcher.locator("tr[data-host-id]")).toHaveCount(1);
+    await expect(watcher.locator(`tr[data-host-id="${many}"]`)).toBeVisible();
+    await more.click();
+    await expect(last).toHaveCount(0);
+    await expect(counts.locator("button.tag-count")).toHaveCount(8);
+    // The rest of the test reads counts wherever they sort, so all of them stay shown.
+    await more.click();
+
+    // The header counts the tag's hosts online / in all; a click filters the list to them.
     const cCount = counts.locator(`button[data-tag="c${stamp}"]`);
     await expect(cCount).toHaveText(`c${stamp} 1/1`, { timeout: 15_000 });
     await expect(counts.locator(`button[data-tag="db-${stamp}"]`)).toHaveCount(0);

@@ -65,6 +65,41 @@ test("the table's columns stay put before, during and after a command", async ({
   }
 });
 
+test("at 1440×900 the whole row fits: the Actions cell ends inside the window, nothing scrolls sideways", async ({ page }) => {
+  const admin = await loginApi();
+  const hostname = `wide-${Date.now()}`;
+  // A row as wide as the README's: a location and tags beside the type.
+  const agent = new Agent(hostname, await createHost(admin, { hostname, location: "fra1" }), BASE, ["--tags", "web,db"]);
+  agent.start();
+  try {
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await loginUi(page);
+    // This host alone (an 18-character name), so that other tests' hosts do not decide
+    // the widths; a longer name or more tags may still widen the table, which then scrolls.
+    await page.locator("input.host-filter").fill(hostname);
+    const row = page.locator(`tr[data-host-id="${hostname}"]`);
+    await expect(row.locator(".status-indicator")).toHaveClass(/\bstatus-ripple\b/, { timeout: 15_000 });
+    await expect(row.locator('[data-testid="sparkline"] path')).toHaveAttribute("d", /^M/, { timeout: 20_000 });
+    const geometry = await page.evaluate((id) => {
+      const fleet = document.querySelector(".fleet") as HTMLElement;
+      const cell = document.querySelector(`tr[data-host-id="${id}"] td.cell-actions`) as HTMLElement;
+      const last = [...cell.querySelectorAll("button, summary")].pop() as HTMLElement;
+      return {
+        cellRight: cell.getBoundingClientRect().right,
+        lastRight: last.getBoundingClientRect().right,
+        scroll: fleet.scrollWidth - fleet.clientWidth,
+        page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      };
+    }, hostname);
+    expect(geometry.cellRight).toBeLessThanOrEqual(1440);
+    expect(geometry.lastRight).toBeLessThanOrEqual(1440);
+    expect(geometry.scroll).toBe(0);
+    expect(geometry.page).toBe(0);
+  } finally {
+    await agent.stop("SIGKILL");
+  }
+});
+
 test("below 768 px the rows become cards with the same live content", async ({ page }) => {
   const { hostname, agent } = await liveHost("card");
   try {

@@ -251,6 +251,14 @@ pub struct CommandRecord {
     /// steps). Absent for commands stored before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// An addition, in `GET /api/hosts/{id}/commands`: the Merge & Deploy job that started
+    /// the command (`deploy_commands`), so the host page can mark it as the deploy's.
+    /// Absent for a command no deploy started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_id: Option<String>,
+    /// An addition, with `deploy_id`: the pull request that deploy merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_pr: Option<u64>,
 }
 
 /// `GET /api/commands/{id}`: one command with its result.

@@ -269,6 +269,14 @@ fn rest_bodies() {
         "exit_code": null, "queued_at": "2026-11-25T17:46:03Z", "started_at": "2026-11-25T17:46:04Z",
         "finished_at": null, "line_count": 3}]),
     );
+    // `deploy_id` and `deploy_pr` are additions: a deploy's step names its job and PR, and
+    // a list without them (an older server) reads as commands no deploy started.
+    let steps: Vec<CommandRecord> = round_trip(json!([{"command_id": "c", "command": "switch",
+        "status": "ok", "exit_code": 0, "queued_at": "2026-11-25T17:46:03Z",
+        "started_at": "2026-11-25T17:46:04Z", "finished_at": "2026-11-25T17:46:09Z",
+        "line_count": 3, "requested_by": "admin", "deploy_id": "j1", "deploy_pr": 5}]));
+    assert_eq!(steps[0].deploy_id.as_deref(), Some("j1"));
+    assert_eq!(steps[0].deploy_pr, Some(5));
     round_trip::<BulkRequest>(json!({"command": "pull", "host_ids": null}));
     round_trip::<BulkRequest>(json!({"command": "pull", "host_ids": ["a", "b"]}));
     let resp: BulkResponse = round_trip(json!({"results": [

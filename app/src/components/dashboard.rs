@@ -151,12 +151,14 @@ pub(crate) fn tag_counts() -> AnyView {
 }
 
 /// Online / total per tag, e.g. "web 3/4"; a click sets the `tag:` filter (one click
-/// handler for all the buttons, each names its tag in `data-tag`).
+/// handler for all the buttons, each names its tag in `data-tag`). Past the first
+/// `HEADER_TAGS`, "+N more" shows the rest in place, and "fewer" hides them again.
 #[component]
 fn TagCounts() -> impl IntoView {
     let store = expect_context::<HostStore>();
     let page = expect_context::<PageState>();
     let counts = Memo::new(move |_| store.tag_counts());
+    let all = RwSignal::new(false);
     let on_click = move |ev: leptos::ev::MouseEvent| {
         let tag = event_target::<leptos::web_sys::Element>(&ev).get_attribute("data-tag");
         if let Some(tag) = tag {
@@ -164,13 +166,23 @@ fn TagCounts() -> impl IntoView {
         }
     };
     let buttons = move || {
+        let shown = if all.get() { usize::MAX } else { HEADER_TAGS };
         counts.with(|counts| {
             let more = counts.len().saturating_sub(HEADER_TAGS);
-            let buttons = counts.iter().take(HEADER_TAGS).map(|c| {
+            let buttons = counts.iter().take(shown).map(|c| {
                 let text = format!("{} {}/{}", c.tag, c.online, c.total);
                 view! { <button type="button" class="tag-count" data-tag=c.tag.clone()>{text}</button> }
             });
-            (buttons.collect_view(), (more > 0).then(|| format!("+{more} more")))
+            let toggle = (more > 0).then(|| {
+                let text = if all.get() { "fewer".to_owned() } else { format!("+{more} more") };
+                view! {
+                    <button type="button" class="tag-more" aria-expanded=all.get().to_string()
+                        on:click=move |_| all.update(|a| *a = !*a)>
+                        {text}
+                    </button>
+                }
+            });
+            (buttons.collect_view(), toggle)
         })
     };
     view! {

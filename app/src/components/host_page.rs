@@ -8,8 +8,8 @@
 //! changes with every heartbeat without a reload; the dialogs and panels are the
 //! dashboard's own.
 
-use crate::api::{command_history, host_metrics, rotate_host_token};
-use crate::chart::{line_path, Frame, HEIGHT, WIDTH};
+use crate::api::{command_detail, command_history, host_metrics, rotate_host_token};
+use crate::chart::{deploy_marks, line_path, Frame, HEIGHT, WIDTH};
 use crate::components::confirm::ConfirmDialog;
 use crate::components::dashboard::fleet_page;
 use crate::components::fleet_diff_panel::FleetDiffPanel;
@@ -22,12 +22,12 @@ use crate::components::notices::Notices;
 use crate::components::reauth::ReauthPrompt;
 use crate::page_state::PageState;
 use crate::presentation::*;
-use crate::store::{HostSignals, HostStore};
+use crate::store::{current_generation, HostSignals, HostStore, Preview};
 use common::AppError;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 use protocol::api::{CommandRecord, MetricsHistory, MetricsPoint};
-use protocol::{Timestamp, UpdateStatus, DEFAULT_HEARTBEAT_S};
+use protocol::{CommandKind, Timestamp, UpdateStatus, DEFAULT_HEARTBEAT_S};
 
 /// The ranges the charts offer, with their length in seconds (as `service::history`).
 const RANGES: [(&str, i64); 5] = [
@@ -356,27 +356,52 @@ fn ChartSet(
                     percent(values.iter().copied().reduce(f64::max))
                 ),
             };
+            // A deploy's steps are drawn as its own (solid, `chart-mark--deploy`), and the
+            // deploy gets one labelled link above the drawing, to the Deploys page.
             let mark_views = marks
                 .iter()
                 .map(|(t, c)| {
                     let x = frame.x(*t as f64);
+                    let deploy = c.deploy_id.as_ref().map(|id| {
+                        let pr = c.deploy_pr.map_or_else(String::new, |n| format!(" of PR #{n}"));
+                        format!(" — Merge & Deploy{pr} (deploy {id})")
+                    });
                     let title = format!(
-                        "{} {} — {}",
+                        "{} {} — {}{}",
                         c.command.as_str(),
                         command_status_text(c.status),
-                        absolute_time(Timestamp(*t))
+                        absolute_time(Timestamp(*t)),
+                        deploy.unwrap_or_default()
                     );
+                    let class = if c.deploy_id.is_some() { "chart-mark chart-mark--deploy" } else { "chart-mark" };
                     view! {
-                        <line class="chart-mark" data-command=c.command.as_str() data-status=c.status.as_str()
-                            x1=x x2=x y1="0" y2=HEIGHT>
+                        <line class=class data-command=c.command.as_str() data-status=c.status.as_str()
+                            data-deploy=c.deploy_id.clone() x1=x x2=x y1="0" y2=HEIGHT>
                             <title>{title}</title>
                         </line>
                     }
                 })
                 .collect_view();
+            let deploy_links = deploy_marks(
+                marks.iter().filter_map(|(t, c)| {
+                    let id = c.deploy_id.as_deref()?;
+                    Some((*t, id, c.deploy_pr, c.command.as_str()))
+                }),
+                &frame,
+            )
+            .into_iter()
+            .map(|m| {
+                // A whole-number `calc`, not a formatted float (P5, see `chart.rs`).
+                let left = format!("left: calc(100% * {} / {WIDTH})", m.x);
+                view! {
+                    <a class="chart-deploy" href="/deploys" data-deploy=m.deploy_id style=left title=m.title>{m.label}</a>
+                }
+            })
+            .collect_view();
             view! {
                 <figure class="chart" data-chart=key data-points=values.len()>
                     <figcaption>{label} " " <span class="chart-summary">{summary}</span></figcaption>
+                    <div class="chart-deploys">{deploy_links}</div>
                     <svg class="chart-svg" viewBox=format!("0 0 {WIDTH} {HEIGHT}") preserveAspectRatio="none" role="img"
                         aria-label=format!("{label} over the range")>
                         {mark_views}
@@ -406,8 +431,22 @@ fn History(
     let store = expect_context::<HostStore>();
     let page = expect_context::<PageState>();
     let host_id = host.id;
-    let row = move |c: CommandRecord| {
+    // `changed_since`: a switch, pull + switch or rollback ended ok after this command (the
+    // list is newest first), so a preview's diff is no longer against the running system.
+    let row = move |(c, changed_since): (CommandRecord, bool)| {
         let id = c.command_id.clone();
+        // A past preview that ended ok keeps its closure diff: shown in the page's diff
+        // panel (the one render of a diff), as if it had just ended.
+        let diff_button = (c.command == CommandKind::Preview && c.status.is_success()).then(|| {
+            let command_id = c.command_id.clone();
+            view! {
+                <button type="button" class="history-diff" data-testid="history-diff"
+                    on:click=move |_| show_past_preview(store, page, host_id.get_value(), command_id.clone(), changed_since)>
+                    "Show diff"
+                </button>
+                " "
+            }
+        });
         let duration = duration_text(c.started_at, c.finished_at, store.now.get_untracked());
         view! {
             <tr class="history-item" data-testid="history-item" data-command-id=c.command_id.clone() data-status=c.status.as_str()>
@@ -419,6 +458,7 @@ fn History(
                 <td class="history-by">{c.requested_by.unwrap_or_else(|| "—".into())}</td>
                 <td class="history-lines">{c.line_count}</td>
                 <td class="history-actions">
+                    {diff_button}
                     <button type="button" class="history-open" data-testid="history-open"
                         on:click=move |_| page.show_past_log(&host_id.get_value(), &id)>
                         "Open log"
@@ -442,7 +482,7 @@ fn History(
                                     <th>"Command"</th><th>"Status"</th><th>"Exit"</th><th>"Queued"</th>
                                     <th>"Duration"</th><th>"By"</th><th>"Lines"</th><th></th>
                                 </tr></thead>
-                                <tbody>{items.into_iter().map(row).collect_view()}</tbody>
+                                <tbody>{with_changes_since(items).map(row).collect_view()}</tbody>
                             </table>
                         }.into_any(),
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
@@ -451,6 +491,59 @@ fn History(
             </Transition>
         </section>
     }
+}
+
+/// Each command of a newest-first history, with whether a switch, pull + switch or rollback
+/// ended ok after it (what makes a preview's diff stale, as `HostStore::follow_previews`).
+fn with_changes_since(items: Vec<CommandRecord>) -> impl Iterator<Item = (CommandRecord, bool)> {
+    let mut changed = false;
+    items.into_iter().map(move |c| {
+        let since = changed;
+        changed |= c.status.is_success()
+            && matches!(
+                c.command,
+                CommandKind::Switch | CommandKind::PullSwitch | CommandKind::Rollback
+            );
+        (c, since)
+    })
+}
+
+/// Reads a past preview's stored result (`command_detail`) and makes it the host's preview
+/// in the page's store, which the diff panel shows.
+fn show_past_preview(
+    store: HostStore,
+    page: PageState,
+    host_id: String,
+    command_id: String,
+    changed_since: bool,
+) {
+    leptos::task::spawn_local(async move {
+        let result = match command_detail(command_id.clone()).await {
+            Ok(detail) => detail.result,
+            Err(e) => return page.notify(e.to_string(), true),
+        };
+        let Some((diff, store_path)) = result.and_then(|r| Some((r.diff?, r.store_path))) else {
+            return page.notify("This preview has no stored diff.", true);
+        };
+        let current = store.with_state(|s| {
+            s.hosts
+                .get(&host_id)
+                .and_then(|h| current_generation(&h.generations))
+        });
+        // Profile generations are numbered from 1: base 0 is never current, so a preview
+        // the host has switched past shows as stale (and offers no switch).
+        let base_generation = if changed_since { Some(0) } else { current };
+        store.previews.update(|p| {
+            p.retain(|old| old.host_id != host_id);
+            p.push(Preview {
+                host_id,
+                command_id,
+                diff,
+                store_path,
+                base_generation,
+            });
+        });
+    });
 }
 
 /// A new agent token, shown once (admins, with a recent authentication).

@@ -342,7 +342,22 @@ pub async fn history(
         .history(host_id, limit.clamp(1, 1000))
         .await
         .or_internal("loading command history")?;
-    Ok(rows.iter().map(CommandRow::record).collect())
+    let mut records: Vec<CommandRecord> = rows.iter().map(CommandRow::record).collect();
+    // Which of them a Merge & Deploy job started: one query from the oldest row on.
+    if let Some(oldest) = records.iter().map(|r| r.queued_at).min() {
+        let deploys = core
+            .db
+            .host_deploy_commands(host_id, oldest)
+            .await
+            .or_internal("loading the deploys of the command history")?;
+        for (command_id, deploy_id, pr) in deploys {
+            if let Some(r) = records.iter_mut().find(|r| r.command_id == command_id) {
+                r.deploy_id = Some(deploy_id);
+                r.deploy_pr = u64::try_from(pr).ok();
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// `GET /api/commands/{id}`: one command with its result, for any signed-in role.

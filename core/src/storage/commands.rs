@@ -47,6 +47,8 @@ impl CommandRow {
             finished_at: self.finished_at,
             line_count: self.last_seq,
             requested_by: self.requested_by.clone(),
+            deploy_id: None,
+            deploy_pr: None,
         }
     }
 

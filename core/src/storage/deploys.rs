@@ -168,6 +168,27 @@ impl Db {
         })
     }
 
+    /// The deploys that started commands of `host_id` queued at or after `since`: (command
+    /// id, deploy id, the deploy's PR). The host page marks those commands as the deploy's.
+    pub async fn host_deploy_commands(
+        &self,
+        host_id: &str,
+        since: Timestamp,
+    ) -> DbResult<Vec<(String, String, i64)>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT c.id, d.id, d.pr_number FROM deploy_commands dc \
+                 JOIN commands c ON c.id = dc.command_id \
+                 JOIN deploy_jobs d ON d.id = dc.deploy_id \
+                 WHERE c.host_id = $1 AND c.queued_at >= $2",
+            )
+            .bind(host_id)
+            .bind(since.secs())
+            .fetch_all(pool)
+            .await
+        })
+    }
+
     /// The newest jobs first, at most `limit`, each with when it started and last changed.
     pub async fn recent_deploys(
         &self,

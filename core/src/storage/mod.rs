@@ -643,6 +643,19 @@ mod tests {
                 ["old-done", "new-done"],
                 "once each, in the order queued"
             );
+            // The host's history learns which deploy started each command, from `since` on.
+            let mut of_host = db.host_deploy_commands("h", Timestamp(0)).await.unwrap();
+            of_host.sort();
+            assert_eq!(
+                of_host,
+                [
+                    ("new-done".to_owned(), "d1".to_owned(), 7),
+                    ("old-done".to_owned(), "d1".to_owned(), 7)
+                ]
+            );
+            let since = db.host_deploy_commands("h", Timestamp(5_000)).await.unwrap();
+            assert_eq!(since, [("new-done".to_owned(), "d1".to_owned(), 7)]);
+            assert!(db.host_deploy_commands("other", Timestamp(0)).await.unwrap().is_empty());
             let recent = db.recent_deploys(5).await.unwrap();
             assert_eq!(recent.len(), 1);
             assert_eq!(recent[0].0, job);
