@@ -66,6 +66,7 @@ mod commands;
 mod deploys;
 mod history;
 mod hosts;
+mod leases;
 mod notify;
 mod sessions;
 mod settings;
@@ -128,6 +129,17 @@ impl Backend {
         match self {
             Backend::Sqlite => "(SELECT COALESCE(MAX(queued_order), 0) + 1 FROM commands)",
             Backend::Postgres => "nextval('commands_queued_order_seq')",
+        }
+    }
+
+    /// Now, in Unix milliseconds, on the database's clock: what leases and the shared login
+    /// limits are timed by, so that servers whose clocks differ agree on when a lease ran
+    /// out. SQLite's `julianday` counts days since noon on 24 November 4714 BC; 2440587.5
+    /// of them is the Unix epoch.
+    fn now_ms(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 
@@ -633,7 +645,7 @@ mod tests {
                 active: false,
                 previews: Default::default(),
             };
-            db.insert_deploy(&job, "{}").await.unwrap();
+            db.insert_deploy(&job, "{}", "r").await.unwrap();
             for id in ["new-done", "old-done", "new-done"] {
                 db.add_deploy_command("d1", id).await.unwrap();
             }
@@ -730,7 +742,7 @@ mod tests {
                     active: true,
                     previews: [("h0".to_owned(), format!("p{i}"))].into(),
                 };
-                db.insert_deploy(&job, r#"{"pr_number":1}"#).await.unwrap();
+                db.insert_deploy(&job, r#"{"pr_number":1}"#, "r").await.unwrap();
                 assert_eq!(db.deploy(&job.job_id).await.unwrap(), Some(job.clone()));
                 let saved = DeployProgress {
                     active: false,
