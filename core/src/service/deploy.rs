@@ -2002,4 +2002,61 @@ mod tests {
             assert!(matches!(e, AppError::NotFound(_)), "{e}");
         }
     }
+
+    db_test! {
+        /// Servers sharing one database: it holds at most one active job, whichever server
+        /// stores it; a job whose server stopped renewing its lease is taken over (one that
+        /// was rolling out is marked interrupted), never while its server lives; a cancel
+        /// sent through another server reaches the one running the job.
+        #[tokio::test]
+        async fn a_dead_servers_deploy_is_taken_over_and_one_runs_at_a_time(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let (core, _) = fleet(&backend, dir.path(), &["a"], all_ok).await;
+            let (job, _) = new_job(&core, &["a"], &request(&[], 0));
+            let mut progress = job.progress.clone();
+            progress.phase = DeployPhase::Switching;
+            progress.hosts.insert("a".into(), DeployHostState::Running);
+            core.db.insert_deploy(&progress, "{}", "other").await.unwrap();
+            let second = DeployProgress {
+                job_id: "j2".into(),
+                ..progress.clone()
+            };
+            let refused = core
+                .db
+                .insert_deploy(&second, "{}", &core.replica)
+                .await
+                .expect_err("one active job at a time");
+            assert!(crate::storage::is_unique_violation(&refused), "{refused}");
+            if core.db.backend() == crate::storage::Backend::Postgres {
+                // Its server lives: nobody touches the job.
+                let ttl = Duration::from_millis(1500);
+                assert!(core.db.try_lease("replica:other", "other", ttl).await.unwrap());
+                take_over(&core).await;
+                assert!(core.db.deploy("j1").await.unwrap().unwrap().active, "its server lives");
+                tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+            }
+            take_over(&core).await;
+            let end = core.db.deploy("j1").await.unwrap().unwrap();
+            assert!(!end.active, "{end:?}");
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert!(end.message.starts_with("Interrupted"), "{}", end.message);
+            assert_eq!(end.hosts["a"], DeployHostState::Error, "it was mid-switch");
+            // The slot is free again; a cancel asked through another server reaches it.
+            core.db.insert_deploy(&second, "{}", &core.replica).await.unwrap();
+            let cancel = Arc::new(Cancel::default());
+            *core.deploys.lock() = Some(Running {
+                job_id: "j2".into(),
+                pr_number: 1,
+                cancel: cancel.clone(),
+                gate: Arc::default(),
+            });
+            follow_remote_cancel(&core).await;
+            assert!(!cancel.requested.load(Ordering::SeqCst));
+            assert!(core.db.request_deploy_cancel("j2", "bob").await.unwrap());
+            follow_remote_cancel(&core).await;
+            assert!(cancel.requested.load(Ordering::SeqCst));
+            assert_eq!(*cancel.by.lock().unwrap(), "bob");
+            assert!(!core.db.request_deploy_cancel("j1", "bob").await.unwrap(), "j1 ended");
+        }
+    }
 }
