@@ -93,16 +93,18 @@ pub fn spawn(core: Core) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    // Read while following too: a server that takes over matches the
+                    // first events it sees (a deploy it takes over) against fresh rules.
+                    match core.db.notify_rules().await {
+                        Ok(rows) => rules = rows.into_iter().map(rule_info).collect(),
+                        Err(e) => tracing::warn!("notifications: reading rules: {e}"),
+                    }
                     if !core.leader.is_leader() {
                         // Another server watches (`service::lease`): two would queue every
                         // message twice. Start afresh if this one leads later.
                         watch = Watch::default();
                         grouper = Grouper::default();
                         continue;
-                    }
-                    match core.db.notify_rules().await {
-                        Ok(rows) => rules = rows.into_iter().map(rule_info).collect(),
-                        Err(e) => tracing::warn!("notifications: reading rules: {e}"),
                     }
                     let now = super::deliver::now_ms();
                     let hosts = core.hub.map_hosts(HostView::of);
