@@ -540,6 +540,15 @@ async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<(
         });
     }
     match core.db.deploy(job_id).await.or_internal("loading deploy")? {
+        // The job waits on another server, whose memory holds its gate.
+        Some(job) if job.active && job.phase == DeployPhase::AwaitingConfirmation => {
+            Err(AppError::conflict(
+                "not_awaiting",
+                format!(
+                    "Deploy {job_id} waits for its confirmation on another dashboard server; confirm it there."
+                ),
+            ))
+        }
         Some(job) => Err(AppError::conflict(
             "not_awaiting",
             format!(

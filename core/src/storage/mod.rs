@@ -17,7 +17,7 @@
 //! **Portable SQL.** The statements stay portable, like the schema (TEXT ids, BIGINT Unix
 //! seconds, BOOLEAN flags, `$n` placeholders, `INSERT … ON CONFLICT`, `RETURNING`, no
 //! database-only types or functions). Where the two must differ, the difference is a
-//! method of `Backend`, named for what it does (`next_queued_order`, `outbox_lock`), and
+//! method of `Backend`, named for what it does (`next_queued_order`, `outbox_lock`, `now_ms`), and
 //! the statement asks `self.backend()` for it. Connecting is the other difference:
 //! `connect_sqlite` and `connect_postgres`.
 //!
@@ -35,8 +35,9 @@
 //! Each submodule is an `impl Db` block for its table(s) with its row structs: `users`
 //! (accounts, TOTP and recovery codes), `sessions`, `hosts`, `history` (heartbeat metrics
 //! over time), `commands` (commands and their output), `deploys`, `audit`, `settings`,
-//! `tokens` (personal API tokens) and `notify` (notification targets, rules, outbox,
-//! deliveries). An enum is stored as its wire name (`as_str`) and read back with `parse`.
+//! `tokens` (personal API tokens), `notify` (notification targets, rules, outbox,
+//! deliveries) and `leases` (named leases between servers, and the login failures they
+//! count together). An enum is stored as its wire name (`as_str`) and read back with `parse`.
 //!
 //! A transaction that writes must write first. In SQLite, a transaction that reads first
 //! and writes later fails at once with SQLITE_BUSY when another connection wrote in
