@@ -93,7 +93,12 @@ pub async fn start(core: &Core) -> anyhow::Result<()> {
         let mut last_renewed = Instant::now();
         loop {
             tokio::time::sleep(every).await;
-            match renew(&core, &me, ttl).await {
+            // A renewal that hangs (a pool waiting for a connection) counts as failed, so
+            // the step-down below is not held up by it.
+            let renewed = tokio::time::timeout(every, renew(&core, &me, ttl))
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+            match renewed {
                 Ok(()) => last_renewed = Instant::now(),
                 Err(e) => {
                     tracing::warn!("renewing leases: {e}");
