@@ -147,6 +147,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub notify_retry_max_s: u64,
 
+    /// Seconds a lease in the database lasts unless renewed (renewed every quarter of it).
+    /// Servers sharing one PostgreSQL database hold leases: the leader runs the jobs that
+    /// must run once per database (polling GitHub, sending notifications, retention), and
+    /// every server holds its own. When a server dies, another takes over its jobs within
+    /// about this long plus a quarter of it (docs/SCALING.md).
+    #[arg(long, env = "NIXDECK_LEASE_TTL_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_ttl_s: u64,
+
     /// PEM certificate chain: with --tls-key, the server speaks HTTPS itself (for setups
     /// without a reverse proxy). Then the session cookie is `__Host-` and `Secure`, and
     /// responses carry HSTS.

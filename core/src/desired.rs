@@ -2,13 +2,24 @@
 //! flake.lock update PR waiting to be merged. Read from GitHub's API (or a published
 //! `version.json`) by two background pollers, and on demand; every reading goes to the hub,
 //! which re-derives the git and lock compartments and tells browsers.
+//!
+//! Several servers on one database poll GitHub once, not once each: only the leader
+//! (`service::lease`) runs the pollers, and it keeps its latest readings in the database
+//! (`settings`: `desired_state`, `pending_pr`). The others read them from there every
+//! `FOLLOW` and hand them to their own hub, so their pages, `GET /api/desired` and
+//! `/api/pending-pr`, and Merge & Deploy's vetting (`Hub::pending_pr`) answer as the
+//! leader's would. An operator's explicit "check for PR now" and a deploy's own reads
+//! still go to GitHub from whichever server was asked, and share what they read the same
+//! way.
 
 use crate::config::GithubConfig;
 use crate::github::{self, Cached, Commit, GhError, GitHub, Pull, PullFile};
 use crate::hub::Hub;
+use crate::service::lease::Leader;
+use crate::storage::Db;
 use protocol::{DesiredState, PendingPr, Timestamp};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 
@@ -16,6 +27,12 @@ use tokio::sync::{Mutex, Notify};
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// While GitHub computes a PR's mergeable state, look again this soon.
 const MERGEABLE_RECHECK: Duration = Duration::from_secs(5);
+/// A server that does not lead reads the leader's readings from the database this often
+/// (two small reads of `settings`).
+const FOLLOW: Duration = Duration::from_secs(2);
+/// The `settings` keys of the latest readings, as JSON.
+const DESIRED_KEY: &str = "desired_state";
+const PENDING_PR_KEY: &str = "pending_pr";
 
 enum Source {
     GitHub(GitHub),
@@ -212,6 +229,12 @@ pub struct Desired {
     polls: Mutex<Polls>,
     wake_prs: Notify,
     hub: Hub,
+    /// The database and the leader lease, from `spawn` on: readings are shared there, and
+    /// only the leader polls.
+    shared: OnceLock<(Db, Leader)>,
+    /// The JSON last written to or read from `settings`, per key, so that an unchanged
+    /// reading is neither written nor handed to the hub again.
+    last_shared: std::sync::Mutex<HashMap<&'static str, String>>,
 }
 
 /// What the hub starts with: the configured source before its first read.
@@ -252,6 +275,8 @@ impl Desired {
             polls: Mutex::new(Polls::default()),
             wake_prs: Notify::new(),
             hub,
+            shared: OnceLock::new(),
+            last_shared: Default::default(),
         })
     }
 
@@ -263,14 +288,22 @@ impl Desired {
         }
     }
 
-    /// Start the pollers (nothing to do without a source).
-    pub fn spawn(self: &Arc<Self>) {
+    /// Start the pollers (nothing to do without a source). They poll while this server
+    /// leads; otherwise they follow the leader's readings in `db`.
+    pub fn spawn(self: &Arc<Self>, db: Db, leader: Leader) {
+        let _ = self.shared.set((db, leader.clone()));
         if self.source.is_none() {
             return;
         }
         let me = self.clone();
+        let lead = leader.clone();
         tokio::spawn(async move {
             loop {
+                if !lead.is_leader() {
+                    me.follow().await;
+                    tokio::time::sleep(FOLLOW).await;
+                    continue;
+                }
                 let next = me.read().await.1;
                 tokio::time::sleep(next).await;
             }
@@ -279,6 +312,10 @@ impl Desired {
             let me = self.clone();
             tokio::spawn(async move {
                 loop {
+                    if !leader.is_leader() {
+                        tokio::time::sleep(FOLLOW).await;
+                        continue;
+                    }
                     let next = match me.check_prs().await {
                         Ok((_, next)) => next,
                         Err(GhError::RateLimited { until }) => {
@@ -299,9 +336,82 @@ impl Desired {
         }
     }
 
-    /// Read now unless a reading is younger than `max_age` (the refresh button).
+    /// Whether another server polls, and this one follows its readings.
+    fn following(&self) -> bool {
+        self.shared
+            .get()
+            .is_some_and(|(_, leader)| !leader.is_leader())
+    }
+
+    /// Write a reading to `settings` for the servers that follow (when it changed).
+    async fn share<T: serde::Serialize>(&self, key: &'static str, value: &T) {
+        let Some((db, _)) = self.shared.get() else {
+            return;
+        };
+        let Ok(json) = serde_json::to_string(value) else {
+            return;
+        };
+        if self
+            .last_shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            == Some(&json)
+        {
+            return;
+        }
+        match db.set_setting(key, &json).await {
+            Ok(()) => {
+                self.last_shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, json);
+            }
+            Err(e) => tracing::warn!("sharing the {key} reading: {e}"),
+        }
+    }
+
+    /// Hand the leader's readings, as stored, to this server's hub (when they changed).
+    async fn follow(&self) {
+        let Some((db, _)) = self.shared.get() else {
+            return;
+        };
+        for key in [DESIRED_KEY, PENDING_PR_KEY] {
+            let json = match db.setting(key).await {
+                Ok(Some(json)) => json,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("reading the shared {key}: {e}");
+                    continue;
+                }
+            };
+            {
+                let mut last = self.last_shared.lock().unwrap_or_else(|e| e.into_inner());
+                if last.get(key) == Some(&json) {
+                    continue;
+                }
+                last.insert(key, json.clone());
+            }
+            let applied = if key == DESIRED_KEY {
+                serde_json::from_str::<DesiredState>(&json).map(|d| self.hub.set_desired(d))
+            } else {
+                serde_json::from_str::<Option<PendingPr>>(&json)
+                    .map(|pr| self.hub.set_pending_pr(pr))
+            };
+            if let Err(e) = applied {
+                tracing::warn!("the shared {key} does not read: {e}");
+            }
+        }
+    }
+
+    /// Read now unless a reading is younger than `max_age` (the refresh button). A server
+    /// that follows the leader answers with the leader's latest reading.
     pub async fn read_if_older(&self, max_age: Duration) -> Option<DesiredState> {
         self.source.as_ref()?;
+        if self.following() {
+            self.follow().await;
+            return self.hub.desired();
+        }
         {
             let polls = self.polls.lock().await;
             if polls.last_read.is_some_and(|t| t.elapsed() < max_age) {
@@ -359,6 +469,7 @@ impl Desired {
             }
         };
         self.hub.set_desired(state.clone());
+        self.share(DESIRED_KEY, &state).await;
         (state, next)
     }
 
@@ -424,6 +535,7 @@ impl Desired {
         }
         let Some(pull) = found else {
             self.hub.set_pending_pr(None);
+            self.share(PENDING_PR_KEY, &None::<PendingPr>).await;
             return Ok((None, self.pr_poll));
         };
         let pr = PendingPr {
@@ -434,6 +546,7 @@ impl Desired {
             head_sha: pull.head_sha().map(str::to_owned),
         };
         self.hub.set_pending_pr(Some(pr.clone()));
+        self.share(PENDING_PR_KEY, &Some(pr.clone())).await;
         let next = if pull.mergeable.is_none() {
             MERGEABLE_RECHECK
         } else {

@@ -44,6 +44,9 @@ pub struct Core {
     /// This process's name among the servers that share one database (`replica_name`):
     /// it tells replicas apart in leases, presence and the event bus between them.
     pub replica: Arc<str>,
+    /// Whether this server holds the leader lease: the once-per-database jobs run only
+    /// while it does (`service::lease`).
+    pub leader: service::lease::Leader,
 }
 
 /// A name for this server process, new at every start: the process id and 32 random

@@ -145,18 +145,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         db: db.clone(),
         hub: hub.clone(),
         config: Arc::new(config.clone()),
-        limits: Arc::new(service::limits::Limits::new(config.login_failures_per_min)),
+        limits: Arc::new(service::limits::Limits::for_database(
+            &db,
+            config.login_failures_per_min,
+        )),
         desired: desired.clone(),
         deploys: Arc::default(),
         unsaved: Arc::default(),
         refusals: Arc::default(),
         secret_key: Arc::new(secret_key),
         replica: nixdeck_core::replica_name(),
+        leader: service::lease::Leader::new(false),
     };
+    service::lease::start(&core)
+        .await
+        .context("taking this server's leases")?;
     service::deploy::recover(&core)
         .await
         .context("recovering deploy jobs")?;
-    desired.spawn();
+    desired.spawn(db.clone(), core.leader.clone());
     spawn_background(core.clone());
     service::notify::watch::spawn(core.clone());
     service::notify::deliver::spawn(core.clone());
@@ -220,6 +227,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("serving HTTP on {}", config.listen))?;
     }
+    // Another server takes over the once-per-database jobs at once.
+    service::lease::release(&core).await;
     // Nothing accepted is lost: the last registrations and heartbeats go to the database
     // before exit.
     service::audit::flush_refusals(&core).await;
@@ -377,7 +386,9 @@ async fn token_command(config: &Config, action: cli::TokenCommand) -> anyhow::Re
     Ok(())
 }
 
-/// Batched heartbeat writes, hard timeouts, session clean-up and retention.
+/// Batched heartbeat writes, hard timeouts, session clean-up and retention. Heartbeats
+/// and timeouts are this server's own (its agents, its commands); the clean-up and
+/// retention run on the leader only (`service::lease`), once per database.
 fn spawn_background(core: Core) {
     let timeouts = core.clone();
     tokio::spawn(async move {
@@ -396,6 +407,9 @@ fn spawn_background(core: Core) {
             service::audit::flush_refusals(&core).await;
             rounds += 1;
             if rounds.is_multiple_of(60) {
+                core.limits.forget_old();
+            }
+            if rounds.is_multiple_of(60) && core.leader.is_leader() {
                 let now = protocol::Timestamp::now().secs();
                 let idle = now - (core.config.session_idle_min * 60) as i64;
                 let created = now - (core.config.session_max_h * 3600) as i64;
@@ -403,7 +417,7 @@ fn spawn_background(core: Core) {
                     tracing::warn!("purging sessions: {e}");
                 }
                 service::commands::purge_old(&core).await;
-                core.limits.forget_old();
+                service::limits::purge_shared(&core).await;
                 service::audit::purge_old(&core).await;
                 service::history::prune(&core).await;
             }

@@ -195,21 +195,21 @@ pub async fn login(
     };
     if let Some(s) = &source {
         core.limits
-            .login_address
-            .check(s)
+            .check_address(s)
+            .await
             .map_err(|w| refused(too_many(w)))?;
     }
     let attempt = core
         .limits
-        .login
-        .begin(username, source)
+        .begin_login(username, source)
+        .await
         .map_err(|w| refused(too_many(w)))?;
     let (result, verdict) = check_login(core, username, password, totp, ip.as_deref()).await;
-    core.limits.login.finish(attempt, verdict);
+    core.limits.finish_login(attempt, verdict).await;
     let result = match (result, &source) {
         (Err(e), Some(s)) if verdict == Verdict::Failure => {
             // Spraying many accounts from one source runs out here.
-            Err(match core.limits.login_address.fail(s) {
+            Err(match core.limits.fail_address(s).await {
                 Ok(()) => e,
                 Err(wait) => too_many(wait),
             })
@@ -320,10 +320,10 @@ pub async fn reauthenticate(
     totp: Option<&str>,
 ) -> Result<()> {
     require_login(viewer)?;
-    let attempt = begin_attempt(core, viewer)?;
+    let attempt = begin_attempt(core, viewer).await?;
     let (checked, verdict) =
         verify_credentials(core, &viewer.username, password, totp, viewer.ip.as_deref()).await;
-    core.limits.login.finish(attempt, verdict);
+    core.limits.finish_login(attempt, verdict).await;
     let result = match checked {
         Ok(_) => core
             .db
@@ -341,7 +341,10 @@ pub async fn reauthenticate(
 
 /// A logged-in user proving who they are again (re-authentication, a new TOTP setup) is
 /// counted like a login, per (account, source): a stolen session gets no extra guesses.
-pub(super) fn begin_attempt(core: &Core, viewer: &Viewer) -> Result<super::limits::Attempt> {
+pub(super) async fn begin_attempt(
+    core: &Core,
+    viewer: &Viewer,
+) -> Result<super::limits::LoginAttempt> {
     use super::limits::{too_many, Source};
     let source = viewer
         .ip
@@ -349,8 +352,8 @@ pub(super) fn begin_attempt(core: &Core, viewer: &Viewer) -> Result<super::limit
         .and_then(|ip| ip.parse().ok())
         .map(Source::of);
     core.limits
-        .login
-        .begin(&viewer.username, source)
+        .begin_login(&viewer.username, source)
+        .await
         .map_err(too_many)
 }
 

@@ -14,10 +14,15 @@
 //! passes. A confirmed job vets the PR again and merges the head that was previewed, so a
 //! head that moved meanwhile is refused, then goes on as a deploy without preview.
 //!
-//! One job at a time. Its progress is stored on every change and broadcast as
-//! `deploy_progress`; a dashboard restart marks a job that was merging or rolling out as
-//! interrupted, and resumes one that was previewing or waiting for its confirmation (nothing
-//! of it was merged, and its previews report as usual).
+//! One job at a time, across every server on the database: at most one job row is active
+//! (a unique index), so a second start, on any server, is a 409 `deploy_running`. Its
+//! progress is stored on every change and broadcast as `deploy_progress`. When the server
+//! running a job stops (a restart, or a crash: it no longer holds its lease,
+//! `service::lease`), the job is taken over at start or by the leader within a lease TTL
+//! (`take_over`): one that was merging or rolling out is marked interrupted, one that was
+//! previewing or waiting for its confirmation is resumed (nothing of it was merged, and its
+//! previews report as usual). A cancel sent to another server is stored with the job and
+//! read by the server running it (`follow_remote_cancel`).
 
 use super::commands::{self, RunOptions};
 use super::{audit, require_operator, OrInternal, Result};
@@ -197,6 +202,18 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
             "No host is online to deploy to.",
         ));
     }
+    // Another server on the database may run one (the database decides: at most one
+    // active job, `Db::insert_deploy`; this look only answers sooner).
+    if let Some((job, replica)) = core
+        .db
+        .active_deploy_owner()
+        .await
+        .or_internal("loading deploys")?
+    {
+        if replica != *core.replica {
+            return Err(running_elsewhere(&job));
+        }
+    }
     let job_id = new_token()[..16].to_owned();
     let cancel = Arc::new(Cancel::default());
     let gate = Arc::new(Gate::default());
@@ -261,10 +278,21 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
         previews: Default::default(),
     };
     let request = serde_json::to_string(&req).unwrap_or_default();
-    core.db
-        .insert_deploy(&progress, &request)
+    match core
+        .db
+        .insert_deploy(&progress, &request, &core.replica)
         .await
-        .or_internal("storing deploy job")?;
+    {
+        Ok(()) => {}
+        // Another server started one meanwhile: the database let only one in.
+        Err(e) if crate::storage::is_unique_violation(&e) => {
+            return Err(match core.db.active_deploy_owner().await {
+                Ok(Some((job, _))) => running_elsewhere(&job),
+                _ => AppError::conflict("deploy_running", "Another deploy is running."),
+            });
+        }
+        Err(e) => return Err(e).or_internal("storing deploy job"),
+    }
     // From here the job ends through `finish`, which frees the slot.
     claim.armed = false;
     core.hub
@@ -286,6 +314,22 @@ async fn begin(core: &Core, viewer: &Viewer, req: DeployRequest) -> Result<Strin
             Err(refused)
         }
     }
+}
+
+/// The 409 for a deploy while `job` runs on another server.
+fn running_elsewhere(job: &DeployProgress) -> AppError {
+    let what = if job.phase == DeployPhase::AwaitingConfirmation {
+        "waits for its confirmation"
+    } else {
+        "is still running"
+    };
+    AppError::conflict(
+        "deploy_running",
+        format!(
+            "A deploy of PR #{} {what} (job {}).",
+            job.pr_number, job.job_id
+        ),
+    )
 }
 
 fn short(sha: &str) -> &str {
@@ -426,6 +470,23 @@ async fn request_cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()
         }
     }
     match core.db.deploy(job_id).await.or_internal("loading deploy")? {
+        // Running on another server: it reads the request within a lease renewal
+        // (`follow_remote_cancel`).
+        Some(job) if job.active => {
+            if core
+                .db
+                .request_deploy_cancel(job_id, &viewer.username)
+                .await
+                .or_internal("cancelling deploy")?
+            {
+                Ok(())
+            } else {
+                Err(AppError::conflict(
+                    "finished",
+                    format!("Deploy {job_id} has already ended."),
+                ))
+            }
+        }
         Some(_) => Err(AppError::conflict(
             "finished",
             format!("Deploy {job_id} has already ended."),
@@ -479,6 +540,15 @@ async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<(
         });
     }
     match core.db.deploy(job_id).await.or_internal("loading deploy")? {
+        // The job waits on another server, whose memory holds its gate.
+        Some(job) if job.active && job.phase == DeployPhase::AwaitingConfirmation => {
+            Err(AppError::conflict(
+                "not_awaiting",
+                format!(
+                    "Deploy {job_id} waits for its confirmation on another dashboard server; confirm it there."
+                ),
+            ))
+        }
         Some(job) => Err(AppError::conflict(
             "not_awaiting",
             format!(
@@ -534,23 +604,71 @@ pub async fn history(core: &Core, _viewer: &Viewer, limit: u32) -> Result<Vec<De
     Ok(records)
 }
 
-/// At start: a job that was previewing or waiting for its confirmation is resumed (see
-/// `resume`); any other job that was running when the dashboard stopped is marked
-/// interrupted (the commands it sent keep running and report as usual); the newest job is
-/// shown.
+/// At start: the jobs of servers that are gone (see `take_over`), and the newest job is
+/// shown. On SQLite every job not this process's is its previous process's (one server per
+/// database file), so all of them are; on PostgreSQL only those whose server no longer
+/// holds its lease (`service::lease::alive`): another server may be running one.
 pub async fn recover(core: &Core) -> anyhow::Result<()> {
-    for mut job in core.db.active_deploys().await? {
-        if matches!(
-            job.phase,
-            DeployPhase::Previewing | DeployPhase::AwaitingConfirmation
-        ) {
-            match resume(core, job.clone()).await {
-                Ok(()) => continue,
-                Err(why) => {
-                    tracing::warn!(job_id = job.job_id, "deploy not resumed: {why}");
-                }
+    take_over_jobs(core).await?;
+    if let Some(latest) = core.db.latest_deploy().await? {
+        core.hub.publish(BrowserEvent::DeployProgress(latest));
+    }
+    Ok(())
+}
+
+/// The leader's look, every lease renewal: the active job of a server that died is taken
+/// over here. Errors are logged; the next look tries again.
+pub async fn take_over(core: &Core) {
+    if let Err(e) = take_over_jobs(core).await {
+        tracing::warn!("taking over deploy jobs: {e}");
+    }
+}
+
+/// A job whose server is gone is claimed by this one (`Db::claim_deploy`: one server
+/// wins when several look at once), then taken over: one that was previewing or waiting
+/// for its confirmation is resumed (nothing of it was merged, so it can go on here, see
+/// `resume`); one that was merging or rolling out is marked interrupted (its commands keep
+/// running and report as usual). Not resumed: a rollout's state between a command sent and
+/// its completion lives in the dead server's memory, and guessing it could switch a host
+/// twice or skip a wave's health check; an operator starts a new deploy instead.
+async fn take_over_jobs(core: &Core) -> anyhow::Result<()> {
+    let Some((job, owner)) = core.db.active_deploy_owner().await? else {
+        return Ok(());
+    };
+    if owner == *core.replica {
+        return Ok(());
+    }
+    let gone = core.db.backend() == crate::storage::Backend::Sqlite
+        || !super::lease::alive(core, &owner).await?;
+    if !gone
+        || !core
+            .db
+            .claim_deploy(&job.job_id, &owner, &core.replica)
+            .await?
+    {
+        return Ok(());
+    }
+    tracing::warn!(
+        job_id = job.job_id,
+        from = owner,
+        "taking over a deploy whose server is gone"
+    );
+    take_over_job(core, job).await
+}
+
+async fn take_over_job(core: &Core, mut job: DeployProgress) -> anyhow::Result<()> {
+    if matches!(
+        job.phase,
+        DeployPhase::Previewing | DeployPhase::AwaitingConfirmation
+    ) {
+        match resume(core, job.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(why) => {
+                tracing::warn!(job_id = job.job_id, "deploy not resumed: {why}");
             }
         }
+    }
+    {
         let unfinished: Vec<String> = job
             .hosts
             .iter()
@@ -566,7 +684,7 @@ pub async fn recover(core: &Core) -> anyhow::Result<()> {
             };
         }
         job.message = format!(
-            "Interrupted by a dashboard restart while {}; not finished: {}. Commands already sent keep running (see each host's log).",
+            "Interrupted: the dashboard server running it stopped (a restart, or a crash) while {}; not finished: {}. Commands already sent keep running (see each host's log).",
             phase_verb(job.phase),
             if unfinished.is_empty() { "none".to_owned() } else { unfinished.join(", ") }
         );
@@ -579,12 +697,32 @@ pub async fn recover(core: &Core) -> anyhow::Result<()> {
         job.phase = DeployPhase::Failed;
         job.active = false;
         core.db.save_deploy(&job).await?;
-        tracing::warn!(job_id = job.job_id, "deploy interrupted by restart");
-    }
-    if let Some(latest) = core.db.latest_deploy().await? {
-        core.hub.publish(BrowserEvent::DeployProgress(latest));
+        core.hub.publish(BrowserEvent::DeployProgress(job.clone()));
+        tracing::warn!(
+            job_id = job.job_id,
+            "deploy interrupted: its server stopped"
+        );
     }
     Ok(())
+}
+
+/// The server running a job reads a cancel asked for through another server (stored with
+/// the job, `request_cancel`) at every lease renewal.
+pub async fn follow_remote_cancel(core: &Core) {
+    let job_id = match core.deploys.lock().as_ref() {
+        Some(r) if !r.cancel.requested.load(Ordering::SeqCst) => r.job_id.clone(),
+        _ => return,
+    };
+    match core.db.deploy_cancel_by(&job_id).await {
+        Ok(Some(by)) => {
+            if let Some(r) = core.deploys.lock().as_ref().filter(|r| r.job_id == job_id) {
+                *r.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = by;
+                r.cancel.requested.store(true, Ordering::SeqCst);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(job_id, "reading a deploy's cancel request: {e}"),
+    }
 }
 
 /// Take a job that was previewing or waiting for its confirmation up again: nothing of it
@@ -1454,7 +1592,7 @@ mod tests {
         let seat = core.hub.browser_seat("ann", 1).unwrap();
         let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
         let db = core.db.clone();
-        db.insert_deploy(&job.progress, "{}").await.unwrap();
+        db.insert_deploy(&job.progress, "{}", "r").await.unwrap();
         tokio::time::timeout(Duration::from_secs(30), job.roll_out("abcdef0123", waves))
             .await
             .expect("the deploy ends");
@@ -1681,7 +1819,10 @@ mod tests {
             gate: gate.clone(),
         });
         let stored = serde_json::to_string(req).unwrap();
-        core.db.insert_deploy(&job.progress, &stored).await.unwrap();
+        core.db
+            .insert_deploy(&job.progress, &stored, &core.replica)
+            .await
+            .unwrap();
         (job, cancel, gate)
     }
 
@@ -1831,7 +1972,7 @@ mod tests {
             progress.hosts.insert("a".into(), DeployHostState::Running);
             progress.previews.insert("a".into(), preview.clone());
             core.db
-                .insert_deploy(&progress, &serde_json::to_string(&req).unwrap())
+                .insert_deploy(&progress, &serde_json::to_string(&req).unwrap(), "old")
                 .await
                 .unwrap();
             recover(&core).await.unwrap();
@@ -1868,6 +2009,63 @@ mod tests {
             assert_eq!(e.code(), "not_awaiting", "{e}");
             let e = request_confirm(&core, &op, "nope").await.unwrap_err();
             assert!(matches!(e, AppError::NotFound(_)), "{e}");
+        }
+    }
+
+    db_test! {
+        /// Servers sharing one database: it holds at most one active job, whichever server
+        /// stores it; a job whose server stopped renewing its lease is taken over (one that
+        /// was rolling out is marked interrupted), never while its server lives; a cancel
+        /// sent through another server reaches the one running the job.
+        #[tokio::test]
+        async fn a_dead_servers_deploy_is_taken_over_and_one_runs_at_a_time(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let (core, _) = fleet(&backend, dir.path(), &["a"], all_ok).await;
+            let (job, _) = new_job(&core, &["a"], &request(&[], 0));
+            let mut progress = job.progress.clone();
+            progress.phase = DeployPhase::Switching;
+            progress.hosts.insert("a".into(), DeployHostState::Running);
+            core.db.insert_deploy(&progress, "{}", "other").await.unwrap();
+            let second = DeployProgress {
+                job_id: "j2".into(),
+                ..progress.clone()
+            };
+            let refused = core
+                .db
+                .insert_deploy(&second, "{}", &core.replica)
+                .await
+                .expect_err("one active job at a time");
+            assert!(crate::storage::is_unique_violation(&refused), "{refused}");
+            if core.db.backend() == crate::storage::Backend::Postgres {
+                // Its server lives: nobody touches the job.
+                let ttl = Duration::from_millis(1500);
+                assert!(core.db.try_lease("replica:other", "other", ttl).await.unwrap());
+                take_over(&core).await;
+                assert!(core.db.deploy("j1").await.unwrap().unwrap().active, "its server lives");
+                tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+            }
+            take_over(&core).await;
+            let end = core.db.deploy("j1").await.unwrap().unwrap();
+            assert!(!end.active, "{end:?}");
+            assert_eq!(end.phase, DeployPhase::Failed);
+            assert!(end.message.starts_with("Interrupted"), "{}", end.message);
+            assert_eq!(end.hosts["a"], DeployHostState::Error, "it was mid-switch");
+            // The slot is free again; a cancel asked through another server reaches it.
+            core.db.insert_deploy(&second, "{}", &core.replica).await.unwrap();
+            let cancel = Arc::new(Cancel::default());
+            *core.deploys.lock() = Some(Running {
+                job_id: "j2".into(),
+                pr_number: 1,
+                cancel: cancel.clone(),
+                gate: Arc::default(),
+            });
+            follow_remote_cancel(&core).await;
+            assert!(!cancel.requested.load(Ordering::SeqCst));
+            assert!(core.db.request_deploy_cancel("j2", "bob").await.unwrap());
+            follow_remote_cancel(&core).await;
+            assert!(cancel.requested.load(Ordering::SeqCst));
+            assert_eq!(*cancel.by.lock().unwrap(), "bob");
+            assert!(!core.db.request_deploy_cancel("j1", "bob").await.unwrap(), "j1 ended");
         }
     }
 }

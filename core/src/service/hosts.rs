@@ -621,8 +621,11 @@ pub async fn enroll(core: &Core, reg: &Register, ip: Option<&str>) -> Result<(St
 }
 
 /// Enrollments are counted one at a time, so two agents racing for the last use cannot
-/// both get it. (One process holds the count; replicas will need the database's lock.)
-static ENROLLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// both get it, on one server or on several sharing the database: the count is read and
+/// written under the lease `ENROLL_LOCK` (`service::lease::exclusive`), which a server
+/// that dies inside lets go of after `ENROLL_LOCK_TTL`.
+const ENROLL_LOCK: &str = "lock:enroll";
+const ENROLL_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `settings` key counting hosts created with the current enrollment token.
 const ENROLL_USES: &str = "enroll_token_uses";
@@ -637,7 +640,18 @@ async fn enroll_host(core: &Core, reg: &Register) -> Result<(String, String)> {
         tags: None,
     })?;
     host.pending_approval = true;
-    let _turn = ENROLLING.lock().await;
+    let token = super::lease::exclusive(core, ENROLL_LOCK, ENROLL_LOCK_TTL, count_use(core, &host))
+        .await
+        .or_internal("taking the enrollment lock")??;
+    let id = host.id.clone();
+    core.hub.add_host(host);
+    tracing::info!(host = id, "host enrolled; waiting for approval");
+    Ok((id, token))
+}
+
+/// Under `ENROLL_LOCK`: one more use of the enrollment token if it has one left; the new
+/// host is stored, and its token returned.
+async fn count_use(core: &Core, host: &Host) -> Result<String> {
     let token_hash = sha256_hex(core.config.enroll_token.as_deref().unwrap_or_default());
     let used = core
         .db
@@ -659,15 +673,12 @@ async fn enroll_host(core: &Core, reg: &Register) -> Result<(String, String)> {
             "the enrollment token has created {used} hosts, its limit"
         )));
     }
-    let token = insert_with_token(core, &host).await?;
+    let token = insert_with_token(core, host).await?;
     core.db
         .set_setting(ENROLL_USES, &format!("{token_hash}:{}", used + 1))
         .await
         .or_internal("writing settings")?;
-    let id = host.id.clone();
-    core.hub.add_host(host);
-    tracing::info!(host = id, "host enrolled; waiting for approval");
-    Ok((id, token))
+    Ok(token)
 }
 
 /// `POST /api/hosts/{id}/approve`: an admin accepts a self-enrolled host; from now on it

@@ -2,6 +2,8 @@
 //! per address. Counting is `governor`'s (a keyed GCRA limiter); what we add is the lock-out
 //! a key gets once it ran out, so that even a right guess is refused until it expires.
 
+use crate::storage::{Backend, Db};
+use crate::Core;
 use common::AppError;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -229,6 +231,99 @@ impl LoginLimiter {
     }
 }
 
+/// Failed logins counted in the database, so that every server on it counts together:
+/// with N servers on one PostgreSQL database, an attacker spreading guesses over them
+/// gets the same `free` failures, then the same growing delays, as against one. The rules
+/// are `LoginLimiter`'s, kept as one row per (account, source) in `login_failures`
+/// (`Db::begin_login_attempt`): an attempt counts as it starts, in one statement, so
+/// parallel requests on several servers get no more guesses than serial ones; past the
+/// free failures the attempt holds the pair (`HOLD`) until it ends, so they come one at a
+/// time. An attempt that ends undecided is taken out of the count again; one whose server
+/// died mid-check stays counted (and its hold runs out after `HOLD`).
+///
+/// SQLite keeps the in-memory `LoginLimiter`: one server per database file, and the
+/// login flood figure (docs/BENCHMARKS.md, hardening) was measured with it.
+pub struct SharedLogins {
+    db: Db,
+    free: u32,
+    per_source: u32,
+}
+
+/// Longest a shared attempt past the free failures holds its pair (a password check
+/// takes well under a second; this only matters when a server dies mid-check).
+const HOLD: Duration = Duration::from_secs(60);
+
+/// The `login_failures` row of a source: its address, or `-` without one.
+fn source_key(source: Option<Source>) -> String {
+    source.map_or_else(|| "-".to_owned(), |s| s.0.to_string())
+}
+
+/// A login attempt counted in the database (`SharedLogins`). Dropped unfinished, it is
+/// taken out of the count again (on a task of its own: a drop cannot wait).
+#[must_use]
+pub struct SharedAttempt {
+    db: Db,
+    account: String,
+    source: String,
+    /// This attempt holds the pair (it is past the free failures).
+    held: bool,
+    /// The count with this attempt in it.
+    count: i64,
+    free: u32,
+    settled: bool,
+}
+
+impl SharedAttempt {
+    /// How the row changes when the attempt ends: (success, uncount, new wait).
+    fn ending(&self, verdict: Verdict) -> (bool, bool, Option<Duration>) {
+        match verdict {
+            Verdict::Success => (true, false, None),
+            Verdict::Failure if self.held => {
+                let steps = (self.count - i64::from(self.free) + 1).clamp(1, 20) as u32;
+                let delay = Duration::from_secs(1u64 << steps).min(MAX_DELAY);
+                (false, false, Some(delay))
+            }
+            Verdict::Failure => (false, false, None),
+            Verdict::NotChecked => (false, true, self.held.then_some(Duration::ZERO)),
+        }
+    }
+
+    async fn settle(mut self, verdict: Verdict) {
+        self.settled = true;
+        let (success, uncount, wait) = self.ending(verdict);
+        if let Err(e) = (self.db)
+            .end_login_attempt(&self.account, &self.source, success, uncount, wait)
+            .await
+        {
+            tracing::warn!("recording a login attempt: {e}");
+        }
+    }
+}
+
+impl Drop for SharedAttempt {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (_, uncount, wait) = self.ending(Verdict::NotChecked);
+        let (db, account, source) = (self.db.clone(), self.account.clone(), self.source.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = db
+                    .end_login_attempt(&account, &source, false, uncount, wait)
+                    .await;
+            });
+        }
+    }
+}
+
+/// A login attempt in flight, counted in memory or in the database.
+#[must_use]
+pub enum LoginAttempt {
+    Memory(Attempt),
+    Shared(SharedAttempt),
+}
+
 pub fn too_many(wait: Duration) -> AppError {
     AppError::RateLimited {
         retry_after_s: wait.as_secs().max(1),
@@ -242,15 +337,126 @@ pub struct Limits {
     /// Failed logins per source over all accounts (password spraying).
     pub login_address: FailureLimiter<Source>,
     pub agent_address: FailureLimiter<Source>,
+    /// On PostgreSQL: the login limits counted in the database instead of `login` and
+    /// `login_address`, shared by every server on it.
+    shared: Option<SharedLogins>,
 }
 
 impl Limits {
+    /// In memory (one server, or tests).
     pub fn new(login_failures_per_min: u32) -> Self {
         Limits {
             login: LoginLimiter::new(login_failures_per_min),
             // An address may hold many accounts (a proxy, an office): more room.
             login_address: FailureLimiter::per_minute(login_failures_per_min * 4),
             agent_address: FailureLimiter::per_minute(30),
+            shared: None,
+        }
+    }
+
+    /// The server's: login limits in the database on PostgreSQL (several servers may
+    /// share it), in memory on SQLite (see `SharedLogins`).
+    pub fn for_database(db: &Db, login_failures_per_min: u32) -> Self {
+        let mut limits = Limits::new(login_failures_per_min);
+        if db.backend() == Backend::Postgres {
+            limits.shared = Some(SharedLogins {
+                db: db.clone(),
+                free: login_failures_per_min.max(1),
+                per_source: login_failures_per_min.max(1) * 4,
+            });
+        }
+        limits
+    }
+
+    /// Login limits counted in `db` whatever the database (the tests of `SharedLogins`).
+    pub fn shared(db: &Db, login_failures_per_min: u32) -> Self {
+        let mut limits = Limits::new(login_failures_per_min);
+        limits.shared = Some(SharedLogins {
+            db: db.clone(),
+            free: login_failures_per_min.max(1),
+            per_source: login_failures_per_min.max(1) * 4,
+        });
+        limits
+    }
+
+    /// Before a password is checked: an attempt, or how long (`account`, `source`) waits.
+    pub async fn begin_login(
+        &self,
+        account: &str,
+        source: Option<Source>,
+    ) -> Result<LoginAttempt, Duration> {
+        let Some(shared) = &self.shared else {
+            return self.login.begin(account, source).map(LoginAttempt::Memory);
+        };
+        let key = source_key(source);
+        let begun = shared
+            .db
+            .begin_login_attempt(account, &key, shared.free, HOLD, FORGET_AFTER)
+            .await;
+        match begun {
+            Ok(Some(count)) => Ok(LoginAttempt::Shared(SharedAttempt {
+                db: shared.db.clone(),
+                account: account.to_owned(),
+                source: key,
+                held: count >= i64::from(shared.free),
+                count,
+                free: shared.free,
+                settled: false,
+            })),
+            Ok(None) => {
+                let ms = shared.db.login_wait_ms(account, &key).await.unwrap_or(1000);
+                Err(Duration::from_millis(ms.max(1) as u64))
+            }
+            Err(e) => {
+                tracing::warn!("counting a login attempt: {e}");
+                Err(Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// How a login attempt ended.
+    pub async fn finish_login(&self, attempt: LoginAttempt, verdict: Verdict) {
+        match attempt {
+            LoginAttempt::Memory(a) => self.login.finish(a, verdict),
+            LoginAttempt::Shared(a) => a.settle(verdict).await,
+        }
+    }
+
+    /// Refuse while `source` is locked out for failing over many accounts.
+    pub async fn check_address(&self, source: &Source) -> Result<(), Duration> {
+        let Some(shared) = &self.shared else {
+            return self.login_address.check(source);
+        };
+        match shared
+            .db
+            .login_wait_ms("*", &source_key(Some(*source)))
+            .await
+        {
+            Ok(0) => Ok(()),
+            Ok(ms) => Err(Duration::from_millis(ms as u64)),
+            Err(e) => {
+                tracing::warn!("reading a source's login failures: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Count a failed login of `source` over all accounts; once it ran out, how long it
+    /// waits.
+    pub async fn fail_address(&self, source: &Source) -> Result<(), Duration> {
+        let Some(shared) = &self.shared else {
+            return self.login_address.fail(source);
+        };
+        match (shared.db)
+            .fail_login_source(&source_key(Some(*source)), shared.per_source)
+            .await
+        {
+            Ok(0) => Ok(()),
+            Ok(ms) => Err(Duration::from_millis(ms as u64)),
+            Err(e) => {
+                tracing::warn!("counting a source's login failure: {e}");
+                Ok(())
+            }
         }
     }
 
@@ -258,6 +464,13 @@ impl Limits {
         self.login.forget_old();
         self.login_address.forget_old();
         self.agent_address.forget_old();
+    }
+}
+
+/// Forget the shared login failures quiet for an hour (the leader's retention job).
+pub async fn purge_shared(core: &Core) {
+    if let Err(e) = core.db.purge_login_failures(FORGET_AFTER).await {
+        tracing::warn!("forgetting old login failures: {e}");
     }
 }
 
@@ -358,5 +571,81 @@ mod tests {
             .expect("the dropped attempt no longer counts");
         l.finish(b, Verdict::Failure);
         assert!(l.begin("op", None).is_err(), "a finished failure does");
+    }
+
+    use crate::storage::testing::db_test;
+
+    db_test! {
+        /// Two servers on one database count login failures together (`SharedLogins`):
+        /// failures spread over both run out at the configured count, as on one server;
+        /// parallel attempts over both get no more guesses; an undecided attempt is taken
+        /// out of the count; a success clears the pair.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn servers_sharing_a_database_share_the_login_failures(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let url = backend.fresh_url(dir.path()).await;
+            let servers = [
+                Arc::new(Limits::shared(&Db::connect(&url).await.unwrap(), 3)),
+                Arc::new(Limits::shared(&Db::connect(&url).await.unwrap(), 3)),
+            ];
+            let src = Some(Source::of("192.0.2.1".parse().unwrap()));
+            for i in 0..3 {
+                let l = &servers[i % 2];
+                let Ok(a) = l.begin_login("admin", src).await else {
+                    panic!("failure {i} is free");
+                };
+                l.finish_login(a, Verdict::Failure).await;
+            }
+            for l in &servers {
+                match l.begin_login("admin", src).await {
+                    Ok(_) => panic!("the fourth attempt must wait, on either server"),
+                    Err(wait) => assert!(
+                        wait > Duration::from_millis(500) && wait <= Duration::from_secs(2),
+                        "{wait:?}"
+                    ),
+                }
+            }
+            // Another account: 20 attempts at once over both servers, only 3 start.
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let l = servers[i % 2].clone();
+                tasks.push(tokio::spawn(async move { l.begin_login("ops", src).await.ok() }));
+            }
+            let mut started = Vec::new();
+            for t in tasks {
+                started.extend(t.await.unwrap());
+            }
+            assert_eq!(started.len(), 3, "parallel attempts get the free ones only");
+            // The last of them ends undecided (dropped): its place is free again, for one
+            // attempt. (While the last free one is in flight, the pair is held.)
+            let last = started
+                .iter()
+                .position(|a| matches!(a, LoginAttempt::Shared(a) if a.held))
+                .expect("the third attempt holds the pair");
+            drop(started.remove(last));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let again = servers[1].begin_login("ops", src).await;
+            assert!(again.is_ok(), "the dropped attempt no longer counts");
+            assert!(servers[0].begin_login("ops", src).await.is_err());
+            // A success clears the pair.
+            if let Ok(a) = again {
+                servers[1].finish_login(a, Verdict::Success).await;
+            }
+            for a in started {
+                servers[0].finish_login(a, Verdict::NotChecked).await;
+            }
+            let Ok(a) = servers[0].begin_login("ops", src).await else {
+                panic!("cleared by the success");
+            };
+            servers[0].finish_login(a, Verdict::NotChecked).await;
+            // Spraying from one source over many accounts: 12 failures (4 × 3) are allowed
+            // over both servers, the 13th makes the source wait.
+            let source = Source::of("198.51.100.9".parse().unwrap());
+            for i in 0..12 {
+                assert!(servers[i % 2].fail_address(&source).await.is_ok(), "failure {i}");
+            }
+            assert!(servers[0].fail_address(&source).await.is_err());
+            assert!(servers[1].check_address(&source).await.is_err(), "seen by the other");
+        }
     }
 }

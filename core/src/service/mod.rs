@@ -8,6 +8,7 @@ pub mod commands;
 pub mod deploy;
 pub mod history;
 pub mod hosts;
+pub mod lease;
 pub mod limits;
 pub mod notify;
 pub mod tokens;
@@ -96,6 +97,7 @@ pub(crate) async fn test_core(
         refusals: Arc::default(),
         secret_key: Arc::new(crate::secret::SecretKey::random()),
         replica: crate::replica_name(),
+        leader: lease::Leader::new(true),
         enroll_until: None,
         limits: Arc::new(limits::Limits::new(config.login_failures_per_min)),
         config: Arc::new(config),

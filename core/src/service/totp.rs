@@ -77,9 +77,9 @@ async fn reauthenticate(
             "Enter your password to set up two-factor authentication.".into(),
         ));
     }
-    let attempt = super::auth::begin_attempt(core, viewer)?;
+    let attempt = super::auth::begin_attempt(core, viewer).await?;
     let (result, verdict) = check_again(core, &viewer.username, password, code).await;
-    core.limits.login.finish(attempt, verdict);
+    core.limits.finish_login(attempt, verdict).await;
     result
 }
 
@@ -394,6 +394,7 @@ mod tests {
             config: Arc::new(config),
             secret_key: Arc::new(secret_key),
             replica: crate::replica_name(),
+            leader: super::super::lease::Leader::new(true),
         }
     }
 

@@ -65,12 +65,20 @@ pub struct DeployResume {
 }
 
 impl Db {
-    pub async fn insert_deploy(&self, job: &DeployProgress, request: &str) -> DbResult<()> {
+    /// Store a new job, run by `replica`. At most one job is active (the unique index
+    /// `deploy_jobs_one_active`): a second active one fails as a unique violation, which is
+    /// how two servers on one database never start two deploys.
+    pub async fn insert_deploy(
+        &self,
+        job: &DeployProgress,
+        request: &str,
+        replica: &str,
+    ) -> DbResult<()> {
         on_pool!(self, pool => {
             let now = Timestamp::now().secs();
             sqlx::query(
-                "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, previews, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                "INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, previews, created_at, updated_at, replica)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
             )
             .bind(&job.job_id)
             .bind(job.pr_number as i64)
@@ -82,6 +90,7 @@ impl Db {
             .bind(job.active)
             .bind(previews_json(job))
             .bind(now)
+            .bind(replica)
             .execute(pool)
             .await
             .map(|_| ())
@@ -139,6 +148,63 @@ impl Db {
             .fetch_all(pool)
             .await?;
             rows.into_iter().map(DeployProgress::try_from).collect()
+        })
+    }
+
+    /// The active job (at most one) and the replica running it.
+    pub async fn active_deploy_owner(&self) -> DbResult<Option<(DeployProgress, String)>> {
+        on_pool!(self, pool => {
+            let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(
+                "{DEPLOY_SELECT} WHERE active ORDER BY created_at DESC LIMIT 1"
+            )))
+            .fetch_optional(pool)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let replica: String =
+                sqlx::query_scalar("SELECT replica FROM deploy_jobs WHERE id = $1")
+                    .bind(&row.id)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(Some((DeployProgress::try_from(row)?, replica)))
+        })
+    }
+
+    /// Make `to` the replica running active job `id`, if `from` still is: true for the one
+    /// server that took it over when several try at once.
+    pub async fn claim_deploy(&self, id: &str, from: &str, to: &str) -> DbResult<bool> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE deploy_jobs SET replica = $3 WHERE id = $1 AND replica = $2 AND active")
+                .bind(id)
+                .bind(from)
+                .bind(to)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
+    }
+
+    /// Ask the replica running active job `id` to cancel it, in the name of `by`: false
+    /// when the job is not active.
+    pub async fn request_deploy_cancel(&self, id: &str, by: &str) -> DbResult<bool> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE deploy_jobs SET cancel_by = $2 WHERE id = $1 AND active")
+                .bind(id)
+                .bind(by)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+        })
+    }
+
+    /// Who asked (through another replica) to cancel job `id`, if anyone did.
+    pub async fn deploy_cancel_by(&self, id: &str) -> DbResult<Option<String>> {
+        on_pool!(self, pool => {
+            let by: Option<Option<String>> =
+                sqlx::query_scalar("SELECT cancel_by FROM deploy_jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(by.flatten())
         })
     }
 

@@ -17,7 +17,7 @@
 //! **Portable SQL.** The statements stay portable, like the schema (TEXT ids, BIGINT Unix
 //! seconds, BOOLEAN flags, `$n` placeholders, `INSERT … ON CONFLICT`, `RETURNING`, no
 //! database-only types or functions). Where the two must differ, the difference is a
-//! method of `Backend`, named for what it does (`next_queued_order`, `outbox_lock`), and
+//! method of `Backend`, named for what it does (`next_queued_order`, `outbox_lock`, `now_ms`), and
 //! the statement asks `self.backend()` for it. Connecting is the other difference:
 //! `connect_sqlite` and `connect_postgres`.
 //!
@@ -35,8 +35,9 @@
 //! Each submodule is an `impl Db` block for its table(s) with its row structs: `users`
 //! (accounts, TOTP and recovery codes), `sessions`, `hosts`, `history` (heartbeat metrics
 //! over time), `commands` (commands and their output), `deploys`, `audit`, `settings`,
-//! `tokens` (personal API tokens) and `notify` (notification targets, rules, outbox,
-//! deliveries). An enum is stored as its wire name (`as_str`) and read back with `parse`.
+//! `tokens` (personal API tokens), `notify` (notification targets, rules, outbox,
+//! deliveries) and `leases` (named leases between servers, and the login failures they
+//! count together). An enum is stored as its wire name (`as_str`) and read back with `parse`.
 //!
 //! A transaction that writes must write first. In SQLite, a transaction that reads first
 //! and writes later fails at once with SQLITE_BUSY when another connection wrote in
@@ -66,6 +67,7 @@ mod commands;
 mod deploys;
 mod history;
 mod hosts;
+mod leases;
 mod notify;
 mod sessions;
 mod settings;
@@ -128,6 +130,17 @@ impl Backend {
         match self {
             Backend::Sqlite => "(SELECT COALESCE(MAX(queued_order), 0) + 1 FROM commands)",
             Backend::Postgres => "nextval('commands_queued_order_seq')",
+        }
+    }
+
+    /// Now, in Unix milliseconds, on the database's clock: what leases and the shared login
+    /// limits are timed by, so that servers whose clocks differ agree on when a lease ran
+    /// out. SQLite's `julianday` counts days since noon on 24 November 4714 BC; 2440587.5
+    /// of them is the Unix epoch.
+    fn now_ms(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 
@@ -633,7 +646,7 @@ mod tests {
                 active: false,
                 previews: Default::default(),
             };
-            db.insert_deploy(&job, "{}").await.unwrap();
+            db.insert_deploy(&job, "{}", "r").await.unwrap();
             for id in ["new-done", "old-done", "new-done"] {
                 db.add_deploy_command("d1", id).await.unwrap();
             }
@@ -743,7 +756,7 @@ mod tests {
                     active: true,
                     previews: [("h0".to_owned(), format!("p{i}"))].into(),
                 };
-                db.insert_deploy(&job, r#"{"pr_number":1}"#).await.unwrap();
+                db.insert_deploy(&job, r#"{"pr_number":1}"#, "r").await.unwrap();
                 assert_eq!(db.deploy(&job.job_id).await.unwrap(), Some(job.clone()));
                 let saved = DeployProgress {
                     active: false,

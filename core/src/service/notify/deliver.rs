@@ -161,6 +161,12 @@ pub fn spawn(core: Core) {
         let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
         loop {
             tokio::time::sleep(POLL).await;
+            // One sender per database: the leader (`service::lease`). A message being
+            // sent when leadership moves may go out twice (at-least-once, as after a
+            // crash); it is never lost.
+            if !core.leader.is_leader() {
+                continue;
+            }
             let due = match core.db.notify_due(now_ms()).await {
                 Ok(due) => due,
                 Err(e) => {

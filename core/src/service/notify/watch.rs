@@ -11,6 +11,9 @@
 //! as already reported, so a restart does not report long-gone hosts again. What was
 //! reported lives in memory only: an outdated agent or a red compartment still there after
 //! a restart is reported again.
+//!
+//! Servers sharing one database: only the leader watches (`service::lease`); a server
+//! that becomes leader starts as after a restart.
 
 use super::plan::{Grouper, Quiet};
 use super::{enqueue, in_scope, rule_info};
@@ -90,9 +93,18 @@ pub fn spawn(core: Core) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    // Read while following too: a server that takes over matches the
+                    // first events it sees (a deploy it takes over) against fresh rules.
                     match core.db.notify_rules().await {
                         Ok(rows) => rules = rows.into_iter().map(rule_info).collect(),
                         Err(e) => tracing::warn!("notifications: reading rules: {e}"),
+                    }
+                    if !core.leader.is_leader() {
+                        // Another server watches (`service::lease`): two would queue every
+                        // message twice. Start afresh if this one leads later.
+                        watch = Watch::default();
+                        grouper = Grouper::default();
+                        continue;
                     }
                     let now = super::deliver::now_ms();
                     let hosts = core.hub.map_hosts(HostView::of);
@@ -104,16 +116,17 @@ pub fn spawn(core: Core) {
                     }
                 }
                 done = completions.recv() => match done {
-                    Ok(done) => {
+                    Ok(done) if core.leader.is_leader() => {
                         let tags = core.hub.host(&done.host_id).map(|h| h.tags).unwrap_or_default();
                         command(&rules, &mut grouper, &done, &tags, super::deliver::now_ms());
                     }
+                    Ok(_) => {}
                     Err(RecvError::Lagged(n)) => tracing::warn!("notifications: missed {n} command ends"),
                     Err(RecvError::Closed) => return,
                 },
                 text = events.recv() => match text {
                     // The only frames read: the rest (heartbeats, output) are skipped unparsed.
-                    Ok(text) if text.as_str().starts_with(r#"{"type":"deploy_progress""#) => {
+                    Ok(text) if core.leader.is_leader() && text.as_str().starts_with(r#"{"type":"deploy_progress""#) => {
                         if let Ok(BrowserEvent::DeployProgress(p)) = serde_json::from_str(text.as_str()) {
                             deploy(&rules, &mut watch, &mut grouper, &p, super::deliver::now_ms());
                         }

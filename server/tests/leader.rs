@@ -1,0 +1,306 @@
+//! Two replicas: two real `nixdeck` processes on one PostgreSQL database, with the same
+//! secret key, against `fake-github`. What must happen once per database happens once
+//! (`service::lease`): GitHub is polled by the leader only, and by the other once the
+//! leader is killed; login failures spread over both run out at the configured count; a
+//! second deploy on the other replica is refused while one runs, and the job of a killed
+//! replica is taken over (marked interrupted); a notification is delivered once.
+//!
+//! Needs `NIXDECK_TEST_POSTGRES_URL` (`scripts/test.sh` sets it). It runs in the first
+//! pass of the server's integration tests and is skipped in the second, whose only
+//! difference (`NIXDECK_TEST_SERVER_DATABASE=postgres`) it has already.
+
+mod common;
+
+use common::webhook::{add_webhook, Receiver};
+use common::*;
+use futures::SinkExt;
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::time::Duration;
+use testkit::client::Session;
+use testkit::fake_github::FakeGithub;
+use testkit::git::{git, Origin};
+use tokio::time::{sleep, Instant};
+
+const GH_TOKEN: &str = "gh-test-token";
+/// Short, so that a takeover takes about 2.5 s (the TTL plus a renewal).
+const LEASE_TTL_S: u64 = 2;
+const LOGIN_FAILURES: usize = 3;
+
+/// `GET` requests for the branch head: one per desired-state poll (`NIXDECK_DESIRED_POLL_S`).
+async fn head_reads(gh: &FakeGithub) -> u64 {
+    let state: Value = reqwest::get(gh.url("/_control/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["requests"]["GET /repos/acme/nixcfg/commits/{ref}"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Head reads during `secs` seconds.
+async fn polls_during(gh: &FakeGithub, secs: u64) -> u64 {
+    let before = head_reads(gh).await;
+    sleep(Duration::from_secs(secs)).await;
+    head_reads(gh).await - before
+}
+
+async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn leading(server: &Server) -> bool {
+    server.log().contains("leading: this server runs")
+}
+
+async fn wrong_login(server: &Server) -> u16 {
+    reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .json(&json!({"username": "mallory", "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn two_replicas_run_the_once_per_database_jobs_once() {
+    if on_postgres() {
+        eprintln!("note: leader.rs ran in the first pass (it is always on PostgreSQL)");
+        return;
+    }
+    let Some(nixdeck_core::storage::testing::TestBackend::Postgres(pg)) =
+        nixdeck_core::storage::testing::TestBackend::postgres()
+    else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path();
+    let origin = Origin::new(root, &[("flake.lock", "{\"version\":7}\n")]);
+    git(&origin.work, &["checkout", "-b", "update-flake-lock"]);
+    std::fs::write(origin.work.join("flake.lock"), "{\"version\":7,\"v\":2}\n").unwrap();
+    git(
+        &origin.work,
+        &["commit", "-am", "flake.lock: update nixpkgs"],
+    );
+    git(&origin.work, &["push", "origin", "update-flake-lock"]);
+    git(&origin.work, &["checkout", "main"]);
+    let gh = FakeGithub::start(
+        &fake_github_bin(),
+        &origin.bare,
+        "acme",
+        "nixcfg",
+        &["--token", GH_TOKEN],
+        Stdio::from(std::fs::File::create(root.join("fake-github.log")).unwrap()),
+    );
+
+    // Both replicas on one new database (the harness reads it from `database-url`), with
+    // one secret key file.
+    let url = nixdeck_core::storage::testing::fresh_postgres_database(&pg)
+        .await
+        .unwrap();
+    std::fs::write(root.join("database-url"), &url).unwrap();
+    let key = root.join("secret.key");
+    let ttl = LEASE_TTL_S.to_string();
+    let failures = LOGIN_FAILURES.to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("NIXDECK_SECRET_KEY_FILE", key.to_str().unwrap()),
+        ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
+        ("NIXDECK_GITHUB_API_URL", gh.base.as_str()),
+        ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
+        ("NIXDECK_DESIRED_POLL_S", "1"),
+        ("NIXDECK_PR_POLL_S", "1"),
+        ("NIXDECK_MERGE_WAIT_S", "20"),
+        ("NIXDECK_LEASE_TTL_S", &ttl),
+        ("NIXDECK_LOGIN_FAILURES_PER_MIN", &failures),
+    ];
+    let mut a = Server::start_with(root, free_port(), &env).await;
+    let admin_a = login(&a).await;
+    // The host exists before B starts, so B's hub knows it (the live stream between
+    // replicas is the event bus's, not this test's).
+    let token = create_host(&a, &admin_a, "alpha").await;
+    let b = Server::start_with(root, free_port(), &env).await;
+    let admin_b = login(&b).await;
+
+    // One replica leads: A, which started first.
+    assert!(leading(&a), "{}", a.log());
+    assert!(!leading(&b), "{}", b.log());
+
+    // GitHub is polled once per interval, not once per replica: at 1 s, about 7 head
+    // reads in 8 s (each read takes a little time too); two pollers would make about 14.
+    let polls = polls_during(&gh, 8).await;
+    assert!((3..=10).contains(&polls), "{polls} head reads in 8 s");
+    // B, which does not poll, shows the leader's reading.
+    let desired = admin_b.get_json(&b, "/api/desired").await;
+    assert_eq!(desired["commit"], origin.head(), "{desired:#}");
+
+    // Login failures spread over both replicas run out at the configured count.
+    for i in 0..LOGIN_FAILURES {
+        let server = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(wrong_login(server).await, 401, "failure {i} is free");
+    }
+    assert_eq!(wrong_login(&b).await, 429);
+    assert_eq!(wrong_login(&a).await, 429);
+
+    // A notification is delivered once, with both replicas' workers running: an agent of
+    // another version registers on A (whose hub sees it: the leader's watch queues it).
+    let port = free_port();
+    let rx = Receiver::start(port, 0).await;
+    let target = add_webhook(&a, &admin_a, port).await;
+    for event in ["agent_outdated", "deploy_failed"] {
+        let r = admin_a
+            .post(&a, "/api/notifications/rules")
+            .json(&json!({"event": event, "target_ids": [target]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let old_token = create_host(&a, &admin_a, "old").await;
+    let mut old = agent_socket(&a, &old_token).await.unwrap();
+    let register = json!({"type": "register", "payload": {"hostname": "old",
+        "host_type": "nixos", "agent_version": "0.0.1", "heartbeat_interval_s": 1}});
+    old.send(tokio_tungstenite::tungstenite::Message::text(
+        register.to_string(),
+    ))
+    .await
+    .unwrap();
+    rx.wait_event("agent_outdated", Duration::from_secs(20))
+        .await;
+    // Both delivery workers had several looks at the outbox meanwhile.
+    sleep(Duration::from_secs(3)).await;
+    let outdated = rx
+        .got()
+        .into_iter()
+        .filter(|m| m["event"] == "agent_outdated")
+        .count();
+    assert_eq!(outdated, 1, "{:?}", rx.got());
+
+    // A deploy runs on A (its switch takes a while); B refuses a second one.
+    let checkout = root.join("alpha-checkout");
+    origin.clone_to(&checkout);
+    let config = root.join("alpha.toml");
+    std::fs::write(
+        &config,
+        "[commands]\nswitch = [\"sh\", \"-c\", \"sleep 60\"]\n",
+    )
+    .unwrap();
+    let mut agent = spawn_agent_with(
+        &a,
+        "alpha",
+        &token,
+        &root.join("alpha-state"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--repo-dir",
+            checkout.to_str().unwrap(),
+            "--branch",
+            "main",
+        ],
+    );
+    let r = reqwest::Client::new()
+        .post(gh.url("/_control/pr"))
+        .json(
+            &json!({"number": 5, "title": "flake.lock: update", "labels": ["dependencies"],
+                      "head": "update-flake-lock", "mergeable": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_for(
+        "A online and the PR seen on both",
+        Duration::from_secs(30),
+        async || {
+            let host = host(&admin_a, &a, "alpha").await;
+            let pr_a = admin_a.get_json(&a, "/api/pending-pr").await;
+            let pr_b = admin_b.get_json(&b, "/api/pending-pr").await;
+            host["online"] == true && pr_a["number"] == 5 && pr_b["number"] == 5
+        },
+    )
+    .await;
+    let (status, reply) = deploy(&admin_a, &a).await;
+    assert_eq!(status, 202, "{reply}");
+    let job = reply["job_id"].as_str().unwrap().to_owned();
+    wait_for("switching on alpha", Duration::from_secs(30), async || {
+        admin_a.get_json(&a, &format!("/api/deploy/{job}")).await["phase"] == "switching"
+    })
+    .await;
+    let (status, reply) = deploy(&admin_b, &b).await;
+    assert_eq!(status, 409, "{reply}");
+    assert_eq!(reply["code"], "deploy_running", "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains(&job), "{reply}");
+
+    // kill -9 A: B leads within a lease TTL and a renewal, polls GitHub, and takes the
+    // deploy over (marked interrupted: it was rolling out).
+    let killed = Instant::now();
+    kill_child(&mut a.take_child().unwrap(), "-KILL");
+    kill_child(&mut agent, "-KILL");
+    wait_for("B leads", Duration::from_secs(10), async || leading(&b)).await;
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(LEASE_TTL_S * 2 + 2), "{took:?}");
+    let mut end = Value::Null;
+    wait_for(
+        "the deploy taken over",
+        Duration::from_secs(5),
+        async || {
+            end = admin_b.get_json(&b, &format!("/api/deploy/{job}")).await;
+            end["active"] != true
+        },
+    )
+    .await;
+    assert!(
+        end["message"].as_str().unwrap().starts_with("Interrupted"),
+        "{end:#}"
+    );
+    assert_eq!(end["hosts"]["alpha"], "error", "it was mid-switch: {end:#}");
+    let polls = polls_during(&gh, 4).await;
+    assert!(
+        (2..=6).contains(&polls),
+        "{polls} head reads in 4 s after the takeover"
+    );
+    // B, the leader now, reports the interrupted deploy, once.
+    rx.wait_event("deploy_failed", Duration::from_secs(20))
+        .await;
+    sleep(Duration::from_secs(2)).await;
+    let failed = rx
+        .got()
+        .into_iter()
+        .filter(|m| m["event"] == "deploy_failed")
+        .count();
+    assert_eq!(failed, 1, "{:?}", rx.got());
+    // The slot is free again (the PR was merged, so it is refused for that, not as busy).
+    let (status, reply) = deploy(&admin_b, &b).await;
+    assert_eq!(status, 409, "{reply}");
+    assert_ne!(reply["code"], "deploy_running", "{reply}");
+    drop(b);
+}
+
+async fn host(admin: &Session, server: &Server, id: &str) -> Value {
+    let hosts = admin.get_json(server, "/api/hosts").await;
+    hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn deploy(admin: &Session, server: &Server) -> (u16, Value) {
+    let r = admin
+        .post(server, "/api/deploy")
+        .json(&json!({"pr_number": 5, "host_ids": ["alpha"]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
