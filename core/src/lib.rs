@@ -15,6 +15,7 @@ pub mod config;
 pub mod desired;
 pub mod github;
 pub mod hub;
+pub mod replica;
 pub mod secret;
 pub mod service;
 pub mod storage;
@@ -44,6 +45,9 @@ pub struct Core {
     /// This process's name among the servers that share one database (`replica_name`):
     /// it tells replicas apart in leases, presence and the event bus between them.
     pub replica: Arc<str>,
+    /// The other replicas on the same PostgreSQL database, through the event bus
+    /// (`replica`). Empty on SQLite: one server holds the whole fleet.
+    pub peers: replica::Peers,
 }
 
 /// A name for this server process, new at every start: the process id and 32 random

@@ -152,7 +152,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         refusals: Arc::default(),
         secret_key: Arc::new(secret_key),
         replica: nixdeck_core::replica_name(),
+        peers: Default::default(),
     };
+    // Several servers on one PostgreSQL database share their fleet through it (before any
+    // agent or browser is served, so every event here reaches the others).
+    if db.backend() == storage::Backend::Postgres {
+        nixdeck_core::replica::start(&core).await?;
+    }
     service::deploy::recover(&core)
         .await
         .context("recovering deploy jobs")?;
@@ -223,6 +229,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Nothing accepted is lost: the last registrations and heartbeats go to the database
     // before exit.
     service::audit::flush_refusals(&core).await;
+    nixdeck_core::replica::leave(&core).await;
     service::hosts::save_unsaved(&core)
         .await
         .map_err(anyhow::Error::msg)?;

@@ -96,6 +96,7 @@ pub(crate) async fn test_core(
         refusals: Arc::default(),
         secret_key: Arc::new(crate::secret::SecretKey::random()),
         replica: crate::replica_name(),
+        peers: Default::default(),
         enroll_until: None,
         limits: Arc::new(limits::Limits::new(config.login_failures_per_min)),
         config: Arc::new(config),

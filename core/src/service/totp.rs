@@ -394,6 +394,7 @@ mod tests {
             config: Arc::new(config),
             secret_key: Arc::new(secret_key),
             replica: crate::replica_name(),
+            peers: Default::default(),
         }
     }
 

@@ -35,7 +35,8 @@
 //! Each submodule is an `impl Db` block for its table(s) with its row structs: `users`
 //! (accounts, TOTP and recovery codes), `sessions`, `hosts`, `history` (heartbeat metrics
 //! over time), `commands` (commands and their output), `deploys`, `audit`, `settings`,
-//! `tokens` (personal API tokens) and `notify` (notification targets, rules, outbox,
+//! `tokens` (personal API tokens), `replicas` (servers sharing a PostgreSQL database: leases, the
+//! event bus) and `notify` (notification targets, rules, outbox,
 //! deliveries). An enum is stored as its wire name (`as_str`) and read back with `parse`.
 //!
 //! A transaction that writes must write first. In SQLite, a transaction that reads first
@@ -67,6 +68,7 @@ mod deploys;
 mod history;
 mod hosts;
 mod notify;
+mod replicas;
 mod sessions;
 mod settings;
 #[doc(hidden)]
@@ -80,6 +82,7 @@ pub use deploys::DeployResume;
 pub use history::{HistoryRow, MetricSums, MinuteSums};
 pub use hosts::{HostFields, HostRecord, HostReport, SeenUpdate};
 pub use notify::{DeliveryRow, NotifyRuleRow, NotifyTargetRow, OutboxRow, DELIVERIES_KEPT};
+pub use replicas::ReplicaRow;
 pub use sessions::SessionRow;
 pub use tokens::{ApiTokenRow, BearerRow};
 pub use users::{TotpRow, UserRow};

@@ -173,6 +173,7 @@ mod tests {
             enroll_until: None,
             secret_key: Arc::new(nixdeck_core::secret::SecretKey::random()),
             replica: nixdeck_core::replica_name(),
+            peers: Default::default(),
             limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,
             )),
