@@ -23,9 +23,17 @@ use tokio_tungstenite::tungstenite::http::Uri;
 )]
 pub struct Cli {
     /// Dashboard URL: an http(s) base such as http://127.0.0.1:3000 or https://deck.example.org
-    /// (the agent connects to ws(s)://…/ws/agent), or the full ws:// or wss:// URL
-    #[arg(long, env = "NIXDECK_URL", value_name = "URL")]
-    pub url: String,
+    /// (the agent connects to ws(s)://…/ws/agent), or the full ws:// or wss:// URL. Several
+    /// replicas of one dashboard: repeat --url or separate them with commas; the agent
+    /// connects to the first and moves to the next when a connection fails or drops
+    #[arg(
+        long,
+        env = "NIXDECK_URL",
+        value_name = "URL",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub url: Vec<String>,
 
     /// Allow a plaintext http:// or ws:// URL to a dashboard that is not on this machine.
     /// Without TLS the token travels in clear and anyone on the path can command this host,
@@ -292,8 +300,9 @@ pub enum ConfigError {
 /// Everything the agent needs, checked.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `ws(s)://host:port/ws/agent`.
-    pub ws_url: String,
+    /// `ws(s)://host:port/ws/agent` of each replica of the dashboard, in the order given;
+    /// never empty, each once.
+    pub ws_urls: Vec<String>,
     pub token: TokenSource,
     pub hostname: String,
     pub host_type: HostType,
@@ -320,10 +329,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let ws_url = agent_ws_url(&cli.url)?;
-        if !cli.insecure && !is_encrypted_or_local(&ws_url) {
-            return Err(ConfigError::Plaintext(cli.url.trim().to_owned()));
-        }
+        let ws_urls = agent_ws_urls(&cli.url, cli.insecure)?;
 
         let token = match (cli.token, cli.token_file) {
             (_, Some(path)) => TokenSource::File(path),
@@ -431,7 +437,7 @@ impl Config {
         };
 
         Ok(Config {
-            ws_url,
+            ws_urls,
             token,
             hostname,
             host_type,
@@ -639,6 +645,32 @@ fn is_valid_branch(branch: &str) -> bool {
 /// An empty environment variable (`NIXDECK_LOCATION=`) means "not set".
 fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The agent endpoints of the `--url` values, in order and each once. Each is checked on
+/// its own: one plaintext URL to another machine is refused even when the others use TLS.
+fn agent_ws_urls(urls: &[String], insecure: bool) -> Result<Vec<String>, ConfigError> {
+    let mut ws_urls: Vec<String> = Vec::with_capacity(urls.len());
+    for url in urls {
+        // `NIXDECK_URL=a,,b` or a trailing comma: an empty item names nothing.
+        if url.trim().is_empty() && urls.len() > 1 {
+            continue;
+        }
+        let ws_url = agent_ws_url(url)?;
+        if !insecure && !is_encrypted_or_local(&ws_url) {
+            return Err(ConfigError::Plaintext(url.trim().to_owned()));
+        }
+        if !ws_urls.contains(&ws_url) {
+            ws_urls.push(ws_url);
+        }
+    }
+    if ws_urls.is_empty() {
+        return Err(ConfigError::Url {
+            url: String::new(),
+            reason: "no URL given".into(),
+        });
+    }
+    Ok(ws_urls)
 }
 
 /// The agent endpoint for a dashboard URL: http(s) bases get `/ws/agent` appended (kept
@@ -851,7 +883,7 @@ mod tests {
             "#7aa2f7",
         ])
         .unwrap();
-        assert_eq!(cfg.ws_url, "ws://127.0.0.1:3000/ws/agent");
+        assert_eq!(cfg.ws_urls, ["ws://127.0.0.1:3000/ws/agent"]);
         assert_eq!(cfg.hostname, "web-1");
         assert_eq!(cfg.host_type, HostType::Macos);
         assert_eq!(cfg.interval_s, 5);
@@ -860,6 +892,65 @@ mod tests {
         assert_eq!(cfg.theme_color.as_deref(), Some("#7aa2f7"));
         assert!(matches!(cfg.token, TokenSource::Inline(ref s) if s.expose() == "t0k"));
         assert!(cfg.tags.is_empty());
+    }
+
+    /// Replicas of one dashboard: --url repeated, or comma-separated (as NIXDECK_URL is),
+    /// kept in the order given, each once; every one is checked as a single URL would be.
+    #[test]
+    fn several_urls_repeated_or_comma_separated() {
+        let with = |urls: &[&str], extra: &[&str]| {
+            let mut v = Vec::new();
+            for url in urls {
+                v.extend_from_slice(&["--url", url]);
+            }
+            v.extend_from_slice(&["--token", "x", "--hostname", "a", "--state-dir", "/tmp/nd"]);
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        let both = [
+            "ws://127.0.0.1:3001/ws/agent",
+            "wss://deck-b.example.org/ws/agent",
+        ];
+        let repeated = with(
+            &["http://127.0.0.1:3001", "https://deck-b.example.org"],
+            &[],
+        );
+        assert_eq!(repeated.unwrap().ws_urls, both);
+        let commas = with(&["http://127.0.0.1:3001,https://deck-b.example.org,"], &[]);
+        assert_eq!(commas.unwrap().ws_urls, both);
+        let twice = with(
+            &["http://127.0.0.1:3001", "ws://127.0.0.1:3001/ws/agent", " "],
+            &[],
+        );
+        assert_eq!(twice.unwrap().ws_urls, ["ws://127.0.0.1:3001/ws/agent"]);
+
+        // One bad or plaintext-remote URL among good ones stops the agent, naming it.
+        let err = with(&["https://deck-a.example.org", "ftp://deck-b.lan"], &[]).unwrap_err();
+        assert!(
+            err.contains("`ftp://deck-b.lan`") && err.contains("ftp"),
+            "{err}"
+        );
+        let err = with(&["https://deck-a.example.org,http://deck-b.lan"], &[]).unwrap_err();
+        assert!(
+            err.contains("refusing plaintext `http://deck-b.lan`"),
+            "{err}"
+        );
+        let ok = with(
+            &["https://deck-a.example.org,http://deck-b.lan"],
+            &["--insecure"],
+        );
+        assert_eq!(ok.unwrap().ws_urls.len(), 2);
+        assert!(with(&[","], &[]).unwrap_err().contains("no URL given"));
+        // --url is required (assumes NIXDECK_URL is not set in the test environment).
+        assert!(with(&[], &[]).unwrap_err().contains("--url"));
+
+        // The environment variable splits on commas too: checked on the declaration, as
+        // the process environment is shared by the tests.
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == "url").unwrap();
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some("NIXDECK_URL"));
+        assert_eq!(arg.get_value_delimiter(), Some(','));
     }
 
     /// Tags are checked at start: one bad tag stops it, naming the tag.

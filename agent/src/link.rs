@@ -78,6 +78,65 @@ impl Default for Timings {
     }
 }
 
+/// Which of the dashboard's URLs the next session uses, and how long to wait before it.
+///
+/// Every lost session, a failed connect or a dropped link, moves on to the next URL: when a
+/// replica dies, its agents go to another one instead of waiting for it to come back. The
+/// wait before each attempt is drawn with full jitter under the backoff's current ceiling,
+/// and that ceiling grows once per full round of failed URLs rather than once per URL:
+/// - after a healthy session the ceiling is back at its base (1 s), so a dropped agent
+///   reaches the next replica within 1 s (0.5 s on average), and the replica's whole
+///   fleet, which loses its link in the same instant, arrives spread over that second
+///   instead of in one burst (no wait at all would be faster by 0.5 s, and is that burst);
+/// - a URL with nothing listening fails in milliseconds, so a dead first URL at start
+///   costs one such wait;
+/// - with every replica down, the agent makes one attempt per wait, as it does with one
+///   URL, each replica getting its share, and the waits grow round after round to 60 s.
+///
+/// With one URL a round is one attempt, which is the plain backoff of before.
+#[derive(Debug)]
+struct Rotation {
+    urls: usize,
+    current: usize,
+    /// URLs that failed since the ceiling last grew or was reset.
+    failed: usize,
+    backoff: Backoff,
+}
+
+impl Rotation {
+    fn new(urls: usize) -> Rotation {
+        Rotation {
+            urls: urls.max(1),
+            current: 0,
+            failed: 0,
+            backoff: Backoff::default(),
+        }
+    }
+
+    fn current(&self) -> usize {
+        self.current
+    }
+
+    /// After a session ended (`healthy`: it registered, or lasted `Timings::stable`):
+    /// moves to the next URL and returns the wait before trying it, `unit` in [0, 1)
+    /// being the jitter.
+    fn after_session(&mut self, healthy: bool, unit: f64) -> Duration {
+        if healthy {
+            self.backoff.reset();
+            self.failed = 0;
+        }
+        self.current = (self.current + 1) % self.urls;
+        self.failed += 1;
+        let ms = if self.failed >= self.urls {
+            self.failed = 0;
+            self.backoff.next_delay_ms(unit)
+        } else {
+            (self.backoff.ceiling_ms() as f64 * unit.clamp(0.0, 1.0)) as u64
+        };
+        Duration::from_millis(ms)
+    }
+}
+
 /// Why a session ended without being asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -133,7 +192,7 @@ pub struct Link {
     cfg: Config,
     credentials: Credentials,
     host: Host,
-    backoff: Backoff,
+    rotation: Rotation,
     timings: Timings,
     dispatch: Dispatch,
 }
@@ -145,11 +204,12 @@ impl Link {
         let credentials = Credentials::new(cfg.token.clone(), cfg.state_dir.clone());
         let dispatch = Dispatch::new(&cfg);
         let host = Host::new(cfg.checkout.as_ref().map(|c| c.dir.clone()));
+        let rotation = Rotation::new(cfg.ws_urls.len());
         Link {
             cfg,
             credentials,
             host,
-            backoff: Backoff::default(),
+            rotation,
             timings: Timings::default(),
             dispatch,
         }
@@ -161,9 +221,9 @@ impl Link {
         self
     }
 
-    /// Sessions until shutdown or a `restart` command, with backoff between them. Never
-    /// gives up: a dashboard that is down or a token the operator has yet to fix are both
-    /// expected to recover.
+    /// Sessions until shutdown or a `restart` command, with backoff between them, each on
+    /// the next dashboard URL (see `Rotation`). Never gives up: a dashboard that is down or
+    /// a token the operator has yet to fix are both expected to recover.
     pub async fn run(&mut self, mut shutdown: Shutdown) -> Exit {
         self.dispatch.prepare_checkout();
         loop {
@@ -179,11 +239,13 @@ impl Link {
                 tracing::info!("link lost while restarting; restarting now");
                 return Exit::Restart;
             }
-            if outcome.registered || started.elapsed() >= self.timings.stable {
-                self.backoff.reset();
+            let url = self.url().to_owned();
+            let healthy = outcome.registered || started.elapsed() >= self.timings.stable;
+            let delay = self.rotation.after_session(healthy, rand::random::<f64>());
+            let mut retry = format!("{:.1}s", delay.as_secs_f64());
+            if self.cfg.ws_urls.len() > 1 {
+                retry = format!("{retry} on {} (the URL after {url})", self.url());
             }
-            let delay = Duration::from_millis(self.backoff.next_delay_ms(rand::random::<f64>()));
-            let retry = format!("{:.1}s", delay.as_secs_f64());
             match &error {
                 LinkError::TokenRejected => {
                     tracing::error!("{error}: check --token / --token-file; retrying in {retry}")
@@ -224,7 +286,7 @@ impl Link {
             Ok(token) => token,
             Err(err) => return lost(false, LinkError::Token(err)),
         };
-        tracing::debug!(url = %self.cfg.ws_url, "connecting");
+        tracing::debug!(url = %self.url(), "connecting");
         let mut ws = tokio::select! {
             connected = self.connect(&token) => match connected {
                 Ok(ws) => ws,
@@ -268,8 +330,13 @@ impl Link {
         }
     }
 
+    /// The dashboard URL of this (or the next) session.
+    fn url(&self) -> &str {
+        &self.cfg.ws_urls[self.rotation.current()]
+    }
+
     async fn connect(&self, token: &Secret) -> Result<Socket, LinkError> {
-        let mut request = self.cfg.ws_url.as_str().into_client_request()?;
+        let mut request = self.url().into_client_request()?;
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
                 LinkError::Token(io::Error::new(
@@ -615,9 +682,48 @@ mod tests {
 
     type ServerSocket = WebSocketStream<TcpStream>;
 
+    /// Each lost session moves to the next URL; the ceiling of the jittered wait grows
+    /// once per full round of failures and is back at its base after a healthy session.
+    #[test]
+    fn rotation_moves_on_and_backs_off_per_round() {
+        let mut r = Rotation::new(3);
+        assert_eq!(r.current(), 0);
+        // `unit` just below 1 makes each wait its ceiling (to the millisecond).
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let wait = r.after_session(false, 0.9999).as_millis();
+            waits.push((r.current(), wait));
+        }
+        assert_eq!(
+            waits,
+            [
+                (1, 999),
+                (2, 999),
+                (0, 999),
+                (1, 1_999),
+                (2, 1_999),
+                (0, 1_999),
+                (1, 3_999)
+            ]
+        );
+        // A healthy session on URL 1 then lost: URL 2 within the base ceiling.
+        assert_eq!(r.after_session(true, 0.9999).as_millis(), 999);
+        assert_eq!(r.current(), 2);
+        assert_eq!(r.after_session(false, 0.0), Duration::ZERO);
+
+        // One URL: a round is one attempt, the plain backoff.
+        let mut one = Rotation::new(1);
+        let waits: Vec<u128> = (0..4)
+            .map(|_| one.after_session(false, 0.9999).as_millis())
+            .collect();
+        assert_eq!(waits, [999, 1_999, 3_999, 7_999]);
+        assert_eq!(one.current(), 0);
+        assert_eq!(one.after_session(true, 0.9999).as_millis(), 999);
+    }
+
     fn test_config(ws_url: String, token: TokenSource, dir: &Path) -> Config {
         Config {
-            ws_url,
+            ws_urls: vec![ws_url],
             token,
             hostname: "test-host".into(),
             host_type: HostType::Nixos,

@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 async fn run(cfg: config::Config) -> ExitCode {
     tracing::info!(
         version = protocol::VERSION,
-        url = %cfg.ws_url,
+        urls = %cfg.ws_urls.join(","),
         hostname = %cfg.hostname,
         host_type = cfg.host_type.as_str(),
         interval_s = cfg.interval_s,

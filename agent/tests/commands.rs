@@ -781,7 +781,7 @@ fn link_config(url: String, state: &Path) -> Config {
         },
     );
     Config {
-        ws_url: url,
+        ws_urls: vec![url],
         token: TokenSource::Inline(Secret::new("t")),
         hostname: "web-1".into(),
         host_type: HostType::Nixos,

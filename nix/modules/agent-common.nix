@@ -12,8 +12,12 @@ let
     cfg:
     [
       (lib.getExe cfg.package)
+    ]
+    ++ lib.concatMap (url: [
       "--url"
-      cfg.url
+      url
+    ]) (lib.toList cfg.url)
+    ++ [
       "--token-file"
       cfg.tokenFile
       "--activation"
@@ -54,11 +58,15 @@ in
       };
 
       url = mkOption {
-        type = types.str;
+        type = types.oneOf [
+          types.str
+          (types.nonEmptyListOf types.str)
+        ];
         example = "https://deck.example.org";
         description = ''
-          The dashboard (`--url`). A plaintext `http://` URL to another machine is refused
-          unless `insecure` is set.
+          The dashboard (`--url`), or a list of the URLs of its replicas: the agent connects
+          to the first and moves to the next when a connection fails or drops. A plaintext
+          `http://` URL to another machine is refused unless `insecure` is set.
         '';
       };
 

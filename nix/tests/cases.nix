@@ -113,6 +113,11 @@ let
   };
   agentIsolated = agentCommon // {
     repoUrl = "https://github.com/acme/fleet.git";
+    # Replicas of one dashboard: one --url each.
+    url = [
+      "https://deck-a.example.org"
+      "https://deck-b.example.org"
+    ];
   };
   agentLegacy = agentCommon // {
     repoDir = "/etc/nixos";

@@ -44,6 +44,7 @@ let
     attrs = mkType "attrs" isAttrs;
     nullOr = t: mkType "null or ${t.name}" (v: v == null || t.check v);
     listOf = t: mkType "list of ${t.name}" (v: isList v && all t.check v);
+    nonEmptyListOf = t: mkType "non-empty list of ${t.name}" (v: isList v && v != [ ] && all t.check v);
     attrsOf = t: mkType "attrs of ${t.name}" (v: isAttrs v && all t.check (attrValues v));
     enum = values: mkType "one of ${toString values}" (v: elem v values);
     oneOf = ts: mkType "one of several types" (v: any (t: t.check v) ts);
@@ -87,6 +88,7 @@ rec {
   optionalString = cond: s: if cond then s else "";
   concatStringsSep = builtins.concatStringsSep;
   concatMap = builtins.concatMap;
+  toList = x: if isList x then x else [ x ];
   last = xs: builtins.elemAt xs (length xs - 1);
   # Only separators without regex metacharacters: enough for ours, and never silently wrong.
   splitString =
