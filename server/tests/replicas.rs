@@ -293,9 +293,11 @@ async fn a_browser_on_b_sees_and_drives_an_agent_on_a() {
     assert_eq!(status, "ok");
 }
 
-/// Numbered lines, slowly enough that the kill lands in the middle.
-const SLOW: u64 = 3_000;
-const SLOW_LINES: &str = "i=1; while [ $i -le 3000 ]; do echo \"line $i\"; if [ $((i % 100)) -eq 0 ]; then sleep 0.2; fi; i=$((i+1)); done";
+/// Numbered lines, about a thousand a second, without pauses: when the kill lands, the
+/// owner has lines stored (and acked to the agent) that it has not yet put on the bus,
+/// which the new owner must republish.
+const SLOW: u64 = 5_000;
+const SLOW_LINES: &str = "i=1; while [ $i -le 5000 ]; do echo \"line $i\"; if [ $((i % 20)) -eq 0 ]; then sleep 0.02; fi; i=$((i+1)); done";
 
 /// kill -9 of the replica that holds the agent, mid-command: the agent moves to B (it was
 /// given both URLs), the command completes, and the stored log and B's browser both hold
@@ -329,7 +331,7 @@ async fn kill_9_of_the_owner_mid_command_loses_and_doubles_nothing() {
     let id = run(&r.b, &admin_b, "web-f", "test").await;
     // Read until some hundreds of lines have arrived at B's browser, then kill A.
     let mut lines = Vec::new();
-    while lines.len() < 500 {
+    while lines.len() < 1_500 {
         let v = next_json(&mut browser, Duration::from_secs(20)).await;
         if v["type"] == "command_output" && v["payload"]["command_id"] == id.as_str() {
             let p = &v["payload"];
