@@ -1593,6 +1593,83 @@ mod tests {
         assert!(hub.fleet_counts().pending_pr);
     }
 
+    fn peer_heartbeat(id: &str, at: i64) -> PeerChange {
+        PeerChange::Event(BrowserEvent::HostHeartbeat(HostHeartbeat {
+            host_id: id.into(),
+            online: true,
+            last_seen: Timestamp(at),
+            metrics: None,
+        }))
+    }
+
+    /// Replicas: a host's events are taken from its owner only; what came from the bus
+    /// reaches browsers but never goes back to it; an edit of a host owned elsewhere goes
+    /// to the owner instead of being applied here; a dead owner's hosts go offline here.
+    #[test]
+    fn peers_events_follow_the_owner() {
+        let hub = hub_with(&["a", "b"]);
+        let (out, mut queue) = bus_channel();
+        hub.attach_bus(out);
+        let (_, mut rx) = hub.subscribe();
+
+        hub.apply_peer("r1", [PeerChange::Own("a".into()), peer_heartbeat("a", 10)]);
+        assert_eq!(recv_type(&mut rx), "host_heartbeat");
+        assert!(hub.host("a").unwrap().online);
+        assert_eq!(hub.remote_owner("a").as_deref(), Some("r1"));
+        assert_eq!(queue.try_recv(), None, "not sent back to the bus");
+
+        // r2 held the host before: its late events are stale.
+        hub.apply_peer(
+            "r2",
+            [PeerChange::Event(BrowserEvent::HostOffline(HostRef {
+                host_id: "a".into(),
+            }))],
+        );
+        assert!(rx.try_recv().is_err());
+        assert!(hub.host("a").unwrap().online);
+
+        hub.update_host("a", |h| h.location = Some("rack 9".into()));
+        assert_eq!(
+            hub.host("a").unwrap().location,
+            None,
+            "applied by the owner"
+        );
+        assert!(rx.try_recv().is_err());
+        let edit = queue.try_recv().expect("the edit, for the owner");
+        assert!(
+            edit.contains("rack 9") && edit.starts_with(r#"{"e":"#),
+            "{edit}"
+        );
+
+        assert_eq!(hub.peer_gone("r1"), 1);
+        assert_eq!(recv_type(&mut rx), "host_offline");
+        assert!(!hub.host("a").unwrap().online);
+        assert_eq!(hub.remote_owner("a"), None);
+        assert_eq!(queue.try_recv(), None, "each replica does this itself");
+
+        // An agent here: the peers hear `own` before the link's first event.
+        let link = attach(&hub, "b");
+        assert_eq!(queue.try_recv().as_deref(), Some(r#"{"own":"b"}"#));
+        assert!(queue.try_recv().unwrap().contains("host_updated"));
+        // An edit made elsewhere of a host whose agent is here: merged and published.
+        let mut edited = hub.host("b").unwrap();
+        edited.location = Some("rack 1".into());
+        edited.online = false;
+        hub.apply_peer(
+            "r3",
+            [PeerChange::Event(BrowserEvent::HostUpdated(HostBody {
+                host: edited,
+            }))],
+        );
+        let b = hub.host("b").unwrap();
+        assert_eq!(b.location.as_deref(), Some("rack 1"));
+        assert!(b.online, "only the dashboard's fields are taken");
+        assert!(queue.try_recv().unwrap().contains("rack 1"));
+        // A rotation on another replica closes the link here.
+        hub.apply_peer("r3", [PeerChange::Revoke("b".into())]);
+        assert_eq!(*link.close.borrow(), Some((1008, "token rotated")));
+    }
+
     #[test]
     fn stale_link_heartbeats_are_ignored() {
         let hub = hub_with(&["a"]);

@@ -458,3 +458,69 @@ async fn presence(core: Core) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::{fresh_postgres_database, TestBackend};
+    use protocol::messages::CommandOutput;
+    use protocol::OutputStream;
+
+    fn output(seq: u64, line: String) -> BrowserEvent {
+        BrowserEvent::CommandOutput(CommandOutput {
+            host_id: "h".into(),
+            command_id: "c1".into(),
+            seq,
+            stream: OutputStream::Stdout,
+            line,
+        })
+    }
+
+    /// Two replicas on one database: three events made on A reach B's browsers in A's
+    /// order, the middle one (30 kB, far over a notification's 8000 bytes) by way of
+    /// `bus_events`.
+    #[tokio::test]
+    async fn a_large_event_goes_through_the_table_in_its_place() {
+        let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
+            return;
+        };
+        let url = fresh_postgres_database(&server).await.unwrap();
+        let a = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
+        let b = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
+        start(&a).await.unwrap();
+        start(&b).await.unwrap();
+        let seat = b.hub.browser_seat("ann", 1).unwrap();
+        let mut events = b.hub.subscribe_browser(&seat).await.unwrap().events;
+
+        let big = "x".repeat(30_000);
+        a.hub.publish_all([
+            output(1, "before".into()),
+            output(2, big.clone()),
+            output(3, "after".into()),
+        ]);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let text = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("A's events reach B within 10 s")
+                .unwrap();
+            let event: BrowserEvent = serde_json::from_str(text.as_str()).unwrap();
+            if let BrowserEvent::CommandOutput(o) = event {
+                got.push((o.seq, o.line));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![(1, "before".to_owned()), (2, big), (3, "after".to_owned())]
+        );
+        let stored =
+            b.db.bus_event(1)
+                .await
+                .unwrap()
+                .expect("the large event's row");
+        assert!(stored.len() > pack::NOTIFY_LIMIT, "{} bytes", stored.len());
+        // Each arrives once.
+        let more = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
+        assert!(more.is_err(), "an extra event: {more:?}");
+    }
+}
