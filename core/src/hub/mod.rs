@@ -199,8 +199,9 @@ impl BusQueue {
 /// A change another replica sent over the bus (`Hub::apply_peer`).
 #[derive(Debug)]
 pub enum PeerChange {
-    /// An event as that replica's browsers got it.
-    Event(BrowserEvent),
+    /// An event as that replica's browsers got it (boxed: most changes are events, and
+    /// the others are small).
+    Event(Box<BrowserEvent>),
     /// The replica holds this host's agent now.
     Own(String),
     /// The replica's link to this host's agent ended.
@@ -1112,7 +1113,7 @@ impl Hub {
                     }
                 }
                 PeerChange::Event(event) => {
-                    self.apply_peer_event(&mut state, from, &from_arc, event)
+                    self.apply_peer_event(&mut state, from, &from_arc, *event)
                 }
             }
         }
@@ -1594,12 +1595,12 @@ mod tests {
     }
 
     fn peer_heartbeat(id: &str, at: i64) -> PeerChange {
-        PeerChange::Event(BrowserEvent::HostHeartbeat(HostHeartbeat {
+        PeerChange::Event(Box::new(BrowserEvent::HostHeartbeat(HostHeartbeat {
             host_id: id.into(),
             online: true,
             last_seen: Timestamp(at),
             metrics: None,
-        }))
+        })))
     }
 
     /// Replicas: a host's events are taken from its owner only; what came from the bus
@@ -1621,9 +1622,11 @@ mod tests {
         // r2 held the host before: its late events are stale.
         hub.apply_peer(
             "r2",
-            [PeerChange::Event(BrowserEvent::HostOffline(HostRef {
-                host_id: "a".into(),
-            }))],
+            [PeerChange::Event(Box::new(BrowserEvent::HostOffline(
+                HostRef {
+                    host_id: "a".into(),
+                },
+            )))],
         );
         assert!(rx.try_recv().is_err());
         assert!(hub.host("a").unwrap().online);
@@ -1657,9 +1660,9 @@ mod tests {
         edited.online = false;
         hub.apply_peer(
             "r3",
-            [PeerChange::Event(BrowserEvent::HostUpdated(HostBody {
-                host: edited,
-            }))],
+            [PeerChange::Event(Box::new(BrowserEvent::HostUpdated(
+                HostBody { host: edited },
+            )))],
         );
         let b = hub.host("b").unwrap();
         assert_eq!(b.location.as_deref(), Some("rack 1"));

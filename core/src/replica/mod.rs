@@ -58,7 +58,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[serde(rename_all = "snake_case")]
 pub enum BusItem {
     /// An event, as the sender's browsers got it.
-    E(BrowserEvent),
+    E(Box<BrowserEvent>),
     /// The sender holds this host's agent now.
     Own(String),
     /// The sender's link to this host's agent ended.

@@ -96,8 +96,11 @@ mod tests {
             assert_eq!(v["seq"], next);
             for item in v["items"].as_array().unwrap() {
                 let item: BusItem = serde_json::from_value(item.clone()).unwrap();
-                let BusItem::E(protocol::BrowserEvent::HostHeartbeat(hb)) = item else {
-                    panic!("not a heartbeat: {item:?}");
+                let BusItem::E(event) = item else {
+                    panic!("not an event: {item:?}");
+                };
+                let protocol::BrowserEvent::HostHeartbeat(hb) = *event else {
+                    panic!("not a heartbeat: {event:?}");
                 };
                 hosts.push(hb.host_id);
             }
