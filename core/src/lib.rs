@@ -7,6 +7,8 @@
 //!   only `protocol`.
 //! - `service`: every rule, once; the REST handlers and the server functions call it.
 //! - `desired` and `github`: the desired state, the update PR, and the GitHub client.
+//! - `replica`: several servers on one PostgreSQL database: the event bus between their
+//!   hubs (LISTEN/NOTIFY), their leases, and work sent to a host's owner.
 //!
 //! `Core` is the state the service functions work on. The binary builds it at start and
 //! hands it to its HTTP handlers and, through Leptos context, to the server functions.
