@@ -291,6 +291,56 @@ async fn a_browser_on_b_sees_and_drives_an_agent_on_a() {
     assert!(code == 409 && (body["code"] == "busy"), "{code} {body}");
     let (_, status) = browser_log(&mut browser, &slow, Duration::from_secs(30)).await;
     assert_eq!(status, "ok");
+
+    // An edit made on B reaches the owner, A, which publishes the host to every replica.
+    let r_edit = admin_b
+        .http
+        .patch(r.b.url("/api/hosts/web-a"))
+        .header("X-CSRF-Token", &admin_b.csrf)
+        .json(&json!({ "location": "rack 9" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r_edit.status(), 200);
+    loop {
+        let v = wait_for(
+            &mut browser,
+            "host_updated",
+            "web-a",
+            Duration::from_secs(10),
+        )
+        .await;
+        if v["payload"]["host"]["location"] == "rack 9" {
+            assert_eq!(v["payload"]["host"]["online"], true, "{v}");
+            break;
+        }
+    }
+    let admin_a = login(&r.a).await;
+    let on_a: Value = admin_a
+        .http
+        .get(r.a.url("/api/hosts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_a[0]["location"], "rack 9", "{on_a}");
+
+    // A token rotated on B closes the agent's socket on A: the host goes offline.
+    let rotated = admin_b
+        .post(&r.b, "/api/hosts/web-a/token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    wait_for(
+        &mut browser,
+        "host_offline",
+        "web-a",
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 /// Numbered lines, about a thousand a second, without pauses: when the kill lands, the
