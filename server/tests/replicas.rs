@@ -417,3 +417,52 @@ async fn kill_9_of_the_owner_mid_command_loses_and_doubles_nothing() {
     assert_eq!(status, "ok");
     assert_once_in_order(&lines, SLOW, || r.logs());
 }
+
+/// A replica that dies with agents that cannot move (they know only its URL): its lease
+/// lapses, and the other replica marks its hosts offline by itself, within the lease's
+/// 10 s and a refresh or two.
+#[tokio::test]
+async fn a_dead_replicas_hosts_go_offline_when_its_lease_lapses() {
+    let Some(mut r) = Replicas::start().await else {
+        return;
+    };
+    let admin_b = login(&r.b).await;
+    let token = create_host(&r.b, &admin_b, "web-l").await;
+    let mut browser = browser_socket(&r.b, &admin_b).await;
+    assert_eq!(
+        next_json(&mut browser, Duration::from_secs(5)).await["type"],
+        "snapshot"
+    );
+    let urls = [r.a.url("")];
+    r.start_agent("web-l", &token, &sh("test", "true"), &urls);
+    wait_for(
+        &mut browser,
+        "host_heartbeat",
+        "web-l",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let mut a_child = r.a.take_child().unwrap();
+    kill_child(&mut a_child, "-KILL");
+    let _ = a_child.wait();
+    let killed = Instant::now();
+    // Heartbeats stop at once; the host shows offline once A's lease is 10 s old.
+    wait_for(
+        &mut browser,
+        "host_offline",
+        "web-l",
+        Duration::from_secs(20),
+    )
+    .await;
+    let after = killed.elapsed();
+    assert!(
+        after >= Duration::from_secs(7),
+        "offline after {after:?}: before the lease could lapse"
+    );
+    assert!(
+        r.b.log().contains("replica's lease expired"),
+        "{}",
+        r.logs()
+    );
+}
