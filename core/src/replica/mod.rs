@@ -476,6 +476,73 @@ mod tests {
         })
     }
 
+    /// A peer's batches are applied once, in order; a gap in its `seq` asks it for a
+    /// resync; a peer's resync request is answered with the hosts whose agent is here.
+    #[tokio::test]
+    async fn a_gap_asks_for_a_resync_and_a_resync_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = crate::service::test_core(
+            &TestBackend::Sqlite,
+            dir.path(),
+            &["h", "mine"],
+            &["nixdeck"],
+        )
+        .await;
+        let (out, mut queue) = crate::hub::bus_channel();
+        assert!(core
+            .peers
+            .inner
+            .bus
+            .set((core.replica.clone(), out.clone()))
+            .is_ok());
+        core.hub.attach_bus(out);
+        let mut last = HashMap::new();
+        let batch =
+            |seq: u64, item: &str| format!(r#"{{"from":"p","seq":{seq},"items":[{item}]}}"#);
+
+        receive(&core, &mut last, &batch(1, r#"{"own":"h"}"#)).await;
+        receive(&core, &mut last, &batch(2, r#"{"disown":"h"}"#)).await;
+        assert_eq!(core.hub.remote_owner("h"), None);
+        // Sent again (a duplicate): ignored, so the host is not owned again.
+        receive(&core, &mut last, &batch(1, r#"{"own":"h"}"#)).await;
+        assert_eq!(core.hub.remote_owner("h"), None);
+        assert_eq!(queue.try_recv(), None);
+        // 3 is missing: applied, and a resync asked of that peer.
+        receive(&core, &mut last, &batch(4, r#"{"own":"h"}"#)).await;
+        assert_eq!(core.hub.remote_owner("h").as_deref(), Some("p"));
+        assert_eq!(
+            queue.try_recv().as_deref(),
+            Some(r#"{"resync":{"to":"p"}}"#)
+        );
+        // Our own batches are not applied.
+        let own = format!(
+            r#"{{"from":"{}","seq":1,"items":[{{"disown":"h"}}]}}"#,
+            core.replica
+        );
+        receive(&core, &mut last, &own).await;
+        assert_eq!(core.hub.remote_owner("h").as_deref(), Some("p"));
+
+        // A resync request: the hosts whose agents are here, each after its `own`.
+        let reg: protocol::messages::Register = serde_json::from_value(serde_json::json!({
+            "hostname": "mine", "host_type": "nixos", "agent_version": protocol::VERSION
+        }))
+        .unwrap();
+        let _link = core.hub.attach_agent("mine", &reg, None).unwrap();
+        while queue.try_recv().is_some() {}
+        receive(&core, &mut last, &batch(5, r#"{"resync":{"to":null}}"#)).await;
+        assert_eq!(queue.try_recv().as_deref(), Some(r#"{"own":"mine"}"#));
+        let host = queue.try_recv().unwrap();
+        assert!(
+            host.contains("host_updated") && host.contains(r#""id":"mine""#),
+            "{host}"
+        );
+        assert_eq!(
+            queue.try_recv(),
+            None,
+            "nothing of the hosts held elsewhere"
+        );
+    }
+
     /// Two replicas on one database: three events made on A reach B's browsers in A's
     /// order, the middle one (30 kB, far over a notification's 8000 bytes) by way of
     /// `bus_events`.
