@@ -120,8 +120,9 @@ struct HubState {
 
 /// The most bytes of events waiting for the bus writer. Past it the hub drops events
 /// rather than grow (or wait: the hub never awaits) and the writer skips a sequence
-/// number, so the peers see the gap and ask for a resync. At about 250 bytes a heartbeat
-/// event, this is over 100 000 events, tens of seconds of a 10 000-host fleet.
+/// number, so the peers see the gap and ask for a resync. At 184 bytes a heartbeat item
+/// (`replica::pack`'s test), this is over 180 000 heartbeats: more than a minute of a
+/// 10 000-host fleet at one every 5 s.
 const BUS_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The hub's end of the event bus: one JSON item per event or ownership change, for the

@@ -9,7 +9,7 @@
 //!   payload of 8000 bytes or more; an item too large for one (a long output line, a host
 //!   with many generations) is written to `bus_events` and the batch carries its row id
 //!   (`{"big": id}`). A heartbeat a notification would not keep up with a large fleet:
-//!   batching sends about 25 heartbeats per notification.
+//!   a batch carries about 40 heartbeats (`pack`'s test).
 //! - **Listening.** Each replica LISTENs, skips its own batches and applies the others'
 //!   through `Hub::apply_peer`, which publishes to its browsers but never back to the bus.
 //!   A gap in a peer's `seq`, or a reconnect of the listening connection, means lost
