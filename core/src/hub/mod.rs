@@ -110,7 +110,8 @@ struct HubState {
     /// them.
     bus: Option<BusOut>,
     /// Hosts whose agent is connected to another replica, by that replica's name
-    /// (`crate::replica`). A host in `agents` is never in here: a local link wins.
+    /// (`crate::replica`). A host is in `agents` or in here, never in both: the newest
+    /// link's replica is the owner (`attach_agent`, `PeerChange::Own`).
     owners: HashMap<String, Arc<str>>,
     /// Per host, the command whose output browsers were last sent and its highest seq:
     /// a line at or below it is not sent again (the lines a new owner republishes after a
@@ -1098,9 +1099,15 @@ impl Hub {
         for change in changes {
             match change {
                 PeerChange::Own(id) => {
-                    if !state.agents.contains_key(&id) {
-                        state.owners.insert(id, from_arc.clone());
+                    // The agent connected there after it connected here: one agent has
+                    // one socket, so the link here is dead and has not noticed yet (a
+                    // half-open socket). It goes without a `host_offline`: the host is
+                    // online, there. (Should the other link be the stale one, its agent
+                    // reconnects once more and the ownership settles on that link.)
+                    if let Some(link) = state.agents.remove(&id) {
+                        link.close((4000, "replaced by a newer connection"));
                     }
+                    state.owners.insert(id, from_arc.clone());
                 }
                 PeerChange::Disown(id) => {
                     if state.owners.get(&id).is_some_and(|o| &**o == from) {
@@ -1609,7 +1616,7 @@ mod tests {
     /// to the owner instead of being applied here; a dead owner's hosts go offline here.
     #[test]
     fn peers_events_follow_the_owner() {
-        let hub = hub_with(&["a", "b"]);
+        let hub = hub_with(&["a", "b", "c"]);
         let (out, mut queue) = bus_channel();
         hub.attach_bus(out);
         let (_, mut rx) = hub.subscribe();
@@ -1672,6 +1679,21 @@ mod tests {
         // A rotation on another replica closes the link here.
         hub.apply_peer("r3", [PeerChange::Revoke("b".into())]);
         assert_eq!(*link.close.borrow(), Some((1008, "token rotated")));
+
+        // The agent of "c" connects to r4 while its link here has not seen it go: the
+        // link here is dropped (no host_offline) and r4 is the owner.
+        let c = attach(&hub, "c");
+        while queue.try_recv().is_some() {}
+        while rx.try_recv().is_ok() {}
+        hub.apply_peer("r4", [PeerChange::Own("c".into())]);
+        assert_eq!(c.close.borrow().map(|(code, _)| code), Some(4000));
+        assert_eq!(hub.remote_owner("c").as_deref(), Some("r4"));
+        assert!(
+            !hub.detach_agent("c", c.conn_id),
+            "no longer the current link"
+        );
+        assert!(rx.try_recv().is_err(), "nothing for browsers");
+        assert!(hub.host("c").unwrap().online);
     }
 
     #[test]
