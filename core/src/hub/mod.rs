@@ -1135,6 +1135,9 @@ impl Hub {
         event: BrowserEvent,
     ) {
         match &event {
+            // Known here already, with its agent attached (`hosts::ensure_in_hub`): this
+            // replica's copy is the owner's.
+            BrowserEvent::HostAdded(b) if state.agents.contains_key(&b.host.id) => return,
             BrowserEvent::HostAdded(b) => {
                 state.reported.entry(b.host.id.clone()).or_default();
                 return self.publish_core(state, event, false, false);
@@ -1662,6 +1665,16 @@ mod tests {
         let link = attach(&hub, "b");
         assert_eq!(queue.try_recv().as_deref(), Some(r#"{"own":"b"}"#));
         assert!(queue.try_recv().unwrap().contains("host_updated"));
+        // Its creation, late from the replica where it was added: this copy stands.
+        hub.apply_peer(
+            "r3",
+            [PeerChange::Event(Box::new(BrowserEvent::HostAdded(
+                HostBody {
+                    host: Host::new("b", protocol::HostType::Nixos),
+                },
+            )))],
+        );
+        assert!(hub.host("b").unwrap().online);
         // An edit made elsewhere of a host whose agent is here: merged and published.
         let mut edited = hub.host("b").unwrap();
         edited.location = Some("rack 1".into());
