@@ -7,6 +7,8 @@
 //!   only `protocol`.
 //! - `service`: every rule, once; the REST handlers and the server functions call it.
 //! - `desired` and `github`: the desired state, the update PR, and the GitHub client.
+//! - `replica`: several servers on one PostgreSQL database: the event bus between their
+//!   hubs (LISTEN/NOTIFY), their leases, and work sent to a host's owner.
 //!
 //! `Core` is the state the service functions work on. The binary builds it at start and
 //! hands it to its HTTP handlers and, through Leptos context, to the server functions.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod desired;
 pub mod github;
 pub mod hub;
+pub mod replica;
 pub mod secret;
 pub mod service;
 pub mod storage;
@@ -47,6 +50,9 @@ pub struct Core {
     /// Whether this server holds the leader lease: the once-per-database jobs run only
     /// while it does (`service::lease`).
     pub leader: service::lease::Leader,
+    /// The other replicas on the same PostgreSQL database, through the event bus
+    /// (`replica`). Empty on SQLite: one server holds the whole fleet.
+    pub peers: replica::Peers,
 }
 
 /// A name for this server process, new at every start: the process id and 32 random

@@ -156,10 +156,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         secret_key: Arc::new(secret_key),
         replica: nixdeck_core::replica_name(),
         leader: service::lease::Leader::new(false),
+        peers: Default::default(),
     };
     service::lease::start(&core)
         .await
         .context("taking this server's leases")?;
+    // Several servers on one PostgreSQL database share their fleet through it (before any
+    // agent or browser is served, so every event here reaches the others).
+    if db.backend() == storage::Backend::Postgres {
+        nixdeck_core::replica::start(&core).await?;
+    }
     service::deploy::recover(&core)
         .await
         .context("recovering deploy jobs")?;
@@ -227,7 +233,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("serving HTTP on {}", config.listen))?;
     }
-    // Another server takes over the once-per-database jobs at once.
+    // Another server takes over the once-per-database jobs at once, and the others mark
+    // this server's hosts offline at their next look (or their agents move first).
     service::lease::release(&core).await;
     // Nothing accepted is lost: the last registrations and heartbeats go to the database
     // before exit.

@@ -17,7 +17,7 @@ use protocol::{
     PendingCommand, PendingPr, ServerMessage, StatusCheck, Timestamp, UpdateStatus, VERSION,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc, watch};
 use tungstenite::Utf8Bytes;
@@ -105,6 +105,127 @@ struct HubState {
     revoked_at: HashMap<String, u64>,
     /// The fleet's counts, kept in step with `fleet.hosts` by `publish_locked_if`.
     counts: HostCounts,
+    /// Where this server's own events go to the other replicas (None: no bus, one
+    /// server). Sent under the lock, so the bus carries them in the order browsers got
+    /// them.
+    bus: Option<BusOut>,
+    /// Hosts whose agent is connected to another replica, by that replica's name
+    /// (`crate::replica`). A host is in `agents` or in here, never in both: the newest
+    /// link's replica is the owner (`attach_agent`, `PeerChange::Own`).
+    owners: HashMap<String, Arc<str>>,
+    /// Per host, the command whose output browsers were last sent and its highest seq:
+    /// a line at or below it is not sent again (the lines a new owner republishes after a
+    /// failover, `Hub::output_seen`).
+    output_seq: HashMap<String, (String, u64)>,
+}
+
+/// The most bytes of events waiting for the bus writer. Past it the hub drops events
+/// rather than grow (or wait: the hub never awaits) and the writer skips a sequence
+/// number, so the peers see the gap and ask for a resync. At 184 bytes a heartbeat item
+/// (`replica::pack`'s test), this is over 180 000 heartbeats: more than a minute of a
+/// 10 000-host fleet at one every 5 s.
+const BUS_QUEUE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The hub's end of the event bus: one JSON item per event or ownership change, for the
+/// bus writer (`crate::replica`) to batch into notifications.
+#[derive(Clone)]
+pub struct BusOut {
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// The bus writer's end: items in the order the hub made them.
+pub struct BusQueue {
+    rx: mpsc::UnboundedReceiver<String>,
+    queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// A bus channel: the hub's end and the writer's.
+pub fn bus_channel() -> (BusOut, BusQueue) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    (
+        BusOut {
+            tx,
+            queued: queued.clone(),
+            dropped: dropped.clone(),
+        },
+        BusQueue {
+            rx,
+            queued,
+            dropped,
+        },
+    )
+}
+
+impl BusOut {
+    /// Queue one item; never waits. Over `BUS_QUEUE_BYTES`, the item is dropped and the
+    /// loss noted for the writer.
+    pub fn send(&self, item: String) {
+        let n = item.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > BUS_QUEUE_BYTES {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.dropped.store(true, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.send(item).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl BusQueue {
+    /// The next item (None when the hub is gone).
+    pub async fn recv(&mut self) -> Option<String> {
+        let item = self.rx.recv().await?;
+        self.queued.fetch_sub(item.len(), Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// The next item if one is waiting.
+    pub fn try_recv(&mut self) -> Option<String> {
+        let item = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(item.len(), Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// Whether items were dropped since the last call.
+    pub fn take_dropped(&self) -> bool {
+        self.dropped.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A change another replica sent over the bus (`Hub::apply_peer`).
+#[derive(Debug)]
+pub enum PeerChange {
+    /// An event as that replica's browsers got it (boxed: most changes are events, and
+    /// the others are small).
+    Event(Box<BrowserEvent>),
+    /// The replica holds this host's agent now.
+    Own(String),
+    /// The replica's link to this host's agent ended.
+    Disown(String),
+    /// The host's token was rotated there: a link here must close.
+    Revoke(String),
+}
+
+/// The JSON of a bus item that is not an event (see `crate::replica::BusItem`).
+fn bus_item(kind: &str, host_id: &str) -> String {
+    serde_json::json!({ kind: host_id }).to_string()
+}
+
+/// Whether an event from a replica other than the host's recorded owner is stale (sent
+/// before the agent moved): such events are dropped, so each host's events come from one
+/// replica, in its order.
+fn from_owner(state: &HubState, host_id: &str, from: &str) -> bool {
+    !state.agents.contains_key(host_id)
+        && state
+            .owners
+            .get(host_id)
+            .is_none_or(|owner| &**owner == from)
 }
 
 /// What /metrics reports about the hosts, kept up to date as they change (under the hub
@@ -309,6 +430,9 @@ impl Hub {
                     reported: reported_by_host,
                     revocations: 0,
                     revoked_at: HashMap::new(),
+                    bus: None,
+                    owners: HashMap::new(),
+                    output_seq: HashMap::new(),
                 }),
                 events,
                 completions,
@@ -362,6 +486,22 @@ impl Hub {
     }
 
     fn publish_locked_if(&self, state: &mut HubState, event: BrowserEvent, always: bool) {
+        self.publish_core(state, event, always, true);
+    }
+
+    /// Apply and broadcast one event; `forward`: also hand it to the bus (an event made
+    /// here; one that came from the bus is not sent back to it).
+    fn publish_core(&self, state: &mut HubState, event: BrowserEvent, always: bool, forward: bool) {
+        if let BrowserEvent::CommandOutput(o) = &event {
+            // A line browsers here were sent already (republished after a failover).
+            let seen = state.output_seq.get(&o.host_id);
+            if seen.is_some_and(|(command, seq)| *command == o.command_id && *seq >= o.seq) {
+                return;
+            }
+            state
+                .output_seq
+                .insert(o.host_id.clone(), (o.command_id.clone(), o.seq));
+        }
         // Every change to the fleet passes here, so the counts change here too: the
         // host's share before the event leaves them, its share after joins them.
         let host = event_host(&event);
@@ -388,7 +528,12 @@ impl Hub {
         }
         match serde_json::to_string(&event) {
             // No receivers is fine: nobody is watching.
-            Ok(text) => drop(self.inner.events.send(Utf8Bytes::from(text))),
+            Ok(text) => {
+                if let Some(bus) = state.bus.as_ref().filter(|_| forward) {
+                    bus.send(format!("{{\"e\":{text}}}"));
+                }
+                drop(self.inner.events.send(Utf8Bytes::from(text)))
+            }
             Err(e) => tracing::error!("cannot serialise event: {e}"),
         }
     }
@@ -522,14 +667,17 @@ impl Hub {
         self.lock().fleet.hosts.values().map(view).collect()
     }
 
+    /// Online hosts: connected here, or (with replicas) to another server.
     pub fn online_ids(&self) -> Vec<String> {
         let state = self.lock();
         state
             .fleet
             .hosts
-            .keys()
-            .filter(|id| state.agents.contains_key(*id))
-            .cloned()
+            .values()
+            .filter(|h| {
+                state.agents.contains_key(&h.id) || (h.online && state.owners.contains_key(&h.id))
+            })
+            .map(|h| h.id.clone())
             .collect()
     }
 
@@ -656,10 +804,17 @@ impl Hub {
             state.fleet.desired.as_ref(),
             Timestamp::now(),
         );
-        self.publish_locked(
-            state,
-            BrowserEvent::HostUpdated(HostBody { host: host.clone() }),
-        );
+        let event = BrowserEvent::HostUpdated(HostBody { host: host.clone() });
+        if state.owners.contains_key(id) {
+            // Another replica holds the agent: the edit goes to it, which takes what the
+            // dashboard sets (`merge_edit`) and publishes the host to every replica, here
+            // too, so the host's events keep the owner's one order.
+            if let (Some(bus), Ok(text)) = (&state.bus, serde_json::to_string(&event)) {
+                bus.send(format!("{{\"e\":{text}}}"));
+            }
+            return Some(host);
+        }
+        self.publish_locked(state, event);
         Some(host)
     }
 
@@ -677,6 +832,8 @@ impl Hub {
             link.close((1008, "host removed"));
         }
         state.reported.remove(id);
+        state.owners.remove(id);
+        state.output_seq.remove(id);
         self.publish_locked(
             &mut state,
             BrowserEvent::HostRemoved(HostRef {
@@ -704,6 +861,10 @@ impl Hub {
         Self::revoke_locked(&mut state, id);
         if let Some(link) = state.agents.get(id) {
             link.close((1008, reason));
+        }
+        // The agent may be connected to another replica, or on its way in to one.
+        if let Some(bus) = &state.bus {
+            bus.send(bus_item("revoke", id));
         }
     }
 
@@ -733,6 +894,12 @@ impl Hub {
         };
         if let Some(old) = state.agents.insert(id.to_owned(), link) {
             old.close((4000, "replaced by a newer connection"));
+        }
+        // Ours now; the other replicas hear it before this link's first event, so they
+        // take its events from here on (`from_owner`).
+        state.owners.remove(id);
+        if let Some(bus) = &state.bus {
+            bus.send(bus_item("own", id));
         }
         let reported = state.reported.entry(id.to_owned()).or_default();
         reported.lock_hash = reg.lock_hash.clone();
@@ -832,6 +999,9 @@ impl Hub {
                 host_id: id.to_owned(),
             }),
         );
+        if let Some(bus) = &state.bus {
+            bus.send(bus_item("disown", id));
+        }
         true
     }
 
@@ -858,7 +1028,15 @@ impl Hub {
                 desired: Some(desired),
             }),
         );
-        let ids: Vec<String> = state.fleet.hosts.keys().cloned().collect();
+        // A host whose agent is on another replica is re-derived there, by its owner (it
+        // gets this reading over the bus): its lock and checks are known there.
+        let ids: Vec<String> = state
+            .fleet
+            .hosts
+            .keys()
+            .filter(|id| !state.owners.contains_key(*id))
+            .cloned()
+            .collect();
         for id in ids {
             self.update_locked(&mut state, &id, |_| {});
         }
@@ -883,10 +1061,217 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
-    /// Typed command completions from now on (for Merge & Deploy's waits).
+    /// Typed command completions from now on (for Merge & Deploy's waits), those of
+    /// hosts on other replicas included (`apply_peer`).
     pub fn completions(&self) -> broadcast::Receiver<CommandComplete> {
         self.inner.completions.subscribe()
     }
+
+    // ------------------------------------------------------------ replicas (the bus)
+
+    /// From now on, this server's own events and ownership changes also go to `bus`.
+    pub fn attach_bus(&self, bus: BusOut) {
+        self.lock().bus = Some(bus);
+    }
+
+    /// The replica that holds `id`'s agent, when it is another one (None: connected
+    /// here, or to no one).
+    pub fn remote_owner(&self, id: &str) -> Option<Arc<str>> {
+        self.lock().owners.get(id).cloned()
+    }
+
+    /// The highest output seq of `command_id` that browsers here were sent (0: none).
+    pub fn output_seen(&self, host_id: &str, command_id: &str) -> u64 {
+        self.lock()
+            .output_seq
+            .get(host_id)
+            .filter(|(command, _)| command == command_id)
+            .map_or(0, |(_, seq)| *seq)
+    }
+
+    /// Changes from the replica `from`, in its order, under one lock. They reach the
+    /// browsers here but are not sent back to the bus, except where this server is the
+    /// host's owner and acts on them (an edit it merges, a desired state it re-derives
+    /// its hosts for): that is its own event then.
+    pub fn apply_peer(&self, from: &str, changes: impl IntoIterator<Item = PeerChange>) {
+        let from_arc: Arc<str> = Arc::from(from);
+        let mut state = self.lock();
+        for change in changes {
+            match change {
+                PeerChange::Own(id) => {
+                    // The agent connected there after it connected here: one agent has
+                    // one socket, so the link here is dead and has not noticed yet (a
+                    // half-open socket). It goes without a `host_offline`: the host is
+                    // online, there. (Should the other link be the stale one, its agent
+                    // reconnects once more and the ownership settles on that link.)
+                    if let Some(link) = state.agents.remove(&id) {
+                        link.close((4000, "replaced by a newer connection"));
+                    }
+                    state.owners.insert(id, from_arc.clone());
+                }
+                PeerChange::Disown(id) => {
+                    if state.owners.get(&id).is_some_and(|o| &**o == from) {
+                        state.owners.remove(&id);
+                    }
+                }
+                PeerChange::Revoke(id) => {
+                    Self::revoke_locked(&mut state, &id);
+                    if let Some(link) = state.agents.get(&id) {
+                        link.close((1008, "token rotated"));
+                    }
+                }
+                PeerChange::Event(event) => {
+                    self.apply_peer_event(&mut state, from, &from_arc, *event)
+                }
+            }
+        }
+    }
+
+    fn apply_peer_event(
+        &self,
+        state: &mut HubState,
+        from: &str,
+        from_arc: &Arc<str>,
+        event: BrowserEvent,
+    ) {
+        match &event {
+            // Known here already, with its agent attached (`hosts::ensure_in_hub`): this
+            // replica's copy is the owner's.
+            BrowserEvent::HostAdded(b) if state.agents.contains_key(&b.host.id) => return,
+            BrowserEvent::HostAdded(b) => {
+                state.reported.entry(b.host.id.clone()).or_default();
+                return self.publish_core(state, event, false, false);
+            }
+            BrowserEvent::HostRemoved(r) => {
+                let id = r.host_id.clone();
+                Self::revoke_locked(state, &id);
+                if let Some(link) = state.agents.remove(&id) {
+                    link.close((1008, "host removed"));
+                }
+                state.reported.remove(&id);
+                state.owners.remove(&id);
+                state.output_seq.remove(&id);
+                return self.publish_core(state, event, false, false);
+            }
+            BrowserEvent::DesiredState(_) => {
+                self.publish_core(state, event, false, false);
+                let ids: Vec<String> = state.agents.keys().cloned().collect();
+                for id in ids {
+                    self.update_locked(state, &id, |_| {});
+                }
+                return;
+            }
+            BrowserEvent::HostUpdated(b) if state.agents.contains_key(&b.host.id) => {
+                // An edit made on another replica, of a host whose agent is here.
+                let edited = b.host.clone();
+                self.update_locked(state, &edited.id.clone(), |h| merge_edit(h, &edited));
+                return;
+            }
+            BrowserEvent::HostHeartbeat(hb) if !state.agents.contains_key(&hb.host_id) => {
+                // Only a host's owner sends its heartbeats: an ownership this server
+                // missed (a lost batch, a lease that lapsed and came back) is learnt here.
+                state.owners.insert(hb.host_id.clone(), from_arc.clone());
+            }
+            _ => {}
+        }
+        let host = match &event {
+            BrowserEvent::CommandOutput(o) => Some(o.host_id.as_str()),
+            other => event_host(other),
+        };
+        if host.is_some_and(|id| !from_owner(state, id, from)) {
+            return;
+        }
+        if let BrowserEvent::CommandComplete(done) = &event {
+            let _ = self.inner.completions.send(done.clone());
+        }
+        let always = matches!(
+            event,
+            BrowserEvent::CommandQueued(_)
+                | BrowserEvent::CommandOutput(_)
+                | BrowserEvent::CommandComplete(_)
+        );
+        self.publish_core(state, event, always, false);
+    }
+
+    /// The replica `name` is dead (its lease lapsed): the hosts it held go offline here.
+    /// Each replica does this itself, from the same lease table, rather than one of them
+    /// publishing it: no election is needed, and no replica sends events about hosts it
+    /// does not hold. Returns how many hosts went offline.
+    pub fn peer_gone(&self, name: &str) -> usize {
+        let mut state = self.lock();
+        let ids: Vec<String> = state
+            .owners
+            .iter()
+            .filter(|(_, owner)| &***owner == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            state.owners.remove(id);
+            self.publish_core(
+                &mut state,
+                BrowserEvent::HostOffline(HostRef {
+                    host_id: id.clone(),
+                }),
+                false,
+                false,
+            );
+        }
+        ids.len()
+    }
+
+    /// The replicas that hold hosts seen here, for the lease check.
+    pub fn peer_owners(&self) -> Vec<Arc<str>> {
+        let state = self.lock();
+        let mut names: Vec<Arc<str>> = state.owners.values().cloned().collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A peer asked for a resync (it started, or lost events): the whole state of every
+    /// host whose agent is here, each after its `own`, and the desired state and update
+    /// PR, onto the bus (not to browsers here: nothing changed for them).
+    pub fn resync_out(&self) {
+        let state = self.lock();
+        let Some(bus) = &state.bus else { return };
+        for id in state.agents.keys() {
+            let Some(host) = state.fleet.hosts.get(id) else {
+                continue;
+            };
+            bus.send(bus_item("own", id));
+            let event = BrowserEvent::HostUpdated(HostBody { host: host.clone() });
+            if let Ok(text) = serde_json::to_string(&event) {
+                bus.send(format!("{{\"e\":{text}}}"));
+            }
+        }
+        if let Some(desired) = &state.fleet.desired {
+            let event = BrowserEvent::DesiredState(DesiredChanged {
+                desired: Some(desired.clone()),
+            });
+            if let Ok(text) = serde_json::to_string(&event) {
+                bus.send(format!("{{\"e\":{text}}}"));
+            }
+        }
+        if let Some(pr) = &state.fleet.pending_pr {
+            let event = BrowserEvent::PendingPr(PendingPrChanged {
+                pr: Some(pr.clone()),
+            });
+            if let Ok(text) = serde_json::to_string(&event) {
+                bus.send(format!("{{\"e\":{text}}}"));
+            }
+        }
+    }
+}
+
+/// What an edit made on another replica may change of a host whose agent is here: the
+/// fields the dashboard sets (`service::hosts::edit`, approval). The rest is the owner's
+/// own, newer knowledge (the agent's reports, the pending command).
+fn merge_edit(host: &mut Host, edited: &Host) {
+    host.location = edited.location.clone();
+    host.device_type = edited.device_type.clone();
+    host.theme_color = edited.theme_color.clone();
+    host.tags = protocol::merge_tags(&edited.dashboard_tags(), &host.agent_tags);
+    host.pending_approval = edited.pending_approval;
 }
 
 #[cfg(test)]
@@ -1218,6 +1603,110 @@ mod tests {
             head_sha: None,
         }));
         assert!(hub.fleet_counts().pending_pr);
+    }
+
+    fn peer_heartbeat(id: &str, at: i64) -> PeerChange {
+        PeerChange::Event(Box::new(BrowserEvent::HostHeartbeat(HostHeartbeat {
+            host_id: id.into(),
+            online: true,
+            last_seen: Timestamp(at),
+            metrics: None,
+        })))
+    }
+
+    /// Replicas: a host's events are taken from its owner only; what came from the bus
+    /// reaches browsers but never goes back to it; an edit of a host owned elsewhere goes
+    /// to the owner instead of being applied here; a dead owner's hosts go offline here.
+    #[test]
+    fn peers_events_follow_the_owner() {
+        let hub = hub_with(&["a", "b", "c"]);
+        let (out, mut queue) = bus_channel();
+        hub.attach_bus(out);
+        let (_, mut rx) = hub.subscribe();
+
+        hub.apply_peer("r1", [PeerChange::Own("a".into()), peer_heartbeat("a", 10)]);
+        assert_eq!(recv_type(&mut rx), "host_heartbeat");
+        assert!(hub.host("a").unwrap().online);
+        assert_eq!(hub.remote_owner("a").as_deref(), Some("r1"));
+        assert_eq!(queue.try_recv(), None, "not sent back to the bus");
+
+        // r2 held the host before: its late events are stale.
+        hub.apply_peer(
+            "r2",
+            [PeerChange::Event(Box::new(BrowserEvent::HostOffline(
+                HostRef {
+                    host_id: "a".into(),
+                },
+            )))],
+        );
+        assert!(rx.try_recv().is_err());
+        assert!(hub.host("a").unwrap().online);
+
+        hub.update_host("a", |h| h.location = Some("rack 9".into()));
+        assert_eq!(
+            hub.host("a").unwrap().location,
+            None,
+            "applied by the owner"
+        );
+        assert!(rx.try_recv().is_err());
+        let edit = queue.try_recv().expect("the edit, for the owner");
+        assert!(
+            edit.contains("rack 9") && edit.starts_with(r#"{"e":"#),
+            "{edit}"
+        );
+
+        assert_eq!(hub.peer_gone("r1"), 1);
+        assert_eq!(recv_type(&mut rx), "host_offline");
+        assert!(!hub.host("a").unwrap().online);
+        assert_eq!(hub.remote_owner("a"), None);
+        assert_eq!(queue.try_recv(), None, "each replica does this itself");
+
+        // An agent here: the peers hear `own` before the link's first event.
+        let link = attach(&hub, "b");
+        assert_eq!(queue.try_recv().as_deref(), Some(r#"{"own":"b"}"#));
+        assert!(queue.try_recv().unwrap().contains("host_updated"));
+        // Its creation, late from the replica where it was added: this copy stands.
+        hub.apply_peer(
+            "r3",
+            [PeerChange::Event(Box::new(BrowserEvent::HostAdded(
+                HostBody {
+                    host: Host::new("b", protocol::HostType::Nixos),
+                },
+            )))],
+        );
+        assert!(hub.host("b").unwrap().online);
+        // An edit made elsewhere of a host whose agent is here: merged and published.
+        let mut edited = hub.host("b").unwrap();
+        edited.location = Some("rack 1".into());
+        edited.online = false;
+        hub.apply_peer(
+            "r3",
+            [PeerChange::Event(Box::new(BrowserEvent::HostUpdated(
+                HostBody { host: edited },
+            )))],
+        );
+        let b = hub.host("b").unwrap();
+        assert_eq!(b.location.as_deref(), Some("rack 1"));
+        assert!(b.online, "only the dashboard's fields are taken");
+        assert!(queue.try_recv().unwrap().contains("rack 1"));
+        // A rotation on another replica closes the link here.
+        hub.apply_peer("r3", [PeerChange::Revoke("b".into())]);
+        assert_eq!(*link.close.borrow(), Some((1008, "token rotated")));
+
+        // The agent of "c" connects to r4 while its link here has not seen it go: the
+        // link here is dropped (no host_offline) and r4 is the owner.
+        let c = attach(&hub, "c");
+        while queue.try_recv().is_some() {}
+        while rx.try_recv().is_ok() {}
+        hub.apply_peer("r4", [PeerChange::Own("c".into())]);
+        assert_eq!(c.close.borrow().map(|(code, _)| code), Some(4000));
+        assert_eq!(hub.remote_owner("c").as_deref(), Some("r4"));
+        assert!(
+            !hub.detach_agent("c", c.conn_id),
+            "no longer the current link"
+        );
+        assert!(rx.try_recv().is_err(), "nothing for browsers");
+        assert!(hub.host("c").unwrap().online);
     }
 
     #[test]

@@ -146,6 +146,31 @@ async fn start(
     options: RunOptions,
 ) -> Result<String> {
     require_operator(viewer)?;
+    // The agent is on another replica: that one reserves the host and sends the order.
+    let routed = crate::replica::route(core, host_id, || crate::replica::Request::Run {
+        username: viewer.username.clone(),
+        host_id: host_id.to_owned(),
+        command: kind,
+        generation: options.generation,
+        preview_id: options.preview_id.clone(),
+        rev: options.rev.clone(),
+    });
+    if let Some(answer) = routed.await {
+        return answer;
+    }
+    start_here(core, &viewer.username, host_id, kind, options).await
+}
+
+/// `start` on this replica, whose agent link the host has (or no replica's): reserve the
+/// host, store the command and send the order. The caller checked the role; `username`
+/// is who asked (also for a request from another replica, `crate::replica`).
+pub async fn start_here(
+    core: &Core,
+    username: &str,
+    host_id: &str,
+    kind: CommandKind,
+    options: RunOptions,
+) -> Result<String> {
     let command_id = new_command_id();
     let order = order_for(core, host_id, &command_id, kind, &options).await?;
     let now = Timestamp::now();
@@ -182,7 +207,7 @@ async fn start(
     // Stored before the agent hears of it, so no output can arrive for an unknown id.
     if let Err(e) = core
         .db
-        .insert_command(&command_id, host_id, kind, now, &viewer.username)
+        .insert_command(&command_id, host_id, kind, now, username)
         .await
     {
         tracing::error!("storing command: {e}");
@@ -223,7 +248,7 @@ async fn start(
         .mark_running(&command_id, now)
         .await
         .or_internal("marking command running")?;
-    tracing::info!(host = host_id, command = %kind, command_id, by = viewer.username, "command sent");
+    tracing::info!(host = host_id, command = %kind, command_id, by = username, "command sent");
     Ok(command_id)
 }
 
@@ -255,6 +280,18 @@ pub async fn stop(core: &Core, viewer: &Viewer, host_id: &str) -> Result<String>
 
 async fn send_stop(core: &Core, viewer: &Viewer, host_id: &str) -> Result<String> {
     require_operator(viewer)?;
+    let routed = crate::replica::route(core, host_id, || crate::replica::Request::Stop {
+        username: viewer.username.clone(),
+        host_id: host_id.to_owned(),
+    });
+    if let Some(answer) = routed.await {
+        return answer;
+    }
+    stop_here(core, &viewer.username, host_id).await
+}
+
+/// `stop` on the replica that holds the host's agent (or when no replica does).
+pub async fn stop_here(core: &Core, username: &str, host_id: &str) -> Result<String> {
     if !core.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
@@ -276,7 +313,7 @@ async fn send_stop(core: &Core, viewer: &Viewer, host_id: &str) -> Result<String
     tracing::info!(
         host = host_id,
         command_id = pending.command_id,
-        by = viewer.username,
+        by = username,
         "stop sent"
     );
     Ok(pending.command_id)
@@ -290,6 +327,18 @@ pub async fn unlock(core: &Core, viewer: &Viewer, host_id: &str) -> Result<()> {
 
 async fn release_stuck(core: &Core, viewer: &Viewer, host_id: &str) -> Result<()> {
     require_operator(viewer)?;
+    let routed = crate::replica::route(core, host_id, || crate::replica::Request::Unlock {
+        username: viewer.username.clone(),
+        host_id: host_id.to_owned(),
+    });
+    if let Some(answer) = routed.await {
+        return answer.map(|_| ());
+    }
+    unlock_here(core, &viewer.username, host_id).await
+}
+
+/// `unlock` on the replica that holds the host's agent (or when no replica does).
+pub async fn unlock_here(core: &Core, username: &str, host_id: &str) -> Result<()> {
     if !core.hub.contains(host_id) {
         return Err(AppError::NotFound(format!("host {host_id}")));
     }
@@ -321,7 +370,7 @@ async fn release_stuck(core: &Core, viewer: &Viewer, host_id: &str) -> Result<()
         tracing::info!(
             host = host_id,
             command_id = pending.command_id,
-            by = viewer.username,
+            by = username,
             "host unlocked"
         );
     }
@@ -533,6 +582,7 @@ pub async fn on_register(core: &Core, host_id: &str, running: Option<&RunningCom
         .as_ref()
         .is_some_and(|p| p.command_id == r.command_id)
     {
+        republish_stored(core, host_id, &r.command_id).await;
         return;
     }
     // A command we had not been waiting for: resume it if we know it and it is unfinished.
@@ -546,7 +596,39 @@ pub async fn on_register(core: &Core, host_id: &str, running: Option<&RunningCom
                     started_at: row.started_at.unwrap_or(row.queued_at),
                 },
             );
+            republish_stored(core, host_id, &r.command_id).await;
         }
+    }
+}
+
+/// With replicas: an agent that comes back with a running command may have been on a
+/// replica that died. That one stored lines (and acked them, so the agent does not send
+/// them again) that it may never have put on the bus. The lines stored after the last one
+/// browsers here were sent go out now, before the agent's next ones; the hub sends no line
+/// twice (`Hub::output_seen`), and the bus carries them to the other replicas' browsers.
+/// On a single server nothing is lost this way, and nothing is sent.
+async fn republish_stored(core: &Core, host_id: &str, command_id: &str) {
+    if !core.peers.active() {
+        return;
+    }
+    let seen = core.hub.output_seen(host_id, command_id);
+    // Browsers here saw none of it: the end the log panel keeps, as a page load shows it.
+    let page = if seen == 0 {
+        core.db.output_tail(command_id, LOG_TAIL_LINES).await
+    } else {
+        core.db.output_page(command_id, seen, LOG_TAIL_LINES).await
+    };
+    match page {
+        Ok(lines) => core.hub.publish_all(lines.into_iter().map(|l| {
+            BrowserEvent::CommandOutput(CommandOutput {
+                host_id: host_id.to_owned(),
+                command_id: command_id.to_owned(),
+                seq: l.seq,
+                stream: l.stream,
+                line: l.line,
+            })
+        })),
+        Err(e) => tracing::warn!(host = host_id, "loading stored output to republish: {e}"),
     }
 }
 
@@ -812,6 +894,12 @@ pub async fn on_rejected(core: &Core, host_id: &str, rej: &CommandRejected) {
 pub async fn enforce_timeouts(core: &Core) {
     let now = Timestamp::now();
     for (host_id, p) in core.hub.pending_commands() {
+        // A host whose agent is on another replica is that one's to time out; a host no
+        // replica holds is timed out by whichever gets there first (`set_final_status`
+        // changes a command once).
+        if core.hub.remote_owner(&host_id).is_some() {
+            continue;
+        }
         let limit = core.config.timeout_s(p.command) as i64;
         if now.secs() - p.started_at.secs() < limit {
             continue;

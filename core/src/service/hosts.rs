@@ -704,6 +704,20 @@ async fn approve_host(core: &Core, viewer: &Viewer, id: &str) -> Result<Host> {
         .ok_or_else(|| AppError::NotFound(format!("host {id}")))
 }
 
+/// With replicas: a host added on another replica a moment ago may not have reached this
+/// hub over the bus when its agent connects here. It is read from the database then, so
+/// the link attaches to a known host. On one server the hub has every host already.
+pub async fn ensure_in_hub(core: &Core, id: &str) {
+    if !core.peers.active() || core.hub.contains(id) {
+        return;
+    }
+    match core.db.host(id).await {
+        Ok(Some(record)) => core.hub.add_host(record.host),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(host = id, "loading host: {e}"),
+    }
+}
+
 /// Queue what an agent reported at registration for the next batched write.
 pub fn save_registration(core: &Core, id: &str, reg: &Register) {
     let report = HostReport {

@@ -75,11 +75,15 @@ pub(crate) async fn test_core(
     hosts: &[&str],
     args: &[&str],
 ) -> crate::Core {
+    test_core_on(&backend.fresh_url(dir).await, hosts, args).await
+}
+
+/// `test_core` on the database at `url` (several cores on one database: replicas).
+#[cfg(test)]
+pub(crate) async fn test_core_on(url: &str, hosts: &[&str], args: &[&str]) -> crate::Core {
     use clap::Parser;
     use std::sync::Arc;
-    let db = crate::storage::Db::connect(&backend.fresh_url(dir).await)
-        .await
-        .unwrap();
+    let db = crate::storage::Db::connect(url).await.unwrap();
     let config = crate::config::Config::parse_from(args);
     let hub = crate::hub::Hub::new(
         hosts
@@ -98,6 +102,7 @@ pub(crate) async fn test_core(
         secret_key: Arc::new(crate::secret::SecretKey::random()),
         replica: crate::replica_name(),
         leader: lease::Leader::new(true),
+        peers: Default::default(),
         enroll_until: None,
         limits: Arc::new(limits::Limits::new(config.login_failures_per_min)),
         config: Arc::new(config),

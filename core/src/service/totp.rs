@@ -395,6 +395,7 @@ mod tests {
             secret_key: Arc::new(secret_key),
             replica: crate::replica_name(),
             leader: super::super::lease::Leader::new(true),
+            peers: Default::default(),
         }
     }
 

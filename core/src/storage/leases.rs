@@ -77,6 +77,20 @@ impl Db {
         })
     }
 
+    /// The holders of every unexpired lease whose name starts with `prefix` (the live
+    /// servers: `replica:`).
+    pub async fn lease_holders(&self, prefix: &str) -> DbResult<Vec<String>> {
+        let now = self.backend().now_ms();
+        on_pool!(self, pool => {
+            sqlx::query_scalar(composed(format!(
+                "SELECT holder FROM leases WHERE substr(name, 1, length($1)) = $1 AND expires_at > {now}"
+            )))
+            .bind(prefix)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
     /// A login attempt of (`account`, `source`) starts, counted at once (see
     /// `service::limits::SharedLogins`): the count with it, or None while the pair waits
     /// (a delay after failures, or the one attempt allowed past `free` is in flight).

@@ -36,8 +36,9 @@
 //! (accounts, TOTP and recovery codes), `sessions`, `hosts`, `history` (heartbeat metrics
 //! over time), `commands` (commands and their output), `deploys`, `audit`, `settings`,
 //! `tokens` (personal API tokens), `notify` (notification targets, rules, outbox,
-//! deliveries) and `leases` (named leases between servers, and the login failures they
-//! count together). An enum is stored as its wire name (`as_str`) and read back with `parse`.
+//! deliveries), `leases` (named leases between servers, and the login failures they
+//! count together) and `replicas` (the event bus between servers sharing a PostgreSQL
+//! database). An enum is stored as its wire name (`as_str`) and read back with `parse`.
 //!
 //! A transaction that writes must write first. In SQLite, a transaction that reads first
 //! and writes later fails at once with SQLITE_BUSY when another connection wrote in
@@ -69,6 +70,7 @@ mod history;
 mod hosts;
 mod leases;
 mod notify;
+mod replicas;
 mod sessions;
 mod settings;
 #[doc(hidden)]

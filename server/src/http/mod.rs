@@ -174,6 +174,7 @@ mod tests {
             secret_key: Arc::new(nixdeck_core::secret::SecretKey::random()),
             replica: nixdeck_core::replica_name(),
             leader: nixdeck_core::service::lease::Leader::new(true),
+            peers: Default::default(),
             limits: Arc::new(nixdeck_core::service::limits::Limits::new(
                 config.login_failures_per_min,
             )),

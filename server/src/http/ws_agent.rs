@@ -160,6 +160,7 @@ async fn run(app: Core, identity: AgentIdentity, ip: Option<String>, mut socket:
     };
 
     let interval_s = app.hub.interval_s();
+    nixdeck_core::service::hosts::ensure_in_hub(&app, &host_id).await;
     let Ok(attached) = app.hub.attach_agent(&host_id, &register, checkpoint) else {
         tracing::warn!(host = host_id, "agent token revoked while it connected");
         return close(&mut socket, 1008, "token revoked").await;
