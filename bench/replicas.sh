@@ -57,6 +57,7 @@ cleanup() {
   [ -n "$pg_url" ] && scripts/pg.sh stop "$pg_url"
 }
 trap cleanup EXIT
+trap 'exit 143' INT TERM # so that the EXIT trap runs on a signal too
 
 pg_url=$(scripts/pg.sh start)
 pg_dir=${pg_url##*host=}
