@@ -23,6 +23,8 @@
 #                            replica's failover: bench/replicas.sh); STORM_HOLD_S (default
 #                            0): the fleet stays connected that long after, while STORM_CMD
 #                            still reads the dashboards
+#   RAMP=100 …               handshakes in flight per fleet-sim process while the fleet first
+#                            connects (default 500): new agents enroll one at a time
 #   PROFILE=debug …          the debug binaries (a quick try of the script; not the figures)
 #
 # Steps: p1 (nixdeck), relay (raw-relay, same sizes), slow (nixdeck, SLOW_PCT % of the
@@ -118,7 +120,7 @@ sim() { # $1: output name; the rest: extra fleet-sim flags
   [ -n "$pids_flag" ] && sampled+=(--server-pid "$pids_flag")
   [ -n "${sample_db:-}" ] && sampled+=(--db-pid "$sample_db")
   local args=(--json --url "$url" --agents "$AGENTS" --browsers "$b" --duration-s "$d"
-    --warmup-s "$w" --interval-s "$i" --enroll-token "$enroll")
+    --warmup-s "$w" --interval-s "$i" --enroll-token "$enroll" --ramp "${RAMP:-500}")
   echo "== $name: fleet-sim ${args[*]:1} (PROCS=$PROCS) $*" >&2
   if [ "$PROCS" = 1 ]; then
     NIXDECK_ADMIN_PASSWORD="$password" $bin/fleet-sim "${args[@]}" --tokens-file "$tokens" \
