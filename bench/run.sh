@@ -14,7 +14,17 @@
 #                            start them with NIXDECK_ADMIN_PASSWORD=bench-admin-password,
 #                            NIXDECK_ENROLL_TOKEN=bench-enroll-token-0123456789abcdef,
 #                            NIXDECK_ENROLL_TOKEN_USES=0, NIXDECK_MAX_SOCKETS_PER_USER above
-#                            the browsers; SERVER_PIDS (optional) are sampled for CPU and RSS
+#                            the browsers; SERVER_PIDS (optional) are sampled for CPU and RSS,
+#                            DB_PID (optional: PostgreSQL's postmaster) for the CPU of it and
+#                            its connections; AGENT_URLS (optional) gives the agents their own
+#                            URL list, each agent starting at the first (fleet-sim --agent-url)
+#   STEPS=ext-storm … STORM_CMD='kill -9 PID'   the same, and once the fleet is steady runs
+#                            STORM_CMD and times until every agent is registered again (a
+#                            replica's failover: bench/replicas.sh); STORM_HOLD_S (default
+#                            0): the fleet stays connected that long after, while STORM_CMD
+#                            still reads the dashboards
+#   RAMP=100 …               handshakes in flight per fleet-sim process while the fleet first
+#                            connects (default 500): new agents enroll one at a time
 #   PROFILE=debug …          the debug binaries (a quick try of the script; not the figures)
 #
 # Steps: p1 (nixdeck), relay (raw-relay, same sizes), slow (nixdeck, SLOW_PCT % of the
@@ -40,10 +50,13 @@ RELAY_PORT=${RELAY_PORT:-3960}
 OUT=${OUT:-$(mktemp -d /tmp/nixdeck-bench.XXXXXX)}
 mkdir -p "$OUT"
 
-# Each agent is a socket in both processes.
+# Each agent is a socket in the server and in fleet-sim (a PROCS-th of them in each of its
+# processes); the dashboards of STEPS=ext are not started here.
 ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt $((AGENTS + BROWSERS + 256)) ]; then
-  echo "open-file limit $(ulimit -n) is below AGENTS+BROWSERS; raise the hard limit" >&2
+need=$(((AGENTS + BROWSERS) / PROCS + 256))
+[[ " $STEPS " =~ \ (p1|relay|slow|p2|storm|history)\  ]] && need=$((AGENTS + BROWSERS + 256))
+if [ "$(ulimit -n)" -lt "$need" ]; then
+  echo "open-file limit $(ulimit -n) is below the $need sockets and files needed; raise the hard limit (or PROCS)" >&2
   exit 1
 fi
 
@@ -103,23 +116,25 @@ sim() { # $1: output name; the rest: extra fleet-sim flags
   shift
   local b=${browsers:-$BROWSERS} d=${duration:-$DURATION} w=${warmup:-$WARMUP} i=${interval:-5}
   local pids_flag=${sample_pids:-$server_pid}
+  local sampled=()
+  [ -n "$pids_flag" ] && sampled+=(--server-pid "$pids_flag")
+  [ -n "${sample_db:-}" ] && sampled+=(--db-pid "$sample_db")
   local args=(--json --url "$url" --agents "$AGENTS" --browsers "$b" --duration-s "$d"
-    --warmup-s "$w" --interval-s "$i" --enroll-token "$enroll")
+    --warmup-s "$w" --interval-s "$i" --enroll-token "$enroll" --ramp "${RAMP:-500}")
   echo "== $name: fleet-sim ${args[*]:1} (PROCS=$PROCS) $*" >&2
   if [ "$PROCS" = 1 ]; then
     NIXDECK_ADMIN_PASSWORD="$password" $bin/fleet-sim "${args[@]}" --tokens-file "$tokens" \
-      ${pids_flag:+--server-pid "$pids_flag"} "$@" >"$OUT/$name.json"
+      "${sampled[@]}" "$@" >"$OUT/$name.json"
     return
   fi
   rm -rf "$OUT/sync-$name" "$OUT/$name"-[0-9]*.json
   local p shards=()
   for p in $(seq 0 $((PROCS - 1))); do
-    local sampled=()
-    [ "$p" = 0 ] && [ -n "$pids_flag" ] && sampled=(--server-pid "$pids_flag")
     NIXDECK_ADMIN_PASSWORD="$password" $bin/fleet-sim "${args[@]}" --shard "$p/$PROCS" \
       --sync-dir "$OUT/sync-$name" --samples-file "$OUT/$name-$p.samples" \
       --tokens-file "$OUT/tokens-$p.json" "${sampled[@]}" "$@" >"$OUT/$name-$p.json" &
     shards+=($!)
+    sampled=() # the server is sampled by shard 0 only
   done
   for p in "${shards[@]}"; do wait "$p"; done
   $bin/fleet-sim merge --json "$OUT/$name"-[0-9]*.json >"$OUT/$name.json"
@@ -127,6 +142,15 @@ sim() { # $1: output name; the rest: extra fleet-sim flags
 }
 
 has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+# Waits until every shard of a `--storm` run is steady (`ready`, or `ready.P` for each of
+# PROCS shards).
+wait_ready() {
+  for _ in $(seq 1 6000); do
+    [ "$(find "$OUT" -maxdepth 1 -name 'ready*' | wc -l)" -ge "$PROCS" ] && return 0
+    sleep 0.1
+  done
+}
 
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ); results in $OUT" >&2
 
@@ -146,11 +170,26 @@ if has history; then
   done
 fi
 
-if has ext; then
+if has ext || has ext-storm; then
   [ -n "${URLS:-}" ] || { echo "STEPS=ext needs URLS (the dashboards to aim at)" >&2; exit 1; }
   url_saved=$url
   url=$URLS
-  sample_pids=${SERVER_PIDS:-} sim external
+  ext_flags=(${AGENT_URLS:+--agent-url "$AGENT_URLS"})
+  if has ext; then
+    sample_pids=${SERVER_PIDS:-} sample_db=${DB_PID:-} sim external "${ext_flags[@]}"
+  fi
+  if has ext-storm; then
+    [ -n "${STORM_CMD:-}" ] || { echo "STEPS=ext-storm needs STORM_CMD" >&2; exit 1; }
+    rm -f "$OUT"/ready*
+    sample_pids=${SERVER_PIDS:-} sample_db=${DB_PID:-} \
+      sim external-storm "${ext_flags[@]}" --storm --ready-file "$OUT/ready" \
+      --storm-hold-s "${STORM_HOLD_S:-0}" &
+    sim_pid=$!
+    wait_ready
+    echo "ext-storm: steady; running $STORM_CMD" >&2
+    bash -c "$STORM_CMD"
+    wait "$sim_pid"
+  fi
   url=$url_saved
 fi
 
@@ -189,11 +228,7 @@ if has storm; then
   rm -f "$OUT"/ready*
   browsers=0 duration=5 sim storm --storm --ready-file "$OUT/ready" &
   sim_pid=$!
-  # Every shard steady (`ready`, or `ready.P` for each of PROCS shards).
-  for _ in $(seq 1 6000); do
-    [ "$(find "$OUT" -maxdepth 1 -name 'ready*' | wc -l)" -ge "$PROCS" ] && break
-    sleep 0.1
-  done
+  wait_ready
   t0=$(date +%s.%N)
   stop_server
   start_nixdeck 5
@@ -212,6 +247,7 @@ echo "| run | agents | browsers | heartbeats/s | events/s | delivery | p50 ms | 
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 row nixdeck nixdeck
 row external "external (${URLS:-})"
+row external-storm "external, before STORM_CMD (${URLS:-})"
 row relay raw-relay
 row slow "nixdeck, slow browsers"
 for f in history-false-1 history-true-1 history-false-2 history-true-2; do row "$f" "$f"; done
@@ -238,6 +274,8 @@ for f in idle idle-relay; do
   [ -s "$OUT/$f.json" ] && jq -r --arg f "$f" \
     '"\($f): server RSS \(.server.rss_kib_start) KiB with no agent connected, \(.server.rss_kib_agents) KiB with \(.agents_registered) idle agents: \(.server.kib_per_agent*10|round/10) KiB per idle socket"' "$OUT/$f.json"
 done
-[ -s "$OUT/storm.json" ] && jq -r \
-  '"storm: \(.storm.agents_back)/\(.agents) agents registered again; first after \(.storm.first_back_s) s, p50 \(.storm.p50_s) s, p99 \(.storm.p99_s) s, all after \(.storm.all_back_s) s"' "$OUT/storm.json"
+for f in storm external-storm; do
+  [ -s "$OUT/$f.json" ] && jq -r --arg f "$f" \
+    '"\($f): \(.storm.agents_back)/\(.agents) agents registered again; first after \(.storm.first_back_s) s, p50 \(.storm.p50_s) s, p99 \(.storm.p99_s) s, all after \(.storm.all_back_s) s"' "$OUT/$f.json"
+done
 echo "raw reports: $OUT/*.json"

@@ -14,7 +14,7 @@ use crate::dispatch::Dispatch;
 use crate::probes::{self, Host};
 use crate::token::{Credentials, Secret};
 use futures::{SinkExt, StreamExt};
-use protocol::backoff::Backoff;
+use protocol::backoff::Rotation;
 use protocol::messages::{Heartbeat, Register, Registered};
 use protocol::{decode, AgentMessage, Decoded, ServerMessage};
 use std::io;
@@ -75,65 +75,6 @@ impl Default for Timings {
             close_grace: Duration::from_secs(2),
             send: Duration::from_secs(30),
         }
-    }
-}
-
-/// Which of the dashboard's URLs the next session uses, and how long to wait before it.
-///
-/// Every lost session, a failed connect or a dropped link, moves on to the next URL: when a
-/// replica dies, its agents go to another one instead of waiting for it to come back. The
-/// wait before each attempt is drawn with full jitter under the backoff's current ceiling,
-/// and that ceiling grows once per full round of failed URLs rather than once per URL:
-/// - after a healthy session the ceiling is back at its base (1 s), so a dropped agent
-///   reaches the next replica within 1 s (0.5 s on average), and the replica's whole
-///   fleet, which loses its link in the same instant, arrives spread over that second
-///   instead of in one burst (no wait at all would be faster by 0.5 s, and is that burst);
-/// - a URL with nothing listening fails in milliseconds, so a dead first URL at start
-///   costs one such wait;
-/// - with every replica down, the agent makes one attempt per wait, as it does with one
-///   URL, each replica getting its share, and the waits grow round after round to 60 s.
-///
-/// With one URL a round is one attempt, which is the plain backoff of before.
-#[derive(Debug)]
-struct Rotation {
-    urls: usize,
-    current: usize,
-    /// URLs that failed since the ceiling last grew or was reset.
-    failed: usize,
-    backoff: Backoff,
-}
-
-impl Rotation {
-    fn new(urls: usize) -> Rotation {
-        Rotation {
-            urls: urls.max(1),
-            current: 0,
-            failed: 0,
-            backoff: Backoff::default(),
-        }
-    }
-
-    fn current(&self) -> usize {
-        self.current
-    }
-
-    /// After a session ended (`healthy`: it registered, or lasted `Timings::stable`):
-    /// moves to the next URL and returns the wait before trying it, `unit` in [0, 1)
-    /// being the jitter.
-    fn after_session(&mut self, healthy: bool, unit: f64) -> Duration {
-        if healthy {
-            self.backoff.reset();
-            self.failed = 0;
-        }
-        self.current = (self.current + 1) % self.urls;
-        self.failed += 1;
-        let ms = if self.failed >= self.urls {
-            self.failed = 0;
-            self.backoff.next_delay_ms(unit)
-        } else {
-            (self.backoff.ceiling_ms() as f64 * unit.clamp(0.0, 1.0)) as u64
-        };
-        Duration::from_millis(ms)
     }
 }
 
@@ -681,45 +622,6 @@ mod tests {
     use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
     type ServerSocket = WebSocketStream<TcpStream>;
-
-    /// Each lost session moves to the next URL; the ceiling of the jittered wait grows
-    /// once per full round of failures and is back at its base after a healthy session.
-    #[test]
-    fn rotation_moves_on_and_backs_off_per_round() {
-        let mut r = Rotation::new(3);
-        assert_eq!(r.current(), 0);
-        // `unit` just below 1 makes each wait its ceiling (to the millisecond).
-        let mut waits = Vec::new();
-        for _ in 0..7 {
-            let wait = r.after_session(false, 0.9999).as_millis();
-            waits.push((r.current(), wait));
-        }
-        assert_eq!(
-            waits,
-            [
-                (1, 999),
-                (2, 999),
-                (0, 999),
-                (1, 1_999),
-                (2, 1_999),
-                (0, 1_999),
-                (1, 3_999)
-            ]
-        );
-        // A healthy session on URL 1 then lost: URL 2 within the base ceiling.
-        assert_eq!(r.after_session(true, 0.9999).as_millis(), 999);
-        assert_eq!(r.current(), 2);
-        assert_eq!(r.after_session(false, 0.0), Duration::ZERO);
-
-        // One URL: a round is one attempt, the plain backoff.
-        let mut one = Rotation::new(1);
-        let waits: Vec<u128> = (0..4)
-            .map(|_| one.after_session(false, 0.9999).as_millis())
-            .collect();
-        assert_eq!(waits, [999, 1_999, 3_999, 7_999]);
-        assert_eq!(one.current(), 0);
-        assert_eq!(one.after_session(true, 0.9999).as_millis(), 999);
-    }
 
     fn test_config(ws_url: String, token: TokenSource, dir: &Path) -> Config {
         Config {

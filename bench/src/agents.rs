@@ -1,10 +1,11 @@
 //! Simulated agents: register, then heartbeat on a fixed phase, and reconnect like the real
-//! agent (full-jitter backoff, reset after a registered session).
+//! agent (full-jitter backoff, reset after a registered session; every lost session moves
+//! on to the next of the dashboard's URLs, `protocol::backoff::Rotation`).
 
 use crate::clock::{measuring, now_ms};
 use crate::setup::Tokens;
 use futures::{SinkExt, StreamExt};
-use protocol::backoff::Backoff;
+use protocol::backoff::Rotation;
 use protocol::messages::{AgentMessage, Heartbeat, Register, ServerMessage};
 use protocol::{decode, Decoded, HostType, Metrics};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -75,10 +76,17 @@ pub fn hostname(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i:05}")
 }
 
-/// One agent (the process's `i`th), on the dashboard at `ws_url`, forever: the caller
-/// aborts it at the end of the run.
-pub async fn run(fleet: Arc<Fleet>, i: usize, ws_url: String, hostname: String, mut token: String) {
-    let mut backoff = Backoff::default();
+/// One agent (the process's `i`th), on the dashboard's agent URLs `ws_urls` from the
+/// `start`th on, forever: the caller aborts it at the end of the run.
+pub async fn run(
+    fleet: Arc<Fleet>,
+    i: usize,
+    ws_urls: Arc<[String]>,
+    start: usize,
+    hostname: String,
+    mut token: String,
+) {
+    let mut rotation = Rotation::starting_at(ws_urls.len(), start);
     let mut first = true;
     loop {
         // Only the first connection waits for the ramp: reconnects (the storm) must not be
@@ -89,14 +97,13 @@ pub async fn run(fleet: Arc<Fleet>, i: usize, ws_url: String, hostname: String, 
             None
         };
         first = false;
-        let registered = session(&fleet, i, &ws_url, &hostname, &mut token, permit).await;
-        if registered {
-            backoff.reset();
-        } else {
+        let ws_url = &ws_urls[rotation.current()];
+        let registered = session(&fleet, i, ws_url, &hostname, &mut token, permit).await;
+        if !registered {
             fleet.failed_attempts.fetch_add(1, Ordering::Relaxed);
         }
-        let delay = backoff.next_delay_ms(rand::random::<f64>());
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let delay = rotation.after_session(registered, rand::random::<f64>());
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -14,7 +14,7 @@ mod stats;
 use agents::{lock, Fleet};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
-use stats::{cpu_pct, machine_ticks, sample, sample_all, Latency, ProcSample};
+use stats::{cpu_pct, machine_ticks, sample, sample_all, sample_tree, Latency, ProcSample};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +39,13 @@ struct Args {
     /// each browser with a session of its own replica.
     #[arg(long, required = true, value_delimiter = ',')]
     url: Vec<String>,
+    /// The agents' URLs, when they differ from `--url` (which then serves the browsers):
+    /// like the real agent's `--url` list, every agent starts at the first and moves to the
+    /// next whenever its link is lost (a failover: agents on replica A, browsers on B, kill
+    /// A). Without it the agents use `--url`, agent i starting at the (i mod n)th and
+    /// moving on likewise
+    #[arg(long, value_delimiter = ',')]
+    agent_url: Vec<String>,
     /// This process's part of the fleet, `P/N`: of `--agents` and `--browsers` (the whole
     /// fleet's), it runs those whose index is P modulo N. Hostnames are the fleet's, so
     /// the N processes together are one fleet
@@ -78,6 +85,10 @@ struct Args {
     /// (repeated or comma-separated): their sums
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// The database server's main process (PostgreSQL's postmaster), to sample the CPU of
+    /// it and its children (one per connection) every second: `db_cpu_pct`
+    #[arg(long)]
+    db_pid: Option<u32>,
     /// Host tokens by hostname (JSON), read and extended: reruns on the same database
     /// skip host creation and enrollment.
     #[arg(long)]
@@ -102,6 +113,10 @@ struct Args {
     ready_file: Option<PathBuf>,
     #[arg(long, default_value_t = 240)]
     storm_timeout_s: u64,
+    /// Storm: once every agent is back, keep the fleet connected this long (the harness
+    /// is still reading the dashboards: bench/failover_watch.py)
+    #[arg(long, default_value_t = 0)]
+    storm_hold_s: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -210,6 +225,9 @@ struct Report {
     snapshot_bytes: usize,
     snapshot_ms_max: f64,
     server: ServerFigures,
+    /// CPU of the database server and its connections (`--db-pid`), % of one core.
+    #[serde(default)]
+    db_cpu_pct: Option<f64>,
     sim_cpu_pct: Option<f64>,
     machine_busy_pct: Option<f64>,
     storm: Option<Storm>,
@@ -228,6 +246,11 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// `http://h:p/` → `ws://h:p` (and https → wss).
+fn ws_base(url: &str) -> String {
+    url.trim().trim_end_matches('/').replacen("http", "ws", 1)
 }
 
 fn fd_limit() -> u64 {
@@ -280,7 +303,28 @@ async fn main() -> Result<(), setup::Error> {
     if bases.is_empty() {
         return Err("--url names no URL".into());
     }
-    let ws_bases: Vec<String> = bases.iter().map(|b| b.replacen("http", "ws", 1)).collect();
+    let ws_bases: Vec<String> = bases.iter().map(|b| ws_base(b)).collect();
+    // Agent i starts at `agent_start(i)` of `agent_ws_urls` (see `--agent-url`).
+    let own_agent_urls = !args.agent_url.is_empty();
+    let agent_ws_urls: Arc<[String]> = if own_agent_urls {
+        args.agent_url.iter().map(|u| ws_base(u)).collect()
+    } else {
+        ws_bases.clone()
+    }
+    .iter()
+    .filter(|u| !u.is_empty())
+    .map(|u| format!("{u}/ws/agent"))
+    .collect();
+    if agent_ws_urls.is_empty() {
+        return Err("--agent-url names no URL".into());
+    }
+    let agent_start = |i: usize| {
+        if own_agent_urls {
+            0
+        } else {
+            i % agent_ws_urls.len()
+        }
+    };
     let base = bases[0].clone();
     let http = reqwest::Client::new();
 
@@ -337,11 +381,11 @@ async fn main() -> Result<(), setup::Error> {
             (_, None, Some(enroll)) => enroll.clone(),
             (_, None, None) => unreachable!("hosts without a token were created above"),
         };
-        let ws_url = format!("{}/ws/agent", ws_bases[global % ws_bases.len()]);
         agent_tasks.push(tokio::spawn(agents::run(
             fleet.clone(),
             i,
-            ws_url,
+            agent_ws_urls.clone(),
+            agent_start(global),
             name.clone(),
             token,
         )));
@@ -423,6 +467,8 @@ async fn main() -> Result<(), setup::Error> {
 
     // --- measured window
     let mut samples: Vec<(Option<ProcSample>, Option<ProcSample>)> = Vec::new();
+    let db_sample = || args.db_pid.and_then(sample_tree);
+    let db_first = db_sample();
     let machine0 = machine_ticks();
     let sent0 = fleet.sent_measured.load(Ordering::Relaxed);
     let t_measure = Instant::now();
@@ -436,6 +482,7 @@ async fn main() -> Result<(), setup::Error> {
         sleep(Duration::from_secs(1).min(left)).await;
         samples.push((sample_all(&args.server_pid), sample(None)));
     }
+    let db_last = db_sample();
     clock::set_measuring(false);
     let window = t_measure.elapsed().as_secs_f64();
     let machine1 = machine_ticks();
@@ -443,7 +490,9 @@ async fn main() -> Result<(), setup::Error> {
 
     // --- storm
     let storm = if args.storm {
-        Some(storm(&args, &fleet, agent_count).await?)
+        let figures = storm(&args, &fleet, agent_count).await?;
+        sleep(Duration::from_secs(args.storm_hold_s)).await;
+        Some(figures)
     } else {
         None
     };
@@ -524,6 +573,7 @@ async fn main() -> Result<(), setup::Error> {
                 .zip(server_agents)
                 .map(|(a, b)| (b.rss_kib as f64 - a.rss_kib as f64) / agent_count.max(1) as f64),
         },
+        db_cpu_pct: db_first.zip(db_last).map(|(a, b)| cpu_pct(&a, &b)),
         sim_cpu_pct: me(0)
             .zip(me(samples.len().saturating_sub(1)))
             .map(|(a, b)| cpu_pct(&a, &b)),
@@ -710,6 +760,7 @@ fn merge(reports: Vec<Report>, latency: Latency) -> Report {
         snapshot_bytes: reports.iter().map(|r| r.snapshot_bytes).max().unwrap_or(0),
         snapshot_ms_max: max(|r| r.snapshot_ms_max),
         server,
+        db_cpu_pct: reports.iter().find_map(|r| r.db_cpu_pct),
         sim_cpu_pct: Some(sum(|r| r.sim_cpu_pct.unwrap_or(0.0))),
         machine_busy_pct: first.machine_busy_pct,
         storm,
@@ -823,6 +874,9 @@ fn print_human(r: &Report) {
         s.rss_kib_max.map_or("-".into(), |v| v.to_string()),
         s.rss_kib_end.map_or("-".into(), |v| v.to_string()),
     );
+    if r.db_cpu_pct.is_some() {
+        println!("database: CPU {} of one core", opt(r.db_cpu_pct, "%"));
+    }
     println!(
         "fleet-sim CPU {} of one core; machine busy {}",
         opt(r.sim_cpu_pct, "%"),
@@ -891,6 +945,7 @@ mod tests {
             snapshot_bytes: 100,
             snapshot_ms_max: 3.0,
             server: ServerFigures::default(),
+            db_cpu_pct: None,
             sim_cpu_pct: Some(10.0),
             machine_busy_pct: Some(50.0),
             storm: None,

@@ -23,12 +23,23 @@ pub async fn login(
     username: &str,
     password: &str,
 ) -> Result<Session, Error> {
-    let resp = http
-        .post(format!("{base}/api/login"))
-        .header(ORIGIN, base)
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await?;
+    // The server hashes a bounded number of passwords at once and answers 503 to the
+    // rest ("try again in 1 s"): several fleet-sim processes sign in to every replica
+    // at the same time (`--shard`), so a 503 is waited out, for up to a minute.
+    let mut tries = 0;
+    let resp = loop {
+        let resp = http
+            .post(format!("{base}/api/login"))
+            .header(ORIGIN, base)
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await?;
+        tries += 1;
+        if resp.status() != StatusCode::SERVICE_UNAVAILABLE || tries >= 60 {
+            break resp;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
     if resp.status() != StatusCode::OK {
         return Err(format!("login: {} {}", resp.status(), resp.text().await?).into());
     }

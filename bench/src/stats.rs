@@ -92,6 +92,37 @@ pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
         })
 }
 
+/// A process and its children together, CPU only: a database server that runs each
+/// connection as a child process (PostgreSQL's postmaster). Children that exited are
+/// counted through the parent's cutime and cstime, so the sum never goes back.
+pub fn sample_tree(root: u32) -> Option<ProcSample> {
+    // (ppid, utime + stime + cutime + cstime) of a /proc/PID/stat line.
+    let ticks = |pid: &str| -> Option<(u32, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f.get(1)?.parse().ok()?;
+        let sum = (11..=14)
+            .map(|k| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+            .sum();
+        Some((ppid, sum))
+    };
+    let (_, own) = ticks(&root.to_string())?;
+    let children: u64 = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| ticks(&pid))
+        .filter(|&(ppid, _)| ppid == root)
+        .map(|(_, t)| t)
+        .sum();
+    Some(ProcSample {
+        at: Instant::now(),
+        cpu_ticks: own + children,
+        rss_kib: 0,
+    })
+}
+
 /// Latency samples as `fleet-sim merge` reads them: f32, little-endian, one after another.
 pub fn write_samples(path: &Path, samples: &[f32]) -> std::io::Result<()> {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -156,5 +187,20 @@ mod tests {
     fn reads_this_process() {
         let s = sample(None).expect("/proc/self");
         assert!(s.rss_kib > 0);
+    }
+
+    /// A child's CPU counts for its parent's tree, also after it exited.
+    #[test]
+    fn a_tree_counts_its_children() {
+        let me = std::process::id();
+        let before = sample_tree(me).expect("/proc/self").cpu_ticks;
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh");
+        assert!(status.success());
+        let after = sample_tree(me).expect("/proc/self").cpu_ticks;
+        assert!(after > before, "{before} -> {after}");
+        assert!(sample_tree(u32::MAX).is_none());
     }
 }
