@@ -16,7 +16,8 @@ ALTER TABLE deploy_jobs ADD COLUMN cancel_by TEXT;
 
 -- One deploy at a time, decided by the database: at most one active job. (Any older
 -- active job but the newest is ended first; a server marked them interrupted at start.)
-UPDATE deploy_jobs SET active = FALSE
+UPDATE deploy_jobs SET active = FALSE, phase = 'failed',
+    message = 'Interrupted: the dashboard server running this deploy stopped.'
     WHERE active AND id <> (SELECT id FROM deploy_jobs WHERE active ORDER BY created_at DESC, id LIMIT 1);
 CREATE UNIQUE INDEX deploy_jobs_one_active ON deploy_jobs (active) WHERE active;
 
