@@ -162,6 +162,12 @@ pub fn bus_channel() -> (BusOut, BusQueue) {
 }
 
 impl BusOut {
+    /// Queue an event already serialised for browsers (the same text, not a second
+    /// serialisation: this runs per heartbeat).
+    fn send_event(&self, text: &str) {
+        self.send(format!("{{\"e\":{text}}}"));
+    }
+
     /// Queue one item; never waits. Over `BUS_QUEUE_BYTES`, the item is dropped and the
     /// loss noted for the writer.
     pub fn send(&self, item: String) {
@@ -530,7 +536,7 @@ impl Hub {
             // No receivers is fine: nobody is watching.
             Ok(text) => {
                 if let Some(bus) = state.bus.as_ref().filter(|_| forward) {
-                    bus.send(format!("{{\"e\":{text}}}"));
+                    bus.send_event(&text);
                 }
                 drop(self.inner.events.send(Utf8Bytes::from(text)))
             }
@@ -810,7 +816,7 @@ impl Hub {
             // dashboard sets (`merge_edit`) and publishes the host to every replica, here
             // too, so the host's events keep the owner's one order.
             if let (Some(bus), Ok(text)) = (&state.bus, serde_json::to_string(&event)) {
-                bus.send(format!("{{\"e\":{text}}}"));
+                bus.send_event(&text);
             }
             return Some(host);
         }
@@ -1241,7 +1247,7 @@ impl Hub {
             bus.send(bus_item("own", id));
             let event = BrowserEvent::HostUpdated(HostBody { host: host.clone() });
             if let Ok(text) = serde_json::to_string(&event) {
-                bus.send(format!("{{\"e\":{text}}}"));
+                bus.send_event(&text);
             }
         }
         if let Some(desired) = &state.fleet.desired {
@@ -1249,7 +1255,7 @@ impl Hub {
                 desired: Some(desired.clone()),
             });
             if let Ok(text) = serde_json::to_string(&event) {
-                bus.send(format!("{{\"e\":{text}}}"));
+                bus.send_event(&text);
             }
         }
         if let Some(pr) = &state.fleet.pending_pr {
@@ -1257,7 +1263,7 @@ impl Hub {
                 pr: Some(pr.clone()),
             });
             if let Ok(text) = serde_json::to_string(&event) {
-                bus.send(format!("{{\"e\":{text}}}"));
+                bus.send_event(&text);
             }
         }
     }
