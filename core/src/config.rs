@@ -189,10 +189,12 @@ pub struct Config {
     pub max_body_kb: u64,
 
     /// Open connections at most (agents, browsers and API clients together); a connection
-    /// past it is closed at once. Keep it below the process's open-file limit.
-    #[arg(long, env = "NIXDECK_MAX_CONNECTIONS", default_value_t = 16_384,
+    /// past it is closed at once. Default: the process's open-file limit, raised to its hard
+    /// limit at start, less 300 files kept for the database, listener and logs (19 700 under
+    /// a limit of 20 000). A value above that is used, with a warning at start.
+    #[arg(long, env = "NIXDECK_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_connections: u64,
+    pub max_connections: Option<u64>,
 
     /// Largest stored output of one command, in MiB of line text (the agent spools at most
     /// 64 MiB too). Past it, further lines are counted instead of stored, and one marker

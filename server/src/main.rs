@@ -196,7 +196,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let capped = listen::CappedAcceptor::new(config.max_connections as usize);
+    let capped =
+        listen::CappedAcceptor::new(listen::connection_cap(config.max_connections) as usize);
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)

@@ -78,6 +78,94 @@ async fn a_users_sockets_past_the_cap_get_429_until_one_closes() {
     );
 }
 
+/// Without `NIXDECK_MAX_CONNECTIONS` the cap follows the open-file limit: the soft limit is
+/// raised to the hard one, and 300 files are kept for the rest. Under a hard limit of 400 the
+/// server holds 100 connections and closes the 101st at once, rather than failing accepts with
+/// "too many open files".
+#[tokio::test]
+async fn the_default_connection_cap_follows_the_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // The soft limit alone lowered: the server raises it to the hard limit.
+    let raised = Server::start_under(dir.path(), free_port(), &[], "ulimit -S -n 400").await;
+    let hard: u64 = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -H -n"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(
+        raised.log().contains(&format!(
+            "connection cap {} (open-file limit {hard},",
+            hard - 300
+        )),
+        "{}",
+        raised.log()
+    );
+    drop(raised);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_under(
+        dir.path(),
+        free_port(),
+        // Idle connections stay open while the test counts them.
+        &[("NIXDECK_HEADER_TIMEOUT_S", "60")],
+        "ulimit -S -n 400 && ulimit -H -n 400",
+    )
+    .await;
+    assert!(server
+        .log()
+        .contains("connection cap 100 (open-file limit 400,"));
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap(),
+        );
+    }
+    // The 101st is accepted by the kernel and closed by the server without an answer.
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection past the cap was served: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // One closes; a new connection is served.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut next = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), next.read_to_end(&mut buf)).await;
+        if buf.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection was served after one closed"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whatever an agent registers with reaches the API, browsers and the database bounded and
 /// without control characters or escape sequences.
 #[tokio::test]

@@ -174,13 +174,28 @@ impl Server {
 
     /// Start with extra environment (e.g. short command timeouts).
     pub async fn start_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
+        Self::start_under(dir, port, env, "").await
+    }
+
+    /// Start after a shell prelude (e.g. `ulimit -n 400`) that the server process inherits:
+    /// `sh -c '<prelude>; exec nixdeck'`, so the child is still the server itself.
+    pub async fn start_under(dir: &Path, port: u16, env: &[(&str, &str)], prelude: &str) -> Server {
         // Appended, so a restarted server's log follows the first one's.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join(format!("server-{port}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        let mut command = if prelude.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_nixdeck"))
+        } else {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{prelude} && exec \"$0\""))
+                .arg(env!("CARGO_BIN_EXE_nixdeck"));
+            sh
+        };
+        let child = command
             .env("NIXDECK_LISTEN", format!("127.0.0.1:{port}"))
             .env("NIXDECK_DATABASE_URL", database_url(dir).await)
             // Where it is by default with SQLite; PostgreSQL needs it named.
