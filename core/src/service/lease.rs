@@ -20,7 +20,7 @@
 //! file was left by its own previous process, killed before it could let go, and waiting
 //! for it to expire would only delay the jobs.
 
-use crate::storage::Backend;
+use crate::storage::{Backend, Db};
 use crate::Core;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ pub fn replica_lease(replica: &str) -> String {
 #[derive(Clone)]
 pub struct Leader {
     state: Arc<watch::Sender<bool>>,
+    /// Set at shutdown (`release`): the lease thread renews no more.
+    released: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl Leader {
@@ -46,6 +48,7 @@ impl Leader {
     pub fn new(leading: bool) -> Leader {
         Leader {
             state: Arc::new(watch::Sender::new(leading)),
+            released: Arc::default(),
         }
     }
 
@@ -73,7 +76,8 @@ fn ttl(core: &Core) -> Duration {
 }
 
 /// Take this server's leases (the leader lease if it is free) before anything is served,
-/// then keep renewing them.
+/// then keep renewing them on a thread of their own (`keep`), and look for dead servers'
+/// deploys and remote cancels at the same pace on the server's runtime.
 pub async fn start(core: &Core) -> anyhow::Result<()> {
     let ttl = ttl(core);
     let me = replica_lease(&core.replica);
@@ -81,34 +85,36 @@ pub async fn start(core: &Core) -> anyhow::Result<()> {
         core.db.take_lease(&me, &core.replica, ttl).await?;
         core.db.take_lease(LEADER, &core.replica, ttl).await?;
     }
-    renew(core, &me, ttl).await?;
+    renew(&core.db, &core.leader, &core.replica, &me, ttl).await?;
     tracing::info!(
         replica = &*core.replica,
         leader = core.leader.is_leader(),
         "leases taken"
     );
+    let keeper = Keeper {
+        leader: core.leader.clone(),
+        replica: core.replica.clone(),
+        url: core.config.database_url.clone(),
+        db: core.db.clone(),
+        alive: Arc::downgrade(&core.config),
+        me,
+        ttl,
+    };
+    std::thread::Builder::new()
+        .name("nixdeck-leases".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(keeper.keep()),
+                Err(e) => tracing::error!("the lease thread has no runtime: {e}"),
+            }
+        })?;
     let core = core.clone();
     tokio::spawn(async move {
-        let every = ttl / 4;
-        let mut last_renewed = Instant::now();
         loop {
-            tokio::time::sleep(every).await;
-            // A renewal that hangs (a pool waiting for a connection) counts as failed, so
-            // the step-down below is not held up by it.
-            let renewed = tokio::time::timeout(every, renew(&core, &me, ttl))
-                .await
-                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
-            match renewed {
-                Ok(()) => last_renewed = Instant::now(),
-                Err(e) => {
-                    tracing::warn!("renewing leases: {e}");
-                    // Step down before the lease can have run out, so another server that
-                    // takes it over never runs the jobs alongside this one.
-                    if last_renewed.elapsed() + every >= ttl / 2 {
-                        step(&core, false);
-                    }
-                }
-            }
+            tokio::time::sleep(ttl / 4).await;
             if core.leader.is_leader() {
                 super::deploy::take_over(&core).await;
             }
@@ -118,30 +124,106 @@ pub async fn start(core: &Core) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the lease thread needs of the server; `alive` ends it once the server's `Core` is
+/// gone (a test's runtime that ended).
+struct Keeper {
+    leader: Leader,
+    replica: Arc<str>,
+    url: String,
+    db: Db,
+    alive: std::sync::Weak<crate::config::Config>,
+    me: String,
+    ttl: Duration,
+}
+
+impl Keeper {
+    /// Renew every quarter of the TTL, on this thread's runtime and, on PostgreSQL, on a
+    /// connection of its own. On the server's runtime and pool a renewal queued behind
+    /// everything else: with 40 000 agents over three replicas on two cores (docs/BENCHMARKS.md,
+    /// "Replicas on PostgreSQL") leases lapsed while their servers lived, and peers showed
+    /// those servers' hosts offline 6–12 times. A thread that sleeps between renewals is
+    /// run as soon as it wakes, however busy the runtime's workers are.
+    async fn keep(self) {
+        let every = self.ttl / 4;
+        let mut last_renewed = Instant::now();
+        let mut own: Option<Db> = None;
+        loop {
+            tokio::time::sleep(every).await;
+            if self.alive.strong_count() == 0 {
+                return;
+            }
+            if own.is_none() {
+                match self.db.aside(&self.url).await {
+                    Ok(db) => own = Some(db),
+                    Err(e) => tracing::warn!("connecting for lease renewal: {e}"),
+                }
+            }
+            // The server's own pool while the connection of its own cannot be made.
+            let db = own.as_ref().unwrap_or(&self.db);
+            let released = self.leader.released.lock().await;
+            if *released {
+                return;
+            }
+            // A renewal that hangs (a connection that waits) counts as failed, so the
+            // step-down below is not held up by it.
+            let renewed = tokio::time::timeout(
+                every,
+                renew(db, &self.leader, &self.replica, &self.me, self.ttl),
+            )
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+            drop(released);
+            match renewed {
+                Ok(()) => last_renewed = Instant::now(),
+                Err(e) => {
+                    tracing::warn!("renewing leases: {e}");
+                    // A fresh connection next time: this one may be broken.
+                    own = None;
+                    // Step down before the lease can have run out, so another server that
+                    // takes it over never runs the jobs alongside this one.
+                    if last_renewed.elapsed() + every >= self.ttl / 2 {
+                        step(&self.leader, &self.replica, false);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Renew this server's lease and try for the leader lease.
-async fn renew(core: &Core, me: &str, ttl: Duration) -> Result<(), sqlx::Error> {
-    core.db.try_lease(me, &core.replica, ttl).await?;
-    let leading = core.db.try_lease(LEADER, &core.replica, ttl).await?;
-    step(core, leading);
+async fn renew(
+    db: &Db,
+    leader: &Leader,
+    replica: &str,
+    me: &str,
+    ttl: Duration,
+) -> Result<(), sqlx::Error> {
+    db.try_lease(me, replica, ttl).await?;
+    let leading = db.try_lease(LEADER, replica, ttl).await?;
+    step(leader, replica, leading);
     Ok(())
 }
 
-fn step(core: &Core, leading: bool) {
-    if leading != core.leader.is_leader() {
+fn step(leader: &Leader, replica: &str, leading: bool) {
+    if leading != leader.is_leader() {
         if leading {
             tracing::info!(
-                replica = &*core.replica,
+                replica,
                 "leading: this server runs the once-per-database jobs"
             );
         } else {
-            tracing::info!(replica = &*core.replica, "no longer leading");
+            tracing::info!(replica, "no longer leading");
         }
     }
-    core.leader.set(leading);
+    leader.set(leading);
 }
 
 /// At shutdown: let go of both leases, so another server takes over at once.
 pub async fn release(core: &Core) {
+    // Held while the leases are let go, so a renewal already under way ends first and no
+    // later one takes them back.
+    let mut released = core.leader.released.lock().await;
+    *released = true;
     core.leader.set(false);
     for name in [LEADER.to_owned(), replica_lease(&core.replica)] {
         if let Err(e) = core.db.release_lease(&name, &core.replica).await {
@@ -222,6 +304,44 @@ mod tests {
             assert!(a.try_lease("leader", "A", ttl).await.unwrap());
             // Leases are independent of each other.
             assert!(b.try_lease("replica:B", "B", ttl).await.unwrap());
+        }
+    }
+
+    db_test! {
+        /// The runtime that runs everything else of the server is stuck (as when every
+        /// worker is busy) for three TTLs: its lease thread renews its leases all along, as
+        /// another server sees it.
+        #[tokio::test]
+        async fn leases_are_renewed_while_the_servers_runtime_is_stuck(backend) {
+            let dir = tempfile::tempdir().unwrap();
+            let url = backend.fresh_url(dir.path()).await;
+            let core =
+                crate::service::test_core_on(&url, &[], &["nixdeck", "--lease-ttl-s", "2"]).await;
+            crate::service::lease::start(&core).await.unwrap();
+            let me = crate::service::lease::replica_lease(&core.replica);
+            // Another server's view, from a thread of its own.
+            let watcher = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let db = Db::connect(&url).await.unwrap();
+                    let (mut looks, mut lapsed) = (0, 0);
+                    while looks < 30 {
+                        looks += 1;
+                        if db.lease_holder(&me).await.unwrap().is_none() {
+                            lapsed += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    (looks, lapsed)
+                })
+            });
+            // The test's runtime has this one thread: no task of the server runs meanwhile.
+            std::thread::sleep(Duration::from_secs(6));
+            assert_eq!(watcher.join().unwrap(), (30, 0), "the lease lapsed while the server lived");
+            assert!(core.leader.is_leader());
         }
     }
 

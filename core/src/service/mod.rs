@@ -84,7 +84,8 @@ pub(crate) async fn test_core_on(url: &str, hosts: &[&str], args: &[&str]) -> cr
     use clap::Parser;
     use std::sync::Arc;
     let db = crate::storage::Db::connect(url).await.unwrap();
-    let config = crate::config::Config::parse_from(args);
+    let mut config = crate::config::Config::parse_from(args);
+    config.database_url = url.to_owned();
     let hub = crate::hub::Hub::new(
         hosts
             .iter()

@@ -189,6 +189,26 @@ impl Db {
         &self.pool
     }
 
+    /// Another handle on this database for work that must not wait behind the server's
+    /// own (lease renewal, `service::lease`): on PostgreSQL a pool of one connection of its
+    /// own, made on the calling runtime (the schema is already there); on SQLite the same
+    /// pool, since its writers take turns on one file anyway.
+    pub async fn aside(&self, url: &str) -> Result<Db, sqlx::Error> {
+        match self.pool {
+            Pool::Sqlite(_) => Ok(self.clone()),
+            Pool::Postgres(_) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(PgConnectOptions::from_str(url)?)
+                    .await?;
+                Ok(Db {
+                    pool: Pool::Postgres(pool),
+                })
+            }
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
