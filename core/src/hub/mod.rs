@@ -1225,6 +1225,30 @@ impl Hub {
         ids.len()
     }
 
+    /// The commands of `owner`'s hosts whose output browsers here may be following: each
+    /// host's pending command and the one it last had output of, with the highest seq sent
+    /// here for it (0: none). After a gap in `owner`'s events these are filled in from the
+    /// stored log (`crate::replica`).
+    pub fn peer_commands(&self, owner: &str) -> Vec<(String, String, u64)> {
+        let state = self.lock();
+        let mut commands = Vec::new();
+        for (id, _) in state.owners.iter().filter(|(_, o)| &***o == owner) {
+            let sent = state.output_seq.get(id);
+            if let Some((command, seq)) = sent {
+                commands.push((id.clone(), command.clone(), *seq));
+            }
+            let pending = state
+                .fleet
+                .hosts
+                .get(id)
+                .and_then(|h| h.pending_command.as_ref());
+            if let Some(p) = pending.filter(|p| sent.is_none_or(|(c, _)| *c != p.command_id)) {
+                commands.push((id.clone(), p.command_id.clone(), 0));
+            }
+        }
+        commands
+    }
+
     /// The replicas that hold hosts seen here, for the lease check.
     pub fn peer_owners(&self) -> Vec<Arc<str>> {
         let state = self.lock();

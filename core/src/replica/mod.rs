@@ -13,7 +13,8 @@
 //! - **Listening.** Each replica LISTENs, skips its own batches and applies the others'
 //!   through `Hub::apply_peer`, which publishes to its browsers but never back to the bus.
 //!   A gap in a peer's `seq`, or a reconnect of the listening connection, means lost
-//!   events: the replica then asks for a resync, as it does at start.
+//!   events: the replica then asks for a resync, as it does at start, and sends its
+//!   browsers the output lines they missed from the stored log (`fill_output`).
 //! - **Ownership.** A host's events all come from the replica that holds its agent (its
 //!   owner), so every replica sees them in one order. Commands, stops and unlocks asked on
 //!   another replica go to the owner as a request over the bus (`Peers::request`), answered
@@ -279,6 +280,9 @@ async fn listen(core: Core, mut listener: sqlx::postgres::PgListener) {
                 tracing::warn!("replica bus: listener reconnected; asking the peers for a resync");
                 last_seq.clear();
                 core.peers.send(&BusItem::Resync { to: None });
+                for owner in core.hub.peer_owners() {
+                    fill_output(&core, &owner).await;
+                }
             }
             Err(e) => {
                 tracing::warn!("replica bus: listening: {e}; retrying in 1 s");
@@ -318,6 +322,7 @@ async fn receive(core: &Core, last_seq: &mut HashMap<String, u64>, payload: &str
             core.peers.send(&BusItem::Resync {
                 to: Some(from.clone()),
             });
+            fill_output(core, &from).await;
         }
         _ => {}
     }
@@ -358,6 +363,23 @@ async fn receive(core: &Core, last_seq: &mut HashMap<String, u64>, payload: &str
         }
     }
     core.hub.apply_peer(&from, changes);
+}
+
+/// After a gap in `from`'s events: the output lines of its hosts' commands that browsers
+/// here were not sent, from the stored log (the owner stores a line before it publishes
+/// it), before this batch's newer lines. A resync restores the hosts' state but not the
+/// lines a log panel follows. Later batches' lines that are now sent already are dropped
+/// by the hub (`Hub::output_seen`), so none arrives twice or out of order.
+async fn fill_output(core: &Core, from: &str) {
+    for (host_id, command_id, seen) in core.hub.peer_commands(from) {
+        match crate::service::commands::stored_after(core, &host_id, &command_id, seen).await {
+            Ok(lines) => core.hub.apply_peer(
+                from,
+                lines.into_iter().map(|e| PeerChange::Event(Box::new(e))),
+            ),
+            Err(e) => tracing::warn!(host = host_id, "loading output lost in a gap: {e}"),
+        }
+    }
 }
 
 /// A resync, request or reply.
@@ -528,6 +550,74 @@ mod tests {
             None,
             "nothing of the hosts held elsewhere"
         );
+    }
+
+    /// A gap in a peer's events loses output lines its owner had stored: they reach the
+    /// browsers here from the stored log, before the batch that showed the gap, and the
+    /// batch's own line is not sent twice.
+    #[tokio::test]
+    async fn lines_lost_in_a_gap_come_from_the_stored_log_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let core =
+            crate::service::test_core(&TestBackend::Sqlite, dir.path(), &["h"], &["nixdeck"]).await;
+        let (out, _queue) = crate::hub::bus_channel();
+        assert!(core
+            .peers
+            .inner
+            .bus
+            .set((core.replica.clone(), out.clone()))
+            .is_ok());
+        core.hub.attach_bus(out);
+        // The owner ("p") stored lines 1..=7 of c1.
+        core.db
+            .insert_command("c1", "h", CommandKind::Pull, protocol::Timestamp(1), "ann")
+            .await
+            .unwrap();
+        let lines: Vec<_> = (1..=7)
+            .map(|seq| protocol::messages::Output {
+                command_id: "c1".into(),
+                seq,
+                stream: OutputStream::Stdout,
+                line: format!("line {seq}"),
+            })
+            .collect();
+        core.db
+            .store_output("c1", &lines, protocol::Timestamp(2), u64::MAX)
+            .await
+            .unwrap();
+        let seat = core.hub.browser_seat("ann", 1).unwrap();
+        let mut events = core.hub.subscribe_browser(&seat).await.unwrap().events;
+
+        let line = |seq: u64| {
+            serde_json::to_string(&BusItem::E(Box::new(output(seq, format!("line {seq}")))))
+                .unwrap()
+        };
+        let batch = |seq: u64, items: &[String]| {
+            format!(
+                r#"{{"from":"p","seq":{seq},"items":[{}]}}"#,
+                items.join(",")
+            )
+        };
+        let mut last = HashMap::new();
+        receive(
+            &core,
+            &mut last,
+            &batch(1, &[r#"{"own":"h"}"#.into(), line(1), line(2)]),
+        )
+        .await;
+        // Batches 2 and 3 (lines 3..=5) are lost.
+        receive(&core, &mut last, &batch(4, &[line(6)])).await;
+        receive(&core, &mut last, &batch(5, &[line(7)])).await;
+
+        let mut got = Vec::new();
+        while let Ok(Ok(text)) =
+            tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+        {
+            if let BrowserEvent::CommandOutput(o) = serde_json::from_str(text.as_str()).unwrap() {
+                got.push(o.seq);
+            }
+        }
+        assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7]);
     }
 
     /// Two replicas on one database: three events made on A reach B's browsers in A's

@@ -612,14 +612,36 @@ async fn republish_stored(core: &Core, host_id: &str, command_id: &str) {
         return;
     }
     let seen = core.hub.output_seen(host_id, command_id);
-    // Browsers here saw none of it: the end the log panel keeps, as a page load shows it.
-    let page = if seen == 0 {
-        core.db.output_tail(command_id, LOG_TAIL_LINES).await
-    } else {
-        core.db.output_page(command_id, seen, LOG_TAIL_LINES).await
-    };
-    match page {
-        Ok(lines) => core.hub.publish_all(lines.into_iter().map(|l| {
+    match stored_after(core, host_id, command_id, seen).await {
+        Ok(lines) => core.hub.publish_all(lines),
+        Err(e) => tracing::warn!(host = host_id, "loading stored output to republish: {e}"),
+    }
+}
+
+/// The stored lines of `command_id` after `seen` as browser events, at most the end the
+/// log panel keeps; when browsers saw none of it (`seen` 0), that end, as a page load
+/// shows it. For lines the bus may have lost: after a failover (`republish_stored`) and
+/// after a gap in a peer's events (`crate::replica`).
+pub(crate) async fn stored_after(
+    core: &Core,
+    host_id: &str,
+    command_id: &str,
+    seen: u64,
+) -> crate::storage::DbResult<Vec<BrowserEvent>> {
+    let mut lines = Vec::new();
+    if seen > 0 {
+        lines = core
+            .db
+            .output_page(command_id, seen, LOG_TAIL_LINES)
+            .await?;
+    }
+    // More than the panel keeps were missed: the end, as a page load shows it.
+    if seen == 0 || lines.len() >= LOG_TAIL_LINES as usize {
+        lines = core.db.output_tail(command_id, LOG_TAIL_LINES).await?;
+    }
+    Ok(lines
+        .into_iter()
+        .map(|l| {
             BrowserEvent::CommandOutput(CommandOutput {
                 host_id: host_id.to_owned(),
                 command_id: command_id.to_owned(),
@@ -627,9 +649,8 @@ async fn republish_stored(core: &Core, host_id: &str, command_id: &str) {
                 stream: l.stream,
                 line: l.line,
             })
-        })),
-        Err(e) => tracing::warn!(host = host_id, "loading stored output to republish: {e}"),
-    }
+        })
+        .collect())
 }
 
 /// Store a batch of output lines (normally of one command), broadcast the new ones, and
