@@ -276,6 +276,6 @@ for f in idle idle-relay; do
 done
 for f in storm external-storm; do
   [ -s "$OUT/$f.json" ] && jq -r --arg f "$f" \
-    '"\($f): \(.storm.agents_back)/\(.agents) agents registered again; first after \(.storm.first_back_s) s, p50 \(.storm.p50_s) s, p99 \(.storm.p99_s) s, all after \(.storm.all_back_s) s"' "$OUT/$f.json"
+    '"\($f): \(.storm.agents_back)/\(.storm.agents_dropped) agents whose link dropped registered again (of \(.agents)); first after \(.storm.first_back_s) s, p50 \(.storm.p50_s) s, p99 \(.storm.p99_s) s, all after \(.storm.all_back_s) s"' "$OUT/$f.json"
 done
 echo "raw reports: $OUT/*.json"

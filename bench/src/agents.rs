@@ -34,6 +34,9 @@ pub struct Fleet {
     /// Storm: set when the fleet is steady; the first link lost after that is the start.
     pub storm_armed: AtomicBool,
     pub first_drop_ms: Mutex<Option<f64>>,
+    /// Storm: whether each agent's link dropped after it was armed. A failover drops only
+    /// the killed replica's agents; the others are not waited for.
+    pub dropped: Vec<AtomicBool>,
     /// When each agent last registered (ms on the process clock).
     pub registered_at: Vec<Mutex<Option<f64>>>,
     /// Host tokens handed out at enrollment, to be saved for the next run.
@@ -54,6 +57,7 @@ impl Fleet {
             drops: AtomicU64::new(0),
             storm_armed: AtomicBool::new(false),
             first_drop_ms: Mutex::new(None),
+            dropped: (0..agents).map(|_| AtomicBool::new(false)).collect(),
             registered_at: (0..agents).map(|_| Mutex::new(None)).collect(),
             new_tokens: Mutex::new(Tokens::new()),
         }
@@ -181,6 +185,7 @@ async fn session(
     fleet.drops.fetch_add(1, Ordering::Relaxed);
     if fleet.storm_armed.load(Ordering::Relaxed) {
         lock(&fleet.first_drop_ms).get_or_insert_with(now_ms);
+        fleet.dropped[i].store(true, Ordering::Relaxed);
     }
     true
 }

@@ -163,6 +163,9 @@ struct ServerFigures {
 #[derive(Serialize, Deserialize)]
 struct Storm {
     agents_back: usize,
+    /// The agents whose link dropped: the ones timed.
+    #[serde(default)]
+    agents_dropped: usize,
     /// The first dropped link (ms of the monotonic clock), and when each agent was back
     /// after it (s): what `fleet-sim merge` needs to time the whole fleet.
     #[serde(default)]
@@ -710,7 +713,7 @@ fn merge(reports: Vec<Report>, latency: Latency) -> Report {
                 s.back_s.iter().map(move |b| b + shift)
             })
             .collect();
-        storm_figures(first, back, agents)
+        storm_figures(first, back, storms.iter().map(|s| s.agents_dropped).sum())
     });
     let server = reports
         .iter()
@@ -801,33 +804,50 @@ async fn storm(args: &Args, fleet: &Fleet, agents: usize) -> Result<Storm, setup
         sleep(Duration::from_millis(20)).await;
     };
     say("storm: links dropping; timing re-registrations");
+    let dropped = || {
+        fleet
+            .dropped
+            .iter()
+            .filter(|d| d.load(Ordering::Relaxed))
+            .count()
+    };
     let back_times = || -> Vec<f64> {
         fleet
             .registered_at
             .iter()
-            .filter_map(|m| *lock(m))
+            .zip(&fleet.dropped)
+            .filter(|(_, dropped)| dropped.load(Ordering::Relaxed))
+            .filter_map(|(m, _)| *lock(m))
             .filter(|&t| t > drop_ms)
             .map(|t| (t - drop_ms) / 1000.0)
             .collect()
     };
+    // The links a kill or restart ends all drop within moments of each other: a second
+    // counts them before the wait for their return.
+    sleep(Duration::from_secs(1)).await;
     let mut last_say = Instant::now();
-    while back_times().len() < agents && Instant::now() < deadline {
+    while back_times().len() < dropped() && Instant::now() < deadline {
         sleep(Duration::from_millis(100)).await;
         if last_say.elapsed() >= Duration::from_secs(5) {
             last_say = Instant::now();
-            say(format!("storm: {}/{} back", back_times().len(), agents));
+            say(format!(
+                "storm: {}/{} back ({agents} agents)",
+                back_times().len(),
+                dropped()
+            ));
         }
     }
-    Ok(storm_figures(drop_ms, back_times(), agents))
+    Ok(storm_figures(drop_ms, back_times(), dropped()))
 }
 
 /// The storm's figures from when each agent was back (s after the first drop, at
-/// `first_drop_ms`), `agents` of them expected.
-fn storm_figures(first_drop_ms: f64, back: Vec<f64>, agents: usize) -> Storm {
+/// `first_drop_ms`), `dropped` of them expected.
+fn storm_figures(first_drop_ms: f64, back: Vec<f64>, dropped: usize) -> Storm {
     let lat = Latency::of(back.iter().map(|&s| s as f32).collect());
-    let all = back.len() == agents;
+    let all = back.len() == dropped;
     Storm {
         agents_back: back.len(),
+        agents_dropped: dropped,
         first_drop_ms,
         first_back_s: back.iter().copied().reduce(f64::min),
         all_back_s: all.then_some(lat.max_ms),
@@ -884,8 +904,9 @@ fn print_human(r: &Report) {
     );
     if let Some(st) = &r.storm {
         println!(
-            "storm: {}/{} back; first {} , p50 {}, p90 {}, p99 {}, all {}",
+            "storm: {}/{} dropped links back ({} agents); first {} , p50 {}, p90 {}, p99 {}, all {}",
             st.agents_back,
+            st.agents_dropped,
             r.agents,
             opt(st.first_back_s, "s"),
             opt(st.p50_s, "s"),
