@@ -485,6 +485,19 @@ mod tests {
         })
     }
 
+    /// A bus for `core` without PostgreSQL: what its hub sends lands in the queue.
+    fn attach_test_bus(core: &Core) -> BusQueue {
+        let (out, queue) = crate::hub::bus_channel();
+        assert!(core
+            .peers
+            .inner
+            .bus
+            .set((core.replica.clone(), out.clone()))
+            .is_ok());
+        core.hub.attach_bus(out);
+        queue
+    }
+
     /// A peer's batches are applied once, in order; a gap in its `seq` asks it for a
     /// resync; a peer's resync request is answered with the hosts whose agent is here.
     #[tokio::test]
@@ -497,14 +510,7 @@ mod tests {
             &["nixdeck"],
         )
         .await;
-        let (out, mut queue) = crate::hub::bus_channel();
-        assert!(core
-            .peers
-            .inner
-            .bus
-            .set((core.replica.clone(), out.clone()))
-            .is_ok());
-        core.hub.attach_bus(out);
+        let mut queue = attach_test_bus(&core);
         let mut last = HashMap::new();
         let batch =
             |seq: u64, item: &str| format!(r#"{{"from":"p","seq":{seq},"items":[{item}]}}"#);
@@ -560,14 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let core =
             crate::service::test_core(&TestBackend::Sqlite, dir.path(), &["h"], &["nixdeck"]).await;
-        let (out, _queue) = crate::hub::bus_channel();
-        assert!(core
-            .peers
-            .inner
-            .bus
-            .set((core.replica.clone(), out.clone()))
-            .is_ok());
-        core.hub.attach_bus(out);
+        let _queue = attach_test_bus(&core);
         // The owner ("p") stored lines 1..=7 of c1.
         core.db
             .insert_command("c1", "h", CommandKind::Pull, protocol::Timestamp(1), "ann")
