@@ -185,7 +185,12 @@ pub async fn sqlite_to_postgres(
     let (Pool::Sqlite(source), Pool::Postgres(target)) = (source.pool(), target.pool()) else {
         unreachable!("the schemes were checked above");
     };
-    copy(source, target, progress).await
+    let copied = copy(source, target, progress).await;
+    // Closed, not dropped: SQLite checkpoints its write-ahead log and removes it when the
+    // last connection closes, leaving the file as a server of its own would.
+    source.close().await;
+    target.close().await;
+    copied
 }
 
 /// The leases held now in the SQLite database at `url`, described; None when there are
