@@ -22,12 +22,12 @@
 //!   column, so a batch's size is not bounded by PostgreSQL's 65 535 parameters, and memory
 //!   stays at one batch whatever the size of `command_output`.
 
-use super::{Backend, Db, Pool};
+use super::{Backend, Db};
 use anyhow::{anyhow, bail, Context};
 use futures::TryStreamExt;
-use sqlx::postgres::Postgres;
+use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
@@ -176,20 +176,32 @@ pub async fn sqlite_to_postgres(
             file.display()
         );
     }
-    let source = Db::connect(&from)
-        .await
-        .with_context(|| format!("opening and migrating the source {from}"))?;
-    let target = Db::connect(&to)
-        .await
-        .with_context(|| format!("opening and migrating the target {}", super::shown_url(&to)))?;
-    let (Pool::Sqlite(source), Pool::Postgres(target)) = (source.pool(), target.pool()) else {
-        unreachable!("the schemes were checked above");
-    };
-    let copied = copy(source, target, progress).await;
-    // Closed, not dropped: SQLite checkpoints its write-ahead log and removes it when the
-    // last connection closes, leaving the file as a server of its own would.
-    source.close().await;
-    target.close().await;
+    // Migrated through the server's own path, then closed: SQLite checkpoints its
+    // write-ahead log and removes it when the last connection closes, leaving the file as
+    // a server of its own would.
+    for (url, what) in [(&from, "source"), (&to, "target")] {
+        let db = Db::connect(url).await.with_context(|| {
+            format!("opening and migrating the {what} {}", super::shown_url(url))
+        })?;
+        on_pool!(db, pool => pool.close().await);
+    }
+    // The copy's own connections, logging no statements (reading a table of a million
+    // lines is one statement, which sqlx would report as slow). The source's only reads,
+    // but is not opened read-only: closing it then checkpoints and removes the write-ahead
+    // log, which a read-only connection leaves behind.
+    let mut source = sqlx::SqliteConnection::connect_with(
+        &SqliteConnectOptions::from_str(&from)?.disable_statement_logging(),
+    )
+    .await
+    .with_context(|| format!("opening the source {from}"))?;
+    let mut target = sqlx::PgConnection::connect_with(
+        &PgConnectOptions::from_str(&to)?.disable_statement_logging(),
+    )
+    .await
+    .with_context(|| format!("opening the target {}", super::shown_url(&to)))?;
+    let copied = copy(&mut source, &mut target, progress).await;
+    source.close().await?;
+    target.close().await?;
     copied
 }
 
@@ -376,8 +388,8 @@ fn quoted(name: &str) -> anyhow::Result<String> {
 }
 
 async fn copy(
-    source: &sqlx::SqlitePool,
-    target: &sqlx::PgPool,
+    source: &mut sqlx::SqliteConnection,
+    target: &mut sqlx::PgConnection,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> anyhow::Result<CopySummary> {
     let mut write = target.begin().await?;
@@ -514,7 +526,7 @@ async fn copy(
                 let before = rows;
                 rows += in_batch as u64;
                 (in_batch, bytes) = (0, 0);
-                if before / PROGRESS_EVERY != rows / PROGRESS_EVERY && !end {
+                if before / PROGRESS_EVERY != rows / PROGRESS_EVERY && rows < of {
                     progress(Progress::Rows { table, rows, of });
                 }
             }
@@ -608,6 +620,7 @@ async fn reset_sequences(
 #[cfg(test)]
 mod tests {
     use super::super::testing::TestBackend;
+    use super::super::Pool;
     use super::*;
     use protocol::api::AuditEntry;
     use protocol::{CommandKind, Timestamp};
@@ -872,7 +885,7 @@ mod tests {
     }
 
     /// A server holding its lease on the source (a dashboard still running) stops the copy
-    /// before anything is written.
+    /// before anything is written; so does one on the target.
     #[tokio::test]
     async fn a_running_dashboard_is_refused() {
         let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
@@ -907,6 +920,28 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(tables, 0);
+
+        // A server on the target: refused too, and nothing copied.
+        Db::connect(&from)
+            .await
+            .unwrap()
+            .release_lease("replica:web", "web")
+            .await
+            .unwrap();
+        let target = Db::connect(&to).await.unwrap();
+        target
+            .take_lease("replica:pg", "pg", std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let err = sqlite_to_postgres(&from, &to, &mut |_| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a dashboard is running on the target: lease replica:pg held by pg"),
+            "{err}"
+        );
+        assert_eq!(counts(&target).await, vec![0; COPIED.len()]);
     }
 
     #[test]
