@@ -406,7 +406,10 @@ async fn db_command(action: cli::DbCommand) -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let mut progress = |p: Progress| match p {
                 Progress::Rows { table, rows, of } if rows == of => {
-                    eprintln!("  {table}: {rows} rows")
+                    eprintln!(
+                        "  {table}: {rows} {}",
+                        if rows == 1 { "row" } else { "rows" }
+                    )
                 }
                 Progress::Rows { table, rows, of } => eprintln!("  {table}: {rows} of {of} rows …"),
                 Progress::Sequence { name, next } => {
