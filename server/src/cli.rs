@@ -73,8 +73,9 @@ pub enum DbCommand {
         messages, delivery log) are copied in one PostgreSQL transaction; the leases, \
         login-failure counters and bus events between servers are not (they are about the \
         servers running, and the new ones make their own). Progress goes to stderr.\n\n\
-        Refused, with nothing written: a target that already holds any row, a source \
-        that is not SQLite or a target that is not PostgreSQL. The row counts of every \
+        Refused, with nothing written: a target that already holds any row (or tables \
+        that are not nixdeck's), a source that is not SQLite or a target that is not \
+        PostgreSQL. The row counts of every \
         table are compared before the commit; any failure leaves the target empty.\n\n\
         TOTP secrets and notification URLs stay sealed with the dashboard's key: give the \
         PostgreSQL servers the same key file (NIXDECK_SECRET_KEY_FILE; with SQLite it is \

@@ -10,9 +10,11 @@
 //!   its foreign keys name) or skipped with the reason (`SKIPPED`). A table in the schema
 //!   that is in neither list stops the copy before anything is written, so a new migration
 //!   cannot be left behind silently.
-//! - The target must be empty (no row in any copied table) and no server may hold a lease
-//!   on either side (a running dashboard renews `replica:<name>` every few seconds, on SQLite
-//!   too): refused with the reason, nothing written.
+//! - The target must be empty (no row in any copied table, and no table at all unless it
+//!   is a nixdeck database already) and no server may hold a lease on either side (a
+//!   running dashboard renews `replica:<name>` every few seconds, on SQLite too): refused
+//!   with the reason, nothing written (these checks come before either side is migrated,
+//!   and again inside the copy's transaction).
 //! - The source is read in one read transaction (one snapshot); the target is written in one
 //!   transaction, committed only after every table's row count matched the source's and
 //!   every sequence was moved past the copied numbers. A failure leaves the target empty.
@@ -176,6 +178,7 @@ pub async fn sqlite_to_postgres(
             file.display()
         );
     }
+    check_target_before_migrating(&to).await?;
     // Migrated through the server's own path, then closed: SQLite checkpoints its
     // write-ahead log and removes it when the last connection closes, leaving the file as
     // a server of its own would.
@@ -229,6 +232,49 @@ async fn live_leases_in_file(url: &str) -> anyhow::Result<Option<String>> {
     };
     conn.close().await?;
     Ok(live)
+}
+
+/// What can be checked on the target before its schema is made: a database that holds
+/// tables but no nixdeck schema is something else's (a wrong name in `--to`), and is left
+/// as it is; one with a server running on it is refused before a migration could change the
+/// schema under that server. The same checks run again in the copy's transaction.
+async fn check_target_before_migrating(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening the target {}", super::shown_url(url)))?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema() ORDER BY table_name",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    let refusal = if !tables.is_empty() && !has("_sqlx_migrations") {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        Some(format!(
+            "the target {} holds tables that are not nixdeck's ({}{}): give the copy a new,              empty database (CREATE DATABASE …). Nothing was written",
+            super::shown_url(url),
+            shown.join(", "),
+            if tables.len() > shown.len() { ", …" } else { "" }
+        ))
+    } else if has("leases") {
+        let held = sqlx::query_as(live_leases_sql(Backend::Postgres))
+            .fetch_all(&mut conn)
+            .await?;
+        describe_leases(held).map(|live| {
+            format!(
+                "a dashboard is running on the target: {live}. Stop every server that uses                  it first"
+            )
+        })
+    } else {
+        None
+    };
+    conn.close().await?;
+    match refusal {
+        Some(refusal) => Err(anyhow!(refusal)),
+        None => Ok(()),
+    }
 }
 
 /// The statement that reads the leases held now: name, holder, milliseconds left.
@@ -942,6 +988,40 @@ mod tests {
             "{err}"
         );
         assert_eq!(counts(&target).await, vec![0; COPIED.len()]);
+    }
+
+    /// A `--to` that names another application's database (tables, but no nixdeck schema)
+    /// is refused before anything is made in it.
+    #[tokio::test]
+    async fn a_database_of_something_else_is_left_alone() {
+        let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let from = source(dir.path()).await;
+        let to = super::super::testing::fresh_postgres_database(&server)
+            .await
+            .unwrap();
+        let pool = sqlx::PgPool::connect(&to).await.unwrap();
+        sqlx::query("CREATE TABLE invoices (id BIGINT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let err = sqlite_to_postgres(&from, &to, &mut |_| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds tables that are not nixdeck's (invoices)"),
+            "{err}"
+        );
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tables, ["invoices"]);
     }
 
     #[test]
