@@ -4,7 +4,8 @@
 # (cargo leptos build), the native tests (protocol, store, hub, server integration with
 # real binaries; storage and services on SQLite and on a throw-away PostgreSQL, and the
 # server's integration tests again with the server on PostgreSQL; two replicas on one
-# PostgreSQL, server/tests/replicas.rs, in the first pass only), Playwright in Chromium, then a short run of every fuzz target (with the
+# PostgreSQL, server/tests/replicas.rs, and the SQLite-to-PostgreSQL copy,
+# server/tests/db_copy.rs, in the first pass only), Playwright in Chromium, then a short run of every fuzz target (with the
 # known crash inputs replayed). The builds and tests share one profile (dev), so nothing
 # but clippy's check pass is compiled twice.
 set -euo pipefail

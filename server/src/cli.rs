@@ -1,5 +1,5 @@
 //! The binary's command line: `nixdeck [serve]`, `nixdeck user …`, `nixdeck token …`,
-//! `nixdeck ctl …` and `nixdeck openapi`, around the server's configuration
+//! `nixdeck db copy`, `nixdeck ctl …` and `nixdeck openapi`, around the server's configuration
 //! (`nixdeck_core::config::Config`).
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,6 +48,48 @@ pub enum Command {
     Token(TokenCommand),
     /// Drive a dashboard over its REST API, for scripts (needs an API token)
     Ctl(crate::ctl::CtlArgs),
+    /// Move the database: copy a SQLite database into a new PostgreSQL one.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DbCommand {
+    /// Copy every row of a SQLite database into an empty PostgreSQL database, to move a
+    /// dashboard from SQLite to PostgreSQL (docs/SCALING.md, "Moving from SQLite").
+    #[command(
+        long_about = "Copy every row of a SQLite database into an empty PostgreSQL \
+        database, to move a dashboard from SQLite to PostgreSQL (docs/SCALING.md, \
+        \"Moving from SQLite\").\n\n\
+        Stop the dashboard first: the copy refuses a SQLite file on which a server holds \
+        a lease (a running server renews its lease every few seconds; one that was killed \
+        lets go when the lease runs out). Start no server on the PostgreSQL database \
+        before the copy either.\n\n\
+        Both databases are migrated first: the PostgreSQL one to this version's schema, \
+        and the SQLite one too, so an older SQLite database is brought up to date (the \
+        file is changed as a server of this version would change it at its start). Then \
+        users, sessions, API tokens, hosts, commands and their output, deploys, the audit \
+        log, settings, metrics history and notifications (targets, rules, queued \
+        messages, delivery log) are copied in one PostgreSQL transaction; the leases, \
+        login-failure counters and bus events between servers are not (they are about the \
+        servers running, and the new ones make their own). Progress goes to stderr.\n\n\
+        Refused, with nothing written: a target that already holds any row (or tables \
+        that are not nixdeck's), a source that is not SQLite or a target that is not \
+        PostgreSQL. The row counts of every \
+        table are compared before the commit; any failure leaves the target empty.\n\n\
+        TOTP secrets and notification URLs stay sealed with the dashboard's key: give the \
+        PostgreSQL servers the same key file (NIXDECK_SECRET_KEY_FILE; with SQLite it is \
+        secret.key next to the database file unless it was set)."
+    )]
+    Copy {
+        /// The SQLite database to copy from: sqlite://PATH or a file path. It must exist.
+        #[arg(long, value_name = "SQLITE")]
+        from: String,
+        /// The PostgreSQL database to copy into: postgres://USER@HOST/DATABASE. It must
+        /// exist and be empty (CREATE DATABASE …); its schema is made here.
+        #[arg(long, value_name = "POSTGRES_URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         }
         Some(cli::Command::Token(action)) => token_command(&cli.config, action).await,
         Some(cli::Command::Ctl(args)) => return ctl::run(args).await,
+        Some(cli::Command::Db(action)) => db_command(action).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -389,6 +390,59 @@ async fn token_command(config: &Config, action: cli::TokenCommand) -> anyhow::Re
         Revoke { id } => {
             tokens::revoke_cli(&db, &id).await.map_err(fail)?;
             println!("Revoked token {id}; requests with it now get 401.");
+        }
+    }
+    Ok(())
+}
+
+/// `nixdeck db …`: moving the database (`storage::copy`). Progress on stderr, the summary
+/// on stdout.
+async fn db_command(action: cli::DbCommand) -> anyhow::Result<()> {
+    use storage::copy::{self, Progress};
+    match action {
+        cli::DbCommand::Copy { from, to } => {
+            let source = copy::source_url(&from)?;
+            let target = copy::target_url(&to)?;
+            eprintln!("Copying {source} into {} …", storage::shown_url(&target));
+            let started = std::time::Instant::now();
+            let mut progress = |p: Progress| match p {
+                Progress::Rows { table, rows, of } if rows == of => {
+                    eprintln!(
+                        "  {table}: {rows} {}",
+                        if rows == 1 { "row" } else { "rows" }
+                    )
+                }
+                Progress::Rows { table, rows, of } => eprintln!("  {table}: {rows} of {of} rows …"),
+                Progress::Sequence { name, next } => {
+                    eprintln!("  sequence {name}: next {next}")
+                }
+            };
+            let summary = copy::sqlite_to_postgres(&source, &target, &mut progress).await?;
+            let rows: u64 = summary.tables.iter().map(|(_, n)| n).sum();
+            println!(
+                "Copied {rows} rows in {} tables into {} in {:.1} s; the row counts of every \
+                 table match.",
+                summary.tables.len(),
+                storage::shown_url(&target),
+                started.elapsed().as_secs_f64()
+            );
+            if summary.nul_replaced > 0 {
+                println!(
+                    "{} text values held a NUL character, which PostgreSQL cannot store: \
+                     each became U+FFFD.",
+                    summary.nul_replaced
+                );
+            }
+            if let Some(key) = storage::database_file(&source)
+                .and_then(|db| db.parent().map(|dir| dir.join("secret.key")))
+                .filter(|key| key.is_file())
+            {
+                println!(
+                    "Give every server on PostgreSQL the dashboard's key: \
+                     NIXDECK_SECRET_KEY_FILE={} (or the file it used instead, if it was set).",
+                    key.display()
+                );
+            }
         }
     }
     Ok(())

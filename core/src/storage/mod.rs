@@ -65,6 +65,7 @@ pub(crate) use on_pool;
 
 mod audit;
 mod commands;
+pub mod copy;
 mod deploys;
 mod history;
 mod hosts;
