@@ -308,6 +308,21 @@ async fn twenty_thousand_lines_arrive_complete_in_order_once() {
     assert_eq!(seen.len(), 20_000);
 }
 
+/// A NUL in a command's output (binary output, `printf '\0'`) is stored and shown as U+FFFD
+/// on both databases: PostgreSQL's text cannot hold it, and a line it refused would never be
+/// acked, so the agent would send it again forever and the log would end there.
+#[tokio::test]
+async fn a_nul_in_output_is_kept_as_a_replacement_character() {
+    let one = One::start("nul", &sh("test", "printf 'a\\000b\\n'; echo after"), &[], &[]).await;
+    let id = one.run_ok("test").await;
+    let rec = one.wait_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(rec["status"], "ok");
+    assert_eq!(rec["line_count"], 2);
+    let log = one.log(&id).await;
+    let lines: Vec<&str> = log.lines().map(strip_clock).collect();
+    assert_eq!(lines, ["a\u{FFFD}b", "after"]);
+}
+
 #[tokio::test]
 async fn pull_moves_the_generation_and_cleans_the_checkout() {
     let scratch = tempfile::tempdir().unwrap();

@@ -687,6 +687,22 @@ pub async fn ingest_output(core: &Core, host_id: &str, batch: Vec<Output>) -> Ve
                 continue;
             }
         }
+        // PostgreSQL's text holds no NUL, and a command's binary output can carry one: a
+        // batch it refused would never be acked. Stored and shown as U+FFFD on either
+        // database, as `nixdeck db copy` moves an old SQLite log's.
+        let cleaned: Vec<Output>;
+        let lines = if lines.iter().any(|l| l.line.contains('\0')) {
+            cleaned = lines
+                .iter()
+                .map(|l| Output {
+                    line: l.line.replace('\0', "\u{FFFD}"),
+                    ..l.clone()
+                })
+                .collect();
+            &cleaned[..]
+        } else {
+            lines
+        };
         let bound = core.config.max_output_bytes();
         match core
             .db
