@@ -112,7 +112,6 @@ pub async fn start(core: &Core) -> anyhow::Result<()> {
             if core.leader.is_leader() {
                 super::deploy::take_over(&core).await;
             }
-            super::deploy::follow_remote_cancel(&core).await;
         }
     });
     Ok(())
