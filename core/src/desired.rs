@@ -15,11 +15,11 @@
 //! The bus is the only path. (A copy in `settings`, read by the others every 2 s, was a
 //! second one and is gone.) It covers what that copy did: a replica that starts asks its
 //! peers for a resync before it serves anyone, and one that missed events (a gap in a
-//! peer's batches, a listener reconnect) asks again; every answer carries the desired
-//! state and the update PR (`Hub::resync_out`). The leader also publishes each reading
-//! again at every poll (its `checked_at` moves), so a replica that was handed an older
-//! reading has the current one within a poll interval. And unlike the copy, which only the
-//! poller wrote, it also carries a "check now" made on a server that does not lead.
+//! peer's batches, a listener reconnect) asks again; the leader's answer carries the
+//! desired state and the update PR, none included (`Hub::resync_out`). The leader also
+//! publishes each reading again at every poll (its `checked_at` moves). And unlike the
+//! copy, which only the poller wrote, the bus also carries a "check now" made on a server
+//! that does not lead.
 
 use crate::config::GithubConfig;
 use crate::github::{self, Cached, Commit, GhError, GitHub, Pull, PullFile};

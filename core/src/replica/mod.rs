@@ -422,7 +422,9 @@ async fn receive(core: &Core, last_seq: &mut HashMap<String, u64>, payload: &str
 fn control(core: &Core, from: &str, item: BusItem) {
     let me = &*core.replica;
     match item {
-        BusItem::Resync { to } if to.as_deref().is_none_or(|to| to == me) => core.hub.resync_out(),
+        BusItem::Resync { to } if to.as_deref().is_none_or(|to| to == me) => {
+            core.hub.resync_out(core.leader.is_leader())
+        }
         BusItem::Request { to, id, body } if to == me => {
             let core = core.clone();
             let from = from.to_owned();
@@ -603,6 +605,13 @@ mod tests {
         assert!(
             host.contains("host_updated") && host.contains(r#""id":"mine""#),
             "{host}"
+        );
+        // This server leads (a test core does): the update PR, none here, follows. (No
+        // desired state: this core has no source.)
+        let pr = queue.try_recv().unwrap();
+        assert!(
+            pr.contains("pending_pr") && pr.contains(r#""pr":null"#),
+            "{pr}"
         );
         assert_eq!(
             queue.try_recv(),
