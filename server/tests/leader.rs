@@ -166,8 +166,14 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
         origin.head(),
         "{snapshot:#}"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
     let live = loop {
-        let frame = next_json(&mut browser, Duration::from_secs(10)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no desired_state on B's browser within 10 s"
+        );
+        let frame = next_json(&mut browser, left).await;
         if frame["type"] == "desired_state" {
             break frame;
         }
