@@ -618,6 +618,12 @@ mod tests {
             None,
             "nothing of the hosts held elsewhere"
         );
+        // A server that does not lead answers with its hosts only: the readings are the
+        // leader's to send.
+        core.hub.resync_out(false);
+        assert_eq!(queue.try_recv().as_deref(), Some(r#"{"own":"mine"}"#));
+        assert!(queue.try_recv().unwrap().contains("host_updated"));
+        assert_eq!(queue.try_recv(), None, "no desired state or PR");
     }
 
     /// Two replicas on one database: three events made on A reach B's browsers in A's
