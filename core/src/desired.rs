@@ -4,19 +4,27 @@
 //! which re-derives the git and lock compartments and tells browsers.
 //!
 //! Several servers on one database poll GitHub once, not once each: only the leader
-//! (`service::lease`) runs the pollers, and it keeps its latest readings in the database
-//! (`settings`: `desired_state`, `pending_pr`). The others read them from there every
-//! `FOLLOW` and hand them to their own hub, so their pages, `GET /api/desired` and
-//! `/api/pending-pr`, and Merge & Deploy's vetting (`Hub::pending_pr`) answer as the
-//! leader's would. An operator's explicit "check for PR now" and a deploy's own reads
-//! still go to GitHub from whichever server was asked, and share what they read the same
-//! way.
+//! (`service::lease`) runs the pollers. Its readings reach the others the way every hub
+//! event does, over the replicas' bus (`replica`): `Hub::set_desired` and
+//! `Hub::set_pending_pr` publish `desired_state` and `pending_pr`, which each peer applies
+//! to its own hub, so their pages, `GET /api/desired` and `/api/pending-pr`, and Merge &
+//! Deploy's vetting (`Hub::pending_pr`) answer as the leader's would. An operator's
+//! explicit "check for PR now" and a deploy's own reads still go to GitHub from whichever
+//! server was asked, and reach the others the same way.
+//!
+//! The bus is the only path. (A copy in `settings`, read by the others every 2 s, was a
+//! second one and is gone.) It covers what that copy did: a replica that starts asks its
+//! peers for a resync before it serves anyone, and one that missed events (a gap in a
+//! peer's batches, a listener reconnect) asks again; the leader's answer carries the
+//! desired state and the update PR, none included (`Hub::resync_out`). The leader also
+//! publishes each reading again at every poll (its `checked_at` moves). And unlike the
+//! copy, which only the poller wrote, the bus also carries a "check now" made on a server
+//! that does not lead.
 
 use crate::config::GithubConfig;
 use crate::github::{self, Cached, Commit, GhError, GitHub, Pull, PullFile};
 use crate::hub::Hub;
 use crate::service::lease::Leader;
-use crate::storage::Db;
 use protocol::{DesiredState, PendingPr, Timestamp};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -27,12 +35,6 @@ use tokio::sync::{Mutex, Notify};
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// While GitHub computes a PR's mergeable state, look again this soon.
 const MERGEABLE_RECHECK: Duration = Duration::from_secs(5);
-/// A server that does not lead reads the leader's readings from the database this often
-/// (two small reads of `settings`).
-const FOLLOW: Duration = Duration::from_secs(2);
-/// The `settings` keys of the latest readings, as JSON.
-const DESIRED_KEY: &str = "desired_state";
-const PENDING_PR_KEY: &str = "pending_pr";
 
 enum Source {
     GitHub(GitHub),
@@ -229,12 +231,8 @@ pub struct Desired {
     polls: Mutex<Polls>,
     wake_prs: Notify,
     hub: Hub,
-    /// The database and the leader lease, from `spawn` on: readings are shared there, and
-    /// only the leader polls.
-    shared: OnceLock<(Db, Leader)>,
-    /// The JSON last written to or read from `settings`, per key, so that an unchanged
-    /// reading is neither written nor handed to the hub again.
-    last_shared: std::sync::Mutex<HashMap<&'static str, String>>,
+    /// The leader lease, from `spawn` on: only the leader polls.
+    leader: OnceLock<Leader>,
 }
 
 /// What the hub starts with: the configured source before its first read.
@@ -275,8 +273,7 @@ impl Desired {
             polls: Mutex::new(Polls::default()),
             wake_prs: Notify::new(),
             hub,
-            shared: OnceLock::new(),
-            last_shared: Default::default(),
+            leader: OnceLock::new(),
         })
     }
 
@@ -289,9 +286,9 @@ impl Desired {
     }
 
     /// Start the pollers (nothing to do without a source). They poll while this server
-    /// leads; otherwise they follow the leader's readings in `db`.
-    pub fn spawn(self: &Arc<Self>, db: Db, leader: Leader) {
-        let _ = self.shared.set((db, leader.clone()));
+    /// leads; otherwise they wait for it to lead (the leader's readings come over the bus).
+    pub fn spawn(self: &Arc<Self>, leader: Leader) {
+        let _ = self.leader.set(leader.clone());
         if self.source.is_none() {
             return;
         }
@@ -299,11 +296,7 @@ impl Desired {
         let lead = leader.clone();
         tokio::spawn(async move {
             loop {
-                if !lead.is_leader() {
-                    me.follow().await;
-                    tokio::time::sleep(FOLLOW).await;
-                    continue;
-                }
+                lead.wait().await;
                 let next = me.read().await.1;
                 tokio::time::sleep(next).await;
             }
@@ -312,10 +305,7 @@ impl Desired {
             let me = self.clone();
             tokio::spawn(async move {
                 loop {
-                    if !leader.is_leader() {
-                        tokio::time::sleep(FOLLOW).await;
-                        continue;
-                    }
+                    leader.wait().await;
                     let next = match me.check_prs().await {
                         Ok((_, next)) => next,
                         Err(GhError::RateLimited { until }) => {
@@ -336,72 +326,9 @@ impl Desired {
         }
     }
 
-    /// Whether another server polls, and this one follows its readings.
+    /// Whether another server polls, and this one has its readings (from the bus).
     fn following(&self) -> bool {
-        self.shared
-            .get()
-            .is_some_and(|(_, leader)| !leader.is_leader())
-    }
-
-    /// Write a reading to `settings` for the servers that follow (when it changed).
-    async fn share<T: serde::Serialize>(&self, key: &'static str, value: &T) {
-        let Some((db, _)) = self.shared.get() else {
-            return;
-        };
-        let Ok(json) = serde_json::to_string(value) else {
-            return;
-        };
-        if self
-            .last_shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            == Some(&json)
-        {
-            return;
-        }
-        match db.set_setting(key, &json).await {
-            Ok(()) => {
-                self.last_shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, json);
-            }
-            Err(e) => tracing::warn!("sharing the {key} reading: {e}"),
-        }
-    }
-
-    /// Hand the leader's readings, as stored, to this server's hub (when they changed).
-    async fn follow(&self) {
-        let Some((db, _)) = self.shared.get() else {
-            return;
-        };
-        for key in [DESIRED_KEY, PENDING_PR_KEY] {
-            let json = match db.setting(key).await {
-                Ok(Some(json)) => json,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!("reading the shared {key}: {e}");
-                    continue;
-                }
-            };
-            {
-                let mut last = self.last_shared.lock().unwrap_or_else(|e| e.into_inner());
-                if last.get(key) == Some(&json) {
-                    continue;
-                }
-                last.insert(key, json.clone());
-            }
-            let applied = if key == DESIRED_KEY {
-                serde_json::from_str::<DesiredState>(&json).map(|d| self.hub.set_desired(d))
-            } else {
-                serde_json::from_str::<Option<PendingPr>>(&json)
-                    .map(|pr| self.hub.set_pending_pr(pr))
-            };
-            if let Err(e) = applied {
-                tracing::warn!("the shared {key} does not read: {e}");
-            }
-        }
+        self.leader.get().is_some_and(|leader| !leader.is_leader())
     }
 
     /// Read now unless a reading is younger than `max_age` (the refresh button). A server
@@ -409,7 +336,6 @@ impl Desired {
     pub async fn read_if_older(&self, max_age: Duration) -> Option<DesiredState> {
         self.source.as_ref()?;
         if self.following() {
-            self.follow().await;
             return self.hub.desired();
         }
         {
@@ -469,7 +395,6 @@ impl Desired {
             }
         };
         self.hub.set_desired(state.clone());
-        self.share(DESIRED_KEY, &state).await;
         (state, next)
     }
 
@@ -535,7 +460,6 @@ impl Desired {
         }
         let Some(pull) = found else {
             self.hub.set_pending_pr(None);
-            self.share(PENDING_PR_KEY, &None::<PendingPr>).await;
             return Ok((None, self.pr_poll));
         };
         let pr = PendingPr {
@@ -546,7 +470,6 @@ impl Desired {
             head_sha: pull.head_sha().map(str::to_owned),
         };
         self.hub.set_pending_pr(Some(pr.clone()));
-        self.share(PENDING_PR_KEY, &Some(pr.clone())).await;
         let next = if pull.mergeable.is_none() {
             MERGEABLE_RECHECK
         } else {

@@ -170,7 +170,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     service::deploy::recover(&core)
         .await
         .context("recovering deploy jobs")?;
-    desired.spawn(db.clone(), core.leader.clone());
+    desired.spawn(core.leader.clone());
     spawn_background(core.clone());
     service::notify::watch::spawn(core.clone());
     service::notify::deliver::spawn(core.clone());

@@ -313,7 +313,13 @@ async fn twenty_thousand_lines_arrive_complete_in_order_once() {
 /// acked, so the agent would send it again forever and the log would end there.
 #[tokio::test]
 async fn a_nul_in_output_is_kept_as_a_replacement_character() {
-    let one = One::start("nul", &sh("test", "printf 'a\\000b\\n'; echo after"), &[], &[]).await;
+    let one = One::start(
+        "nul",
+        &sh("test", "printf 'a\\000b\\n'; echo after"),
+        &[],
+        &[],
+    )
+    .await;
     let id = one.run_ok("test").await;
     let rec = one.wait_final(&id, Duration::from_secs(20)).await;
     assert_eq!(rec["status"], "ok");

@@ -6,69 +6,18 @@
 mod common;
 
 use common::*;
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::client::Session;
 use testkit::fake_github::FakeGithub;
-use testkit::fixtures::heartbeat;
 use testkit::git::{git, Origin};
-use tokio::time::{sleep, timeout, Instant};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::time::{sleep, Instant};
 
 const LOCK_V1: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v1\"}},\"version\":7}\n";
 const LOCK_V2: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v2\"}},\"version\":7}\n";
 const LOCK_V3: &str = "{\"nodes\":{\"nixpkgs\":{\"rev\":\"v3\"}},\"version\":7}\n";
 const GH_TOKEN: &str = "gh-test-token";
-const STORE_PATH: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-26.05";
-
-/// Every order each fake agent got: `(host, order)`.
-type Orders = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// An agent link that heartbeats and ends every order at once, `ok`: a preview with a
-/// closure diff and the store path it built, a switch with its generation.
-fn fake_agent(mut ws: Ws, host: &str, orders: Orders) -> tokio::task::JoinHandle<()> {
-    let host = host.to_owned();
-    tokio::spawn(async move {
-        loop {
-            let beat = Message::text(heartbeat(1.0, 0.1));
-            if ws.send(beat).await.is_err() {
-                return;
-            }
-            let until = Instant::now() + Duration::from_millis(500);
-            while let Ok(frame) = timeout(until - Instant::now(), ws.next()).await {
-                let text = match frame {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(_)) => continue,
-                    _ => return,
-                };
-                let v: Value = serde_json::from_str(&text).unwrap();
-                if v["type"] != "command" {
-                    continue;
-                }
-                let order = v["payload"].clone();
-                orders.lock().unwrap().push((host.clone(), order.clone()));
-                let result = match order["command"].as_str() {
-                    Some("preview") => json!({"diff": {"changes": [
-                        {"name": "openssl", "old": "3.0.14", "new": "3.0.15", "kind": "upgraded"}],
-                        "closure_bytes_before": 10, "closure_bytes_after": 12,
-                        "reboot_needed": false}, "store_path": STORE_PATH}),
-                    Some("switch") => json!({"generation": 8}),
-                    _ => Value::Null,
-                };
-                let done = json!({"type": "command_complete", "payload": {
-                    "command_id": order["command_id"], "status": "ok", "exit_code": 0,
-                    "duration_ms": 10, "last_seq": 0, "result": result}});
-                if ws.send(Message::text(done.to_string())).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-}
-
 struct Deck {
     // Dropped in this order: fake GitHub before the directory with its repository.
     gh: FakeGithub,

@@ -1,9 +1,12 @@
 //! Two replicas: two real `nixdeck` processes on one PostgreSQL database, with the same
 //! secret key, against `fake-github`. What must happen once per database happens once
 //! (`service::lease`): GitHub is polled by the leader only, and by the other once the
-//! leader is killed; login failures spread over both run out at the configured count; a
+//! leader is killed; the other's browsers see the leader's desired state; login failures
+//! and agent authentication failures spread over both run out at one server's count; a
 //! second deploy on the other replica is refused while one runs, and the job of a killed
-//! replica is taken over (marked interrupted); a notification is delivered once.
+//! replica is taken over (marked interrupted); a notification is delivered once. A deploy
+//! that waits for its confirmation on one replica is cancelled, and confirmed, through the
+//! other.
 //!
 //! Needs `NIXDECK_TEST_POSTGRES_URL` (`scripts/test.sh` sets it). It runs in the first
 //! pass of the server's integration tests and is skipped in the second, whose only
@@ -14,6 +17,7 @@ mod common;
 use common::webhook::{add_webhook, Receiver};
 use common::*;
 use futures::SinkExt;
+use nixdeck_core::service::limits::AGENT_FAILURES_PER_MIN;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
@@ -57,6 +61,18 @@ async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> 
 
 fn leading(server: &Server) -> bool {
     server.log().contains("leading: this server runs")
+}
+
+/// An agent connection with a token no host has: 401, or 429 once the address ran out.
+async fn wrong_agent_token(server: &Server) -> u16 {
+    reqwest::Client::new()
+        .get(server.url("/ws/agent"))
+        .bearer_auth("not-an-agent-token")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 async fn wrong_login(server: &Server) -> u16 {
@@ -140,6 +156,34 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
     // B, which does not poll, shows the leader's reading.
     let desired = admin_b.get_json(&b, "/api/desired").await;
     assert_eq!(desired["commit"], origin.head(), "{desired:#}");
+    // So do its browsers: in the snapshot, then live, as the leader's readings reach B
+    // over the bus (each poll moves `checked_at`).
+    let mut browser = browser_socket(&b, &admin_b).await;
+    let snapshot = next_json(&mut browser, Duration::from_secs(5)).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(
+        snapshot["payload"]["desired"]["commit"],
+        origin.head(),
+        "{snapshot:#}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no desired_state on B's browser within 10 s"
+        );
+        let frame = next_json(&mut browser, left).await;
+        if frame["type"] == "desired_state" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        live["payload"]["desired"]["commit"],
+        origin.head(),
+        "{live:#}"
+    );
+    drop(browser);
 
     // Login failures spread over both replicas run out at the configured count.
     for i in 0..LOGIN_FAILURES {
@@ -148,6 +192,18 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
     }
     assert_eq!(wrong_login(&b).await, 429);
     assert_eq!(wrong_login(&a).await, 429);
+    // So do wrong agent tokens from one address (`AGENT_FAILURES_PER_MIN`; each replica
+    // counting its own would allow twice as many).
+    for i in 0..AGENT_FAILURES_PER_MIN {
+        let server = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            wrong_agent_token(server).await,
+            401,
+            "agent failure {i} is free"
+        );
+    }
+    assert_eq!(wrong_agent_token(&b).await, 429);
+    assert_eq!(wrong_agent_token(&a).await, 429);
 
     // A notification is delivered once, with both replicas' workers running: an agent of
     // another version registers on A (whose hub sees it: the leader's watch queues it).
@@ -303,4 +359,167 @@ async fn deploy(admin: &Session, server: &Server) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A deploy that previews first runs on A, where it was started; its confirmation and its
+/// cancel are asked through B's REST API, sent to A over the bus, and answered as A would.
+#[tokio::test]
+async fn a_deploy_waiting_on_one_replica_is_cancelled_and_confirmed_through_the_other() {
+    if on_postgres() {
+        eprintln!("note: leader.rs ran in the first pass (it is always on PostgreSQL)");
+        return;
+    }
+    let Some(nixdeck_core::storage::testing::TestBackend::Postgres(pg)) =
+        nixdeck_core::storage::testing::TestBackend::postgres()
+    else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path();
+    let origin = Origin::new(root, &[("flake.lock", "{\"version\":7}\n")]);
+    let head = origin.push_branch(
+        "update-flake-lock",
+        &[("flake.lock", "{\"version\":7,\"v\":2}\n")],
+        "flake.lock: update nixpkgs",
+    );
+    let gh = FakeGithub::start(
+        &fake_github_bin(),
+        &origin.bare,
+        "acme",
+        "nixcfg",
+        &["--token", GH_TOKEN],
+        Stdio::from(std::fs::File::create(root.join("fake-github.log")).unwrap()),
+    );
+    let url = nixdeck_core::storage::testing::fresh_postgres_database(&pg)
+        .await
+        .unwrap();
+    std::fs::write(root.join("database-url"), &url).unwrap();
+    let key = root.join("secret.key");
+    let ttl = LEASE_TTL_S.to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("NIXDECK_SECRET_KEY_FILE", key.to_str().unwrap()),
+        ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
+        ("NIXDECK_GITHUB_API_URL", gh.base.as_str()),
+        ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
+        ("NIXDECK_DESIRED_POLL_S", "1"),
+        ("NIXDECK_PR_POLL_S", "1"),
+        ("NIXDECK_MERGE_WAIT_S", "20"),
+        ("NIXDECK_LEASE_TTL_S", &ttl),
+    ];
+    let a = Server::start_with(root, free_port(), &env).await;
+    let admin_a = login(&a).await;
+    let b = Server::start_with(root, free_port(), &env).await;
+    let admin_b = login(&b).await;
+    // The host's agent (played by the test, ending every order `ok`) is on A.
+    let token = create_host(&a, &admin_a, "beta").await;
+    let orders = Orders::default();
+    let agent = fake_agent(registered_agent(&a, &token, "beta").await, "beta", orders);
+    let r = reqwest::Client::new()
+        .post(gh.url("/_control/pr"))
+        .json(
+            &json!({"number": 5, "title": "flake.lock: update", "labels": ["dependencies"],
+                      "head": "update-flake-lock", "mergeable": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_for(
+        "beta online and the PR seen on both",
+        Duration::from_secs(30),
+        async || {
+            let host = host(&admin_b, &b, "beta").await;
+            let pr_a = admin_a.get_json(&a, "/api/pending-pr").await;
+            let pr_b = admin_b.get_json(&b, "/api/pending-pr").await;
+            host["online"] == true && pr_a["number"] == 5 && pr_b["number"] == 5
+        },
+    )
+    .await;
+    let merges = async || {
+        let state: Value = reqwest::get(gh.url("/_control/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["requests"]["PUT /repos/acme/nixcfg/pulls/{number}/merge"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let awaiting = async |job: &str| {
+        let mut now = Value::Null;
+        wait_for("the job awaits", Duration::from_secs(30), async || {
+            now = admin_b.get_json(&b, &format!("/api/deploy/{job}")).await;
+            now["phase"] == "awaiting_confirmation" || now["active"] != true
+        })
+        .await;
+        assert_eq!(now["phase"], "awaiting_confirmation", "{now:#}");
+    };
+    let ended = async |job: &str| {
+        let mut now = Value::Null;
+        wait_for("the job ends", Duration::from_secs(30), async || {
+            now = admin_b.get_json(&b, &format!("/api/deploy/{job}")).await;
+            now["active"] != true
+        })
+        .await;
+        now
+    };
+    let preview = async || {
+        let r = admin_a
+            .post(&a, "/api/deploy")
+            .json(&json!({"pr_number": 5, "host_ids": ["beta"], "preview": true}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let reply: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "{reply}");
+        reply["job_id"].as_str().unwrap().to_owned()
+    };
+    let ask = async |job: &str, what: &str| {
+        let r = admin_b
+            .post(&b, &format!("/api/deploy/{job}/{what}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+
+    // Cancelled through B while it waits on A: it ends at once, nothing merged.
+    let job = preview().await;
+    awaiting(&job).await;
+    let (status, reply) = ask(&job, "cancel").await;
+    assert_eq!(status, 202, "{reply}");
+    let end = ended(&job).await;
+    assert_eq!(
+        end["message"], "Cancelled by admin before the merge; nothing was merged.",
+        "{end:#}"
+    );
+    // Asked again: it is over (B answers itself, as for any job that ended).
+    let (status, reply) = ask(&job, "cancel").await;
+    assert_eq!(status, 409, "{reply}");
+    assert_eq!(reply["code"], "finished", "{reply}");
+    assert_eq!(merges().await, 0);
+
+    // Confirmed through B: A merges the previewed head and rolls out, as the confirmer.
+    let job = preview().await;
+    awaiting(&job).await;
+    let (status, reply) = ask(&job, "confirm").await;
+    assert_eq!(status, 202, "{reply} (A: {})", a.log());
+    assert_eq!(reply["job_id"], job.as_str());
+    assert_eq!(merges().await, 1);
+    assert_eq!(git(&origin.bare, &["rev-parse", "main^2"]), head);
+    let end = ended(&job).await;
+    assert_eq!(end["phase"], "done", "{end:#}");
+    assert_eq!(end["hosts"]["beta"], "ok", "{end:#}");
+    let audit = admin_b
+        .get_json(&b, "/api/audit?action=deploy.confirm")
+        .await;
+    assert_eq!(audit[0]["result"], "ok", "{audit:#}");
+    // Nothing left to confirm.
+    let (status, reply) = ask(&job, "confirm").await;
+    assert_eq!(status, 409, "{reply}");
+    assert_eq!(reply["code"], "not_awaiting", "{reply}");
+    agent.abort();
 }

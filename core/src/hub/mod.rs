@@ -1259,9 +1259,12 @@ impl Hub {
     }
 
     /// A peer asked for a resync (it started, or lost events): the whole state of every
-    /// host whose agent is here, each after its `own`, and the desired state and update
-    /// PR, onto the bus (not to browsers here: nothing changed for them).
-    pub fn resync_out(&self) {
+    /// host whose agent is here, each after its `own`, onto the bus (not to browsers here:
+    /// nothing changed for them). With `readings` (this server leads, and polls them), also
+    /// the desired state once read and the update PR, none included: the leader's copy is
+    /// the one every replica should have, and answers from several replicas would arrive
+    /// in no set order, a follower's possibly older (or, just started, never read).
+    pub fn resync_out(&self, readings: bool) {
         let state = self.lock();
         let Some(bus) = &state.bus else { return };
         for id in state.agents.keys() {
@@ -1274,7 +1277,15 @@ impl Hub {
                 bus.send_event(&text);
             }
         }
-        if let Some(desired) = &state.fleet.desired {
+        if !readings {
+            return;
+        }
+        let desired = state
+            .fleet
+            .desired
+            .as_ref()
+            .filter(|d| d.checked_at.is_some());
+        if let Some(desired) = desired {
             let event = BrowserEvent::DesiredState(DesiredChanged {
                 desired: Some(desired.clone()),
             });
@@ -1282,13 +1293,12 @@ impl Hub {
                 bus.send_event(&text);
             }
         }
-        if let Some(pr) = &state.fleet.pending_pr {
-            let event = BrowserEvent::PendingPr(PendingPrChanged {
-                pr: Some(pr.clone()),
-            });
-            if let Ok(text) = serde_json::to_string(&event) {
-                bus.send_event(&text);
-            }
+        // None too: a replica that missed the PR going away learns it here.
+        let event = BrowserEvent::PendingPr(PendingPrChanged {
+            pr: state.fleet.pending_pr.clone(),
+        });
+        if let Ok(text) = serde_json::to_string(&event) {
+            bus.send_event(&text);
         }
     }
 }

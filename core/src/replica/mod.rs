@@ -17,8 +17,11 @@
 //!   browsers the output lines they missed from the stored log (`fill_output`).
 //! - **Ownership.** A host's events all come from the replica that holds its agent (its
 //!   owner), so every replica sees them in one order. Commands, stops and unlocks asked on
-//!   another replica go to the owner as a request over the bus (`Peers::request`), answered
-//!   within `REQUEST_TIMEOUT`; edits and token rotations reach it as events (`Hub`).
+//!   another replica go to the owner as a request over the bus (`route`, `Peers::request`),
+//!   answered within `REQUEST_TIMEOUT`; edits and token rotations reach it as events
+//!   (`Hub`). A deploy job is likewise the replica's that runs it (`deploy_jobs.replica`):
+//!   its confirmation and cancel go there the same way (`route_deploy`), since the job's
+//!   state lives in that replica's memory.
 //! - **Presence.** Each replica holds its lease `replica:<name>` (`service::lease`, renewed
 //!   every quarter of `NIXDECK_LEASE_TTL_S`). Every `PRESENCE_EVERY` the bus reads which
 //!   leases are alive; a peer whose lease ran out is dead, and each replica marks the hosts
@@ -29,6 +32,7 @@ pub mod pack;
 use crate::hub::{BusOut, BusQueue, PeerChange};
 use crate::Core;
 use common::AppError;
+use protocol::api::Role;
 use protocol::{BrowserEvent, CommandKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -80,8 +84,9 @@ pub enum BusItem {
     },
 }
 
-/// What one replica asks of the owner of a host. The asking replica checked the user's
-/// role and records the audit entry; the owner does the work.
+/// What one replica asks of the owner of a host, or of the replica running a deploy job.
+/// The asking replica checked the user's role (and, for a confirmation, how recent the
+/// login is) and records the audit entry; the owner does the work.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Request {
@@ -101,6 +106,34 @@ pub enum Request {
         username: String,
         host_id: String,
     },
+    /// Confirm the previewed deploy job the receiver runs, as this user: the rollout's
+    /// commands are theirs (role, address and API token for the audit log).
+    DeployConfirm {
+        job_id: String,
+        username: String,
+        role: Role,
+        ip: Option<String>,
+        api_token: Option<String>,
+    },
+    /// Cancel the deploy job the receiver runs.
+    DeployCancel {
+        job_id: String,
+        username: String,
+    },
+}
+
+impl Request {
+    /// Why `owner` was asked, for the answer when it does not reply.
+    fn why(&self, owner: &str) -> String {
+        match self {
+            Request::Run { .. } | Request::Stop { .. } | Request::Unlock { .. } => {
+                format!("The host's agent is connected to the dashboard server {owner}")
+            }
+            Request::DeployConfirm { job_id, .. } | Request::DeployCancel { job_id, .. } => {
+                format!("Deploy {job_id} runs on the dashboard server {owner}")
+            }
+        }
+    }
 }
 
 /// One notification's payload.
@@ -148,6 +181,7 @@ impl Peers {
     pub async fn request(&self, owner: &str, body: Request) -> Result<String, AppError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let why = body.why(owner);
         self.waiting().insert(id, tx);
         self.send(&BusItem::Request {
             to: owner.to_owned(),
@@ -161,7 +195,7 @@ impl Peers {
             _ => Err(AppError::conflict(
                 "owner_unreachable",
                 format!(
-                    "The host's agent is connected to the dashboard server {owner}, which did not answer within {} s; try again.",
+                    "{why}, which did not answer within {} s; try again.",
                     REQUEST_TIMEOUT.as_secs()
                 ),
             )),
@@ -183,6 +217,30 @@ pub async fn route(
     body: impl FnOnce() -> Request,
 ) -> Option<Result<String, AppError>> {
     let owner = core.hub.remote_owner(host_id)?;
+    Some(core.peers.request(&owner, body()).await)
+}
+
+/// If another replica runs deploy job `job_id` (it is the active job, `deploy_jobs.replica`
+/// names another server), `body` is done there and this is its answer; None: the job is
+/// this replica's, or it runs nowhere (ended, unknown, or no bus: SQLite), and is answered
+/// here. A job whose replica died is answered `owner_unreachable` until the leader has
+/// taken it over (`service::deploy::take_over`), as a command for a dead owner's host is.
+pub async fn route_deploy(
+    core: &Core,
+    job_id: &str,
+    body: impl FnOnce() -> Request,
+) -> Option<Result<String, AppError>> {
+    if !core.peers.active() {
+        return None;
+    }
+    let owner = match core.db.active_deploy_owner().await {
+        Ok(Some((job, owner))) if job.job_id == job_id && owner != *core.replica => owner,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::error!("loading the active deploy: {e}");
+            return Some(Err(AppError::Internal));
+        }
+    };
     Some(core.peers.request(&owner, body()).await)
 }
 
@@ -386,7 +444,9 @@ async fn fill_output(core: &Core, from: &str) {
 fn control(core: &Core, from: &str, item: BusItem) {
     let me = &*core.replica;
     match item {
-        BusItem::Resync { to } if to.as_deref().is_none_or(|to| to == me) => core.hub.resync_out(),
+        BusItem::Resync { to } if to.as_deref().is_none_or(|to| to == me) => {
+            core.hub.resync_out(core.leader.is_leader())
+        }
         BusItem::Request { to, id, body } if to == me => {
             let core = core.clone();
             let from = from.to_owned();
@@ -405,7 +465,7 @@ fn control(core: &Core, from: &str, item: BusItem) {
 }
 
 async fn serve_request(core: &Core, body: Request) -> Result<String, AppError> {
-    use crate::service::commands;
+    use crate::service::{commands, deploy};
     match body {
         Request::Run {
             username,
@@ -424,6 +484,29 @@ async fn serve_request(core: &Core, body: Request) -> Result<String, AppError> {
         }
         Request::Stop { username, host_id } => commands::stop_here(core, &username, &host_id).await,
         Request::Unlock { username, host_id } => commands::unlock_here(core, &username, &host_id)
+            .await
+            .map(|()| String::new()),
+        Request::DeployConfirm {
+            job_id,
+            username,
+            role,
+            ip,
+            api_token,
+        } => {
+            let viewer = common::Viewer {
+                username,
+                role,
+                csrf_token: String::new(),
+                ip,
+                session_hash: String::new(),
+                authenticated_at: 0,
+                api_token,
+            };
+            deploy::confirm_here(core, &viewer, &job_id)
+                .await
+                .map(|()| String::new())
+        }
+        Request::DeployCancel { job_id, username } => deploy::cancel_here(core, &username, &job_id)
             .await
             .map(|()| String::new()),
     }
@@ -551,11 +634,24 @@ mod tests {
             host.contains("host_updated") && host.contains(r#""id":"mine""#),
             "{host}"
         );
+        // This server leads (a test core does): the update PR, none here, follows. (No
+        // desired state: this core has no source.)
+        let pr = queue.try_recv().unwrap();
+        assert!(
+            pr.contains("pending_pr") && pr.contains(r#""pr":null"#),
+            "{pr}"
+        );
         assert_eq!(
             queue.try_recv(),
             None,
             "nothing of the hosts held elsewhere"
         );
+        // A server that does not lead answers with its hosts only: the readings are the
+        // leader's to send.
+        core.hub.resync_out(false);
+        assert_eq!(queue.try_recv().as_deref(), Some(r#"{"own":"mine"}"#));
+        assert!(queue.try_recv().unwrap().contains("host_updated"));
+        assert_eq!(queue.try_recv(), None, "no desired state or PR");
     }
 
     /// A gap in a peer's events loses output lines its owner had stored: they reach the

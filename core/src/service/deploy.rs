@@ -21,8 +21,11 @@
 //! `service::lease`), the job is taken over at start or by the leader within a lease TTL
 //! (`take_over`): one that was merging or rolling out is marked interrupted, one that was
 //! previewing or waiting for its confirmation is resumed (nothing of it was merged, and its
-//! previews report as usual). A cancel sent to another server is stored with the job and
-//! read by the server running it (`follow_remote_cancel`).
+//! previews report as usual). A job's state (its gate, its cancel flag, which commands it
+//! waits for) lives in the memory of the server running it: a confirmation or cancel asked
+//! on another server is sent there over the replicas' bus (`replica::route_deploy`, as a
+//! command goes to its host's owner) and answered from there (`confirm_here`,
+//! `cancel_here`), so "the cancel wins" and every answer hold as on one server.
 
 use super::commands::{self, RunOptions};
 use super::{audit, require_operator, OrInternal, Result};
@@ -461,38 +464,47 @@ pub async fn cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
 
 async fn request_cancel(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
     require_operator(viewer)?;
+    let routed =
+        crate::replica::route_deploy(core, job_id, || crate::replica::Request::DeployCancel {
+            job_id: job_id.to_owned(),
+            username: viewer.username.clone(),
+        });
+    if let Some(answer) = routed.await {
+        return answer.map(drop);
+    }
+    cancel_here(core, &viewer.username, job_id).await
+}
+
+/// Cancel job `job_id`, which runs on this server, in the name of `username` (the caller
+/// checked the role; `replica::serve_request` for one asked on another server).
+pub async fn cancel_here(core: &Core, username: &str, job_id: &str) -> Result<()> {
     {
         let running = core.deploys.lock();
         if let Some(r) = running.as_ref().filter(|r| r.job_id == job_id) {
-            *r.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = viewer.username.clone();
+            *r.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = username.to_owned();
             r.cancel.requested.store(true, Ordering::SeqCst);
             return Ok(());
         }
     }
     match core.db.deploy(job_id).await.or_internal("loading deploy")? {
-        // Running on another server: it reads the request within a lease renewal
-        // (`follow_remote_cancel`).
-        Some(job) if job.active => {
-            if core
-                .db
-                .request_deploy_cancel(job_id, &viewer.username)
-                .await
-                .or_internal("cancelling deploy")?
-            {
-                Ok(())
-            } else {
-                Err(AppError::conflict(
-                    "finished",
-                    format!("Deploy {job_id} has already ended."),
-                ))
-            }
-        }
+        Some(job) if job.active => Err(changing_hands(job_id)),
         Some(_) => Err(AppError::conflict(
             "finished",
             format!("Deploy {job_id} has already ended."),
         )),
         None => Err(AppError::NotFound(format!("deploy job {job_id}"))),
     }
+}
+
+/// An active job that the server asked does not run: it is being taken over (its server
+/// stopped, and the leader claimed it but has not resumed it yet, `take_over`).
+fn changing_hands(job_id: &str) -> AppError {
+    AppError::conflict(
+        "owner_unreachable",
+        format!(
+            "Deploy {job_id} is being taken over from a dashboard server that stopped; try again in a few seconds."
+        ),
+    )
 }
 
 /// `POST /api/deploy/{id}/confirm`: a job that previewed first and waits in
@@ -517,6 +529,27 @@ async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<(
     require_operator(viewer)?;
     // The confirmation is what merges: as fresh a login as starting a deploy.
     super::auth::require_recent_auth_or_token(core, viewer)?;
+    // Sent to the server running the job when that is another one. Its answer waits for
+    // the vetting and GitHub's merge there, as it does here; should they take longer than
+    // the bus's `REQUEST_TIMEOUT` (10 s), the answer is `owner_unreachable` while the job
+    // goes on (its progress tells how it ended).
+    let routed =
+        crate::replica::route_deploy(core, job_id, || crate::replica::Request::DeployConfirm {
+            job_id: job_id.to_owned(),
+            username: viewer.username.clone(),
+            role: viewer.role,
+            ip: viewer.ip.clone(),
+            api_token: viewer.api_token.clone(),
+        });
+    if let Some(answer) = routed.await {
+        return answer.map(drop);
+    }
+    confirm_here(core, viewer, job_id).await
+}
+
+/// Confirm job `job_id`, which runs on this server, as `viewer` (the caller checked the
+/// role and the login; `replica::serve_request` for one asked on another server).
+pub async fn confirm_here(core: &Core, viewer: &Viewer, job_id: &str) -> Result<()> {
     let answer = {
         let running = core.deploys.lock();
         running
@@ -540,14 +573,9 @@ async fn request_confirm(core: &Core, viewer: &Viewer, job_id: &str) -> Result<(
         });
     }
     match core.db.deploy(job_id).await.or_internal("loading deploy")? {
-        // The job waits on another server, whose memory holds its gate.
+        // Stored as waiting, and no server runs it: it is being taken over.
         Some(job) if job.active && job.phase == DeployPhase::AwaitingConfirmation => {
-            Err(AppError::conflict(
-                "not_awaiting",
-                format!(
-                    "Deploy {job_id} waits for its confirmation on another dashboard server; confirm it there."
-                ),
-            ))
+            Err(changing_hands(job_id))
         }
         Some(job) => Err(AppError::conflict(
             "not_awaiting",
@@ -704,25 +732,6 @@ async fn take_over_job(core: &Core, mut job: DeployProgress) -> anyhow::Result<(
         );
     }
     Ok(())
-}
-
-/// The server running a job reads a cancel asked for through another server (stored with
-/// the job, `request_cancel`) at every lease renewal.
-pub async fn follow_remote_cancel(core: &Core) {
-    let job_id = match core.deploys.lock().as_ref() {
-        Some(r) if !r.cancel.requested.load(Ordering::SeqCst) => r.job_id.clone(),
-        _ => return,
-    };
-    match core.db.deploy_cancel_by(&job_id).await {
-        Ok(Some(by)) => {
-            if let Some(r) = core.deploys.lock().as_ref().filter(|r| r.job_id == job_id) {
-                *r.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = by;
-                r.cancel.requested.store(true, Ordering::SeqCst);
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(job_id, "reading a deploy's cancel request: {e}"),
-    }
 }
 
 /// Take a job that was previewing or waiting for its confirmation up again: nothing of it
@@ -2016,7 +2025,7 @@ mod tests {
         /// Servers sharing one database: it holds at most one active job, whichever server
         /// stores it; a job whose server stopped renewing its lease is taken over (one that
         /// was rolling out is marked interrupted), never while its server lives; a cancel
-        /// sent through another server reaches the one running the job.
+        /// reaches the job where it runs.
         #[tokio::test]
         async fn a_dead_servers_deploy_is_taken_over_and_one_runs_at_a_time(backend) {
             let dir = tempfile::tempdir().unwrap();
@@ -2050,8 +2059,13 @@ mod tests {
             assert_eq!(end.phase, DeployPhase::Failed);
             assert!(end.message.starts_with("Interrupted"), "{}", end.message);
             assert_eq!(end.hosts["a"], DeployHostState::Error, "it was mid-switch");
-            // The slot is free again; a cancel asked through another server reaches it.
+            // The slot is free again. A cancel that reaches the server running the job
+            // (asked there, or sent there by another, `replica::route_deploy`) stops it; one
+            // for a job that ended is refused; one for an active job that no server runs
+            // yet (being taken over) asks to try again.
             core.db.insert_deploy(&second, "{}", &core.replica).await.unwrap();
+            let e = cancel_here(&core, "bob", "j2").await.unwrap_err();
+            assert_eq!(e.code(), "owner_unreachable", "{e}");
             let cancel = Arc::new(Cancel::default());
             *core.deploys.lock() = Some(Running {
                 job_id: "j2".into(),
@@ -2059,13 +2073,11 @@ mod tests {
                 cancel: cancel.clone(),
                 gate: Arc::default(),
             });
-            follow_remote_cancel(&core).await;
-            assert!(!cancel.requested.load(Ordering::SeqCst));
-            assert!(core.db.request_deploy_cancel("j2", "bob").await.unwrap());
-            follow_remote_cancel(&core).await;
+            cancel_here(&core, "bob", "j2").await.unwrap();
             assert!(cancel.requested.load(Ordering::SeqCst));
             assert_eq!(*cancel.by.lock().unwrap(), "bob");
-            assert!(!core.db.request_deploy_cancel("j1", "bob").await.unwrap(), "j1 ended");
+            let e = cancel_here(&core, "bob", "j1").await.unwrap_err();
+            assert_eq!(e.code(), "finished", "{e}");
         }
     }
 }

@@ -77,7 +77,7 @@ fn ttl(core: &Core) -> Duration {
 
 /// Take this server's leases (the leader lease if it is free) before anything is served,
 /// then keep renewing them on a thread of their own (`keep`), and look for dead servers'
-/// deploys and remote cancels at the same pace on the server's runtime.
+/// deploys at the same pace on the server's runtime.
 pub async fn start(core: &Core) -> anyhow::Result<()> {
     let ttl = ttl(core);
     let me = replica_lease(&core.replica);
@@ -118,7 +118,6 @@ pub async fn start(core: &Core) -> anyhow::Result<()> {
             if core.leader.is_leader() {
                 super::deploy::take_over(&core).await;
             }
-            super::deploy::follow_remote_cancel(&core).await;
         }
     });
     Ok(())

@@ -1,6 +1,8 @@
 //! Rate limits on failures: logins per account and per address, and agent authentications
 //! per address. Counting is `governor`'s (a keyed GCRA limiter); what we add is the lock-out
 //! a key gets once it ran out, so that even a right guess is refused until it expires.
+//! On PostgreSQL they are counted in the database instead (`SharedLogins`), so that every
+//! server on it counts together.
 
 use crate::storage::{Backend, Db};
 use crate::Core;
@@ -239,7 +241,9 @@ impl LoginLimiter {
 /// parallel requests on several servers get no more guesses than serial ones; past the
 /// free failures the attempt holds the pair (`HOLD`) until it ends, so they come one at a
 /// time. An attempt that ends undecided is taken out of the count again; one whose server
-/// died mid-check stays counted (and its hold runs out after `HOLD`).
+/// died mid-check stays counted (and its hold runs out after `HOLD`). A source's failures
+/// over all accounts, and its failed agent authentications, are rows of their own
+/// (`Db::fail_source`), so agents too get the same attempts from N servers as from one.
 ///
 /// SQLite keeps the in-memory `LoginLimiter`: one server per database file, and the
 /// login flood figure (docs/BENCHMARKS.md, hardening) was measured with it.
@@ -252,6 +256,15 @@ pub struct SharedLogins {
 /// Longest a shared attempt past the free failures holds its pair (a password check
 /// takes well under a second; this only matters when a server dies mid-check).
 const HOLD: Duration = Duration::from_secs(60);
+
+/// The `login_failures` account of a source's failed logins over all accounts, and of its
+/// failed agent authentications: no username can be either (`users::check_username`).
+const LOGINS_OF_SOURCE: &str = "*";
+const AGENTS_OF_SOURCE: &str = "*agent";
+
+/// Failed agent authentications (a wrong or unknown agent or enrollment token) allowed per
+/// address and minute, over every server on the database on PostgreSQL.
+pub const AGENT_FAILURES_PER_MIN: u32 = 30;
 
 /// The `login_failures` row of a source: its address, or `-` without one.
 fn source_key(source: Option<Source>) -> String {
@@ -335,10 +348,11 @@ pub struct Limits {
     /// Failed logins per (account, source), with growing delays.
     pub login: LoginLimiter,
     /// Failed logins per source over all accounts (password spraying).
-    pub login_address: FailureLimiter<Source>,
-    pub agent_address: FailureLimiter<Source>,
-    /// On PostgreSQL: the login limits counted in the database instead of `login` and
-    /// `login_address`, shared by every server on it.
+    login_address: FailureLimiter<Source>,
+    /// Failed agent authentications per source (`fail_agent`).
+    agent_address: FailureLimiter<Source>,
+    /// On PostgreSQL: the limits counted in the database instead of `login`,
+    /// `login_address` and `agent_address`, shared by every server on it.
     shared: Option<SharedLogins>,
 }
 
@@ -349,7 +363,7 @@ impl Limits {
             login: LoginLimiter::new(login_failures_per_min),
             // An address may hold many accounts (a proxy, an office): more room.
             login_address: FailureLimiter::per_minute(login_failures_per_min * 4),
-            agent_address: FailureLimiter::per_minute(30),
+            agent_address: FailureLimiter::per_minute(AGENT_FAILURES_PER_MIN),
             shared: None,
         }
     }
@@ -429,7 +443,7 @@ impl Limits {
         };
         match shared
             .db
-            .login_wait_ms("*", &source_key(Some(*source)))
+            .login_wait_ms(LOGINS_OF_SOURCE, &source_key(Some(*source)))
             .await
         {
             Ok(0) => Ok(()),
@@ -444,17 +458,43 @@ impl Limits {
     /// Count a failed login of `source` over all accounts; once it ran out, how long it
     /// waits.
     pub async fn fail_address(&self, source: &Source) -> Result<(), Duration> {
+        let per_source = self.shared.as_ref().map_or(0, |s| s.per_source);
+        self.fail_source(LOGINS_OF_SOURCE, source, &self.login_address, per_source)
+            .await
+    }
+
+    /// Count a failed agent authentication (a wrong or unknown agent or enrollment token)
+    /// of `source`; once `AGENT_FAILURES_PER_MIN` ran out, how long it waits.
+    pub async fn fail_agent(&self, source: &Source) -> Result<(), Duration> {
+        self.fail_source(
+            AGENTS_OF_SOURCE,
+            source,
+            &self.agent_address,
+            AGENT_FAILURES_PER_MIN,
+        )
+        .await
+    }
+
+    /// One failure of `source` of kind `kind`: in `memory`, or in the database
+    /// (`Db::fail_source`, `per_minute` a minute) when it is shared.
+    async fn fail_source(
+        &self,
+        kind: &str,
+        source: &Source,
+        memory: &FailureLimiter<Source>,
+        per_minute: u32,
+    ) -> Result<(), Duration> {
         let Some(shared) = &self.shared else {
-            return self.login_address.fail(source);
+            return memory.fail(source);
         };
         match (shared.db)
-            .fail_login_source(&source_key(Some(*source)), shared.per_source)
+            .fail_source(kind, &source_key(Some(*source)), per_minute)
             .await
         {
             Ok(0) => Ok(()),
             Ok(ms) => Err(Duration::from_millis(ms as u64)),
             Err(e) => {
-                tracing::warn!("counting a source's login failure: {e}");
+                tracing::warn!("counting a source's failure ({kind}): {e}");
                 Ok(())
             }
         }
@@ -646,6 +686,16 @@ mod tests {
             }
             assert!(servers[0].fail_address(&source).await.is_err());
             assert!(servers[1].check_address(&source).await.is_err(), "seen by the other");
+            // Agent authentications from one source: counted apart from its logins (this
+            // source is locked out of logins, not of agent tokens), and together over both
+            // servers: `AGENT_FAILURES_PER_MIN` are allowed, the next one waits.
+            for i in 0..AGENT_FAILURES_PER_MIN as usize {
+                assert!(servers[i % 2].fail_agent(&source).await.is_ok(), "agent failure {i}");
+            }
+            for l in &servers {
+                let wait = l.fail_agent(&source).await.expect_err("over the limit");
+                assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60), "{wait:?}");
+            }
         }
     }
 }

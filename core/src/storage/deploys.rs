@@ -183,31 +183,6 @@ impl Db {
         })
     }
 
-    /// Ask the replica running active job `id` to cancel it, in the name of `by`: false
-    /// when the job is not active.
-    pub async fn request_deploy_cancel(&self, id: &str, by: &str) -> DbResult<bool> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE deploy_jobs SET cancel_by = $2 WHERE id = $1 AND active")
-                .bind(id)
-                .bind(by)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected() == 1)
-        })
-    }
-
-    /// Who asked (through another replica) to cancel job `id`, if anyone did.
-    pub async fn deploy_cancel_by(&self, id: &str) -> DbResult<Option<String>> {
-        on_pool!(self, pool => {
-            let by: Option<Option<String>> =
-                sqlx::query_scalar("SELECT cancel_by FROM deploy_jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
-            Ok(by.flatten())
-        })
-    }
-
     pub async fn deploy(&self, id: &str) -> DbResult<Option<DeployProgress>> {
         on_pool!(self, pool => {
             let row = sqlx::query_as::<_, DeployColumns>(super::composed(format!(

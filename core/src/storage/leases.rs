@@ -181,23 +181,26 @@ impl Db {
         })
     }
 
-    /// Count one failure of `source` over all accounts in the current minute (a row of
-    /// its own, account `*`, which no username can be); once more than `per_minute`
-    /// failed, the source waits out the minute. How long it waits now, in ms (0: not).
-    pub async fn fail_login_source(&self, source: &str, per_minute: u32) -> DbResult<i64> {
+    /// Count one failure of `source` of kind `kind` in the current minute (a row of its
+    /// own, account `kind`, which no username can be: `*` for logins over all accounts,
+    /// `*agent` for agent authentications, `service::limits`); once more than
+    /// `per_minute` failed, the source waits out the minute. How long it waits now, in ms
+    /// (0: not).
+    pub async fn fail_source(&self, kind: &str, source: &str, per_minute: u32) -> DbResult<i64> {
         let now = self.backend().now_ms();
         on_pool!(self, pool => {
             sqlx::query_scalar(composed(format!(
                 "INSERT INTO login_failures (account, source, failures, wait_until, last_at)
-                 VALUES ('*', $1, 1, 0, {now})
+                 VALUES ($1, $2, 1, 0, {now})
                  ON CONFLICT (account, source) DO UPDATE SET
                    failures = CASE WHEN login_failures.last_at < {now} - 60000 THEN 1 ELSE login_failures.failures + 1 END,
                    last_at = CASE WHEN login_failures.last_at < {now} - 60000 THEN {now} ELSE login_failures.last_at END,
                    wait_until = CASE
-                     WHEN login_failures.last_at >= {now} - 60000 AND login_failures.failures + 1 > $2
+                     WHEN login_failures.last_at >= {now} - 60000 AND login_failures.failures + 1 > $3
                      THEN login_failures.last_at + 60000 ELSE login_failures.wait_until END
                  RETURNING CASE WHEN wait_until > {now} THEN wait_until - {now} ELSE 0 END"
             )))
+            .bind(kind)
             .bind(source)
             .bind(i64::from(per_minute))
             .fetch_one(pool)

@@ -530,7 +530,7 @@ pub async fn deploy_history(
     responses(
         (status = 202, description = "Merged; the rollout follows as `deploy_progress`", body = JobAccepted),
         (status = 404, description = "No such job", body = ApiError),
-        (status = 409, description = "`not_awaiting`, `head_moved`, …", body = ApiError),
+        (status = 409, description = "`not_awaiting`, `head_moved`, `owner_unreachable` (the server running the job did not answer), …", body = ApiError),
         (status = 502, description = "GitHub refused or could not be reached", body = ApiError),
     )
 )]
@@ -550,7 +550,7 @@ pub async fn deploy_confirm(
     responses(
         (status = 202, description = "Cancelling"),
         (status = 404, description = "No such job", body = ApiError),
-        (status = 409, description = "The job has ended (`finished`)", body = ApiError),
+        (status = 409, description = "The job has ended (`finished`), or the server running it did not answer (`owner_unreachable`)", body = ApiError),
     )
 )]
 pub async fn deploy_cancel(

@@ -63,12 +63,14 @@ pub async fn handler(
                 ip = shown,
                 "agent connection refused: missing or unknown token"
             );
-            let limited = ip
-                .map(nixdeck_core::service::limits::Source::of)
-                .map(|source| app.limits.agent_address.fail(&source));
+            // Counted over every server on the database (`Limits::fail_agent`).
+            let limited = match ip.map(nixdeck_core::service::limits::Source::of) {
+                Some(source) => app.limits.fail_agent(&source).await,
+                None => Ok(()),
+            };
             let e = match limited {
-                Some(Err(wait)) => nixdeck_core::service::limits::too_many(wait),
-                _ => e,
+                Err(wait) => nixdeck_core::service::limits::too_many(wait),
+                Ok(()) => e,
             };
             // In the audit log as a tally (a flood of bad tokens writes a row per flush).
             app.refusals.note(

@@ -418,6 +418,56 @@ pub async fn registered_agent(server: &Server, token: &str, hostname: &str) -> W
     ws
 }
 
+/// The store path a `fake_agent`'s previews report.
+pub const STORE_PATH: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-26.05";
+
+/// Every order each fake agent got: `(host, order)`.
+pub type Orders = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// An agent link (`registered_agent`) that heartbeats and ends every order at once, `ok`:
+/// a preview with a closure diff and the store path it built (`STORE_PATH`), a switch with
+/// its generation. What it was asked goes to `orders`.
+pub fn fake_agent(mut ws: Ws, host: &str, orders: Orders) -> tokio::task::JoinHandle<()> {
+    use futures::SinkExt;
+    let host = host.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let beat = Message::text(testkit::fixtures::heartbeat(1.0, 0.1));
+            if ws.send(beat).await.is_err() {
+                return;
+            }
+            let until = Instant::now() + Duration::from_millis(500);
+            while let Ok(frame) = timeout(until - Instant::now(), ws.next()).await {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    _ => return,
+                };
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["type"] != "command" {
+                    continue;
+                }
+                let order = v["payload"].clone();
+                orders.lock().unwrap().push((host.clone(), order.clone()));
+                let result = match order["command"].as_str() {
+                    Some("preview") => json!({"diff": {"changes": [
+                        {"name": "openssl", "old": "3.0.14", "new": "3.0.15", "kind": "upgraded"}],
+                        "closure_bytes_before": 10, "closure_bytes_after": 12,
+                        "reboot_needed": false}, "store_path": STORE_PATH}),
+                    Some("switch") => json!({"generation": 8}),
+                    _ => Value::Null,
+                };
+                let done = json!({"type": "command_complete", "payload": {
+                    "command_id": order["command_id"], "status": "ok", "exit_code": 0,
+                    "duration_ms": 10, "last_seq": 0, "result": result}});
+                if ws.send(Message::text(done.to_string())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
 /// `nixdeck ctl ARGS` against `server`, as a script runs it: the token in `NIXDECK_TOKEN`.
 /// Its exit code, stdout and stderr.
 pub async fn ctl(server: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
