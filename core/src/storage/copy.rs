@@ -701,8 +701,8 @@ mod tests {
                  SELECT 'c1', i, CASE WHEN i % 2 = 0 THEN 'stderr' ELSE 'stdout' END,
                         CASE WHEN i = 2 THEN 'a' || char(0) || 'b' ELSE 'line ' || i END, 51
                  FROM n WHERE i <= (SELECT value FROM lines);
-             INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, created_at, updated_at, previews, confirm_by, replica, cancel_by)
-                 VALUES ('j1', 7, 'ann', '{}', 'done', '{\"web-1\":\"ok\"}', 'Deployed', FALSE, 60, 61, '{}', NULL, 'r1', NULL);
+             INSERT INTO deploy_jobs (id, pr_number, started_by, request, phase, hosts, message, active, created_at, updated_at, previews, confirm_by, replica)
+                 VALUES ('j1', 7, 'ann', '{}', 'done', '{\"web-1\":\"ok\"}', 'Deployed', FALSE, 60, 61, '{}', NULL, 'r1');
              INSERT INTO deploy_commands (deploy_id, command_id) VALUES ('j1', 'c1');
              INSERT INTO audit (id, at, actor, ip, action, target, result, detail, token)
                  VALUES (1, 70, 'ann', '10.0.0.1', 'login', NULL, 'ok', NULL, NULL), (17, 71, 'cli', NULL, 'token.create', 't1', 'ok', 'd', 'ci');
