@@ -442,7 +442,7 @@ async fn check(resp: reqwest::Response) -> GhResult<reqwest::Response> {
     let message = if message.trim().is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
-        message.chars().take(MESSAGE_MAX).collect()
+        crate::service::hosts::foreign_line(&message, MESSAGE_MAX)
     };
     Err(GhError::Status {
         status: status.as_u16(),

@@ -93,7 +93,7 @@ pub fn agent_text(value: &str, max: usize) -> Cow<'_, str> {
     if value.chars().count() <= max && !value.chars().any(unwanted) {
         return Cow::Borrowed(value);
     }
-    let mut out = String::with_capacity(value.len().min(max * 4));
+    let mut out = String::with_capacity(value.len().min(max.saturating_mul(4)));
     let mut kept = 0;
     let mut chars = value.chars().peekable();
     while let Some(c) = chars.next() {
@@ -134,6 +134,24 @@ pub fn agent_text(value: &str, max: usize) -> Cow<'_, str> {
         kept += 1;
     }
     Cow::Owned(out)
+}
+
+/// Text from a third party (a webhook target's answer, GitHub's error message) as one line
+/// the dashboard stores and shows: line breaks and tabs become spaces, then `agent_text`.
+/// Besides what escapes do to a terminal, PostgreSQL's text holds no NUL: a record with one
+/// would be refused, and lost.
+pub fn foreign_line(value: &str, max: usize) -> String {
+    let spaced: String = value
+        .chars()
+        .map(|c| {
+            if matches!(c, '\n' | '\r' | '\t') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    agent_text(&spaced, max).into_owned()
 }
 
 /// Control characters (C0, DEL, C1) and the bidirectional formatting characters.
@@ -825,6 +843,16 @@ mod tests {
     use crate::storage::testing::db_test;
 
     const HOSTILE: &str = "\u{1b}[31mred\u{1b}[0m \u{1b}]0;owned\u{7}title\u{1b}]8;;http://x\u{1b}\\link\u{1b}c\r\nnext\u{0}\u{7f}\u{9b}\u{202e}txt";
+
+    /// A third party's answer becomes one clean line, whatever its length bound.
+    #[test]
+    fn foreign_line_spaces_line_breaks_and_drops_nul_and_escapes() {
+        assert_eq!(
+            foreign_line("down\0 for \x1b[31mrepairs\x1b[0m\r\nback\tsoon", usize::MAX),
+            "down for repairs  back soon"
+        );
+        assert_eq!(foreign_line("abcdef", 3), "abc");
+    }
 
     #[test]
     fn agent_text_drops_escapes_and_control_characters_and_bounds_the_length() {

@@ -28,8 +28,12 @@ pub async fn add_webhook(server: &Server, admin: &Session, port: u16) -> String 
     body["id"].as_str().unwrap().to_owned()
 }
 
-/// A webhook receiver: answers 500 to the first `fail` requests, then 200, and keeps
-/// every body it accepted.
+/// A webhook receiver: answers 500 to the first `fail` requests (with `REFUSAL`, hostile
+/// text), then 200, and keeps every body it accepted.
+/// What the receiver answers with its 500s: a NUL (which PostgreSQL's text cannot hold), a
+/// terminal escape and a line break, around the words an operator should read.
+pub const REFUSAL: &str = "down\0 for \x1b[31mmaintenance\x1b[0m\nretry later";
+
 #[derive(Clone, Default)]
 pub struct Receiver {
     pub fail: Arc<AtomicUsize>,
@@ -54,10 +58,10 @@ impl Receiver {
                         .is_ok()
                     {
                         state.refused.fetch_add(1, Ordering::SeqCst);
-                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, REFUSAL);
                     }
                     state.got.lock().unwrap().push(body.0);
-                    axum::http::StatusCode::OK
+                    (axum::http::StatusCode::OK, "")
                 }
             }),
         );

@@ -182,17 +182,29 @@ pub fn spawn(core: Core) {
                 {
                     continue;
                 }
-                let (core, client, busy) = (core.clone(), client.clone(), busy.clone());
+                let (core, client) = (core.clone(), client.clone());
+                let seat = Busy(busy.clone(), row.target_id.clone());
                 tokio::spawn(async move {
-                    let target = row.target_id.clone();
                     attempt(&core, &client, row).await;
-                    busy.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&target);
+                    drop(seat);
                 });
             }
         }
     });
+}
+
+/// A target with an attempt under way; it is free again when the attempt ends, also by a
+/// panic (its task unwinds): without that, a panic in one attempt left the target out of
+/// every later round, and its messages waited forever.
+struct Busy(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
 }
 
 /// One attempt at the first message of a target, and its outcome written down.
@@ -316,7 +328,8 @@ pub async fn send(
                     if text.trim().is_empty() {
                         String::new()
                     } else {
-                        format!(": {}", truncated(text.trim(), 200))
+                        let text = crate::service::hosts::foreign_line(text.trim(), usize::MAX);
+                        format!(": {}", truncated(&text, 200))
                     }
                 ))
             }
@@ -395,6 +408,20 @@ mod tests {
     use super::*;
     use protocol::api::NotifyEvent;
     use protocol::Timestamp;
+
+    /// An attempt that panics frees its target for the next round.
+    #[tokio::test]
+    async fn a_panicking_attempt_frees_its_target() {
+        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        busy.lock().unwrap().insert("t1".into());
+        let seat = Busy(busy.clone(), "t1".into());
+        let task = tokio::spawn(async move {
+            let _seat = seat;
+            panic!("an attempt went wrong");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(busy.lock().unwrap().is_empty());
+    }
 
     fn message() -> NotifyMessage {
         NotifyMessage {
