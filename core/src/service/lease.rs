@@ -179,8 +179,12 @@ impl Keeper {
                     // A fresh connection next time: this one may be broken.
                     own = None;
                     // Step down before the lease can have run out, so another server that
-                    // takes it over never runs the jobs alongside this one.
-                    if last_renewed.elapsed() + every >= self.ttl / 2 {
+                    // takes it over never runs the jobs alongside this one. A SQLite file
+                    // has one server, which took its leases outright at start (`start`): it
+                    // keeps leading through a slow spell.
+                    if self.db.backend() == Backend::Postgres
+                        && last_renewed.elapsed() + every >= self.ttl / 2
+                    {
                         step(&self.leader, &self.replica, false);
                     }
                 }
