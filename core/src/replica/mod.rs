@@ -49,6 +49,15 @@ pub const CHANNEL: &str = "nixdeck_fleet";
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// A batch is sent once its items reach this many bytes, under the payload limit.
 const BATCH_BYTES: usize = 7_000;
+/// What is waiting already when a batch is full goes along, up to this many bytes: about
+/// 70 notifications in one statement. One round trip per notification did not keep up
+/// with a backlog (a resync answer of 13 000 hosts, some 20 MB) on a busy machine: the
+/// queue passed its bound, and the peers' resyncs made more backlog
+/// (docs/BENCHMARKS.md, "40 000 agents").
+const SEND_BYTES: usize = 512 * 1024;
+/// A replica answers resync requests at most this often: requests that come meanwhile
+/// (several peers, or one peer's repeated gaps) get one answer, sent when it is due.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// How often a replica looks at which peers' leases are alive. Short against the lease's
 /// time to live (10 s by default), so a dead peer's hosts go offline soon after it expires.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
@@ -156,6 +165,10 @@ struct PeersInner {
     bus: OnceLock<(Arc<str>, BusOut)>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Result<String, AppError>>>>,
     next_id: AtomicU64,
+    /// When this replica last answered a resync, and whether an answer is due
+    /// (`answer_resync`).
+    resync_sent: Mutex<Option<Instant>>,
+    resync_due: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
@@ -298,6 +311,11 @@ async fn write(core: Core, mut queue: BusQueue) {
                 _ = sleep_until(deadline) => break,
             }
         }
+        while bytes < SEND_BYTES {
+            let Some(item) = queue.try_recv() else { break };
+            bytes += item.len();
+            items.push(item);
+        }
         // Items the hub could not queue: skipping a number shows the peers the gap.
         if queue.take_dropped() {
             tracing::warn!("replica bus: events dropped (queue over its bound); peers will resync");
@@ -317,12 +335,14 @@ async fn write(core: Core, mut queue: BusQueue) {
                 }
             }
         }
+        let mut payloads = Vec::new();
         for (payload, next) in pack::pack(&name, seq, small) {
             seq = next;
-            if let Err(e) = core.db.notify(CHANNEL, &payload).await {
-                // Not sent: the peers see the gap at the next batch and resync.
-                tracing::warn!("replica bus: notify failed: {e}");
-            }
+            payloads.push(payload);
+        }
+        if let Err(e) = core.db.notify_many(CHANNEL, &payloads).await {
+            // Not sent: the peers see the gap at the next batch and resync.
+            tracing::warn!("replica bus: notify failed: {e}");
         }
     }
 }
@@ -444,9 +464,7 @@ async fn fill_output(core: &Core, from: &str) {
 fn control(core: &Core, from: &str, item: BusItem) {
     let me = &*core.replica;
     match item {
-        BusItem::Resync { to } if to.as_deref().is_none_or(|to| to == me) => {
-            core.hub.resync_out(core.leader.is_leader())
-        }
+        BusItem::Resync { to } if to.as_deref().is_none_or(|to| to == me) => answer_resync(core),
         BusItem::Request { to, id, body } if to == me => {
             let core = core.clone();
             let from = from.to_owned();
@@ -461,6 +479,36 @@ fn control(core: &Core, from: &str, item: BusItem) {
         }
         BusItem::Reply { to, id, result } if to == me => core.peers.answered(id, result),
         _ => {}
+    }
+}
+
+/// Answer a resync request: at once, or, within `RESYNC_EVERY` of the last answer, once
+/// when it is due, for every request until then. The answer is the state when it is sent,
+/// so a later one serves an earlier request as well. Without this an answer that overfilled
+/// the queue made gaps, whose resyncs made more answers.
+fn answer_resync(core: &Core) {
+    let inner = &core.peers.inner;
+    if inner.resync_due.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let last = *inner.resync_sent.lock().unwrap_or_else(|e| e.into_inner());
+    let wait = last.map_or(Duration::ZERO, |at| {
+        (at + RESYNC_EVERY).saturating_duration_since(Instant::now())
+    });
+    let send = |core: &Core| {
+        let inner = &core.peers.inner;
+        *inner.resync_sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        inner.resync_due.store(false, Ordering::SeqCst);
+        core.hub.resync_out(core.leader.is_leader());
+    };
+    if wait.is_zero() {
+        send(core);
+    } else {
+        let core = core.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            send(&core);
+        });
     }
 }
 
@@ -713,6 +761,74 @@ mod tests {
             }
         }
         assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    /// A burst larger than one statement's worth of notifications (`SEND_BYTES`) reaches
+    /// the peer whole and in order, with no gap.
+    #[tokio::test]
+    async fn a_burst_of_several_statements_arrives_in_order() {
+        let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
+            return;
+        };
+        let url = fresh_postgres_database(&server).await.unwrap();
+        let a = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
+        let b = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
+        for core in [&a, &b] {
+            crate::service::lease::start(core).await.unwrap();
+            start(core).await.unwrap();
+        }
+        let seat = b.hub.browser_seat("ann", 1).unwrap();
+        let mut events = b.hub.subscribe_browser(&seat).await.unwrap().events;
+        // 2 000 lines of 400 bytes: about 1.6 statements' worth.
+        let n = 2_000u64;
+        a.hub
+            .publish_all((1..=n).map(|seq| output(seq, format!("{seq:0>400}"))));
+        let mut got = Vec::new();
+        while got.len() < n as usize {
+            let text = tokio::time::timeout(Duration::from_secs(20), events.recv())
+                .await
+                .expect("A's burst reaches B within 20 s")
+                .unwrap();
+            if let BrowserEvent::CommandOutput(o) = serde_json::from_str(text.as_str()).unwrap() {
+                assert_eq!(o.line.trim_start_matches('0'), o.seq.to_string());
+                got.push(o.seq);
+            }
+        }
+        assert_eq!(got, (1..=n).collect::<Vec<_>>());
+    }
+
+    /// Resync requests within `RESYNC_EVERY` of an answer get one more answer, when due.
+    #[tokio::test]
+    async fn resync_requests_close_together_get_one_answer_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let core =
+            crate::service::test_core(&TestBackend::Sqlite, dir.path(), &["mine"], &["nixdeck"])
+                .await;
+        let mut queue = attach_test_bus(&core);
+        let reg: protocol::messages::Register = serde_json::from_value(serde_json::json!({
+            "hostname": "mine", "host_type": "nixos", "agent_version": protocol::VERSION
+        }))
+        .unwrap();
+        let _link = core.hub.attach_agent("mine", &reg, None).unwrap();
+        while queue.try_recv().is_some() {}
+        let answers = |queue: &mut BusQueue| {
+            let mut n = 0;
+            while let Some(item) = queue.try_recv() {
+                n += usize::from(item == r#"{"own":"mine"}"#);
+            }
+            n
+        };
+        let mut last = HashMap::new();
+        let request = |seq: u64, from: &str| {
+            format!(r#"{{"from":"{from}","seq":{seq},"items":[{{"resync":{{"to":null}}}}]}}"#)
+        };
+        receive(&core, &mut last, &request(1, "p")).await;
+        assert_eq!(answers(&mut queue), 1, "the first is answered at once");
+        receive(&core, &mut last, &request(1, "q")).await;
+        receive(&core, &mut last, &request(2, "p")).await;
+        assert_eq!(answers(&mut queue), 0, "not again within a second");
+        tokio::time::sleep(RESYNC_EVERY + Duration::from_millis(300)).await;
+        assert_eq!(answers(&mut queue), 1, "one answer for both, when due");
     }
 
     /// Two replicas on one database: three events made on A reach B's browsers in A's

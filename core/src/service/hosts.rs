@@ -848,7 +848,10 @@ mod tests {
     #[test]
     fn foreign_line_spaces_line_breaks_and_drops_nul_and_escapes() {
         assert_eq!(
-            foreign_line("down\0 for \x1b[31mrepairs\x1b[0m\r\nback\tsoon", usize::MAX),
+            foreign_line(
+                "down\0 for \x1b[31mrepairs\x1b[0m\r\nback\tsoon",
+                usize::MAX
+            ),
             "down for repairs  back soon"
         );
         assert_eq!(foreign_line("abcdef", 3), "abc");

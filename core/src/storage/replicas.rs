@@ -29,16 +29,21 @@ impl Db {
         .map(|_| ())
     }
 
-    /// Send one notification on `channel` (`pg_notify`: delivered to every listener when
-    /// the statement's transaction commits, in commit order).
-    pub async fn notify(&self, channel: &str, payload: &str) -> DbResult<()> {
+    /// Send notifications on `channel` in one statement (one round trip, one transaction):
+    /// delivered to every listener when it commits, in the order given (the subquery is
+    /// sorted before the outer `pg_notify` calls are evaluated).
+    pub async fn notify_many(&self, channel: &str, payloads: &[String]) -> DbResult<()> {
         let pool = self.postgres()?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(pool)
-            .await
-            .map(|_| ())
+        sqlx::query(
+            "SELECT pg_notify($1, p) FROM (
+                 SELECT p FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i
+             ) ordered",
+        )
+        .bind(channel)
+        .bind(payloads)
+        .execute(pool)
+        .await
+        .map(|_| ())
     }
 
     /// A listener on `channel`, on a connection of its own taken from the pool.
