@@ -86,6 +86,52 @@ async fn wrong_login(server: &Server) -> u16 {
         .as_u16()
 }
 
+/// What both replicas of a test share: the fake GitHub on the test's origin, a new
+/// database (the harness reads it from `database-url`) and one secret key file.
+struct Shared {
+    gh: FakeGithub,
+    key: std::path::PathBuf,
+    ttl: String,
+}
+
+impl Shared {
+    async fn start(root: &std::path::Path, origin: &Origin, pg: &str) -> Shared {
+        let gh = FakeGithub::start(
+            &fake_github_bin(),
+            &origin.bare,
+            "acme",
+            "nixcfg",
+            &["--token", GH_TOKEN],
+            Stdio::from(std::fs::File::create(root.join("fake-github.log")).unwrap()),
+        );
+        let url = nixdeck_core::storage::testing::fresh_postgres_database(pg)
+            .await
+            .unwrap();
+        std::fs::write(root.join("database-url"), &url).unwrap();
+        Shared {
+            gh,
+            key: root.join("secret.key"),
+            ttl: LEASE_TTL_S.to_string(),
+        }
+    }
+
+    /// The replicas' settings, `extra` after them.
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![
+            ("NIXDECK_SECRET_KEY_FILE", self.key.to_str().unwrap()),
+            ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
+            ("NIXDECK_GITHUB_API_URL", self.gh.base.as_str()),
+            ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
+            ("NIXDECK_DESIRED_POLL_S", "1"),
+            ("NIXDECK_PR_POLL_S", "1"),
+            ("NIXDECK_MERGE_WAIT_S", "20"),
+            ("NIXDECK_LEASE_TTL_S", &self.ttl),
+        ];
+        env.extend_from_slice(extra);
+        env
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_run_the_once_per_database_jobs_once() {
     if on_postgres() {
@@ -108,35 +154,10 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
     );
     git(&origin.work, &["push", "origin", "update-flake-lock"]);
     git(&origin.work, &["checkout", "main"]);
-    let gh = FakeGithub::start(
-        &fake_github_bin(),
-        &origin.bare,
-        "acme",
-        "nixcfg",
-        &["--token", GH_TOKEN],
-        Stdio::from(std::fs::File::create(root.join("fake-github.log")).unwrap()),
-    );
-
-    // Both replicas on one new database (the harness reads it from `database-url`), with
-    // one secret key file.
-    let url = nixdeck_core::storage::testing::fresh_postgres_database(&pg)
-        .await
-        .unwrap();
-    std::fs::write(root.join("database-url"), &url).unwrap();
-    let key = root.join("secret.key");
-    let ttl = LEASE_TTL_S.to_string();
+    let shared = Shared::start(root, &origin, &pg).await;
+    let gh = &shared.gh;
     let failures = LOGIN_FAILURES.to_string();
-    let env: Vec<(&str, &str)> = vec![
-        ("NIXDECK_SECRET_KEY_FILE", key.to_str().unwrap()),
-        ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
-        ("NIXDECK_GITHUB_API_URL", gh.base.as_str()),
-        ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
-        ("NIXDECK_DESIRED_POLL_S", "1"),
-        ("NIXDECK_PR_POLL_S", "1"),
-        ("NIXDECK_MERGE_WAIT_S", "20"),
-        ("NIXDECK_LEASE_TTL_S", &ttl),
-        ("NIXDECK_LOGIN_FAILURES_PER_MIN", &failures),
-    ];
+    let env = shared.env(&[("NIXDECK_LOGIN_FAILURES_PER_MIN", &failures)]);
     let mut a = Server::start_with(root, free_port(), &env).await;
     let admin_a = login(&a).await;
     // The host exists before B starts, so B's hub knows it (the live stream between
@@ -262,27 +283,7 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
             "main",
         ],
     );
-    let r = reqwest::Client::new()
-        .post(gh.url("/_control/pr"))
-        .json(
-            &json!({"number": 5, "title": "flake.lock: update", "labels": ["dependencies"],
-                      "head": "update-flake-lock", "mergeable": true}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    wait_for(
-        "A online and the PR seen on both",
-        Duration::from_secs(30),
-        async || {
-            let host = host(&admin_a, &a, "alpha").await;
-            let pr_a = admin_a.get_json(&a, "/api/pending-pr").await;
-            let pr_b = admin_b.get_json(&b, "/api/pending-pr").await;
-            host["online"] == true && pr_a["number"] == 5 && pr_b["number"] == 5
-        },
-    )
-    .await;
+    open_pr(gh, (&admin_a, &a), (&admin_b, &b), (&admin_a, &a, "alpha")).await;
     let (status, reply) = deploy(&admin_a, &a).await;
     assert_eq!(status, 202, "{reply}");
     let job = reply["job_id"].as_str().unwrap().to_owned();
@@ -340,6 +341,37 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
     drop(b);
 }
 
+/// GitHub opens PR 5 (the lock update); returns once `host` is online (read on the replica
+/// given with it) and both replicas show the PR.
+async fn open_pr(
+    gh: &FakeGithub,
+    (admin_a, a): (&Session, &Server),
+    (admin_b, b): (&Session, &Server),
+    (admin, server, id): (&Session, &Server, &str),
+) {
+    let r = reqwest::Client::new()
+        .post(gh.url("/_control/pr"))
+        .json(
+            &json!({"number": 5, "title": "flake.lock: update", "labels": ["dependencies"],
+                      "head": "update-flake-lock", "mergeable": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_for(
+        &format!("{id} online and the PR seen on both"),
+        Duration::from_secs(30),
+        async || {
+            let host = host(admin, server, id).await;
+            let pr_a = admin_a.get_json(a, "/api/pending-pr").await;
+            let pr_b = admin_b.get_json(b, "/api/pending-pr").await;
+            host["online"] == true && pr_a["number"] == 5 && pr_b["number"] == 5
+        },
+    )
+    .await;
+}
+
 async fn host(admin: &Session, server: &Server, id: &str) -> Value {
     let hosts = admin.get_json(server, "/api/hosts").await;
     hosts
@@ -382,30 +414,9 @@ async fn a_deploy_waiting_on_one_replica_is_cancelled_and_confirmed_through_the_
         &[("flake.lock", "{\"version\":7,\"v\":2}\n")],
         "flake.lock: update nixpkgs",
     );
-    let gh = FakeGithub::start(
-        &fake_github_bin(),
-        &origin.bare,
-        "acme",
-        "nixcfg",
-        &["--token", GH_TOKEN],
-        Stdio::from(std::fs::File::create(root.join("fake-github.log")).unwrap()),
-    );
-    let url = nixdeck_core::storage::testing::fresh_postgres_database(&pg)
-        .await
-        .unwrap();
-    std::fs::write(root.join("database-url"), &url).unwrap();
-    let key = root.join("secret.key");
-    let ttl = LEASE_TTL_S.to_string();
-    let env: Vec<(&str, &str)> = vec![
-        ("NIXDECK_SECRET_KEY_FILE", key.to_str().unwrap()),
-        ("NIXDECK_GITHUB_REPO", "acme/nixcfg"),
-        ("NIXDECK_GITHUB_API_URL", gh.base.as_str()),
-        ("NIXDECK_GITHUB_TOKEN", GH_TOKEN),
-        ("NIXDECK_DESIRED_POLL_S", "1"),
-        ("NIXDECK_PR_POLL_S", "1"),
-        ("NIXDECK_MERGE_WAIT_S", "20"),
-        ("NIXDECK_LEASE_TTL_S", &ttl),
-    ];
+    let shared = Shared::start(root, &origin, &pg).await;
+    let gh = &shared.gh;
+    let env = shared.env(&[]);
     let a = Server::start_with(root, free_port(), &env).await;
     let admin_a = login(&a).await;
     let b = Server::start_with(root, free_port(), &env).await;
@@ -414,27 +425,7 @@ async fn a_deploy_waiting_on_one_replica_is_cancelled_and_confirmed_through_the_
     let token = create_host(&a, &admin_a, "beta").await;
     let orders = Orders::default();
     let agent = fake_agent(registered_agent(&a, &token, "beta").await, "beta", orders);
-    let r = reqwest::Client::new()
-        .post(gh.url("/_control/pr"))
-        .json(
-            &json!({"number": 5, "title": "flake.lock: update", "labels": ["dependencies"],
-                      "head": "update-flake-lock", "mergeable": true}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    wait_for(
-        "beta online and the PR seen on both",
-        Duration::from_secs(30),
-        async || {
-            let host = host(&admin_b, &b, "beta").await;
-            let pr_a = admin_a.get_json(&a, "/api/pending-pr").await;
-            let pr_b = admin_b.get_json(&b, "/api/pending-pr").await;
-            host["online"] == true && pr_a["number"] == 5 && pr_b["number"] == 5
-        },
-    )
-    .await;
+    open_pr(gh, (&admin_a, &a), (&admin_b, &b), (&admin_b, &b, "beta")).await;
     let merges = async || {
         let state: Value = reqwest::get(gh.url("/_control/state"))
             .await

@@ -616,6 +616,29 @@ mod tests {
         })
     }
 
+    /// Two replicas with host "h" on a new PostgreSQL database, their leases and buses
+    /// started (alive to each other: the presence watch reads the leases), and the events
+    /// of a browser on B. None without a test PostgreSQL.
+    async fn two_replicas() -> Option<(
+        Core,
+        Core,
+        tokio::sync::broadcast::Receiver<tungstenite::Utf8Bytes>,
+    )> {
+        let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
+            return None;
+        };
+        let url = fresh_postgres_database(&server).await.unwrap();
+        let a = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
+        let b = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
+        for core in [&a, &b] {
+            crate::service::lease::start(core).await.unwrap();
+            start(core).await.unwrap();
+        }
+        let seat = b.hub.browser_seat("ann", 1).unwrap();
+        let events = b.hub.subscribe_browser(&seat).await.unwrap().events;
+        Some((a, b, events))
+    }
+
     /// A bus for `core` without PostgreSQL: what its hub sends lands in the queue.
     fn attach_test_bus(core: &Core) -> BusQueue {
         let (out, queue) = crate::hub::bus_channel();
@@ -767,18 +790,9 @@ mod tests {
     /// the peer whole and in order, with no gap.
     #[tokio::test]
     async fn a_burst_of_several_statements_arrives_in_order() {
-        let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
+        let Some((a, _b, mut events)) = two_replicas().await else {
             return;
         };
-        let url = fresh_postgres_database(&server).await.unwrap();
-        let a = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
-        let b = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
-        for core in [&a, &b] {
-            crate::service::lease::start(core).await.unwrap();
-            start(core).await.unwrap();
-        }
-        let seat = b.hub.browser_seat("ann", 1).unwrap();
-        let mut events = b.hub.subscribe_browser(&seat).await.unwrap().events;
         // 2 000 lines of 400 bytes: about 1.6 statements' worth.
         let n = 2_000u64;
         a.hub
@@ -836,19 +850,9 @@ mod tests {
     /// `bus_events`.
     #[tokio::test]
     async fn a_large_event_goes_through_the_table_in_its_place() {
-        let Some(TestBackend::Postgres(server)) = TestBackend::postgres() else {
+        let Some((a, b, mut events)) = two_replicas().await else {
             return;
         };
-        let url = fresh_postgres_database(&server).await.unwrap();
-        let a = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
-        let b = crate::service::test_core_on(&url, &["h"], &["nixdeck"]).await;
-        for core in [&a, &b] {
-            // Alive to each other: the presence watch reads the servers' leases.
-            crate::service::lease::start(core).await.unwrap();
-            start(core).await.unwrap();
-        }
-        let seat = b.hub.browser_seat("ann", 1).unwrap();
-        let mut events = b.hub.subscribe_browser(&seat).await.unwrap().events;
 
         let big = "x".repeat(30_000);
         a.hub.publish_all([
