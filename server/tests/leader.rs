@@ -172,7 +172,7 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
 
     // GitHub is polled once per interval, not once per replica: at 1 s, about 7 head
     // reads in 8 s (each read takes a little time too); two pollers would make about 14.
-    let polls = polls_during(&gh, 8).await;
+    let polls = polls_during(gh, 8).await;
     assert!((3..=10).contains(&polls), "{polls} head reads in 8 s");
     // B, which does not poll, shows the leader's reading.
     let desired = admin_b.get_json(&b, "/api/desired").await;
@@ -319,7 +319,7 @@ async fn two_replicas_run_the_once_per_database_jobs_once() {
         "{end:#}"
     );
     assert_eq!(end["hosts"]["alpha"], "error", "it was mid-switch: {end:#}");
-    let polls = polls_during(&gh, 4).await;
+    let polls = polls_during(gh, 4).await;
     assert!(
         (2..=6).contains(&polls),
         "{polls} head reads in 4 s after the takeover"
